@@ -1,0 +1,53 @@
+# Kubeloop — the verbs a person types. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+TOOLS := $(CURDIR)/.tools
+export PATH := $(TOOLS)/bin:$(PATH)
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install system-deps tools test lint crds check-crds demo bench e2e clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+install: ## install kubeloop (editable) with every extra into the current Python
+	@# torch first, at the exact CPU build on disk: any other spec pulls GBs of CUDA wheels.
+	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e '.[dev]'
+
+system-deps: ## install Prometheus, Pushgateway, promtool, wrk, hey (Debian packages)
+	./hack/install-system-deps.sh
+
+tools: ## put helm 4 and kubectl into .tools/bin (git-ignored)
+	./hack/install-tools.sh $(TOOLS)
+
+crds: ## regenerate crds/ from the API models
+	$(PYTHON) -m kubeloop.cli crds --out crds
+
+check-crds: ## fail when crds/ is stale
+	$(PYTHON) -m kubeloop.cli crds --out crds --check
+
+lint: ## ruff, mypy --strict and the import-layer contracts
+	$(PYTHON) -m ruff check operator tests bench
+	$(PYTHON) -m ruff format --check operator tests bench
+	$(PYTHON) -m mypy
+	lint-imports
+
+test: install system-deps tools ## install what the tests need, then run them
+	$(PYTHON) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure" >&2; fi; \
+	exit $$rc
+
+demo: install ## the whole loop on this machine: train, serve, drift, retrain, roll out
+	$(PYTHON) -m kubeloop.cli local demo
+
+bench: install ## benchmarks against the anchors; results in BENCHMARKS.md
+	$(PYTHON) -m bench
+
+e2e: ## kind end-to-end (needs Docker and kind; skips cleanly without)
+	$(PYTHON) -m pytest tests/e2e -m e2e -rs
+
+clean: ## remove caches and tools
+	rm -rf .tools .pytest_cache .mypy_cache .ruff_cache .demo

@@ -1,0 +1,157 @@
+"""What the API server does to a custom resource before storing it, done offline.
+
+`admit()` applies the CRD's structural defaults, refuses unknown fields (kubectl's default
+strict field validation), validates the OpenAPI schema and evaluates every
+`x-kubernetes-validations` CEL rule with a real CEL implementation (cel-python), plus the
+Kubernetes CEL list extension `isSorted()` the rules use. It serves `kubeloop validate`, the
+local API of `kubeloop local`, and the tests. Needs the `[local]` extra (jsonschema, cel-python).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+from kubeloop.api.crd import KINDS, build_crd
+
+__all__ = ["AdmissionResult", "admit", "crd_schema"]
+
+
+@dataclass
+class AdmissionResult:
+    """The object as it would be stored, and why it would be refused (empty when admitted)."""
+
+    obj: dict[str, Any]
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def allowed(self) -> bool:
+        """True when the API server would store the object."""
+        return not self.errors
+
+
+@cache
+def crd_schema(api_version: str, kind: str) -> dict[str, Any] | None:
+    """The openAPIV3Schema of a kubeloop kind, or None for a kind kubeloop does not define."""
+    for crd_kind in KINDS:
+        crd = build_crd(crd_kind)
+        version = crd["spec"]["versions"][0]
+        if kind == crd_kind.kind and api_version == f"{crd['spec']['group']}/{version['name']}":
+            schema: dict[str, Any] = version["schema"]["openAPIV3Schema"]
+            return schema
+    return None
+
+
+def _join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+def _apply_defaults(schema: dict[str, Any], value: Any) -> None:
+    if isinstance(value, dict) and "properties" in schema:
+        for name, sub in schema["properties"].items():
+            if name not in value and "default" in sub:
+                value[name] = copy.deepcopy(sub["default"])
+            if name in value:
+                _apply_defaults(sub, value[name])
+    elif isinstance(value, list) and "items" in schema:
+        for item in value:
+            _apply_defaults(schema["items"], item)
+    elif isinstance(value, dict) and isinstance(schema.get("additionalProperties"), dict):
+        for item in value.values():
+            _apply_defaults(schema["additionalProperties"], item)
+
+
+def _unknown_fields(schema: dict[str, Any], value: Any, path: str) -> Iterator[str]:
+    if schema.get("x-kubernetes-preserve-unknown-fields") or path == "metadata":
+        return
+    if isinstance(value, dict) and "properties" in schema:
+        for name, item in value.items():
+            if name not in schema["properties"]:
+                yield f'{_join(path, name)}: unknown field "{name}"'
+            else:
+                yield from _unknown_fields(schema["properties"][name], item, _join(path, name))
+    elif isinstance(value, dict) and isinstance(schema.get("additionalProperties"), dict):
+        for name, item in value.items():
+            yield from _unknown_fields(schema["additionalProperties"], item, _join(path, name))
+    elif isinstance(value, list) and "items" in schema:
+        for index, item in enumerate(value):
+            yield from _unknown_fields(schema["items"], item, _join(path, index))
+
+
+def _describe(error: Any) -> str:
+    path = ""
+    for key in error.absolute_path:
+        path = _join(path, key)
+    if error.validator == "required":
+        missing = error.message.split("'")[1]
+        return f"{_join(path, missing)}: Required value"
+    if error.validator == "enum":
+        allowed = ", ".join(f'"{v}"' for v in error.validator_value)
+        return f'{path}: Unsupported value: "{error.instance}": supported values: {allowed}'
+    if error.validator == "type":
+        return f"{path}: Invalid value: {error.instance!r}: must be of type {error.validator_value}"
+    return f"{path}: Invalid value: {error.instance!r}: {error.message}"
+
+
+def _schema_errors(schema: dict[str, Any], obj: dict[str, Any]) -> list[str]:
+    from jsonschema import Draft4Validator
+
+    validator = Draft4Validator(schema)
+    errors = sorted(validator.iter_errors(obj), key=lambda e: list(map(str, e.absolute_path)))
+    return [_describe(error) for error in errors]
+
+
+@cache
+def _cel_program(rule: str) -> Any:
+    import celpy
+    from celpy import celtypes
+
+    def is_sorted(items: Any) -> Any:
+        return celtypes.BoolType(all(items[i] <= items[i + 1] for i in range(len(items) - 1)))
+
+    env = celpy.Environment()
+    return env.program(env.compile(rule), functions={"isSorted": is_sorted})
+
+
+def _cel_errors(schema: dict[str, Any], value: Any, path: str) -> Iterator[str]:
+    from celpy.adapter import json_to_cel
+    from celpy.evaluation import CELEvalError
+
+    for rule in schema.get("x-kubernetes-validations", []):
+        try:
+            result = _cel_program(rule["rule"]).evaluate({"self": json_to_cel(value)})
+            passed = bool(result) and not isinstance(result, Exception)
+        except CELEvalError:
+            passed = False
+        if not passed:
+            where = path + rule.get("fieldPath", "")
+            yield f"{where}: Invalid value: {rule['message']}"
+    if isinstance(value, dict) and "properties" in schema:
+        for name, sub in schema["properties"].items():
+            if name in value:
+                yield from _cel_errors(sub, value[name], _join(path, name))
+    elif isinstance(value, list) and "items" in schema:
+        for index, item in enumerate(value):
+            yield from _cel_errors(schema["items"], item, _join(path, index))
+
+
+def admit(obj: dict[str, Any]) -> AdmissionResult:
+    """Default, validate and CEL-check a kubeloop custom resource as the API server would."""
+    api_version, kind = obj.get("apiVersion", ""), obj.get("kind", "")
+    schema = crd_schema(str(api_version), str(kind))
+    if schema is None:
+        return AdmissionResult(obj, [f'kind "{kind}" in "{api_version}" is not a kubeloop kind'])
+    stored = copy.deepcopy(obj)
+    errors = list(_unknown_fields(schema, stored, ""))
+    _apply_defaults(schema, stored)
+    schema_errors = _schema_errors(schema, stored)
+    errors += schema_errors
+    # The API server runs CEL only on values that passed the schema.
+    if not schema_errors:
+        errors += list(_cel_errors(schema, stored, ""))
+    return AdmissionResult(stored, errors)

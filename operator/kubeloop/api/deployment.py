@@ -1,0 +1,250 @@
+"""ModelDeployment: an Open Inference Protocol (V2) server for one model version, with canaries."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from kubeloop.api.common import (
+    CelRule,
+    Condition,
+    KubeModel,
+    LocalObjectReference,
+    ObjectStoreUri,
+    Quantity,
+    SecretReference,
+)
+
+__all__ = [
+    "AutoscalingSpec",
+    "BatchingSpec",
+    "CanaryAnalysis",
+    "CanarySpec",
+    "CanaryStatus",
+    "ModelDeployment",
+    "ModelDeploymentSpec",
+    "ModelDeploymentStatus",
+    "ModelReference",
+    "PayloadLoggingSpec",
+    "RolloutSpec",
+    "ServerResources",
+]
+
+
+class ModelReference(KubeModel):
+    """Which model to serve: a pipeline's version, or a version folder by URI."""
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            cel="has(self.uri) != has(self.pipelineRef)",
+            check=lambda m: (m.uri is None) != (m.pipeline_ref is None),
+            message="spec.model: set exactly one of spec.model.uri and spec.model.pipelineRef",
+            field_path=".uri",
+            reason="FieldValueInvalid",
+        ),
+    )
+
+    pipeline_ref: LocalObjectReference | None = Field(
+        default=None, description="TrainingPipeline whose versions to serve."
+    )
+    version: str = Field(
+        default="champion",
+        pattern=r"^(champion|latest|[1-9][0-9]*)$",
+        max_length=20,
+        description="With pipelineRef: `champion` (follows promotions), `latest`, or a number.",
+    )
+    uri: ObjectStoreUri | None = Field(
+        default=None,
+        description="A version folder written by `kubeloop train` (has manifest.json).",
+    )
+
+
+class AutoscalingSpec(KubeModel):
+    """A HorizontalPodAutoscaler on CPU."""
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            cel="self.minReplicas <= self.maxReplicas",
+            check=lambda a: a.min_replicas <= a.max_replicas,
+            message="spec.autoscaling.minReplicas must not exceed spec.autoscaling.maxReplicas",
+            field_path=".minReplicas",
+        ),
+    )
+
+    min_replicas: int = Field(default=1, ge=1, le=1000, description="Fewest replicas.")
+    max_replicas: int = Field(ge=1, le=1000, description="Most replicas.")
+    target_cpu_utilization_percentage: int = Field(
+        default=70,
+        ge=1,
+        le=100,
+        alias="targetCPUUtilizationPercentage",
+        description="Average CPU use the HPA aims for.",
+    )
+
+
+class CanaryAnalysis(KubeModel):
+    """What a canary step must show before traffic moves on."""
+
+    max_error_rate: float = Field(
+        default=0.01, ge=0, le=1, description="Highest share of failed requests allowed."
+    )
+    min_requests: int = Field(
+        default=0, ge=0, description="Requests the canary must have served before a step passes."
+    )
+
+
+class CanarySpec(KubeModel):
+    """Traffic steps for a new version."""
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            cel="self.steps.isSorted() && self.steps.all(s, self.steps.exists_one(t, t == s)) "
+            "&& self.steps[size(self.steps) - 1] == 100",
+            check=lambda c: c.steps == sorted(set(c.steps)) and c.steps[-1] == 100,
+            message="spec.rollout.canary.steps must be strictly ascending percentages "
+            "ending at 100, e.g. [10, 50, 100]",
+            field_path=".steps",
+        ),
+    )
+
+    steps: list[int] = Field(
+        default_factory=lambda: [10, 50, 100],
+        min_length=1,
+        max_length=10,
+        json_schema_extra={"items": {"type": "integer", "minimum": 1, "maximum": 100}},
+        description="Percent of traffic on the new version at each step, ascending, last 100.",
+    )
+    step_seconds: int = Field(
+        default=60, ge=1, le=86400, description="How long each step runs before the next."
+    )
+    analysis: CanaryAnalysis = Field(
+        default_factory=CanaryAnalysis, description="Checks that gate each step."
+    )
+
+
+class RolloutSpec(KubeModel):
+    """How a new model version replaces the serving one."""
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            cel="self.strategy != 'Canary' || has(self.canary)",
+            check=lambda r: r.strategy != "Canary" or r.canary is not None,
+            message="spec.rollout.canary is required when spec.rollout.strategy is 'Canary'",
+            field_path=".canary",
+            reason="FieldValueRequired",
+        ),
+    )
+
+    strategy: Literal["RollingUpdate", "Canary"] = Field(
+        default="RollingUpdate",
+        description="`RollingUpdate` (zero-downtime replace) or `Canary` (traffic steps).",
+    )
+    canary: CanarySpec | None = Field(default=None, description="Steps for `Canary`.")
+
+
+class BatchingSpec(KubeModel):
+    """Adaptive batching: concurrent requests merged into one model call."""
+
+    max_batch_size: int = Field(default=64, ge=1, le=4096, description="Most rows per call.")
+    max_latency_ms: float = Field(
+        default=2, ge=0, le=1000, description="Longest a request waits for others to join."
+    )
+
+
+class PayloadLoggingSpec(KubeModel):
+    """Request/response logging to Parquet, the input of drift monitoring."""
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            cel="!self.enabled || has(self.destination)",
+            check=lambda p: not p.enabled or p.destination is not None,
+            message="spec.payloadLogging.destination is required when payload logging is enabled",
+            field_path=".destination",
+            reason="FieldValueRequired",
+        ),
+    )
+
+    enabled: bool = Field(default=False, description="Log inputs and outputs.")
+    sample_rate: float = Field(default=1.0, ge=0, le=1, description="Share of requests logged.")
+    destination: ObjectStoreUri | None = Field(
+        default=None,
+        description="Folder for Parquet files, partitioned dt=YYYY-MM-DD/hour=HH.",
+    )
+
+
+class ServerResources(KubeModel):
+    """Compute per serving pod."""
+
+    cpu: Quantity = Field(default="1", description="CPU request and limit per pod.")
+    memory: Quantity = Field(default="1Gi", description="Memory request and limit per pod.")
+
+
+class ModelDeploymentSpec(KubeModel):
+    """Desired state of a ModelDeployment."""
+
+    model: ModelReference = Field(description="The model to serve.")
+    replicas: int = Field(
+        default=1, ge=0, le=1000, description="Serving pods (ignored when autoscaling is set)."
+    )
+    autoscaling: AutoscalingSpec | None = Field(default=None, description="CPU autoscaling.")
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec, description="Version rollout.")
+    batching: BatchingSpec = Field(default_factory=BatchingSpec, description="Adaptive batching.")
+    payload_logging: PayloadLoggingSpec = Field(
+        default_factory=PayloadLoggingSpec, description="Traffic logging for drift monitoring."
+    )
+    resources: ServerResources = Field(
+        default_factory=ServerResources, description="Compute per pod."
+    )
+    workers: int = Field(default=1, ge=1, le=64, description="Server processes per pod.")
+    storage_secret_ref: SecretReference | None = Field(
+        default=None,
+        description="Object-store credentials; default: the referenced pipeline's secret.",
+    )
+    image: str | None = Field(
+        default=None, max_length=512, description="Server image; default from the operator."
+    )
+
+
+class CanaryStatus(KubeModel):
+    """A rollout in progress."""
+
+    version: str = Field(description="Version being rolled out.")
+    uri: str = Field(description="Its URI.")
+    traffic_percent: int = Field(ge=0, le=100, description="Share of traffic it receives.")
+    step: int = Field(default=0, ge=0, description="Index of the current step.")
+    step_started_at: str | None = Field(
+        default=None, json_schema_extra={"format": "date-time"}, description="Step start."
+    )
+
+
+class ModelDeploymentStatus(KubeModel):
+    """Observed state of a ModelDeployment, written only by the operator."""
+
+    observed_generation: int | None = Field(default=None, description="Generation reconciled.")
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+        description="Ready, Progressing, Degraded.",
+    )
+    url: str | None = Field(default=None, description="In-cluster URL of the V2 endpoint.")
+    model_version: str | None = Field(default=None, description="Version serving all traffic.")
+    model_uri: str | None = Field(default=None, description="URI of that version.")
+    canary: CanaryStatus | None = Field(default=None, description="Rollout in progress.")
+    replicas: int = Field(default=0, ge=0, description="Pods that exist.")
+    ready_replicas: int = Field(default=0, ge=0, description="Pods ready to serve.")
+    selector: str | None = Field(
+        default=None, description="Label selector of the pods (for the scale subresource)."
+    )
+
+
+class ModelDeployment(KubeModel):
+    """Serves a model version over the Open Inference Protocol (V2) with canary rollouts."""
+
+    api_version: Literal["kubeloop.io/v1alpha1"] = Field(
+        default="kubeloop.io/v1alpha1", alias="apiVersion"
+    )
+    kind: Literal["ModelDeployment"] = "ModelDeployment"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: ModelDeploymentSpec
+    status: ModelDeploymentStatus | None = None

@@ -1,0 +1,161 @@
+"""DriftMonitor: a scheduled comparison of served traffic with the training data."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from kubeloop.api.common import (
+    Condition,
+    CronSchedule,
+    Duration,
+    KubeModel,
+    LocalObjectReference,
+    SecretReference,
+)
+
+__all__ = [
+    "REFERENCE_PATTERN",
+    "DriftMonitor",
+    "DriftMonitorSpec",
+    "DriftMonitorStatus",
+    "DriftTests",
+    "DriftThresholds",
+    "FeatureDrift",
+    "OnDriftSpec",
+]
+
+REFERENCE_PATTERN = (
+    r"^(champion-training-data|s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?|file://.+)$"
+)
+
+
+class DriftTests(KubeModel):
+    """Statistical test per feature type."""
+
+    numeric: Literal["psi", "ks", "wasserstein", "jensenshannon"] = Field(
+        default="psi", description="Test for numeric features."
+    )
+    categorical: Literal["chi2", "jensenshannon", "psi"] = Field(
+        default="chi2", description="Test for categorical features."
+    )
+
+
+class DriftThresholds(KubeModel):
+    """When a feature, and the dataset, count as drifted."""
+
+    psi: float = Field(default=0.2, gt=0, description="PSI above this is drift.")
+    p_value: float = Field(
+        default=0.05, gt=0, lt=1, description="KS / chi2 p-value below this is drift."
+    )
+    wasserstein: float = Field(
+        default=0.1, gt=0, description="Normalised Wasserstein distance above this is drift."
+    )
+    jensenshannon: float = Field(
+        default=0.1, gt=0, le=1, description="Jensen-Shannon distance above this is drift."
+    )
+    drift_share: float = Field(
+        default=0.3,
+        gt=0,
+        le=1,
+        description="The dataset drifted when at least this share of features drifted.",
+    )
+
+
+class OnDriftSpec(KubeModel):
+    """What happens when drift is detected."""
+
+    retrain: bool = Field(
+        default=False,
+        description="Request one run of the pipeline behind the deployment per drift episode.",
+    )
+
+
+class DriftMonitorSpec(KubeModel):
+    """Desired state of a DriftMonitor."""
+
+    deployment_ref: LocalObjectReference = Field(
+        description="ModelDeployment whose payload logs to read."
+    )
+    reference: str = Field(
+        default="champion-training-data",
+        pattern=REFERENCE_PATTERN,
+        max_length=1024,
+        description="`champion-training-data` (the served version's training profile) or a "
+        "Parquet URI (s3://... or file://...).",
+    )
+    schedule: CronSchedule = Field(
+        default="*/30 * * * *", description="Cron (5 fields, UTC) of the checks."
+    )
+    window: Duration = Field(default="24h", description="How far back traffic is read, e.g. 24h.")
+    min_rows: int = Field(
+        default=100, ge=1, description="Fewer rows in the window give verdict NoData."
+    )
+    features: list[str] | None = Field(
+        default=None,
+        max_length=1024,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+        description="Features to test; default all features of the model.",
+    )
+    tests: DriftTests = Field(default_factory=DriftTests, description="Tests per feature type.")
+    thresholds: DriftThresholds = Field(default_factory=DriftThresholds, description="Thresholds.")
+    on_drift: OnDriftSpec = Field(default_factory=OnDriftSpec, description="Reaction to drift.")
+    suspend: bool = Field(default=False, description="Pause the schedule.")
+    storage_secret_ref: SecretReference | None = Field(
+        default=None, description="Object-store credentials; default: the deployment's."
+    )
+    image: str | None = Field(
+        default=None, max_length=512, description="Monitor image; default from the operator."
+    )
+
+
+class FeatureDrift(KubeModel):
+    """The verdict for one feature."""
+
+    test: str = Field(description="Test used.")
+    score: float = Field(description="Statistic (PSI, distance) or p-value.")
+    threshold: float | None = Field(default=None, description="Threshold applied.")
+    drifted: bool = Field(description="Whether this feature drifted.")
+
+
+class DriftMonitorStatus(KubeModel):
+    """Observed state of a DriftMonitor, written only by the operator."""
+
+    observed_generation: int | None = Field(default=None, description="Generation reconciled.")
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+        description="Ready, DriftDetected.",
+    )
+    verdict: Literal["Drift", "NoDrift", "NoData", "Failed"] | None = Field(
+        default=None, description="Result of the last check."
+    )
+    drifted: bool | None = Field(default=None, description="Whether the last check found drift.")
+    drift_share: float | None = Field(default=None, description="Share of features drifted.")
+    rows: int | None = Field(default=None, ge=0, description="Rows in the last window.")
+    model_version: str | None = Field(default=None, description="Version the check compared.")
+    features: dict[str, FeatureDrift] = Field(
+        default_factory=dict, description="Per-feature results of the last check."
+    )
+    last_run_time: str | None = Field(
+        default=None, json_schema_extra={"format": "date-time"}, description="Last check."
+    )
+    last_job: str | None = Field(default=None, description="Job of the last check read.")
+    retrain_requested_at: str | None = Field(
+        default=None,
+        json_schema_extra={"format": "date-time"},
+        description="When this drift episode requested a retrain (cleared when drift ends).",
+    )
+
+
+class DriftMonitor(KubeModel):
+    """Compares recent traffic with training data on a schedule and can trigger retraining."""
+
+    api_version: Literal["kubeloop.io/v1alpha1"] = Field(
+        default="kubeloop.io/v1alpha1", alias="apiVersion"
+    )
+    kind: Literal["DriftMonitor"] = "DriftMonitor"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: DriftMonitorSpec
+    status: DriftMonitorStatus | None = None

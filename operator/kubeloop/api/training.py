@@ -1,0 +1,458 @@
+"""TrainingPipeline: data + model + resources -> training runs, immutable versions, a champion."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import Field
+
+from kubeloop.api.common import (
+    CelRule,
+    Condition,
+    CronSchedule,
+    KubeModel,
+    ObjectStoreUri,
+    Quantity,
+    SecretReference,
+    Toleration,
+)
+
+__all__ = [
+    "CLASSIFICATION_METRICS",
+    "CLASSIFIERS",
+    "ESTIMATORS",
+    "HIGHER_IS_BETTER",
+    "REGRESSION_METRICS",
+    "REGRESSORS",
+    "TORCH_ESTIMATOR",
+    "Champion",
+    "DataSpec",
+    "DistributedSpec",
+    "ModelSpec",
+    "PromotionSpec",
+    "ResourcesSpec",
+    "RunPolicy",
+    "RunProgress",
+    "RunRecord",
+    "RunRef",
+    "TrainingPipeline",
+    "TrainingPipelineSpec",
+    "TrainingPipelineStatus",
+]
+
+# The allow-list: a spec names an estimator, never an import path.
+CLASSIFIERS = (
+    "LogisticRegression",
+    "RandomForestClassifier",
+    "ExtraTreesClassifier",
+    "GradientBoostingClassifier",
+    "HistGradientBoostingClassifier",
+)
+REGRESSORS = (
+    "LinearRegression",
+    "Ridge",
+    "Lasso",
+    "ElasticNet",
+    "RandomForestRegressor",
+    "ExtraTreesRegressor",
+    "GradientBoostingRegressor",
+    "HistGradientBoostingRegressor",
+)
+TORCH_ESTIMATOR = "TabularMLP"
+ESTIMATORS = (*CLASSIFIERS, *REGRESSORS, TORCH_ESTIMATOR)
+CLASSIFICATION_METRICS = ("accuracy", "roc_auc", "f1", "log_loss")
+REGRESSION_METRICS = ("rmse", "mae", "r2")
+HIGHER_IS_BETTER = {
+    "accuracy": True,
+    "roc_auc": True,
+    "f1": True,
+    "r2": True,
+    "log_loss": False,
+    "rmse": False,
+    "mae": False,
+}
+
+Estimator = Literal[
+    "LogisticRegression",
+    "RandomForestClassifier",
+    "ExtraTreesClassifier",
+    "GradientBoostingClassifier",
+    "HistGradientBoostingClassifier",
+    "LinearRegression",
+    "Ridge",
+    "Lasso",
+    "ElasticNet",
+    "RandomForestRegressor",
+    "ExtraTreesRegressor",
+    "GradientBoostingRegressor",
+    "HistGradientBoostingRegressor",
+    "TabularMLP",
+]
+Metric = Literal["accuracy", "roc_auc", "f1", "log_loss", "rmse", "mae", "r2"]
+ColumnName = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+def _cel_list(values: tuple[str, ...]) -> str:
+    return "[" + ", ".join(f"'{v}'" for v in values) + "]"
+
+
+class DataSpec(KubeModel):
+    """Where the training data lives and which columns to use."""
+
+    train: ObjectStoreUri = Field(
+        description="Parquet file or directory (a pyarrow dataset) with the training rows, "
+        "as s3://bucket/path or file:///path."
+    )
+    validation: ObjectStoreUri | None = Field(
+        default=None,
+        description="Optional Parquet file or directory for validation. When empty, "
+        "`validationFraction` of the training rows is held out, split deterministically by `seed`.",
+    )
+    validation_fraction: float = Field(
+        default=0.2,
+        gt=0,
+        lt=1,
+        description="Share of training rows held out for validation when `validation` is empty.",
+    )
+    target: ColumnName = Field(description="Name of the column to predict.")
+    features: list[ColumnName] | None = Field(
+        default=None,
+        max_length=1024,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+        description="Feature columns to use. Default: every column except `target`.",
+    )
+
+
+class ModelSpec(KubeModel):
+    """What to train: a framework, a task and an estimator from the allow-list."""
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            cel="self.framework == 'torch' ? (!has(self.estimator) || "
+            f"self.estimator == '{TORCH_ESTIMATOR}') : "
+            f"(!has(self.estimator) || self.estimator != '{TORCH_ESTIMATOR}')",
+            check=lambda m: (
+                m.estimator is None or (m.estimator == TORCH_ESTIMATOR) == (m.framework == "torch")
+            ),
+            message="spec.model.estimator: framework 'torch' trains only "
+            f"'{TORCH_ESTIMATOR}', and '{TORCH_ESTIMATOR}' needs framework 'torch'",
+            field_path=".estimator",
+        ),
+        CelRule(
+            cel="!has(self.estimator) || (self.task == 'classification' ? "
+            f"!(self.estimator in {_cel_list(REGRESSORS)}) : "
+            f"!(self.estimator in {_cel_list(CLASSIFIERS)}))",
+            check=lambda m: (
+                m.estimator is None
+                or m.estimator not in (REGRESSORS if m.task == "classification" else CLASSIFIERS)
+            ),
+            message="spec.model.estimator does not fit spec.model.task: a classifier "
+            "(LogisticRegression, *Classifier) needs task 'classification', a regressor "
+            "needs task 'regression'",
+            field_path=".estimator",
+        ),
+    )
+
+    framework: Literal["sklearn", "torch"] = Field(
+        default="sklearn", description="`sklearn` or `torch` (a tabular MLP, GPU-capable)."
+    )
+    task: Literal["classification", "regression"] = Field(
+        description="`classification` (binary or multi-class) or `regression`."
+    )
+    estimator: Estimator | None = Field(
+        default=None,
+        description="Estimator from the allow-list. Default: HistGradientBoostingClassifier/"
+        f"Regressor for sklearn, {TORCH_ESTIMATOR} for torch.",
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True, "type": "object"},
+        description="Keyword arguments of the estimator (checked against its signature). "
+        f"For {TORCH_ESTIMATOR}: hiddenSizes, dropout, epochs, batchSize, lr, weightDecay, "
+        "patience.",
+    )
+
+    def resolved_estimator(self) -> str:
+        """The estimator to train, with the defaults applied."""
+        if self.estimator is not None:
+            return self.estimator
+        if self.framework == "torch":
+            return TORCH_ESTIMATOR
+        return (
+            "HistGradientBoostingClassifier"
+            if self.task == "classification"
+            else "HistGradientBoostingRegressor"
+        )
+
+
+class ResourcesSpec(KubeModel):
+    """Compute for each training pod, and where it may be scheduled."""
+
+    gpus: int = Field(default=0, ge=0, le=16, description="GPUs per pod (0 trains on CPU).")
+    gpu_resource_name: str = Field(
+        default="nvidia.com/gpu",
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$",
+        max_length=253,
+        description="Extended resource that provides GPUs on your nodes.",
+    )
+    cpu: Quantity = Field(default="1", description="CPU request and limit per pod, e.g. '2'.")
+    memory: Quantity = Field(
+        default="2Gi", description="Memory request and limit per pod, e.g. '4Gi'."
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Node labels the pods must match."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, max_length=32, description="Taints the pods tolerate (GPU nodes)."
+    )
+    runtime_class_name: str | None = Field(
+        default=None, max_length=253, description="RuntimeClass for the pods, e.g. 'nvidia'."
+    )
+
+
+class DistributedSpec(KubeModel):
+    """Multi-node PyTorch DDP: an Indexed Job with one pod per worker."""
+
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Number of pods. More than 1 starts torchrun on an Indexed Job + headless "
+        "Service (framework 'torch' only).",
+    )
+    master_port: int = Field(
+        default=29500, ge=1024, le=65535, description="Rendezvous port on worker 0."
+    )
+
+
+class PromotionSpec(KubeModel):
+    """The gate a new version must pass to become the champion."""
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            cel="!has(self.minimum) || !has(self.maximum) || self.minimum <= self.maximum",
+            check=lambda m: m.minimum is None or m.maximum is None or m.minimum <= m.maximum,
+            message="spec.promotion.minimum must not exceed spec.promotion.maximum",
+            field_path=".minimum",
+        ),
+    )
+
+    metric: Metric = Field(
+        description="Validation metric the gate reads: accuracy, roc_auc, f1, log_loss "
+        "(classification) or rmse, mae, r2 (regression)."
+    )
+    minimum: float | None = Field(
+        default=None, description="The metric must be at least this (higher-is-better metrics)."
+    )
+    maximum: float | None = Field(
+        default=None, description="The metric must be at most this (lower-is-better metrics)."
+    )
+    must_beat_champion: bool = Field(
+        default=True, description="Also require a better metric than the current champion."
+    )
+    auto_promote: bool = Field(
+        default=True,
+        description="Promote automatically when the gate passes; false only records the verdict.",
+    )
+
+
+class RunPolicy(KubeModel):
+    """How each training Job behaves and how much history is kept."""
+
+    backoff_limit: int = Field(
+        default=2, ge=0, le=20, description="Pod retries before a run fails."
+    )
+    active_deadline_seconds: int | None = Field(
+        default=None, ge=1, description="Wall-clock limit of a run; empty means none."
+    )
+    ttl_seconds_after_finished: int = Field(
+        default=86400, ge=0, description="Finished Jobs are deleted this long after they end."
+    )
+    history_limit: int = Field(
+        default=10, ge=1, le=100, description="Finished runs kept in status.runs."
+    )
+
+
+class TrainingPipelineSpec(KubeModel):
+    """Desired state of a TrainingPipeline."""
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            cel="!has(self.distributed) || self.distributed.workers <= 1 || "
+            "self.model.framework == 'torch'",
+            check=lambda s: s.distributed.workers <= 1 or s.model.framework == "torch",
+            message="spec.distributed.workers > 1 requires spec.model.framework 'torch' "
+            "(sklearn trains on one pod)",
+            field_path=".distributed.workers",
+            reason="FieldValueForbidden",
+        ),
+        CelRule(
+            cel="!has(self.promotion) || (self.model.task == 'classification' ? "
+            f"self.promotion.metric in {_cel_list(CLASSIFICATION_METRICS)} : "
+            f"self.promotion.metric in {_cel_list(REGRESSION_METRICS)})",
+            check=lambda s: (
+                s.promotion is None
+                or s.promotion.metric
+                in (
+                    CLASSIFICATION_METRICS
+                    if s.model.task == "classification"
+                    else REGRESSION_METRICS
+                )
+            ),
+            message="spec.promotion.metric is not produced by spec.model.task: classification "
+            "gives accuracy, roc_auc, f1, log_loss; regression gives rmse, mae, r2",
+            field_path=".promotion.metric",
+            reason="FieldValueNotSupported",
+        ),
+        CelRule(
+            cel="!has(self.data.features) || !(self.data.target in self.data.features)",
+            check=lambda s: not s.data.features or s.data.target not in s.data.features,
+            message="spec.data.features must not contain the target column spec.data.target",
+            field_path=".data.features",
+        ),
+    )
+
+    data: DataSpec = Field(description="Training (and validation) data.")
+    model: ModelSpec = Field(description="What to train.")
+    resources: ResourcesSpec = Field(
+        default_factory=ResourcesSpec, description="Compute per training pod."
+    )
+    distributed: DistributedSpec = Field(
+        default_factory=DistributedSpec, description="Multi-node PyTorch DDP."
+    )
+    artifacts: ObjectStoreUri = Field(
+        description="Where model versions go: <artifacts>/versions/<n>/ (never overwritten) "
+        "and aliases such as <artifacts>/aliases/champion."
+    )
+    storage_secret_ref: SecretReference | None = Field(
+        default=None, description="Secret with object-store credentials (AWS_* keys)."
+    )
+    schedule: CronSchedule | None = Field(
+        default=None, description="Optional cron (5 fields, UTC) for periodic retraining."
+    )
+    suspend: bool = Field(
+        default=False,
+        description="Stop starting runs (schedule, drift and manual triggers wait); a running "
+        "Job finishes.",
+    )
+    promotion: PromotionSpec | None = Field(
+        default=None,
+        description="Gate for promotion. Without it every successful run becomes the champion.",
+    )
+    run_policy: RunPolicy = Field(
+        default_factory=RunPolicy, description="Retries, deadlines and history."
+    )
+    queue_name: str | None = Field(
+        default=None,
+        max_length=63,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="Kueue LocalQueue; sets the kueue.x-k8s.io/queue-name label on the Jobs.",
+    )
+    image: str | None = Field(
+        default=None, max_length=512, description="Trainer image; default from the operator."
+    )
+    seed: int = Field(default=42, ge=0, le=2**31 - 1, description="Seed for splits and training.")
+
+
+class RunProgress(KubeModel):
+    """Live progress reported by the training pod."""
+
+    percent: int = Field(default=0, ge=0, le=100, description="Share of the run done.")
+    epoch: int | None = Field(default=None, ge=0, description="Epoch just finished.")
+    epochs: int | None = Field(default=None, ge=0, description="Epochs planned.")
+    loss: float | None = Field(default=None, description="Latest training loss.")
+    eta_seconds: int | None = Field(default=None, ge=0, description="Estimated time left.")
+    updated_at: str | None = Field(
+        default=None, json_schema_extra={"format": "date-time"}, description="Report time."
+    )
+
+
+Trigger = Literal["Create", "SpecChange", "Manual", "Schedule", "Drift"]
+
+
+class RunRef(KubeModel):
+    """The run in progress."""
+
+    id: str = Field(pattern=r"^[1-9][0-9]*$", description="Run number, increasing.")
+    job: str = Field(description="Name of the Job, <pipeline>-run-<id>.")
+    trigger: Trigger = Field(description="What started the run.")
+    generation: int | None = Field(default=None, description="Spec generation it trains.")
+    started_at: str = Field(json_schema_extra={"format": "date-time"}, description="Start time.")
+    progress: RunProgress | None = Field(default=None, description="Live progress.")
+
+
+class RunRecord(KubeModel):
+    """A finished run."""
+
+    id: str = Field(pattern=r"^[1-9][0-9]*$", description="Run number.")
+    job: str = Field(description="Name of the Job.")
+    trigger: Trigger = Field(description="What started the run.")
+    result: Literal["Promoted", "Rejected", "Failed"] = Field(
+        description="Promoted (new champion), Rejected (gate not passed) or Failed."
+    )
+    model_version: str | None = Field(default=None, description="Version the run wrote.")
+    uri: str | None = Field(default=None, description="URI of that version.")
+    metrics: dict[str, float] = Field(default_factory=dict, description="Validation metrics.")
+    message: str = Field(default="", max_length=4096, description="Why, in a sentence.")
+    started_at: str | None = Field(
+        default=None, json_schema_extra={"format": "date-time"}, description="Start time."
+    )
+    finished_at: str | None = Field(
+        default=None, json_schema_extra={"format": "date-time"}, description="End time."
+    )
+
+
+class Champion(KubeModel):
+    """The version that serves."""
+
+    version: str = Field(description="Model version number.")
+    uri: str = Field(description="URI of the version folder.")
+    metrics: dict[str, float] = Field(default_factory=dict, description="Its metrics.")
+    score: float | None = Field(default=None, description="Its value of the gate metric.")
+    run_id: str | None = Field(default=None, description="Run that produced it.")
+    promoted_at: str | None = Field(
+        default=None, json_schema_extra={"format": "date-time"}, description="Promotion time."
+    )
+
+
+class TrainingPipelineStatus(KubeModel):
+    """Observed state of a TrainingPipeline, written only by the operator."""
+
+    observed_generation: int | None = Field(
+        default=None, description="The metadata.generation last reconciled."
+    )
+    phase: Literal["Pending", "Running", "Succeeded", "Failed", "Invalid"] | None = Field(
+        default=None, description="Summary for people: the state of the latest run."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+        description="Ready, Running, Succeeded, Reconciling, Stalled.",
+    )
+    current_run: RunRef | None = Field(default=None, description="The run in progress.")
+    runs: list[RunRecord] = Field(
+        default_factory=list, max_length=100, description="Finished runs, newest first."
+    )
+    champion: Champion | None = Field(default=None, description="The promoted version.")
+    last_run_id: int = Field(default=0, ge=0, description="Highest run number allocated.")
+    last_schedule_time: str | None = Field(
+        default=None, json_schema_extra={"format": "date-time"}, description="Last cron tick."
+    )
+    handled_run_request: str | None = Field(
+        default=None, description="Last kubeloop.io/run-requested-at value acted on."
+    )
+    handled_retrain_request: str | None = Field(
+        default=None, description="Last kubeloop.io/retrain-requested-at value acted on."
+    )
+
+
+class TrainingPipeline(KubeModel):
+    """Trains a model from Parquet data into immutable versions and promotes a champion."""
+
+    api_version: Literal["kubeloop.io/v1alpha1"] = Field(
+        default="kubeloop.io/v1alpha1", alias="apiVersion"
+    )
+    kind: Literal["TrainingPipeline"] = "TrainingPipeline"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: TrainingPipelineSpec
+    status: TrainingPipelineStatus | None = None

@@ -1,0 +1,102 @@
+"""The `kubeloop` command. Each verb lives in its own module, imported only when used,
+so the operator image never imports torch and the trainer never imports kopf."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+# verb -> module with `main(argv: list[str]) -> int`
+VERBS = {
+    "operator": ("kubeloop.controller.main", "run the operator (kopf)"),
+    "train": ("kubeloop.workloads.trainer.main", "train a model version (what the Job runs)"),
+    "serve": ("kubeloop.workloads.server.main", "serve a model version over V2 (what pods run)"),
+    "monitor": ("kubeloop.workloads.monitor.main", "check drift once (what the CronJob runs)"),
+    "local": ("kubeloop.local.main", "run the whole loop on this machine, no cluster"),
+}
+
+
+def _crds(argv: list[str]) -> int:
+    from kubeloop.api.crd import render_crds
+    from kubeloop.api.reference import render_reference
+
+    parser = argparse.ArgumentParser(prog="kubeloop crds", description="Write the CRD YAML files.")
+    parser.add_argument("--out", type=Path, default=Path("crds"), help="folder (default: crds)")
+    parser.add_argument("--docs", type=Path, default=Path("docs/api.md"), help="API reference")
+    parser.add_argument("--check", action="store_true", help="fail if the files are stale")
+    args = parser.parse_args(argv)
+    stale = []
+    outputs = {args.out / name: text for name, text in render_crds().items()}
+    outputs[args.docs] = render_reference()
+    for path, text in outputs.items():
+        if args.check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(str(path))
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            print(f"wrote {path}")
+    if stale:
+        print("stale CRDs (run `make crds`): " + ", ".join(stale), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _validate(argv: list[str]) -> int:
+    import yaml
+
+    from kubeloop.api.admission import admit
+    from kubeloop.api.parse import SpecError, parse_resource
+
+    parser = argparse.ArgumentParser(
+        prog="kubeloop validate",
+        description="Check custom resources offline as the API server and the operator would.",
+    )
+    parser.add_argument("files", nargs="+", type=Path)
+    args = parser.parse_args(argv)
+    failed = 0
+    for path in args.files:
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not doc:
+                continue
+            name = f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
+            result = admit(doc)
+            errors = list(result.errors)
+            if result.allowed:
+                try:
+                    parse_resource(result.obj)
+                except SpecError as exc:
+                    errors += exc.messages
+            if errors:
+                failed += 1
+                print(f"{path}: {name} is invalid:")
+                for error in errors:
+                    print(f"  - {error}")
+            else:
+                print(f"{path}: {name} ok")
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `kubeloop` console script."""
+    argv = sys.argv[1:] if argv is None else argv
+    local = {"crds": (_crds, "generate the CRDs"), "validate": (_validate, "check CRs offline")}
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in {*VERBS, *local}:
+        print("usage: kubeloop <verb> [options]\n\nverbs:")
+        for verb, (_, help_text) in {**VERBS, **local}.items():
+            print(f"  {verb:<10} {help_text}")
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    verb, rest = argv[0], argv[1:]
+    if verb in local:
+        return local[verb][0](rest)
+    module = importlib.import_module(VERBS[verb][0])
+    code: int = module.main(rest)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

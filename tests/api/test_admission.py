@@ -1,0 +1,87 @@
+"""Every example is admitted; every invalid sample is refused, naming its field, by both the
+API-server layer (structural schema + CEL, evaluated with cel-python) and the pydantic layer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kubeloop.api.admission import admit
+from kubeloop.api.common import KubeModel
+from kubeloop.api.parse import SpecError, parse_resource
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.yaml") if "kubeloop.io" in p.read_text())
+INVALID = sorted((ROOT / "tests" / "data" / "invalid").glob("*.yaml"))
+
+
+def _docs(path: Path) -> list[dict[str, Any]]:
+    return [
+        d for d in yaml.safe_load_all(path.read_text()) if d and "kubeloop.io" in d["apiVersion"]
+    ]
+
+
+def _expected_field(path: Path) -> str:
+    for line in path.read_text().splitlines():
+        if line.startswith("# expect-field:"):
+            return line.split(":", 1)[1].strip()
+    raise AssertionError(f"{path.name} has no '# expect-field:' line")
+
+
+def test_there_are_enough_samples() -> None:
+    assert len(EXAMPLES) >= 3
+    assert len(INVALID) >= 20
+    # one distinct mistake each
+    assert len({_expected_field(p) + p.name.split("-")[0] for p in INVALID}) >= 20
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_examples_are_admitted_and_parse(path: Path) -> None:
+    for doc in _docs(path):
+        result = admit(doc)
+        assert result.errors == []
+        parsed = parse_resource(result.obj)
+        # Defaults the API server applies and the ones pydantic applies agree.
+        assert isinstance(parsed, KubeModel)
+        assert parse_resource(doc).to_wire()["spec"] == parsed.to_wire()["spec"]
+
+
+@pytest.mark.parametrize("path", INVALID, ids=lambda p: p.stem)
+def test_invalid_refused_by_schema_and_cel(path: Path) -> None:
+    field = _expected_field(path)
+    result = admit(yaml.safe_load(path.read_text()))
+    assert not result.allowed
+    assert any(e.startswith(field) for e in result.errors), result.errors
+
+
+@pytest.mark.parametrize("path", INVALID, ids=lambda p: p.stem)
+def test_invalid_refused_by_pydantic(path: Path) -> None:
+    field = _expected_field(path)
+    with pytest.raises(SpecError) as caught:
+        parse_resource(yaml.safe_load(path.read_text()))
+    assert any(field in m for m in caught.value.messages), caught.value.messages
+
+
+def test_defaults_are_applied_like_the_api_server() -> None:
+    doc = _docs(ROOT / "examples" / "churn-deployment.yaml")[0]
+    del doc["spec"]["batching"]
+    stored = admit(doc).obj
+    assert stored["spec"]["batching"] == {"maxBatchSize": 64, "maxLatencyMs": 2}
+    assert stored["spec"]["workers"] == 1
+
+
+def test_cel_error_message_is_the_rules_message() -> None:
+    doc = _docs(ROOT / "examples" / "churn-deployment.yaml")[0]
+    doc["spec"]["model"]["uri"] = "s3://models/churn/versions/1/"
+    errors = admit(doc).errors
+    assert errors == [
+        "spec.model.uri: Invalid value: spec.model: set exactly one of spec.model.uri "
+        "and spec.model.pipelineRef"
+    ]
+
+
+def test_unknown_kind_is_refused() -> None:
+    assert not admit({"apiVersion": "kubeloop.io/v1alpha1", "kind": "Pipeline"}).allowed
