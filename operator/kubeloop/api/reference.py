@@ -43,7 +43,8 @@ def render_reference() -> str:
     out = [
         "# API reference: kubeloop.io/v1alpha1",
         "",
-        "Generated from `kubeloop.api` by `make crds`; `kubectl explain <kind>.spec` shows the same.",
+        "Generated from `kubeloop.api` by `make crds`; "
+        "`kubectl explain <kind>.spec` shows the same.",
     ]
     for kind in KINDS:
         version = build_crd(kind)["spec"]["versions"][0]
