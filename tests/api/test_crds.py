@@ -135,3 +135,21 @@ def test_committed_api_reference_is_current() -> None:
     from kubeloop.api.reference import render_reference
 
     assert (ROOT / "docs" / "api.md").read_text() == render_reference()
+
+
+@pytest.mark.parametrize("name", sorted(render_crds()), ids=str)
+def test_crd_is_a_valid_kubernetes_object(name: str) -> None:
+    import kubernetes_validate
+
+    kubernetes_validate.validate(
+        yaml.safe_load((ROOT / "crds" / name).read_text()), "1.33", strict=True
+    )
+
+
+def test_kubeloop_validate_cli(capsys: pytest.CaptureFixture[str]) -> None:
+    from kubeloop.cli import main
+
+    assert main(["validate", str(ROOT / "examples" / "churn-pipeline.yaml")]) == 0
+    bad = ROOT / "tests" / "data" / "invalid" / "md-both-model-refs.yaml"
+    assert main(["validate", str(bad)]) == 1
+    assert "spec.model.uri" in capsys.readouterr().out
