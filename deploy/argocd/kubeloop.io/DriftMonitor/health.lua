@@ -1,0 +1,80 @@
+-- Argo CD health of a kubeloop.io DriftMonitor, from status.conditions (Ready, DriftDetected,
+-- Stalled), status.observedGeneration and spec.suspend
+-- (argocd-cm: resource.customizations.health.kubeloop.io_DriftMonitor).
+-- Drift shows as Degraded: the monitor works, but the model it watches needs attention.
+local hs = {status = "Progressing", message = "Waiting for the operator"}
+
+local function condition(t)
+  if obj.status ~= nil and obj.status.conditions ~= nil then
+    for _, c in ipairs(obj.status.conditions) do
+      if c.type == t then
+        return c
+      end
+    end
+  end
+  return nil
+end
+
+local function says(c, fallback)
+  if c ~= nil and c.message ~= nil and c.message ~= "" then
+    return c.message
+  end
+  return fallback
+end
+
+if obj.spec ~= nil and obj.spec.suspend == true then
+  hs.status = "Suspended"
+  hs.message = "Suspended: the schedule is paused"
+  return hs
+end
+
+if obj.status == nil then
+  return hs
+end
+
+local generation = obj.metadata.generation
+if generation ~= nil and (obj.status.observedGeneration == nil or obj.status.observedGeneration < generation) then
+  hs.message = "Waiting for the operator to observe generation " .. tostring(generation)
+  return hs
+end
+
+local stalled = condition("Stalled")
+if stalled ~= nil and stalled.status == "True" then
+  hs.status = "Degraded"
+  hs.message = says(stalled, "Stalled")
+  return hs
+end
+
+local ready = condition("Ready")
+if ready ~= nil and ready.status == "False" and ready.reason == "InvalidSpec" then
+  hs.status = "Degraded"
+  hs.message = says(ready, "Invalid spec")
+  return hs
+end
+
+local drift = condition("DriftDetected")
+if drift ~= nil and drift.status == "True" then
+  hs.status = "Degraded"
+  hs.message = says(drift, "Drift detected")
+  return hs
+end
+
+if ready ~= nil and ready.status == "True" then
+  hs.status = "Healthy"
+  hs.message = says(ready, "No drift")
+  return hs
+end
+
+if ready ~= nil and ready.status == "False" and obj.status.verdict == "Failed" then
+  hs.status = "Degraded"
+  hs.message = says(ready, "The last check failed")
+  return hs
+end
+
+if ready ~= nil and ready.status == "False" then
+  hs.message = says(ready, "Waiting for the first check")
+  return hs
+end
+
+hs.message = "Waiting for the first check"
+return hs
