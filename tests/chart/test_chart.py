@@ -1,0 +1,372 @@
+"""The Helm chart: lint, render with three value sets, validate every object against the
+Kubernetes 1.33 schemas, refuse bad values, keep crds/ in sync, least-privilege RBAC, PSS."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from .helmlib import CHART, ROOT, RenderError, render
+
+HERE = Path(__file__).parent
+K8S_VERSION = "1.33"
+VALUE_SETS = {
+    "default": [],
+    "watch-namespaces": ["-f", str(HERE / "values-watch-namespaces.yaml")],
+    "custom": ["-f", str(HERE / "values-custom.yaml")],
+}
+# Not in kubernetes-validate's schemas. CRDs are checked against the apiextensions schema and
+# against crds/ (tests/api/test_crds.py and test_chart_crds_identical_to_generated below); the
+# Prometheus Operator objects are checked for their own content in the tests below.
+NOT_IN_K8S_SCHEMAS = {
+    ("apiextensions.k8s.io/v1", "CustomResourceDefinition"): "CRD: checked against crds/",
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): "Prometheus Operator CRD",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "Prometheus Operator CRD",
+}
+
+
+@pytest.fixture(scope="module", params=list(VALUE_SETS))
+def rendered(request: pytest.FixtureRequest, helm: str) -> tuple[str, list[dict[str, Any]]]:
+    name = request.param
+    return name, render(helm, "--include-crds", *VALUE_SETS[name])
+
+
+def _by_kind(objs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [o for o in objs if o["kind"] == kind]
+
+
+@pytest.mark.parametrize("value_set", list(VALUE_SETS))
+def test_helm_lint_strict(helm: str, value_set: str) -> None:
+    proc = subprocess.run(
+        [helm, "lint", "--strict", str(CHART), *VALUE_SETS[value_set]],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "0 chart(s) failed" in proc.stdout
+
+
+def test_every_rendered_object_passes_kubernetes_validate(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    name, objs = rendered
+    skipped: dict[str, str] = {}
+    validated = 0
+    for obj in objs:
+        key = (obj["apiVersion"], obj["kind"])
+        if key in NOT_IN_K8S_SCHEMAS:
+            skipped[f"{obj['kind']}/{obj['metadata']['name']}"] = NOT_IN_K8S_SCHEMAS[key]
+            continue
+        try:
+            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{name}: {obj['kind']}/{obj['metadata']['name']}: {exc.message}")
+        validated += 1
+    assert validated >= 8, f"{name}: only {validated} objects validated"
+    # Exactly the three CRDs are always skipped; the monitoring objects only when switched on.
+    assert sum(1 for k in skipped if k.startswith("CustomResourceDefinition/")) == 3
+
+
+def test_value_sets_render_what_they_switch_on(helm: str) -> None:
+    default = {o["kind"] for o in render(helm)}
+    assert default == {
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "Service",
+        "ConfigMap",
+        "Pod",
+    }
+    full = render(helm, *VALUE_SETS["watch-namespaces"])
+    kinds = {o["kind"] for o in full}
+    assert {"Role", "RoleBinding", "NetworkPolicy", "ServiceMonitor", "PrometheusRule"} <= kinds
+    custom = render(helm, *VALUE_SETS["custom"])
+    assert "ConfigMap" not in {o["kind"] for o in custom}
+    (deploy,) = _by_kind(custom, "Deployment")
+    container = deploy["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"].endswith("@sha256:" + "0123456789abcdef" * 4)
+    assert container["resources"]["limits"] == {"cpu": "2", "memory": "1Gi"}
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["KUBELOOP_TRAINER_IMAGE"] == "registry.example.com:5000/ml/trainer:1.2.3"
+    assert env["KUBELOOP_STORAGE_ENDPOINT"] == "http://minio.storage.svc:9000"
+    assert env["HTTPS_PROXY"] == "http://proxy.example.com:3128"
+
+
+def test_app_kubernetes_io_labels_everywhere(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    _, objs = rendered
+    for obj in objs:
+        labels = obj["metadata"].get("labels", {})
+        assert labels.get("app.kubernetes.io/part-of") == "kubeloop", obj["metadata"]["name"]
+        assert "app.kubernetes.io/name" in labels
+        if obj["kind"] != "CustomResourceDefinition":  # crds/ are not templated
+            assert labels["app.kubernetes.io/instance"] == "kubeloop"
+            assert labels["app.kubernetes.io/managed-by"] == "Helm"
+            assert "app.kubernetes.io/version" in labels
+
+
+BAD_VALUES = {
+    "unknown top-level key": (["--set", "replicaCount=2"], "replicaCount"),
+    "pull policy": (["--set", "image.pullPolicy=Sometimes"], "/image/pullPolicy"),
+    "namespace not DNS-1123": (["--set", "watchNamespaces={Team_B}"], "/watchNamespaces/0"),
+    "memory not a quantity": (["--set", "resources.limits.memory=lots"], "/resources/limits"),
+    "pushgateway not http": (["--set", "pushgateway.url=ftp://pg:9091"], "/pushgateway/url"),
+    "port out of range": (["--set", "metrics.service.port=70000"], "/metrics/service/port"),
+    "digest malformed": (["--set", "image.digest=sha256:xyz"], "/image/digest"),
+    "log level": (["--set", "operator.logLevel=VERBOSE"], "/operator/logLevel"),
+    "typo in a section": (["--set", "networkPolicy.enable=true"], "enable"),
+    "monitor image empty": (["--set", "workloadImages.monitor="], "/workloadImages/monitor"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_VALUES))
+def test_bad_values_are_refused_by_the_schema(helm: str, case: str) -> None:
+    args, where = BAD_VALUES[case]
+    with pytest.raises(RenderError) as exc:
+        render(helm, *args)
+    message = str(exc.value)
+    assert "values don't meet the specifications of the schema" in message
+    assert where in message, message
+
+
+def test_chart_crds_identical_to_generated() -> None:
+    generated = {p.name: p.read_bytes() for p in (ROOT / "crds").glob("*.yaml")}
+    in_chart = {p.name: p.read_bytes() for p in (CHART / "crds").glob("*.yaml")}
+    assert generated, "crds/ is empty"
+    assert in_chart.keys() == generated.keys(), "run `make crds` (it copies into the chart)"
+    for name, text in generated.items():
+        assert in_chart[name] == text, f"charts/kubeloop/crds/{name} is stale: run `make crds`"
+
+
+def test_crds_apply_before_custom_resources_in_argocd() -> None:
+    for path in (CHART / "crds").glob("*.yaml"):
+        crd = yaml.safe_load(path.read_text())
+        assert crd["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"] == "-10"
+
+
+# (apiGroup, resource, verb) the operator uses: exactly these, no more, no less.
+NAMESPACED_PERMISSIONS = {
+    *(
+        ("kubeloop.io", r, v)
+        for r in ("trainingpipelines", "modeldeployments", "driftmonitors")
+        for v in ("get", "list", "watch", "patch")
+    ),
+    *(
+        ("kubeloop.io", f"{r}/status", v)
+        for r in ("trainingpipelines", "modeldeployments", "driftmonitors")
+        for v in ("get", "patch")
+    ),
+    *(
+        (g, r, v)
+        for g, r in (
+            ("batch", "jobs"),
+            ("batch", "cronjobs"),
+            ("apps", "deployments"),
+            ("", "services"),
+            ("autoscaling", "horizontalpodautoscalers"),
+        )
+        for v in ("get", "list", "watch", "create", "patch", "delete")
+    ),
+    *(("", "pods", v) for v in ("get", "list", "watch")),
+    *(("", "serviceaccounts", v) for v in ("get", "create", "patch")),
+    *(
+        ("rbac.authorization.k8s.io", r, v)
+        for r in ("roles", "rolebindings")
+        for v in ("get", "create", "patch")
+    ),
+    *((g, "events", v) for g in ("", "events.k8s.io") for v in ("create", "patch")),
+}
+CLUSTER_PERMISSIONS = {
+    ("", "namespaces", "list"),
+    ("", "namespaces", "watch"),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
+}
+
+
+def _permissions(role: dict[str, Any]) -> set[tuple[str, str, str]]:
+    out = set()
+    for rule in role["rules"]:
+        assert "resourceNames" not in rule and "nonResourceURLs" not in rule
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                for verb in rule["verbs"]:
+                    assert "*" not in (group, resource, verb), rule
+                    out.add((group, resource, verb))
+    return out
+
+
+def _bound_to_operator(
+    objs: list[dict[str, Any]], kind: str, name: str, namespace: str | None
+) -> bool:
+    binding_kind = "RoleBinding" if kind == "Role" else "ClusterRoleBinding"
+    for binding in _by_kind(objs, binding_kind):
+        if binding["roleRef"]["name"] != name or binding["roleRef"]["kind"] != kind:
+            continue
+        if namespace and binding["metadata"]["namespace"] != namespace:
+            continue
+        return binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "kubeloop", "namespace": "kubeloop-system"}
+        ]
+    return False
+
+
+def test_rbac_cluster_wide_is_exactly_the_operators_verbs(helm: str) -> None:
+    objs = render(helm)
+    granted: set[tuple[str, str, str]] = set()
+    for role in _by_kind(objs, "ClusterRole"):
+        assert _bound_to_operator(objs, "ClusterRole", role["metadata"]["name"], None)
+        granted |= _permissions(role)
+    assert not _by_kind(objs, "Role")
+    assert granted == NAMESPACED_PERMISSIONS | CLUSTER_PERMISSIONS
+
+
+def test_rbac_watch_namespaces_uses_namespaced_roles(helm: str) -> None:
+    objs = render(helm, "--set", "watchNamespaces={ml,team-b}")
+    (cluster_role,) = _by_kind(objs, "ClusterRole")
+    assert _permissions(cluster_role) == CLUSTER_PERMISSIONS
+    roles = _by_kind(objs, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["ml", "team-b"]
+    for role in roles:
+        assert _permissions(role) == NAMESPACED_PERMISSIONS
+        assert _bound_to_operator(
+            objs, "Role", role["metadata"]["name"], role["metadata"]["namespace"]
+        )
+    (deploy,) = _by_kind(objs, "Deployment")
+    args = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--namespace=ml" in args and "--namespace=team-b" in args
+    assert "--all-namespaces" not in args
+
+
+def _pods(objs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    pods = []
+    for obj in objs:
+        if obj["kind"] == "Pod":
+            pods.append((obj["metadata"]["name"], obj["spec"]))
+        elif obj["kind"] in ("Deployment", "Job", "DaemonSet", "StatefulSet"):
+            pods.append((obj["metadata"]["name"], obj["spec"]["template"]["spec"]))
+    return pods
+
+
+def test_pods_meet_pod_security_standard_restricted(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    name, objs = rendered
+    pods = _pods(objs)
+    assert len(pods) == 2, "the operator Deployment and the helm test Pod"
+    for pod_name, spec in pods:
+        where = f"{name}: {pod_name}"
+        for host in ("hostNetwork", "hostPID", "hostIPC"):
+            assert not spec.get(host), where
+        assert all("hostPath" not in v for v in spec.get("volumes", [])), where
+        pod_sc = spec.get("securityContext", {})
+        assert pod_sc.get("seccompProfile", {}).get("type") == "RuntimeDefault", where
+        for container in spec["containers"] + spec.get("initContainers", []):
+            sc = container["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False, where
+            assert sc["runAsNonRoot"] is True and sc["runAsUser"] != 0, where
+            assert sc["capabilities"]["drop"] == ["ALL"] and "add" not in sc["capabilities"], where
+            assert sc["seccompProfile"]["type"] == "RuntimeDefault", where
+            assert sc["readOnlyRootFilesystem"] is True, where
+            assert not sc.get("privileged"), where
+            assert "limits" in container["resources"], where
+            assert not any(p.get("hostPort") for p in container.get("ports", [])), where
+
+
+def test_operator_deployment_is_one_replica_recreate_with_kopf_probes(helm: str) -> None:
+    (deploy,) = _by_kind(render(helm), "Deployment")
+    spec = deploy["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+    container = spec["template"]["spec"]["containers"][0]
+    assert container["args"][0] == "operator"
+    assert "--liveness=http://0.0.0.0:8080/healthz" in container["args"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"probes": 8080, "metrics": 9090}
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "probes"}
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["KUBELOOP_PUSHGATEWAY_URL"].startswith("http://")
+    for image in ("TRAINER", "TRAINER_GPU", "SERVER", "MONITOR"):
+        assert env[f"KUBELOOP_{image}_IMAGE"].startswith("ghcr.io/kubeloop/")
+
+
+def test_prometheus_rule_renders_the_one_rules_file(helm: str) -> None:
+    objs = render(helm, "--set", "prometheusRule.enabled=true")
+    (rule,) = _by_kind(objs, "PrometheusRule")
+    source = CHART / "files" / "kubeloop-rules.yaml"
+    assert rule["spec"] == yaml.safe_load(source.read_text())
+    assert (ROOT / "deploy/prometheus/kubeloop-rules.yaml").resolve() == source.resolve()
+
+
+def test_service_monitors(helm: str) -> None:
+    objs = render(helm, *VALUE_SETS["watch-namespaces"])
+    monitors = {m["metadata"]["name"]: m["spec"] for m in _by_kind(objs, "ServiceMonitor")}
+    operator = monitors["kubeloop"]
+    assert operator["jobLabel"] == "kubeloop.io/scrape-job"
+    assert operator["endpoints"][0]["port"] == "metrics"
+    (service,) = _by_kind(objs, "Service")
+    assert service["metadata"]["labels"]["kubeloop.io/scrape-job"] == "kubeloop-operator"
+    assert operator["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    # Pushed drift metrics keep their namespace/monitor labels.
+    assert monitors["kubeloop-pushgateway"]["endpoints"][0]["honorLabels"] is True
+
+
+def test_network_policy_lets_metrics_in_and_only_dns_and_the_api_server_out(helm: str) -> None:
+    objs = render(helm, "--set", "networkPolicy.enabled=true")
+    (policy,) = _by_kind(objs, "NetworkPolicy")
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert [p["port"] for p in policy["spec"]["ingress"][0]["ports"]] == ["metrics"]
+    out_ports = sorted(p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"])
+    assert out_ports == [53, 53, 443, 6443]
+
+
+METRICS_ON_DASHBOARD = [
+    "kubeloop_training_runs_total",
+    "kubeloop_reconcile_duration_seconds",
+    "kubeloop_inference_requests_total",
+    "kubeloop_inference_request_duration_seconds",
+    "kubeloop_drift_score",
+    "kubeloop_drift_share",
+    "kubeloop_drift_detected",
+    "kubeloop_drift_last_success_timestamp_seconds",
+]
+
+
+def test_grafana_dashboard_configmap(helm: str) -> None:
+    (configmap,) = _by_kind(render(helm), "ConfigMap")
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(configmap["data"]["kubeloop.json"])
+    assert dashboard["uid"] == "kubeloop"
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p.get("targets", []))
+    for metric in METRICS_ON_DASHBOARD:
+        assert metric in exprs, metric
+    for by in ("by (model, version)", "by (pipeline, result)"):
+        assert by in exprs
+    assert "{{feature}}" in json.dumps(dashboard)
+
+
+def test_helm_test_hook(helm: str) -> None:
+    pods = _by_kind(render(helm), "Pod")
+    (test_pod,) = pods
+    assert test_pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert "kubeloop-metrics:9090/metrics" in test_pod["spec"]["containers"][0]["args"][0]
+
+
+def test_notes_render(helm: str) -> None:
+    proc = subprocess.run(
+        [helm, "install", "kubeloop", str(CHART), "--dry-run=client", "-n", "kubeloop-system"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "kubectl apply --server-side" in proc.stdout
+    assert "helm test kubeloop" in proc.stdout
