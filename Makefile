@@ -23,8 +23,9 @@ system-deps: ## install Prometheus, Pushgateway, promtool, wrk, hey (Debian pack
 tools: ## put helm 4 and kubectl into .tools/bin (git-ignored)
 	./hack/install-tools.sh $(TOOLS)
 
-crds: ## regenerate crds/ from the API models
+crds: ## regenerate crds/ from the API models (and the chart's copy)
 	$(PYTHON) -m kubeloop.cli crds --out crds
+	rm -f charts/kubeloop/crds/*.yaml && cp crds/*.yaml charts/kubeloop/crds/
 
 check-crds: ## fail when crds/ is stale
 	$(PYTHON) -m kubeloop.cli crds --out crds --check
