@@ -83,6 +83,7 @@ def test_value_sets_render_what_they_switch_on(helm: str) -> None:
         "Deployment",
         "Service",
         "ConfigMap",
+        "NetworkPolicy",
         "Pod",
     }
     full = render(helm, *VALUE_SETS["watch-namespaces"])
@@ -319,13 +320,26 @@ def test_service_monitors(helm: str) -> None:
     assert monitors["kubeloop-pushgateway"]["endpoints"][0]["honorLabels"] is True
 
 
-def test_network_policy_lets_metrics_in_and_only_dns_and_the_api_server_out(helm: str) -> None:
-    objs = render(helm, "--set", "networkPolicy.enabled=true")
-    (policy,) = _by_kind(objs, "NetworkPolicy")
-    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
-    assert [p["port"] for p in policy["spec"]["ingress"][0]["ports"]] == ["metrics"]
-    out_ports = sorted(p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"])
+def test_network_policies_allow_only_what_is_needed(helm: str) -> None:
+    objs = render(helm)
+    policies = {p["metadata"]["name"]: p["spec"] for p in _by_kind(objs, "NetworkPolicy")}
+    operator = policies["kubeloop"]
+    assert operator["policyTypes"] == ["Ingress", "Egress"]
+    assert [p["port"] for p in operator["ingress"][0]["ports"]] == ["metrics"]
+    out_ports = sorted(p["port"] for rule in operator["egress"] for p in rule["ports"])
     assert out_ports == [53, 53, 443, 6443]
+    test = policies["kubeloop-test"]
+    assert test["ingress"] == []
+    assert test["egress"][1]["ports"] == [{"port": 9090, "protocol": "TCP"}]
+    # Every pod of the chart is selected by a policy.
+    for _, spec_labels in (
+        (d["metadata"]["name"], d["spec"]["template"]["metadata"]["labels"])
+        for d in _by_kind(objs, "Deployment")
+    ):
+        assert operator["podSelector"]["matchLabels"].items() <= spec_labels.items()
+    (pod,) = _by_kind(objs, "Pod")
+    assert test["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert not _by_kind(render(helm, "--set", "networkPolicy.enabled=false"), "NetworkPolicy")
 
 
 METRICS_ON_DASHBOARD = [

@@ -78,3 +78,20 @@ fsGroup: 10001
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
+
+{{/*
+checkov skips, each with its reason (rendered as checkov.io/skipN annotations). The digest skip
+is rendered only while the image is pinned by tag; with image.digest set the check passes.
+*/}}
+{{- define "kubeloop.checkovSkips" -}}
+{{- $skips := list -}}
+{{- if ne .Values.image.pullPolicy "Always" -}}
+{{- $skips = append $skips "CKV_K8S_15=The image is pinned to the chart's appVersion (or a digest), so IfNotPresent pulls the same bits; it also lets kind-loaded images run." -}}
+{{- end -}}
+{{- if not .Values.image.digest -}}
+{{- $skips = append $skips "CKV_K8S_43=Pinned by the release tag by default (chart and images are released together); set image.digest to pin by digest." -}}
+{{- end -}}
+{{- range $i, $s := concat $skips (default list .extra) }}
+checkov.io/skip{{ add1 $i }}: {{ $s | quote }}
+{{- end -}}
+{{- end -}}

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Install checkov into its own git-ignored venv (.venv-checkov): its pinned dependencies would
+# fight the project's. About 45 s on a fresh machine; a no-op once installed.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+venv="${CHECKOV_VENV:-$root/.venv-checkov}"
+version="3.3.30"
+if [[ -x "$venv/bin/checkov" ]] && "$venv/bin/checkov" --version 2>/dev/null | grep -qx "$version"; then
+  exit 0
+fi
+python3 -m venv "$venv"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check "checkov==$version"
+echo "installed $("$venv/bin/checkov" --version) into $venv"
