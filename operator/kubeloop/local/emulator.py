@@ -1,0 +1,355 @@
+"""A small Kubernetes API for tests and `kubeloop local`: kmock's emulator, made kopf-ready.
+
+kmock 0.8's `KubernetesEmulator` stores objects and serves list/watch/get/create/patch/delete,
+but it is a plain JSON store. `KubeloopEmulator` adds only what the operator and the local pod
+runner rely on, the way a real API server behaves:
+
+- discovery of every resource the operator touches (our three CRDs with the `status` and
+  `scale` subresources, `v1/namespaces` and `apiextensions.k8s.io/v1/customresourcedefinitions`,
+  which kopf waits for before it watches anything);
+- server-set metadata on create: `uid`, `resourceVersion`, `generation`, `creationTimestamp`,
+  `namespace` from the URL;
+- the status subresource: a PATCH on `.../status` changes only `status`; a PATCH on the object
+  itself leaves `status` alone for kinds that have the subresource (ours, Jobs, Deployments,
+  CronJobs, HPAs, Pods: all built-in workloads have one) and bumps `generation` when `spec`
+  changes; every change bumps `resourceVersion`;
+- admission for kubeloop.io kinds via `kubeloop.api.admission.admit` (defaults + schema +
+  CEL): an invalid custom resource is refused with 422 at creation, as a real API server does;
+- foreground-free garbage collection: deleting an object deletes the objects whose
+  `ownerReferences` name its uid (recursively), so a deleted pipeline takes its Jobs along.
+
+Not emulated (known gaps): `GET /api/v1/namespaces` (kmock cannot parse the cluster-scoped core
+list; run kopf cluster-wide, `-A`), resourceVersion conflicts on update, label/field selectors
+beyond kmock's own, strategic-merge patch (it is treated as a merge patch), server-side apply.
+
+Public API (the only thing `kubeloop local` and the tests use):
+
+- `KubeloopEmulator()` — the kmock handler; `async with emulator, kmock.Server(emulator)`.
+- `await emulator.create_object(obj)`, `await emulator.patch_object(resource, namespace, name,
+  patch, subresource=None)`, `await emulator.delete_object(resource, namespace, name)` —
+  in-process changes through the same code path as HTTP requests (metadata, status split,
+  watch events).
+- `emulator.get_object(resource, namespace, name) -> dict | None` and
+  `emulator.list_objects(resource, namespace=None) -> list[dict]` — snapshots (deep copies).
+- `EmulatorThread` — runs the emulator and its HTTP server in a daemon thread with its own
+  event loop: `with EmulatorThread() as cluster: cluster.url; cluster.call(coro_or_fn)`.
+- `RESOURCES` — the resources declared for discovery, by `group/version/plural`.
+Resources are given as kmock resource strings such as `"batch/v1/jobs"` or `"v1/pods"`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import copy
+import datetime
+import itertools
+import threading
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import aiohttp.web
+import attrs
+import kmock
+from kmock._internal import dicts, enums, rendering
+from kmock._internal.k8s import KubernetesObjectConflictError
+
+from kubeloop.api.admission import admit
+
+__all__ = ["RESOURCES", "EmulatorThread", "KubeloopEmulator"]
+
+T = TypeVar("T")
+
+# plural path -> (kind, namespaced, subresources)
+RESOURCES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
+    "kubeloop.io/v1alpha1/trainingpipelines": ("TrainingPipeline", True, ("status",)),
+    "kubeloop.io/v1alpha1/modeldeployments": ("ModelDeployment", True, ("status", "scale")),
+    "kubeloop.io/v1alpha1/driftmonitors": ("DriftMonitor", True, ("status",)),
+    "v1/namespaces": ("Namespace", False, ("status",)),
+    "v1/pods": ("Pod", True, ("status",)),
+    "v1/services": ("Service", True, ("status",)),
+    "v1/serviceaccounts": ("ServiceAccount", True, ()),
+    "v1/events": ("Event", True, ()),
+    "events.k8s.io/v1/events": ("Event", True, ()),
+    "batch/v1/jobs": ("Job", True, ("status",)),
+    "batch/v1/cronjobs": ("CronJob", True, ("status",)),
+    "apps/v1/deployments": ("Deployment", True, ("status", "scale")),
+    "autoscaling/v2/horizontalpodautoscalers": ("HorizontalPodAutoscaler", True, ("status",)),
+    "rbac.authorization.k8s.io/v1/roles": ("Role", True, ()),
+    "rbac.authorization.k8s.io/v1/rolebindings": ("RoleBinding", True, ()),
+    "apiextensions.k8s.io/v1/customresourcedefinitions": ("CustomResourceDefinition", False, ()),
+}
+
+_VERBS = ("get", "list", "watch", "create", "patch", "update", "delete")
+
+
+def _now() -> str:
+    return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _key(resource: str) -> str:
+    ref = kmock.resource(resource)
+    return f"{ref.group + '/' if ref.group else ''}{ref.version}/{ref.plural}"
+
+
+@attrs.define(kw_only=True)
+class KubeloopEmulator(kmock.KubernetesEmulator):
+    """kmock's emulator with server-set metadata, status subresources, admission and GC."""
+
+    admission: bool = True
+    _rv: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        for path, (kind, namespaced, subresources) in RESOURCES.items():
+            self.resources[path] = kmock.ResourceInfo(
+                kind=kind,
+                namespaced=namespaced,
+                verbs=set(_VERBS),
+                subresources=set(subresources),
+            )
+
+    @property
+    def _store(self) -> Any:
+        # kmock's key types are narrower than what it accepts at run time (resource objects).
+        return self.objects
+
+    @property
+    def _bus_of(self) -> Any:
+        return self._buses
+
+    # -- request rewriting -------------------------------------------------------------------
+
+    def _subresources(self, resource: Any) -> tuple[str, ...]:
+        for path, (_, _, subresources) in RESOURCES.items():
+            if kmock.resource(path) == resource:
+                return subresources
+        return ()
+
+    def _current(self, resource: Any, namespace: str | None, name: str | None) -> Any:
+        key = (resource, namespace, name)
+        if key in self._store and not self._store[key].deleted:
+            return self._store[key].raw
+        return None
+
+    def _rewrite(self, request: rendering.Request) -> rendering.Request:
+        """Turn a request into what a real API server would store (raises KubernetesError)."""
+        if request.resource is None:
+            return request
+        if request.action == enums.action.CREATE and isinstance(request.data, dict):
+            obj = copy.deepcopy(request.data)
+            if obj.get("apiVersion", "").startswith("kubeloop.io/") and self.admission:
+                result = admit(obj)
+                if not result.allowed:
+                    raise kmock.KubernetesError(
+                        status=422,
+                        reason="Invalid",
+                        message="; ".join(result.errors),
+                    )
+                obj = result.obj
+            meta = obj.setdefault("metadata", {})
+            if request.namespace:
+                meta["namespace"] = request.namespace
+            meta.setdefault("uid", str(uuid.uuid4()))
+            meta["resourceVersion"] = str(next(self._rv))
+            meta["generation"] = 1
+            meta.setdefault("creationTimestamp", _now())
+            object.__setattr__(request, "data", obj)
+            return request
+        if request.action == enums.action.UPDATE and request.name is not None:
+            current = self._current(request.resource, request.namespace, request.name)
+            if current is None:
+                return request  # kmock answers 404
+            patch = request.data if request.data is not None else {}
+            if isinstance(patch, list):  # JSON patch: apply here, then store as a merge
+                patch = _diff(current, dict(dicts.patch_dict(copy.deepcopy(current), patch)))
+            patch = copy.deepcopy(patch)
+            has_status = "status" in self._subresources(request.resource)
+            if request.subresource == "status":
+                patch = {"status": patch.get("status")} if "status" in patch else {}
+            elif request.subresource is None and has_status:
+                patch.pop("status", None)
+            new = dicts.patch_dict(copy.deepcopy(current), patch)
+            meta = patch.setdefault("metadata", {})
+            meta["resourceVersion"] = str(next(self._rv))
+            if new.get("spec") != current.get("spec"):
+                meta["generation"] = int(current["metadata"].get("generation", 1)) + 1
+            object.__setattr__(request, "data", patch)
+            return request
+        return request
+
+    async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        request = self._rewrite(request)
+        deleted_uid: str | None = None
+        if request.action == enums.action.DELETE and request.name is not None:
+            current = self._current(request.resource, request.namespace, request.name)
+            if current is not None:
+                deleted_uid = current.get("metadata", {}).get("uid")
+        response = await super()._handle(request)
+        if deleted_uid is not None:
+            await self._collect(deleted_uid)
+        return response
+
+    async def _collect(self, uid: str) -> None:
+        """Delete the dependents of a deleted owner, as the garbage collector would."""
+        for (resource, namespace, name), obj in list(self._store.items()):
+            if obj.deleted:
+                continue
+            owners = obj.raw.get("metadata", {}).get("ownerReferences") or []
+            if any(owner.get("uid") == uid for owner in owners):
+                await self.delete_object(resource, namespace, name)
+
+    # -- in-process API ----------------------------------------------------------------------
+
+    async def create_object(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Create an object from a manifest (namespace from its metadata); returns it stored."""
+        api_version, kind = obj["apiVersion"], obj["kind"]
+        path = next(
+            p
+            for p, (k, _, _) in RESOURCES.items()
+            if k == kind and p.rsplit("/", 1)[0] == api_version
+        )
+        namespace = obj.get("metadata", {}).get("namespace")
+        name = obj["metadata"]["name"]
+        request = rendering.Request(
+            method="POST",
+            action=enums.action.CREATE,
+            resource=kmock.resource(path),
+            namespace=namespace,
+            data=obj,
+        )
+        request = self._rewrite(request)
+        key = (request.resource, namespace, name)
+        async with self._lock:
+            if key in self._store and not self._store[key].deleted:
+                raise KubernetesObjectConflictError()
+            if key in self._store:
+                self._store[key].create(request.data)
+            else:
+                self._store[key] = request.data
+            raw = self._store[key].raw
+            await self._bus_of[request.resource].put({"type": "ADDED", "object": raw})
+        return copy.deepcopy(raw)
+
+    async def patch_object(
+        self,
+        resource: str,
+        namespace: str | None,
+        name: str,
+        patch: dict[str, Any],
+        subresource: str | None = None,
+    ) -> dict[str, Any]:
+        """Merge-patch an object (or its `status` with subresource="status"); returns it."""
+        request = rendering.Request(
+            method="PATCH",
+            action=enums.action.UPDATE,
+            resource=kmock.resource(_key(resource)),
+            namespace=namespace,
+            name=name,
+            subresource=subresource,
+            data=patch,
+        )
+        request = self._rewrite(request)
+        key = (request.resource, namespace, name)
+        async with self._lock:
+            if key not in self._store or self._store[key].deleted:
+                raise kmock.KubernetesObjectNotFoundError()
+            self._store[key].patch(request.data)
+            raw = self._store[key].raw
+            await self._bus_of[request.resource].put({"type": "MODIFIED", "object": raw})
+        return copy.deepcopy(raw)
+
+    async def delete_object(self, resource: Any, namespace: str | None, name: str) -> None:
+        """Delete an object (no finalizer handling) and, recursively, its dependents."""
+        ref = kmock.resource(_key(resource)) if isinstance(resource, str) else resource
+        key = (ref, namespace, name)
+        async with self._lock:
+            if key not in self._store or self._store[key].deleted:
+                return
+            raw = self._store[key].raw
+            self._store[key].delete()
+            await self._bus_of[ref].put({"type": "DELETED", "object": raw})
+        uid = raw.get("metadata", {}).get("uid")
+        if uid:
+            await self._collect(uid)
+
+    def get_object(self, resource: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        """A deep copy of the stored object, or None."""
+        found = self._current(kmock.resource(_key(resource)), namespace, name)
+        return copy.deepcopy(found) if found is not None else None
+
+    def list_objects(self, resource: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        """Deep copies of the stored objects of a resource (all namespaces when None)."""
+        ref = kmock.resource(_key(resource))
+        return [
+            copy.deepcopy(obj.raw)
+            for (res, ns, _), obj in list(self._store.items())
+            if res == ref and not obj.deleted and (namespace is None or ns == namespace)
+        ]
+
+
+def _diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """A merge patch that turns `old` into `new` (None deletes a key)."""
+    patch: dict[str, Any] = {}
+    for key in old.keys() - new.keys():
+        patch[key] = None
+    for key, value in new.items():
+        if key not in old:
+            patch[key] = value
+        elif isinstance(value, dict) and isinstance(old[key], dict):
+            sub = _diff(old[key], value)
+            if sub:
+                patch[key] = sub
+        elif value != old[key]:
+            patch[key] = value
+    return patch
+
+
+class EmulatorThread:
+    """The emulator served over HTTP from a daemon thread with its own event loop."""
+
+    def __init__(self, *, admission: bool = True, port: int | None = None) -> None:
+        self.emulator = KubeloopEmulator(admission=admission)
+        self._port = port
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._main, name="kubeloop-emulator", daemon=True)
+        self.url = ""
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._serve())
+
+    async def _serve(self) -> None:
+        self._stop = asyncio.Event()
+        kwargs: dict[str, Any] = {"host": "127.0.0.1"}
+        if self._port is not None:
+            kwargs["port"] = self._port
+        async with self.emulator, kmock.Server(self.emulator, **kwargs) as server:
+            self.url = f"http://127.0.0.1:{server.port}"
+            self._ready.set()
+            await self._stop.wait()
+
+    def __enter__(self) -> EmulatorThread:
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise RuntimeError("the emulator did not start in 30 s")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+    def call(self, fn: Callable[[], T] | Awaitable[T], timeout: float = 30) -> T:
+        """Run a coroutine or a plain function on the emulator's loop; returns its result."""
+
+        async def run() -> T:
+            if callable(fn):
+                return fn()
+            return await fn
+
+        future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(run(), self._loop)
+        return future.result(timeout)
