@@ -1,0 +1,220 @@
+"""`kubeloop monitor`: one drift check, what the DriftMonitor's CronJob runs.
+
+Reads the window of payload logs, compares it feature by feature with the reference profile,
+pushes metrics to the Pushgateway, optionally writes an HTML report, and leaves a DriftResult
+for the operator (docs/contracts.md). Exit 0 whenever a verdict was reached, drift included;
+exit 1 only when the check itself failed (then the result says why).
+
+Every setting comes from env (what the operator sets) or the equal flag (a laptop):
+
+| flag | env |
+| --- | --- |
+| --monitor | KUBELOOP_MONITOR |
+| --namespace | KUBELOOP_NAMESPACE |
+| --spec (JSON text or a file) | KUBELOOP_MONITOR_SPEC |
+| --payload-log-uri | KUBELOOP_PAYLOAD_LOG_URI |
+| --reference-uri | KUBELOOP_REFERENCE_URI |
+| --model-version | KUBELOOP_MODEL_VERSION |
+| --report-uri | KUBELOOP_REPORT_URI |
+| --pushgateway-url | KUBELOOP_PUSHGATEWAY_URL |
+| --result-path | KUBELOOP_RESULT_PATH |
+| --now (ISO time, end of the window) | KUBELOOP_NOW |
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kubeloop.api.common import parse_duration
+from kubeloop.api.monitor import DriftMonitorSpec
+from kubeloop.storage import StorageError, join, store_for
+from kubeloop.workloads.monitor.accumulate import CategoricalAccumulator, NumericAccumulator
+from kubeloop.workloads.monitor.metrics import build_registry, push_metrics
+from kubeloop.workloads.monitor.reference import load_reference
+from kubeloop.workloads.monitor.report import render_report
+from kubeloop.workloads.monitor.verdict import DatasetVerdict, dataset_verdict, judge
+from kubeloop.workloads.monitor.window import open_window, window_batches
+from kubeloop.workloads.result import write_result
+
+__all__ = ["main", "run_check"]
+
+# Room left in the 4 KiB termination message for per-feature detail.
+FEATURE_BUDGET = 3300
+
+Accumulator = NumericAccumulator | CategoricalAccumulator
+
+
+def _parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    parser = argparse.ArgumentParser(prog="kubeloop monitor", description=__doc__.split("\n")[0])
+    parser.add_argument("--monitor", default=env("KUBELOOP_MONITOR", "drift"))
+    parser.add_argument("--namespace", default=env("KUBELOOP_NAMESPACE", "default"))
+    parser.add_argument("--spec", default=env("KUBELOOP_MONITOR_SPEC"))
+    parser.add_argument("--payload-log-uri", default=env("KUBELOOP_PAYLOAD_LOG_URI"))
+    parser.add_argument("--reference-uri", default=env("KUBELOOP_REFERENCE_URI"))
+    parser.add_argument("--model-version", default=env("KUBELOOP_MODEL_VERSION"))
+    parser.add_argument("--report-uri", default=env("KUBELOOP_REPORT_URI") or None)
+    parser.add_argument("--pushgateway-url", default=env("KUBELOOP_PUSHGATEWAY_URL") or None)
+    parser.add_argument("--result-path", default=env("KUBELOOP_RESULT_PATH"))
+    parser.add_argument("--now", default=env("KUBELOOP_NOW") or None)
+    return parser
+
+
+def _spec(text: str | None, monitor: str) -> DriftMonitorSpec:
+    if not text:
+        return DriftMonitorSpec.model_validate({"deploymentRef": {"name": monitor}})
+    if not text.lstrip().startswith("{"):
+        text = Path(text).read_text()
+    data = json.loads(text)
+    data = data.get("spec", data)  # a whole DriftMonitor is fine too
+    data.setdefault("deploymentRef", {"name": monitor})
+    return DriftMonitorSpec.model_validate(data)
+
+
+def _schedule_interval(schedule: str, now: datetime) -> float | None:
+    try:
+        from croniter import croniter
+
+        it = croniter(schedule, now)
+        first = it.get_next(datetime)
+        return float((it.get_next(datetime) - first).total_seconds())
+    except (ImportError, ValueError, KeyError):
+        return None
+
+
+def run_check(
+    spec: DriftMonitorSpec,
+    payload_log_uri: str,
+    reference_uri: str,
+    now: datetime,
+) -> tuple[DatasetVerdict, dict[str, Accumulator]]:
+    """Stream the window through the accumulators and reach a verdict."""
+    start = now - parse_duration(spec.window)
+    dataset = open_window(payload_log_uri)
+    served = [n for n in dataset.schema.names if not n.startswith("_")] if dataset else None
+    profile = load_reference(reference_uri, spec.features, served)
+    accumulators: dict[str, Accumulator] = {
+        **{name: NumericAccumulator(p) for name, p in profile.numeric.items()},
+        **{name: CategoricalAccumulator(p) for name, p in profile.categorical.items()},
+    }
+    rows = 0
+    if dataset is not None:
+        for batch in window_batches(dataset, list(accumulators), start, now):
+            rows += batch.num_rows
+            present = set(batch.schema.names)
+            for name, acc in accumulators.items():
+                if name in present:
+                    acc.add(batch.column(name))
+                else:  # the server did not log this feature: every row misses it
+                    acc.missing += batch.num_rows
+    features = []
+    if rows >= spec.min_rows:
+        for name, acc in accumulators.items():
+            test = (
+                spec.tests.numeric
+                if isinstance(acc, NumericAccumulator)
+                else spec.tests.categorical
+            )
+            features.append(judge(name, acc, test, spec.thresholds))
+    verdict = dataset_verdict(features, rows, spec.min_rows, spec.thresholds.drift_share)
+    return verdict, accumulators
+
+
+def _features_result(verdict: DatasetVerdict) -> tuple[dict[str, Any], int]:
+    """Per-feature entries, drifted first, within the termination-message budget."""
+    ordered = sorted(verdict.features, key=lambda f: (not f.drifted, f.name))
+    out: dict[str, Any] = {}
+    size = 0
+    for feature in ordered:
+        entry = feature.as_result()
+        cost = len(json.dumps({feature.name: entry}, separators=(",", ":")))
+        if size + cost > FEATURE_BUDGET:
+            break
+        out[feature.name] = entry
+        size += cost
+    return out, len(ordered) - len(out)
+
+
+def _report_target(uri: str, monitor: str, now: datetime) -> str:
+    if uri.endswith(".html"):
+        return uri
+    return join(uri, f"{monitor}-{now.strftime('%Y%m%dT%H%M%SZ')}.html")
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of `kubeloop monitor`."""
+    args = _parser().parse_args(argv)
+    started = time.monotonic()
+    try:
+        now = datetime.fromisoformat(args.now) if args.now else datetime.now(UTC)
+        if now.tzinfo is None:
+            now = now.replace(tzinfo=UTC)
+        if not args.payload_log_uri or not args.reference_uri:
+            raise ValueError("set KUBELOOP_PAYLOAD_LOG_URI and KUBELOOP_REFERENCE_URI")
+        spec = _spec(args.spec, args.monitor)
+        verdict, accumulators = run_check(spec, args.payload_log_uri, args.reference_uri, now)
+    except (StorageError, ValueError, OSError) as exc:
+        write_result(
+            {
+                "kind": "DriftResult",
+                "ok": False,
+                "verdict": "Failed",
+                "reason": type(exc).__name__,
+                "message": str(exc),
+            },
+            args.result_path,
+        )
+        return 1
+    duration = time.monotonic() - started
+    result: dict[str, Any] = {
+        "kind": "DriftResult",
+        "ok": True,
+        "verdict": verdict.verdict,
+        "driftShare": round(verdict.drift_share, 6),
+        "rows": verdict.rows,
+        "modelVersion": args.model_version,
+        "window": {
+            "start": (now - parse_duration(spec.window)).isoformat(),
+            "end": now.isoformat(),
+        },
+    }
+    features, omitted = _features_result(verdict)
+    result["features"] = features
+    if omitted:
+        result["featuresOmitted"] = omitted
+    for feature in verdict.features:
+        print(
+            f"drift {feature.name}: {feature.test}={feature.score:.6g} "
+            f"(threshold {feature.threshold:g}) drifted={feature.drifted}",
+            flush=True,
+        )
+    if args.report_uri:
+        target = _report_target(args.report_uri, args.monitor, now)
+        try:
+            page = render_report(args.monitor, verdict, accumulators, now, args.model_version)
+            store_for(target).write_bytes(target, page.encode())
+            result["reportUri"] = target
+        except StorageError as exc:  # a missing picture must not hide the verdict
+            print(f"report not written: {exc}", file=sys.stderr, flush=True)
+    if args.pushgateway_url:
+        registry = build_registry(verdict, duration, _schedule_interval(spec.schedule, now))
+        try:
+            push_metrics(args.pushgateway_url, args.namespace, args.monitor, registry)
+            result["pushed"] = True
+        except OSError as exc:  # the operator still gets the verdict; the alert on staleness fires
+            print(f"Pushgateway push failed: {exc}", file=sys.stderr, flush=True)
+            result["pushed"] = False
+    print(
+        f"drift verdict={verdict.verdict} share={verdict.drift_share:.3f} rows={verdict.rows} "
+        f"seconds={duration:.2f}",
+        flush=True,
+    )
+    write_result(result, args.result_path)
+    return 0

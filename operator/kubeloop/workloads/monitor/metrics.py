@@ -1,0 +1,77 @@
+"""Drift metrics pushed to the Pushgateway, grouped by namespace and monitor.
+
+One push replaces the whole group (HTTP PUT), so features that left the spec stop being
+reported instead of lingering with their last value. Prometheus scrapes the Pushgateway with
+`honor_labels: true`, which keeps `namespace` and `monitor` from the grouping key.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
+
+from kubeloop.workloads.monitor.verdict import DatasetVerdict
+
+__all__ = ["JOB", "build_registry", "push_metrics"]
+
+JOB = "kubeloop-drift-monitor"
+
+
+def build_registry(
+    result: DatasetVerdict, duration_seconds: float, schedule_interval_seconds: float | None
+) -> CollectorRegistry:
+    """The metrics of one run (names used by the chart's rules and dashboard)."""
+    registry = CollectorRegistry()
+    score = Gauge(
+        "kubeloop_drift_score",
+        "Drift statistic per feature and test (p-value for ks and chi2, else a distance).",
+        ["feature", "test"],
+        registry=registry,
+    )
+    drifted = Gauge(
+        "kubeloop_drift_feature_drifted",
+        "1 when the feature drifted under the monitor's test and threshold.",
+        ["feature", "test"],
+        registry=registry,
+    )
+    for feature in result.features:
+        for test, value in feature.scores.items():
+            score.labels(feature.name, test).set(value)
+        drifted.labels(feature.name, feature.test).set(int(feature.drifted))
+    Gauge("kubeloop_drift_share", "Share of features drifted.", registry=registry).set(
+        result.drift_share
+    )
+    Gauge(
+        "kubeloop_drift_detected", "1 when the dataset drifted (verdict Drift).", registry=registry
+    ).set(int(result.verdict == "Drift"))
+    Gauge("kubeloop_drift_nodata", "1 when the window had too few rows.", registry=registry).set(
+        int(result.verdict == "NoData")
+    )
+    Gauge("kubeloop_drift_rows", "Rows in the window.", registry=registry).set(result.rows)
+    Gauge("kubeloop_drift_duration_seconds", "Wall time of the check.", registry=registry).set(
+        duration_seconds
+    )
+    if schedule_interval_seconds is not None:
+        Gauge(
+            "kubeloop_drift_schedule_interval_seconds",
+            "Seconds between two scheduled checks.",
+            registry=registry,
+        ).set(schedule_interval_seconds)
+    Gauge(
+        "kubeloop_drift_last_success_timestamp_seconds",
+        "Unix time of the last check that reached a verdict.",
+        registry=registry,
+    ).set(time.time())
+    return registry
+
+
+def push_metrics(url: str, namespace: str, monitor: str, registry: CollectorRegistry) -> None:
+    """Replace this monitor's group on the Pushgateway at `url`."""
+    push_to_gateway(
+        url,
+        job=JOB,
+        grouping_key={"namespace": namespace, "monitor": monitor},
+        registry=registry,
+        timeout=10,
+    )

@@ -1,0 +1,181 @@
+"""From accumulated counts to per-feature scores, per-feature drift and the dataset verdict.
+
+Every applicable test is computed for every feature (they share the same counts, so this costs
+next to nothing) and pushed as metrics; the test named in the spec decides drift.
+
+Missing values: the binned tests (PSI, Jensen-Shannon, chi²) carry an explicit "missing" bin,
+so a change in the missing rate is drift like any other shift. KS and Wasserstein compare the
+non-missing values only; a numeric feature that has no value at all in the window is judged by
+PSI on (present, missing), which flags it. Unseen categories (not among the profile's
+categories) share the "other" bin with the reference's long tail, so a new value is drift in
+proportion to its share.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from kubeloop.api.monitor import DriftThresholds
+from kubeloop.workloads.monitor.accumulate import CategoricalAccumulator, NumericAccumulator
+from kubeloop.workloads.monitor.stats import (
+    chi2_homogeneity,
+    jensen_shannon,
+    ks_from_counts,
+    psi,
+    wasserstein_from_counts,
+)
+
+__all__ = [
+    "DatasetVerdict",
+    "FeatureVerdict",
+    "categorical_scores",
+    "dataset_verdict",
+    "judge",
+    "numeric_scores",
+]
+
+# Tests whose score is a p-value: small is drift. The others are distances: large is drift.
+P_VALUE_TESTS = frozenset({"ks", "chi2"})
+
+
+@dataclass(frozen=True)
+class FeatureVerdict:
+    """One feature's outcome: the deciding test, its score and threshold, every score."""
+
+    name: str
+    kind: Literal["numeric", "categorical"]
+    test: str
+    score: float
+    threshold: float
+    drifted: bool
+    scores: dict[str, float]
+    rows: int
+    missing: int
+    unseen: int = 0
+
+    def as_result(self) -> dict[str, Any]:
+        """The per-feature entry of the result JSON (see docs/contracts.md)."""
+        return {
+            "test": self.test,
+            "score": round(self.score, 6),
+            "threshold": self.threshold,
+            "drifted": self.drifted,
+        }
+
+
+@dataclass(frozen=True)
+class DatasetVerdict:
+    """The verdict over all features."""
+
+    verdict: Literal["Drift", "NoDrift", "NoData"]
+    drift_share: float
+    rows: int
+    features: list[FeatureVerdict] = field(default_factory=list)
+
+
+def _with_missing(counts: np.ndarray[Any, Any], missing: int) -> np.ndarray[Any, Any]:
+    return np.append(np.asarray(counts, dtype=float), float(missing))
+
+
+def numeric_scores(acc: NumericAccumulator) -> dict[str, float]:
+    """PSI and Jensen-Shannon on the reference quantile bins (+ missing), KS p-value and
+    normalised Wasserstein on the non-missing values."""
+    ref = acc.ref
+    ref_bins = _with_missing(ref.counts, ref.missing)
+    cur_bins = _with_missing(acc.bins, acc.missing)
+    scores = {"psi": psi(ref_bins, cur_bins), "jensenshannon": jensen_shannon(ref_bins, cur_bins)}
+    n_ref = int(ref.sample.size)
+    if acc.count and n_ref:
+        cur_le, cur_lt = acc.cur_le(), acc.cur_lt()
+        _, p_value = ks_from_counts(
+            acc.points,
+            ref_le=acc.ref_le,
+            cur_lt=cur_lt,
+            cur_le=cur_le,
+            n_ref=n_ref,
+            n_cur=acc.count,
+        )
+        scores["ks"] = p_value
+        scale = ref.std if math.isfinite(ref.std) and ref.std > 0 else 1.0
+        scores["wasserstein"] = wasserstein_from_counts(
+            acc.points,
+            ref_le=acc.ref_le,
+            cur_lt=cur_lt,
+            cur_le=cur_le,
+            n_ref=n_ref,
+            n_cur=acc.count,
+            below_sum=acc.below_sum,
+            above_sum=acc.above_sum,
+            above_count=acc.above_count,
+            scale=scale,
+        )
+    return scores
+
+
+def categorical_scores(acc: CategoricalAccumulator) -> dict[str, float]:
+    """chi² p-value, Jensen-Shannon and PSI over (categories, other/unseen, missing)."""
+    ref = acc.ref
+    ref_counts = np.array([*ref.categories.values(), ref.other, ref.missing], dtype=float)
+    cur_counts = np.append(acc.counts, float(acc.missing))
+    _, p_value = chi2_homogeneity(ref_counts, cur_counts)
+    return {
+        "chi2": p_value,
+        "jensenshannon": jensen_shannon(ref_counts, cur_counts),
+        "psi": psi(ref_counts, cur_counts),
+    }
+
+
+def _threshold(test: str, thresholds: DriftThresholds) -> float:
+    if test in P_VALUE_TESTS:
+        return thresholds.p_value
+    value: float = getattr(thresholds, test)
+    return value
+
+
+def judge(
+    name: str,
+    acc: NumericAccumulator | CategoricalAccumulator,
+    test: str,
+    thresholds: DriftThresholds,
+) -> FeatureVerdict:
+    """Score one feature with every test and decide drift with `test`."""
+    if isinstance(acc, NumericAccumulator):
+        kind: Literal["numeric", "categorical"] = "numeric"
+        scores = numeric_scores(acc)
+        unseen = 0
+        if test not in scores:  # nothing but missing values in the window
+            test = "psi"
+    else:
+        kind = "categorical"
+        scores = categorical_scores(acc)
+        unseen = acc.unseen
+    score = scores[test]
+    threshold = _threshold(test, thresholds)
+    drifted = score < threshold if test in P_VALUE_TESTS else score > threshold
+    return FeatureVerdict(
+        name=name,
+        kind=kind,
+        test=test,
+        score=score,
+        threshold=threshold,
+        drifted=bool(drifted),
+        scores=scores,
+        rows=acc.count + acc.missing,
+        missing=acc.missing,
+        unseen=unseen,
+    )
+
+
+def dataset_verdict(
+    features: list[FeatureVerdict], rows: int, min_rows: int, drift_share: float
+) -> DatasetVerdict:
+    """Drift when at least `drift_share` of the features drifted; NoData below `min_rows`."""
+    if rows < min_rows or not features:
+        return DatasetVerdict("NoData", 0.0, rows, [])
+    share = sum(f.drifted for f in features) / len(features)
+    verdict: Literal["Drift", "NoDrift"] = "Drift" if share >= drift_share else "NoDrift"
+    return DatasetVerdict(verdict, share, rows, features)
