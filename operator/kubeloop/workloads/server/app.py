@@ -1,0 +1,384 @@
+"""The V2 REST routes as a plain ASGI app (no framework: per-request overhead stays tiny).
+
+GET  /v2/health/live, /v2/health/ready, /v2, /v2/openapi.json, /metrics
+GET  /v2/models/{m}[/versions/{v}], /v2/models/{m}[/versions/{v}]/ready
+POST /v2/models/{m}[/versions/{v}]/infer
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from kubeloop.workloads.server.batching import Batcher
+from kubeloop.workloads.server.errors import (
+    InferenceError,
+    InvalidRequestError,
+    MethodNotAllowedError,
+    ModelNotReadyError,
+    NotFoundError,
+    PayloadTooLargeError,
+)
+from kubeloop.workloads.server.loading import LoadedModel, load_model
+from kubeloop.workloads.server.metrics import CONTENT_TYPE_LATEST, ServerMetrics
+from kubeloop.workloads.server.openapi import openapi_document
+from kubeloop.workloads.server.payload_log import PayloadLogger
+from kubeloop.workloads.server.protocol import (
+    ModelSchema,
+    encode_infer_response,
+    parse_infer_request,
+    v2_datatype,
+)
+from kubeloop.workloads.server.settings import ServerSettings
+
+__all__ = ["InferenceApp"]
+
+log = logging.getLogger("kubeloop.serve")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+_JSON = [(b"content-type", b"application/json")]
+_SERVER_NAME = "kubeloop"
+_SERVER_VERSION = "0.1.0"
+_NUMERIC_INPUT = "FP64"
+
+
+class InferenceApp:
+    """ASGI app serving one model version; loads it in the background at startup."""
+
+    def __init__(
+        self,
+        settings: ServerSettings,
+        *,
+        loader: Callable[[str, Path], LoadedModel] = load_model,
+        started_at: float | None = None,
+    ) -> None:
+        self.settings = settings
+        self.started_at = time.time() if started_at is None else started_at
+        self.metrics = ServerMetrics(settings.model_name)
+        self._loader = loader
+        self.model: LoadedModel | None = None
+        self.not_ready_reason = "model is loading"
+        self.shutting_down = False
+        self._schema: ModelSchema | None = None
+        self._batcher: Batcher | None = None
+        self._payload_log: PayloadLogger | None = None
+        self._classes: list[Any] | None = None
+        self._receiving = 0  # infer requests being read/validated, not yet queued
+        self._ok_counter: Any = None
+        self._metadata: bytes = b""
+        self._openapi = orjson.dumps(openapi_document(settings.model_name))
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._load_thread: threading.Thread | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def begin_shutdown(self) -> None:
+        """SIGTERM: report not ready at once; in-flight requests still complete."""
+        self.shutting_down = True
+        self.not_ready_reason = "server is shutting down"
+
+    def start_loading(self) -> None:
+        """Load the model in a thread so liveness answers while a large model downloads."""
+        self._loop = asyncio.get_running_loop()
+        self._load_thread = threading.Thread(target=self._load, name="kubeloop-load", daemon=True)
+        self._load_thread.start()
+
+    def _load(self) -> None:
+        try:
+            model = self._loader(self.settings.model_uri, Path(self.settings.work_dir))
+        except Exception as exc:
+            reason = f"cannot load {self.settings.model_uri}: {type(exc).__name__}: {exc}"
+            log.error("model not ready: %s", reason)
+            self.not_ready_reason = reason
+            return
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._activate, model)
+
+    def _activate(self, model: LoadedModel) -> None:
+        settings = self.settings
+        predictor = model.predictor
+        self._schema = ModelSchema.of(predictor.features, predictor.task)
+        classes = predictor.classes
+        self._classes = None if classes is None else [_plain(c) for c in classes]
+        self._batcher = Batcher(
+            predictor.predict,
+            max_batch_size=settings.max_batch_size,
+            max_latency_ms=settings.max_latency_ms,
+            in_flight=lambda: self._receiving,
+            observe_batch=self.metrics.batch_size.observe,
+        )
+        self._batcher.start()
+        if settings.payload_log_uri:
+            dropped = self.metrics.log_dropped
+            self._payload_log = PayloadLogger(
+                settings.payload_log_uri,
+                features=[(f.name, f.kind) for f in predictor.features],
+                model_version=model.version,
+                classification=predictor.task == "classification",
+                sample_rate=settings.payload_sample_rate,
+                flush_rows=settings.payload_flush_rows,
+                flush_seconds=settings.payload_flush_seconds,
+                max_pending_rows=settings.payload_max_pending_rows,
+                on_written=self.metrics.log_written.inc,
+                on_dropped=lambda n, reason: dropped.labels(settings.model_name, reason).inc(n),
+            )
+        self._ok_counter = self.metrics.requests.labels(settings.model_name, model.version, "200")
+        self._metadata = orjson.dumps(self._model_metadata(model))
+        self.model = model
+        if not self.shutting_down:
+            self.not_ready_reason = ""
+        print(
+            f"kubeloop serve: model {settings.model_name} version {model.version} verified and "
+            f"loaded in {model.load_seconds:.2f}s; ready {time.time() - self.started_at:.2f}s "
+            f"after start (pid {os.getpid()})",
+            flush=True,
+        )
+
+    async def _shutdown(self) -> None:
+        """After uvicorn drained in-flight requests: finish batches, flush the payload log."""
+        self.begin_shutdown()
+        if self._batcher is not None:
+            await self._batcher.stop()
+        if self._payload_log is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._payload_log.close)
+            log.info("payload log flushed")
+
+    @property
+    def ready(self) -> bool:
+        """Loaded, verified and not shutting down."""
+        return self.model is not None and not self.shutting_down
+
+    # ---- ASGI ------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.start_loading()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self._shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        method: str = scope["method"]
+        parts = path.strip("/").split("/")
+        try:
+            if parts[-1] == "infer" and len(parts) in (4, 6) and parts[1] == "models":
+                if method != "POST":
+                    await _respond(send, 405, b'{"error":"use POST for infer"}')
+                    return
+                await self._infer(scope, receive, send, parts)
+                return
+            if method not in ("GET", "HEAD"):
+                raise MethodNotAllowedError(f"{method} is not allowed on {path}")
+            status, body, content_type = self._get(path, parts)
+            await _respond(send, status, body, content_type)
+        except InferenceError as exc:
+            await _respond(send, exc.status, orjson.dumps({"error": str(exc)}))
+
+    def _get(self, path: str, parts: list[str]) -> tuple[int, bytes, bytes]:
+        json = b"application/json"
+        if path == "/v2/health/live":
+            return 200, b'{"live":true}', json
+        if path == "/v2/health/ready":
+            if self.ready:
+                return 200, b'{"ready":true}', json
+            raise ModelNotReadyError(f"not ready: {self.not_ready_reason}")
+        if path in ("/v2", "/v2/"):
+            meta = {"name": _SERVER_NAME, "version": _SERVER_VERSION, "extensions": []}
+            return 200, orjson.dumps(meta), json
+        if path == "/v2/openapi.json":
+            return 200, self._openapi, json
+        if path == "/metrics":
+            return 200, self.metrics.exposition(), CONTENT_TYPE_LATEST.encode()
+        if len(parts) >= 3 and parts[0] == "v2" and parts[1] == "models":
+            tail = self._model_path(parts)
+            if tail == ():
+                self._require_ready()
+                return 200, self._metadata, json
+            if tail == ("ready",):
+                self._require_ready()
+                name = self.settings.model_name
+                return 200, orjson.dumps({"name": name, "ready": True}), json
+        raise NotFoundError(f"no route {path}")
+
+    def _model_path(self, parts: list[str]) -> tuple[str, ...]:
+        """Checks /v2/models/{m}[/versions/{v}]; returns what follows."""
+        name = parts[2]
+        if name != self.settings.model_name:
+            raise NotFoundError(
+                f"model {name!r} not found; this server serves {self.settings.model_name!r}"
+            )
+        rest = parts[3:]
+        if rest[:1] == ["versions"]:
+            if len(rest) < 2:
+                raise NotFoundError("missing version after /versions/")
+            version = rest[1]
+            self._require_ready()
+            assert self.model is not None
+            if version != self.model.version:
+                raise NotFoundError(
+                    f"model {name!r} has no version {version!r}; serving {self.model.version!r}"
+                )
+            rest = rest[2:]
+        return tuple(rest)
+
+    def _require_ready(self) -> None:
+        if not self.ready:
+            raise ModelNotReadyError(f"model not ready: {self.not_ready_reason}")
+
+    async def _infer(self, scope: Scope, receive: Receive, send: Send, parts: list[str]) -> None:
+        started = time.perf_counter()
+        metrics = self.metrics
+        metrics.in_flight.inc()
+        self._receiving += 1
+        queued = False
+        status = 200
+        try:
+            self._model_path(parts[:-1])
+            body = await self._read_body(scope, receive)
+            self._require_ready()
+            assert self._schema is not None and self._batcher is not None
+            assert self.model is not None
+            request = parse_infer_request(body, self._schema, self.settings.max_request_rows)
+            self._receiving -= 1
+            queued = True
+            result = await self._batcher.submit(request.columns, request.rows)
+            payload = encode_infer_response(
+                model_name=self.settings.model_name,
+                model_version=self.model.version,
+                request_id=request.id,
+                outputs=request.outputs,
+                values=result.values,
+                probabilities=result.probabilities,
+                classes=self._classes,
+            )
+            if self._payload_log is not None:
+                self._payload_log.submit(
+                    request.columns, result.values, request.rows, request.id or uuid.uuid4().hex
+                )
+            await _respond(send, 200, payload)
+        except InferenceError as exc:
+            status = exc.status
+            await _respond(send, status, orjson.dumps({"error": str(exc)}))
+        except Exception as exc:
+            status = 500
+            log.exception("infer failed")
+            await _respond(send, 500, orjson.dumps({"error": f"model error: {exc}"}))
+        finally:
+            if not queued:
+                self._receiving -= 1
+            metrics.in_flight.dec()
+            if status == 200 and self._ok_counter is not None:
+                self._ok_counter.inc()
+            else:
+                version = self.model.version if self.model is not None else ""
+                metrics.requests.labels(self.settings.model_name, version, str(status)).inc()
+            metrics.duration.observe(time.perf_counter() - started)
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        limit = self.settings.max_request_bytes
+        for key, value in scope["headers"]:
+            if key == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError as exc:
+                    raise InvalidRequestError("Content-Length header is not a number") from exc
+                if declared > limit:
+                    raise PayloadTooLargeError(f"body of {declared} bytes is above {limit} bytes")
+            elif key == b"inference-header-content-length":
+                raise InvalidRequestError(
+                    "the binary tensor extension is not supported; send JSON (binary_data=False)"
+                )
+        chunks = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise InvalidRequestError("client disconnected")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLargeError(f"body above {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _model_metadata(self, model: LoadedModel) -> dict[str, Any]:
+        predictor = model.predictor
+        inputs = [
+            {
+                "name": f.name,
+                "datatype": "BYTES" if f.kind == "categorical" else _NUMERIC_INPUT,
+                "shape": [-1],
+                "parameters": {"kind": f.kind, "dtype": str(f.dtype)},
+            }
+            for f in predictor.features
+        ]
+        import numpy as np
+
+        classes = self._classes
+        label_type = (
+            v2_datatype(np.asarray(classes)) if classes else "FP64"
+        )  # regression predicts floats
+        outputs: list[dict[str, Any]] = [{"name": "predict", "datatype": label_type, "shape": [-1]}]
+        if predictor.task == "classification":
+            outputs.append(
+                {
+                    "name": "predict_proba",
+                    "datatype": "FP64",
+                    "shape": [-1, len(classes or [])],
+                    "parameters": {"classes": classes},
+                }
+            )
+        return {
+            "name": self.settings.model_name,
+            "versions": [model.version],
+            "platform": model.framework,
+            "inputs": inputs,
+            "outputs": outputs,
+            "parameters": {"task": predictor.task, "uri": self.settings.model_uri},
+        }
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars → Python values for JSON."""
+    return value.item() if hasattr(value, "item") else value
+
+
+async def _respond(
+    send: Send, status: int, body: bytes, content_type: bytes = b"application/json"
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", content_type),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

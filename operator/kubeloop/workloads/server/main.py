@@ -1,0 +1,130 @@
+"""`kubeloop serve`: start N worker processes of the V2 server on one port, stop them gracefully.
+
+SIGTERM (what Kubernetes sends): each worker reports not-ready at once, stops accepting,
+lets in-flight requests finish (up to `shutdown_timeout_s`), finishes batches, and flushes the
+payload log before it exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+__all__ = ["main"]
+
+log = logging.getLogger("kubeloop.serve")
+
+# One model thread per worker: OpenMP/BLAS pools sized to all cores fight each other (and the
+# event loop) when several workers share a pod's CPUs, and small batches gain nothing from them.
+_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of `kubeloop serve` (flags override `KUBELOOP_*` env)."""
+    started = time.time()
+    from kubeloop.workloads.server.settings import parse_settings
+
+    settings = parse_settings(argv)
+    for name in _THREAD_ENV:
+        os.environ.setdefault(name, str(settings.model_threads))
+    _configure_logging()
+    if settings.workers == 1:
+        return _serve(settings.model_dump(), None, started)
+
+    # Several processes share one listening socket; the kernel spreads connections.
+    Path(settings.work_dir).mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(
+        prefix="kubeloop-metrics-", dir=settings.work_dir
+    )
+    sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((settings.host, settings.port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    context = multiprocessing.get_context("spawn")
+    workers = [
+        context.Process(
+            target=_serve, args=(settings.model_dump(), sock, started), name=f"worker-{i}"
+        )
+        for i in range(settings.workers)
+    ]
+    for worker in workers:
+        worker.start()
+    print(
+        f"kubeloop serve: {settings.workers} workers on {settings.host}:{sock.getsockname()[1]}",
+        flush=True,
+    )
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        for worker in workers:
+            if worker.pid is not None and worker.is_alive():
+                os.kill(worker.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = []
+    for worker in workers:
+        worker.join()
+        codes.append(worker.exitcode or 0)
+    sock.close()
+    return max(codes)
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
+
+
+def _serve(settings_data: dict[str, Any], sock: socket.socket | None, started: float) -> int:
+    """One worker process: uvicorn (uvloop + httptools) running the ASGI app."""
+    import uvicorn
+
+    from kubeloop.workloads.server.app import InferenceApp
+    from kubeloop.workloads.server.settings import ServerSettings
+
+    _configure_logging()
+    settings = ServerSettings(**settings_data)
+    app = InferenceApp(settings, started_at=started)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=int(settings.shutdown_timeout_s) or None,
+        backlog=2048,
+    )
+    server = _GracefulServer(config, app)
+    server.run(sockets=[sock] if sock is not None else None)
+    return 0
+
+
+class _GracefulServer:
+    """uvicorn.Server that flips readiness off the moment SIGTERM arrives."""
+
+    def __new__(cls, config: Any, app: Any) -> Any:
+        import uvicorn
+
+        class Server(uvicorn.Server):
+            def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+                app.begin_shutdown()
+                super().handle_exit(sig, frame)
+
+        return Server(config)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
