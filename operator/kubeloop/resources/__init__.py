@@ -1,1 +1,1 @@
-"""Pure builders: spec -> Kubernetes manifests as dicts. No API client is imported here."""
+"""Pure builders: a parsed spec in, Kubernetes manifests (plain dicts) out. No API client here."""

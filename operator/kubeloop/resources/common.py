@@ -1,0 +1,167 @@
+"""What every child shares: labels, owner references, the restricted pod shape, credentials."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kubeloop.api.common import SecretReference
+
+__all__ = [
+    "AWS_KEYS",
+    "MANAGED_BY",
+    "SCRATCH",
+    "TERMINATION_LOG",
+    "Owner",
+    "WorkloadDefaults",
+    "base_env",
+    "child_labels",
+    "owner_reference",
+    "pod_security_context",
+    "restricted_container_security_context",
+    "scratch_volumes",
+    "storage_env",
+]
+
+MANAGED_BY = "kubeloop"
+SCRATCH = "/scratch"
+TERMINATION_LOG = "/dev/termination-log"
+# Credentials a workload may need; the first two are required keys of the storage Secret.
+AWS_KEYS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",
+)
+_REQUIRED_AWS_KEYS = frozenset(AWS_KEYS[:2])
+# A fixed non-root uid so `runAsNonRoot` holds even for images whose USER is a name.
+_UID = 65532
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The custom resource that owns a child: enough for an ownerReference and labels."""
+
+    api_version: str
+    kind: str
+    name: str
+    namespace: str
+    uid: str
+
+    @classmethod
+    def of(cls, body: Any) -> Owner:
+        """The owner described by a custom resource body (a dict or kopf Body)."""
+        meta = body["metadata"]
+        return cls(
+            api_version=body["apiVersion"],
+            kind=body["kind"],
+            name=meta["name"],
+            namespace=meta["namespace"],
+            uid=meta["uid"],
+        )
+
+
+@dataclass(frozen=True)
+class WorkloadDefaults:
+    """Operator-wide settings the builders need (images, optional Pushgateway)."""
+
+    trainer_image: str = "ghcr.io/kubeloop/trainer:0.1.0"
+    trainer_gpu_image: str = "ghcr.io/kubeloop/trainer-cuda:0.1.0"
+    server_image: str = "ghcr.io/kubeloop/server:0.1.0"
+    monitor_image: str = "ghcr.io/kubeloop/monitor:0.1.0"
+    pushgateway_url: str = ""
+
+
+def owner_reference(owner: Owner) -> dict[str, Any]:
+    """An ownerReference that lets the garbage collector delete the child with its owner.
+
+    `blockOwnerDeletion` is left out: it needs `update` on the owner's finalizers subresource,
+    which the operator does not hold, and foreground deletion is not something we rely on.
+    """
+    return {
+        "apiVersion": owner.api_version,
+        "kind": owner.kind,
+        "name": owner.name,
+        "uid": owner.uid,
+        "controller": True,
+    }
+
+
+def child_labels(owner: Owner, component: str, name: str) -> dict[str, str]:
+    """Our own labels for a child, never copied from the parent.
+
+    `app.kubernetes.io/instance` is deliberately absent: Argo CD's default label tracking reads
+    it, and a child carrying the owner's instance label would be claimed (and pruned) by the
+    Application that manages the custom resource.
+    """
+    return {
+        "app.kubernetes.io/name": name,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/part-of": "kubeloop",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        f"kubeloop.io/{owner.kind.lower()}": owner.name,
+    }
+
+
+def pod_security_context() -> dict[str, Any]:
+    """Pod-level settings of the Pod Security Standard "restricted"."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": _UID,
+        "runAsGroup": _UID,
+        "fsGroup": _UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def restricted_container_security_context() -> dict[str, Any]:
+    """Container-level settings of "restricted", plus a read-only root filesystem."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def scratch_volumes() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """emptyDirs for /scratch (KUBELOOP_WORK_DIR) and /tmp, since the root fs is read-only."""
+    volumes = [{"name": "scratch", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}]
+    mounts = [
+        {"name": "scratch", "mountPath": SCRATCH},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    return volumes, mounts
+
+
+def storage_env(secret: SecretReference | None) -> list[dict[str, Any]]:
+    """AWS_* from the storage Secret by secretKeyRef only; optional keys may be absent."""
+    if secret is None:
+        return []
+    return [
+        {
+            "name": key,
+            "valueFrom": {
+                "secretKeyRef": {
+                    "name": secret.name,
+                    "key": key,
+                    "optional": key not in _REQUIRED_AWS_KEYS,
+                }
+            },
+        }
+        for key in AWS_KEYS
+    ]
+
+
+def base_env(namespace: str, defaults: WorkloadDefaults) -> list[dict[str, Any]]:
+    """The env every workload gets (docs/contracts.md, "Common env")."""
+    env = [
+        {"name": "KUBELOOP_NAMESPACE", "value": namespace},
+        {"name": "KUBELOOP_RESULT_PATH", "value": TERMINATION_LOG},
+        {"name": "KUBELOOP_WORK_DIR", "value": SCRATCH},
+    ]
+    if defaults.pushgateway_url:
+        env.append({"name": "KUBELOOP_PUSHGATEWAY_URL", "value": defaults.pushgateway_url})
+    return env

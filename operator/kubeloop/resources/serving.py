@@ -1,0 +1,220 @@
+"""ModelDeployment children: the server Deployment(s), the Service and the optional HPA.
+
+A canary is a second Deployment (`<name>-canary`) whose pods carry the same serving labels, so
+the one Service spreads requests over stable and canary pods: the canary's traffic share is its
+share of ready pods, which the controller sets from the rollout step.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from kubeloop.api.deployment import ModelDeploymentSpec
+from kubeloop.resources.common import (
+    TERMINATION_LOG,
+    Owner,
+    WorkloadDefaults,
+    base_env,
+    child_labels,
+    owner_reference,
+    pod_security_context,
+    restricted_container_security_context,
+    scratch_volumes,
+    storage_env,
+)
+
+__all__ = [
+    "PORT",
+    "TRACK_LABEL",
+    "VERSION_LABEL",
+    "build_hpa",
+    "build_server_deployment",
+    "build_service",
+    "canary_replicas",
+    "deployment_name",
+    "service_url",
+    "serving_selector",
+]
+
+PORT = 8080
+TRACK_LABEL = "kubeloop.io/track"
+VERSION_LABEL = "kubeloop.io/model-version"
+_COMPONENT = "serving"
+_APP = "kubeloop-server"
+Track = Literal["stable", "canary"]
+
+
+def deployment_name(owner: Owner, track: Track) -> str:
+    """`<name>` for the stable track, `<name>-canary` for the canary."""
+    return owner.name if track == "stable" else f"{owner.name}-canary"
+
+
+def serving_selector(owner: Owner) -> dict[str, str]:
+    """Labels of every serving pod of a ModelDeployment (both tracks): the Service selector."""
+    return {"kubeloop.io/modeldeployment": owner.name, "app.kubernetes.io/component": _COMPONENT}
+
+
+def service_url(owner: Owner) -> str:
+    """The in-cluster base URL of the V2 endpoint."""
+    return f"http://{owner.name}.{owner.namespace}.svc:{PORT}"
+
+
+def canary_replicas(total: int, percent: int) -> int:
+    """Canary pods for a traffic share: at least one while the share is above 0."""
+    if percent <= 0:
+        return 0
+    return max(1, min(total, math.ceil(total * percent / 100)))
+
+
+def build_server_deployment(
+    owner: Owner,
+    spec: ModelDeploymentSpec,
+    *,
+    model_uri: str,
+    model_version: str,
+    defaults: WorkloadDefaults,
+    track: Track = "stable",
+    replicas: int | None = None,
+) -> dict[str, Any]:
+    """The apps/v1 Deployment serving one model version over the V2 protocol.
+
+    Rolling updates never take a ready pod away first (maxUnavailable 0) and new pods get
+    traffic only once `/v2/health/ready` answers, so a version change has no downtime.
+    `replicas` defaults to spec.replicas (autoscaling.minReplicas with an HPA).
+    """
+    name = deployment_name(owner, track)
+    selector = {**serving_selector(owner), TRACK_LABEL: track}
+    labels = {**child_labels(owner, _COMPONENT, _APP), TRACK_LABEL: track}
+    pod_labels = {**labels, VERSION_LABEL: model_version}
+    if replicas is None:
+        replicas = spec.autoscaling.min_replicas if spec.autoscaling else spec.replicas
+    logging = spec.payload_logging
+    env = [
+        *base_env(owner.namespace, defaults),
+        {"name": "KUBELOOP_MODEL_URI", "value": model_uri},
+        {"name": "KUBELOOP_MODEL_NAME", "value": owner.name},
+        {"name": "KUBELOOP_PORT", "value": str(PORT)},
+        {"name": "KUBELOOP_WORKERS", "value": str(spec.workers)},
+        {"name": "KUBELOOP_MAX_BATCH_SIZE", "value": str(spec.batching.max_batch_size)},
+        {"name": "KUBELOOP_MAX_LATENCY_MS", "value": f"{spec.batching.max_latency_ms:g}"},
+        {
+            "name": "KUBELOOP_PAYLOAD_LOG_URI",
+            "value": (logging.destination or "") if logging.enabled else "",
+        },
+        {"name": "KUBELOOP_PAYLOAD_SAMPLE_RATE", "value": f"{logging.sample_rate:g}"},
+        *storage_env(spec.storage_secret_ref),
+    ]
+    volumes, mounts = scratch_volumes()
+    cpu, memory = spec.resources.cpu, spec.resources.memory
+    container = {
+        "name": "server",
+        "image": spec.image or defaults.server_image,
+        "command": ["kubeloop", "serve"],
+        "env": env,
+        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+        "readinessProbe": {
+            "httpGet": {"path": "/v2/health/ready", "port": "http"},
+            "periodSeconds": 5,
+            "failureThreshold": 3,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/v2/health/live", "port": "http"},
+            "initialDelaySeconds": 10,
+            "periodSeconds": 10,
+            "failureThreshold": 6,
+        },
+        "resources": {
+            "requests": {"cpu": cpu, "memory": memory},
+            "limits": {"cpu": cpu, "memory": memory},
+        },
+        "volumeMounts": mounts,
+        "securityContext": restricted_container_security_context(),
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": name,
+            "namespace": owner.namespace,
+            "labels": labels,
+            "annotations": {VERSION_LABEL: model_version},
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": selector},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+            },
+            "template": {
+                "metadata": {"labels": pod_labels},
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "securityContext": pod_security_context(),
+                    "containers": [container],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }
+
+
+def build_service(owner: Owner) -> dict[str, Any]:
+    """The ClusterIP Service in front of both tracks (port 8080, name `http`)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": owner.name,
+            "namespace": owner.namespace,
+            "labels": child_labels(owner, _COMPONENT, _APP),
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": serving_selector(owner),
+            "ports": [{"name": "http", "port": PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def build_hpa(owner: Owner, spec: ModelDeploymentSpec) -> dict[str, Any] | None:
+    """An autoscaling/v2 HPA on the stable Deployment by CPU, or None without autoscaling."""
+    auto = spec.autoscaling
+    if auto is None:
+        return None
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {
+            "name": owner.name,
+            "namespace": owner.namespace,
+            "labels": child_labels(owner, _COMPONENT, _APP),
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "spec": {
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": deployment_name(owner, "stable"),
+            },
+            "minReplicas": auto.min_replicas,
+            "maxReplicas": auto.max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {
+                            "type": "Utilization",
+                            "averageUtilization": auto.target_cpu_utilization_percentage,
+                        },
+                    },
+                }
+            ],
+        },
+    }

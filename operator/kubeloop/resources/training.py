@@ -1,0 +1,284 @@
+"""TrainingPipeline children: the run Job (Indexed + headless Service when distributed) and the
+least-privilege progress channel (ServiceAccount, Role limited by resourceNames, RoleBinding)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from kubeloop.api.training import TrainingPipelineSpec
+from kubeloop.resources.common import (
+    TERMINATION_LOG,
+    Owner,
+    WorkloadDefaults,
+    base_env,
+    child_labels,
+    owner_reference,
+    pod_security_context,
+    restricted_container_security_context,
+    scratch_volumes,
+    storage_env,
+)
+
+__all__ = [
+    "KUEUE_QUEUE_LABEL",
+    "RUN_ID_LABEL",
+    "TRAINER_SERVICE_ACCOUNT",
+    "build_headless_service",
+    "build_progress_role",
+    "build_progress_role_binding",
+    "build_progress_service_account",
+    "build_training_job",
+    "job_name",
+    "trainer_image",
+]
+
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+RUN_ID_LABEL = "kubeloop.io/run-id"
+TRIGGER_ANNOTATION = "kubeloop.io/trigger"
+GENERATION_ANNOTATION = "kubeloop.io/generation"
+TRAINER_SERVICE_ACCOUNT = "kubeloop-trainer"
+_COMPONENT = "training"
+_APP = "kubeloop-trainer"
+
+
+def job_name(pipeline: str, run_id: int) -> str:
+    """The deterministic name of a run's Job (and of its headless Service)."""
+    return f"{pipeline}-run-{run_id}"
+
+
+def trainer_image(spec: TrainingPipelineSpec, defaults: WorkloadDefaults) -> str:
+    """The spec's image, else the CUDA trainer for GPU runs and the CPU trainer otherwise."""
+    if spec.image:
+        return spec.image
+    return defaults.trainer_gpu_image if spec.resources.gpus > 0 else defaults.trainer_image
+
+
+def _labels(owner: Owner, run_id: int) -> dict[str, str]:
+    return {**child_labels(owner, _COMPONENT, _APP), RUN_ID_LABEL: str(run_id)}
+
+
+def _distributed_env(spec: TrainingPipelineSpec, name: str, namespace: str) -> list[dict[str, Any]]:
+    # Pod 0 of an Indexed Job has the stable hostname <job>-0 under the Service's subdomain.
+    workers = spec.distributed.workers
+    return [
+        {"name": "MASTER_ADDR", "value": f"{name}-0.{name}.{namespace}.svc"},
+        {"name": "MASTER_PORT", "value": str(spec.distributed.master_port)},
+        {"name": "WORLD_SIZE", "value": str(workers)},
+        {
+            "name": "NODE_RANK",
+            "valueFrom": {
+                "fieldRef": {
+                    "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+                }
+            },
+        },
+        {"name": "NPROC_PER_NODE", "value": str(max(spec.resources.gpus, 1))},
+    ]
+
+
+def build_training_job(
+    owner: Owner,
+    spec: TrainingPipelineSpec,
+    *,
+    run_id: int,
+    trigger: str,
+    generation: int | None,
+    defaults: WorkloadDefaults,
+) -> dict[str, Any]:
+    """The batch/v1 Job of one training run.
+
+    One pod runs `kubeloop train`; with `distributed.workers > 1` an Indexed Job runs one pod
+    per worker under `torchrun`, which reads the rendezvous env (MASTER_ADDR is pod 0's stable
+    DNS name through the headless Service of the same name; NODE_RANK is the completion index).
+    With `queueName` the Job is created suspended and labelled for Kueue, which un-suspends it on
+    admission (and may inject nodeSelector/tolerations: the operator never patches a Job back).
+    """
+    name = job_name(owner.name, run_id)
+    image = trainer_image(spec, defaults)
+    labels = _labels(owner, run_id)
+    res = spec.resources
+    limits: dict[str, str] = {"cpu": res.cpu, "memory": res.memory}
+    if res.gpus > 0:
+        limits[res.gpu_resource_name] = str(res.gpus)
+    env = [
+        *base_env(owner.namespace, defaults),
+        {"name": "KUBELOOP_PIPELINE", "value": owner.name},
+        {"name": "KUBELOOP_RUN_ID", "value": str(run_id)},
+        {"name": "KUBELOOP_IMAGE", "value": image},
+        {"name": "KUBELOOP_SPEC", "value": json.dumps(spec.to_wire(), sort_keys=True)},
+        {"name": "KUBELOOP_PROGRESS_PATCH", "value": "true"},
+        *storage_env(spec.storage_secret_ref),
+    ]
+    volumes, mounts = scratch_volumes()
+    distributed = spec.distributed.workers > 1
+    if distributed:
+        env += _distributed_env(spec, name, owner.namespace)
+        command = ["torchrun"]
+        args = [
+            "--nnodes=$(WORLD_SIZE)",
+            "--nproc-per-node=$(NPROC_PER_NODE)",
+            "--node-rank=$(NODE_RANK)",
+            "--master-addr=$(MASTER_ADDR)",
+            "--master-port=$(MASTER_PORT)",
+            "--no-python",
+            "kubeloop",
+            "train",
+        ]
+        # NCCL needs more shared memory than the container runtime's 64 MiB default.
+        volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
+        mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
+    else:
+        command = ["kubeloop", "train"]
+        args = []
+    container: dict[str, Any] = {
+        "name": "trainer",
+        "image": image,
+        "command": command,
+        "env": env,
+        "resources": {"requests": dict(limits), "limits": limits},
+        "volumeMounts": mounts,
+        "securityContext": restricted_container_security_context(),
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if args:
+        container["args"] = args
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "serviceAccountName": TRAINER_SERVICE_ACCOUNT,
+        "securityContext": pod_security_context(),
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if res.node_selector:
+        pod_spec["nodeSelector"] = dict(res.node_selector)
+    if res.tolerations:
+        pod_spec["tolerations"] = [t.to_wire() for t in res.tolerations]
+    if res.runtime_class_name:
+        pod_spec["runtimeClassName"] = res.runtime_class_name
+    if distributed:
+        pod_spec["subdomain"] = name
+    job_labels = dict(labels)
+    if spec.queue_name:
+        job_labels[KUEUE_QUEUE_LABEL] = spec.queue_name
+    annotations = {TRIGGER_ANNOTATION: trigger}
+    if generation is not None:
+        annotations[GENERATION_ANNOTATION] = str(generation)
+    job_spec: dict[str, Any] = {
+        "backoffLimit": spec.run_policy.backoff_limit,
+        "ttlSecondsAfterFinished": spec.run_policy.ttl_seconds_after_finished,
+        "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+    }
+    if spec.run_policy.active_deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = spec.run_policy.active_deadline_seconds
+    if distributed:
+        workers = spec.distributed.workers
+        job_spec.update(completionMode="Indexed", completions=workers, parallelism=workers)
+    if spec.queue_name:
+        job_spec["suspend"] = True
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": owner.namespace,
+            "labels": job_labels,
+            "annotations": annotations,
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "spec": job_spec,
+    }
+
+
+def build_headless_service(owner: Owner, spec: TrainingPipelineSpec, run_id: int) -> dict[str, Any]:
+    """The headless Service that gives each pod of a distributed run a stable DNS name.
+
+    `publishNotReadyAddresses` lets workers resolve pod 0 before any readiness exists (training
+    pods have no probes), which the rendezvous needs.
+    """
+    name = job_name(owner.name, run_id)
+    labels = _labels(owner, run_id)
+    port = spec.distributed.master_port
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": name,
+            "namespace": owner.namespace,
+            "labels": labels,
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": labels,
+            "ports": [{"name": "rendezvous", "port": port, "targetPort": port}],
+        },
+    }
+
+
+def build_progress_service_account(namespace: str) -> dict[str, Any]:
+    """The per-namespace ServiceAccount training pods run as (no owner: pipelines share it)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {
+            "name": TRAINER_SERVICE_ACCOUNT,
+            "namespace": namespace,
+            "labels": {
+                "app.kubernetes.io/name": _APP,
+                "app.kubernetes.io/part-of": "kubeloop",
+                "app.kubernetes.io/managed-by": "kubeloop",
+            },
+        },
+    }
+
+
+def _progress_rbac_name(owner: Owner) -> str:
+    return f"{TRAINER_SERVICE_ACCOUNT}-{owner.name}"
+
+
+def build_progress_role(owner: Owner) -> dict[str, Any]:
+    """A Role allowing only `patch` on this pipeline's status (resourceNames), owned by it."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {
+            "name": _progress_rbac_name(owner),
+            "namespace": owner.namespace,
+            "labels": child_labels(owner, "progress", _APP),
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "rules": [
+            {
+                "apiGroups": ["kubeloop.io"],
+                "resources": ["trainingpipelines/status"],
+                "resourceNames": [owner.name],
+                "verbs": ["patch"],
+            }
+        ],
+    }
+
+
+def build_progress_role_binding(owner: Owner) -> dict[str, Any]:
+    """Binds the pipeline's progress Role to the namespace's trainer ServiceAccount."""
+    name = _progress_rbac_name(owner)
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {
+            "name": name,
+            "namespace": owner.namespace,
+            "labels": child_labels(owner, "progress", _APP),
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [
+            {
+                "kind": "ServiceAccount",
+                "name": TRAINER_SERVICE_ACCOUNT,
+                "namespace": owner.namespace,
+            }
+        ],
+    }

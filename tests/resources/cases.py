@@ -1,0 +1,150 @@
+"""The builder cases shared by the golden, schema and PSS tests: each CR -> every child it gets."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kubeloop.api.parse import parse_resource
+from kubeloop.resources.common import Owner, WorkloadDefaults
+from kubeloop.resources.monitoring import build_monitor_cronjob, reference_uri
+from kubeloop.resources.serving import (
+    build_hpa,
+    build_server_deployment,
+    build_service,
+    canary_replicas,
+)
+from kubeloop.resources.training import (
+    build_headless_service,
+    build_progress_role,
+    build_progress_role_binding,
+    build_progress_service_account,
+    build_training_job,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = ROOT / "tests/data/golden"
+DEFAULTS = WorkloadDefaults(pushgateway_url="http://pushgateway.monitoring.svc:9091")
+UID = "00000000-0000-4000-8000-000000000001"
+
+
+def _example(name: str) -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load((ROOT / "examples" / name).read_text())
+    return doc
+
+
+def _variant(name: str, new_name: str, **spec: Any) -> dict[str, Any]:
+    doc = copy.deepcopy(_example(name))
+    doc["metadata"]["name"] = new_name
+    doc["spec"].update(spec)
+    return doc
+
+
+def inputs() -> dict[str, dict[str, Any]]:
+    """Case name -> custom resource: the examples plus GPU, distributed and Kueue variations."""
+    cases = {
+        "pipeline-churn": _example("churn-pipeline.yaml"),
+        "pipeline-gpu-distributed": _example("gpu-distributed-pipeline.yaml"),
+        "pipeline-gpu-single": _variant(
+            "churn-pipeline.yaml",
+            "churn-gpu",
+            model={"framework": "torch", "task": "classification"},
+            resources={
+                "gpus": 1,
+                "cpu": "4",
+                "memory": "16Gi",
+                "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
+            },
+            promotion={"metric": "roc_auc"},
+        ),
+        "pipeline-kueue": _variant(
+            "churn-pipeline.yaml",
+            "churn-queued",
+            queueName="team-a",
+            storageSecretRef=None,
+            runPolicy={"activeDeadlineSeconds": 600, "ttlSecondsAfterFinished": 0},
+        ),
+        "pipeline-distributed-4x2": _variant(
+            "gpu-distributed-pipeline.yaml",
+            "ddp",
+            distributed={"workers": 4, "masterPort": 23456},
+            queueName=None,
+        ),
+        "deployment-churn": _example("churn-deployment.yaml"),
+        "deployment-pinned": _example("pinned-version-deployment.yaml"),
+        "monitor-churn": _example("churn-monitor.yaml"),
+    }
+    for doc in cases.values():
+        doc["spec"] = {k: v for k, v in doc["spec"].items() if v is not None}
+        doc["metadata"]["uid"] = UID
+    return cases
+
+
+def build_all(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every manifest the builders make for one custom resource."""
+    model = parse_resource(doc)
+    owner = Owner.of(doc)
+    kind = doc["kind"]
+    if kind == "TrainingPipeline":
+        spec = model.spec
+        out = [
+            build_training_job(
+                owner, spec, run_id=1, trigger="Create", generation=1, defaults=DEFAULTS
+            )
+        ]
+        if spec.distributed.workers > 1:
+            out.append(build_headless_service(owner, spec, 1))
+        out += [
+            build_progress_service_account(owner.namespace),
+            build_progress_role(owner),
+            build_progress_role_binding(owner),
+        ]
+        return out
+    if kind == "ModelDeployment":
+        spec = model.spec
+        uri = "s3://models/churn/versions/3"
+        out = [
+            build_server_deployment(
+                owner, spec, model_uri=uri, model_version="3", defaults=DEFAULTS
+            ),
+            build_server_deployment(
+                owner,
+                spec,
+                model_uri="s3://models/churn/versions/4",
+                model_version="4",
+                defaults=DEFAULTS,
+                track="canary",
+                replicas=canary_replicas(spec.replicas, 10),
+            ),
+            build_service(owner),
+        ]
+        hpa = build_hpa(owner, spec)
+        if hpa is not None:
+            out.append(hpa)
+        return out
+    spec = model.spec
+    ref = reference_uri(spec, "s3://models/churn/versions/3")
+    assert ref is not None
+    return [
+        build_monitor_cronjob(
+            owner,
+            spec,
+            payload_log_uri="s3://logs/churn/",
+            reference=ref,
+            model_version="3",
+            defaults=DEFAULTS,
+        )
+    ]
+
+
+def pod_specs(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The pod specs inside a manifest (Job, Deployment, CronJob), else none."""
+    spec = manifest.get("spec", {})
+    if manifest["kind"] in ("Job", "Deployment"):
+        return [spec["template"]["spec"]]
+    if manifest["kind"] == "CronJob":
+        return [spec["jobTemplate"]["spec"]["template"]["spec"]]
+    return []

@@ -1,0 +1,66 @@
+"""Every pod the operator creates meets the Pod Security Standard "restricted", field by field,
+and carries credentials only by secretKeyRef."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from tests.resources.cases import build_all, inputs, pod_specs
+
+PODS = [
+    pytest.param(pod, id=f"{case}:{m['kind']}/{m['metadata']['name']}")
+    for case, doc in sorted(inputs().items())
+    for m in build_all(doc)
+    for pod in pod_specs(m)
+]
+
+
+def test_every_workload_kind_is_covered() -> None:
+    kinds = {m["kind"] for doc in inputs().values() for m in build_all(doc) if pod_specs(m)}
+    assert kinds == {"Job", "Deployment", "CronJob"}
+
+
+@pytest.mark.parametrize("pod", PODS)
+def test_pod_is_restricted(pod: dict[str, Any]) -> None:
+    psc = pod["securityContext"]
+    assert psc["runAsNonRoot"] is True
+    assert psc["runAsUser"] != 0
+    assert psc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert "hostNetwork" not in pod and "hostPID" not in pod and "hostIPC" not in pod
+    for volume in pod["volumes"]:  # restricted allows only these volume types here
+        assert set(volume) - {"name"} <= {"emptyDir", "secret", "configMap", "projected"}
+    for container in pod["containers"]:
+        sc = container["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+        assert sc["runAsNonRoot"] is True
+        assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert sc["readOnlyRootFilesystem"] is True
+        assert "privileged" not in sc
+        assert container["terminationMessagePath"] == "/dev/termination-log"
+        assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        assert "/scratch" in mounts
+        scratch = next(v for v in pod["volumes"] if v["name"] == mounts["/scratch"])
+        assert "emptyDir" in scratch
+        env = {e["name"]: e for e in container["env"]}
+        assert env["KUBELOOP_WORK_DIR"]["value"] == "/scratch"
+        for name, entry in env.items():
+            if name.startswith("AWS_"):
+                assert "value" not in entry
+                assert set(entry["valueFrom"]) == {"secretKeyRef"}
+
+
+@pytest.mark.parametrize("case", sorted(inputs()))
+def test_children_are_owned_and_gitops_safe(case: str) -> None:
+    doc = inputs()[case]
+    for manifest in build_all(doc):
+        labels = manifest["metadata"]["labels"]
+        assert labels["app.kubernetes.io/managed-by"] == "kubeloop"
+        # Never the owner's labels, never Argo CD's tracking label.
+        assert "app.kubernetes.io/instance" not in labels
+        assert not set(doc["metadata"].get("labels", {})) & set(labels)
+        if manifest["kind"] != "ServiceAccount":  # shared by every pipeline of a namespace
+            (ref,) = manifest["metadata"]["ownerReferences"]
+            assert ref["uid"] == doc["metadata"]["uid"] and ref["kind"] == doc["kind"]

@@ -1,0 +1,129 @@
+"""The training Job: distributed rendezvous env, GPU scheduling, Kueue, run policy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.resources.cases import DEFAULTS, UID
+
+from kubeloop.api.training import TrainingPipelineSpec
+from kubeloop.resources.common import Owner
+from kubeloop.resources.training import build_headless_service, build_training_job
+
+
+def _spec(**extra: Any) -> TrainingPipelineSpec:
+    return TrainingPipelineSpec.model_validate(
+        {
+            "data": {"train": "s3://data/train/", "target": "y"},
+            "model": {"framework": "torch", "task": "classification"},
+            "artifacts": "s3://models/m/",
+            **extra,
+        }
+    )
+
+
+OWNER = Owner("kubeloop.io/v1alpha1", "TrainingPipeline", "ddp", "ml", UID)
+
+
+def test_distributed_4_workers_2_gpus_gives_torchrun_everything() -> None:
+    spec = _spec(distributed={"workers": 4}, resources={"gpus": 2})
+    job = build_training_job(
+        OWNER, spec, run_id=3, trigger="Manual", generation=2, defaults=DEFAULTS
+    )
+    svc = build_headless_service(OWNER, spec, 3)
+    assert job["metadata"]["name"] == "ddp-run-3"
+    js = job["spec"]
+    assert js["completionMode"] == "Indexed"
+    assert js["completions"] == js["parallelism"] == 4
+    pod = js["template"]["spec"]
+    # Pod hostnames are <job>-<index> under subdomain = the headless Service's name.
+    assert pod["subdomain"] == svc["metadata"]["name"] == "ddp-run-3"
+    assert svc["spec"]["clusterIP"] == "None" and svc["spec"]["publishNotReadyAddresses"] is True
+    assert set(svc["spec"]["selector"].items()) <= set(js["template"]["metadata"]["labels"].items())
+    assert svc["spec"]["ports"][0]["port"] == 29500
+    (container,) = pod["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MASTER_ADDR"]["value"] == "ddp-run-3-0.ddp-run-3.ml.svc"
+    assert env["MASTER_PORT"]["value"] == "29500"
+    assert env["WORLD_SIZE"]["value"] == "4"
+    assert env["NPROC_PER_NODE"]["value"] == "2"
+    assert env["NODE_RANK"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+    )
+    assert container["command"] == ["torchrun"]
+    args = container["args"]
+    for flag in (
+        "--nnodes=$(WORLD_SIZE)",
+        "--nproc-per-node=$(NPROC_PER_NODE)",
+        "--node-rank=$(NODE_RANK)",
+        "--master-addr=$(MASTER_ADDR)",
+        "--master-port=$(MASTER_PORT)",
+    ):
+        assert flag in args
+    assert args[-3:] == ["--no-python", "kubeloop", "train"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert any(m["mountPath"] == "/dev/shm" for m in container["volumeMounts"])
+    assert env["KUBELOOP_RUN_ID"]["value"] == "3" and env["KUBELOOP_PIPELINE"]["value"] == "ddp"
+
+
+def test_single_pod_run_is_a_plain_job() -> None:
+    job = build_training_job(
+        OWNER, _spec(), run_id=1, trigger="Create", generation=1, defaults=DEFAULTS
+    )
+    assert (
+        "completionMode" not in job["spec"] and "subdomain" not in job["spec"]["template"]["spec"]
+    )
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["kubeloop", "train"]
+    assert "nvidia.com/gpu" not in container["resources"]["limits"]
+
+
+def test_gpu_scheduling_and_kueue() -> None:
+    spec = _spec(
+        resources={
+            "gpus": 1,
+            "gpuResourceName": "amd.com/gpu",
+            "nodeSelector": {"gpu": "mi300"},
+            "tolerations": [{"key": "amd.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            "runtimeClassName": "rocm",
+        },
+        queueName="gpu",
+        runPolicy={"backoffLimit": 5, "activeDeadlineSeconds": 60, "ttlSecondsAfterFinished": 7},
+    )
+    job = build_training_job(
+        OWNER, spec, run_id=1, trigger="Create", generation=1, defaults=DEFAULTS
+    )
+    pod = job["spec"]["template"]["spec"]
+    assert pod["containers"][0]["resources"]["limits"]["amd.com/gpu"] == "1"
+    assert pod["nodeSelector"] == {"gpu": "mi300"}
+    assert pod["tolerations"] == [
+        {"key": "amd.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    assert pod["runtimeClassName"] == "rocm"
+    assert pod["containers"][0]["image"] == DEFAULTS.trainer_gpu_image
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu"
+    assert job["spec"]["suspend"] is True  # Kueue admits by un-suspending
+    assert job["spec"]["backoffLimit"] == 5
+    assert job["spec"]["activeDeadlineSeconds"] == 60
+    assert job["spec"]["ttlSecondsAfterFinished"] == 7
+
+
+def test_spec_and_contract_env() -> None:
+    import json
+
+    spec = _spec(storageSecretRef={"name": "s3"})
+    job = build_training_job(
+        OWNER, spec, run_id=1, trigger="Create", generation=1, defaults=DEFAULTS
+    )
+    env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert json.loads(env["KUBELOOP_SPEC"]["value"]) == spec.to_wire()
+    assert env["KUBELOOP_RESULT_PATH"]["value"] == "/dev/termination-log"
+    assert env["KUBELOOP_PROGRESS_PATCH"]["value"] == "true"
+    assert env["KUBELOOP_NAMESPACE"]["value"] == "ml"
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"] == {
+        "name": "s3",
+        "key": "AWS_ACCESS_KEY_ID",
+        "optional": False,
+    }
+    assert env["AWS_ENDPOINT_URL"]["valueFrom"]["secretKeyRef"]["optional"] is True
+    assert job["spec"]["template"]["spec"]["serviceAccountName"] == "kubeloop-trainer"
