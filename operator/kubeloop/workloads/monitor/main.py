@@ -97,7 +97,7 @@ def run_check(
 ) -> tuple[DatasetVerdict, dict[str, Accumulator]]:
     """Stream the window through the accumulators and reach a verdict."""
     start = now - parse_duration(spec.window)
-    dataset = open_window(payload_log_uri)
+    dataset = open_window(payload_log_uri, start, now)
     served = [n for n in dataset.schema.names if not n.startswith("_")] if dataset else None
     profile = load_reference(reference_uri, spec.features, served)
     accumulators: dict[str, Accumulator] = {

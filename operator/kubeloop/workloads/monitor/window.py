@@ -1,21 +1,23 @@
 """Reading the traffic window from the payload logs: hive partitions pruned, batches streamed.
 
 Layout (docs/contracts.md): `<destination>/dt=YYYY-MM-DD/hour=HH/part-<uuid>.parquet`, UTC,
-with a `_ts` column. Only partitions that overlap the window are opened; inside them rows are
-filtered on `_ts`, and only the feature columns are decoded.
+with a `_ts` column. Files are selected by their partition path alone, so hours outside the
+window are never opened; inside the kept hours rows are filtered on `_ts`, and only the feature
+columns are decoded.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 import pyarrow.dataset as ds
+from pyarrow import fs
 
 from kubeloop.storage import arrow_filesystem
 
-__all__ = ["BATCH_ROWS", "open_window", "partition_filter", "window_batches"]
+__all__ = ["BATCH_ROWS", "hour_of", "open_window", "window_batches"]
 
 BATCH_ROWS = 128 * 1024
 PARTITIONING = ds.partitioning(
@@ -23,30 +25,51 @@ PARTITIONING = ds.partitioning(
 )
 
 
-def partition_filter(start: datetime, end: datetime) -> ds.Expression:
-    """Partitions (dt, hour) that overlap [start, end]; ISO dates compare as strings."""
-    start_dt, end_dt = start.strftime("%Y-%m-%d"), end.strftime("%Y-%m-%d")
-    dt, hour = ds.field("dt"), ds.field("hour")
-    after_start = (dt > start_dt) | ((dt == start_dt) & (hour >= start.hour))
-    before_end = (dt < end_dt) | ((dt == end_dt) & (hour <= end.hour))
-    return after_start & before_end
-
-
-def open_window(uri: str) -> ds.Dataset | None:
-    """The payload-log dataset at `uri`, or None when nothing was logged there yet."""
-    filesystem, path = arrow_filesystem(uri)
-    try:
-        return ds.dataset(
-            path,
-            filesystem=filesystem,
-            format="parquet",
-            partitioning=PARTITIONING,
-            exclude_invalid_files=False,
-            # Files being written (or temp files of the writer) are not data.
-            ignore_prefixes=[".", "_"],
-        )
-    except (FileNotFoundError, pa.ArrowInvalid):
+def hour_of(relative_path: str) -> datetime | None:
+    """Start of the UTC hour a payload-log file belongs to, from its dt=/hour= folders."""
+    day = hour = None
+    for part in relative_path.strip("/").split("/")[:-1]:
+        if part.startswith("dt="):
+            day = part[3:]
+        elif part.startswith("hour="):
+            hour = part[5:]
+    if day is None or hour is None:
         return None
+    try:
+        return datetime.fromisoformat(day).replace(hour=int(hour), tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def open_window(uri: str, start: datetime, end: datetime) -> ds.Dataset | None:
+    """The payload-log files at `uri` whose hour overlaps [start, end]; None when there are none.
+
+    The newest file comes first, so the dataset's schema is the one the server writes now.
+    """
+    filesystem, base = arrow_filesystem(uri)
+    selector = fs.FileSelector(base, recursive=True, allow_not_found=True)
+    kept: list[tuple[datetime, str]] = []
+    for info in filesystem.get_file_info(selector):
+        name = info.base_name
+        # Files being written (temp names) and non-Parquet files are not data.
+        if info.type != fs.FileType.File or name.startswith((".", "_")):
+            continue
+        if not name.endswith(".parquet"):
+            continue
+        hour = hour_of(info.path[len(base.rstrip("/")) :])
+        if hour is None or hour + timedelta(hours=1) <= start or hour > end:
+            continue
+        kept.append((hour, info.path))
+    if not kept:
+        return None
+    paths = [path for _, path in sorted(kept, reverse=True)]
+    return ds.dataset(
+        paths,
+        filesystem=filesystem,
+        format="parquet",
+        partitioning=PARTITIONING,
+        partition_base_dir=base,
+    )
 
 
 def window_batches(
@@ -54,13 +77,11 @@ def window_batches(
 ) -> Iterator[pa.RecordBatch]:
     """Record batches of `columns` (those present) for rows with start <= _ts <= end."""
     names = set(dataset.schema.names)
-    condition = partition_filter(start, end)
+    condition = None
     if "_ts" in names:
         ts_type = dataset.schema.field("_ts").type
-        condition = (
-            condition
-            & (ds.field("_ts") >= pa.scalar(start, type=ts_type))
-            & (ds.field("_ts") <= pa.scalar(end, type=ts_type))
+        condition = (ds.field("_ts") >= pa.scalar(start, type=ts_type)) & (
+            ds.field("_ts") <= pa.scalar(end, type=ts_type)
         )
     present = [name for name in columns if name in names]
     scanner = dataset.scanner(
