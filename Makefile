@@ -44,6 +44,10 @@ test: install system-deps tools ## install what the tests need, then run them
 demo: install ## the whole loop on this machine: train, serve, drift, retrain, roll out
 	$(PYTHON) -m kubeloop.cli local demo
 
+bench-venvs: ## separate venvs for benchmark peers that conflict with ours (Evidently 0.7: pandas<3)
+	test -x .venv-bench-evidently/bin/python || ($(PYTHON) -m venv .venv-bench-evidently && \
+	  .venv-bench-evidently/bin/pip install --quiet 'evidently==0.7.*' 'pandas<3')
+
 bench: install ## benchmarks against the anchors; results in BENCHMARKS.md
 	$(PYTHON) -m bench
 
