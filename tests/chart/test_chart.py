@@ -28,6 +28,7 @@ NOT_IN_K8S_SCHEMAS = {
     ("apiextensions.k8s.io/v1", "CustomResourceDefinition"): "CRD: checked against crds/",
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "Prometheus Operator CRD",
     ("monitoring.coreos.com/v1", "PrometheusRule"): "Prometheus Operator CRD",
+    ("monitoring.coreos.com/v1", "PodMonitor"): "Prometheus Operator CRD",
 }
 
 
@@ -88,7 +89,7 @@ def test_value_sets_render_what_they_switch_on(helm: str) -> None:
     }
     full = render(helm, *VALUE_SETS["watch-namespaces"])
     kinds = {o["kind"] for o in full}
-    assert {"Role", "RoleBinding", "NetworkPolicy", "ServiceMonitor", "PrometheusRule"} <= kinds
+    assert {"Role", "RoleBinding", "ServiceMonitor", "PodMonitor", "PrometheusRule"} <= kinds
     custom = render(helm, *VALUE_SETS["custom"])
     assert "ConfigMap" not in {o["kind"] for o in custom}
     (deploy,) = _by_kind(custom, "Deployment")
@@ -318,6 +319,14 @@ def test_service_monitors(helm: str) -> None:
     assert operator["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     # Pushed drift metrics keep their namespace/monitor labels.
     assert monitors["kubeloop-pushgateway"]["endpoints"][0]["honorLabels"] is True
+    # Model servers, as the operator labels them, in the watched namespaces.
+    (pods,) = _by_kind(objs, "PodMonitor")
+    assert pods["spec"]["selector"]["matchLabels"] == {
+        "app.kubernetes.io/managed-by": "kubeloop",
+        "app.kubernetes.io/component": "serving",
+    }
+    assert pods["spec"]["namespaceSelector"] == {"matchNames": ["ml", "team-b"]}
+    assert pods["spec"]["podMetricsEndpoints"][0]["port"] == "http"
 
 
 def test_network_policies_allow_only_what_is_needed(helm: str) -> None:
