@@ -435,6 +435,9 @@ class TrainingPipelineStatus(KubeModel):
     )
     champion: Champion | None = Field(default=None, description="The promoted version.")
     last_run_id: int = Field(default=0, ge=0, description="Highest run number allocated.")
+    last_run_generation: int | None = Field(
+        default=None, description="The metadata.generation the latest run was started for."
+    )
     last_schedule_time: str | None = Field(
         default=None, json_schema_extra={"format": "date-time"}, description="Last cron tick."
     )
