@@ -16,6 +16,7 @@ from typing import Any
 
 from kubeloop.storage import FileStore, join, store_for
 from kubeloop.workloads.server.predictor import PredictorLike
+from kubeloop.workloads.server.tree_ensemble import accelerate
 
 __all__ = ["LoadedModel", "fetch_version", "load_model"]
 
@@ -63,7 +64,7 @@ def load_model(uri: str, work_dir: Path) -> LoadedModel:
     if not manifest_path.is_file():
         raise FileNotFoundError(f"{uri}: no manifest.json (incomplete or not a version folder)")
     manifest: dict[str, Any] = json.loads(manifest_path.read_text())
-    predictor: PredictorLike = load_predictor(local)
+    predictor: PredictorLike = accelerate(load_predictor(local))
     framework = manifest.get("framework", "unknown")
     if isinstance(framework, dict):
         framework = framework.get("name", "unknown")

@@ -108,6 +108,9 @@ def _serve(settings_data: dict[str, Any], sock: socket.socket | None, started: f
         backlog=2048,
     )
     server = _GracefulServer(config, app)
+    # uvicorn re-raises the signal it handled once it has shut down, with the handler that was
+    # there before it: make that a no-op, so a graceful SIGTERM ends with exit code 0.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
     server.run(sockets=[sock] if sock is not None else None)
     return 0
 

@@ -1,0 +1,239 @@
+"""A vectorised evaluator for fitted HistGradientBoosting models (numeric splits).
+
+Why: sklearn predicts one tree at a time, one Python-level call per tree, plus input
+validation, so a 100-tree model costs ~0.5-1 ms per call whether it scores 1 row or 64. Serving
+traffic is mostly tiny batches, so that overhead is most of the latency at low concurrency.
+Here every tree's nodes are packed into flat arrays once at load, and all trees advance one
+level per step with a few numpy operations over (trees x rows): the same comparisons sklearn
+makes (`x <= threshold`, NaN follows `missing_go_to_left`), on the same float64 values, so the
+same leaves are reached; only the order of adding leaf values differs (last-bit rounding).
+
+Models with categorical splits or an internal column preprocessor are not compiled; the
+caller falls back to sklearn. `compile_hgb` returns None for anything it does not recognise.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from kubeloop.workloads.server.predictor import FeatureLike, PredictionLike, PredictorLike
+
+log = logging.getLogger("kubeloop.serve")
+
+# Up to this many rows the flat evaluator beats sklearn (measured: ~0.25 ms vs ~0.95 ms at 1
+# row, ~0.7 ms vs ~0.9 ms at 16, slower beyond ~24 rows for a 100-tree, 31-leaf model); larger
+# batches go to sklearn, whose per-row cost is lower.
+SMALL_BATCH_ROWS = 16
+
+__all__ = [
+    "SMALL_BATCH_ROWS",
+    "AcceleratedPredictor",
+    "CompiledEnsemble",
+    "accelerate",
+    "compile_hgb",
+]
+
+
+@dataclass(frozen=True)
+class CompiledEnsemble:
+    """Flat node arrays of every tree of one fitted HistGradientBoosting model."""
+
+    feature: np.ndarray[Any, Any]  # int64, per node
+    threshold: np.ndarray[Any, Any]  # float64
+    nan_left: np.ndarray[Any, Any]  # bool
+    left: np.ndarray[Any, Any]  # int64, global node index (leaves point to themselves)
+    right: np.ndarray[Any, Any]
+    value: np.ndarray[Any, Any]  # float64
+    is_leaf: np.ndarray[Any, Any]  # bool
+    roots: np.ndarray[Any, Any]  # (trees,) global index of each root
+    tree_class: np.ndarray[Any, Any]  # (trees,) which raw-score column a tree adds to
+    depth: int
+    baseline: np.ndarray[Any, Any]  # (k,)
+    n_features: int
+    model: Any  # the sklearn estimator: its loss turns raw scores into outputs
+
+    def raw_predict(self, x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """Raw scores (n, k) for a float64 matrix (n, n_features)."""
+        n = x.shape[0]
+        flat = np.ascontiguousarray(x, dtype=np.float64).ravel()
+        offsets = (np.arange(n, dtype=np.int64) * self.n_features)[None, :]
+        node = np.repeat(self.roots[:, None], n, axis=1)  # (trees, n)
+        for level in range(self.depth):
+            xv = flat[offsets + self.feature[node]]
+            go_left = np.where(np.isnan(xv), self.nan_left[node], xv <= self.threshold[node])
+            node = np.where(go_left, self.left[node], self.right[node])
+            # most paths are far shorter than the deepest one: stop once all reached leaves
+            if level % 4 == 3 and self.is_leaf[node].all():
+                break
+        leaf = self.value[node]  # (trees, n)
+        k = self.baseline.shape[0]
+        raw = np.empty((n, k), dtype=np.float64)
+        for c in range(k):
+            raw[:, c] = leaf[self.tree_class == c].sum(axis=0) + self.baseline[c]
+        return raw
+
+    def predict_proba(self, x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """Class probabilities, as the classifier's predict_proba."""
+        raw = self.raw_predict(x)
+        proba: np.ndarray[Any, Any] = self.model._loss.predict_proba(
+            raw[:, 0] if raw.shape[1] == 1 else raw
+        )
+        return proba
+
+    def predict(self, x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """Regression predictions, as the regressor's predict."""
+        raw = self.raw_predict(x)
+        out: np.ndarray[Any, Any] = self.model._loss.link.inverse(raw[:, 0])
+        return out
+
+
+def compile_hgb(model: Any) -> CompiledEnsemble | None:
+    """Pack a fitted HistGradientBoosting{Classifier,Regressor}; None if not supported."""
+    try:
+        from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+    except ImportError:
+        return None
+    if not isinstance(model, HistGradientBoostingClassifier | HistGradientBoostingRegressor):
+        return None
+    predictors = getattr(model, "_predictors", None)
+    if not predictors or getattr(model, "_preprocessor", None) is not None:
+        return None
+    if getattr(model, "is_categorical_", None) is not None and np.any(model.is_categorical_):
+        return None
+    features, thresholds, nan_left, lefts, rights, values, leaves, roots, classes = (
+        [] for _ in range(9)
+    )
+    base = 0
+    depth = 0
+    for iteration in predictors:
+        for k, tree in enumerate(iteration):
+            nodes = tree.nodes
+            if np.any(nodes["is_categorical"]):
+                return None
+            count = len(nodes)
+            leaf = nodes["is_leaf"].astype(bool)
+            own = np.arange(count, dtype=np.int64) + base
+            features.append(np.where(leaf, 0, nodes["feature_idx"]).astype(np.int64))
+            thresholds.append(nodes["num_threshold"].astype(np.float64))
+            nan_left.append(nodes["missing_go_to_left"].astype(bool))
+            lefts.append(np.where(leaf, own, nodes["left"].astype(np.int64) + base))
+            rights.append(np.where(leaf, own, nodes["right"].astype(np.int64) + base))
+            values.append(nodes["value"].astype(np.float64))
+            leaves.append(leaf)
+            roots.append(base)
+            classes.append(k)
+            depth = max(depth, int(nodes["depth"].max()))
+            base += count
+    baseline = np.asarray(model._baseline_prediction, dtype=np.float64).reshape(-1)
+    return CompiledEnsemble(
+        feature=np.concatenate(features),
+        threshold=np.concatenate(thresholds),
+        nan_left=np.concatenate(nan_left),
+        left=np.concatenate(lefts),
+        right=np.concatenate(rights),
+        value=np.concatenate(values),
+        is_leaf=np.concatenate(leaves),
+        roots=np.asarray(roots, dtype=np.int64),
+        tree_class=np.asarray(classes, dtype=np.int64),
+        depth=depth,
+        baseline=baseline,
+        n_features=int(model.n_features_in_),
+        model=model,
+    )
+
+
+@dataclass(frozen=True)
+class _Prediction:
+    values: np.ndarray[Any, Any]
+    probabilities: np.ndarray[Any, Any] | None
+
+
+class AcceleratedPredictor:
+    """The loaded predictor, with small batches answered by a compiled ensemble."""
+
+    def __init__(self, inner: PredictorLike, compiled: CompiledEnsemble, model: Any) -> None:
+        self.inner = inner
+        self.compiled = compiled
+        self._names = [f.name for f in inner.features]
+        self._labels = np.asarray(model.classes_) if hasattr(model, "classes_") else None
+
+    @property
+    def features(self) -> Sequence[FeatureLike]:
+        """The inner predictor's features."""
+        return self.inner.features
+
+    @property
+    def task(self) -> str:
+        """The inner predictor's task."""
+        return self.inner.task
+
+    @property
+    def classes(self) -> Sequence[Any] | None:
+        """The inner predictor's classes."""
+        return self.inner.classes
+
+    def predict(self, columns: dict[str, np.ndarray[Any, Any]]) -> PredictionLike:
+        """Compiled path for small batches, the verified sklearn model otherwise."""
+        rows = len(columns[self._names[0]])
+        if rows > SMALL_BATCH_ROWS:
+            return self.inner.predict(columns)
+        x = np.empty((rows, len(self._names)), dtype=np.float64)
+        for j, name in enumerate(self._names):
+            x[:, j] = columns[name]
+        if self._labels is not None:
+            proba = self.compiled.predict_proba(x)
+            return _Prediction(self._labels[np.argmax(proba, axis=1)], proba)
+        return _Prediction(self.compiled.predict(x), None)
+
+
+def _estimator(predictor: PredictorLike) -> Any:
+    """The fitted sklearn estimator behind a kubeloop.modelformat Predictor, if plain enough.
+
+    Reads the Predictor's `_model` (a fitted estimator or a Pipeline): only a bare
+    HistGradientBoosting model, or a Pipeline whose other steps are passthrough, qualifies.
+    """
+    if getattr(predictor, "framework", None) != "sklearn":
+        return None
+    model = getattr(predictor, "_model", None)
+    steps = getattr(model, "steps", None)
+    if steps is not None:
+        if any(step not in (None, "passthrough") for _, step in steps[:-1]):
+            return None
+        model = steps[-1][1]
+    return model
+
+
+def accelerate(predictor: PredictorLike) -> PredictorLike:
+    """Wrap with the compiled path when the model qualifies and agrees with sklearn."""
+    if any(f.kind != "numeric" for f in predictor.features):
+        return predictor
+    model = _estimator(predictor)
+    compiled = compile_hgb(model) if model is not None else None
+    if compiled is None or compiled.n_features != len(predictor.features):
+        return predictor
+    fast = AcceleratedPredictor(predictor, compiled, model)
+    # Self-check on synthetic rows before trusting it: any disagreement keeps sklearn.
+    rng = np.random.default_rng(0)
+    sample = rng.normal(size=(SMALL_BATCH_ROWS, compiled.n_features)) * 3
+    columns = {f.name: sample[:, j].copy() for j, f in enumerate(predictor.features)}
+    want, got = predictor.predict(columns), fast.predict(columns)
+    if want.probabilities is None:
+        same = np.allclose(np.asarray(want.values), np.asarray(got.values), rtol=1e-9)
+    else:
+        same = np.array_equal(np.asarray(want.values), np.asarray(got.values))
+    if want.probabilities is not None:
+        same = (
+            same
+            and got.probabilities is not None
+            and np.allclose(want.probabilities, got.probabilities, rtol=1e-9, atol=1e-12)
+        )
+    if not same:
+        log.warning("compiled tree ensemble disagrees with sklearn; serving with sklearn only")
+        return predictor
+    log.info("serving batches of <= %d rows with the compiled tree ensemble", SMALL_BATCH_ROWS)
+    return fast

@@ -1,0 +1,212 @@
+"""Fixtures for the model server tests.
+
+Nothing is faked: model versions are real sklearn models fitted here in `tmp_path` and written
+with `kubeloop.modelformat` (manifest with sha256 of every file); the server runs as
+`python -m kubeloop.cli serve` in a subprocess on a free loopback port, exactly as in a pod.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OrdinalEncoder
+
+from kubeloop.modelformat import write_manifest
+
+ROOT = Path(__file__).resolve().parents[3]
+PLANS = ("basic", "pro", "max")
+
+
+def write_version(folder: Path, model: Any, manifest: dict[str, Any]) -> Path:
+    """A version folder as the trainer writes it: model.joblib, then manifest.json last."""
+    folder.mkdir(parents=True, exist_ok=True)
+    joblib.dump(model, folder / "model.joblib")
+    write_manifest(folder, {"framework": "sklearn", **manifest})
+    return folder
+
+
+def churn_version(folder: Path) -> Path:
+    """Classifier on 3 numeric + 1 categorical feature; labels are strings."""
+    rng = np.random.default_rng(7)
+    n = 400
+    age = rng.uniform(18, 80, n)
+    income = rng.normal(50_000, 15_000, n)
+    visits = rng.integers(0, 30, n).astype(np.float64)
+    plan = rng.choice(PLANS, n)
+    churn = np.where((visits < 10) & (plan == "basic") | (age > 70), "yes", "no")
+    x = np.empty((n, 4), dtype=object)
+    x[:, 0], x[:, 1], x[:, 2], x[:, 3] = age, income, visits, plan
+    pre = ColumnTransformer(
+        [
+            ("num", "passthrough", [0, 1, 2]),
+            (
+                "cat",
+                OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1),
+                [3],
+            ),
+        ]
+    )
+    model = Pipeline(
+        [("pre", pre), ("est", HistGradientBoostingClassifier(max_iter=20, random_state=0))]
+    ).fit(x, churn)
+    features = [
+        {"name": "age", "dtype": "float64", "kind": "numeric", "categories": None},
+        {"name": "income", "dtype": "float64", "kind": "numeric", "categories": None},
+        {"name": "visits", "dtype": "int64", "kind": "numeric", "categories": None},
+        {"name": "plan", "dtype": "string", "kind": "categorical", "categories": list(PLANS)},
+    ]
+    return write_version(
+        folder,
+        model,
+        {
+            "version": "3",
+            "task": "classification",
+            "estimator": "HistGradientBoostingClassifier",
+            "features": features,
+            "target": {"name": "churned", "classes": ["no", "yes"]},
+        },
+    )
+
+
+def numeric_version(folder: Path, *, task: str = "classification", n_features: int = 20) -> Path:
+    """A bare HistGradientBoosting model on numeric features (the compiled fast path)."""
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(600, n_features))
+    if task == "classification":
+        y = (x[:, 0] + x[:, 1] > 0).astype(np.int64)
+        model: Any = HistGradientBoostingClassifier(max_iter=30, random_state=0).fit(x, y)
+        target = {"name": "label", "classes": [0, 1]}
+    else:
+        y = x[:, 0] * 3 + x[:, 2]
+        model = HistGradientBoostingRegressor(max_iter=30, random_state=0).fit(x, y)
+        target = {"name": "value", "classes": None}
+    features = [
+        {"name": f"f{i}", "dtype": "float64", "kind": "numeric", "categories": None}
+        for i in range(n_features)
+    ]
+    return write_version(
+        folder,
+        model,
+        {"version": "1", "task": task, "features": features, "target": target},
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    """A running `kubeloop serve` subprocess."""
+
+    process: subprocess.Popen[str]
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def get(self, path: str) -> tuple[int, Any]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=10) as resp:
+                body = resp.read()
+                status = resp.status
+        except urllib.error.HTTPError as exc:
+            body, status = exc.read(), exc.code
+        try:
+            return status, json.loads(body)
+        except ValueError:
+            return status, body.decode()
+
+    def post(self, path: str, doc: Any) -> tuple[int, Any]:
+        data = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
+        request = urllib.request.Request(
+            self.url + path, data=data, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+        return self.process.wait(timeout=30)
+
+
+def start_server(tmp: Path, model_dir: Path, *, wait_ready: bool = True, **env: str) -> Server:
+    """Start `kubeloop serve` for a version folder; wait until ready (or at least live)."""
+    port = free_port()
+    log_path = tmp / f"server-{port}.log"
+    full_env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "operator"),
+        "KUBELOOP_MODEL_URI": model_dir.as_uri(),
+        "KUBELOOP_MODEL_NAME": "churn",
+        "KUBELOOP_HOST": "127.0.0.1",
+        "KUBELOOP_PORT": str(port),
+        "KUBELOOP_WORK_DIR": str(tmp),
+        **env,
+    }
+    handle = log_path.open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kubeloop.cli", "serve"],
+        env=full_env,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    server = Server(process, port, log_path)
+    path = "/v2/health/ready" if wait_ready else "/v2/health/live"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()}")
+        try:
+            if server.get(path)[0] == 200:
+                return server
+        except OSError:
+            pass
+        time.sleep(0.1)
+    server.stop()
+    raise RuntimeError(f"server not {'ready' if wait_ready else 'live'} in 60 s:\n{server.log()}")
+
+
+@pytest.fixture(scope="module")
+def churn_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The churn classifier served with payload logging to a local folder."""
+    tmp = tmp_path_factory.mktemp("churn")
+    model = churn_version(tmp / "models" / "versions" / "3")
+    server = start_server(
+        tmp,
+        model,
+        KUBELOOP_PAYLOAD_LOG_URI=(tmp / "logs").as_uri(),
+        KUBELOOP_PAYLOAD_FLUSH_SECONDS="0.2",
+    )
+    yield server
+    server.stop()
