@@ -1,0 +1,403 @@
+"""Pod template -> local process: the pure part of the pod runner.
+
+A container in a Job, CronJob or Deployment becomes one local process started from its exact
+`command` + `args` and `env`. What a kubelet would do and a laptop cannot is translated here,
+explicitly and nowhere else:
+
+- the image is ignored; a container without `command` gets the Kubeloop images' entrypoint
+  (`kubeloop`), and without `args` the image's default verb (the Dockerfiles' `CMD`);
+- `env[].valueFrom` is resolved like the kubelet: `secretKeyRef` from Secrets in the API,
+  `configMapKeyRef`, `fieldRef` (metadata.name/namespace/uid/labels/annotations, spec.nodeName,
+  status.podIP...), `resourceFieldRef`; `$(VAR)` references are expanded;
+- `emptyDir` mounts become a per-pod temp folder: env values and args under a mount path are
+  rewritten to it (pods run with a read-only root filesystem and scratch at `/scratch`);
+- the termination-message file becomes a per-pod temp file, and `KUBELOOP_RESULT_PATH` points
+  at it;
+- declared container ports get free loopback ports; `KUBELOOP_PORT` (and any `*_PORT` env equal
+  to a container port) is rewritten, and the readiness probe is checked on the new port;
+- Indexed Jobs: `JOB_COMPLETION_INDEX` per pod; a `MASTER_ADDR` naming a pod of the Job's
+  headless Service becomes 127.0.0.1 (every "node" is this machine).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import shutil
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "DEFAULT_TERMINATION_PATH",
+    "IMAGE_ENTRYPOINT",
+    "EnvError",
+    "ProcessSpec",
+    "ReadinessProbe",
+    "build_process",
+    "completion_indexes",
+    "default_args",
+    "expand_vars",
+    "field_value",
+    "pod_from_template",
+    "resolve_env",
+]
+
+DEFAULT_TERMINATION_PATH = "/dev/termination-log"
+# Every Kubeloop image has ENTRYPOINT ["kubeloop"] and CMD [<verb>] (images/*/Dockerfile).
+IMAGE_ENTRYPOINT = ("kubeloop",)
+_IMAGE_VERBS = (
+    ("trainer", "train"),
+    ("server", "serve"),
+    ("monitor", "monitor"),
+    ("operator", "operator"),
+)
+_VAR = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)|\$\$")
+
+
+class EnvError(RuntimeError):
+    """An env var cannot be resolved; the kubelet reports CreateContainerConfigError."""
+
+
+@dataclass(frozen=True)
+class ReadinessProbe:
+    """An httpGet readiness probe, with the port already mapped to loopback."""
+
+    port: int
+    path: str = "/"
+    initial_delay_seconds: float = 0
+    period_seconds: float = 10
+    failure_threshold: int = 3
+    timeout_seconds: float = 1
+
+    @property
+    def url(self) -> str:
+        """The probe's URL on loopback."""
+        return f"http://127.0.0.1:{self.port}{self.path}"
+
+
+@dataclass
+class ProcessSpec:
+    """What to start for one container of one pod."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+    termination_path: Path
+    termination_policy: str = "File"
+    ports: dict[int, int] = field(default_factory=dict)  # containerPort -> loopback port
+    named_ports: dict[str, int] = field(default_factory=dict)  # port name -> loopback port
+    readiness: ReadinessProbe | None = None
+
+
+def default_args(image: str) -> list[str]:
+    """The CMD of a Kubeloop image, from its name (`.../kubeloop-trainer:1` -> ['train'])."""
+    repo = image.rsplit("/", 1)[-1].split(":", 1)[0].split("@", 1)[0]
+    for needle, verb in _IMAGE_VERBS:
+        if needle in repo:
+            return [verb]
+    return []
+
+
+def _lookup(mapping: Mapping[str, Any], path: str) -> Any:
+    # fieldRef paths: metadata.labels['app.kubernetes.io/name'] or dotted keys.
+    bracket = re.fullmatch(r"(.+)\['(.+)'\]", path)
+    if bracket:
+        parent = _lookup(mapping, bracket.group(1))
+        return parent.get(bracket.group(2)) if isinstance(parent, dict) else None
+    node: Any = mapping
+    for part in path.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node
+
+
+def field_value(pod: Mapping[str, Any], path: str) -> str:
+    """The value of a downward-API `fieldRef.fieldPath` for a pod."""
+    if path in ("metadata.labels", "metadata.annotations"):
+        items = _lookup(pod, path) or {}
+        return "\n".join(f'{k}="{v}"' for k, v in sorted(items.items()))
+    value = _lookup(pod, path)
+    if value is None:
+        raise EnvError(f"fieldRef {path!r} is not set on the pod")
+    return str(value)
+
+
+def expand_vars(text: str, env: Mapping[str, str]) -> str:
+    """Expand `$(VAR)` like the kubelet: unknown references stay as written, `$$` is `$`."""
+
+    def sub(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name = match.group(1)
+        return env[name] if name in env else match.group(0)
+
+    return _VAR.sub(sub, text)
+
+
+def _decode_secret(secret: Mapping[str, Any], key: str) -> str | None:
+    import base64
+
+    if key in (secret.get("stringData") or {}):
+        return str(secret["stringData"][key])
+    data = secret.get("data") or {}
+    if key in data:
+        return base64.b64decode(data[key]).decode()
+    return None
+
+
+def resolve_env(
+    container: Mapping[str, Any],
+    pod: Mapping[str, Any],
+    secrets: Mapping[str, Mapping[str, Any]],
+    config_maps: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, str]:
+    """The env of a container as the kubelet builds it (envFrom first, then env in order).
+
+    `secrets` and `config_maps` are by name, in the pod's namespace. A missing Secret or key
+    raises `EnvError` unless the reference is `optional`, as the kubelet does.
+    """
+    config_maps = config_maps or {}
+    env: dict[str, str] = {}
+    for source in container.get("envFrom") or []:
+        prefix = source.get("prefix", "")
+        if "secretRef" in source:
+            ref = source["secretRef"]
+            secret = secrets.get(ref["name"])
+            if secret is None:
+                if ref.get("optional"):
+                    continue
+                raise EnvError(f"secret {ref['name']!r} not found")
+            keys = {*(secret.get("data") or {}), *(secret.get("stringData") or {})}
+            for key in sorted(keys):
+                env[prefix + key] = _decode_secret(secret, key) or ""
+        if "configMapRef" in source:
+            ref = source["configMapRef"]
+            cm = config_maps.get(ref["name"])
+            if cm is None:
+                if ref.get("optional"):
+                    continue
+                raise EnvError(f"configmap {ref['name']!r} not found")
+            for key, value in (cm.get("data") or {}).items():
+                env[prefix + key] = str(value)
+    for var in container.get("env") or []:
+        name = var["name"]
+        if "value" in var:
+            env[name] = expand_vars(str(var["value"]), env)
+            continue
+        source = var.get("valueFrom")
+        if not source:
+            env[name] = ""
+            continue
+        if "secretKeyRef" in source:
+            ref = source["secretKeyRef"]
+            secret = secrets.get(ref["name"])
+            value = _decode_secret(secret, ref["key"]) if secret is not None else None
+            if value is None:
+                if ref.get("optional"):
+                    continue
+                what = "secret" if secret is None else "key"
+                raise EnvError(
+                    f"env {name}: {what} {ref['name']!r}"
+                    + ("" if secret is None else f" has no key {ref['key']!r}")
+                    + (" not found" if secret is None else "")
+                )
+            env[name] = value
+        elif "configMapKeyRef" in source:
+            ref = source["configMapKeyRef"]
+            cm = config_maps.get(ref["name"])
+            data = (cm or {}).get("data") or {}
+            if ref["key"] not in data:
+                if ref.get("optional"):
+                    continue
+                raise EnvError(f"env {name}: configmap {ref['name']!r} key {ref['key']!r} missing")
+            env[name] = str(data[ref["key"]])
+        elif "fieldRef" in source:
+            env[name] = field_value(pod, source["fieldRef"]["fieldPath"])
+        elif "resourceFieldRef" in source:
+            ref = source["resourceFieldRef"]
+            resources = container.get("resources") or {}
+            kind, _, res = ref["resource"].partition(".")
+            value = (resources.get(kind) or {}).get(res)
+            env[name] = str(value if value is not None else 0)
+    return env
+
+
+def completion_indexes(job: Mapping[str, Any]) -> list[int | None]:
+    """The pods a Job runs: indexes 0..completions-1 when Indexed, else [None] * completions."""
+    spec = job.get("spec") or {}
+    completions = spec.get("completions")
+    parallelism = spec.get("parallelism", 1)
+    count = int(completions if completions is not None else parallelism or 1)
+    if spec.get("completionMode") == "Indexed":
+        return list(range(count))
+    return [None] * count
+
+
+def _resolve_program(argv: list[str]) -> list[str]:
+    # `kubeloop` runs with this interpreter when its console script is not on PATH (a source
+    # checkout run with `python -m`); the command is otherwise exactly the container's.
+    if argv and argv[0] == "kubeloop" and shutil.which("kubeloop") is None:
+        return [sys.executable, "-m", "kubeloop.cli", *argv[1:]]
+    return argv
+
+
+def _rewrite_path(value: str, mounts: Mapping[str, Path]) -> str:
+    for mount_path, local in sorted(mounts.items(), key=lambda kv: -len(kv[0])):
+        mount = mount_path.rstrip("/")
+        if value == mount or value.startswith(mount + "/"):
+            return str(local) + value[len(mount) :]
+        # --flag=/scratch/x
+        if "=" in value:
+            head, _, tail = value.partition("=")
+            if tail == mount or tail.startswith(mount + "/"):
+                return f"{head}={local}{tail[len(mount) :]}"
+    return value
+
+
+def _probe(
+    container: Mapping[str, Any], ports: Mapping[int, int], named: Mapping[str, int]
+) -> ReadinessProbe | None:
+    probe = container.get("readinessProbe") or {}
+    http = probe.get("httpGet")
+    if not http:
+        return None
+    port = http.get("port")
+    if isinstance(port, str) and not port.isdigit():
+        local = named.get(port)
+    else:
+        local = ports.get(int(port)) if port is not None else None
+    if local is None:
+        return None
+    return ReadinessProbe(
+        port=local,
+        path=http.get("path", "/"),
+        initial_delay_seconds=float(probe.get("initialDelaySeconds", 0)),
+        period_seconds=float(probe.get("periodSeconds", 10)),
+        failure_threshold=int(probe.get("failureThreshold", 3)),
+        timeout_seconds=float(probe.get("timeoutSeconds", 1)),
+    )
+
+
+def build_process(
+    pod: Mapping[str, Any],
+    container: Mapping[str, Any],
+    *,
+    secrets: Mapping[str, Mapping[str, Any]],
+    pod_dir: Path,
+    free_port: Any = None,
+    config_maps: Mapping[str, Mapping[str, Any]] | None = None,
+    extra_env: Mapping[str, str] | None = None,
+) -> ProcessSpec:
+    """Translate one container of a pod into a process spec (see the module docstring).
+
+    `pod` is the Pod object (metadata + spec) the process stands for; `pod_dir` a fresh folder
+    owned by this pod; `free_port()` returns a free loopback port (required when the container
+    declares ports). `extra_env` is added last (e.g. KUBECONFIG for the emulated API).
+    """
+    pod_spec = pod.get("spec") or {}
+    volumes = {v["name"]: v for v in pod_spec.get("volumes") or []}
+    mounts: dict[str, Path] = {}
+    for mount in container.get("volumeMounts") or []:
+        volume = volumes.get(mount["name"], {})
+        if "emptyDir" in volume or not volume:
+            local = pod_dir / "volumes" / mount["name"]
+            local.mkdir(parents=True, exist_ok=True)
+            mounts[mount["mountPath"]] = local
+    env = resolve_env(container, pod, secrets, config_maps)
+
+    ports: dict[int, int] = {}
+    named: dict[str, int] = {}
+    for port in container.get("ports") or []:
+        if free_port is None:
+            raise ValueError("the container declares ports: pass free_port")
+        local_port = int(free_port())
+        ports[int(port["containerPort"])] = local_port
+        if port.get("name"):
+            named[port["name"]] = local_port
+    for name, value in list(env.items()):
+        if name.endswith("PORT") and value.isdigit() and int(value) in ports:
+            # MASTER_PORT of a DDP job is a rendezvous port, not a served one: left alone.
+            env[name] = str(ports[int(value)])
+    if "KUBELOOP_PORT" not in env and ports and container.get("readinessProbe"):
+        env["KUBELOOP_PORT"] = str(next(iter(ports.values())))
+
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    index = annotations.get("batch.kubernetes.io/job-completion-index")
+    if index is not None:
+        env.setdefault("JOB_COMPLETION_INDEX", str(index))
+        subdomain = pod_spec.get("subdomain")
+        master = env.get("MASTER_ADDR", "")
+        if subdomain and (master.endswith("." + subdomain) or subdomain + "." in master):
+            env["MASTER_ADDR"] = "127.0.0.1"
+
+    for name, value in list(env.items()):
+        env[name] = _rewrite_path(value, mounts)
+
+    termination = pod_dir / "termination-log"
+    termination.touch()
+    term_path = container.get("terminationMessagePath", DEFAULT_TERMINATION_PATH)
+    for name, value in list(env.items()):
+        if value == term_path:
+            env[name] = str(termination)
+    env["KUBELOOP_RESULT_PATH"] = str(termination)
+    env.update(extra_env or {})
+
+    command = list(container.get("command") or IMAGE_ENTRYPOINT)
+    args = container.get("args")
+    if args is None and not container.get("command"):
+        args = default_args(str(container.get("image", "")))
+    argv = [expand_vars(str(a), env) for a in [*command, *(args or [])]]
+    argv = [_rewrite_path(a, mounts) for a in argv]
+    workdir = container.get("workingDir")
+    cwd = _rewrite_path(workdir, mounts) if workdir else str(pod_dir)
+    return ProcessSpec(
+        argv=_resolve_program(argv),
+        env=env,
+        cwd=cwd,
+        termination_path=termination,
+        termination_policy=container.get("terminationMessagePolicy", "File"),
+        ports=ports,
+        named_ports=named,
+        readiness=_probe(container, ports, named),
+    )
+
+
+def pod_from_template(
+    template: Mapping[str, Any],
+    *,
+    name: str,
+    namespace: str,
+    owner: Mapping[str, Any],
+    labels: Mapping[str, str] | None = None,
+    annotations: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """A Pod object from a pod template, owned (ownerReference, controller) by `owner`."""
+    meta = copy.deepcopy(template.get("metadata") or {})
+    pod_labels = {**(meta.get("labels") or {}), **(labels or {})}
+    pod_annotations = {**(meta.get("annotations") or {}), **(annotations or {})}
+    owner_meta = owner.get("metadata") or {}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": pod_labels,
+            "annotations": pod_annotations,
+            "ownerReferences": [
+                {
+                    "apiVersion": owner.get("apiVersion"),
+                    "kind": owner.get("kind"),
+                    "name": owner_meta.get("name"),
+                    "uid": owner_meta.get("uid"),
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": copy.deepcopy(template.get("spec") or {}),
+    }

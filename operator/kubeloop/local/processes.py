@@ -1,0 +1,128 @@
+"""Local processes standing in for containers: start, wait, terminate, always clean up.
+
+Each process gets its own session (process group) so terminating a pod also ends whatever the
+container started (torchrun workers, uvicorn workers). The environment is the container's plus
+the minimum a program needs on this machine (PATH, HOME, LANG, PYTHONPATH), never the rest of
+the caller's environment: a pod does not inherit the node's env either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+from pathlib import Path
+
+from kubeloop.local.podspec import ProcessSpec
+
+__all__ = ["LocalProcess", "free_port", "host_env"]
+
+_PASS_THROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "PYTHONPATH", "VIRTUAL_ENV", "SYSTEMROOT")
+MESSAGE_LIMIT = 4096  # the kubelet's cap on a termination message
+FALLBACK_LINES = 80  # FallbackToLogsOnError: the last 80 lines (or 2048 bytes) of the log
+FALLBACK_BYTES = 2048
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (bound then released; callers use it at once)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def host_env() -> dict[str, str]:
+    """What a process needs from this machine to run at all."""
+    env = {k: os.environ[k] for k in _PASS_THROUGH if k in os.environ}
+    # Workloads run from a source checkout import kubeloop from operator/.
+    source_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (source_root, env.get("PYTHONPATH")) if p)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+class LocalProcess:
+    """One container's process; logs go to `<log_path>`."""
+
+    def __init__(self, spec: ProcessSpec, log_path: Path, *, hostname: str = "") -> None:
+        self.spec = spec
+        self.log_path = log_path
+        self.hostname = hostname
+        self.process: asyncio.subprocess.Process | None = None
+        self.exit_code: int | None = None
+
+    async def start(self) -> None:
+        """Start the process (raises OSError when the command does not exist)."""
+        env = {**host_env(), **self.spec.env}
+        env.setdefault("TMPDIR", str(Path(self.spec.cwd)))
+        if self.hostname:
+            env["HOSTNAME"] = self.hostname
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                *self.spec.argv,
+                env=env,
+                cwd=self.spec.cwd,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    @property
+    def running(self) -> bool:
+        """Started and not yet exited."""
+        return self.process is not None and self.process.returncode is None
+
+    async def wait(self) -> int:
+        """Wait for the exit; the code follows the kubelet: 128 + signal when killed."""
+        assert self.process is not None
+        code = await self.process.wait()
+        self.exit_code = 128 - code if code < 0 else code
+        return self.exit_code
+
+    def _signal(self, sig: int) -> None:
+        if self.process is None or self.process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, sig)
+
+    async def terminate(self, grace: float = 10.0) -> int | None:
+        """SIGTERM the process group, SIGKILL after `grace` seconds (terminationGracePeriod)."""
+        if self.process is None:
+            return None
+        if self.process.returncode is None:
+            self._signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.process.wait(), grace)
+            except TimeoutError:
+                self._signal(signal.SIGKILL)
+                await self.process.wait()
+        # Children that ignored SIGTERM after the leader exited must not outlive the pod.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        return await self.wait()
+
+    def kill_now(self) -> None:
+        """SIGKILL the process group without waiting (atexit / interpreter shutdown)."""
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+
+    def termination_message(self) -> str:
+        """The message the kubelet would report: the termination file, or with
+        `FallbackToLogsOnError` and a failure, the tail of the log."""
+        message = ""
+        with contextlib.suppress(OSError):
+            message = self.spec.termination_path.read_text(errors="replace")[:MESSAGE_LIMIT]
+        if (
+            not message.strip()
+            and self.spec.termination_policy == "FallbackToLogsOnError"
+            and self.exit_code not in (None, 0)
+        ):
+            with contextlib.suppress(OSError):
+                lines = self.log_path.read_text(errors="replace").splitlines()[-FALLBACK_LINES:]
+                message = "\n".join(lines)[-FALLBACK_BYTES:]
+        return message

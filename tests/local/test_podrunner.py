@@ -1,0 +1,337 @@
+"""The pod runner against the real emulator over HTTP: Jobs, Indexed Jobs, CronJobs on demand,
+Deployments with a rolling update behind a Service proxy. Containers are small Python programs;
+every process is terminated by the fixture."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from kubeloop.local.emulator import EmulatorThread
+from kubeloop.local.kubeapi import KubeApi
+from kubeloop.local.podrunner import LOCAL_URL_ANNOTATION, PodRunner
+
+HERE = Path(__file__).parent
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture
+def cluster() -> Iterator[EmulatorThread]:
+    with EmulatorThread(admission=False) as running:
+        yield running
+
+
+@pytest.fixture
+async def runner(cluster: EmulatorThread, tmp_path: Path) -> AsyncIterator[PodRunner]:
+    pod_runner = PodRunner(cluster.url, tmp_path / "pods", interval=0.1)
+    await pod_runner.start()
+    try:
+        yield pod_runner
+    finally:
+        await pod_runner.stop()
+
+
+@pytest.fixture
+async def api(cluster: EmulatorThread) -> AsyncIterator[KubeApi]:
+    async with KubeApi(cluster.url) as client:
+        yield client
+
+
+async def until(check: Callable[[], Awaitable[Any]], timeout: float = 30) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = await check()
+        if value:
+            return value
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"not reached in {timeout}s")
+
+
+def job(name: str, code: str, **spec: Any) -> dict[str, Any]:
+    container = {
+        "name": "main",
+        "image": "ghcr.io/kubeloop/kubeloop-trainer:0.1.0",
+        "command": [sys.executable, "-c", code],
+        "env": spec.pop("env", []),
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "namespace": "ml"},
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [container]}}}
+        | spec,
+    }
+
+
+def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any] | None:
+    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if cond["type"] == kind and cond["status"] == "True":
+            return dict(cond)
+    return None
+
+
+async def pods_of(api: KubeApi, job_name: str) -> list[dict[str, Any]]:
+    return [
+        p
+        for p in await api.list("v1/pods", "ml")
+        if p["metadata"]["labels"].get("job-name") == job_name
+    ]
+
+
+WRITE_RESULT = (
+    "import json, os; open(os.environ['KUBELOOP_RESULT_PATH'], 'w').write(json.dumps("
+    "{'ok': True, 'secret': os.environ['AWS_SECRET_ACCESS_KEY'], "
+    "'ns': os.environ['KUBELOOP_NAMESPACE'], 'scratch': os.environ['KUBELOOP_WORK_DIR']}))"
+)
+
+
+async def test_job_runs_to_complete_with_termination_message(
+    runner: PodRunner, api: KubeApi
+) -> None:
+    await api.create(
+        "v1/secrets",
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "s3", "namespace": "ml"},
+            "data": {"secret": base64.b64encode(b"hunter2").decode()},
+        },
+    )
+    manifest = job(
+        "train-1",
+        WRITE_RESULT,
+        env=[
+            {
+                "name": "AWS_SECRET_ACCESS_KEY",
+                "valueFrom": {"secretKeyRef": {"name": "s3", "key": "secret"}},
+            },
+            {
+                "name": "KUBELOOP_NAMESPACE",
+                "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+            },
+            {"name": "KUBELOOP_WORK_DIR", "value": "/scratch"},
+        ],
+    )
+    manifest["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] = [
+        {"name": "scratch", "mountPath": "/scratch"}
+    ]
+    manifest["spec"]["template"]["spec"]["volumes"] = [{"name": "scratch", "emptyDir": {}}]
+    await api.create("batch/v1/jobs", manifest)
+
+    done = await until(lambda: _get_if(api, "train-1", "Complete"))
+    assert done["status"]["succeeded"] == 1
+    assert done["status"]["active"] == 0
+    assert done["status"]["completionTime"]
+    pods = await pods_of(api, "train-1")
+    assert len(pods) == 1
+    pod = pods[0]
+    assert pod["status"]["phase"] == "Succeeded"
+    assert pod["metadata"]["ownerReferences"][0]["uid"] == done["metadata"]["uid"]
+    terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert terminated["exitCode"] == 0
+    message = json.loads(terminated["message"])
+    assert message["secret"] == "hunter2"
+    assert message["ns"] == "ml"
+    assert message["scratch"] != "/scratch"
+    assert Path(message["scratch"]).is_dir()
+
+
+async def _get_if(api: KubeApi, name: str, kind: str) -> dict[str, Any] | None:
+    obj = await api.get("batch/v1/jobs", "ml", name)
+    return obj if condition(obj, kind) else None
+
+
+async def test_job_fails_after_backoff_limit(runner: PodRunner, api: KubeApi) -> None:
+    code = "import sys; print('boom'); sys.exit(3)"
+    manifest = job("bad", code, backoffLimit=1)
+    container = manifest["spec"]["template"]["spec"]["containers"][0]
+    container["terminationMessagePolicy"] = "FallbackToLogsOnError"
+    await api.create("batch/v1/jobs", manifest)
+    failed = await until(lambda: _get_if(api, "bad", "Failed"))
+    assert condition(failed, "Failed")["reason"] == "BackoffLimitExceeded"  # type: ignore[index]
+    assert failed["status"]["failed"] == 2
+    pods = await pods_of(api, "bad")
+    assert len(pods) == 2
+    for pod in pods:
+        terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+        assert terminated["exitCode"] == 3
+        assert terminated["message"].strip() == "boom"  # the log tail, by the policy
+
+
+async def test_indexed_job_gives_each_pod_its_index(runner: PodRunner, api: KubeApi) -> None:
+    code = (
+        "import os; open(os.environ['KUBELOOP_RESULT_PATH'], 'w').write("
+        "os.environ['JOB_COMPLETION_INDEX'] + ' ' + os.environ['MASTER_ADDR'])"
+    )
+    manifest = job(
+        "ddp",
+        code,
+        completions=3,
+        parallelism=3,
+        completionMode="Indexed",
+        env=[{"name": "MASTER_ADDR", "value": "ddp-0.ddp"}],
+    )
+    manifest["spec"]["template"]["spec"]["subdomain"] = "ddp"
+    await api.create("batch/v1/jobs", manifest)
+    done = await until(lambda: _get_if(api, "ddp", "Complete"))
+    assert done["status"]["completedIndexes"] == "0,1,2"
+    messages = sorted(
+        p["status"]["containerStatuses"][0]["state"]["terminated"]["message"]
+        for p in await pods_of(api, "ddp")
+    )
+    assert messages == ["0 127.0.0.1", "1 127.0.0.1", "2 127.0.0.1"]
+
+
+async def test_cronjob_on_demand_creates_an_owned_job(runner: PodRunner, api: KubeApi) -> None:
+    template = job("x", "print('checked')")["spec"]
+    cronjob = await api.create(
+        "batch/v1/cronjobs",
+        {
+            "apiVersion": "batch/v1",
+            "kind": "CronJob",
+            "metadata": {"name": "drift", "namespace": "ml"},
+            "spec": {
+                "schedule": "0 0 1 1 *",
+                "jobTemplate": {"metadata": {"labels": {"app": "monitor"}}, "spec": template},
+            },
+        },
+    )
+    created = await runner.trigger("ml", "drift")
+    assert created["metadata"]["name"].startswith("drift-manual-")
+    assert created["metadata"]["ownerReferences"][0]["uid"] == cronjob["metadata"]["uid"]
+    assert created["metadata"]["labels"] == {"app": "monitor"}
+    await until(lambda: _get_if(api, created["metadata"]["name"], "Complete"))
+    cj = await until(
+        lambda: _cronjob_with(api, "lastSuccessfulTime"),
+    )
+    assert not cj["status"].get("active")
+
+
+async def _cronjob_with(api: KubeApi, key: str) -> dict[str, Any] | None:
+    obj = await api.get("batch/v1/cronjobs", "ml", "drift")
+    return obj if (obj or {}).get("status", {}).get(key) else None
+
+
+def deployment(version: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "echo", "namespace": "ml"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "echo"}},
+            "template": {
+                "metadata": {"labels": {"app": "echo"}},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "server",
+                            "image": "kubeloop-server",
+                            "command": [sys.executable, str(HERE / "echo_server.py")],
+                            "env": [
+                                {"name": "KUBELOOP_PORT", "value": "8080"},
+                                {"name": "VERSION", "value": version},
+                            ],
+                            "ports": [{"name": "http", "containerPort": 8080}],
+                            "readinessProbe": {
+                                "httpGet": {"path": "/ready", "port": "http"},
+                                "periodSeconds": 1,
+                            },
+                        }
+                    ]
+                },
+            },
+        },
+    }
+
+
+async def _deployment_ready(api: KubeApi, version: str, url: str | None = None) -> bool:
+    obj = await api.get("apps/v1/deployments", "ml", "echo")
+    status = (obj or {}).get("status") or {}
+    return bool(
+        status.get("readyReplicas") == 2
+        and status.get("updatedReplicas") == 2
+        and status.get("replicas") == 2
+        and status.get("observedGeneration") == obj["metadata"]["generation"]  # type: ignore[index]
+    )
+
+
+async def test_deployment_rolls_out_behind_service_without_failed_requests(
+    runner: PodRunner, api: KubeApi
+) -> None:
+    await api.create("apps/v1/deployments", deployment("1"))
+    await api.create(
+        "v1/services",
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "echo", "namespace": "ml"},
+            "spec": {"selector": {"app": "echo"}, "ports": [{"port": 80, "targetPort": "http"}]},
+        },
+    )
+    await until(lambda: _deployment_ready(api, "1"))
+    service = await until(lambda: _annotated(api))
+    url = service["metadata"]["annotations"][LOCAL_URL_ANNOTATION]
+    assert url == runner.service_url("ml", "echo")
+    assert url.startswith("http://127.0.0.1:")
+
+    answers: list[str] = []
+    failures: list[str] = []
+    stop = asyncio.Event()
+
+    async def traffic() -> None:
+        async with aiohttp.ClientSession() as session:
+            while not stop.is_set():
+                try:
+                    async with session.post(url + "/v2/models/echo/infer") as response:
+                        text = await response.text()
+                        (answers if response.status == 200 else failures).append(text)
+                except aiohttp.ClientError as exc:
+                    failures.append(repr(exc))
+                await asyncio.sleep(0.005)
+
+    sender = asyncio.create_task(traffic())
+    await until(lambda: _answered(answers, "1"))
+    pods_before = {p["metadata"]["name"] for p in await api.list("v1/pods", "ml")}
+    await api.patch("apps/v1/deployments", "ml", "echo", {"spec": deployment("2")["spec"]})
+    await until(lambda: _only_new(api, pods_before))
+    await until(lambda: _deployment_ready(api, "2"))
+    count = len(answers)
+    await until(lambda: _answered(answers[count:], "2", at_least=20))
+    stop.set()
+    await sender
+    assert failures == []
+    assert set(answers) == {"1", "2"}
+    assert set(answers[count:]) == {"2"}  # old pods are out of rotation once gone
+
+    await api.delete("apps/v1/deployments", "ml", "echo")
+    await until(lambda: _no_processes(runner))
+
+
+async def _annotated(api: KubeApi) -> dict[str, Any] | None:
+    svc = await api.get("v1/services", "ml", "echo")
+    return (
+        svc if LOCAL_URL_ANNOTATION in ((svc or {})["metadata"].get("annotations") or {}) else None
+    )
+
+
+async def _answered(answers: list[str], version: str, at_least: int = 1) -> bool:
+    return answers.count(version) >= at_least
+
+
+async def _only_new(api: KubeApi, before: set[str]) -> bool:
+    names = {p["metadata"]["name"] for p in await api.list("v1/pods", "ml")}
+    return len(names) == 2 and not names & before
+
+
+async def _no_processes(runner: PodRunner) -> bool:
+    return not runner.deployments
