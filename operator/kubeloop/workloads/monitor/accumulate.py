@@ -115,6 +115,11 @@ class CategoricalAccumulator:
 
     def add(self, column: pa.Array | pa.ChunkedArray) -> None:
         """Fold one batch of the feature's column into the counts."""
+        if isinstance(column, pa.ChunkedArray):
+            column = column.combine_chunks()
+        if pa.types.is_dictionary(column.type):
+            self._add_dictionary(column)
+            return
         strings, missing = categorical_values(column)
         self.missing += missing
         if len(strings) == 0:
@@ -123,6 +128,21 @@ class CategoricalAccumulator:
         # Values the profile does not list land in the last slot ("unseen" / reference other).
         filled = pc.fill_null(index, len(self.keys)).to_numpy(zero_copy_only=False)
         self.counts += np.bincount(filled, minlength=self.counts.size)
+
+    def _add_dictionary(self, column: pa.DictionaryArray) -> None:
+        # Map each dictionary entry once to its slot (null entries to a missing slot), then
+        # count the integer codes.
+        k = len(self.keys)
+        entries = pc.cast(column.dictionary, pa.string())
+        slots = pc.index_in(entries, value_set=self._value_set).to_numpy(zero_copy_only=False)
+        slots = np.where(np.isnan(slots.astype(float)), k, slots).astype(np.int64)
+        slots[np.asarray(pc.is_null(entries).to_numpy(zero_copy_only=False), bool)] = k + 1
+        indices = column.indices
+        self.missing += indices.null_count
+        codes = pc.drop_null(indices) if indices.null_count else indices
+        counts = np.bincount(slots[codes.to_numpy(zero_copy_only=False)], minlength=k + 2)
+        self.counts += counts[: k + 1]
+        self.missing += int(counts[k + 1])
 
     @property
     def unseen(self) -> int:

@@ -24,9 +24,11 @@ Every setting comes from env (what the operator sets) or the equal flag (a lapto
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -100,6 +102,8 @@ def run_check(
     dataset = open_window(payload_log_uri, start, now)
     served = [n for n in dataset.schema.names if not n.startswith("_")] if dataset else None
     profile = load_reference(reference_uri, spec.features, served)
+    if dataset is not None and profile.categorical:
+        dataset = open_window(payload_log_uri, start, now, list(profile.categorical))
     accumulators: dict[str, Accumulator] = {
         **{name: NumericAccumulator(p) for name, p in profile.numeric.items()},
         **{name: CategoricalAccumulator(p) for name, p in profile.categorical.items()},
@@ -152,6 +156,9 @@ def main(argv: list[str]) -> int:
     """Entry point of `kubeloop monitor`."""
     args = _parser().parse_args(argv)
     started = time.monotonic()
+    # The p-values need scipy.stats, whose import takes about a second: let it overlap with
+    # reading the window (Parquet decoding and numpy release the GIL).
+    threading.Thread(target=importlib.import_module, args=("scipy.stats",), daemon=True).start()
     try:
         now = datetime.fromisoformat(args.now) if args.now else datetime.now(UTC)
         if now.tzinfo is None:

@@ -23,7 +23,6 @@ import math
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats as sps
 
 __all__ = [
     "chi2_homogeneity",
@@ -87,6 +86,9 @@ def chi2_homogeneity(reference: FloatArray, current: FloatArray) -> tuple[float,
         diff = expected - observed
         observed = observed + np.sign(diff) * np.minimum(0.5, np.abs(diff))
     statistic = float(((observed - expected) ** 2 / expected).sum())
+    # scipy.stats costs ~1 s to import: imported here, and warmed in a thread by main.
+    from scipy import stats as sps
+
     return statistic, float(sps.chi2.sf(statistic, dof))
 
 
@@ -117,6 +119,8 @@ def ks_from_counts(
     statistic = float(max(gap_at.max(), gap_before.max()))
     m, n = sorted([float(n_ref), float(n_cur)], reverse=True)
     effective = m * n / (m + n)
+    from scipy import stats as sps
+
     return statistic, float(sps.kstwo.sf(statistic, np.round(effective)))
 
 

@@ -41,10 +41,14 @@ def hour_of(relative_path: str) -> datetime | None:
         return None
 
 
-def open_window(uri: str, start: datetime, end: datetime) -> ds.Dataset | None:
+def open_window(
+    uri: str, start: datetime, end: datetime, dictionary_columns: list[str] | None = None
+) -> ds.Dataset | None:
     """The payload-log files at `uri` whose hour overlaps [start, end]; None when there are none.
 
     The newest file comes first, so the dataset's schema is the one the server writes now.
+    `dictionary_columns` (the categorical features) are decoded as dictionary arrays: counting
+    then works on small integer codes instead of materialising every string.
     """
     filesystem, base = arrow_filesystem(uri)
     selector = fs.FileSelector(base, recursive=True, allow_not_found=True)
@@ -63,10 +67,11 @@ def open_window(uri: str, start: datetime, end: datetime) -> ds.Dataset | None:
     if not kept:
         return None
     paths = [path for _, path in sorted(kept, reverse=True)]
+    read_options = ds.ParquetReadOptions(dictionary_columns=dictionary_columns or [])
     return ds.dataset(
         paths,
         filesystem=filesystem,
-        format="parquet",
+        format=ds.ParquetFileFormat(read_options=read_options),
         partitioning=PARTITIONING,
         partition_base_dir=base,
     )
