@@ -165,6 +165,14 @@ def feature_matrix(
     if len(lengths) > 1:
         raise ValueError(f"feature columns differ in length: {sorted(lengths)}")
     n = lengths.pop() if lengths else 0
+    if all(f.kind == "numeric" for f in features):
+        # All-numeric models get a float matrix: no per-value Python work on the hot path.
+        try:
+            return np.column_stack(
+                [np.asarray(columns[f.name], dtype=np.float64) for f in features]
+            ).reshape(n, len(features))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"numeric features must be numbers: {exc}") from exc
     out = np.empty((n, len(features)), dtype=object)
     for j, feat in enumerate(features):
         raw = columns[feat.name]
@@ -233,7 +241,7 @@ class Predictor:
             out = self._model(x).double()
         if self.task == "classification":
             proba = torch.softmax(out, dim=1).numpy()
-            labels = np.asarray(self.classes, dtype=object)
+            labels = np.asarray(self.classes)
             return Prediction(labels[np.argmax(proba, axis=1)], proba)
         mean, std = self._target_scale
         return Prediction(out[:, 0].numpy() * std + mean, None)

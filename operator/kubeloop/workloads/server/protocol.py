@@ -148,6 +148,10 @@ def _array(where: str, tensor: dict[str, Any]) -> tuple[np.ndarray[Any, Any], li
         arr = arr.astype(np.float64, copy=False)
         if not np.isfinite(arr).all():
             raise InvalidRequestError(f"{where}.data: NaN or infinite values are not allowed")
+        if datatype != "FP64" and arr.size:
+            limit = float(np.finfo(np.float32 if datatype == "FP32" else np.float16).max)
+            if float(np.abs(arr).max()) > limit:
+                raise InvalidRequestError(f"{where}.data: values outside the {datatype} range")
     else:
         if kind not in "iu" and arr.size:
             raise InvalidRequestError(f"{where}.data: {datatype} tensors hold integers")
@@ -177,7 +181,8 @@ def parse_infer_request(body: bytes, schema: ModelSchema, max_rows: int) -> Infe
     if (
         len(inputs) == 1
         and isinstance(first, dict)
-        and first.get("name") not in schema.kinds
+        and isinstance(first.get("name"), str)
+        and first["name"] not in schema.kinds
         and isinstance(first.get("shape"), list)
         and len(first["shape"]) == 2
     ):
