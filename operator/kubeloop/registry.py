@@ -137,10 +137,11 @@ class Registry:
         return data
 
     def set_alias(self, alias: str, version: int | str, **extra: Any) -> dict[str, Any]:
-        """Point `alias` at a complete version (whoever promotes calls this); returns the pointer."""
+        """Point `alias` at a complete version (the promoter calls this); returns the pointer."""
         if not _ALIAS.match(alias) or alias == "latest" or alias.isdigit():
             raise RegistryError(
-                f"alias {alias!r} must be lowercase letters, digits and '-', not 'latest' or a number"
+                f"alias {alias!r} must be lowercase letters, digits and '-', "
+                "not 'latest' or a number"
             )
         if int(version) not in self.versions():
             raise RegistryError(f"version {version} under {self.artifacts} is not complete")

@@ -1,0 +1,1 @@
+"""`kubeloop train`: Parquet in, an immutable model version out (see docs/contracts.md)."""

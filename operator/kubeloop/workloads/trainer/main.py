@@ -1,0 +1,152 @@
+"""`kubeloop train`: the entry point the training Job runs (and a laptop, with --spec).
+
+Input (docs/contracts.md): `--spec FILE` (a TrainingPipeline YAML, or just its spec) or env
+`KUBELOOP_SPEC` (the spec as camelCase JSON); `--run-id` / `KUBELOOP_RUN_ID`,
+`KUBELOOP_PIPELINE`, `KUBELOOP_NAMESPACE`, `KUBELOOP_IMAGE`, `KUBELOOP_WORK_DIR`,
+`KUBELOOP_RESULT_PATH`, `KUBELOOP_PUSHGATEWAY_URL`, `KUBELOOP_PROGRESS_PATCH`; under torchrun
+`RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`.
+
+Output: a version under `<artifacts>/versions/<n>/` and a TrainingResult JSON in the
+termination message. Exit codes: see `kubeloop.workloads.trainer.errors` (0 ok, 1 internal
+error, 10-12 spec, 20-25 data, 30-33 storage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import tempfile
+import time
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kubeloop.api.training import TrainingPipelineSpec
+from kubeloop.workloads.result import write_result
+from kubeloop.workloads.trainer.errors import TrainingError
+from kubeloop.workloads.trainer.mlp import Distributed
+from kubeloop.workloads.trainer.progress import ProgressReporter
+from kubeloop.workloads.trainer.pushmetrics import push_training_metrics
+
+__all__ = ["load_spec", "main"]
+
+log = logging.getLogger("kubeloop.train")
+
+
+def load_spec(path: str | None) -> TrainingPipelineSpec:
+    """The spec from a YAML file or KUBELOOP_SPEC; raises TrainingError(InvalidSpec)."""
+    from pydantic import ValidationError
+
+    try:
+        if path:
+            import yaml
+
+            doc: Any = yaml.safe_load(Path(path).read_text())
+            source = path
+        elif os.environ.get("KUBELOOP_SPEC"):
+            doc = json.loads(os.environ["KUBELOOP_SPEC"])
+            source = "KUBELOOP_SPEC"
+        else:
+            raise TrainingError("InvalidSpec", "no spec: pass --spec FILE or set KUBELOOP_SPEC")
+        if isinstance(doc, dict) and doc.get("kind") == "TrainingPipeline":
+            doc = doc.get("spec")
+        return TrainingPipelineSpec.model_validate(doc)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise TrainingError("InvalidSpec", f"{source}: {problems}") from exc
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, TrainingError):
+            raise
+        raise TrainingError("InvalidSpec", f"cannot read the spec: {exc}") from exc
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kubeloop train", description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", help="TrainingPipeline YAML (or its spec); else KUBELOOP_SPEC")
+    parser.add_argument("--run-id", default=os.environ.get("KUBELOOP_RUN_ID"))
+    parser.add_argument("--work-dir", default=os.environ.get("KUBELOOP_WORK_DIR"))
+    parser.add_argument("--result-path", default=None, help="default KUBELOOP_RESULT_PATH")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    """Run one training; returns the exit code (0 when a version was written)."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("KUBELOOP_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    started = time.monotonic()
+    dist = Distributed.from_env()
+    run_id = args.run_id or "local-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    pipeline = os.environ.get("KUBELOOP_PIPELINE", "local")
+    namespace = os.environ.get("KUBELOOP_NAMESPACE", "default")
+    work_dir = Path(args.work_dir) if args.work_dir else Path(tempfile.gettempdir())
+    result: dict[str, Any]
+    code = 0
+    process_group = False
+    try:
+        spec = load_spec(args.spec)
+        if dist.world_size > 1:
+            process_group = _init_process_group(dist)
+        from kubeloop.workloads.trainer.run import RunContext, run_training
+
+        ctx = RunContext(
+            run_id=run_id,
+            pipeline=pipeline,
+            namespace=namespace,
+            image=os.environ.get("KUBELOOP_IMAGE", "local"),
+            work_dir=work_dir,
+            dist=dist,
+            progress=ProgressReporter.from_env()
+            if dist.rank == 0
+            else ProgressReporter(None, None),
+        )
+        work_dir.mkdir(parents=True, exist_ok=True)
+        result = run_training(spec, ctx)
+    except TrainingError as exc:
+        log.error("%s: %s", exc.reason, exc.message)
+        result = {
+            "kind": "TrainingResult",
+            "ok": False,
+            "reason": exc.reason,
+            "message": exc.message,
+        }
+        code = exc.exit_code
+    except Exception as exc:
+        log.error("training failed:\n%s", traceback.format_exc())
+        result = {
+            "kind": "TrainingResult",
+            "ok": False,
+            "reason": "InternalError",
+            "message": f"{type(exc).__name__}: {exc}",
+        }
+        code = 1
+    finally:
+        if process_group:
+            import torch.distributed as torch_dist
+
+            torch_dist.destroy_process_group()
+    result["runId"] = run_id
+    if dist.rank == 0:
+        url = os.environ.get("KUBELOOP_PUSHGATEWAY_URL")
+        if url:
+            push_training_metrics(url, namespace, pipeline, result, time.monotonic() - started)
+    write_result(result, args.result_path)
+    return code
+
+
+def _init_process_group(dist: Distributed) -> bool:
+    """gloo on CPU, nccl on GPU; torchrun has set MASTER_ADDR/PORT, RANK and WORLD_SIZE."""
+    import torch
+    import torch.distributed as torch_dist
+
+    gpu = torch.cuda.is_available() and os.environ.get("KUBELOOP_DEVICE", "") != "cpu"
+    torch_dist.init_process_group(backend="nccl" if gpu else "gloo")
+    log.info("DDP rank %d of %d (%s)", dist.rank, dist.world_size, "nccl" if gpu else "gloo")
+    return True

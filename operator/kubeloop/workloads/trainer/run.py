@@ -1,0 +1,350 @@
+"""One training run, start to finish: check, read, fit, evaluate, write a version.
+
+Order matters for the user's time and for safety: everything that can be checked without
+data is checked first (estimator, params, artifacts writable), the data next, training after;
+the version number is claimed only when the model is ready, and manifest.json goes last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from kubeloop.api.training import TORCH_ESTIMATOR, TrainingPipelineSpec
+from kubeloop.modelformat import Predictor, feature_matrix, write_manifest
+from kubeloop.registry import Registry
+from kubeloop.storage import StorageError, join, store_for
+from kubeloop.workloads.trainer.checkpoints import CheckpointStore
+from kubeloop.workloads.trainer.data import (
+    TrainingData,
+    feature_columns,
+    load_training_data,
+    preflight,
+)
+from kubeloop.workloads.trainer.errors import classify_storage_error
+from kubeloop.workloads.trainer.estimators import build_estimator
+from kubeloop.workloads.trainer.metrics import evaluate
+from kubeloop.workloads.trainer.mlp import Distributed, params_dict, parse_params, train_mlp
+from kubeloop.workloads.trainer.preprocess import build_preprocess
+from kubeloop.workloads.trainer.progress import ProgressReporter
+
+__all__ = ["RunContext", "run_training"]
+
+log = logging.getLogger("kubeloop.train")
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A fitted model with what the manifest says about it."""
+
+    model: Any
+    preprocess: Any
+    estimator: str
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    rows: dict[str, int]
+    extra: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Who runs and where: from env/flags (docs/contracts.md)."""
+
+    run_id: str
+    pipeline: str
+    namespace: str
+    image: str
+    work_dir: Path
+    dist: Distributed
+    progress: ProgressReporter
+
+
+def _versions() -> dict[str, str]:
+    import joblib
+    import sklearn
+
+    out = {
+        "python": platform.python_version(),
+        "scikit-learn": sklearn.__version__,
+        "numpy": np.__version__,
+        "pyarrow": pa.__version__,
+        "joblib": joblib.__version__,
+    }
+    try:
+        from importlib.metadata import version
+
+        out["kubeloop"] = version("kubeloop")
+    except Exception:
+        out["kubeloop"] = "unknown"
+    return out
+
+
+def _check_artifacts_writable(spec: TrainingPipelineSpec, ctx: RunContext) -> None:
+    preflight(spec.artifacts)
+    marker = join(spec.artifacts, "runs", ctx.run_id, "run.json")
+    body = {"runId": ctx.run_id, "pipeline": ctx.pipeline, "startedAt": _now()}
+    try:
+        store_for(spec.artifacts).write_bytes(marker, json.dumps(body).encode())
+    except StorageError as exc:
+        raise classify_storage_error(exc, writing=True) from exc
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _labels(table: pa.Table, target: str, classes: tuple[Any, ...]) -> np.ndarray[Any, Any]:
+    index = pc.index_in(table.column(target), value_set=pa.array(list(classes)))
+    labels: np.ndarray[Any, Any] = index.to_numpy(zero_copy_only=False).astype(np.int64)
+    return labels
+
+
+def _signature(spec: TrainingPipelineSpec, data: TrainingData) -> str:
+    basis = json.dumps(
+        [spec.model.model_dump(mode="json"), spec.seed, data.fingerprint], sort_keys=True
+    )
+    return hashlib.sha256(basis.encode()).hexdigest()
+
+
+def run_training(spec: TrainingPipelineSpec, ctx: RunContext) -> dict[str, Any]:
+    """Train and publish; returns the TrainingResult dict or raises TrainingError."""
+    started = time.monotonic()
+    estimator_name = spec.model.resolved_estimator()
+    torch_run = estimator_name == TORCH_ESTIMATOR
+    mlp_params = parse_params(spec.model.params) if torch_run else None
+    estimator = None if torch_run else build_estimator(estimator_name, spec.model.params, spec.seed)
+    if ctx.dist.rank == 0:
+        _check_artifacts_writable(spec, ctx)
+    ctx.progress.report({"phase": "reading", "percent": 0})
+    data = load_training_data(spec)
+    log.info(
+        "data: %d training rows, %d validation rows, %d features, fingerprint %s",
+        data.train.num_rows,
+        data.validation.num_rows,
+        len(data.features),
+        data.fingerprint,
+    )
+    x_train = feature_matrix(feature_columns(data.train, data.features), data.features)
+    val_columns = feature_columns(data.validation, data.features)
+    preprocess = build_preprocess(data.features)
+    extra: dict[str, Any] = {}
+    if estimator is not None:
+        from sklearn.pipeline import Pipeline
+
+        y_train = data.train.column(data.target).to_numpy(zero_copy_only=False)
+        model = Pipeline([("preprocess", preprocess), ("model", estimator)])
+        ctx.progress.report({"phase": "fitting", "percent": 10})
+        model.fit(x_train, y_train)
+        predictor = Predictor(data.features, spec.model.task, data.classes, "sklearn", model)
+        params = {
+            k: v
+            for k, v in estimator.get_params(deep=False).items()
+            if isinstance(v, str | int | float | bool | type(None) | list)
+        }
+    else:
+        assert mlp_params is not None
+        import torch
+
+        from kubeloop.modelformat import build_mlp
+
+        classification = spec.model.task == "classification"
+        xt = preprocess.fit_transform(x_train)
+        xv = preprocess.transform(feature_matrix(val_columns, data.features))
+        if classification:
+            assert data.classes is not None
+            yt = _labels(data.train, data.target, data.classes)
+            yv = _labels(data.validation, data.target, data.classes)
+            outputs = len(data.classes)
+        else:
+            yt = pc.cast(data.train.column(data.target), pa.float64()).to_numpy()
+            yv = pc.cast(data.validation.column(data.target), pa.float64()).to_numpy()
+            outputs = 1
+        checkpoints = CheckpointStore(spec.artifacts, ctx.run_id)
+        result = train_mlp(
+            xt,
+            yt,
+            xv,
+            yv,
+            task=spec.model.task,
+            outputs=outputs,
+            params=mlp_params,
+            seed=spec.seed,
+            signature=_signature(spec, data),
+            checkpoints=checkpoints,  # every rank resumes; only rank 0 saves
+            dist=ctx.dist,
+            on_epoch=ctx.progress.report,
+        )
+        net = build_mlp(xt.shape[1], mlp_params.hiddenSizes, mlp_params.dropout, outputs)
+        net.load_state_dict(result.state_dict)
+        net.eval()
+        model = net
+        predictor = Predictor(
+            data.features,
+            spec.model.task,
+            data.classes,
+            "torch",
+            net,
+            preprocess,
+            (result.target_mean, result.target_std),
+        )
+        params = params_dict(mlp_params)
+        extra = {
+            "architecture": {
+                "inputs": int(xt.shape[1]),
+                "hiddenSizes": list(mlp_params.hiddenSizes),
+                "dropout": mlp_params.dropout,
+                "outputs": outputs,
+                "targetMean": result.target_mean,
+                "targetStd": result.target_std,
+            },
+            "training": {
+                "device": result.device,
+                "amp": result.amp,
+                "worldSize": ctx.dist.world_size,
+                "startEpoch": result.start_epoch,
+                "epochsRun": result.epochs_run,
+                "bestEpoch": result.best_epoch,
+                "stoppedEarly": result.stopped_early,
+                "history": result.history,
+                "torch": torch.__version__,
+            },
+        }
+    prediction = predictor.predict(val_columns)
+    y_val = data.validation.column(data.target).to_numpy(zero_copy_only=False)
+    metrics = evaluate(
+        spec.model.task, y_val, prediction.values, prediction.probabilities, data.classes
+    )
+    log.info("validation metrics: %s", json.dumps(metrics, sort_keys=True))
+    rows = {
+        "train": data.train.num_rows,
+        "validation": data.validation.num_rows,
+        "droppedMissingTarget": data.dropped_missing_target,
+    }
+    if ctx.dist.rank != 0:
+        return {"kind": "TrainingResult", "ok": True, "rank": ctx.dist.rank, "metrics": metrics}
+    trained = Trained(model, preprocess, estimator_name, params, metrics, rows, extra)
+    return _publish(spec, ctx, data, trained, started)
+
+
+def _publish(
+    spec: TrainingPipelineSpec,
+    ctx: RunContext,
+    data: TrainingData,
+    trained: Trained,
+    started: float,
+) -> dict[str, Any]:
+    import joblib
+
+    from kubeloop.profile import build_profile
+
+    model, preprocess, params = trained.model, trained.preprocess, trained.params
+    metrics, rows, extra = trained.metrics, trained.rows, trained.extra
+    training = extra.get("training", {})
+
+    registry = Registry(spec.artifacts)
+    try:
+        claim = registry.allocate(ctx.run_id)
+        if claim.complete:
+            # A restarted pod of a run that already published: report that version again.
+            manifest = registry.read_manifest(claim.version)
+            log.info("run %s already published version %s", ctx.run_id, claim.version)
+            return _result(
+                str(claim.version),
+                claim.uri,
+                manifest["metrics"],
+                manifest["data"]["rows"],
+                training,
+            )
+        folder = Path(tempfile.mkdtemp(prefix="version-", dir=ctx.work_dir))
+        try:
+            if spec.model.framework == "torch":
+                import torch
+
+                torch.save(model.state_dict(), folder / "model.pt")
+                joblib.dump(preprocess, folder / "preprocess.joblib")
+            else:
+                joblib.dump(model, folder / "model.joblib")
+            numeric = [f.name for f in data.features if f.kind == "numeric"]
+            categorical = [f.name for f in data.features if f.kind == "categorical"]
+            profile = build_profile(data.train, numeric, categorical)
+            (folder / "profile.json").write_text(json.dumps(profile, sort_keys=True))
+            target_type = str(data.train.schema.field(data.target).type)
+            versions = _versions()
+            if spec.model.framework == "torch":
+                versions["torch"] = str(training.get("torch", ""))
+            write_manifest(
+                folder,
+                {
+                    "version": str(claim.version),
+                    "created": _now(),
+                    "pipeline": ctx.pipeline,
+                    "namespace": ctx.namespace,
+                    "runId": ctx.run_id,
+                    "framework": spec.model.framework,
+                    "frameworkVersions": versions,
+                    "task": spec.model.task,
+                    "estimator": trained.estimator,
+                    "params": params,
+                    "metrics": metrics,
+                    "data": {
+                        "train": spec.data.train,
+                        "validation": spec.data.validation,
+                        "validationFraction": None
+                        if spec.data.validation
+                        else spec.data.validation_fraction,
+                        "fingerprint": data.fingerprint,
+                        "files": [
+                            {"uri": f.uri, "size": f.size, "marker": f.marker} for f in data.files
+                        ],
+                        "rows": rows,
+                    },
+                    "features": [f.to_dict() for f in data.features],
+                    "target": {
+                        "name": data.target,
+                        "dtype": target_type,
+                        "classes": list(data.classes) if data.classes is not None else None,
+                    },
+                    "seed": spec.seed,
+                    "image": ctx.image,
+                    "profile": "profile.json",
+                    "durationSeconds": round(time.monotonic() - started, 3),
+                    **extra,
+                },
+            )
+            uri = registry.publish(folder, claim)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    except StorageError as exc:
+        raise classify_storage_error(exc, writing=True) from exc
+    log.info("published version %s at %s", claim.version, uri)
+    return _result(str(claim.version), uri, metrics, rows, training)
+
+
+def _result(
+    version: str, uri: str, metrics: dict[str, Any], rows: dict[str, Any], training: dict[str, Any]
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "kind": "TrainingResult",
+        "ok": True,
+        "version": version,
+        "uri": uri,
+        "metrics": metrics,
+        "rows": rows,
+    }
+    if training:
+        out["startEpoch"] = training["startEpoch"]
+        out["epochs"] = training["epochsRun"]
+    return out
