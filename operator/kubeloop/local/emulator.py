@@ -7,12 +7,13 @@ runner rely on, the way a real API server behaves:
 - discovery of every resource the operator touches (our three CRDs with the `status` and
   `scale` subresources, `v1/namespaces` and `apiextensions.k8s.io/v1/customresourcedefinitions`,
   which kopf waits for before it watches anything);
-- server-set metadata on create: `uid`, `resourceVersion`, `generation`, `creationTimestamp`,
-  `namespace` from the URL;
+- JSON patches applied here (a failed `test` op answers 422, as kopf expects);
+- server-set metadata on create: `name` from `generateName`, `uid`, `resourceVersion`,
+  `generation`, `creationTimestamp`, `namespace` from the URL;
 - the status subresource: a PATCH on `.../status` changes only `status`; a PATCH on the object
   itself leaves `status` alone for kinds that have the subresource (ours, Jobs, Deployments,
   CronJobs, HPAs, Pods: all built-in workloads have one) and bumps `generation` when `spec`
-  changes; every change bumps `resourceVersion`;
+  changes; every change bumps `resourceVersion`, a no-op patch changes nothing (no event);
 - admission for kubeloop.io kinds via `kubeloop.api.admission.admit` (defaults + schema +
   CEL): an invalid custom resource is refused with 422 at creation, as a real API server does;
 - foreground-free garbage collection: deleting an object deletes the objects whose
@@ -51,6 +52,7 @@ from typing import Any, TypeVar
 
 import aiohttp.web
 import attrs
+import jsonpatch
 import kmock
 from kmock._internal import dicts, enums, rendering
 from kmock._internal.k8s import KubernetesObjectConflictError
@@ -149,6 +151,8 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
                     )
                 obj = result.obj
             meta = obj.setdefault("metadata", {})
+            if not meta.get("name") and meta.get("generateName"):  # kopf's Events use it
+                meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
             if request.namespace:
                 meta["namespace"] = request.namespace
             meta.setdefault("uid", str(uuid.uuid4()))
@@ -163,7 +167,14 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
                 return request  # kmock answers 404
             patch = request.data if request.data is not None else {}
             if isinstance(patch, list):  # JSON patch: apply here, then store as a merge
-                patch = _diff(current, dict(dicts.patch_dict(copy.deepcopy(current), patch)))
+                try:
+                    patched = dicts.patch_dict(copy.deepcopy(current), patch)
+                except jsonpatch.JsonPatchException as exc:
+                    # e.g. kopf's `test` of metadata.resourceVersion: 422 as a real server.
+                    raise kmock.KubernetesError(
+                        status=422, reason="Invalid", message=str(exc)
+                    ) from exc
+                patch = _diff(current, dict(patched))
             patch = copy.deepcopy(patch)
             has_status = "status" in self._subresources(request.resource)
             if request.subresource == "status":
@@ -171,6 +182,9 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
             elif request.subresource is None and has_status:
                 patch.pop("status", None)
             new = dicts.patch_dict(copy.deepcopy(current), patch)
+            if new == current:  # a no-op: no new resourceVersion, no watch event
+                object.__setattr__(request, "data", None)
+                return request
             meta = patch.setdefault("metadata", {})
             meta["resourceVersion"] = str(next(self._rv))
             if new.get("spec") != current.get("spec"):
@@ -181,6 +195,10 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
 
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         request = self._rewrite(request)
+        if request.action == enums.action.UPDATE and request.name and request.data is None:
+            current = self._current(request.resource, request.namespace, request.name)
+            if current is not None:
+                return aiohttp.web.json_response(current)
         deleted_uid: str | None = None
         if request.action == enums.action.DELETE and request.name is not None:
             current = self._current(request.resource, request.namespace, request.name)
@@ -211,7 +229,6 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
             if k == kind and p.rsplit("/", 1)[0] == api_version
         )
         namespace = obj.get("metadata", {}).get("namespace")
-        name = obj["metadata"]["name"]
         request = rendering.Request(
             method="POST",
             action=enums.action.CREATE,
@@ -220,7 +237,7 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
             data=obj,
         )
         request = self._rewrite(request)
-        key = (request.resource, namespace, name)
+        key = (request.resource, namespace, request.data["metadata"]["name"])
         async with self._lock:
             if key in self._store and not self._store[key].deleted:
                 raise KubernetesObjectConflictError()
@@ -252,6 +269,8 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
         )
         request = self._rewrite(request)
         key = (request.resource, namespace, name)
+        if request.data is None:  # no-op
+            return self.get_object(resource, namespace, name) or {}
         async with self._lock:
             if key not in self._store or self._store[key].deleted:
                 raise kmock.KubernetesObjectNotFoundError()

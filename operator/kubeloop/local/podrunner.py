@@ -201,11 +201,13 @@ class PodRunner:
         *,
         extra_env: Mapping[str, str] | None = None,
         interval: float = 0.25,
+        cwd: str | None = None,
     ) -> None:
         self.api = KubeApi(api_url)
         self.workdir = workdir
         self.extra_env = dict(extra_env or {})
         self.interval = interval
+        self.cwd = cwd
         self.jobs: dict[str, JobRun] = {}
         self.deployments: dict[str, DeploymentRun] = {}
         self.proxies: dict[tuple[str, str, int], ServiceProxy] = {}
@@ -354,6 +356,7 @@ class PodRunner:
                 pod_dir=pod.dir,
                 free_port=free_port,
                 extra_env=self.extra_env,
+                cwd=self.cwd,
             )
         except EnvError as exc:
             if not pod.error:

@@ -291,12 +291,15 @@ def build_process(
     free_port: Any = None,
     config_maps: Mapping[str, Mapping[str, Any]] | None = None,
     extra_env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
 ) -> ProcessSpec:
     """Translate one container of a pod into a process spec (see the module docstring).
 
     `pod` is the Pod object (metadata + spec) the process stands for; `pod_dir` a fresh folder
     owned by this pod; `free_port()` returns a free loopback port (required when the container
-    declares ports). `extra_env` is added last (e.g. KUBECONFIG for the emulated API).
+    declares ports). `extra_env` is added last (e.g. KUBECONFIG for the emulated API). `cwd`
+    stands for the image's WORKDIR (default `pod_dir`): `kubeloop local` passes the folder it
+    was started in, so relative `file://` URIs mean the same to the user, operator and pods.
     """
     pod_spec = pod.get("spec") or {}
     volumes = {v["name"]: v for v in pod_spec.get("volumes") or []}
@@ -353,11 +356,12 @@ def build_process(
     argv = [expand_vars(str(a), env) for a in [*command, *(args or [])]]
     argv = [_rewrite_path(a, mounts) for a in argv]
     workdir = container.get("workingDir")
-    cwd = _rewrite_path(workdir, mounts) if workdir else str(pod_dir)
+    workdir_local = _rewrite_path(workdir, mounts) if workdir else None
+    env.setdefault("TMPDIR", str(pod_dir))
     return ProcessSpec(
         argv=_resolve_program(argv),
         env=env,
-        cwd=cwd,
+        cwd=workdir_local or cwd or str(pod_dir),
         termination_path=termination,
         termination_policy=container.get("terminationMessagePolicy", "File"),
         ports=ports,

@@ -56,7 +56,6 @@ class LocalProcess:
     async def start(self) -> None:
         """Start the process (raises OSError when the command does not exist)."""
         env = {**host_env(), **self.spec.env}
-        env.setdefault("TMPDIR", str(Path(self.spec.cwd)))
         if self.hostname:
             env["HOSTNAME"] = self.hostname
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,205 @@
+"""The local "cluster": emulated API + the real operator process + the pod runner.
+
+`LocalStack` starts, in this order: the emulator (`kubeloop.local.emulator.EmulatorThread`,
+HTTP on loopback), `kubeloop operator` as a child process pointed at it with
+`KUBELOOP_KUBE_SERVER` (exactly the operator a cluster runs, cluster-wide), and the pod runner
+in the caller's event loop. The emulator's URL is written to `<state_dir>/local.json` so
+`kubeloop local get` in another shell finds it (or set `KUBELOOP_LOCAL_URL`). Everything is
+stopped on exit, children first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kubeloop.local.emulator import RESOURCES, EmulatorThread
+from kubeloop.local.kubeapi import ApiError, KubeApi
+from kubeloop.local.podrunner import PodRunner
+from kubeloop.local.processes import host_env
+
+__all__ = ["LocalStack", "apply_objects", "load_manifests", "read_state", "resource_of"]
+
+STATE_FILE = "local.json"
+_EXTRA = {"Secret": "v1/secrets", "ConfigMap": "v1/configmaps"}
+
+
+def resource_of(obj: Mapping[str, Any]) -> str:
+    """The `group/version/plural` of a manifest's kind."""
+    kind, api_version = obj["kind"], obj["apiVersion"]
+    if kind in _EXTRA:
+        return _EXTRA[kind]
+    for path, (known, _, _) in RESOURCES.items():
+        if known == kind and path.rsplit("/", 1)[0] == api_version:
+            return path
+    raise ValueError(f"{api_version} {kind} is not served by the local API")
+
+
+def load_manifests(paths: list[Path]) -> list[dict[str, Any]]:
+    """Every YAML document of the files (folders: their *.yaml), in order."""
+    out: list[dict[str, Any]] = []
+    for path in paths:
+        files = sorted(path.glob("*.yaml")) if path.is_dir() else [path]
+        for file in files:
+            out += [doc for doc in yaml.safe_load_all(file.read_text()) if doc]
+    return out
+
+
+async def apply_objects(api: KubeApi, objects: list[dict[str, Any]]) -> list[str]:
+    """Create the objects (namespaces first, as kubectl apply would need); `kind/name` lines.
+
+    An object that exists is merge-patched (its spec, labels and annotations), like apply.
+    """
+    done = []
+    namespaces = {o["metadata"].get("namespace") for o in objects} - {None}
+    for namespace in sorted(namespaces):
+        with contextlib.suppress(ApiError):
+            await api.create(
+                "v1/namespaces",
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+            )
+    for obj in objects:
+        resource = resource_of(obj)
+        meta = obj["metadata"]
+        try:
+            await api.create(resource, obj)
+            verb = "created"
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+            patch = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "status")}
+            await api.patch(resource, meta.get("namespace"), meta["name"], patch)
+            verb = "configured"
+        done.append(f"{obj['kind'].lower()}/{meta['name']} {verb}")
+    return done
+
+
+def read_state(state_dir: Path) -> dict[str, Any]:
+    """The running stack's state file ({} when none)."""
+    path = state_dir / STATE_FILE
+    if not path.exists():
+        return {}
+    state: dict[str, Any] = json.loads(path.read_text())
+    return state
+
+
+class LocalStack:
+    """Emulator + operator + pod runner; `async with LocalStack(dir) as stack: ...`."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        operator_env: Mapping[str, str] | None = None,
+        workload_env: Mapping[str, str] | None = None,
+        resync_seconds: float = 2.0,
+    ) -> None:
+        self.state_dir = state_dir.resolve()
+        self.operator_env = dict(operator_env or {})
+        self.workload_env = dict(workload_env or {})
+        self.resync_seconds = resync_seconds
+        self.cluster = EmulatorThread()
+        self.operator: asyncio.subprocess.Process | None = None
+        self.runner: PodRunner | None = None
+        self.api: KubeApi | None = None
+
+    @property
+    def url(self) -> str:
+        """The emulated API's URL."""
+        return self.cluster.url
+
+    @property
+    def operator_log(self) -> Path:
+        """Where the operator's output goes."""
+        return self.state_dir / "operator.log"
+
+    async def __aenter__(self) -> LocalStack:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.cluster.__enter__()
+        try:
+            await self._start()
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def _start(self) -> None:
+        kubeconfig = self.state_dir / "kubeconfig"
+        kubeconfig.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "local", "cluster": {"server": self.url}}],
+                    "users": [{"name": "local", "user": {}}],
+                    "contexts": [
+                        {"name": "local", "context": {"cluster": "local", "user": "local"}}
+                    ],
+                    "current-context": "local",
+                }
+            )
+        )
+        env = {
+            **host_env(),
+            "KUBELOOP_KUBE_SERVER": self.url,
+            "KUBELOOP_METRICS_PORT": "0",
+            "KUBELOOP_RESYNC_SECONDS": str(self.resync_seconds),
+            **self.operator_env,
+        }
+        with self.operator_log.open("ab") as log:
+            self.operator = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "kubeloop.cli",
+                "operator",
+                "--liveness",
+                "",
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+        # Pods reach the API through a kubeconfig (the stand-in for in-cluster config).
+        self.runner = PodRunner(
+            self.url,
+            self.state_dir / "cluster",
+            extra_env={"KUBECONFIG": str(kubeconfig), **self.workload_env},
+            cwd=os.getcwd(),
+        )
+        await self.runner.start()
+        self.api = KubeApi(self.url)
+        (self.state_dir / STATE_FILE).write_text(
+            json.dumps({"url": self.url, "pid": os.getpid(), "kubeconfig": str(kubeconfig)})
+        )
+
+    def operator_alive(self) -> bool:
+        """Whether the operator process still runs."""
+        return self.operator is not None and self.operator.returncode is None
+
+    async def __aexit__(self, *exc: object) -> None:
+        with contextlib.suppress(OSError):
+            (self.state_dir / STATE_FILE).unlink(missing_ok=True)
+        if self.operator is not None and self.operator.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.operator.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.operator.wait(), 10)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.operator.pid, signal.SIGKILL)
+                await self.operator.wait()
+        if self.runner is not None:
+            await self.runner.stop()
+        if self.api is not None:
+            await self.api.close()
+        self.cluster.__exit__(None, None, None)
