@@ -1,1 +1,8 @@
-"""Thin kopf handlers: read the object, call the pure builders, apply, write status."""
+"""kopf handlers (one module per kind) and the one module that talks to the API (`kube`).
+
+Importing this package registers every handler, so `kopf run -m kubeloop.controller` works.
+"""
+
+from kubeloop.controller import deployment, main, monitor, training
+
+__all__ = ["deployment", "main", "monitor", "training"]

@@ -1,0 +1,43 @@
+"""Operator configuration from env, with defaults that work in a cluster."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from kubeloop.resources.common import WorkloadDefaults
+
+__all__ = ["OperatorConfig"]
+
+
+def _float(name: str, default: float) -> float:
+    value = os.environ.get(name, "")
+    return float(value) if value else default
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    """Everything the operator reads from env (see the table in controller/main.py)."""
+
+    workloads: WorkloadDefaults = field(default_factory=WorkloadDefaults)
+    resync_seconds: float = 30.0
+    metrics_port: int = 9090
+    server: str = ""  # plain API URL (emulator / `kubeloop local`); empty = in-cluster/kubeconfig
+
+    @classmethod
+    def from_env(cls) -> OperatorConfig:
+        """Read KUBELOOP_* env; unset values keep the defaults."""
+        base = WorkloadDefaults()
+        env = os.environ.get
+        return cls(
+            workloads=WorkloadDefaults(
+                trainer_image=env("KUBELOOP_TRAINER_IMAGE", base.trainer_image),
+                trainer_gpu_image=env("KUBELOOP_TRAINER_GPU_IMAGE", base.trainer_gpu_image),
+                server_image=env("KUBELOOP_SERVER_IMAGE", base.server_image),
+                monitor_image=env("KUBELOOP_MONITOR_IMAGE", base.monitor_image),
+                pushgateway_url=env("KUBELOOP_PUSHGATEWAY_URL", base.pushgateway_url),
+            ),
+            resync_seconds=_float("KUBELOOP_RESYNC_SECONDS", 30.0),
+            metrics_port=int(env("KUBELOOP_METRICS_PORT", "9090")),
+            server=env("KUBELOOP_KUBE_SERVER", ""),
+        )

@@ -1,0 +1,85 @@
+"""`kubeloop operator`: run kopf with kubeloop's settings.
+
+Env (all optional):
+
+| env | default | meaning |
+| --- | --- | --- |
+| `KUBELOOP_TRAINER_IMAGE` / `KUBELOOP_TRAINER_GPU_IMAGE` | ghcr.io/kubeloop/trainer(-cuda):0.1.0 | trainer images (CPU / GPU runs) |
+| `KUBELOOP_SERVER_IMAGE`, `KUBELOOP_MONITOR_IMAGE` | ghcr.io/kubeloop/server:0.1.0, .../monitor:0.1.0 | workload images |
+| `KUBELOOP_PUSHGATEWAY_URL` | empty (off) | passed to every workload |
+| `KUBELOOP_RESYNC_SECONDS` | 30 | timer period: cron resolution, canary steps, safety net |
+| `KUBELOOP_METRICS_PORT` | 9090 | Prometheus `/metrics` (0 = off) |
+| `KUBELOOP_KUBE_SERVER` | empty | plain API URL (the emulator, `kubeloop local`); else in-cluster or kubeconfig |
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+import kopf
+import prometheus_client
+
+from kubeloop.controller import kube
+from kubeloop.controller.config import OperatorConfig
+from kubeloop.controller.runtime import runtime
+
+__all__ = ["configure", "main"]
+
+
+def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
+    """kopf's bookkeeping under kubeloop.io, and short, bounded retries."""
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kubeloop.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="kubeloop.io", key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = "kubeloop.io/finalizer"
+    settings.posting.level = logging.INFO
+    settings.execution.max_workers = 8
+    settings.batching.idle_timeout = 1.0
+    settings.batching.batch_window = 0.1
+    settings.watching.server_timeout = 300
+    settings.networking.request_timeout = 30
+    # No deletion handlers: children go by ownerReferences; no finalizer is ever added.
+
+
+@kopf.on.startup()
+def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    config = OperatorConfig.from_env()
+    configure(settings, config)
+    runtime.config = config
+    runtime.kube = kube.connect(config.server or None)
+    if config.metrics_port:
+        prometheus_client.start_http_server(config.metrics_port)
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    server = OperatorConfig.from_env().server
+    if server:
+        return kopf.ConnectionInfo(server=server, insecure=True)
+    info: kopf.ConnectionInfo | None = kopf.login_with_service_account(
+        **kwargs
+    ) or kopf.login_with_kubeconfig(**kwargs)
+    return info
+
+
+def main(argv: list[str]) -> int:
+    """Run the operator until SIGTERM; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="kubeloop operator", description=__doc__.splitlines()[0])
+    parser.add_argument("-n", "--namespace", action="append", default=[], help="watch only these")
+    parser.add_argument("--peering", default="", help="kopf peering name (default: standalone)")
+    parser.add_argument(
+        "--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint URL"
+    )
+    args = parser.parse_args(argv)
+
+    kopf.run(
+        clusterwide=not args.namespace,
+        namespaces=args.namespace,
+        standalone=not args.peering,
+        peering_name=args.peering or None,
+        liveness_endpoint=args.liveness or None,
+    )
+    return 0

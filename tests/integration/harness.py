@@ -1,0 +1,137 @@
+"""Harness: the real operator (kopf, in-process, in a thread) against KubeloopEmulator.
+
+Faked: only the API server (kmock) and the Job/Pod controllers — tests play the kubelet by
+writing Job status and a Pod with a termination message, as the real ones would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+os.environ.setdefault("KUBELOOP_RESYNC_SECONDS", "0.5")
+os.environ["KUBELOOP_METRICS_PORT"] = "0"
+
+import kopf
+
+import kubeloop.controller  # noqa: F401  (registers the handlers)
+from kubeloop.local.emulator import EmulatorThread
+
+ROOT = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
+TP = "kubeloop.io/v1alpha1/trainingpipelines"
+MD = "kubeloop.io/v1alpha1/modeldeployments"
+DM = "kubeloop.io/v1alpha1/driftmonitors"
+JOBS = "batch/v1/jobs"
+
+
+class Operator:
+    """Start/stop kopf in a thread; restartable (state lives only in the cluster)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._thread: threading.Thread | None = None
+        self._stop: threading.Event | None = None
+
+    def start(self) -> None:
+        os.environ["KUBELOOP_KUBE_SERVER"] = self.url
+        self._stop = threading.Event()
+        stop = self._stop
+
+        def run() -> None:
+            asyncio.run(kopf.operator(clusterwide=True, standalone=True, stop_flag=stop))
+
+        self._thread = threading.Thread(target=run, name="kopf", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._stop is not None and self._thread is not None:
+            self._stop.set()
+            self._thread.join(20)
+            assert not self._thread.is_alive(), "kopf did not stop"
+
+
+class Cluster:
+    """Helpers over the emulator thread."""
+
+    def __init__(self, thread: EmulatorThread) -> None:
+        self.thread = thread
+        self.em = thread.emulator
+
+    def create(self, doc: dict[str, Any]) -> dict[str, Any]:
+        return self.thread.call(self.em.create_object(copy.deepcopy(doc)))
+
+    def patch(
+        self, resource: str, ns: str, name: str, patch: dict[str, Any], sub: str | None = None
+    ) -> dict[str, Any]:
+        return self.thread.call(self.em.patch_object(resource, ns, name, patch, subresource=sub))
+
+    def get(self, resource: str, ns: str, name: str) -> dict[str, Any] | None:
+        return self.thread.call(lambda: self.em.get_object(resource, ns, name))
+
+    def list(self, resource: str, ns: str | None = None) -> list[dict[str, Any]]:
+        return self.thread.call(lambda: self.em.list_objects(resource, ns))
+
+    def finish_job(self, ns: str, job: str, result: dict[str, Any] | None, ok: bool = True) -> None:
+        """Play the Job controller and kubelet: a terminated Pod, then the Job condition."""
+        import json
+
+        message = json.dumps(result) if result is not None else ""
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": f"{job}-pod",
+                "namespace": ns,
+                "labels": {"job-name": job, "batch.kubernetes.io/job-name": job},
+                "annotations": {"batch.kubernetes.io/job-completion-index": "0"},
+            },
+            "spec": {"containers": []},
+            "status": {
+                "containerStatuses": [
+                    {
+                        "name": "c",
+                        "state": {"terminated": {"exitCode": 0 if ok else 1, "message": message}},
+                    }
+                ]
+            },
+        }
+        self.create(pod)
+        cond = "Complete" if ok else "Failed"
+        self.patch(
+            JOBS,
+            ns,
+            job,
+            {
+                "status": {
+                    "conditions": [{"type": cond, "status": "True"}],
+                    "succeeded" if ok else "failed": 1,
+                }
+            },
+            "status",
+        )
+
+
+def wait_for(fn: Callable[[], T | None], timeout: float = 20, what: str = "condition") -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def example(file: str, **meta: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load((ROOT / "examples" / file).read_text())
+    doc["metadata"].update(meta)
+    return doc

@@ -1,0 +1,158 @@
+"""TrainingPipeline end to end against the emulator: runs, results, gate, champion, triggers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.integration.harness import JOBS, TP, Cluster, Operator, example, wait_for
+
+
+def _result(version: str, auc: float) -> dict[str, Any]:
+    return {
+        "kind": "TrainingResult",
+        "ok": True,
+        "version": version,
+        "uri": f"s3://models/churn/versions/{version}",
+        "metrics": {"roc_auc": auc, "accuracy": 0.8},
+    }
+
+
+def _status(cluster: Cluster, name: str) -> dict[str, Any]:
+    obj = cluster.get(TP, "ml", name)
+    assert obj is not None
+    return obj.get("status") or {}
+
+
+def _jobs(cluster: Cluster, name: str) -> list[str]:
+    return sorted(
+        j["metadata"]["name"]
+        for j in cluster.list(JOBS, "ml")
+        if j["metadata"]["labels"].get("kubeloop.io/trainingpipeline") == name
+    )
+
+
+def test_create_runs_job_then_gate_and_champion(cluster: Cluster, operator: Operator) -> None:
+    doc = example("churn-pipeline.yaml", name="tp1")
+    cluster.create(doc)
+    job = wait_for(lambda: cluster.get(JOBS, "ml", "tp1-run-1"), what="Job tp1-run-1")
+    pod = job["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["KUBELOOP_RUN_ID"]["value"] == "1" and env["KUBELOOP_PIPELINE"]["value"] == "tp1"
+    assert job["metadata"]["ownerReferences"][0]["name"] == "tp1"
+    assert job["metadata"]["annotations"]["kubeloop.io/trigger"] == "Create"
+    status = wait_for(lambda: _status(cluster, "tp1").get("currentRun") and _status(cluster, "tp1"))
+    assert status["phase"] == "Running" and status["lastRunId"] == 1
+    assert cluster.get("rbac.authorization.k8s.io/v1/roles", "ml", "kubeloop-trainer-tp1")
+
+    cluster.finish_job("ml", "tp1-run-1", _result("1", 0.91))
+    status = wait_for(lambda: (s := _status(cluster, "tp1")).get("champion") and s, what="champion")
+    assert status["champion"]["version"] == "1" and status["champion"]["score"] == 0.91
+    assert status["runs"][0]["result"] == "Promoted" and status["runs"][0]["id"] == "1"
+    assert status["phase"] == "Succeeded"
+    ready = {c["type"]: c for c in status["conditions"]}["Ready"]
+    assert ready["status"] == "True" and ready["reason"] == "ChampionAvailable"
+    assert ready["observedGeneration"] == 1 and ready["lastTransitionTime"]
+
+    # A manual trigger starts run 2; a worse model does not move the champion.
+    cluster.patch(
+        TP, "ml", "tp1", {"metadata": {"annotations": {"kubeloop.io/run-requested-at": "t1"}}}
+    )
+    job2 = wait_for(lambda: cluster.get(JOBS, "ml", "tp1-run-2"), what="run 2")
+    assert job2["metadata"]["annotations"]["kubeloop.io/trigger"] == "Manual"
+    cluster.finish_job("ml", "tp1-run-2", _result("2", 0.80))
+    status = wait_for(
+        lambda: len((s := _status(cluster, "tp1")).get("runs") or []) == 2 and s,
+        what="run 2 recorded",
+    )
+    assert status["runs"][0]["result"] == "Rejected"
+    assert "does not beat" in status["runs"][0]["message"]
+    assert status["champion"]["version"] == "1"
+
+    # Below the minimum is rejected even without a champion to beat; a failed run is Failed.
+    cluster.patch(TP, "ml", "tp1", {"spec": {"seed": 7}})  # spec change -> run 3
+    wait_for(lambda: cluster.get(JOBS, "ml", "tp1-run-3"), what="run 3")
+    cluster.finish_job(
+        "ml",
+        "tp1-run-3",
+        {
+            "kind": "TrainingResult",
+            "ok": False,
+            "reason": "MissingTargetColumn",
+            "message": "no column churned",
+        },
+        ok=False,
+    )
+    status = wait_for(
+        lambda: len((s := _status(cluster, "tp1")).get("runs") or []) == 3 and s,
+        what="run 3 recorded",
+    )
+    assert (
+        status["runs"][0]["result"] == "Failed"
+        and status["runs"][0]["message"] == "no column churned"
+    )
+    assert status["runs"][0]["trigger"] == "SpecChange"
+    assert status["phase"] == "Failed" and status["champion"]["version"] == "1"
+    assert _jobs(cluster, "tp1") == ["tp1-run-1", "tp1-run-2", "tp1-run-3"]
+
+
+def test_retrain_request_starts_exactly_one_run(cluster: Cluster, operator: Operator) -> None:
+    cluster.create(example("churn-pipeline.yaml", name="tp2"))
+    wait_for(lambda: cluster.get(JOBS, "ml", "tp2-run-1"))
+    cluster.finish_job("ml", "tp2-run-1", _result("1", 0.9))
+    wait_for(lambda: _status(cluster, "tp2").get("champion"))
+    for _ in range(3):  # the same request seen repeatedly is still one request
+        cluster.patch(
+            TP,
+            "ml",
+            "tp2",
+            {
+                "metadata": {
+                    "annotations": {"kubeloop.io/retrain-requested-at": "2026-01-01T00:00:00Z"}
+                }
+            },
+        )
+    job = wait_for(lambda: cluster.get(JOBS, "ml", "tp2-run-2"))
+    assert job["metadata"]["annotations"]["kubeloop.io/trigger"] == "Drift"
+    import time
+
+    time.sleep(2)  # several resync periods
+    assert _jobs(cluster, "tp2") == ["tp2-run-1", "tp2-run-2"]
+    assert _status(cluster, "tp2")["handledRetrainRequest"] == "2026-01-01T00:00:00Z"
+
+
+def test_suspend_holds_triggers(cluster: Cluster, operator: Operator) -> None:
+    doc = example("churn-pipeline.yaml", name="tp3")
+    doc["spec"]["suspend"] = True
+    cluster.create(doc)
+    status = wait_for(lambda: _status(cluster, "tp3").get("conditions") and _status(cluster, "tp3"))
+    assert {c["type"]: c for c in status["conditions"]}["Ready"]["reason"] == "Suspended"
+    assert _jobs(cluster, "tp3") == []
+    cluster.patch(TP, "ml", "tp3", {"spec": {"suspend": False}})
+    wait_for(lambda: cluster.get(JOBS, "ml", "tp3-run-1"))
+
+
+def test_invalid_spec_is_reported_without_retry_storm(cluster: Cluster, operator: Operator) -> None:
+    # The API server refuses what the schema and CEL catch; what only pydantic catches (here a
+    # Toleration with an unknown field slipped in with admission off) must surface as InvalidSpec.
+    cluster.em.admission = False
+    try:
+        doc = example("churn-pipeline.yaml", name="tp-bad")
+        doc["spec"]["model"]["estimator"] = "NotAnEstimator"
+        cluster.create(doc)
+    finally:
+        cluster.em.admission = True
+    status = wait_for(
+        lambda: _status(cluster, "tp-bad").get("conditions") and _status(cluster, "tp-bad")
+    )
+    ready = {c["type"]: c for c in status["conditions"]}["Ready"]
+    assert ready["status"] == "False" and ready["reason"] == "InvalidSpec"
+    assert "spec.model.estimator" in ready["message"]
+    assert status["phase"] == "Invalid"
+    assert _jobs(cluster, "tp-bad") == []
+    events = [e for e in cluster.list("v1/events", "ml") if e.get("reason") == "InvalidSpec"]
+    assert events and events[0]["involvedObject"]["name"] == "tp-bad"
+    import time
+
+    rv = cluster.get(TP, "ml", "tp-bad")["metadata"]["resourceVersion"]  # type: ignore[index]
+    time.sleep(2)
+    assert cluster.get(TP, "ml", "tp-bad")["metadata"]["resourceVersion"] == rv  # type: ignore[index]
