@@ -2,14 +2,14 @@
 
 Env (all optional):
 
-| env | default | meaning |
-| --- | --- | --- |
-| `KUBELOOP_TRAINER_IMAGE` / `KUBELOOP_TRAINER_GPU_IMAGE` | ghcr.io/kubeloop/trainer(-cuda):0.1.0 | trainer images (CPU / GPU runs) |
-| `KUBELOOP_SERVER_IMAGE`, `KUBELOOP_MONITOR_IMAGE` | ghcr.io/kubeloop/server:0.1.0, .../monitor:0.1.0 | workload images |
-| `KUBELOOP_PUSHGATEWAY_URL` | empty (off) | passed to every workload |
-| `KUBELOOP_RESYNC_SECONDS` | 30 | timer period: cron resolution, canary steps, safety net |
-| `KUBELOOP_METRICS_PORT` | 9090 | Prometheus `/metrics` (0 = off) |
-| `KUBELOOP_KUBE_SERVER` | empty | plain API URL (the emulator, `kubeloop local`); else in-cluster or kubeconfig |
+- `KUBELOOP_TRAINER_IMAGE` / `KUBELOOP_TRAINER_GPU_IMAGE`: trainer images for CPU / GPU runs
+  (default ghcr.io/kubeloop/trainer:0.1.0 / trainer-cuda:0.1.0).
+- `KUBELOOP_SERVER_IMAGE`, `KUBELOOP_MONITOR_IMAGE`: workload images (ghcr.io/kubeloop/...:0.1.0).
+- `KUBELOOP_PUSHGATEWAY_URL`: passed to every workload (default empty: off).
+- `KUBELOOP_RESYNC_SECONDS`: timer period: cron resolution, canary steps, safety net (30).
+- `KUBELOOP_METRICS_PORT`: Prometheus `/metrics` (9090; 0 = off).
+- `KUBELOOP_KUBE_SERVER`: a plain API URL (the emulator, `kubeloop local`); empty = in-cluster
+  config, else kubeconfig.
 """
 
 from __future__ import annotations

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import copy
 import datetime
 import json
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
+import kopf
 from prometheus_client import Counter, Histogram
 
 __all__ = [
+    "DRIFT_CHECKS",
     "RECONCILES",
     "RECONCILE_SECONDS",
     "RUNS",
+    "changed_fields",
+    "invalid_spec",
     "now",
     "pod_result",
+    "post_event",
     "set_condition",
+    "snapshot",
 ]
 
 RECONCILES = Counter(
@@ -24,6 +32,11 @@ RECONCILE_SECONDS = Histogram(
     "kubeloop_reconcile_duration_seconds", "Reconcile duration by kind.", ["kind"]
 )
 RUNS = Counter("kubeloop_training_runs_total", "Finished training runs.", ["pipeline", "result"])
+DRIFT_CHECKS = Counter(
+    "kubeloop_drift_checks_total",
+    "Drift checks whose result the operator recorded, by verdict.",
+    ["monitor", "verdict"],
+)
 
 
 def now() -> str:
@@ -31,7 +44,7 @@ def now() -> str:
     return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def set_condition(
+def set_condition(  # noqa: PLR0917 (positional by design: called as one line everywhere)
     conditions: list[dict[str, Any]],
     type_: str,
     status: bool,
@@ -41,13 +54,14 @@ def set_condition(
 ) -> bool:
     """Set a condition in place; lastTransitionTime moves only when the status flips.
 
-    Returns True when the status changed (a transition worth an Event).
+    Returns True when the status or the reason changed (a transition worth an Event).
     """
     value = "True" if status else "False"
     for cond in conditions:
         if cond["type"] == type_:
-            changed = bool(cond["status"] != value)
-            if changed:
+            flipped = bool(cond["status"] != value)
+            changed = flipped or cond.get("reason") != reason
+            if flipped:
                 cond["lastTransitionTime"] = now()
             cond.update(status=value, reason=reason, message=message[:1024])
             cond["observedGeneration"] = generation
@@ -91,3 +105,47 @@ def pod_result(pods: list[dict[str, Any]], kind: str) -> dict[str, Any] | None:
             if isinstance(result, dict) and result.get("kind") == kind:
                 return result
     return None
+
+
+def post_event(
+    body: Mapping[str, Any], reason: str, message: str, *, warning: bool = False
+) -> None:
+    """An Event on the object (queued by kopf; only from inside a handler).
+
+    Messages are built from our own status and the workloads' results, never from Secrets.
+    """
+    obj = kopf.Body(cast(Any, body))
+    kopf.event(obj, type="Warning" if warning else "Normal", reason=reason, message=message[:1024])
+
+
+def snapshot(status: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy to diff against later (conditions are mutated in place)."""
+    return copy.deepcopy(dict(status))
+
+
+def changed_fields(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
+    """The merge patch from `before` to `after` at the top level (removed keys become None).
+
+    Patching only what changed keeps a concurrent writer's field (the trainer's
+    `currentRun.progress`) from being overwritten with the copy read at the start.
+    """
+    patch = {k: v for k, v in after.items() if before.get(k) != v}
+    patch.update({k: None for k in before if k not in after})
+    return patch
+
+
+def invalid_spec(
+    body: Mapping[str, Any], status: Mapping[str, Any], messages: list[str]
+) -> dict[str, Any]:
+    """The status patch of a spec that cannot run: Ready=False/InvalidSpec, Stalled=True.
+
+    The Event goes out once per transition, so an invalid object is not a retry storm.
+    """
+    generation = body["metadata"].get("generation")
+    conditions = copy.deepcopy(list(status.get("conditions") or []))
+    message = "; ".join(messages)
+    changed = set_condition(conditions, "Ready", False, "InvalidSpec", message, generation)
+    set_condition(conditions, "Stalled", True, "InvalidSpec", message, generation)
+    if changed:
+        post_event(body, "InvalidSpec", message, warning=True)
+    return {"conditions": conditions, "observedGeneration": generation}

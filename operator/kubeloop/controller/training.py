@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import os
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -25,9 +26,13 @@ from kubeloop.controller.status import (
     RECONCILE_SECONDS,
     RECONCILES,
     RUNS,
+    changed_fields,
+    invalid_spec,
     now,
     pod_result,
+    post_event,
     set_condition,
+    snapshot,
 )
 from kubeloop.resources.common import Owner
 from kubeloop.resources.training import (
@@ -106,6 +111,7 @@ def _schedule_due(spec: TrainingPipelineSpec, status: dict[str, Any], created: s
 def _record(
     spec: TrainingPipelineSpec,
     status: dict[str, Any],
+    *,
     run: dict[str, Any],
     job: dict[str, Any] | None,
     outcome: str,
@@ -147,15 +153,11 @@ def _record(
                 "runId": run["id"],
                 "promotedAt": now(),
             }
-            kopf.info(
-                body, reason="Promoted", message=f"version {record['modelVersion']}: {message}"
-            )
+            post_event(body, "Promoted", f"version {record['modelVersion']}: {message}")
         else:
-            kopf.info(
-                body, reason="Rejected", message=f"version {record['modelVersion']}: {message}"
-            )
+            post_event(body, "Rejected", f"version {record['modelVersion']}: {message}")
     if record["result"] == "Failed":
-        kopf.warn(body, reason="RunFailed", message=f"run {run['id']}: {record['message']}")
+        post_event(body, "RunFailed", f"run {run['id']}: {record['message']}", warning=True)
     limit = spec.run_policy.history_limit
     status["runs"] = [record, *(status.get("runs") or [])][:limit]
     RUNS.labels(pipeline=name, result=record["result"]).inc()
@@ -201,21 +203,6 @@ def _ensure_children(owner: Owner, spec: TrainingPipelineSpec, run: dict[str, An
     api.create(job)
 
 
-def _invalid(body: dict[str, Any], status: dict[str, Any], error: SpecError) -> dict[str, Any]:
-    generation = body["metadata"].get("generation")
-    conditions = status.get("conditions") or []
-    message = "; ".join(error.messages)
-    changed = set_condition(conditions, "Ready", False, "InvalidSpec", message, generation)
-    set_condition(conditions, "Stalled", True, "InvalidSpec", message, generation)
-    if changed:
-        kopf.warn(body, reason="InvalidSpec", message=message)
-    return {
-        "conditions": conditions,
-        "phase": "Invalid",
-        "observedGeneration": generation,
-    }
-
-
 def reconcile(namespace: str, name: str) -> None:
     """Bring one pipeline's runs and status up to date with its Jobs and triggers."""
     start = time.monotonic()
@@ -242,18 +229,21 @@ def _reconcile(namespace: str, name: str) -> None:
         model = parse_resource(body)
     except SpecError as error:
         # No exception: a spec that cannot run waits for a new generation, not for retries.
-        invalid = _invalid(body, status, error)
+        invalid = {**invalid_spec(body, status, error.messages), "phase": "Invalid"}
         if any(status.get(k) != v for k, v in invalid.items()):
             api.patch_status(KIND, namespace, name, invalid)
         return
     assert isinstance(model, TrainingPipeline)
     spec = model.spec
     owner = Owner.of(body)
-    before = {k: v for k, v in status.items()}
+    before = snapshot(status)
 
     jobs = {j["metadata"]["name"]: j for j in api.list("Job", namespace, {PIPELINE_LABEL: name})}
     recorded = {r["id"] for r in status.get("runs") or []}
     current = status.get("currentRun")
+    if current is not None and "id" not in current:
+        # Only a late progress report of a run already recorded: nothing is running.
+        status["currentRun"] = current = None
 
     # 1. the run in progress: finished -> record it; Job missing -> (re)create it.
     if current and current["id"] not in recorded:
@@ -264,7 +254,7 @@ def _reconcile(namespace: str, name: str) -> None:
             # under its deterministic name, so the run resumes instead of being lost.
             _ensure_children(owner, spec, current)
         elif outcome:
-            _record(spec, status, current, job, outcome, body)
+            _record(spec, status, run=current, job=job, outcome=outcome, body=body)
             status["currentRun"] = None
     elif current:
         status["currentRun"] = None
@@ -284,7 +274,7 @@ def _reconcile(namespace: str, name: str) -> None:
                 "job": job_name_,
                 "trigger": annotations.get("kubeloop.io/trigger", "Manual"),
             }
-            _record(spec, status, run, job, outcome, body)
+            _record(spec, status, run=run, job=job, outcome=outcome, body=body)
 
     # 2. start a run when a trigger is pending and none is running.
     trigger, tick = _trigger(spec, body, status)
@@ -308,9 +298,10 @@ def _reconcile(namespace: str, name: str) -> None:
         if tick:
             status["lastScheduleTime"] = tick
         # Allocate in status first: after a crash the run is resumed, never started twice.
-        api.patch_status(KIND, namespace, name, status)
+        api.patch_status(KIND, namespace, name, changed_fields(before, status))
+        before = snapshot(status)
         _ensure_children(owner, spec, run)
-        kopf.info(body, reason="RunStarted", message=f"run {run_id} ({trigger}): Job {run['job']}")
+        post_event(body, "RunStarted", f"run {run_id} ({trigger}): Job {run['job']}")
 
     # 3. summary conditions.
     conditions = status.get("conditions") or []
@@ -358,10 +349,10 @@ def _reconcile(namespace: str, name: str) -> None:
     else:
         ready, reason, msg = False, "NoChampion", "no run has been promoted yet"
     if set_condition(conditions, "Ready", ready, reason, msg, generation):
-        kopf.info(body, reason=reason, message=msg)
+        post_event(body, reason, msg)
     status.update(conditions=conditions, phase=phase, observedGeneration=generation)
     if status != before:
-        api.patch_status(KIND, namespace, name, status)
+        api.patch_status(KIND, namespace, name, changed_fields(before, status))
 
 
 # --- kopf wiring: thin ----------------------------------------------------------------------
@@ -371,15 +362,15 @@ def _reconcile(namespace: str, name: str) -> None:
 @kopf.on.create("kubeloop.io", "v1alpha1", "trainingpipelines")
 @kopf.on.update("kubeloop.io", "v1alpha1", "trainingpipelines", field="spec")
 @kopf.on.update("kubeloop.io", "v1alpha1", "trainingpipelines", field="metadata.annotations")
-def on_change(namespace: str, name: str, **_: Any) -> None:
-    reconcile(namespace, name)
+def on_change(*, namespace: str | None, name: str, **_: Any) -> None:
+    reconcile(namespace or "", name)
 
 
 @kopf.timer("kubeloop.io", "v1alpha1", "trainingpipelines", interval=RESYNC_SECONDS)
-def on_timer(namespace: str, name: str, **_: Any) -> None:
-    reconcile(namespace, name)
+def on_timer(*, namespace: str | None, name: str, **_: Any) -> None:
+    reconcile(namespace or "", name)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={PIPELINE_LABEL: kopf.PRESENT})
-def on_job_event(namespace: str, labels: dict[str, str], **_: Any) -> None:
-    reconcile(namespace, labels[PIPELINE_LABEL])
+def on_job_event(*, namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
+    reconcile(namespace or "", labels[PIPELINE_LABEL])
