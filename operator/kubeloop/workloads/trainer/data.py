@@ -142,6 +142,12 @@ def _read(uri: str, field: str, target: str, wanted: list[str] | None) -> Datase
             )
         table = dataset.to_table(columns=[*features, target])
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        if _corrupt(exc):
+            raise TrainingError(
+                "CorruptData",
+                f"{field}: {uri} holds a file that is not readable Parquet ({exc}): "
+                "rewrite or remove it",
+            ) from exc
         raise TrainingError(
             "NonNumericColumn", f"{field}: files of {uri} disagree on column types: {exc}"
         ) from exc
@@ -149,6 +155,15 @@ def _read(uri: str, field: str, target: str, wanted: list[str] | None) -> Datase
         error = StorageError(f"cannot read {uri}: {exc}")
         raise classify_storage_error(error, writing=False) from exc
     return Dataset(uri, files, table)
+
+
+_CORRUPT_HINTS = ("magic bytes", "is this a 'parquet' file", "deserialize", "corrupt", "thrift")
+
+
+def _corrupt(exc: Exception) -> bool:
+    """Whether pyarrow failed on the bytes of a file rather than on mismatched schemas."""
+    text = str(exc).lower()
+    return any(hint in text for hint in _CORRUPT_HINTS)
 
 
 def _kind(name: str, dtype: pa.DataType) -> str:
@@ -202,6 +217,28 @@ def _categories(column: pa.ChunkedArray) -> tuple[str, ...]:
     return tuple(sorted(values)[:MAX_MANIFEST_CATEGORIES])
 
 
+MAX_CLASSES = 1000
+
+
+def _check_class_labels(target: str, column: pa.ChunkedArray) -> None:
+    """A classification target holds labels: not fractions, and not thousands of values."""
+    if pa.types.is_floating(column.type):
+        values = column.to_numpy(zero_copy_only=False)
+        if np.any(values != np.round(values)):
+            raise TrainingError(
+                "InvalidTarget",
+                f"spec.data.target {target!r} holds fractional numbers, not class labels: "
+                "use task regression, or store the labels as integers or strings",
+            )
+    distinct = pc.count_distinct(column).as_py()
+    if distinct > MAX_CLASSES:
+        raise TrainingError(
+            "InvalidTarget",
+            f"spec.data.target {target!r} has {distinct} distinct values (at most {MAX_CLASSES} "
+            "classes): use task regression, or bin the target",
+        )
+
+
 def load_training_data(spec: TrainingPipelineSpec) -> TrainingData:
     """Read, check and split the data of a spec; raises TrainingError with the reason."""
     target = spec.data.target
@@ -238,11 +275,16 @@ def load_training_data(spec: TrainingPipelineSpec) -> TrainingData:
             "EmptyDataset", f"spec.data.train {spec.data.train} has no rows with a target"
         )
     target_type = table.schema.field(target).type
-    if spec.model.task == "regression" and _kind(target, target_type) != "numeric":
+    if spec.model.task == "regression" and not (
+        pa.types.is_integer(target_type) or pa.types.is_floating(target_type)
+    ):
         raise TrainingError(
-            "NonNumericColumn",
-            f"spec.data.target {target!r} must be numeric for task regression but is {target_type}",
+            "InvalidTarget",
+            f"spec.data.target {target!r} must be numeric for task regression but is "
+            f"{target_type}: cast it or use task classification",
         )
+    if spec.model.task == "classification":
+        _check_class_labels(target, table.column(target))
     if validation is not None:
         val_table, val_dropped = clean(validation.table)
         dropped += val_dropped
@@ -271,6 +313,13 @@ def load_training_data(spec: TrainingPipelineSpec) -> TrainingData:
                 "InvalidTarget",
                 f"spec.data.target {target!r} has a single class {classes!r} in the training "
                 "rows: classification needs at least two",
+            )
+        unseen = set(pc.unique(val_table.column(target)).to_pylist()) - set(classes)
+        if unseen:
+            raise TrainingError(
+                "InvalidTarget",
+                f"spec.data.validation holds target classes the training rows lack: "
+                f"{sorted(unseen, key=str)[:10]!r}",
             )
     features = tuple(
         Feature(

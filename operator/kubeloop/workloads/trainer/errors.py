@@ -12,7 +12,8 @@
 | 22 | MissingTargetColumn | `spec.data.target` is not a column |
 | 23 | MissingFeatureColumn | a column of `spec.data.features` is not in the data |
 | 24 | NonNumericColumn | a numeric-looking column holds strings, or train/validation types differ |
-| 25 | InvalidTarget | the target cannot be learned (one class, non-numeric regression target) |
+| 25 | InvalidTarget | one class, a non-numeric regression target, fractional class labels |
+| 26 | CorruptData | a file under `spec.data.*` is not readable Parquet |
 | 30 | StorageUnreachable | the endpoint cannot be reached or the bucket does not exist |
 | 31 | StorageAccessDenied | reading data was refused (credentials) |
 | 32 | ArtifactsNotWritable | no permission to write under `spec.artifacts` |
@@ -36,6 +37,7 @@ EXIT_CODES: dict[str, int] = {
     "MissingFeatureColumn": 23,
     "NonNumericColumn": 24,
     "InvalidTarget": 25,
+    "CorruptData": 26,
     "StorageUnreachable": 30,
     "StorageAccessDenied": 31,
     "ArtifactsNotWritable": 32,

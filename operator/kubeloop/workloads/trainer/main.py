@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kubeloop.api.training import TrainingPipelineSpec
+from kubeloop.api.training import ESTIMATORS, TrainingPipelineSpec
 from kubeloop.workloads.result import write_result
 from kubeloop.workloads.trainer.errors import TrainingError
 from kubeloop.workloads.trainer.mlp import Distributed
@@ -51,10 +51,19 @@ def load_spec(path: str | None) -> TrainingPipelineSpec:
             source = "KUBELOOP_SPEC"
         else:
             raise TrainingError("InvalidSpec", "no spec: pass --spec FILE or set KUBELOOP_SPEC")
-        if isinstance(doc, dict) and doc.get("kind") == "TrainingPipeline":
-            doc = doc.get("spec")
+        if isinstance(doc, dict) and (
+            doc.get("kind") == "TrainingPipeline" or ("spec" in doc and "data" not in doc)
+        ):
+            doc = doc.get("spec")  # a whole TrainingPipeline (or {spec: ...}): take its spec
         return TrainingPipelineSpec.model_validate(doc)
     except ValidationError as exc:
+        for error in exc.errors():
+            if tuple(error["loc"]) == ("model", "estimator") and error["type"] == "literal_error":
+                raise TrainingError(
+                    "UnknownEstimator",
+                    f"spec.model.estimator {error.get('input')!r} is not on the allow-list: "
+                    f"{', '.join(sorted(ESTIMATORS))}",
+                ) from exc
         problems = "; ".join(
             f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
@@ -137,7 +146,10 @@ def main(argv: list[str]) -> int:
         url = os.environ.get("KUBELOOP_PUSHGATEWAY_URL")
         if url:
             push_training_metrics(url, namespace, pipeline, result, time.monotonic() - started)
-    write_result(result, args.result_path)
+    if dist.local_rank == 0:
+        write_result(result, args.result_path)
+    else:  # one termination log per pod: the pod's first process owns it
+        log.info("rank %d result: %s", dist.rank, json.dumps(result, sort_keys=True, default=str))
     return code
 
 

@@ -34,7 +34,7 @@ from kubeloop.workloads.trainer.data import (
     load_training_data,
     preflight,
 )
-from kubeloop.workloads.trainer.errors import classify_storage_error
+from kubeloop.workloads.trainer.errors import TrainingError, classify_storage_error
 from kubeloop.workloads.trainer.estimators import build_estimator
 from kubeloop.workloads.trainer.metrics import evaluate
 from kubeloop.workloads.trainer.mlp import Distributed, params_dict, parse_params, train_mlp
@@ -100,6 +100,11 @@ def _check_artifacts_writable(spec: TrainingPipelineSpec, ctx: RunContext) -> No
         store_for(spec.artifacts).write_bytes(marker, json.dumps(body).encode())
     except StorageError as exc:
         raise classify_storage_error(exc, writing=True) from exc
+    except OSError as exc:  # file://: a path that cannot be created at all
+        raise TrainingError(
+            "ArtifactsNotWritable",
+            f"spec.artifacts {spec.artifacts}: cannot write {marker}: {exc.strerror or exc}",
+        ) from exc
 
 
 def _now() -> str:
