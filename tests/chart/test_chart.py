@@ -98,7 +98,7 @@ def test_value_sets_render_what_they_switch_on(helm: str) -> None:
     assert container["resources"]["limits"] == {"cpu": "2", "memory": "1Gi"}
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["KUBELOOP_TRAINER_IMAGE"] == "registry.example.com:5000/ml/trainer:1.2.3"
-    assert env["KUBELOOP_STORAGE_ENDPOINT"] == "http://minio.storage.svc:9000"
+    assert env["KUBELOOP_RESYNC_SECONDS"] == "15"
     assert env["HTTPS_PROXY"] == "http://proxy.example.com:3128"
 
 
@@ -122,7 +122,8 @@ BAD_VALUES = {
     "pushgateway not http": (["--set", "pushgateway.url=ftp://pg:9091"], "/pushgateway/url"),
     "port out of range": (["--set", "metrics.service.port=70000"], "/metrics/service/port"),
     "digest malformed": (["--set", "image.digest=sha256:xyz"], "/image/digest"),
-    "log level": (["--set", "operator.logLevel=VERBOSE"], "/operator/logLevel"),
+    "resync not positive": (["--set", "operator.resyncSeconds=0"], "/operator/resyncSeconds"),
+    "removed key": (["--set", "storage.endpoint=http://s3:9000"], "storage"),
     "typo in a section": (["--set", "networkPolicy.enable=true"], "enable"),
     "monitor image empty": (["--set", "workloadImages.monitor="], "/workloadImages/monitor"),
 }

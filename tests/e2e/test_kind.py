@@ -126,7 +126,6 @@ def test_loop_on_kind(cluster: dict[str, str]) -> None:
         "--set", f"workloadImages.trainerGpu=kubeloop/trainer:{TAG}",
         "--set", f"workloadImages.server=kubeloop/server:{TAG}",
         "--set", f"workloadImages.monitor=kubeloop/monitor:{TAG}",
-        "--set", f"storage.endpoint={endpoint}",
         "--set", "pushgateway.url=",
         "--wait", "--timeout", "5m",
         timeout=600,

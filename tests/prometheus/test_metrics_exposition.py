@@ -92,3 +92,42 @@ def test_drift_monitor_push_registry_is_promtool_clean() -> None:
     ):
         assert f"# TYPE {name} gauge" in text.decode(), name
     promtool_check_metrics(text)
+
+
+def test_operator_metrics_endpoint_is_promtool_clean() -> None:
+    """The operator's /metrics: every kubeloop_* collector that importing the controller
+    registers (kopf handlers included), with samples, served by the same
+    `prometheus_client.start_http_server` that `kubeloop operator` starts, fetched over HTTP."""
+    import urllib.request
+
+    from prometheus_client import REGISTRY, start_http_server
+
+    import kubeloop.controller  # registers every handler module, and with them their metrics
+    from kubeloop.controller import status
+
+    status.RECONCILES.labels(kind="TrainingPipeline", result="ok").inc()
+    status.RECONCILES.labels(kind="ModelDeployment", result="error").inc()
+    status.RECONCILE_SECONDS.labels(kind="TrainingPipeline").observe(0.25)
+    status.RUNS.labels(pipeline="churn", result="Promoted").inc()
+    names = {
+        metric.name
+        for metric in REGISTRY.collect()
+        if metric.name.startswith("kubeloop_") and "inference" not in metric.name
+    }
+    assert kubeloop.controller.__all__  # the import above is what registers them
+    server, thread = start_http_server(0, addr="127.0.0.1")
+    try:
+        port = server.server_address[1]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            assert response.status == 200
+            body = response.read()
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+    text = body.decode()
+    assert "# TYPE kubeloop_reconcile_total counter" in text
+    assert "# TYPE kubeloop_reconcile_duration_seconds histogram" in text
+    assert 'kubeloop_training_runs_total{pipeline="churn",result="Promoted"} 1.0' in text
+    for name in names:
+        assert f"# TYPE {name}" in text, name  # counters: family name without _total
+    promtool_check_metrics(body)
