@@ -1,12 +1,25 @@
-"""Drift monitor benchmark: Kubeloop vs Evidently 0.7 DataDriftPreset, side by side.
+"""Drift monitor benchmark: Kubeloop vs Evidently 0.7 DataDriftPreset, side by side in one run.
 
-    make bench-venvs                       # Evidently 0.7 + pandas<3 in .venv-bench-evidently
-    python -m bench.drift_bench            # both sizes; data under $KUBELOOP_BENCH_DIR
-    python -m bench.drift_bench --sizes 1m # only 1M x 20
+    make bench-venvs                  # Evidently 0.7 + pandas<3 in .venv-bench-evidently
+    python -m bench drift             # both sizes, then the false-positive rates
+    python -m bench.drift_bench --sizes 1m --seeds 50   # a quicker look
 
-Each tool runs in its own subprocess; wall time and peak RSS (ru_maxrss from wait4) are taken
-for that process alone. Evidently runs under an address-space limit and a timeout so a blow-up
-cannot take the shared machine down; a kill is reported as such, with the RSS it had reached.
+Sizes: `1m` = 1M reference rows vs a 1M-row window, 20 features; `10m` = 1M reference rows vs a
+10M-row window, 50 features (70% numeric, 30% categorical; a fifth of each kind drifts).
+
+Every tool runs as its own child process, one at a time. Wall time is measured around the
+child; peak RSS is the child's own `ru_maxrss` (from `os.wait4`), so it is exact and covers
+nothing else. A watchdog polls the child's RSS and kills it above `--rss-limit-gib` or after
+`--timeout` seconds, so a blow-up cannot take the shared machine down; such a kill is reported
+as the result, with the RSS reached.
+
+Kubeloop is measured twice: `kubeloop-profile` reads the reference from the version's
+profile.json (what the CronJob does), `kubeloop-parquet` profiles the raw reference Parquet
+first (what Evidently has to do). Evidently runs `DataDriftPreset` with the same tests and
+thresholds (PSI 0.2 numeric, chi-square p 0.05 categorical, drift share 0.3) and, at 1M x 20,
+also with its default tests.
+
+Writes bench/results/drift.json (raw) and docs/benchmarks/drift.md (summary).
 """
 
 from __future__ import annotations
@@ -14,146 +27,471 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
+import platform
+import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from bench.drift_data import NOW, generate
+import numpy as np
+import pyarrow as pa
 
+from bench.drift_data import NOW, generate, shifted
+from kubeloop.api.monitor import DriftThresholds
+from kubeloop.profile import build_profile, load_profile
+from kubeloop.workloads.monitor.accumulate import CategoricalAccumulator, NumericAccumulator
+from kubeloop.workloads.monitor.verdict import judge
+
+__all__ = ["false_positive_rates", "main", "measure"]
+
+TOPIC = "drift"
 ROOT = Path(__file__).resolve().parent.parent
 EVIDENTLY = ROOT / ".venv-bench-evidently" / "bin" / "python"
+RESULTS = ROOT / "bench" / "results" / f"{TOPIC}.json"
+DOC = ROOT / "docs" / "benchmarks" / f"{TOPIC}.md"
+# name -> (reference rows, window rows, features)
 SIZES = {"1m": (1_000_000, 1_000_000, 20), "10m": (1_000_000, 10_000_000, 50)}
+THRESHOLDS = DriftThresholds()
+# The same tests on both sides: Kubeloop's names, Evidently's names with their thresholds.
+KUBELOOP_TESTS = {"numeric": "psi", "categorical": "chi2"}
+SAME_TESTS = f"psi@{THRESHOLDS.psi}:chisquare@{THRESHOLDS.p_value}"
+# Evidently stattests whose score is a p-value (drift below the threshold, not above).
+P_VALUE_TESTS = {"ks", "chisquare", "z", "fisher_exact", "g_test", "cramer_von_mises", "mannw"}
+FEATURE_LINE = re.compile(r"^drift (\S+): (\w+)=(\S+) \(threshold (\S+)\) drifted=(True|False)$")
+TARGET_SPEEDUP = 20.0
+TARGET_RSS_MIB = 2048.0
 
 
 @dataclass
 class Measure:
-    """One run: wall seconds, peak RSS, exit status, last output line."""
+    """One child run: wall seconds, its peak RSS, how it ended, its output."""
 
     tool: str
+    size: str
     seconds: float
     peak_rss_mib: float
     status: str
-    output: str
+    drifted: list[str] = field(default_factory=list)
+    detail: dict[str, Any] = field(default_factory=dict)
+    tail: str = ""
+
+
+def _rss_mib(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def measure(
-    tool: str, argv: list[str], env: dict[str, str], limit_gib: float, timeout: float
-) -> Measure:
-    """Run argv in a child with an address-space limit; wall time and that child's peak RSS."""
-    limit = int(limit_gib * 2**30)
+    tool: str,
+    size: str,
+    argv: list[str],
+    *,
+    env: dict[str, str],
+    rss_limit_gib: float,
+    timeout: float,
+) -> tuple[Measure, str]:
+    """Run argv as a child under an RSS and time watchdog; (measure, its combined output)."""
+    limit_mib = rss_limit_gib * 1024
+    with tempfile.TemporaryFile() as log:
+        started = time.monotonic()
+        child = subprocess.Popen(
+            argv,
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=ROOT,
+        )
+        killed = ""
+        while True:
+            pid, wait_status, usage = os.wait4(child.pid, os.WNOHANG)
+            if pid:
+                break
+            elapsed = time.monotonic() - started
+            rss = _rss_mib(child.pid)
+            if not killed and rss > limit_mib:
+                killed = f"killed at the {rss_limit_gib:g} GiB RSS bound after {elapsed:.0f} s"
+            elif not killed and elapsed > timeout:
+                killed = f"killed at the {timeout:.0f} s time bound"
+            if killed:
+                os.killpg(child.pid, signal.SIGKILL)
+                pid, wait_status, usage = os.wait4(child.pid, 0)
+                break
+            time.sleep(0.05)
+        seconds = time.monotonic() - started
+        child.returncode = os.waitstatus_to_exitcode(wait_status)
+        log.seek(0)
+        output = log.read().decode(errors="replace")
+    status = killed or ("ok" if child.returncode == 0 else f"failed (exit {child.returncode})")
+    if child.returncode and not killed and ("MemoryError" in output or "allocate" in output):
+        status = f"out of memory (exit {child.returncode})"
+    peak = usage.ru_maxrss / 1024  # KiB on Linux
+    tail = output.strip().splitlines()[-1][:300] if output.strip() else ""
+    return Measure(tool, size, seconds, peak, status, tail=tail), output
 
-    def bound() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
-    started = time.monotonic()
-    child = subprocess.Popen(
-        argv,
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        preexec_fn=bound,
-        start_new_session=True,
-    )
-    status = "ok"
+def _kubeloop(root: Path, size: str, tool: str, limit: float, timeout: float) -> Measure:
+    ref = root / ("version" if tool == "kubeloop-profile" else "reference")
+    spec = {"deploymentRef": {"name": "bench"}, "window": "24h", "tests": KUBELOOP_TESTS}
+    env = {
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), os.environ.get("PYTHONPATH", "")]),
+        "KUBELOOP_MONITOR": "bench",
+        "KUBELOOP_PAYLOAD_LOG_URI": f"file://{root / 'logs'}",
+        "KUBELOOP_REFERENCE_URI": f"file://{ref}",
+        "KUBELOOP_NOW": NOW.isoformat(),
+        "KUBELOOP_RESULT_PATH": str(root / f"result-{tool}.json"),
+        "KUBELOOP_MONITOR_SPEC": json.dumps(spec),
+    }
+    argv = [sys.executable, "-m", "kubeloop.cli", "monitor"]
+    m, output = measure(tool, size, argv, env=env, rss_limit_gib=limit, timeout=timeout)
+    scores = {}
+    for line in output.splitlines():
+        match = FEATURE_LINE.match(line.strip())
+        if match:
+            name, test, score, _, drifted = match.groups()
+            scores[name] = {"test": test, "score": float(score), "drifted": drifted == "True"}
+            if drifted == "True":
+                m.drifted.append(name)
+    m.detail = {"features": scores}
+    if m.status == "ok":
+        result = json.loads((root / f"result-{tool}.json").read_text())
+        m.detail.update(verdict=result["verdict"], driftShare=result["driftShare"])
+        m.detail.update(rows=result["rows"])
+    return m
+
+
+def _evidently(root: Path, size: str, methods: str, limit: float, timeout: float) -> Measure:
+    num, cat = methods.split(":")
+    script = str(ROOT / "bench" / "drift_evidently.py")
+    argv = [str(EVIDENTLY), script, str(root), num, cat, str(THRESHOLDS.drift_share)]
+    label = "evidently-same-tests" if methods == SAME_TESTS else f"evidently-{methods}"
+    m, output = measure(label, size, argv, env={}, rss_limit_gib=limit, timeout=timeout)
+    if m.status == "ok":
+        out = json.loads(output.strip().splitlines()[-1])
+        for name, column in out["columns"].items():
+            score, threshold = float(column["score"]), float(column["threshold"])
+            drifted = score < threshold if column["method"] in P_VALUE_TESTS else score >= threshold
+            if drifted:
+                m.drifted.append(name)
+        m.detail = out
+    return m
+
+
+def false_positive_rates(
+    seeds: int, window_rows: int = 2_000, reference_rows: int = 20_000
+) -> dict[str, float]:
+    """Share of seeds where identical distributions were called drifted, per feature and test.
+
+    The same construction as tests/workloads/monitor/test_drift_detection.py: a normal numeric
+    feature and a three-category feature, reference and window drawn from one distribution.
+    """
+    hits: dict[str, int] = {}
+    for seed in range(seeds):
+        rng = np.random.default_rng(seed)
+
+        def table(rows: int, rng: np.random.Generator = rng) -> pa.Table:
+            x = rng.normal(0.0, 1.0, rows)
+            return pa.table({"x": x, "c": rng.choice(["a", "b", "c"], rows, p=[0.5, 0.3, 0.2])})
+
+        profile = load_profile(build_profile(table(reference_rows), ["x"], ["c"]))
+        numeric = NumericAccumulator(profile.numeric["x"])
+        categorical = CategoricalAccumulator(profile.categorical["c"])
+        current = table(window_rows)
+        numeric.add(current.column("x"))
+        categorical.add(current.column("c"))
+        tests: list[tuple[str, NumericAccumulator | CategoricalAccumulator, str]]
+        tests = [("x", numeric, t) for t in ("psi", "ks", "wasserstein", "jensenshannon")]
+        tests += [("c", categorical, t) for t in ("chi2", "jensenshannon", "psi")]
+        for name, acc, test in tests:
+            key = f"{'numeric' if name == 'x' else 'categorical'} {test}"
+            hits[key] = hits.get(key, 0) + int(judge(name, acc, test, THRESHOLDS).drifted)
+    return {key: count / seeds for key, count in hits.items()}
+
+
+def _machine() -> dict[str, Any]:
+    cpu = platform.processor()
     try:
-        out, _ = child.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(child.pid, signal.SIGKILL)
-        out, _ = child.communicate()
-        status = f"killed after {timeout:.0f} s timeout"
-    seconds = time.monotonic() - started
-    # communicate() reaped the child; RUSAGE_CHILDREN is per-process max over reaped children,
-    # so each measurement runs in a fresh interpreter (see main) to keep it to one child.
-    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    text = out.decode(errors="replace").strip().splitlines()
-    if status == "ok" and child.returncode != 0:
-        status = f"failed (exit {child.returncode})"
-        if any("MemoryError" in line or "Unable to allocate" in line for line in text):
-            status = f"out of memory at the {limit_gib:g} GiB limit (exit {child.returncode})"
-    return Measure(tool, seconds, rss, status, text[-1][:300] if text else "")
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        mem_kib = next(
+            int(line.split()[1])
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        )
+    except (OSError, StopIteration):
+        mem_kib = 0
+    versions = {"python": platform.python_version(), "pyarrow": pa.__version__}
+    try:
+        probe = "import evidently, pandas; print(evidently.__version__, pandas.__version__)"
+        out = subprocess.run(
+            [str(EVIDENTLY), "-c", probe], check=False, capture_output=True, text=True
+        )
+        versions["evidently"], versions["pandas (Evidently venv)"] = out.stdout.split()
+    except (OSError, ValueError):
+        versions["evidently"] = "missing (run `make bench-venvs`)"
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_kib / 2**20, 1),
+        "load_average_at_start": os.getloadavg(),
+        "versions": versions,
+    }
 
 
-def _one(args: argparse.Namespace) -> None:
-    """Child mode: run one measurement and print it as JSON (keeps RUSAGE_CHILDREN to one)."""
-    root = Path(args.root)
-    if args.one.startswith("kubeloop"):
-        ref = root / ("version" if args.one == "kubeloop-profile" else "reference")
-        env = {
-            "PYTHONPATH": str(ROOT / "operator"),
-            "KUBELOOP_MONITOR": "bench",
-            "KUBELOOP_PAYLOAD_LOG_URI": f"file://{root / 'logs'}",
-            "KUBELOOP_REFERENCE_URI": f"file://{ref}",
-            "KUBELOOP_NOW": NOW.isoformat(),
-            "KUBELOOP_RESULT_PATH": str(root / f"result-{args.one}.json"),
-            "KUBELOOP_MONITOR_SPEC": json.dumps(
-                {"deploymentRef": {"name": "bench"}, "window": "24h", "tests": {"numeric": "psi"}}
-            ),
-        }
-        argv = [sys.executable, "-m", "kubeloop.cli", "monitor"]
-        m = measure(args.one, argv, env, args.limit_gib, args.timeout)
-    else:
-        _, num, cat = args.one.split(":")
-        argv = [str(EVIDENTLY), str(ROOT / "bench" / "drift_evidently.py"), str(root), num, cat]
-        m = measure(args.one, argv, {}, args.limit_gib, args.timeout)
-    print(json.dumps(m.__dict__))
+def _ratio(slow: Measure | None, fast: Measure | None, attr: str) -> str:
+    if slow is None or fast is None or fast.status != "ok":
+        return "n/a"
+    if slow.status != "ok" and attr == "seconds" and "RSS bound" in slow.status:
+        return f"Evidently did not finish ({slow.status})"
+    ratio = getattr(slow, attr) / max(getattr(fast, attr), 1e-9)
+    return f"{ratio:.1f}x" if slow.status == "ok" else f">= {ratio:.1f}x ({slow.status})"
 
 
-def _spawn(root: Path, tool: str, limit_gib: float, timeout: float) -> Measure:
-    argv = [sys.executable, "-m", "bench.drift_bench", "--one", tool, "--root", str(root)]
-    argv += ["--limit-gib", str(limit_gib), "--timeout", str(timeout)]
-    out = subprocess.run(argv, capture_output=True, text=True, check=True, cwd=ROOT)
-    return Measure(**json.loads(out.stdout.strip().splitlines()[-1]))
+def _find(measures: list[Measure], size: str, tool: str) -> Measure | None:
+    return next((m for m in measures if m.size == size and m.tool == tool), None)
 
 
-def main() -> None:
-    """Generate data, run every tool on every size, print a Markdown table."""
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--sizes", default="1m,10m")
+def _correctness(m: Measure) -> str:
+    """How many features a tool called drifted, against the ones shifted by construction."""
+    if m.status != "ok":
+        return "-"
+    truth = set(shifted(SIZES[m.size][2]))
+    found = set(m.drifted)
+    text = f"{len(found)}: {len(found & truth)} of {len(truth)} shifted"
+    wrong = sorted(found - truth)
+    return text + (f", unshifted {', '.join(wrong)}" if wrong else ", no unshifted")
+
+
+def _agreement(a: Measure | None, b: Measure | None) -> str:
+    if a is None or b is None or a.status != "ok" or b.status != "ok":
+        return "n/a"
+    both = set(a.drifted) & set(b.drifted)
+    only_a, only_b = sorted(set(a.drifted) - both), sorted(set(b.drifted) - both)
+    text = f"{len(both)} drifted in both"
+    if only_a or only_b:
+        text += f"; only Kubeloop: {only_a or 'none'}; only Evidently: {only_b or 'none'}"
+    return text
+
+
+def _report(run: dict[str, Any]) -> str:
+    measures = [Measure(**m) for m in run["measures"]]
+    lines = [
+        "# Drift monitor benchmark: Kubeloop vs Evidently 0.7",
+        "",
+    ]
+    headline = []
+    for size in run["sizes"]:
+        same = _find(measures, size, "evidently-same-tests")
+        profile = _find(measures, size, "kubeloop-profile")
+        ratio = _ratio(same, profile, "seconds")
+        headline.append(f"{size}: {ratio}" + (" faster" if ratio.endswith("x") else ""))
+    lines += [f"Headline: {'; '.join(headline)} (Evidently same tests / Kubeloop, wall time)", ""]
+    machine = run["machine"]
+    lines += [
+        f"Run {run['started']} on {machine['cpu']}, {machine['cores']} cores, "
+        f"{machine['memory_gib']} GiB RAM (shared with other work; load average at start "
+        f"{', '.join(f'{x:.2f}' for x in machine['load_average_at_start'])}); "
+        + ", ".join(f"{k} {v}" for k, v in machine["versions"].items())
+        + ".",
+        "",
+        "Command (from the repository root, after `make bench-venvs`):",
+        "",
+        f"    {run['command']}",
+        "",
+        "What runs: each tool is a separate child process, one at a time, on the same files: a "
+        "reference Parquet folder (1M rows) with its profile.json, and a window of payload logs "
+        "in the server's layout (dt=/hour= partitions). `kubeloop-profile` is `kubeloop monitor` "
+        "as the CronJob runs it (reference = the version's profile.json); `kubeloop-parquet` "
+        "profiles the raw reference Parquet first. `evidently-same-tests` is `DataDriftPreset("
+        f"num_method='psi', num_threshold={THRESHOLDS.psi}, cat_method='chisquare', "
+        f"cat_threshold={THRESHOLDS.p_value}, drift_share={THRESHOLDS.drift_share})` on pandas "
+        "frames read with `pd.read_parquet`, as Kubeloop's psi/chi2 defaults. Peak RSS is the "
+        "child's own `ru_maxrss`. Bounds: a watchdog kills a child above "
+        f"{run['rss_limit_gib']:g} GiB RSS or after {run['timeout']:.0f} s.",
+        "",
+        "| size | tool | wall s | peak RSS MiB | status | features called drifted | verdict |",
+        "| --- | --- | ---: | ---: | --- | ---: | --- |",
+    ]
+    for m in measures:
+        _, cur_rows, features = SIZES[m.size]
+        label = f"{cur_rows / 1e6:g}M x {features}"
+        verdict = m.detail.get("verdict", "")
+        if "driftedColumns" in m.detail:
+            share = m.detail["driftedColumns"].get("share")
+            verdict = f"drift share {share}"
+        elif verdict:
+            verdict += f", drift share {m.detail.get('driftShare')}"
+        drifted = _correctness(m)
+        lines.append(
+            f"| {label} | {m.tool} | {m.seconds:.1f} | {m.peak_rss_mib:.0f} | {m.status} | "
+            f"{drifted} | {verdict} |"
+        )
+    lines += ["", "## Ratios (Evidently / Kubeloop)", ""]
+    lines += ["| size | Evidently run | vs | time | peak RSS | same features drifted? |"]
+    lines += ["| --- | --- | --- | ---: | ---: | --- |"]
+    for size in run["sizes"]:
+        for ev in (m for m in measures if m.size == size and m.tool.startswith("evidently")):
+            for k in ("kubeloop-profile", "kubeloop-parquet"):
+                kl = _find(measures, size, k)
+                lines.append(
+                    f"| {size} | {ev.tool} | {k} | {_ratio(ev, kl, 'seconds')} | "
+                    f"{_ratio(ev, kl, 'peak_rss_mib')} | "
+                    f"{_agreement(kl, ev) if ev.tool == 'evidently-same-tests' else ''} |"
+                )
+    lines += ["", "## Targets (issue 6)", ""]
+    small = _find(measures, "1m", "kubeloop-profile")
+    small_ev = _find(measures, "1m", "evidently-same-tests")
+    small_default = _find(measures, "1m", "evidently-default:default")
+    if small and small_ev and small.status == small_ev.status == "ok":
+        met = small_ev.seconds / small.seconds >= TARGET_SPEEDUP
+        lines.append(
+            f"- >= {TARGET_SPEEDUP:g}x faster at 1M x 20: **{'met' if met else 'NOT met'}** "
+            f"({small_ev.seconds / small.seconds:.1f}x against Evidently with the same tests"
+            + (
+                f", {small_default.seconds / small.seconds:.1f}x against its default tests"
+                if small_default and small_default.status == "ok"
+                else ""
+            )
+            + ")."
+        )
+    big = _find(measures, "10m", "kubeloop-profile")
+    big_ev = _find(measures, "10m", "evidently-same-tests")
+    if big:
+        met = big.status == "ok" and big.peak_rss_mib < TARGET_RSS_MIB
+        lines.append(
+            f"- 10M x 50 completes with peak RSS < 2 GB: **{'met' if met else 'NOT met'}** "
+            f"(Kubeloop {big.status}, {big.seconds:.1f} s, {big.peak_rss_mib:.0f} MiB)."
+        )
+    if big_ev:
+        lines.append(
+            f"- Evidently at 10M x 50: {big_ev.status}, {big_ev.seconds:.1f} s, "
+            f"peak RSS {big_ev.peak_rss_mib:.0f} MiB."
+        )
+    lines += [
+        "",
+        "## Notes",
+        "",
+        "- Features called drifted are checked against the ones the generator shifts "
+        "(bench/drift_data.py: a fifth of each kind); the others are drawn from the reference's "
+        "distribution, so calling them drifted is a false positive.",
+        "- Evidently's `chisquare` is a goodness-of-fit test that takes the reference counts as "
+        "the exact expected frequencies (`scipy.stats.chisquare(f_obs, f_exp)` in "
+        "evidently/legacy/calculations/stattests/chisquare_stattest.py); with a reference as "
+        "large as the window it ignores the reference's own sampling noise, so it rejects "
+        "unshifted features more often than its p-value threshold says. Kubeloop's chi2 is the "
+        "two-sample test (`chi2_contingency` on reference and window counts).",
+        "- Evidently's wall time includes reading Parquet into pandas; Kubeloop's includes its "
+        "interpreter start, reading the window and, for `kubeloop-parquet`, profiling the "
+        "reference.",
+    ]
+    fpr = run.get("false_positive_rates")
+    if fpr:
+        lines += [
+            "",
+            f"## False-positive rate ({run['seeds']} seeds, identical distributions)",
+            "",
+            "Reference 20,000 rows and window 2,000 rows drawn from the same distribution, "
+            f"per seed; thresholds: PSI {THRESHOLDS.psi}, p-value {THRESHOLDS.p_value}, "
+            f"Wasserstein {THRESHOLDS.wasserstein}, Jensen-Shannon {THRESHOLDS.jensenshannon}. "
+            "A p-value test at 0.05 is expected near 5%; the distance tests should stay near 0.",
+            "",
+            "| feature test | false-positive rate |",
+            "| --- | ---: |",
+        ]
+        lines += [f"| {key} | {rate:.3f} |" for key, rate in fpr.items()]
+    lines += [
+        "",
+        "Correctness against scipy (1e-9) and Evidently's PSI on the same bins (1e-6), shift "
+        "detection, NoData and the Pushgateway -> Prometheus path are tests: "
+        "`python -m pytest tests/workloads/monitor tests/prometheus -q`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Generate data, run every tool on every size, print and write the results."""
+    parser = argparse.ArgumentParser(prog="python -m bench.drift_bench", description=__doc__)
+    parser.add_argument("--sizes", default="1m,10m", help="comma list of: " + ", ".join(SIZES))
+    default_dir = os.environ.get("KUBELOOP_BENCH_DIR", "/tmp/kubeloop-bench")
+    parser.add_argument("--dir", default=default_dir, help="where the data is generated")
     parser.add_argument(
-        "--dir", default=os.environ.get("KUBELOOP_BENCH_DIR", "/tmp/kubeloop-bench")
+        "--evidently",
+        default=f"{SAME_TESTS},default:default",
+        help="Evidently runs NUM:CAT[,...]; past the first only at 1m",
     )
-    parser.add_argument("--evidently", default="psi:chisquare,default:default")
-    parser.add_argument("--one")
-    parser.add_argument("--root")
-    parser.add_argument("--limit-gib", type=float, default=8.0)
+    parser.add_argument("--rss-limit-gib", type=float, default=10.0)
     parser.add_argument("--timeout", type=float, default=600.0)
-    parser.add_argument("--evidently-timeout-10m", type=float, default=300.0)
-    args = parser.parse_args()
-    if args.one:
-        _one(args)
-        return
-    rows = []
-    for size in args.sizes.split(","):
+    parser.add_argument("--seeds", type=int, default=500, help="false-positive seeds (0: skip)")
+    args = parser.parse_args(argv)
+    sizes = [s for s in args.sizes.split(",") if s]
+    unknown = [s for s in sizes if s not in SIZES]
+    if unknown:
+        parser.error(f"unknown sizes {unknown}")
+    run: dict[str, Any] = {
+        "topic": TOPIC,
+        "started": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": "python -m bench drift"
+        if argv is None or not argv
+        else "python -m bench.drift_bench " + " ".join(argv),
+        "machine": _machine(),
+        "sizes": sizes,
+        "rss_limit_gib": args.rss_limit_gib,
+        "timeout": args.timeout,
+        "seeds": args.seeds,
+        "measures": [],
+    }
+    if not EVIDENTLY.exists():
+        print("Evidently venv missing: run `make bench-venvs` first", file=sys.stderr)
+        return 2
+    for size in sizes:
         ref_rows, cur_rows, features = SIZES[size]
         root = Path(args.dir) / size
         started = time.monotonic()
         generate(root, ref_rows, cur_rows, features)
         print(f"# {size}: data ready in {time.monotonic() - started:.0f} s", flush=True)
-        tools = ["kubeloop-profile", "kubeloop-parquet"]
-        methods = args.evidently.split(",") if size == "1m" else args.evidently.split(",")[:1]
-        tools += [f"evidently:{m}" for m in methods]
-        for tool in tools:
-            timeout = (
-                args.evidently_timeout_10m
-                if size == "10m" and "evidently" in tool
-                else args.timeout
-            )
-            m = _spawn(root, tool, args.limit_gib, timeout)
-            rows.append((size, ref_rows, cur_rows, features, m))
+        methods = args.evidently.split(",")
+        runs: list[tuple[str, str]] = [("kubeloop", "kubeloop-profile")]
+        runs += [("kubeloop", "kubeloop-parquet")]
+        runs += [("evidently", m) for m in (methods if size == "1m" else methods[:1])]
+        for kind, what in runs:
+            if kind == "kubeloop":
+                m = _kubeloop(root, size, what, args.rss_limit_gib, args.timeout)
+            else:
+                m = _evidently(root, size, what, args.rss_limit_gib, args.timeout)
+            run["measures"].append(asdict(m))
             print(
-                f"{size} {tool}: {m.seconds:.1f} s, peak RSS {m.peak_rss_mib:.0f} MiB, {m.status}; "
-                f"{m.output}",
+                f"{size} {m.tool}: {m.seconds:.1f} s, peak RSS {m.peak_rss_mib:.0f} MiB, "
+                f"{m.status}, {len(m.drifted)} drifted"
+                + ("" if m.status == "ok" else f"; {m.tail}"),
                 flush=True,
             )
-    print("\n| size | tool | wall s | peak RSS MiB | status |\n| --- | --- | --- | --- | --- |")
-    for size, ref_rows, cur_rows, features, m in rows:
-        label = f"{cur_rows:,} x {features} (ref {ref_rows:,})"
-        print(f"| {label} | {m.tool} | {m.seconds:.1f} | {m.peak_rss_mib:.0f} | {m.status} |")
+    if args.seeds:
+        started = time.monotonic()
+        run["false_positive_rates"] = false_positive_rates(args.seeds)
+        print(
+            f"# false-positive rates over {args.seeds} seeds in "
+            f"{time.monotonic() - started:.0f} s: {run['false_positive_rates']}"
+        )
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(run, indent=2))
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    DOC.write_text(_report(run))
+    print(DOC.read_text())
+    ok = all(m["status"] == "ok" for m in run["measures"] if m["tool"].startswith("kubeloop"))
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

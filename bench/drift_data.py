@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 from kubeloop.profile import build_profile_streaming
 from kubeloop.workloads.monitor.reference import feature_kinds
 
-__all__ = ["NOW", "generate", "names"]
+__all__ = ["NOW", "generate", "names", "shifted"]
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 CHUNK = 500_000
@@ -26,6 +26,15 @@ def names(features: int) -> tuple[list[str], list[str]]:
     """(numeric, categorical) feature names: 70% numeric, 30% categorical."""
     n_cat = max(1, round(features * 0.3))
     return [f"num_{i:02d}" for i in range(features - n_cat)], [f"cat_{i:02d}" for i in range(n_cat)]
+
+
+def shifted(features: int) -> list[str]:
+    """The features whose current-window distribution differs from the reference by construction
+    (a fifth of each kind, see _chunk); every other feature is drawn identically."""
+    numeric, categorical = names(features)
+    return [n for i, n in enumerate(numeric) if i % 5 == 0] + [
+        n for i, n in enumerate(categorical) if i % 5 == 0
+    ]
 
 
 def _chunk(rng: np.random.Generator, rows: int, features: int, drift: bool) -> pa.Table:
