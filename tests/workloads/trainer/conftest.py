@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -120,12 +121,21 @@ def train(tmp_path: Path) -> Runner:
         spec_path.write_text(yaml.safe_dump({"kind": "TrainingPipeline", "spec": spec}))
         result_path = tmp_path / f"result-{name}.json"
         saved = dict(os.environ)
-        os.environ.update({"KUBELOOP_WORK_DIR": str(tmp_path / "scratch"), **(env or {})})
+        os.environ.update(
+            {
+                "KUBELOOP_WORK_DIR": str(tmp_path / "scratch"),
+                "KUBELOOP_NUM_THREADS": "1",  # 2 shared cores: more threads only contend
+                **(env or {}),
+            }
+        )
+        # Like a fresh pod: boto3's default session caches the credentials it first resolved.
+        boto3.DEFAULT_SESSION = None
         try:
             code = main(["--spec", str(spec_path), "--result-path", str(result_path), *args])
         finally:
             os.environ.clear()
             os.environ.update(saved)
+            boto3.DEFAULT_SESSION = None
         return code, json.loads(result_path.read_text())
 
     return run
@@ -185,3 +195,27 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+MLP = {"epochs": 6, "hiddenSizes": [16], "batchSize": 64, "patience": 0, "dropout": 0.2}
+
+
+def mlp_spec(spec_for: Callable[..., Spec], **params: Any) -> Spec:
+    """A TabularMLP spec: small and fast, dropout on (so its RNG is part of what is checked)."""
+    return spec_for(framework="torch", estimator="TabularMLP", params={**MLP, **params})
+
+
+def write_spec(spec: Spec, path: Path) -> Path:
+    """Write `spec` as a TrainingPipeline YAML file, as a user passes it to --spec."""
+    path.write_text(yaml.safe_dump({"kind": "TrainingPipeline", "spec": spec}))
+    return path
+
+
+def manifest_of(result: dict[str, Any]) -> dict[str, Any]:
+    """The manifest of a file:// result's version, plus `_weights`: the sha256 of model.pt."""
+    from kubeloop.modelformat import sha256_file
+
+    folder = Path(result["uri"].removeprefix("file://"))
+    manifest: dict[str, Any] = json.loads((folder / "manifest.json").read_text())
+    manifest["_weights"] = sha256_file(folder / "model.pt")
+    return manifest

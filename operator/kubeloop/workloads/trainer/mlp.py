@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,15 @@ from kubeloop.modelformat import build_mlp
 from kubeloop.workloads.trainer.checkpoints import CheckpointStore
 from kubeloop.workloads.trainer.errors import TrainingError
 
-__all__ = ["Distributed", "MLPParams", "MLPResult", "parse_params", "train_mlp"]
+__all__ = [
+    "Distributed",
+    "MLPParams",
+    "MLPResult",
+    "parse_params",
+    "pick_device",
+    "thread_count",
+    "train_mlp",
+]
 
 log = logging.getLogger("kubeloop.train")
 
@@ -129,10 +138,28 @@ def configure_determinism(device: str) -> None:
     # cuBLAS needs this before the first CUDA call to be deterministic.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=device == "cuda")
-    threads = int(os.environ.get("KUBELOOP_NUM_THREADS", "0")) or min(
-        8, len(os.sched_getaffinity(0))
-    )
-    torch.set_num_threads(threads)
+    torch.set_num_threads(thread_count())
+
+
+def thread_count(cgroup: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """Intra-op threads: KUBELOOP_NUM_THREADS, else this process's share of the CPUs it may use.
+
+    A pod's CPU limit is a CFS quota, not an affinity mask: a 2-CPU pod on a 64-core node sees
+    64 CPUs, and 64 spinning threads under a 2-CPU quota run many times slower than 2. Under
+    torchrun the processes of one pod split the CPUs (LOCAL_WORLD_SIZE).
+    """
+    forced = int(os.environ.get("KUBELOOP_NUM_THREADS", "0") or 0)
+    if forced > 0:
+        return forced
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = cgroup.read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass  # cgroup v1 or no limit: the affinity mask is all we know
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    return max(1, min(8, cpus // local))
 
 
 def train_mlp(
