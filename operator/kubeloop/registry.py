@@ -98,7 +98,12 @@ class Registry:
                     join(self.version_uri(candidate), CLAIM), body, if_absent=True
                 )
             except AlreadyExistsError:
-                candidate += 1  # another run won this number: try the next
+                # Another run won this number, or our own create succeeded and only its answer
+                # was lost (the retry then sees 412): read the claim before moving on, so a
+                # lost answer never leaves an orphan claim behind.
+                if self._claim_owner(candidate) == run_id:
+                    return VersionClaim(candidate, self.version_uri(candidate))
+                candidate += 1
                 continue
             return VersionClaim(candidate, self.version_uri(candidate))
         raise RegistryError(f"could not claim a version under {self.artifacts} after many tries")
@@ -119,9 +124,18 @@ class Registry:
         for path in files:
             rel = path.relative_to(local_dir).as_posix()
             self.store.write_bytes(join(claim.uri, rel), path.read_bytes())
-        self.store.write_bytes(
-            join(claim.uri, MANIFEST), (local_dir / MANIFEST).read_bytes(), if_absent=True
-        )
+        manifest = (local_dir / MANIFEST).read_bytes()
+        uri = join(claim.uri, MANIFEST)
+        try:
+            self.store.write_bytes(uri, manifest, if_absent=True)
+        except AlreadyExistsError:
+            # Published before: by this run (a retried pod, or a create whose answer was
+            # lost) when the bytes are ours, else never overwritten.
+            if self.store.read_bytes(uri) != manifest:
+                raise AlreadyExistsError(
+                    f"{uri} already exists with other content: version {claim.version} "
+                    "was published by another run and is never overwritten"
+                ) from None
         return claim.uri
 
     def read_manifest(self, version: int | str) -> dict[str, Any]:

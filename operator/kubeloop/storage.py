@@ -143,7 +143,11 @@ class S3Store:
             client = boto3.client(
                 "s3",
                 endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
-                config=Config(retries={"max_attempts": 8, "mode": "adaptive"}),
+                config=Config(
+                    retries={"total_max_attempts": _max_attempts(), "mode": _retry_mode()},
+                    connect_timeout=_timeout_seconds(),
+                    read_timeout=_timeout_seconds(),
+                ),
             )
         self.client = client
 
@@ -154,7 +158,9 @@ class S3Store:
         return parsed.netloc, parsed.path.lstrip("/")
 
     def _error(self, uri: str, exc: Exception) -> StorageError:
-        code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
+        response = getattr(exc, "response", {}) or {}
+        code = response.get("Error", {}).get("Code", type(exc).__name__)
+        attempts = response.get("ResponseMetadata", {}).get("RetryAttempts", 0) + 1
         if code in ("NoSuchKey", "404", "NotFoundError"):
             return NotFoundError(f"{uri} does not exist")
         if code == "NoSuchBucket":
@@ -163,7 +169,20 @@ class S3Store:
             return StorageError(
                 f"access to {uri} denied ({code}): check the storageSecretRef credentials"
             )
-        return StorageError(f"object storage error on {uri}: {code}")
+        if "Timeout" in code:
+            return StorageError(
+                f"object storage timed out on {uri} ({code}) after retries: check the endpoint "
+                f"and network, or raise KUBELOOP_S3_TIMEOUT_SECONDS ({_timeout_seconds():g}s)"
+            )
+        if "Connection" in code or "Endpoint" in code:
+            return StorageError(
+                f"object storage unreachable for {uri} ({code}) after retries: check the "
+                "endpoint (AWS_ENDPOINT_URL) and network"
+            )
+        return StorageError(
+            f"object storage error on {uri}: {code} after {attempts} attempt(s) "
+            "(the store is throttling or failing; the operation is safe to retry)"
+        )
 
     def read_bytes(self, uri: str) -> bytes:
         bucket, key = self.split(uri)
@@ -220,6 +239,22 @@ class S3Store:
             raise self._error(uri, exc) from exc
 
 
+def _max_attempts() -> int:
+    """Attempts per S3 call, retries included (AWS_MAX_ATTEMPTS, boto's own name; default 8)."""
+    return int(os.environ.get("AWS_MAX_ATTEMPTS") or 8)
+
+
+def _retry_mode() -> str:
+    """botocore retry mode (AWS_RETRY_MODE; default adaptive: backoff plus client-side
+    rate limiting after throttling answers)."""
+    return os.environ.get("AWS_RETRY_MODE") or "adaptive"
+
+
+def _timeout_seconds() -> float:
+    """Connect and read timeout of one S3 request (KUBELOOP_S3_TIMEOUT_SECONDS; default 60)."""
+    return float(os.environ.get("KUBELOOP_S3_TIMEOUT_SECONDS") or 60)
+
+
 def store_for(uri: str) -> ObjectStore:
     """The backend for a URI's scheme."""
     scheme = urlparse(uri).scheme
@@ -247,5 +282,11 @@ def arrow_filesystem(uri: str) -> tuple[Any, str]:
         if region:
             kwargs["region"] = region
         bucket, key = S3Store.split(uri)
-        return fs.S3FileSystem(**kwargs), f"{bucket}/{key}"
+        filesystem = fs.S3FileSystem(
+            retry_strategy=fs.AwsStandardS3RetryStrategy(max_attempts=_max_attempts()),
+            connect_timeout=_timeout_seconds(),
+            request_timeout=_timeout_seconds(),
+            **kwargs,
+        )
+        return filesystem, f"{bucket}/{key}"
     raise StorageError(f"{uri}: unsupported scheme {scheme!r}; use s3:// or file://")
