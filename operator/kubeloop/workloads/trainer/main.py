@@ -44,7 +44,7 @@ def load_spec(path: str | None) -> TrainingPipelineSpec:
         if path:
             import yaml
 
-            doc: Any = yaml.safe_load(Path(path).read_text())
+            doc: Any = _pick_pipeline(list(yaml.safe_load_all(Path(path).read_text())))
             source = path
         elif os.environ.get("KUBELOOP_SPEC"):
             doc = json.loads(os.environ["KUBELOOP_SPEC"])
@@ -72,6 +72,18 @@ def load_spec(path: str | None) -> TrainingPipelineSpec:
         if isinstance(exc, TrainingError):
             raise
         raise TrainingError("InvalidSpec", f"cannot read the spec: {exc}") from exc
+
+
+def _pick_pipeline(docs: list[Any]) -> Any:
+    """The TrainingPipeline of a multi-document file (KUBELOOP_PIPELINE picks by name)."""
+    if len(docs) == 1:
+        return docs[0]
+    pipelines = [d for d in docs if isinstance(d, dict) and d.get("kind") == "TrainingPipeline"]
+    wanted = os.environ.get("KUBELOOP_PIPELINE")
+    named = [d for d in pipelines if (d.get("metadata") or {}).get("name") == wanted]
+    if named or pipelines:
+        return (named or pipelines)[0]
+    raise TrainingError("InvalidSpec", "the spec file holds no TrainingPipeline document")
 
 
 def _parser() -> argparse.ArgumentParser:
