@@ -27,11 +27,15 @@ from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OrdinalEncoder
+from threadpoolctl import threadpool_limits
 
 from kubeloop.modelformat import write_manifest
 
 ROOT = Path(__file__).resolve().parents[3]
 PLANS = ("basic", "pro", "max")
+# One OpenMP thread while fitting the tiny test models: with one thread per core on a busy
+# 2-core machine, HistGradientBoosting's threads spin against each other (8 s instead of 0.4 s).
+single_thread = threadpool_limits
 
 
 def write_version(folder: Path, model: Any, manifest: dict[str, Any]) -> Path:
@@ -63,9 +67,10 @@ def churn_version(folder: Path) -> Path:
             ),
         ]
     )
-    model = Pipeline(
-        [("pre", pre), ("est", HistGradientBoostingClassifier(max_iter=20, random_state=0))]
-    ).fit(x, churn)
+    with single_thread(1):
+        model = Pipeline(
+            [("pre", pre), ("est", HistGradientBoostingClassifier(max_iter=20, random_state=0))]
+        ).fit(x, churn)
     features = [
         {"name": "age", "dtype": "float64", "kind": "numeric", "categories": None},
         {"name": "income", "dtype": "float64", "kind": "numeric", "categories": None},
@@ -89,14 +94,15 @@ def numeric_version(folder: Path, *, task: str = "classification", n_features: i
     """A bare HistGradientBoosting model on numeric features (the compiled fast path)."""
     rng = np.random.default_rng(11)
     x = rng.normal(size=(600, n_features))
-    if task == "classification":
-        y = (x[:, 0] + x[:, 1] > 0).astype(np.int64)
-        model: Any = HistGradientBoostingClassifier(max_iter=30, random_state=0).fit(x, y)
-        target = {"name": "label", "classes": [0, 1]}
-    else:
-        y = x[:, 0] * 3 + x[:, 2]
-        model = HistGradientBoostingRegressor(max_iter=30, random_state=0).fit(x, y)
-        target = {"name": "value", "classes": None}
+    with single_thread(1):
+        if task == "classification":
+            y = (x[:, 0] + x[:, 1] > 0).astype(np.int64)
+            model: Any = HistGradientBoostingClassifier(max_iter=30, random_state=0).fit(x, y)
+            target = {"name": "label", "classes": [0, 1]}
+        else:
+            y = x[:, 0] * 3 + x[:, 2]
+            model = HistGradientBoostingRegressor(max_iter=30, random_state=0).fit(x, y)
+            target = {"name": "value", "classes": None}
     features = [
         {"name": f"f{i}", "dtype": "float64", "kind": "numeric", "categories": None}
         for i in range(n_features)
@@ -106,6 +112,44 @@ def numeric_version(folder: Path, *, task: str = "classification", n_features: i
         model,
         {"version": "1", "task": task, "features": features, "target": target},
     )
+
+
+def torch_version(folder: Path, *, n_features: int = 4) -> Path:
+    """A torch MLP classifier as the trainer writes it: preprocess.joblib + model.pt (a
+    state_dict, loaded with weights_only) + manifest.json with the architecture."""
+    import torch
+    from sklearn.preprocessing import StandardScaler
+
+    from kubeloop.modelformat import build_mlp
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(200, n_features))
+    folder.mkdir(parents=True, exist_ok=True)
+    joblib.dump(StandardScaler().fit(x), folder / "preprocess.joblib")
+    torch.manual_seed(0)
+    net = build_mlp(n_features, [16], 0.1, 2)
+    torch.save(net.state_dict(), folder / "model.pt")
+    features = [
+        {"name": f"f{i}", "dtype": "float64", "kind": "numeric", "categories": None}
+        for i in range(n_features)
+    ]
+    write_manifest(
+        folder,
+        {
+            "version": "2",
+            "framework": "torch",
+            "task": "classification",
+            "architecture": {
+                "inputs": n_features,
+                "hiddenSizes": [16],
+                "dropout": 0.1,
+                "outputs": 2,
+            },
+            "features": features,
+            "target": {"name": "label", "classes": ["a", "b"]},
+        },
+    )
+    return folder
 
 
 def free_port() -> int:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
-from tests.workloads.server.conftest import churn_version, numeric_version
+from tests.workloads.server.conftest import churn_version, numeric_version, single_thread
 
 from kubeloop.modelformat import load_predictor
 from kubeloop.workloads.server.tree_ensemble import (
@@ -16,6 +17,12 @@ from kubeloop.workloads.server.tree_ensemble import (
     accelerate,
     compile_hgb,
 )
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    with single_thread(1):
+        yield
 
 
 def _data(seed: int) -> np.ndarray:

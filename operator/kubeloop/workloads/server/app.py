@@ -63,11 +63,17 @@ class InferenceApp:
         *,
         loader: Callable[[str, Path], LoadedModel] = load_model,
         started_at: float | None = None,
+        loaded_workers: Any = None,
     ) -> None:
+        """`loaded_workers`: with several worker processes, a shared `multiprocessing.Value`
+        counting the workers that have loaded the model. The pod reports ready only when all
+        have: the kernel hands a connection to any worker, so one still loading would answer
+        the Service's traffic with 503."""
         self.settings = settings
         self.started_at = time.time() if started_at is None else started_at
         self.metrics = ServerMetrics(settings.model_name)
         self._loader = loader
+        self._loaded_workers = loaded_workers
         self.model: LoadedModel | None = None
         self.not_ready_reason = "model is loading"
         self.shutting_down = False
@@ -137,6 +143,9 @@ class InferenceApp:
         self._ok_counter = self.metrics.requests.labels(settings.model_name, model.version, "200")
         self._metadata = orjson.dumps(self._model_metadata(model))
         self.model = model
+        if self._loaded_workers is not None:
+            with self._loaded_workers.get_lock():
+                self._loaded_workers.value += 1
         if not self.shutting_down:
             self.not_ready_reason = ""
         print(
@@ -157,8 +166,24 @@ class InferenceApp:
 
     @property
     def ready(self) -> bool:
-        """Loaded, verified and not shutting down."""
+        """Loaded, verified and not shutting down, in this worker and in every other one."""
+        return self._serving and self._peers_loaded() >= self.settings.workers
+
+    @property
+    def _serving(self) -> bool:
+        """This worker can answer infer requests."""
         return self.model is not None and not self.shutting_down
+
+    def _peers_loaded(self) -> int:
+        if self._loaded_workers is None:
+            return self.settings.workers
+        return int(self._loaded_workers.value)
+
+    def _reason(self) -> str:
+        if self._serving:
+            loaded, workers = self._peers_loaded(), self.settings.workers
+            return f"{loaded} of {workers} workers have loaded the model"
+        return self.not_ready_reason
 
     # ---- ASGI ------------------------------------------------------------------------------
 
@@ -205,7 +230,7 @@ class InferenceApp:
         if path == "/v2/health/ready":
             if self.ready:
                 return 200, b'{"ready":true}', json
-            raise ModelNotReadyError(f"not ready: {self.not_ready_reason}")
+            raise ModelNotReadyError(f"not ready: {self._reason()}")
         if path in ("/v2", "/v2/"):
             meta = {"name": _SERVER_NAME, "version": _SERVER_VERSION, "extensions": []}
             return 200, orjson.dumps(meta), json
@@ -219,7 +244,8 @@ class InferenceApp:
                 self._require_ready()
                 return 200, self._metadata, json
             if tail == ("ready",):
-                self._require_ready()
+                if not self.ready:
+                    raise ModelNotReadyError(f"model not ready: {self._reason()}")
                 name = self.settings.model_name
                 return 200, orjson.dumps({"name": name, "ready": True}), json
         raise NotFoundError(f"no route {path}")
@@ -246,7 +272,8 @@ class InferenceApp:
         return tuple(rest)
 
     def _require_ready(self) -> None:
-        if not self.ready:
+        """This worker has the model: it answers even while a sibling worker still loads."""
+        if not self._serving:
             raise ModelNotReadyError(f"model not ready: {self.not_ready_reason}")
 
     async def _infer(self, scope: Scope, receive: Receive, send: Send, parts: list[str]) -> None:

@@ -51,9 +51,12 @@ def main(argv: list[str]) -> int:
     sock.listen(2048)
     sock.set_inheritable(True)
     context = multiprocessing.get_context("spawn")
+    loaded = context.Value("i", 0)  # workers that have loaded the model: readiness needs all
     workers = [
         context.Process(
-            target=_serve, args=(settings.model_dump(), sock, started), name=f"worker-{i}"
+            target=_serve,
+            args=(settings.model_dump(), sock, started, loaded),
+            name=f"worker-{i}",
         )
         for i in range(settings.workers)
     ]
@@ -85,7 +88,12 @@ def _configure_logging() -> None:
     )
 
 
-def _serve(settings_data: dict[str, Any], sock: socket.socket | None, started: float) -> int:
+def _serve(
+    settings_data: dict[str, Any],
+    sock: socket.socket | None,
+    started: float,
+    loaded_workers: Any = None,
+) -> int:
     """One worker process: uvicorn (uvloop + httptools) running the ASGI app."""
     import uvicorn
 
@@ -94,7 +102,7 @@ def _serve(settings_data: dict[str, Any], sock: socket.socket | None, started: f
 
     _configure_logging()
     settings = ServerSettings(**settings_data)
-    app = InferenceApp(settings, started_at=started)
+    app = InferenceApp(settings, started_at=started, loaded_workers=loaded_workers)
     config = uvicorn.Config(
         app,
         host=settings.host,

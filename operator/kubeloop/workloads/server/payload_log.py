@@ -56,6 +56,11 @@ class PayloadLogger:
         on_written: Callable[[int], None] = lambda _n: None,
         on_dropped: Callable[[int, str], None] = lambda _n, _reason: None,
     ) -> None:
+        # Import pyarrow here, before requests come: a first import inside the flush thread
+        # races sklearn's pyarrow check in the predict thread ("partially initialized module
+        # 'pyarrow'"), which failed the first requests of a fresh server.
+        import pyarrow.parquet  # noqa: F401
+
         self.destination = destination
         self._features = features  # (name, kind)
         self._version = model_version
