@@ -1,0 +1,171 @@
+"""Operator kills: the real operator (`kubeloop operator`, a subprocess) is SIGKILLed at seeded
+random moments while a TrainingPipeline goes through many runs, and restarted. Afterwards we
+count what an operator must never do: duplicate Jobs, lost runs, double-counted runs, a stuck
+status.
+
+Faked: the API server (the emulator, in this process) and the Job controller (the test plays
+it, as tests/integration does). `KUBELOOP_SOAK=1` (make reliability) runs 50 runs instead of 6.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.integration.harness import JOBS, TP, Cluster, example, wait_for
+
+from kubeloop.local.emulator import EmulatorThread
+
+RUNS = 50 if os.environ.get("KUBELOOP_SOAK") == "1" else 6
+SEED = int(os.environ.get("KUBELOOP_SEED", "20261123"))
+NAME = "killed"
+
+
+class OperatorProcess:
+    """`kubeloop operator` against the emulator; killable with SIGKILL and restartable."""
+
+    def __init__(self, url: str, log: Path) -> None:
+        self.url = url
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.kills = 0
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "KUBELOOP_KUBE_SERVER": self.url,
+            "KUBELOOP_METRICS_PORT": "0",
+            "KUBELOOP_RESYNC_SECONDS": "0.5",
+        }
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "kubeloop.cli", "operator", "--liveness", ""],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def kill_and_restart(self) -> None:
+        with self._lock:
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+            self.kills += 1
+            self.start()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, OperatorProcess]]:
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    with EmulatorThread() as thread:
+        operator = OperatorProcess(thread.url, log)
+        operator.start()
+        try:
+            yield Cluster(thread), operator
+        finally:
+            operator.stop()
+
+
+def _status(cluster: Cluster) -> dict[str, Any]:
+    return ((cluster.get(TP, "ml", NAME) or {}).get("status")) or {}
+
+
+def _maybe_kill_later(rng: random.Random, operator: OperatorProcess) -> threading.Thread | None:
+    """With probability 1/2, SIGKILL the operator 0-1.5 s from now (while it works)."""
+    if rng.random() < 0.5:
+        return None
+    delay = rng.uniform(0.0, 1.5)
+    timer = threading.Timer(delay, operator.kill_and_restart)
+    timer.start()
+    return timer
+
+
+def test_sigkill_at_random_points_loses_and_duplicates_nothing(
+    setup: tuple[Cluster, OperatorProcess],
+) -> None:
+    cluster, operator = setup
+    rng = random.Random(SEED)
+    doc = example("churn-pipeline.yaml", name=NAME)
+    doc["spec"].pop("schedule")
+    doc["spec"].pop("storageSecretRef")
+    doc["spec"]["runPolicy"] = {"historyLimit": 100}
+    started = time.monotonic()
+    cluster.create(doc)
+    for run in range(1, RUNS + 1):
+        if run > 1:
+            cluster.patch(
+                TP,
+                "ml",
+                NAME,
+                {"metadata": {"annotations": {"kubeloop.io/run-requested-at": f"t{run}"}}},
+            )
+        timer = _maybe_kill_later(rng, operator)
+        job = f"{NAME}-run-{run}"
+        wait_for(lambda job=job: cluster.get(JOBS, "ml", job), timeout=90, what=job)
+        if timer:
+            timer.join()
+        timer = _maybe_kill_later(rng, operator)
+        result = {
+            "kind": "TrainingResult",
+            "ok": True,
+            "version": str(run),
+            "uri": f"s3://models/churn/versions/{run}",
+            "metrics": {"roc_auc": round(0.76 + rng.random() * 0.2, 4)},
+        }
+        cluster.finish_job("ml", job, result)
+        wait_for(
+            lambda run=run: (
+                len(_status(cluster).get("runs") or []) >= run
+                and not _status(cluster).get("currentRun")
+            ),
+            timeout=90,
+            what=f"run {run} recorded",
+        )
+        if timer:
+            timer.join()
+    # Let the operator settle (a last restart may still be reconciling), then count.
+    time.sleep(3)
+    jobs = [
+        j
+        for j in cluster.list(JOBS, "ml")
+        if j["metadata"].get("labels", {}).get("kubeloop.io/trainingpipeline") == NAME
+    ]
+    names = Counter(j["metadata"]["name"] for j in jobs)
+    status = _status(cluster)
+    ids = Counter(r["id"] for r in status.get("runs") or [])
+    expected = {str(i) for i in range(1, RUNS + 1)}
+    duplicates = len(jobs) - RUNS
+    lost = len(expected - set(ids))
+    double_counted = sum(n - 1 for n in ids.values() if n > 1)
+    stuck = int(bool(status.get("currentRun")) or status.get("phase") not in ("Succeeded",))
+    elapsed = time.monotonic() - started
+    print(
+        f"\nRELIABILITY operator-kills: runs={RUNS}, kills={operator.kills}, seed={SEED}, "
+        f"duplicate_jobs={duplicates}, lost_runs={lost}, double_counted={double_counted}, "
+        f"stuck={stuck}, seconds={elapsed:.0f}"
+    )
+    assert operator.kills > 0, "no kill happened: the experiment proved nothing"
+    assert max(names.values()) == 1 and duplicates == 0, f"duplicate Jobs: {names}"
+    assert lost == 0 and double_counted == 0, f"runs in status: {sorted(ids.items())}"
+    assert not stuck, status
+    best = max(float(r["metrics"]["roc_auc"]) for r in status["runs"])
+    assert status["champion"]["score"] == best  # the gate applied once per run, in order
