@@ -14,6 +14,7 @@ from kubeloop.local.podspec import (
     EnvError,
     build_process,
     completion_indexes,
+    cpu_threads,
     default_args,
     expand_vars,
     resolve_env,
@@ -160,3 +161,23 @@ def test_indexed_pod_gets_its_index_and_local_master(tmp_path: Path) -> None:
     assert spec.env["MASTER_ADDR"] == "127.0.0.1"
     assert spec.env["MASTER_PORT"] == "29500"
     assert spec.argv == ["torchrun"]
+
+
+@pytest.mark.parametrize(
+    ("limits", "threads"),
+    [({"cpu": "1"}, 1), ({"cpu": "1500m"}, 2), ({"cpu": "250m"}, 1), ({"cpu": 4}, 4), ({}, None)],
+)
+def test_cpu_limit_sizes_the_native_thread_pools(
+    tmp_path: Path, limits: dict[str, object], threads: int | None
+) -> None:
+    container = {
+        "image": "ghcr.io/kubeloop/kubeloop-trainer:0.1.0",
+        "resources": {"requests": {"cpu": "8"}, "limits": limits},
+        "env": [{"name": "MKL_NUM_THREADS", "value": "3"}],
+    }
+    assert cpu_threads(container) == threads
+    spec = build_process(POD, container, secrets={}, pod_dir=tmp_path)
+    expected = None if threads is None else str(threads)
+    assert spec.env.get("OMP_NUM_THREADS") == expected
+    assert spec.env.get("OPENBLAS_NUM_THREADS") == expected
+    assert spec.env["MKL_NUM_THREADS"] == "3"  # the container's own setting wins

@@ -52,7 +52,7 @@ from typing import Any, TypeVar
 
 import aiohttp.web
 import attrs
-import jsonpatch
+import jsonpatch  # type: ignore[import-untyped]
 import kmock
 from kmock._internal import dicts, enums, rendering
 from kmock._internal.k8s import KubernetesObjectConflictError
@@ -72,6 +72,8 @@ RESOURCES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
     "v1/pods": ("Pod", True, ("status",)),
     "v1/services": ("Service", True, ("status",)),
     "v1/serviceaccounts": ("ServiceAccount", True, ()),
+    "v1/secrets": ("Secret", True, ()),
+    "v1/configmaps": ("ConfigMap", True, ()),
     "v1/events": ("Event", True, ()),
     "events.k8s.io/v1/events": ("Event", True, ()),
     "batch/v1/jobs": ("Job", True, ("status",)),

@@ -705,9 +705,16 @@ class PodRunner:
                     if exc.status != 409:
                         raise
                 status["lastScheduleTime"] = due.strftime("%Y-%m-%dT%H:%M:%SZ")
-            await self.api.patch(
-                CRONJOBS, meta["namespace"], meta["name"], {"status": status}, subresource="status"
-            )
+            previous = cronjob.get("status") or {}
+            if any(previous.get(k) != v for k, v in status.items()):
+                # Only on change: every write is a watch event the operator has to process.
+                await self.api.patch(
+                    CRONJOBS,
+                    meta["namespace"],
+                    meta["name"],
+                    {"status": status},
+                    subresource="status",
+                )
             await self._cronjob_history(cronjob, owned, finished)
 
     async def _cronjob_history(

@@ -16,7 +16,11 @@ explicitly and nowhere else:
 - declared container ports get free loopback ports; `KUBELOOP_PORT` (and any `*_PORT` env equal
   to a container port) is rewritten, and the readiness probe is checked on the new port;
 - Indexed Jobs: `JOB_COMPLETION_INDEX` per pod; a `MASTER_ADDR` naming a pod of the Job's
-  headless Service becomes 127.0.0.1 (every "node" is this machine).
+  headless Service becomes 127.0.0.1 (every "node" is this machine);
+- CPU limits: a kubelet enforces them with a CFS quota, a local process cannot be throttled,
+  so the native thread pools (OpenMP, BLAS, PyTorch) are sized to the container's CPU limit
+  instead (`OMP_NUM_THREADS` etc., unless the container sets them): without it every process
+  spins one thread per core, and a few pods on a small machine starve each other.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ __all__ = [
     "ReadinessProbe",
     "build_process",
     "completion_indexes",
+    "cpu_threads",
     "default_args",
     "expand_vars",
     "field_value",
@@ -245,6 +250,20 @@ def _resolve_program(argv: list[str]) -> list[str]:
     return argv
 
 
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def cpu_threads(container: Mapping[str, Any]) -> int | None:
+    """Threads a container's CPU limit allows (`"1500m"` -> 2, `"2"` -> 2); None when unset."""
+    resources = container.get("resources") or {}
+    cpu = (resources.get("limits") or {}).get("cpu")
+    if cpu is None:
+        return None
+    text = str(cpu)
+    cores = float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+    return max(1, -int(-cores // 1))
+
+
 def _rewrite_path(value: str, mounts: Mapping[str, Path]) -> str:
     for mount_path, local in sorted(mounts.items(), key=lambda kv: -len(kv[0])):
         mount = mount_path.rstrip("/")
@@ -347,6 +366,10 @@ def build_process(
         if value == term_path:
             env[name] = str(termination)
     env["KUBELOOP_RESULT_PATH"] = str(termination)
+    threads = cpu_threads(container)
+    if threads is not None:
+        for name in THREAD_ENV:
+            env.setdefault(name, str(threads))
     env.update(extra_env or {})
 
     command = list(container.get("command") or IMAGE_ENTRYPOINT)
