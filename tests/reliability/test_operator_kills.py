@@ -11,66 +11,21 @@ from __future__ import annotations
 
 import os
 import random
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from tests.integration.harness import JOBS, TP, Cluster, example, wait_for
+from tests.reliability.operator_process import OperatorProcess
 
 from kubeloop.local.emulator import EmulatorThread
 
 RUNS = 50 if os.environ.get("KUBELOOP_SOAK") == "1" else 6
 SEED = int(os.environ.get("KUBELOOP_SEED", "20261123"))
 NAME = "killed"
-
-
-class OperatorProcess:
-    """`kubeloop operator` against the emulator; killable with SIGKILL and restartable."""
-
-    def __init__(self, url: str, log: Path) -> None:
-        self.url = url
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.kills = 0
-        self._lock = threading.Lock()
-
-    def start(self) -> None:
-        env = {
-            **os.environ,
-            "KUBELOOP_KUBE_SERVER": self.url,
-            "KUBELOOP_METRICS_PORT": "0",
-            "KUBELOOP_RESYNC_SECONDS": "0.5",
-        }
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "kubeloop.cli", "operator", "--liveness", ""],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-    def kill_and_restart(self) -> None:
-        with self._lock:
-            assert self.proc is not None
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-            self.kills += 1
-            self.start()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
 
 
 @pytest.fixture(scope="module")
@@ -164,6 +119,7 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(
         f"stuck={stuck}, seconds={elapsed:.0f}"
     )
     assert operator.kills > 0, "no kill happened: the experiment proved nothing"
+    assert operator.exits == 0, "the operator exited on its own (see its log)"
     assert max(names.values()) == 1 and duplicates == 0, f"duplicate Jobs: {names}"
     assert lost == 0 and double_counted == 0, f"runs in status: {sorted(ids.items())}"
     assert not stuck, status

@@ -1,0 +1,121 @@
+"""API faults: the real operator talks to the emulated API through a proxy that answers a
+seeded share of requests with 409, 410 (watches), 429, 500, 503, slowly, or not at all (dropped
+connections, watches cut mid-stream). The operator must converge to the same result as without
+faults, without a hot loop (peak request rate bounded) and without flooding its log.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.integration.harness import JOBS, TP, Cluster, example, wait_for
+from tests.reliability.apiproxy import ApiFaultProxy, ApiFaults
+from tests.reliability.operator_process import OperatorProcess
+
+from kubeloop.local.emulator import EmulatorThread
+
+RUNS = 20 if os.environ.get("KUBELOOP_SOAK") == "1" else 3
+SEED = int(os.environ.get("KUBELOOP_SEED", "7"))
+NAME = "faulty"
+WEIGHTS = {
+    "ok": 0.70,
+    "conflict": 0.05,
+    "gone": 0.25,  # drawn for watch requests only (few, long-lived)
+    "throttle": 0.04,
+    "error": 0.04,
+    "unavailable": 0.04,
+    "slow": 0.04,
+    "drop": 0.04,
+}
+# A healthy operator makes a few requests per second here; a hot loop makes hundreds.
+MAX_PEAK_PER_SECOND = 60
+
+
+@pytest.fixture(scope="module")
+def faulty(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Cluster, ApiFaults, Path, OperatorProcess]]:
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    faults = ApiFaults(WEIGHTS, seed=SEED, delay=1.0)
+    with EmulatorThread() as thread, ApiFaultProxy(thread.url, faults) as proxy:
+        operator = OperatorProcess(proxy.url, log)
+        operator.start()
+        try:
+            yield Cluster(thread), faults, log, operator
+        finally:
+            operator.stop()
+
+
+def _status(cluster: Cluster) -> dict[str, Any]:
+    return ((cluster.get(TP, "ml", NAME) or {}).get("status")) or {}
+
+
+def test_operator_converges_under_api_faults_without_hot_looping(
+    faulty: tuple[Cluster, ApiFaults, Path, OperatorProcess],
+) -> None:
+    cluster, faults, log, operator = faulty
+    doc = example("churn-pipeline.yaml", name=NAME)
+    doc["spec"].pop("schedule")
+    doc["spec"]["runPolicy"] = {"historyLimit": 100}
+    started = time.monotonic()
+    cluster.create(doc)
+    for run in range(1, RUNS + 1):
+        if run > 1:
+            cluster.patch(
+                TP,
+                "ml",
+                NAME,
+                {"metadata": {"annotations": {"kubeloop.io/run-requested-at": f"t{run}"}}},
+            )
+        job = f"{NAME}-run-{run}"
+        wait_for(lambda job=job: cluster.get(JOBS, "ml", job), timeout=120, what=job)
+        result = {
+            "kind": "TrainingResult",
+            "ok": True,
+            "version": str(run),
+            "uri": f"s3://models/churn/versions/{run}",
+            "metrics": {"roc_auc": 0.8 + run / 1000},
+        }
+        cluster.finish_job("ml", job, result)
+        wait_for(
+            lambda run=run: (
+                len(_status(cluster).get("runs") or []) >= run
+                and not _status(cluster).get("currentRun")
+            ),
+            timeout=120,
+            what=f"run {run} recorded",
+        )
+    elapsed = time.monotonic() - started
+    status = _status(cluster)
+    jobs = [
+        j
+        for j in cluster.list(JOBS, "ml")
+        if j["metadata"].get("labels", {}).get("kubeloop.io/trainingpipeline") == NAME
+    ]
+    # Idle for a few seconds under faults: a healthy operator stays quiet.
+    idle_from = len(faults.times)
+    time.sleep(5)
+    idle_rate = (len(faults.times) - idle_from) / 5
+    text = log.read_text(errors="replace")
+    tracebacks = text.count("Traceback (most recent call last)")
+    print(
+        f"\nRELIABILITY api-faults: runs={RUNS}, requests={len(faults.times)}, "
+        f"faults={faults.faults} {dict(faults.counts)}, peak_rps={faults.peak_rate():.0f}, "
+        f"idle_rps={idle_rate:.1f}, operator_exits={operator.exits}, "
+        f"log_lines={text.count(chr(10))}, tracebacks={tracebacks}, "
+        f"seconds={elapsed:.0f}"
+    )
+    assert faults.faults > 10, "too few faults injected to prove anything"
+    assert len(jobs) == RUNS, [j["metadata"]["name"] for j in jobs]
+    assert sorted(int(r["id"]) for r in status["runs"]) == list(range(1, RUNS + 1))
+    assert status["champion"]["version"] == str(RUNS)
+    assert operator.exits == 0, "the operator exited under API faults (see its log)"
+    assert faults.peak_rate() <= MAX_PEAK_PER_SECOND
+    assert idle_rate <= 10, f"{idle_rate} requests/s while idle: a hot loop"
+    # Every injected fault may be logged, but not as a flood of tracebacks.
+    assert tracebacks <= faults.faults, f"{tracebacks} tracebacks for {faults.faults} faults"
