@@ -10,6 +10,7 @@ local API of `kubeloop local`, and the tests. Needs the `[local]` extra (jsonsch
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
@@ -130,7 +131,7 @@ def _cel_errors(schema: dict[str, Any], value: Any, path: str) -> Iterator[str]:
             passed = False
         if not passed:
             where = path + rule.get("fieldPath", "")
-            yield f"{where}: Invalid value: {rule['message']}"
+            yield f"{where}: Invalid value: {rule['message']}" if where else rule["message"]
     if isinstance(value, dict) and "properties" in schema:
         for name, sub in schema["properties"].items():
             if name in value:
@@ -140,6 +141,35 @@ def _cel_errors(schema: dict[str, Any], value: Any, path: str) -> Iterator[str]:
             yield from _cel_errors(schema["items"], item, _join(path, index))
 
 
+MAX_ANNOTATIONS_BYTES = 256 * 1024  # the API server's limit on all annotations together
+_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+def _metadata_errors(meta: dict[str, Any]) -> Iterator[str]:
+    """What the API server checks on every object's metadata (ValidateObjectMeta), in short."""
+    name = meta.get("name")
+    if isinstance(name, str) and (len(name) > 253 or not _SUBDOMAIN.match(name)):
+        yield (
+            f"metadata.name: Invalid value: {name[:80]!r}: a lowercase RFC 1123 subdomain must "
+            "consist of lower case alphanumeric characters, '-' or '.' (at most 253)"
+        )
+    annotations = meta.get("annotations") or {}
+    size = sum(len(str(k)) + len(str(v)) for k, v in annotations.items())
+    if size > MAX_ANNOTATIONS_BYTES:
+        yield (
+            f"metadata.annotations: Too long: must have at most {MAX_ANNOTATIONS_BYTES} bytes "
+            f"(has {size}); keep large data in object storage and reference it"
+        )
+    for key, value in (meta.get("labels") or {}).items():
+        if len(str(value)) > 63 or not _LABEL_VALUE.match(str(value)):
+            yield (
+                f"metadata.labels: Invalid value: {str(value)[:80]!r}: a label value must be at "
+                "most 63 characters of alphanumerics, '-', '_' or '.', starting and ending with "
+                f"an alphanumeric (label {key!r})"
+            )
+
+
 def admit(obj: dict[str, Any]) -> AdmissionResult:
     """Default, validate and CEL-check a kubeloop custom resource as the API server would."""
     api_version, kind = obj.get("apiVersion", ""), obj.get("kind", "")
@@ -147,7 +177,8 @@ def admit(obj: dict[str, Any]) -> AdmissionResult:
     if schema is None:
         return AdmissionResult(obj, [f'kind "{kind}" in "{api_version}" is not a kubeloop kind'])
     stored = copy.deepcopy(obj)
-    errors = list(_unknown_fields(schema, stored, ""))
+    errors = list(_metadata_errors(stored.get("metadata") or {}))
+    errors += list(_unknown_fields(schema, stored, ""))
     _apply_defaults(schema, stored)
     schema_errors = _schema_errors(schema, stored)
     errors += schema_errors

@@ -61,12 +61,10 @@ class CelRule:
 
     def to_schema(self) -> dict[str, str]:
         """The rule as a CRD `x-kubernetes-validations` item."""
-        return {
-            "rule": self.cel,
-            "message": self.message,
-            "fieldPath": self.field_path,
-            "reason": self.reason,
-        }
+        item = {"rule": self.cel, "message": self.message, "reason": self.reason}
+        if self.field_path:  # none for rules on metadata (not part of the CRD's schema)
+            item["fieldPath"] = self.field_path
+        return item
 
 
 def _add_cel_rules(schema: dict[str, Any], cls: type) -> None:
@@ -97,6 +95,37 @@ class KubeModel(BaseModel):
     def to_wire(self) -> dict[str, Any]:
         """The model as the API server stores it: camelCase keys, unset optionals left out."""
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+# --- object names ------------------------------------------------------------------------------
+
+MAX_NAME_LENGTH = 52
+NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+
+
+def _name_ok(resource: Any) -> bool:
+    name = (getattr(resource, "metadata", None) or {}).get("name")
+    return name is None or (
+        len(name) <= MAX_NAME_LENGTH and re.match(NAME_PATTERN, name) is not None
+    )
+
+
+# The operator derives child names from the object's name: Jobs `<name>-run-<n>` (a Job name
+# must fit a 63-character label), Services `<name>` (DNS-1035: starts with a letter), CronJobs
+# `<name>` (52 characters at most). The API server itself only asks for a DNS subdomain.
+NAME_RULE = CelRule(
+    cel=(
+        f"size(self.metadata.name) <= {MAX_NAME_LENGTH} && "
+        f"self.metadata.name.matches('{NAME_PATTERN}')"
+    ),
+    check=_name_ok,
+    message=(
+        f"metadata.name must be at most {MAX_NAME_LENGTH} characters of lowercase letters, "
+        "digits and '-', starting with a letter and ending with a letter or digit (the operator "
+        "names Jobs, Services and CronJobs after it)"
+    ),
+    field_path="",
+)
 
 
 # --- field types -------------------------------------------------------------------------------

@@ -246,6 +246,12 @@ def _schema_of(model: type[BaseModel]) -> dict[str, Any]:
     return result
 
 
+def _root_rules(kind: CrdKind) -> dict[str, Any]:
+    """Rules on the whole object (e.g. on metadata.name), from the resource model."""
+    rules = getattr(kind.resource, "cel_rules", ())
+    return {"x-kubernetes-validations": [r.to_schema() for r in rules]} if rules else {}
+
+
 def build_crd(kind: CrdKind) -> dict[str, Any]:
     """The CustomResourceDefinition manifest of one kind."""
     spec_schema = _schema_of(kind.spec)
@@ -287,6 +293,7 @@ def build_crd(kind: CrdKind) -> dict[str, Any]:
                             "type": "object",
                             "description": (kind.resource.__doc__ or "").strip(),
                             "required": ["spec"],
+                            **_root_rules(kind),
                             "properties": {
                                 "apiVersion": {
                                     "type": "string",

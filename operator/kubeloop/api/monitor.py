@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
 from kubeloop.api.common import (
+    NAME_RULE,
+    CelRule,
     Condition,
     CronSchedule,
     Duration,
@@ -156,6 +158,7 @@ class DriftMonitor(KubeModel):
         default="kubeloop.io/v1alpha1", alias="apiVersion"
     )
     kind: Literal["DriftMonitor"] = "DriftMonitor"
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (NAME_RULE,)
     metadata: dict[str, Any] = Field(default_factory=dict)
     spec: DriftMonitorSpec
     status: DriftMonitorStatus | None = None

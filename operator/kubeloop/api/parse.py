@@ -40,7 +40,10 @@ def error_messages(exc: ValidationError) -> list[str]:
             message = "unknown field; check the spelling against `kubectl explain`"
         elif error["type"] == "missing":
             message = "Required value"
-        lines.append(message if message.startswith(f"{path}") and path else f"{path}: {message}")
+        if not path or message.startswith(path):
+            lines.append(message)  # whole-object rules name their field themselves
+        else:
+            lines.append(f"{path}: {message}")
     return lines
 
 

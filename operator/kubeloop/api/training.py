@@ -7,6 +7,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field
 
 from kubeloop.api.common import (
+    NAME_RULE,
     CelRule,
     Condition,
     CronSchedule,
@@ -456,6 +457,7 @@ class TrainingPipeline(KubeModel):
         default="kubeloop.io/v1alpha1", alias="apiVersion"
     )
     kind: Literal["TrainingPipeline"] = "TrainingPipeline"
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (NAME_RULE,)
     metadata: dict[str, Any] = Field(default_factory=dict)
     spec: TrainingPipelineSpec
     status: TrainingPipelineStatus | None = None
