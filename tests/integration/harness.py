@@ -31,6 +31,7 @@ TP = "kubeloop.io/v1alpha1/trainingpipelines"
 MD = "kubeloop.io/v1alpha1/modeldeployments"
 DM = "kubeloop.io/v1alpha1/driftmonitors"
 JOBS = "batch/v1/jobs"
+CRONJOBS = "batch/v1/cronjobs"
 
 
 class Operator:
@@ -73,6 +74,10 @@ class Cluster:
         self, resource: str, ns: str, name: str, patch: dict[str, Any], sub: str | None = None
     ) -> dict[str, Any]:
         return self.thread.call(self.em.patch_object(resource, ns, name, patch, subresource=sub))
+
+    def delete(self, resource: str, ns: str, name: str) -> None:
+        """Delete an object; the emulator's garbage collector takes its children along."""
+        self.thread.call(self.em.delete_object(resource, ns, name))
 
     def get(self, resource: str, ns: str, name: str) -> dict[str, Any] | None:
         return self.thread.call(lambda: self.em.get_object(resource, ns, name))
@@ -119,12 +124,43 @@ class Cluster:
             "status",
         )
 
+    def spawn_job(self, ns: str, cronjob: str, minute: int) -> str:
+        """Play the CronJob controller: a Job from the jobTemplate, named `<cronjob>-<minute>`."""
+        cron = self.get(CRONJOBS, ns, cronjob)
+        assert cron is not None, f"CronJob {cronjob} does not exist"
+        template = cron["spec"]["jobTemplate"]
+        name = f"{cronjob}-{minute}"
+        self.create(
+            {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "metadata": {
+                    "name": name,
+                    "namespace": ns,
+                    "labels": dict(template["metadata"]["labels"]),
+                    "ownerReferences": [
+                        {
+                            "apiVersion": "batch/v1",
+                            "kind": "CronJob",
+                            "name": cronjob,
+                            "uid": cron["metadata"]["uid"],
+                            "controller": True,
+                        }
+                    ],
+                },
+                "spec": copy.deepcopy(template["spec"]),
+            }
+        )
+        return name
 
-def wait_for(fn: Callable[[], T | None], timeout: float = 20, what: str = "condition") -> T:
+
+def wait_for(fn: Callable[[], T | None], timeout: float = 60, what: str = "condition") -> T:
     deadline = time.monotonic() + timeout
     while True:
         value = fn()
         if value:
+            if os.environ.get("KUBELOOP_TRACE_WAITS"):
+                print(f"waited {timeout - (deadline - time.monotonic()):.1f}s for {what}")
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")

@@ -153,6 +153,14 @@ def test_invalid_spec_is_reported_without_retry_storm(cluster: Cluster, operator
     assert events and events[0]["involvedObject"]["name"] == "tp-bad"
     import time
 
-    rv = cluster.get(TP, "ml", "tp-bad")["metadata"]["resourceVersion"]  # type: ignore[index]
+    # kopf's own bookkeeping (its diff-base annotation) is the last write it makes.
+    obj = wait_for(
+        lambda: (
+            "kubeloop.io/last-handled-configuration"
+            in ((o := cluster.get(TP, "ml", "tp-bad")) or {})["metadata"].get("annotations", {})
+            and o
+        )
+    )
+    rv = obj["metadata"]["resourceVersion"]
     time.sleep(2)
     assert cluster.get(TP, "ml", "tp-bad")["metadata"]["resourceVersion"] == rv  # type: ignore[index]

@@ -50,8 +50,19 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     configure(settings, config)
     runtime.config = config
     runtime.kube = kube.connect(config.server or None)
-    if config.metrics_port:
-        prometheus_client.start_http_server(config.metrics_port)
+    if config.metrics_port and runtime.metrics_server is None:
+        server, _thread = prometheus_client.start_http_server(config.metrics_port)
+        runtime.metrics_server = server
+
+
+@kopf.on.cleanup()
+def cleanup(**_: Any) -> None:
+    """Stop serving /metrics, so a restarted operator (tests, `kubeloop local`) can bind again."""
+    server = runtime.metrics_server
+    if server is not None:
+        runtime.metrics_server = None
+        server.shutdown()
+        server.server_close()
 
 
 @kopf.on.login()

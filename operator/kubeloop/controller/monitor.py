@@ -1,0 +1,433 @@
+"""DriftMonitor: keep its CronJob in line with the deployment it watches, read each check's
+verdict from the Job's pod, record it in status, and request at most one retrain per episode.
+
+Level-triggered like the pipeline: every entry point (create/update/resume, a timer, a change of
+a Job the CronJob spawned, a change of the watched ModelDeployment) calls
+`reconcile(namespace, name)`, which reads everything fresh under the monitor's lock.
+
+Drift episodes: a run of Drift verdicts is one episode. The first Drift check of an episode
+(with `onDrift.retrain`) sets the pipeline's `kubeloop.io/retrain-requested-at` annotation to
+`<creation time of the Job that found it> <monitor>/<job>`, then records that time in
+`status.retrainRequestedAt`; a NoDrift verdict ends the episode (the field is cleared). The
+value is a function of the Job, so a restart between the two writes repeats the same value and
+the pipeline (which acts once per distinct value) still starts one run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from kubeloop.api.common import SecretReference
+from kubeloop.api.deployment import ModelDeployment
+from kubeloop.api.monitor import DriftMonitor, DriftMonitorSpec, FeatureDrift
+from kubeloop.api.parse import SpecError, parse_resource
+from kubeloop.api.training import TrainingPipeline
+from kubeloop.controller.runtime import runtime
+from kubeloop.controller.status import (
+    DRIFT_CHECKS,
+    RECONCILE_SECONDS,
+    RECONCILES,
+    changed_fields,
+    invalid_spec,
+    job_outcome,
+    now,
+    pod_result,
+    post_event,
+    set_condition,
+    snapshot,
+)
+from kubeloop.controller.training import RESYNC_SECONDS, RETRAIN_ANNOTATION
+from kubeloop.resources.common import Owner
+from kubeloop.resources.monitoring import build_monitor_cronjob, reference_uri
+
+__all__ = ["MAX_FEATURES", "MONITOR_LABEL", "SPEC_HASH_ANNOTATION", "reconcile"]
+
+KIND = "DriftMonitor"
+MONITOR_LABEL = "kubeloop.io/driftmonitor"
+SPEC_HASH_ANNOTATION = "kubeloop.io/spec-hash"
+# status.features is bounded: an object must stay far below etcd's 1.5 MiB whatever the model.
+MAX_FEATURES = 64
+_VERDICTS = ("Drift", "NoDrift", "NoData")
+
+
+class NotReadyError(Exception):
+    """The monitor cannot be scheduled yet; reason (CamelCase) and a message that says why."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the CronJob needs from the watched deployment."""
+
+    payload_log_uri: str
+    model_version: str
+    model_uri: str
+    storage_secret: SecretReference | None
+    pipeline: str | None
+
+
+def _parse(obj: dict[str, Any], kind: str, name: str) -> Any:
+    try:
+        return parse_resource(obj)
+    except SpecError as error:
+        raise NotReadyError(
+            f"{kind}Invalid", f"{kind} {name} has an invalid spec: {'; '.join(error.messages)}"
+        ) from error
+
+
+def _resolve(namespace: str, spec: DriftMonitorSpec) -> Target:
+    """The deployment's payload logs, served version and credentials (or NotReadyError)."""
+    api = runtime.api
+    ref = spec.deployment_ref.name
+    body = api.get("ModelDeployment", namespace, ref)
+    if body is None:
+        raise NotReadyError(
+            "DeploymentNotFound",
+            f"spec.deploymentRef.name: ModelDeployment {ref!r} does not exist in namespace "
+            f"{namespace}; create it or fix the name",
+        )
+    md = _parse(body, "ModelDeployment", ref)
+    assert isinstance(md, ModelDeployment)
+    logging = md.spec.payload_logging
+    if logging is None or not logging.enabled or not logging.destination:
+        raise NotReadyError(
+            "PayloadLoggingDisabled",
+            f"ModelDeployment {ref!r} does not log its traffic: set its "
+            "spec.payloadLogging.enabled: true and spec.payloadLogging.destination",
+        )
+    pipeline_ref = md.spec.model.pipeline_ref
+    pipeline = None
+    if pipeline_ref is not None:
+        found = api.get("TrainingPipeline", namespace, pipeline_ref.name)
+        if found is not None:
+            parsed = _parse(found, "TrainingPipeline", pipeline_ref.name)
+            assert isinstance(parsed, TrainingPipeline)
+            pipeline = (found, parsed)
+    served = body.get("status") or {}
+    version, uri = served.get("modelVersion"), served.get("modelUri")
+    if not (version and uri) and md.spec.model.uri:
+        uri = str(md.spec.model.uri)
+        version = uri.rstrip("/").rsplit("/", 1)[-1]
+    if not (version and uri) and pipeline is not None:
+        champion = (pipeline[0].get("status") or {}).get("champion") or {}
+        version, uri = champion.get("version"), champion.get("uri")
+    if not (version and uri):
+        raise NotReadyError(
+            "WaitingForModel",
+            f"ModelDeployment {ref!r} serves no model version yet (its pipeline has no champion)",
+        )
+    secret = md.spec.storage_secret_ref
+    if secret is None and pipeline is not None:
+        secret = pipeline[1].spec.storage_secret_ref
+    return Target(
+        payload_log_uri=str(logging.destination),
+        model_version=str(version),
+        model_uri=str(uri),
+        storage_secret=secret,
+        pipeline=pipeline_ref.name if pipeline_ref is not None else None,
+    )
+
+
+def _spec_hash(manifest: Mapping[str, Any]) -> str:
+    text = json.dumps(manifest["spec"], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _ensure_cronjob(owner: Owner, spec: DriftMonitorSpec, target: Target) -> str:
+    """Create the CronJob, or patch it when what we would build changed; returns its action.
+
+    Changes are detected by a hash of the built spec (an annotation), not by comparing with
+    the stored object, which the API server fills with defaults.
+    """
+    api = runtime.api
+    reference = reference_uri(spec, target.model_uri)
+    assert reference is not None  # the served URI is resolved before we get here
+    desired = build_monitor_cronjob(
+        owner,
+        spec,
+        payload_log_uri=target.payload_log_uri,
+        reference=reference,
+        model_version=target.model_version,
+        defaults=runtime.config.workloads,
+        storage_secret=target.storage_secret,
+    )
+    digest = _spec_hash(desired)
+    desired["metadata"].setdefault("annotations", {})[SPEC_HASH_ANNOTATION] = digest
+    existing = api.get("CronJob", owner.namespace, owner.name)
+    if existing is None:
+        api.create(desired)
+        return "created"
+    annotations = existing["metadata"].get("annotations") or {}
+    if annotations.get(SPEC_HASH_ANNOTATION) == digest:
+        return "unchanged"
+    patch = {
+        "metadata": {
+            "labels": desired["metadata"]["labels"],
+            "annotations": {SPEC_HASH_ANNOTATION: digest},
+        },
+        "spec": desired["spec"],
+    }
+    api.patch("CronJob", owner.namespace, owner.name, patch)
+    return "updated"
+
+
+def _features(raw: Any) -> tuple[dict[str, Any], int]:
+    """Per-feature results, validated and bounded (drifted first, then by name)."""
+    if not isinstance(raw, Mapping):
+        return {}, 0
+    valid: dict[str, dict[str, Any]] = {}
+    for feature, value in raw.items():
+        try:
+            valid[str(feature)[:253]] = FeatureDrift.model_validate(value).to_wire()
+        except ValidationError:
+            continue  # one malformed entry does not hide the others
+    order = sorted(valid, key=lambda f: (not valid[f]["drifted"], f))
+    return {f: valid[f] for f in order[:MAX_FEATURES]}, len(valid)
+
+
+def _newest_finished(jobs: list[dict[str, Any]]) -> tuple[dict[str, Any], str] | None:
+    finished = [(j, o) for j in jobs if (o := job_outcome(j))]
+    if not finished:
+        return None
+    return max(
+        finished,
+        key=lambda jo: (
+            jo[0]["metadata"].get("creationTimestamp") or "",
+            jo[0]["metadata"]["name"],
+        ),
+    )
+
+
+def _request_retrain(
+    body: Mapping[str, Any], status: dict[str, Any], target: Target | None, job: Mapping[str, Any]
+) -> None:
+    """Annotate the pipeline behind the deployment (deterministic value), then remember it."""
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    stamp = job["metadata"].get("creationTimestamp") or now()
+    if target is None or target.pipeline is None:
+        post_event(
+            body,
+            "RetrainUnavailable",
+            "drift detected and spec.onDrift.retrain is true, but the deployment does not serve "
+            "a TrainingPipeline (spec.model.pipelineRef): nothing to retrain",
+            warning=True,
+        )
+        return
+    request = f"{stamp} {name}/{job['metadata']['name']}"
+    patch = {"metadata": {"annotations": {RETRAIN_ANNOTATION: request}}}
+    if runtime.api.patch("TrainingPipeline", namespace, target.pipeline, patch) is None:
+        post_event(
+            body,
+            "RetrainUnavailable",
+            f"TrainingPipeline {target.pipeline!r} not found",
+            warning=True,
+        )
+        return
+    status["retrainRequestedAt"] = stamp
+    post_event(body, "RetrainRequested", f"TrainingPipeline {target.pipeline}: retrain requested")
+
+
+def _record(
+    body: Mapping[str, Any],
+    status: dict[str, Any],
+    *,
+    spec: DriftMonitorSpec,
+    job: dict[str, Any],
+    outcome: str,
+    target: Target | None,
+) -> None:
+    """Fold one finished check into status (once: `lastJob` remembers it)."""
+    name = body["metadata"]["name"]
+    meta = job["metadata"]
+    pods = runtime.api.list("Pod", meta["namespace"], {"job-name": meta["name"]})
+    result = pod_result(pods, "DriftResult")
+    finished = (job.get("status") or {}).get("completionTime") or now()
+    status.update(lastJob=meta["name"], lastRunTime=finished)
+    verdict = (result or {}).get("verdict")
+    if outcome != "Complete" or verdict not in _VERDICTS:
+        status["verdict"] = "Failed"
+        why = (result or {}).get("message") or f"the Job ended {outcome} without a drift result"
+        post_event(body, "CheckFailed", f"check {meta['name']}: {why}", warning=True)
+        DRIFT_CHECKS.labels(monitor=name, verdict="Failed").inc()
+        return
+    assert result is not None
+    features, total = _features(result.get("features"))
+    share = result.get("driftShare")
+    rows = result.get("rows")
+    status.update(
+        verdict=verdict,
+        drifted=verdict == "Drift",
+        driftShare=float(share) if isinstance(share, int | float) else None,
+        rows=int(rows) if isinstance(rows, int) and rows >= 0 else None,
+        modelVersion=str(result.get("modelVersion") or (target.model_version if target else "")),
+        features=features,
+    )
+    DRIFT_CHECKS.labels(monitor=name, verdict=verdict).inc()
+    shown = f" ({len(features)} of {total} features in status)" if total > len(features) else ""
+    post_event(body, "CheckCompleted", f"check {meta['name']}: {verdict}{shown}")
+    if verdict == "Drift":
+        if spec.on_drift.retrain and not status.get("retrainRequestedAt"):
+            _request_retrain(body, status, target, job)
+    elif verdict == "NoDrift":
+        status["retrainRequestedAt"] = None  # the episode is over
+
+
+def reconcile(namespace: str, name: str) -> None:
+    """Bring one monitor's CronJob and status up to date."""
+    start = time.monotonic()
+    result = "ok"
+    try:
+        runtime.coalesce(KIND, namespace, name, lambda: _reconcile(namespace, name))
+    except Exception:
+        result = "error"
+        raise
+    finally:
+        RECONCILES.labels(kind=KIND, result=result).inc()
+        RECONCILE_SECONDS.labels(kind=KIND).observe(time.monotonic() - start)
+
+
+def _reconcile(namespace: str, name: str) -> None:
+    api = runtime.api
+    body = api.get(KIND, namespace, name)
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        return
+    status: dict[str, Any] = dict(body.get("status") or {})
+    before = snapshot(status)
+    generation = body["metadata"].get("generation")
+    try:
+        model = parse_resource(body)
+    except SpecError as error:
+        invalid = invalid_spec(body, status, error.messages)
+        if any(status.get(k) != v for k, v in invalid.items()):
+            api.patch_status(KIND, namespace, name, invalid)
+        return
+    assert isinstance(model, DriftMonitor)
+    spec = model.spec
+    owner = Owner.of(body)
+
+    target: Target | None = None
+    try:
+        target = _resolve(namespace, spec)
+        action = _ensure_cronjob(owner, spec, target)
+        ready, reason = True, "Scheduled"
+        message = (
+            f"CronJob {name} checks {spec.deployment_ref.name} (version {target.model_version}) "
+            f"on {spec.schedule!r}"
+        )
+        if spec.suspend:
+            ready, reason, message = False, "Suspended", "spec.suspend is true: no check runs"
+        if action != "unchanged":
+            post_event(body, f"CronJob{action.capitalize()}", message)
+    except NotReadyError as not_ready:
+        ready, reason, message = False, not_ready.reason, not_ready.message
+
+    jobs = api.list("Job", namespace, {MONITOR_LABEL: name})
+    newest = _newest_finished(jobs)
+    if newest is not None and newest[0]["metadata"]["name"] != status.get("lastJob"):
+        _record(body, status, spec=spec, job=newest[0], outcome=newest[1], target=target)
+
+    conditions: list[dict[str, Any]] = status.get("conditions") or []
+    verdict = status.get("verdict")
+    if ready and verdict == "Failed":
+        ready, reason = False, "CheckFailed"
+        message = f"the last check ({status.get('lastJob')}) produced no verdict; see its pod"
+    if set_condition(conditions, "Ready", ready, reason, message, generation) and not ready:
+        post_event(body, reason, message, warning=reason not in ("Suspended", "WaitingForModel"))
+    set_condition(conditions, "Stalled", False, "SpecValid", "the spec is valid", generation)
+    if verdict in ("Drift", "NoDrift"):  # NoData says nothing about drift: keep the condition
+        drifted = verdict == "Drift"
+        share = status.get("driftShare")
+        detail = f"drift share {share:g}" if isinstance(share, float) else "no drift share"
+        was = {c["type"]: c["status"] for c in conditions}.get("DriftDetected")
+        set_condition(
+            conditions,
+            "DriftDetected",
+            drifted,
+            "DriftDetected" if drifted else "NoDrift",
+            f"check {status.get('lastJob')}: {verdict}, {detail}",
+            generation,
+        )
+        version = status.get("modelVersion")
+        if drifted and was != "True":
+            post_event(body, "DriftDetected", f"{detail} (version {version})", warning=True)
+        elif not drifted and was == "True":
+            post_event(body, "DriftResolved", f"{detail} (version {version})")
+    status.update(conditions=conditions, observedGeneration=generation)
+    if status != before:
+        api.patch_status(KIND, namespace, name, changed_fields(before, status))
+
+
+# --- kopf wiring: thin ----------------------------------------------------------------------
+
+_GROUP = ("kubeloop.io", "v1alpha1")
+
+
+@kopf.index(*_GROUP, "driftmonitors")
+def monitors_by_deployment(
+    *, namespace: str | None, name: str, spec: Mapping[str, Any], **_: Any
+) -> dict[tuple[str, str], str]:
+    """Which monitors watch a deployment, so its changes (a new version) reach them at once."""
+    ref = (spec.get("deploymentRef") or {}).get("name")
+    return {(namespace or "", str(ref)): name} if ref else {}
+
+
+@kopf.on.resume(*_GROUP, "driftmonitors")
+@kopf.on.create(*_GROUP, "driftmonitors")
+@kopf.on.update(*_GROUP, "driftmonitors", field="spec")
+def on_change(*, namespace: str | None, name: str, **_: Any) -> None:
+    reconcile(namespace or "", name)
+
+
+@kopf.timer(*_GROUP, "driftmonitors", interval=RESYNC_SECONDS)
+def on_timer(*, namespace: str | None, name: str, **_: Any) -> None:
+    reconcile(namespace or "", name)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={MONITOR_LABEL: kopf.PRESENT})
+def on_job_event(*, namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
+    reconcile(namespace or "", labels[MONITOR_LABEL])
+
+
+# What a monitor reads from a deployment, per deployment: its other changes (replica counts,
+# canary steps) would otherwise wake every monitor on each status patch.
+_SEEN: dict[tuple[str, str], str] = {}
+
+
+@kopf.on.event(*_GROUP, "modeldeployments")
+def on_deployment_event(
+    *, type: str, namespace: str | None, name: str, body: kopf.Body, **kwargs: Any
+) -> None:
+    key = (namespace or "", name)
+    index: kopf.Index[tuple[str, str], str] = kwargs["monitors_by_deployment"]
+    if key not in index:
+        return
+    spec, status = body.get("spec") or {}, body.get("status") or {}
+    seen = json.dumps(
+        [
+            type == "DELETED",
+            status.get("modelVersion"),
+            status.get("modelUri"),
+            spec.get("model"),
+            spec.get("payloadLogging"),
+            spec.get("storageSecretRef"),
+        ],
+        sort_keys=True,
+        default=str,
+    )
+    if _SEEN.get(key) == seen:
+        return
+    _SEEN[key] = seen
+    for monitor in index.get(key, []):
+        reconcile(key[0], monitor)

@@ -2,13 +2,17 @@
 
 kopf runs a resource's change handlers, timers and the child-event handlers concurrently; every
 reconcile of one object takes that object's lock, so two of them never allocate the same run
-or record the same result twice.
+or record the same result twice. `coalesce` does better than waiting for the lock: a request
+that arrives while a reconcile of the same object runs only marks it dirty, and the running one
+goes once more, so a burst of events costs at most two reconciles and holds one worker thread.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from wsgiref.simple_server import WSGIServer
 
 from kubeloop.controller.config import OperatorConfig
 from kubeloop.controller.kube import Kube
@@ -24,11 +28,38 @@ class Runtime:
     config: OperatorConfig = field(default_factory=OperatorConfig)
     _locks: dict[tuple[str, str, str], threading.Lock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
+    _dirty: dict[tuple[str, str, str], bool] = field(default_factory=dict)
+    metrics_server: WSGIServer | None = None  # serving /metrics, when on
 
     def lock(self, kind: str, namespace: str, name: str) -> threading.Lock:
         """The lock serialising reconciles of one object."""
         with self._guard:
             return self._locks.setdefault((kind, namespace, name), threading.Lock())
+
+    def coalesce(self, kind: str, namespace: str, name: str, fn: Callable[[], None]) -> None:
+        """Run `fn` under the object's lock, or leave it to the reconcile already running.
+
+        The running reconcile re-reads everything when it goes again, so the request is served;
+        an error propagates to the caller whose run raised (kopf retries it).
+        """
+        key = (kind, namespace, name)
+        lock = self.lock(kind, namespace, name)
+        with self._guard:
+            if key in self._dirty:  # running: ask it to go once more
+                self._dirty[key] = True
+                return
+            self._dirty[key] = False
+        try:
+            with lock:
+                while True:
+                    fn()
+                    with self._guard:
+                        if not self._dirty[key]:
+                            break
+                        self._dirty[key] = False
+        finally:
+            with self._guard:
+                self._dirty.pop(key, None)
 
     @property
     def api(self) -> Kube:

@@ -18,6 +18,7 @@ __all__ = [
     "RUNS",
     "changed_fields",
     "invalid_spec",
+    "job_outcome",
     "now",
     "pod_result",
     "post_event",
@@ -77,6 +78,14 @@ def set_condition(  # noqa: PLR0917 (positional by design: called as one line ev
         }
     )
     return True
+
+
+def job_outcome(job: Mapping[str, Any]) -> str | None:
+    """'Complete' or 'Failed' once the Job controller says so, else None."""
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True":
+            return str(cond["type"])
+    return None
 
 
 def pod_result(pods: list[dict[str, Any]], kind: str) -> dict[str, Any] | None:

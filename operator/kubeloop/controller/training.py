@@ -28,6 +28,7 @@ from kubeloop.controller.status import (
     RUNS,
     changed_fields,
     invalid_spec,
+    job_outcome,
     now,
     pod_result,
     post_event,
@@ -54,14 +55,6 @@ PIPELINE_LABEL = "kubeloop.io/trainingpipeline"
 # Level-triggered safety net and cron resolution; read at import because kopf takes the
 # interval at registration.
 RESYNC_SECONDS = float(os.environ.get("KUBELOOP_RESYNC_SECONDS", "30"))
-
-
-def _finished(job: dict[str, Any]) -> str | None:
-    """'Complete' or 'Failed' once the Job controller says so, else None."""
-    for cond in job.get("status", {}).get("conditions") or []:
-        if cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True":
-            return str(cond["type"])
-    return None
 
 
 def gate(
@@ -208,8 +201,7 @@ def reconcile(namespace: str, name: str) -> None:
     start = time.monotonic()
     result = "ok"
     try:
-        with runtime.lock(KIND, namespace, name):
-            _reconcile(namespace, name)
+        runtime.coalesce(KIND, namespace, name, lambda: _reconcile(namespace, name))
     except Exception:
         result = "error"
         raise
@@ -248,7 +240,7 @@ def _reconcile(namespace: str, name: str) -> None:
     # 1. the run in progress: finished -> record it; Job missing -> (re)create it.
     if current and current["id"] not in recorded:
         job = jobs.get(current["job"])
-        outcome = _finished(job) if job else None
+        outcome = job_outcome(job) if job else None
         if job is None:
             # Allocated before a crash (or the Job was deleted while running): (re)create it
             # under its deterministic name, so the run resumes instead of being lost.
@@ -266,7 +258,7 @@ def _reconcile(namespace: str, name: str) -> None:
         active = status.get("currentRun") and status["currentRun"]["id"] == run_id
         if run_id in {r["id"] for r in status.get("runs") or []} or active:
             continue
-        outcome = _finished(job)
+        outcome = job_outcome(job)
         if outcome and int(run_id) <= int(status.get("lastRunId") or 0):
             annotations = job["metadata"].get("annotations") or {}
             run = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from kubeloop.api.common import SecretReference
 from kubeloop.api.monitor import DriftMonitorSpec
 from kubeloop.resources.common import (
     TERMINATION_LOG,
@@ -40,11 +41,13 @@ def build_monitor_cronjob(
     reference: str,
     model_version: str,
     defaults: WorkloadDefaults,
+    storage_secret: SecretReference | None = None,
 ) -> dict[str, Any]:
     """The batch/v1 CronJob of a DriftMonitor (UTC schedule, never two checks at once).
 
     Its env follows docs/contracts.md ("Monitor"); the verdict comes back in the termination
-    message of the Job's pod.
+    message of the Job's pod. Credentials come from `spec.storageSecretRef`, else from
+    `storage_secret` (the deployment's or the pipeline's, resolved by the operator).
     """
     labels = child_labels(owner, "monitoring", _APP)
     volumes, mounts = scratch_volumes()
@@ -55,7 +58,7 @@ def build_monitor_cronjob(
         {"name": "KUBELOOP_PAYLOAD_LOG_URI", "value": payload_log_uri},
         {"name": "KUBELOOP_REFERENCE_URI", "value": reference},
         {"name": "KUBELOOP_MODEL_VERSION", "value": model_version},
-        *storage_env(spec.storage_secret_ref),
+        *storage_env(spec.storage_secret_ref or storage_secret),
     ]
     container = {
         "name": "monitor",

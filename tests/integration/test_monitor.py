@@ -1,0 +1,322 @@
+"""DriftMonitor end to end against the emulator: CronJob from the served version, verdicts from
+termination messages, bounded per-feature status, one retrain per drift episode (also across an
+operator restart), and the ways a monitor cannot run.
+
+The tests play the CronJob controller (`Cluster.spawn_job`) and the kubelet (`finish_job`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from tests.integration.harness import (
+    CRONJOBS,
+    DM,
+    JOBS,
+    MD,
+    TP,
+    Cluster,
+    Operator,
+    example,
+    wait_for,
+)
+
+from kubeloop.controller.monitor import MAX_FEATURES, SPEC_HASH_ANNOTATION
+from kubeloop.local.emulator import EmulatorThread
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    """A fresh API per test: the emulator keeps deleted objects and Events, and every list
+    scans them, so a long-lived one slows down the tests that come later."""
+    with EmulatorThread() as thread:
+        yield Cluster(thread)
+
+
+@pytest.fixture
+def operator(cluster: Cluster) -> Iterator[Operator]:
+    op = Operator(cluster.thread.url)
+    op.start()
+    yield op
+    op.stop()
+
+
+def _training(version: str, auc: float, pipeline: str) -> dict[str, Any]:
+    return {
+        "kind": "TrainingResult",
+        "ok": True,
+        "version": version,
+        "uri": f"s3://models/{pipeline}/versions/{version}",
+        "metrics": {"roc_auc": auc},
+    }
+
+
+def _drift(verdict: str, share: float = 0.5, features: int = 2) -> dict[str, Any]:
+    return {
+        "kind": "DriftResult",
+        "verdict": verdict,
+        "driftShare": share,
+        "rows": 1234,
+        "modelVersion": "1",
+        "features": {
+            f"f{i:03d}": {
+                "test": "psi",
+                "score": 0.31 if i % 2 == 0 else 0.01,
+                "threshold": 0.2,
+                "drifted": verdict == "Drift" and i % 2 == 0,
+            }
+            for i in range(features)
+        },
+    }
+
+
+def _obj(cluster: Cluster, resource: str, name: str) -> dict[str, Any]:
+    obj = cluster.get(resource, "ml", name)
+    assert obj is not None, f"{resource} {name} is missing"
+    return obj
+
+
+def _status(cluster: Cluster, resource: str, name: str) -> dict[str, Any]:
+    return _obj(cluster, resource, name).get("status") or {}
+
+
+def _cond(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    return {c["type"]: c for c in status.get("conditions") or []}.get(type_, {})
+
+
+def _pipeline_jobs(cluster: Cluster, pipeline: str) -> list[str]:
+    return sorted(
+        j["metadata"]["name"]
+        for j in cluster.list(JOBS, "ml")
+        if j["metadata"].get("labels", {}).get("kubeloop.io/trainingpipeline") == pipeline
+    )
+
+
+def _events(cluster: Cluster, name: str, reason: str) -> list[dict[str, Any]]:
+    return [
+        e
+        for e in cluster.list("v1/events", "ml")
+        if e.get("reason") == reason and e["involvedObject"]["name"] == name
+    ]
+
+
+def _loop(cluster: Cluster, name: str, *, retrain: bool = True) -> None:
+    """A pipeline with a champion (version 1), a deployment serving it, a monitor on it."""
+    cluster.create(example("churn-pipeline.yaml", name=name))
+    wait_for(lambda: cluster.get(JOBS, "ml", f"{name}-run-1"), what="run 1")
+    cluster.finish_job("ml", f"{name}-run-1", _training("1", 0.9, name))
+    wait_for(lambda: _status(cluster, TP, name).get("champion"), what="champion")
+    md = example("churn-deployment.yaml", name=name)
+    md["spec"]["model"]["pipelineRef"]["name"] = name
+    cluster.create(md)
+    dm = example("churn-monitor.yaml", name=name)
+    dm["spec"]["deploymentRef"]["name"] = name
+    dm["spec"]["onDrift"]["retrain"] = retrain
+    cluster.create(dm)
+    wait_for(lambda: cluster.get(CRONJOBS, "ml", name), what=f"CronJob {name}")
+
+
+def _check(cluster: Cluster, name: str, minute: int, result: dict[str, Any] | None) -> str:
+    """One scheduled check: the CronJob's Job runs, the operator records its verdict."""
+    job = cluster.spawn_job("ml", name, minute)
+    cluster.finish_job("ml", job, result, ok=result is not None)
+    wait_for(
+        lambda: _status(cluster, DM, name).get("lastJob") == job,
+        what=f"check {job} recorded",
+    )
+    return job
+
+
+def test_cronjob_from_the_served_version(cluster: Cluster, operator: Operator) -> None:
+    _loop(cluster, "dm1")
+    cron = _obj(cluster, CRONJOBS, "dm1")
+    assert cron["spec"]["schedule"] == "*/30 * * * *"
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    owner = cron["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["controller"]) == ("DriftMonitor", "dm1", True)
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["KUBELOOP_MODEL_VERSION"]["value"] == "1"
+    assert env["KUBELOOP_REFERENCE_URI"]["value"] == "s3://models/dm1/versions/1"
+    assert env["KUBELOOP_PAYLOAD_LOG_URI"]["value"] == "s3://logs/churn/"
+    # No storage secret on the monitor or deployment: the pipeline's, by reference only.
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "s3-credentials"
+    assert "value" not in env["AWS_SECRET_ACCESS_KEY"]
+    labels = cron["spec"]["jobTemplate"]["metadata"]["labels"]
+    assert labels["kubeloop.io/driftmonitor"] == "dm1"
+    assert "app.kubernetes.io/instance" not in labels
+
+    status = wait_for(lambda: (s := _status(cluster, DM, "dm1")).get("conditions") and s)
+    ready = _cond(status, "Ready")
+    assert (ready["status"], ready["reason"]) == ("True", "Scheduled")
+    assert ready["observedGeneration"] == 1 and status["observedGeneration"] == 1
+    assert _events(cluster, "dm1", "CronJobCreated")
+
+    # A spec change reaches the CronJob (by the spec hash), once.
+    digest = cron["metadata"]["annotations"][SPEC_HASH_ANNOTATION]
+    cluster.patch(DM, "ml", "dm1", {"spec": {"schedule": "0 * * * *", "window": "1h"}})
+    cron = wait_for(
+        lambda: (c := _obj(cluster, CRONJOBS, "dm1"))["spec"]["schedule"] == "0 * * * *" and c,
+        what="CronJob updated",
+    )
+    assert cron["metadata"]["annotations"][SPEC_HASH_ANNOTATION] != digest
+    rv = cron["metadata"]["resourceVersion"]
+    time.sleep(1.5)  # several resyncs: nothing left to change
+    assert _obj(cluster, CRONJOBS, "dm1")["metadata"]["resourceVersion"] == rv
+    assert wait_for(lambda: _status(cluster, DM, "dm1").get("observedGeneration") == 2)
+
+
+def test_verdicts_status_and_one_retrain_per_episode(cluster: Cluster, operator: Operator) -> None:
+    _loop(cluster, "dm2")
+
+    job = _check(cluster, "dm2", 1, _drift("Drift", share=0.5))
+    status = _status(cluster, DM, "dm2")
+    assert status["verdict"] == "Drift" and status["drifted"] is True
+    assert status["driftShare"] == 0.5 and status["rows"] == 1234
+    assert status["features"]["f000"] == {
+        "test": "psi",
+        "score": 0.31,
+        "threshold": 0.2,
+        "drifted": True,
+    }
+    assert _cond(status, "DriftDetected")["status"] == "True"
+    assert _events(cluster, "dm2", "DriftDetected")[0]["type"] == "Warning"
+    # The retrain request: exactly one drift-triggered run of the pipeline.
+    run2 = wait_for(lambda: cluster.get(JOBS, "ml", "dm2-run-2"), what="retrain run")
+    assert run2["metadata"]["annotations"]["kubeloop.io/trigger"] == "Drift"
+    annotations = _obj(cluster, TP, "dm2")["metadata"]["annotations"]
+    request = annotations["kubeloop.io/retrain-requested-at"]
+    assert request.endswith(f" dm2/{job}")
+    assert status["retrainRequestedAt"] == request.split(" ")[0]
+
+    # Same episode: more Drift checks request nothing more, even after that run finished.
+    cluster.finish_job("ml", "dm2-run-2", _training("2", 0.95, "dm2"))
+    _check(cluster, "dm2", 2, _drift("Drift", share=0.6))
+    _check(cluster, "dm2", 3, _drift("NoData", share=0.0))
+    time.sleep(1.5)
+    assert _pipeline_jobs(cluster, "dm2") == ["dm2-run-1", "dm2-run-2"]
+    assert _status(cluster, DM, "dm2")["verdict"] == "NoData"
+    assert _cond(_status(cluster, DM, "dm2"), "DriftDetected")["status"] == "True"
+
+    # NoDrift ends the episode; the next Drift is a new episode and retrains once more.
+    _check(cluster, "dm2", 4, _drift("NoDrift", share=0.0))
+    status = _status(cluster, DM, "dm2")
+    assert status["drifted"] is False and status.get("retrainRequestedAt") is None
+    assert _cond(status, "DriftDetected")["reason"] == "NoDrift"
+    assert _events(cluster, "dm2", "DriftResolved")
+    time.sleep(1.1)  # a later second: the next Job has a later creation time
+    _check(cluster, "dm2", 5, _drift("Drift", share=0.5))
+    wait_for(lambda: cluster.get(JOBS, "ml", "dm2-run-3"), what="second episode's run")
+    time.sleep(1.5)
+    assert _pipeline_jobs(cluster, "dm2") == ["dm2-run-1", "dm2-run-2", "dm2-run-3"]
+
+
+def test_failed_check_and_bounded_features(cluster: Cluster, operator: Operator) -> None:
+    _loop(cluster, "dm3", retrain=False)
+    _check(cluster, "dm3", 1, None)  # the pod died without a result
+    status = _status(cluster, DM, "dm3")
+    assert status["verdict"] == "Failed"
+    ready = _cond(status, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "CheckFailed")
+    assert _events(cluster, "dm3", "CheckFailed")[0]["type"] == "Warning"
+
+    _check(cluster, "dm3", 2, _drift("Drift", features=200))
+    status = _status(cluster, DM, "dm3")
+    assert len(status["features"]) == MAX_FEATURES
+    assert all(f["drifted"] for f in status["features"].values())  # drifted ones kept first
+    assert _cond(status, "Ready")["status"] == "True"
+    time.sleep(1.0)
+    assert _pipeline_jobs(cluster, "dm3") == ["dm3-run-1"]  # onDrift.retrain is false
+
+
+def test_missing_deployment_then_created(cluster: Cluster, operator: Operator) -> None:
+    dm = example("churn-monitor.yaml", name="dm4")
+    dm["spec"]["deploymentRef"]["name"] = "nowhere"
+    cluster.create(dm)
+    status = wait_for(lambda: (s := _status(cluster, DM, "dm4")).get("conditions") and s)
+    ready = _cond(status, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "DeploymentNotFound")
+    assert "spec.deploymentRef.name" in ready["message"]
+    assert cluster.get(CRONJOBS, "ml", "dm4") is None
+    assert _events(cluster, "dm4", "DeploymentNotFound")
+
+    md = example("pinned-version-deployment.yaml", name="nowhere")
+    md["spec"].setdefault("payloadLogging", {"enabled": False})["enabled"] = False
+    md["spec"]["payloadLogging"].pop("destination", None)
+    cluster.create(md)
+    status = wait_for(
+        lambda: (
+            _cond(s := _status(cluster, DM, "dm4"), "Ready").get("reason")
+            == "PayloadLoggingDisabled"
+            and s
+        ),
+        what="PayloadLoggingDisabled",
+    )
+    assert "spec.payloadLogging.enabled" in _cond(status, "Ready")["message"]
+    cluster.patch(
+        MD,
+        "ml",
+        "nowhere",
+        {"spec": {"payloadLogging": {"enabled": True, "destination": "s3://logs/pinned/"}}},
+    )
+    cron = wait_for(lambda: cluster.get(CRONJOBS, "ml", "dm4"), what="CronJob dm4")
+    container = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["KUBELOOP_PAYLOAD_LOG_URI"] == "s3://logs/pinned/"
+    wait_for(lambda: _cond(_status(cluster, DM, "dm4"), "Ready").get("status") == "True")
+
+
+def test_invalid_spec_is_reported(cluster: Cluster, operator: Operator) -> None:
+    cluster.em.admission = False
+    try:
+        dm = example("churn-monitor.yaml", name="dm-bad")
+        dm["spec"]["tests"]["numeric"] = "bogus"
+        cluster.create(dm)
+    finally:
+        cluster.em.admission = True
+    status = wait_for(lambda: (s := _status(cluster, DM, "dm-bad")).get("conditions") and s)
+    ready = _cond(status, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    assert "spec.tests.numeric" in ready["message"]
+    assert _cond(status, "Stalled")["status"] == "True"
+    assert cluster.get(CRONJOBS, "ml", "dm-bad") is None
+    # kopf's own bookkeeping (its diff-base annotation) is the last write it makes.
+    obj = wait_for(
+        lambda: (
+            "kubeloop.io/last-handled-configuration"
+            in (o := _obj(cluster, DM, "dm-bad"))["metadata"].get("annotations", {})
+            and o
+        )
+    )
+    rv = obj["metadata"]["resourceVersion"]
+    time.sleep(1.5)
+    assert _obj(cluster, DM, "dm-bad")["metadata"]["resourceVersion"] == rv
+    assert len(_events(cluster, "dm-bad", "InvalidSpec")) == 1
+
+
+@pytest.mark.parametrize("crash_after_annotation", [False, True])
+def test_restart_requests_one_retrain(
+    cluster: Cluster, operator: Operator, crash_after_annotation: bool
+) -> None:
+    """The operator is down while a Drift check finishes (and, in the second case, died after
+    annotating the pipeline but before recording it): still exactly one retrain run."""
+    name = f"dm5-{int(crash_after_annotation)}"
+    _loop(cluster, name)
+    operator.stop()
+    try:
+        job = cluster.spawn_job("ml", name, 7)
+        cluster.finish_job("ml", job, _drift("Drift"))
+        if crash_after_annotation:
+            created = _obj(cluster, JOBS, job)["metadata"]["creationTimestamp"]
+            annotation = {"kubeloop.io/retrain-requested-at": f"{created} {name}/{job}"}
+            cluster.patch(TP, "ml", name, {"metadata": {"annotations": annotation}})
+    finally:
+        operator.start()
+    wait_for(lambda: _status(cluster, DM, name).get("lastJob") == job, what="check recorded")
+    wait_for(lambda: cluster.get(JOBS, "ml", f"{name}-run-2"), what="retrain run")
+    time.sleep(1.5)
+    assert _pipeline_jobs(cluster, name) == [f"{name}-run-1", f"{name}-run-2"]
+    assert _status(cluster, DM, name)["retrainRequestedAt"]
