@@ -336,8 +336,9 @@ def test_network_policies_allow_only_what_is_needed(helm: str) -> None:
     operator = policies["kubeloop"]
     assert operator["policyTypes"] == ["Ingress", "Egress"]
     assert [p["port"] for p in operator["ingress"][0]["ports"]] == ["metrics"]
-    out_ports = sorted(p["port"] for rule in operator["egress"] for p in rule["ports"])
-    assert out_ports == [53, 53, 443, 6443]
+    out_ports = sorted(str(p["port"]) for rule in operator["egress"] for p in rule["ports"])
+    # DNS, the API server, and the model servers' `http` port (canary analysis).
+    assert out_ports == ["443", "53", "53", "6443", "http"]
     test = policies["kubeloop-test"]
     assert test["ingress"] == []
     assert test["egress"][1]["ports"] == [{"port": 9090, "protocol": "TCP"}]

@@ -119,3 +119,102 @@ def test_rendered_env_is_what_the_operator_config_reads(
     assert config.workloads.monitor_image == images["monitor"]
     assert config.workloads.pushgateway_url == values["pushgateway"]["url"]
     assert config.server == ""  # in-cluster: the ServiceAccount, never a plain URL
+
+
+def test_network_policy_lets_canary_analysis_reach_the_server_pods(helm: str) -> None:
+    """The operator reads canary pods' /metrics (kubeloop.controller.canary_analysis): its
+    NetworkPolicy must select the pods the real server builder makes, on their `http` port."""
+    from kubeloop.api.deployment import ModelDeploymentSpec
+    from kubeloop.controller.canary_analysis import pod_metrics_url
+    from kubeloop.resources.common import Owner, WorkloadDefaults
+    from kubeloop.resources.serving import build_server_deployment
+
+    owner = Owner("kubeloop.io/v1alpha1", "ModelDeployment", "churn", "ml", "uid-1")
+    spec = ModelDeploymentSpec.model_validate({"model": {"uri": "s3://models/versions/1"}})
+    server = build_server_deployment(
+        owner, spec, model_uri="s3://m/versions/1", model_version="1",
+        defaults=WorkloadDefaults(), track="canary",
+    )  # fmt: skip
+    pod = server["spec"]["template"]
+    pod_labels = pod["metadata"]["labels"]
+    (container,) = [c for c in pod["spec"]["containers"] if c.get("ports")]
+    port = next(p["containerPort"] for p in container["ports"] if p["name"] == "http")
+    url = pod_metrics_url({"status": {"podIP": "10.0.0.7"}, "spec": pod["spec"]})
+    assert url == f"http://10.0.0.7:{port}/metrics"
+
+    objs = render(helm)
+    (policy,) = [
+        o
+        for o in objs
+        if o["kind"] == "NetworkPolicy" and not o["metadata"]["name"].endswith("-test")
+    ]
+    allowed = False
+    for rule in policy["spec"]["egress"]:
+        for peer in rule.get("to", []):
+            selector = peer.get("podSelector", {}).get("matchLabels", {})
+            in_any_namespace = peer.get("namespaceSelector") == {}
+            if in_any_namespace and selector and selector.items() <= pod_labels.items():
+                allowed |= any(p["port"] in ("http", port) for p in rule["ports"])
+    assert allowed, "the operator's NetworkPolicy blocks canary analysis"
+
+
+_VERBS = {"get": "get", "list": "list", "create": "create", "patch": "patch", "delete": "delete"}
+
+
+def _calls_in_controller() -> set[tuple[str, str, str]]:
+    """(group, resource, verb) of every `api.<verb>("Kind", ...)` in kubeloop/controller/*.py,
+    kinds given as literals or as a module constant (KIND = "ModelDeployment")."""
+    import ast
+
+    from kubeloop.controller import kube
+
+    needed: set[tuple[str, str, str]] = set()
+    folder = Path(kube.__file__).parent
+    for path in folder.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        constants = {
+            target.id: node.value.value
+            for node in tree.body
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+            for target in node.targets
+            if isinstance(target, ast.Name) and isinstance(node.value.value, str)
+        }
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            method, owner = node.func.attr, node.func.value
+            owner_name = (
+                owner.attr if isinstance(owner, ast.Attribute) else getattr(owner, "id", "")
+            )
+            if owner_name != "api" or not node.args:
+                continue
+            first = node.args[0]
+            kind = first.value if isinstance(first, ast.Constant) else None
+            if isinstance(first, ast.Name):
+                kind = constants.get(first.id)
+            if kind not in kube.PLURALS:
+                continue
+            prefix, plural = kube.PLURALS[kind]
+            group = "" if prefix == "/api/v1" else prefix.split("/")[2]
+            if method == "patch_status":
+                needed.add((group, f"{plural}/status", "patch"))
+            elif method in _VERBS:
+                needed.add((group, plural, _VERBS[method]))
+    return needed
+
+
+def test_rbac_grants_every_call_the_controller_makes(helm: str) -> None:
+    needed = _calls_in_controller()
+    assert ("kubeloop.io", "trainingpipelines/status", "patch") in needed  # the scan works
+    for args in ([], ["--set", "watchNamespaces={ml}"]):
+        granted: set[tuple[str, str, str]] = set()
+        for role in (o for o in render(helm, *args) if o["kind"] in ("ClusterRole", "Role")):
+            for rule in role["rules"]:
+                granted |= {
+                    (g, r, v)
+                    for g in rule["apiGroups"]
+                    for r in rule["resources"]
+                    for v in rule["verbs"]
+                }
+        missing = needed - granted
+        assert not missing, f"the chart's RBAC lacks what the controller calls: {sorted(missing)}"
