@@ -7,7 +7,7 @@ export PATH := $(TOOLS)/bin:$(PATH)
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps tools test lint crds check-crds demo bench bench-venvs e2e clean
+.PHONY: help install system-deps tools test reliability lint crds check-crds demo bench bench-venvs e2e clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ test: install system-deps tools bench-venvs ## install what the tests need (Evid
 	$(PYTHON) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure" >&2; fi; \
 	exit $$rc
+
+reliability: install system-deps tools ## the long soak of tests/reliability (50 killed runs, 10x faults); figures in RELIABILITY.md
+	set -o pipefail; KUBELOOP_SOAK=1 $(PYTHON) -m pytest tests/reliability -s -q --timeout 3000 | tee reliability.log | grep -E "RELIABILITY|passed|failed"
 
 demo: install ## the whole loop on this machine: train, serve, drift, retrain, roll out
 	$(PYTHON) -m kubeloop.cli local demo
