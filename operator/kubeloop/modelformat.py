@@ -182,8 +182,30 @@ def feature_matrix(
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"feature {feat.name!r} must be numeric: {exc}") from exc
         else:
-            out[:, j] = [np.nan if _is_missing(v) else str(v) for v in raw]
+            out[:, j] = _categorical_strings(raw)
     return out
+
+
+def _categorical_strings(raw: Sequence[Any] | np.ndarray[Any, Any]) -> Any:
+    """`str(v)`, or NaN when missing, for every value: vectorized when all values are strings.
+
+    pyarrow converts a column of str/None/NaN in C; any other value type (numbers, booleans,
+    mixes) takes the per-value path, whose `str(v)` pyarrow's casts would not reproduce.
+    """
+    try:
+        import pyarrow as pa
+
+        array = pa.array(raw, from_pandas=True)  # from_pandas: float NaN counts as missing
+    except (ImportError, TypeError, ValueError, OverflowError):
+        array = None
+    if array is not None and (
+        pa.types.is_string(array.type) or pa.types.is_large_string(array.type)
+    ):
+        strings = np.asarray(array.to_numpy(zero_copy_only=False), dtype=object)
+        if array.null_count:
+            strings[np.asarray(array.is_null())] = np.nan
+        return strings
+    return [np.nan if _is_missing(v) else str(v) for v in raw]
 
 
 def build_mlp(inputs: int, hidden: Sequence[int], dropout: float, outputs: int) -> Any:

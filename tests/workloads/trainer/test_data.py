@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kubeloop.api.training import TrainingPipelineSpec
 from kubeloop.local.datagen import churn_table
+from kubeloop.modelformat import Feature, feature_matrix
 from kubeloop.workloads.trainer.data import feature_columns, load_training_data
 from kubeloop.workloads.trainer.errors import TrainingError
 
@@ -145,3 +149,32 @@ def test_text_columns_that_are_not_numbers_stay_categorical(tmp_path: Path) -> N
     write_parquet(tmp_path, table)
     data = load_training_data(_spec(tmp_path.as_uri()))
     assert data.features[0].kind == "categorical"
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.none(),
+            st.just(float("nan")),
+            st.text(max_size=5),
+            st.integers(-5, 5),
+            st.floats(allow_nan=False, width=32),
+            st.booleans(),
+        ),
+        max_size=30,
+    ),
+    st.booleans(),
+)
+@settings(max_examples=200, deadline=None)
+def test_categorical_columns_become_str_or_nan_exactly_as_value_by_value(
+    values: list[object], as_array: bool
+) -> None:
+    def missing(v: object) -> bool:
+        return v is None or (isinstance(v, float) and math.isnan(v))
+
+    raw = np.array(values, dtype=object) if as_array else values
+    feature = Feature(name="c", dtype="string", kind="categorical")
+    got = feature_matrix({"c": raw}, [feature])[:, 0].tolist()
+    assert [missing(v) for v in got] == [missing(v) for v in values]
+    assert [v for v in got if not missing(v)] == [str(v) for v in values if not missing(v)]
+    assert all(type(v) is str for v in got if not missing(v))

@@ -21,6 +21,7 @@ def test_sklearn_runs_with_the_same_data_and_seed_give_identical_metrics(
 ) -> None:
     spec = spec_for(estimator="RandomForestClassifier", params={"n_estimators": 20})
     first, second = train(spec)[1], train(spec)[1]
+    assert (first["version"], second["version"]) == ("1", "2")  # two runs, not one reported twice
     assert first["metrics"] == second["metrics"]
     spec["seed"] = 8
     assert train(spec)[1]["metrics"] != first["metrics"]
@@ -31,6 +32,7 @@ def test_torch_runs_on_cpu_with_the_same_data_and_seed_are_identical(
 ) -> None:
     spec = mlp_spec(spec_for, epochs=3)
     first, second = train(spec)[1], train(spec)[1]
+    assert (first["version"], second["version"]) == ("1", "2")
     assert first["metrics"] == second["metrics"]
     one, two = manifest_of(first), manifest_of(second)
     assert one["_weights"] == two["_weights"]
@@ -42,12 +44,13 @@ def test_the_device_is_cpu_without_a_gpu_and_amp_only_on_gpu(
 ) -> None:
     import torch
 
-    from kubeloop.workloads.trainer.mlp import pick_device
+    from kubeloop.workloads.trainer.mlp import amp_dtype, pick_device
 
     monkeypatch.setenv("KUBELOOP_DEVICE", "cpu")
     assert pick_device() == ("cpu", False)
     monkeypatch.delenv("KUBELOOP_DEVICE")
     assert pick_device() == (("cuda", True) if torch.cuda.is_available() else ("cpu", False))
+    assert amp_dtype("cpu") == torch.bfloat16  # only used when AMP is on, i.e. on CUDA
 
 
 def test_early_stopping_stops_after_patience_epochs_without_improvement(

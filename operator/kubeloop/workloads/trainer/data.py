@@ -265,6 +265,8 @@ def load_training_data(spec: TrainingPipelineSpec) -> TrainingData:
                 )
 
     def clean(table: pa.Table) -> tuple[pa.Table, int]:
+        if table.column(target).null_count == 0:
+            return table, 0  # the common case: no copy of the whole table
         valid = pc.is_valid(table.column(target))
         kept = table.filter(valid)
         return kept, table.num_rows - kept.num_rows

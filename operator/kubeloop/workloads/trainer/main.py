@@ -20,6 +20,7 @@ import os
 import tempfile
 import time
 import traceback
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -104,7 +105,11 @@ def main(argv: list[str]) -> int:
     )
     started = time.monotonic()
     dist = Distributed.from_env()
-    run_id = args.run_id or "local-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    # Unique without --run-id: a run id names a version claim (a rerun with the same id gets
+    # the same version back), so two laptop runs in one second must not share one.
+    run_id = args.run_id or (
+        "local-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    )
     pipeline = os.environ.get("KUBELOOP_PIPELINE", "local")
     namespace = os.environ.get("KUBELOOP_NAMESPACE", "default")
     work_dir = Path(args.work_dir) if args.work_dir else Path(tempfile.gettempdir())
@@ -171,6 +176,10 @@ def _init_process_group(dist: Distributed) -> bool:
     import torch.distributed as torch_dist
 
     gpu = torch.cuda.is_available() and os.environ.get("KUBELOOP_DEVICE", "") != "cpu"
+    if gpu:
+        # Bind this process to its GPU before NCCL starts: otherwise every rank's first
+        # collective runs on GPU 0 (a hang or an out-of-memory on multi-GPU pods).
+        torch.cuda.set_device(dist.local_rank)
     torch_dist.init_process_group(backend="nccl" if gpu else "gloo")
     log.info("DDP rank %d of %d (%s)", dist.rank, dist.world_size, "nccl" if gpu else "gloo")
     return True

@@ -27,6 +27,7 @@ __all__ = [
     "Distributed",
     "MLPParams",
     "MLPResult",
+    "amp_dtype",
     "parse_params",
     "pick_device",
     "thread_count",
@@ -131,6 +132,15 @@ def pick_device() -> tuple[str, bool]:
     return "cpu", False
 
 
+def amp_dtype(device: str) -> Any:
+    """The autocast dtype on a GPU: bfloat16 where supported (sm80+), else float16."""
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
 def configure_determinism(device: str) -> None:
     """Deterministic kernels and a fixed CPU thread count (results depend on both)."""
     import torch
@@ -208,6 +218,10 @@ def train_mlp(
 
         model = DistributedDataParallel(net, device_ids=[dev.index] if device == "cuda" else None)
     optimizer = torch.optim.AdamW(net.parameters(), lr=params.lr, weight_decay=params.weightDecay)
+    dtype = amp_dtype(device) if amp else torch.float32
+    # float16 needs loss scaling against underflowing gradients; bfloat16 (Ampere and later)
+    # has float32's range and does not. Disabled, the scaler passes everything through.
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and dtype == torch.float16)
 
     start, best_loss, best_epoch, bad_epochs = 0, math.inf, 0, 0
     best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
@@ -216,6 +230,8 @@ def train_mlp(
     if resumed is not None:
         net.load_state_dict(resumed["model"])
         optimizer.load_state_dict(resumed["optimizer"])
+        if resumed.get("scaler"):
+            scaler.load_state_dict(resumed["scaler"])
         start = int(resumed["epoch"])
         best_loss, best_epoch = float(resumed["bestLoss"]), int(resumed["bestEpoch"])
         bad_epochs, best_state = int(resumed["badEpochs"]), resumed["best"]
@@ -241,17 +257,18 @@ def train_mlp(
         total, batches = torch.zeros((), device=dev), 0
         for i in range(0, order.shape[0], params.batchSize):
             idx = order[i : i + params.batchSize]
-            with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=amp):
+            with torch.autocast(device_type=device, dtype=dtype, enabled=amp):
                 out = model(x[idx])
                 loss = criterion(out.float() if classification else out.float()[:, 0], y[idx])
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             total += loss.detach()
             batches += 1
         train_loss = float(total) / max(batches, 1)
         model.eval()
-        with torch.no_grad(), torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=amp):
+        with torch.no_grad(), torch.autocast(device_type=device, dtype=dtype, enabled=amp):
             out = net(xv).float()
             val_loss = float(criterion(out if classification else out[:, 0], yv))
         history.append({"epoch": epoch, "loss": train_loss, "valLoss": val_loss})
@@ -270,6 +287,7 @@ def train_mlp(
                         "epoch": epoch,
                         "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
                         "optimizer": optimizer.state_dict(),
+                        "scaler": scaler.state_dict() if scaler.is_enabled() else {},
                         "best": best_state,
                         "bestLoss": best_loss,
                         "bestEpoch": best_epoch,
