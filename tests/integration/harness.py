@@ -37,8 +37,9 @@ CRONJOBS = "batch/v1/cronjobs"
 class Operator:
     """Start/stop kopf in a thread; restartable (state lives only in the cluster)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, liveness: str | None = None) -> None:
         self.url = url
+        self.liveness = liveness
         self._thread: threading.Thread | None = None
         self._stop: threading.Event | None = None
 
@@ -48,7 +49,14 @@ class Operator:
         stop = self._stop
 
         def run() -> None:
-            asyncio.run(kopf.operator(clusterwide=True, standalone=True, stop_flag=stop))
+            asyncio.run(
+                kopf.operator(
+                    clusterwide=True,
+                    standalone=True,
+                    stop_flag=stop,
+                    liveness_endpoint=self.liveness,
+                )
+            )
 
         self._thread = threading.Thread(target=run, name="kopf", daemon=True)
         self._thread.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from tests.integration.harness import JOBS, TP, Cluster, Operator, example, wait_for
@@ -113,7 +114,6 @@ def test_retrain_request_starts_exactly_one_run(cluster: Cluster, operator: Oper
         )
     job = wait_for(lambda: cluster.get(JOBS, "ml", "tp2-run-2"))
     assert job["metadata"]["annotations"]["kubeloop.io/trigger"] == "Drift"
-    import time
 
     time.sleep(2)  # several resync periods
     assert _jobs(cluster, "tp2") == ["tp2-run-1", "tp2-run-2"]
@@ -151,7 +151,6 @@ def test_invalid_spec_is_reported_without_retry_storm(cluster: Cluster, operator
     assert _jobs(cluster, "tp-bad") == []
     events = [e for e in cluster.list("v1/events", "ml") if e.get("reason") == "InvalidSpec"]
     assert events and events[0]["involvedObject"]["name"] == "tp-bad"
-    import time
 
     # kopf's own bookkeeping (its diff-base annotation) is the last write it makes.
     obj = wait_for(
@@ -164,3 +163,66 @@ def test_invalid_spec_is_reported_without_retry_storm(cluster: Cluster, operator
     rv = obj["metadata"]["resourceVersion"]
     time.sleep(2)
     assert cluster.get(TP, "ml", "tp-bad")["metadata"]["resourceVersion"] == rv  # type: ignore[index]
+
+
+def test_live_progress_survives_reconciles(cluster: Cluster, operator: Operator) -> None:
+    """The trainer's status patches (currentRun.progress) are not overwritten by the operator's
+    own status writes, and go away with the run."""
+    cluster.create(example("churn-pipeline.yaml", name="tp-prog"))
+    wait_for(lambda: _status(cluster, "tp-prog").get("currentRun"), what="run 1 allocated")
+    progress = {"percent": 40, "epoch": 4, "epochs": 10, "loss": 0.41, "etaSeconds": 90}
+    cluster.patch(TP, "ml", "tp-prog", {"status": {"currentRun": {"progress": progress}}}, "status")
+    # A spec-neutral change makes the operator reconcile and write status several times.
+    cluster.patch(TP, "ml", "tp-prog", {"metadata": {"annotations": {"touch": "1"}}})
+
+    time.sleep(1.5)
+    current = _status(cluster, "tp-prog")["currentRun"]
+    assert current["progress"] == progress and current["id"] == "1"
+    cluster.finish_job("ml", "tp-prog-run-1", _result("1", 0.9))
+    status = wait_for(lambda: (s := _status(cluster, "tp-prog")).get("runs") and s)
+    assert not status.get("currentRun")
+
+
+def test_distributed_gpu_run_under_kueue(cluster: Cluster, operator: Operator) -> None:
+    """workers: 4, gpus: 2 -> Indexed Job + headless Service with the torchrun env; the Job is
+    created suspended for Kueue, and what Kueue changes on admission is never reverted."""
+    cluster.create(example("gpu-distributed-pipeline.yaml", name="tp-ddp"))
+    job = wait_for(lambda: cluster.get(JOBS, "ml", "tp-ddp-run-1"), what="Indexed Job")
+    spec = job["spec"]
+    assert spec["completionMode"] == "Indexed"
+    assert spec["completions"] == spec["parallelism"] == 4
+    assert spec["suspend"] is True and spec["backoffLimit"] == 3
+    assert spec["activeDeadlineSeconds"] == 7200
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
+    pod = spec["template"]["spec"]
+    assert pod["subdomain"] == "tp-ddp-run-1" and pod["runtimeClassName"] == "nvidia"
+    container = pod["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MASTER_ADDR"]["value"] == "tp-ddp-run-1-0.tp-ddp-run-1.ml.svc"
+    assert env["WORLD_SIZE"]["value"] == "4" and env["NPROC_PER_NODE"]["value"] == "2"
+    assert "job-completion-index" in env["NODE_RANK"]["valueFrom"]["fieldRef"]["fieldPath"]
+    service = wait_for(lambda: cluster.get("v1/services", "ml", "tp-ddp-run-1"), what="Service")
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["ports"][0]["port"] == int(env["MASTER_PORT"]["value"])
+
+    # Kueue admits: unsuspends and injects node placement. The operator leaves it alone.
+    admitted = {
+        "suspend": False,
+        "template": {
+            "spec": {
+                "nodeSelector": {"cloud.example.com/flavor": "h100"},
+                "tolerations": [{"key": "flavor", "operator": "Exists"}],
+            }
+        },
+    }
+    cluster.patch(JOBS, "ml", "tp-ddp-run-1", {"spec": admitted})
+    rv = cluster.get(JOBS, "ml", "tp-ddp-run-1")["metadata"]["resourceVersion"]  # type: ignore[index]
+
+    time.sleep(1.5)
+    job = cluster.get(JOBS, "ml", "tp-ddp-run-1")
+    assert job is not None and job["metadata"]["resourceVersion"] == rv
+    assert job["spec"]["suspend"] is False
+    selector = job["spec"]["template"]["spec"]["nodeSelector"]
+    assert selector["cloud.example.com/flavor"] == "h100"  # Kueue's addition stays
+    assert _jobs(cluster, "tp-ddp") == ["tp-ddp-run-1"]

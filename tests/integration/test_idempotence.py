@@ -1,0 +1,139 @@
+"""The operator stopped and restarted at the awkward moments of a training run: no duplicate Job,
+no lost and no double-counted run. Each test gets a fresh API and operator (restarts are the
+point, and nothing may leak from one scenario into the next)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from tests.integration.harness import JOBS, TP, Cluster, Operator, example, wait_for
+
+from kubeloop.local.emulator import EmulatorThread
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    with EmulatorThread() as thread:
+        yield Cluster(thread)
+
+
+@pytest.fixture
+def operator(cluster: Cluster) -> Iterator[Operator]:
+    op = Operator(cluster.thread.url)
+    op.start()
+    yield op
+    op.stop()
+
+
+def _result(version: str, auc: float) -> dict[str, Any]:
+    return {
+        "kind": "TrainingResult",
+        "ok": True,
+        "version": version,
+        "uri": f"s3://models/churn/versions/{version}",
+        "metrics": {"roc_auc": auc},
+    }
+
+
+def _status(cluster: Cluster, name: str) -> dict[str, Any]:
+    obj = cluster.get(TP, "ml", name)
+    assert obj is not None
+    return obj.get("status") or {}
+
+
+def _jobs(cluster: Cluster) -> list[str]:
+    return sorted(j["metadata"]["name"] for j in cluster.list(JOBS, "ml"))
+
+
+def _settled(cluster: Cluster, name: str, runs: int) -> dict[str, Any]:
+    status = wait_for(
+        lambda: (
+            len((s := _status(cluster, name)).get("runs") or []) == runs
+            and not s.get("currentRun")
+            and s
+        ),
+        what=f"{runs} runs recorded",
+    )
+    time.sleep(1.5)  # several resync periods: nothing more may happen
+    assert _status(cluster, name)["runs"] == status["runs"]
+    return status
+
+
+def test_restart_mid_run_then_after_completion(cluster: Cluster, operator: Operator) -> None:
+    cluster.create(example("churn-pipeline.yaml", name="idem"))
+    wait_for(lambda: cluster.get(JOBS, "ml", "idem-run-1"), what="run 1")
+
+    operator.stop()  # mid-run
+    operator.start()
+    time.sleep(1.5)
+    assert _jobs(cluster) == ["idem-run-1"]
+    assert _status(cluster, "idem")["currentRun"]["id"] == "1"
+
+    operator.stop()  # the Job completes while nobody watches
+    cluster.finish_job("ml", "idem-run-1", _result("1", 0.9))
+    operator.start()
+    status = _settled(cluster, "idem", 1)
+    assert [r["id"] for r in status["runs"]] == ["1"] and status["champion"]["version"] == "1"
+
+    operator.stop()  # and once more after everything was recorded
+    operator.start()
+    status = _settled(cluster, "idem", 1)
+    assert _jobs(cluster) == ["idem-run-1"] and status["lastRunId"] == 1
+
+
+def test_crash_between_allocation_and_job_creation(cluster: Cluster, operator: Operator) -> None:
+    """A run allocated in status whose Job was never created (the operator died in between)
+    is resumed under its deterministic name, not started again as a new run."""
+    cluster.create(example("churn-pipeline.yaml", name="alloc"))
+    wait_for(lambda: cluster.get(JOBS, "ml", "alloc-run-1"), what="run 1")
+    cluster.finish_job("ml", "alloc-run-1", _result("1", 0.9))
+    _settled(cluster, "alloc", 1)
+
+    operator.stop()
+    run = {
+        "id": "2",
+        "job": "alloc-run-2",
+        "trigger": "Manual",
+        "generation": 1,
+        "startedAt": "2026-01-01T00:00:00Z",
+    }
+    cluster.patch(
+        TP,
+        "ml",
+        "alloc",
+        {"status": {"currentRun": run, "lastRunId": 2, "handledRunRequest": "r1"}},
+        "status",
+    )
+    cluster.patch(
+        TP, "ml", "alloc", {"metadata": {"annotations": {"kubeloop.io/run-requested-at": "r1"}}}
+    )
+    operator.start()
+    job = wait_for(lambda: cluster.get(JOBS, "ml", "alloc-run-2"), what="run 2 resumed")
+    assert job["metadata"]["annotations"]["kubeloop.io/trigger"] == "Manual"
+    time.sleep(1.5)
+    assert _jobs(cluster) == ["alloc-run-1", "alloc-run-2"]
+    cluster.finish_job("ml", "alloc-run-2", _result("2", 0.95))
+    status = _settled(cluster, "alloc", 2)
+    assert [r["id"] for r in status["runs"]] == ["2", "1"]
+    assert status["champion"]["version"] == "2" and status["lastRunId"] == 2
+
+
+def test_lost_status_records_finished_jobs_once(cluster: Cluster, operator: Operator) -> None:
+    """Status wiped (e.g. restored from a backup without it): finished Jobs are recorded once,
+    in order, and no run is started twice for the same generation."""
+    cluster.create(example("churn-pipeline.yaml", name="lost"))
+    wait_for(lambda: cluster.get(JOBS, "ml", "lost-run-1"), what="run 1")
+    cluster.finish_job("ml", "lost-run-1", _result("1", 0.9))
+    _settled(cluster, "lost", 1)
+
+    operator.stop()
+    runs_only = {"runs": None, "champion": None, "currentRun": None}
+    cluster.patch(TP, "ml", "lost", {"status": runs_only}, "status")
+    operator.start()
+    status = _settled(cluster, "lost", 1)
+    assert [r["id"] for r in status["runs"]] == ["1"]
+    assert status["runs"][0]["result"] == "Promoted" and status["champion"]["version"] == "1"
+    assert _jobs(cluster) == ["lost-run-1"]
