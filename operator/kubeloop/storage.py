@@ -198,10 +198,20 @@ class S3Store:
         try:
             self.client.put_object(Bucket=bucket, Key=key, Body=data, **extra)
         except Exception as exc:
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+            response = getattr(exc, "response", {}) or {}
+            code = response.get("Error", {}).get("Code")
             if if_absent and code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                retried = response.get("ResponseMetadata", {}).get("RetryAttempts", 0) > 0
+                if retried and self._holds(uri, data):
+                    return  # our own first attempt landed; only its answer was lost
                 raise AlreadyExistsError(f"{uri} already exists") from exc
             raise self._error(uri, exc) from exc
+
+    def _holds(self, uri: str, data: bytes) -> bool:
+        try:
+            return self.read_bytes(uri) == data
+        except StorageError:
+            return False
 
     def exists(self, uri: str) -> bool:
         bucket, key = self.split(uri)

@@ -112,10 +112,15 @@ def _handler(upstream: str, plan: FaultPlan) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        return  # a client that timed out and hung up on a stalled answer: expected here
+
+
 @contextmanager
 def fault_proxy(upstream: str, plan: FaultPlan) -> Iterator[str]:
     """Run the proxy on a free loopback port; yields its URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(upstream, plan))
+    server = _QuietServer(("127.0.0.1", 0), _handler(upstream, plan))
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -24,7 +24,7 @@ from tests.reliability.faultproxy import FaultPlan, fault_proxy
 
 from kubeloop.modelformat import verify_folder, write_manifest
 from kubeloop.registry import CLAIM, Registry
-from kubeloop.storage import S3Store, StorageError, arrow_filesystem, join
+from kubeloop.storage import AlreadyExistsError, S3Store, StorageError, arrow_filesystem, join
 
 SOAK = os.environ.get("KUBELOOP_SOAK") == "1"
 
@@ -89,6 +89,20 @@ def test_store_operations_converge_under_injected_faults(via_proxy, bucket: str)
         failed=0,
     )
     assert plan.faults > 0, "the plan injected nothing: the test proved nothing"
+
+
+def test_exclusive_creates_survive_lost_answers(via_proxy, bucket: str) -> None:
+    # A create-if-absent whose answer is lost is retried and meets its own object (412): that
+    # is success, not "already exists" (payload-log files, claims and manifests rely on it).
+    plan = FaultPlan({"ok": 0.6, "lost": 0.4}, seed=3)
+    via_proxy(plan, AWS_MAX_ATTEMPTS="10")
+    store = S3Store()
+    for i in range(_scale(20)):
+        store.write_bytes(join(bucket, f"excl/{i}"), f"payload {i}".encode(), if_absent=True)
+    assert plan.counts["lost"] > 0
+    _report("exclusive-create", creates=_scale(20), lost_answers=plan.counts["lost"], failed=0)
+    with pytest.raises(AlreadyExistsError):  # a real conflict is still one
+        store.write_bytes(join(bucket, "excl/0"), b"someone else", if_absent=True)
 
 
 def test_concurrent_publishes_under_faults_are_complete_or_absent(
