@@ -88,6 +88,8 @@ def render_summary(result: DemoResult) -> str:
         f"Payload log: {result.logged_rows} rows logged for {result.rows_sent} rows answered "
         f"({len(result.logged_request_ids)} request ids)"
     )
+    if result.get_output:
+        parts.append("\n$ kubeloop local get tp,md,dm -n ml\n" + result.get_output.rstrip())
     if result.report is not None:
         parts.append(f"Report: {result.report}")
     return "\n".join(parts)

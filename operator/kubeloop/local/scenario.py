@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ import yaml
 from kubeloop.local.datagen import FEATURES, churn_table, write_demo_data
 from kubeloop.local.kubeapi import KubeApi
 from kubeloop.local.podrunner import LOCAL_URL_ANNOTATION
+from kubeloop.local.processes import host_env
 from kubeloop.local.stack import LocalStack, apply_objects
 from kubeloop.local.traffic import TrafficStats, V2Traffic
 
@@ -54,7 +56,7 @@ OWNED = ("data", "models", "logs", "cluster", "report.html", "operator.log", "lo
 BASELINE_ROWS, SHIFTED_ROWS, TRAIN_ROWS = 600, 1200, 3000
 # A step that has not happened after this long is broken, not slow (each takes seconds on an
 # idle machine; the bound is generous for shared, overloaded CI machines).
-STEP_TIMEOUT = 300.0
+STEP_TIMEOUT = 420.0
 
 
 class DemoError(RuntimeError):
@@ -111,6 +113,8 @@ class DemoResult:
     traffic: list[TrafficStats] = field(default_factory=list)
     # distinct (modelVersion, canary version, canary percent) states of the ModelDeployment
     deployment_states: list[tuple[str | None, str | None, int | None]] = field(default_factory=list)
+    # `kubeloop local get tp,md,dm -n ml` at the end, run as the command a person types
+    get_output: str = ""
     logged_rows: int = 0
     logged_request_ids: set[str] = field(default_factory=set)
     report: Path | None = None
@@ -144,7 +148,7 @@ async def _wait(
     timeout: float,
     owner: str,
     seen: Callable[[], Awaitable[str]] | None = None,
-    interval: float = 0.25,
+    interval: float = 0.5,
 ) -> T:
     deadline = time.monotonic() + timeout
     while True:
@@ -272,7 +276,7 @@ class Scenario:
                         f"ModelDeployment {NAME}: serving v{version}"
                         + (f", canary v{canary_version} at {percent}%" if canary_version else "")
                     )
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.5)
 
     async def wait_serving(self, version: str, timeout: float) -> V2Traffic:
         replicas = next(d for d in self.docs if d["kind"] == "ModelDeployment")["spec"].get(
@@ -396,7 +400,7 @@ class Scenario:
         shifted = churn_table(SHIFTED_ROWS, seed=101, shift=True).select(FEATURES)
         loop_rows = churn_table(1000, seed=102, shift=True).select(FEATURES)
         async with LocalStack(
-            self.state_dir, resync_seconds=1.0, operator_env={"KUBELOOP_RESYNC_SECONDS": "1"}
+            self.state_dir, resync_seconds=2.0, operator_env={"KUBELOOP_RESYNC_SECONDS": "2"}
         ) as stack:
             self.stack = stack
             await self.observer.attach(self.api)
@@ -453,6 +457,8 @@ class Scenario:
                 lambda i: loop_rows.slice((i * size) % (loop_rows.num_rows - size), size),
                 stop,
                 "rollout",
+                concurrency=1,
+                pause=0.2,
             )
         )
         try:
@@ -469,6 +475,29 @@ class Scenario:
         self.step(_traffic_line(stats))
         await self.wait_logged(timeout=60)
         self.step(f"payload log: {self.result.logged_rows} rows")
+        self.result.get_output = await self.kubectl_get()
+
+    async def kubectl_get(self) -> str:
+        """`kubeloop local get tp,md,dm -n ml` in a child process, against the running stack."""
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "kubeloop.cli",
+            "local",
+            "--state-dir",
+            str(self.state_dir),
+            "get",
+            "tp,md,dm",
+            "-n",
+            NAMESPACE,
+            env=host_env(),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await process.communicate()
+        if process.returncode != 0:
+            raise DemoError(f"kubeloop local get tp,md,dm failed: {out.decode(errors='replace')}")
+        return out.decode()
 
 
 def _traffic_line(stats: TrafficStats) -> str:
