@@ -64,7 +64,8 @@ def test_health_and_metadata(churn_server: Server) -> None:
 
 @pytest.mark.parametrize(
     ("rows", "age_type", "visits_type"),
-    [(1, "FP64", "INT64"), (7, "FP32", "INT32"), (250, "FP64", "FP64")],
+    # 5000 rows: a body above 64 KiB, parsed and encoded off the event loop
+    [(1, "FP64", "INT64"), (7, "FP32", "INT32"), (250, "FP64", "FP64"), (5000, "FP64", "INT64")],
 )
 def test_infer_datatypes_and_batches(
     churn_server: Server, rows: int, age_type: str, visits_type: str

@@ -8,6 +8,7 @@ POST /v2/models/{m}[/versions/{v}]/infer
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import threading
@@ -52,6 +53,10 @@ _JSON = [(b"content-type", b"application/json")]
 _SERVER_NAME = "kubeloop"
 _SERVER_VERSION = "0.1.0"
 _NUMERIC_INPUT = "FP64"
+# Bodies and row counts up to these are parsed and encoded on the event loop (tens of
+# microseconds: a thread hop would cost more); larger ones go to a thread.
+_INLINE_BODY_BYTES = 64 * 1024
+_INLINE_ROWS = 256
 
 
 class InferenceApp:
@@ -289,11 +294,18 @@ class InferenceApp:
             self._require_ready()
             assert self._schema is not None and self._batcher is not None
             assert self.model is not None
-            request = parse_infer_request(body, self._schema, self.settings.max_request_rows)
+            schema, limit = self._schema, self.settings.max_request_rows
+            large = len(body) > _INLINE_BODY_BYTES
+            if large:  # parsing megabytes of JSON would stall every other request on this loop
+                loop = asyncio.get_running_loop()
+                request = await loop.run_in_executor(None, parse_infer_request, body, schema, limit)
+            else:
+                request = parse_infer_request(body, schema, limit)
             self._receiving -= 1
             queued = True
             result = await self._batcher.submit(request.columns, request.rows)
-            payload = encode_infer_response(
+            encode = functools.partial(
+                encode_infer_response,
                 model_name=self.settings.model_name,
                 model_version=self.model.version,
                 request_id=request.id,
@@ -302,6 +314,10 @@ class InferenceApp:
                 probabilities=result.probabilities,
                 classes=self._classes,
             )
+            if large or request.rows > _INLINE_ROWS:
+                payload = await asyncio.get_running_loop().run_in_executor(None, encode)
+            else:
+                payload = encode()
             if self._payload_log is not None:
                 self._payload_log.submit(
                     request.columns, result.values, request.rows, request.id or uuid.uuid4().hex
