@@ -90,7 +90,8 @@ def _handler(upstream: str, plan: FaultPlan) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Content-Type", "application/xml")
                 self.send_header("Content-Length", str(len(xml)))
                 self.end_headers()
-                self.wfile.write(xml)
+                if self.command != "HEAD":  # a HEAD answer has headers only
+                    self.wfile.write(xml)
                 return
             if outcome == "slow":
                 time.sleep(plan.delay)
@@ -102,10 +103,14 @@ def _handler(upstream: str, plan: FaultPlan) -> type[BaseHTTPRequestHandler]:
             for key, value in headers:
                 if key.lower() not in _HOP_BY_HOP and key.lower() != "content-length":
                     self.send_header(key, value)
+            if self.command == "HEAD":  # the size of what a GET would return
+                length = dict((k.lower(), v) for k, v in headers).get("content-length", "0")
+                self.send_header("Content-Length", length)
+                self.end_headers()
+                return
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(data)
+            self.wfile.write(data)
 
         do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _serve  # noqa: N815 (http.server names)
 
