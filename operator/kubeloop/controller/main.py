@@ -35,7 +35,9 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
         prefix="kubeloop.io", key="last-handled-configuration"
     )
     settings.persistence.finalizer = "kubeloop.io/finalizer"
-    settings.posting.level = logging.INFO
+    # Our transitions are Events already (status.post_event); kopf's "Handler succeeded" logs
+    # would add a POST per handler run and bury them. Its warnings and errors still go out.
+    settings.posting.level = logging.WARNING
     settings.execution.max_workers = 8
     settings.batching.idle_timeout = 1.0
     settings.batching.batch_window = 0.1

@@ -390,7 +390,7 @@ def on_change(*, namespace: str | None, name: str, **_: Any) -> None:
     reconcile(namespace or "", name)
 
 
-@kopf.timer(*_GROUP, "driftmonitors", interval=RESYNC_SECONDS)
+@kopf.timer(*_GROUP, "driftmonitors", interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
 def on_timer(*, namespace: str | None, name: str, **_: Any) -> None:
     reconcile(namespace or "", name)
 

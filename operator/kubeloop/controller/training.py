@@ -358,7 +358,13 @@ def on_change(*, namespace: str | None, name: str, **_: Any) -> None:
     reconcile(namespace or "", name)
 
 
-@kopf.timer("kubeloop.io", "v1alpha1", "trainingpipelines", interval=RESYNC_SECONDS)
+@kopf.timer(
+    "kubeloop.io",
+    "v1alpha1",
+    "trainingpipelines",
+    interval=RESYNC_SECONDS,
+    initial_delay=RESYNC_SECONDS,
+)
 def on_timer(*, namespace: str | None, name: str, **_: Any) -> None:
     reconcile(namespace or "", name)
 
