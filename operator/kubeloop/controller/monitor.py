@@ -396,8 +396,11 @@ def on_timer(*, namespace: str | None, name: str, **_: Any) -> None:
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={MONITOR_LABEL: kopf.PRESENT})
-def on_job_event(*, namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
-    reconcile(namespace or "", labels[MONITOR_LABEL])
+def on_job_event(
+    *, type: str, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
+) -> None:
+    if type == "DELETED" or job_outcome(body):  # a check's verdict exists only then
+        reconcile(namespace or "", labels[MONITOR_LABEL])
 
 
 # What a monitor reads from a deployment, per deployment: its other changes (replica counts,

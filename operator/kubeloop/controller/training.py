@@ -370,5 +370,10 @@ def on_timer(*, namespace: str | None, name: str, **_: Any) -> None:
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={PIPELINE_LABEL: kopf.PRESENT})
-def on_job_event(*, namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
-    reconcile(namespace or "", labels[PIPELINE_LABEL])
+def on_job_event(
+    *, type: str, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
+) -> None:
+    # Only a finished or vanished Job changes anything for the pipeline; the ADDED event of a
+    # Job we just created and its progress updates would only cost a reconcile each.
+    if type == "DELETED" or job_outcome(body):
+        reconcile(namespace or "", labels[PIPELINE_LABEL])
