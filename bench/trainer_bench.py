@@ -130,9 +130,9 @@ def pandas_load(folder: Path, seed: int, fraction: float) -> tuple[Any, Any, Any
     xv = pre.transform(val)
     return (
         torch.from_numpy(np.ascontiguousarray(xt, dtype=np.float32)),
-        torch.from_numpy(train[TARGET].to_numpy(dtype=np.int64)),
+        torch.from_numpy(np.array(train[TARGET], dtype=np.int64)),
         torch.from_numpy(np.ascontiguousarray(xv, dtype=np.float32)),
-        torch.from_numpy(val[TARGET].to_numpy(dtype=np.int64)),
+        torch.from_numpy(np.array(val[TARGET], dtype=np.int64)),
     )
 
 
