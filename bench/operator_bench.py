@@ -9,7 +9,8 @@ Each operator is its own child process (`kopf run -A --standalone ...`) against 
 in-process emulator (admission off: the CRs are the churn example, already valid). One warm-up
 CR is reconciled first, so the clock measures steady reconciling, not imports and discovery.
 The clock starts before the first of the N creates and stops when N Jobs exist (listed every
-0.2 s). RSS is the child's VmRSS after the last Job and its peak (VmHWM), from /proc.
+0.2 s for 5 s, then every second). RSS is the child's VmRSS after the last Job and its
+peak (VmHWM), from /proc.
 Kubeloop does more per CR by design: status allocation before the Job, a ServiceAccount,
 Role and RoleBinding for the progress channel, conditions, Events and a resync timer.
 
@@ -62,11 +63,14 @@ def _pipeline(name: str) -> dict[str, Any]:
 
 
 def _wait_jobs(thread: EmulatorThread, want: int, deadline: float) -> int:
+    # Listing copies every Job inside the emulator, which also serves the operator: poll
+    # often at first (short runs), then once a second so the poll itself costs little.
+    start = time.monotonic()
     while True:
         count = len(thread.call(lambda: thread.emulator.list_objects(JOBS, "bench")))
         if count >= want or time.monotonic() > deadline:
             return count
-        time.sleep(0.2)
+        time.sleep(0.2 if time.monotonic() - start < 5 else 1.0)
 
 
 def measure(contender: str, count: int, timeout: float) -> dict[str, Any]:
@@ -129,11 +133,12 @@ def _doc(results: list[dict[str, Any]], command: str, machine: str) -> str:
     ]
     return "\n".join(
         [
-            "# Operator: 500 TrainingPipelines, Kubeloop vs bare kopf",
+            f"# Operator: {ours['count']} TrainingPipelines, Kubeloop vs bare kopf",
             "",
             "What: N TrainingPipelines (the churn example) created at once against the emulated",
             "API server (`kubeloop.local.emulator`, admission off); the clock runs from the first",
-            "create until N Jobs exist. Each operator is a `kopf run -A --standalone` child",
+            "create until N Jobs exist (polled every 0.2 s, after 5 s every 1 s). Each operator",
+            "is a `kopf run -A --standalone` child",
             "process with a fresh emulator, after one warm-up CR. The peer",
             "(`bench/operator_bare_kopf.py`) only creates one Job per CR; Kubeloop also allocates",
             "the run in status first, creates the progress ServiceAccount/Role/RoleBinding,",
@@ -146,6 +151,10 @@ def _doc(results: list[dict[str, Any]], command: str, machine: str) -> str:
             "| operator | Jobs | seconds | Jobs/s | RSS MiB | peak RSS MiB |",
             "| --- | --- | --- | --- | --- | --- |",
             *rows,
+            "",
+            f"Headline: {ours['count']} TrainingPipelines to Jobs against the emulator: "
+            f"Kubeloop takes {ours['seconds'] / bare['seconds']:.1f}x the time of a bare kopf "
+            f"operator, with {ours['rss_mib'] / bare['rss_mib']:.2f}x its RSS.",
             "",
             f"Ratios (Kubeloop / bare kopf): time to all Jobs "
             f"**{ours['seconds'] / bare['seconds']:.2f}x**, RSS "
