@@ -196,12 +196,17 @@ def _ensure_children(owner: Owner, spec: TrainingPipelineSpec, run: dict[str, An
     api.create(job)
 
 
-def reconcile(namespace: str, name: str) -> None:
-    """Bring one pipeline's runs and status up to date with its Jobs and triggers."""
+def reconcile(namespace: str, name: str, *, full: bool = False) -> None:
+    """Bring one pipeline's runs and status up to date with its Jobs and triggers.
+
+    `full` lists all of the pipeline's Jobs (to record any a lost status never saw); otherwise
+    only the current run's Job is read, which keeps a burst of events cheap. Resume and the
+    resync timer reconcile fully.
+    """
     start = time.monotonic()
     result = "ok"
     try:
-        runtime.coalesce(KIND, namespace, name, lambda: _reconcile(namespace, name))
+        runtime.coalesce(KIND, namespace, name, lambda: _reconcile(namespace, name, full))
     except Exception:
         result = "error"
         raise
@@ -210,7 +215,7 @@ def reconcile(namespace: str, name: str) -> None:
         RECONCILE_SECONDS.labels(kind=KIND).observe(time.monotonic() - start)
 
 
-def _reconcile(namespace: str, name: str) -> None:
+def _reconcile(namespace: str, name: str, full: bool) -> None:
     api = runtime.api
     body = api.get(KIND, namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
@@ -230,12 +235,17 @@ def _reconcile(namespace: str, name: str) -> None:
     owner = Owner.of(body)
     before = snapshot(status)
 
-    jobs = {j["metadata"]["name"]: j for j in api.list("Job", namespace, {PIPELINE_LABEL: name})}
     recorded = {r["id"] for r in status.get("runs") or []}
     current = status.get("currentRun")
     if current is not None and "id" not in current:
         # Only a late progress report of a run already recorded: nothing is running.
         status["currentRun"] = current = None
+    if full:
+        listed = api.list("Job", namespace, {PIPELINE_LABEL: name})
+        jobs = {j["metadata"]["name"]: j for j in listed}
+    else:
+        found = api.get("Job", namespace, current["job"]) if current else None
+        jobs = {found["metadata"]["name"]: found} if found else {}
 
     # 1. the run in progress: finished -> record it; Job missing -> (re)create it.
     if current and current["id"] not in recorded:
@@ -351,6 +361,10 @@ def _reconcile(namespace: str, name: str) -> None:
 
 
 @kopf.on.resume("kubeloop.io", "v1alpha1", "trainingpipelines")
+def on_resume(*, namespace: str | None, name: str, **_: Any) -> None:
+    reconcile(namespace or "", name, full=True)
+
+
 @kopf.on.create("kubeloop.io", "v1alpha1", "trainingpipelines")
 @kopf.on.update("kubeloop.io", "v1alpha1", "trainingpipelines", field="spec")
 @kopf.on.update("kubeloop.io", "v1alpha1", "trainingpipelines", field="metadata.annotations")
@@ -366,7 +380,7 @@ def on_change(*, namespace: str | None, name: str, **_: Any) -> None:
     initial_delay=RESYNC_SECONDS,
 )
 def on_timer(*, namespace: str | None, name: str, **_: Any) -> None:
-    reconcile(namespace or "", name)
+    reconcile(namespace or "", name, full=True)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={PIPELINE_LABEL: kopf.PRESENT})
