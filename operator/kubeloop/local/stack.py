@@ -187,20 +187,27 @@ class LocalStack:
         """Whether the operator process still runs."""
         return self.operator is not None and self.operator.returncode is None
 
+    async def _stop_operator(self) -> None:
+        if self.operator is None or self.operator.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.operator.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.operator.wait(), 10)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.operator.pid, signal.SIGKILL)
+            await self.operator.wait()
+
     async def __aexit__(self, *exc: object) -> None:
         with contextlib.suppress(OSError):
             (self.state_dir / STATE_FILE).unlink(missing_ok=True)
-        if self.operator is not None and self.operator.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.operator.pid, signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.operator.wait(), 10)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.operator.pid, signal.SIGKILL)
-                await self.operator.wait()
+        # Both at once: each waits out grace periods. The runner stops reconciling first thing,
+        # so nothing the operator still writes meanwhile starts a process.
+        stops = [self._stop_operator()]
         if self.runner is not None:
-            await self.runner.stop()
+            stops.append(self.runner.stop())
+        await asyncio.gather(*stops)
         if self.api is not None:
             await self.api.close()
         self.cluster.__exit__(None, None, None)
