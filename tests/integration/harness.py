@@ -64,7 +64,7 @@ class Operator:
     def stop(self) -> None:
         if self._stop is not None and self._thread is not None:
             self._stop.set()
-            self._thread.join(20)
+            self._thread.join(60)  # slow on a loaded machine: handler threads finish first
             assert not self._thread.is_alive(), "kopf did not stop"
 
 
