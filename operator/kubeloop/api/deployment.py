@@ -22,6 +22,7 @@ __all__ = [
     "CanaryAnalysis",
     "CanarySpec",
     "CanaryStatus",
+    "FailedRollout",
     "ModelDeployment",
     "ModelDeploymentSpec",
     "ModelDeploymentStatus",
@@ -218,6 +219,20 @@ class CanaryStatus(KubeModel):
     )
 
 
+class FailedRollout(KubeModel):
+    """A rollout that was rolled back; that version is not retried for the same spec."""
+
+    version: str = Field(description="Version that was rolled back.")
+    reason: str = Field(description="Why, in CamelCase (e.g. ErrorRateTooHigh).")
+    message: str = Field(default="", max_length=1024, description="Why, in a sentence.")
+    spec_hash: str = Field(
+        description="Hash of the spec (without replicas) it failed with; a change retries."
+    )
+    failed_at: str | None = Field(
+        default=None, json_schema_extra={"format": "date-time"}, description="When."
+    )
+
+
 class ModelDeploymentStatus(KubeModel):
     """Observed state of a ModelDeployment, written only by the operator."""
 
@@ -231,6 +246,9 @@ class ModelDeploymentStatus(KubeModel):
     model_version: str | None = Field(default=None, description="Version serving all traffic.")
     model_uri: str | None = Field(default=None, description="URI of that version.")
     canary: CanaryStatus | None = Field(default=None, description="Rollout in progress.")
+    failed_rollout: FailedRollout | None = Field(
+        default=None, description="The last rolled-back rollout, while its version is current."
+    )
     replicas: int = Field(default=0, ge=0, description="Pods that exist.")
     ready_replicas: int = Field(default=0, ge=0, description="Pods ready to serve.")
     selector: str | None = Field(

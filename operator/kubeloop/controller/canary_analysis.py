@@ -1,0 +1,89 @@
+"""Canary analysis: the canary pods' own request counters, read from their `/metrics`.
+
+The server counts every answered request in `kubeloop_inference_requests_total{code}` (see
+kubeloop.workloads.server.metrics). The canary's pods are fresh, so their counters cover exactly
+the traffic the new version has served. Reading the pods directly needs no Prometheus; a pod
+that cannot be reached (NetworkPolicy, no IP yet) is left out, and when none can be read the
+verdict is `None`: the rollout then holds on readiness only and says so.
+"""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+__all__ = ["REQUESTS_METRIC", "Traffic", "canary_traffic", "pod_metrics_url"]
+
+REQUESTS_METRIC = "kubeloop_inference_requests_total"
+_DEFAULT_PORT = 8080
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """Requests the scraped pods answered, and how many of them failed (HTTP 5xx)."""
+
+    requests: float
+    errors: float
+    pods: int
+
+    @property
+    def error_rate(self) -> float:
+        """Failed share of requests (0 without requests)."""
+        return self.errors / self.requests if self.requests else 0.0
+
+
+def pod_metrics_url(pod: dict[str, Any]) -> str | None:
+    """`http://<podIP>:<port named http>/metrics`, or None while the pod has no IP."""
+    ip = (pod.get("status") or {}).get("podIP")
+    if not ip:
+        return None
+    port = _DEFAULT_PORT
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        for declared in container.get("ports") or []:
+            if declared.get("name") == "http" and declared.get("containerPort"):
+                port = int(declared["containerPort"])
+    host = f"[{ip}]" if ":" in ip else ip
+    return f"http://{host}:{port}/metrics"
+
+
+def _scrape(url: str, timeout: float) -> tuple[float, float] | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            text = response.read(4 << 20).decode("utf-8", "replace")
+    except (OSError, urllib.error.URLError, ValueError):
+        return None
+    requests = errors = 0.0
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name != REQUESTS_METRIC:
+                    continue
+                requests += sample.value
+                if str(sample.labels.get("code", "")).startswith("5"):
+                    errors += sample.value
+    except ValueError:
+        return None
+    return requests, errors
+
+
+def canary_traffic(pods: list[dict[str, Any]], timeout: float = 2.0) -> Traffic | None:
+    """Summed request counters of the pods that answered; None when none could be read."""
+    requests = errors = 0.0
+    scraped = 0
+    for pod in pods:
+        url = pod_metrics_url(pod)
+        if url is None or (pod.get("metadata") or {}).get("deletionTimestamp"):
+            continue
+        counts = _scrape(url, timeout)
+        if counts is None:
+            continue
+        requests += counts[0]
+        errors += counts[1]
+        scraped += 1
+    if not scraped:
+        return None
+    return Traffic(requests=requests, errors=errors, pods=scraped)
