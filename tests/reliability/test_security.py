@@ -52,7 +52,7 @@ def loop() -> Iterator[tuple[Cluster, _Capture]]:
     root.addHandler(capture)
     previous = root.level
     root.setLevel(logging.DEBUG)
-    with EmulatorThread() as thread:
+    with EmulatorThread(keep_requests=None) as thread:  # the audit reads every request
         cluster = Cluster(thread)
         cluster.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ml"}})
         cluster.create(
