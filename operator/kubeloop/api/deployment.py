@@ -7,6 +7,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from kubeloop.api.common import (
+    NAME_RULE,
     CelRule,
     Condition,
     KubeModel,
@@ -263,6 +264,7 @@ class ModelDeployment(KubeModel):
         default="kubeloop.io/v1alpha1", alias="apiVersion"
     )
     kind: Literal["ModelDeployment"] = "ModelDeployment"
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (NAME_RULE,)
     metadata: dict[str, Any] = Field(default_factory=dict)
     spec: ModelDeploymentSpec
     status: ModelDeploymentStatus | None = None
