@@ -208,10 +208,8 @@ class S3Store:
             raise self._error(uri, exc) from exc
 
     def _holds(self, uri: str, data: bytes) -> bool:
-        try:
-            return self.read_bytes(uri) == data
-        except StorageError:
-            return False
+        # A failed read-back is a storage error (raised as such), never "already exists".
+        return self.read_bytes(uri) == data
 
     def exists(self, uri: str) -> bool:
         bucket, key = self.split(uri)
