@@ -10,10 +10,10 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from tests.integration.harness import JOBS, TP, Cluster, example, wait_for
+from tests.integration.harness import Cluster
+from tests.reliability import runs
 from tests.reliability.apiproxy import ApiFaultProxy, ApiFaults
 from tests.reliability.operator_process import OperatorProcess
 
@@ -51,52 +51,18 @@ def faulty(
             operator.stop()
 
 
-def _status(cluster: Cluster) -> dict[str, Any]:
-    return ((cluster.get(TP, "ml", NAME) or {}).get("status")) or {}
-
-
 def test_operator_converges_under_api_faults_without_hot_looping(
     faulty: tuple[Cluster, ApiFaults, Path, OperatorProcess],
 ) -> None:
     cluster, faults, log, operator = faulty
-    doc = example("churn-pipeline.yaml", name=NAME)
-    doc["spec"].pop("schedule")
-    doc["spec"]["runPolicy"] = {"historyLimit": 100}
     started = time.monotonic()
-    cluster.create(doc)
+    cluster.create(runs.pipeline(NAME))
     for run in range(1, RUNS + 1):
-        if run > 1:
-            cluster.patch(
-                TP,
-                "ml",
-                NAME,
-                {"metadata": {"annotations": {"kubeloop.io/run-requested-at": f"t{run}"}}},
-            )
-        job = f"{NAME}-run-{run}"
-        wait_for(lambda job=job: cluster.get(JOBS, "ml", job), timeout=120, what=job)
-        result = {
-            "kind": "TrainingResult",
-            "ok": True,
-            "version": str(run),
-            "uri": f"s3://models/churn/versions/{run}",
-            "metrics": {"roc_auc": 0.8 + run / 1000},
-        }
-        cluster.finish_job("ml", job, result)
-        wait_for(
-            lambda run=run: (
-                len(_status(cluster).get("runs") or []) >= run
-                and not _status(cluster).get("currentRun")
-            ),
-            timeout=120,
-            what=f"run {run} recorded",
-        )
+        runs.start_run(cluster, NAME, run, timeout=120)
+        runs.finish_run(cluster, NAME, run, 0.8 + run / 1000, timeout=120)
     elapsed = time.monotonic() - started
-    status = _status(cluster)
-    jobs = [
-        j
-        for j in cluster.list(JOBS, "ml")
-        if j["metadata"].get("labels", {}).get("kubeloop.io/trainingpipeline") == NAME
-    ]
+    status = runs.status(cluster, NAME)
+    jobs = runs.jobs_of(cluster, NAME)
     # Idle for a few seconds under faults: a healthy operator stays quiet.
     idle_from = len(faults.times)
     time.sleep(5)

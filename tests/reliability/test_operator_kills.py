@@ -15,10 +15,10 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-from tests.integration.harness import JOBS, TP, Cluster, example, wait_for
+from tests.integration.harness import Cluster
+from tests.reliability import runs
 from tests.reliability.operator_process import OperatorProcess
 
 from kubeloop.local.emulator import EmulatorThread
@@ -40,10 +40,6 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, O
             operator.stop()
 
 
-def _status(cluster: Cluster) -> dict[str, Any]:
-    return ((cluster.get(TP, "ml", NAME) or {}).get("status")) or {}
-
-
 def _maybe_kill_later(rng: random.Random, operator: OperatorProcess) -> threading.Thread | None:
     """With probability 1/2, SIGKILL the operator 0-1.5 s from now (while it works)."""
     if rng.random() < 0.5:
@@ -59,53 +55,24 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(
 ) -> None:
     cluster, operator = setup
     rng = random.Random(SEED)
-    doc = example("churn-pipeline.yaml", name=NAME)
-    doc["spec"].pop("schedule")
+    doc = runs.pipeline(NAME)
     doc["spec"].pop("storageSecretRef")
-    doc["spec"]["runPolicy"] = {"historyLimit": 100}
     started = time.monotonic()
     cluster.create(doc)
     for run in range(1, RUNS + 1):
-        if run > 1:
-            cluster.patch(
-                TP,
-                "ml",
-                NAME,
-                {"metadata": {"annotations": {"kubeloop.io/run-requested-at": f"t{run}"}}},
-            )
         timer = _maybe_kill_later(rng, operator)
-        job = f"{NAME}-run-{run}"
-        wait_for(lambda job=job: cluster.get(JOBS, "ml", job), timeout=90, what=job)
+        runs.start_run(cluster, NAME, run, timeout=90)
         if timer:
             timer.join()
         timer = _maybe_kill_later(rng, operator)
-        result = {
-            "kind": "TrainingResult",
-            "ok": True,
-            "version": str(run),
-            "uri": f"s3://models/churn/versions/{run}",
-            "metrics": {"roc_auc": round(0.76 + rng.random() * 0.2, 4)},
-        }
-        cluster.finish_job("ml", job, result)
-        wait_for(
-            lambda run=run: (
-                len(_status(cluster).get("runs") or []) >= run
-                and not _status(cluster).get("currentRun")
-            ),
-            timeout=90,
-            what=f"run {run} recorded",
-        )
+        runs.finish_run(cluster, NAME, run, round(0.76 + rng.random() * 0.2, 4), timeout=90)
         if timer:
             timer.join()
     # Let the operator settle (a last restart may still be reconciling), then count.
     time.sleep(3)
-    jobs = [
-        j
-        for j in cluster.list(JOBS, "ml")
-        if j["metadata"].get("labels", {}).get("kubeloop.io/trainingpipeline") == NAME
-    ]
+    jobs = runs.jobs_of(cluster, NAME)
     names = Counter(j["metadata"]["name"] for j in jobs)
-    status = _status(cluster)
+    status = runs.status(cluster, NAME)
     ids = Counter(r["id"] for r in status.get("runs") or [])
     expected = {str(i) for i in range(1, RUNS + 1)}
     duplicates = len(jobs) - RUNS

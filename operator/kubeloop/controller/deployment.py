@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import re
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -38,10 +37,9 @@ from kubeloop.api.parse import SpecError, parse_resource
 from kubeloop.controller.canary_analysis import canary_traffic
 from kubeloop.controller.runtime import runtime
 from kubeloop.controller.status import (
-    RECONCILE_SECONDS,
-    RECONCILES,
     changed_fields,
     invalid_spec,
+    measured,
     now,
     post_event,
     set_condition,
@@ -267,17 +265,10 @@ class _Plan:
 
 def reconcile(namespace: str, name: str) -> None:
     """Bring one ModelDeployment's children and status up to date."""
-    start = time.monotonic()
-    result = "ok"
-    try:
-        # A burst of triggers costs at most two passes and holds one worker thread.
-        runtime.coalesce(KIND, namespace, name, lambda: _reconcile(namespace, name))
-    except Exception:
-        result = "error"
-        raise
-    finally:
-        RECONCILES.labels(kind=KIND, result=result).inc()
-        RECONCILE_SECONDS.labels(kind=KIND).observe(time.monotonic() - start)
+    # A burst of triggers costs at most two passes and holds one worker thread.
+    measured(
+        KIND, lambda: runtime.coalesce(KIND, namespace, name, lambda: _reconcile(namespace, name))
+    )
 
 
 def _event(body: dict[str, Any], reason: str, message: str, warning: bool = False) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -33,11 +32,10 @@ from kubeloop.api.training import TrainingPipeline
 from kubeloop.controller.runtime import runtime
 from kubeloop.controller.status import (
     DRIFT_CHECKS,
-    RECONCILE_SECONDS,
-    RECONCILES,
     changed_fields,
     invalid_spec,
     job_outcome,
+    measured,
     now,
     pod_result,
     post_event,
@@ -286,16 +284,9 @@ def _record(
 
 def reconcile(namespace: str, name: str) -> None:
     """Bring one monitor's CronJob and status up to date."""
-    start = time.monotonic()
-    result = "ok"
-    try:
-        runtime.coalesce(KIND, namespace, name, lambda: _reconcile(namespace, name))
-    except Exception:
-        result = "error"
-        raise
-    finally:
-        RECONCILES.labels(kind=KIND, result=result).inc()
-        RECONCILE_SECONDS.labels(kind=KIND).observe(time.monotonic() - start)
+    measured(
+        KIND, lambda: runtime.coalesce(KIND, namespace, name, lambda: _reconcile(namespace, name))
+    )
 
 
 def _reconcile(namespace: str, name: str) -> None:

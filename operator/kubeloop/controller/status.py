@@ -5,7 +5,8 @@ from __future__ import annotations
 import copy
 import datetime
 import json
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import kopf
@@ -158,3 +159,17 @@ def invalid_spec(
     if changed:
         post_event(body, "InvalidSpec", message, warning=True)
     return {"conditions": conditions, "observedGeneration": generation}
+
+
+def measured(kind: str, reconcile: Callable[[], None]) -> None:
+    """Run one reconcile, counted by result and timed (`kubeloop_reconcile_*` metrics)."""
+    start = time.monotonic()
+    result = "ok"
+    try:
+        reconcile()
+    except Exception:
+        result = "error"
+        raise
+    finally:
+        RECONCILES.labels(kind=kind, result=result).inc()
+        RECONCILE_SECONDS.labels(kind=kind).observe(time.monotonic() - start)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,12 +22,11 @@ from kubeloop.api.parse import SpecError, parse_resource
 from kubeloop.api.training import HIGHER_IS_BETTER, TrainingPipeline, TrainingPipelineSpec
 from kubeloop.controller.runtime import runtime
 from kubeloop.controller.status import (
-    RECONCILE_SECONDS,
-    RECONCILES,
     RUNS,
     changed_fields,
     invalid_spec,
     job_outcome,
+    measured,
     now,
     pod_result,
     post_event,
@@ -203,16 +201,10 @@ def reconcile(namespace: str, name: str, *, full: bool = False) -> None:
     only the current run's Job is read, which keeps a burst of events cheap. Resume and the
     resync timer reconcile fully.
     """
-    start = time.monotonic()
-    result = "ok"
-    try:
-        runtime.coalesce(KIND, namespace, name, lambda: _reconcile(namespace, name, full))
-    except Exception:
-        result = "error"
-        raise
-    finally:
-        RECONCILES.labels(kind=KIND, result=result).inc()
-        RECONCILE_SECONDS.labels(kind=KIND).observe(time.monotonic() - start)
+    measured(
+        KIND,
+        lambda: runtime.coalesce(KIND, namespace, name, lambda: _reconcile(namespace, name, full)),
+    )
 
 
 def _reconcile(namespace: str, name: str, full: bool) -> None:
