@@ -7,7 +7,7 @@ export PATH := $(TOOLS)/bin:$(PATH)
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps tools test reliability lint crds check-crds demo bench bench-venvs e2e clean
+.PHONY: help install system-deps tools test reliability lint crds check-crds demo bench bench-venvs venv-evidently e2e clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -36,7 +36,7 @@ lint: ## ruff, mypy --strict and the import-layer contracts
 	$(PYTHON) -m mypy
 	lint-imports
 
-test: install system-deps tools bench-venvs ## install what the tests need (Evidently venv included: PSI is checked against it), then run them
+test: install system-deps tools venv-evidently ## install what the tests need (Evidently venv included: PSI is checked against it), then run them
 	$(PYTHON) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure" >&2; fi; \
 	exit $$rc
@@ -47,9 +47,11 @@ reliability: install system-deps tools ## the long soak of tests/reliability (50
 demo: install ## the whole loop on this machine: train, serve, drift, retrain, roll out
 	$(PYTHON) -m kubeloop.cli local demo
 
-bench-venvs: ## separate venvs for benchmark peers that conflict with ours (Evidently 0.7: pandas<3; MLServer 1.7)
+venv-evidently: ## Evidently 0.7 in its own venv (pandas<3): the drift bench and the PSI agreement test
 	test -x .venv-bench-evidently/bin/python || ($(PYTHON) -m venv .venv-bench-evidently && \
 	  .venv-bench-evidently/bin/pip install --quiet 'evidently==0.7.*' 'pandas<3')
+
+bench-venvs: venv-evidently ## separate venvs for benchmark peers that conflict with ours (Evidently 0.7; MLServer 1.7)
 	@# MLServer 1.7 (serving bench): same scikit-learn as ours so both load one model.joblib;
 	@# uvloop<0.22: newer uvloop breaks MLServer 1.7's parallel inference workers at start.
 	test -x .venv-bench-mlserver/bin/mlserver || ($(PYTHON) -m venv .venv-bench-mlserver && \
