@@ -54,7 +54,8 @@ class KubernetesStatusPatcher:
         try:
             config.load_incluster_config()
         except config.ConfigException:
-            config.load_kube_config()
+            # KUBECONFIG read now: the client library reads it once, when first imported.
+            config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None)
         self.api = client.CustomObjectsApi()
 
     def patch(self, namespace: str, name: str, body: dict[str, Any]) -> None:
