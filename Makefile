@@ -51,7 +51,11 @@ venv-evidently: ## Evidently 0.7 in its own venv (pandas<3): the drift bench and
 	test -x .venv-bench-evidently/bin/python || ($(PYTHON) -m venv .venv-bench-evidently && \
 	  .venv-bench-evidently/bin/pip install --quiet 'evidently==0.7.*' 'pandas<3')
 
-bench-venvs: venv-evidently ## separate venvs for benchmark peers that conflict with ours (Evidently 0.7; MLServer 1.7)
+bench-venvs: venv-evidently ## separate venvs: benchmark peers (Evidently 0.7; MLServer 1.7) and the monitor image's packages
+	@# The drift bench runs `kubeloop monitor` with exactly what images/monitor installs (.[monitor]),
+	@# not the dev environment (whose pandas, pulled in by pyarrow.dataset, the image does not have).
+	test -x .venv-bench-monitor/bin/python || ($(PYTHON) -m venv .venv-bench-monitor && \
+	  .venv-bench-monitor/bin/pip install --quiet -e '.[monitor]')
 	@# MLServer 1.7 (serving bench): same scikit-learn as ours so both load one model.joblib;
 	@# uvloop<0.22: newer uvloop breaks MLServer 1.7's parallel inference workers at start.
 	test -x .venv-bench-mlserver/bin/mlserver || ($(PYTHON) -m venv .venv-bench-mlserver && \

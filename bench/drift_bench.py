@@ -15,8 +15,11 @@ as the result, with the RSS reached.
 
 Kubeloop is measured twice: `kubeloop-profile` reads the reference from the version's
 profile.json (what the CronJob does), `kubeloop-parquet` profiles the raw reference Parquet
-first (what Evidently has to do). Evidently runs `DataDriftPreset` with the same tests and
-thresholds (PSI 0.2 numeric, chi-square p 0.05 categorical, drift share 0.3) and, at 1M x 20,
+first (what Evidently has to do). Both run under `.venv-bench-monitor`, which holds what
+images/monitor installs (`.[monitor]`); `kubeloop-profile-devenv` repeats the first in the
+dev environment, whose pandas (imported by pyarrow.dataset) the image does not have.
+Evidently runs `DataDriftPreset` with the same tests and thresholds (PSI 0.2 numeric,
+chi-square p 0.05 categorical, drift share 0.3) and, at 1M x 20,
 also with its default tests.
 
 Writes bench/results/drift.json (raw) and docs/benchmarks/drift.md (summary).
@@ -54,6 +57,9 @@ __all__ = ["false_positive_rates", "main", "measure"]
 TOPIC = "drift"
 ROOT = Path(__file__).resolve().parent.parent
 EVIDENTLY = ROOT / ".venv-bench-evidently" / "bin" / "python"
+# `kubeloop monitor` with what images/monitor installs (`.[monitor]`, `make bench-venvs`); the dev
+# environment also has pandas, which pyarrow.dataset then imports (a third of a second).
+MONITOR = ROOT / ".venv-bench-monitor" / "bin" / "python"
 RESULTS = ROOT / "bench" / "results" / f"{TOPIC}.json"
 DOC = ROOT / "docs" / "benchmarks" / f"{TOPIC}.md"
 # name -> (reference rows, window rows, features)
@@ -144,7 +150,7 @@ def measure(
 
 
 def _kubeloop(root: Path, size: str, tool: str, limit: float, timeout: float) -> Measure:
-    ref = root / ("version" if tool == "kubeloop-profile" else "reference")
+    ref = root / ("reference" if tool == "kubeloop-parquet" else "version")
     spec = {"deploymentRef": {"name": "bench"}, "window": "24h", "tests": KUBELOOP_TESTS}
     env = {
         "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), os.environ.get("PYTHONPATH", "")]),
@@ -155,7 +161,8 @@ def _kubeloop(root: Path, size: str, tool: str, limit: float, timeout: float) ->
         "KUBELOOP_RESULT_PATH": str(root / f"result-{tool}.json"),
         "KUBELOOP_MONITOR_SPEC": json.dumps(spec),
     }
-    argv = [sys.executable, "-m", "kubeloop.cli", "monitor"]
+    python = sys.executable if tool.endswith("-devenv") or not MONITOR.exists() else str(MONITOR)
+    argv = [python, "-m", "kubeloop.cli", "monitor"]
     m, output = measure(tool, size, argv, env=env, rss_limit_gib=limit, timeout=timeout)
     scores = {}
     for line in output.splitlines():
@@ -244,6 +251,11 @@ def _machine() -> dict[str, Any]:
         versions["evidently"], versions["pandas (Evidently venv)"] = out.stdout.split()
     except (OSError, ValueError):
         versions["evidently"] = "missing (run `make bench-venvs`)"
+    versions["kubeloop environment"] = (
+        ".venv-bench-monitor (images/monitor's packages: .[monitor], no pandas)"
+        if MONITOR.exists()
+        else "the dev environment (run `make bench-venvs` for the monitor image's packages)"
+    )
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -352,7 +364,10 @@ def _report(run: dict[str, Any]) -> str:
         "reference Parquet folder (1M rows) with its profile.json, and a window of payload logs "
         "in the server's layout (dt=/hour= partitions). `kubeloop-profile` is `kubeloop monitor` "
         "as the CronJob runs it (reference = the version's profile.json); `kubeloop-parquet` "
-        "profiles the raw reference Parquet first. `evidently-same-tests` is `DataDriftPreset("
+        "profiles the raw reference Parquet first; both run with the monitor image's packages "
+        "(`.venv-bench-monitor`: `.[monitor]`, no pandas), and `kubeloop-profile-devenv` is the "
+        "first again in the dev environment (pandas installed, so pyarrow.dataset imports it). "
+        "`evidently-same-tests` is `DataDriftPreset("
         f"num_method='psi', num_threshold={THRESHOLDS.psi}, cat_method='chisquare', "
         f"cat_threshold={THRESHOLDS.p_value}, drift_share={THRESHOLDS.drift_share})` on pandas "
         "frames read with `pd.read_parquet`, as Kubeloop's psi/chi2 defaults. Peak RSS is the "
@@ -392,8 +407,10 @@ def _report(run: dict[str, Any]) -> str:
         for ev in (m for m in measures if m.size == size and m.tool.startswith("evidently")):
             if ev.tool == "evidently-default:default" and size != "1m":
                 continue
-            for k in ("kubeloop-profile", "kubeloop-parquet"):
+            for k in ("kubeloop-profile", "kubeloop-parquet", "kubeloop-profile-devenv"):
                 kl = _find(measures, size, k)
+                if kl is None:
+                    continue
                 lines.append(
                     f"| {size} | {ev.tool} | {k} | {_ratio(ev, kl, 'seconds')} | "
                     f"{_ratio(ev, kl, 'cpu_seconds')} | "
@@ -525,6 +542,8 @@ def main(argv: list[str] | None = None) -> int:
         methods = args.evidently.split(",")
         ours: list[tuple[str, str]] = [("kubeloop", "kubeloop-profile")]
         ours += [("kubeloop", "kubeloop-parquet")]
+        if size == "1m" and MONITOR.exists():
+            ours += [("kubeloop", "kubeloop-profile-devenv")]
         runs = ours + [("evidently", m) for m in (methods if size == "1m" else methods[:1])]
         runs += ours * max(args.repeat - 1, 0)
         for kind, what in runs:

@@ -24,11 +24,9 @@ Every setting comes from env (what the operator sets) or the equal flag (a lapto
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -156,9 +154,6 @@ def main(argv: list[str]) -> int:
     """Entry point of `kubeloop monitor`."""
     args = _parser().parse_args(argv)
     started = time.monotonic()
-    # The p-values need scipy.stats, whose import takes about a second: let it overlap with
-    # reading the window (Parquet decoding and numpy release the GIL).
-    threading.Thread(target=importlib.import_module, args=("scipy.stats",), daemon=True).start()
     try:
         now = datetime.fromisoformat(args.now) if args.now else datetime.now(UTC)
         if now.tzinfo is None:
