@@ -4,7 +4,7 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 TOOLS := $(CURDIR)/.tools
 export PATH := $(TOOLS)/bin:$(PATH)
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=25
 
 .DEFAULT_GOAL := help
 .PHONY: help install system-deps tools test reliability lint crds check-crds demo bench bench-venvs venv-evidently e2e clean

@@ -279,6 +279,7 @@ async def test_deployment_rolls_out_behind_service_without_failed_requests(
         },
     )
     await until(lambda: _deployment_ready(api, "1"))
+    old_ips = await _pods_answer_on_their_own_ip(runner, api, "1")
     service = await until(lambda: _annotated(api))
     url = service["metadata"]["annotations"][LOCAL_URL_ANNOTATION]
     assert url == runner.service_url("ml", "echo")
@@ -312,9 +313,31 @@ async def test_deployment_rolls_out_behind_service_without_failed_requests(
     assert failures == []
     assert set(answers) == {"1", "2"}
     assert set(answers[count:]) == {"2"}  # old pods are out of rotation once gone
+    await _pods_answer_on_their_own_ip(runner, api, "2")
+    if runner.network.enabled:  # a deleted pod's address answers no more
+        for ip in old_ips:
+            with pytest.raises(OSError):
+                await asyncio.open_connection(ip, 8080)
 
     await api.delete("apps/v1/deployments", "ml", "echo")
     await until(lambda: _no_processes(runner))
+
+
+async def _pods_answer_on_their_own_ip(runner: PodRunner, api: KubeApi, version: str) -> list[str]:
+    # As in a cluster, podIP:containerPort reaches the pod (the canary analysis scrapes there).
+    pods = await api.list("v1/pods", "ml")
+    ips = [p["status"]["podIP"] for p in pods]
+    if not runner.network.enabled:  # a system that binds only 127.0.0.1 (kubeloop.local.podnet)
+        assert set(ips) == {"127.0.0.1"}
+        return ips
+    assert len(set(ips)) == len(ips) == 2
+    assert all(ip.startswith("127.") and ip != "127.0.0.1" for ip in ips)
+    async with aiohttp.ClientSession() as session:
+        for ip in ips:
+            async with session.get(f"http://{ip}:8080/anything") as response:
+                assert response.status == 200
+                assert await response.text() == version
+    return ips
 
 
 async def _annotated(api: KubeApi) -> dict[str, Any] | None:

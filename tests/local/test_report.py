@@ -41,6 +41,25 @@ def test_bar_chart_draws_one_bar_per_value_scaled_and_highlighted() -> None:
     assert "threshold 2" in svg
 
 
+def test_a_drifted_zero_p_value_stays_visible_labelled_and_legends_do_not_overlap() -> None:
+    svg = bar_chart(
+        "chi2",
+        ["contract"],
+        [("churn-manual-j2x8v (NoDrift)", [0.59]), ("churn-manual-h7w8r (Drift)", [0.0])],
+        threshold=0.05,
+        highlight=[[False], [True]],
+        labels=True,
+    )
+    drifted = [b for b in _bars(svg) if b.get("fill") == DRIFTED]
+    assert len(drifted) == 1 and float(drifted[0].get("height", 0)) >= 3  # not a 0 px bar
+    root = ET.fromstring(svg)
+    texts = [t.text for t in root.iter(f"{SVG}text")]
+    assert "0.59" in texts and "0" in texts  # each value printed over its bar
+    swatches = [r for r in root.iter(f"{SVG}rect") if r.find(f"{SVG}title") is None]
+    first, second = (float(r.get("x", 0)) for r in swatches)
+    assert second - first > 14 + 6 * len("churn-manual-j2x8v (NoDrift)")  # room for the label
+
+
 def test_rollout_buckets_count_answers_per_second_by_version() -> None:
     seconds, counts = rollout_buckets([(0.1, "1"), (0.5, "1"), (1.2, "2"), (2.9, "2"), (2.1, "1")])
     assert seconds == ["0", "1", "2"]

@@ -21,9 +21,11 @@ back, through the API and the status subresource, what the real controllers writ
   selector matches; its URL is annotated on the Service as `kubeloop.io/local-url`.
 
 Fidelity limits: no scheduling, resources, node selectors, GPUs or images; every pod is on this
-machine (podIP 127.0.0.1); restartPolicy OnFailure is run as Never (a new pod per retry); the
-Job's pod-failure backoff is 1 s instead of 10 s doubling; readiness probes run at most every
-1 s; grace periods are capped at 10 s; no ReplicaSet objects (pods are owned by the Deployment).
+machine, each on its own loopback address (`kubeloop.local.podnet`: podIP 127.1.x.y, where its
+declared container ports are forwarded to the process); restartPolicy OnFailure is run as Never
+(a new pod per retry); the Job's pod-failure backoff is 1 s instead of 10 s doubling; readiness
+probes run at most every 1 s; grace periods are capped at 10 s; no ReplicaSet objects (pods are
+owned by the Deployment).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ import aiohttp
 
 from kubeloop.local.cronjobs import due_time, job_from_cronjob
 from kubeloop.local.kubeapi import ApiError, KubeApi
+from kubeloop.local.podnet import PodNetwork, PortForward
 from kubeloop.local.podspec import (
     EnvError,
     build_process,
@@ -160,6 +163,8 @@ class PodRun:
     started_at: str | None = None
     finished_at: str | None = None
     task: asyncio.Task[None] | None = None
+    ip: str = "127.0.0.1"
+    forwards: list[PortForward] = field(default_factory=list)
 
     @property
     def done(self) -> bool:
@@ -212,6 +217,7 @@ class PodRunner:
         self.deployments: dict[str, DeploymentRun] = {}
         self.proxies: dict[tuple[str, str, int], ServiceProxy] = {}
         self._service_ports: dict[tuple[str, str, int], int] = {}
+        self.network = PodNetwork()
         self._stopping = False
         self._background: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
@@ -290,6 +296,7 @@ class PodRunner:
         pod.pod.setdefault("status", {})
         pod.pod["spec"].setdefault("nodeName", "localhost")
         pod.pod["spec"].setdefault("serviceAccountName", "default")
+        pod.ip = self.network.allocate()
         created = await self.api.create(PODS, pod.pod)
         pod.pod = created
         await self._pod_status(pod, "Pending")
@@ -315,7 +322,7 @@ class PodRunner:
         ready = "True" if pod.ready and not pod.terminating else "False"
         status = {
             "phase": phase,
-            "podIP": "127.0.0.1",
+            "podIP": pod.ip,
             "hostIP": "127.0.0.1",
             "startTime": pod.pod["metadata"].get("creationTimestamp"),
             "conditions": [
@@ -346,7 +353,7 @@ class PodRunner:
             return False
         secrets, cms = await self._lookups(pod.namespace)
         # Downward API values come from the pod as the API stored it.
-        view = {**pod.pod, "status": {"podIP": "127.0.0.1", "hostIP": "127.0.0.1"}}
+        view = {**pod.pod, "status": {"podIP": pod.ip, "hostIP": "127.0.0.1"}}
         try:
             spec = build_process(
                 view,
@@ -374,13 +381,37 @@ class PodRunner:
             return False
         pod.process = process
         pod.started_at = _now()
+        await self._forward_ports(pod, spec.ports)
         return True
+
+    async def _forward_ports(self, pod: PodRun, ports: Mapping[int, int]) -> None:
+        """Make `podIP:containerPort` reach the process, as in a cluster (kubeloop.local.podnet)."""
+        await self._close_forwards(pod)
+        if pod.ip == "127.0.0.1":
+            return
+        for container_port, local_port in ports.items():
+            forward = PortForward(pod.ip, container_port, local_port)
+            try:
+                await forward.start()
+            except OSError as exc:
+                log.warning(
+                    "pod %s: cannot listen on %s:%s: %s", pod.name, pod.ip, container_port, exc
+                )
+                continue
+            pod.forwards.append(forward)
+
+    @staticmethod
+    async def _close_forwards(pod: PodRun) -> None:
+        forwards, pod.forwards = pod.forwards, []
+        for forward in forwards:
+            await forward.close()
 
     async def _kill(self, pod: PodRun, grace: float = MAX_GRACE) -> None:
         pod.terminating = True
         pod.ready = False
         if pod.process is not None:
             await pod.process.terminate(grace)
+        await self._close_forwards(pod)
         if pod.task is not None and not pod.task.done():
             pod.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

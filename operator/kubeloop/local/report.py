@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from kubeloop.local.scenario import DemoResult
+from kubeloop.workloads.monitor.verdict import P_VALUE_TESTS
 
 __all__ = ["bar_chart", "render_summary", "rollout_buckets", "write_html"]
 
@@ -84,6 +85,8 @@ def render_summary(result: DemoResult) -> str:
     )
     states = " -> ".join(_state(s) for s in result.deployment_states)
     parts.append(f"\nModelDeployment states: {states}")
+    if result.canary_messages:
+        parts.append(f"Canary analysis, last word: {result.canary_messages[-1]}")
     parts.append(
         f"Payload log: {result.logged_rows} rows logged for {result.rows_sent} rows answered "
         f"({len(result.logged_request_ids)} request ids)"
@@ -118,10 +121,12 @@ def bar_chart(
     threshold: float | None = None,
     highlight: Sequence[Sequence[bool]] | None = None,
     ymax: float | None = None,
+    labels: bool = False,
     width: int = 640,
     height: int = 260,
 ) -> str:
-    """A grouped bar chart as an inline <svg>; `highlight[s][g]` bars are drawn in red."""
+    """A grouped bar chart as an inline <svg>; `highlight[s][g]` bars are drawn in red, with at
+    least a sliver of height (a drifted p-value is often 0); `labels` prints each value."""
     left, right, top, bottom = 50, 10, 30, 60
     plot_w, plot_h = width - left - right, height - top - bottom
     values = [v for _, vs in series for v in vs if v is not None]
@@ -152,11 +157,18 @@ def bar_chart(
             h = plot_h * min(v / top_value, 1.0)
             red = highlight is not None and highlight[s][g]
             color = DRIFTED if red else COLORS[s % len(COLORS)]
+            h = max(h, 3.0) if red else h
             out.append(
                 f'<rect x="{x0 + s * bar_w:.1f}" y="{top + plot_h - h:.1f}" '
                 f'width="{bar_w * 0.95:.1f}" height="{h:.1f}" fill="{color}">'
                 f"<title>{html.escape(name)} {html.escape(group)}: {v:.4g}</title></rect>"
             )
+            if labels:
+                centre = x0 + s * bar_w + bar_w * 0.475
+                out.append(
+                    f'<text x="{centre:.1f}" y="{top + plot_h - h - 3:.1f}" '
+                    f'text-anchor="middle" font-size="10" fill="{color}">{v:.3g}</text>'
+                )
         out.append(
             f'<text x="{x0 + group_w * 0.4:.1f}" y="{top + plot_h + 14}" text-anchor="middle" '
             f'font-size="11">{html.escape(group)}</text>'
@@ -168,13 +180,14 @@ def bar_chart(
             f'stroke-dasharray="4 3"/><text x="{left + plot_w}" y="{y - 3:.1f}" '
             f'text-anchor="end" font-size="10">threshold {threshold:g}</text>'
         )
+    x = left
     for s, (name, _) in enumerate(series):
-        x = left + s * 150
         out.append(
             f'<rect x="{x}" y="{height - 18}" width="10" height="10" '
             f'fill="{COLORS[s % len(COLORS)]}"/><text x="{x + 14}" y="{height - 9}" '
             f'font-size="11">{html.escape(name)}</text>'
         )
+        x += 14 + 7 * len(name) + 24  # about 7 px per character at 11 px
     out.append("</svg>")
     return "\n".join(out)
 
@@ -211,13 +224,17 @@ def _drift_charts(result: DemoResult) -> list[str]:
             highlight.append([bool(check.features.get(f, {}).get("drifted")) for f in features])
             for name in features:
                 threshold = check.features.get(name, {}).get("threshold", threshold)
+        reading = (
+            "p-value, drift below the line" if test in P_VALUE_TESTS else "drift above the line"
+        )
         charts.append(
             bar_chart(
-                f"Drift per feature: {test} (red: drifted)",
+                f"Drift per feature: {test} ({reading}; red: drifted)",
                 features,
                 series,
                 threshold=threshold,
                 highlight=highlight,
+                labels=True,
             )
         )
     return charts

@@ -113,6 +113,8 @@ class DemoResult:
     traffic: list[TrafficStats] = field(default_factory=list)
     # distinct (modelVersion, canary version, canary percent) states of the ModelDeployment
     deployment_states: list[tuple[str | None, str | None, int | None]] = field(default_factory=list)
+    # distinct Progressing messages while a canary ran: the canary analysis's verdicts
+    canary_messages: list[str] = field(default_factory=list)
     # `kubeloop local get tp,md,dm -n ml` at the end, run as the command a person types
     get_output: str = ""
     logged_rows: int = 0
@@ -269,6 +271,14 @@ class Scenario:
                     canary.get("version"),
                     canary.get("trafficPercent"),
                 )
+                progressing: dict[str, Any] = next(
+                    (c for c in status.get("conditions") or [] if c.get("type") == "Progressing"),
+                    {},
+                )
+                message = str(progressing.get("message") or "")
+                seen = self.result.canary_messages
+                if canary and message and (not seen or seen[-1] != message):
+                    seen.append(message)
                 if state[0] is not None and (not states or states[-1] != state):
                     states.append(state)
                     version, canary_version, percent = state
