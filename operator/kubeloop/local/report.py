@@ -85,8 +85,10 @@ def render_summary(result: DemoResult) -> str:
     )
     states = " -> ".join(_state(s) for s in result.deployment_states)
     parts.append(f"\nModelDeployment states: {states}")
-    if result.canary_messages:
-        parts.append(f"Canary analysis, last word: {result.canary_messages[-1]}")
+    # The promotion message carries the analysis verdict that let the canary through.
+    verdicts = [m for m in result.canary_messages if ": promoting (" in m]
+    if verdicts or result.canary_messages:
+        parts.append(f"Canary analysis: {(verdicts or result.canary_messages)[-1]}")
     parts.append(
         f"Payload log: {result.logged_rows} rows logged for {result.rows_sent} rows answered "
         f"({len(result.logged_request_ids)} request ids)"
