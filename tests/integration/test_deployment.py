@@ -317,7 +317,11 @@ def test_champion_change_steps_a_canary_then_promotes(
     # Last step (100): the stable Deployment rolls to version 2; the canary stays meanwhile.
     wait_for(lambda: _uri(_obj(cluster, DEPLOYS, "md-canary")).endswith("/2/"), what="promote")
     assert _obj(cluster, DEPLOYS, "md-canary")["spec"]["replicas"] == 4
-    assert _cond(cluster, "md-canary", "Progressing")["reason"] == "Promoting"
+    # The status is written after the Deployment it describes: wait for it, do not race it.
+    wait_for(
+        lambda: _cond(cluster, "md-canary", "Progressing")["reason"] == "Promoting",
+        what="Progressing=Promoting",
+    )
     time.sleep(1)
     assert cluster.get(DEPLOYS, "ml", "md-canary-canary") is not None
     assert _status(cluster, "md-canary")["modelVersion"] == "1"

@@ -143,6 +143,14 @@ class RolloutSpec(KubeModel):
         description="`RollingUpdate` (zero-downtime replace) or `Canary` (traffic steps).",
     )
     canary: CanarySpec | None = Field(default=None, description="Steps for `Canary`.")
+    progress_deadline_seconds: int = Field(
+        default=600,
+        ge=10,
+        le=86400,
+        description="How long a new version's pods may take to become ready (the Deployments' "
+        "`progressDeadlineSeconds`). Past it a canary is rolled back; a rolling update keeps "
+        "the old pods serving and reports ProgressDeadlineExceeded.",
+    )
 
 
 class BatchingSpec(KubeModel):

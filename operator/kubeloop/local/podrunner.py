@@ -16,7 +16,8 @@ back, through the API and the status subresource, what the real controllers writ
 - Deployment: Pods per template hash, a rolling update (`maxSurge`/`maxUnavailable`, old pods
   removed only when new ones are Ready), restarts of crashed containers with backoff, and
   `status.replicas/updatedReplicas/readyReplicas/availableReplicas/observedGeneration` with the
-  `Available` and `Progressing` conditions.
+  `Available` and `Progressing` conditions (`ProgressDeadlineExceeded` once a rollout has not
+  progressed for `progressDeadlineSeconds`).
 - Service: a loopback proxy per Service port (`kubeloop.local.proxy`) over the Ready pods its
   selector matches; its URL is annotated on the Service as `kubeloop.io/local-url`.
 
@@ -189,6 +190,9 @@ class DeploymentRun:
 
     deployment: dict[str, Any]
     pods: list[PodRun] = field(default_factory=list)
+    # what the rollout looked like when it last moved, and when (progressDeadlineSeconds)
+    progress: tuple[Any, ...] = ()
+    progress_at: float = field(default_factory=time.monotonic)
 
 
 class PodRunner:
@@ -822,6 +826,7 @@ class PodRunner:
         )
         available = ready >= replicas - unavailable_allowed
         complete = updated_ready >= replicas and len(live) == replicas
+        progressing = self._progressing(run, current, replicas, complete)
         now = _now()
         status = {
             "observedGeneration": meta.get("generation", 1),
@@ -842,8 +847,7 @@ class PodRunner:
                 },
                 {
                     "type": "Progressing",
-                    "status": "True",
-                    "reason": "NewReplicaSetAvailable" if complete else "ReplicaSetUpdated",
+                    **progressing,
                     "lastUpdateTime": now,
                     "lastTransitionTime": now,
                 },
@@ -861,6 +865,30 @@ class PodRunner:
                     {"status": status},
                     subresource="status",
                 )
+
+    @staticmethod
+    def _progressing(
+        run: DeploymentRun, template_hash: str, replicas: int, complete: bool
+    ) -> dict[str, str]:
+        """The Progressing condition: progress is a new pod or a newly ready one (or a change
+        of template or scale); none for `progressDeadlineSeconds` is ProgressDeadlineExceeded,
+        as the Deployment controller reports a rollout whose pods never become ready."""
+        new = [p for p in run.pods if not p.terminating and p.template_hash == template_hash]
+        state = (template_hash, replicas, len(new), sum(p.ready for p in new))
+        if state != run.progress:
+            run.progress, run.progress_at = state, time.monotonic()
+        if complete:
+            return {"status": "True", "reason": "NewReplicaSetAvailable"}
+        spec = run.deployment.get("spec") or {}
+        deadline = float(spec.get("progressDeadlineSeconds", 600))
+        if time.monotonic() - run.progress_at > deadline:
+            name = f"{run.deployment['metadata']['name']}-{template_hash[:10]}"
+            return {
+                "status": "False",
+                "reason": "ProgressDeadlineExceeded",
+                "message": f'ReplicaSet "{name}" has timed out progressing.',
+            }
+        return {"status": "True", "reason": "ReplicaSetUpdated"}
 
     def _deployment_pod(self, run: DeploymentRun, template_hash: str) -> PodRun:
         meta = run.deployment["metadata"]

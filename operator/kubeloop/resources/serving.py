@@ -146,6 +146,7 @@ def build_server_deployment(
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": selector},
+            "progressDeadlineSeconds": spec.rollout.progress_deadline_seconds,
             "strategy": {
                 "type": "RollingUpdate",
                 "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},

@@ -46,7 +46,7 @@ def write_version(folder: Path, model: Any, manifest: dict[str, Any]) -> Path:
     return folder
 
 
-def churn_version(folder: Path) -> Path:
+def churn_version(folder: Path, version: str = "3") -> Path:
     """Classifier on 3 numeric + 1 categorical feature; labels are strings."""
     rng = np.random.default_rng(7)
     n = 400
@@ -81,7 +81,7 @@ def churn_version(folder: Path) -> Path:
         folder,
         model,
         {
-            "version": "3",
+            "version": version,
             "task": "classification",
             "estimator": "HistGradientBoostingClassifier",
             "features": features,
