@@ -78,7 +78,8 @@ class FileStore:
     def read_bytes(self, uri: str) -> bytes:
         try:
             return self.path(uri).read_bytes()
-        except FileNotFoundError as exc:
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+            # As in an object store: under a file, or a folder itself, there is no object.
             raise NotFoundError(f"{uri} does not exist") from exc
         except OSError as exc:
             raise StorageError(f"cannot read {uri}: {exc.strerror}") from exc

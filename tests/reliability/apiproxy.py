@@ -37,6 +37,19 @@ _STATUS = {
     "unavailable": (503, "ServiceUnavailable", "the server is currently unable to respond"),
 }
 _HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding"}
+# The mix the experiments inject: one request in three or four meets a fault.
+WEIGHTS = {
+    "ok": 0.70,
+    "conflict": 0.05,
+    "gone": 0.25,  # drawn for watch requests only (few, long-lived)
+    "throttle": 0.04,
+    "error": 0.04,
+    "unavailable": 0.04,
+    "slow": 0.04,
+    "drop": 0.04,
+}
+# A healthy operator makes a few requests per second; a hot loop makes hundreds.
+MAX_PEAK_PER_SECOND = 60
 
 
 class ApiFaults:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from tests.integration.harness import Cluster
 from tests.reliability import runs
-from tests.reliability.apiproxy import ApiFaultProxy, ApiFaults
+from tests.reliability.apiproxy import MAX_PEAK_PER_SECOND, WEIGHTS, ApiFaultProxy, ApiFaults
 from tests.reliability.operator_process import OperatorProcess
 
 from kubeloop.local.emulator import EmulatorThread
@@ -22,18 +22,6 @@ from kubeloop.local.emulator import EmulatorThread
 RUNS = 20 if os.environ.get("KUBELOOP_SOAK") == "1" else 3
 SEED = int(os.environ.get("KUBELOOP_SEED", "7"))
 NAME = "faulty"
-WEIGHTS = {
-    "ok": 0.70,
-    "conflict": 0.05,
-    "gone": 0.25,  # drawn for watch requests only (few, long-lived)
-    "throttle": 0.04,
-    "error": 0.04,
-    "unavailable": 0.04,
-    "slow": 0.04,
-    "drop": 0.04,
-}
-# A healthy operator makes a few requests per second here; a hot loop makes hundreds.
-MAX_PEAK_PER_SECOND = 60
 
 
 @pytest.fixture(scope="module")

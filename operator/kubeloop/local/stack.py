@@ -16,7 +16,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -102,8 +102,13 @@ class LocalStack:
         operator_env: Mapping[str, str] | None = None,
         workload_env: Mapping[str, str] | None = None,
         resync_seconds: float = 2.0,
+        operator_api: Callable[[str], str] | None = None,
     ) -> None:
+        """`operator_api` maps the emulator's URL to the one the operator is given (the
+        reliability tests put a fault-injecting proxy between them); the pod runner and the
+        caller always talk to the emulator directly."""
         self.state_dir = state_dir.resolve()
+        self.operator_api = operator_api
         self.operator_env = dict(operator_env or {})
         self.workload_env = dict(workload_env or {})
         self.resync_seconds = resync_seconds
@@ -150,7 +155,7 @@ class LocalStack:
         )
         env = {
             **host_env(),
-            "KUBELOOP_KUBE_SERVER": self.url,
+            "KUBELOOP_KUBE_SERVER": self.operator_api(self.url) if self.operator_api else self.url,
             "KUBELOOP_METRICS_PORT": "0",
             "KUBELOOP_RESYNC_SECONDS": str(self.resync_seconds),
             **self.operator_env,

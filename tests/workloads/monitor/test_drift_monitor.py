@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from kubeloop.workloads.result import MAX_BYTES
 
@@ -109,8 +110,9 @@ def test_rows_outside_the_window_inside_a_kept_partition_are_filtered(
     assert (code, result["rows"]) == (0, 300)
 
 
+@pytest.mark.parametrize("as_file", [False, True], ids=["folder", "single-file"])
 def test_parquet_reference_is_profiled_and_extra_columns_ignored(
-    tmp_path: Path, run_monitor: Run, hours_ago: Callable[[float], datetime]
+    tmp_path: Path, run_monitor: Run, hours_ago: Callable[[float], datetime], as_file: bool
 ) -> None:
     rng = np.random.default_rng(7)
     reference = mixed_table(rng, 5_000).append_column(
@@ -119,7 +121,9 @@ def test_parquet_reference_is_profiled_and_extra_columns_ignored(
     (tmp_path / "train").mkdir()
     pq.write_table(reference, tmp_path / "train" / "part-0.parquet")
     write_logs(tmp_path / "logs", mixed_table(rng, 2_000, shift=1.0), hours_ago(1))
-    code, result = run_monitor(_env(tmp_path / "logs", tmp_path / "train"))
+    # A folder of Parquet files, or one file (its URI has no profile.json under it).
+    uri = tmp_path / "train" / "part-0.parquet" if as_file else tmp_path / "train"
+    code, result = run_monitor(_env(tmp_path / "logs", uri))
     assert (code, result["verdict"]) == (0, "Drift")
     assert set(result["features"]) == {"tenure", "charges", "contract"}  # not the target
 
