@@ -175,6 +175,23 @@ def wait_for(fn: Callable[[], T | None], timeout: float = 60, what: str = "condi
         time.sleep(0.1)
 
 
+def events(cluster: Cluster, name: str, reason: str, timeout: float = 30) -> list[dict[str, Any]]:
+    """The Events of `reason` on object `name` (namespace ml), once there is at least one.
+
+    kopf posts Events from a queue after the handler has returned, so they trail the status
+    the test just saw: waiting for them is the only race-free way to check one.
+    """
+
+    def found() -> list[dict[str, Any]]:
+        return [
+            e
+            for e in cluster.list("v1/events", "ml")
+            if e.get("reason") == reason and e["involvedObject"]["name"] == name
+        ]
+
+    return wait_for(found, timeout, what=f"a {reason} Event on {name}")
+
+
 def example(file: str, **meta: Any) -> dict[str, Any]:
     doc: dict[str, Any] = yaml.safe_load((ROOT / "examples" / file).read_text())
     doc["metadata"].update(meta)

@@ -8,13 +8,14 @@ class (kubeloop.workloads.server.metrics) served by prometheus_client on loopbac
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
 from prometheus_client import start_http_server
-from tests.integration.harness import MD, TP, Cluster, Operator, example
+from tests.integration.harness import MD, TP, Cluster, Operator, events, example
 from tests.integration.harness import wait_for as _wait_for
 
 from kubeloop.workloads.server.metrics import ServerMetrics
@@ -126,14 +127,6 @@ def _stuck(cluster: Cluster, name: str) -> None:
         "conditions": [cond],
     }
     cluster.patch(DEPLOYS, "ml", name, {"status": status}, "status")
-
-
-def _events(cluster: Cluster, name: str, reason: str) -> list[dict[str, Any]]:
-    return [
-        e
-        for e in cluster.list("v1/events", "ml")
-        if e.get("reason") == reason and e["involvedObject"]["name"] == name
-    ]
 
 
 @pytest.fixture(autouse=True)
@@ -273,7 +266,7 @@ def test_create_serves_the_champion_with_service_hpa_and_status(
     assert conds["Ready"]["reason"] == "Serving" and conds["Ready"]["observedGeneration"] == 1
     assert (conds["Progressing"]["status"], conds["Progressing"]["reason"]) == ("False", "Complete")
     assert (conds["Degraded"]["status"], conds["Degraded"]["reason"]) == ("False", "AsExpected")
-    assert _events(cluster, "md-create", "Serving")
+    assert events(cluster, "md-create", "Serving")
 
 
 def test_champion_change_steps_a_canary_then_promotes(
@@ -310,7 +303,7 @@ def test_champion_change_steps_a_canary_then_promotes(
     assert _obj(cluster, DEPLOYS, "md-canary-canary")["spec"]["replicas"] == 2
     wait_for(lambda: _obj(cluster, DEPLOYS, "md-canary")["spec"]["replicas"] == 2, what="2 stable")
     assert "within maxErrorRate" in _cond(cluster, "md-canary", "Progressing")["message"]
-    step_events = _events(cluster, "md-canary", "CanaryStep")
+    step_events = events(cluster, "md-canary", "CanaryStep")
     assert any("0.50%" in e["message"] for e in step_events)
 
     _roll_out(cluster, "md-canary-canary")
@@ -332,7 +325,43 @@ def test_champion_change_steps_a_canary_then_promotes(
     status = _status(cluster, "md-canary")
     assert "canary" not in status and (status["replicas"], status["readyReplicas"]) == (4, 4)
     assert _cond(cluster, "md-canary", "Progressing")["reason"] == "Complete"
-    assert len(_events(cluster, "md-canary", "Promoted")) == 1
+    assert len(events(cluster, "md-canary", "Promoted")) == 1
+
+
+def test_min_requests_holds_a_step_while_the_canary_metrics_cannot_be_read(
+    cluster: Cluster, operator: Operator, canary_metrics: tuple[ServerMetrics, int]
+) -> None:
+    _pipeline(cluster, "p-evidence")
+    doc = _md("md-evidence", "p-evidence", replicas=2)
+    doc["spec"]["rollout"]["canary"]["analysis"] = {"minRequests": 5}
+    cluster.create(doc)
+    wait_for(lambda: cluster.get(DEPLOYS, "ml", "md-evidence"))
+    _roll_out(cluster, "md-evidence")
+    wait_for(lambda: _status(cluster, "md-evidence").get("modelVersion") == "1")
+    _new_champion(cluster, "p-evidence", 2, 0.95)
+    wait_for(lambda: cluster.get(DEPLOYS, "ml", "md-evidence-canary"), what="canary")
+    _roll_out(cluster, "md-evidence-canary")
+
+    # A ready canary pod whose port answers nothing: no evidence, so the step waits for it
+    # (with minRequests 0 it would move on readiness).
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        nothing = closed.getsockname()[1]
+    _canary_pod(cluster, "md-evidence", "2", nothing)
+    wait_for(
+        lambda: "holding until" in _cond(cluster, "md-evidence", "Progressing")["message"],
+        what="the step held for want of metrics",
+    )
+    time.sleep(2.5)  # stepSeconds is 1: without the hold the step would have moved
+    assert _status(cluster, "md-evidence")["canary"]["step"] == 0
+
+    # The metrics become readable and show 10 good requests: the step moves on.
+    metrics, port = canary_metrics
+    metrics.requests.labels("md-evidence", "2", "200").inc(10)
+    cluster.delete(PODS, "ml", "md-evidence-canary-pod")
+    _canary_pod(cluster, "md-evidence", "2", port)
+    wait_for(lambda: _status(cluster, "md-evidence")["canary"]["trafficPercent"] == 50, what="50%")
+    assert "0.00% over 10 requests" in _cond(cluster, "md-evidence", "Progressing")["message"]
 
 
 def test_canary_error_rate_over_max_rolls_back(
@@ -357,10 +386,10 @@ def test_canary_error_rate_over_max_rolls_back(
     assert status["modelVersion"] == "1"
     stable = _obj(cluster, DEPLOYS, "md-errors")
     assert _uri(stable).endswith("/1/") and stable["spec"]["replicas"] == 2
-    assert _events(cluster, "md-errors", "RolledBack")[0]["type"] == "Warning"
+    assert events(cluster, "md-errors", "RolledBack")[0]["type"] == "Warning"
     time.sleep(1.5)  # several resyncs: the rolled-back version is not retried
     assert cluster.get(DEPLOYS, "ml", "md-errors-canary") is None
-    assert len(_events(cluster, "md-errors", "CanaryStarted")) == 1
+    assert len(events(cluster, "md-errors", "CanaryStarted")) == 1
 
     # A spec change (not a scale) retries the version.
     cluster.patch(MD, "ml", "md-errors", {"spec": {"workers": 2}})
@@ -461,7 +490,7 @@ def test_invalid_spec_names_the_field(cluster: Cluster, operator: Operator) -> N
     ready = wait_for(lambda: _cond(cluster, "md-bad", "Ready"), what="Ready")
     assert ready["status"] == "False" and ready["reason"] == "InvalidSpec"
     assert "spec.rollout.canary.steps" in ready["message"]
-    assert _events(cluster, "md-bad", "InvalidSpec")
+    assert events(cluster, "md-bad", "InvalidSpec")
     assert cluster.get(DEPLOYS, "ml", "md-bad") is None
     rv = _obj(cluster, MD, "md-bad")["metadata"]["resourceVersion"]
     time.sleep(1.5)  # no retry storm: nothing is written again
@@ -488,7 +517,7 @@ def test_restart_mid_canary_resumes_at_the_recorded_step(
     after = _status(cluster, "md-restart")["canary"]
     assert after == before and after["trafficPercent"] == 50
     assert _obj(cluster, DEPLOYS, "md-restart-canary")["spec"]["replicas"] == 2
-    assert len(_events(cluster, "md-restart", "CanaryStarted")) == 1
+    assert len(events(cluster, "md-restart", "CanaryStarted")) == 1
 
     _roll_out(cluster, "md-restart-canary")  # and it goes on from there
     wait_for(lambda: _uri(_obj(cluster, DEPLOYS, "md-restart")).endswith("/2/"), what="promote")

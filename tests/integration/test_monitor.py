@@ -20,6 +20,7 @@ from tests.integration.harness import (
     TP,
     Cluster,
     Operator,
+    events,
     example,
     wait_for,
 )
@@ -95,14 +96,6 @@ def _pipeline_jobs(cluster: Cluster, pipeline: str) -> list[str]:
     )
 
 
-def _events(cluster: Cluster, name: str, reason: str) -> list[dict[str, Any]]:
-    return [
-        e
-        for e in cluster.list("v1/events", "ml")
-        if e.get("reason") == reason and e["involvedObject"]["name"] == name
-    ]
-
-
 def _loop(cluster: Cluster, name: str, *, retrain: bool = True) -> None:
     """A pipeline with a champion (version 1), a deployment serving it, a monitor on it."""
     cluster.create(example("churn-pipeline.yaml", name=name))
@@ -153,7 +146,7 @@ def test_cronjob_from_the_served_version(cluster: Cluster, operator: Operator) -
     ready = _cond(status, "Ready")
     assert (ready["status"], ready["reason"]) == ("True", "Scheduled")
     assert ready["observedGeneration"] == 1 and status["observedGeneration"] == 1
-    assert _events(cluster, "dm1", "CronJobCreated")
+    assert events(cluster, "dm1", "CronJobCreated")
 
     # A spec change reaches the CronJob (by the spec hash), once.
     digest = cron["metadata"]["annotations"][SPEC_HASH_ANNOTATION]
@@ -183,7 +176,7 @@ def test_verdicts_status_and_one_retrain_per_episode(cluster: Cluster, operator:
         "drifted": True,
     }
     assert _cond(status, "DriftDetected")["status"] == "True"
-    assert _events(cluster, "dm2", "DriftDetected")[0]["type"] == "Warning"
+    assert events(cluster, "dm2", "DriftDetected")[0]["type"] == "Warning"
     # The retrain request: exactly one drift-triggered run of the pipeline.
     run2 = wait_for(lambda: cluster.get(JOBS, "ml", "dm2-run-2"), what="retrain run")
     assert run2["metadata"]["annotations"]["kubeloop.io/trigger"] == "Drift"
@@ -206,7 +199,7 @@ def test_verdicts_status_and_one_retrain_per_episode(cluster: Cluster, operator:
     status = _status(cluster, DM, "dm2")
     assert status["drifted"] is False and status.get("retrainRequestedAt") is None
     assert _cond(status, "DriftDetected")["reason"] == "NoDrift"
-    assert _events(cluster, "dm2", "DriftResolved")
+    assert events(cluster, "dm2", "DriftResolved")
     time.sleep(1.1)  # a later second: the next Job has a later creation time
     _check(cluster, "dm2", 5, _drift("Drift", share=0.5))
     wait_for(lambda: cluster.get(JOBS, "ml", "dm2-run-3"), what="second episode's run")
@@ -221,7 +214,7 @@ def test_failed_check_and_bounded_features(cluster: Cluster, operator: Operator)
     assert status["verdict"] == "Failed"
     ready = _cond(status, "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "CheckFailed")
-    assert _events(cluster, "dm3", "CheckFailed")[0]["type"] == "Warning"
+    assert events(cluster, "dm3", "CheckFailed")[0]["type"] == "Warning"
 
     _check(cluster, "dm3", 2, _drift("Drift", features=200))
     status = _status(cluster, DM, "dm3")
@@ -241,7 +234,7 @@ def test_missing_deployment_then_created(cluster: Cluster, operator: Operator) -
     assert (ready["status"], ready["reason"]) == ("False", "DeploymentNotFound")
     assert "spec.deploymentRef.name" in ready["message"]
     assert cluster.get(CRONJOBS, "ml", "dm4") is None
-    assert _events(cluster, "dm4", "DeploymentNotFound")
+    assert events(cluster, "dm4", "DeploymentNotFound")
 
     md = example("pinned-version-deployment.yaml", name="nowhere")
     md["spec"].setdefault("payloadLogging", {"enabled": False})["enabled"] = False
@@ -294,7 +287,7 @@ def test_invalid_spec_is_reported(cluster: Cluster, operator: Operator) -> None:
     rv = obj["metadata"]["resourceVersion"]
     time.sleep(1.5)
     assert _obj(cluster, DM, "dm-bad")["metadata"]["resourceVersion"] == rv
-    assert len(_events(cluster, "dm-bad", "InvalidSpec")) == 1
+    assert len(events(cluster, "dm-bad", "InvalidSpec")) == 1
 
 
 @pytest.mark.parametrize("crash_after_annotation", [False, True])

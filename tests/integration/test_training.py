@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tests.integration.harness import JOBS, TP, Cluster, Operator, example, wait_for
+from tests.integration.harness import JOBS, TP, Cluster, Operator, events, example, wait_for
 
 
 def _result(version: str, auc: float) -> dict[str, Any]:
@@ -149,8 +149,7 @@ def test_invalid_spec_is_reported_without_retry_storm(cluster: Cluster, operator
     assert "spec.model.estimator" in ready["message"]
     assert status["phase"] == "Invalid"
     assert _jobs(cluster, "tp-bad") == []
-    events = [e for e in cluster.list("v1/events", "ml") if e.get("reason") == "InvalidSpec"]
-    assert events and events[0]["involvedObject"]["name"] == "tp-bad"
+    assert events(cluster, "tp-bad", "InvalidSpec")[0]["type"] == "Warning"
 
     # kopf's own bookkeeping (its diff-base annotation) is the last write it makes.
     obj = wait_for(

@@ -92,7 +92,10 @@ class CanaryAnalysis(KubeModel):
         default=0.01, ge=0, le=1, description="Highest share of failed requests allowed."
     )
     min_requests: int = Field(
-        default=0, ge=0, description="Requests the canary must have served before a step passes."
+        default=0,
+        ge=0,
+        description="Requests the canary must have served before a step passes; while its "
+        "pods' metrics cannot be read, a step then waits (with 0 it moves on readiness).",
     )
 
 

@@ -4,7 +4,8 @@ The server counts every answered request in `kubeloop_inference_requests_total{c
 kubeloop.workloads.server.metrics). The canary's pods are fresh, so their counters cover exactly
 the traffic the new version has served. Reading the pods directly needs no Prometheus; a pod
 that cannot be reached (NetworkPolicy, no IP yet) is left out, and when none can be read the
-verdict is `None`: the rollout then holds on readiness only and says so.
+verdict is `None`: without `analysis.minRequests` the rollout then moves on readiness only, with
+`minRequests` set it holds until the requests can be counted; either way the condition says so.
 """
 
 from __future__ import annotations

@@ -565,7 +565,14 @@ def _canary_step(
             {MD_LABEL: body["metadata"]["name"], TRACK_LABEL: "canary"},
         )
         traffic = canary_traffic(pods)
-        if traffic is not None:
+        if traffic is None and analysis.min_requests > 0:
+            # The spec asks for evidence; unreadable metrics give none: hold, never guess.
+            verdict = (
+                f"serving metrics unreachable: holding until the canary's {analysis.min_requests}"
+                " request(s) can be counted"
+            )
+            allow = False
+        elif traffic is not None:
             need = max(analysis.min_requests, 1)
             if traffic.requests < need:
                 verdict = f"canary served {traffic.requests:g} of {need} request(s) needed"

@@ -77,7 +77,11 @@ class ServiceProxy:
             self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
         self._client = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=120),
-            connector=aiohttp.TCPConnector(limit=256),
+            # Idle backend connections are dropped after 2 s, before the server's own 5 s
+            # keep-alive timeout (uvicorn's default) closes them: reusing a connection the
+            # backend is closing at that very moment fails the request ("Can not write request
+            # body"), the classic keep-alive race a proxy must avoid from its side.
+            connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=2.0),
             auto_decompress=False,
         )
 
