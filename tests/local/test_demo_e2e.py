@@ -83,9 +83,9 @@ def test_deployment_switches_from_v1_to_v2_through_a_canary(demo: tuple[DemoResu
     assert result.deployment["readyReplicas"] == 2
     # The canary analysis read the canary pods' own /metrics at podIP:8080 (kubeloop.local.podnet)
     # and promoted on the measured error rate, not on readiness alone.
-    promoting = [m for m in result.canary_messages if m.startswith("version 2: promoting")]
-    assert promoting, result.canary_messages
-    assert all("canary error rate 0.00% over" in m for m in promoting), promoting
+    steps = [m for m in result.canary_messages if m.startswith("CanaryStep: version 2")]
+    assert steps, result.canary_messages
+    assert all("canary error rate 0.00% over" in m for m in steps), steps
 
 
 def test_no_failed_request_while_the_version_switches(demo: tuple[DemoResult, str]) -> None:

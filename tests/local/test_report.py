@@ -97,11 +97,9 @@ def _result(tmp_path: Path) -> DemoResult:
         ("2", None, None),
     ]
     result.logged_rows = 640
-    promoting = "version 2: promoting (canary error rate 0.00% over 12 requests is within ...)"
     result.canary_messages = [
-        "version 2: step 1/2, 50% of traffic; 0/1 canary pod(s) ready; serving metrics ...",
-        promoting,
-        "stable Deployment rolling to version 2; the canary goes after",
+        "CanaryStarted: version 2: 50% of traffic",
+        "CanaryStep: version 2: step 2/2, 100% (canary error rate 0.00% over 12 requests ...)",
     ]
     return result
 
@@ -120,8 +118,9 @@ def test_summary_lists_runs_oldest_first_and_marks_drift(tmp_path: Path) -> None
     total = next(line for line in lines if line.startswith("total"))
     assert total.split()[:4] == ["total", "64", "640", "0"]
     assert "640 rows logged for 640 rows answered" in text
-    # The verdict that let the canary through, not whatever the condition said last.
-    assert "Canary analysis: version 2: promoting (canary error rate 0.00% over 12" in text
+    # The rollout's Events, each step with the verdict that let it through.
+    assert "Canary: CanaryStarted: version 2: 50% of traffic" in text
+    assert "Canary: CanaryStep: version 2: step 2/2, 100% (canary error rate 0.00% over 12" in text
 
 
 def test_html_report_has_well_formed_plots(tmp_path: Path) -> None:

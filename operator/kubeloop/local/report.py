@@ -85,10 +85,9 @@ def render_summary(result: DemoResult) -> str:
     )
     states = " -> ".join(_state(s) for s in result.deployment_states)
     parts.append(f"\nModelDeployment states: {states}")
-    # The promotion message carries the analysis verdict that let the canary through.
-    verdicts = [m for m in result.canary_messages if ": promoting (" in m]
-    if verdicts or result.canary_messages:
-        parts.append(f"Canary analysis: {(verdicts or result.canary_messages)[-1]}")
+    # Each CanaryStep Event carries the analysis verdict that let that step through.
+    for message in result.canary_messages:
+        parts.append(f"Canary: {message}")
     parts.append(
         f"Payload log: {result.logged_rows} rows logged for {result.rows_sent} rows answered "
         f"({len(result.logged_request_ids)} request ids)"

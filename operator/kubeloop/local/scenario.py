@@ -113,7 +113,8 @@ class DemoResult:
     traffic: list[TrafficStats] = field(default_factory=list)
     # distinct (modelVersion, canary version, canary percent) states of the ModelDeployment
     deployment_states: list[tuple[str | None, str | None, int | None]] = field(default_factory=list)
-    # distinct Progressing messages while a canary ran: the canary analysis's verdicts
+    # the ModelDeployment's CanaryStarted/CanaryStep/Promoted/RolledBack Events, oldest first:
+    # each step's message carries the canary analysis verdict that let it through
     canary_messages: list[str] = field(default_factory=list)
     # `kubeloop local get tp,md,dm -n ml` at the end, run as the command a person types
     get_output: str = ""
@@ -271,14 +272,6 @@ class Scenario:
                     canary.get("version"),
                     canary.get("trafficPercent"),
                 )
-                progressing: dict[str, Any] = next(
-                    (c for c in status.get("conditions") or [] if c.get("type") == "Progressing"),
-                    {},
-                )
-                message = str(progressing.get("message") or "")
-                seen = self.result.canary_messages
-                if canary and message and (not seen or seen[-1] != message):
-                    seen.append(message)
                 if state[0] is not None and (not states or states[-1] != state):
                     states.append(state)
                     version, canary_version, percent = state
@@ -423,6 +416,7 @@ class Scenario:
                 await tracker
                 self.result.pipeline = await self.get(TP)
                 self.result.deployment = await self.get(MD)
+                self.result.canary_messages = await self.canary_events()
                 await self.observer.detach()
         self.result.seconds = time.monotonic() - self.t0
         return self.result
@@ -486,6 +480,20 @@ class Scenario:
         await self.wait_logged(timeout=60)
         self.step(f"payload log: {self.result.logged_rows} rows")
         self.result.get_output = await self.kubectl_get()
+
+    async def canary_events(self) -> list[str]:
+        """The rollout's Events on the ModelDeployment (kopf posts them from a queue: they
+        outlast the conditions a poll may miss), oldest first."""
+        reasons = {"CanaryStarted", "CanaryStep", "Promoted", "RolledBack"}
+        found = [
+            e
+            for e in await self.api.list("v1/events", NAMESPACE)
+            if e.get("reason") in reasons
+            and (e.get("involvedObject") or {}).get("name") == NAME
+            and (e.get("involvedObject") or {}).get("kind") == "ModelDeployment"
+        ]
+        found.sort(key=lambda e: str(e.get("firstTimestamp") or e.get("eventTime") or ""))
+        return [f"{e['reason']}: {e.get('message', '')}" for e in found]
 
     async def kubectl_get(self) -> str:
         """`kubeloop local get tp,md,dm -n ml` in a child process, against the running stack."""
