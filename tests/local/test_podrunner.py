@@ -8,13 +8,13 @@ import asyncio
 import base64
 import json
 import sys
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from tests.polling import until
 
 from kubeloop.local.emulator import EmulatorThread
 from kubeloop.local.kubeapi import KubeApi
@@ -44,16 +44,6 @@ async def runner(cluster: EmulatorThread, tmp_path: Path) -> AsyncIterator[PodRu
 async def api(cluster: EmulatorThread) -> AsyncIterator[KubeApi]:
     async with KubeApi(cluster.url) as client:
         yield client
-
-
-async def until(check: Callable[[], Awaitable[Any]], timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = await check()
-        if value:
-            return value
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"not reached in {timeout}s")
 
 
 def job(name: str, code: str, **spec: Any) -> dict[str, Any]:

@@ -6,8 +6,6 @@ requests through the Service's loopback URL and records who answered and what fa
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,17 +41,6 @@ def model_deployment(uri: str, **spec: Any) -> dict[str, Any]:
         "metadata": {"name": NAME, "namespace": NAMESPACE},
         "spec": {"model": {"uri": uri}, "replicas": 1, **spec},
     }
-
-
-async def until(check: Callable[[], Awaitable[Any]], timeout: float, what: str) -> Any:
-    """Poll `check` every 0.25 s until it returns something truthy; fail after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = await check()
-        if value:
-            return value
-        await asyncio.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 async def md_status(api: KubeApi) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.polling import until
 from tests.reliability.localloop import (
     MD,
     NAME,
@@ -25,7 +26,6 @@ from tests.reliability.localloop import (
     service_url,
     serving,
     two_versions,
-    until,
 )
 
 from kubeloop.local.kubeapi import KubeApi

@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+from tests.polling import until
 from tests.reliability.apiproxy import MAX_PEAK_PER_SECOND, WEIGHTS, ApiFaultProxy, ApiFaults
 from tests.reliability.localloop import (
     MD,
@@ -33,7 +34,6 @@ from tests.reliability.localloop import (
     service_url,
     serving,
     two_versions,
-    until,
 )
 
 from kubeloop.local.kubeapi import KubeApi

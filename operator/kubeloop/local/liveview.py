@@ -13,6 +13,7 @@ import contextlib
 import re
 import sys
 import time
+from abc import ABC, abstractmethod
 from typing import Any, TextIO
 
 from kubeloop.api.crd import KINDS
@@ -38,7 +39,7 @@ async def status_tables(api: KubeApi, namespace: str = NAMESPACE) -> list[tuple[
     return out
 
 
-class _Poller:
+class _Poller(ABC):
     """Polls the API in the background and hands the tables to `render`."""
 
     period = 0.5
@@ -71,8 +72,9 @@ class _Poller:
                 self.render(await status_tables(self.api))
             await asyncio.sleep(self.period)
 
+    @abstractmethod
     def render(self, tables: list[tuple[str, str]]) -> None:
-        raise NotImplementedError
+        """Show the current tables (each view decides how)."""
 
 
 class PlainView(_Poller):

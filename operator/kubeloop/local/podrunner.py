@@ -826,7 +826,7 @@ class PodRunner:
         )
         available = ready >= replicas - unavailable_allowed
         complete = updated_ready >= replicas and len(live) == replicas
-        progressing = self._progressing(run, current, replicas, complete)
+        progressing = self._progressing(run, (current, replicas, len(new), updated_ready), complete)
         now = _now()
         status = {
             "observedGeneration": meta.get("generation", 1),
@@ -868,13 +868,12 @@ class PodRunner:
 
     @staticmethod
     def _progressing(
-        run: DeploymentRun, template_hash: str, replicas: int, complete: bool
+        run: DeploymentRun, state: tuple[str, int, int, int], complete: bool
     ) -> dict[str, str]:
-        """The Progressing condition: progress is a new pod or a newly ready one (or a change
-        of template or scale); none for `progressDeadlineSeconds` is ProgressDeadlineExceeded,
-        as the Deployment controller reports a rollout whose pods never become ready."""
-        new = [p for p in run.pods if not p.terminating and p.template_hash == template_hash]
-        state = (template_hash, replicas, len(new), sum(p.ready for p in new))
+        """The Progressing condition. `state` is (template hash, replicas, new pods, new pods
+        ready): progress is any change of it; none for `progressDeadlineSeconds` is
+        ProgressDeadlineExceeded, as the Deployment controller reports a rollout whose pods
+        never become ready."""
         if state != run.progress:
             run.progress, run.progress_at = state, time.monotonic()
         if complete:
@@ -882,7 +881,7 @@ class PodRunner:
         spec = run.deployment.get("spec") or {}
         deadline = float(spec.get("progressDeadlineSeconds", 600))
         if time.monotonic() - run.progress_at > deadline:
-            name = f"{run.deployment['metadata']['name']}-{template_hash[:10]}"
+            name = f"{run.deployment['metadata']['name']}-{state[0][:10]}"
             return {
                 "status": "False",
                 "reason": "ProgressDeadlineExceeded",
