@@ -112,3 +112,34 @@ def test_in_process_api_and_garbage_collection(cluster: EmulatorThread) -> None:
     ]
     _req(cluster, "DELETE", f"{TP}/owner")
     assert em.get_object("batch/v1/jobs", "ml", "owner-run-1") is None
+
+
+def test_a_child_created_after_its_owner_was_deleted_is_collected(cluster: EmulatorThread) -> None:
+    # A reconcile in flight when its owner is deleted can create (or patch) a child after the
+    # owner's dependents were collected; the real garbage collector still removes it.
+    owner = _req(cluster, "POST", TP, _pipeline("gone"))
+    _req(cluster, "DELETE", f"{TP}/gone")
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "gone",
+            "ownerReferences": [{"uid": owner["metadata"]["uid"], "name": "gone"}],
+        },
+        "spec": {"ports": [{"port": 80}]},
+    }
+    _req(cluster, "POST", "/api/v1/namespaces/ml/services", service)
+    assert cluster.emulator.get_object("v1/services", "ml", "gone") is None
+    em = cluster.emulator
+    cluster.call(
+        em.create_object({**service, "metadata": {**service["metadata"], "namespace": "ml"}})
+    )
+    assert em.get_object("v1/services", "ml", "gone") is None
+    # A child whose owner still exists stays.
+    alive = _req(cluster, "POST", TP, _pipeline("alive"))
+    service["metadata"] = {
+        "name": "alive",
+        "ownerReferences": [{"uid": alive["metadata"]["uid"], "name": "alive"}],
+    }
+    _req(cluster, "POST", "/api/v1/namespaces/ml/services", service)
+    assert em.get_object("v1/services", "ml", "alive") is not None

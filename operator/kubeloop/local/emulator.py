@@ -17,7 +17,10 @@ runner rely on, the way a real API server behaves:
 - admission for kubeloop.io kinds via `kubeloop.api.admission.admit` (defaults + schema +
   CEL): an invalid custom resource is refused with 422 at creation, as a real API server does;
 - foreground-free garbage collection: deleting an object deletes the objects whose
-  `ownerReferences` name its uid (recursively), so a deleted pipeline takes its Jobs along.
+  `ownerReferences` name its uid (recursively), so a deleted pipeline takes its Jobs along;
+  and, as the real garbage collector does, an object created or patched with owners none of
+  which exists any more is deleted too (a reconcile in flight when its owner went away would
+  otherwise leave a child behind for good).
 
 Not emulated (known gaps): `GET /api/v1/namespaces` (kmock cannot parse the cluster-scoped core
 list; run kopf cluster-wide, `-A`), resourceVersion conflicts on update, label/field selectors
@@ -225,6 +228,11 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
         response = await super()._handle(request)
         if deleted_uid is not None:
             await self._collect(deleted_uid)
+        elif request.action in {enums.action.CREATE, enums.action.UPDATE} and isinstance(
+            request.data, dict
+        ):
+            name = request.name or request.data.get("metadata", {}).get("name")
+            await self._collect_orphan(request.resource, request.namespace, name)
         return response
 
     async def _collect(self, uid: str) -> None:
@@ -235,6 +243,20 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
             owners = obj.raw.get("metadata", {}).get("ownerReferences") or []
             if any(owner.get("uid") == uid for owner in owners):
                 await self.delete_object(resource, namespace, name)
+
+    async def _collect_orphan(self, resource: Any, namespace: str | None, name: str | None) -> None:
+        """Delete an object whose every owner is gone, as the garbage collector would."""
+        current = self._current(resource, namespace, name)
+        owners = (current or {}).get("metadata", {}).get("ownerReferences") or []
+        if not owners:
+            return
+        live = {
+            obj.raw.get("metadata", {}).get("uid")
+            for obj in list(self._store.values())
+            if not obj.deleted
+        }
+        if not any(owner.get("uid") in live for owner in owners):
+            await self.delete_object(resource, namespace, name or "")
 
     # -- in-process API ----------------------------------------------------------------------
 
@@ -265,7 +287,9 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
                 self._store[key] = request.data
             raw = self._store[key].raw
             await self._bus_of[request.resource].put({"type": "ADDED", "object": raw})
-        return copy.deepcopy(raw)
+        created = copy.deepcopy(raw)
+        await self._collect_orphan(request.resource, namespace, created["metadata"]["name"])
+        return created
 
     async def patch_object(
         self,
@@ -295,7 +319,9 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
             self._store[key].patch(request.data)
             raw = self._store[key].raw
             await self._bus_of[request.resource].put({"type": "MODIFIED", "object": raw})
-        return copy.deepcopy(raw)
+        patched = copy.deepcopy(raw)
+        await self._collect_orphan(request.resource, namespace, name)
+        return patched
 
     async def delete_object(self, resource: Any, namespace: str | None, name: str) -> None:
         """Delete an object (no finalizer handling) and, recursively, its dependents."""
