@@ -61,7 +61,8 @@ class CanarySplit:
 
     def misses(self, percent: int) -> bool:
         """Whether the share is more than TOLERANCE points from `percent`."""
-        return self.error(percent) > TOLERANCE
+        pods = self.canary + self.stable
+        return abs(100 * self.canary - percent * pods) > TOLERANCE * pods
 
 
 def stable_counts(replicas: int, autoscaling: tuple[int, int] | None = None) -> range:
@@ -85,8 +86,8 @@ def split_step(stable: int, percent: int, most: int) -> CanarySplit:
         return CanarySplit(0, 0)
     # The share c/(c+stable) grows with c: the closest count is next to the exact one.
     exact = percent * stable // (100 - percent)
-    counts = sorted({min(max(c, 1), max(most, 1)) for c in (exact, exact + 1)})
-    return min((CanarySplit(c, stable) for c in counts), key=lambda s: s.error(percent))
+    fewer, more = (CanarySplit(min(max(c, 1), max(most, 1)), stable) for c in (exact, exact + 1))
+    return more if more.error(percent) < fewer.error(percent) else fewer
 
 
 @dataclass(frozen=True)
