@@ -85,3 +85,23 @@ def test_cel_error_message_is_the_rules_message() -> None:
 
 def test_unknown_kind_is_refused() -> None:
     assert not admit({"apiVersion": "kubeloop.io/v1alpha1", "kind": "Pipeline"}).allowed
+
+
+@pytest.mark.parametrize(
+    ("sample", "step", "says"),
+    [
+        # The example: an HPA of 2..10 and a 10% step, served at 33%.
+        ("md-canary-step-unservable-hpa", 0, "closest is 33% (1 canary pod(s))"),
+        ("md-canary-step-unservable", 1, "at most 60% before the last"),
+    ],
+)
+def test_an_unservable_canary_step_is_named_by_both_layers(
+    sample: str, step: int, says: str
+) -> None:
+    doc = yaml.safe_load((ROOT / "tests" / "data" / "invalid" / f"{sample}.yaml").read_text())
+    field = f"spec.rollout.canary.steps[{step}]: "
+    assert [e for e in admit(doc).errors if field in e], admit(doc).errors
+    with pytest.raises(SpecError) as caught:
+        parse_resource(doc)
+    (message,) = caught.value.messages
+    assert message.startswith(field) and says in message, message

@@ -68,7 +68,7 @@ def test_names_categories_and_subresources() -> None:
     ("kind", "columns"),
     [
         ("TrainingPipeline", ["Phase", "Champion", "Metric", "Score", "Progress", "Age"]),
-        ("ModelDeployment", ["Version", "Ready", "Canary", "URL", "Age"]),
+        ("ModelDeployment", ["Version", "Ready", "Canary", "Step", "URL", "Age"]),
         ("DriftMonitor", ["Drifted", "Share", "Last Run", "Age"]),
     ],
 )

@@ -98,3 +98,43 @@ def test_both_layers_agree(gpus: int, workers: int, framework: str, fraction: fl
     except SpecError:
         parsed = False
     assert admitted == parsed
+
+
+def _deployment(replicas: int, autoscaling: tuple[int, int] | None, steps: list[int]) -> Any:
+    spec: dict[str, Any] = {
+        "model": {"uri": "s3://models/churn/versions/1/"},
+        "replicas": replicas,
+        "rollout": {"strategy": "Canary", "canary": {"steps": steps}},
+    }
+    if autoscaling is not None:
+        spec["autoscaling"] = {"minReplicas": autoscaling[0], "maxReplicas": autoscaling[1]}
+    return {
+        "apiVersion": "kubeloop.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "x"},
+        "spec": spec,
+    }
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    replicas=st.integers(0, 30),
+    autoscaling=st.none() | st.tuples(st.integers(1, 30), st.integers(1, 40)),
+    steps=st.lists(st.integers(1, 99), max_size=4, unique=True).map(sorted),
+)
+def test_canary_step_rule_both_layers_agree(
+    replicas: int, autoscaling: tuple[int, int] | None, steps: list[int]
+) -> None:
+    """Property: the CRD's CEL rule on servable canary steps and the pydantic check accept
+    exactly the same specs, and both name the same step when they refuse one."""
+    doc = _deployment(replicas, autoscaling, [*steps, 100])
+    errors = admit(doc).errors
+    try:
+        parse_resource(doc)
+        messages: list[str] = []
+    except SpecError as error:
+        messages = error.messages
+    assert (errors == []) == (messages == []), (errors, messages)
+    named = [m.split(":")[0] for m in messages if m.startswith("spec.rollout.canary.steps[")]
+    for name in named:
+        assert any(f"Invalid value: {name}:" in e for e in errors), (errors, messages)

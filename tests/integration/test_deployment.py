@@ -273,7 +273,9 @@ def test_champion_change_steps_a_canary_then_promotes(
     cluster: Cluster, operator: Operator, canary_metrics: tuple[ServerMetrics, int]
 ) -> None:
     _pipeline(cluster, "p-canary")
-    cluster.create(_md("md-canary", "p-canary", replicas=4))
+    doc = _md("md-canary", "p-canary", replicas=4)
+    doc["spec"]["rollout"]["canary"]["steps"] = [10, 50, 100]
+    cluster.create(doc)
     wait_for(lambda: cluster.get(DEPLOYS, "ml", "md-canary"))
     _roll_out(cluster, "md-canary")
     wait_for(lambda: _status(cluster, "md-canary").get("modelVersion") == "1")
@@ -282,11 +284,14 @@ def test_champion_change_steps_a_canary_then_promotes(
     canary = wait_for(lambda: cluster.get(DEPLOYS, "ml", "md-canary-canary"), what="canary")
     assert canary["metadata"]["annotations"]["kubeloop.io/model-version"] == "2"
     assert _uri(canary) == "s3://models/churn/versions/2/"
-    assert canary["spec"]["replicas"] == 1  # 10% of 4, at least one pod
-    wait_for(lambda: _obj(cluster, DEPLOYS, "md-canary")["spec"]["replicas"] == 3, what="3 stable")
+    # One canary pod beside all 4 stable ones (none taken away): 20%, the closest to 10%,
+    # and status says so next to the declared step.
+    assert canary["spec"]["replicas"] == 1
+    status = wait_for(lambda: (s := _status(cluster, "md-canary")).get("canary") and s)
+    assert _obj(cluster, DEPLOYS, "md-canary")["spec"]["replicas"] == 4
     assert _uri(_obj(cluster, DEPLOYS, "md-canary")) == "s3://models/churn/versions/1/"
-    status = _status(cluster, "md-canary")
-    assert status["canary"]["version"] == "2" and status["canary"]["trafficPercent"] == 10
+    assert status["canary"]["version"] == "2" and status["canary"]["stepPercent"] == 10
+    assert status["canary"]["trafficPercent"] == 20
     assert status["canary"]["step"] == 0 and status["modelVersion"] == "1"
     progressing = _cond(cluster, "md-canary", "Progressing")
     assert progressing["reason"] == "Canary" and "readiness only" in progressing["message"]
@@ -300,8 +305,10 @@ def test_champion_change_steps_a_canary_then_promotes(
     _canary_pod(cluster, "md-canary", "2", port)
     _roll_out(cluster, "md-canary-canary")
     wait_for(lambda: _status(cluster, "md-canary")["canary"]["trafficPercent"] == 50, what="50%")
-    assert _obj(cluster, DEPLOYS, "md-canary-canary")["spec"]["replicas"] == 2
-    wait_for(lambda: _obj(cluster, DEPLOYS, "md-canary")["spec"]["replicas"] == 2, what="2 stable")
+    # 50%: the canary is scaled up to 4 beside the 4 stable pods, not 2 and 2.
+    assert _obj(cluster, DEPLOYS, "md-canary-canary")["spec"]["replicas"] == 4
+    assert _obj(cluster, DEPLOYS, "md-canary")["spec"]["replicas"] == 4
+    assert _status(cluster, "md-canary")["canary"]["stepPercent"] == 50
     assert "within maxErrorRate" in _cond(cluster, "md-canary", "Progressing")["message"]
     step_events = events(cluster, "md-canary", "CanaryStep")
     assert any("0.50%" in e["message"] for e in step_events)
@@ -326,6 +333,33 @@ def test_champion_change_steps_a_canary_then_promotes(
     assert "canary" not in status and (status["replicas"], status["readyReplicas"]) == (4, 4)
     assert _cond(cluster, "md-canary", "Progressing")["reason"] == "Complete"
     assert len(events(cluster, "md-canary", "Promoted")) == 1
+
+
+def test_canary_beside_an_hpa_is_sized_against_the_hpas_count(
+    cluster: Cluster, operator: Operator
+) -> None:
+    """The stable Deployment's count is the HPA's: the canary is sized beside it and status
+    reports the share those pods give (the example: 2..10 pods, a 25% first step)."""
+    doc = example("churn-deployment.yaml", name="md-hpa")
+    doc["spec"]["model"] = {"uri": "s3://models/churn/versions/1/"}
+    doc["spec"]["storageSecretRef"] = {"name": "s3-credentials"}
+    cluster.create(doc)
+    wait_for(lambda: cluster.get(DEPLOYS, "ml", "md-hpa"), what="Deployment")
+    _roll_out(cluster, "md-hpa")
+    wait_for(lambda: _status(cluster, "md-hpa").get("modelVersion") == "1", what="serving v1")
+
+    canary = _new_uri(cluster, "md-hpa", 2)
+    status = wait_for(lambda: (s := _status(cluster, "md-hpa")).get("canary") and s)
+    # One canary pod beside the HPA's 2: a third of the pods, so a third of the requests.
+    assert canary["spec"]["replicas"] == 1
+    assert status["canary"]["trafficPercent"] == 33 and status["canary"]["stepPercent"] == 25
+    assert _obj(cluster, DEPLOYS, "md-hpa")["spec"]["replicas"] == 2
+
+    # The HPA scales the stable Deployment to 6: the canary follows, 2 beside 6 is 25%.
+    cluster.patch(DEPLOYS, "ml", "md-hpa", {"spec": {"replicas": 6}})
+    wait_for(lambda: _obj(cluster, DEPLOYS, "md-hpa-canary")["spec"]["replicas"] == 2, what="2")
+    wait_for(lambda: _status(cluster, "md-hpa")["canary"]["trafficPercent"] == 25, what="25%")
+    assert _obj(cluster, DEPLOYS, "md-hpa")["spec"]["replicas"] == 6  # the HPA's to set
 
 
 def test_min_requests_holds_a_step_while_the_canary_metrics_cannot_be_read(
@@ -450,7 +484,7 @@ def test_pinned_version_rolls_in_place(cluster: Cluster, operator: Operator) -> 
 
     # A pinned version of a pipeline: the version folder under the pipeline's artifacts.
     _pipeline(cluster, "p-pinned", champion=None)  # a pinned version needs no champion
-    doc = _md("md-pin-tp", "p-pinned", replicas=1)
+    doc = _md("md-pin-tp", "p-pinned", replicas=2)
     doc["spec"]["model"]["version"] = "7"
     cluster.create(doc)
     dep = wait_for(lambda: cluster.get(DEPLOYS, "ml", "md-pin-tp"), what="pinned v7")
@@ -516,7 +550,7 @@ def test_restart_mid_canary_resumes_at_the_recorded_step(
     time.sleep(2)  # resume + several resyncs; the 50% canary is not ready yet, so it holds
     after = _status(cluster, "md-restart")["canary"]
     assert after == before and after["trafficPercent"] == 50
-    assert _obj(cluster, DEPLOYS, "md-restart-canary")["spec"]["replicas"] == 2
+    assert _obj(cluster, DEPLOYS, "md-restart-canary")["spec"]["replicas"] == 4
     assert len(events(cluster, "md-restart", "CanaryStarted")) == 1
 
     _roll_out(cluster, "md-restart-canary")  # and it goes on from there

@@ -99,3 +99,27 @@ def test_age_format_matches_kubectl(seconds: int, text: str) -> None:
 def test_unknown_kind_names_the_known_ones() -> None:
     with pytest.raises(KeyError, match="tp"):
         resolve_kind("pipelines")
+
+
+def test_wide_rows_show_the_canarys_real_share_beside_the_declared_step() -> None:
+    # status.canary as the operator writes it for the example's 25% step beside the HPA's
+    # 2 stable pods: one canary pod, a third of the requests.
+    deployment = {
+        "metadata": {
+            "name": "churn",
+            "namespace": "ml",
+            "creationTimestamp": "2026-01-01T11:00:00Z",
+        },
+        "status": {
+            "modelVersion": "1",
+            "readyReplicas": 3,
+            "url": "http://churn.ml.svc:8080",
+            "canary": {"version": "2", "uri": "s3://m/2/", "trafficPercent": 33, "stepPercent": 25},
+        },
+    }
+    kind = resolve_kind("md")
+    header, row = render_table(kind, [deployment], wide=True, now=NOW).splitlines()
+    cells = dict(zip(header.split(), row.split(), strict=True))
+    assert (cells["CANARY"], cells["STEP"]) == ("33", "25")
+    narrow = render_table(kind, [deployment], now=NOW).splitlines()[0].split()
+    assert "CANARY" not in narrow and "STEP" not in narrow  # -o wide only, like kubectl

@@ -8,6 +8,8 @@ from typing import Any
 
 import yaml
 
+from kubeloop.api.canary_split import split_step
+from kubeloop.api.deployment import stable_replica_counts
 from kubeloop.api.parse import parse_resource
 from kubeloop.resources.common import Owner, WorkloadDefaults
 from kubeloop.resources.monitoring import build_monitor_cronjob, reference_uri
@@ -15,7 +17,6 @@ from kubeloop.resources.serving import (
     build_hpa,
     build_server_deployment,
     build_service,
-    canary_replicas,
 )
 from kubeloop.resources.training import (
     build_headless_service,
@@ -106,6 +107,8 @@ def build_all(doc: dict[str, Any]) -> list[dict[str, Any]]:
     if kind == "ModelDeployment":
         spec = model.spec
         uri = "s3://models/churn/versions/3"
+        counts = stable_replica_counts(spec)
+        canary = split_step(counts[0], 10, counts[-1])  # a 10% step beside the fewest stable
         out = [
             build_server_deployment(
                 owner, spec, model_uri=uri, model_version="3", defaults=DEFAULTS
@@ -117,7 +120,7 @@ def build_all(doc: dict[str, Any]) -> list[dict[str, Any]]:
                 model_version="4",
                 defaults=DEFAULTS,
                 track="canary",
-                replicas=canary_replicas(spec.replicas, 10),
+                replicas=canary.canary,
             ),
             build_service(owner),
         ]

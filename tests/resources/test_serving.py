@@ -1,8 +1,7 @@
-"""Serving children: zero-downtime rollout, readiness, canary share, HPA, monitor env."""
+"""Serving children: rollout without downtime, one Service over both tracks, HPA, monitor env."""
 
 from __future__ import annotations
 
-import pytest
 from tests.resources.cases import DEFAULTS, UID
 
 from kubeloop.api.deployment import ModelDeploymentSpec
@@ -13,7 +12,6 @@ from kubeloop.resources.serving import (
     build_hpa,
     build_server_deployment,
     build_service,
-    canary_replicas,
 )
 
 OWNER = Owner("kubeloop.io/v1alpha1", "ModelDeployment", "churn", "ml", UID)
@@ -55,13 +53,6 @@ def test_deployment_rolls_without_downtime_and_service_selects_both_tracks() -> 
         )
     assert dep["spec"]["selector"] != canary["spec"]["selector"]  # each owns only its pods
     assert build_hpa(OWNER, spec) is None
-
-
-@pytest.mark.parametrize(
-    ("total", "percent", "expected"), [(2, 0, 0), (2, 10, 1), (4, 50, 2), (10, 10, 1), (3, 100, 3)]
-)
-def test_canary_replicas(total: int, percent: int, expected: int) -> None:
-    assert canary_replicas(total, percent) == expected
 
 
 def test_hpa_targets_stable_deployment() -> None:

@@ -119,6 +119,23 @@ def _cel_program(rule: str) -> Any:
     return env.program(env.compile(rule), functions={"isSorted": is_sorted})
 
 
+def _cel_message(rule: dict[str, Any], value: Any) -> str:
+    """The rule's messageExpression when it gives a string, else its message (as the API
+    server does)."""
+    from celpy.adapter import json_to_cel
+    from celpy.evaluation import CELEvalError
+
+    message = str(rule.get("message", ""))
+    if "messageExpression" in rule:
+        try:
+            built = _cel_program(rule["messageExpression"]).evaluate({"self": json_to_cel(value)})
+        except CELEvalError:
+            return message
+        if isinstance(built, str) and built:
+            return str(built)
+    return message
+
+
 def _cel_errors(schema: dict[str, Any], value: Any, path: str) -> Iterator[str]:
     from celpy.adapter import json_to_cel
     from celpy.evaluation import CELEvalError
@@ -131,7 +148,8 @@ def _cel_errors(schema: dict[str, Any], value: Any, path: str) -> Iterator[str]:
             passed = False
         if not passed:
             where = path + rule.get("fieldPath", "")
-            yield f"{where}: Invalid value: {rule['message']}" if where else rule["message"]
+            message = _cel_message(rule, value)
+            yield f"{where}: Invalid value: {message}" if where else message
     if isinstance(value, dict) and "properties" in schema:
         for name, sub in schema["properties"].items():
             if name in value:

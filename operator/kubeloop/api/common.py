@@ -51,6 +51,8 @@ class CelRule:
     `cel` goes into the CRD as an `x-kubernetes-validations` entry (the API server refuses the
     object at admission); `check` is the same rule in Python (pydantic refuses it in the operator
     and in `kubeloop validate`). Tests evaluate both on every example and invalid sample.
+    A message that must name a part of the value (e.g. a list index) is built by
+    `message_expression` (CEL) and `explain` (Python); `message` stays the summary.
     """
 
     cel: str
@@ -58,13 +60,21 @@ class CelRule:
     message: str
     field_path: str
     reason: str = "FieldValueInvalid"
+    message_expression: str = ""
+    explain: Callable[[Any], str] | None = None
 
     def to_schema(self) -> dict[str, str]:
         """The rule as a CRD `x-kubernetes-validations` item."""
         item = {"rule": self.cel, "message": self.message, "reason": self.reason}
+        if self.message_expression:
+            item["messageExpression"] = self.message_expression
         if self.field_path:  # none for rules on metadata (not part of the CRD's schema)
             item["fieldPath"] = self.field_path
         return item
+
+    def failure(self, value: Any) -> str:
+        """The message for a value this rule refuses."""
+        return self.explain(value) if self.explain is not None else self.message
 
 
 def _add_cel_rules(schema: dict[str, Any], cls: type) -> None:
@@ -89,7 +99,7 @@ class KubeModel(BaseModel):
     def _check_cel_rules(self) -> Self:
         for rule in self.cel_rules:
             if not rule.check(self):
-                raise ValueError(rule.message)
+                raise ValueError(rule.failure(self))
         return self
 
     def to_wire(self) -> dict[str, Any]:

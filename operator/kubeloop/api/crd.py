@@ -123,7 +123,15 @@ KINDS: tuple[CrdKind, ...] = (
                 "name": "Canary",
                 "type": "integer",
                 "jsonPath": ".status.canary.trafficPercent",
-                "description": "Traffic percent on the version being rolled out.",
+                "description": "Percent of traffic the version being rolled out really gets: "
+                "its share of the serving pods.",
+                "priority": 1,
+            },
+            {
+                "name": "Step",
+                "type": "integer",
+                "jsonPath": ".status.canary.stepPercent",
+                "description": "The canary step declared in spec.rollout.canary.steps, percent.",
                 "priority": 1,
             },
             {

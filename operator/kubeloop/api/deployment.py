@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
+from kubeloop.api.canary_split import (
+    TOLERANCE,
+    StepMiss,
+    first_unservable_step,
+    servable_steps_cel,
+    stable_counts,
+    unservable_step_message,
+    unservable_step_message_cel,
+)
 from kubeloop.api.common import (
     NAME_RULE,
     CelRule,
@@ -31,7 +40,11 @@ __all__ = [
     "PayloadLoggingSpec",
     "RolloutSpec",
     "ServerResources",
+    "stable_replica_counts",
 ]
+
+
+MAX_STEPS = 10  # canary steps at most
 
 
 class ModelReference(KubeModel):
@@ -113,12 +126,18 @@ class CanarySpec(KubeModel):
         ),
     )
 
-    steps: list[int] = Field(
+    steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(
         default_factory=lambda: [10, 50, 100],
         min_length=1,
-        max_length=10,
-        json_schema_extra={"items": {"type": "integer", "minimum": 1, "maximum": 100}},
-        description="Percent of traffic on the new version at each step, ascending, last 100.",
+        max_length=MAX_STEPS,
+        description="Percent of traffic on the new version at each step, ascending, last 100 "
+        "(promotion). The canary's share of traffic is its share of serving pods: the stable "
+        "Deployment keeps its replicas (the HPA's count with autoscaling) and the canary gets "
+        "the pod count, at most as many as the stable Deployment may have (maxReplicas with "
+        "autoscaling, else replicas), whose share is closest to the step; status.canary."
+        "trafficPercent reports that share. A step must be servable within "
+        f"{TOLERANCE} points at every replica count the spec allows: e.g. a 10% step needs "
+        "4 or more stable pods, and a step before 100 at most 60%.",
     )
     step_seconds: int = Field(
         default=60, ge=1, le=86400, description="How long each step runs before the next."
@@ -193,8 +212,43 @@ class ServerResources(KubeModel):
     memory: Quantity = Field(default="1Gi", description="Memory request and limit per pod.")
 
 
+def stable_replica_counts(spec: ModelDeploymentSpec) -> range:
+    """Every pod count the stable Deployment may have (spec.replicas, or the HPA's bounds);
+    the largest is also the most pods a canary gets."""
+    auto = spec.autoscaling
+    bounds = (auto.min_replicas, auto.max_replicas) if auto is not None else None
+    return stable_counts(spec.replicas, bounds)
+
+
+def _unservable_step(spec: ModelDeploymentSpec) -> StepMiss | None:
+    canary = spec.rollout.canary
+    if spec.rollout.strategy != "Canary" or canary is None:
+        return None
+    return first_unservable_step(canary.steps, stable_replica_counts(spec))
+
+
+def _unservable_step_message(spec: ModelDeploymentSpec) -> str:
+    miss = _unservable_step(spec)
+    assert miss is not None  # asked only when the rule failed
+    return unservable_step_message(miss, autoscaling=spec.autoscaling is not None)
+
+
 class ModelDeploymentSpec(KubeModel):
     """Desired state of a ModelDeployment."""
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            cel=servable_steps_cel(),
+            check=lambda spec: _unservable_step(spec) is None,
+            message="spec.rollout.canary.steps: every step before 100 must be servable within "
+            f"{TOLERANCE} points as the canary's share of serving pods, with the stable "
+            "Deployment at spec.replicas (at each of autoscaling.minReplicas..maxReplicas) and "
+            "at most as many canary pods as it may have",
+            field_path=".rollout.canary.steps",
+            message_expression=unservable_step_message_cel(MAX_STEPS),
+            explain=_unservable_step_message,
+        ),
+    )
 
     model: ModelReference = Field(description="The model to serve.")
     replicas: int = Field(
@@ -224,7 +278,18 @@ class CanaryStatus(KubeModel):
 
     version: str = Field(description="Version being rolled out.")
     uri: str = Field(description="Its URI.")
-    traffic_percent: int = Field(ge=0, le=100, description="Share of traffic it receives.")
+    traffic_percent: int = Field(
+        ge=0,
+        le=100,
+        description="Share of traffic it receives: its share of the serving pods, "
+        "canary / (canary + stable), rounded; as close to stepPercent as pod counts allow.",
+    )
+    step_percent: int | None = Field(
+        default=None,
+        ge=1,
+        le=100,
+        description="The declared step, spec.rollout.canary.steps[step].",
+    )
     step: int = Field(default=0, ge=0, description="Index of the current step.")
     step_started_at: str | None = Field(
         default=None, json_schema_extra={"format": "date-time"}, description="Step start."

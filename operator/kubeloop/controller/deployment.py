@@ -8,7 +8,10 @@ Deployment itself (annotation `kubeloop.io/model-version`); the canary's step an
 live in `status.canary`, so a restart resumes a rollout where it was, never from step 0.
 
 Canary: `<name>-canary` runs the new version with the same serving labels, so the one Service
-spreads requests over both by ready pods. A step moves on once the canary is rolled out and ready,
+spreads requests over both by ready pods. The stable Deployment keeps its replicas and each step
+sizes the canary for the share closest to it (kubeloop.api.canary_split); `status.canary` reports
+that share as `trafficPercent` beside the declared `stepPercent`. A step moves on once the
+canary is rolled out and ready,
 `stepSeconds` have passed and the analysis allows it (error rate from the canary pods' own
 `/metrics`; see canary_analysis). The last step (100) promotes: the stable Deployment rolls to the
 new version (maxUnavailable 0) and the canary goes once that is complete. A canary whose
@@ -31,8 +34,14 @@ from typing import Any
 
 import kopf
 
+from kubeloop.api.canary_split import CanarySplit, split_step
 from kubeloop.api.common import SecretReference
-from kubeloop.api.deployment import CanarySpec, ModelDeployment, ModelDeploymentSpec
+from kubeloop.api.deployment import (
+    CanarySpec,
+    ModelDeployment,
+    ModelDeploymentSpec,
+    stable_replica_counts,
+)
 from kubeloop.api.parse import SpecError, parse_resource
 from kubeloop.controller.canary_analysis import canary_traffic
 from kubeloop.controller.runtime import runtime
@@ -51,7 +60,6 @@ from kubeloop.resources.serving import (
     build_hpa,
     build_server_deployment,
     build_service,
-    canary_replicas,
     deployment_name,
     service_url,
     serving_selector,
@@ -422,11 +430,7 @@ def _plan(
     canary_dep: dict[str, Any] | None,
 ) -> _Plan:
     """Decide versions and sizes from the observed children and status.canary."""
-    hpa = spec.autoscaling is not None
-    total = spec.replicas
-    if hpa and stable is not None:
-        total = int(stable["spec"].get("replicas") or 1)
-    full: int | None = None if hpa else spec.replicas
+    full: int | None = None if spec.autoscaling is not None else spec.replicas
     if stable is None:
         # First deploy (or the stable Deployment was deleted): serve what status says was
         # serving, else the target; a different target then rolls out as usual.
@@ -481,7 +485,7 @@ def _plan(
         stable_version=stable_version,
         stable_uri=stable_uri,
         canary_dep=canary_dep,
-        total=total,
+        stable_pods=_stable_pods(spec, stable),
     )
 
 
@@ -504,6 +508,7 @@ def _settle(
             "version": _version(canary_dep),
             "uri": _uri(canary_dep),
             "trafficPercent": 100,
+            "stepPercent": 100,
             "step": 0,
         }
         plan.keep_canary = True
@@ -522,6 +527,21 @@ def _settle(
     return plan
 
 
+def _stable_pods(spec: ModelDeploymentSpec, stable: dict[str, Any] | None) -> int:
+    """The stable pods a canary is sized beside: spec.replicas, or with an HPA the count it
+    set (minReplicas until the Deployment exists)."""
+    auto = spec.autoscaling
+    if auto is None:
+        return spec.replicas
+    if stable is None:
+        return auto.min_replicas
+    return int(stable["spec"].get("replicas", auto.min_replicas))
+
+
+def _served(split: CanarySplit) -> str:
+    return f"{split.share}% served by {split.canary} canary beside {split.stable} stable pod(s)"
+
+
 def _canary_step(
     body: dict[str, Any],
     spec: ModelDeploymentSpec,
@@ -532,21 +552,23 @@ def _canary_step(
     stable_version: str,
     stable_uri: str,
     canary_dep: dict[str, Any] | None,
-    total: int,
+    stable_pods: int,
 ) -> _Plan:
     """A canary of the target: start, hold, step, promote at 100, or roll back."""
     hpa = spec.autoscaling is not None
     steps = canary_spec.steps
+    most = stable_replica_counts(spec)[-1]
+
+    def split(index: int) -> CanarySplit | None:
+        """Pods for a step before the last (which promotes instead)."""
+        return split_step(stable_pods, steps[index], most) if steps[index] < 100 else None
+
     state = status.get("canary")
     if not state or state.get("version") != target.version:
-        state = {
-            "version": target.version,
-            "uri": target.uri,
-            "step": 0,
-            "trafficPercent": steps[0],
-            "stepStartedAt": now(),
-        }
-        _event(body, "CanaryStarted", f"version {target.version}: {steps[0]}% of traffic")
+        state = {"version": target.version, "uri": target.uri, "step": 0, "stepStartedAt": now()}
+        first = split(0)
+        served = f" ({_served(first)})" if first else ""
+        _event(body, "CanaryStarted", f"version {target.version}: {steps[0]}% step{served}")
     step = min(int(state.get("step") or 0), len(steps) - 1)
     ours = canary_dep is not None and _version(canary_dep) == target.version
 
@@ -605,7 +627,8 @@ def _canary_step(
         return plan
 
     # Move on once this step's canary is rolled out and ready, long enough, and allowed.
-    wanted = canary_replicas(total, steps[step])
+    current = split(step)
+    wanted = current.canary if current else 0
     ready = ours and _rolled_out(canary_dep) and _count(canary_dep, "readyReplicas") >= wanted
     if (
         ready
@@ -614,31 +637,39 @@ def _canary_step(
         and _elapsed(state.get("stepStartedAt")) >= canary_spec.step_seconds
     ):
         step += 1
-        state = {**state, "step": step, "trafficPercent": steps[step], "stepStartedAt": now()}
+        current = split(step)
+        state = {**state, "step": step, "stepStartedAt": now()}
+        served = f", {_served(current)}" if current else ""
         _event(
             body,
             "CanaryStep",
-            f"version {target.version}: step {step + 1}/{len(steps)}, {steps[step]}% ({verdict})",
+            f"version {target.version}: step {step + 1}/{len(steps)}, {steps[step]}% step"
+            f"{served} ({verdict})",
         )
     percent = steps[step]
+    # What the canary really gets (its share of pods), beside what the spec declared.
+    state = {
+        **state,
+        "stepPercent": percent,
+        "trafficPercent": current.share if current else 100,
+    }
+    # The stable Deployment keeps its replicas (the HPA's with autoscaling): pods are added.
     plan = _Plan(stable_version, stable_uri, None if hpa else spec.replicas, canary=state)
     plan.degraded = (False, "AsExpected", "no failed rollout")
-    if percent >= 100:
+    if current is None:
         # Promote: the stable Deployment takes the new version (zero downtime); _settle
         # removes the canary once the stable pods are all new.
         plan.stable_version, plan.stable_uri = target.version, str(state["uri"])
         plan.keep_canary = True
         plan.progressing = (True, "Promoting", f"version {target.version}: promoting ({verdict})")
         return plan
-    wanted = plan.canary_replicas = canary_replicas(total, percent)
-    if not hpa:
-        plan.stable_replicas = max(total - wanted, 1) if total > 0 else 0
+    plan.canary_replicas = current.canary
     ready_pods = _count(canary_dep, "readyReplicas") if ours else 0
     plan.progressing = (
         True,
         "Canary",
-        f"version {target.version}: step {step + 1}/{len(steps)}, {percent}% of traffic; "
-        f"{ready_pods}/{wanted} canary pod(s) ready; {verdict}",
+        f"version {target.version}: step {step + 1}/{len(steps)}, {percent}% step, "
+        f"{_served(current)}; {ready_pods}/{current.canary} canary pod(s) ready; {verdict}",
     )
     return plan
 

@@ -2,12 +2,11 @@
 
 A canary is a second Deployment (`<name>-canary`) whose pods carry the same serving labels, so
 the one Service spreads requests over stable and canary pods: the canary's traffic share is its
-share of ready pods, which the controller sets from the rollout step.
+share of ready pods. The controller sizes the canary for each step (kubeloop.api.canary_split).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
 from kubeloop.api.deployment import ModelDeploymentSpec
@@ -31,7 +30,6 @@ __all__ = [
     "build_hpa",
     "build_server_deployment",
     "build_service",
-    "canary_replicas",
     "deployment_name",
     "service_url",
     "serving_selector",
@@ -58,13 +56,6 @@ def serving_selector(owner: Owner) -> dict[str, str]:
 def service_url(owner: Owner) -> str:
     """The in-cluster base URL of the V2 endpoint."""
     return f"http://{owner.name}.{owner.namespace}.svc:{PORT}"
-
-
-def canary_replicas(total: int, percent: int) -> int:
-    """Canary pods for a traffic share: at least one while the share is above 0."""
-    if percent <= 0:
-        return 0
-    return max(1, min(total, math.ceil(total * percent / 100)))
 
 
 def build_server_deployment(
