@@ -105,3 +105,23 @@ def test_an_unservable_canary_step_is_named_by_both_layers(
         parse_resource(doc)
     (message,) = caught.value.messages
     assert message.startswith(field) and says in message, message
+
+
+@pytest.mark.parametrize("replicas", [1, 2, 3])
+def test_canary_with_default_steps_is_admitted_at_the_default_replicas(replicas: int) -> None:
+    # A canary with the default steps must not be refused at the default replicas: they are servable by any
+    # replica count (the canary matches the stable side at 50%).
+    doc = {
+        "apiVersion": "kubeloop.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "churn", "namespace": "ml"},
+        "spec": {
+            "model": {"pipelineRef": {"name": "churn"}},
+            "replicas": replicas,
+            "rollout": {"strategy": "Canary", "canary": {}},
+        },
+    }
+    result = admit(doc)
+    assert result.allowed, result.errors
+    assert result.obj["spec"]["rollout"]["canary"]["steps"] == [50, 100]
+    parse_resource(result.obj)

@@ -127,7 +127,10 @@ class CanarySpec(KubeModel):
     )
 
     steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(
-        default_factory=lambda: [10, 50, 100],
+        # [50, 100]: servable at every replica count (the canary matches the stable side), so
+        # a canary with the default steps is admitted at the default single replica; [10, ...] needs
+        # 4 or more stable pods.
+        default_factory=lambda: [50, 100],
         min_length=1,
         max_length=MAX_STEPS,
         description="Percent of traffic on the new version at each step, ascending, last 100 "
