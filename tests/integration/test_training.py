@@ -41,8 +41,12 @@ def test_create_runs_job_then_gate_and_champion(cluster: Cluster, operator: Oper
     assert env["KUBELOOP_RUN_ID"]["value"] == "1" and env["KUBELOOP_PIPELINE"]["value"] == "tp1"
     assert job["metadata"]["ownerReferences"][0]["name"] == "tp1"
     assert job["metadata"]["annotations"]["kubeloop.io/trigger"] == "Create"
-    status = wait_for(lambda: _status(cluster, "tp1").get("currentRun") and _status(cluster, "tp1"))
-    assert status["phase"] == "Running" and status["lastRunId"] == 1
+    # The run is allocated in status (currentRun) before its Job exists; the summary (phase)
+    # comes with the write after.
+    status = wait_for(
+        lambda: (s := _status(cluster, "tp1")).get("phase") == "Running" and s, what="Running"
+    )
+    assert status["currentRun"]["id"] == "1" and status["lastRunId"] == 1
     assert cluster.get("rbac.authorization.k8s.io/v1/roles", "ml", "kubeloop-trainer-tp1")
 
     cluster.finish_job("ml", "tp1-run-1", _result("1", 0.91))
