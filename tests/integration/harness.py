@@ -132,6 +132,39 @@ class Cluster:
             "status",
         )
 
+    def block_job(
+        self,
+        ns: str,
+        job: str,
+        reason: str = "CreateContainerConfigError",
+        message: str = 'secret "s3-credentials" not found',
+    ) -> str:
+        """Play the Job controller and kubelet: the Job's pod (labels from its template) waits,
+        as on a Secret that does not exist; returns the pod's name."""
+        found = self.get(JOBS, ns, job)
+        assert found is not None, f"Job {job} does not exist"
+        template = found["spec"]["template"]
+        labels = {**template["metadata"]["labels"], "job-name": job}
+        labels["batch.kubernetes.io/job-name"] = job
+        container = template["spec"]["containers"][0]
+        name = f"{job}-x7k2p"
+        waiting = {"waiting": {"reason": reason, "message": message}}
+        self.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name, "namespace": ns, "labels": labels},
+                "spec": {"containers": [{"name": container["name"], "image": container["image"]}]},
+                "status": {
+                    "phase": "Pending",
+                    "containerStatuses": [
+                        {"name": container["name"], "ready": False, "state": waiting}
+                    ],
+                },
+            }
+        )
+        return name
+
     def spawn_job(self, ns: str, cronjob: str, minute: int) -> str:
         """Play the CronJob controller: a Job from the jobTemplate, named `<cronjob>-<minute>`."""
         cron = self.get(CRONJOBS, ns, cronjob)

@@ -497,6 +497,16 @@ def test_waits_for_a_model_without_children(cluster: Cluster, operator: Operator
     ready = wait_for(lambda: _cond(cluster, "md-orphan", "Ready"), what="Ready")
     assert ready["status"] == "False" and ready["reason"] == "PipelineNotFound"
     assert "spec.model.pipelineRef" in ready["message"]
+    # A missing reference is a Warning, as a DriftMonitor's missing deployment is.
+    wait_for(
+        lambda: [
+            e
+            for e in cluster.list("v1/events", "ml")
+            if e["involvedObject"]["name"] == "md-orphan"
+            and (e["reason"], e["type"]) == ("PipelineNotFound", "Warning")
+        ],
+        what="a Warning PipelineNotFound Event",
+    )
 
     _pipeline(cluster, "p-wait", champion=None)
     cluster.create(_md("md-wait", "p-wait"))

@@ -192,6 +192,7 @@ def test_verdicts_status_and_one_retrain_per_episode(cluster: Cluster, operator:
     time.sleep(1.5)
     assert _pipeline_jobs(cluster, "dm2") == ["dm2-run-1", "dm2-run-2"]
     assert _status(cluster, DM, "dm2")["verdict"] == "NoData"
+    assert "drifted" not in _status(cluster, DM, "dm2")  # no data: unknown, neither way
     assert _cond(_status(cluster, DM, "dm2"), "DriftDetected")["status"] == "True"
 
     # NoDrift ends the episode; the next Drift is a new episode and retrains once more.
@@ -233,8 +234,11 @@ def test_missing_deployment_then_created(cluster: Cluster, operator: Operator) -
     ready = _cond(status, "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "DeploymentNotFound")
     assert "spec.deploymentRef.name" in ready["message"]
+    stalled = _cond(status, "Stalled")  # only a person can fix it: Argo CD shows Degraded
+    assert (stalled["status"], stalled["reason"]) == ("True", "DeploymentNotFound")
+    assert stalled["message"] == ready["message"]
     assert cluster.get(CRONJOBS, "ml", "dm4") is None
-    assert events(cluster, "dm4", "DeploymentNotFound")
+    assert events(cluster, "dm4", "DeploymentNotFound")[0]["type"] == "Warning"
 
     md = example("pinned-version-deployment.yaml", name="nowhere")
     md["spec"].setdefault("payloadLogging", {"enabled": False})["enabled"] = False
@@ -249,6 +253,8 @@ def test_missing_deployment_then_created(cluster: Cluster, operator: Operator) -
         what="PayloadLoggingDisabled",
     )
     assert "spec.payloadLogging.enabled" in _cond(status, "Ready")["message"]
+    stalled = _cond(status, "Stalled")
+    assert (stalled["status"], stalled["reason"]) == ("True", "PayloadLoggingDisabled")
     cluster.patch(
         MD,
         "ml",
@@ -260,6 +266,7 @@ def test_missing_deployment_then_created(cluster: Cluster, operator: Operator) -
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["KUBELOOP_PAYLOAD_LOG_URI"] == "s3://logs/pinned/"
     wait_for(lambda: _cond(_status(cluster, DM, "dm4"), "Ready").get("status") == "True")
+    assert _cond(_status(cluster, DM, "dm4"), "Stalled")["status"] == "False"
 
 
 def test_invalid_spec_is_reported(cluster: Cluster, operator: Operator) -> None:

@@ -41,8 +41,12 @@ def test_create_runs_job_then_gate_and_champion(cluster: Cluster, operator: Oper
     assert env["KUBELOOP_RUN_ID"]["value"] == "1" and env["KUBELOOP_PIPELINE"]["value"] == "tp1"
     assert job["metadata"]["ownerReferences"][0]["name"] == "tp1"
     assert job["metadata"]["annotations"]["kubeloop.io/trigger"] == "Create"
-    status = wait_for(lambda: _status(cluster, "tp1").get("currentRun") and _status(cluster, "tp1"))
-    assert status["phase"] == "Running" and status["lastRunId"] == 1
+    # The run is allocated in status (currentRun) before its Job exists; the summary (phase)
+    # comes with the write after.
+    status = wait_for(
+        lambda: (s := _status(cluster, "tp1")).get("phase") == "Running" and s, what="Running"
+    )
+    assert status["currentRun"]["id"] == "1" and status["lastRunId"] == 1
     assert cluster.get("rbac.authorization.k8s.io/v1/roles", "ml", "kubeloop-trainer-tp1")
 
     cluster.finish_job("ml", "tp1-run-1", _result("1", 0.91))
@@ -225,3 +229,58 @@ def test_distributed_gpu_run_under_kueue(cluster: Cluster, operator: Operator) -
     selector = job["spec"]["template"]["spec"]["nodeSelector"]
     assert selector["cloud.example.com/flavor"] == "h100"  # Kueue's addition stays
     assert _jobs(cluster, "tp-ddp") == ["tp-ddp-run-1"]
+
+
+def _cond(cluster: Cluster, name: str, type_: str) -> dict[str, Any]:
+    return {c["type"]: c for c in _status(cluster, name).get("conditions") or []}.get(type_, {})
+
+
+def test_first_run_rejected_by_the_gate_is_not_promoted(
+    cluster: Cluster, operator: Operator
+) -> None:
+    """No champion after finished runs says why (Argo CD health: Degraded), not 'waiting'."""
+    cluster.create(example("churn-pipeline.yaml", name="tp-rejected"))
+    wait_for(lambda: cluster.get(JOBS, "ml", "tp-rejected-run-1"), what="run 1")
+    cluster.finish_job("ml", "tp-rejected-run-1", _result("1", 0.62))
+    ready = wait_for(
+        lambda: (c := _cond(cluster, "tp-rejected", "Ready")).get("reason") == "NotPromoted" and c,
+        what="Ready reason NotPromoted",
+    )
+    assert ready["status"] == "False"
+    assert ready["message"] == (
+        "no champion: run 1 was not promoted: roc_auc 0.62 is below the minimum 0.75"
+    )
+    assert "champion" not in _status(cluster, "tp-rejected")
+
+
+def test_run_blocked_on_a_missing_secret_stalls_until_its_pod_starts(
+    cluster: Cluster, operator: Operator
+) -> None:
+    cluster.create(example("churn-pipeline.yaml", name="tp-blocked"))
+    wait_for(lambda: cluster.get(JOBS, "ml", "tp-blocked-run-1"), what="run 1")
+    pod = cluster.block_job("ml", "tp-blocked-run-1")
+    stalled = wait_for(
+        lambda: (c := _cond(cluster, "tp-blocked", "Stalled")).get("status") == "True" and c,
+        what="Stalled=True",
+    )
+    assert stalled["reason"] == "RunBlocked"
+    assert stalled["message"] == (
+        f'run 1: pod {pod} cannot start: CreateContainerConfigError: secret "s3-credentials" '
+        "not found"
+    )
+    assert events(cluster, "tp-blocked", "RunBlocked")[0]["type"] == "Warning"
+    assert _cond(cluster, "tp-blocked", "Running")["status"] == "True"  # the Job still waits
+
+    # The Secret appears, the kubelet starts the container: the run is no longer blocked.
+    running = {"name": "trainer", "ready": True, "state": {"running": {}}}
+    cluster.patch(
+        "v1/pods",
+        "ml",
+        pod,
+        {"status": {"phase": "Running", "containerStatuses": [running]}},
+        "status",
+    )
+    wait_for(
+        lambda: _cond(cluster, "tp-blocked", "Stalled").get("reason") == "SpecValid",
+        what="Stalled=False once the pod runs",
+    )

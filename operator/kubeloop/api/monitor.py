@@ -128,12 +128,15 @@ class DriftMonitorStatus(KubeModel):
     conditions: list[Condition] = Field(
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
-        description="Ready, DriftDetected.",
+        description="Ready, Stalled, DriftDetected.",
     )
     verdict: Literal["Drift", "NoDrift", "NoData", "Failed"] | None = Field(
         default=None, description="Result of the last check."
     )
-    drifted: bool | None = Field(default=None, description="Whether the last check found drift.")
+    drifted: bool | None = Field(
+        default=None,
+        description="Whether the last check found drift; absent after NoData (unknown).",
+    )
     drift_share: float | None = Field(default=None, description="Share of features drifted.")
     rows: int | None = Field(default=None, ge=0, description="Rows in the last window.")
     model_version: str | None = Field(default=None, description="Version the check compared.")

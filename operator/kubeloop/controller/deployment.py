@@ -409,7 +409,10 @@ def _waiting(
     """No model to serve: wait without children, or keep serving what already runs."""
     conditions = status["conditions"]
     if stable is None:
-        _set(body, conditions, "Ready", (False, waiting.reason, waiting.message))
+        # A missing pipeline warns (as a DriftMonitor's missing deployment does); waiting for
+        # a first champion is normal.
+        warn = False if waiting.reason == "PipelineNotFound" else None
+        _set(body, conditions, "Ready", (False, waiting.reason, waiting.message), warn_when=warn)
         _set(body, conditions, "Progressing", (False, waiting.reason, waiting.message))
     else:
         message = f"keeps serving version {_version(stable)}: {waiting.message}"

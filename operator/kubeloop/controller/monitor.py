@@ -57,12 +57,17 @@ _VERDICTS = ("Drift", "NoDrift", "NoData")
 
 
 class NotReadyError(Exception):
-    """The monitor cannot be scheduled yet; reason (CamelCase) and a message that says why."""
+    """The monitor cannot be scheduled yet; reason (CamelCase) and a message that says why.
 
-    def __init__(self, reason: str, message: str) -> None:
+    `stalled`: only a person can fix it (a missing or misconfigured reference), as opposed to
+    waiting for the pipeline to produce a model.
+    """
+
+    def __init__(self, reason: str, message: str, *, stalled: bool = True) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
+        self.stalled = stalled
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,7 @@ def _resolve(namespace: str, spec: DriftMonitorSpec) -> Target:
         raise NotReadyError(
             "WaitingForModel",
             f"ModelDeployment {ref!r} serves no model version yet (its pipeline has no champion)",
+            stalled=False,
         )
     secret = md.spec.storage_secret_ref
     if secret is None and pipeline is not None:
@@ -266,7 +272,7 @@ def _record(
     rows = result.get("rows")
     status.update(
         verdict=verdict,
-        drifted=verdict == "Drift",
+        drifted={"Drift": True, "NoDrift": False}.get(verdict),  # NoData: unknown
         driftShare=float(share) if isinstance(share, int | float) else None,
         rows=int(rows) if isinstance(rows, int) and rows >= 0 else None,
         modelVersion=str(result.get("modelVersion") or (target.model_version if target else "")),
@@ -309,6 +315,7 @@ def _reconcile(namespace: str, name: str) -> None:
     owner = Owner.of(body)
 
     target: Target | None = None
+    stalled: NotReadyError | None = None
     try:
         target = _resolve(namespace, spec)
         action = _ensure_cronjob(owner, spec, target)
@@ -323,6 +330,7 @@ def _reconcile(namespace: str, name: str) -> None:
             post_event(body, f"CronJob{action.capitalize()}", message)
     except NotReadyError as not_ready:
         ready, reason, message = False, not_ready.reason, not_ready.message
+        stalled = not_ready if not_ready.stalled else None
 
     jobs = api.list("Job", namespace, {MONITOR_LABEL: name})
     newest = _newest_finished(jobs)
@@ -336,7 +344,10 @@ def _reconcile(namespace: str, name: str) -> None:
         message = f"the last check ({status.get('lastJob')}) produced no verdict; see its pod"
     if set_condition(conditions, "Ready", ready, reason, message, generation) and not ready:
         post_event(body, reason, message, warning=reason not in ("Suspended", "WaitingForModel"))
-    set_condition(conditions, "Stalled", False, "SpecValid", "the spec is valid", generation)
+    if stalled is not None:
+        set_condition(conditions, "Stalled", True, stalled.reason, stalled.message, generation)
+    else:
+        set_condition(conditions, "Stalled", False, "SpecValid", "the spec is valid", generation)
     if verdict in ("Drift", "NoDrift"):  # NoData says nothing about drift: keep the condition
         drifted = verdict == "Drift"
         share = status.get("driftShare")

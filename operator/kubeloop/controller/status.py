@@ -21,6 +21,7 @@ __all__ = [
     "invalid_spec",
     "job_outcome",
     "now",
+    "pod_blocked",
     "pod_result",
     "post_event",
     "set_condition",
@@ -114,6 +115,40 @@ def pod_result(pods: list[dict[str, Any]], kind: str) -> dict[str, Any] | None:
                 continue  # FallbackToLogsOnError: the log tail, not a result
             if isinstance(result, dict) and result.get("kind") == kind:
                 return result
+    return None
+
+
+# Container waiting reasons that waiting does not cure: a missing Secret/ConfigMap (or key), a
+# container the runtime refuses, an image that cannot be pulled. ContainerCreating and
+# PodInitializing are on their way; a pod that cannot be scheduled may get a node later.
+_BLOCKED_REASONS = frozenset(
+    {
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "ErrImageNeverPull",
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+    }
+)
+
+
+def pod_blocked(pods: list[dict[str, Any]]) -> str | None:
+    """Why a Job's pod cannot start, as the kubelet says it (first pod by name), else None.
+
+    A Job whose pod waits on a missing Secret never finishes: without this, its run would
+    show as in progress forever.
+    """
+    for pod in sorted(pods, key=lambda p: str(p.get("metadata", {}).get("name", ""))):
+        status = pod.get("status") or {}
+        containers = [*(status.get("initContainerStatuses") or [])]
+        containers += status.get("containerStatuses") or []
+        for container in containers:
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            reason = waiting.get("reason")
+            if reason in _BLOCKED_REASONS:
+                why = f": {waiting['message']}" if waiting.get("message") else ""
+                return f"pod {pod['metadata']['name']} cannot start: {reason}{why}"
     return None
 
 

@@ -28,6 +28,7 @@ from kubeloop.controller.status import (
     job_outcome,
     measured,
     now,
+    pod_blocked,
     pod_result,
     post_event,
     set_condition,
@@ -194,6 +195,13 @@ def _ensure_children(owner: Owner, spec: TrainingPipelineSpec, run: dict[str, An
     api.create(job)
 
 
+def _run_blocked(namespace: str, run: dict[str, Any] | None) -> str | None:
+    """Why the run in progress cannot start (its Job's pod waits on a missing Secret...)."""
+    if not run or "job" not in run:
+        return None
+    return pod_blocked(runtime.api.list("Pod", namespace, {"job-name": run["job"]}))
+
+
 def reconcile(namespace: str, name: str, *, full: bool = False) -> None:
     """Bring one pipeline's runs and status up to date with its Jobs and triggers.
 
@@ -321,7 +329,13 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
         run_msg,
         generation,
     )
-    set_condition(conditions, "Stalled", False, "SpecValid", "the spec is valid", generation)
+    blocked = _run_blocked(namespace, status.get("currentRun"))
+    if blocked:
+        blocked = f"run {status['currentRun']['id']}: {blocked}"
+        if set_condition(conditions, "Stalled", True, "RunBlocked", blocked, generation):
+            post_event(body, "RunBlocked", blocked, warning=True)
+    else:
+        set_condition(conditions, "Stalled", False, "SpecValid", "the spec is valid", generation)
     if last is not None:
         ok = last["result"] != "Failed"
         set_condition(
@@ -340,6 +354,10 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
         )
     elif spec.suspend:
         ready, reason, msg = False, "Suspended", "spec.suspend is true: no run starts"
+    elif last is not None:
+        outcome = "failed" if last["result"] == "Failed" else "was not promoted"
+        ready, reason = False, "NotPromoted"
+        msg = f"no champion: run {last['id']} {outcome}: {last.get('message', '')}"
     else:
         ready, reason, msg = False, "NoChampion", "no run has been promoted yet"
     if set_condition(conditions, "Ready", ready, reason, msg, generation):
@@ -383,3 +401,29 @@ def on_job_event(
     # Job we just created and its progress updates would only cost a reconcile each.
     if type == "DELETED" or job_outcome(body):
         reconcile(namespace or "", labels[PIPELINE_LABEL])
+
+
+# Whether each run pod was blocked when last seen: a pod's other updates need no reconcile.
+_BLOCKED: dict[tuple[str, str], bool] = {}
+
+
+@kopf.on.event("v1", "pods", labels={PIPELINE_LABEL: kopf.PRESENT})
+def on_pod_event(
+    *,
+    type: str,
+    namespace: str | None,
+    name: str,
+    labels: Mapping[str, str],
+    body: kopf.Body,
+    **_: Any,
+) -> None:
+    # A pod that cannot start (missing Secret, bad image) never finishes its Job, so no Job
+    # event would tell: the pod's own events surface it (and its recovery) at once.
+    key = (namespace or "", name)
+    blocked = type != "DELETED" and pod_blocked([dict(body)]) is not None
+    if _BLOCKED.get(key, False) != blocked:
+        reconcile(namespace or "", labels[PIPELINE_LABEL])
+    if type == "DELETED":
+        _BLOCKED.pop(key, None)
+    else:
+        _BLOCKED[key] = blocked

@@ -1,5 +1,6 @@
--- Argo CD health of a kubeloop.io TrainingPipeline, from status.conditions and
--- status.observedGeneration (argocd-cm: resource.customizations.health.kubeloop.io_TrainingPipeline).
+-- Argo CD health of a kubeloop.io TrainingPipeline, from status.conditions (Stalled, Ready,
+-- Running), status.observedGeneration and spec.suspend
+-- (argocd-cm: resource.customizations.health.kubeloop.io_TrainingPipeline).
 local hs = {status = "Progressing", message = "Waiting for the operator"}
 
 local function condition(t)
@@ -57,9 +58,10 @@ if running ~= nil and running.status == "True" then
   return hs
 end
 
-if obj.status.phase == "Failed" and (ready == nil or ready.status ~= "True") then
+-- Runs finished (failed, or rejected by the promotion gate) and none became the champion.
+if ready ~= nil and ready.status == "False" and ready.reason == "NotPromoted" then
   hs.status = "Degraded"
-  hs.message = says(ready, "The last training run failed and no champion serves")
+  hs.message = says(ready, "No run has become the champion")
   return hs
 end
 
