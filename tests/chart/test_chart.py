@@ -389,6 +389,8 @@ def test_service_monitors(helm: str) -> None:
     operator = monitors["kubeloop"]
     assert operator["jobLabel"] == "kubeloop.io/scrape-job"
     assert operator["endpoints"][0]["port"] == "metrics"
+    # The `namespace` of kubeloop_training_runs_total is the pipeline's, not the operator's.
+    assert operator["endpoints"][0]["honorLabels"] is True
     (service,) = _by_kind(objs, "Service")
     assert service["metadata"]["labels"]["kubeloop.io/scrape-job"] == "kubeloop-operator"
     assert operator["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
@@ -429,6 +431,7 @@ def test_network_policies_allow_only_what_is_needed(helm: str) -> None:
 
 METRICS_ON_DASHBOARD = [
     "kubeloop_training_runs_total",
+    "kubeloop_training_metric",
     "kubeloop_reconcile_duration_seconds",
     "kubeloop_inference_requests_total",
     "kubeloop_inference_request_duration_seconds",
@@ -447,7 +450,7 @@ def test_grafana_dashboard_configmap(helm: str) -> None:
     exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p.get("targets", []))
     for metric in METRICS_ON_DASHBOARD:
         assert metric in exprs, metric
-    for by in ("by (model, version)", "by (pipeline, result)"):
+    for by in ("by (model, version)", "by (namespace, pipeline, result)"):
         assert by in exprs
     assert "{{feature}}" in json.dumps(dashboard)
 
