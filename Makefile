@@ -7,7 +7,7 @@ export PATH := $(TOOLS)/bin:$(PATH)
 PYTEST_ARGS ?= --durations=25
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps tools test reliability lint crds check-crds demo bench bench-venvs venv-evidently e2e clean
+.PHONY: help install system-deps tools test reliability lint crds check-crds demo bench bench-venvs venv-evidently image-venvs e2e clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -36,7 +36,7 @@ lint: ## ruff, mypy --strict and the import-layer contracts
 	$(PYTHON) -m mypy
 	lint-imports
 
-test: install system-deps tools venv-evidently ## install what the tests need (Evidently venv included: PSI is checked against it), then run them
+test: install system-deps tools venv-evidently image-venvs ## install what the tests need (Evidently venv included: PSI is checked against it), then run them
 	$(PYTHON) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure" >&2; fi; \
 	exit $$rc
@@ -50,6 +50,11 @@ demo: install ## the whole loop on this machine: train, serve, drift, retrain, r
 venv-evidently: ## Evidently 0.7 in its own venv (pandas<3): the drift bench and the PSI agreement test
 	test -x .venv-bench-evidently/bin/python || ($(PYTHON) -m venv .venv-bench-evidently && \
 	  .venv-bench-evidently/bin/pip install --quiet 'evidently==0.7.*' 'pandas<3')
+
+image-venvs: ## each image's Python environment as its Dockerfile installs it, in .venv-image-<name> (rebuilt when a Dockerfile or pyproject.toml changes)
+	@# tests/images runs what the operator runs in each image inside them: the dev environment
+	@# has every extra, so a package an image lacks shows only there.
+	$(PYTHON) -m tests.images.imageenv
 
 bench-venvs: venv-evidently ## separate venvs: benchmark peers (Evidently 0.7; MLServer 1.7) and the monitor image's packages
 	@# The drift bench runs `kubeloop monitor` with exactly what images/monitor installs (.[monitor]),

@@ -126,6 +126,37 @@ BAD_VALUES = {
     "removed key": (["--set", "storage.endpoint=http://s3:9000"], "storage"),
     "typo in a section": (["--set", "networkPolicy.enable=true"], "enable"),
     "monitor image empty": (["--set", "workloadImages.monitor="], "/workloadImages/monitor"),
+    "pull secret not a name": (
+        ["--set", "workloadPods.imagePullSecrets={Reg_Cred}"],
+        "/workloadPods/imagePullSecrets/0",
+    ),
+    # Without a name the chart would bind the operator's permissions to `default`.
+    "existing account unnamed": (["--set", "serviceAccount.create=false"], "/serviceAccount/name"),
+    # Every flag of `kubeloop operator` is set from a value; any other one stops it.
+    "unknown operator flag": (["--set", "operator.extraArgs={--verbose}"], "/operator/extraArgs"),
+    "peering flag": (["--set", "operator.extraArgs={--peering=kubeloop}"], "/operator/extraArgs"),
+    "second liveness flag": (
+        ["--set", "operator.extraArgs={--liveness=http://0.0.0.0:1/healthz}"],
+        "/operator/extraArgs",
+    ),
+}
+# Rules across two values, which JSON Schema cannot state: the chart refuses them as it renders.
+BAD_VALUE_PAIRS = {
+    "probe port is the metrics port": (
+        ["--set", "operator.probePort=9090"],
+        "operator.probePort and operator.metricsPort are both 9090",
+    ),
+    "metrics port is the probe port": (
+        ["--set", "operator.metricsPort=8080"],
+        "operator.probePort and operator.metricsPort are both 8080",
+    ),
+}
+# The nearest good values of the cases above still render.
+GOOD_VALUES = {
+    "existing account, named": ["--set", "serviceAccount.create=false,serviceAccount.name=ops"],
+    "ports moved apart": ["--set", "operator.probePort=9091,operator.metricsPort=9092"],
+    "no extra args": ["--set", "operator.extraArgs=null"],
+    "workload pull secrets": ["--set", "workloadPods.imagePullSecrets={regcred,ml.registry}"],
 }
 
 
@@ -137,6 +168,49 @@ def test_bad_values_are_refused_by_the_schema(helm: str, case: str) -> None:
     message = str(exc.value)
     assert "values don't meet the specifications of the schema" in message
     assert where in message, message
+
+
+def _lint(helm: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [helm, "lint", "--strict", str(CHART), *args], capture_output=True, text=True, check=False
+    )
+
+
+@pytest.mark.parametrize("case", list(BAD_VALUES))
+def test_bad_values_fail_helm_lint(helm: str, case: str) -> None:
+    args, where = BAD_VALUES[case]
+    proc = _lint(helm, *args)
+    assert proc.returncode != 0, proc.stdout
+    assert where in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("case", list(BAD_VALUE_PAIRS))
+def test_conflicting_values_are_refused_by_template_and_lint(helm: str, case: str) -> None:
+    args, message = BAD_VALUE_PAIRS[case]
+    with pytest.raises(RenderError) as exc:
+        render(helm, *args)
+    assert message in str(exc.value)
+    # `helm lint` turns a template's `fail` into a log line; the chart still stops it.
+    proc = _lint(helm, *args)
+    assert proc.returncode != 0, proc.stdout
+    assert message in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("case", list(GOOD_VALUES))
+def test_good_values_next_to_the_refused_ones_render_and_lint(helm: str, case: str) -> None:
+    args = GOOD_VALUES[case]
+    assert render(helm, *args)
+    proc = _lint(helm, *args)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_existing_service_account_is_the_one_bound(helm: str) -> None:
+    objs = render(helm, "--set", "serviceAccount.create=false,serviceAccount.name=ops")
+    assert not _by_kind(objs, "ServiceAccount")
+    (deploy,) = _by_kind(objs, "Deployment")
+    assert deploy["spec"]["template"]["spec"]["serviceAccountName"] == "ops"
+    for binding in _by_kind(objs, "ClusterRoleBinding"):
+        assert binding["subjects"][0]["name"] == "ops"
 
 
 def test_chart_crds_identical_to_generated() -> None:
@@ -315,6 +389,8 @@ def test_service_monitors(helm: str) -> None:
     operator = monitors["kubeloop"]
     assert operator["jobLabel"] == "kubeloop.io/scrape-job"
     assert operator["endpoints"][0]["port"] == "metrics"
+    # The `namespace` of kubeloop_training_runs_total is the pipeline's, not the operator's.
+    assert operator["endpoints"][0]["honorLabels"] is True
     (service,) = _by_kind(objs, "Service")
     assert service["metadata"]["labels"]["kubeloop.io/scrape-job"] == "kubeloop-operator"
     assert operator["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
@@ -355,6 +431,7 @@ def test_network_policies_allow_only_what_is_needed(helm: str) -> None:
 
 METRICS_ON_DASHBOARD = [
     "kubeloop_training_runs_total",
+    "kubeloop_training_metric",
     "kubeloop_reconcile_duration_seconds",
     "kubeloop_inference_requests_total",
     "kubeloop_inference_request_duration_seconds",
@@ -373,7 +450,7 @@ def test_grafana_dashboard_configmap(helm: str) -> None:
     exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p.get("targets", []))
     for metric in METRICS_ON_DASHBOARD:
         assert metric in exprs, metric
-    for by in ("by (model, version)", "by (pipeline, result)"):
+    for by in ("by (model, version)", "by (namespace, pipeline, result)"):
         assert by in exprs
     assert "{{feature}}" in json.dumps(dashboard)
 
@@ -383,6 +460,10 @@ def test_helm_test_hook(helm: str) -> None:
     (test_pod,) = pods
     assert test_pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     assert "kubeloop-metrics:9090/metrics" in test_pod["spec"]["containers"][0]["args"][0]
+    assert "imagePullSecrets" not in test_pod["spec"]
+    # From a private registry it pulls with the operator's secrets (its image by default).
+    (custom_pod,) = _by_kind(render(helm, *VALUE_SETS["custom"]), "Pod")
+    assert custom_pod["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
 
 
 def test_notes_render(helm: str) -> None:

@@ -118,6 +118,8 @@ def test_rendered_env_is_what_the_operator_config_reads(
     assert config.workloads.server_image == images["server"]
     assert config.workloads.monitor_image == images["monitor"]
     assert config.workloads.pushgateway_url == values["pushgateway"]["url"]
+    pull_secrets = tuple(values.get("workloadPods", {}).get("imagePullSecrets", []))
+    assert config.workloads.image_pull_secrets == pull_secrets
     assert config.server == ""  # in-cluster: the ServiceAccount, never a plain URL
 
 
@@ -218,3 +220,36 @@ def test_rbac_grants_every_call_the_controller_makes(helm: str) -> None:
                 }
         missing = needed - granted
         assert not missing, f"the chart's RBAC lacks what the controller calls: {sorted(missing)}"
+
+
+def test_workload_pull_secrets_reach_every_pod_the_operator_builds(
+    helm: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chart's workloadPods.imagePullSecrets -> the rendered env -> the operator's config ->
+    the pod specs of the Job, Deployment and CronJob builders (what the handlers pass)."""
+    from tests.resources.cases import build_all, inputs, pod_specs
+
+    from kubeloop.resources import common
+
+    _, container = _operator(helm, "custom")
+    for item in container["env"]:
+        monkeypatch.setenv(item["name"], item["value"])
+    defaults = OperatorConfig.from_env().workloads
+    assert defaults.image_pull_secrets == ("regcred", "ml-registry")
+    kinds = set()
+    for doc in inputs().values():
+        for manifest in build_all(doc, defaults):
+            for pod in pod_specs(manifest):
+                kinds.add(manifest["kind"])
+                assert pod["imagePullSecrets"] == [{"name": "regcred"}, {"name": "ml-registry"}]
+    assert kinds == {"Job", "Deployment", "CronJob"}
+    assert common.pod_defaults(common.WorkloadDefaults()) == {}  # none given: no field at all
+
+
+@pytest.mark.parametrize("value", ["Regcred", "a,,b_c", "-x"])
+def test_malformed_pull_secret_names_stop_the_operator_at_start(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBELOOP_IMAGE_PULL_SECRETS", value)
+    with pytest.raises(ValueError, match=r"KUBELOOP_IMAGE_PULL_SECRETS: .* is not a Secret name"):
+        OperatorConfig.from_env()

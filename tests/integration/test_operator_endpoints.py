@@ -85,7 +85,7 @@ def test_metrics_count_reconciles_and_runs(
             and _samples(t).get(
                 (
                     "kubeloop_training_runs_total",
-                    (("pipeline", "tp-metrics"), ("result", "Promoted")),
+                    (("namespace", "ml"), ("pipeline", "tp-metrics"), ("result", "Promoted")),
                 )
             )
             and t
@@ -97,7 +97,7 @@ def test_metrics_count_reconciles_and_runs(
         samples[
             (
                 "kubeloop_training_runs_total",
-                (("pipeline", "tp-metrics"), ("result", "Promoted")),
+                (("namespace", "ml"), ("pipeline", "tp-metrics"), ("result", "Promoted")),
             )
         ]
         == 1.0

@@ -108,7 +108,7 @@ def test_operator_metrics_endpoint_is_promtool_clean() -> None:
     status.RECONCILES.labels(kind="TrainingPipeline", result="ok").inc()
     status.RECONCILES.labels(kind="ModelDeployment", result="error").inc()
     status.RECONCILE_SECONDS.labels(kind="TrainingPipeline").observe(0.25)
-    status.RUNS.labels(pipeline="churn", result="Promoted").inc()
+    status.RUNS.labels(namespace="ml", pipeline="churn", result="Promoted").inc()
     names = {
         metric.name
         for metric in REGISTRY.collect()
@@ -127,7 +127,10 @@ def test_operator_metrics_endpoint_is_promtool_clean() -> None:
     text = body.decode()
     assert "# TYPE kubeloop_reconcile_total counter" in text
     assert "# TYPE kubeloop_reconcile_duration_seconds histogram" in text
-    assert 'kubeloop_training_runs_total{pipeline="churn",result="Promoted"} 1.0' in text
+    assert (
+        'kubeloop_training_runs_total{namespace="ml",pipeline="churn",result="Promoted"} 1.0'
+        in text
+    )
     for name in names:
         assert f"# TYPE {name}" in text, name  # counters: family name without _total
     promtool_check_metrics(body)

@@ -28,7 +28,10 @@ from kubeloop.resources.training import (
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests/data/golden"
-DEFAULTS = WorkloadDefaults(pushgateway_url="http://pushgateway.monitoring.svc:9091")
+DEFAULTS = WorkloadDefaults(
+    pushgateway_url="http://pushgateway.monitoring.svc:9091",
+    image_pull_secrets=("registry-credentials", "team-registry"),
+)
 UID = "00000000-0000-4000-8000-000000000001"
 
 
@@ -84,7 +87,7 @@ def inputs() -> dict[str, dict[str, Any]]:
     return cases
 
 
-def build_all(doc: dict[str, Any]) -> list[dict[str, Any]]:
+def build_all(doc: dict[str, Any], defaults: WorkloadDefaults = DEFAULTS) -> list[dict[str, Any]]:
     """Every manifest the builders make for one custom resource."""
     model = parse_resource(doc)
     owner = Owner.of(doc)
@@ -93,7 +96,7 @@ def build_all(doc: dict[str, Any]) -> list[dict[str, Any]]:
         spec = model.spec
         out = [
             build_training_job(
-                owner, spec, run_id=1, trigger="Create", generation=1, defaults=DEFAULTS
+                owner, spec, run_id=1, trigger="Create", generation=1, defaults=defaults
             )
         ]
         if spec.distributed.workers > 1:
@@ -111,14 +114,14 @@ def build_all(doc: dict[str, Any]) -> list[dict[str, Any]]:
         canary = split_step(counts[0], 10, counts[-1])  # a 10% step beside the fewest stable
         out = [
             build_server_deployment(
-                owner, spec, model_uri=uri, model_version="3", defaults=DEFAULTS
+                owner, spec, model_uri=uri, model_version="3", defaults=defaults
             ),
             build_server_deployment(
                 owner,
                 spec,
                 model_uri="s3://models/churn/versions/4",
                 model_version="4",
-                defaults=DEFAULTS,
+                defaults=defaults,
                 track="canary",
                 replicas=canary.canary,
             ),
@@ -138,7 +141,7 @@ def build_all(doc: dict[str, Any]) -> list[dict[str, Any]]:
             payload_log_uri="s3://logs/churn/",
             reference=ref,
             model_version="3",
-            defaults=DEFAULTS,
+            defaults=defaults,
         )
     ]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from tests.resources.cases import build_all, inputs, pod_specs
+from tests.resources.cases import DEFAULTS, build_all, inputs, pod_specs
 
 PODS = [
     pytest.param(pod, id=f"{case}:{m['kind']}/{m['metadata']['name']}")
@@ -50,6 +50,14 @@ def test_pod_is_restricted(pod: dict[str, Any]) -> None:
             if name.startswith("AWS_"):
                 assert "value" not in entry
                 assert set(entry["valueFrom"]) == {"secretKeyRef"}
+
+
+@pytest.mark.parametrize("pod", PODS)
+def test_pod_pulls_with_the_operators_image_pull_secrets(pod: dict[str, Any]) -> None:
+    """Workload images may come from a private registry: every pod names the pull secrets the
+    operator was given (chart value workloadPods.imagePullSecrets), in order."""
+    assert DEFAULTS.image_pull_secrets  # the cases are built with some
+    assert pod["imagePullSecrets"] == [{"name": n} for n in DEFAULTS.image_pull_secrets]
 
 
 @pytest.mark.parametrize("case", sorted(inputs()))

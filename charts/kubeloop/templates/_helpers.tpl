@@ -45,7 +45,7 @@ app.kubernetes.io/part-of: kubeloop
 {{- if .Values.serviceAccount.create -}}
 {{- default (include "kubeloop.fullname" .) .Values.serviceAccount.name -}}
 {{- else -}}
-{{- default "default" .Values.serviceAccount.name -}}
+{{- required "serviceAccount.name is required with serviceAccount.create=false" .Values.serviceAccount.name -}}
 {{- end -}}
 {{- end -}}
 
@@ -94,4 +94,25 @@ is rendered only while the image is pinned by tag; with image.digest set the che
 {{- range $i, $s := concat $skips (default list .extra) }}
 checkov.io/skip{{ add1 $i }}: {{ $s | quote }}
 {{- end -}}
+{{- end -}}
+
+{{/*
+Rules across values that values.schema.json cannot state (JSON Schema compares a value with
+constants, never with another value). Included by the Deployment, so `helm template`,
+`helm install` and `helm lint` all stop here.
+*/}}
+{{- define "kubeloop.validateValues" -}}
+{{- if eq (int .Values.operator.probePort) (int .Values.operator.metricsPort) -}}
+{{- include "kubeloop.refuse" (printf "operator.probePort and operator.metricsPort are both %d: kopf's /healthz and the /metrics server each bind their own port, and the operator exits when the second cannot; set one of them to another port" (int .Values.operator.probePort)) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Stop rendering with a message. `fail` gives the clean error of `helm template`/`install`, but
+`helm lint` turns `fail` into a log line and passes; including a template that does not exist
+is an error even there, and the missing name carries the message.
+*/}}
+{{- define "kubeloop.refuse" -}}
+{{- fail . -}}
+{{- include (printf "values refused: %s" .) dict -}}
 {{- end -}}

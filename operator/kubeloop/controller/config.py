@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 
 from kubeloop.resources.common import WorkloadDefaults
@@ -10,9 +11,24 @@ from kubeloop.resources.common import WorkloadDefaults
 __all__ = ["OperatorConfig"]
 
 
+_SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
 def _float(name: str, default: float) -> float:
     value = os.environ.get(name, "")
     return float(value) if value else default
+
+
+def _names(name: str) -> tuple[str, ...]:
+    """A comma-separated list of Secret names; a malformed one stops the operator at start
+    (every pod it creates would otherwise be refused by the API server)."""
+    names = tuple(n.strip() for n in os.environ.get(name, "").split(",") if n.strip())
+    for secret in names:
+        if len(secret) > 253 or not _SECRET_NAME.match(secret):
+            raise ValueError(
+                f"{name}: {secret!r} is not a Secret name (lowercase letters, digits, '-', '.')"
+            )
+    return names
 
 
 @dataclass(frozen=True)
@@ -36,6 +52,7 @@ class OperatorConfig:
                 server_image=env("KUBELOOP_SERVER_IMAGE", base.server_image),
                 monitor_image=env("KUBELOOP_MONITOR_IMAGE", base.monitor_image),
                 pushgateway_url=env("KUBELOOP_PUSHGATEWAY_URL", base.pushgateway_url),
+                image_pull_secrets=_names("KUBELOOP_IMAGE_PULL_SECRETS"),
             ),
             resync_seconds=_float("KUBELOOP_RESYNC_SECONDS", 30.0),
             metrics_port=int(env("KUBELOOP_METRICS_PORT", "9090")),

@@ -6,6 +6,8 @@ Env (all optional):
   (default ghcr.io/kubeloop/trainer:0.1.0 / trainer-cuda:0.1.0).
 - `KUBELOOP_SERVER_IMAGE`, `KUBELOOP_MONITOR_IMAGE`: workload images (ghcr.io/kubeloop/...:0.1.0).
 - `KUBELOOP_PUSHGATEWAY_URL`: passed to every workload (default empty: off).
+- `KUBELOOP_IMAGE_PULL_SECRETS`: comma-separated Secret names put into every workload pod's
+  `imagePullSecrets` (default empty).
 - `KUBELOOP_RESYNC_SECONDS`: timer period: cron resolution, canary steps, safety net (30).
 - `KUBELOOP_METRICS_PORT`: Prometheus `/metrics` (9090; 0 = off).
 - `KUBELOOP_KUBE_SERVER`: a plain API URL (the emulator, `kubeloop local`); empty = in-cluster

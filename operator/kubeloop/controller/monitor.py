@@ -264,7 +264,7 @@ def _record(
         status["verdict"] = "Failed"
         why = (result or {}).get("message") or f"the Job ended {outcome} without a drift result"
         post_event(body, "CheckFailed", f"check {meta['name']}: {why}", warning=True)
-        DRIFT_CHECKS.labels(monitor=name, verdict="Failed").inc()
+        DRIFT_CHECKS.labels(namespace=meta["namespace"], monitor=name, verdict="Failed").inc()
         return
     assert result is not None
     features, total = _features(result.get("features"))
@@ -278,7 +278,7 @@ def _record(
         modelVersion=str(result.get("modelVersion") or (target.model_version if target else "")),
         features=features,
     )
-    DRIFT_CHECKS.labels(monitor=name, verdict=verdict).inc()
+    DRIFT_CHECKS.labels(namespace=meta["namespace"], monitor=name, verdict=verdict).inc()
     shown = f" ({len(features)} of {total} features in status)" if total > len(features) else ""
     post_event(body, "CheckCompleted", f"check {meta['name']}: {verdict}{shown}")
     if verdict == "Drift":

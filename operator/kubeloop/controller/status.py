@@ -34,11 +34,17 @@ RECONCILES = Counter(
 RECONCILE_SECONDS = Histogram(
     "kubeloop_reconcile_duration_seconds", "Reconcile duration by kind.", ["kind"]
 )
-RUNS = Counter("kubeloop_training_runs_total", "Finished training runs.", ["pipeline", "result"])
+# Objects are named within a namespace: a series keyed by name alone would add up two
+# same-named objects of different namespaces.
+RUNS = Counter(
+    "kubeloop_training_runs_total",
+    "Finished training runs, by pipeline and result.",
+    ["namespace", "pipeline", "result"],
+)
 DRIFT_CHECKS = Counter(
     "kubeloop_drift_checks_total",
-    "Drift checks whose result the operator recorded, by verdict.",
-    ["monitor", "verdict"],
+    "Drift checks whose result the operator recorded, by monitor and verdict.",
+    ["namespace", "monitor", "verdict"],
 )
 
 

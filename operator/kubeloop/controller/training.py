@@ -152,7 +152,7 @@ def _record(
         post_event(body, "RunFailed", f"run {run['id']}: {record['message']}", warning=True)
     limit = spec.run_policy.history_limit
     status["runs"] = [record, *(status.get("runs") or [])][:limit]
-    RUNS.labels(pipeline=name, result=record["result"]).inc()
+    RUNS.labels(namespace=namespace, pipeline=name, result=record["result"]).inc()
 
 
 def _trigger(

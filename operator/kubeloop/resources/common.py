@@ -17,6 +17,7 @@ __all__ = [
     "base_env",
     "child_labels",
     "owner_reference",
+    "pod_defaults",
     "pod_security_context",
     "restricted_container_security_context",
     "scratch_volumes",
@@ -64,13 +65,25 @@ class Owner:
 
 @dataclass(frozen=True)
 class WorkloadDefaults:
-    """Operator-wide settings the builders need (images, optional Pushgateway)."""
+    """Operator-wide settings the builders need (images, pull secrets, optional Pushgateway)."""
 
     trainer_image: str = "ghcr.io/kubeloop/trainer:0.1.0"
     trainer_gpu_image: str = "ghcr.io/kubeloop/trainer-cuda:0.1.0"
     server_image: str = "ghcr.io/kubeloop/server:0.1.0"
     monitor_image: str = "ghcr.io/kubeloop/monitor:0.1.0"
     pushgateway_url: str = ""
+    image_pull_secrets: tuple[str, ...] = ()  # Secret names, in each workload's namespace
+
+
+def pod_defaults(defaults: WorkloadDefaults) -> dict[str, Any]:
+    """The pod-spec fields every workload pod gets from the operator's settings.
+
+    Pull secrets go on each pod, not on a ServiceAccount: server and monitor pods use the
+    namespace's `default` account, which the operator does not own.
+    """
+    if not defaults.image_pull_secrets:
+        return {}
+    return {"imagePullSecrets": [{"name": name} for name in defaults.image_pull_secrets]}
 
 
 def owner_reference(owner: Owner) -> dict[str, Any]:

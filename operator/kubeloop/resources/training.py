@@ -14,6 +14,7 @@ from kubeloop.resources.common import (
     base_env,
     child_labels,
     owner_reference,
+    pod_defaults,
     pod_security_context,
     restricted_container_security_context,
     scratch_volumes,
@@ -150,6 +151,7 @@ def build_training_job(
         "securityContext": pod_security_context(),
         "containers": [container],
         "volumes": volumes,
+        **pod_defaults(defaults),
     }
     if res.node_selector:
         pod_spec["nodeSelector"] = dict(res.node_selector)

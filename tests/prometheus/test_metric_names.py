@@ -1,0 +1,224 @@
+"""Every metric the alert rules and the Grafana dashboard query is exported by a component.
+
+The exported names come from the real components, not from a list: the operator's default
+registry after `import kubeloop.controller` (in a fresh interpreter, so nothing else this test
+session imported adds to it), the model server's /metrics exposition of a real `InferenceApp`,
+and the registries the trainer and the drift monitor push (their real `build_registry`). Only
+metrics of other projects (Prometheus' `up`, kube-state-metrics) are listed by hand, each with
+its source.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from kubeloop.workloads.monitor.metrics import build_registry as monitor_registry
+from kubeloop.workloads.monitor.verdict import DatasetVerdict, FeatureVerdict
+from kubeloop.workloads.server.app import InferenceApp
+from kubeloop.workloads.server.settings import ServerSettings
+from kubeloop.workloads.trainer.pushmetrics import build_registry as trainer_registry
+
+ROOT = Path(__file__).resolve().parents[2]
+RULES = ROOT / "charts" / "kubeloop" / "files" / "kubeloop-rules.yaml"
+DASHBOARD = ROOT / "charts" / "kubeloop" / "files" / "dashboards" / "kubeloop.json"
+# Exported by other projects the alerts rely on.
+EXTERNAL = {
+    "up": "Prometheus, per scrape target",
+    "kube_deployment_spec_replicas": "kube-state-metrics",
+    "kube_deployment_status_replicas_available": "kube-state-metrics",
+    "kube_deployment_labels": "kube-state-metrics (metricLabelsAllowlist)",
+}
+# The sample names a family of each type exposes (counters: the family name has no _total).
+SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "gauge": ("",),
+    "histogram": ("_bucket", "_count", "_sum", "_created"),
+    "summary": ("", "_count", "_sum", "_created"),
+    "info": ("_info",),
+    "stateset": ("",),
+    "unknown": ("",),
+}
+
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_MATCHERS = re.compile(r"\{[^}]*\}")
+_RANGE = re.compile(r"\[[^\]]*\]")
+_GROUPING = re.compile(
+    r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", re.IGNORECASE
+)
+_WORD = re.compile(r"(?<![\w.$])[a-zA-Z_:][a-zA-Z0-9_:]*")
+_KEYWORDS = {"and", "or", "unless", "offset", "bool", "inf", "nan", "by", "without", "on"}
+_LABEL_VALUES = re.compile(r"label_values\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)")
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression selects (functions, labels, keywords left out)."""
+    text = _GROUPING.sub(" ", _RANGE.sub(" ", _MATCHERS.sub(" ", _STRING.sub('""', expr))))
+    names = set()
+    for match in _WORD.finditer(text):
+        word = match.group()
+        if text[match.end() :].lstrip().startswith("(") or word.lower() in _KEYWORDS:
+            continue  # a function or aggregation, or a keyword
+        names.add(word)
+    return names
+
+
+@pytest.mark.parametrize(
+    ("expr", "names"),
+    [
+        ('absent(up{job="kubeloop-operator"} == 1)', {"up"}),
+        (
+            'sum by (model, version) (rate(kubeloop_inference_requests_total{code=~"5.."}[5m]))',
+            {"kubeloop_inference_requests_total"},
+        ),
+        (
+            "histogram_quantile(0.99, sum by (namespace, model, le) (rate(x_bucket[5m])))",
+            {"x_bucket"},
+        ),
+        ("(a - a offset 15m) > 0 or (a > 0 unless a offset 15m)", {"a"}),
+        ('a and on (namespace, deployment) b{label_x="kubeloop"}', {"a", "b"}),
+        ('time() - c{monitor=~"$monitor"}', {"c"}),
+        ("2 * (d or on (namespace, monitor) (0 * e + 3600))", {"d", "e"}),
+        ('increase(f{pipeline=~"$pipeline"}[$__range])', {"f"}),
+    ],
+)
+def test_metric_names_of_promql(expr: str, names: set[str]) -> None:
+    assert metric_names(expr) == names
+
+
+def _families(text: str) -> set[str]:
+    """Sample names of every family in an exposition, whether or not it has samples yet."""
+    return {
+        family.name + suffix
+        for family in text_string_to_metric_families(text)
+        for suffix in SUFFIXES[family.type]
+    }
+
+
+def _operator() -> set[str]:
+    code = (
+        "import kubeloop.controller\n"
+        "from prometheus_client import REGISTRY, generate_latest\n"
+        "print(generate_latest(REGISTRY).decode())\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    return _families(proc.stdout)
+
+
+def _server(tmp_path: Path) -> set[str]:
+    app = InferenceApp(ServerSettings(model_uri=(tmp_path / "none").as_uri(), model_name="m"))
+    return _families(app.metrics.exposition().decode())
+
+
+def _trainer() -> set[str]:
+    result = {
+        "ok": True,
+        "version": "3",
+        "metrics": {"roc_auc": 0.9},
+        "rows": {"train": 800, "validation": 200},
+        "epochs": 4,
+    }
+    return _families(generate_latest(trainer_registry("churn", result, 12.5)).decode())
+
+
+def _monitor() -> set[str]:
+    feature = FeatureVerdict(
+        name="tenure", kind="numeric", test="psi", score=0.31, threshold=0.2, drifted=True,
+        scores={"psi": 0.31}, rows=100, missing=0,
+    )  # fmt: skip
+    verdict = DatasetVerdict(verdict="Drift", drift_share=1.0, rows=100, features=[feature])
+    registry = monitor_registry(verdict, duration_seconds=1.0, schedule_interval_seconds=1800)
+    return _families(generate_latest(registry).decode())
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[str]]:
+    """Component -> the sample names it exports."""
+    return {
+        "operator": _operator(),
+        "server": _server(tmp_path_factory.mktemp("server")),
+        "trainer (pushed)": _trainer(),
+        "monitor (pushed)": _monitor(),
+    }
+
+
+def _rule_queries() -> dict[str, str]:
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    return {
+        rule.get("alert") or rule["record"]: rule["expr"]
+        for group in groups
+        for rule in group["rules"]
+    }
+
+
+def _panels(panels: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for panel in panels:
+        out.append(panel)
+        out += _panels(panel.get("panels") or [])  # collapsed rows hold their panels
+    return out
+
+
+def _dashboard_queries() -> dict[str, str]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    queries = {
+        f"panel {panel.get('title')!r} {target.get('refId')}": target["expr"]
+        for panel in _panels(dashboard["panels"])
+        for target in panel.get("targets") or []
+    }
+    for variable in dashboard.get("templating", {}).get("list", []):
+        query = variable.get("query")
+        text = query.get("query", "") if isinstance(query, dict) else str(query or "")
+        for name in _LABEL_VALUES.findall(text):
+            queries[f"variable ${variable['name']}"] = name
+    return queries
+
+
+def test_every_metric_the_alerts_and_dashboard_query_is_exported(
+    exported: dict[str, set[str]],
+) -> None:
+    known = set().union(*exported.values())
+    queries = {**{f"alert {k}": v for k, v in _rule_queries().items()}, **_dashboard_queries()}
+    used: dict[str, list[str]] = {}
+    for where, expr in queries.items():
+        for name in metric_names(expr):
+            used.setdefault(name, []).append(where)
+    assert len(used) >= 12, f"the query parser found too little: {sorted(used)}"
+    missing = {name: places for name, places in used.items() if name not in known | set(EXTERNAL)}
+    assert not missing, f"queried, but no component exports them: {missing}"
+    # The hand-made list holds only what a query still needs.
+    assert set(EXTERNAL) <= set(used), sorted(set(EXTERNAL) - set(used))
+
+
+def test_operator_series_of_custom_resources_carry_their_namespace() -> None:
+    """Two same-named objects in two namespaces are two series, not one sum."""
+    from prometheus_client import REGISTRY
+
+    from kubeloop.controller.status import DRIFT_CHECKS, RUNS
+
+    for counter, family_name, name_label, value_label in (
+        (RUNS, "kubeloop_training_runs", "pipeline", "result"),
+        (DRIFT_CHECKS, "kubeloop_drift_checks", "monitor", "verdict"),
+    ):
+        for namespace in ("team-a", "team-b"):
+            counter.labels(
+                **{"namespace": namespace, name_label: "same-name", value_label: "X"}
+            ).inc()
+        family = next(m for m in REGISTRY.collect() if m.name == family_name)
+        namespaces = {
+            s.labels["namespace"]
+            for s in family.samples
+            if s.name.endswith("_total") and s.labels.get(name_label) == "same-name"
+        }
+        assert namespaces == {"team-a", "team-b"}, family.name
