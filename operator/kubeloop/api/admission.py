@@ -69,7 +69,9 @@ def _apply_defaults(schema: dict[str, Any], value: Any) -> None:
             _apply_defaults(schema["additionalProperties"], item)
 
 
-def _nodes(schema: dict[str, Any], value: Any, path: str) -> Iterator[tuple[dict[str, Any], Any, str]]:
+def _nodes(
+    schema: dict[str, Any], value: Any, path: str
+) -> Iterator[tuple[dict[str, Any], Any, str]]:
     """Every value in the object with the schema that describes it and its path, depth first."""
     yield schema, value, path
     if isinstance(value, dict) and "properties" in schema:

@@ -30,6 +30,7 @@ from pydantic_core import core_schema
 
 __all__ = [
     "CONDITION_REASON_PATTERN",
+    "CRON_MESSAGE",
     "CRON_PATTERN",
     "DNS_LABEL_PATTERN",
     "DURATION_PATTERN",
@@ -265,7 +266,8 @@ class Matches:
         """The rule in Python (CEL's `matches` is an unanchored RE2 search, as `re.search`)."""
         for item in value if self.keys else (value,):
             if not all(re.search(pattern, item) for pattern in self.patterns):
-                raise ValueError(f"{self.message} (key {item[:80]!r})" if self.keys else self.message)
+                key = f" (key {item[:80]!r})" if self.keys else ""
+                raise ValueError(self.message + key)
         return value
 
     def __get_pydantic_core_schema__(
@@ -382,7 +384,9 @@ Quantity = Annotated[
         }
     ),
 ]
-LabelValue = Annotated[str, Field(max_length=63), Matches((LABEL_VALUE_PATTERN,), LABEL_VALUE_MESSAGE)]
+LabelValue = Annotated[
+    str, Field(max_length=63), Matches((LABEL_VALUE_PATTERN,), LABEL_VALUE_MESSAGE)
+]
 NodeSelector = Annotated[
     dict[str, LabelValue],
     Field(max_length=64),
@@ -441,8 +445,9 @@ class Toleration(KubeModel):
     )
 
     key: Annotated[str, Matches(LABEL_KEY_PATTERNS, LABEL_KEY_MESSAGE)] | None = Field(
-        default=None, max_length=317, description="Taint key to tolerate; empty with operator "
-        "Exists tolerates every taint."
+        default=None,
+        max_length=317,
+        description="Taint key to tolerate; empty with operator Exists tolerates every taint.",
     )
     operator: Literal["Exists", "Equal"] = Field(
         default="Equal", description="`Exists` matches any value; `Equal` matches `value`."

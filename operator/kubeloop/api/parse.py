@@ -29,6 +29,7 @@ class SpecError(ValueError):
         super().__init__("; ".join(messages))
         self.messages = messages
 
+
 _NAMES_ITS_FIELD = re.compile(r"^(spec|metadata|status)[.:\[ ]")
 
 
