@@ -112,3 +112,15 @@ def test_in_process_api_and_garbage_collection(cluster: EmulatorThread) -> None:
     ]
     _req(cluster, "DELETE", f"{TP}/owner")
     assert em.get_object("batch/v1/jobs", "ml", "owner-run-1") is None
+
+
+def test_a_spec_change_is_admitted_like_a_create(cluster: EmulatorThread) -> None:
+    _req(cluster, "POST", TP, _pipeline("changed"))
+    features = ["tenure", "contract", "tenure"]
+    with pytest.raises(urllib.error.HTTPError) as err:
+        _req(cluster, "PATCH", f"{TP}/changed", {"spec": {"data": {"features": features}}})
+    assert err.value.code == 422
+    assert 'spec.data.features[2]: Duplicate value: \\"tenure\\"' in err.value.read().decode()
+    # A valid change is stored with the CRD's defaults, as on create.
+    obj = _req(cluster, "PATCH", f"{TP}/changed", {"spec": {"runPolicy": None, "seed": 7}})
+    assert obj["spec"]["seed"] == 7 and obj["spec"]["runPolicy"]["historyLimit"] == 10
