@@ -198,11 +198,10 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
             if request.subresource is None and new.get("spec") != current.get("spec"):
                 # Spec and metadata are judged: status is the operator's to write, and a real
                 # API server prunes there what its schema does not know rather than refusing.
-                status = new.pop("status", None)
-                new = self._admit(new)
-                if status is not None:
-                    new["status"] = status
-                patch = _diff(current, new)
+                admitted = self._admit({k: v for k, v in new.items() if k != "status"})
+                if "status" in new:
+                    admitted["status"] = new["status"]
+                patch = _diff(current, admitted)
             meta = patch.setdefault("metadata", {})
             meta["resourceVersion"] = str(next(self._rv))
             if new.get("spec") != current.get("spec"):
