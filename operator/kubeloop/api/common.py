@@ -149,12 +149,14 @@ NAME_RULE = CelRule(
 # (robfig/cron, which the API server applies to a DriftMonitor's CronJob) accept it: each field
 # within its range; `*`, numbers, ranges, steps of at least 1, lists, month and day names.
 # No backslashes: the same text is a CEL string literal in the CRD.
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 _CRON_RANGES = {
     "minute": "[0-5]?[0-9]",
     "hour": "[01]?[0-9]|2[0-3]",
     "dom": "0?[1-9]|[12][0-9]|3[01]",
-    "month": "0?[1-9]|1[0-2]|(?i:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)",
-    "dow": "0?[0-6]|(?i:sun|mon|tue|wed|thu|fri|sat)",
+    "month": f"0?[1-9]|1[0-2]|(?i:{'|'.join(_MONTHS)})",
+    "dow": f"0?[0-6]|(?i:{'|'.join(_DAYS)})",
 }
 
 
@@ -216,13 +218,8 @@ LABEL_VALUE_MESSAGE = (
 )
 CONDITION_REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_CRON_NAMES = {
-    name: number
-    for names in (
-        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"),
-        ("sun", "mon", "tue", "wed", "thu", "fri", "sat"),
-    )
-    for number, name in enumerate(names, start=1 if len(names) == 12 else 0)
+_CRON_NAMES = {name: number + 1 for number, name in enumerate(_MONTHS)} | {
+    name: number for number, name in enumerate(_DAYS)
 }
 
 
