@@ -109,8 +109,8 @@ def test_an_unservable_canary_step_is_named_by_both_layers(
 
 @pytest.mark.parametrize("replicas", [1, 2, 3])
 def test_canary_with_default_steps_is_admitted_at_the_default_replicas(replicas: int) -> None:
-    # A canary with the default steps must not be refused at the default replicas: they are servable by any
-    # replica count (the canary matches the stable side at 50%).
+    # A canary with the default steps must not be refused at the default replicas: they are
+    # servable by any replica count (the canary matches the stable side at 50%).
     doc = {
         "apiVersion": "kubeloop.io/v1alpha1",
         "kind": "ModelDeployment",
@@ -125,3 +125,126 @@ def test_canary_with_default_steps_is_admitted_at_the_default_replicas(replicas:
     assert result.allowed, result.errors
     assert result.obj["spec"]["rollout"]["canary"]["steps"] == [50, 100]
     parse_resource(result.obj)
+
+
+# --- `kubeloop validate` and the CRD give the same verdict ---------------------------------------
+
+
+@pytest.mark.parametrize("path", INVALID, ids=lambda p: p.stem)
+def test_validate_refuses_each_sample_as_the_api_server_would(
+    path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Offline and in the cluster the verdict is the same: the CRD (schema, list sets, CEL)
+    refuses every sample `kubeloop validate` refuses, so none is a refusal only the operator
+    makes."""
+    from kubeloop.cli import OPERATOR_ONLY, main
+
+    assert not admit(yaml.safe_load(path.read_text())).allowed
+    assert main(["validate", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert _expected_field(path) in out
+    assert OPERATOR_ONLY not in out
+
+
+def _example(name: str, path: str, value: Any) -> dict[str, Any]:
+    """The example `name` with the field at dotted `path` set to `value`."""
+    doc = _docs(ROOT / "examples" / name)[0]
+    *parents, last = path.split(".")
+    node = doc
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[last] = value
+    return doc
+
+
+TP, DM = "churn-pipeline.yaml", "churn-monitor.yaml"
+# (kind's example, field, value, admitted): near misses on both sides of each rule the CRD
+# and pydantic state separately, so neither layer is stricter than the other.
+AGREEMENT = [
+    (TP, "spec.schedule", "*/15 0-23 1,15 jan-jun MON-fri", True),
+    (TP, "spec.schedule", "05 03 * 12 6", True),
+    (TP, "spec.schedule", "0 0 1-31/7 * 0-6/2", True),
+    (TP, "spec.schedule", "@midnight", True),
+    (TP, "spec.schedule", "61 25 * * *", False),
+    (TP, "spec.schedule", "0 24 * * *", False),
+    (TP, "spec.schedule", "0 0 0 * *", False),
+    (TP, "spec.schedule", "0 0 32 * *", False),
+    (TP, "spec.schedule", "0 0 * 13 *", False),
+    (TP, "spec.schedule", "0 0 * * 7", False),
+    (TP, "spec.schedule", "*/0 * * * *", False),
+    (TP, "spec.schedule", "0 0 * * jan", False),
+    (TP, "spec.schedule", "@every 5m", False),
+    (DM, "spec.window", "1h30m", True),
+    (DM, "spec.window", "0h5m", True),
+    (DM, "spec.window", "500ms", True),
+    (DM, "spec.window", "0h", False),
+    (DM, "spec.window", "0d0h0m", False),
+    (DM, "spec.window", "1000000d", False),
+    (DM, "spec.features", ["tenure", "contract"], True),
+    (DM, "spec.features", ["tenure", "contract", "tenure"], False),
+    (TP, "spec.data.features", ["tenure", "tenure"], False),
+    (TP, "spec.resources.cpu", "500m", True),
+    (TP, "spec.resources.cpu", 0, True),
+    (TP, "spec.resources.cpu", "+1.5", True),
+    (TP, "spec.resources.memory", "1e9", True),
+    (TP, "spec.resources.cpu", -1, False),
+    (TP, "spec.resources.cpu", "-0.5", False),
+    (TP, "spec.resources.cpu", 1.5, False),
+    (TP, "spec.resources.memory", "4 GiB", False),
+    (TP, "spec.resources.nodeSelector", {"kubernetes.io/arch": "amd64", "gpu": ""}, True),
+    (TP, "spec.resources.nodeSelector", {"Node_Type.x": "a-b_c.d"}, True),
+    (TP, "spec.resources.nodeSelector", {"a/b/c": "x"}, False),
+    (TP, "spec.resources.nodeSelector", {"-gpu": "x"}, False),
+    (TP, "spec.resources.nodeSelector", {"x" * 64: "x"}, False),
+    (TP, "spec.resources.nodeSelector", {"a" * 254 + "/gpu": "x"}, False),
+    (TP, "spec.resources.nodeSelector", {"gpu": "x" * 64}, False),
+    (TP, "spec.resources.nodeSelector", {"gpu": "-x"}, False),
+    (TP, "spec.resources.tolerations", [{"operator": "Exists"}], True),
+    (TP, "spec.resources.tolerations", [{"key": "gpu", "value": "a100"}], True),
+    (TP, "spec.resources.tolerations", [{"key": "gpu", "operator": "Exists", "value": ""}], True),
+    (
+        TP,
+        "spec.resources.tolerations",
+        [{"key": "gpu", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 60}],
+        True,
+    ),
+    (TP, "spec.resources.tolerations", [{"key": "gpu", "operator": "Exists", "value": "x"}], False),
+    (TP, "spec.resources.tolerations", [{"value": "x"}], False),
+    (TP, "spec.resources.tolerations", [{"key": "gpu", "tolerationSeconds": 60}], False),
+    (TP, "spec.resources.tolerations", [{"key": "gpu", "value": "a 100"}], False),
+    (TP, "spec.resources.tolerations", [{"key": "gpu/", "operator": "Exists"}], False),
+]
+
+
+@pytest.mark.parametrize(
+    ("example", "field", "value", "admitted"),
+    AGREEMENT,
+    ids=[f"{f}={str(v)[:40]}" for _, f, v, _ in AGREEMENT],
+)
+def test_the_crd_and_pydantic_agree(example: str, field: str, value: Any, admitted: bool) -> None:
+    doc = _example(example, field, value)
+    result = admit(doc)
+    assert result.allowed == admitted, result.errors
+    try:
+        parse_resource(doc)
+        parsed = True
+    except SpecError:
+        parsed = False
+    assert parsed == admitted
+
+
+def test_validate_says_which_refusals_the_api_server_will_not_make(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A backwards cron range: croniter wraps it, the CronJob controller's parser refuses it, and
+    # no regular expression in the CRD can compare the two numbers.
+    from kubeloop.cli import OPERATOR_ONLY, main
+
+    doc = _example(DM, "spec.schedule", "50-10 * * * *")
+    assert admit(doc).allowed
+    path = tmp_path / "monitor.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    assert main(["validate", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "spec.schedule: the range 50-10" in out
+    assert OPERATOR_ONLY in out

@@ -110,15 +110,18 @@ def test_schemas_are_structural_and_described() -> None:
 
 
 def test_every_cel_rule_names_a_field() -> None:
+    """The API server reports a refusal at the rule's node plus its fieldPath: that must be a
+    field of the spec, or the rule must say which field (whole-object rules on metadata)."""
     for crd in _crds().values():
         schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-        for _, node in _walk(schema):
+        for path, node in _walk(schema):
             for rule in node.get("x-kubernetes-validations", []):
-                if "fieldPath" not in rule:  # whole-object rules are about metadata
+                assert rule.get("fieldPath", ".").startswith("."), rule
+                where = path + rule.get("fieldPath", "")
+                if not where:
                     assert rule["message"].startswith("metadata."), rule
-                    continue
-                assert rule["message"].startswith("spec."), rule
-                assert rule["fieldPath"].startswith("."), rule
+                else:
+                    assert where.startswith(".spec."), rule
 
 
 def test_cli_check_reports_stale_files(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kubeloop.api.admission import admit
-from kubeloop.api.common import parse_duration
+from kubeloop.api.common import CRON_MESSAGE, CRON_PATTERN, parse_duration
 from kubeloop.api.parse import SpecError, parse_resource
 from kubeloop.api.training import ModelSpec, TrainingPipelineSpec
 
@@ -58,10 +58,13 @@ def test_quantities_accept_numbers() -> None:
     assert admit(_pipeline(resources={"cpu": 2})).allowed
 
 
-def test_cron_ranges_checked_by_pydantic() -> None:
-    # The CRD pattern checks the shape; the operator also checks ranges (minute 61).
-    with pytest.raises(SpecError, match=r"spec\.schedule"):
+def test_cron_ranges_checked_by_both_layers() -> None:
+    # The CRD checks each field's range too (CEL matches()), not only the shape.
+    with pytest.raises(SpecError, match=r"spec\.schedule: must be a 5-field cron"):
         parse_resource(_pipeline(schedule="61 * * * *"))
+    assert admit(_pipeline(schedule="61 * * * *")).errors == [
+        f"spec.schedule: Invalid value: {CRON_MESSAGE}"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -138,3 +141,15 @@ def test_canary_step_rule_both_layers_agree(
     named = [m.split(":")[0] for m in messages if m.startswith("spec.rollout.canary.steps[")]
     for name in named:
         assert any(f"Invalid value: {name}:" in e for e in errors), (errors, messages)
+
+
+@settings(max_examples=60, deadline=None)
+@given(schedule=st.from_regex(CRON_PATTERN, fullmatch=True).filter(lambda s: len(s) <= 128))
+def test_the_operator_refuses_only_backwards_ranges_past_the_crd(schedule: str) -> None:
+    """Property: of the crons the CRD admits, the operator refuses only backwards ranges
+    (croniter would wrap them, the CronJob controller refuses them), which `kubeloop validate`
+    reports as a check the API server does not make."""
+    try:
+        parse_resource(_pipeline(schedule=schedule))
+    except SpecError as exc:
+        assert exc.messages == [m for m in exc.messages if "runs backwards" in m]

@@ -143,3 +143,15 @@ def test_a_child_created_after_its_owner_was_deleted_is_collected(cluster: Emula
     }
     _req(cluster, "POST", "/api/v1/namespaces/ml/services", service)
     assert em.get_object("v1/services", "ml", "alive") is not None
+
+
+def test_a_spec_change_is_admitted_like_a_create(cluster: EmulatorThread) -> None:
+    _req(cluster, "POST", TP, _pipeline("changed"))
+    features = ["tenure", "contract", "tenure"]
+    with pytest.raises(urllib.error.HTTPError) as err:
+        _req(cluster, "PATCH", f"{TP}/changed", {"spec": {"data": {"features": features}}})
+    assert err.value.code == 422
+    assert 'spec.data.features[2]: Duplicate value: \\"tenure\\"' in err.value.read().decode()
+    # A valid change is stored with the CRD's defaults, as on create.
+    obj = _req(cluster, "PATCH", f"{TP}/changed", {"spec": {"runPolicy": None, "seed": 7}})
+    assert obj["spec"]["seed"] == 7 and obj["spec"]["runPolicy"]["historyLimit"] == 10

@@ -165,9 +165,10 @@ def test_unrunnable_specs_are_reported_and_the_operator_stays_up(
     operated: tuple[Cluster, OperatorProcess, Path],
 ) -> None:
     cluster, operator, _log = operated
-    # 1. A cron the CRD pattern admits but no clock has (minute 61): the operator refuses it.
+    # 1. A cron the CRD admits but a CronJob would not (a range that runs backwards; no regular
+    # expression can compare its ends): the operator refuses it.
     tp = _pipeline("bad-cron")
-    tp["spec"]["schedule"] = "61 * * * *"
+    tp["spec"]["schedule"] = "50-10 * * * *"
     cluster.create(tp)
     # 2. A deployment of a pipeline that does not exist.
     md = example("churn-deployment.yaml", name="orphan")

@@ -1,7 +1,8 @@
 """What the API server does to a custom resource before storing it, done offline.
 
 `admit()` applies the CRD's structural defaults, refuses unknown fields (kubectl's default
-strict field validation), validates the OpenAPI schema and evaluates every
+strict field validation), validates the OpenAPI schema, refuses duplicates in
+`x-kubernetes-list-type` set and map lists, and evaluates every
 `x-kubernetes-validations` CEL rule with a real CEL implementation (cel-python), plus the
 Kubernetes CEL list extension `isSorted()` the rules use. It serves `kubeloop validate`, the
 local API of `kubeloop local`, and the tests. Needs the `[local]` extra (jsonschema, cel-python).
@@ -10,6 +11,7 @@ local API of `kubeloop local`, and the tests. Needs the `[local]` extra (jsonsch
 from __future__ import annotations
 
 import copy
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -67,21 +69,51 @@ def _apply_defaults(schema: dict[str, Any], value: Any) -> None:
             _apply_defaults(schema["additionalProperties"], item)
 
 
-def _unknown_fields(schema: dict[str, Any], value: Any, path: str) -> Iterator[str]:
-    if schema.get("x-kubernetes-preserve-unknown-fields") or path == "metadata":
-        return
+def _nodes(
+    schema: dict[str, Any], value: Any, path: str
+) -> Iterator[tuple[dict[str, Any], Any, str]]:
+    """Every value in the object with the schema that describes it and its path, depth first."""
+    yield schema, value, path
     if isinstance(value, dict) and "properties" in schema:
-        for name, item in value.items():
-            if name not in schema["properties"]:
-                yield f'{_join(path, name)}: unknown field "{name}"'
-            else:
-                yield from _unknown_fields(schema["properties"][name], item, _join(path, name))
+        for name, sub in schema["properties"].items():
+            if name in value:
+                yield from _nodes(sub, value[name], _join(path, name))
     elif isinstance(value, dict) and isinstance(schema.get("additionalProperties"), dict):
         for name, item in value.items():
-            yield from _unknown_fields(schema["additionalProperties"], item, _join(path, name))
-    elif isinstance(value, list) and "items" in schema:
+            yield from _nodes(schema["additionalProperties"], item, _join(path, name))
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
         for index, item in enumerate(value):
-            yield from _unknown_fields(schema["items"], item, _join(path, index))
+            yield from _nodes(schema["items"], item, _join(path, index))
+
+
+def _unknown_fields(schema: dict[str, Any], obj: dict[str, Any]) -> Iterator[str]:
+    for node, value, path in _nodes(schema, obj, ""):
+        if (
+            isinstance(value, dict)
+            and "properties" in node
+            and not node.get("x-kubernetes-preserve-unknown-fields")
+        ):
+            for name in value:
+                if name not in node["properties"]:
+                    yield f'{_join(path, name)}: unknown field "{name}"'
+
+
+def _duplicates(schema: dict[str, Any], obj: dict[str, Any]) -> Iterator[str]:
+    """Items repeated in a list of `x-kubernetes-list-type` set (the whole item) or map (its
+    key fields), refused as the API server does before any CEL rule runs."""
+    for node, value, path in _nodes(schema, obj, ""):
+        list_type = node.get("x-kubernetes-list-type")
+        if not isinstance(value, list) or list_type not in ("set", "map"):
+            continue
+        seen: set[str] = set()
+        for index, item in enumerate(value):
+            key = item
+            if list_type == "map" and isinstance(item, dict):
+                key = {k: item[k] for k in node.get("x-kubernetes-list-map-keys", []) if k in item}
+            text = json.dumps(key, sort_keys=True)
+            if text in seen:
+                yield f"{_join(path, index)}: Duplicate value: {text}"
+            seen.add(text)
 
 
 def _describe(error: Any) -> str:
@@ -94,6 +126,9 @@ def _describe(error: Any) -> str:
     if error.validator == "enum":
         allowed = ", ".join(f'"{v}"' for v in error.validator_value)
         return f'{path}: Unsupported value: "{error.instance}": supported values: {allowed}'
+    if error.validator == "anyOf" and all("type" in option for option in error.validator_value):
+        types = " or ".join(option["type"] for option in error.validator_value)
+        return f"{path}: Invalid value: {error.instance!r}: must be of type {types}"
     if error.validator == "type":
         return f"{path}: Invalid value: {error.instance!r}: must be of type {error.validator_value}"
     return f"{path}: Invalid value: {error.instance!r}: {error.message}"
@@ -136,27 +171,21 @@ def _cel_message(rule: dict[str, Any], value: Any) -> str:
     return message
 
 
-def _cel_errors(schema: dict[str, Any], value: Any, path: str) -> Iterator[str]:
+def _cel_errors(schema: dict[str, Any], obj: dict[str, Any]) -> Iterator[str]:
     from celpy.adapter import json_to_cel
     from celpy.evaluation import CELEvalError
 
-    for rule in schema.get("x-kubernetes-validations", []):
-        try:
-            result = _cel_program(rule["rule"]).evaluate({"self": json_to_cel(value)})
-            passed = bool(result) and not isinstance(result, Exception)
-        except CELEvalError:
-            passed = False
-        if not passed:
-            where = path + rule.get("fieldPath", "")
-            message = _cel_message(rule, value)
-            yield f"{where}: Invalid value: {message}" if where else message
-    if isinstance(value, dict) and "properties" in schema:
-        for name, sub in schema["properties"].items():
-            if name in value:
-                yield from _cel_errors(sub, value[name], _join(path, name))
-    elif isinstance(value, list) and "items" in schema:
-        for index, item in enumerate(value):
-            yield from _cel_errors(schema["items"], item, _join(path, index))
+    for node, value, path in _nodes(schema, obj, ""):
+        for rule in node.get("x-kubernetes-validations", []):
+            try:
+                result = _cel_program(rule["rule"]).evaluate({"self": json_to_cel(value)})
+                passed = bool(result) and not isinstance(result, Exception)
+            except CELEvalError:
+                passed = False
+            if not passed:
+                where = path + rule.get("fieldPath", "")
+                message = _cel_message(rule, value)
+                yield f"{where}: Invalid value: {message}" if where else message
 
 
 MAX_ANNOTATIONS_BYTES = 256 * 1024  # the API server's limit on all annotations together
@@ -196,11 +225,11 @@ def admit(obj: dict[str, Any]) -> AdmissionResult:
         return AdmissionResult(obj, [f'kind "{kind}" in "{api_version}" is not a kubeloop kind'])
     stored = copy.deepcopy(obj)
     errors = list(_metadata_errors(stored.get("metadata") or {}))
-    errors += list(_unknown_fields(schema, stored, ""))
+    errors += list(_unknown_fields(schema, stored))
     _apply_defaults(schema, stored)
-    schema_errors = _schema_errors(schema, stored)
+    schema_errors = _schema_errors(schema, stored) + list(_duplicates(schema, stored))
     errors += schema_errors
     # The API server runs CEL only on values that passed the schema.
     if not schema_errors:
-        errors += list(_cel_errors(schema, stored, ""))
+        errors += list(_cel_errors(schema, stored))
     return AdmissionResult(stored, errors)

@@ -5,6 +5,7 @@ Every field carries a description: they become the text `kubectl explain` prints
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,23 +19,37 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
     WithJsonSchema,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import core_schema
 
 __all__ = [
     "CONDITION_REASON_PATTERN",
+    "CRON_MESSAGE",
     "CRON_PATTERN",
     "DNS_LABEL_PATTERN",
     "DURATION_PATTERN",
+    "LABEL_KEY_PATTERNS",
+    "LABEL_VALUE_PATTERN",
+    "POSITIVE_DURATION_PATTERN",
+    "QUANTITY_PATTERN",
     "URI_PATTERN",
     "CelRule",
     "Condition",
     "CronSchedule",
     "Duration",
+    "FieldError",
     "KubeModel",
+    "LabelValue",
+    "ListSet",
     "LocalObjectReference",
+    "Matches",
+    "NodeSelector",
     "ObjectStoreUri",
     "Quantity",
     "ResourceName",
@@ -99,7 +114,7 @@ class KubeModel(BaseModel):
     def _check_cel_rules(self) -> Self:
         for rule in self.cel_rules:
             if not rule.check(self):
-                raise ValueError(rule.failure(self))
+                raise FieldError(rule.field_path, rule.failure(self))
         return self
 
     def to_wire(self) -> dict[str, Any]:
@@ -140,31 +155,185 @@ NAME_RULE = CelRule(
 
 # --- field types -------------------------------------------------------------------------------
 
-# One cron field: `*`, numbers, ranges, steps, lists, month/day names.
-_CRON_ATOM = r"(\*|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?"
-_CRON_FIELD = rf"{_CRON_ATOM}(,{_CRON_ATOM})*"
+# A 5-field cron as both croniter (the operator's scheduler) and the CronJob controller's parser
+# (robfig/cron, which the API server applies to a DriftMonitor's CronJob) accept it: each field
+# within its range; `*`, numbers, ranges, steps of at least 1, lists, month and day names.
+# No backslashes: the same text is a CEL string literal in the CRD.
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+_CRON_RANGES = {
+    "minute": "[0-5]?[0-9]",
+    "hour": "[01]?[0-9]|2[0-3]",
+    "dom": "0?[1-9]|[12][0-9]|3[01]",
+    "month": f"0?[1-9]|1[0-2]|(?i:{'|'.join(_MONTHS)})",
+    "dow": f"0?[0-6]|(?i:{'|'.join(_DAYS)})",
+}
+
+
+def _cron_field(values: str) -> str:
+    atom = f"([*]|({values})(-({values}))?)(/[1-9][0-9]*)?"
+    return f"{atom}(,{atom})*"
+
+
 CRON_PATTERN = (
-    r"^(@(yearly|annually|monthly|weekly|daily|hourly)|"
-    rf"{_CRON_FIELD} {_CRON_FIELD} {_CRON_FIELD} {_CRON_FIELD} {_CRON_FIELD})$"
+    "^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|"
+    + " ".join(_cron_field(values) for values in _CRON_RANGES.values())
+    + ")$"
+)
+CRON_MESSAGE = (
+    "must be a 5-field cron (UTC): minute 0-59, hour 0-23, day of month 1-31, month 1-12 or "
+    "jan-dec, day of week 0-6 or sun-sat; with *, a-b, */n and lists, e.g. '0 3 * * 0'; "
+    "or @hourly, @daily, @weekly, @monthly, @yearly"
 )
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 URI_PATTERN = r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?|file://.+)$"
-DURATION_PATTERN = r"^([0-9]+(ms|s|m|h|d))+$"
+# At most 6 significant digits a number: a longer one overflows timedelta (a crash, not an error).
+_DURATION_TERM = "0*[0-9]{1,6}(ms|s|m|h|d)"
+DURATION_PATTERN = f"^({_DURATION_TERM})+$"
+POSITIVE_DURATION_PATTERN = (
+    f"^({_DURATION_TERM})*0*[1-9][0-9]{{0,5}}(ms|s|m|h|d)({_DURATION_TERM})*$"
+)
+DURATION_MESSAGE = (
+    "must be a duration longer than zero: whole numbers (at most 6 digits) with units ms, s, m, "
+    "h or d, e.g. '24h', '90m', '1h30m', '7d'"
+)
+# The official Kubernetes quantity syntax without a sign: a negative request or limit is
+# refused by the API server when the Job or Deployment is created, long after admission.
 QUANTITY_PATTERN = (
-    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|"
-    r"([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+    "^[+]?(([0-9]+([.][0-9]*)?)|([.][0-9]+))(([KMGTPE]i)|[numkMGTPE]|"
+    "([eE][-+]?(([0-9]+([.][0-9]*)?)|([.][0-9]+))))?$"
+)
+QUANTITY_MESSAGE = (
+    "must be a Kubernetes quantity of at least zero: a whole number, or a string such as "
+    "'500m', '0.5', '2' or '4Gi'"
+)
+# Label keys and values as the API server checks them in a pod's nodeSelector (and a
+# toleration's key and value): a key is an optional DNS-subdomain prefix (253 at most) and '/',
+# then a name of 63 at most; the second pattern carries the lengths a single RE2 cannot.
+LABEL_KEY_PATTERNS = (
+    "^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    "[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$",
+    "^([^/]{1,253}/)?[^/]{1,63}$",
+)
+LABEL_KEY_MESSAGE = (
+    "must be a label key: an optional DNS-subdomain prefix and '/', then a name of at most 63 "
+    "letters, digits, '-', '_' or '.', starting and ending with a letter or digit, "
+    "e.g. 'kubernetes.io/arch' or 'gpu'"
+)
+LABEL_VALUE_PATTERN = "^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
+LABEL_VALUE_MESSAGE = (
+    "must be a label value: at most 63 letters, digits, '-', '_' or '.', starting and ending "
+    "with a letter or digit (or empty)"
 )
 CONDITION_REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_CRON_NAMES = {name: number + 1 for number, name in enumerate(_MONTHS)} | {
+    name: number for number, name in enumerate(_DAYS)
+}
+
+
+class FieldError(ValueError):
+    """A refusal about a part of the value being validated: pydantic reports it at the value's
+    location, and `kubeloop.api.parse` appends `subpath` (`.value`, `[2]`) to name the part."""
+
+    def __init__(self, subpath: str, message: str) -> None:
+        super().__init__(message)
+        self.subpath = subpath
+
+
+@dataclass(frozen=True)
+class Matches:
+    """Regular expressions a string, or every key of a map, must match, with the message a
+    person reads when it does not; stated once for both layers.
+
+    In the CRD it is a CEL rule, `self.matches(...)`, or `self.all(k, k.matches(...))` for the
+    keys of a map, which a structural schema cannot constrain; unlike a schema `pattern`, whose
+    refusal quotes the whole expression, the API server then answers with `message`. In pydantic
+    it is an after-validator with the same expressions and message. Patterns are written
+    without backslashes or quotes: the same text is a CEL string literal.
+    """
+
+    patterns: tuple[str, ...]
+    message: str
+    keys: bool = False
+
+    def __post_init__(self) -> None:
+        for pattern in self.patterns:
+            if "\\" in pattern or "'" in pattern:
+                raise ValueError(f"{pattern!r}: write it without backslashes or quotes")
+
+    def cel(self) -> str:
+        """The CEL expression of the rule."""
+        subject = "k" if self.keys else "self"
+        test = " && ".join(f"{subject}.matches('{pattern}')" for pattern in self.patterns)
+        return f"self.all(k, {test})" if self.keys else test
+
+    def check(self, value: Any) -> Any:
+        """The rule in Python (CEL's `matches` is an unanchored RE2 search, as `re.search`)."""
+        for item in value if self.keys else (value,):
+            if not all(re.search(pattern, item) for pattern in self.patterns):
+                key = f" (key {item[:80]!r})" if self.keys else ""
+                raise ValueError(self.message + key)
+        return value
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(self.check, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        json_schema = handler(schema)
+        json_schema.setdefault("x-kubernetes-validations", []).append(
+            {"rule": self.cel(), "message": self.message, "reason": "FieldValueInvalid"}
+        )
+        return json_schema
+
+
+@dataclass(frozen=True)
+class ListSet:
+    """A list of scalars the API server treats as a set (`x-kubernetes-list-type: set`): it
+    refuses a duplicate (`spec.data.features[2]: Duplicate value: "x"`), and so does pydantic."""
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(_no_duplicates, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        json_schema = handler(schema)
+        json_schema["x-kubernetes-list-type"] = "set"
+        return json_schema
+
+
+def _no_duplicates(items: list[Any]) -> list[Any]:
+    seen: set[Any] = set()
+    for index, item in enumerate(items):
+        if item in seen:
+            raise FieldError(f"[{index}]", f"Duplicate value: {json.dumps(item)}")
+        seen.add(item)
+    return items
+
+
+def _cron_number(text: str) -> int:
+    return _CRON_NAMES[text.lower()] if text.isalpha() else int(text)
 
 
 def _check_cron(value: str) -> str:
+    # The pattern has checked each field's range. What it cannot see: a range that runs
+    # backwards, which croniter wraps around but the CronJob controller's parser refuses.
+    for low, high in re.findall(r"([0-9A-Za-z]+)-([0-9A-Za-z]+)", value):
+        if _cron_number(low) > _cron_number(high):
+            raise ValueError(
+                f"the range {low}-{high} in {value!r} runs backwards; list both parts "
+                f"instead (e.g. '{low}-<last>,<first>-{high}')"
+            )
     if not croniter.is_valid(value):
-        raise ValueError(
-            f"{value!r} is not a valid 5-field cron expression "
-            "(minute hour day-of-month month day-of-week, e.g. '0 3 * * 0')"
-        )
+        raise ValueError(f"{value!r} {CRON_MESSAGE}")
     return value
 
 
@@ -179,38 +348,56 @@ def parse_duration(value: str) -> timedelta:
     return timedelta(seconds=seconds)
 
 
-def _check_duration(value: str) -> str:
-    if parse_duration(value) <= timedelta(0):
-        raise ValueError(f"{value!r} must be longer than zero")
-    return value
-
-
 def _quantity_to_str(value: object) -> object:
-    # YAML users write `cpu: 2`; Kubernetes quantities are int-or-string.
-    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+    # YAML users write `cpu: 2`; Kubernetes quantities are int-or-string. Not a float: the
+    # API server refuses `cpu: 0.5` (neither integer nor string), so the operator does too.
+    if isinstance(value, float):
+        raise ValueError(
+            f"{value} is a number with a fraction, which the API server refuses here; "
+            f"quote it ('{value}') or write it in thousandths ('{value * 1000:g}m')"
+        )
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _check_quantity(value: str) -> str:
+    if not re.fullmatch(QUANTITY_PATTERN, value):
+        raise ValueError(QUANTITY_MESSAGE)
+    return value
 
 
 CronSchedule = Annotated[
     str,
-    Field(pattern=CRON_PATTERN, max_length=128),
+    Field(max_length=128),
+    Matches((CRON_PATTERN,), CRON_MESSAGE),
     AfterValidator(_check_cron),
 ]
 Duration = Annotated[
-    str, Field(pattern=DURATION_PATTERN, max_length=32), AfterValidator(_check_duration)
+    str, Field(max_length=32), Matches((POSITIVE_DURATION_PATTERN,), DURATION_MESSAGE)
 ]
 ObjectStoreUri = Annotated[str, Field(pattern=URI_PATTERN, max_length=1024)]
 ResourceName = Annotated[str, Field(pattern=DNS_SUBDOMAIN_PATTERN, min_length=1, max_length=253)]
 Quantity = Annotated[
     str,
     BeforeValidator(_quantity_to_str),
-    Field(pattern=QUANTITY_PATTERN),
+    AfterValidator(_check_quantity),
+    # The CRD says the same with `pattern` (strings) and `minimum` (integers): CEL over an
+    # int-or-string value would need a type switch; a pattern works on every API server.
     WithJsonSchema(
         {
             "anyOf": [{"type": "integer"}, {"type": "string"}],
             "pattern": QUANTITY_PATTERN,
+            "minimum": 0,
             "x-kubernetes-int-or-string": True,
         }
     ),
+]
+LabelValue = Annotated[
+    str, Field(max_length=63), Matches((LABEL_VALUE_PATTERN,), LABEL_VALUE_MESSAGE)
+]
+NodeSelector = Annotated[
+    dict[str, LabelValue],
+    Field(max_length=64),
+    Matches(LABEL_KEY_PATTERNS, "every key " + LABEL_KEY_MESSAGE, keys=True),
 ]
 
 
@@ -235,13 +422,44 @@ class SecretReference(KubeModel):
 
 
 class Toleration(KubeModel):
-    """A Kubernetes toleration, copied as is onto the pods (see core/v1 Toleration)."""
+    """A Kubernetes toleration, copied as is onto the pods (see core/v1 Toleration).
 
-    key: str | None = Field(default=None, max_length=317, description="Taint key to tolerate.")
+    The rules are those the API server applies to a pod's tolerations, so a toleration it would
+    refuse in the Job is refused here, at admission, naming the field.
+    """
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            cel="self.operator == 'Exists' || (has(self.key) && size(self.key) > 0)",
+            check=lambda t: t.operator == "Exists" or bool(t.key),
+            message="must be 'Exists' when key is empty (an empty key with Exists tolerates "
+            "every taint)",
+            field_path=".operator",
+        ),
+        CelRule(
+            cel="self.operator != 'Exists' || !has(self.value) || size(self.value) == 0",
+            check=lambda t: t.operator != "Exists" or not t.value,
+            message="must be empty when operator is 'Exists' (Exists matches every value of the "
+            "key); use operator 'Equal' to match one value",
+            field_path=".value",
+        ),
+        CelRule(
+            cel="!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+            check=lambda t: t.toleration_seconds is None or t.effect == "NoExecute",
+            message="must be 'NoExecute' when tolerationSeconds is set",
+            field_path=".effect",
+        ),
+    )
+
+    key: Annotated[str, Matches(LABEL_KEY_PATTERNS, LABEL_KEY_MESSAGE)] | None = Field(
+        default=None,
+        max_length=317,
+        description="Taint key to tolerate; empty with operator Exists tolerates every taint.",
+    )
     operator: Literal["Exists", "Equal"] = Field(
         default="Equal", description="`Exists` matches any value; `Equal` matches `value`."
     )
-    value: str | None = Field(default=None, max_length=63, description="Taint value to match.")
+    value: LabelValue | None = Field(default=None, description="Taint value to match.")
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
         default=None, description="Taint effect to match; empty matches all effects."
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -13,6 +13,7 @@ from kubeloop.api.common import (
     CronSchedule,
     Duration,
     KubeModel,
+    ListSet,
     LocalObjectReference,
     SecretReference,
 )
@@ -94,11 +95,10 @@ class DriftMonitorSpec(KubeModel):
     min_rows: int = Field(
         default=100, ge=1, description="Fewer rows in the window give verdict NoData."
     )
-    features: list[str] | None = Field(
+    features: Annotated[list[str], ListSet()] | None = Field(
         default=None,
         max_length=1024,
-        json_schema_extra={"x-kubernetes-list-type": "set"},
-        description="Features to test; default all features of the model.",
+        description="Features to test, each once; default all features of the model.",
     )
     tests: DriftTests = Field(default_factory=DriftTests, description="Tests per feature type.")
     thresholds: DriftThresholds = Field(default_factory=DriftThresholds, description="Thresholds.")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import ValidationError
 
+from kubeloop.api.common import FieldError
 from kubeloop.api.deployment import ModelDeployment
 from kubeloop.api.monitor import DriftMonitor
 from kubeloop.api.training import TrainingPipeline
@@ -28,6 +30,9 @@ class SpecError(ValueError):
         self.messages = messages
 
 
+_NAMES_ITS_FIELD = re.compile(r"^(spec|metadata|status)[.:\[ ]")
+
+
 def error_messages(exc: ValidationError) -> list[str]:
     """One line per problem, `<field path>: <what is wrong>`, with wire (camelCase) names."""
     lines = []
@@ -36,12 +41,15 @@ def error_messages(exc: ValidationError) -> list[str]:
         for key in error["loc"]:
             path = f"{path}[{key}]" if isinstance(key, int) else (f"{path}.{key}" if path else key)
         message = error["msg"].removeprefix("Value error, ")
+        cause = error.get("ctx", {}).get("error")
+        if isinstance(cause, FieldError):
+            path += cause.subpath
         if error["type"] == "extra_forbidden":
             message = "unknown field; check the spelling against `kubectl explain`"
         elif error["type"] == "missing":
             message = "Required value"
-        if not path or message.startswith(path):
-            lines.append(message)  # whole-object rules name their field themselves
+        if not path or _NAMES_ITS_FIELD.match(message):
+            lines.append(message)  # most cross-field rules name their field themselves
         else:
             lines.append(f"{path}: {message}")
     return lines

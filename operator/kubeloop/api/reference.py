@@ -60,10 +60,17 @@ def render_reference() -> str:
     return "\n".join(out) + "\n"
 
 
-def _collect_rules(node: dict[str, Any]) -> list[str]:
-    rules = [r["message"] for r in node.get("x-kubernetes-validations", [])]
-    for sub in node.get("properties", {}).values():
-        rules += _collect_rules(sub)
+def _collect_rules(node: dict[str, Any], path: str = "spec") -> list[str]:
+    rules = []
+    for rule in node.get("x-kubernetes-validations", []):
+        message = str(rule["message"])
+        where = path + str(rule.get("fieldPath", ""))
+        # Rules on a field or a list item leave the field's name to the API server's error.
+        rules.append(message if message.startswith("spec.") else f"`{where}`: {message}")
+    for name, sub in node.get("properties", {}).items():
+        rules += _collect_rules(sub, f"{path}.{name}")
     if isinstance(node.get("items"), dict):
-        rules += _collect_rules(node["items"])
+        rules += _collect_rules(node["items"], f"{path}[]")
+    if isinstance(node.get("additionalProperties"), dict):
+        rules += _collect_rules(node["additionalProperties"], f"{path}.*")
     return rules

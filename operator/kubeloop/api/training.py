@@ -12,6 +12,8 @@ from kubeloop.api.common import (
     Condition,
     CronSchedule,
     KubeModel,
+    ListSet,
+    NodeSelector,
     ObjectStoreUri,
     Quantity,
     SecretReference,
@@ -116,11 +118,10 @@ class DataSpec(KubeModel):
         description="Share of training rows held out for validation when `validation` is empty.",
     )
     target: ColumnName = Field(description="Name of the column to predict.")
-    features: list[ColumnName] | None = Field(
+    features: Annotated[list[ColumnName], ListSet()] | None = Field(
         default=None,
         max_length=1024,
-        json_schema_extra={"x-kubernetes-list-type": "set"},
-        description="Feature columns to use. Default: every column except `target`.",
+        description="Feature columns to use, each once. Default: every column except `target`.",
     )
 
 
@@ -200,8 +201,8 @@ class ResourcesSpec(KubeModel):
     memory: Quantity = Field(
         default="2Gi", description="Memory request and limit per pod, e.g. '4Gi'."
     )
-    node_selector: dict[str, str] = Field(
-        default_factory=dict, description="Node labels the pods must match."
+    node_selector: NodeSelector = Field(
+        default_factory=dict, description="Node labels the pods must match (label keys and values)."
     )
     tolerations: list[Toleration] = Field(
         default_factory=list, max_length=32, description="Taints the pods tolerate (GPU nodes)."

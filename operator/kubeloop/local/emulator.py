@@ -15,7 +15,8 @@ runner rely on, the way a real API server behaves:
   CronJobs, HPAs, Pods: all built-in workloads have one) and bumps `generation` when `spec`
   changes; every change bumps `resourceVersion`, a no-op patch changes nothing (no event);
 - admission for kubeloop.io kinds via `kubeloop.api.admission.admit` (defaults + schema +
-  CEL): an invalid custom resource is refused with 422 at creation, as a real API server does;
+  list-type set/map uniqueness + CEL): an invalid custom resource is refused with 422 at
+  creation and when a change to its spec makes it invalid, as a real API server does;
 - foreground-free garbage collection: deleting an object deletes the objects whose
   `ownerReferences` name its uid (recursively), so a deleted pipeline takes its Jobs along;
   and, as the real garbage collector does, an object created or patched with owners none of
@@ -145,21 +146,23 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
             return self._store[key].raw
         return None
 
+    def _admit(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """The object as stored, defaults applied; a kubeloop kind the CRD refuses raises 422."""
+        if not (self.admission and str(obj.get("apiVersion", "")).startswith("kubeloop.io/")):
+            return obj
+        result = admit(obj)
+        if not result.allowed:
+            raise kmock.KubernetesError(
+                status=422, reason="Invalid", message="; ".join(result.errors)
+            )
+        return result.obj
+
     def _rewrite(self, request: rendering.Request) -> rendering.Request:
         """Turn a request into what a real API server would store (raises KubernetesError)."""
         if request.resource is None:
             return request
         if request.action == enums.action.CREATE and isinstance(request.data, dict):
-            obj = copy.deepcopy(request.data)
-            if obj.get("apiVersion", "").startswith("kubeloop.io/") and self.admission:
-                result = admit(obj)
-                if not result.allowed:
-                    raise kmock.KubernetesError(
-                        status=422,
-                        reason="Invalid",
-                        message="; ".join(result.errors),
-                    )
-                obj = result.obj
+            obj = self._admit(copy.deepcopy(request.data))
             meta = obj.setdefault("metadata", {})
             if not meta.get("name") and meta.get("generateName"):  # kopf's Events use it
                 meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
@@ -195,6 +198,13 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
             if new == current:  # a no-op: no new resourceVersion, no watch event
                 object.__setattr__(request, "data", None)
                 return request
+            if request.subresource is None and new.get("spec") != current.get("spec"):
+                # Spec and metadata are judged: status is the operator's to write, and a real
+                # API server prunes there what its schema does not know rather than refusing.
+                admitted = self._admit({k: v for k, v in new.items() if k != "status"})
+                if "status" in new:
+                    admitted["status"] = new["status"]
+                patch = _diff(current, admitted)
             meta = patch.setdefault("metadata", {})
             meta["resourceVersion"] = str(next(self._rv))
             if new.get("spec") != current.get("spec"):
