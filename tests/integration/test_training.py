@@ -10,7 +10,16 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.integration.harness import JOBS, TP, Cluster, Operator, events, example, wait_for
+from tests.integration.harness import (
+    JOBS,
+    TP,
+    Cluster,
+    Operator,
+    events,
+    example,
+    resync_requests,
+    wait_for,
+)
 
 
 def _result(version: str, auc: float) -> dict[str, Any]:
@@ -248,39 +257,6 @@ def test_distributed_gpu_run_under_kueue(cluster: Cluster, operator: Operator) -
 RUN_REQUEST = "kubeloop.io/run-requested-at"
 
 
-def _requests_since(cluster: Cluster, mark: int) -> list[Any]:
-    """The API requests the emulator answered after request id `mark`."""
-    return [r for r in cluster.thread.call(lambda: list(cluster.em)) if r.id > mark]
-
-
-def _last_request_id(cluster: Cluster) -> int:
-    return max((r.id for r in cluster.thread.call(lambda: list(cluster.em))), default=0)
-
-
-def _idle_window(cluster: Cluster, name: str, reconciles: int = 4) -> list[Any]:
-    """The requests of `reconciles` resync passes over pipeline `name` (each GETs it first).
-
-    Every request is kept meanwhile, so none of the window's is trimmed away.
-    """
-    cluster.em.keep_requests = None
-    try:
-        mark = _last_request_id(cluster)
-
-        def passes() -> list[Any] | None:
-            requests = _requests_since(cluster, mark)
-            gets = [
-                r
-                for r in requests
-                if r.method == "GET" and r.name == name and r.subresource is None
-                and r.resource is not None and r.resource.plural == "trainingpipelines"
-            ]  # fmt: skip
-            return requests if len(gets) >= reconciles else None
-
-        return wait_for(passes, what=f"{reconciles} resyncs of {name}")
-    finally:
-        cluster.em.keep_requests = 100
-
-
 def _status_patches(requests: list[Any], name: str) -> list[Any]:
     return [
         r for r in requests if r.method == "PATCH" and r.name == name and r.subresource == "status"
@@ -341,7 +317,7 @@ def test_history_limit_records_every_run_exactly_once(cluster: Cluster, operator
         lambda: _event_count(cluster, name, "Promoted", "Rejected") >= 12, what="12 gate Events"
     )
 
-    idle = _idle_window(cluster, name)
+    idle = resync_requests(cluster, "trainingpipelines", name)
     patches = len(_status_patches(idle, name))
     records = _runs_recorded(name)
     promoted = _event_count(cluster, name, "Promoted")
@@ -417,7 +393,7 @@ def test_a_refused_job_stalls_the_pipeline_once_without_retries(
         assert run["id"] == "1" and run["result"] == "Failed" and "Invalid value" in run["message"]
         assert not status.get("currentRun") and status["phase"] == "Failed"
 
-        _idle_window(cluster, name)
+        resync_requests(cluster, "trainingpipelines", name)
         assert len(refuse.posts) == 1, "a refused Job was POSTed again"
         (event,) = events(cluster, name, "ChildRefused")
         assert event["type"] == "Warning" and "resources.requests" in event["message"]
