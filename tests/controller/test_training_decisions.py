@@ -101,7 +101,7 @@ def test_waiting_for(trigger: str | None, expected: str | None) -> None:
             None,
             "Queued",
             (
-                False,
+                True,
                 "Queued",
                 "run 3 is queued: Job churn-run-3 is suspended until it is admitted "
                 "(Kueue queue gpu)",

@@ -221,7 +221,7 @@ def test_distributed_gpu_run_under_kueue(cluster: Cluster, operator: Operator) -
     # Held by Kueue: the run is queued, not training.
     status = wait_for(lambda: (s := _status(cluster, "tp-ddp")).get("phase") == "Queued" and s)
     running = {c["type"]: c for c in status["conditions"]}["Running"]
-    assert running["status"] == "False" and running["reason"] == "Queued"
+    assert running["status"] == "True" and running["reason"] == "Queued"
     assert (
         "waits" not in running["message"]
         and "admitted (Kueue queue gpu-queue)" in (running["message"])
@@ -241,7 +241,7 @@ def test_distributed_gpu_run_under_kueue(cluster: Cluster, operator: Operator) -
     rv = cluster.get(JOBS, "ml", "tp-ddp-run-1")["metadata"]["resourceVersion"]  # type: ignore[index]
     status = wait_for(lambda: (s := _status(cluster, "tp-ddp")).get("phase") == "Running" and s)
     running = {c["type"]: c for c in status["conditions"]}["Running"]
-    assert running["status"] == "True" and running["message"] == "run 1 is training"
+    assert running["reason"] == "RunInProgress" and running["message"] == "run 1 is training"
 
     time.sleep(1.5)
     job = cluster.get(JOBS, "ml", "tp-ddp-run-1")

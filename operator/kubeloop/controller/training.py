@@ -172,7 +172,9 @@ def run_state(
     """(phase, Running condition) of the run in progress; phase None when none is in progress.
 
     A Job created suspended (Kueue holds it until it admits the workload) is Queued, not
-    training; what waits for the run to end is said in the same message.
+    training: the run is in progress (Running stays True, so Argo CD and kstatus readers keep
+    seeing it progress) with reason Queued. What waits for the run to end is said in the same
+    message.
     """
     if current is None:
         return None, (False, "Idle", "no run in progress")
@@ -183,7 +185,7 @@ def run_state(
         phase, running = (
             "Queued",
             (
-                False,
+                True,
                 "Queued",
                 f"run {run_id} is queued: Job {current['job']} is suspended until it is "
                 f"admitted{by}",
