@@ -176,7 +176,7 @@ class Kube:
         with self._guard:
             refusal = self._refusals.get(key)
         if refusal and refusal.digest == digest and time.monotonic() < refusal.retry_at:
-            raise refusal.error
+            raise refusal.error.with_traceback(None)  # tracebacks must not pile up on it
 
     def _remember(self, key: tuple[str, str], digest: str, error: Refused) -> None:
         with self._guard:
