@@ -478,8 +478,17 @@ def test_a_new_run_does_not_show_the_previous_runs_progress(
     progress = _status(cluster, name)["currentRun"]["progress"]
     assert progress["percent"] == 90 and progress["runId"] == "1"
 
-    cluster.finish_job("ml", f"{name}-run-1", _result("1", 0.9))
+    # The next request is pending when run 1 ends: one reconcile records run 1 and starts
+    # run 2, writing run 2's entry over run 1's (with a merge patch).
     cluster.patch(TP, "ml", name, {"metadata": {"annotations": {RUN_REQUEST: "again"}}})
+
+    def request_waits() -> bool:
+        conditions = {c["type"]: c for c in _status(cluster, name).get("conditions") or []}
+        message = conditions.get("Running", {}).get("message", "")
+        return "a manual run request waits for run 1 to finish" in message
+
+    wait_for(request_waits, what="the run request waiting for run 1")
+    cluster.finish_job("ml", f"{name}-run-1", _result("1", 0.9))
     status = wait_for(
         lambda: (s := _status(cluster, name)).get("currentRun", {}).get("id") == "2" and s,
         what="run 2 current",
