@@ -8,6 +8,10 @@ Allocation is safe when runs finish together: a run claims `versions/<n>/.claim`
 exclusive create (`If-None-Match: *` on S3, `link()` on a file system) and moves on to n+1 when
 someone else holds n. Nothing is ever overwritten: files of a version are written only by the
 run holding its claim, and the manifest itself is written create-if-absent, last.
+
+A claim names its run by the pipeline object's uid and the run id: run ids restart at 1 when a
+pipeline is deleted and created again under the same name, so a run id alone would hand the new
+pipeline's run 1 the old pipeline's version 1 without training.
 """
 
 from __future__ import annotations
@@ -77,21 +81,25 @@ class Registry:
         found = self.versions()
         return found[-1] if found else None
 
-    def allocate(self, run_id: str) -> VersionClaim:
-        """Claim the next free version for `run_id` by exclusive create.
+    def allocate(self, run_id: str, pipeline_uid: str | None = None) -> VersionClaim:
+        """Claim the next free version for run `run_id` of pipeline object `pipeline_uid`.
 
         Idempotent per run: a restarted run gets back the version it claimed before (marked
         `complete` when that version was already published), so a retried pod never makes a
-        second version of the same run.
+        second version of the same run. Only the same run of the same pipeline object gets a
+        claim back; any other run (a re-created pipeline's run 1 included) claims a new number.
         """
+        owner = (pipeline_uid, run_id)
         seen, complete = self._numbers()
         for number in sorted(seen, reverse=True)[:50]:
-            if self._claim_owner(number) == run_id:
+            if self._claim_owner(number) == owner:
                 return VersionClaim(number, self.version_uri(number), number in complete)
         candidate = max(seen, default=0) + 1
-        body = json.dumps(
-            {"runId": run_id, "claimedAt": datetime.now(UTC).isoformat(timespec="seconds")}
-        ).encode()
+        claim: dict[str, str] = {"runId": run_id}
+        if pipeline_uid is not None:
+            claim["pipelineUid"] = pipeline_uid
+        claim["claimedAt"] = datetime.now(UTC).isoformat(timespec="seconds")
+        body = json.dumps(claim).encode()
         for _ in range(_MAX_TRIES):
             try:
                 self.store.write_bytes(
@@ -101,20 +109,23 @@ class Registry:
                 # Another run won this number, or our own create succeeded and only its answer
                 # was lost (the retry then sees 412): read the claim before moving on, so a
                 # lost answer never leaves an orphan claim behind.
-                if self._claim_owner(candidate) == run_id:
+                if self._claim_owner(candidate) == owner:
                     return VersionClaim(candidate, self.version_uri(candidate))
                 candidate += 1
                 continue
             return VersionClaim(candidate, self.version_uri(candidate))
         raise RegistryError(f"could not claim a version under {self.artifacts} after many tries")
 
-    def _claim_owner(self, number: int) -> str | None:
+    def _claim_owner(self, number: int) -> tuple[str | None, str] | None:
+        """(pipeline uid, run id) of the claim on `number`; None when unclaimed or unreadable."""
         try:
             data = json.loads(self.store.read_bytes(join(self.version_uri(number), CLAIM)))
         except (NotFoundError, json.JSONDecodeError):
             return None
-        owner = data.get("runId") if isinstance(data, dict) else None
-        return str(owner) if owner is not None else None
+        if not isinstance(data, dict) or data.get("runId") is None:
+            return None
+        uid = data.get("pipelineUid")
+        return (str(uid) if uid is not None else None), str(data["runId"])
 
     def publish(self, local_dir: Path, claim: VersionClaim) -> str:
         """Upload a local version folder; manifest.json goes last and create-if-absent."""

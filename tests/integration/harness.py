@@ -229,3 +229,29 @@ def example(file: str, **meta: Any) -> dict[str, Any]:
     doc: dict[str, Any] = yaml.safe_load((ROOT / "examples" / file).read_text())
     doc["metadata"].update(meta)
     return doc
+
+
+def resync_requests(cluster: Cluster, plural: str, name: str, passes: int = 4) -> list[Any]:
+    """The API requests made while the operator reconciled object `name` (of resource `plural`,
+    e.g. "trainingpipelines") `passes` more times; each reconcile GETs its object first.
+
+    Every request is kept meanwhile, so none of the window's is trimmed away.
+    """
+    em = cluster.em
+    em.keep_requests = None
+    try:
+        mark = max((r.id for r in cluster.thread.call(lambda: list(em))), default=0)
+
+        def window() -> list[Any] | None:
+            requests = [r for r in cluster.thread.call(lambda: list(em)) if r.id > mark]
+            gets = [
+                r
+                for r in requests
+                if r.method == "GET" and r.name == name and r.subresource is None
+                and r.resource is not None and r.resource.plural == plural
+            ]  # fmt: skip
+            return requests if len(gets) >= passes else None
+
+        return wait_for(window, what=f"{passes} reconciles of {name}")
+    finally:
+        em.keep_requests = 100

@@ -130,7 +130,8 @@ def test_lost_status_records_finished_jobs_once(cluster: Cluster, operator: Oper
     _settled(cluster, "lost", 1)
 
     operator.stop()
-    runs_only = {"runs": None, "champion": None, "currentRun": None}
+    # The run records go, and with them the watermark of what was recorded.
+    runs_only = {"runs": None, "champion": None, "currentRun": None, "lastRecordedRunId": None}
     cluster.patch(TP, "ml", "lost", {"status": runs_only}, "status")
     operator.start()
     status = _settled(cluster, "lost", 1)

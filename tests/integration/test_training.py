@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import time
+from pathlib import Path
 from typing import Any
 
-from tests.integration.harness import JOBS, TP, Cluster, Operator, events, example, wait_for
+import pytest
+import yaml
+from tests.integration.harness import (
+    JOBS,
+    TP,
+    Cluster,
+    Operator,
+    events,
+    example,
+    resync_requests,
+    wait_for,
+)
 
 
 def _result(version: str, auc: float) -> dict[str, Any]:
@@ -208,6 +222,14 @@ def test_distributed_gpu_run_under_kueue(cluster: Cluster, operator: Operator) -
     service = wait_for(lambda: cluster.get("v1/services", "ml", "tp-ddp-run-1"), what="Service")
     assert service["spec"]["clusterIP"] == "None"
     assert service["spec"]["ports"][0]["port"] == int(env["MASTER_PORT"]["value"])
+    # Held by Kueue: the run is queued, not training.
+    status = wait_for(lambda: (s := _status(cluster, "tp-ddp")).get("phase") == "Queued" and s)
+    running = {c["type"]: c for c in status["conditions"]}["Running"]
+    assert running["status"] == "True" and running["reason"] == "Queued"
+    assert (
+        "waits" not in running["message"]
+        and "admitted (Kueue queue gpu-queue)" in (running["message"])
+    )
 
     # Kueue admits: unsuspends and injects node placement. The operator leaves it alone.
     admitted = {
@@ -221,6 +243,9 @@ def test_distributed_gpu_run_under_kueue(cluster: Cluster, operator: Operator) -
     }
     cluster.patch(JOBS, "ml", "tp-ddp-run-1", {"spec": admitted})
     rv = cluster.get(JOBS, "ml", "tp-ddp-run-1")["metadata"]["resourceVersion"]  # type: ignore[index]
+    status = wait_for(lambda: (s := _status(cluster, "tp-ddp")).get("phase") == "Running" and s)
+    running = {c["type"]: c for c in status["conditions"]}["Running"]
+    assert running["reason"] == "RunInProgress" and running["message"] == "run 1 is training"
 
     time.sleep(1.5)
     job = cluster.get(JOBS, "ml", "tp-ddp-run-1")
@@ -284,3 +309,253 @@ def test_run_blocked_on_a_missing_secret_stalls_until_its_pod_starts(
         lambda: _cond(cluster, "tp-blocked", "Stalled").get("reason") == "SpecValid",
         what="Stalled=False once the pod runs",
     )
+
+
+# --- run history, refused children, queued runs, waiting generations, late progress ---------
+
+RUN_REQUEST = "kubeloop.io/run-requested-at"
+
+
+def _status_patches(requests: list[Any], name: str) -> list[Any]:
+    return [
+        r for r in requests if r.method == "PATCH" and r.name == name and r.subresource == "status"
+    ]
+
+
+def _runs_recorded(name: str) -> int:
+    """`kubeloop_training_runs_total` of the pipeline, all results (the operator runs here)."""
+    from prometheus_client import REGISTRY
+
+    return int(
+        sum(
+            REGISTRY.get_sample_value(
+                "kubeloop_training_runs_total",
+                {"namespace": "ml", "pipeline": name, "result": result},
+            )
+            or 0
+            for result in ("Promoted", "Rejected", "Failed")
+        )
+    )
+
+
+def _event_count(cluster: Cluster, name: str, *reasons: str) -> int:
+    return sum(
+        1
+        for e in cluster.list("v1/events", "ml")
+        if e.get("reason") in reasons and e["involvedObject"]["name"] == name
+    )
+
+
+def test_history_limit_records_every_run_exactly_once(cluster: Cluster, operator: Operator) -> None:
+    """historyLimit 3, and 12 runs whose Jobs all stay (ttlSecondsAfterFinished is a day): each
+    run is recorded once -- 12 records, 12 gate Events, no null startedAt -- and an idle resync
+    patches nothing. (Runs that fell out of status.runs used to be recorded again on every
+    resync: the champion judged against itself, Events and status patches without end.)"""
+    name = "tp-hist"
+    doc = example("churn-pipeline.yaml", name=name)
+    doc["spec"]["runPolicy"] = {"historyLimit": 3}
+    cluster.create(doc)
+    observed: list[dict[str, Any]] = []
+    for i in range(1, 13):
+        if i > 1:
+            cluster.patch(TP, "ml", name, {"metadata": {"annotations": {RUN_REQUEST: f"r{i}"}}})
+        job = f"{name}-run-{i}"
+        wait_for(lambda job=job: cluster.get(JOBS, "ml", job), what=f"Job of run {i}")
+        # Odd runs beat the champion (promoted), even ones do not (rejected).
+        auc = 0.76 + i / 100 if i % 2 else 0.76
+        cluster.finish_job("ml", job, _result(str(i), auc))
+        status = wait_for(
+            lambda i=i: (
+                (s := _status(cluster, name)).get("lastRunId") == i
+                and not s.get("currentRun")
+                and s
+            ),
+            what=f"run {i} recorded",
+        )
+        observed += status.get("runs") or []
+    wait_for(
+        lambda: _event_count(cluster, name, "Promoted", "Rejected") >= 12, what="12 gate Events"
+    )
+
+    idle = resync_requests(cluster, "trainingpipelines", name)
+    patches = len(_status_patches(idle, name))
+    records = _runs_recorded(name)
+    promoted = _event_count(cluster, name, "Promoted")
+    rejected = _event_count(cluster, name, "Rejected")
+    status = _status(cluster, name)
+    observed += status["runs"]
+    null_started = sum(1 for r in observed if r.get("startedAt") is None)
+    print(
+        f"12 runs, historyLimit 3: {records} run records, {promoted} Promoted + {rejected} "
+        f"Rejected Events, {null_started} records with a null startedAt, {patches} status "
+        f"patches in {len(idle)} requests of 4 idle resyncs"
+    )
+    assert records == 12
+    assert (promoted, rejected) == (6, 6)
+    assert null_started == 0
+    assert patches == 0
+    assert [r["id"] for r in status["runs"]] == ["12", "11", "10"]
+    assert [r["result"] for r in status["runs"]] == ["Rejected", "Promoted", "Rejected"]
+    assert status["champion"]["version"] == "11" and status["lastRecordedRunId"] == 12
+
+
+def _job_refusal(job: str) -> Any:
+    """An admission hook refusing Job `job` as the API server's Job validation does (422)."""
+    import kmock
+
+    field = "spec.template.spec.containers[0].resources.requests"
+    posts: list[dict[str, Any]] = []
+
+    def refuse(obj: dict[str, Any]) -> None:
+        if obj.get("kind") == "Job" and obj["metadata"].get("name") == job:
+            posts.append(obj)
+            raise kmock.KubernetesError(
+                status=422,
+                reason="Invalid",
+                message=f'Job.batch "{job}" is invalid: {field}: Invalid value: "4": must be '
+                "less than or equal to cpu limit of 2",
+                details={
+                    "name": job,
+                    "group": "batch",
+                    "kind": "Job",
+                    "causes": [{"reason": "FieldValueInvalid", "field": field}],
+                },
+            )
+
+    refuse.posts = posts  # type: ignore[attr-defined]
+    return refuse
+
+
+def test_a_refused_job_stalls_the_pipeline_once_without_retries(
+    cluster: Cluster, operator: Operator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The API server refuses run 1's Job (422): the pipeline says so -- Stalled=True naming the
+    field, the run Failed with the reason, one Warning Event, a log line -- and the Job is not
+    POSTed again on later resyncs; a fixed spec's run is accepted and clears Stalled."""
+    name = "tp-refused"
+    refuse = _job_refusal(f"{name}-run-1")
+    cluster.em.admission_hooks.append(refuse)
+    caplog.set_level(logging.WARNING)
+    try:
+        cluster.create(example("churn-pipeline.yaml", name=name))
+
+        def stalled() -> dict[str, Any] | None:
+            s = _status(cluster, name)
+            cond = {c["type"]: c for c in s.get("conditions") or []}.get("Stalled") or {}
+            return s if cond.get("status") == "True" else None
+
+        status = wait_for(stalled, what="Stalled")
+        cond = {c["type"]: c for c in status["conditions"]}["Stalled"]
+        assert cond["reason"] == "ChildRefused"
+        assert "spec.template.spec.containers[0].resources.requests" in cond["message"]
+        assert "422" in cond["message"] and f"Job {name}-run-1" in cond["message"]
+        run = status["runs"][0]
+        assert run["id"] == "1" and run["result"] == "Failed" and "Invalid value" in run["message"]
+        assert not status.get("currentRun") and status["phase"] == "Failed"
+
+        resync_requests(cluster, "trainingpipelines", name)
+        assert len(refuse.posts) == 1, "a refused Job was POSTed again"
+        (event,) = events(cluster, name, "ChildRefused")
+        assert event["type"] == "Warning" and "resources.requests" in event["message"]
+        assert _event_count(cluster, name, "RunFailed") == 0  # one Warning Event, not two
+        logged = [
+            r.getMessage()
+            for r in caplog.records
+            if r.levelno == logging.WARNING and name in r.getMessage()
+        ]
+        assert any("ChildRefused" in m and "resources.requests" in m for m in logged), logged
+
+        cluster.patch(TP, "ml", name, {"spec": {"resources": {"cpu": "4"}}})
+        wait_for(lambda: cluster.get(JOBS, "ml", f"{name}-run-2"), what="run 2 accepted")
+        status = wait_for(lambda: not stalled() and _status(cluster, name), what="not Stalled")
+        assert {c["type"]: c for c in status["conditions"]}["Stalled"]["reason"] == "SpecValid"
+    finally:
+        cluster.em.admission_hooks.remove(refuse)
+
+
+def test_a_spec_change_during_a_run_says_that_it_waits(
+    cluster: Cluster, operator: Operator
+) -> None:
+    """A new generation while run 1 trains is not started in parallel, and status says so."""
+    name = "tp-wait"
+    cluster.create(example("churn-pipeline.yaml", name=name))
+    wait_for(lambda: cluster.get(JOBS, "ml", f"{name}-run-1"), what="run 1")
+    cluster.patch(TP, "ml", name, {"spec": {"seed": 7}})
+
+    def waiting() -> dict[str, Any] | None:
+        s = _status(cluster, name)
+        cond = {c["type"]: c for c in s.get("conditions") or []}.get("Reconciling") or {}
+        return s if "generation 2 waits for run 1 to finish" in cond.get("message", "") else None
+
+    status = wait_for(waiting, what="the waiting generation in status")
+    running = {c["type"]: c for c in status["conditions"]}["Running"]
+    assert "generation 2 waits for run 1 to finish" in running["message"]
+    assert status["observedGeneration"] == 2 and _jobs(cluster, name) == [f"{name}-run-1"]
+    cluster.finish_job("ml", f"{name}-run-1", _result("1", 0.9))
+    job = wait_for(lambda: cluster.get(JOBS, "ml", f"{name}-run-2"), what="run 2")
+    assert job["metadata"]["annotations"]["kubeloop.io/trigger"] == "SpecChange"
+    status = wait_for(
+        lambda: (s := _status(cluster, name)).get("currentRun", {}).get("id") == "2" and s
+    )
+    running = {c["type"]: c for c in status["conditions"]}["Running"]
+    assert running["message"] == "run 2 is training"
+
+
+def test_a_new_run_does_not_show_the_previous_runs_progress(
+    cluster: Cluster, operator: Operator, tmp_path: Path
+) -> None:
+    """Progress is tagged by its run: run 1's last report does not carry over into run 2, and a
+    report of run 1 that arrives while run 2 is current is refused (the trainer's real reporter
+    against the API, through a kubeconfig as in a pod)."""
+    from kubeloop.workloads.trainer.progress import KubernetesStatusPatcher, ProgressReporter
+
+    name = "tp-late"
+    cluster.create(example("churn-pipeline.yaml", name=name))
+    wait_for(lambda: _status(cluster, name).get("currentRun"), what="run 1 allocated")
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "e", "cluster": {"server": cluster.thread.url}}],
+                "users": [{"name": "trainer", "user": {"token": "unused"}}],
+                "contexts": [{"name": "e", "context": {"cluster": "e", "user": "trainer"}}],
+                "current-context": "e",
+            }
+        )
+    )
+    saved = os.environ.get("KUBECONFIG")
+    os.environ["KUBECONFIG"] = str(kubeconfig)
+    try:
+        patcher = KubernetesStatusPatcher()
+    finally:
+        os.environ.pop("KUBECONFIG")
+        if saved is not None:
+            os.environ["KUBECONFIG"] = saved
+    run1 = ProgressReporter("ml", name, patcher, interval=0, run_id="1")
+    run1.report({"percent": 90, "epoch": 9, "epochs": 10})
+    progress = _status(cluster, name)["currentRun"]["progress"]
+    assert progress["percent"] == 90 and progress["runId"] == "1"
+
+    # The next request is pending when run 1 ends: one reconcile records run 1 and starts
+    # run 2, writing run 2's entry over run 1's (with a merge patch).
+    cluster.patch(TP, "ml", name, {"metadata": {"annotations": {RUN_REQUEST: "again"}}})
+
+    def request_waits() -> bool:
+        conditions = {c["type"]: c for c in _status(cluster, name).get("conditions") or []}
+        message = conditions.get("Running", {}).get("message", "")
+        return "a manual run request waits for run 1 to finish" in message
+
+    wait_for(request_waits, what="the run request waiting for run 1")
+    cluster.finish_job("ml", f"{name}-run-1", _result("1", 0.9))
+    status = wait_for(
+        lambda: (s := _status(cluster, name)).get("currentRun", {}).get("id") == "2" and s,
+        what="run 2 current",
+    )
+    assert "progress" not in status["currentRun"], status["currentRun"]
+    run1.report({"percent": 100, "epoch": 10, "epochs": 10})  # late: run 1 is over
+    assert "progress" not in _status(cluster, name)["currentRun"]
+    ProgressReporter("ml", name, patcher, interval=0, run_id="2").report({"percent": 10})
+    progress = _status(cluster, name)["currentRun"]["progress"]
+    assert progress["percent"] == 10 and progress["runId"] == "2"

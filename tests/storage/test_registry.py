@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from kubeloop.modelformat import write_manifest
-from kubeloop.registry import Registry, RegistryError
+from kubeloop.registry import Registry, RegistryError, VersionClaim
 from kubeloop.storage import AlreadyExistsError, join, store_for
 
 
@@ -98,6 +98,21 @@ def test_a_restarted_run_gets_its_own_claim_back(artifacts: str, tmp_path: Path)
     assert again.version == claim.version and not again.complete
     registry.publish(_local_version(tmp_path, "7"), claim)
     assert registry.allocate("run-7").complete
+
+
+def test_a_claim_goes_back_only_to_the_same_run_of_the_same_pipeline_object(
+    artifacts: str, tmp_path: Path
+) -> None:
+    """Run ids restart at 1 when a pipeline is re-created: the new object's run 1 must not get
+    the old object's version 1 (published or not); version numbers are never reused."""
+    registry = Registry(artifacts)
+    old = registry.allocate("1", "uid-old")
+    registry.publish(_local_version(tmp_path, "old"), old)
+    new = registry.allocate("1", "uid-new")
+    assert (old.version, new.version, new.complete) == (1, 2, False)
+    assert registry.allocate("1", "uid-old") == VersionClaim(1, old.uri, complete=True)
+    assert registry.allocate("1", "uid-new") == VersionClaim(2, new.uri, complete=False)
+    assert registry.allocate("1").version == 3  # no uid (a laptop run) is yet another owner
 
 
 def test_aliases_and_resolve(artifacts: str, tmp_path: Path) -> None:

@@ -367,6 +367,11 @@ class RunProgress(KubeModel):
     updated_at: str | None = Field(
         default=None, json_schema_extra={"format": "date-time"}, description="Report time."
     )
+    run_id: str | None = Field(
+        default=None,
+        description="The run that reported it; a report of any other run than currentRun.id "
+        "is dropped.",
+    )
 
 
 Trigger = Literal["Create", "SpecChange", "Manual", "Schedule", "Drift"]
@@ -423,8 +428,10 @@ class TrainingPipelineStatus(KubeModel):
     observed_generation: int | None = Field(
         default=None, description="The metadata.generation last reconciled."
     )
-    phase: Literal["Pending", "Running", "Succeeded", "Failed", "Invalid"] | None = Field(
-        default=None, description="Summary for people: the state of the latest run."
+    phase: Literal["Pending", "Queued", "Running", "Succeeded", "Failed", "Invalid"] | None = Field(
+        default=None,
+        description="Summary for people: the state of the latest run (Queued: its Job waits "
+        "for admission, e.g. by Kueue).",
     )
     conditions: list[Condition] = Field(
         default_factory=list,
@@ -437,6 +444,12 @@ class TrainingPipelineStatus(KubeModel):
     )
     champion: Champion | None = Field(default=None, description="The promoted version.")
     last_run_id: int = Field(default=0, ge=0, description="Highest run number allocated.")
+    last_recorded_run_id: int | None = Field(
+        default=None,
+        ge=0,
+        description="Highest run number recorded: runs are recorded in order, each once, "
+        "however short runs is; a Job of a run at or below it is never recorded again.",
+    )
     last_run_generation: int | None = Field(
         default=None, description="The metadata.generation the latest run was started for."
     )

@@ -39,6 +39,7 @@ class OperatorConfig:
     resync_seconds: float = 30.0
     metrics_port: int = 9090
     server: str = ""  # plain API URL (emulator / `kubeloop local`); empty = in-cluster/kubeconfig
+    log_level: str = "INFO"  # DEBUG | INFO | WARNING | ERROR; `--log-level` overrides it
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -57,4 +58,5 @@ class OperatorConfig:
             resync_seconds=_float("KUBELOOP_RESYNC_SECONDS", 30.0),
             metrics_port=int(env("KUBELOOP_METRICS_PORT", "9090")),
             server=env("KUBELOOP_KUBE_SERVER", ""),
+            log_level=env("KUBELOOP_LOG_LEVEL", "") or "INFO",
         )

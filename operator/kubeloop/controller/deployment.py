@@ -44,11 +44,11 @@ from kubeloop.api.deployment import (
 )
 from kubeloop.api.parse import SpecError, parse_resource
 from kubeloop.controller.canary_analysis import canary_traffic
+from kubeloop.controller.reconciling import reconcile_object
 from kubeloop.controller.runtime import runtime
 from kubeloop.controller.status import (
     changed_fields,
     invalid_spec,
-    measured,
     now,
     post_event,
     set_condition,
@@ -274,9 +274,7 @@ class _Plan:
 def reconcile(namespace: str, name: str) -> None:
     """Bring one ModelDeployment's children and status up to date."""
     # A burst of triggers costs at most two passes and holds one worker thread.
-    measured(
-        KIND, lambda: runtime.coalesce(KIND, namespace, name, lambda: _reconcile(namespace, name))
-    )
+    reconcile_object(KIND, namespace, name, _reconcile)
 
 
 def _event(body: dict[str, Any], reason: str, message: str, warning: bool = False) -> None:

@@ -1,17 +1,30 @@
 """The only module that talks to the Kubernetes API. Everything is a plain dict; API errors
 become kopf errors: 404 on get -> None, 409 on create -> the existing object (idempotent),
-422/400/403 -> `kopf.PermanentError` (retrying cannot help), anything else ->
-`kopf.TemporaryError` (kopf retries with backoff)."""
+400/403/422 -> `Refused` (a `kopf.PermanentError`: sending the same request again cannot
+help), anything else -> `kopf.TemporaryError` (kopf retries with backoff).
+
+A refused write is remembered: the same body for the same object is not sent again until its
+backoff has passed (30 s, doubling up to 10 min); the remembered `Refused` is raised instead.
+Controllers re-apply their children on every resync (level-triggered), and this keeps them
+from re-POSTing a child the API server keeps refusing; a changed body (a fixed spec) goes at
+once.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
+import threading
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
 import kubernetes
 
-__all__ = ["PLURALS", "Kube", "connect"]
+__all__ = ["PLURALS", "Kube", "Refused", "connect"]
 
 # kind -> (API prefix, plural)
 PLURALS: dict[str, tuple[str, str]] = {
@@ -28,8 +41,50 @@ PLURALS: dict[str, tuple[str, str]] = {
     "Role": ("/apis/rbac.authorization.k8s.io/v1", "roles"),
     "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
 }
+log = logging.getLogger("kubeloop.kube")
 _PERMANENT = {400, 403, 422}
 _MERGE = "application/merge-patch+json"
+_VERBS = {"GET": "get", "POST": "create", "PATCH": "patch", "PUT": "replace", "DELETE": "delete"}
+FIRST_BACKOFF_SECONDS = 30.0
+MAX_BACKOFF_SECONDS = 600.0
+
+
+class Refused(kopf.PermanentError):
+    """The API server refused a request: 400 Bad Request, 403 Forbidden or 422 Invalid.
+
+    `message` is the server's own sentence, which names the field of a 422 (`Job.batch "x" is
+    invalid: spec.template.spec...: Invalid value: ...`); `fields` are the fields its Status
+    lists in `details.causes`.
+    """
+
+    def __init__(self, verb: str, kind: str, name: str, status: int, detail: Any) -> None:
+        body: dict[str, Any] = detail if isinstance(detail, dict) else {}
+        details = body.get("details")
+        causes = details.get("causes") if isinstance(details, dict) else None
+        causes = causes if isinstance(causes, list) else []
+        self.verb, self.kind, self.name, self.status = verb, kind, name, status
+        self.reason = str(body.get("reason") or "")
+        self.message = str(body.get("message") or f"{status} {self.reason}".strip())
+        self.fields = [str(c["field"]) for c in causes if isinstance(c, dict) and c.get("field")]
+        super().__init__(self.summary)
+
+    @property
+    def summary(self) -> str:
+        """One sentence for a condition, an Event and the log."""
+        return (
+            f"the API server refused to {self.verb} {self.kind} {self.name} "
+            f"({self.status} {self.reason or 'refused'}): {self.message}"
+        )
+
+
+@dataclass
+class _Refusal:
+    """A refused write: its body's digest, the error, and when the same body may go again."""
+
+    digest: str
+    error: Refused
+    retry_at: float
+    backoff: float
 
 
 def _path(kind: str, namespace: str, name: str | None = None, sub: str | None = None) -> str:
@@ -46,22 +101,47 @@ def _selector(labels: dict[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
 
+def _status_body(exc: kubernetes.client.ApiException) -> Any:
+    try:
+        return json.loads(exc.body or "")
+    except (TypeError, ValueError):
+        return {"reason": exc.reason}
+
+
+def _digest(body: Any) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
 class Kube:
     """A thin dict-in/dict-out client over `kubernetes.client.ApiClient` (thread-safe)."""
 
     def __init__(self, api: Any) -> None:
         self._api = api
+        self._refusals: dict[tuple[str, str], _Refusal] = {}
+        self._guard = threading.Lock()
 
-    def _call(
+    def _call(  # noqa: PLR0917 (the parts of one HTTP request)
         self,
         method: str,
-        path: str,
+        kind: str,
+        namespace: str,
+        name: str | None = None,
+        sub: str | None = None,
         body: Any = None,
         query: list[tuple[str, str]] | None = None,
         content_type: str = "application/json",
     ) -> Any:
+        path = _path(kind, namespace, name, sub)
+        # A create names its object in the body; a refusal is remembered per verb and object.
+        meta = body.get("metadata") if isinstance(body, dict) else None
+        target = name or str((meta or {}).get("name", ""))
+        write = method in ("POST", "PUT", "PATCH")
+        key = (method, _path(kind, namespace, target, sub))
+        digest = _digest(body) if write else ""
+        if write:
+            self._held_back(key, digest)
         try:
-            return self._api.call_api(
+            result = self._api.call_api(
                 path,
                 method,
                 query_params=query or [],
@@ -74,7 +154,11 @@ class Kube:
             )
         except kubernetes.client.ApiException as exc:
             if exc.status in _PERMANENT:
-                raise kopf.PermanentError(f"{method} {path}: {exc.status} {exc.reason}") from exc
+                verb = _VERBS.get(method, method.lower())
+                refused = Refused(verb, kind, target, exc.status, _status_body(exc))
+                if write:
+                    self._remember(key, digest, refused)
+                raise refused from exc
             if exc.status in (404, 409):
                 raise
             raise kopf.TemporaryError(
@@ -82,11 +166,31 @@ class Kube:
             ) from exc
         except (OSError, kubernetes.client.exceptions.OpenApiException) as exc:
             raise kopf.TemporaryError(f"{method} {path}: {exc}", delay=2) from exc
+        if write:
+            with self._guard:
+                self._refusals.pop(key, None)
+        return result
+
+    def _held_back(self, key: tuple[str, str], digest: str) -> None:
+        """Raise the remembered refusal of this very body while its backoff lasts."""
+        with self._guard:
+            refusal = self._refusals.get(key)
+        if refusal and refusal.digest == digest and time.monotonic() < refusal.retry_at:
+            raise refusal.error.with_traceback(None)  # tracebacks must not pile up on it
+
+    def _remember(self, key: tuple[str, str], digest: str, error: Refused) -> None:
+        with self._guard:
+            last = self._refusals.get(key)
+            backoff = FIRST_BACKOFF_SECONDS
+            if last is not None and last.digest == digest:
+                backoff = min(last.backoff * 2, MAX_BACKOFF_SECONDS)
+            self._refusals[key] = _Refusal(digest, error, time.monotonic() + backoff, backoff)
+        log.warning("%s; the same request waits %.0f s before it is sent again", error, backoff)
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """The object, or None when it does not exist."""
         try:
-            found: dict[str, Any] = self._call("GET", _path(kind, namespace, name))
+            found: dict[str, Any] = self._call("GET", kind, namespace, name)
         except kubernetes.client.ApiException as exc:
             if exc.status == 404:
                 return None
@@ -99,7 +203,7 @@ class Kube:
         """Objects in a namespace, filtered by labels (on the server, and again here)."""
         query = [("labelSelector", _selector(labels))] if labels else []
         try:
-            result = self._call("GET", _path(kind, namespace), query=query)
+            result = self._call("GET", kind, namespace, query=query)
         except kubernetes.client.ApiException as exc:
             raise kopf.TemporaryError(f"list {kind}: {exc.status}", delay=2) from exc
         items: list[dict[str, Any]] = result.get("items") or []
@@ -111,7 +215,7 @@ class Kube:
         meta = manifest["metadata"]
         try:
             created: dict[str, Any] = self._call(
-                "POST", _path(manifest["kind"], meta["namespace"]), body=manifest
+                "POST", manifest["kind"], meta["namespace"], body=manifest
             )
         except kubernetes.client.ApiException as exc:
             if exc.status != 409:
@@ -133,7 +237,7 @@ class Kube:
         """Merge-patch an object (or its status); None when it does not exist."""
         try:
             patched: dict[str, Any] = self._call(
-                "PATCH", _path(kind, namespace, name, subresource), body=patch, content_type=_MERGE
+                "PATCH", kind, namespace, name, subresource, body=patch, content_type=_MERGE
             )
         except kubernetes.client.ApiException as exc:
             if exc.status == 404:
@@ -151,7 +255,7 @@ class Kube:
         """Delete (background propagation); a missing object is fine."""
         body = {"propagationPolicy": "Background"}
         try:
-            self._call("DELETE", _path(kind, namespace, name), body=body)
+            self._call("DELETE", kind, namespace, name, body=body)
         except kubernetes.client.ApiException as exc:
             if exc.status != 404:
                 raise kopf.TemporaryError(f"delete {kind} {name}: {exc.status}", delay=2) from exc

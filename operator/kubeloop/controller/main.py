@@ -12,6 +12,11 @@ Env (all optional):
 - `KUBELOOP_METRICS_PORT`: Prometheus `/metrics` (9090; 0 = off).
 - `KUBELOOP_KUBE_SERVER`: a plain API URL (the emulator, `kubeloop local`); empty = in-cluster
   config, else kubeconfig.
+- `KUBELOOP_LOG_LEVEL`: DEBUG, INFO (default), WARNING or ERROR; `--log-level` overrides it.
+
+The log (stderr) has a timestamp, the logger and the level on every line; object-scoped lines
+say which object (`[namespace/name]` from kopf, `Kind namespace/name:` from kubeloop): every
+Event the operator posts is also a log line, a warning for a Warning Event.
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ from kubeloop.controller import kube
 from kubeloop.controller.config import OperatorConfig
 from kubeloop.controller.runtime import runtime
 
-__all__ = ["configure", "main"]
+__all__ = ["LOG_LEVELS", "configure", "configure_logging", "main"]
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
@@ -46,6 +53,19 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 30
     # No deletion handlers: children go by ownerReferences; no finalizer is ever added.
+
+
+def configure_logging(level: str) -> None:
+    """Timestamped lines on stderr at `level` (kopf's format, object prefixes on).
+
+    kopf.run() leaves logging unconfigured, and Python's last-resort handler prints bare
+    warnings without a time or an object: the operator's log looked empty.
+    """
+    name = level.upper()
+    if name not in LOG_LEVELS:
+        raise ValueError(f"log level {level!r}: choose one of {', '.join(LOG_LEVELS)}")
+    kopf.configure(debug=name == "DEBUG", log_prefix=True)
+    logging.getLogger().setLevel(name)
 
 
 @kopf.on.startup()
@@ -88,7 +108,18 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint URL"
     )
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        default=None,
+        help="DEBUG, INFO, WARNING or ERROR (default: env KUBELOOP_LOG_LEVEL, else INFO)",
+    )
     args = parser.parse_args(argv)
+    try:
+        configure_logging(args.log_level or OperatorConfig.from_env().log_level)
+    except ValueError as error:
+        parser.error(f"KUBELOOP_LOG_LEVEL: {error}")
 
     kopf.run(
         clusterwide=not args.namespace,

@@ -29,13 +29,13 @@ from kubeloop.api.deployment import ModelDeployment
 from kubeloop.api.monitor import DriftMonitor, DriftMonitorSpec, FeatureDrift
 from kubeloop.api.parse import SpecError, parse_resource
 from kubeloop.api.training import TrainingPipeline
+from kubeloop.controller.reconciling import reconcile_object
 from kubeloop.controller.runtime import runtime
 from kubeloop.controller.status import (
     DRIFT_CHECKS,
     changed_fields,
     invalid_spec,
     job_outcome,
-    measured,
     now,
     pod_result,
     post_event,
@@ -290,9 +290,7 @@ def _record(
 
 def reconcile(namespace: str, name: str) -> None:
     """Bring one monitor's CronJob and status up to date."""
-    measured(
-        KIND, lambda: runtime.coalesce(KIND, namespace, name, lambda: _reconcile(namespace, name))
-    )
+    reconcile_object(KIND, namespace, name, _reconcile)
 
 
 def _reconcile(namespace: str, name: str) -> None:

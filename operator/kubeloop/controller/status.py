@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import datetime
 import json
+import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, cast
@@ -12,12 +13,16 @@ from typing import Any, cast
 import kopf
 from prometheus_client import Counter, Histogram
 
+from kubeloop.controller.kube import Refused
+
 __all__ = [
+    "CHILD_REFUSED",
     "DRIFT_CHECKS",
     "RECONCILES",
     "RECONCILE_SECONDS",
     "RUNS",
     "changed_fields",
+    "child_refused",
     "invalid_spec",
     "job_outcome",
     "now",
@@ -28,6 +33,8 @@ __all__ = [
     "snapshot",
 ]
 
+log = logging.getLogger("kubeloop.operator")
+CHILD_REFUSED = "ChildRefused"
 RECONCILES = Counter(
     "kubeloop_reconcile_total", "Reconciles by kind and result.", ["kind", "result"]
 )
@@ -161,12 +168,24 @@ def pod_blocked(pods: list[dict[str, Any]]) -> str | None:
 def post_event(
     body: Mapping[str, Any], reason: str, message: str, *, warning: bool = False
 ) -> None:
-    """An Event on the object (queued by kopf; only from inside a handler).
+    """An Event on the object (queued by kopf; only from inside a handler), and the same line
+    in the operator's log (a warning for a Warning Event), so the log tells what happened to
+    which object without `kubectl get events`.
 
     Messages are built from our own status and the workloads' results, never from Secrets.
     """
     obj = kopf.Body(cast(Any, body))
     kopf.event(obj, type="Warning" if warning else "Normal", reason=reason, message=message[:1024])
+    meta = body.get("metadata") or {}
+    log.log(
+        logging.WARNING if warning else logging.INFO,
+        "%s %s/%s: %s: %s",
+        body.get("kind", "object"),
+        meta.get("namespace"),
+        meta.get("name"),
+        reason,
+        message,
+    )
 
 
 def snapshot(status: Mapping[str, Any]) -> dict[str, Any]:
@@ -200,6 +219,25 @@ def invalid_spec(
     if changed:
         post_event(body, "InvalidSpec", message, warning=True)
     return {"conditions": conditions, "observedGeneration": generation}
+
+
+def child_refused(
+    body: Mapping[str, Any], conditions: list[dict[str, Any]], error: Refused
+) -> bool:
+    """Stalled=True, reason ChildRefused, with the API server's sentence (it names the field).
+
+    A Warning Event goes out when the condition turns to ChildRefused, not on every refusal
+    seen again; returns whether it did.
+    """
+    generation = body["metadata"].get("generation")
+    message = error.summary
+    unnamed = [f for f in error.fields if f not in error.message]
+    if unnamed:
+        message += f" (field {', '.join(unnamed)})"
+    changed = set_condition(conditions, "Stalled", True, CHILD_REFUSED, message, generation)
+    if changed:
+        post_event(body, CHILD_REFUSED, message, warning=True)
+    return changed
 
 
 def measured(kind: str, reconcile: Callable[[], None]) -> None:

@@ -20,13 +20,16 @@ from croniter import croniter
 
 from kubeloop.api.parse import SpecError, parse_resource
 from kubeloop.api.training import HIGHER_IS_BETTER, TrainingPipeline, TrainingPipelineSpec
+from kubeloop.controller.kube import Refused
+from kubeloop.controller.reconciling import reconcile_object
 from kubeloop.controller.runtime import runtime
 from kubeloop.controller.status import (
+    CHILD_REFUSED,
     RUNS,
     changed_fields,
+    child_refused,
     invalid_spec,
     job_outcome,
-    measured,
     now,
     pod_blocked,
     pod_result,
@@ -36,7 +39,9 @@ from kubeloop.controller.status import (
 )
 from kubeloop.resources.common import Owner
 from kubeloop.resources.training import (
+    KUEUE_QUEUE_LABEL,
     RUN_ID_LABEL,
+    TRIGGER_ANNOTATION,
     build_headless_service,
     build_progress_role,
     build_progress_role_binding,
@@ -45,7 +50,17 @@ from kubeloop.resources.training import (
     job_name,
 )
 
-__all__ = ["RETRAIN_ANNOTATION", "RUN_ANNOTATION", "gate", "reconcile"]
+__all__ = [
+    "RETRAIN_ANNOTATION",
+    "RUN_ANNOTATION",
+    "gate",
+    "reconcile",
+    "recorded_up_to",
+    "run_state",
+    "runs_to_record",
+    "stale_progress",
+    "waiting_for",
+]
 
 KIND = "TrainingPipeline"
 RUN_ANNOTATION = "kubeloop.io/run-requested-at"
@@ -100,34 +115,130 @@ def _schedule_due(spec: TrainingPipelineSpec, status: dict[str, Any], created: s
     return str(latest.strftime("%Y-%m-%dT%H:%M:%SZ"))
 
 
+def recorded_up_to(status: Mapping[str, Any]) -> int:
+    """The highest run id already recorded (the watermark).
+
+    Runs are allocated and recorded in order, so one number says which Jobs were recorded,
+    however few runs `status.runs` keeps. Without it (a status written before it existed, or
+    lost) the newest run still listed stands in; with no runs either, every finished Job is
+    recorded once, in order.
+    """
+    mark = status.get("lastRecordedRunId")
+    if mark is not None:
+        return int(mark)
+    return max((int(r["id"]) for r in status.get("runs") or []), default=0)
+
+
+def runs_to_record(
+    watermark: int, last_run_id: int, outcomes: Mapping[int, str | None]
+) -> list[int]:
+    """The run ids to record now, ascending: the finished ones above the watermark.
+
+    `outcomes` maps the run id of each Job seen to its outcome (None: still running). A run
+    still going holds back the ones after it, so the watermark only ever passes recorded runs;
+    Jobs above `last_run_id` are not ours to record (a status lost with its counter).
+    """
+    todo: list[int] = []
+    for run_id in sorted(i for i in outcomes if watermark < i <= last_run_id):
+        if outcomes[run_id] is None:
+            break
+        todo.append(run_id)
+    return todo
+
+
+def stale_progress(current: Mapping[str, Any]) -> bool:
+    """Whether currentRun.progress was reported by another run than the current one."""
+    progress = current.get("progress")
+    if not isinstance(progress, Mapping) or progress.get("runId") is None:
+        return False
+    return str(progress["runId"]) != str(current.get("id"))
+
+
+def waiting_for(trigger: str | None, generation: int | None, run_id: str) -> str | None:
+    """What waits for the run in progress to end, in a sentence (None: nothing)."""
+    if trigger is None:
+        return None
+    what = {
+        "SpecChange": f"generation {generation}",
+        "Manual": "a manual run request",
+        "Drift": "a retrain request",
+        "Schedule": "a scheduled run",
+    }.get(trigger, f"a {trigger} run")
+    return f"{what} waits for run {run_id} to finish"
+
+
+def run_state(
+    current: Mapping[str, Any] | None, job: Mapping[str, Any] | None, waiting: str | None
+) -> tuple[str | None, tuple[bool, str, str]]:
+    """(phase, Running condition) of the run in progress; phase None when none is in progress.
+
+    A Job created suspended (Kueue holds it until it admits the workload) is Queued, not
+    training: the run is in progress (Running stays True, so Argo CD and kstatus readers keep
+    seeing it progress) with reason Queued. What waits for the run to end is said in the same
+    message.
+    """
+    if current is None:
+        return None, (False, "Idle", "no run in progress")
+    run_id = current["id"]
+    if job is not None and (job.get("spec") or {}).get("suspend") is True:
+        queue = (job["metadata"].get("labels") or {}).get(KUEUE_QUEUE_LABEL)
+        by = f" (Kueue queue {queue})" if queue else ""
+        phase, running = (
+            "Queued",
+            (
+                True,
+                "Queued",
+                f"run {run_id} is queued: Job {current['job']} is suspended until it is "
+                f"admitted{by}",
+            ),
+        )
+    else:
+        phase, running = "Running", (True, "RunInProgress", f"run {run_id} is training")
+    if waiting:
+        running = (running[0], running[1], f"{running[2]}; {waiting}")
+    return phase, running
+
+
+def _run_of(job: Mapping[str, Any]) -> dict[str, Any]:
+    """The run a Job of ours was started for (its status entry may be gone)."""
+    meta = job["metadata"]
+    return {
+        "id": meta["labels"][RUN_ID_LABEL],
+        "job": meta["name"],
+        "trigger": (meta.get("annotations") or {}).get(TRIGGER_ANNOTATION, "Manual"),
+        "startedAt": (job.get("status") or {}).get("startTime") or meta.get("creationTimestamp"),
+    }
+
+
 def _record(
     spec: TrainingPipelineSpec,
     status: dict[str, Any],
-    *,
-    run: dict[str, Any],
-    job: dict[str, Any] | None,
-    outcome: str,
     body: dict[str, Any],
+    *,
+    run: Mapping[str, Any],
+    result: Mapping[str, Any] | None,
+    failure: str,
+    finished_at: str | None = None,
+    event: bool = True,
 ) -> None:
-    """Add a finished run to status (newest first, bounded) and move the champion."""
+    """Add a finished run to status (newest first, bounded), move the watermark and the champion.
+
+    `result` is the TrainingResult of the run's pod; `failure` says why the run failed when it
+    has none. `event` False: the caller has posted the Warning Event of this failure already.
+    """
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    pods = runtime.api.list("Pod", namespace, {"job-name": run["job"]}) if job else []
-    result = pod_result(pods, "TrainingResult")
     record: dict[str, Any] = {
-        "id": run["id"],
+        "id": str(run["id"]),
         "job": run["job"],
         "trigger": run.get("trigger", "Manual"),
-        "startedAt": run.get("startedAt"),
-        "finishedAt": now(),
+        "startedAt": run.get("startedAt") or now(),
+        "finishedAt": finished_at or now(),
     }
-    if job is None:
-        record.update(result="Failed", message="the run's Job disappeared before it finished")
-    elif result is None or not result.get("ok"):
+    if result is None or not result.get("ok"):
         why = (result or {}).get("message") or (result or {}).get("reason")
-        record.update(
-            result="Failed",
-            message=str(why or f"the Job ended {outcome} without a training result"),
-        )
+        record.update(result="Failed", message=str(why or failure))
+        if event:
+            post_event(body, "RunFailed", f"run {run['id']}: {record['message']}", warning=True)
     else:
         metrics = {k: float(v) for k, v in (result.get("metrics") or {}).items()}
         record.update(
@@ -142,17 +253,39 @@ def _record(
                 "uri": record["uri"],
                 "metrics": metrics,
                 "score": score,
-                "runId": run["id"],
+                "runId": record["id"],
                 "promotedAt": now(),
             }
-            post_event(body, "Promoted", f"version {record['modelVersion']}: {message}")
-        else:
-            post_event(body, "Rejected", f"version {record['modelVersion']}: {message}")
-    if record["result"] == "Failed":
-        post_event(body, "RunFailed", f"run {run['id']}: {record['message']}", warning=True)
+        verdict = "Promoted" if passed else "Rejected"
+        post_event(body, verdict, f"version {record['modelVersion']}: {message}")
     limit = spec.run_policy.history_limit
     status["runs"] = [record, *(status.get("runs") or [])][:limit]
+    status["lastRecordedRunId"] = max(int(record["id"]), recorded_up_to(status))
     RUNS.labels(namespace=namespace, pipeline=name, result=record["result"]).inc()
+
+
+def _record_job(
+    spec: TrainingPipelineSpec,
+    status: dict[str, Any],
+    body: dict[str, Any],
+    *,
+    run: Mapping[str, Any],
+    job: Mapping[str, Any],
+    outcome: str,
+) -> None:
+    """Record the run of a finished Job, from the result its pod left."""
+    pods = runtime.api.list(
+        "Pod", body["metadata"]["namespace"], {"job-name": job["metadata"]["name"]}
+    )
+    _record(
+        spec,
+        status,
+        body,
+        run=run,
+        result=pod_result(pods, "TrainingResult"),
+        failure=f"the Job ended {outcome} without a training result",
+        finished_at=(job.get("status") or {}).get("completionTime"),
+    )
 
 
 def _trigger(
@@ -175,7 +308,10 @@ def _trigger(
     return ("Schedule" if tick else None), tick
 
 
-def _ensure_children(owner: Owner, spec: TrainingPipelineSpec, run: dict[str, Any]) -> None:
+def _ensure_children(
+    owner: Owner, spec: TrainingPipelineSpec, run: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Create the run's Job (and what it needs); returns the Job. Raises `Refused`."""
     api = runtime.api
     if api.get("ServiceAccount", owner.namespace, "kubeloop-trainer") is None:
         api.create(build_progress_service_account(owner.namespace))
@@ -192,7 +328,26 @@ def _ensure_children(owner: Owner, spec: TrainingPipelineSpec, run: dict[str, An
         generation=run.get("generation"),
         defaults=runtime.config.workloads,
     )
-    api.create(job)
+    return api.create(job)
+
+
+def _start(
+    spec: TrainingPipelineSpec,
+    status: dict[str, Any],
+    body: dict[str, Any],
+    run: dict[str, Any],
+    conditions: list[dict[str, Any]],
+) -> dict[str, Any] | None:
+    """Create the Job of an allocated run; returns it, or None when the API server refused a
+    child: that run is then recorded as Failed (it never started) and the pipeline is Stalled
+    until a later run's Job is accepted; no request is repeated for it."""
+    try:
+        return _ensure_children(Owner.of(body), spec, run)
+    except Refused as refused:
+        posted = child_refused(body, conditions, refused)
+        _record(spec, status, body, run=run, result=None, failure=refused.summary, event=not posted)
+        status["currentRun"] = None
+        return None
 
 
 def _run_blocked(namespace: str, run: dict[str, Any] | None) -> str | None:
@@ -209,10 +364,7 @@ def reconcile(namespace: str, name: str, *, full: bool = False) -> None:
     only the current run's Job is read, which keeps a burst of events cheap. Resume and the
     resync timer reconcile fully.
     """
-    measured(
-        KIND,
-        lambda: runtime.coalesce(KIND, namespace, name, lambda: _reconcile(namespace, name, full)),
-    )
+    reconcile_object(KIND, namespace, name, lambda ns, n: _reconcile(ns, n, full))
 
 
 def _reconcile(namespace: str, name: str, full: bool) -> None:
@@ -232,51 +384,44 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
         return
     assert isinstance(model, TrainingPipeline)
     spec = model.spec
-    owner = Owner.of(body)
     before = snapshot(status)
+    conditions: list[dict[str, Any]] = status.get("conditions") or []
+    started = refused = False  # a Job accepted / a child refused in this pass
 
-    recorded = {r["id"] for r in status.get("runs") or []}
     current = status.get("currentRun")
     if current is not None and "id" not in current:
         # Only a late progress report of a run already recorded: nothing is running.
         status["currentRun"] = current = None
-    if full:
+    if current is not None and stale_progress(current):
+        status["currentRun"] = current = {**current, "progress": None}
+    watermark = recorded_up_to(status)
+    if current is not None and int(current["id"]) <= watermark:
+        status["currentRun"] = current = None  # recorded already
+    # Runs between the watermark and the current one can only be Jobs a lost status forgot.
+    if full or (current is not None and int(current["id"]) > watermark + 1):
         listed = api.list("Job", namespace, {PIPELINE_LABEL: name})
-        jobs = {j["metadata"]["name"]: j for j in listed}
+        jobs = {int(j["metadata"]["labels"][RUN_ID_LABEL]): j for j in listed}
     else:
         found = api.get("Job", namespace, current["job"]) if current else None
-        jobs = {found["metadata"]["name"]: found} if found else {}
+        jobs = {int(current["id"]): found} if current and found else {}
 
-    # 1. the run in progress: finished -> record it; Job missing -> (re)create it.
-    if current and current["id"] not in recorded:
-        job = jobs.get(current["job"])
-        outcome = job_outcome(job) if job else None
-        if job is None:
-            # Allocated before a crash (or the Job was deleted while running): (re)create it
-            # under its deterministic name, so the run resumes instead of being lost.
-            _ensure_children(owner, spec, current)
-        elif outcome:
-            _record(spec, status, run=current, job=job, outcome=outcome, body=body)
-            status["currentRun"] = None
-    elif current:
-        status["currentRun"] = None
-    # Older Jobs of ours never recorded (e.g. status lost): record them in order, once.
-    for job_name_, job in sorted(
-        jobs.items(), key=lambda kv: int(kv[1]["metadata"]["labels"][RUN_ID_LABEL])
-    ):
-        run_id = job["metadata"]["labels"][RUN_ID_LABEL]
-        active = status.get("currentRun") and status["currentRun"]["id"] == run_id
-        if run_id in {r["id"] for r in status.get("runs") or []} or active:
-            continue
-        outcome = job_outcome(job)
-        if outcome and int(run_id) <= int(status.get("lastRunId") or 0):
-            annotations = job["metadata"].get("annotations") or {}
-            run = {
-                "id": run_id,
-                "job": job_name_,
-                "trigger": annotations.get("kubeloop.io/trigger", "Manual"),
-            }
-            _record(spec, status, run=run, job=job, outcome=outcome, body=body)
+    # 1. finished runs, in order, each once; the current run's Job missing -> (re)create it.
+    outcomes = {run_id: job_outcome(job) for run_id, job in jobs.items()}
+    last_run_id = int(status.get("lastRunId") or 0)
+    for run_id in runs_to_record(watermark, last_run_id, outcomes):
+        mine = current is not None and int(current["id"]) == run_id
+        run = current if mine and current is not None else _run_of(jobs[run_id])
+        _record_job(spec, status, body, run=run, job=jobs[run_id], outcome=str(outcomes[run_id]))
+        if mine:
+            status["currentRun"] = current = None
+    if current is not None and int(current["id"]) not in jobs:
+        # Allocated before a crash (or the Job was deleted while running): (re)create it
+        # under its deterministic name, so the run resumes instead of being lost.
+        job = _start(spec, status, body, current, conditions)
+        started, refused = job is not None, job is None
+        if job is not None:
+            jobs[int(current["id"])] = job
+        current = status.get("currentRun")
 
     # 2. start a run when a trigger is pending and none is running.
     trigger, tick = _trigger(spec, body, status)
@@ -288,6 +433,8 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
             "trigger": trigger,
             "generation": generation,
             "startedAt": now(),
+            # A merge patch over the previous run's entry: its progress must not carry over.
+            "progress": None,
         }
         annotations = body["metadata"].get("annotations") or {}
         status.update(
@@ -302,39 +449,40 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
         # Allocate in status first: after a crash the run is resumed, never started twice.
         api.patch_status(KIND, namespace, name, changed_fields(before, status))
         before = snapshot(status)
-        _ensure_children(owner, spec, run)
-        post_event(body, "RunStarted", f"run {run_id} ({trigger}): Job {run['job']}")
+        job = _start(spec, status, body, run, conditions)
+        if job is not None:
+            started = True
+            jobs[run_id] = job
+            post_event(body, "RunStarted", f"run {run_id} ({trigger}): Job {run['job']}")
+        else:
+            refused = True
+        trigger, tick = _trigger(spec, body, status)
 
     # 3. summary conditions.
-    conditions = status.get("conditions") or []
-    running = bool(status.get("currentRun"))
+    current = status.get("currentRun")
+    waiting = waiting_for(trigger, generation, current["id"]) if current else None
+    job = jobs.get(int(current["id"])) if current else None
+    run_phase, running = run_state(current, job, waiting)
     runs = status.get("runs") or []
     champion = status.get("champion")
     last = runs[0] if runs else None
-    if running:
-        phase = "Running"
+    if run_phase is not None:
+        phase = run_phase
     elif last is None:
         phase = "Pending"
     else:
         phase = "Failed" if last["result"] == "Failed" else "Succeeded"
-    run_msg = f"run {status['currentRun']['id']} is training" if running else "no run in progress"
-    set_condition(
-        conditions, "Running", running, "RunInProgress" if running else "Idle", run_msg, generation
-    )
-    set_condition(
-        conditions,
-        "Reconciling",
-        running,
-        "RunInProgress" if running else "Idle",
-        run_msg,
-        generation,
-    )
-    blocked = _run_blocked(namespace, status.get("currentRun"))
-    if blocked:
-        blocked = f"run {status['currentRun']['id']}: {blocked}"
+    set_condition(conditions, "Running", *running, generation)
+    reconciling = (current is not None, running[1], running[2])
+    set_condition(conditions, "Reconciling", *reconciling, generation)
+    stalled = {c["type"]: c for c in conditions}.get("Stalled") or {}
+    blocked = _run_blocked(namespace, current)
+    if blocked and current is not None:
+        blocked = f"run {current['id']}: {blocked}"
         if set_condition(conditions, "Stalled", True, "RunBlocked", blocked, generation):
             post_event(body, "RunBlocked", blocked, warning=True)
-    else:
+    # A refused child keeps the pipeline Stalled until a later run's Job is accepted.
+    elif not refused and (started or stalled.get("reason") != CHILD_REFUSED):
         set_condition(conditions, "Stalled", False, "SpecValid", "the spec is valid", generation)
     if last is not None:
         ok = last["result"] != "Failed"
@@ -397,9 +545,11 @@ def on_timer(*, namespace: str | None, name: str, **_: Any) -> None:
 def on_job_event(
     *, type: str, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
 ) -> None:
-    # Only a finished or vanished Job changes anything for the pipeline; the ADDED event of a
-    # Job we just created and its progress updates would only cost a reconcile each.
-    if type == "DELETED" or job_outcome(body):
+    # Only a finished or vanished Job changes anything for the pipeline, and a Job under Kueue
+    # whose admission (spec.suspend turning false) moves the run from Queued to Running; the
+    # ADDED event of any other Job we just created and its progress updates would only cost a
+    # reconcile each.
+    if type == "DELETED" or job_outcome(body) or KUEUE_QUEUE_LABEL in labels:
         reconcile(namespace or "", labels[PIPELINE_LABEL])
 
 

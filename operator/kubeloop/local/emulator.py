@@ -17,6 +17,9 @@ runner rely on, the way a real API server behaves:
 - admission for kubeloop.io kinds via `kubeloop.api.admission.admit` (defaults + schema +
   list-type set/map uniqueness + CEL): an invalid custom resource is refused with 422 at
   creation and when a change to its spec makes it invalid, as a real API server does;
+- `admission_hooks`: callables that see every object about to be created and refuse it by
+  raising `kmock.KubernetesError` (what the API server's own validation of a built-in kind, a
+  ValidatingAdmissionPolicy or a webhook would refuse); nothing is stored then;
 - foreground-free garbage collection: deleting an object deletes the objects whose
   `ownerReferences` name its uid (recursively), so a deleted pipeline takes its Jobs along;
   and, as the real garbage collector does, an object created or patched with owners none of
@@ -106,6 +109,7 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
     """kmock's emulator with server-set metadata, status subresources, admission and GC."""
 
     admission: bool = True
+    admission_hooks: list[Callable[[dict[str, Any]], None]] = attrs.field(factory=list)
     # kmock decides which reaction sees a request by scanning every request it has recorded
     # (`request in view`), so without a bound each request costs more than the one before
     # (9 ms at 200 requests, 74 ms at 1200). Keep the most recent ones; None keeps all
@@ -163,6 +167,8 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
             return request
         if request.action == enums.action.CREATE and isinstance(request.data, dict):
             obj = self._admit(copy.deepcopy(request.data))
+            for hook in list(self.admission_hooks):
+                hook(copy.deepcopy(obj))
             meta = obj.setdefault("metadata", {})
             if not meta.get("name") and meta.get("generateName"):  # kopf's Events use it
                 meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
@@ -297,7 +303,7 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
                 self._store[key] = request.data
             raw = self._store[key].raw
             await self._bus_of[request.resource].put({"type": "ADDED", "object": raw})
-        created = copy.deepcopy(raw)
+        created: dict[str, Any] = copy.deepcopy(raw)
         await self._collect_orphan(request.resource, namespace, created["metadata"]["name"])
         return created
 
@@ -329,7 +335,7 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
             self._store[key].patch(request.data)
             raw = self._store[key].raw
             await self._bus_of[request.resource].put({"type": "MODIFIED", "object": raw})
-        patched = copy.deepcopy(raw)
+        patched: dict[str, Any] = copy.deepcopy(raw)
         await self._collect_orphan(request.resource, namespace, name)
         return patched
 

@@ -29,25 +29,28 @@ PUSHGATEWAY = shutil.which("prometheus-pushgateway") or shutil.which("pushgatewa
 RESOURCE = "kubeloop.io/v1alpha1/trainingpipelines"
 
 
-def test_the_patch_body_holds_only_the_progress_fields() -> None:
+def test_the_patch_body_holds_only_the_progress_fields_and_tests_the_run() -> None:
     body = progress_patch_body(
         {"epoch": 3, "epochs": 10, "loss": 0.25, "valLoss": 0.3, "percent": 130, "etaSeconds": 7},
+        "4",
         now=datetime(2026, 11, 23, 10, 0, tzinfo=UTC),
     )
-    assert body == {
-        "status": {
-            "currentRun": {
-                "progress": {
-                    "epoch": 3,
-                    "epochs": 10,
-                    "loss": 0.25,
-                    "percent": 100,
-                    "etaSeconds": 7,
-                    "updatedAt": "2026-11-23T10:00:00Z",
-                }
-            }
-        }
-    }
+    assert body == [
+        {"op": "test", "path": "/status/currentRun/id", "value": "4"},
+        {
+            "op": "add",
+            "path": "/status/currentRun/progress",
+            "value": {
+                "epoch": 3,
+                "epochs": 10,
+                "loss": 0.25,
+                "percent": 100,
+                "etaSeconds": 7,
+                "updatedAt": "2026-11-23T10:00:00Z",
+                "runId": "4",
+            },
+        },
+    ]
 
 
 class _Recorder:
@@ -57,7 +60,7 @@ class _Recorder:
         self.sent: list[tuple[str, str, dict[str, Any]]] = []
         self.fail = fail
 
-    def patch(self, namespace: str, name: str, body: dict[str, Any]) -> None:
+    def patch(self, namespace: str, name: str, body: list[dict[str, Any]]) -> None:
         self.sent.append((namespace, name, body))
         if self.fail:
             raise ConnectionError("API server down")
@@ -70,7 +73,7 @@ def test_patches_are_throttled_but_the_last_one_always_goes(
     reporter = ProgressReporter("ml", "churn", recorder, interval=60)
     for epoch in range(1, 5):
         reporter.report({"epoch": epoch, "epochs": 4, "percent": epoch * 25, "loss": 0.5})
-    percents = [body["status"]["currentRun"]["progress"]["percent"] for _, _, body in recorder.sent]
+    percents = [body[-1]["value"]["percent"] for _, _, body in recorder.sent]
     assert percents == [25, 100]
     assert recorder.sent[0][:2] == ("ml", "churn")
     lines = [line for line in capsys.readouterr().out.splitlines() if "kubeloop-progress" in line]
@@ -132,13 +135,15 @@ def test_the_trainer_patches_its_pipelines_status_through_the_api(
             "KUBELOOP_PROGRESS_PATCH": "true",
             "KUBELOOP_NAMESPACE": "ml",
             "KUBELOOP_PIPELINE": "churn",
+            "KUBELOOP_RUN_ID": "4",
         },
     )
     assert code == 0, result
     stored = thread.call(lambda: thread.emulator.get_object(RESOURCE, "ml", "churn"))
     current = stored["status"]["currentRun"]
-    assert current["id"] == "4"  # a merge patch: the operator's fields stay
+    assert current["id"] == "4"  # only the progress is written: the operator's fields stay
     assert current["progress"]["percent"] == 100 and current["progress"]["epoch"] == 2
+    assert current["progress"]["runId"] == "4"
     assert stored["spec"]["artifacts"] == "s3://models/churn/"  # the spec is never written
 
 

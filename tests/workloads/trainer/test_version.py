@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -128,6 +129,47 @@ def test_runs_number_their_versions_and_never_overwrite(
     assert Registry(spec["artifacts"]).versions() == [1, 2]
 
 
+def _job_env(spec: Spec, uid: str, run_id: int) -> dict[str, str]:
+    """The run's env as the operator's real Job builder sets it for pipeline object `uid`."""
+    from kubeloop.resources.common import Owner, WorkloadDefaults
+    from kubeloop.resources.training import build_training_job
+
+    owner = Owner("kubeloop.io/v1alpha1", "TrainingPipeline", "churn", "ml", uid)
+    parsed = TrainingPipelineSpec.model_validate(spec)
+    job = build_training_job(
+        owner, parsed, run_id=run_id, trigger="Create", generation=1, defaults=WorkloadDefaults()
+    )
+    env = job["spec"]["template"]["spec"]["containers"][0]["env"]
+    wanted = {"KUBELOOP_PIPELINE", "KUBELOOP_PIPELINE_UID", "KUBELOOP_RUN_ID", "KUBELOOP_NAMESPACE"}
+    return {e["name"]: e["value"] for e in env if e["name"] in wanted}
+
+
+def test_a_recreated_pipeline_trains_a_new_version_instead_of_reusing_the_old_one(
+    spec_for: Callable[..., Spec], train: Runner, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Delete a pipeline, create one with the same name and artifacts but another model: its
+    run 1 trains and publishes a new version, it does not get the old object's version 1.
+    A restarted pod of the new run 1 still gets its own version back."""
+    old_spec = spec_for(estimator="LogisticRegression")
+    code, old = train(old_spec, env=_job_env(old_spec, "uid-old", 1))
+    assert code == 0 and old["version"] == "1", old
+
+    new_spec = spec_for(estimator="RandomForestClassifier", params={"n_estimators": 5})
+    caplog.set_level(logging.INFO, logger="kubeloop.train")
+    code, new = train(new_spec, env=_job_env(new_spec, "uid-new", 1))
+    assert code == 0 and new["version"] == "2", new
+    assert not any("already published" in r.getMessage() for r in caplog.records)
+    manifest = json.loads((_folder(new) / "manifest.json").read_text())
+    assert manifest["estimator"] == "RandomForestClassifier" and manifest["runId"] == "1"
+    assert manifest["pipelineUid"] == "uid-new"
+    old_manifest = json.loads((_folder(old) / "manifest.json").read_text())
+    assert old_manifest["estimator"] == "LogisticRegression"  # version 1 is untouched
+
+    code, again = train(new_spec, env=_job_env(new_spec, "uid-new", 1))
+    assert code == 0 and again["version"] == "2"  # same run of the same object: resumed
+    assert Registry(new_spec["artifacts"]).versions() == [1, 2]
+
+
 def test_a_half_written_version_is_never_listed_and_its_run_completes_it(
     spec_for: Callable[..., Spec], train: Runner
 ) -> None:
@@ -149,9 +191,9 @@ class _TogetherRegistry(Registry):
 
     barrier: threading.Barrier
 
-    def allocate(self, run_id: str) -> Any:
+    def allocate(self, run_id: str, pipeline_uid: str | None = None) -> Any:
         self.barrier.wait(timeout=60)
-        return super().allocate(run_id)
+        return super().allocate(run_id, pipeline_uid)
 
 
 def _finish_together(spec: Spec, runs: int, tmp_path: Path, monkeypatch: Any) -> list[Any]:

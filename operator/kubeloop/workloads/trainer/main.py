@@ -2,9 +2,11 @@
 
 Input (docs/contracts.md): `--spec FILE` (a TrainingPipeline YAML, or just its spec) or env
 `KUBELOOP_SPEC` (the spec as camelCase JSON); `--run-id` / `KUBELOOP_RUN_ID`,
-`KUBELOOP_PIPELINE`, `KUBELOOP_NAMESPACE`, `KUBELOOP_IMAGE`, `KUBELOOP_WORK_DIR`,
-`KUBELOOP_RESULT_PATH`, `KUBELOOP_PUSHGATEWAY_URL`, `KUBELOOP_PROGRESS_PATCH`; under torchrun
-`RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`.
+`KUBELOOP_PIPELINE`, `KUBELOOP_PIPELINE_UID` (the object's metadata.uid: a version is reused
+only by the same run of the same object), `KUBELOOP_NAMESPACE`, `KUBELOOP_IMAGE`,
+`KUBELOOP_WORK_DIR`, `KUBELOOP_RESULT_PATH`, `KUBELOOP_PUSHGATEWAY_URL`,
+`KUBELOOP_PROGRESS_PATCH`; under torchrun `RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`,
+`MASTER_PORT`.
 
 Output: a version under `<artifacts>/versions/<n>/` and a TrainingResult JSON in the
 termination message. Exit codes: see `kubeloop.workloads.trainer.errors` (0 ok, 1 internal
@@ -129,9 +131,10 @@ def main(argv: list[str]) -> int:
             image=os.environ.get("KUBELOOP_IMAGE", "local"),
             work_dir=work_dir,
             dist=dist,
-            progress=ProgressReporter.from_env()
+            progress=ProgressReporter.from_env(run_id)
             if dist.rank == 0
             else ProgressReporter(None, None),
+            pipeline_uid=os.environ.get("KUBELOOP_PIPELINE_UID") or None,
         )
         work_dir.mkdir(parents=True, exist_ok=True)
         result = run_training(spec, ctx)

@@ -1,9 +1,12 @@
 """Progress reporting: a log line per step and, when asked, a status patch.
 
-`KUBELOOP_PROGRESS_PATCH=true` makes the trainer merge-patch
-`status.currentRun.progress` of its TrainingPipeline through the status subresource
-(docs/contracts.md). The API call sits behind `StatusPatcher`, a one-method protocol, so the
-patch body is tested without a cluster and a failed patch never fails training.
+`KUBELOOP_PROGRESS_PATCH=true` makes the trainer write `status.currentRun.progress` of its
+TrainingPipeline through the status subresource (docs/contracts.md). The write is a JSON patch
+that first tests `status.currentRun.id` is this run's id, and the progress carries its `runId`:
+a report that arrives after the run was recorded (the next run may be current by then) is
+refused by the API server instead of showing up as the next run's progress. The API call sits
+behind `StatusPatcher`, a one-method protocol, so the patch body is tested without a cluster
+and a failed patch never fails training.
 """
 
 from __future__ import annotations
@@ -28,13 +31,16 @@ _FIELDS = ("percent", "epoch", "epochs", "loss", "etaSeconds")
 
 
 class StatusPatcher(Protocol):
-    """Sends one merge patch to the TrainingPipeline's status subresource."""
+    """Sends one JSON patch to the TrainingPipeline's status subresource."""
 
-    def patch(self, namespace: str, name: str, body: dict[str, Any]) -> None: ...
+    def patch(self, namespace: str, name: str, body: list[dict[str, Any]]) -> None: ...
 
 
-def progress_patch_body(progress: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
-    """The merge-patch body: only status.currentRun.progress, in RunProgress's fields."""
+def progress_patch_body(
+    progress: dict[str, Any], run_id: str | None, now: datetime | None = None
+) -> list[dict[str, Any]]:
+    """The JSON patch: status.currentRun.progress in RunProgress's fields, tagged with the run,
+    written only while `run_id` is the current run (a failed `test` writes nothing)."""
     out: dict[str, Any] = {k: progress[k] for k in _FIELDS if progress.get(k) is not None}
     out["percent"] = max(0, min(100, int(out.get("percent", 0))))
     if "loss" in out:
@@ -42,7 +48,12 @@ def progress_patch_body(progress: dict[str, Any], now: datetime | None = None) -
     out["updatedAt"] = (
         (now or datetime.now(UTC)).isoformat(timespec="seconds").replace("+00:00", "Z")
     )
-    return {"status": {"currentRun": {"progress": out}}}
+    ops: list[dict[str, Any]] = []
+    if run_id is not None:
+        out["runId"] = run_id
+        ops.append({"op": "test", "path": "/status/currentRun/id", "value": run_id})
+    ops.append({"op": "add", "path": "/status/currentRun/progress", "value": out})
+    return ops
 
 
 class KubernetesStatusPatcher:
@@ -58,8 +69,8 @@ class KubernetesStatusPatcher:
             config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None)
         self.api = client.CustomObjectsApi()
 
-    def patch(self, namespace: str, name: str, body: dict[str, Any]) -> None:
-        """Merge-patch the status subresource (the trainer's Role allows only this)."""
+    def patch(self, namespace: str, name: str, body: list[dict[str, Any]]) -> None:
+        """JSON-patch the status subresource (the trainer's Role allows only this)."""
         self.api.patch_namespaced_custom_object_status(
             GROUP,
             VERSION,
@@ -67,7 +78,7 @@ class KubernetesStatusPatcher:
             PLURAL,
             name,
             body,
-            _content_type="application/merge-patch+json",
+            _content_type="application/json-patch+json",
         )
 
 
@@ -80,14 +91,16 @@ class ProgressReporter:
         pipeline: str | None,
         patcher: StatusPatcher | None = None,
         interval: float = 5.0,
+        run_id: str | None = None,
     ) -> None:
         self.namespace, self.pipeline = namespace, pipeline
         self.patcher = patcher
+        self.run_id = run_id
         self.interval = interval
         self._last = -float("inf")
 
     @classmethod
-    def from_env(cls) -> ProgressReporter:
+    def from_env(cls, run_id: str | None = None) -> ProgressReporter:
         """Patching on when KUBELOOP_PROGRESS_PATCH=true and the pipeline is known."""
         namespace = os.environ.get("KUBELOOP_NAMESPACE")
         pipeline = os.environ.get("KUBELOOP_PIPELINE")
@@ -101,7 +114,7 @@ class ProgressReporter:
                 patcher = KubernetesStatusPatcher()
             except Exception as exc:  # no config: progress stays in the log
                 log.warning("progress patching off: %s", exc)
-        return cls(namespace, pipeline, patcher)
+        return cls(namespace, pipeline, patcher, run_id=run_id)
 
     def report(self, progress: dict[str, Any]) -> None:
         """One progress line in the log, and a throttled status patch."""
@@ -116,7 +129,7 @@ class ProgressReporter:
         if now - self._last < self.interval and progress.get("percent", 0) < 100:
             return
         self._last = now
-        body = progress_patch_body(progress)
+        body = progress_patch_body(progress, self.run_id)
         try:
             self.patcher.patch(self.namespace, self.pipeline, body)
         except Exception as exc:  # progress is best effort; training goes on

@@ -70,6 +70,9 @@ class RunContext:
     work_dir: Path
     dist: Distributed
     progress: ProgressReporter
+    # The pipeline object's metadata.uid: a version claim, a checkpoint and a resume belong to
+    # one run of one object (run ids restart when a pipeline is re-created). None on a laptop.
+    pipeline_uid: str | None = None
 
 
 def _versions() -> dict[str, str]:
@@ -95,7 +98,12 @@ def _versions() -> dict[str, str]:
 def _check_artifacts_writable(spec: TrainingPipelineSpec, ctx: RunContext) -> None:
     preflight(spec.artifacts)
     marker = join(spec.artifacts, "runs", ctx.run_id, "run.json")
-    body = {"runId": ctx.run_id, "pipeline": ctx.pipeline, "startedAt": _now()}
+    body = {
+        "runId": ctx.run_id,
+        "pipeline": ctx.pipeline,
+        "pipelineUid": ctx.pipeline_uid,
+        "startedAt": _now(),
+    }
     try:
         store_for(spec.artifacts).write_bytes(marker, json.dumps(body).encode())
     except StorageError as exc:
@@ -117,9 +125,11 @@ def _labels(table: pa.Table, target: str, classes: tuple[Any, ...]) -> np.ndarra
     return labels
 
 
-def _signature(spec: TrainingPipelineSpec, data: TrainingData) -> str:
+def _signature(spec: TrainingPipelineSpec, data: TrainingData, pipeline_uid: str | None) -> str:
+    # The uid: a re-created pipeline's run 1 never resumes the old object's run 1.
     basis = json.dumps(
-        [spec.model.model_dump(mode="json"), spec.seed, data.fingerprint], sort_keys=True
+        [spec.model.model_dump(mode="json"), spec.seed, data.fingerprint, pipeline_uid],
+        sort_keys=True,
     )
     return hashlib.sha256(basis.encode()).hexdigest()
 
@@ -187,7 +197,7 @@ def run_training(spec: TrainingPipelineSpec, ctx: RunContext) -> dict[str, Any]:
             outputs=outputs,
             params=mlp_params,
             seed=spec.seed,
-            signature=_signature(spec, data),
+            signature=_signature(spec, data, ctx.pipeline_uid),
             checkpoints=checkpoints,  # every rank resumes; only rank 0 saves
             dist=ctx.dist,
             on_epoch=ctx.progress.report,
@@ -261,9 +271,10 @@ def _publish(
 
     registry = Registry(spec.artifacts)
     try:
-        claim = registry.allocate(ctx.run_id)
+        claim = registry.allocate(ctx.run_id, ctx.pipeline_uid)
         if claim.complete:
-            # A restarted pod of a run that already published: report that version again.
+            # A restarted pod of this very run (same pipeline object, same run id) that
+            # already published: report that version again.
             manifest = registry.read_manifest(claim.version)
             log.info("run %s already published version %s", ctx.run_id, claim.version)
             return _result(
@@ -296,6 +307,7 @@ def _publish(
                     "version": str(claim.version),
                     "created": _now(),
                     "pipeline": ctx.pipeline,
+                    "pipelineUid": ctx.pipeline_uid,
                     "namespace": ctx.namespace,
                     "runId": ctx.run_id,
                     "framework": spec.model.framework,

@@ -1,0 +1,90 @@
+"""kube.Kube against the emulated API server: a refused write becomes `Refused` naming the
+field, and the same body is not sent again while its backoff lasts (a changed one is)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import kmock
+import pytest
+
+from kubeloop.controller import kube
+from kubeloop.local.emulator import EmulatorThread
+
+FIELD = "spec.template.spec.containers[0].image"
+
+
+def _job(name: str, image: str = "") -> dict[str, Any]:
+    container = {"name": "c", "image": image}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "namespace": "ml"},
+        "spec": {"template": {"spec": {"containers": [container], "restartPolicy": "Never"}}},
+    }
+
+
+@pytest.fixture
+def api() -> Iterator[tuple[kube.Kube, list[dict[str, Any]]]]:
+    """A client of a fresh emulator whose admission refuses Jobs without an image (422)."""
+    seen: list[dict[str, Any]] = []
+
+    def require_image(obj: dict[str, Any]) -> None:
+        if obj.get("kind") != "Job":
+            return
+        seen.append(obj)
+        if not obj["spec"]["template"]["spec"]["containers"][0]["image"]:
+            name = obj["metadata"]["name"]
+            raise kmock.KubernetesError(
+                status=422,
+                reason="Invalid",
+                message=f'Job.batch "{name}" is invalid: {FIELD}: Required value',
+                details={"name": name, "kind": "Job", "causes": [{"field": FIELD}]},
+            )
+
+    with EmulatorThread() as thread:
+        thread.emulator.admission_hooks.append(require_image)
+        yield kube.connect(thread.url), seen
+
+
+def test_a_refusal_names_the_field_and_is_not_sent_again_during_its_backoff(
+    api: tuple[kube.Kube, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, seen = api
+    with pytest.raises(kube.Refused) as refused:
+        client.create(_job("a"))
+    error = refused.value
+    assert (error.verb, error.kind, error.name, error.status) == ("create", "Job", "a", 422)
+    assert error.fields == [FIELD] and FIELD in error.message
+    assert error.summary.startswith("the API server refused to create Job a (422 Invalid): ")
+
+    with pytest.raises(kube.Refused):  # the same body again: answered from memory
+        client.create(_job("a"))
+    assert len(seen) == 1
+
+    assert client.create(_job("b", image="trainer:1"))["metadata"]["name"] == "b"  # others go
+    created = client.create(_job("a", image="trainer:1"))  # a fixed body goes at once
+    assert created["metadata"]["name"] == "a" and len(seen) == 3
+
+
+def test_after_the_backoff_the_same_body_is_tried_once_more_and_backs_off_longer(
+    api: tuple[kube.Kube, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, seen = api
+    clock = [1000.0]
+    monkeypatch.setattr(kube.time, "monotonic", lambda: clock[0])
+    with pytest.raises(kube.Refused):
+        client.create(_job("a"))
+    clock[0] += kube.FIRST_BACKOFF_SECONDS - 1
+    with pytest.raises(kube.Refused):
+        client.create(_job("a"))
+    assert len(seen) == 1
+    clock[0] += 2  # past the first backoff: sent, refused again, the backoff doubles
+    with pytest.raises(kube.Refused):
+        client.create(_job("a"))
+    assert len(seen) == 2
+    clock[0] += kube.FIRST_BACKOFF_SECONDS + 1
+    with pytest.raises(kube.Refused):
+        client.create(_job("a"))
+    assert len(seen) == 2

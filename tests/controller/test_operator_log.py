@@ -1,0 +1,79 @@
+"""The operator's log: timestamped lines on stderr at the level asked for, and every Event the
+operator posts is also a log line naming its object."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import kopf
+import pytest
+
+from kubeloop.controller import main as operator_main
+from kubeloop.controller.status import post_event
+
+LINE = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}\] (\S+) +\[(\w+) *\] (.*)$")
+BODY = {
+    "apiVersion": "kubeloop.io/v1alpha1",
+    "kind": "TrainingPipeline",
+    "metadata": {"name": "churn", "namespace": "ml", "uid": "u1"},
+}
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def _lines(text: str) -> list[tuple[str, str, str]]:
+    return [m.groups() for line in text.splitlines() if (m := LINE.match(line))]
+
+
+def test_events_reach_the_log_with_time_level_and_object(
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    posted: list[dict[str, Any]] = []
+    monkeypatch.setattr(kopf, "event", lambda _obj, **kwargs: posted.append(kwargs))
+    operator_main.configure_logging("info")
+    post_event(BODY, "RunStarted", "run 1 (Create): Job churn-run-1")
+    post_event(BODY, "ChildRefused", "the API server refused ...", warning=True)
+    lines = _lines(capfd.readouterr().err)
+    assert ("kubeloop.operator", "INFO", "TrainingPipeline ml/churn: RunStarted: run 1 (Create): "
+            "Job churn-run-1") in lines  # fmt: skip
+    assert (
+        "kubeloop.operator",
+        "WARNING",
+        "TrainingPipeline ml/churn: ChildRefused: the API server refused ...",
+    ) in lines
+    assert [p["type"] for p in posted] == ["Normal", "Warning"]
+
+
+def test_the_level_knob_drops_info_lines(
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kopf, "event", lambda _obj, **_kwargs: None)
+    operator_main.configure_logging("WARNING")
+    post_event(BODY, "RunStarted", "run 1")
+    post_event(BODY, "RunFailed", "run 1: no column churned", warning=True)
+    assert [level for _, level, _ in _lines(capfd.readouterr().err)] == ["WARNING"]
+
+
+def test_flag_and_env_choose_the_level(monkeypatch: pytest.MonkeyPatch) -> None:
+    captured: dict[str, Any] = {}
+    monkeypatch.setattr(kopf, "run", lambda **kwargs: captured.update(kwargs))
+    monkeypatch.setenv("KUBELOOP_LOG_LEVEL", "ERROR")
+    assert operator_main.main(["--liveness", ""]) == 0
+    assert logging.getLogger().level == logging.ERROR
+    assert operator_main.main(["--log-level", "debug", "--liveness", ""]) == 0
+    assert logging.getLogger().level == logging.DEBUG
+    with pytest.raises(SystemExit):
+        operator_main.main(["--log-level", "LOUD"])
+    monkeypatch.setenv("KUBELOOP_LOG_LEVEL", "LOUD")
+    with pytest.raises(SystemExit):
+        operator_main.main(["--liveness", ""])

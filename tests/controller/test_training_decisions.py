@@ -1,0 +1,126 @@
+"""The TrainingPipeline controller's decisions, table-tested without kopf or a client."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from kubeloop.controller.training import (
+    recorded_up_to,
+    run_state,
+    runs_to_record,
+    stale_progress,
+    waiting_for,
+)
+
+CURRENT = {"id": "3", "job": "churn-run-3"}
+
+
+def _job(suspend: bool | None = None, queue: str | None = None) -> dict[str, Any]:
+    labels = {"kueue.x-k8s.io/queue-name": queue} if queue else {}
+    spec = {} if suspend is None else {"suspend": suspend}
+    return {"metadata": {"name": "churn-run-3", "labels": labels}, "spec": spec}
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ({}, 0),  # nothing recorded: every finished Job is recorded once
+        ({"runs": [{"id": "12"}, {"id": "11"}]}, 12),  # written before the watermark existed
+        ({"lastRecordedRunId": 12, "runs": [{"id": "12"}]}, 12),
+        ({"lastRecordedRunId": 12, "runs": []}, 12),  # history cut to nothing: still 12
+        ({"lastRecordedRunId": 0}, 0),
+    ],
+)
+def test_recorded_up_to(status: dict[str, Any], expected: int) -> None:
+    assert recorded_up_to(status) == expected
+
+
+@pytest.mark.parametrize(
+    ("watermark", "last_run_id", "outcomes", "expected"),
+    [
+        (12, 12, {i: "Complete" for i in range(1, 13)}, []),  # all Jobs left: none again
+        (0, 3, {1: "Complete", 2: "Failed", 3: "Complete"}, [1, 2, 3]),  # lost status: in order
+        (3, 4, {4: None}, []),  # the current run is still going
+        (3, 4, {4: "Complete"}, [4]),
+        (0, 3, {1: "Complete", 2: None, 3: "Complete"}, [1]),  # 3 waits for 2: order kept
+        (0, 2, {1: "Complete", 5: "Complete"}, [1]),  # beyond lastRunId: not ours to record
+        (2, 5, {3: "Complete", 5: "Complete"}, [3, 5]),  # run 4's Job is gone: skipped
+    ],
+)
+def test_runs_to_record(
+    watermark: int, last_run_id: int, outcomes: dict[int, str | None], expected: list[int]
+) -> None:
+    assert runs_to_record(watermark, last_run_id, outcomes) == expected
+
+
+@pytest.mark.parametrize(
+    ("current", "stale"),
+    [
+        ({"id": "2", "progress": {"percent": 90, "runId": "1"}}, True),
+        ({"id": "2", "progress": {"percent": 10, "runId": "2"}}, False),
+        ({"id": "2", "progress": {"percent": 10}}, False),  # an untagged (older) trainer
+        ({"id": "2"}, False),
+    ],
+)
+def test_stale_progress(current: dict[str, Any], stale: bool) -> None:
+    assert stale_progress(current) is stale
+
+
+@pytest.mark.parametrize(
+    ("trigger", "expected"),
+    [
+        (None, None),
+        ("SpecChange", "generation 4 waits for run 3 to finish"),
+        ("Manual", "a manual run request waits for run 3 to finish"),
+        ("Drift", "a retrain request waits for run 3 to finish"),
+        ("Schedule", "a scheduled run waits for run 3 to finish"),
+    ],
+)
+def test_waiting_for(trigger: str | None, expected: str | None) -> None:
+    assert waiting_for(trigger, 4, "3") == expected
+
+
+@pytest.mark.parametrize(
+    ("current", "job", "waiting", "phase", "running"),
+    [
+        (None, None, None, None, (False, "Idle", "no run in progress")),
+        (CURRENT, None, None, "Running", (True, "RunInProgress", "run 3 is training")),
+        (CURRENT, _job(), None, "Running", (True, "RunInProgress", "run 3 is training")),
+        (
+            CURRENT,
+            _job(False, "gpu"),
+            None,
+            "Running",
+            (True, "RunInProgress", "run 3 is training"),
+        ),
+        (
+            CURRENT,
+            _job(True, "gpu"),
+            None,
+            "Queued",
+            (
+                True,
+                "Queued",
+                "run 3 is queued: Job churn-run-3 is suspended until it is admitted "
+                "(Kueue queue gpu)",
+            ),
+        ),
+        (
+            CURRENT,
+            _job(),
+            "generation 4 waits for run 3 to finish",
+            "Running",
+            (True, "RunInProgress", "run 3 is training; generation 4 waits for run 3 to finish"),
+        ),
+    ],
+)
+def test_run_state(
+    current: dict[str, Any] | None,
+    job: dict[str, Any] | None,
+    waiting: str | None,
+    phase: str | None,
+    running: tuple[bool, str, str],
+) -> None:
+    assert run_state(current, job, waiting) == (phase, running)
