@@ -281,6 +281,13 @@ def _md_waiting(c: Cluster) -> None:
     _untrained(c, "churn-untrained")
 
 
+def _md_no_pipeline(c: Cluster) -> None:
+    md = example("churn-deployment.yaml", name="churn-orphan")
+    md["spec"]["model"]["pipelineRef"]["name"] = "churn-nowhere"
+    c.create(md)
+    _until(c, MD, "churn-orphan", "Stalled", "PipelineNotFound")
+
+
 def _md_canary(c: Cluster) -> None:
     _canary_started(c, "churn-canary")
     wait_for(
@@ -378,6 +385,7 @@ SITUATIONS = [
     Situation("ModelDeployment", "progressing-canary", "churn-canary", _md_canary),
     Situation("ModelDeployment", "progressing-waiting-for-model", "churn-untrained", _md_waiting),
     Situation("ModelDeployment", "degraded-rolled-back", "churn-rollback", _md_rolled_back),
+    Situation("ModelDeployment", "degraded-pipeline-missing", "churn-orphan", _md_no_pipeline),
     Situation("ModelDeployment", "degraded-invalid", "churn-invalid", _md_invalid),
     Situation("DriftMonitor", "healthy", "churn-watched", _dm_healthy),
     Situation("DriftMonitor", "healthy-no-data", "churn-quiet", _dm_no_data),

@@ -497,6 +497,11 @@ def test_waits_for_a_model_without_children(cluster: Cluster, operator: Operator
     ready = wait_for(lambda: _cond(cluster, "md-orphan", "Ready"), what="Ready")
     assert ready["status"] == "False" and ready["reason"] == "PipelineNotFound"
     assert "spec.model.pipelineRef" in ready["message"]
+    # Only a person can fix a missing reference: Stalled (Argo CD: Degraded), as a
+    # DriftMonitor's missing deployment is.
+    stalled = _cond(cluster, "md-orphan", "Stalled")
+    assert (stalled["status"], stalled["reason"]) == ("True", "PipelineNotFound")
+    assert stalled["message"] == ready["message"]
     # A missing reference is a Warning, as a DriftMonitor's missing deployment is.
     wait_for(
         lambda: [
@@ -513,6 +518,7 @@ def test_waits_for_a_model_without_children(cluster: Cluster, operator: Operator
     ready = wait_for(lambda: _cond(cluster, "md-wait", "Ready"), what="Ready")
     assert ready["status"] == "False" and ready["reason"] == "WaitingForModel"
     assert "no champion yet" in ready["message"]
+    assert _cond(cluster, "md-wait", "Stalled")["status"] == "False"  # a champion will come
     time.sleep(1)
     assert cluster.get(DEPLOYS, "ml", "md-wait") is None
     assert cluster.get(SERVICES, "ml", "md-wait") is None

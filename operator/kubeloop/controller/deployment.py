@@ -112,7 +112,8 @@ def resolve(spec: ModelDeploymentSpec, namespace: str) -> Target:
     if pipeline is None:
         raise ModelUnavailableError(
             "PipelineNotFound",
-            f"spec.model.pipelineRef: TrainingPipeline {name!r} does not exist in {namespace}",
+            f"spec.model.pipelineRef: TrainingPipeline {name!r} does not exist in namespace "
+            f"{namespace}; create it or fix the name",
         )
     pspec = pipeline.get("spec") or {}
     pstatus = pipeline.get("status") or {}
@@ -323,16 +324,27 @@ def _reconcile(namespace: str, name: str) -> None:
     spec = model.spec
     owner = Owner.of(body)
     status["observedGeneration"] = generation
-    set_condition(conditions, "Stalled", False, "SpecValid", "the spec is valid", generation)
 
     stable = api.get("Deployment", namespace, deployment_name(owner, "stable"))
     canary_dep = api.get("Deployment", namespace, deployment_name(owner, "canary"))
     try:
         target = resolve(spec, namespace)
     except ModelUnavailableError as waiting:
+        # A missing pipeline needs a person (create it or fix the name): Stalled, as a
+        # DriftMonitor's missing deployment is; waiting for a first champion is not.
+        stalled = waiting.reason == "PipelineNotFound"
+        set_condition(
+            conditions,
+            "Stalled",
+            stalled,
+            waiting.reason if stalled else "SpecValid",
+            waiting.message if stalled else "the spec is valid",
+            generation,
+        )
         _waiting(body, status, stable, canary_dep, waiting)
         _write(body, before, status)
         return
+    set_condition(conditions, "Stalled", False, "SpecValid", "the spec is valid", generation)
 
     spec = spec.model_copy(update={"storage_secret_ref": target.secret})
     _apply(build_service(owner), api.get("Service", namespace, name))
