@@ -132,6 +132,25 @@ class Cluster:
             "status",
         )
 
+    def stall_deployment(self, ns: str, name: str) -> None:
+        """Play the Deployment controller giving up: progress deadline exceeded, no pod
+        ready."""
+        dep = wait_for(lambda: self.get("apps/v1/deployments", ns, name), what=f"Deployment {name}")
+        cond = {
+            "type": "Progressing",
+            "status": "False",
+            "reason": "ProgressDeadlineExceeded",
+            "message": f'ReplicaSet "{name}-5d9f" has timed out progressing.',
+        }
+        status = {
+            "observedGeneration": dep["metadata"]["generation"],
+            "replicas": dep["spec"]["replicas"],
+            "updatedReplicas": dep["spec"]["replicas"],
+            "readyReplicas": 0,
+            "conditions": [cond],
+        }
+        self.patch("apps/v1/deployments", ns, name, {"status": status}, "status")
+
     def block_job(
         self,
         ns: str,

@@ -129,25 +129,6 @@ def _roll_out(cluster: Cluster, name: str) -> None:
     cluster.patch(DEPLOYS, "ml", name, {"status": status}, "status")
 
 
-def _stuck(cluster: Cluster, name: str) -> None:
-    """Play the Deployment controller: the progress deadline passed, no pod ready."""
-    dep = wait_for(lambda: cluster.get(DEPLOYS, "ml", name), what=f"Deployment {name}")
-    cond = {
-        "type": "Progressing",
-        "status": "False",
-        "reason": "ProgressDeadlineExceeded",
-        "message": f'ReplicaSet "{name}-5d9f" has timed out progressing.',
-    }
-    status = {
-        "observedGeneration": dep["metadata"]["generation"],
-        "replicas": dep["spec"]["replicas"],
-        "updatedReplicas": dep["spec"]["replicas"],
-        "readyReplicas": 0,
-        "conditions": [cond],
-    }
-    cluster.patch(DEPLOYS, "ml", name, {"status": status}, "status")
-
-
 def _canary_md(name: str, version: int) -> dict[str, Any]:
     doc = example("churn-deployment.yaml", name=name)
     doc["spec"]["model"] = {"uri": f"s3://models/churn/versions/{version}/"}
@@ -301,7 +282,7 @@ def _md_canary(c: Cluster) -> None:
 
 def _md_rolled_back(c: Cluster) -> None:
     _canary_started(c, "churn-rollback")
-    _stuck(c, "churn-rollback-canary")
+    c.stall_deployment("ml", "churn-rollback-canary")
     _until(c, MD, "churn-rollback", "Degraded", "ProgressDeadlineExceeded")
     _until(c, MD, "churn-rollback", "Ready", "Serving")
 

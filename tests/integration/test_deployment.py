@@ -110,25 +110,6 @@ def _roll_out(cluster: Cluster, name: str) -> dict[str, Any]:
     return dep
 
 
-def _stuck(cluster: Cluster, name: str) -> None:
-    """The Deployment controller gives up: progress deadline exceeded, no pod ready."""
-    dep = _obj(cluster, DEPLOYS, name)
-    cond = {
-        "type": "Progressing",
-        "status": "False",
-        "reason": "ProgressDeadlineExceeded",
-        "message": f'ReplicaSet "{name}-5d9f" has timed out progressing.',
-    }
-    status = {
-        "observedGeneration": dep["metadata"]["generation"],
-        "replicas": dep["spec"]["replicas"],
-        "updatedReplicas": dep["spec"]["replicas"],
-        "readyReplicas": 0,
-        "conditions": [cond],
-    }
-    cluster.patch(DEPLOYS, "ml", name, {"status": status}, "status")
-
-
 @pytest.fixture(autouse=True)
 def _clean(cluster: Cluster) -> Iterator[None]:
     """Delete each test's objects (children go by owner references): fewer timers to run."""
@@ -433,7 +414,7 @@ def test_canary_error_rate_over_max_rolls_back(
 def test_canary_pods_never_ready_roll_back(cluster: Cluster, operator: Operator) -> None:
     _serving(cluster, "md-stuck", 1)
     _new_uri(cluster, "md-stuck", 2)
-    _stuck(cluster, "md-stuck-canary")
+    cluster.stall_deployment("ml", "md-stuck-canary")
     wait_for(lambda: cluster.get(DEPLOYS, "ml", "md-stuck-canary") is None, what="rollback")
     degraded = wait_for(
         lambda: (c := _cond(cluster, "md-stuck", "Degraded")).get("status") == "True" and c
