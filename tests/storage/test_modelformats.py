@@ -116,6 +116,14 @@ def _too_few_classes(folder: Path) -> Path:
     return folder
 
 
+def _classes_out_of_order(folder: Path) -> Path:
+    from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression(max_iter=500).fit(X, np.array(CLASSES)[Y_CLASS])
+    save_version(folder, model, "skops", Signature(FEATURES, "classification", CLASSES))
+    return folder
+
+
 def _unknown_format(folder: Path) -> Path:
     sklearn_version(folder)
     manifest = read_manifest(folder)
@@ -181,6 +189,14 @@ REFUSALS: list[tuple[str, Callable[[Path], Path], LoadOptions, type[Exception], 
         ALLOW_ALL,
         SignatureError,
         "gives 3 class scores per row, but signature.classes lists 2",
+    ),
+    (
+        "sklearn classes in another order",
+        _classes_out_of_order,
+        ALLOW_ALL,
+        SignatureError,
+        "signature.classes ['low', 'mid', 'high'] must be the estimator's classes_ in their "
+        "order: ['high', 'low', 'mid']",
     ),
     (
         "custom predictor not allowed",

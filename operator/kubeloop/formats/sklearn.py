@@ -20,6 +20,7 @@ from kubeloop.formats.base import (
     ModelFormat,
     PickleRefusedError,
     Signature,
+    SignatureError,
 )
 from kubeloop.modelformat import Prediction, feature_matrix
 
@@ -48,6 +49,18 @@ def refuse_pickle(
 
 class _SklearnPredict(ModelFormat):
     """Predicts like the fitted estimator: labels from its own `classes_`."""
+
+    @staticmethod
+    def check_classes(path: Path, model: Any, signature: Signature) -> None:
+        """The server labels probability columns with signature.classes: same order needed."""
+        own = getattr(model, "classes_", None)
+        if signature.task != "classification" or own is None or signature.classes is None:
+            return
+        if [str(c) for c in own] != [str(c) for c in signature.classes]:
+            raise SignatureError(
+                f"{path}: signature.classes {list(signature.classes)} must be the estimator's "
+                f"classes_ in their order: {[str(c) for c in own]}"
+            )
 
     def predict(self, model: Any, signature: Signature, columns: Mapping[str, Any]) -> Prediction:
         matrix = feature_matrix(columns, signature.inputs)
@@ -79,7 +92,10 @@ class SklearnJoblibFormat(_SklearnPredict):
         refuse_pickle(folder, self.name, options, manifest)
         import joblib
 
-        return joblib.load(folder / JOBLIB_FILE)
+        model = joblib.load(folder / JOBLIB_FILE)
+        if not trusted_writer(manifest):
+            self.check_classes(folder / JOBLIB_FILE, model, signature)
+        return model
 
 
 class SkopsFormat(_SklearnPredict):
@@ -106,4 +122,6 @@ class SkopsFormat(_SklearnPredict):
                 "they could run code when loaded; allow pickles for this deployment (server "
                 "env KUBELOOP_ALLOW_PICKLE=true) only if you trust who wrote the model"
             )
-        return skops.io.load(path, trusted=untrusted or None)
+        model = skops.io.load(path, trusted=untrusted or None)
+        self.check_classes(path, model, signature)
+        return model
