@@ -6,6 +6,7 @@ and give [n] or [n, 1] values (regression) or [n, k] class probabilities (classi
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,8 +146,13 @@ class OnnxFormat(ModelFormat):
         import onnxruntime
 
         signature.numeric_only(self.name)
+        opts = onnxruntime.SessionOptions()
+        # onnxruntime ignores OMP_NUM_THREADS, which `kubeloop serve` sets per worker
+        threads = os.environ.get("OMP_NUM_THREADS", "")
+        opts.intra_op_num_threads = int(threads) if threads.isdigit() else 0  # 0: all cores
+        opts.inter_op_num_threads = 1
         session = onnxruntime.InferenceSession(
-            str(folder / ONNX_FILE), providers=["CPUExecutionProvider"]
+            str(folder / ONNX_FILE), opts, providers=["CPUExecutionProvider"]
         )
         width = session.get_inputs()[0].shape[-1]
         if isinstance(width, int) and width != len(signature.inputs):

@@ -46,8 +46,7 @@ class XGBoostFormat(ModelFormat):
 
         signature.numeric_only(self.name)
         path = folder / XGBOOST_FILE
-        booster = xgboost.Booster(model_file=str(path))
-        booster.set_param({"nthread": 1})
+        booster = xgboost.Booster(model_file=str(path))  # threads: OMP_NUM_THREADS
         _check_width(path, booster.num_features(), signature)
         return booster
 
@@ -78,4 +77,4 @@ class LightGBMFormat(ModelFormat):
         return booster
 
     def scores(self, model: Any, matrix: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-        return np.asarray(model.predict(matrix, num_threads=1))
+        return np.asarray(model.predict(matrix))  # threads: OMP_NUM_THREADS
