@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import joblib
 import numpy as np
@@ -89,7 +90,7 @@ def _pickled_skops(folder: Path) -> Path:
     return folder
 
 
-def _user_function(x: np.ndarray) -> np.ndarray:  # type: ignore[type-arg]
+def _user_function(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     return x
 
 

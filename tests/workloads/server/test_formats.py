@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,7 +24,7 @@ ENV = {
 }
 
 
-def _infer(server: Server, rows: np.ndarray, outputs: list[str]) -> triton.InferResult:  # type: ignore[type-arg]
+def _infer(server: Server, rows: np.ndarray[Any, Any], outputs: list[str]) -> triton.InferResult:
     client = triton.InferenceServerClient(url=f"127.0.0.1:{server.port}")
     inputs = []
     for j in range(rows.shape[1]):
@@ -67,6 +68,22 @@ def test_served_prediction_equals_the_offline_one(tmp_path: Path, name: str) -> 
             _infer(server, np.zeros((2, 4)), ["predict"])
         with pytest.raises(InferenceServerException, match=r"missing tensor.*f2"):
             _infer(server, np.zeros((2, 2)), ["predict"])
+        wrong = [
+            ("f0", np.array(["a", "b"], dtype=object), "BYTES", r"'f0'.*numeric; send FP32"),
+            ("f1", np.zeros((2, 2)), "FP64", r"\('f1'\)\.shape: expected \[n\] or \[n, 1\]"),
+        ]
+        for bad, data, datatype, message in wrong:
+            inputs = []
+            for j in range(3):
+                name = f"f{j}"
+                value = data if name == bad else np.zeros(2)
+                tensor = triton.InferInput(
+                    name, list(value.shape), datatype if name == bad else "FP64"
+                )
+                tensor.set_data_from_numpy(value, binary_data=False)
+                inputs.append(tensor)
+            with pytest.raises(InferenceServerException, match=message):
+                client.infer("churn", inputs)
     finally:
         server.stop()
 
