@@ -2,8 +2,9 @@
 
 A version folder holds the model files and `manifest.json` (see docs/contracts.md). The
 manifest lists the sha256 of every other file and is written last, so a folder without it is
-incomplete. `load_predictor` verifies every checksum *before* unpickling anything, then returns
-a `Predictor` that applies exactly the training-time transforms to raw columns.
+incomplete. `load_predictor` verifies every checksum *before* unpickling anything, then loads
+the model with the class of its format (`kubeloop.formats`, named by manifest `modelFormat`) and
+returns a `Predictor` that applies exactly the training-time transforms to raw columns.
 
 Raw columns become the model's input matrix through `feature_matrix`, the one conversion used
 both when training and when serving: numeric features as float64 (None/NaN = missing),
@@ -19,9 +20,12 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from kubeloop.formats import LoadOptions, Signature
 
 __all__ = [
     "FORMAT",
@@ -36,6 +40,7 @@ __all__ = [
     "file_checksums",
     "load_predictor",
     "read_manifest",
+    "save_version",
     "sha256_file",
     "verify_folder",
     "write_manifest",
@@ -43,9 +48,6 @@ __all__ = [
 
 FORMAT = "kubeloop.model/v1"
 MANIFEST = "manifest.json"
-SKLEARN_MODEL = "model.joblib"
-TORCH_PREPROCESS = "preprocess.joblib"
-TORCH_WEIGHTS = "model.pt"
 
 
 class ModelFormatError(ValueError):
@@ -228,81 +230,90 @@ def build_mlp(inputs: int, hidden: Sequence[int], dropout: float, outputs: int) 
 
 @dataclass
 class Predictor:
-    """A verified, loaded model version: raw columns in, predictions out."""
+    """A verified, loaded model version: raw columns in, predictions out.
+
+    `framework` names the model format (`kubeloop.formats`) that reads `_model`.
+    """
 
     features: tuple[Feature, ...]
     task: str
     classes: tuple[Any, ...] | None
     framework: str
     _model: Any = field(repr=False)
-    _preprocess: Any = field(default=None, repr=False)
-    _target_scale: tuple[float, float] = (0.0, 1.0)
+
+    def __post_init__(self) -> None:
+        from kubeloop.formats import Signature, format_named
+
+        self._format = format_named(self.framework)
+        self.signature = Signature(tuple(self.features), self.task, self.classes)
 
     def predict(self, columns: Mapping[str, Any]) -> Prediction:
         """Predict a batch given one array per feature (extra columns are ignored)."""
-        matrix = feature_matrix(columns, self.features)
-        if self.framework == "sklearn":
-            return self._predict_sklearn(matrix)
-        return self._predict_torch(matrix)
-
-    def _predict_sklearn(self, matrix: np.ndarray[Any, Any]) -> Prediction:
-        if self.task == "classification" and hasattr(self._model, "predict_proba"):
-            proba = np.asarray(self._model.predict_proba(matrix), dtype=np.float64)
-            labels = np.asarray(self._model.classes_)
-            return Prediction(labels[np.argmax(proba, axis=1)], proba)
-        values = np.asarray(self._model.predict(matrix))
-        if self.task == "regression":
-            values = values.astype(np.float64)
-        return Prediction(values, None)
-
-    def _predict_torch(self, matrix: np.ndarray[Any, Any]) -> Prediction:
-        import torch
-
-        x = torch.from_numpy(np.asarray(self._preprocess.transform(matrix), dtype=np.float32))
-        with torch.no_grad():
-            out = self._model(x).double()
-        if self.task == "classification":
-            proba = torch.softmax(out, dim=1).numpy()
-            labels = np.asarray(self.classes)
-            return Prediction(labels[np.argmax(proba, axis=1)], proba)
-        mean, std = self._target_scale
-        return Prediction(out[:, 0].numpy() * std + mean, None)
+        return self._format.predict(self._model, self.signature, columns)
 
 
-def load_predictor(local_dir: Path | str) -> Predictor:
-    """Verify every sha256 in manifest.files, then load the model; raises ModelFormatError."""
+def load_predictor(local_dir: Path | str, options: LoadOptions | None = None) -> Predictor:
+    """Verify every sha256 in manifest.files, then load with the manifest's model format.
+
+    Raises ModelFormatError (ChecksumError, PickleRefusedError, SignatureError,
+    UnknownFormatError) naming the cause. `options` are the server's allowances (pickles,
+    custom predictors); the manifest cannot grant them.
+    """
+    from kubeloop.formats import LoadOptions, Signature, SignatureError, format_named, format_of
+    from kubeloop.formats.base import probe_columns
+
     folder = Path(local_dir)
     manifest = read_manifest(folder)
     verify_folder(folder, manifest)  # before any unpickling
-    import joblib
+    name = format_of(manifest)
+    fmt = format_named(name)
+    signature = Signature.from_manifest(manifest)
+    model = fmt.load(folder, manifest, signature, options or LoadOptions())
+    predictor = Predictor(signature.inputs, signature.task, signature.classes, name, model)
+    if "modelFormat" in manifest:
+        # Brought models are checked against what they declare before serving anything.
+        try:
+            predictor.predict(probe_columns(signature.inputs))
+        except SignatureError:
+            raise
+        except Exception as exc:
+            raise SignatureError(
+                f"{folder}: the {name} model fails on one row of its declared signature "
+                f"(inputs {', '.join(f.name for f in signature.inputs)}): "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+    return predictor
 
-    features = tuple(Feature.from_dict(f) for f in manifest.get("features", []))
-    task = str(manifest.get("task"))
-    target = manifest.get("target") or {}
-    classes = tuple(target["classes"]) if target.get("classes") is not None else None
-    framework = str(manifest.get("framework"))
-    if framework == "sklearn":
-        model = joblib.load(folder / SKLEARN_MODEL)
-        return Predictor(features, task, classes, framework, model)
-    if framework == "torch":
-        import torch
 
-        arch = manifest["architecture"]
-        # Same dropout as in training: Dropout layers shift the Sequential's indices, and the
-        # state_dict keys name those indices.
-        net = build_mlp(
-            int(arch["inputs"]),
-            [int(h) for h in arch["hiddenSizes"]],
-            float(arch["dropout"]),
-            int(arch["outputs"]),
-        )
-        state = torch.load(folder / TORCH_WEIGHTS, map_location="cpu", weights_only=True)
-        net.load_state_dict(state)
-        net.eval()
-        preprocess = joblib.load(folder / TORCH_PREPROCESS)
-        scale = (float(arch.get("targetMean", 0.0)), float(arch.get("targetStd", 1.0)))
-        return Predictor(features, task, classes, framework, net, preprocess, scale)
-    raise ModelFormatError(f"{folder}: unknown framework {framework!r} in {MANIFEST}")
+def save_version(
+    folder: Path | str,
+    model: Any,
+    model_format: str,
+    signature: Signature,
+    manifest: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write `model` in `model_format` into `folder`, then manifest.json with the format, the
+    signature (also as `features`/`task`/`target` for older readers) and every checksum."""
+    from kubeloop.formats import format_named
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    extra = format_named(model_format).save(model, folder, signature)
+    given = dict(manifest or {})
+    target = dict(given.pop("target", None) or {})
+    target["classes"] = list(signature.classes) if signature.classes is not None else None
+    return write_manifest(
+        folder,
+        {
+            **given,
+            **extra,
+            "modelFormat": model_format,
+            "signature": signature.to_dict(),
+            "features": [f.to_dict() for f in signature.inputs],
+            "task": signature.task,
+            "target": target,
+        },
+    )
 
 
 def _jsonable(value: Any) -> Any:

@@ -101,3 +101,17 @@ def test_monitor_cronjob_env_follows_contract() -> None:
     assert env["KUBELOOP_REFERENCE_URI"] == "s3://models/versions/3"
     assert env["KUBELOOP_MODEL_VERSION"] == "3"
     assert env["KUBELOOP_PUSHGATEWAY_URL"] == DEFAULTS.pushgateway_url
+
+
+def test_pickles_reach_the_server_only_when_the_deployment_allows_them() -> None:
+    def env_of(model: dict[str, object]) -> dict[str, str | None]:
+        spec = ModelDeploymentSpec.model_validate({"model": model})
+        dep = build_server_deployment(
+            OWNER, spec, model_uri="s3://models/versions/1", model_version="1", defaults=DEFAULTS
+        )
+        (c,) = dep["spec"]["template"]["spec"]["containers"]
+        return {e["name"]: e.get("value") for e in c["env"]}
+
+    assert "KUBELOOP_ALLOW_PICKLE" not in env_of({"uri": "s3://models/versions/1"})
+    allowed = env_of({"uri": "s3://models/versions/1", "allowPickle": True})
+    assert allowed["KUBELOOP_ALLOW_PICKLE"] == "true"

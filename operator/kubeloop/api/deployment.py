@@ -73,6 +73,12 @@ class ModelReference(KubeModel):
         default=None,
         description="A version folder written by `kubeloop train` (has manifest.json).",
     )
+    allow_pickle: bool = Field(
+        default=False,
+        description="Load model pickles (format `sklearn` joblib, skops files with untrusted "
+        "types) that Kubeloop's trainer did not write. A pickle runs any code when loaded: "
+        "allow it only for models from a trusted source.",
+    )
 
 
 class AutoscalingSpec(KubeModel):

@@ -97,6 +97,8 @@ def build_server_deployment(
         {"name": "KUBELOOP_PAYLOAD_SAMPLE_RATE", "value": f"{logging.sample_rate:g}"},
         *storage_env(spec.storage_secret_ref),
     ]
+    if spec.model.allow_pickle:  # only when set: existing Deployments keep their template
+        env.append({"name": "KUBELOOP_ALLOW_PICKLE", "value": "true"})
     volumes, mounts = scratch_volumes()
     cpu, memory = spec.resources.cpu, spec.resources.memory
     container = {

@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from kubeloop.formats import LoadOptions
 from kubeloop.workloads.server.batching import Batcher
 from kubeloop.workloads.server.errors import (
     InferenceError,
@@ -39,7 +40,7 @@ from kubeloop.workloads.server.protocol import (
     parse_infer_request,
     v2_datatype,
 )
-from kubeloop.workloads.server.settings import ServerSettings
+from kubeloop.workloads.server.settings import ServerSettings, load_options
 
 __all__ = ["InferenceApp"]
 
@@ -66,7 +67,7 @@ class InferenceApp:
         self,
         settings: ServerSettings,
         *,
-        loader: Callable[[str, Path], LoadedModel] = load_model,
+        loader: Callable[[str, Path, LoadOptions], LoadedModel] = load_model,
         started_at: float | None = None,
         loaded_workers: Any = None,
     ) -> None:
@@ -108,7 +109,10 @@ class InferenceApp:
 
     def _load(self) -> None:
         try:
-            model = self._loader(self.settings.model_uri, Path(self.settings.work_dir))
+            settings = self.settings
+            model = self._loader(
+                settings.model_uri, Path(settings.work_dir), load_options(settings)
+            )
         except Exception as exc:
             reason = f"cannot load {self.settings.model_uri}: {type(exc).__name__}: {exc}"
             log.error("model not ready: %s", reason)
@@ -402,7 +406,11 @@ class InferenceApp:
             "platform": model.framework,
             "inputs": inputs,
             "outputs": outputs,
-            "parameters": {"task": predictor.task, "uri": self.settings.model_uri},
+            "parameters": {
+                "task": predictor.task,
+                "uri": self.settings.model_uri,
+                "format": model.framework,
+            },
         }
 
 

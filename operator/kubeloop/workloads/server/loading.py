@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kubeloop.formats import LoadOptions
 from kubeloop.storage import FileStore, join, store_for
 from kubeloop.workloads.server.predictor import PredictorLike
 from kubeloop.workloads.server.tree_ensemble import accelerate
@@ -29,7 +30,7 @@ class LoadedModel:
 
     predictor: PredictorLike
     version: str
-    framework: str
+    framework: str  # the model format's name (kubeloop.formats)
     manifest: dict[str, Any]
     load_seconds: float
 
@@ -54,7 +55,7 @@ def fetch_version(uri: str, work_dir: Path) -> Path:
     return local
 
 
-def load_model(uri: str, work_dir: Path) -> LoadedModel:
+def load_model(uri: str, work_dir: Path, options: LoadOptions | None = None) -> LoadedModel:
     """Fetch, verify (inside `load_predictor`) and load; raises with a readable reason."""
     from kubeloop.modelformat import load_predictor
 
@@ -64,14 +65,12 @@ def load_model(uri: str, work_dir: Path) -> LoadedModel:
     if not manifest_path.is_file():
         raise FileNotFoundError(f"{uri}: no manifest.json (incomplete or not a version folder)")
     manifest: dict[str, Any] = json.loads(manifest_path.read_text())
-    predictor: PredictorLike = accelerate(load_predictor(local))
-    framework = manifest.get("framework", "unknown")
-    if isinstance(framework, dict):
-        framework = framework.get("name", "unknown")
+    loaded = load_predictor(local, options)
+    predictor: PredictorLike = accelerate(loaded)
     return LoadedModel(
         predictor=predictor,
         version=str(manifest.get("version", "")) or local.name,
-        framework=str(framework),
+        framework=loaded.framework,
         manifest=manifest,
         load_seconds=time.perf_counter() - started,
     )

@@ -8,7 +8,9 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["ServerSettings", "parse_settings"]
+from kubeloop.formats import LoadOptions
+
+__all__ = ["ServerSettings", "load_options", "parse_settings"]
 
 
 class ServerSettings(BaseSettings):
@@ -46,9 +48,24 @@ class ServerSettings(BaseSettings):
     shutdown_timeout_s: float = Field(
         default=25.0, ge=0, description="Longest SIGTERM waits for in-flight requests."
     )
+    allow_pickle: bool = Field(
+        default=False,
+        description="Load pickles (joblib, untrusted skops types) that Kubeloop's trainer did "
+        "not write; they can run any code when loaded.",
+    )
+    custom_predictors: str = Field(
+        default="",
+        description="Comma-separated module:Class custom predictors this image may load.",
+    )
     model_threads: int = Field(
         default=1, ge=1, le=64, description="BLAS/OpenMP threads per worker for the model."
     )
+
+
+def load_options(settings: ServerSettings) -> LoadOptions:
+    """The allowances a version folder cannot grant itself."""
+    names = frozenset(n.strip() for n in settings.custom_predictors.split(",") if n.strip())
+    return LoadOptions(allow_pickle=settings.allow_pickle, custom_predictors=names)
 
 
 def parse_settings(argv: list[str]) -> ServerSettings:

@@ -197,7 +197,7 @@ def _estimator(predictor: PredictorLike) -> Any:
     Reads the Predictor's `_model` (a fitted estimator or a Pipeline): only a bare
     HistGradientBoosting model, or a Pipeline whose other steps are passthrough, qualifies.
     """
-    if getattr(predictor, "framework", None) != "sklearn":
+    if getattr(predictor, "framework", None) not in ("sklearn", "skops"):
         return None
     model = getattr(predictor, "_model", None)
     steps = getattr(model, "steps", None)

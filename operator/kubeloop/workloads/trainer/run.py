@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from kubeloop.api.training import TORCH_ESTIMATOR, TrainingPipelineSpec
+from kubeloop.formats import TRAINER, Signature, TorchMLP, format_named
 from kubeloop.modelformat import Predictor, feature_matrix, write_manifest
 from kubeloop.registry import Registry
 from kubeloop.storage import StorageError, join, store_for
@@ -48,10 +49,9 @@ log = logging.getLogger("kubeloop.train")
 
 @dataclass(frozen=True)
 class Trained:
-    """A fitted model with what the manifest says about it."""
+    """A fitted model (the object its format saves) with what the manifest says about it."""
 
     model: Any
-    preprocess: Any
     estimator: str
     params: dict[str, Any]
     metrics: dict[str, float]
@@ -205,16 +205,8 @@ def run_training(spec: TrainingPipelineSpec, ctx: RunContext) -> dict[str, Any]:
         net = build_mlp(xt.shape[1], mlp_params.hiddenSizes, mlp_params.dropout, outputs)
         net.load_state_dict(result.state_dict)
         net.eval()
-        model = net
-        predictor = Predictor(
-            data.features,
-            spec.model.task,
-            data.classes,
-            "torch",
-            net,
-            preprocess,
-            (result.target_mean, result.target_std),
-        )
+        model = TorchMLP(net, preprocess, (result.target_mean, result.target_std))
+        predictor = Predictor(data.features, spec.model.task, data.classes, "torch", model)
         params = params_dict(mlp_params)
         extra = {
             "architecture": {
@@ -250,7 +242,7 @@ def run_training(spec: TrainingPipelineSpec, ctx: RunContext) -> dict[str, Any]:
     }
     if ctx.dist.rank != 0:
         return {"kind": "TrainingResult", "ok": True, "rank": ctx.dist.rank, "metrics": metrics}
-    trained = Trained(model, preprocess, estimator_name, params, metrics, rows, extra)
+    trained = Trained(model, estimator_name, params, metrics, rows, extra)
     return _publish(spec, ctx, data, trained, started)
 
 
@@ -261,11 +253,9 @@ def _publish(
     trained: Trained,
     started: float,
 ) -> dict[str, Any]:
-    import joblib
-
     from kubeloop.profile import build_profile
 
-    model, preprocess, params = trained.model, trained.preprocess, trained.params
+    model, params = trained.model, trained.params
     metrics, rows, extra = trained.metrics, trained.rows, trained.extra
     training = extra.get("training", {})
 
@@ -286,13 +276,8 @@ def _publish(
             )
         folder = Path(tempfile.mkdtemp(prefix="version-", dir=ctx.work_dir))
         try:
-            if spec.model.framework == "torch":
-                import torch
-
-                torch.save(model.state_dict(), folder / "model.pt")
-                joblib.dump(preprocess, folder / "preprocess.joblib")
-            else:
-                joblib.dump(model, folder / "model.joblib")
+            signature = Signature(tuple(data.features), spec.model.task, data.classes)
+            format_named(spec.model.framework).save(model, folder, signature)
             numeric = [f.name for f in data.features if f.kind == "numeric"]
             categorical = [f.name for f in data.features if f.kind == "categorical"]
             profile = build_profile(data.train, numeric, categorical)
@@ -311,6 +296,9 @@ def _publish(
                     "namespace": ctx.namespace,
                     "runId": ctx.run_id,
                     "framework": spec.model.framework,
+                    "modelFormat": spec.model.framework,
+                    "producedBy": TRAINER,
+                    "signature": signature.to_dict(),
                     "frameworkVersions": versions,
                     "task": spec.model.task,
                     "estimator": trained.estimator,
