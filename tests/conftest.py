@@ -18,6 +18,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The in-process operator of tests/integration resyncs every 0.5 s and serves no metrics port.
+# Set here, before any test module imports `kubeloop.controller`: kopf takes a timer's interval
+# when the handler module is imported, so a unit test under tests/controller that imported the
+# controller first used to leave the integration tests with the default 30 s resync.
+os.environ.setdefault("KUBELOOP_RESYNC_SECONDS", "0.5")
+os.environ["KUBELOOP_METRICS_PORT"] = "0"
+
 
 @pytest.fixture(scope="session")
 def repo_root() -> Path:

@@ -15,12 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
-
-os.environ.setdefault("KUBELOOP_RESYNC_SECONDS", "0.5")
-os.environ["KUBELOOP_METRICS_PORT"] = "0"
-
+# KUBELOOP_RESYNC_SECONDS and KUBELOOP_METRICS_PORT are set in tests/conftest.py, before any
+# test module imports the controller.
 import kopf
+import yaml
 
 import kubeloop.controller  # noqa: F401  (registers the handlers)
 from kubeloop.local.emulator import EmulatorThread

@@ -108,7 +108,8 @@ def test_operator_metrics_endpoint_is_promtool_clean() -> None:
     status.RECONCILES.labels(kind="TrainingPipeline", result="ok").inc()
     status.RECONCILES.labels(kind="ModelDeployment", result="error").inc()
     status.RECONCILE_SECONDS.labels(kind="TrainingPipeline").observe(0.25)
-    status.RUNS.labels(namespace="ml", pipeline="churn", result="Promoted").inc()
+    # A pipeline of its own: the registry is the process's, and other tests record runs too.
+    status.RUNS.labels(namespace="ml", pipeline="exposition", result="Promoted").inc()
     names = {
         metric.name
         for metric in REGISTRY.collect()
@@ -128,7 +129,7 @@ def test_operator_metrics_endpoint_is_promtool_clean() -> None:
     assert "# TYPE kubeloop_reconcile_total counter" in text
     assert "# TYPE kubeloop_reconcile_duration_seconds histogram" in text
     assert (
-        'kubeloop_training_runs_total{namespace="ml",pipeline="churn",result="Promoted"} 1.0'
+        'kubeloop_training_runs_total{namespace="ml",pipeline="exposition",result="Promoted"} 1.0'
         in text
     )
     for name in names:
