@@ -130,6 +130,22 @@ class Cluster:
             "status",
         )
 
+    def roll_out_deployment(self, ns: str, name: str) -> dict[str, Any]:
+        """Play the Deployment controller: every desired pod is new and ready; returns the
+        Deployment."""
+        dep = wait_for(lambda: self.get("apps/v1/deployments", ns, name), what=f"Deployment {name}")
+        n = dep["spec"]["replicas"]
+        status = {
+            "observedGeneration": dep["metadata"]["generation"],
+            "replicas": n,
+            "updatedReplicas": n,
+            "readyReplicas": n,
+            "availableReplicas": n,
+            "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicas"}],
+        }
+        self.patch("apps/v1/deployments", ns, name, {"status": status}, "status")
+        return dep
+
     def stall_deployment(self, ns: str, name: str) -> None:
         """Play the Deployment controller giving up: progress deadline exceeded, no pod
         ready."""

@@ -115,20 +115,6 @@ def _champion(cluster: Cluster, name: str) -> None:
     _until(cluster, TP, name, "Ready", "ChampionAvailable")
 
 
-def _roll_out(cluster: Cluster, name: str) -> None:
-    """Play the Deployment controller: every desired pod is new and ready."""
-    dep = wait_for(lambda: cluster.get(DEPLOYS, "ml", name), what=f"Deployment {name}")
-    n = dep["spec"]["replicas"]
-    status = {
-        "observedGeneration": dep["metadata"]["generation"],
-        "replicas": n,
-        "updatedReplicas": n,
-        "readyReplicas": n,
-        "availableReplicas": n,
-    }
-    cluster.patch(DEPLOYS, "ml", name, {"status": status}, "status")
-
-
 def _canary_md(name: str, version: int) -> dict[str, Any]:
     doc = example("churn-deployment.yaml", name=name)
     doc["spec"]["model"] = {"uri": f"s3://models/churn/versions/{version}/"}
@@ -140,7 +126,7 @@ def _canary_md(name: str, version: int) -> dict[str, Any]:
 def _canary_started(cluster: Cluster, name: str) -> None:
     """Version 1 serves; version 2 is given and its canary Deployment exists."""
     cluster.create(_canary_md(name, 1))
-    _roll_out(cluster, name)
+    cluster.roll_out_deployment("ml", name)
     wait_for(lambda: _status(cluster, MD, name).get("modelVersion") == "1", what="v1 serves")
     uri = "s3://models/churn/versions/2/"
     cluster.patch(MD, "ml", name, {"spec": {"model": {"uri": uri}}})
@@ -238,7 +224,7 @@ def _tp_suspended(c: Cluster) -> None:
 
 def _md_healthy(c: Cluster) -> None:
     c.create(example("pinned-version-deployment.yaml", name="churn-serving"))
-    _roll_out(c, "churn-serving")
+    c.roll_out_deployment("ml", "churn-serving")
     _until(c, MD, "churn-serving", "Progressing", "Complete")
     _until(c, MD, "churn-serving", "Ready", "Serving")
 

@@ -94,22 +94,6 @@ def _uri(dep: dict[str, Any]) -> str:
     return str(_env(dep)["KUBELOOP_MODEL_URI"]["value"])
 
 
-def _roll_out(cluster: Cluster, name: str) -> dict[str, Any]:
-    """Play the Deployment controller: every desired pod is new and ready."""
-    dep = _obj(cluster, DEPLOYS, name)
-    n = dep["spec"]["replicas"]
-    status = {
-        "observedGeneration": dep["metadata"]["generation"],
-        "replicas": n,
-        "updatedReplicas": n,
-        "readyReplicas": n,
-        "availableReplicas": n,
-        "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicas"}],
-    }
-    cluster.patch(DEPLOYS, "ml", name, {"status": status}, "status")
-    return dep
-
-
 @pytest.fixture(autouse=True)
 def _clean(cluster: Cluster) -> Iterator[None]:
     """Delete each test's objects (children go by owner references): fewer timers to run."""
@@ -177,7 +161,7 @@ def _serving(cluster: Cluster, name: str, version: int) -> None:
     """Create, roll out, and wait until `version` serves all traffic."""
     cluster.create(_uri_md(name, version))
     wait_for(lambda: cluster.get(DEPLOYS, "ml", name), what=f"Deployment {name}")
-    _roll_out(cluster, name)
+    cluster.roll_out_deployment("ml", name)
     wait_for(lambda: _status(cluster, name).get("modelVersion") == str(version), what="serving")
 
 
@@ -231,7 +215,7 @@ def test_create_serves_the_champion_with_service_hpa_and_status(
     assert _cond(cluster, "md-create", "Ready")["reason"] == "PodsNotReady"
     assert "modelVersion" not in status  # nothing serves yet
 
-    _roll_out(cluster, "md-create")
+    cluster.roll_out_deployment("ml", "md-create")
     wait_for(lambda: _status(cluster, "md-create").get("modelVersion") == "1", what="serving v1")
     wait_for(lambda: _cond(cluster, "md-create", "Ready").get("status") == "True", what="Ready")
     wait_for(lambda: _cond(cluster, "md-create", "Progressing").get("reason") == "Complete")
@@ -258,7 +242,7 @@ def test_champion_change_steps_a_canary_then_promotes(
     doc["spec"]["rollout"]["canary"]["steps"] = [10, 50, 100]
     cluster.create(doc)
     wait_for(lambda: cluster.get(DEPLOYS, "ml", "md-canary"))
-    _roll_out(cluster, "md-canary")
+    cluster.roll_out_deployment("ml", "md-canary")
     wait_for(lambda: _status(cluster, "md-canary").get("modelVersion") == "1")
 
     _new_champion(cluster, "p-canary", 2, 0.95)
@@ -284,7 +268,7 @@ def test_champion_change_steps_a_canary_then_promotes(
     metrics.requests.labels("md-canary", "2", "200").inc(199)
     metrics.requests.labels("md-canary", "2", "500").inc(1)
     _canary_pod(cluster, "md-canary", "2", port)
-    _roll_out(cluster, "md-canary-canary")
+    cluster.roll_out_deployment("ml", "md-canary-canary")
     wait_for(lambda: _status(cluster, "md-canary")["canary"]["trafficPercent"] == 50, what="50%")
     # 50%: the canary is scaled up to 4 beside the 4 stable pods, not 2 and 2.
     assert _obj(cluster, DEPLOYS, "md-canary-canary")["spec"]["replicas"] == 4
@@ -294,7 +278,7 @@ def test_champion_change_steps_a_canary_then_promotes(
     step_events = events(cluster, "md-canary", "CanaryStep")
     assert any("0.50%" in e["message"] for e in step_events)
 
-    _roll_out(cluster, "md-canary-canary")
+    cluster.roll_out_deployment("ml", "md-canary-canary")
     # Last step (100): the stable Deployment rolls to version 2; the canary stays meanwhile.
     wait_for(lambda: _uri(_obj(cluster, DEPLOYS, "md-canary")).endswith("/2/"), what="promote")
     assert _obj(cluster, DEPLOYS, "md-canary")["spec"]["replicas"] == 4
@@ -307,7 +291,7 @@ def test_champion_change_steps_a_canary_then_promotes(
     assert cluster.get(DEPLOYS, "ml", "md-canary-canary") is not None
     assert _status(cluster, "md-canary")["modelVersion"] == "1"
 
-    _roll_out(cluster, "md-canary")
+    cluster.roll_out_deployment("ml", "md-canary")
     wait_for(lambda: cluster.get(DEPLOYS, "ml", "md-canary-canary") is None, what="canary gone")
     wait_for(lambda: _status(cluster, "md-canary").get("modelVersion") == "2", what="serving v2")
     status = _status(cluster, "md-canary")
@@ -326,7 +310,7 @@ def test_canary_beside_an_hpa_is_sized_against_the_hpas_count(
     doc["spec"]["storageSecretRef"] = {"name": "s3-credentials"}
     cluster.create(doc)
     wait_for(lambda: cluster.get(DEPLOYS, "ml", "md-hpa"), what="Deployment")
-    _roll_out(cluster, "md-hpa")
+    cluster.roll_out_deployment("ml", "md-hpa")
     wait_for(lambda: _status(cluster, "md-hpa").get("modelVersion") == "1", what="serving v1")
 
     canary = _new_uri(cluster, "md-hpa", 2)
@@ -351,11 +335,11 @@ def test_min_requests_holds_a_step_while_the_canary_metrics_cannot_be_read(
     doc["spec"]["rollout"]["canary"]["analysis"] = {"minRequests": 5}
     cluster.create(doc)
     wait_for(lambda: cluster.get(DEPLOYS, "ml", "md-evidence"))
-    _roll_out(cluster, "md-evidence")
+    cluster.roll_out_deployment("ml", "md-evidence")
     wait_for(lambda: _status(cluster, "md-evidence").get("modelVersion") == "1")
     _new_champion(cluster, "p-evidence", 2, 0.95)
     wait_for(lambda: cluster.get(DEPLOYS, "ml", "md-evidence-canary"), what="canary")
-    _roll_out(cluster, "md-evidence-canary")
+    cluster.roll_out_deployment("ml", "md-evidence-canary")
 
     # A ready canary pod whose port answers nothing: no evidence, so the step waits for it
     # (with minRequests 0 it would move on readiness).
@@ -439,7 +423,7 @@ def test_pinned_version_rolls_in_place(cluster: Cluster, operator: Operator) -> 
         "key": "AWS_SECRET_ACCESS_KEY",
         "optional": False,
     }
-    _roll_out(cluster, "md-pinned")
+    cluster.roll_out_deployment("ml", "md-pinned")
     wait_for(lambda: _status(cluster, "md-pinned").get("modelVersion") == "3")
 
     # RollingUpdate (no rollout set): the one Deployment changes version in place.
@@ -448,13 +432,13 @@ def test_pinned_version_rolls_in_place(cluster: Cluster, operator: Operator) -> 
     assert cluster.get(DEPLOYS, "ml", "md-pinned-canary") is None
     wait_for(lambda: _cond(cluster, "md-pinned", "Progressing").get("reason") == "RollingUpdate")
     assert _status(cluster, "md-pinned")["modelVersion"] == "3"  # until every pod is new
-    _roll_out(cluster, "md-pinned")
+    cluster.roll_out_deployment("ml", "md-pinned")
     wait_for(lambda: _status(cluster, "md-pinned").get("modelVersion") == "4")
 
     # `kubectl scale md md-pinned --replicas=3` patches spec.replicas through /scale.
     cluster.patch(MD, "ml", "md-pinned", {"spec": {"replicas": 3}}, "scale")
     wait_for(lambda: _obj(cluster, DEPLOYS, "md-pinned")["spec"]["replicas"] == 3, what="scaled")
-    _roll_out(cluster, "md-pinned")
+    cluster.roll_out_deployment("ml", "md-pinned")
     wait_for(lambda: _status(cluster, "md-pinned").get("readyReplicas") == 3, what="3 ready")
     assert _status(cluster, "md-pinned")["replicas"] == 3  # statusReplicasPath
 
@@ -534,10 +518,10 @@ def test_restart_mid_canary_resumes_at_the_recorded_step(
     doc = _uri_md("md-restart", 1, replicas=4)
     cluster.create(doc)
     wait_for(lambda: cluster.get(DEPLOYS, "ml", "md-restart"))
-    _roll_out(cluster, "md-restart")
+    cluster.roll_out_deployment("ml", "md-restart")
     wait_for(lambda: _status(cluster, "md-restart").get("modelVersion") == "1")
     _new_uri(cluster, "md-restart", 2)
-    _roll_out(cluster, "md-restart-canary")
+    cluster.roll_out_deployment("ml", "md-restart-canary")
     wait_for(lambda: (_status(cluster, "md-restart").get("canary") or {}).get("step") == 1)
     before = _status(cluster, "md-restart")["canary"]
 
@@ -550,8 +534,8 @@ def test_restart_mid_canary_resumes_at_the_recorded_step(
     assert _obj(cluster, DEPLOYS, "md-restart-canary")["spec"]["replicas"] == 4
     assert len(events(cluster, "md-restart", "CanaryStarted")) == 1
 
-    _roll_out(cluster, "md-restart-canary")  # and it goes on from there
+    cluster.roll_out_deployment("ml", "md-restart-canary")  # and it goes on from there
     wait_for(lambda: _uri(_obj(cluster, DEPLOYS, "md-restart")).endswith("/2/"), what="promote")
-    _roll_out(cluster, "md-restart")
+    cluster.roll_out_deployment("ml", "md-restart")
     wait_for(lambda: _status(cluster, "md-restart").get("modelVersion") == "2")
     assert cluster.get(DEPLOYS, "ml", "md-restart-canary") is None

@@ -8,6 +8,7 @@ the loaded model object that `predict` takes). It never verifies checksums itsel
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from kubeloop.modelformat import Feature, ModelFormatError, Prediction, feature_
 __all__ = [
     "TRAINER",
     "LoadOptions",
+    "MatrixFormat",
     "ModelFormat",
     "PickleRefusedError",
     "Signature",
@@ -120,30 +122,38 @@ class Signature:
             )
 
 
-class ModelFormat:
+class ModelFormat(ABC):
     """One on-disk model format; subclasses are stateless and registered by `name`."""
 
     name: ClassVar[str]
     pickled: ClassVar[bool] = False  # loading it runs a pickle from whoever wrote the files
 
+    @abstractmethod
     def save(self, model: Any, folder: Path, signature: Signature) -> dict[str, Any]:
         """Write the model's files into `folder`; returns extra manifest fields."""
-        raise NotImplementedError
 
+    @abstractmethod
     def load(
         self, folder: Path, manifest: Mapping[str, Any], signature: Signature, options: LoadOptions
     ) -> Any:
         """The loaded model object `predict` takes (checksums are already verified)."""
-        raise NotImplementedError
+
+    @abstractmethod
+    def predict(self, model: Any, signature: Signature, columns: Mapping[str, Any]) -> Prediction:
+        """Raw columns in, predictions out."""
+
+
+class MatrixFormat(ModelFormat):
+    """A format whose model takes one float32 matrix (boosters, TorchScript, ONNX): it only
+    says how to score that matrix."""
 
     def predict(self, model: Any, signature: Signature, columns: Mapping[str, Any]) -> Prediction:
-        """Raw columns in, predictions out; the matrix formats override `scores` only."""
         matrix = feature_matrix(columns, signature.inputs)
         return to_prediction(self.scores(model, numeric_matrix(matrix)), signature)
 
+    @abstractmethod
     def scores(self, model: Any, matrix: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         """(n,) values (regression), (n,) P(class 1) or (n, k) probabilities (classification)."""
-        raise NotImplementedError
 
 
 def numeric_matrix(matrix: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from kubeloop.formats.base import LoadOptions, ModelFormat, Signature, SignatureError
+from kubeloop.formats.base import LoadOptions, MatrixFormat, ModelFormat, Signature, SignatureError
 from kubeloop.formats.sklearn import refuse_pickle
 from kubeloop.modelformat import Prediction, build_mlp, feature_matrix
 
@@ -89,7 +89,7 @@ class TorchMLPFormat(ModelFormat):
         return Prediction(out[:, 0].numpy() * std + mean, None)
 
 
-class TorchScriptFormat(ModelFormat):
+class TorchScriptFormat(MatrixFormat):
     """`model.torchscript.pt`: a scripted or traced module (no pickle of user classes)."""
 
     name = "torchscript"
@@ -128,7 +128,7 @@ class TorchScriptFormat(ModelFormat):
         return np.asarray(out.double().numpy())
 
 
-class OnnxFormat(ModelFormat):
+class OnnxFormat(MatrixFormat):
     """`model.onnx`, run by onnxruntime on CPU: input 0 takes the matrix; for a classifier,
     the first [n, k] float output is the probabilities (skl2onnx: `zipmap=False`)."""
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from kubeloop.formats.base import LoadOptions, ModelFormat, Signature, SignatureError
+from kubeloop.formats.base import LoadOptions, MatrixFormat, Signature, SignatureError
 
 __all__ = ["LightGBMFormat", "XGBoostFormat"]
 
@@ -28,7 +28,7 @@ def _check_width(path: Path, width: int, signature: Signature) -> None:
         )
 
 
-class XGBoostFormat(ModelFormat):
+class XGBoostFormat(MatrixFormat):
     """`model.ubj`: `Booster.save_model` (an XGBClassifier/XGBRegressor or a Booster)."""
 
     name = "xgboost"
@@ -54,7 +54,7 @@ class XGBoostFormat(ModelFormat):
         return np.asarray(model.inplace_predict(matrix))
 
 
-class LightGBMFormat(ModelFormat):
+class LightGBMFormat(MatrixFormat):
     """`model.txt`: `Booster.save_model` (an LGBMClassifier/LGBMRegressor or a Booster)."""
 
     name = "lightgbm"
