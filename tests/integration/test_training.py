@@ -494,11 +494,13 @@ def test_a_spec_change_during_a_run_says_that_it_waits(
     cluster.finish_job("ml", f"{name}-run-1", _result("1", 0.9))
     job = wait_for(lambda: cluster.get(JOBS, "ml", f"{name}-run-2"), what="run 2")
     assert job["metadata"]["annotations"]["kubeloop.io/trigger"] == "SpecChange"
-    status = wait_for(
-        lambda: (s := _status(cluster, name)).get("currentRun", {}).get("id") == "2" and s
+    # currentRun is allocated in one status write and the conditions follow in a later one
+    # (after the Job is created): wait for the condition itself.
+    wait_for(
+        lambda: _cond(cluster, name, "Running").get("message") == "run 2 is training",
+        what="Running says run 2 is training",
     )
-    running = {c["type"]: c for c in status["conditions"]}["Running"]
-    assert running["message"] == "run 2 is training"
+    assert _status(cluster, name)["currentRun"]["id"] == "2"
 
 
 def test_a_new_run_does_not_show_the_previous_runs_progress(
