@@ -79,6 +79,12 @@ class ModelReference(KubeModel):
         "types) that Kubeloop's trainer did not write. A pickle runs any code when loaded: "
         "allow it only for models from a trusted source.",
     )
+    allow_custom_code: bool = Field(
+        default=False,
+        description="Run the custom predictor a version ships in its `code/` folder (format "
+        "`custom` from your own training code; docs/byo.md). Like a pickle it runs code that "
+        "came with the model: allow it only for pipelines whose code you trust.",
+    )
 
 
 class AutoscalingSpec(KubeModel):

@@ -38,6 +38,8 @@ __all__ = [
     "RunProgress",
     "RunRecord",
     "RunRef",
+    "TrainerEnvVar",
+    "TrainerSpec",
     "TrainingPipeline",
     "TrainingPipelineSpec",
     "TrainingPipelineStatus",
@@ -126,7 +128,8 @@ class DataSpec(KubeModel):
 
 
 class ModelSpec(KubeModel):
-    """What to train: a framework, a task and an estimator from the allow-list."""
+    """What to train: a framework, a task and an estimator from the allow-list (or, with
+    framework `custom`, the team's own code in `spec.trainer`)."""
 
     cel_rules: ClassVar[tuple[CelRule, ...]] = (
         CelRule(
@@ -139,6 +142,14 @@ class ModelSpec(KubeModel):
             message="spec.model.estimator: framework 'torch' trains only "
             f"'{TORCH_ESTIMATOR}', and '{TORCH_ESTIMATOR}' needs framework 'torch'",
             field_path=".estimator",
+        ),
+        CelRule(
+            cel="self.framework != 'custom' || !has(self.estimator)",
+            check=lambda m: m.framework != "custom" or m.estimator is None,
+            message="spec.model.estimator: framework 'custom' trains your own code "
+            "(spec.trainer), not an estimator of the allow-list; remove estimator",
+            field_path=".estimator",
+            reason="FieldValueForbidden",
         ),
         CelRule(
             cel="!has(self.estimator) || (self.task == 'classification' ? "
@@ -155,8 +166,10 @@ class ModelSpec(KubeModel):
         ),
     )
 
-    framework: Literal["sklearn", "torch"] = Field(
-        default="sklearn", description="`sklearn` or `torch` (a tabular MLP, GPU-capable)."
+    framework: Literal["sklearn", "torch", "custom"] = Field(
+        default="sklearn",
+        description="`sklearn`, `torch` (a tabular MLP, GPU-capable) or `custom` (your own "
+        "training code and image in spec.trainer; docs/byo.md).",
     )
     task: Literal["classification", "regression"] = Field(
         description="`classification` (binary or multi-class) or `regression`."
@@ -171,7 +184,7 @@ class ModelSpec(KubeModel):
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True, "type": "object"},
         description="Keyword arguments of the estimator (checked against its signature). "
         f"For {TORCH_ESTIMATOR}: hiddenSizes, dropout, epochs, batchSize, lr, weightDecay, "
-        "patience.",
+        "patience. For framework custom: anything; your code reads them (ctx.params).",
     )
 
     def resolved_estimator(self) -> str:
@@ -185,6 +198,98 @@ class ModelSpec(KubeModel):
             if self.task == "classification"
             else "HistGradientBoostingRegressor"
         )
+
+
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+RESERVED_ENV_PREFIXES = ("KUBELOOP_", "AWS_")
+
+
+class SecretKeySelector(KubeModel):
+    """One key of a Secret in the pipeline's namespace."""
+
+    name: str = Field(min_length=1, max_length=253, description="Name of the Secret.")
+    key: str = Field(
+        min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$", description="Key in it."
+    )
+
+
+class EnvVarSource(KubeModel):
+    """Where a value comes from: only a Secret key (credentials never sit in the spec)."""
+
+    secret_key_ref: SecretKeySelector = Field(description="A key of a Secret.")
+
+
+class TrainerEnvVar(KubeModel):
+    """One environment variable of the user's training container."""
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            cel="!self.name.startsWith('KUBELOOP_') && !self.name.startsWith('AWS_')",
+            check=lambda e: not e.name.startswith(RESERVED_ENV_PREFIXES),
+            message="KUBELOOP_* and AWS_* are set by Kubeloop (the run's context and the "
+            "storage Secret of spec.storageSecretRef); choose another name",
+            field_path=".name",
+        ),
+        CelRule(
+            cel="has(self.value) != has(self.valueFrom)",
+            check=lambda e: (e.value is None) != (e.value_from is None),
+            message="set exactly one of value and valueFrom",
+            field_path=".value",
+        ),
+    )
+
+    name: str = Field(
+        min_length=1, max_length=256, pattern=ENV_NAME_PATTERN, description="Variable name."
+    )
+    value: str | None = Field(default=None, max_length=32768, description="Literal value.")
+    value_from: EnvVarSource | None = Field(
+        default=None, description="A Secret key, read by the kubelet (secretKeyRef)."
+    )
+
+
+class TrainerSpec(KubeModel):
+    """Your training code in your image (framework custom). Kubeloop stages the data, gives
+    the run its context and publishes what your code saves (docs/byo.md)."""
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            cel="self.env.all(e, self.env.exists_one(f, f.name == e.name))",
+            check=lambda t: len({e.name for e in t.env}) == len(t.env),
+            message="spec.trainer.env: each name once",
+            field_path=".env",
+        ),
+    )
+
+    image: str = Field(
+        min_length=1,
+        max_length=512,
+        description="Your training image (needs Python 3.9+ for the SDK; nothing from "
+        "Kubeloop). Pin it by digest for reproducible versions.",
+    )
+    command: list[Annotated[str, Field(max_length=4096)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="Entrypoint; default the image's. Run under torchrun --no-python when "
+        "spec.distributed.workers > 1.",
+    )
+    args: list[Annotated[str, Field(max_length=4096)]] = Field(
+        default_factory=list, max_length=256, description="Arguments; default none."
+    )
+    env: list[TrainerEnvVar] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Extra environment (a PYTHONPATH here is kept, with the SDK's folder "
+        "appended).",
+    )
+    working_dir: str | None = Field(
+        default=None, max_length=4096, description="Working directory; default the image's."
+    )
+    code_ref: str | None = Field(
+        default=None,
+        max_length=512,
+        description="Recorded in each version's lineage, e.g. a git commit or a tag.",
+    )
 
 
 class ResourcesSpec(KubeModel):
@@ -281,10 +386,10 @@ class TrainingPipelineSpec(KubeModel):
     cel_rules: ClassVar[tuple[CelRule, ...]] = (
         CelRule(
             cel="!has(self.distributed) || self.distributed.workers <= 1 || "
-            "self.model.framework == 'torch'",
-            check=lambda s: s.distributed.workers <= 1 or s.model.framework == "torch",
-            message="spec.distributed.workers > 1 requires spec.model.framework 'torch' "
-            "(sklearn trains on one pod)",
+            "self.model.framework in ['torch', 'custom']",
+            check=lambda s: s.distributed.workers <= 1 or s.model.framework in ("torch", "custom"),
+            message="spec.distributed.workers > 1 requires spec.model.framework 'torch' or "
+            "'custom' (sklearn trains on one pod)",
             field_path=".distributed.workers",
             reason="FieldValueForbidden",
         ),
@@ -307,6 +412,24 @@ class TrainingPipelineSpec(KubeModel):
             reason="FieldValueNotSupported",
         ),
         CelRule(
+            cel="(self.model.framework == 'custom') == has(self.trainer)",
+            check=lambda s: (s.model.framework == "custom") == (s.trainer is not None),
+            message="spec.trainer: set it exactly when spec.model.framework is 'custom' (your "
+            "own code runs in spec.trainer.image; the built-in frameworks need no trainer)",
+            field_path=".trainer",
+        ),
+        CelRule(
+            cel="!has(self.trainer) || !has(self.distributed) || self.distributed.workers <= 1 "
+            "|| has(self.trainer.command)",
+            check=lambda s: (
+                s.trainer is None or s.distributed.workers <= 1 or s.trainer.command is not None
+            ),
+            message="spec.trainer.command: a distributed custom run (spec.distributed.workers "
+            "> 1) starts your command under torchrun, so name it (e.g. [python, train.py])",
+            field_path=".trainer.command",
+            reason="FieldValueRequired",
+        ),
+        CelRule(
             cel="!has(self.data.features) || !(self.data.target in self.data.features)",
             check=lambda s: not s.data.features or s.data.target not in s.data.features,
             message="spec.data.features must not contain the target column spec.data.target",
@@ -316,6 +439,10 @@ class TrainingPipelineSpec(KubeModel):
 
     data: DataSpec = Field(description="Training (and validation) data.")
     model: ModelSpec = Field(description="What to train.")
+    trainer: TrainerSpec | None = Field(
+        default=None,
+        description="Your own training code and image; only with model.framework 'custom'.",
+    )
     resources: ResourcesSpec = Field(
         default_factory=ResourcesSpec, description="Compute per training pod."
     )
@@ -351,9 +478,16 @@ class TrainingPipelineSpec(KubeModel):
         description="Kueue LocalQueue; sets the kueue.x-k8s.io/queue-name label on the Jobs.",
     )
     image: str | None = Field(
-        default=None, max_length=512, description="Trainer image; default from the operator."
+        default=None,
+        max_length=512,
+        description="Kubeloop trainer image; default from the operator. With framework "
+        "custom it runs the prepare and publish steps around spec.trainer.image.",
     )
     seed: int = Field(default=42, ge=0, le=2**31 - 1, description="Seed for splits and training.")
+
+    def checkpoint_uri(self, run_id: str) -> str:
+        """Where a run's checkpoints live, for the built-in trainer and custom code alike."""
+        return f"{self.artifacts.rstrip('/')}/runs/{run_id}/checkpoints"
 
 
 class RunProgress(KubeModel):

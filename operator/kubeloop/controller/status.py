@@ -14,6 +14,7 @@ import kopf
 from prometheus_client import Counter, Histogram
 
 from kubeloop.controller.kube import Refused
+from kubeloop.resources.training import USER_CONTAINER
 
 __all__ = [
     "CHILD_REFUSED",
@@ -31,6 +32,7 @@ __all__ = [
     "post_event",
     "set_condition",
     "snapshot",
+    "user_code_failure",
 ]
 
 log = logging.getLogger("kubeloop.operator")
@@ -107,6 +109,9 @@ def pod_result(pods: list[dict[str, Any]], kind: str) -> dict[str, Any] | None:
     """The JSON result a workload wrote to its termination message, from the Job's pods.
 
     Pod 0 of an Indexed Job (rank 0 writes) is preferred; otherwise the newest pod with one.
+    A custom training pod (docs/byo.md) also has init containers: Kubeloop's `prepare` writes
+    a result when it fails; when the user's code fails, nothing of Kubeloop runs after it, so
+    its exit code and last words make the result (`UserCodeFailed`).
     """
 
     def index(pod: dict[str, Any]) -> str:
@@ -118,8 +123,12 @@ def pod_result(pods: list[dict[str, Any]], kind: str) -> dict[str, Any] | None:
     )
     ordered = sorted(newest_first, key=lambda p: index(p) != "0")
     for pod in ordered:
-        for status in pod.get("status", {}).get("containerStatuses") or []:
-            message = (status.get("state", {}).get("terminated") or {}).get("message")
+        status = pod.get("status", {})
+        for container in [
+            *(status.get("containerStatuses") or []),
+            *(status.get("initContainerStatuses") or []),
+        ]:
+            message = ((container.get("state") or {}).get("terminated") or {}).get("message")
             if not message:
                 continue
             try:
@@ -128,6 +137,31 @@ def pod_result(pods: list[dict[str, Any]], kind: str) -> dict[str, Any] | None:
                 continue  # FallbackToLogsOnError: the log tail, not a result
             if isinstance(result, dict) and result.get("kind") == kind:
                 return result
+    for pod in ordered:
+        failed = user_code_failure(pod)
+        if failed is not None:
+            return {"kind": kind, "ok": False, "reason": "UserCodeFailed", "message": failed}
+    return None
+
+
+_TAIL = 600
+
+
+def user_code_failure(pod: Mapping[str, Any]) -> str | None:
+    """How the user's code (the `trainer` init container) ended, when it failed."""
+    for container in (pod.get("status") or {}).get("initContainerStatuses") or []:
+        if container.get("name") != USER_CONTAINER:
+            continue
+        terminated = (container.get("state") or {}).get("terminated") or {}
+        code = terminated.get("exitCode")
+        if code in (None, 0):
+            return None
+        why = terminated.get("reason") or "Error"
+        tail = str(terminated.get("message") or "").strip()[-_TAIL:]
+        signal = f" (signal {code - 128})" if isinstance(code, int) and code > 128 else ""
+        return f"your training code exited with code {code}{signal} ({why})" + (
+            f"; its last output: {tail}" if tail else ""
+        )
     return None
 
 

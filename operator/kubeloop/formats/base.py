@@ -54,6 +54,8 @@ class LoadOptions:
     allow_pickle: bool = False
     # "module:Class" names a custom predictor may use (env KUBELOOP_CUSTOM_PREDICTORS)
     custom_predictors: frozenset[str] = frozenset()
+    # the predictor a version ships in its own code/ folder (KUBELOOP_ALLOW_CUSTOM_CODE)
+    allow_custom_code: bool = False
 
 
 @dataclass(frozen=True)

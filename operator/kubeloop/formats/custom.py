@@ -5,11 +5,16 @@ The class needs `load(folder)` (called once on a fresh instance) and `predict(co
 {input name: numpy array} and giving [n] values or [n, k] class probabilities. The manifest only
 names the class: the server imports it only if its operator listed it in
 KUBELOOP_CUSTOM_PREDICTORS, so a model file can never choose which code runs.
+
+A version trained by custom code may ship its predictor's source in its own `code/` folder (as
+MLServer loads a runtime from the model's folder): checksummed like every file, and run only
+where the ModelDeployment says `allowCustomCode: true` (KUBELOOP_ALLOW_CUSTOM_CODE).
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,7 +29,9 @@ from kubeloop.formats.base import (
 )
 from kubeloop.modelformat import ModelFormatError, Prediction
 
-__all__ = ["CustomFormat", "class_path"]
+__all__ = ["CODE_DIR", "CustomFormat", "class_path"]
+
+CODE_DIR = "code"
 
 
 def class_path(cls: type) -> str:
@@ -50,7 +57,20 @@ class CustomFormat(ModelFormat):
             raise ModelFormatError(
                 f"{folder}/manifest.json: predictor: {path!r}; format 'custom' needs 'module:Class'"
             )
-        if path not in options.custom_predictors:
+        code = folder / CODE_DIR
+        if code.is_dir():
+            if not options.allow_custom_code:
+                raise UnknownFormatError(
+                    f"this version ships its predictor {path!r} as code in {CODE_DIR}/; the "
+                    "server runs it only with spec.model.allowCustomCode: true on the "
+                    "ModelDeployment (KUBELOOP_ALLOW_CUSTOM_CODE)"
+                )
+            sys.path.insert(0, str(code))
+            module = path.partition(":")[0].split(".")[0]
+            stale = sys.modules.get(module)
+            if stale is not None and not str(getattr(stale, "__file__", "")).startswith(str(code)):
+                del sys.modules[module]  # another version's module of the same name
+        elif path not in options.custom_predictors:
             allowed = ", ".join(sorted(options.custom_predictors)) or "none"
             raise UnknownFormatError(
                 f"custom predictor {path!r} is not allowed on this server (allowed: {allowed}); "

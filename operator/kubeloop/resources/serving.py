@@ -99,6 +99,8 @@ def build_server_deployment(
     ]
     if spec.model.allow_pickle:  # only when set: existing Deployments keep their template
         env.append({"name": "KUBELOOP_ALLOW_PICKLE", "value": "true"})
+    if spec.model.allow_custom_code:
+        env.append({"name": "KUBELOOP_ALLOW_CUSTOM_CODE", "value": "true"})
     volumes, mounts = scratch_volumes()
     cpu, memory = spec.resources.cpu, spec.resources.memory
     container = {

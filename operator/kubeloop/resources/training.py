@@ -8,6 +8,7 @@ from typing import Any
 
 from kubeloop.api.training import TrainingPipelineSpec
 from kubeloop.resources.common import (
+    AWS_KEYS,
     TERMINATION_LOG,
     Owner,
     WorkloadDefaults,
@@ -22,9 +23,11 @@ from kubeloop.resources.common import (
 )
 
 __all__ = [
+    "KUBELOOP_DIR",
     "KUEUE_QUEUE_LABEL",
     "RUN_ID_LABEL",
     "TRAINER_SERVICE_ACCOUNT",
+    "USER_CONTAINER",
     "build_headless_service",
     "build_progress_role",
     "build_progress_role_binding",
@@ -39,6 +42,11 @@ RUN_ID_LABEL = "kubeloop.io/run-id"
 TRIGGER_ANNOTATION = "kubeloop.io/trigger"
 GENERATION_ANNOTATION = "kubeloop.io/generation"
 TRAINER_SERVICE_ACCOUNT = "kubeloop-trainer"
+# Custom training (docs/byo.md): the emptyDir the three containers share, and the SDK in it.
+KUBELOOP_VOLUME = "kubeloop"
+KUBELOOP_DIR = "/kubeloop"
+SDK_DIR = f"{KUBELOOP_DIR}/sdk"
+USER_CONTAINER = "trainer"
 _COMPONENT = "training"
 _APP = "kubeloop-trainer"
 
@@ -96,12 +104,9 @@ def build_training_job(
     admission (and may inject nodeSelector/tolerations: the operator never patches a Job back).
     """
     name = job_name(owner.name, run_id)
-    image = trainer_image(spec, defaults)
+    # The image recorded as the one that trained: the user's, for custom code.
+    image = spec.trainer.image if spec.trainer is not None else trainer_image(spec, defaults)
     labels = _labels(owner, run_id)
-    res = spec.resources
-    limits: dict[str, str] = {"cpu": res.cpu, "memory": res.memory}
-    if res.gpus > 0:
-        limits[res.gpu_resource_name] = str(res.gpus)
     env = [
         *base_env(owner.namespace, defaults),
         {"name": "KUBELOOP_PIPELINE", "value": owner.name},
@@ -115,42 +120,38 @@ def build_training_job(
     ]
     volumes, mounts = scratch_volumes()
     distributed = spec.distributed.workers > 1
+    rendezvous = _distributed_env(spec, name, owner.namespace) if distributed else []
     if distributed:
-        env += _distributed_env(spec, name, owner.namespace)
-        command = ["torchrun"]
-        args = [
-            "--nnodes=$(WORLD_SIZE)",
-            "--nproc-per-node=$(NPROC_PER_NODE)",
-            "--node-rank=$(NODE_RANK)",
-            "--master-addr=$(MASTER_ADDR)",
-            "--master-port=$(MASTER_PORT)",
-            "--no-python",
-            "kubeloop",
-            "train",
-        ]
         # NCCL needs more shared memory than the container runtime's 64 MiB default.
         volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
         mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
+    init_containers: list[dict[str, Any]] = []
+    if spec.trainer is None:
+        command = ["torchrun", *_torchrun_args(), "kubeloop", "train"] if distributed else []
+        container = _container(
+            USER_CONTAINER,
+            image,
+            ["kubeloop", "train"],
+            env=env + rendezvous,
+            spec=spec,
+            mounts=mounts,
+            gpus=True,
+        )
+        if command:
+            container["command"], container["args"] = command[:1], command[1:]
     else:
-        command = ["kubeloop", "train"]
-        args = []
-    container: dict[str, Any] = {
-        "name": "trainer",
-        "image": image,
-        "command": command,
-        "env": env,
-        "resources": {"requests": dict(limits), "limits": limits},
-        "volumeMounts": mounts,
-        "securityContext": restricted_container_security_context(),
-        "terminationMessagePath": TERMINATION_LOG,
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-    }
-    if args:
-        container["args"] = args
+        volumes.append({"name": KUBELOOP_VOLUME, "emptyDir": {}})
+        mounts.append({"name": KUBELOOP_VOLUME, "mountPath": KUBELOOP_DIR})
+        kubeloop_image = spec.image or defaults.trainer_image  # prepare/publish need no GPU
+        init_containers, container = _custom_containers(
+            spec, kubeloop_image, env, rendezvous, mounts
+        )
+    res = spec.resources
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "serviceAccountName": TRAINER_SERVICE_ACCOUNT,
         "securityContext": pod_security_context(),
+        **({"initContainers": init_containers} if init_containers else {}),
         "containers": [container],
         "volumes": volumes,
         **pod_defaults(defaults),
@@ -193,6 +194,140 @@ def build_training_job(
         },
         "spec": job_spec,
     }
+
+
+def _torchrun_args() -> list[str]:
+    return [
+        "--nnodes=$(WORLD_SIZE)",
+        "--nproc-per-node=$(NPROC_PER_NODE)",
+        "--node-rank=$(NODE_RANK)",
+        "--master-addr=$(MASTER_ADDR)",
+        "--master-port=$(MASTER_PORT)",
+        "--no-python",
+    ]
+
+
+def _container(
+    name: str,
+    image: str,
+    argv: list[str],
+    *,
+    env: list[dict[str, Any]],
+    spec: TrainingPipelineSpec,
+    mounts: list[dict[str, Any]],
+    gpus: bool,
+) -> dict[str, Any]:
+    res = spec.resources
+    limits: dict[str, str] = {"cpu": res.cpu, "memory": res.memory}
+    if gpus and res.gpus > 0:
+        limits[res.gpu_resource_name] = str(res.gpus)
+    container: dict[str, Any] = {
+        "name": name,
+        "image": image,
+        "command": argv[:2],
+        "env": env,
+        "resources": {"requests": dict(limits), "limits": limits},
+        "volumeMounts": [dict(m) for m in mounts],
+        "securityContext": restricted_container_security_context(),
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if argv[2:]:
+        container["args"] = argv[2:]
+    return container
+
+
+def _user_env(spec: TrainingPipelineSpec, run_env: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The user container's env: the run's identity and context, the storage credentials, the
+    user's own variables, and the SDK on PYTHONPATH (after the user's own PYTHONPATH)."""
+    assert spec.trainer is not None
+    keep = {
+        "KUBELOOP_NAMESPACE",
+        "KUBELOOP_PIPELINE",
+        "KUBELOOP_PIPELINE_UID",
+        "KUBELOOP_RUN_ID",
+        "KUBELOOP_WORK_DIR",
+    }
+    kept = [e for e in run_env if e["name"] in keep or e["name"] in AWS_KEYS]
+    context = [
+        {"name": "KUBELOOP_CONTEXT", "value": f"{KUBELOOP_DIR}/context.json"},
+        {"name": "KUBELOOP_DATA_DIR", "value": f"{KUBELOOP_DIR}/data"},
+        {"name": "KUBELOOP_MODEL_DIR", "value": f"{KUBELOOP_DIR}/output/model"},
+        {"name": "KUBELOOP_CHECKPOINT_DIR", "value": f"{KUBELOOP_DIR}/checkpoints"},
+        {"name": "KUBELOOP_CHECKPOINT_URI", "value": spec.checkpoint_uri(_run_id(run_env))},
+        {"name": "KUBELOOP_SEED", "value": str(spec.seed)},
+        {"name": "KUBELOOP_PARAMS", "value": json.dumps(spec.model.params, sort_keys=True)},
+        {"name": "KUBELOOP_PROGRESS_PATCH", "value": "true"},
+    ]
+    user = [e.to_wire() for e in spec.trainer.env if e.name != "PYTHONPATH"]
+    own_path = [e.value for e in spec.trainer.env if e.name == "PYTHONPATH" and e.value]
+    python_path = ":".join([*own_path, SDK_DIR])
+    return [*kept, *context, *user, {"name": "PYTHONPATH", "value": python_path}]
+
+
+def _run_id(env: list[dict[str, Any]]) -> str:
+    return str(next(e["value"] for e in env if e["name"] == "KUBELOOP_RUN_ID"))
+
+
+def _custom_containers(
+    spec: TrainingPipelineSpec,
+    kubeloop_image: str,
+    run_env: list[dict[str, Any]],
+    rendezvous: list[dict[str, Any]],
+    mounts: list[dict[str, Any]],
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """prepare (Kubeloop) -> the user's code (their image) -> publish (Kubeloop): docs/byo.md.
+
+    Only the user's container gets GPUs and the torchrun rendezvous; Kubeloop's steps need
+    neither, and the publish step of worker pods other than 0 only says so and exits.
+    """
+    trainer = spec.trainer
+    assert trainer is not None
+    rank = [e for e in rendezvous if e["name"] == "NODE_RANK"]
+    prepare = _container(
+        "prepare",
+        kubeloop_image,
+        ["kubeloop", "train", "--prepare"],
+        env=run_env,
+        spec=spec,
+        mounts=mounts,
+        gpus=False,
+    )
+    publish = _container(
+        "publish",
+        kubeloop_image,
+        ["kubeloop", "train", "--publish"],
+        env=run_env + rank,
+        spec=spec,
+        mounts=mounts,
+        gpus=False,
+    )
+    user = _container(
+        USER_CONTAINER,
+        trainer.image,
+        [],
+        env=_user_env(spec, run_env) + rendezvous,
+        spec=spec,
+        mounts=mounts,
+        gpus=True,
+    )
+    del user["command"]
+    if spec.distributed.workers > 1:
+        assert trainer.command is not None  # admission: distributed custom runs name a command
+        user["command"] = ["torchrun"]
+        user["args"] = [*_torchrun_args(), *trainer.command, *trainer.args]
+    else:
+        if trainer.command is not None:
+            user["command"] = list(trainer.command)
+        if trainer.args:
+            user["args"] = list(trainer.args)
+    if trainer.working_dir:
+        user["workingDir"] = trainer.working_dir
+    # Still "restricted" (no root, no privilege, no capabilities), but the user's own image
+    # keeps a writable root filesystem: training libraries write caches under $HOME and the
+    # working directory, and a read-only root would fail code that runs anywhere else.
+    user["securityContext"]["readOnlyRootFilesystem"] = False
+    return [prepare, user], publish
 
 
 def build_headless_service(owner: Owner, spec: TrainingPipelineSpec, run_id: int) -> dict[str, Any]:

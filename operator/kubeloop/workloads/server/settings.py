@@ -53,6 +53,10 @@ class ServerSettings(BaseSettings):
         description="Load pickles (joblib, untrusted skops types) that Kubeloop's trainer did "
         "not write; they can run any code when loaded.",
     )
+    allow_custom_code: bool = Field(
+        default=False,
+        description="Run the custom predictor a version ships in its code/ folder.",
+    )
     custom_predictors: str = Field(
         default="",
         description="Comma-separated module:Class custom predictors this image may load.",
@@ -65,7 +69,11 @@ class ServerSettings(BaseSettings):
 def load_options(settings: ServerSettings) -> LoadOptions:
     """The allowances a version folder cannot grant itself."""
     names = frozenset(n.strip() for n in settings.custom_predictors.split(",") if n.strip())
-    return LoadOptions(allow_pickle=settings.allow_pickle, custom_predictors=names)
+    return LoadOptions(
+        allow_pickle=settings.allow_pickle,
+        custom_predictors=names,
+        allow_custom_code=settings.allow_custom_code,
+    )
 
 
 def parse_settings(argv: list[str]) -> ServerSettings:

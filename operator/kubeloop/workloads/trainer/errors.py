@@ -18,6 +18,12 @@
 | 31 | StorageAccessDenied | reading data was refused (credentials) |
 | 32 | ArtifactsNotWritable | no permission to write under `spec.artifacts` |
 | 33 | StorageError | any other object-storage failure |
+| 40 | NoModelWritten | custom code exited 0 without saving a model (`kubeloop_sdk.save_model`) |
+| 41 | ModelDoesNotLoad | the model custom code saved does not load with its format class |
+| 42 | SignatureMismatch | it loads but does not take the features or give the task's outputs |
+
+A custom run's own code failing is `UserCodeFailed` (its exit code in the message): the operator
+reads it from the pod, since no Kubeloop process runs after it.
 """
 
 from __future__ import annotations
@@ -42,6 +48,9 @@ EXIT_CODES: dict[str, int] = {
     "StorageAccessDenied": 31,
     "ArtifactsNotWritable": 32,
     "StorageError": 33,
+    "NoModelWritten": 40,
+    "ModelDoesNotLoad": 41,
+    "SignatureMismatch": 42,
 }
 
 

@@ -95,6 +95,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-id", default=os.environ.get("KUBELOOP_RUN_ID"))
     parser.add_argument("--work-dir", default=os.environ.get("KUBELOOP_WORK_DIR"))
     parser.add_argument("--result-path", default=None, help="default KUBELOOP_RESULT_PATH")
+    step = parser.add_mutually_exclusive_group()
+    step.add_argument(
+        "--prepare",
+        action="store_true",
+        help="custom code, step 1: stage data, SDK, checkpoints and context (docs/byo.md)",
+    )
+    step.add_argument(
+        "--publish",
+        action="store_true",
+        help="custom code, step 3: check, score and publish the model it wrote",
+    )
     return parser
 
 
@@ -107,6 +118,9 @@ def main(argv: list[str]) -> int:
     )
     started = time.monotonic()
     dist = Distributed.from_env()
+    if args.publish and os.environ.get("NODE_RANK"):
+        # The publish step runs once per worker pod, outside torchrun: pod 0 publishes.
+        dist = Distributed(rank=int(os.environ["NODE_RANK"]), world_size=1, local_rank=0)
     # Unique without --run-id: a run id names a version claim (a rerun with the same id gets
     # the same version back), so two laptop runs in one second must not share one.
     run_id = args.run_id or (
@@ -137,7 +151,16 @@ def main(argv: list[str]) -> int:
             pipeline_uid=os.environ.get("KUBELOOP_PIPELINE_UID") or None,
         )
         work_dir.mkdir(parents=True, exist_ok=True)
-        result = run_training(spec, ctx)
+        if args.prepare or args.publish:
+            from kubeloop.workloads.trainer.custom import Layout, prepare_run, publish_run
+
+            if args.prepare:
+                prepare_run(spec, ctx, Layout.from_env())
+                # No TrainingResult: the run's result is the publish step's.
+                return 0
+            result = publish_run(spec, ctx, Layout.from_env())
+        else:
+            result = run_training(spec, ctx)
     except TrainingError as exc:
         log.error("%s: %s", exc.reason, exc.message)
         result = {

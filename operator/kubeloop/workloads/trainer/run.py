@@ -14,6 +14,7 @@ import platform
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +26,7 @@ import pyarrow.compute as pc
 
 from kubeloop.api.training import TORCH_ESTIMATOR, TrainingPipelineSpec
 from kubeloop.formats import TRAINER, Signature, TorchMLP, format_named
-from kubeloop.modelformat import Predictor, feature_matrix, write_manifest
+from kubeloop.modelformat import Feature, Predictor, feature_matrix, write_manifest
 from kubeloop.registry import Registry
 from kubeloop.storage import StorageError, join, store_for
 from kubeloop.workloads.trainer.checkpoints import CheckpointStore
@@ -42,21 +43,41 @@ from kubeloop.workloads.trainer.mlp import Distributed, params_dict, parse_param
 from kubeloop.workloads.trainer.preprocess import build_preprocess
 from kubeloop.workloads.trainer.progress import ProgressReporter
 
-__all__ = ["RunContext", "run_training"]
+__all__ = [
+    "RunContext",
+    "Trained",
+    "check_artifacts_writable",
+    "publish",
+    "run_training",
+    "saved_by_format",
+]
 
 log = logging.getLogger("kubeloop.train")
 
 
 @dataclass(frozen=True)
 class Trained:
-    """A fitted model (the object its format saves) with what the manifest says about it."""
+    """A fitted model with what the manifest says about it.
 
-    model: Any
+    `save(folder, signature)` writes the model files (the built-in trainer: its format class
+    saves the fitted object; custom code: the files the user's code wrote are copied) and
+    returns extra manifest fields.
+    """
+
+    save: Callable[[Path, Signature], dict[str, Any]]
+    model_format: str
+    produced_by: str
     estimator: str
     params: dict[str, Any]
     metrics: dict[str, float]
     rows: dict[str, int]
     extra: dict[str, Any]
+    inputs: tuple[Feature, ...] | None = None  # default: every feature of the data
+
+
+def saved_by_format(model: Any, model_format: str) -> Callable[[Path, Signature], dict[str, Any]]:
+    """The `save` of a fitted object: its format class writes it."""
+    return lambda folder, signature: format_named(model_format).save(model, folder, signature)
 
 
 @dataclass(frozen=True)
@@ -95,7 +116,7 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _check_artifacts_writable(spec: TrainingPipelineSpec, ctx: RunContext) -> None:
+def check_artifacts_writable(spec: TrainingPipelineSpec, ctx: RunContext) -> None:
     preflight(spec.artifacts)
     marker = join(spec.artifacts, "runs", ctx.run_id, "run.json")
     body = {
@@ -142,7 +163,7 @@ def run_training(spec: TrainingPipelineSpec, ctx: RunContext) -> dict[str, Any]:
     mlp_params = parse_params(spec.model.params) if torch_run else None
     estimator = None if torch_run else build_estimator(estimator_name, spec.model.params, spec.seed)
     if ctx.dist.rank == 0:
-        _check_artifacts_writable(spec, ctx)
+        check_artifacts_writable(spec, ctx)
     ctx.progress.report({"phase": "reading", "percent": 0})
     data = load_training_data(spec)
     log.info(
@@ -242,20 +263,31 @@ def run_training(spec: TrainingPipelineSpec, ctx: RunContext) -> dict[str, Any]:
     }
     if ctx.dist.rank != 0:
         return {"kind": "TrainingResult", "ok": True, "rank": ctx.dist.rank, "metrics": metrics}
-    trained = Trained(model, estimator_name, params, metrics, rows, extra)
-    return _publish(spec, ctx, data, trained, started)
+    trained = Trained(
+        save=saved_by_format(model, spec.model.framework),
+        model_format=spec.model.framework,
+        produced_by=TRAINER,
+        estimator=estimator_name,
+        params=params,
+        metrics=metrics,
+        rows=rows,
+        extra=extra,
+    )
+    return publish(spec, ctx, data, trained, started)
 
 
-def _publish(
+def publish(
     spec: TrainingPipelineSpec,
     ctx: RunContext,
     data: TrainingData,
     trained: Trained,
     started: float,
 ) -> dict[str, Any]:
+    """Claim the next version, write the model, profile and manifest, publish it (or report
+    the version this very run already published)."""
     from kubeloop.profile import build_profile
 
-    model, params = trained.model, trained.params
+    params = trained.params
     metrics, rows, extra = trained.metrics, trained.rows, trained.extra
     training = extra.get("training", {})
 
@@ -276,8 +308,9 @@ def _publish(
             )
         folder = Path(tempfile.mkdtemp(prefix="version-", dir=ctx.work_dir))
         try:
-            signature = Signature(tuple(data.features), spec.model.task, data.classes)
-            format_named(spec.model.framework).save(model, folder, signature)
+            inputs = trained.inputs if trained.inputs is not None else tuple(data.features)
+            signature = Signature(inputs, spec.model.task, data.classes)
+            format_fields = trained.save(folder, signature)
             numeric = [f.name for f in data.features if f.kind == "numeric"]
             categorical = [f.name for f in data.features if f.kind == "categorical"]
             profile = build_profile(data.train, numeric, categorical)
@@ -296,8 +329,8 @@ def _publish(
                     "namespace": ctx.namespace,
                     "runId": ctx.run_id,
                     "framework": spec.model.framework,
-                    "modelFormat": spec.model.framework,
-                    "producedBy": TRAINER,
+                    "modelFormat": trained.model_format,
+                    "producedBy": trained.produced_by,
                     "signature": signature.to_dict(),
                     "frameworkVersions": versions,
                     "task": spec.model.task,
@@ -316,7 +349,7 @@ def _publish(
                         ],
                         "rows": rows,
                     },
-                    "features": [f.to_dict() for f in data.features],
+                    "features": [f.to_dict() for f in inputs],
                     "target": {
                         "name": data.target,
                         "dtype": target_type,
@@ -326,6 +359,7 @@ def _publish(
                     "image": ctx.image,
                     "profile": "profile.json",
                     "durationSeconds": round(time.monotonic() - started, 3),
+                    **format_fields,
                     **extra,
                 },
             )
