@@ -167,10 +167,10 @@ async def _wait(
         await asyncio.sleep(interval)
 
 
-def _manifests(state_dir: Path) -> list[dict[str, Any]]:
-    if not EXAMPLE.exists():
-        raise DemoError(f"{EXAMPLE} is missing: the demo applies it (run from a Kubeloop checkout)")
-    text = EXAMPLE.read_text().replace("file://.demo/", f"file://{state_dir}/")
+def _manifests(state_dir: Path, example: Path) -> list[dict[str, Any]]:
+    if not example.exists():
+        raise DemoError(f"{example} is missing: the demo applies it (run from a Kubeloop checkout)")
+    text = example.read_text().replace("file://.demo/", f"file://{state_dir}/")
     return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
@@ -187,13 +187,13 @@ def _payload_log(destination: str) -> tuple[int, set[str]]:
 class Scenario:
     """The steps, sharing the stack, the API and what was observed so far."""
 
-    def __init__(self, state_dir: Path, observer: Observer) -> None:
+    def __init__(self, state_dir: Path, observer: Observer, example: Path = EXAMPLE) -> None:
         self.state_dir = state_dir
         self.observer = observer
         self.result = DemoResult(state_dir)
         self.t0 = time.monotonic()
         self.stack: LocalStack | None = None
-        self.docs = _manifests(state_dir)
+        self.docs = _manifests(state_dir, example)
         self.destination = next(
             d["spec"]["payloadLogging"]["destination"]
             for d in self.docs
@@ -528,8 +528,15 @@ async def _describe(scenario: Scenario, resource: str) -> str:
     return str(await scenario.get(resource))
 
 
-async def run_scenario(state_dir: Path, observer: Observer | None = None) -> DemoResult:
-    """Run the whole loop under `state_dir` (created; earlier demo output there is replaced)."""
+async def run_scenario(
+    state_dir: Path, observer: Observer | None = None, example: Path = EXAMPLE
+) -> DemoResult:
+    """Run the whole loop under `state_dir` (created; earlier demo output there is replaced).
+
+    `example` holds the three resources, named `churn` in namespace `ml`, over the churn data
+    the scenario writes: examples/local/churn.yaml (the built-in trainer) by default, or e.g.
+    examples/byo/xgboost/local.yaml (a team's own training code).
+    """
     state_dir = state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
-    return await Scenario(state_dir, observer or _Silent()).run()
+    return await Scenario(state_dir, observer or _Silent(), example).run()
