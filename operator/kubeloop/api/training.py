@@ -52,6 +52,8 @@ CLASSIFIERS = (
     "ExtraTreesClassifier",
     "GradientBoostingClassifier",
     "HistGradientBoostingClassifier",
+    "XGBClassifier",
+    "LGBMClassifier",
 )
 REGRESSORS = (
     "LinearRegression",
@@ -62,6 +64,8 @@ REGRESSORS = (
     "ExtraTreesRegressor",
     "GradientBoostingRegressor",
     "HistGradientBoostingRegressor",
+    "XGBRegressor",
+    "LGBMRegressor",
 )
 TORCH_ESTIMATOR = "TabularMLP"
 ESTIMATORS = (*CLASSIFIERS, *REGRESSORS, TORCH_ESTIMATOR)
@@ -91,6 +95,10 @@ Estimator = Literal[
     "ExtraTreesRegressor",
     "GradientBoostingRegressor",
     "HistGradientBoostingRegressor",
+    "XGBClassifier",
+    "XGBRegressor",
+    "LGBMClassifier",
+    "LGBMRegressor",
     "TabularMLP",
 ]
 Metric = Literal["accuracy", "roc_auc", "f1", "log_loss", "rmse", "mae", "r2"]
@@ -161,7 +169,7 @@ class ModelSpec(KubeModel):
             ),
             message="spec.model.estimator does not fit spec.model.task: a classifier "
             "(LogisticRegression, *Classifier) needs task 'classification', a regressor "
-            "needs task 'regression'",
+            "(*Regression, Ridge, Lasso, ElasticNet, *Regressor) needs task 'regression'",
             field_path=".estimator",
         ),
     )

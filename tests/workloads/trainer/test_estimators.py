@@ -31,6 +31,10 @@ FAST: dict[str, dict[str, Any]] = {
     "ExtraTreesRegressor": {"n_estimators": 10},
     "GradientBoostingRegressor": {"n_estimators": 10},
     "HistGradientBoostingRegressor": {"max_iter": 10},
+    "XGBClassifier": {"n_estimators": 10},
+    "XGBRegressor": {"n_estimators": 10},
+    "LGBMClassifier": {"n_estimators": 10},
+    "LGBMRegressor": {"n_estimators": 10},
 }
 CLASSIFICATION = {"accuracy", "f1", "log_loss", "roc_auc"}
 REGRESSION = {"rmse", "mae", "r2"}
@@ -112,18 +116,28 @@ def test_regression_metrics_equal_an_independent_computation(
     assert metrics["r2"] == pytest.approx(1 - np.sum(error**2) / np.sum((y - y.mean()) ** 2))
 
 
+@pytest.mark.parametrize(
+    ("estimator", "params"),
+    [
+        ("HistGradientBoostingClassifier", {"max_iter": 20}),
+        # XGBoost itself takes only 0..k-1: the trainer teaches it class indexes.
+        ("XGBClassifier", {"n_estimators": 20}),
+        ("LGBMClassifier", {"n_estimators": 20}),
+    ],
+)
 def test_multiclass_string_labels_get_macro_f1_and_one_vs_rest_auc(
-    spec_for: Callable[..., Spec], train: Runner
+    estimator: str, params: dict[str, Any], spec_for: Callable[..., Spec], train: Runner
 ) -> None:
-    spec = with_changes(
-        spec_for(estimator="HistGradientBoostingClassifier", params={"max_iter": 20}),
-        data={"target": "contract"},
-    )
+    spec = with_changes(spec_for(estimator=estimator, params=params), data={"target": "contract"})
     code, result = train(spec)
     assert code == 0, result
     assert set(result["metrics"]) == CLASSIFICATION
-    manifest_classes = load_predictor(Path(result["uri"].removeprefix("file://"))).classes
-    assert manifest_classes == ("month-to-month", "one-year", "two-year")
+    predictor = load_predictor(Path(result["uri"].removeprefix("file://")))
+    assert predictor.classes == ("month-to-month", "one-year", "two-year")
+    columns, labels = _validation(spec)
+    served = predictor.predict(columns)
+    assert set(served.values) <= set(predictor.classes)
+    assert result["metrics"]["accuracy"] == pytest.approx(float(np.mean(served.values == labels)))
 
 
 @pytest.mark.parametrize(
@@ -133,6 +147,8 @@ def test_multiclass_string_labels_get_macro_f1_and_one_vs_rest_auc(
         ("LogisticRegression", {"n_estimators": 5}, "spec.model.params.n_estimators"),
         ("RandomForestClassifier", {"max_depth": "deep"}, "spec.model.params.max_depth"),
         ("HistGradientBoostingRegressor", {"learning_rate": 0}, "spec.model.params.learning_rate"),
+        ("XGBClassifier", {"n_trees": 10}, "spec.model.params.n_trees"),
+        ("LGBMRegressor", {"max_iter": 10}, "spec.model.params.max_iter"),
     ],
 )
 def test_params_are_checked_against_the_estimator_signature(

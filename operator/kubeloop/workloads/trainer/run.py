@@ -185,9 +185,11 @@ def run_training(spec: TrainingPipelineSpec, ctx: RunContext) -> dict[str, Any]:
         ctx.progress.report({"phase": "fitting", "percent": 10})
         model.fit(x_train, y_train)
         predictor = Predictor(data.features, spec.model.task, data.classes, "sklearn", model)
+        # The manifest records the library's own parameters, not a label-index wrapper's.
+        configured = getattr(estimator, "estimator", estimator)
         params = {
             k: v
-            for k, v in estimator.get_params(deep=False).items()
+            for k, v in configured.get_params(deep=False).items()
             if isinstance(v, str | int | float | bool | type(None) | list)
         }
     else:
