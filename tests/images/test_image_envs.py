@@ -58,6 +58,7 @@ def test_venvs_follow_the_dockerfiles() -> None:
     """Every image has a venv; images that install the same things share one."""
     assert set(ENVS) == {p.parent.name for p in IMAGES.glob("*/Dockerfile")}
     assert ENVS["trainer-cuda"] is ENVS["trainer"]  # the same packages, but for torch's build
+    assert ENVS["server-cuda"] is ENVS["server"]
     assert len(set(ENVS.values())) == 4  # operator, trainer, server, monitor
     extras = {name: next(c for c in env.commands if "-e" in c)[-1] for name, env in ENVS.items()}
     assert extras["server"].endswith("[serve]") and extras["monitor"].endswith("[monitor]")

@@ -110,6 +110,11 @@ def inputs() -> dict[str, dict[str, Any]]:
         ),
         "deployment-churn": _example("churn-deployment.yaml"),
         "deployment-pinned": _example("pinned-version-deployment.yaml"),
+        "deployment-gpu": _variant(
+            "churn-deployment.yaml",
+            "digits",
+            resources={"cpu": "2", "memory": "4Gi", "gpus": 1},
+        ),
         "monitor-churn": _example("churn-monitor.yaml"),
     }
     for doc in cases.values():

@@ -265,3 +265,42 @@ def test_matrix_formats_refuse_categorical_inputs_when_saving(tmp_path: Path, na
     signature = Signature((*FEATURES, Feature("plan", "string", "categorical")), "regression")
     with pytest.raises(SignatureError, match=r"plan are categorical .*'skops'"):
         FORMATS[name].save(object(), tmp_path, signature)
+
+
+@pytest.mark.parametrize(
+    ("device", "available", "providers"),
+    [
+        (None, ["CUDAExecutionProvider", "CPUExecutionProvider"], ["CPUExecutionProvider"]),
+        ("cpu", ["CUDAExecutionProvider", "CPUExecutionProvider"], ["CPUExecutionProvider"]),
+        (
+            "cuda",
+            ["CUDAExecutionProvider", "CPUExecutionProvider"],
+            ["CUDAExecutionProvider", "CPUExecutionProvider"],
+        ),
+        ("cuda", ["CPUExecutionProvider"], ["CPUExecutionProvider"]),  # onnxruntime (CPU)
+    ],
+)
+def test_onnx_runs_on_cuda_only_on_gpu_pods_that_offer_it(
+    monkeypatch: pytest.MonkeyPatch, device: str | None, available: list[str], providers: list[str]
+) -> None:
+    from kubeloop.formats.tensors import DEVICE_ENV, onnx_providers
+
+    if device is None:
+        monkeypatch.delenv(DEVICE_ENV, raising=False)
+    else:
+        monkeypatch.setenv(DEVICE_ENV, device)
+    assert onnx_providers(available) == providers
+
+
+def test_a_gpu_pod_without_a_gpu_serves_torchscript_on_cpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # This machine has no CUDA: KUBELOOP_DEVICE=cuda must still serve, on CPU, same answers.
+    import torch
+
+    from kubeloop.formats.tensors import DEVICE_ENV, torch_device
+
+    assert not torch.cuda.is_available()
+    monkeypatch.setenv(DEVICE_ENV, "cuda")
+    assert torch_device() == "cpu"
+    test_round_trip_equals_the_native_prediction(tmp_path, "torchscript")

@@ -225,6 +225,19 @@ class ServerResources(KubeModel):
 
     cpu: Quantity = Field(default="1", description="CPU request and limit per pod.")
     memory: Quantity = Field(default="1Gi", description="Memory request and limit per pod.")
+    gpus: int = Field(
+        default=0,
+        ge=0,
+        le=8,
+        description="GPUs per pod: TorchScript and ONNX models then run on CUDA (the CUDA "
+        "server image by default); other formats stay on CPU.",
+    )
+    gpu_resource_name: str = Field(
+        default="nvidia.com/gpu",
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$",
+        max_length=253,
+        description="Extended resource that provides GPUs on your nodes.",
+    )
 
 
 def stable_replica_counts(spec: ModelDeploymentSpec) -> range:

@@ -51,6 +51,7 @@ class OperatorConfig:
                 trainer_image=env("KUBELOOP_TRAINER_IMAGE", base.trainer_image),
                 trainer_gpu_image=env("KUBELOOP_TRAINER_GPU_IMAGE", base.trainer_gpu_image),
                 server_image=env("KUBELOOP_SERVER_IMAGE", base.server_image),
+                server_gpu_image=env("KUBELOOP_SERVER_GPU_IMAGE", base.server_gpu_image),
                 monitor_image=env("KUBELOOP_MONITOR_IMAGE", base.monitor_image),
                 pushgateway_url=env("KUBELOOP_PUSHGATEWAY_URL", base.pushgateway_url),
                 image_pull_secrets=_names("KUBELOOP_IMAGE_PULL_SECRETS"),

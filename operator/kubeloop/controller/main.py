@@ -3,6 +3,7 @@
 Env (all optional):
 
 - `KUBELOOP_TRAINER_IMAGE` / `KUBELOOP_TRAINER_GPU_IMAGE`: trainer images for CPU / GPU runs
+- `KUBELOOP_SERVER_IMAGE` / `KUBELOOP_SERVER_GPU_IMAGE`: server images for CPU / GPU serving
   (default ghcr.io/kubeloop/trainer:0.1.0 / trainer-cuda:0.1.0).
 - `KUBELOOP_SERVER_IMAGE`, `KUBELOOP_MONITOR_IMAGE`: workload images (ghcr.io/kubeloop/...:0.1.0).
 - `KUBELOOP_PUSHGATEWAY_URL`: passed to every workload (default empty: off).

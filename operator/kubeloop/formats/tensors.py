@@ -6,6 +6,7 @@ and give [n] or [n, 1] values (regression) or [n, k] class probabilities (classi
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,12 +19,46 @@ from kubeloop.formats.base import LoadOptions, MatrixFormat, ModelFormat, Signat
 from kubeloop.formats.sklearn import refuse_pickle
 from kubeloop.modelformat import Prediction, build_mlp, feature_matrix
 
-__all__ = ["OnnxFormat", "TorchMLP", "TorchMLPFormat", "TorchScriptFormat"]
+__all__ = [
+    "DEVICE_ENV",
+    "OnnxFormat",
+    "TorchMLP",
+    "TorchMLPFormat",
+    "TorchScriptFormat",
+    "onnx_providers",
+    "torch_device",
+]
 
+log = logging.getLogger("kubeloop.formats")
+
+DEVICE_ENV = "KUBELOOP_DEVICE"  # "cuda" on GPU serving pods (ModelDeployment resources.gpus)
 TORCH_PREPROCESS = "preprocess.joblib"
 TORCH_WEIGHTS = "model.pt"
 TORCHSCRIPT_FILE = "model.torchscript.pt"
 ONNX_FILE = "model.onnx"
+
+
+def torch_device() -> str:
+    """`cuda` when the pod asks for it (KUBELOOP_DEVICE) and torch sees a GPU, else `cpu`: a
+    GPU pod without a usable GPU still serves, on CPU, and says so in its log."""
+    if os.environ.get(DEVICE_ENV, "cpu") != "cuda":
+        return "cpu"
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    log.warning("%s=cuda but torch sees no GPU: serving on CPU", DEVICE_ENV)
+    return "cpu"
+
+
+def onnx_providers(available: list[str]) -> list[str]:
+    """onnxruntime's execution providers: CUDA first on GPU pods where it is offered."""
+    wanted = os.environ.get(DEVICE_ENV, "cpu") == "cuda"
+    if wanted and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if wanted:
+        log.warning("%s=cuda but onnxruntime offers no CUDA provider: ONNX on CPU", DEVICE_ENV)
+    return ["CPUExecutionProvider"]
 
 
 @dataclass(frozen=True)
@@ -109,7 +144,7 @@ class TorchScriptFormat(MatrixFormat):
 
         signature.numeric_only(self.name)
         module = torch.jit.load(  # type: ignore[no-untyped-call]
-            str(folder / TORCHSCRIPT_FILE), map_location="cpu"
+            str(folder / TORCHSCRIPT_FILE), map_location=torch_device()
         )
         module.eval()
         return module
@@ -117,15 +152,16 @@ class TorchScriptFormat(MatrixFormat):
     def scores(self, model: Any, matrix: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         import torch
 
-        with torch.no_grad():
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        with torch.inference_mode():
             try:
-                out = model(torch.from_numpy(matrix))
+                out = model(torch.from_numpy(matrix).to(device, non_blocking=True))
             except RuntimeError as exc:  # wrong width: the scripted graph says so
                 raise SignatureError(
                     f"the TorchScript module refused a [n, {matrix.shape[1]}] float32 input "
                     f"(one column per signature input): {str(exc).splitlines()[0]}"
                 ) from exc
-        return np.asarray(out.double().numpy())
+        return np.asarray(out.double().cpu().numpy())
 
 
 class OnnxFormat(MatrixFormat):
@@ -152,7 +188,9 @@ class OnnxFormat(MatrixFormat):
         opts.intra_op_num_threads = int(threads) if threads.isdigit() else 0  # 0: all cores
         opts.inter_op_num_threads = 1
         session = onnxruntime.InferenceSession(
-            str(folder / ONNX_FILE), opts, providers=["CPUExecutionProvider"]
+            str(folder / ONNX_FILE),
+            opts,
+            providers=onnx_providers(onnxruntime.get_available_providers()),
         )
         width = session.get_inputs()[0].shape[-1]
         if isinstance(width, int) and width != len(signature.inputs):

@@ -70,6 +70,7 @@ class WorkloadDefaults:
     trainer_image: str = "ghcr.io/kubeloop/trainer:0.1.0"
     trainer_gpu_image: str = "ghcr.io/kubeloop/trainer-cuda:0.1.0"
     server_image: str = "ghcr.io/kubeloop/server:0.1.0"
+    server_gpu_image: str = "ghcr.io/kubeloop/server-cuda:0.1.0"
     monitor_image: str = "ghcr.io/kubeloop/monitor:0.1.0"
     pushgateway_url: str = ""
     image_pull_secrets: tuple[str, ...] = ()  # Secret names, in each workload's namespace

@@ -102,10 +102,14 @@ def build_server_deployment(
     if spec.model.allow_custom_code:
         env.append({"name": "KUBELOOP_ALLOW_CUSTOM_CODE", "value": "true"})
     volumes, mounts = scratch_volumes()
-    cpu, memory = spec.resources.cpu, spec.resources.memory
+    res = spec.resources
+    limits = {"cpu": res.cpu, "memory": res.memory}
+    if res.gpus > 0:
+        limits[res.gpu_resource_name] = str(res.gpus)
+        env.append({"name": "KUBELOOP_DEVICE", "value": "cuda"})
     container = {
         "name": "server",
-        "image": spec.image or defaults.server_image,
+        "image": spec.image or (defaults.server_gpu_image if res.gpus else defaults.server_image),
         "command": ["kubeloop", "serve"],
         "env": env,
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
@@ -120,10 +124,7 @@ def build_server_deployment(
             "periodSeconds": 10,
             "failureThreshold": 6,
         },
-        "resources": {
-            "requests": {"cpu": cpu, "memory": memory},
-            "limits": {"cpu": cpu, "memory": memory},
-        },
+        "resources": {"requests": dict(limits), "limits": limits},
         "volumeMounts": mounts,
         "securityContext": restricted_container_security_context(),
         "terminationMessagePath": TERMINATION_LOG,
