@@ -234,12 +234,17 @@ def test_working_dir_is_used_when_it_exists_here_else_the_start_folder(
 def test_each_container_has_its_own_message_file_and_the_pod_one_volume(tmp_path: Path) -> None:
     pod = {**POD, "spec": {"volumes": [{"name": "work", "emptyDir": {}}]}}
     mount = [{"name": "work", "mountPath": "/kubeloop"}]
-    env = [{"name": "DATA", "value": "/kubeloop/data"}]
+    env = [
+        {"name": "DATA", "value": "/kubeloop/data"},
+        {"name": "PYTHONPATH", "value": "/app/src:/kubeloop/sdk"},
+    ]
     prepare = {"name": "prepare", "volumeMounts": mount, "env": env}
     publish = {"name": "publish", "volumeMounts": mount, "env": env}
     init = build_process(pod, prepare, secrets={}, pod_dir=tmp_path, init=True)
     main = build_process(pod, publish, secrets={}, pod_dir=tmp_path)
-    assert init.env["DATA"] == main.env["DATA"] == str(tmp_path / "volumes" / "work" / "data")
+    volume = tmp_path / "volumes" / "work"
+    assert init.env["DATA"] == main.env["DATA"] == str(volume / "data")
+    assert main.env["PYTHONPATH"] == f"/app/src:{volume}/sdk"  # each entry of a search path
     assert init.termination_path == tmp_path / "termination-log.prepare"
     assert main.termination_path == tmp_path / "termination-log"  # where it always was
     assert init.env["KUBELOOP_RESULT_PATH"] == str(init.termination_path)

@@ -20,9 +20,10 @@ explicitly and nowhere else:
   `configMapKeyRef`, `fieldRef` (metadata.name/namespace/uid/labels/annotations, spec.nodeName,
   status.podIP...), `resourceFieldRef`; `$(VAR)` references are expanded;
 - `emptyDir` mounts become a per-pod folder (`<pod dir>/volumes/<volume>`), the same one for
-  every container of the pod, init containers included: env values, args and `workingDir`
-  under a mount path are rewritten to it (pods run with a read-only root filesystem and
-  scratch at `/scratch`);
+  every container of the pod, init containers included: env values (each entry of a `*PATH`
+  search path such as `PYTHONPATH=/kubeloop/sdk:/app`), args and `workingDir` under a mount
+  path are rewritten to it (pods run with a read-only root filesystem and scratch at
+  `/scratch`);
 - the termination-message file becomes a file of the pod's folder, one per container
   (`container_files`: the main container's `termination-log`, an init container's
   `termination-log.<name>`), and `KUBELOOP_RESULT_PATH` points at it;
@@ -39,6 +40,7 @@ explicitly and nowhere else:
 from __future__ import annotations
 
 import copy
+import os
 import re
 import shutil
 import sys
@@ -411,7 +413,12 @@ def build_process(
             env["MASTER_ADDR"] = "127.0.0.1"
 
     for name, value in list(env.items()):
-        env[name] = _rewrite_path(value, mounts)
+        if name.endswith("PATH") and os.pathsep in value:
+            # A search path (PYTHONPATH=/kubeloop/sdk:/app): each entry is a path of its own.
+            parts = value.split(os.pathsep)
+            env[name] = os.pathsep.join(_rewrite_path(part, mounts) for part in parts)
+        else:
+            env[name] = _rewrite_path(value, mounts)
 
     termination = container_files(pod_dir, str(container.get("name", "")), init=init).termination
     termination.touch()
