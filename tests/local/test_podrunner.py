@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -348,3 +349,219 @@ async def _only_new(api: KubeApi, before: set[str]) -> bool:
 
 async def _no_processes(runner: PodRunner) -> bool:
     return not runner.deployments
+
+
+# -- init containers ---------------------------------------------------------------------------
+
+SHARED = "/kubeloop"
+
+
+def init_job(name: str, init: list[tuple[str, str]], main: str, **spec: Any) -> dict[str, Any]:
+    """A Job whose pod runs `init` (name, code) containers then `main`, as `python -c`, all
+    with the emptyDir `work` at /kubeloop (the custom-trainer pod's layout)."""
+
+    def container(cname: str, code: str) -> dict[str, Any]:
+        return {
+            "name": cname,
+            "image": f"registry.example.com/{cname}:1",
+            "command": ["python", "-c", code],
+            "env": [{"name": "SHARED", "value": SHARED}],
+            "volumeMounts": [{"name": "work", "mountPath": SHARED}],
+        }
+
+    manifest = job(name, main, **spec)
+    pod_spec = manifest["spec"]["template"]["spec"]
+    pod_spec["initContainers"] = [container(cname, code) for cname, code in init]
+    pod_spec["containers"] = [container("publish", main)]
+    pod_spec["volumes"] = [{"name": "work", "emptyDir": {}}]
+    return manifest
+
+
+async def _pod_with(api: KubeApi, job_name: str, check: Any) -> dict[str, Any] | None:
+    for pod in await pods_of(api, job_name):
+        if check(pod.get("status") or {}):
+            return pod
+    return None
+
+
+def _state(status: dict[str, Any], which: str, index: int = 0) -> dict[str, Any]:
+    return dict(status[which][index]["state"])
+
+
+async def test_init_containers_run_in_order_on_a_shared_empty_dir(
+    runner: PodRunner, api: KubeApi
+) -> None:
+    prepare = (
+        "import os; open(os.environ['SHARED'] + '/data', 'w').write('rows');"
+        "open(os.environ['KUBELOOP_RESULT_PATH'], 'w').write('prepared'); print('prepare log')"
+    )
+    # Reads what `prepare` wrote: it fails unless the init containers ran in order.
+    trainer = (
+        "import os; d = os.environ['SHARED'];"
+        "open(d + '/model', 'w').write(open(d + '/data').read() + '+model')"
+    )
+    publish = (
+        "import os; open(os.environ['KUBELOOP_RESULT_PATH'], 'w').write("
+        "open(os.environ['SHARED'] + '/model').read())"
+    )
+    await api.create(
+        "batch/v1/jobs", init_job("byo", [("prepare", prepare), ("trainer", trainer)], publish)
+    )
+    await until(lambda: _get_if(api, "byo", "Complete"), what="the Job to complete")
+    (pod,) = await pods_of(api, "byo")
+    status = pod["status"]
+    assert status["phase"] == "Succeeded"
+    assert [s["name"] for s in status["initContainerStatuses"]] == ["prepare", "trainer"]
+    for init in status["initContainerStatuses"]:
+        assert init["ready"] is True
+        assert init["restartCount"] == 0
+        assert init["image"] == f"registry.example.com/{init['name']}:1"
+        assert init["state"]["terminated"]["exitCode"] == 0
+        assert init["state"]["terminated"]["reason"] == "Completed"
+    # Each container has its own termination message (and log); the main one's is the result.
+    assert _state(status, "initContainerStatuses")["terminated"]["message"] == "prepared"
+    assert _state(status, "initContainerStatuses", 1)["terminated"]["message"] == ""
+    assert _state(status, "containerStatuses")["terminated"]["message"] == "rows+model"
+    assert [c["type"] for c in status["conditions"]] == ["Initialized", "Ready", "ContainersReady"]
+    assert status["conditions"][0]["status"] == "True"
+    pod_dir = runner.workdir / "pods" / "ml" / pod["metadata"]["name"]
+    assert (pod_dir / "log.prepare").read_text().strip() == "prepare log"
+    assert (pod_dir / "log").exists()
+
+
+async def test_pod_is_pending_with_init_statuses_while_an_init_container_runs(
+    runner: PodRunner, api: KubeApi, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    wait_for_gate = f"import os, time\nwhile not os.path.exists({str(gate)!r}): time.sleep(0.05)"
+    await api.create(
+        "batch/v1/jobs",
+        init_job("slow", [("prepare", wait_for_gate), ("trainer", "pass")], "pass"),
+    )
+
+    def prepare_running(status: dict[str, Any]) -> bool:
+        return bool(status.get("initContainerStatuses")) and "running" in _state(
+            status, "initContainerStatuses"
+        )
+
+    pod = await until(lambda: _pod_with(api, "slow", prepare_running), what="prepare to run")
+    status = pod["status"]
+    assert status["phase"] == "Pending"
+    assert status["initContainerStatuses"][0]["started"] is True
+    assert status["initContainerStatuses"][0]["ready"] is False
+    assert _state(status, "initContainerStatuses", 1) == {
+        "waiting": {"reason": "PodInitializing", "message": ""}
+    }
+    assert _state(status, "containerStatuses") == {
+        "waiting": {"reason": "PodInitializing", "message": ""}
+    }
+    initialized = status["conditions"][0]
+    assert initialized["type"] == "Initialized"
+    assert initialized["status"] == "False"
+    assert initialized["message"] == "containers with incomplete status: [prepare trainer]"
+    job_status = (await api.get("batch/v1/jobs", "ml", "slow"))["status"]  # type: ignore[index]
+    assert job_status["active"] == 1
+    assert job_status["ready"] == 0  # a pod in init is not ready
+    gate.touch()
+    await until(lambda: _get_if(api, "slow", "Complete"), what="the Job to complete")
+
+
+async def test_a_failed_init_container_fails_the_pod_and_the_job_retries(
+    runner: PodRunner, api: KubeApi, tmp_path: Path
+) -> None:
+    marker = tmp_path / "main-ran"
+    manifest = init_job(
+        "badinit",
+        [("prepare", "pass"), ("trainer", "import sys; print('init boom'); sys.exit(3)")],
+        f"open({str(marker)!r}, 'w').write('ran')",
+        backoffLimit=1,
+    )
+    trainer = manifest["spec"]["template"]["spec"]["initContainers"][1]
+    trainer["terminationMessagePolicy"] = "FallbackToLogsOnError"
+    await api.create("batch/v1/jobs", manifest)
+    failed = await until(lambda: _get_if(api, "badinit", "Failed"), what="the Job to fail")
+    assert condition(failed, "Failed")["reason"] == "BackoffLimitExceeded"  # type: ignore[index]
+    assert failed["status"]["failed"] == 2
+    pods = await pods_of(api, "badinit")
+    assert len(pods) == 2  # backoffLimit 1: one retry
+    for pod in pods:
+        status = pod["status"]
+        assert status["phase"] == "Failed"
+        assert _state(status, "initContainerStatuses")["terminated"]["reason"] == "Completed"
+        terminated = _state(status, "initContainerStatuses", 1)["terminated"]
+        assert terminated["exitCode"] == 3
+        assert terminated["reason"] == "Error"
+        assert terminated["message"].strip() == "init boom"  # the log tail, by the policy
+        assert terminated["startedAt"] and terminated["finishedAt"]
+        assert status["initContainerStatuses"][1]["ready"] is False
+        assert _state(status, "containerStatuses") == {
+            "waiting": {"reason": "PodInitializing", "message": ""}
+        }
+        assert status["conditions"][0]["status"] == "False"  # Initialized
+    assert not marker.exists()  # the main container never ran
+
+
+async def test_deleting_a_job_kills_its_running_init_container(
+    runner: PodRunner, api: KubeApi, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "pid"
+    forever = (
+        f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+        "while True: time.sleep(0.05)"
+    )
+    await api.create("batch/v1/jobs", init_job("stuck", [("prepare", forever)], "pass"))
+    await until(lambda: _exists(pid_file), what="the init container to start")
+    pid = int(pid_file.read_text())
+    await api.delete("batch/v1/jobs", "ml", "stuck")
+    await until(lambda: _gone(pid), what=f"init container process {pid} to end")
+    assert not runner.jobs
+
+
+async def _exists(path: Path) -> bool:
+    return path.exists() and path.read_text() != ""
+
+
+async def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+async def test_deployment_restarts_a_failed_init_container_then_serves(
+    runner: PodRunner, api: KubeApi
+) -> None:
+    manifest = deployment("1")
+    manifest["spec"]["replicas"] = 1
+    pod_spec = manifest["spec"]["template"]["spec"]
+    # Fails on its first run, succeeds on the second (restartPolicy Always restarts it).
+    flaky = (
+        "import os, sys; p = os.environ['SHARED'] + '/tries'; n = len(open(p).read()) "
+        "if os.path.exists(p) else 0; open(p, 'a').write('x'); sys.exit(0 if n else 1)"
+    )
+    pod_spec["initContainers"] = [
+        {
+            "name": "warmup",
+            "image": "busybox",
+            "command": ["python", "-c", flaky],
+            "env": [{"name": "SHARED", "value": SHARED}],
+            "volumeMounts": [{"name": "work", "mountPath": SHARED}],
+        }
+    ]
+    pod_spec["volumes"] = [{"name": "work", "emptyDir": {}}]
+    await api.create("apps/v1/deployments", manifest)
+
+    async def ready_pod() -> dict[str, Any] | None:
+        for pod in await api.list("v1/pods", "ml"):
+            status = pod.get("status") or {}
+            if status.get("phase") == "Running" and status["containerStatuses"][0]["ready"]:
+                return pod
+        return None
+
+    pod = await until(ready_pod, what="the pod to serve")
+    init = pod["status"]["initContainerStatuses"][0]
+    assert init["restartCount"] == 1
+    assert init["state"]["terminated"]["exitCode"] == 0
+    await api.delete("apps/v1/deployments", "ml", "echo")
+    await until(lambda: _no_processes(runner))

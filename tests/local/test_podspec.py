@@ -14,6 +14,7 @@ from kubeloop.local.podspec import (
     EnvError,
     build_process,
     completion_indexes,
+    container_files,
     cpu_threads,
     default_args,
     expand_vars,
@@ -181,3 +182,71 @@ def test_cpu_limit_sizes_the_native_thread_pools(
     assert spec.env.get("OMP_NUM_THREADS") == expected
     assert spec.env.get("OPENBLAS_NUM_THREADS") == expected
     assert spec.env["MKL_NUM_THREADS"] == "3"  # the container's own setting wins
+
+
+@pytest.mark.parametrize(
+    ("command", "argv"),
+    [
+        (["python", "train.py"], [sys.executable, "train.py"]),
+        (["python3", "-c", "pass"], [sys.executable, "-c", "pass"]),
+        (["/usr/local/bin/python", "x.py"], ["/usr/local/bin/python", "x.py"]),  # as written
+        (["sh", "-c", "python x"], ["sh", "-c", "python x"]),
+    ],
+)
+def test_the_image_python_is_this_interpreter(
+    tmp_path: Path, command: list[str], argv: list[str]
+) -> None:
+    container = {"image": "registry.example.com/team/digits-train:1.4", "command": command}
+    assert build_process(POD, container, secrets={}, pod_dir=tmp_path).argv == argv
+
+
+@pytest.mark.parametrize(
+    ("working_dir", "expected"),
+    [
+        (None, "start"),
+        ("/app", "start"),  # the image's folder has no counterpart here: not an error
+        ("/kubeloop/src", "volume"),  # under an emptyDir: the volume's folder, created
+        ("EXISTING", "existing"),
+    ],
+)
+def test_working_dir_is_used_when_it_exists_here_else_the_start_folder(
+    tmp_path: Path, working_dir: str | None, expected: str
+) -> None:
+    start = tmp_path / "start"
+    existing = tmp_path / "existing"
+    start.mkdir()
+    existing.mkdir()
+    pod = {**POD, "spec": {"volumes": [{"name": "work", "emptyDir": {}}]}}
+    container: dict[str, Any] = {
+        "command": ["python", "train.py"],
+        "volumeMounts": [{"name": "work", "mountPath": "/kubeloop"}],
+    }
+    if working_dir is not None:
+        container["workingDir"] = str(existing) if working_dir == "EXISTING" else working_dir
+    pod_dir = tmp_path / "pod"
+    spec = build_process(pod, container, secrets={}, pod_dir=pod_dir, cwd=str(start))
+    volume_src = pod_dir / "volumes" / "work" / "src"
+    wanted = {"start": start, "existing": existing, "volume": volume_src}[expected]
+    assert spec.cwd == str(wanted)
+    assert Path(spec.cwd).is_dir()
+
+
+def test_each_container_has_its_own_message_file_and_the_pod_one_volume(tmp_path: Path) -> None:
+    pod = {**POD, "spec": {"volumes": [{"name": "work", "emptyDir": {}}]}}
+    mount = [{"name": "work", "mountPath": "/kubeloop"}]
+    env = [
+        {"name": "DATA", "value": "/kubeloop/data"},
+        {"name": "PYTHONPATH", "value": "/app/src:/kubeloop/sdk"},
+    ]
+    prepare = {"name": "prepare", "volumeMounts": mount, "env": env}
+    publish = {"name": "publish", "volumeMounts": mount, "env": env}
+    init = build_process(pod, prepare, secrets={}, pod_dir=tmp_path, init=True)
+    main = build_process(pod, publish, secrets={}, pod_dir=tmp_path)
+    volume = tmp_path / "volumes" / "work"
+    assert init.env["DATA"] == main.env["DATA"] == str(volume / "data")
+    assert main.env["PYTHONPATH"] == f"/app/src:{volume}/sdk"  # each entry of a search path
+    assert init.termination_path == tmp_path / "termination-log.prepare"
+    assert main.termination_path == tmp_path / "termination-log"  # where it always was
+    assert init.env["KUBELOOP_RESULT_PATH"] == str(init.termination_path)
+    assert container_files(tmp_path, "prepare", init=True).log == tmp_path / "log.prepare"
+    assert container_files(tmp_path, "publish").log == tmp_path / "log"

@@ -21,12 +21,23 @@ back, through the API and the status subresource, what the real controllers writ
 - Service: a loopback proxy per Service port (`kubeloop.local.proxy`) over the Ready pods its
   selector matches; its URL is annotated on the Service as `kubeloop.io/local-url`.
 
+Init containers run as a kubelet runs them: one after another, each to completion, before the
+main container, every one a process of its own with its own log and termination message and
+the pod's emptyDir volumes (the same folders). Meanwhile the pod is Pending, with
+`initContainerStatuses` and the main container waiting (`PodInitializing`); the status shape is
+`kubeloop.local.podstatus`. In a Job pod a failed init container fails the pod (phase Failed,
+its `state.terminated` with the exit code and message; the main container never starts) and
+the Job retries per `backoffLimit`; in a Deployment pod it is restarted after a backoff.
+Deleting or stopping a pod terminates whichever container runs.
+
 Fidelity limits: no scheduling, resources, node selectors, GPUs or images; every pod is on this
 machine, each on its own loopback address (`kubeloop.local.podnet`: podIP 127.1.x.y, where its
-declared container ports are forwarded to the process); restartPolicy OnFailure is run as Never
-(a new pod per retry); the Job's pod-failure backoff is 1 s instead of 10 s doubling; readiness
-probes run at most every 1 s; grace periods are capped at 10 s; no ReplicaSet objects (pods are
-owned by the Deployment).
+declared container ports are forwarded to the process); only the first of `spec.containers`
+runs (no sidecars; init containers all run, but their ports are not forwarded and
+`restartPolicy: Always` sidecar init containers are run like the others, to completion);
+restartPolicy OnFailure is run as Never (a new pod per retry); the Job's pod-failure backoff is
+1 s instead of 10 s doubling; readiness probes run at most every 1 s; grace periods are capped
+at 10 s; no ReplicaSet objects (pods are owned by the Deployment).
 """
 
 from __future__ import annotations
@@ -54,8 +65,10 @@ from kubeloop.local.podspec import (
     EnvError,
     build_process,
     completion_indexes,
+    container_files,
     pod_from_template,
 )
+from kubeloop.local.podstatus import ContainerRun, ended_by, pod_status
 from kubeloop.local.processes import LocalProcess, free_port
 from kubeloop.local.proxy import ServiceProxy
 
@@ -146,7 +159,11 @@ def _template_hash(template: Mapping[str, Any]) -> str:
 
 @dataclass
 class PodRun:
-    """One pod: its API object name, its process, and what the kubelet knows about it."""
+    """One pod: its API object name, its containers, and what the kubelet knows about it.
+
+    `init` are its init containers, run one after another before `main` (the first of
+    `spec.containers`, the only one run).
+    """
 
     name: str
     namespace: str
@@ -154,22 +171,40 @@ class PodRun:
     dir: Path
     index: int | None = None
     template_hash: str = ""
-    process: LocalProcess | None = None
     ready: bool = False
     terminating: bool = False
-    restarts: int = 0
-    exit_code: int | None = None
-    message: str = ""
-    error: str = ""
-    started_at: str | None = None
-    finished_at: str | None = None
     task: asyncio.Task[None] | None = None
     ip: str = "127.0.0.1"
     forwards: list[PortForward] = field(default_factory=list)
+    main: ContainerRun = field(init=False)
+    init: list[ContainerRun] = field(init=False)
+
+    def __post_init__(self) -> None:
+        spec = self.pod.get("spec") or {}
+        self.main = ContainerRun((spec.get("containers") or [{}])[0])
+        self.init = [ContainerRun(c, init=True) for c in spec.get("initContainers") or []]
+
+    @property
+    def containers(self) -> list[ContainerRun]:
+        """Init containers in order, then the main one."""
+        return [*self.init, self.main]
+
+    @property
+    def exit_code(self) -> int | None:
+        """The exit code that ended the pod (a failed init container's, else the main
+        container's); None while it runs."""
+        ended = ended_by(self.init, self.main)
+        return ended.exit_code if ended is not None else None
+
+    @property
+    def finished_at(self) -> str | None:
+        """When the pod ended."""
+        ended = ended_by(self.init, self.main)
+        return ended.finished_at if ended is not None else None
 
     @property
     def done(self) -> bool:
-        """The container ran to an end (Jobs)."""
+        """The pod ran to an end (Jobs)."""
         return self.exit_code is not None
 
 
@@ -198,7 +233,9 @@ class DeploymentRun:
 class PodRunner:
     """Runs the workloads of the emulated cluster on this machine (see the module docstring).
 
-    `workdir` holds one folder per pod (scratch, termination message, `log`); `extra_env` is
+    `workdir` holds one folder per pod (emptyDir volumes, and per container a termination
+    message and a log: the main container's `log`, an init container's `log.<name>`, see
+    `kubeloop.local.podspec.container_files`); `extra_env` is
     given to every process (the demo passes `KUBECONFIG` pointing at the emulator, which stands
     in for the in-cluster service-account config).
     """
@@ -254,8 +291,9 @@ class PodRunner:
         pods = [p for run in self.jobs.values() for p in run.pods]
         pods += [p for run in self.deployments.values() for p in run.pods]
         for pod in pods:
-            if pod.process is not None:
-                pod.process.kill_now()
+            for run in pod.containers:
+                if run.process is not None:
+                    run.process.kill_now()
 
     def _spawn(self, coro: Any) -> None:
         # Keep a reference: the loop holds tasks only weakly.
@@ -306,87 +344,110 @@ class PodRunner:
         await self._pod_status(pod, "Pending")
 
     async def _pod_status(self, pod: PodRun, phase: str) -> None:
-        container = (pod.pod.get("spec", {}).get("containers") or [{}])[0]
-        state: dict[str, Any]
-        if pod.exit_code is not None:
-            state = {
-                "terminated": {
-                    "exitCode": pod.exit_code,
-                    "reason": "Completed" if pod.exit_code == 0 else "Error",
-                    "message": pod.message,
-                    "startedAt": pod.started_at,
-                    "finishedAt": pod.finished_at,
-                }
-            }
-        elif pod.started_at is not None:
-            state = {"running": {"startedAt": pod.started_at}}
-        else:
-            reason = "CreateContainerConfigError" if pod.error else "ContainerCreating"
-            state = {"waiting": {"reason": reason, "message": pod.error}}
-        ready = "True" if pod.ready and not pod.terminating else "False"
-        status = {
-            "phase": phase,
-            "podIP": pod.ip,
-            "hostIP": "127.0.0.1",
-            "startTime": pod.pod["metadata"].get("creationTimestamp"),
-            "conditions": [
-                {"type": "Ready", "status": ready, "lastTransitionTime": _now()},
-                {"type": "ContainersReady", "status": ready, "lastTransitionTime": _now()},
-            ],
-            "containerStatuses": [
-                {
-                    "name": container.get("name", "main"),
-                    "image": container.get("image", ""),
-                    "ready": ready == "True",
-                    "restartCount": pod.restarts,
-                    "started": pod.started_at is not None and pod.exit_code is None,
-                    "state": state,
-                }
-            ],
-        }
+        status = pod_status(
+            phase=phase,
+            ip=pod.ip,
+            start_time=pod.pod["metadata"].get("creationTimestamp"),
+            now=_now(),
+            main=pod.main,
+            init=pod.init,
+            ready=pod.ready and not pod.terminating,
+        )
         with contextlib.suppress(ApiError):
             await self.api.patch(
                 PODS, pod.namespace, pod.name, {"status": status}, subresource="status"
             )
 
-    async def _start_process(self, pod: PodRun) -> bool:
-        """Resolve env and start the (first) container; False when config is missing."""
-        containers = pod.pod.get("spec", {}).get("containers") or []
-        if not containers:
-            pod.error = "pod has no containers"
+    async def _start_container(self, pod: PodRun, run: ContainerRun) -> bool:
+        """Resolve env and start a container; False when config is missing (`run.error`), it
+        cannot start (`run.exit_code` 128), or the pod is being stopped."""
+        if not run.container:
+            run.error = "pod has no containers"
             return False
         secrets, cms = await self._lookups(pod.namespace)
+        if pod.terminating:  # killed meanwhile: start nothing more
+            return False
         # Downward API values come from the pod as the API stored it.
         view = {**pod.pod, "status": {"podIP": pod.ip, "hostIP": "127.0.0.1"}}
         try:
             spec = build_process(
                 view,
-                containers[0],
+                run.container,
                 secrets=secrets,
                 config_maps=cms,
                 pod_dir=pod.dir,
                 free_port=free_port,
                 extra_env=self.extra_env,
                 cwd=self.cwd,
+                init=run.init,
             )
         except EnvError as exc:
-            if not pod.error:
-                pod.error = str(exc)
+            if not run.error:
+                run.error = str(exc)
                 await self._pod_status(pod, "Pending")
             return False
-        pod.error = ""
-        process = LocalProcess(spec, pod.dir / "log", hostname=pod.name)
+        run.error = ""
+        process = LocalProcess(
+            spec, container_files(pod.dir, run.name, init=run.init).log, hostname=pod.name
+        )
         try:
             await process.start()
         except OSError as exc:
-            pod.error = f"cannot start {spec.argv[0]!r}: {exc.strerror or exc}"
-            pod.exit_code, pod.message = 128, pod.error
-            pod.started_at = pod.finished_at = _now()
+            run.error = f"cannot start {spec.argv[0]!r}: {exc.strerror or exc}"
+            run.exit_code, run.message = 128, run.error
+            run.started_at = run.finished_at = _now()
             return False
-        pod.process = process
-        pod.started_at = _now()
-        await self._forward_ports(pod, spec.ports)
+        run.process = process
+        run.started_at = _now()
+        if not run.init:
+            await self._forward_ports(pod, spec.ports)
         return True
+
+    @staticmethod
+    async def _wait_container(run: ContainerRun) -> int:
+        """Wait for a started container's exit and record it as the kubelet does."""
+        assert run.process is not None
+        code = await run.process.wait()
+        run.message = run.process.termination_message()
+        run.finished_at = _now()
+        run.exit_code = code
+        return code
+
+    async def _run_init_containers(self, pod: PodRun, *, restart: bool) -> bool:
+        """Run the init containers one after another, each to completion, before the main one.
+
+        True when all completed. A failed one fails the pod (phase Failed, False returned)
+        unless `restart` (restartPolicy Always): then it is started again after a backoff, the
+        pod staying Pending. False too when the pod is stopped meanwhile.
+        """
+        for run in pod.init:
+            backoff = 1.0
+            while not run.completed:
+                if pod.terminating:
+                    return False
+                if await self._start_container(pod, run):
+                    await self._pod_status(pod, "Pending")
+                    await self._wait_container(run)
+                elif run.exit_code is None:  # the kubelet retries missing Secrets/ConfigMaps
+                    await asyncio.sleep(1.0)
+                    continue
+                if run.completed:
+                    break
+                if not restart:
+                    await self._pod_status(pod, "Failed")
+                    return False
+                log.warning(
+                    "pod %s: init container %s exited with %s; restarting",
+                    pod.name,
+                    run.name,
+                    run.exit_code,
+                )
+                await self._pod_status(pod, "Pending")
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30)
+                run.restarts += 1
+                run.exit_code, run.message, run.started_at, run.finished_at = None, "", None, None
+        return not pod.terminating
 
     async def _forward_ports(self, pod: PodRun, ports: Mapping[int, int]) -> None:
         """Make `podIP:containerPort` reach the process, as in a cluster (kubeloop.local.podnet)."""
@@ -413,13 +474,20 @@ class PodRunner:
     async def _kill(self, pod: PodRun, grace: float = MAX_GRACE) -> None:
         pod.terminating = True
         pod.ready = False
-        if pod.process is not None:
-            await pod.process.terminate(grace)
+        await self._terminate(pod, grace)
         await self._close_forwards(pod)
         if pod.task is not None and not pod.task.done():
             pod.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await pod.task
+        # A container its task was starting while the others were terminated.
+        await self._terminate(pod, grace, only_running=True)
+
+    @staticmethod
+    async def _terminate(pod: PodRun, grace: float, *, only_running: bool = False) -> None:
+        for run in pod.containers:
+            if run.process is not None and (run.process.running or not only_running):
+                await run.process.terminate(grace)
 
     def _pod_dir(self, namespace: str, name: str) -> Path:
         path = self.workdir / "pods" / namespace / name
@@ -529,7 +597,7 @@ class PodRunner:
             can_start -= 1
             await self._create_pod(pod)
             pod.task = asyncio.create_task(self._run_job_pod(run, pod))
-        ready = sum(1 for p in active if p.process is not None and p.process.running)
+        ready = sum(1 for p in active if p.main.process is not None and p.main.process.running)
         await self._patch_job(
             meta,
             {
@@ -586,23 +654,23 @@ class PodRunner:
         except (ApiError, aiohttp.ClientError, OSError) as exc:
             # The kubelet reports what it could not do as a failed pod; so does this.
             log.warning("pod %s failed to run: %s", pod.name, exc)
-            if pod.process is not None:
-                await pod.process.terminate(1.0)
-            pod.exit_code, pod.message = 128, f"local pod runner: {exc}"
-            pod.finished_at = _now()
+            await self._terminate(pod, 1.0)
+            if not pod.done:  # the container it was at ends the pod
+                current = next(c for c in pod.containers if c.exit_code is None)
+                current.exit_code, current.message = 128, f"local pod runner: {exc}"
+                current.finished_at = _now()
 
     async def _job_pod_lifecycle(self, pod: PodRun) -> None:
-        while not await self._start_process(pod):
-            if pod.exit_code is not None:  # the command itself cannot start
+        # restartPolicy OnFailure is run as Never: a failed init container fails the pod.
+        if not await self._run_init_containers(pod, restart=False):
+            return
+        while not await self._start_container(pod, pod.main):
+            if pod.main.exit_code is not None:  # the command itself cannot start
                 await self._pod_status(pod, "Failed")
                 return
             await asyncio.sleep(1.0)  # the kubelet retries missing Secrets/ConfigMaps
         await self._pod_status(pod, "Running")
-        assert pod.process is not None
-        code = await pod.process.wait()
-        pod.message = pod.process.termination_message()
-        pod.finished_at = _now()
-        pod.exit_code = code
+        code = await self._wait_container(pod.main)
         await self._pod_status(pod, "Succeeded" if code == 0 else "Failed")
 
     async def _patch_job(self, meta: Mapping[str, Any], status: dict[str, Any]) -> None:
@@ -906,38 +974,46 @@ class PodRunner:
         )
 
     async def _run_server_pod(self, pod: PodRun) -> None:
-        """Start, probe, and restart on crash (restartPolicy Always) until stopped."""
+        """Init containers, then start, probe, and restart on crash (restartPolicy Always)
+        until stopped."""
+        if not await self._run_init_containers(pod, restart=True):
+            return
+        main = pod.main
         backoff = 1.0
         while not pod.terminating:
-            if not await self._start_process(pod):
-                if pod.exit_code is not None:
-                    pod.exit_code = None
+            if not await self._start_container(pod, main):
+                if main.exit_code is not None:
+                    main.exit_code = None
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 30)
                     continue
                 await asyncio.sleep(1.0)
                 continue
             await self._pod_status(pod, "Running")
-            assert pod.process is not None
+            assert main.process is not None
             probe_task = asyncio.create_task(self._probe_loop(pod))
-            code = await pod.process.wait()
+            code = await main.process.wait()
             probe_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await probe_task
             pod.ready = False
             if pod.terminating:
                 return
-            pod.restarts += 1
+            main.restarts += 1
             log.warning(
-                "pod %s exited with %s; restarting (log: %s)", pod.name, code, pod.dir / "log"
+                "pod %s exited with %s; restarting (log: %s)",
+                pod.name,
+                code,
+                container_files(pod.dir, main.name).log,
             )
             await self._pod_status(pod, "Running")
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 30)
 
     async def _probe_loop(self, pod: PodRun) -> None:
-        assert pod.process is not None
-        probe = pod.process.spec.readiness
+        process = pod.main.process
+        assert process is not None
+        probe = process.spec.readiness
         if probe is None:
             pod.ready = True
             await self._pod_status(pod, "Running")
@@ -947,7 +1023,7 @@ class PodRunner:
         period = min(probe.period_seconds, PROBE_PERIOD_CAP)
         timeout = aiohttp.ClientTimeout(total=max(probe.timeout_seconds, 0.5))
         async with aiohttp.ClientSession(timeout=timeout) as session:
-            while pod.process.running and not pod.terminating:
+            while process.running and not pod.terminating:
                 try:
                     async with session.get(probe.url) as response:
                         ok = 200 <= response.status < 400
@@ -1010,8 +1086,8 @@ class PodRunner:
                         continue
                     if not label_match(selector, pod.pod["metadata"].get("labels") or {}):
                         continue
-                    assert pod.process is not None
-                    spec_ = pod.process.spec
+                    assert pod.main.process is not None
+                    spec_ = pod.main.process.spec
                     local = (
                         spec_.named_ports.get(target)
                         if isinstance(target, str) and not target.isdigit()

@@ -4,15 +4,29 @@ A container in a Job, CronJob or Deployment becomes one local process started fr
 `command` + `args` and `env`. What a kubelet would do and a laptop cannot is translated here,
 explicitly and nowhere else:
 
-- the image is ignored; a container without `command` gets the Kubeloop images' entrypoint
-  (`kubeloop`), and without `args` the image's default verb (the Dockerfiles' `CMD`);
+- the image is ignored: the command runs on this machine, with its programs. A container
+  without `command` gets the Kubeloop images' entrypoint (`kubeloop`), and without `args` the
+  image's default verb (the Dockerfiles' `CMD`). `kubeloop` (when its console script is not on
+  PATH) and a program named exactly `python` or `python3` run with this interpreter
+  (`sys.executable`): a user image's Python is this machine's, with the libraries installed
+  here (an absolute path such as `/usr/local/bin/python` is run as written);
+- working directory: a `workingDir` under an `emptyDir` mount is that volume's local folder
+  (created if missing, as the runtime does); any other `workingDir` is used when it is an
+  existing folder on this machine, and otherwise ignored, not an error: an image's `/app` has
+  no counterpart here, so the process runs in the folder `kubeloop local` was started in (the
+  `cwd` argument of `build_process`; the pod's own folder when none is given), and a relative
+  command such as `python examples/byo/digits/train.py` means what it means to the user;
 - `env[].valueFrom` is resolved like the kubelet: `secretKeyRef` from Secrets in the API,
   `configMapKeyRef`, `fieldRef` (metadata.name/namespace/uid/labels/annotations, spec.nodeName,
   status.podIP...), `resourceFieldRef`; `$(VAR)` references are expanded;
-- `emptyDir` mounts become a per-pod temp folder: env values and args under a mount path are
-  rewritten to it (pods run with a read-only root filesystem and scratch at `/scratch`);
-- the termination-message file becomes a per-pod temp file, and `KUBELOOP_RESULT_PATH` points
-  at it;
+- `emptyDir` mounts become a per-pod folder (`<pod dir>/volumes/<volume>`), the same one for
+  every container of the pod, init containers included: env values (each entry of a `*PATH`
+  search path such as `PYTHONPATH=/kubeloop/sdk:/app`), args and `workingDir` under a mount
+  path are rewritten to it (pods run with a read-only root filesystem and scratch at
+  `/scratch`);
+- the termination-message file becomes a file of the pod's folder, one per container
+  (`container_files`: the main container's `termination-log`, an init container's
+  `termination-log.<name>`), and `KUBELOOP_RESULT_PATH` points at it;
 - declared container ports get free loopback ports; `KUBELOOP_PORT` (and any `*_PORT` env equal
   to a container port) is rewritten, and the readiness probe is checked on the new port;
 - Indexed Jobs: `JOB_COMPLETION_INDEX` per pod; a `MASTER_ADDR` naming a pod of the Job's
@@ -26,6 +40,7 @@ explicitly and nowhere else:
 from __future__ import annotations
 
 import copy
+import os
 import re
 import shutil
 import sys
@@ -37,11 +52,14 @@ from typing import Any
 __all__ = [
     "DEFAULT_TERMINATION_PATH",
     "IMAGE_ENTRYPOINT",
+    "PYTHON_PROGRAMS",
+    "ContainerFiles",
     "EnvError",
     "ProcessSpec",
     "ReadinessProbe",
     "build_process",
     "completion_indexes",
+    "container_files",
     "cpu_threads",
     "default_args",
     "expand_vars",
@@ -59,6 +77,8 @@ _IMAGE_VERBS = (
     ("monitor", "monitor"),
     ("operator", "operator"),
 )
+# Programs that mean "the image's Python"; locally that is the interpreter running kubeloop.
+PYTHON_PROGRAMS = ("python", "python3")
 _VAR = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)|\$\$")
 
 
@@ -81,6 +101,25 @@ class ReadinessProbe:
     def url(self) -> str:
         """The probe's URL on loopback."""
         return f"http://127.0.0.1:{self.port}{self.path}"
+
+
+@dataclass(frozen=True)
+class ContainerFiles:
+    """Where one container's output goes in its pod's folder."""
+
+    log: Path
+    termination: Path
+
+
+def container_files(pod_dir: Path, name: str, *, init: bool = False) -> ContainerFiles:
+    """The log and termination-message files of a container.
+
+    The main container keeps the names a pod had before init containers (`log`,
+    `termination-log`: tools and tests read them); an init container gets its own
+    (`log.<name>`, `termination-log.<name>`), so its message is never the main container's.
+    """
+    suffix = f".{name}" if init else ""
+    return ContainerFiles(pod_dir / f"log{suffix}", pod_dir / f"termination-log{suffix}")
 
 
 @dataclass
@@ -244,10 +283,25 @@ def completion_indexes(job: Mapping[str, Any]) -> list[int | None]:
 
 def _resolve_program(argv: list[str]) -> list[str]:
     # `kubeloop` runs with this interpreter when its console script is not on PATH (a source
-    # checkout run with `python -m`); the command is otherwise exactly the container's.
+    # checkout run with `python -m`); the image's `python` is this interpreter, not whichever
+    # `python` PATH finds first (it may lack the libraries, or be Python 2); the command is
+    # otherwise exactly the container's.
     if argv and argv[0] == "kubeloop" and shutil.which("kubeloop") is None:
         return [sys.executable, "-m", "kubeloop.cli", *argv[1:]]
+    if argv and argv[0] in PYTHON_PROGRAMS:
+        return [sys.executable, *argv[1:]]
     return argv
+
+
+def _working_dir(workdir: str | None, mounts: Mapping[str, Path], default: str) -> str:
+    """The process's cwd for a container's `workingDir` (see the module docstring)."""
+    if not workdir:
+        return default
+    local = _rewrite_path(workdir, mounts)
+    if local != workdir:  # under an emptyDir: a folder of this pod
+        Path(local).mkdir(parents=True, exist_ok=True)
+        return local
+    return workdir if Path(workdir).is_dir() else default
 
 
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -311,6 +365,7 @@ def build_process(
     config_maps: Mapping[str, Mapping[str, Any]] | None = None,
     extra_env: Mapping[str, str] | None = None,
     cwd: str | None = None,
+    init: bool = False,
 ) -> ProcessSpec:
     """Translate one container of a pod into a process spec (see the module docstring).
 
@@ -319,6 +374,7 @@ def build_process(
     declares ports). `extra_env` is added last (e.g. KUBECONFIG for the emulated API). `cwd`
     stands for the image's WORKDIR (default `pod_dir`): `kubeloop local` passes the folder it
     was started in, so relative `file://` URIs mean the same to the user, operator and pods.
+    `init` says the container is one of the pod's `initContainers` (its own message file).
     """
     pod_spec = pod.get("spec") or {}
     volumes = {v["name"]: v for v in pod_spec.get("volumes") or []}
@@ -357,9 +413,14 @@ def build_process(
             env["MASTER_ADDR"] = "127.0.0.1"
 
     for name, value in list(env.items()):
-        env[name] = _rewrite_path(value, mounts)
+        if name.endswith("PATH") and os.pathsep in value:
+            # A search path (PYTHONPATH=/kubeloop/sdk:/app): each entry is a path of its own.
+            parts = value.split(os.pathsep)
+            env[name] = os.pathsep.join(_rewrite_path(part, mounts) for part in parts)
+        else:
+            env[name] = _rewrite_path(value, mounts)
 
-    termination = pod_dir / "termination-log"
+    termination = container_files(pod_dir, str(container.get("name", "")), init=init).termination
     termination.touch()
     term_path = container.get("terminationMessagePath", DEFAULT_TERMINATION_PATH)
     for name, value in list(env.items()):
@@ -378,13 +439,11 @@ def build_process(
         args = default_args(str(container.get("image", "")))
     argv = [expand_vars(str(a), env) for a in [*command, *(args or [])]]
     argv = [_rewrite_path(a, mounts) for a in argv]
-    workdir = container.get("workingDir")
-    workdir_local = _rewrite_path(workdir, mounts) if workdir else None
     env.setdefault("TMPDIR", str(pod_dir))
     return ProcessSpec(
         argv=_resolve_program(argv),
         env=env,
-        cwd=workdir_local or cwd or str(pod_dir),
+        cwd=_working_dir(container.get("workingDir"), mounts, cwd or str(pod_dir)),
         termination_path=termination,
         termination_policy=container.get("terminationMessagePolicy", "File"),
         ports=ports,

@@ -4,8 +4,9 @@
 HTTP on loopback), `kubeloop operator` as a child process pointed at it with
 `KUBELOOP_KUBE_SERVER` (exactly the operator a cluster runs, cluster-wide), and the pod runner
 in the caller's event loop. The emulator's URL is written to `<state_dir>/local.json` so
-`kubeloop local get` in another shell finds it (or set `KUBELOOP_LOCAL_URL`). Everything is
-stopped on exit, children first.
+`kubeloop local get` in another shell finds it (or set `KUBELOOP_LOCAL_URL`); pods (and
+`kubectl`) reach the API through `<state_dir>/kubeconfig`, written as JSON (`write_kubeconfig`).
+Everything is stopped on exit, children first.
 """
 
 from __future__ import annotations
@@ -27,7 +28,14 @@ from kubeloop.local.kubeapi import ApiError, KubeApi
 from kubeloop.local.podrunner import PodRunner
 from kubeloop.local.processes import host_env
 
-__all__ = ["LocalStack", "apply_objects", "load_manifests", "read_state", "resource_of"]
+__all__ = [
+    "LocalStack",
+    "apply_objects",
+    "load_manifests",
+    "read_state",
+    "resource_of",
+    "write_kubeconfig",
+]
 
 STATE_FILE = "local.json"
 _EXTRA = {"Secret": "v1/secrets", "ConfigMap": "v1/configmaps"}
@@ -81,6 +89,23 @@ async def apply_objects(api: KubeApi, objects: list[dict[str, Any]]) -> list[str
             verb = "configured"
         done.append(f"{obj['kind'].lower()}/{meta['name']} {verb}")
     return done
+
+
+def write_kubeconfig(path: Path, server: str) -> None:
+    """A kubeconfig for the emulated API at `server`, written as JSON.
+
+    JSON is YAML, so kubectl and the kubernetes client read it as any kubeconfig; and a pod's
+    standard-library-only code (the training SDK) can read it with `json`, no YAML parser.
+    """
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "local", "cluster": {"server": server}}],
+        "users": [{"name": "local", "user": {}}],
+        "contexts": [{"name": "local", "context": {"cluster": "local", "user": "local"}}],
+        "current-context": "local",
+    }
+    path.write_text(json.dumps(config, indent=2) + "\n")
 
 
 def read_state(state_dir: Path) -> dict[str, Any]:
@@ -139,20 +164,7 @@ class LocalStack:
 
     async def _start(self) -> None:
         kubeconfig = self.state_dir / "kubeconfig"
-        kubeconfig.write_text(
-            yaml.safe_dump(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [{"name": "local", "cluster": {"server": self.url}}],
-                    "users": [{"name": "local", "user": {}}],
-                    "contexts": [
-                        {"name": "local", "context": {"cluster": "local", "user": "local"}}
-                    ],
-                    "current-context": "local",
-                }
-            )
-        )
+        write_kubeconfig(kubeconfig, self.url)
         env = {
             **host_env(),
             "KUBELOOP_KUBE_SERVER": self.operator_api(self.url) if self.operator_api else self.url,
