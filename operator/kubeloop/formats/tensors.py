@@ -17,13 +17,12 @@ import numpy as np
 from kubeloop.formats.base import LoadOptions, MatrixFormat, ModelFormat, Signature, SignatureError
 from kubeloop.formats.sklearn import refuse_pickle
 from kubeloop.modelformat import Prediction, build_mlp, feature_matrix
+from kubeloop_sdk.modelfiles import ONNX_FILE, TORCHSCRIPT_FILE
 
 __all__ = ["OnnxFormat", "TorchMLP", "TorchMLPFormat", "TorchScriptFormat"]
 
 TORCH_PREPROCESS = "preprocess.joblib"
 TORCH_WEIGHTS = "model.pt"
-TORCHSCRIPT_FILE = "model.torchscript.pt"
-ONNX_FILE = "model.onnx"
 
 
 @dataclass(frozen=True)
