@@ -22,6 +22,7 @@ from typing import Any
 from kubeloop_sdk.context import Context, context
 from kubeloop_sdk.files import copy_atomic, write_atomic
 from kubeloop_sdk.modelfiles import (
+    CODE_DIR,
     JOBLIB_FILE,
     LIGHTGBM_FILE,
     MODEL_FORMATS,
@@ -33,7 +34,7 @@ from kubeloop_sdk.modelfiles import (
 )
 from kubeloop_sdk.version import __version__
 
-__all__ = ["class_path", "model_inputs", "model_manifest", "save_model"]
+__all__ = ["class_path", "code_sources", "model_inputs", "model_manifest", "save_model"]
 
 log = logging.getLogger("kubeloop_sdk")
 _CLASS_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
@@ -198,6 +199,42 @@ def model_manifest(
     return manifest
 
 
+def code_sources(
+    code: Sequence[str | os.PathLike[str]] | None, manifest: dict[str, Any]
+) -> list[Path]:
+    """The files and folders of the predictor's source to ship in the version's code/."""
+    if code is None:
+        return []
+    if manifest["modelFormat"] != "custom":
+        raise ValueError("save_model(code=...): only format 'custom' ships its predictor's code")
+    if isinstance(code, (str, os.PathLike)):
+        raise ValueError("save_model(code=...): a list of files or folders, e.g. ['features.py']")
+    paths = [Path(c) for c in code]
+    missing = [str(p) for p in paths if not (p.is_file() or p.is_dir())]
+    if missing:
+        raise ValueError(f"save_model(code=...): {', '.join(missing)} not found")
+    module = manifest["predictor"].partition(":")[0].split(".")[0]
+    if module not in {p.stem if p.is_file() else p.name for p in paths}:
+        raise ValueError(
+            f"save_model(code=...): the predictor's module {module!r} is not among "
+            f"{', '.join(p.name for p in paths)}; ship the file or package it is defined in"
+        )
+    return paths
+
+
+def _copy_code(paths: list[Path], folder: Path) -> None:
+    if not paths:  # no code/ at all: its presence alone asks the server for allowCustomCode
+        return
+    target = folder / CODE_DIR
+    target.mkdir(exist_ok=True)
+    for path in paths:
+        if path.is_dir():
+            ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+            shutil.copytree(path, target / path.name, ignore=ignore)
+        else:
+            shutil.copyfile(path, target / path.name)
+
+
 def _swap_in(staging: Path, final: Path) -> None:
     """Put the staged folder where the model goes, replacing what was there."""
     if not final.exists():
@@ -226,6 +263,7 @@ def save_model(
     *,
     inputs: Sequence[str] | None = None,
     predictor: str | None = None,
+    code: Sequence[str | os.PathLike[str]] | None = None,
 ) -> Path | None:
     """Write `model` in `format` into the context's model folder (rank 0 only; others return
     None); returns the folder.
@@ -236,9 +274,13 @@ def save_model(
     spec.model.allowPickle on the ModelDeployment) or custom (your class: its save(folder)
     writes the files, `predictor` names the class the server loads, default the model's).
     inputs: the model's input columns, default all the pipeline's features.
+    code (custom only): files or packages of the predictor's source, shipped in the version's
+    code/ folder; a server runs them only where the ModelDeployment has allowCustomCode. Leave
+    it out when the server image ships the module (listed in KUBELOOP_CUSTOM_PREDICTORS).
     """
     ctx = context()
     manifest = model_manifest(format, model, model_inputs(inputs, ctx), predictor)
+    sources = code_sources(code, manifest)
     if not ctx.is_main:
         return None
     final = ctx.model_dir
@@ -247,6 +289,7 @@ def save_model(
     try:
         os.chmod(staging, 0o755)  # mkdtemp's 0700 would hide it from the publish container
         _WRITERS[format](model, staging)
+        _copy_code(sources, staging)
         write_atomic(staging / MODEL_MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
         _swap_in(staging, final)
     except BaseException:

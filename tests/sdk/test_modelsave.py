@@ -257,3 +257,46 @@ def test_only_rank_0_writes_the_model(
     monkeypatch.setenv("RANK", "1")
     assert kl.save_model(b"x", format="onnx") is None
     assert not ctx.model_dir.exists()
+
+
+def test_a_custom_predictor_can_ship_its_code(
+    make_context: MakeContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The predictor's module in the version's code/ folder, loaded from there by a server
+    that allows custom code (and by nobody else)."""
+    source = tmp_path / "src" / "shipped_mean.py"
+    source.parent.mkdir()
+    source.write_text(
+        "import numpy as np\n"
+        "class Shipped:\n"
+        "    def save(self, folder):\n"
+        "        (folder / 'w.txt').write_text('2.0')\n"
+        "    def load(self, folder):\n"
+        "        self.w = float((folder / 'w.txt').read_text())\n"
+        "    def predict(self, columns):\n"
+        "        return np.asarray(columns['f0']) * self.w\n"
+    )
+    monkeypatch.syspath_prepend(str(source.parent))
+    from shipped_mean import Shipped  # type: ignore[import-not-found]
+
+    ctx = make_context(task="regression", features=FEATURES)
+    (source.parent / "other.py").write_text("")
+    with pytest.raises(ValueError, match=r"module 'shipped_mean' is not among other\.py"):
+        kl.save_model(Shipped(), format="custom", code=[source.parent / "other.py"])
+    with pytest.raises(ValueError, match="only format 'custom' ships"):
+        kl.save_model(b"x", format="onnx", code=[source])
+    kl.save_model(Shipped(), format="custom", code=[source])
+    assert sorted(str(p.relative_to(ctx.model_dir)) for p in ctx.model_dir.rglob("*.*")) == [
+        "code/shipped_mean.py",
+        kl.MODEL_MANIFEST,
+        "w.txt",
+    ]
+    manifest = json.loads((ctx.model_dir / kl.MODEL_MANIFEST).read_text())
+    assert manifest["predictor"] == "shipped_mean:Shipped"
+    signature = Signature(tuple(Feature(n, "float64", "numeric") for n in FEATURES), "regression")
+    fmt = format_named("custom")
+    with pytest.raises(Exception, match="allowCustomCode"):
+        fmt.load(ctx.model_dir, manifest, signature, LoadOptions())
+    model = fmt.load(ctx.model_dir, manifest, signature, LoadOptions(allow_custom_code=True))
+    got = fmt.predict(model, signature, columns_of(ROWS))
+    np.testing.assert_allclose(got.values, ROWS[:, 0] * 2.0)
