@@ -28,15 +28,10 @@ from kubeloop.formats.base import (
     to_prediction,
 )
 from kubeloop.modelformat import ModelFormatError, Prediction
+from kubeloop_sdk.modelfiles import CODE_DIR
+from kubeloop_sdk.modelsave import class_path
 
-__all__ = ["CODE_DIR", "CustomFormat", "class_path"]
-
-CODE_DIR = "code"
-
-
-def class_path(cls: type) -> str:
-    """`module:Class` of a class."""
-    return f"{cls.__module__}:{cls.__qualname__}"
+__all__ = ["CODE_DIR", "CustomFormat"]
 
 
 class CustomFormat(ModelFormat):

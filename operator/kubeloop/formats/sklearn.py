@@ -23,11 +23,9 @@ from kubeloop.formats.base import (
     SignatureError,
 )
 from kubeloop.modelformat import Prediction, feature_matrix
+from kubeloop_sdk.modelfiles import JOBLIB_FILE, SKOPS_FILE
 
 __all__ = ["SklearnJoblibFormat", "SkopsFormat"]
-
-JOBLIB_FILE = "model.joblib"
-SKOPS_FILE = "model.skops"
 
 
 def trusted_writer(manifest: Mapping[str, Any]) -> bool:

@@ -18,6 +18,7 @@ import numpy as np
 from kubeloop.formats.base import LoadOptions, MatrixFormat, ModelFormat, Signature, SignatureError
 from kubeloop.formats.sklearn import refuse_pickle
 from kubeloop.modelformat import Prediction, build_mlp, feature_matrix
+from kubeloop_sdk.modelfiles import ONNX_FILE, TORCHSCRIPT_FILE
 
 __all__ = [
     "DEVICE_ENV",
@@ -34,8 +35,6 @@ log = logging.getLogger("kubeloop.formats")
 DEVICE_ENV = "KUBELOOP_DEVICE"  # "cuda" on GPU serving pods (ModelDeployment resources.gpus)
 TORCH_PREPROCESS = "preprocess.joblib"
 TORCH_WEIGHTS = "model.pt"
-TORCHSCRIPT_FILE = "model.torchscript.pt"
-ONNX_FILE = "model.onnx"
 
 
 def torch_device() -> str:

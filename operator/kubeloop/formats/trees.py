@@ -13,11 +13,9 @@ from typing import Any
 import numpy as np
 
 from kubeloop.formats.base import LoadOptions, MatrixFormat, Signature, SignatureError
+from kubeloop_sdk.modelfiles import LIGHTGBM_FILE, XGBOOST_FILE
 
 __all__ = ["LightGBMFormat", "XGBoostFormat"]
-
-XGBOOST_FILE = "model.ubj"
-LIGHTGBM_FILE = "model.txt"
 
 
 def _check_width(path: Path, width: int, signature: Signature) -> None:

@@ -17,11 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
-from kubeloop.workloads.trainer.progress import (
-    KubernetesStatusPatcher,
-    ProgressReporter,
-    progress_patch_body,
-)
+from kubeloop.workloads.trainer.progress import KubernetesStatusPatcher, ProgressReporter
+from kubeloop_sdk.progress import progress_patch_body
 
 from .conftest import Runner, Spec, free_port, mlp_spec
 

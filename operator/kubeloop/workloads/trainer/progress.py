@@ -1,10 +1,10 @@
 """Progress reporting: a log line per step and, when asked, a status patch.
 
 `KUBELOOP_PROGRESS_PATCH=true` makes the trainer write `status.currentRun.progress` of its
-TrainingPipeline through the status subresource (docs/contracts.md). The write is a JSON patch
-that first tests `status.currentRun.id` is this run's id, and the progress carries its `runId`:
-a report that arrives after the run was recorded (the next run may be current by then) is
-refused by the API server instead of showing up as the next run's progress. The API call sits
+TrainingPipeline through the status subresource (docs/contracts.md). The patch body and the log
+line are `kubeloop_sdk.progress`'s, which user training code reports through too: the patch
+first tests `status.currentRun.id` is this run's id, so a late report of a finished run is
+refused instead of showing up as the next run's progress. The API call sits
 behind `StatusPatcher`, a one-method protocol, so the patch body is tested without a cluster
 and a failed patch never fails training.
 """
@@ -15,45 +15,20 @@ import json
 import logging
 import os
 import time
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
-__all__ = [
-    "KubernetesStatusPatcher",
-    "ProgressReporter",
-    "StatusPatcher",
-    "progress_patch_body",
-]
+from kubeloop_sdk.progress import progress_line, progress_patch_body
+
+__all__ = ["KubernetesStatusPatcher", "ProgressReporter", "StatusPatcher"]
 
 log = logging.getLogger("kubeloop.train")
 GROUP, VERSION, PLURAL = "kubeloop.io", "v1alpha1", "trainingpipelines"
-_FIELDS = ("percent", "epoch", "epochs", "loss", "etaSeconds")
 
 
 class StatusPatcher(Protocol):
     """Sends one JSON patch to the TrainingPipeline's status subresource."""
 
     def patch(self, namespace: str, name: str, body: list[dict[str, Any]]) -> None: ...
-
-
-def progress_patch_body(
-    progress: dict[str, Any], run_id: str | None, now: datetime | None = None
-) -> list[dict[str, Any]]:
-    """The JSON patch: status.currentRun.progress in RunProgress's fields, tagged with the run,
-    written only while `run_id` is the current run (a failed `test` writes nothing)."""
-    out: dict[str, Any] = {k: progress[k] for k in _FIELDS if progress.get(k) is not None}
-    out["percent"] = max(0, min(100, int(out.get("percent", 0))))
-    if "loss" in out:
-        out["loss"] = float(out["loss"])
-    out["updatedAt"] = (
-        (now or datetime.now(UTC)).isoformat(timespec="seconds").replace("+00:00", "Z")
-    )
-    ops: list[dict[str, Any]] = []
-    if run_id is not None:
-        out["runId"] = run_id
-        ops.append({"op": "test", "path": "/status/currentRun/id", "value": run_id})
-    ops.append({"op": "add", "path": "/status/currentRun/progress", "value": out})
-    return ops
 
 
 class KubernetesStatusPatcher:
@@ -118,11 +93,7 @@ class ProgressReporter:
 
     def report(self, progress: dict[str, Any]) -> None:
         """One progress line in the log, and a throttled status patch."""
-        parts = [
-            f"{k}={progress[k]:.4g}" if isinstance(progress[k], float) else f"{k}={progress[k]}"
-            for k in progress
-        ]
-        print("kubeloop-progress " + " ".join(parts), flush=True)
+        print(progress_line(progress), flush=True)
         if self.patcher is None or not self.namespace or not self.pipeline:
             return
         now = time.monotonic()
