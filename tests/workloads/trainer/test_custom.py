@@ -180,13 +180,14 @@ def test_code_that_saves_no_model_fails_the_run_without_a_version(
 def test_a_model_file_that_does_not_load_fails_the_run_naming_the_format(
     tmp_path: Path, churn_dir: Path
 ) -> None:
-    script = """
+    script = f"""
     import json, kubeloop_sdk as kl
     ctx = kl.context()
     ctx.model_dir.mkdir(parents=True, exist_ok=True)
     (ctx.model_dir / "model.ubj").write_bytes(b"not a booster")
-    (ctx.model_dir / kl.MODEL_MANIFEST).write_text(json.dumps({{"modelFormat": "xgboost", "inputs": {NUMERIC!r}}}))
-    """.format(NUMERIC=NUMERIC)
+    descriptor = {{"modelFormat": "xgboost", "inputs": {NUMERIC!r}}}
+    (ctx.model_dir / kl.MODEL_MANIFEST).write_text(json.dumps(descriptor))
+    """
     pod = Pod(tmp_path, custom_spec(tmp_path, churn_dir))
     code, result = pod.run(script)
     assert code == 41 and result is not None
@@ -230,3 +231,159 @@ def test_checkpoints_come_back_to_the_same_run_only(tmp_path: Path, churn_dir: P
     other = Pod(tmp_path, spec, uid="5f0c1c9e-0000-4000-8000-00000000beef")  # re-created pipeline
     assert other.kubeloop("--prepare") == (0, None)
     assert "resumed None" in other.user_code(load).stdout
+
+
+# One user script per format: each trains on the numeric columns, saves through the SDK, and
+# writes its own offline P(churn) on the validation rows (`offline.npy`) to compare with.
+_PRELUDE = f"""
+import numpy as np
+import kubeloop_sdk as kl
+
+ctx = kl.context()
+cols = {NUMERIC!r}
+def matrix(split):
+    table = kl.read_table(split)
+    x = np.column_stack([table.column(c).to_numpy(zero_copy_only=False) for c in cols])
+    return x.astype(np.float32), table.column(ctx.target).to_numpy(zero_copy_only=False)
+x, y = matrix("train")
+xv, _ = matrix("validation")
+"""
+_TORCH_NET = """
+import torch
+torch.manual_seed(ctx.seed)
+mean, std = torch.tensor(x.mean(0)), torch.tensor(x.std(0) + 1e-6)
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(
+            torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2)
+        )
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+    def forward(self, rows):
+        return torch.softmax(self.body((rows - self.mean) / self.std), dim=1)
+net = Net()
+opt = torch.optim.Adam(net.parameters(), lr=0.05)
+xt, yt = torch.tensor(x), torch.tensor(y.astype(np.int64))
+for epoch in range(60):
+    opt.zero_grad()
+    loss = torch.nn.functional.nll_loss(torch.log(net(xt) + 1e-9), yt)
+    loss.backward()
+    opt.step()
+net.eval()
+with torch.no_grad():
+    offline = net(torch.tensor(xv))[:, 1].numpy()
+"""
+FORMAT_SCRIPTS = {
+    "xgboost": """
+import xgboost as xgb
+model = xgb.XGBClassifier(n_estimators=20, max_depth=3).fit(x, y)
+offline = model.predict_proba(xv)[:, 1]
+kl.save_model(model, format="xgboost", inputs=cols)
+""",
+    "lightgbm": """
+import lightgbm as lgb
+model = lgb.LGBMClassifier(n_estimators=20, verbose=-1).fit(x, y)
+offline = model.predict_proba(xv)[:, 1]
+kl.save_model(model, format="lightgbm", inputs=cols)
+""",
+    "skops": """
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+model = make_pipeline(StandardScaler(), LogisticRegression()).fit(x, y)
+offline = model.predict_proba(xv)[:, 1]
+kl.save_model(model, format="skops", inputs=cols)
+""",
+    "torchscript": _TORCH_NET
+    + """
+kl.save_model(torch.jit.script(net), format="torchscript", inputs=cols)
+""",
+    "onnx": """
+from skl2onnx import to_onnx
+from sklearn.ensemble import RandomForestClassifier
+model = RandomForestClassifier(n_estimators=10, max_depth=5, random_state=0).fit(x, y)
+offline = model.predict_proba(xv)[:, 1]
+kl.save_model(to_onnx(model, x[:1], options={id(model): {"zipmap": False}}), format="onnx",
+              inputs=cols)
+""",
+    "custom": """
+import json, pathlib, sys
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from churn_rules import TenureRule
+model = TenureRule.fit(x, y)
+offline = model.predict({c: xv[:, i] for i, c in enumerate(cols)})[:, 1]
+rules = pathlib.Path(__file__).parent / "churn_rules.py"
+kl.save_model(model, format="custom", inputs=cols, code=[rules])
+""",
+}
+# The custom predictor: the team's own code, shipped in the version's code/ folder.
+CHURN_RULES = '''
+import json
+import numpy as np
+
+class TenureRule:
+    """P(churn) from a logistic curve over tenure and support calls, fitted by least squares."""
+
+    @classmethod
+    def fit(cls, x, y):
+        rule = cls()
+        design = np.column_stack([np.ones(len(x)), x[:, 0], x[:, 3]])
+        rule.coef = np.linalg.lstsq(design, y.astype(float), rcond=None)[0].tolist()
+        return rule
+
+    def save(self, folder):
+        (folder / "rule.json").write_text(json.dumps(self.coef))
+
+    def load(self, folder):
+        self.coef = json.loads((folder / "rule.json").read_text())
+
+    def predict(self, columns):
+        a, b, c = self.coef
+        tenure = np.asarray(columns["tenure"], float)
+        z = a + b * tenure + c * np.asarray(columns["support_calls"], float)
+        p = np.clip(z, 0.01, 0.99)
+        return np.column_stack([1 - p, p])
+'''
+
+
+@pytest.mark.parametrize("model_format", sorted(FORMAT_SCRIPTS))
+def test_each_format_from_user_code_is_published_and_served_like_offline(
+    tmp_path: Path, churn_dir: Path, model_format: str
+) -> None:
+    import tritonclient.http as triton
+    from tests.workloads.server.conftest import start_server
+
+    pod = Pod(tmp_path, custom_spec(tmp_path, churn_dir))
+    (pod.root).mkdir(parents=True, exist_ok=True)
+    (pod.root / "churn_rules.py").write_text(CHURN_RULES)
+    script = (
+        _PRELUDE
+        + FORMAT_SCRIPTS[model_format]
+        + "\nnp.save(str(ctx.output_dir / 'offline.npy'), offline)\n"
+    )
+    code, result = pod.run(script)
+    assert code == 0 and result is not None and result["ok"], result
+    folder = Path(result["uri"].removeprefix("file://"))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["modelFormat"] == model_format
+    offline = np.load(pod.root / "output" / "offline.npy")
+
+    env = {"KUBELOOP_ALLOW_CUSTOM_CODE": "true"} if model_format == "custom" else {}
+    server = start_server(tmp_path, folder, **env)
+    try:
+        validation = pq.read_table(pod.root / "data" / "validation.parquet")
+        client = triton.InferenceServerClient(url=f"127.0.0.1:{server.port}")
+        inputs = []
+        for column in NUMERIC:
+            values = validation.column(column).to_numpy().astype(np.float64)
+            tensor = triton.InferInput(column, [len(values)], "FP64")
+            tensor.set_data_from_numpy(values, binary_data=False)
+            inputs.append(tensor)
+        wanted = [triton.InferRequestedOutput("predict_proba", binary_data=False)]
+        served = client.infer("churn", inputs, outputs=wanted).as_numpy("predict_proba")
+    finally:
+        server.stop()
+    assert served is not None
+    # float32 models see the same float32 rows offline and served.
+    np.testing.assert_allclose(served[:, 1], offline, rtol=1e-5, atol=1e-6)
