@@ -261,7 +261,7 @@ class TrainerSpec(KubeModel):
 
     cel_rules: ClassVar[tuple[CelRule, ...]] = (
         CelRule(
-            cel="self.env.all(e, self.env.exists_one(f, f.name == e.name))",
+            cel="!has(self.env) || self.env.all(e, self.env.exists_one(f, f.name == e.name))",
             check=lambda t: len({e.name for e in t.env}) == len(t.env),
             message="spec.trainer.env: each name once",
             field_path=".env",

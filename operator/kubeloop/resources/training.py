@@ -284,6 +284,7 @@ def _custom_containers(
     trainer = spec.trainer
     assert trainer is not None
     rank = [e for e in rendezvous if e["name"] == "NODE_RANK"]
+    run_env = [*run_env, {"name": "KUBELOOP_DIR", "value": KUBELOOP_DIR}]
     prepare = _container(
         "prepare",
         kubeloop_image,
