@@ -4,6 +4,10 @@ The label depends on the features through a fixed logistic model, so a classifie
 (ROC AUC well above the examples' 0.75 gate). `shift=True` draws the population a drift
 monitor must flag: shorter tenure, higher charges, more support calls, more month-to-month
 contracts and electronic checks. Deterministic for a seed. Written as Parquet with pyarrow.
+
+`digits_table` is the image example's data (examples/byo/digits): scikit-learn's bundled 8x8
+digits (no download) as 64 pixel columns, each draw with its own pixel noise; `shift=True` is
+the same digits from a washed-out scanner (lower contrast, a grey floor).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ __all__ = [
     "NUMERIC",
     "TARGET",
     "churn_table",
+    "digits_table",
     "write_churn",
     "write_demo_data",
 ]
@@ -70,6 +75,22 @@ def churn_table(rows: int, *, seed: int = 0, shift: bool = False) -> pa.Table:
             TARGET: churned.astype(np.int64),
         }
     )
+
+
+def digits_table(*, seed: int = 0, shift: bool = False, rows: int | None = None) -> pa.Table:
+    """`rows` digits (default all 1797) in a seeded order: px0..px63 (0..16) and `label`."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(digits.target))[:rows]
+    pixels = digits.data[order] + rng.normal(0.0, 0.5, (len(order), 64))
+    if shift:
+        pixels = pixels * 0.6 + 5.0
+    pixels = np.clip(pixels, 0.0, 16.0)
+    columns = {f"px{i}": pa.array(pixels[:, i]) for i in range(64)}
+    columns["label"] = pa.array(digits.target[order].astype(np.int64))
+    return pa.table(columns)
 
 
 def write_churn(folder: Path, rows: int, *, seed: int = 0, shift: bool = False) -> Path:

@@ -26,9 +26,10 @@ from typing import Any, Protocol, TypeVar
 
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import yaml
 
-from kubeloop.local.datagen import FEATURES, churn_table, write_demo_data
+from kubeloop.local.datagen import FEATURES, churn_table, digits_table, write_demo_data
 from kubeloop.local.kubeapi import KubeApi
 from kubeloop.local.podrunner import LOCAL_URL_ANNOTATION
 from kubeloop.local.processes import host_env
@@ -36,6 +37,9 @@ from kubeloop.local.stack import LocalStack, apply_objects
 from kubeloop.local.traffic import TrafficStats, V2Traffic
 
 __all__ = [
+    "CHURN",
+    "DIGITS",
+    "DemoData",
     "DemoError",
     "DemoResult",
     "DriftCheck",
@@ -44,7 +48,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-NAMESPACE, NAME = "ml", "churn"
+NAMESPACE = "ml"
 TP, MD, DM = (
     "kubeloop.io/v1alpha1/trainingpipelines",
     "kubeloop.io/v1alpha1/modeldeployments",
@@ -54,6 +58,58 @@ EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "local" / "churn.ya
 # What the scenario removes from a previous run under the state dir (never anything else).
 OWNED = ("data", "models", "logs", "cluster", "report.html", "operator.log", "local.json")
 BASELINE_ROWS, SHIFTED_ROWS, TRAIN_ROWS = 600, 1200, 3000
+
+
+@dataclass(frozen=True)
+class DemoData:
+    """What a loop runs on: `write(root)` writes `<root>/<name>/train` (what v1 trains on) and
+    `<root>/<name>/fresh` (labelled rows after the shift, copied over train before the
+    retrain); `traffic(phase)` gives the feature rows a client sends in each phase
+    (`baseline`, `shifted`, `rollout`)."""
+
+    name: str
+    write: Callable[[Path], object]
+    traffic: Callable[[str], pa.Table]
+    describe: str
+
+
+def _churn_traffic(phase: str) -> pa.Table:
+    rows, seed, shift = {
+        "baseline": (BASELINE_ROWS, 100, False),
+        "shifted": (SHIFTED_ROWS, 101, True),
+        "rollout": (1000, 102, True),
+    }[phase]
+    return churn_table(rows, seed=seed, shift=shift).select(FEATURES)
+
+
+def _write_digits(root: Path) -> None:
+    for name, table in (
+        ("train", digits_table(seed=1)),
+        ("fresh", digits_table(seed=2, shift=True)),
+    ):
+        folder = root / "digits" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, folder / "part-0.parquet")
+
+
+def _digits_traffic(phase: str) -> pa.Table:
+    rows, seed, shift = {
+        "baseline": (BASELINE_ROWS, 100, False),
+        "shifted": (SHIFTED_ROWS, 101, True),
+        "rollout": (1000, 102, True),
+    }[phase]
+    return digits_table(seed=seed, shift=shift, rows=rows).drop_columns(["label"])
+
+
+CHURN = DemoData(
+    "churn",
+    lambda root: write_demo_data(root, rows=TRAIN_ROWS),
+    _churn_traffic,
+    f"{TRAIN_ROWS} baseline customers",
+)
+DIGITS = DemoData(
+    "digits", _write_digits, _digits_traffic, "scikit-learn's 1797 digits (8x8 images)"
+)
 # A step that has not happened after this long is broken, not slow (each takes seconds on an
 # idle machine; the bound is generous for shared, overloaded CI machines).
 STEP_TIMEOUT = 420.0
@@ -187,13 +243,20 @@ def _payload_log(destination: str) -> tuple[int, set[str]]:
 class Scenario:
     """The steps, sharing the stack, the API and what was observed so far."""
 
-    def __init__(self, state_dir: Path, observer: Observer, example: Path = EXAMPLE) -> None:
+    def __init__(
+        self, state_dir: Path, observer: Observer, example: Path = EXAMPLE, data: DemoData = CHURN
+    ) -> None:
         self.state_dir = state_dir
         self.observer = observer
         self.result = DemoResult(state_dir)
         self.t0 = time.monotonic()
         self.stack: LocalStack | None = None
         self.docs = _manifests(state_dir, example)
+        self.data = data
+        # The three resources share one name (examples/local/churn.yaml: `churn`).
+        self.name = next(
+            d["metadata"]["name"] for d in self.docs if d["kind"] == "TrainingPipeline"
+        )
         self.destination = next(
             d["spec"]["payloadLogging"]["destination"]
             for d in self.docs
@@ -211,7 +274,7 @@ class Scenario:
         self.observer.step(text)
 
     async def get(self, resource: str) -> dict[str, Any]:
-        return _status(await self.api.get(resource, NAMESPACE, NAME))
+        return _status(await self.api.get(resource, NAMESPACE, self.name))
 
     def _operator_check(self) -> None:
         assert self.stack is not None
@@ -229,8 +292,8 @@ class Scenario:
                 shutil.rmtree(path)
             else:
                 path.unlink(missing_ok=True)
-        write_demo_data(self.state_dir / "data", rows=TRAIN_ROWS)
-        self.step(f"data: {TRAIN_ROWS} baseline customers under {self.state_dir / 'data'}")
+        self.data.write(self.state_dir / "data")
+        self.step(f"data: {self.data.describe} under {self.state_dir / 'data'}")
 
     async def wait_champion(self, version: str, runs: int, timeout: float) -> dict[str, Any]:
         async def probe() -> dict[str, Any] | None:
@@ -253,7 +316,7 @@ class Scenario:
             return str({k: status.get(k) for k in ("phase", "currentRun", "runs", "champion")})
 
         return await _wait(
-            f"TrainingPipeline {NAME}: version {version} trained and promoted",
+            f"TrainingPipeline {self.name}: version {version} trained and promoted",
             probe,
             timeout=timeout,
             owner="the TrainingPipeline controller (controller/training.py) and `kubeloop "
@@ -276,7 +339,7 @@ class Scenario:
                     states.append(state)
                     version, canary_version, percent = state
                     self.step(
-                        f"ModelDeployment {NAME}: serving v{version}"
+                        f"ModelDeployment {self.name}: serving v{version}"
                         + (f", canary v{canary_version} at {percent}%" if canary_version else "")
                     )
             await asyncio.sleep(0.5)
@@ -293,22 +356,22 @@ class Scenario:
                 return None
             if int(status.get("readyReplicas") or 0) < int(replicas):
                 return None
-            service = await self.api.get("v1/services", NAMESPACE, NAME)
+            service = await self.api.get("v1/services", NAMESPACE, self.name)
             url = ((service or {}).get("metadata", {}).get("annotations") or {}).get(
                 LOCAL_URL_ANNOTATION
             )
             if not url:
                 return None
-            traffic = V2Traffic(url, NAME)
+            traffic = V2Traffic(url, self.name)
             return traffic if await traffic.ready() else None
 
         async def seen() -> str:
             status = await self.get(MD)
-            service = await self.api.get("v1/services", NAMESPACE, NAME)
+            service = await self.api.get("v1/services", NAMESPACE, self.name)
             return f"status={status}; service={'present' if service else 'missing'}"
 
         return await _wait(
-            f"ModelDeployment {NAME}: version {version} on all {replicas} replicas, V2 ready "
+            f"ModelDeployment {self.name}: version {version} on all {replicas} replicas, V2 ready "
             "through the Service",
             probe,
             timeout=timeout,
@@ -319,7 +382,7 @@ class Scenario:
 
     async def _cronjob(self) -> str:
         async def probe() -> str | None:
-            monitor = await self.api.get(DM, NAMESPACE, NAME)
+            monitor = await self.api.get(DM, NAMESPACE, self.name)
             uid = (monitor or {}).get("metadata", {}).get("uid")
             for cronjob in await self.api.list("batch/v1/cronjobs", NAMESPACE):
                 owners = cronjob["metadata"].get("ownerReferences") or []
@@ -328,7 +391,7 @@ class Scenario:
             return None
 
         return await _wait(
-            f"DriftMonitor {NAME}: its CronJob exists",
+            f"DriftMonitor {self.name}: its CronJob exists",
             probe,
             timeout=30,
             owner="the DriftMonitor controller (controller/monitor.py)",
@@ -363,7 +426,7 @@ class Scenario:
             return f"job status={_status(found)}; DriftMonitor status={await self.get(DM)}"
 
         check = await _wait(
-            f"DriftMonitor {NAME}: verdict of {job_name} in its status",
+            f"DriftMonitor {self.name}: verdict of {job_name} in its status",
             probe,
             timeout=timeout,
             owner="`kubeloop monitor` (workloads/monitor) and the DriftMonitor controller "
@@ -399,9 +462,9 @@ class Scenario:
 
     async def run(self) -> DemoResult:
         self.prepare_data()
-        baseline = churn_table(BASELINE_ROWS, seed=100).select(FEATURES)
-        shifted = churn_table(SHIFTED_ROWS, seed=101, shift=True).select(FEATURES)
-        loop_rows = churn_table(1000, seed=102, shift=True).select(FEATURES)
+        baseline, shifted, loop_rows = (
+            self.data.traffic(p) for p in ("baseline", "shifted", "rollout")
+        )
         async with LocalStack(
             self.state_dir, resync_seconds=2.0, operator_env={"KUBELOOP_RESYNC_SECONDS": "2"}
         ) as stack:
@@ -439,8 +502,8 @@ class Scenario:
             raise DemoError(f"baseline traffic was judged {check.verdict}: {check.features}")
 
         # New labelled data arrives with the shift: the retrain reads it from the same URI.
-        fresh = self.state_dir / "data" / "churn" / "fresh" / "part-0.parquet"
-        shutil.copyfile(fresh, self.state_dir / "data" / "churn" / "train" / "part-0.parquet")
+        data = self.state_dir / "data" / self.data.name
+        shutil.copyfile(data / "fresh" / "part-0.parquet", data / "train" / "part-0.parquet")
         self.step("fresh labelled data (shifted population) written to the training URI")
         stats = await traffic.send(shifted, "shifted")
         self.result.traffic.append(stats)
@@ -489,7 +552,7 @@ class Scenario:
             e
             for e in await self.api.list("v1/events", NAMESPACE)
             if e.get("reason") in reasons
-            and (e.get("involvedObject") or {}).get("name") == NAME
+            and (e.get("involvedObject") or {}).get("name") == self.name
             and (e.get("involvedObject") or {}).get("kind") == "ModelDeployment"
         ]
         found.sort(key=lambda e: str(e.get("firstTimestamp") or e.get("eventTime") or ""))
@@ -529,14 +592,17 @@ async def _describe(scenario: Scenario, resource: str) -> str:
 
 
 async def run_scenario(
-    state_dir: Path, observer: Observer | None = None, example: Path = EXAMPLE
+    state_dir: Path,
+    observer: Observer | None = None,
+    example: Path = EXAMPLE,
+    data: DemoData = CHURN,
 ) -> DemoResult:
     """Run the whole loop under `state_dir` (created; earlier demo output there is replaced).
 
-    `example` holds the three resources, named `churn` in namespace `ml`, over the churn data
-    the scenario writes: examples/local/churn.yaml (the built-in trainer) by default, or e.g.
-    examples/byo/xgboost/local.yaml (a team's own training code).
+    `example` holds the three resources (one name, namespace `ml`) over the `data` the
+    scenario writes: examples/local/churn.yaml (the built-in trainer) on churn by default; the
+    bring-your-own examples (examples/byo/*/local.yaml) run a team's own training code.
     """
     state_dir = state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
-    return await Scenario(state_dir, observer or _Silent(), example).run()
+    return await Scenario(state_dir, observer or _Silent(), example, data).run()
