@@ -279,6 +279,8 @@ def write_context(path: str | os.PathLike[str], **fields: Any) -> Path:
         f.to_dict() if isinstance(f, Feature) else Feature(f).to_dict() if isinstance(f, str) else f
         for f in data["features"] or []
     ]
+    if isinstance(data["classes"], tuple):
+        data["classes"] = list(data["classes"])
     out = {k: str(v) if isinstance(v, os.PathLike) else v for k, v in data.items()}
     # refuse now what context() would refuse later
     Context.from_dict(out, base=root, env={}, source=f"write_context({str(target)!r})")

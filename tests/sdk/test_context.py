@@ -23,7 +23,7 @@ def test_a_written_context_reads_back_with_its_defaults(
             "a",
             {"name": "b", "dtype": "string", "kind": "categorical", "categories": ["x"]},
         ],
-        classes=[0, 1],
+        classes=(0, 1),
         params={"epochs": 2, "lr": 0.01},
         seed=7,
         checkpointUri="file:///tmp/ckpt",
