@@ -15,7 +15,6 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 __all__ = [
@@ -91,7 +90,7 @@ class Context:
     target: str
     features: tuple[Feature, ...]
     classes: tuple[Any, ...] | None
-    params: Mapping[str, Any]
+    params: dict[str, Any]  # a copy: changing it changes nothing else
     seed: int | None
     data_dir: Path  # train.parquet and validation.parquet
     train: str | None  # the spec's data URIs, for information (read the staged files)
@@ -159,7 +158,7 @@ class Context:
             target=str(data.get("target") or ""),
             features=tuple(_feature(f, i, where) for i, f in enumerate(data.get("features") or [])),
             classes=tuple(classes) if classes is not None else None,
-            params=MappingProxyType(dict(params)),
+            params=dict(params),
             seed=seed,
             data_dir=path("dataDir"),
             train=_optional_text(data, "train", where),
@@ -280,6 +279,8 @@ def write_context(path: str | os.PathLike[str], **fields: Any) -> Path:
         f.to_dict() if isinstance(f, Feature) else Feature(f).to_dict() if isinstance(f, str) else f
         for f in data["features"] or []
     ]
+    if isinstance(data["classes"], tuple):
+        data["classes"] = list(data["classes"])
     out = {k: str(v) if isinstance(v, os.PathLike) else v for k, v in data.items()}
     # refuse now what context() would refuse later
     Context.from_dict(out, base=root, env={}, source=f"write_context({str(target)!r})")
