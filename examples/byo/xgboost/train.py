@@ -6,6 +6,7 @@ does the same feature engineering when serving, so training and serving cannot d
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -73,7 +74,10 @@ def main() -> None:
         }
     )
     # predictor: churn_features:ChurnPredictor (the class's own module path)
-    kl.save_model(model, format="custom", inputs=list(INPUTS))
+    # shipCode: the predictor's module goes into the version (its code/ folder), for servers
+    # whose ModelDeployment says allowCustomCode: true; else the server image must ship it.
+    code = [Path(__file__).with_name("churn_features.py")] if ctx.params.get("shipCode") else None
+    kl.save_model(model, format="custom", inputs=list(INPUTS), code=code)
 
 
 if __name__ == "__main__":
