@@ -14,7 +14,7 @@ from kubeloop.api.common import KubeModel
 from kubeloop.api.parse import SpecError, parse_resource
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.yaml") if "kubeloop.io" in p.read_text())
+EXAMPLES = sorted(p for p in (ROOT / "examples").rglob("*.yaml") if "kubeloop.io" in p.read_text())
 INVALID = sorted((ROOT / "tests" / "data" / "invalid").glob("*.yaml"))
 
 
@@ -38,7 +38,7 @@ def test_there_are_enough_samples() -> None:
     assert len({_expected_field(p) + p.name.split("-")[0] for p in INVALID}) >= 20
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: str(p.relative_to(ROOT / "examples")))
 def test_examples_are_admitted_and_parse(path: Path) -> None:
     for doc in _docs(path):
         result = admit(doc)

@@ -35,13 +35,14 @@ from kubeloop.workloads.trainer.run import (
     check_artifacts_writable,
     publish,
 )
+from kubeloop_sdk.metrics import METRICS_FILE
+from kubeloop_sdk.modelfiles import MODEL_MANIFEST
 
 __all__ = ["CUSTOM_TRAINER", "Layout", "prepare_run", "publish_run"]
 
 log = logging.getLogger("kubeloop.train")
 
 CUSTOM_TRAINER = "custom-trainer"  # manifest `producedBy`: user code wrote the model files
-MODEL_DESCRIPTOR = "kubeloop-model.json"  # what the SDK's save_model writes beside the files
 
 
 @dataclass(frozen=True)
@@ -178,7 +179,7 @@ def publish_run(spec: TrainingPipelineSpec, ctx: RunContext, layout: Layout) -> 
         fmt = format_named(model_format)
     except ModelFormatError as exc:
         raise TrainingError(
-            "ModelDoesNotLoad", f"{layout.model}/{MODEL_DESCRIPTOR}: modelFormat: {exc}"
+            "ModelDoesNotLoad", f"{layout.model}/{MODEL_MANIFEST}: modelFormat: {exc}"
         ) from exc
     data = load_training_data(spec)
     inputs = _inputs(descriptor, data)
@@ -243,7 +244,7 @@ def publish_run(spec: TrainingPipelineSpec, ctx: RunContext, layout: Layout) -> 
 
 
 def _descriptor(model_dir: Path) -> dict[str, Any]:
-    path = model_dir / MODEL_DESCRIPTOR
+    path = model_dir / MODEL_MANIFEST
     if not path.is_file():
         found = sorted(p.name for p in model_dir.iterdir()) if model_dir.is_dir() else []
         raise TrainingError(
@@ -270,7 +271,7 @@ def _inputs(descriptor: dict[str, Any], data: TrainingData) -> tuple[Feature, ..
     if not isinstance(names, list) or not names or unknown:
         raise TrainingError(
             "SignatureMismatch",
-            f"{MODEL_DESCRIPTOR}: inputs {names!r} must be a non-empty list of feature columns "
+            f"{MODEL_MANIFEST}: inputs {names!r} must be a non-empty list of feature columns "
             f"of spec.data ({', '.join(by_name)})"
             + (f"; unknown: {', '.join(unknown)}" if unknown else ""),
         )
@@ -280,7 +281,7 @@ def _inputs(descriptor: dict[str, Any], data: TrainingData) -> tuple[Feature, ..
 def _copy_model_files(source: Path, target: Path) -> None:
     for path in sorted(source.rglob("*")):
         relative = path.relative_to(source)
-        if relative.name == MODEL_DESCRIPTOR or "__pycache__" in relative.parts:
+        if relative.name == MODEL_MANIFEST or "__pycache__" in relative.parts:
             continue
         if path.is_symlink():
             raise TrainingError(
@@ -315,7 +316,7 @@ def _load(fmt: Any, folder: Path, manifest: dict[str, Any], signature: Signature
 
 
 def _reported_metrics(output: Path) -> dict[str, float]:
-    path = output / "metrics.json"
+    path = output / METRICS_FILE
     try:
         body = json.loads(path.read_text())
     except (OSError, ValueError):
