@@ -73,12 +73,16 @@ class DemoData:
     describe: str
 
 
+# phase -> (rows, seed, shifted): what the client sends, whatever the data
+_PHASES = {
+    "baseline": (BASELINE_ROWS, 100, False),
+    "shifted": (SHIFTED_ROWS, 101, True),
+    "rollout": (1000, 102, True),
+}
+
+
 def _churn_traffic(phase: str) -> pa.Table:
-    rows, seed, shift = {
-        "baseline": (BASELINE_ROWS, 100, False),
-        "shifted": (SHIFTED_ROWS, 101, True),
-        "rollout": (1000, 102, True),
-    }[phase]
+    rows, seed, shift = _PHASES[phase]
     return churn_table(rows, seed=seed, shift=shift).select(FEATURES)
 
 
@@ -93,11 +97,7 @@ def _write_digits(root: Path) -> None:
 
 
 def _digits_traffic(phase: str) -> pa.Table:
-    rows, seed, shift = {
-        "baseline": (BASELINE_ROWS, 100, False),
-        "shifted": (SHIFTED_ROWS, 101, True),
-        "rollout": (1000, 102, True),
-    }[phase]
+    rows, seed, shift = _PHASES[phase]
     return digits_table(seed=seed, shift=shift, rows=rows).drop_columns(["label"])
 
 
