@@ -24,6 +24,7 @@ from kubeloop.modelformat import load_predictor
 
 from .conftest import Spec, run_cli, subprocess_env, write_spec
 
+ROOT = Path(__file__).resolve().parents[3]
 NUMERIC = ["tenure", "monthly_charges", "total_charges", "support_calls"]
 UID = "5f0c1c9e-0000-4000-8000-00000000c0de"
 
@@ -86,21 +87,25 @@ class Pod:
         assert done.returncode == 0 or text, done.stderr[-2000:]
         return done.returncode, json.loads(text) if text else None
 
-    def user_code(self, script: str) -> subprocess.CompletedProcess[str]:
-        path = self.root / "train.py"
-        path.write_text(textwrap.dedent(script))
+    def user_env(self) -> dict[str, str]:
+        """What the operator gives the user's container (resources/training.py): the SDK
+        alone on PYTHONPATH, the context, the run's id."""
         env = {
             k: v for k, v in self.env.items() if not k.startswith("KUBELOOP_") and k != "PYTHONPATH"
         }
-        # What the operator gives the user's container (resources/training.py): the SDK alone.
         env.update(
             PYTHONPATH=str(self.root / "sdk"),
             KUBELOOP_CONTEXT=str(self.root / "context.json"),
             KUBELOOP_RUN_ID=self.env["KUBELOOP_RUN_ID"],
         )
+        return env
+
+    def user_code(self, script: str) -> subprocess.CompletedProcess[str]:
+        path = self.root / "train.py"
+        path.write_text(textwrap.dedent(script))
         return subprocess.run(
             [sys.executable, str(path)],
-            env=env,
+            env=self.user_env(),
             capture_output=True,
             text=True,
             timeout=240,
@@ -387,3 +392,68 @@ def test_each_format_from_user_code_is_published_and_served_like_offline(
     assert served is not None
     # float32 models see the same float32 rows offline and served.
     np.testing.assert_allclose(served[:, 1], offline, rtol=1e-5, atol=1e-6)
+
+
+def test_digits_killed_after_epoch_k_resumes_at_k_plus_1_through_prepare(tmp_path: Path) -> None:
+    """The example's own train.py, SIGKILLed (a lost node) once epoch 3's checkpoint reached
+    the artifacts; the Job's next pod's prepare restores it and the code goes on at epoch 4."""
+    import signal
+    import time
+
+    from kubeloop.local.datagen import digits_table
+
+    data = tmp_path / "digits"
+    data.mkdir()
+    pq.write_table(digits_table(seed=0), data / "part-0.parquet")
+    spec = {
+        "data": {"train": data.as_uri() + "/", "target": "label"},
+        "model": {"framework": "custom", "task": "classification", "params": {"epochs": 6}},
+        "trainer": {"image": "team/digits:1", "command": ["python", "train.py"]},
+        "artifacts": (tmp_path / "models").as_uri() + "/",
+        "seed": 7,
+    }
+    script = ROOT / "examples" / "byo" / "digits" / "train.py"
+    remote = tmp_path / "models" / "runs" / "1" / "checkpoints" / "step-00000003.ckpt"
+
+    first = Pod(tmp_path, spec)
+    assert first.kubeloop("--prepare") == (0, None)
+    process = subprocess.Popen(
+        [sys.executable, str(script)],
+        env=first.user_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not remote.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert remote.exists(), "epoch 3's checkpoint never reached the artifacts"
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+    assert not (first.root / "output" / "model" / "kubeloop-model.json").exists()
+
+    retry = Pod(tmp_path, spec, name="-retry")  # the Job's next pod: a new, empty /kubeloop
+    assert retry.kubeloop("--prepare") == (0, None)
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        env=retry.user_env(),
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    # Killed after epoch 3 or later (the kill may land after a later checkpoint): resumed
+    # right after the newest checkpoint, and only the epochs after it ran again.
+    resumed = int(done.stdout.split("resuming after epoch ")[1].split()[0])
+    assert resumed >= 3
+    epochs = [
+        int(line.split("epoch=")[1].split()[0])
+        for line in done.stdout.splitlines()
+        if line.startswith("kubeloop-progress ")
+    ]
+    assert epochs == list(range(resumed + 1, 7))
+    code, result = retry.kubeloop("--publish")
+    assert code == 0 and result is not None and result["version"] == "1", result
+    assert result["metrics"]["accuracy"] >= 0.9
