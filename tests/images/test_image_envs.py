@@ -31,7 +31,7 @@ import pytest
 
 from kubeloop.api.parse import parse_resource
 from kubeloop.api.training import ModelSpec
-from kubeloop.local.datagen import FEATURES, churn_table
+from kubeloop.local.datagen import churn_table
 from kubeloop.local.podspec import ProcessSpec, build_process, pod_from_template
 from kubeloop.local.processes import free_port
 from kubeloop.resources.common import Owner, WorkloadDefaults
@@ -45,11 +45,23 @@ pytestmark = pytest.mark.timeout(1800)  # a first run builds the venvs (minutes)
 
 ENVS = image_envs()
 NAMESPACE = "ml"
-# One estimator per framework the API accepts (a new framework must be added here).
-ESTIMATOR = {
+# One estimator per framework the API accepts (a new framework must be added here); custom:
+# the user's code below, in a "user image" that has xgboost but nothing of Kubeloop.
+ESTIMATOR: dict[str, tuple[str | None, dict[str, Any]]] = {
     "sklearn": ("LogisticRegression", {"max_iter": 200}),
     "torch": ("TabularMLP", {"epochs": 2, "hiddenSizes": [16], "batchSize": 64, "patience": 0}),
+    "custom": (None, {"trees": 10}),
 }
+USER_CODE = """
+import numpy as np, xgboost, kubeloop_sdk as kl
+ctx = kl.context()
+cols = ["tenure", "monthly_charges", "total_charges", "support_calls"]
+table = kl.read_table("train")
+x = np.column_stack([table.column(c).to_numpy(zero_copy_only=False) for c in cols])
+model = xgboost.XGBClassifier(n_estimators=ctx.params["trees"], max_depth=3)
+model.fit(x, table.column(ctx.target).to_numpy(zero_copy_only=False))
+kl.save_model(model, format="xgboost", inputs=cols)
+"""
 FRAMEWORKS = typing.get_args(ModelSpec.model_fields["framework"].annotation)
 ROWS = 200  # per inference request: enough for the monitor's statistics
 
@@ -103,8 +115,11 @@ def _owner(kind: str, name: str) -> Owner:
     return Owner("kubeloop.io/v1alpha1", kind, name, NAMESPACE, f"uid-{kind}-{name}")
 
 
-def _process(manifest: dict[str, Any], env: ImageEnv, pod_dir: Path) -> ProcessSpec:
-    """The pod of a Job/Deployment/CronJob as a process of the image `env` stands for."""
+def _process(
+    manifest: dict[str, Any], env: ImageEnv, pod_dir: Path, container_name: str | None = None
+) -> ProcessSpec:
+    """A container (the only one by default) of the pod of a Job/Deployment/CronJob as a
+    process of the image `env` stands for; the containers of one pod share `pod_dir`."""
     spec = manifest["spec"]
     template = (
         spec["jobTemplate"]["spec"]["template"] if "jobTemplate" in spec else spec["template"]
@@ -112,8 +127,12 @@ def _process(manifest: dict[str, Any], env: ImageEnv, pod_dir: Path) -> ProcessS
     pod = pod_from_template(
         template, name=f"{manifest['metadata']['name']}-pod", namespace=NAMESPACE, owner=manifest
     )
-    (container,) = pod["spec"]["containers"]
-    pod_dir.mkdir(parents=True)
+    if container_name is None:
+        (container,) = pod["spec"]["containers"]
+    else:
+        every = [*pod["spec"].get("initContainers", []), *pod["spec"]["containers"]]
+        (container,) = [c for c in every if c["name"] == container_name]
+    pod_dir.mkdir(parents=True, exist_ok=True)
     # The image's ENV: its venv first on PATH, HOME on scratch; nothing of this interpreter.
     image_env = {
         "PATH": f"{env.path / 'bin'}:/usr/bin:/bin",
@@ -121,11 +140,19 @@ def _process(manifest: dict[str, Any], env: ImageEnv, pod_dir: Path) -> ProcessS
         "PYTHONUNBUFFERED": "1",
         "PYTHONDONTWRITEBYTECODE": "1",
     }
+    init = container not in pod["spec"]["containers"]
     process = build_process(
-        pod, container, secrets={}, pod_dir=pod_dir, free_port=free_port, extra_env=image_env
+        pod,
+        container,
+        secrets={},
+        pod_dir=pod_dir,
+        free_port=free_port,
+        extra_env=image_env,
+        init=init,
     )
+    if container["command"][0] != "kubeloop":
+        return process  # the user's own command (a custom run): the caller says what runs
     # The image's `kubeloop` (build_process runs this interpreter's when none is on PATH).
-    assert container["command"][0] == "kubeloop"
     verb = len(process.argv) - len(container["command"]) - len(container.get("args") or []) + 1
     process.argv = [str(env.bin("kubeloop")), *process.argv[verb:]]
     return process
@@ -149,6 +176,20 @@ def _run(process: ProcessSpec, timeout: float = 600) -> tuple[int, dict[str, Any
     return proc.returncode, result, proc.stdout + proc.stderr
 
 
+def _run_custom(job: dict[str, Any], env: ImageEnv, pod_dir: Path) -> tuple[int, Any, str]:
+    """The three containers of a custom run's pod: prepare and publish in the trainer image,
+    the user's code between them with the trainer image's Python (it has xgboost) but only the
+    SDK that prepare staged on its path."""
+    code, prepared, log = _run(_process(job, env, pod_dir, "prepare"))
+    assert code == 0, f"prepare in the trainer image:\n{prepared}\n{log}"
+    user = _process(job, env, pod_dir, "trainer")
+    (Path(user.cwd) / "train.py").write_text(USER_CODE)
+    user.argv = [str(env.bin("python")), "train.py"]
+    code, _, user_log = _run(user)
+    assert code == 0, f"the user's code:\n{user_log}"
+    return _run(_process(job, env, pod_dir, "publish"))
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("churn")
@@ -166,23 +207,23 @@ def versions(
     for framework in FRAMEWORKS:
         estimator, params = ESTIMATOR[framework]
         name = f"churn-{framework}"
-        doc = {
+        model: dict[str, Any] = {"framework": framework, "task": "classification"}
+        if estimator is not None:
+            model["estimator"] = estimator
+        doc: dict[str, Any] = {
             "apiVersion": "kubeloop.io/v1alpha1",
             "kind": "TrainingPipeline",
             "metadata": {"name": name, "namespace": NAMESPACE},
             "spec": {
                 "data": {"train": data.as_uri() + "/", "target": "churned"},
-                "model": {
-                    "framework": framework,
-                    "task": "classification",
-                    "estimator": estimator,
-                    "params": params,
-                },
+                "model": {**model, "params": params},
                 "artifacts": (tmp / "models" / framework).as_uri() + "/",
                 "resources": {"cpu": "1", "memory": "2Gi"},
                 "seed": 7,
             },
         }
+        if framework == "custom":
+            doc["spec"]["trainer"] = {"image": "team/churn:1", "command": ["python", "train.py"]}
         job = build_training_job(
             _owner("TrainingPipeline", name),
             parse_resource(doc).spec,
@@ -191,7 +232,11 @@ def versions(
             generation=1,
             defaults=WorkloadDefaults(),
         )
-        code, result, log = _run(_process(job, venvs["trainer"], tmp / f"pod-{framework}"))
+        pod_dir = tmp / f"pod-{framework}"
+        if framework == "custom":
+            code, result, log = _run_custom(job, venvs["trainer"], pod_dir)
+        else:
+            code, result, log = _run(_process(job, venvs["trainer"], pod_dir))
         assert code == 0 and result.get("ok"), f"{framework} in the trainer image:\n{result}\n{log}"
         out[framework] = result
     return out
@@ -216,9 +261,9 @@ def _get(url: str) -> int:
         return 0
 
 
-def _infer_request(table: pa.Table) -> dict[str, Any]:
+def _infer_request(table: pa.Table, names: list[str]) -> dict[str, Any]:
     inputs = []
-    for name in FEATURES:
+    for name in names:
         column = table.column(name)
         if pa.types.is_floating(column.type):
             datatype = "FP64"
@@ -235,6 +280,12 @@ def _infer_request(table: pa.Table) -> dict[str, Any]:
             }
         )
     return {"inputs": inputs}
+
+
+def _inputs(uri: str) -> list[str]:
+    """The version's signature inputs (a custom model may take a subset of the features)."""
+    manifest = json.loads((Path(uri.removeprefix("file://")) / "manifest.json").read_text())
+    return [f["name"] for f in manifest["signature"]["inputs"]]
 
 
 @pytest.fixture(scope="module")
@@ -287,7 +338,7 @@ def served(
                 time.sleep(0.2)
             request = urllib.request.Request(
                 f"{base}/v2/models/{name}/infer",
-                data=json.dumps(_infer_request(rows)).encode(),
+                data=json.dumps(_infer_request(rows, _inputs(result["uri"]))).encode(),
                 headers={"Content-Type": "application/json"},
             )
             try:
