@@ -457,3 +457,17 @@ def test_digits_killed_after_epoch_k_resumes_at_k_plus_1_through_prepare(tmp_pat
     code, result = retry.kubeloop("--publish")
     assert code == 0 and result is not None and result["version"] == "1", result
     assert result["metrics"]["accuracy"] >= 0.9
+
+
+def test_kubeloop_train_alone_refuses_a_custom_spec_instead_of_training_a_default_model(
+    tmp_path: Path, churn_dir: Path
+) -> None:
+    spec_path = write_spec(custom_spec(tmp_path, churn_dir), tmp_path / "spec.yaml")
+    result = tmp_path / "result.json"
+    done = run_cli(
+        ["train", "--spec", str(spec_path), "--result-path", str(result)], subprocess_env()
+    )
+    assert done.returncode == 10, done.stderr[-2000:]
+    refused = json.loads(result.read_text())
+    assert refused["reason"] == "InvalidSpec" and "--prepare" in refused["message"]
+    assert versions(tmp_path) == []

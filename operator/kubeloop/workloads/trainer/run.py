@@ -158,6 +158,13 @@ def _signature(spec: TrainingPipelineSpec, data: TrainingData, pipeline_uid: str
 def run_training(spec: TrainingPipelineSpec, ctx: RunContext) -> dict[str, Any]:
     """Train and publish; returns the TrainingResult dict or raises TrainingError."""
     started = time.monotonic()
+    if spec.model.framework == "custom":
+        raise TrainingError(
+            "InvalidSpec",
+            "spec.model.framework 'custom' runs your own code (spec.trainer), not a built-in "
+            "estimator: run `kubeloop train --prepare`, your code, then `kubeloop train "
+            "--publish` (the operator's pods do; docs/byo.md), or `kubeloop local`",
+        )
     estimator_name = spec.model.resolved_estimator()
     torch_run = estimator_name == TORCH_ESTIMATOR
     mlp_params = parse_params(spec.model.params) if torch_run else None
