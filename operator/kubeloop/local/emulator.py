@@ -62,9 +62,10 @@ import attrs
 import jsonpatch  # type: ignore[import-untyped]
 import kmock
 from kmock._internal import dicts, enums, rendering
-from kmock._internal.k8s import KubernetesObjectConflictError
+from kmock._internal.k8s import KubernetesObjectConflictError, KubernetesResourceNotFoundError
 
 from kubeloop.api.admission import admit
+from kubeloop.local import discovery
 
 __all__ = ["RESOURCES", "EmulatorThread", "KubeloopEmulator"]
 
@@ -116,9 +117,12 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
     # (tests that audit every request, e.g. the RBAC audit).
     keep_requests: int | None = 100
     _rv: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
+    _last_rv: int = attrs.field(default=0, init=False)
+    _served: dict[str, discovery.ServedResource] = attrs.field(factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
+        self._served = discovery.served_resources(RESOURCES)
         for path, (kind, namespaced, subresources) in RESOURCES.items():
             self.resources[path] = kmock.ResourceInfo(
                 kind=kind,
@@ -135,6 +139,49 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
     @property
     def _bus_of(self) -> Any:
         return self._buses
+
+    def _next_rv(self) -> str:
+        self._last_rv = next(self._rv)
+        return str(self._last_rv)
+
+    def _served_of(self, resource: Any) -> discovery.ServedResource | None:
+        for path, served in self._served.items():
+            if kmock.resource(path) == resource:
+                return served
+        return None
+
+    # -- discovery and lists, as kubectl reads them --------------------------------------------
+
+    async def _serve_api(self, request: rendering.Request) -> rendering.Payload:
+        return discovery.api_versions()
+
+    async def _serve_apis(self, request: rendering.Request) -> rendering.Payload:
+        return discovery.api_group_list(self._served.values())
+
+    async def _serve_group(self, request: rendering.Request) -> rendering.Payload:
+        group = request.resource.group if request.resource is not None else None
+        found = discovery.api_group(self._served.values(), str(group or ""))
+        if found is None:
+            raise KubernetesResourceNotFoundError()
+        return found
+
+    async def _serve_version(self, request: rendering.Request) -> rendering.Payload:
+        ref = request.resource
+        found = None
+        if ref is not None:
+            found = discovery.api_resource_list(
+                self._served.values(), str(ref.group or ""), str(ref.version or "")
+            )
+        if found is None:
+            raise KubernetesResourceNotFoundError()
+        return found
+
+    async def _serve_list(self, request: rendering.Request) -> rendering.Payload:
+        body: Any = await super()._serve_list(request)
+        served = self._served_of(request.resource)
+        if served is None:
+            return body  # type: ignore[no-any-return]
+        return discovery.list_document(served, list(body["items"]), str(self._last_rv))
 
     # -- request rewriting -------------------------------------------------------------------
 
@@ -175,7 +222,7 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
             if request.namespace:
                 meta["namespace"] = request.namespace
             meta.setdefault("uid", str(uuid.uuid4()))
-            meta["resourceVersion"] = str(next(self._rv))
+            meta["resourceVersion"] = self._next_rv()
             meta["generation"] = 1
             meta.setdefault("creationTimestamp", _now())
             object.__setattr__(request, "data", obj)
@@ -212,7 +259,7 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
                     admitted["status"] = new["status"]
                 patch = _diff(current, admitted)
             meta = patch.setdefault("metadata", {})
-            meta["resourceVersion"] = str(next(self._rv))
+            meta["resourceVersion"] = self._next_rv()
             if new.get("spec") != current.get("spec"):
                 meta["generation"] = int(current["metadata"].get("generation", 1)) + 1
             object.__setattr__(request, "data", patch)
@@ -229,9 +276,101 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
             if isinstance(recorded, list) and len(recorded) > keep:
                 del recorded[:-keep]
 
+    def _put_as_patch(self, request: rendering.Request) -> rendering.Request:
+        """A PUT (update) as the merge patch from the stored object to the body (404 if none).
+
+        Server-set metadata the body leaves out is kept; a stale resourceVersion answers 409.
+        """
+        current = self._current(request.resource, request.namespace, request.name)
+        if current is None:
+            raise kmock.KubernetesObjectNotFoundError()
+        body = request.data
+        if not isinstance(body, dict):
+            raise kmock.KubernetesError(
+                status=400, reason="BadRequest", message="the body of an update must be an object"
+            )
+        body = copy.deepcopy(body)
+        meta, stored = body.setdefault("metadata", {}), current.get("metadata", {})
+        sent_rv = meta.get("resourceVersion")
+        if sent_rv and sent_rv != stored.get("resourceVersion"):
+            raise kmock.KubernetesError(
+                status=409,
+                reason="Conflict",
+                message=f"Operation cannot be fulfilled on {request.name}: the object has been "
+                "modified; please apply your changes to the latest version and try again",
+            )
+        for key in ("uid", "resourceVersion", "generation", "creationTimestamp", "namespace"):
+            if key in stored:
+                meta[key] = stored[key]
+        if request.subresource is None and "status" in current and "status" not in body:
+            body["status"] = current["status"]  # status is not the PUT's to remove
+        object.__setattr__(request, "action", enums.action.UPDATE)
+        object.__setattr__(request, "data", _diff(current, body))
+        return request
+
+    def _would_store(self, request: rendering.Request) -> dict[str, Any]:
+        """The answer to a rewritten dry-run request: what would be stored (or deleted)."""
+        if request.action == enums.action.CREATE:
+            name = request.data.get("metadata", {}).get("name")
+            namespace = request.namespace or request.data.get("metadata", {}).get("namespace")
+            if self._current(request.resource, namespace, name) is not None:
+                raise KubernetesObjectConflictError()
+            return dict(request.data)
+        current = self._current(request.resource, request.namespace, request.name)
+        if current is None:
+            raise kmock.KubernetesObjectNotFoundError()
+        if request.action == enums.action.UPDATE and request.data is not None:
+            return dict(dicts.patch_dict(copy.deepcopy(current), request.data))
+        return copy.deepcopy(current)
+
+    async def _handle_scale(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        """`.../scale`: the object's replicas as an autoscaling/v1 Scale, read and written."""
+        served = self._served_of(request.resource)
+        if served is None or "scale" not in served.subresources or request.name is None:
+            raise KubernetesResourceNotFoundError()
+        current = self._current(request.resource, request.namespace, request.name)
+        if current is None:
+            raise kmock.KubernetesObjectNotFoundError()
+        scale = discovery.scale_document(served, current)
+        if request.method == enums.method.GET:
+            return aiohttp.web.json_response(scale)
+        if request.method not in {enums.method.PATCH, enums.method.PUT}:
+            raise kmock.KubernetesError(
+                status=405, reason="MethodNotAllowed", message="scale: get, patch or update"
+            )
+        try:
+            if request.method == enums.method.PUT or request.data is None:
+                wanted = request.data or {}
+            else:
+                wanted = dict(dicts.patch_dict(scale, request.data))
+            patch = discovery.scale_patch(served, wanted)
+        except (jsonpatch.JsonPatchException, ValueError, TypeError) as exc:
+            raise kmock.KubernetesError(status=422, reason="Invalid", message=str(exc)) from exc
+        if request.params.get("dryRun") == "All":
+            update = rendering.Request(
+                method="PATCH",
+                action=enums.action.UPDATE,
+                resource=request.resource,
+                namespace=request.namespace,
+                name=request.name,
+                data=patch,
+            )
+            current = self._would_store(self._rewrite(update))
+        elif patch:
+            current = await self.patch_object(served.key, request.namespace, request.name, patch)
+        return aiohttp.web.json_response(discovery.scale_document(served, current))
+
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         self._trim_requests()
+        if request.resource is not None and request.subresource == "scale":
+            return await self._handle_scale(request)
+        if request.resource is not None and request.method == enums.method.PUT and request.name:
+            request = self._put_as_patch(request)
         request = self._rewrite(request)
+        if request.resource is not None and request.params.get("dryRun") == "All":
+            # Validated and admitted above; nothing is stored and no watch event is sent.
+            status = 201 if request.action == enums.action.CREATE else 200
+            return aiohttp.web.json_response(self._would_store(request), status=status)
         if request.action == enums.action.UPDATE and request.name and request.data is None:
             current = self._current(request.resource, request.namespace, request.name)
             if current is not None:
