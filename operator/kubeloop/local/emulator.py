@@ -4,9 +4,25 @@ kmock 0.8's `KubernetesEmulator` stores objects and serves list/watch/get/create
 but it is a plain JSON store. `KubeloopEmulator` adds only what the operator and the local pod
 runner rely on, the way a real API server behaves:
 
-- discovery of every resource the operator touches (our three CRDs with the `status` and
-  `scale` subresources, `v1/namespaces` and `apiextensions.k8s.io/v1/customresourcedefinitions`,
-  which kopf waits for before it watches anything);
+- discovery as kubectl reads it (`kubeloop.local.discovery`): `/api`, `/api/v1` (groupVersion
+  `v1`), `/apis` and each group/version, every served resource with its singular name, kind,
+  verbs and scope, our three CRDs with the shortNames (`tp`, `md`, `dm`), the `kubeloop`
+  category and the `status`/`scale` subresources read from `kubeloop.api.crd` (what
+  crds/*.yaml is generated from), the built-in kinds with the short names a real server gives
+  (`po`, `svc`, `deploy`, `cj`, `ev`, `ns`, `hpa`...) and the `all` category; this includes
+  `v1/namespaces` and `apiextensions.k8s.io/v1/customresourcedefinitions`, which kopf waits
+  for before it watches anything;
+- lists as `<Kind>List` with `apiVersion` and `metadata.resourceVersion`; watches streamed as
+  `application/json`; cluster-scoped `/api/v1/namespaces[/<name>]` (kmock cannot route it: it
+  is rewritten in `__call__`);
+- PUT (update): the body replaces the object, server-set metadata kept, status kept for kinds
+  with the subresource, a stale `metadata.resourceVersion` answers 409;
+- `dryRun=All` (query, or a DELETE's DeleteOptions body) on create, patch (every patch type),
+  update and delete: the request is admitted as usual (a refusal is still a 4xx) and the answer
+  is what would be stored, but nothing is stored, nothing is collected, no watch event is sent;
+- the `scale` subresource (ModelDeployments, Deployments): GET answers an `autoscaling/v1`
+  Scale read through the CRD's specReplicasPath/statusReplicasPath/labelSelectorPath; a PATCH
+  (merge or JSON) or PUT of a Scale sets the object's replicas and answers the new Scale;
 - JSON patches applied here (a failed `test` op answers 422, as kopf expects);
 - server-set metadata on create: `name` from `generateName`, `uid`, `resourceVersion`,
   `generation`, `creationTimestamp`, `namespace` from the URL;
@@ -26,9 +42,14 @@ runner rely on, the way a real API server behaves:
   which exists any more is deleted too (a reconcile in flight when its owner went away would
   otherwise leave a child behind for good).
 
-Not emulated (known gaps): `GET /api/v1/namespaces` (kmock cannot parse the cluster-scoped core
-list; run kopf cluster-wide, `-A`), resourceVersion conflicts on update, label/field selectors
-beyond kmock's own, strategic-merge patch (it is treated as a merge patch), server-side apply.
+Not emulated (known gaps): protobuf request bodies (kubectl's generators such as `kubectl
+create namespace` send them; answered 415: use `kubectl apply -f`/`create -f`), the OpenAPI
+documents (so kubectl's client-side validation in `apply`/`create` needs `--validate=false`),
+server-side printing (`kubectl get` shows NAME and AGE, not the CRDs' printer columns), watch
+from a resourceVersion (a watch replays the current objects as ADDED), resourceVersion
+conflicts on PATCH, label/field selectors beyond kmock's own, `deletecollection`,
+strategic-merge patch (it is treated as a merge patch), server-side apply. A dry run still
+consumes a resourceVersion number (nothing is stored with it).
 
 Public API (the only thing `kubeloop local` and the tests use):
 
@@ -123,6 +144,9 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         self._served = discovery.served_resources(RESOURCES)
+        # kmock streams watches as application/octet-stream, which kubectl cannot decode.
+        json_stream = {"Content-Type": "application/json"}
+        (self.fallback**1)[enums.action.WATCH] << json_stream << self._serve_watch
         for path, (kind, namespaced, subresources) in RESOURCES.items():
             self.resources[path] = kmock.ResourceInfo(
                 kind=kind,
@@ -346,7 +370,7 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
             patch = discovery.scale_patch(served, wanted)
         except (jsonpatch.JsonPatchException, ValueError, TypeError) as exc:
             raise kmock.KubernetesError(status=422, reason="Invalid", message=str(exc)) from exc
-        if request.params.get("dryRun") == "All":
+        if _dry_run(request):
             update = rendering.Request(
                 method="PATCH",
                 action=enums.action.UPDATE,
@@ -360,14 +384,29 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
             current = await self.patch_object(served.key, request.namespace, request.name, patch)
         return aiohttp.web.json_response(discovery.scale_document(served, current))
 
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        path = _namespace_path(raw_request.rel_url.path)
+        if path is not None:
+            raw_request = raw_request.clone(rel_url=raw_request.rel_url.with_path(path))
+        return await super().__call__(raw_request)
+
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         self._trim_requests()
+        if request.namespace == _CLUSTER and request.resource == _NAMESPACES:
+            object.__setattr__(request, "namespace", None)
+        if request.body and "protobuf" in request.headers.get("Content-Type", ""):
+            raise kmock.KubernetesError(
+                status=415,
+                reason="UnsupportedMediaType",
+                message="the local API reads JSON, not protobuf (what kubectl's generators such "
+                "as `create namespace` send): use `kubectl apply -f` or `create -f`",
+            )
         if request.resource is not None and request.subresource == "scale":
             return await self._handle_scale(request)
         if request.resource is not None and request.method == enums.method.PUT and request.name:
             request = self._put_as_patch(request)
         request = self._rewrite(request)
-        if request.resource is not None and request.params.get("dryRun") == "All":
+        if request.resource is not None and _dry_run(request):
             # Validated and admitted above; nothing is stored and no watch event is sent.
             status = 201 if request.action == enums.action.CREATE else 200
             return aiohttp.web.json_response(self._would_store(request), status=status)
@@ -505,6 +544,31 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
             for (res, ns, _), obj in list(self._store.items())
             if res == ref and not obj.deleted and (namespace is None or ns == namespace)
         ]
+
+
+# kmock reads `/api/v1/namespaces[/<name>]` as the namespace <name> with no resource (and
+# fails on the bare list), so those paths are rewritten to a form it parses as the `namespaces`
+# resource in a placeholder namespace, which `_handle` then clears: Namespaces are cluster-scoped.
+_CLUSTER = "-cluster-"
+_NAMESPACES = kmock.resource("v1/namespaces")
+
+
+def _namespace_path(path: str) -> str | None:
+    """`/api/v1/namespaces[/<name>[/status]]` as kmock can route it; None for any other path."""
+    parts = path.strip("/").split("/")
+    if parts[:3] != ["api", "v1", "namespaces"] or len(parts) > 5:
+        return None
+    if len(parts) == 5 and parts[4] not in {"status", "finalize"}:
+        return None  # /api/v1/namespaces/<ns>/<plural>: a namespaced resource
+    return "/".join(["", "api", "v1", "namespaces", _CLUSTER, *parts[2:]])
+
+
+def _dry_run(request: rendering.Request) -> bool:
+    """`?dryRun=All`, or a DELETE whose DeleteOptions body says `dryRun: [All]` (kubectl's)."""
+    if request.params.get("dryRun") == "All":
+        return True
+    options = request.data if request.action == enums.action.DELETE else None
+    return isinstance(options, dict) and "All" in (options.get("dryRun") or [])
 
 
 def _diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
