@@ -198,34 +198,33 @@ def test_core_discovery_and_names_read_from_the_crds(cluster: EmulatorThread) ->
 
 
 @pytest.mark.parametrize(
-    ("method", "suffix", "body", "ctype"),
+    ("method", "name", "body", "ctype"),
     [
-        ("PATCH", "/dry", {"spec": {"seed": 7}}, None),
-        ("PATCH", "/dry", [{"op": "replace", "path": "/spec/seed", "value": 7}],
+        ("PATCH", "dry-merge", {"spec": {"seed": 7}}, None),
+        ("PATCH", "dry-json", [{"op": "replace", "path": "/spec/seed", "value": 7}],
          "application/json-patch+json"),
-        ("PATCH", "/dry", {"spec": {"seed": 7}}, "application/strategic-merge-patch+json"),
-        ("PUT", "/dry", None, None),
-        ("DELETE", "/dry", None, None),
+        ("PATCH", "dry-smp", {"spec": {"seed": 7}}, "application/strategic-merge-patch+json"),
+        ("PUT", "dry-put", None, None),
+        ("DELETE", "dry-delete", None, None),
     ],
 )  # fmt: skip
 def test_dry_run_answers_what_would_be_stored_and_stores_nothing(
-    cluster: EmulatorThread, method: str, suffix: str, body: Any, ctype: str | None
+    cluster: EmulatorThread, method: str, name: str, body: Any, ctype: str | None
 ) -> None:
     resource = "kubeloop.io/v1alpha1/trainingpipelines"
-    if cluster.emulator.get_object(resource, "ml", "dry") is None:
-        _req(cluster, "POST", TP, _pipeline("dry"))
+    _req(cluster, "POST", TP, _pipeline(name))
     before, versions = (
-        cluster.emulator.get_object(resource, "ml", "dry"),
-        _versions(cluster, resource, "dry"),
+        cluster.emulator.get_object(resource, "ml", name),
+        _versions(cluster, resource, name),
     )
     assert before is not None
     if method == "PUT":
         body = {**before, "spec": {**before["spec"], "seed": 7}}
-    answer = _req(cluster, method, f"{TP}{suffix}?dryRun=All", body, ctype)
+    answer = _req(cluster, method, f"{TP}/{name}?dryRun=All", body, ctype)
     if method != "DELETE":
         assert answer["spec"]["seed"] == 7 and answer["metadata"]["generation"] == 2
-    assert cluster.emulator.get_object(resource, "ml", "dry") == before
-    assert _versions(cluster, resource, "dry") == versions
+    assert cluster.emulator.get_object(resource, "ml", name) == before
+    assert _versions(cluster, resource, name) == versions
 
 
 def test_dry_run_create_and_refusals(cluster: EmulatorThread) -> None:
