@@ -307,3 +307,14 @@ def test_namespaces_are_served_cluster_scoped(cluster: EmulatorThread) -> None:
     assert _req(cluster, "GET", "/api/v1/namespaces/team-a")["metadata"]["name"] == "team-a"
     _req(cluster, "DELETE", "/api/v1/namespaces/team-a")
     assert cluster.emulator.get_object("v1/namespaces", None, "team-a") is None
+
+
+def test_a_change_undone_by_the_crd_defaults_is_a_no_op(cluster: EmulatorThread) -> None:
+    # kubectl replace/apply of a manifest without the defaulted fields: defaulted again, so
+    # the spec (and generation, the operator's cue to act) does not change.
+    obj = _req(cluster, "POST", TP, _pipeline("defaults"))
+    again = _req(cluster, "PATCH", f"{TP}/defaults", {"spec": {"runPolicy": None}})
+    assert again == obj
+    sent = _pipeline("defaults")
+    replaced = _req(cluster, "PUT", f"{TP}/defaults", sent)
+    assert replaced["metadata"]["generation"] == 1 and replaced["spec"] == obj["spec"]

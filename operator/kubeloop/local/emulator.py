@@ -281,7 +281,10 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
                 admitted = self._admit({k: v for k, v in new.items() if k != "status"})
                 if "status" in new:
                     admitted["status"] = new["status"]
-                patch = _diff(current, admitted)
+                patch, new = _diff(current, admitted), admitted
+                if not patch:  # e.g. a defaulted field removed: defaulted again, a no-op
+                    object.__setattr__(request, "data", None)
+                    return request
             meta = patch.setdefault("metadata", {})
             meta["resourceVersion"] = self._next_rv()
             if new.get("spec") != current.get("spec"):
