@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import kmock
 import pytest
 import yaml
 
@@ -24,9 +25,12 @@ def cluster() -> Iterator[EmulatorThread]:
         yield c
 
 
-def _req(cluster: EmulatorThread, method: str, path: str, body: Any = None) -> Any:
+def _req(
+    cluster: EmulatorThread, method: str, path: str, body: Any = None, ctype: str | None = None
+) -> Any:
     data = json.dumps(body).encode() if body is not None else None
-    ctype = "application/merge-patch+json" if method == "PATCH" else "application/json"
+    if ctype is None:
+        ctype = "application/merge-patch+json" if method == "PATCH" else "application/json"
     req = urllib.request.Request(
         cluster.url + path, data=data, method=method, headers={"Content-Type": ctype}
     )
@@ -155,3 +159,162 @@ def test_a_spec_change_is_admitted_like_a_create(cluster: EmulatorThread) -> Non
     # A valid change is stored with the CRD's defaults, as on create.
     obj = _req(cluster, "PATCH", f"{TP}/changed", {"spec": {"runPolicy": None, "seed": 7}})
     assert obj["spec"]["seed"] == 7 and obj["spec"]["runPolicy"]["historyLimit"] == 10
+
+
+def _versions(cluster: EmulatorThread, resource: str, name: str) -> int:
+    """How many versions of the object were ever stored (each one sent a watch event)."""
+    return len(cluster.emulator.objects[kmock.resource(resource), "ml", name].history)
+
+
+@pytest.mark.parametrize(
+    ("path", "kind", "api_version"),
+    [
+        (TP, "TrainingPipelineList", "kubeloop.io/v1alpha1"),
+        ("/api/v1/namespaces/ml/pods", "PodList", "v1"),
+        ("/apis/batch/v1/jobs", "JobList", "batch/v1"),
+        ("/api/v1/namespaces", "NamespaceList", "v1"),
+    ],
+)
+def test_lists_carry_kind_and_api_version(
+    cluster: EmulatorThread, path: str, kind: str, api_version: str
+) -> None:
+    body = _req(cluster, "GET", path)
+    assert (body["kind"], body["apiVersion"]) == (kind, api_version)
+    assert int(body["metadata"]["resourceVersion"]) >= 0 and isinstance(body["items"], list)
+
+
+def test_core_discovery_and_names_read_from_the_crds(cluster: EmulatorThread) -> None:
+    core = _req(cluster, "GET", "/api/v1")
+    assert core["groupVersion"] == "v1"
+    pods = next(r for r in core["resources"] if r["name"] == "pods")
+    assert pods["shortNames"] == ["po"] and pods["singularName"] == "pod" and pods["namespaced"]
+    ours = _req(cluster, "GET", "/apis/kubeloop.io/v1alpha1")["resources"]
+    tp = next(r for r in ours if r["name"] == "trainingpipelines")
+    assert (tp["shortNames"], tp["categories"]) == (["tp"], ["kubeloop"])
+    scale = next(r for r in ours if r["name"] == "modeldeployments/scale")
+    assert (scale["group"], scale["version"], scale["kind"]) == ("autoscaling", "v1", "Scale")
+    groups = [g["name"] for g in _req(cluster, "GET", "/apis")["groups"]]
+    assert "kubeloop.io" in groups and "" not in groups
+
+
+@pytest.mark.parametrize(
+    ("method", "name", "body", "ctype"),
+    [
+        ("PATCH", "dry-merge", {"spec": {"seed": 7}}, None),
+        ("PATCH", "dry-json", [{"op": "replace", "path": "/spec/seed", "value": 7}],
+         "application/json-patch+json"),
+        ("PATCH", "dry-smp", {"spec": {"seed": 7}}, "application/strategic-merge-patch+json"),
+        ("PUT", "dry-put", None, None),
+        ("DELETE", "dry-delete", None, None),
+    ],
+)  # fmt: skip
+def test_dry_run_answers_what_would_be_stored_and_stores_nothing(
+    cluster: EmulatorThread, method: str, name: str, body: Any, ctype: str | None
+) -> None:
+    resource = "kubeloop.io/v1alpha1/trainingpipelines"
+    _req(cluster, "POST", TP, _pipeline(name))
+    before, versions = (
+        cluster.emulator.get_object(resource, "ml", name),
+        _versions(cluster, resource, name),
+    )
+    assert before is not None
+    if method == "PUT":
+        body = {**before, "spec": {**before["spec"], "seed": 7}}
+    answer = _req(cluster, method, f"{TP}/{name}?dryRun=All", body, ctype)
+    if method != "DELETE":
+        assert answer["spec"]["seed"] == 7 and answer["metadata"]["generation"] == 2
+    assert cluster.emulator.get_object(resource, "ml", name) == before
+    assert _versions(cluster, resource, name) == versions
+
+
+def test_dry_run_create_and_refusals(cluster: EmulatorThread) -> None:
+    created = _req(cluster, "POST", f"{TP}?dryRun=All", _pipeline("never"))
+    assert created["metadata"]["uid"] and created["spec"]["runPolicy"]["historyLimit"] == 10
+    assert (
+        cluster.emulator.get_object("kubeloop.io/v1alpha1/trainingpipelines", "ml", "never") is None
+    )
+    bad = _pipeline("never")
+    bad["spec"]["promotion"] = {"metric": "rmse"}
+    with pytest.raises(urllib.error.HTTPError) as err:  # admission runs on a dry run too
+        _req(cluster, "POST", f"{TP}?dryRun=All", bad)
+    assert err.value.code == 422
+    _req(cluster, "POST", TP, _pipeline("exists"))
+    with pytest.raises(urllib.error.HTTPError) as err:
+        _req(cluster, "POST", f"{TP}?dryRun=All", _pipeline("exists"))
+    assert err.value.code == 409
+    with pytest.raises(urllib.error.HTTPError) as err:
+        _req(
+            cluster,
+            "PATCH",
+            f"{TP}/exists?dryRun=All",
+            {"spec": {"data": {"features": ["a", "a"]}}},
+        )
+    assert err.value.code == 422
+
+
+def test_put_replaces_keeping_server_fields_and_refuses_a_stale_version(
+    cluster: EmulatorThread,
+) -> None:
+    obj = _req(cluster, "POST", TP, _pipeline("put"))
+    _req(cluster, "PATCH", f"{TP}/put/status", {"status": {"phase": "Running"}})
+    sent = {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "metadata": {"name": "put"}}
+    sent["spec"] = {**obj["spec"], "seed": 9}
+    stored = _req(cluster, "PUT", f"{TP}/put", sent)
+    assert stored["spec"]["seed"] == 9 and stored["metadata"]["uid"] == obj["metadata"]["uid"]
+    assert stored["metadata"]["generation"] == 2 and stored["status"] == {"phase": "Running"}
+    sent["metadata"]["resourceVersion"] = obj["metadata"]["resourceVersion"]
+    with pytest.raises(urllib.error.HTTPError) as err:
+        _req(cluster, "PUT", f"{TP}/put", sent)
+    assert err.value.code == 409
+
+
+def test_the_scale_subresource_reads_and_writes_a_scale(cluster: EmulatorThread) -> None:
+    md = "/apis/kubeloop.io/v1alpha1/namespaces/ml/modeldeployments"
+    doc = next(
+        d
+        for d in yaml.safe_load_all((ROOT / "examples/local/churn.yaml").read_text())
+        if d["kind"] == "ModelDeployment"
+    )
+    doc["metadata"]["name"] = "scaled"
+    _req(cluster, "POST", md, doc)
+    scale = _req(cluster, "GET", f"{md}/scaled/scale")
+    assert (scale["kind"], scale["apiVersion"]) == ("Scale", "autoscaling/v1")
+    assert scale["spec"]["replicas"] == 2 and scale["status"]["replicas"] == 0
+    scale = _req(cluster, "PATCH", f"{md}/scaled/scale", {"spec": {"replicas": 3}})
+    assert scale["kind"] == "Scale" and scale["spec"]["replicas"] == 3
+    scale = _req(cluster, "PUT", f"{md}/scaled/scale", {**scale, "spec": {"replicas": 4}})
+    stored = cluster.emulator.get_object("kubeloop.io/v1alpha1/modeldeployments", "ml", "scaled")
+    assert stored is not None and stored["spec"]["replicas"] == 4 == scale["spec"]["replicas"]
+    assert (
+        _req(cluster, "PATCH", f"{md}/scaled/scale?dryRun=All", {"spec": {"replicas": 9}})["spec"][
+            "replicas"
+        ]
+        == 9
+    )
+    with pytest.raises(urllib.error.HTTPError) as err:
+        _req(cluster, "PATCH", f"{md}/scaled/scale", {"spec": {"replicas": -1}})
+    assert err.value.code == 422 and b"spec.replicas" in err.value.read()
+    stored = cluster.emulator.get_object("kubeloop.io/v1alpha1/modeldeployments", "ml", "scaled")
+    assert stored is not None and stored["spec"]["replicas"] == 4
+
+
+def test_namespaces_are_served_cluster_scoped(cluster: EmulatorThread) -> None:
+    ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}}
+    assert _req(cluster, "POST", "/api/v1/namespaces", ns)["metadata"]["name"] == "team-a"
+    assert cluster.emulator.get_object("v1/namespaces", None, "team-a") is not None
+    names = [n["metadata"]["name"] for n in _req(cluster, "GET", "/api/v1/namespaces")["items"]]
+    assert "team-a" in names
+    assert _req(cluster, "GET", "/api/v1/namespaces/team-a")["metadata"]["name"] == "team-a"
+    _req(cluster, "DELETE", "/api/v1/namespaces/team-a")
+    assert cluster.emulator.get_object("v1/namespaces", None, "team-a") is None
+
+
+def test_a_change_undone_by_the_crd_defaults_is_a_no_op(cluster: EmulatorThread) -> None:
+    # kubectl replace/apply of a manifest without the defaulted fields: defaulted again, so
+    # the spec (and generation, the operator's cue to act) does not change.
+    obj = _req(cluster, "POST", TP, _pipeline("defaults"))
+    again = _req(cluster, "PATCH", f"{TP}/defaults", {"spec": {"runPolicy": None}})
+    assert again == obj
+    sent = _pipeline("defaults")
+    replaced = _req(cluster, "PUT", f"{TP}/defaults", sent)
+    assert replaced["metadata"]["generation"] == 1 and replaced["spec"] == obj["spec"]

@@ -4,9 +4,25 @@ kmock 0.8's `KubernetesEmulator` stores objects and serves list/watch/get/create
 but it is a plain JSON store. `KubeloopEmulator` adds only what the operator and the local pod
 runner rely on, the way a real API server behaves:
 
-- discovery of every resource the operator touches (our three CRDs with the `status` and
-  `scale` subresources, `v1/namespaces` and `apiextensions.k8s.io/v1/customresourcedefinitions`,
-  which kopf waits for before it watches anything);
+- discovery as kubectl reads it (`kubeloop.local.discovery`): `/api`, `/api/v1` (groupVersion
+  `v1`), `/apis` and each group/version, every served resource with its singular name, kind,
+  verbs and scope, our three CRDs with the shortNames (`tp`, `md`, `dm`), the `kubeloop`
+  category and the `status`/`scale` subresources read from `kubeloop.api.crd` (what
+  crds/*.yaml is generated from), the built-in kinds with the short names a real server gives
+  (`po`, `svc`, `deploy`, `cj`, `ev`, `ns`, `hpa`...) and the `all` category; this includes
+  `v1/namespaces` and `apiextensions.k8s.io/v1/customresourcedefinitions`, which kopf waits
+  for before it watches anything;
+- lists as `<Kind>List` with `apiVersion` and `metadata.resourceVersion`; watches streamed as
+  `application/json`; cluster-scoped `/api/v1/namespaces[/<name>]` (kmock cannot route it: it
+  is rewritten in `__call__`);
+- PUT (update): the body replaces the object, server-set metadata kept, status kept for kinds
+  with the subresource, a stale `metadata.resourceVersion` answers 409;
+- `dryRun=All` (query, or a DELETE's DeleteOptions body) on create, patch (every patch type),
+  update and delete: the request is admitted as usual (a refusal is still a 4xx) and the answer
+  is what would be stored, but nothing is stored, nothing is collected, no watch event is sent;
+- the `scale` subresource (ModelDeployments, Deployments): GET answers an `autoscaling/v1`
+  Scale read through the CRD's specReplicasPath/statusReplicasPath/labelSelectorPath; a PATCH
+  (merge or JSON) or PUT of a Scale sets the object's replicas and answers the new Scale;
 - JSON patches applied here (a failed `test` op answers 422, as kopf expects);
 - server-set metadata on create: `name` from `generateName`, `uid`, `resourceVersion`,
   `generation`, `creationTimestamp`, `namespace` from the URL;
@@ -26,9 +42,14 @@ runner rely on, the way a real API server behaves:
   which exists any more is deleted too (a reconcile in flight when its owner went away would
   otherwise leave a child behind for good).
 
-Not emulated (known gaps): `GET /api/v1/namespaces` (kmock cannot parse the cluster-scoped core
-list; run kopf cluster-wide, `-A`), resourceVersion conflicts on update, label/field selectors
-beyond kmock's own, strategic-merge patch (it is treated as a merge patch), server-side apply.
+Not emulated (known gaps): protobuf request bodies (kubectl's generators such as `kubectl
+create namespace` send them; answered 415: use `kubectl apply -f`/`create -f`), the OpenAPI
+documents (so kubectl's client-side validation in `apply`/`create` needs `--validate=false`),
+server-side printing (`kubectl get` shows NAME and AGE, not the CRDs' printer columns), watch
+from a resourceVersion (a watch replays the current objects as ADDED), resourceVersion
+conflicts on PATCH, label/field selectors beyond kmock's own, `deletecollection`,
+strategic-merge patch (it is treated as a merge patch), server-side apply. A dry run still
+consumes a resourceVersion number (nothing is stored with it).
 
 Public API (the only thing `kubeloop local` and the tests use):
 
@@ -62,9 +83,10 @@ import attrs
 import jsonpatch  # type: ignore[import-untyped]
 import kmock
 from kmock._internal import dicts, enums, rendering
-from kmock._internal.k8s import KubernetesObjectConflictError
+from kmock._internal.k8s import KubernetesObjectConflictError, KubernetesResourceNotFoundError
 
 from kubeloop.api.admission import admit
+from kubeloop.local import discovery
 
 __all__ = ["RESOURCES", "EmulatorThread", "KubeloopEmulator"]
 
@@ -116,9 +138,15 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
     # (tests that audit every request, e.g. the RBAC audit).
     keep_requests: int | None = 100
     _rv: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
+    _last_rv: int = attrs.field(default=0, init=False)
+    _served: dict[str, discovery.ServedResource] = attrs.field(factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
+        self._served = discovery.served_resources(RESOURCES)
+        # kmock streams watches as application/octet-stream, which kubectl cannot decode.
+        json_stream = {"Content-Type": "application/json"}
+        (self.fallback**1)[enums.action.WATCH] << json_stream << self._serve_watch
         for path, (kind, namespaced, subresources) in RESOURCES.items():
             self.resources[path] = kmock.ResourceInfo(
                 kind=kind,
@@ -135,6 +163,49 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
     @property
     def _bus_of(self) -> Any:
         return self._buses
+
+    def _next_rv(self) -> str:
+        self._last_rv = next(self._rv)
+        return str(self._last_rv)
+
+    def _served_of(self, resource: Any) -> discovery.ServedResource | None:
+        for path, served in self._served.items():
+            if kmock.resource(path) == resource:
+                return served
+        return None
+
+    # -- discovery and lists, as kubectl reads them --------------------------------------------
+
+    async def _serve_api(self, request: rendering.Request) -> rendering.Payload:
+        return discovery.api_versions()
+
+    async def _serve_apis(self, request: rendering.Request) -> rendering.Payload:
+        return discovery.api_group_list(self._served.values())
+
+    async def _serve_group(self, request: rendering.Request) -> rendering.Payload:
+        group = request.resource.group if request.resource is not None else None
+        found = discovery.api_group(self._served.values(), str(group or ""))
+        if found is None:
+            raise KubernetesResourceNotFoundError()
+        return found
+
+    async def _serve_version(self, request: rendering.Request) -> rendering.Payload:
+        ref = request.resource
+        found = None
+        if ref is not None:
+            found = discovery.api_resource_list(
+                self._served.values(), str(ref.group or ""), str(ref.version or "")
+            )
+        if found is None:
+            raise KubernetesResourceNotFoundError()
+        return found
+
+    async def _serve_list(self, request: rendering.Request) -> rendering.Payload:
+        body: Any = await super()._serve_list(request)
+        served = self._served_of(request.resource)
+        if served is None:
+            return body  # type: ignore[no-any-return]
+        return discovery.list_document(served, list(body["items"]), str(self._last_rv))
 
     # -- request rewriting -------------------------------------------------------------------
 
@@ -175,7 +246,7 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
             if request.namespace:
                 meta["namespace"] = request.namespace
             meta.setdefault("uid", str(uuid.uuid4()))
-            meta["resourceVersion"] = str(next(self._rv))
+            meta["resourceVersion"] = self._next_rv()
             meta["generation"] = 1
             meta.setdefault("creationTimestamp", _now())
             object.__setattr__(request, "data", obj)
@@ -210,9 +281,12 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
                 admitted = self._admit({k: v for k, v in new.items() if k != "status"})
                 if "status" in new:
                     admitted["status"] = new["status"]
-                patch = _diff(current, admitted)
+                patch, new = _diff(current, admitted), admitted
+                if not patch:  # e.g. a defaulted field removed: defaulted again, a no-op
+                    object.__setattr__(request, "data", None)
+                    return request
             meta = patch.setdefault("metadata", {})
-            meta["resourceVersion"] = str(next(self._rv))
+            meta["resourceVersion"] = self._next_rv()
             if new.get("spec") != current.get("spec"):
                 meta["generation"] = int(current["metadata"].get("generation", 1)) + 1
             object.__setattr__(request, "data", patch)
@@ -229,9 +303,116 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
             if isinstance(recorded, list) and len(recorded) > keep:
                 del recorded[:-keep]
 
+    def _put_as_patch(self, request: rendering.Request) -> rendering.Request:
+        """A PUT (update) as the merge patch from the stored object to the body (404 if none).
+
+        Server-set metadata the body leaves out is kept; a stale resourceVersion answers 409.
+        """
+        current = self._current(request.resource, request.namespace, request.name)
+        if current is None:
+            raise kmock.KubernetesObjectNotFoundError()
+        body = request.data
+        if not isinstance(body, dict):
+            raise kmock.KubernetesError(
+                status=400, reason="BadRequest", message="the body of an update must be an object"
+            )
+        body = copy.deepcopy(body)
+        meta, stored = body.setdefault("metadata", {}), current.get("metadata", {})
+        sent_rv = meta.get("resourceVersion")
+        if sent_rv and sent_rv != stored.get("resourceVersion"):
+            raise kmock.KubernetesError(
+                status=409,
+                reason="Conflict",
+                message=f"Operation cannot be fulfilled on {request.name}: the object has been "
+                "modified; please apply your changes to the latest version and try again",
+            )
+        for key in ("uid", "resourceVersion", "generation", "creationTimestamp", "namespace"):
+            if key in stored:
+                meta[key] = stored[key]
+        if request.subresource is None and "status" in current and "status" not in body:
+            body["status"] = current["status"]  # status is not the PUT's to remove
+        object.__setattr__(request, "action", enums.action.UPDATE)
+        object.__setattr__(request, "data", _diff(current, body))
+        return request
+
+    def _would_store(self, request: rendering.Request) -> dict[str, Any]:
+        """The answer to a rewritten dry-run request: what would be stored (or deleted)."""
+        if request.action == enums.action.CREATE:
+            name = request.data.get("metadata", {}).get("name")
+            namespace = request.namespace or request.data.get("metadata", {}).get("namespace")
+            if self._current(request.resource, namespace, name) is not None:
+                raise KubernetesObjectConflictError()
+            return dict(request.data)
+        current = self._current(request.resource, request.namespace, request.name)
+        if current is None:
+            raise kmock.KubernetesObjectNotFoundError()
+        if request.action == enums.action.UPDATE and request.data is not None:
+            return dict(dicts.patch_dict(copy.deepcopy(current), request.data))
+        return copy.deepcopy(current)
+
+    async def _handle_scale(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        """`.../scale`: the object's replicas as an autoscaling/v1 Scale, read and written."""
+        served = self._served_of(request.resource)
+        if served is None or "scale" not in served.subresources or request.name is None:
+            raise KubernetesResourceNotFoundError()
+        current = self._current(request.resource, request.namespace, request.name)
+        if current is None:
+            raise kmock.KubernetesObjectNotFoundError()
+        scale = discovery.scale_document(served, current)
+        if request.method == enums.method.GET:
+            return aiohttp.web.json_response(scale)
+        if request.method not in {enums.method.PATCH, enums.method.PUT}:
+            raise kmock.KubernetesError(
+                status=405, reason="MethodNotAllowed", message="scale: get, patch or update"
+            )
+        try:
+            if request.method == enums.method.PUT or request.data is None:
+                wanted = request.data or {}
+            else:
+                wanted = dict(dicts.patch_dict(scale, request.data))
+            patch = discovery.scale_patch(served, wanted)
+        except (jsonpatch.JsonPatchException, ValueError, TypeError) as exc:
+            raise kmock.KubernetesError(status=422, reason="Invalid", message=str(exc)) from exc
+        if _dry_run(request):
+            update = rendering.Request(
+                method="PATCH",
+                action=enums.action.UPDATE,
+                resource=request.resource,
+                namespace=request.namespace,
+                name=request.name,
+                data=patch,
+            )
+            current = self._would_store(self._rewrite(update))
+        elif patch:
+            current = await self.patch_object(served.key, request.namespace, request.name, patch)
+        return aiohttp.web.json_response(discovery.scale_document(served, current))
+
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        path = _namespace_path(raw_request.rel_url.path)
+        if path is not None:
+            raw_request = raw_request.clone(rel_url=raw_request.rel_url.with_path(path))
+        return await super().__call__(raw_request)
+
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         self._trim_requests()
+        if request.namespace == _CLUSTER and request.resource == _NAMESPACES:
+            object.__setattr__(request, "namespace", None)
+        if request.body and "protobuf" in request.headers.get("Content-Type", ""):
+            raise kmock.KubernetesError(
+                status=415,
+                reason="UnsupportedMediaType",
+                message="the local API reads JSON, not protobuf (what kubectl's generators such "
+                "as `create namespace` send): use `kubectl apply -f` or `create -f`",
+            )
+        if request.resource is not None and request.subresource == "scale":
+            return await self._handle_scale(request)
+        if request.resource is not None and request.method == enums.method.PUT and request.name:
+            request = self._put_as_patch(request)
         request = self._rewrite(request)
+        if request.resource is not None and _dry_run(request):
+            # Validated and admitted above; nothing is stored and no watch event is sent.
+            status = 201 if request.action == enums.action.CREATE else 200
+            return aiohttp.web.json_response(self._would_store(request), status=status)
         if request.action == enums.action.UPDATE and request.name and request.data is None:
             current = self._current(request.resource, request.namespace, request.name)
             if current is not None:
@@ -366,6 +547,31 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
             for (res, ns, _), obj in list(self._store.items())
             if res == ref and not obj.deleted and (namespace is None or ns == namespace)
         ]
+
+
+# kmock reads `/api/v1/namespaces[/<name>]` as the namespace <name> with no resource (and
+# fails on the bare list), so those paths are rewritten to a form it parses as the `namespaces`
+# resource in a placeholder namespace, which `_handle` then clears: Namespaces are cluster-scoped.
+_CLUSTER = "-cluster-"
+_NAMESPACES = kmock.resource("v1/namespaces")
+
+
+def _namespace_path(path: str) -> str | None:
+    """`/api/v1/namespaces[/<name>[/status]]` as kmock can route it; None for any other path."""
+    parts = path.strip("/").split("/")
+    if parts[:3] != ["api", "v1", "namespaces"] or len(parts) > 5:
+        return None
+    if len(parts) == 5 and parts[4] not in {"status", "finalize"}:
+        return None  # /api/v1/namespaces/<ns>/<plural>: a namespaced resource
+    return "/".join(["", "api", "v1", "namespaces", _CLUSTER, *parts[2:]])
+
+
+def _dry_run(request: rendering.Request) -> bool:
+    """`?dryRun=All`, or a DELETE whose DeleteOptions body says `dryRun: [All]` (kubectl's)."""
+    if request.params.get("dryRun") == "All":
+        return True
+    options = request.data if request.action == enums.action.DELETE else None
+    return isinstance(options, dict) and "All" in (options.get("dryRun") or [])
 
 
 def _diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
