@@ -486,6 +486,23 @@ throughput and latency as ratios to the peer's best configuration, with each rou
   wrk's percentiles cover answered requests only, so a configuration with errors has a p99
   that flatters it.
 
+## How each server runs each model
+
+- hgb: Kubeloop answers batches of up to 16 rows from its compiled HistGradientBoosting
+  arrays (`tree_ensemble.py`), larger ones with sklearn; MLServer calls sklearn's `predict`.
+- forest: Kubeloop answers batches of up to 32 rows from its compiled forest arrays
+  (`forest.py`: float32 rows, sklearn's leaf normalisation, trees added in order; equal to
+  sklearn bit for bit, checked on probe rows at load), larger ones with sklearn's
+  `predict_proba`, which calls the 100 trees one by one through joblib. MLServer calls
+  sklearn's `predict`, the same per-tree loop, for every request or batch.
+- linear: both call sklearn (`Pipeline.predict_proba` / `predict`): no compiled path, so the
+  c=1 ratio is the two servers' own per-request cost around the same sklearn call.
+- xgboost: Kubeloop calls `Booster.inplace_predict` on a float32 matrix; MLServer
+  `XGBClassifier.predict`, which builds a DMatrix per call.
+- digits: both call the TorchScript module (`torch.no_grad`, one thread). KServe runs its
+  synchronous `predict` on its event loop; Kubeloop runs every batch on its model thread, so the
+  loop never blocks, at the cost of two thread wake-ups per request.
+
 ## Machine
 
 {machine["cpus"]} CPUs ({machine["cpu_model"]}), **shared with other engineers running test
