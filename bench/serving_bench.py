@@ -500,8 +500,11 @@ throughput and latency as ratios to the peer's best configuration, with each rou
 - xgboost: Kubeloop calls `Booster.inplace_predict` on a float32 matrix; MLServer
   `XGBClassifier.predict`, which builds a DMatrix per call.
 - digits: both call the TorchScript module (`torch.no_grad`, one thread). KServe runs its
-  synchronous `predict` on its event loop; Kubeloop runs every batch on its model thread, so the
-  loop never blocks, at the cost of two thread wake-ups per request.
+  synchronous `predict` on its event loop.
+- Kubeloop, every model: a lone request of up to 16 rows (nothing else queued or being
+  received) runs on the event loop once the model's recent small calls took at most 1 ms
+  (`batching.py`, `runs_inline`): at c=1 that saves two thread wake-ups per request. Everything
+  else, batches in particular, runs on its model thread, so a slow call never blocks the loop.
 
 ## Machine
 
