@@ -475,7 +475,8 @@ throughput and latency as ratios to the peer's best configuration, with each rou
   127.0.0.1.
 - Every server runs its model on one thread (`OMP_NUM_THREADS=1` etc., what `kubeloop serve`
   sets for itself; `torch.set_num_threads(1)` in KServe): with one OpenMP pool per core a
-  single-row predict spun across the busy cores and was tens of times slower.
+  single-row HistGradientBoosting predict in MLServer spun across the busy cores and was tens
+  of times slower.
 - Load: `wrk -t1 -c<concurrency> -d{args.duration:g}s --timeout 5s` after {args.warmup:g} s of
   warm-up. All servers of all scenarios are started first and stay up; the measurements then
   alternate between them ({args.rounds} rounds x concurrency x configuration, the order
@@ -498,7 +499,7 @@ throughput and latency as ratios to the peer's best configuration, with each rou
 - linear: both call sklearn (`Pipeline.predict_proba` / `predict`): no compiled path, so the
   c=1 ratio is the two servers' own per-request cost around the same sklearn call.
 - xgboost: Kubeloop calls `Booster.inplace_predict` on a float32 matrix; MLServer
-  `XGBClassifier.predict`, which builds a DMatrix per call.
+  `XGBClassifier.predict`, the sklearn wrapper around the same booster.
 - digits: both call the TorchScript module (`torch.no_grad`, one thread). KServe runs its
   synchronous `predict` on its event loop.
 - Kubeloop, every model: a lone request of up to 16 rows (nothing else queued or being
@@ -519,7 +520,8 @@ in one invocation, interleaved round by round.
 
 The peer's best throughput in this run (req/s): {peak}. On a quiet machine every server is
 faster, and the ratios may differ: re-run the command below there. Per-round ratios show how
-far one measurement moves; the verdicts use the medians.
+far one measurement moves (most at c=1, where every request waits for the busy cores'
+scheduler on its way through wrk, the server and back); the verdicts use the medians.
 
 ## Reproduce
 
