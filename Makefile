@@ -56,16 +56,27 @@ image-venvs: ## each image's Python environment as its Dockerfile installs it, i
 	@# has every extra, so a package an image lacks shows only there.
 	$(PYTHON) -m tests.images.imageenv
 
-bench-venvs: venv-evidently ## separate venvs: benchmark peers (Evidently 0.7; MLServer 1.7) and the monitor image's packages
+bench-venvs: venv-evidently ## separate venvs: benchmark peers (Evidently 0.7; MLServer 1.7; KServe) and the monitor image's packages
 	@# The drift bench runs `kubeloop monitor` with exactly what images/monitor installs (.[monitor]),
 	@# not the dev environment (whose pandas, pulled in by pyarrow.dataset, the image does not have).
 	test -x .venv-bench-monitor/bin/python || ($(PYTHON) -m venv .venv-bench-monitor && \
 	  .venv-bench-monitor/bin/pip install --quiet -e '.[monitor]')
-	@# MLServer 1.7 (serving bench): same scikit-learn as ours so both load one model.joblib;
-	@# uvloop<0.22: newer uvloop breaks MLServer 1.7's parallel inference workers at start.
-	test -x .venv-bench-mlserver/bin/mlserver || ($(PYTHON) -m venv .venv-bench-mlserver && \
+	@# MLServer 1.7 (serving bench): same scikit-learn and xgboost builds as ours so both load one
+	@# model file; uvloop<0.22: newer uvloop breaks MLServer 1.7's parallel inference workers at
+	@# start. mlserver-xgboost goes in with --no-deps: it requires `xgboost`, the CUDA build
+	@# (a GPU NCCL wheel), where we run xgboost-cpu, which provides the same module.
+	.venv-bench-mlserver/bin/python -c 'import mlserver_sklearn, mlserver_xgboost' 2>/dev/null || \
+	  ($(PYTHON) -m venv .venv-bench-mlserver && \
 	  .venv-bench-mlserver/bin/pip install --quiet 'mlserver==1.7.*' 'mlserver-sklearn==1.7.*' \
-	  "scikit-learn==$$($(PYTHON) -c 'import sklearn; print(sklearn.__version__)')" 'uvloop<0.22')
+	  "scikit-learn==$$($(PYTHON) -c 'import sklearn; print(sklearn.__version__)')" 'uvloop<0.22' \
+	  "xgboost-cpu==$$($(PYTHON) -c 'import importlib.metadata as m; print(m.version("xgboost-cpu"))')" && \
+	  .venv-bench-mlserver/bin/pip install --quiet --no-deps 'mlserver-xgboost==1.7.*')
+	@# KServe's Python ModelServer (serving bench, digits CNN) with the same torch build as ours
+	@# (the CPU wheel pip finds first here; see `install`).
+	.venv-bench-kserve/bin/python -c 'import kserve, torch' 2>/dev/null || \
+	  ($(PYTHON) -m venv .venv-bench-kserve && \
+	  .venv-bench-kserve/bin/pip install --quiet 'kserve==0.21.*' \
+	  "torch==$$($(PYTHON) -c 'import torch; print(torch.__version__.split("+")[0])')")
 
 bench: install bench-venvs ## benchmarks against the anchors (`make bench TOPICS=drift`); index in BENCHMARKS.md
 	nice -n 10 $(PYTHON) -m bench $(TOPICS)

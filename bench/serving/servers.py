@@ -1,8 +1,9 @@
-"""Start, probe and stop the two servers of the serving benchmark, each in its own processes.
+"""Start, probe and stop the servers of the serving benchmark, each in its own processes.
 
 Kubeloop runs as `python -m kubeloop.cli serve` (what the pods run); MLServer 1.7 runs as
 `mlserver start` from its own venv (.venv-bench-mlserver, `make bench-venvs`), with its sklearn
-runtime on the same model.joblib. Both listen on loopback only.
+or xgboost runtime on the same model file; KServe's Python ModelServer runs
+bench/serving/kserve_server.py from .venv-bench-kserve. All listen on loopback only.
 """
 
 from __future__ import annotations
@@ -19,10 +20,21 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["MLSERVER", "Running", "mlserver_available", "start_kubeloop", "start_mlserver"]
+__all__ = [
+    "KSERVE_PYTHON",
+    "MLSERVER",
+    "Running",
+    "kserve_available",
+    "mlserver_available",
+    "start_kserve",
+    "start_kubeloop",
+    "start_mlserver",
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 MLSERVER = ROOT / ".venv-bench-mlserver" / "bin" / "mlserver"
+KSERVE_PYTHON = ROOT / ".venv-bench-kserve" / "bin" / "python"
+KSERVE_SCRIPT = Path(__file__).resolve().parent / "kserve_server.py"
 SINGLE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
@@ -54,6 +66,11 @@ class Running:
 def mlserver_available() -> bool:
     """MLServer's venv is there (`make bench-venvs`)."""
     return MLSERVER.is_file()
+
+
+def kserve_available() -> bool:
+    """KServe's venv is there (`make bench-venvs`)."""
+    return KSERVE_PYTHON.is_file()
 
 
 def _free_port() -> int:
@@ -103,6 +120,7 @@ def start_kubeloop(
     version: Path,
     logs: Path,
     *,
+    model_name: str,
     workers: int,
     max_batch_size: int,
     max_latency_ms: float,
@@ -112,7 +130,7 @@ def start_kubeloop(
     port = _free_port()
     env = {
         "KUBELOOP_MODEL_URI": version.as_uri(),
-        "KUBELOOP_MODEL_NAME": "hgb",
+        "KUBELOOP_MODEL_NAME": model_name,
         "KUBELOOP_HOST": "127.0.0.1",
         "KUBELOOP_PORT": str(port),
         "KUBELOOP_WORKERS": str(workers),
@@ -123,7 +141,7 @@ def start_kubeloop(
         "PYTHONPATH": str(ROOT / "operator"),
     }
     argv = [sys.executable, "-m", "kubeloop.cli", "serve"]
-    ready, infer = "/v2/health/ready", "/v2/models/hgb/infer"
+    ready, infer = "/v2/health/ready", f"/v2/models/{model_name}/infer"
     return _start(name, argv, env, port=port, ready=ready, infer=infer, logs=logs)
 
 
@@ -132,11 +150,14 @@ def start_mlserver(
     model_dir: Path,
     logs: Path,
     *,
+    implementation: str,
+    model_file: str,
     parallel_workers: int,
     max_batch_size: int,
     max_batch_time_ms: float,
 ) -> Running:
-    """`mlserver start` with the sklearn runtime; adaptive batching off when max_batch_size 0."""
+    """`mlserver start` with one runtime (`implementation`, e.g. mlserver_sklearn.SKLearnModel)
+    on `model_file`; adaptive batching off when max_batch_size is 0."""
     port, grpc, metrics = _free_port(), _free_port(), _free_port()
     repo = model_dir.parent
     settings = {
@@ -150,8 +171,8 @@ def start_mlserver(
     }
     model = {
         "name": model_dir.name,
-        "implementation": "mlserver_sklearn.SKLearnModel",
-        "parameters": {"uri": "./model.joblib", "version": "1"},
+        "implementation": implementation,
+        "parameters": {"uri": f"./{model_file}", "version": "1"},
         "max_batch_size": max_batch_size,
         "max_batch_time": max_batch_time_ms / 1000,
     }
@@ -163,6 +184,16 @@ def start_mlserver(
     # One OpenMP/BLAS thread, as `kubeloop serve` sets for itself: with sklearn's default (one
     # per core) a single-row HistGradientBoosting predict spins across cores and was ~40x
     # slower on the shared 2-core machine, so this is MLServer's faster setting.
+    return _start(name, argv, dict(SINGLE_THREAD), port=port, ready=ready, infer=infer, logs=logs)
+
+
+def start_kserve(name: str, model_dir: Path, logs: Path) -> Running:
+    """KServe's ModelServer (one process) serving model_dir's TorchScript file as its name."""
+    port = _free_port()
+    argv = [str(KSERVE_PYTHON), str(KSERVE_SCRIPT), str(model_dir), model_dir.name, str(port)]
+    ready = f"/v2/models/{model_dir.name}/ready"
+    infer = f"/v2/models/{model_dir.name}/infer"
+    # One torch thread, as `kubeloop serve` runs its model (the script also sets it).
     return _start(name, argv, dict(SINGLE_THREAD), port=port, ready=ready, infer=infer, logs=logs)
 
 

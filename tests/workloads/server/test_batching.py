@@ -9,8 +9,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pytest
 
-from kubeloop.workloads.server.batching import Batcher
+from kubeloop.workloads.server.batching import (
+    INLINE_CALL_SECONDS,
+    INLINE_ROWS,
+    Batcher,
+    runs_inline,
+)
 
 
 @dataclass(frozen=True)
@@ -25,11 +31,13 @@ class _Model:
     def __init__(self, delay: float = 0.0) -> None:
         self.calls: list[int] = []
         self.threads: set[int] = set()
+        self.thread_of_call: list[int] = []
         self.delay = delay
 
     def __call__(self, columns: dict[str, np.ndarray[Any, Any]]) -> _Prediction:
         self.calls.append(len(columns["x"]))
         self.threads.add(threading.get_ident())
+        self.thread_of_call.append(threading.get_ident())
         time.sleep(self.delay)  # blocking, as sklearn is: must not stall the event loop
         x = columns["x"]
         return _Prediction(x * 2, np.stack([x, -x], axis=1))
@@ -115,3 +123,58 @@ async def test_a_failing_model_fails_its_requests_not_the_batcher() -> None:
     result = await batcher.submit({"x": np.ones(2)}, 2)
     await batcher.stop()
     assert result.values.tolist() == [1.0, 1.0]
+
+
+FAST = INLINE_CALL_SECONDS / 10
+SLOW = INLINE_CALL_SECONDS * 10
+
+
+@pytest.mark.parametrize(
+    ("requests", "rows", "queued", "others", "recent", "inline"),
+    [
+        (1, 1, 0, 0, FAST, True),  # concurrency 1, a fast model: no thread hop
+        (1, INLINE_ROWS, 0, 0, FAST, True),
+        (1, INLINE_ROWS + 1, 0, 0, FAST, False),  # a large request may take long
+        (2, 2, 0, 0, FAST, False),  # a batch: others were waiting
+        (1, 1, 1, 0, FAST, False),  # another request queued behind it
+        (1, 1, 0, 1, FAST, False),  # another request being received
+        (1, 1, 0, 0, SLOW, False),  # a slow model would stall the loop
+        (1, 1, 0, 0, None, False),  # the first call: speed unknown
+    ],
+)
+def test_runs_inline(
+    *, requests: int, rows: int, queued: int, others: int, recent: float | None, inline: bool
+) -> None:
+    assert (
+        runs_inline(
+            requests=requests,
+            rows=rows,
+            queued=queued,
+            others_in_flight=others,
+            recent_call_s=recent,
+        )
+        is inline
+    )
+
+
+async def test_lone_requests_to_a_fast_model_run_on_the_event_loop() -> None:
+    model = _Model()
+    batcher = Batcher(model, max_batch_size=64, max_latency_ms=2, in_flight=lambda: 1)
+    batcher.start()
+    for i in range(5):
+        result = await batcher.submit({"x": np.full(1, float(i))}, 1)
+        np.testing.assert_array_equal(result.values, [2.0 * i])
+    await batcher.stop()
+    loop_thread = threading.get_ident()
+    assert model.thread_of_call[0] != loop_thread  # unknown speed: the model thread
+    assert model.thread_of_call[-1] == loop_thread  # known fast, alone: no thread hop
+
+
+async def test_lone_requests_to_a_slow_model_stay_off_the_event_loop() -> None:
+    model = _Model(delay=SLOW)
+    batcher = Batcher(model, max_batch_size=64, max_latency_ms=2, in_flight=lambda: 1)
+    batcher.start()
+    for _ in range(4):
+        await batcher.submit({"x": np.ones(1)}, 1)
+    await batcher.stop()
+    assert threading.get_ident() not in model.threads

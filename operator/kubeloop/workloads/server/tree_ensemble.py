@@ -10,6 +10,7 @@ same leaves are reached; only the order of adding leaf values differs (last-bit 
 
 Models with categorical splits or an internal column preprocessor are not compiled; the
 caller falls back to sklearn. `compile_hgb` returns None for anything it does not recognise.
+Random forests get the same treatment in `forest.py`; `accelerate` wraps whichever applies.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
+from kubeloop.workloads.server.forest import compile_forest
 from kubeloop.workloads.server.predictor import FeatureLike, PredictionLike, PredictorLike
 
 log = logging.getLogger("kubeloop.serve")
@@ -34,9 +36,22 @@ __all__ = [
     "SMALL_BATCH_ROWS",
     "AcceleratedPredictor",
     "CompiledEnsemble",
+    "CompiledModel",
     "accelerate",
     "compile_hgb",
 ]
+
+
+class CompiledModel(Protocol):
+    """What AcceleratedPredictor needs of a compiled model."""
+
+    max_rows: ClassVar[int]  # larger batches go to sklearn, cheaper per row there
+    exact: ClassVar[bool]  # answers must equal sklearn's (else: agree to rtol 1e-9)
+
+    @property
+    def n_features(self) -> int: ...
+    def predict_proba(self, x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]: ...
+    def predict(self, x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -56,6 +71,8 @@ class CompiledEnsemble:
     baseline: np.ndarray[Any, Any]  # (k,)
     n_features: int
     model: Any  # the sklearn estimator: its loss turns raw scores into outputs
+    max_rows: ClassVar[int] = SMALL_BATCH_ROWS
+    exact: ClassVar[bool] = False  # leaf values are added in another order than sklearn's
 
     def raw_predict(self, x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         """Raw scores (n, k) for a float64 matrix (n, n_features)."""
@@ -156,7 +173,7 @@ class _Prediction:
 class AcceleratedPredictor:
     """The loaded predictor, with small batches answered by a compiled ensemble."""
 
-    def __init__(self, inner: PredictorLike, compiled: CompiledEnsemble, model: Any) -> None:
+    def __init__(self, inner: PredictorLike, compiled: CompiledModel, model: Any) -> None:
         self.inner = inner
         self.compiled = compiled
         self._names = [f.name for f in inner.features]
@@ -180,7 +197,7 @@ class AcceleratedPredictor:
     def predict(self, columns: dict[str, np.ndarray[Any, Any]]) -> PredictionLike:
         """Compiled path for small batches, the verified sklearn model otherwise."""
         rows = len(columns[self._names[0]])
-        if rows > SMALL_BATCH_ROWS:
+        if rows > self.compiled.max_rows:
             return self.inner.predict(columns)
         x = np.empty((rows, len(self._names)), dtype=np.float64)
         for j, name in enumerate(self._names):
@@ -194,8 +211,8 @@ class AcceleratedPredictor:
 def _estimator(predictor: PredictorLike) -> Any:
     """The fitted sklearn estimator behind a kubeloop.modelformat Predictor, if plain enough.
 
-    Reads the Predictor's `_model` (a fitted estimator or a Pipeline): only a bare
-    HistGradientBoosting model, or a Pipeline whose other steps are passthrough, qualifies.
+    Reads the Predictor's `_model` (a fitted estimator or a Pipeline): only a bare model, or a
+    Pipeline whose other steps are passthrough, qualifies.
     """
     if getattr(predictor, "framework", None) not in ("sklearn", "skops"):
         return None
@@ -213,27 +230,37 @@ def accelerate(predictor: PredictorLike) -> PredictorLike:
     if any(f.kind != "numeric" for f in predictor.features):
         return predictor
     model = _estimator(predictor)
-    compiled = compile_hgb(model) if model is not None else None
+    compiled: CompiledModel | None = None
+    if model is not None:
+        compiled = compile_hgb(model) or compile_forest(model)
     if compiled is None or compiled.n_features != len(predictor.features):
         return predictor
     fast = AcceleratedPredictor(predictor, compiled, model)
     # Self-check on synthetic rows before trusting it: any disagreement keeps sklearn.
     rng = np.random.default_rng(0)
-    sample = rng.normal(size=(SMALL_BATCH_ROWS, compiled.n_features)) * 3
+    sample = rng.normal(size=(compiled.max_rows, compiled.n_features)) * 3
     columns = {f.name: sample[:, j].copy() for j, f in enumerate(predictor.features)}
-    want, got = predictor.predict(columns), fast.predict(columns)
-    if want.probabilities is None:
-        same = np.allclose(np.asarray(want.values), np.asarray(got.values), rtol=1e-9)
-    else:
-        same = np.array_equal(np.asarray(want.values), np.asarray(got.values))
-    if want.probabilities is not None:
-        same = (
-            same
-            and got.probabilities is not None
-            and np.allclose(want.probabilities, got.probabilities, rtol=1e-9, atol=1e-12)
-        )
-    if not same:
+    if not _agree(predictor.predict(columns), fast.predict(columns), exact=compiled.exact):
         log.warning("compiled tree ensemble disagrees with sklearn; serving with sklearn only")
         return predictor
-    log.info("serving batches of <= %d rows with the compiled tree ensemble", SMALL_BATCH_ROWS)
+    log.info(
+        "serving batches of <= %d rows with the compiled %s",
+        compiled.max_rows,
+        type(model).__name__,
+    )
     return fast
+
+
+def _agree(want: PredictionLike, got: PredictionLike, *, exact: bool) -> bool:
+    """Same labels; values and probabilities equal (exact) or within rtol 1e-9."""
+
+    def same(a: np.ndarray[Any, Any] | None, b: np.ndarray[Any, Any] | None) -> bool:
+        if a is None or b is None:
+            return a is None and b is None
+        if exact or a.dtype.kind not in "fc":
+            return bool(np.array_equal(a, b))
+        return bool(np.allclose(a, b, rtol=1e-9, atol=1e-12))
+
+    return same(np.asarray(want.values), np.asarray(got.values)) and same(
+        want.probabilities, got.probabilities
+    )
