@@ -130,20 +130,28 @@ SLOW = INLINE_CALL_SECONDS * 10
 
 
 @pytest.mark.parametrize(
-    ("requests", "rows", "queued", "others", "recent", "inline"),
+    ("requests", "rows", "queued", "others", "recent", "busy", "inline"),
     [
-        (1, 1, 0, 0, FAST, True),  # concurrency 1, a fast model: no thread hop
-        (1, INLINE_ROWS, 0, 0, FAST, True),
-        (1, INLINE_ROWS + 1, 0, 0, FAST, False),  # a large request may take long
-        (2, 2, 0, 0, FAST, False),  # a batch: others were waiting
-        (1, 1, 1, 0, FAST, False),  # another request queued behind it
-        (1, 1, 0, 1, FAST, False),  # another request being received
-        (1, 1, 0, 0, SLOW, False),  # a slow model would stall the loop
-        (1, 1, 0, 0, None, False),  # the first call: speed unknown
+        (1, 1, 0, 0, FAST, False, True),  # concurrency 1, a fast model: no thread hop
+        (1, INLINE_ROWS, 0, 0, FAST, False, True),
+        (1, INLINE_ROWS + 1, 0, 0, FAST, False, False),  # a large request may take long
+        (2, 2, 0, 0, FAST, False, False),  # a batch: others were waiting
+        (1, 1, 1, 0, FAST, False, False),  # another request queued behind it
+        (1, 1, 0, 1, FAST, False, False),  # another request being received
+        (1, 1, 0, 0, SLOW, False, False),  # a slow model would stall the loop
+        (1, 1, 0, 0, None, False, False),  # the first call: speed unknown
+        (1, 1, 0, 0, FAST, True, False),  # came while a call ran: a burst, keep the loop free
     ],
 )
 def test_runs_inline(
-    *, requests: int, rows: int, queued: int, others: int, recent: float | None, inline: bool
+    *,
+    requests: int,
+    rows: int,
+    queued: int,
+    others: int,
+    recent: float | None,
+    busy: bool,
+    inline: bool,
 ) -> None:
     assert (
         runs_inline(
@@ -152,6 +160,7 @@ def test_runs_inline(
             queued=queued,
             others_in_flight=others,
             recent_call_s=recent,
+            arrived_while_busy=busy,
         )
         is inline
     )

@@ -45,15 +45,25 @@ _RECENT_WEIGHT = 0.2  # of the newest call in the moving average of call times
 
 
 def runs_inline(
-    *, requests: int, rows: int, queued: int, others_in_flight: int, recent_call_s: float | None
+    *,
+    requests: int,
+    rows: int,
+    queued: int,
+    others_in_flight: int,
+    recent_call_s: float | None,
+    arrived_while_busy: bool = False,
 ) -> bool:
     """Whether a batch runs on the event loop instead of the model thread: a single small
-    request, nobody else queued or in flight, and a model known to answer such batches fast."""
+    request, nobody else queued or in flight, a model known to answer such batches fast, and
+    a server that was idle when it arrived. A request that came while a model call ran is
+    part of a burst: its followers may still be on their way, and the loop must stay free to
+    read them so that they share the next call (blocking it would serve a burst one by one)."""
     return (
         requests == 1
         and rows <= INLINE_ROWS
         and queued == 0
         and others_in_flight <= 0
+        and not arrived_while_busy
         and recent_call_s is not None
         and recent_call_s <= INLINE_CALL_SECONDS
     )
@@ -98,6 +108,8 @@ class Batcher:
         self._task: asyncio.Task[None] | None = None
         # moving average of the model's calls on <= INLINE_ROWS rows; None before the first
         self._recent_call_s: float | None = None
+        # when the latest model call ended (a request that arrived before it came in a burst)
+        self._busy_until = 0.0
 
     def start(self) -> None:
         """Start the consumer on the running loop."""
@@ -134,6 +146,7 @@ class Batcher:
                 queued=len(self._queue),
                 others_in_flight=self._in_flight() - len(batch),
                 recent_call_s=self._recent_call_s,
+                arrived_while_busy=batch[0].arrived < self._busy_until,
             )
             try:
                 if inline:
@@ -141,11 +154,13 @@ class Batcher:
                 else:
                     result = await loop.run_in_executor(self._executor, self._call, batch)
             except Exception as exc:  # the model failed: every request of the batch hears why
+                self._busy_until = time.perf_counter()
                 log.exception("model call failed for %d request(s)", len(batch))
                 for item in batch:
                     if not item.future.done():
                         item.future.set_exception(exc)
                 continue
+            self._busy_until = time.perf_counter()
             for item, part in zip(batch, result, strict=True):
                 if not item.future.done():  # the client may have gone away
                     item.future.set_result(part)
