@@ -12,6 +12,7 @@ resourceVersions, kopf's annotations), and every timestamp reads 2026-01-01T00:0
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -402,7 +403,20 @@ def test_fixture_is_what_the_operator_writes(
         situation.path.parent.mkdir(exist_ok=True)
         situation.path.write_text(yaml.safe_dump(produced, sort_keys=True))
     assert situation.path.exists(), f"{situation.path} is missing: regenerate (module docstring)"
-    assert yaml.safe_load(situation.path.read_text()) == produced, "regenerate and review"
+    # Compared as YAML text: a failure shows a line diff (pytest's rewriting of a deep dict
+    # comparison once crashed the whole run with an AST recursion INTERNALERROR).
+    committed = yaml.safe_dump(yaml.safe_load(situation.path.read_text()), sort_keys=True)
+    fresh = yaml.safe_dump(produced, sort_keys=True)
+    if committed != fresh:
+        diff = "".join(
+            difflib.unified_diff(
+                committed.splitlines(keepends=True),
+                fresh.splitlines(keepends=True),
+                str(situation.path),
+                "produced",
+            )
+        )
+        pytest.fail(f"stale fixture: regenerate and review (module docstring)\n{diff}")
 
 
 def test_every_fixture_comes_from_a_situation() -> None:
