@@ -16,11 +16,57 @@ the number of trees (numpy adds along a non-contiguous axis in order, one slice 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
-__all__ = ["CompiledForest", "compile_forest"]
+__all__ = ["CompiledForest", "FlatTrees", "compile_forest", "descend"]
+
+
+class FlatTrees(Protocol):
+    """What `descend` reads: every tree's nodes in flat arrays (HGB and forests alike)."""
+
+    @property
+    def feature(self) -> np.ndarray[Any, Any]: ...
+
+    @property
+    def threshold(self) -> np.ndarray[Any, Any]: ...
+
+    @property
+    def nan_left(self) -> np.ndarray[Any, Any]: ...
+
+    @property
+    def left(self) -> np.ndarray[Any, Any]: ...
+
+    @property
+    def right(self) -> np.ndarray[Any, Any]: ...
+
+    @property
+    def is_leaf(self) -> np.ndarray[Any, Any]: ...
+
+    @property
+    def roots(self) -> np.ndarray[Any, Any]: ...
+
+    @property
+    def depth(self) -> int: ...
+
+    @property
+    def n_features(self) -> int: ...
+
+
+def descend(trees: FlatTrees, flat: np.ndarray[Any, Any], n: int) -> np.ndarray[Any, Any]:
+    """(trees, n) global index of the leaf each of the `n` rows (`flat`: row-major, already in
+    the dtype the model compares in) reaches in each tree; all trees advance one level a step."""
+    offsets = (np.arange(n, dtype=np.int64) * trees.n_features)[None, :]
+    node = np.repeat(trees.roots[:, None], n, axis=1)
+    for level in range(trees.depth):
+        xv = flat[offsets + trees.feature[node]]
+        go_left = np.where(np.isnan(xv), trees.nan_left[node], xv <= trees.threshold[node])
+        node = np.where(go_left, trees.left[node], trees.right[node])
+        # most paths are far shorter than the deepest one: stop once all reached leaves
+        if level % 4 == 3 and trees.is_leaf[node].all():
+            break
+    return node
 
 
 @dataclass(frozen=True)
@@ -44,18 +90,8 @@ class CompiledForest:
 
     def _leaves(self, x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         """(trees, n) global index of the leaf each row reaches in each tree."""
-        n = x.shape[0]
         # float32 rows compared with float64 thresholds: what sklearn's trees compute
-        flat = np.ascontiguousarray(x, dtype=np.float32).ravel()
-        offsets = (np.arange(n, dtype=np.int64) * self.n_features)[None, :]
-        node = np.repeat(self.roots[:, None], n, axis=1)
-        for level in range(self.depth):
-            xv = flat[offsets + self.feature[node]]
-            go_left = np.where(np.isnan(xv), self.nan_left[node], xv <= self.threshold[node])
-            node = np.where(go_left, self.left[node], self.right[node])
-            if level % 4 == 3 and self.is_leaf[node].all():
-                break
-        return node
+        return descend(self, np.ascontiguousarray(x, dtype=np.float32).ravel(), x.shape[0])
 
     def _mean(self, x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         per_tree = self.leaf_value[self._leaves(x)]  # (trees, n, k)

@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
-from kubeloop.workloads.server.forest import compile_forest
+from kubeloop.workloads.server.forest import compile_forest, descend
 from kubeloop.workloads.server.predictor import FeatureLike, PredictionLike, PredictorLike
 
 log = logging.getLogger("kubeloop.serve")
@@ -77,16 +77,7 @@ class CompiledEnsemble:
     def raw_predict(self, x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         """Raw scores (n, k) for a float64 matrix (n, n_features)."""
         n = x.shape[0]
-        flat = np.ascontiguousarray(x, dtype=np.float64).ravel()
-        offsets = (np.arange(n, dtype=np.int64) * self.n_features)[None, :]
-        node = np.repeat(self.roots[:, None], n, axis=1)  # (trees, n)
-        for level in range(self.depth):
-            xv = flat[offsets + self.feature[node]]
-            go_left = np.where(np.isnan(xv), self.nan_left[node], xv <= self.threshold[node])
-            node = np.where(go_left, self.left[node], self.right[node])
-            # most paths are far shorter than the deepest one: stop once all reached leaves
-            if level % 4 == 3 and self.is_leaf[node].all():
-                break
+        node = descend(self, np.ascontiguousarray(x, dtype=np.float64).ravel(), n)  # (trees, n)
         leaf = self.value[node]  # (trees, n)
         k = self.baseline.shape[0]
         raw = np.empty((n, k), dtype=np.float64)
