@@ -37,7 +37,7 @@ from kubeloop.workloads.trainer.data import (
     preflight,
 )
 from kubeloop.workloads.trainer.errors import TrainingError, classify_storage_error
-from kubeloop.workloads.trainer.estimators import build_estimator
+from kubeloop.workloads.trainer.estimators import ClassIndexClassifier, build_estimator
 from kubeloop.workloads.trainer.metrics import evaluate
 from kubeloop.workloads.trainer.mlp import Distributed, params_dict, parse_params, train_mlp
 from kubeloop.workloads.trainer.preprocess import build_preprocess
@@ -193,7 +193,9 @@ def run_training(spec: TrainingPipelineSpec, ctx: RunContext) -> dict[str, Any]:
         model.fit(x_train, y_train)
         predictor = Predictor(data.features, spec.model.task, data.classes, "sklearn", model)
         # The manifest records the library's own parameters, not a label-index wrapper's.
-        configured = getattr(estimator, "estimator", estimator)
+        configured = (
+            estimator.estimator if isinstance(estimator, ClassIndexClassifier) else estimator
+        )
         params = {
             k: v
             for k, v in configured.get_params(deep=False).items()
