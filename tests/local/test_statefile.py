@@ -4,6 +4,8 @@ says so. The processes are real ones standing in for `up` and its operator."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -14,6 +16,7 @@ import pytest
 
 from kubeloop.local.down import stop_cluster
 from kubeloop.local.statefile import (
+    POD_MARKER,
     ClusterRunningError,
     ClusterState,
     claim_state_dir,
@@ -46,6 +49,19 @@ def _sleeper(*, session: bool = False) -> subprocess.Popen[bytes]:
         [sys.executable, "-c", "import time; time.sleep(120)", "kubeloop-stand-in"],
         session=session,
     )
+
+
+def _pod(state_dir: Path) -> subprocess.Popen[bytes]:
+    """A process with a pod's environment, in its own session as the pod runner starts them."""
+    env = {**os.environ, POD_MARKER: str(state_dir.resolve())}
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)", "a-pod"],
+        env=env,
+        start_new_session=True,
+    )
+    environ = Path(f"/proc/{process.pid}/environ")
+    _until(lambda: POD_MARKER.encode() in environ.read_bytes())
+    return process
 
 
 @pytest.fixture
@@ -108,16 +124,20 @@ def test_up_refuses_a_state_dir_whose_cluster_runs(
     assert read_cluster_state(tmp_path) == _state(up.pid)  # left alone
 
 
-def test_up_cleans_a_stale_state_and_its_orphaned_operator(
+def test_up_cleans_a_stale_state_and_what_its_up_left_running(
     tmp_path: Path, sleepers: list[subprocess.Popen[bytes]]
 ) -> None:
     operator = _sleeper(session=True)
-    sleepers.append(operator)
+    pod = _pod(tmp_path)
+    other_clusters_pod = _pod(tmp_path / "elsewhere")
+    sleepers += [operator, pod, other_clusters_pod]
     write_state(tmp_path, _state(_dead_pid(), operator.pid))
     replaced = claim_state_dir(tmp_path)
     assert replaced is not None and replaced.operator_pid == operator.pid
     assert read_cluster_state(tmp_path) is None
     assert operator.wait(timeout=10) < 0  # killed
+    assert pod.wait(timeout=10) < 0
+    assert other_clusters_pod.poll() is None
 
 
 def test_down_with_nothing_running_says_so(tmp_path: Path) -> None:
@@ -130,7 +150,8 @@ def test_down_of_a_killed_up_removes_its_state(
     tmp_path: Path, sleepers: list[subprocess.Popen[bytes]]
 ) -> None:
     operator = _sleeper(session=True)
-    sleepers.append(operator)
+    pod = _pod(tmp_path)
+    sleepers += [operator, pod]
     dead = _dead_pid()
     write_state(tmp_path, _state(dead, operator.pid))
     code, lines = stop_cluster(tmp_path)
@@ -138,7 +159,37 @@ def test_down_of_a_killed_up_removes_its_state(
     assert lines == [
         f"the local cluster recorded in {tmp_path} (pid {dead}) no longer runs; "
         "removed its state file",
-        f"killed its leftover operator (pid {operator.pid})",
+        f"killed the processes it left running: {operator.pid}, {pod.pid}",
     ]
     assert read_cluster_state(tmp_path) is None
     assert operator.wait(timeout=10) < 0
+    assert pod.wait(timeout=10) < 0
+
+
+def test_down_kills_an_up_that_does_not_stop_in_time_and_what_it_left(
+    tmp_path: Path, sleepers: list[subprocess.Popen[bytes]]
+) -> None:
+    deaf_up = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "print('deaf', flush=True); time.sleep(120)",
+            "kubeloop-up-stand-in",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    assert deaf_up.stdout is not None and deaf_up.stdout.readline() == b"deaf\n"
+    operator = _sleeper(session=True)
+    pod = _pod(tmp_path)
+    sleepers += [deaf_up, operator, pod]
+    write_state(tmp_path, _state(deaf_up.pid, operator.pid))
+    code, lines = stop_cluster(tmp_path, timeout=0.5)
+    assert code == 1
+    assert lines == [
+        f"the local cluster of {tmp_path} (pid {deaf_up.pid}) did not stop within 0.5 s; "
+        f"killed it and the processes it left running: {operator.pid}, {pod.pid}"
+    ]
+    assert deaf_up.wait(timeout=10) == -signal.SIGKILL
+    assert operator.wait(timeout=10) < 0 and pod.wait(timeout=10) < 0
+    assert read_cluster_state(tmp_path) is None

@@ -2,9 +2,8 @@
 
 `up` is asked to stop as Ctrl-C would (SIGTERM): it stops the operator and every pod process
 itself, then removes its state file — the sign `down` waits for. If it has not finished within
-the timeout it is killed, with the operator's process group (which has its own session and
-would outlive it). Pod processes of an `up` killed that way are not tracked in the state file
-and may outlive it; that is the one case where `down` can leave processes behind, and it says so.
+the timeout it is killed, and so is what it leaves: the operator and the pod processes each run
+in a session of their own and would outlive it (`kubeloop.local.statefile.kill_leftovers`).
 """
 
 from __future__ import annotations
@@ -17,7 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from kubeloop.local.statefile import (
-    kill_group,
+    ClusterState,
+    kill_leftovers,
     process_alive,
     read_cluster_state,
     remove_state,
@@ -47,8 +47,9 @@ def stop_cluster(state_dir: Path, timeout: float = DOWN_TIMEOUT) -> tuple[int, l
             f"the local cluster recorded in {state_dir} (pid {state.pid}) no longer runs; "
             "removed its state file"
         ]
-        if state.operator_pid is not None and kill_group(state.operator_pid):
-            lines.append(f"killed its leftover operator (pid {state.operator_pid})")
+        killed = kill_leftovers(state_dir, state)
+        if killed:
+            lines.append(f"killed the processes it left running: {_pids(killed)}")
         remove_state(state_dir)
         return 0, lines
 
@@ -60,22 +61,26 @@ def stop_cluster(state_dir: Path, timeout: float = DOWN_TIMEOUT) -> tuple[int, l
 
     if _wait(stopped, timeout):
         if read_cluster_state(state_dir) is not None:  # it died without cleaning up
-            if state.operator_pid is not None:
-                kill_group(state.operator_pid)
+            kill_leftovers(state_dir, _latest(state_dir, state))
             remove_state(state_dir)
         return 0, [f"stopped the local cluster of {state_dir} (pid {state.pid}, API {state.url})"]
 
-    # Re-read: the operator may have been restarted since (a new pid).
-    latest = read_cluster_state(state_dir) or state
-    for pid in {state.operator_pid, latest.operator_pid} - {None}:
-        assert pid is not None
-        kill_group(pid)
+    latest = _latest(state_dir, state)
     with contextlib.suppress(ProcessLookupError):
         os.kill(state.pid, signal.SIGKILL)
     _wait(lambda: not process_alive(state.pid), 5.0)
+    killed = kill_leftovers(state_dir, latest)
     remove_state(state_dir)
     return 1, [
-        f"the local cluster of {state_dir} (pid {state.pid}) did not stop within {timeout:.0f} s; "
-        "killed it and its operator. Pod processes it started may still run: see "
-        f"{state_dir}/cluster/pods/"
+        f"the local cluster of {state_dir} (pid {state.pid}) did not stop within {timeout:g} s; "
+        f"killed it and the processes it left running: {_pids(killed) or 'none'}"
     ]
+
+
+def _latest(state_dir: Path, state: ClusterState) -> ClusterState:
+    """The state as `up` last wrote it: the operator may have been restarted (a new pid)."""
+    return read_cluster_state(state_dir) or state
+
+
+def _pids(pids: list[int]) -> str:
+    return ", ".join(str(pid) for pid in pids)

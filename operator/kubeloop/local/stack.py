@@ -29,6 +29,7 @@ from kubeloop.local.kubeapi import ApiError, KubeApi
 from kubeloop.local.podrunner import PodRunner
 from kubeloop.local.processes import host_env
 from kubeloop.local.statefile import (
+    POD_MARKER,
     STATE_FILE,
     ClusterState,
     claim_state_dir,
@@ -202,7 +203,11 @@ class LocalStack:
         self.runner = PodRunner(
             self.url,
             self.state_dir / "cluster",
-            extra_env={"KUBECONFIG": str(kubeconfig), **self.workload_env},
+            extra_env={
+                "KUBECONFIG": str(kubeconfig),
+                POD_MARKER: str(self.state_dir),  # finds them if `up` dies without stopping them
+                **self.workload_env,
+            },
             interval=0.5,  # a controller-like resync; 4 Hz cost a third of a core when idle
             cwd=os.getcwd(),
         )

@@ -3,7 +3,10 @@
 `kubeloop local up` writes it once its API answers and rewrites it on every operator restart;
 it removes it last, once everything has stopped, so a missing file means "nothing runs here".
 A file whose `up` process is gone is stale (`up` was SIGKILLed, the machine rebooted): `up` and
-`down` clean it. Other shells find the API through it (`kubeloop local get`, `down`).
+`down` clean it, with what the dead `up` left running: its operator (own session, recorded
+pid) and its pod processes (own sessions too, found by the `POD_MARKER` variable the stack puts
+into every pod's environment). Other shells find the API through it (`kubeloop local get`,
+`down`).
 """
 
 from __future__ import annotations
@@ -17,11 +20,14 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "POD_MARKER",
     "STATE_FILE",
     "ClusterRunningError",
     "ClusterState",
     "claim_state_dir",
     "kill_group",
+    "kill_leftovers",
+    "pod_processes",
     "process_alive",
     "read_cluster_state",
     "remove_state",
@@ -29,6 +35,7 @@ __all__ = [
 ]
 
 STATE_FILE = "local.json"
+POD_MARKER = "KUBELOOP_LOCAL_STATE_DIR"  # in every pod's env: which state dir's pod it is
 
 
 @dataclass(frozen=True)
@@ -118,11 +125,40 @@ def kill_group(pid: int, sig: int = signal.SIGKILL) -> bool:
     return True
 
 
+def pod_processes(state_dir: Path) -> list[int]:
+    """Pids of processes started as pods of `state_dir`'s cluster (Linux: /proc; else [])."""
+    marker = f"{POD_MARKER}={state_dir.resolve()}".encode()
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if marker in environ.read_bytes().split(b"\0"):
+                found.append(int(environ.parent.name))
+        except (OSError, ValueError):
+            continue
+    return sorted(pid for pid in found if pid != os.getpid())
+
+
+def kill_leftovers(state_dir: Path, state: ClusterState) -> list[int]:
+    """SIGKILL what a dead `up` left behind (its operator's group, its pods); their pids.
+
+    Only for an `up` that no longer runs: a live one stops its own processes.
+    """
+    killed = []
+    if state.operator_pid is not None and kill_group(state.operator_pid):
+        killed.append(state.operator_pid)
+    for pid in pod_processes(state_dir):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+    return killed
+
+
 def claim_state_dir(state_dir: Path) -> ClusterState | None:
     """Make sure no live `up` uses `state_dir`; returns the stale state that was cleaned, if any.
 
-    Raises ClusterRunningError when one runs. A stale state's orphaned operator (its `up` was
-    killed without a chance to stop it) is killed: it would keep retrying a dead API forever.
+    Raises ClusterRunningError when one runs. A stale state's orphans (its `up` was killed
+    without a chance to stop them) are killed: the operator would retry a dead API forever,
+    and model servers would hold their ports.
     """
     state = read_cluster_state(state_dir)
     if state is None:
@@ -133,7 +169,6 @@ def claim_state_dir(state_dir: Path) -> ClusterState | None:
             f"stop it with `kubeloop local --state-dir {state_dir} down`, or pick another "
             "--state-dir"
         )
-    if state.operator_pid is not None:
-        kill_group(state.operator_pid)
+    kill_leftovers(state_dir, state)
     remove_state(state_dir)
     return state
