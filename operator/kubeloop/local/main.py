@@ -25,7 +25,7 @@ from kubeloop.local.down import DOWN_TIMEOUT, stop_cluster
 from kubeloop.local.kubeapi import ApiError, KubeApi
 from kubeloop.local.printer import render_table, resolve_kind
 from kubeloop.local.stack import LocalStack, apply_objects, load_manifests, read_state
-from kubeloop.local.statefile import ClusterRunningError
+from kubeloop.local.statefile import ClusterRunningError, claim_state_dir
 
 __all__ = ["main"]
 
@@ -155,6 +155,11 @@ def main(argv: list[str]) -> int:
     if args.command == "demo":
         from kubeloop.local.demo import run_demo
 
+        try:  # before the demo replaces the data under the state dir
+            claim_state_dir(args.state_dir)
+        except ClusterRunningError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         return run_demo(args.state_dir, live=not args.plain)
     if args.command == "down":
         return _down(args)
