@@ -36,18 +36,29 @@ runner rely on, the way a real API server behaves:
 - `admission_hooks`: callables that see every object about to be created and refuse it by
   raising `kmock.KubernetesError` (what the API server's own validation of a built-in kind, a
   ValidatingAdmissionPolicy or a webhook would refuse); nothing is stored then;
+- what kubectl's everyday verbs read (issue 15): label and field selectors on lists and
+  watches (`kubeloop.local.selectors`: `wait`/`rollout status`/`delete` watch one object by
+  `metadata.name`, `describe` lists its Events by `involvedObject.*`, `logs deployment/x` finds
+  pods by label); watch-list (`sendInitialEvents=true`) ends the initial objects with the
+  `k8s.io/initial-events-end` bookmark kubectl's informers wait for; `pods/<name>/log` served
+  from the pod runner's files (`kubeloop.local.podlogs`, set as `pod_logs` by
+  `kubeloop.local.stack`); SelfSubjectAccessReview answered allowed (`kubectl auth can-i`); the
+  protobuf Job of `kubectl create job --from=cronjob/...` (`kubeloop.local.builtins`) and a
+  Job's default `spec.selector`;
 - foreground-free garbage collection: deleting an object deletes the objects whose
   `ownerReferences` name its uid (recursively), so a deleted pipeline takes its Jobs along;
   and, as the real garbage collector does, an object created or patched with owners none of
   which exists any more is deleted too (a reconcile in flight when its owner went away would
   otherwise leave a child behind for good).
 
-Not emulated (known gaps): protobuf request bodies (kubectl's generators such as `kubectl
-create namespace` send them; answered 415: use `kubectl apply -f`/`create -f`), the OpenAPI
+Not emulated (known gaps): protobuf request bodies other than the two above (kubectl's
+generators such as `kubectl create namespace` send them; answered 415: use `kubectl apply
+-f`/`create -f`), `exec`/`attach`/`port-forward`, authentication and authorization, the OpenAPI
 documents (so kubectl's client-side validation in `apply`/`create` needs `--validate=false`),
 server-side printing (`kubectl get` shows NAME and AGE, not the CRDs' printer columns), watch
 from a resourceVersion (a watch replays the current objects as ADDED), resourceVersion
-conflicts on PATCH, label/field selectors beyond kmock's own, `deletecollection`,
+conflicts on PATCH, a watch with a selector sending DELETED when an object stops matching
+it, `deletecollection`,
 strategic-merge patch (it is treated as a merge patch), server-side apply. A dry run still
 consumes a resourceVersion number (nothing is stored with it).
 
@@ -462,14 +473,17 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
             current = self._current(request.resource, request.namespace, request.name)
             if current is not None:
                 return aiohttp.web.json_response(current)
-        deleted_uid: str | None = None
-        if request.action == enums.action.DELETE and request.name is not None:
+        target_uid: str | None = None
+        if request.action in {enums.action.DELETE, enums.action.UPDATE} and request.name:
             current = self._current(request.resource, request.namespace, request.name)
             if current is not None:
-                deleted_uid = current.get("metadata", {}).get("uid")
+                target_uid = current.get("metadata", {}).get("uid")
         response = await super()._handle(request)
-        if deleted_uid is not None:
-            await self._collect(deleted_uid)
+        # An owner goes on DELETE, or later, when a PATCH removes its last finalizer (kmock
+        # deletes it then): either way its dependents follow, including any created meanwhile.
+        gone = self._current(request.resource, request.namespace, request.name) is None
+        if target_uid is not None and (request.action == enums.action.DELETE or gone):
+            await self._collect(target_uid)
         elif request.action in {enums.action.CREATE, enums.action.UPDATE} and isinstance(
             request.data, dict
         ):

@@ -1,6 +1,7 @@
 """`kubeloop local`: the whole loop on one machine, no cluster.
 
     kubeloop local up -f examples/local/          # API + operator + pod runner, until Ctrl-C
+    KUBECONFIG=.demo/kubeconfig kubectl get kubeloop -n ml   # real kubectl works against it
     kubeloop local get tp,md,dm [-n ml | -A] [-o wide]
     kubeloop local trigger cronjob/<name> -n ml    # like kubectl create job --from=cronjob/...
     kubeloop local demo                            # the `make demo` scenario
@@ -90,8 +91,8 @@ async def _up(args: argparse.Namespace) -> int:
         for line in await apply_objects(stack.api, load_manifests(args.file)):
             print(line)
         print(
-            f"API {stack.url}  (kubeloop local get tp,md,dm; "
-            f"KUBECONFIG={args.state_dir}/kubeconfig)"
+            f"API {stack.url}: export KUBECONFIG={stack.state_dir / 'kubeconfig'}; "
+            "kubectl get kubeloop -n ml (or: kubeloop local get tp,md,dm)"
         )
         print(f"operator log {stack.operator_log}; pods under {args.state_dir}/cluster/pods/")
         print("Ctrl-C stops everything.")
