@@ -63,14 +63,17 @@ def wait_for(check: Callable[[], Any], timeout: float = 10) -> Any:
     return value
 
 
-def _watch(cluster: EmulatorThread, query: str) -> list[dict[str, Any]]:
-    """The events of a watch, read in the background into the returned list."""
+def _watch(cluster: EmulatorThread, query: str, count: int) -> list[dict[str, Any]]:
+    """The first `count` events of a watch, read in the background into the returned list
+    (then the connection is closed: an open one would hold the emulator's shutdown)."""
     events: list[dict[str, Any]] = []
 
     def read() -> None:
         with urllib.request.urlopen(f"{cluster.url}{CM}?watch=true&{query}") as resp:
             for line in resp:
                 events.append(json.loads(line))
+                if len(events) == count:
+                    return
 
     threading.Thread(target=read, daemon=True).start()
     return events
@@ -90,7 +93,7 @@ def test_lists_and_watches_honour_selectors_and_end_initial_events(
     assert [i["metadata"]["name"] for i in listed] == ["db"]
 
     # kubectl wait / rollout status: watch-list of one object by name, then its changes only.
-    events = _watch(cluster, "fieldSelector=metadata.name%3Dweb&sendInitialEvents=true")
+    events = _watch(cluster, "fieldSelector=metadata.name%3Dweb&sendInitialEvents=true", 3)
     wait_for(lambda: len(events) >= 2)
     assert [e["type"] for e in events] == ["ADDED", "BOOKMARK"]
     assert events[1]["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
