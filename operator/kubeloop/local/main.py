@@ -2,6 +2,7 @@
 
     kubeloop local up -f examples/local/          # API + operator + pod runner, until Ctrl-C
     kubeloop local down                            # stop the `up` of this state dir
+    KUBECONFIG=.demo/kubeconfig kubectl get kubeloop -n ml   # real kubectl works against it
     kubeloop local get tp,md,dm [-n ml | -A] [-o wide]
     kubeloop local trigger cronjob/<name> -n ml    # like kubectl create job --from=cronjob/...
     kubeloop local demo                            # the `make demo` scenario
@@ -111,7 +112,10 @@ async def _announce(stack: LocalStack, args: argparse.Namespace) -> None:
         )
     for line in await apply_objects(stack.api, load_manifests(args.file)):
         print(line)
-    print(f"API {stack.url}  (kubeloop local get tp,md,dm; KUBECONFIG={args.state_dir}/kubeconfig)")
+    print(
+        f"API {stack.url}: export KUBECONFIG={stack.state_dir / 'kubeconfig'}; "
+        "kubectl get kubeloop -n ml (or: kubeloop local get tp,md,dm)"
+    )
     print(f"operator log {stack.operator_log}; pods under {args.state_dir}/cluster/pods/")
     print(
         "The operator is restarted when it exits. Ctrl-C or `kubeloop local down` stops "

@@ -26,6 +26,7 @@ import yaml
 
 from kubeloop.local.emulator import RESOURCES, EmulatorThread
 from kubeloop.local.kubeapi import ApiError, KubeApi
+from kubeloop.local.podlogs import PodLogs
 from kubeloop.local.podrunner import PodRunner
 from kubeloop.local.processes import host_env
 from kubeloop.local.statefile import (
@@ -211,6 +212,8 @@ class LocalStack:
             interval=0.5,  # a controller-like resync; 4 Hz cost a third of a core when idle
             cwd=os.getcwd(),
         )
+        # `kubectl logs` reads what the runner captured, through the API as on a cluster.
+        self.cluster.emulator.pod_logs = PodLogs(self.runner.workdir)
         await self.runner.start()
         self.api = KubeApi(self.url)
         self._record()
