@@ -90,10 +90,14 @@ def test_payload_logs_round_trip(tmp_path: Path) -> None:
             status, body = server.post("/v2/models/churn/infer", doc)
             assert status == 200, body
             sent.append((doc, body["outputs"][0]["data"]))
-        deadline = time.monotonic() + 10
-        while not list(logs.rglob("*.parquet")) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        # The counter moves once the file is written: wait for it, not only for the file (the
+        # file showing first, a loaded machine read the metrics before the count).
+        written = 'kubeloop_payload_log_rows_written_total{model="churn"} 15.0'
+        deadline = time.monotonic() + 30
         _, metrics = server.get("/metrics")
+        while written not in metrics and time.monotonic() < deadline:
+            time.sleep(0.1)
+            _, metrics = server.get("/metrics")
     finally:
         assert server.stop() == 0
     files = list(logs.rglob("*.parquet"))
