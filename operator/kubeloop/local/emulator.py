@@ -82,11 +82,10 @@ import aiohttp.web
 import attrs
 import jsonpatch  # type: ignore[import-untyped]
 import kmock
-from kmock._internal import dicts, enums, rendering
-from kmock._internal.k8s import KubernetesObjectConflictError, KubernetesResourceNotFoundError
 
 from kubeloop.api.admission import admit
 from kubeloop.local import discovery
+from kubeloop.local.kmockcompat import EmulatorBase, set_request_fields
 
 __all__ = ["RESOURCES", "EmulatorThread", "KubeloopEmulator"]
 
@@ -127,7 +126,7 @@ def _key(resource: str) -> str:
 
 
 @attrs.define(kw_only=True)
-class KubeloopEmulator(kmock.KubernetesEmulator):
+class KubeloopEmulator(EmulatorBase):
     """kmock's emulator with server-set metadata, status subresources, admission and GC."""
 
     admission: bool = True
@@ -146,7 +145,7 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
         self._served = discovery.served_resources(RESOURCES)
         # kmock streams watches as application/octet-stream, which kubectl cannot decode.
         json_stream = {"Content-Type": "application/json"}
-        (self.fallback**1)[enums.action.WATCH] << json_stream << self._serve_watch
+        (self.fallback**1)[kmock.action.WATCH] << json_stream << self.serve_watch
         for path, (kind, namespaced, subresources) in RESOURCES.items():
             self.resources[path] = kmock.ResourceInfo(
                 kind=kind,
@@ -160,10 +159,6 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
         # kmock's key types are narrower than what it accepts at run time (resource objects).
         return self.objects
 
-    @property
-    def _bus_of(self) -> Any:
-        return self._buses
-
     def _next_rv(self) -> str:
         self._last_rv = next(self._rv)
         return str(self._last_rv)
@@ -176,20 +171,20 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
 
     # -- discovery and lists, as kubectl reads them --------------------------------------------
 
-    async def _serve_api(self, request: rendering.Request) -> rendering.Payload:
+    async def serve_api(self, request: kmock.Request) -> Any:
         return discovery.api_versions()
 
-    async def _serve_apis(self, request: rendering.Request) -> rendering.Payload:
+    async def serve_apis(self, request: kmock.Request) -> Any:
         return discovery.api_group_list(self._served.values())
 
-    async def _serve_group(self, request: rendering.Request) -> rendering.Payload:
+    async def serve_group(self, request: kmock.Request) -> Any:
         group = request.resource.group if request.resource is not None else None
         found = discovery.api_group(self._served.values(), str(group or ""))
         if found is None:
-            raise KubernetesResourceNotFoundError()
+            raise kmock.KubernetesResourceNotFoundError()
         return found
 
-    async def _serve_version(self, request: rendering.Request) -> rendering.Payload:
+    async def serve_version(self, request: kmock.Request) -> Any:
         ref = request.resource
         found = None
         if ref is not None:
@@ -197,11 +192,11 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
                 self._served.values(), str(ref.group or ""), str(ref.version or "")
             )
         if found is None:
-            raise KubernetesResourceNotFoundError()
+            raise kmock.KubernetesResourceNotFoundError()
         return found
 
-    async def _serve_list(self, request: rendering.Request) -> rendering.Payload:
-        body: Any = await super()._serve_list(request)
+    async def serve_list(self, request: kmock.Request) -> Any:
+        body: Any = await self.stored_list(request)
         served = self._served_of(request.resource)
         if served is None:
             return body  # type: ignore[no-any-return]
@@ -232,11 +227,11 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
             )
         return result.obj
 
-    def _rewrite(self, request: rendering.Request) -> rendering.Request:
+    def _rewrite(self, request: kmock.Request) -> kmock.Request:
         """Turn a request into what a real API server would store (raises KubernetesError)."""
         if request.resource is None:
             return request
-        if request.action == enums.action.CREATE and isinstance(request.data, dict):
+        if request.action == kmock.action.CREATE and isinstance(request.data, dict):
             obj = self._admit(copy.deepcopy(request.data))
             for hook in list(self.admission_hooks):
                 hook(copy.deepcopy(obj))
@@ -249,16 +244,16 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
             meta["resourceVersion"] = self._next_rv()
             meta["generation"] = 1
             meta.setdefault("creationTimestamp", _now())
-            object.__setattr__(request, "data", obj)
+            set_request_fields(request, data=obj)
             return request
-        if request.action == enums.action.UPDATE and request.name is not None:
+        if request.action == kmock.action.UPDATE and request.name is not None:
             current = self._current(request.resource, request.namespace, request.name)
             if current is None:
                 return request  # kmock answers 404
             patch = request.data if request.data is not None else {}
             if isinstance(patch, list):  # JSON patch: apply here, then store as a merge
                 try:
-                    patched = dicts.patch_dict(copy.deepcopy(current), patch)
+                    patched = _patched(copy.deepcopy(current), patch)
                 except jsonpatch.JsonPatchException as exc:
                     # e.g. kopf's `test` of metadata.resourceVersion: 422 as a real server.
                     raise kmock.KubernetesError(
@@ -271,9 +266,9 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
                 patch = {"status": patch.get("status")} if "status" in patch else {}
             elif request.subresource is None and has_status:
                 patch.pop("status", None)
-            new = dicts.patch_dict(copy.deepcopy(current), patch)
+            new = _patched(copy.deepcopy(current), patch)
             if new == current:  # a no-op: no new resourceVersion, no watch event
-                object.__setattr__(request, "data", None)
+                set_request_fields(request, data=None)
                 return request
             if request.subresource is None and new.get("spec") != current.get("spec"):
                 # Spec and metadata are judged: status is the operator's to write, and a real
@@ -283,27 +278,23 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
                     admitted["status"] = new["status"]
                 patch, new = _diff(current, admitted), admitted
                 if not patch:  # e.g. a defaulted field removed: defaulted again, a no-op
-                    object.__setattr__(request, "data", None)
+                    set_request_fields(request, data=None)
                     return request
             meta = patch.setdefault("metadata", {})
             meta["resourceVersion"] = self._next_rv()
             if new.get("spec") != current.get("spec"):
                 meta["generation"] = int(current["metadata"].get("generation", 1)) + 1
-            object.__setattr__(request, "data", patch)
+            set_request_fields(request, data=patch)
             return request
         return request
 
     def _trim_requests(self) -> None:
         keep = self.keep_requests
-        if keep is None or len(self._requests) <= 2 * keep:
+        if keep is None or len(self.recorded_requests) <= 2 * keep:
             return  # trimmed in chunks: amortised O(1) per request
-        del self._requests[:-keep]
-        for payload in self._payloads:
-            recorded = getattr(payload, "_requests", None)
-            if isinstance(recorded, list) and len(recorded) > keep:
-                del recorded[:-keep]
+        self.trim_requests(keep)
 
-    def _put_as_patch(self, request: rendering.Request) -> rendering.Request:
+    def _put_as_patch(self, request: kmock.Request) -> kmock.Request:
         """A PUT (update) as the merge patch from the stored object to the body (404 if none).
 
         Server-set metadata the body leaves out is kept; a stale resourceVersion answers 409.
@@ -331,52 +322,52 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
                 meta[key] = stored[key]
         if request.subresource is None and "status" in current and "status" not in body:
             body["status"] = current["status"]  # status is not the PUT's to remove
-        object.__setattr__(request, "action", enums.action.UPDATE)
-        object.__setattr__(request, "data", _diff(current, body))
+        set_request_fields(request, action=kmock.action.UPDATE)
+        set_request_fields(request, data=_diff(current, body))
         return request
 
-    def _would_store(self, request: rendering.Request) -> dict[str, Any]:
+    def _would_store(self, request: kmock.Request) -> dict[str, Any]:
         """The answer to a rewritten dry-run request: what would be stored (or deleted)."""
-        if request.action == enums.action.CREATE:
+        if request.action == kmock.action.CREATE:
             name = request.data.get("metadata", {}).get("name")
             namespace = request.namespace or request.data.get("metadata", {}).get("namespace")
             if self._current(request.resource, namespace, name) is not None:
-                raise KubernetesObjectConflictError()
+                raise _already_exists()
             return dict(request.data)
         current = self._current(request.resource, request.namespace, request.name)
         if current is None:
             raise kmock.KubernetesObjectNotFoundError()
-        if request.action == enums.action.UPDATE and request.data is not None:
-            return dict(dicts.patch_dict(copy.deepcopy(current), request.data))
+        if request.action == kmock.action.UPDATE and request.data is not None:
+            return dict(_patched(copy.deepcopy(current), request.data))
         return copy.deepcopy(current)
 
-    async def _handle_scale(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+    async def _handle_scale(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         """`.../scale`: the object's replicas as an autoscaling/v1 Scale, read and written."""
         served = self._served_of(request.resource)
         if served is None or "scale" not in served.subresources or request.name is None:
-            raise KubernetesResourceNotFoundError()
+            raise kmock.KubernetesResourceNotFoundError()
         current = self._current(request.resource, request.namespace, request.name)
         if current is None:
             raise kmock.KubernetesObjectNotFoundError()
         scale = discovery.scale_document(served, current)
-        if request.method == enums.method.GET:
+        if request.method == kmock.method.GET:
             return aiohttp.web.json_response(scale)
-        if request.method not in {enums.method.PATCH, enums.method.PUT}:
+        if request.method not in {kmock.method.PATCH, kmock.method.PUT}:
             raise kmock.KubernetesError(
                 status=405, reason="MethodNotAllowed", message="scale: get, patch or update"
             )
         try:
-            if request.method == enums.method.PUT or request.data is None:
+            if request.method == kmock.method.PUT or request.data is None:
                 wanted = request.data or {}
             else:
-                wanted = dict(dicts.patch_dict(scale, request.data))
+                wanted = dict(_patched(scale, request.data))
             patch = discovery.scale_patch(served, wanted)
         except (jsonpatch.JsonPatchException, ValueError, TypeError) as exc:
             raise kmock.KubernetesError(status=422, reason="Invalid", message=str(exc)) from exc
         if _dry_run(request):
-            update = rendering.Request(
+            update = kmock.Request(
                 method="PATCH",
-                action=enums.action.UPDATE,
+                action=kmock.action.UPDATE,
                 resource=request.resource,
                 namespace=request.namespace,
                 name=request.name,
@@ -393,10 +384,10 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
             raw_request = raw_request.clone(rel_url=raw_request.rel_url.with_path(path))
         return await super().__call__(raw_request)
 
-    async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+    async def handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         self._trim_requests()
         if request.namespace == _CLUSTER and request.resource == _NAMESPACES:
-            object.__setattr__(request, "namespace", None)
+            set_request_fields(request, namespace=None)
         if request.body and "protobuf" in request.headers.get("Content-Type", ""):
             raise kmock.KubernetesError(
                 status=415,
@@ -406,26 +397,26 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
             )
         if request.resource is not None and request.subresource == "scale":
             return await self._handle_scale(request)
-        if request.resource is not None and request.method == enums.method.PUT and request.name:
+        if request.resource is not None and request.method == kmock.method.PUT and request.name:
             request = self._put_as_patch(request)
         request = self._rewrite(request)
         if request.resource is not None and _dry_run(request):
             # Validated and admitted above; nothing is stored and no watch event is sent.
-            status = 201 if request.action == enums.action.CREATE else 200
+            status = 201 if request.action == kmock.action.CREATE else 200
             return aiohttp.web.json_response(self._would_store(request), status=status)
-        if request.action == enums.action.UPDATE and request.name and request.data is None:
+        if request.action == kmock.action.UPDATE and request.name and request.data is None:
             current = self._current(request.resource, request.namespace, request.name)
             if current is not None:
                 return aiohttp.web.json_response(current)
         deleted_uid: str | None = None
-        if request.action == enums.action.DELETE and request.name is not None:
+        if request.action == kmock.action.DELETE and request.name is not None:
             current = self._current(request.resource, request.namespace, request.name)
             if current is not None:
                 deleted_uid = current.get("metadata", {}).get("uid")
-        response = await super()._handle(request)
+        response = await self.store_and_answer(request)
         if deleted_uid is not None:
             await self._collect(deleted_uid)
-        elif request.action in {enums.action.CREATE, enums.action.UPDATE} and isinstance(
+        elif request.action in {kmock.action.CREATE, kmock.action.UPDATE} and isinstance(
             request.data, dict
         ):
             name = request.name or request.data.get("metadata", {}).get("name")
@@ -466,24 +457,24 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
             if k == kind and p.rsplit("/", 1)[0] == api_version
         )
         namespace = obj.get("metadata", {}).get("namespace")
-        request = rendering.Request(
+        request = kmock.Request(
             method="POST",
-            action=enums.action.CREATE,
+            action=kmock.action.CREATE,
             resource=kmock.resource(path),
             namespace=namespace,
             data=obj,
         )
         request = self._rewrite(request)
         key = (request.resource, namespace, request.data["metadata"]["name"])
-        async with self._lock:
+        async with self.lock:
             if key in self._store and not self._store[key].deleted:
-                raise KubernetesObjectConflictError()
+                raise _already_exists()
             if key in self._store:
                 self._store[key].create(request.data)
             else:
                 self._store[key] = request.data
             raw = self._store[key].raw
-            await self._bus_of[request.resource].put({"type": "ADDED", "object": raw})
+            await self.bus(request.resource).put({"type": "ADDED", "object": raw})
         created: dict[str, Any] = copy.deepcopy(raw)
         await self._collect_orphan(request.resource, namespace, created["metadata"]["name"])
         return created
@@ -497,9 +488,9 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
         subresource: str | None = None,
     ) -> dict[str, Any]:
         """Merge-patch an object (or its `status` with subresource="status"); returns it."""
-        request = rendering.Request(
+        request = kmock.Request(
             method="PATCH",
-            action=enums.action.UPDATE,
+            action=kmock.action.UPDATE,
             resource=kmock.resource(_key(resource)),
             namespace=namespace,
             name=name,
@@ -510,12 +501,12 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
         key = (request.resource, namespace, name)
         if request.data is None:  # no-op
             return self.get_object(resource, namespace, name) or {}
-        async with self._lock:
+        async with self.lock:
             if key not in self._store or self._store[key].deleted:
                 raise kmock.KubernetesObjectNotFoundError()
             self._store[key].patch(request.data)
             raw = self._store[key].raw
-            await self._bus_of[request.resource].put({"type": "MODIFIED", "object": raw})
+            await self.bus(request.resource).put({"type": "MODIFIED", "object": raw})
         patched: dict[str, Any] = copy.deepcopy(raw)
         await self._collect_orphan(request.resource, namespace, name)
         return patched
@@ -524,12 +515,12 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
         """Delete an object (no finalizer handling) and, recursively, its dependents."""
         ref = kmock.resource(_key(resource)) if isinstance(resource, str) else resource
         key = (ref, namespace, name)
-        async with self._lock:
+        async with self.lock:
             if key not in self._store or self._store[key].deleted:
                 return
             raw = self._store[key].raw
             self._store[key].delete()
-            await self._bus_of[ref].put({"type": "DELETED", "object": raw})
+            await self.bus(ref).put({"type": "DELETED", "object": raw})
         uid = raw.get("metadata", {}).get("uid")
         if uid:
             await self._collect(uid)
@@ -551,7 +542,7 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
 
 # kmock reads `/api/v1/namespaces[/<name>]` as the namespace <name> with no resource (and
 # fails on the bare list), so those paths are rewritten to a form it parses as the `namespaces`
-# resource in a placeholder namespace, which `_handle` then clears: Namespaces are cluster-scoped.
+# resource in a placeholder namespace, which `handle` then clears: Namespaces are cluster-scoped.
 _CLUSTER = "-cluster-"
 _NAMESPACES = kmock.resource("v1/namespaces")
 
@@ -566,12 +557,38 @@ def _namespace_path(path: str) -> str | None:
     return "/".join(["", "api", "v1", "namespaces", _CLUSTER, *parts[2:]])
 
 
-def _dry_run(request: rendering.Request) -> bool:
+def _dry_run(request: kmock.Request) -> bool:
     """`?dryRun=All`, or a DELETE whose DeleteOptions body says `dryRun: [All]` (kubectl's)."""
     if request.params.get("dryRun") == "All":
         return True
-    options = request.data if request.action == enums.action.DELETE else None
+    options = request.data if request.action == kmock.action.DELETE else None
     return isinstance(options, dict) and "All" in (options.get("dryRun") or [])
+
+
+def _already_exists() -> kmock.KubernetesError:
+    return kmock.KubernetesError(
+        status=409, reason="AlreadyExists", message="the object already exists"
+    )
+
+
+def _merged(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch (None deletes a key), on copies."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = _merged(out.get(key), value)
+    return out
+
+
+def _patched(obj: dict[str, Any], patch: Any) -> dict[str, Any]:
+    """`obj` with a merge patch (a dict) or a JSON patch (a list) applied, on a copy."""
+    if isinstance(patch, list):
+        return dict(jsonpatch.apply_patch(copy.deepcopy(obj), patch, in_place=False))
+    return dict(_merged(obj, patch))
 
 
 def _diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
