@@ -75,7 +75,7 @@ import datetime
 import itertools
 import threading
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import aiohttp.web
@@ -84,7 +84,7 @@ import jsonpatch  # type: ignore[import-untyped]
 import kmock
 
 from kubeloop.api.admission import admit
-from kubeloop.local import discovery
+from kubeloop.local import discovery, tables
 from kubeloop.local.kmockcompat import EmulatorBase, set_request_fields
 
 __all__ = ["RESOURCES", "EmulatorThread", "KubeloopEmulator"]
@@ -200,7 +200,42 @@ class KubeloopEmulator(EmulatorBase):
         served = self._served_of(request.resource)
         if served is None:
             return body  # type: ignore[no-any-return]
+        if _as_table(request):
+            return self._table(served, list(body["items"]), request)
         return discovery.list_document(served, list(body["items"]), str(self._last_rv))
+
+    def _table(
+        self, served: discovery.ServedResource, items: list[dict[str, Any]], request: kmock.Request
+    ) -> dict[str, Any]:
+        return tables.table(
+            tables.columns_for(served.group_version, served.kind),
+            items,
+            include_object=request.params.get("includeObject", "Metadata"),
+            resource_version=str(self._last_rv),
+        )
+
+    async def serve_watch(self, request: kmock.Request) -> AsyncIterator[Any]:
+        """kmock's watch, from the request's resourceVersion on, as Tables when asked.
+
+        kmock replays every current object as ADDED; one the client already listed (its
+        resourceVersion is not newer than the watch's) is skipped, as a real server starts a
+        watch after that version (so `kubectl get -w` prints each row once).
+        """
+        since = _int_or_none(request.params.get("resourceVersion"))
+        served = self._served_of(request.resource)
+        table = served is not None and _as_table(request)
+        async for event in self.stored_watch(request):
+            if not isinstance(event, dict) or not isinstance(event.get("object"), dict):
+                yield event
+                continue
+            obj = event["object"]
+            version = _int_or_none(obj.get("metadata", {}).get("resourceVersion"))
+            if event.get("type") == "ADDED" and since and version is not None and version <= since:
+                continue
+            if table and served is not None:
+                yield {"type": event["type"], "object": self._table(served, [obj], request)}
+            else:
+                yield event
 
     # -- request rewriting -------------------------------------------------------------------
 
@@ -404,6 +439,11 @@ class KubeloopEmulator(EmulatorBase):
             # Validated and admitted above; nothing is stored and no watch event is sent.
             status = 201 if request.action == kmock.action.CREATE else 200
             return aiohttp.web.json_response(self._would_store(request), status=status)
+        if request.action == kmock.action.FETCH and request.name and _as_table(request):
+            served = self._served_of(request.resource)
+            current = self._current(request.resource, request.namespace, request.name)
+            if served is not None and current is not None:
+                return aiohttp.web.json_response(self._table(served, [current], request))
         if request.action == kmock.action.UPDATE and request.name and request.data is None:
             current = self._current(request.resource, request.namespace, request.name)
             if current is not None:
@@ -563,6 +603,18 @@ def _dry_run(request: kmock.Request) -> bool:
         return True
     options = request.data if request.action == kmock.action.DELETE else None
     return isinstance(options, dict) and "All" in (options.get("dryRun") or [])
+
+
+def _as_table(request: kmock.Request) -> bool:
+    accept = next((v for k, v in request.headers.items() if k.lower() == "accept"), "")
+    return tables.wants_table(accept)
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _already_exists() -> kmock.KubernetesError:

@@ -1,0 +1,148 @@
+"""Real kubectl against the emulated API, the parts that need the server's schema knowledge
+(issue 15): server-side printing (Tables with the CRDs' printer columns, in lists and watches),
+the OpenAPI v3 documents (`explain`, server-side field validation in `apply`), server-side
+apply with field managers, and pruning as a real API server does."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.local.kubectl_helpers import KUBECTL, env, kubectl, running_cluster, wait_for
+
+from kubeloop.local.emulator import EmulatorThread
+
+TP = "kubeloop.io/v1alpha1/trainingpipelines"
+
+pytestmark = pytest.mark.skipif(
+    not KUBECTL.exists(), reason=f"{KUBECTL} is missing: `make tools` installs kubectl"
+)
+
+BUILTINS: list[dict[str, Any]] = [
+    {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "churn-train-1", "namespace": "ml"},
+        "spec": {"containers": [{"name": "train", "image": "kubeloop"}]},
+        "status": {
+            "phase": "Running",
+            "containerStatuses": [{"name": "train", "ready": True, "restartCount": 2}],
+        },
+    },
+    {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "churn-train-1", "namespace": "ml"},
+        "spec": {"completions": 1, "template": {}},
+        "status": {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]},
+    },
+    {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "churn-v1", "namespace": "ml"},
+        "spec": {"replicas": 2},
+        "status": {"readyReplicas": 1, "updatedReplicas": 2, "availableReplicas": 1},
+    },
+    {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": "churn-drift", "namespace": "ml"},
+        "spec": {"schedule": "*/5 * * * *"},
+    },
+    {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": "churn.1", "namespace": "ml"},
+        "type": "Normal",
+        "reason": "Trained",
+        "message": "run 1 trained",
+        "involvedObject": {"kind": "TrainingPipeline", "name": "churn"},
+    },
+]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EmulatorThread, Path]]:
+    home = tmp_path_factory.mktemp("kubectl-schema")
+    with running_cluster(home) as c:
+        for doc in BUILTINS:
+            c.call(c.emulator.create_object(doc))
+        yield c, home
+
+
+def _lines(text: str) -> list[list[str]]:
+    return [line.split() for line in text.splitlines() if line.strip()]
+
+
+def test_get_prints_the_crds_printer_columns(cluster: tuple[EmulatorThread, Path]) -> None:
+    c, home = cluster
+    c.call(
+        c.emulator.patch_object(
+            TP, "ml", "churn", {"status": {"phase": "Succeeded"}}, subresource="status"
+        )
+    )
+    printed = kubectl(home, "get", "tp,md,dm", "-A").stdout
+    blocks = [_lines(block) for block in printed.split("\n\n")]
+    tp, md, dm = blocks
+    assert tp[0] == ["NAMESPACE", "NAME", "PHASE", "CHAMPION", "METRIC", "SCORE", "PROGRESS", "AGE"]
+    assert tp[1][:4] == ["ml", "trainingpipeline.kubeloop.io/churn", "Succeeded", "roc_auc"]
+    assert md[0] == ["NAMESPACE", "NAME", "VERSION", "READY", "URL", "AGE"]  # priority 1: -o wide
+    assert dm[0] == ["NAMESPACE", "NAME", "DRIFTED", "SHARE", "LAST", "RUN", "AGE"]
+    wide = _lines(kubectl(home, "get", "md", "-n", "ml", "-o", "wide").stdout)
+    assert wide[0] == ["NAME", "VERSION", "READY", "CANARY", "STEP", "URL", "AGE"]
+    one = _lines(kubectl(home, "get", "tp", "churn", "-n", "ml").stdout)
+    assert one[1][:3] == ["churn", "Succeeded", "roc_auc"]
+
+
+def test_get_prints_columns_for_built_in_kinds(cluster: tuple[EmulatorThread, Path]) -> None:
+    _, home = cluster
+    printed = kubectl(home, "get", "pods,jobs,deployments,cronjobs,events", "-n", "ml").stdout
+    pods, jobs, deployments, cronjobs, events = (_lines(b) for b in printed.split("\n\n"))
+    assert pods == [
+        ["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
+        ["pod/churn-train-1", "1/1", "Running", "2", pods[1][-1]],
+    ]
+    assert jobs[0] == ["NAME", "STATUS", "COMPLETIONS", "AGE"]
+    assert jobs[1][:3] == ["job.batch/churn-train-1", "Complete", "1/1"]
+    assert deployments[0] == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
+    assert deployments[1][:4] == ["deployment.apps/churn-v1", "1/2", "2", "1"]
+    assert cronjobs[0][:3] == ["NAME", "SCHEDULE", "SUSPEND"]
+    assert events[0] == ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
+    assert events[1][1:] == ["Normal", "Trained", "trainingpipeline/churn", "run", "1", "trained"]
+
+
+def test_watch_prints_the_listed_rows_then_a_row_per_change(
+    cluster: tuple[EmulatorThread, Path],
+) -> None:
+    c, home = cluster
+    proc = subprocess.Popen(
+        [str(KUBECTL), "get", "tp", "-n", "ml", "-w"],
+        env=env(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+
+    def read() -> None:
+        assert proc.stdout is not None
+        lines.extend(proc.stdout)
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        assert wait_for(lambda: len(lines) >= 2), lines  # the header and the listed row
+        c.call(
+            c.emulator.patch_object(
+                TP, "ml", "churn", {"status": {"phase": "Training"}}, subresource="status"
+            )
+        )
+        assert wait_for(lambda: any("Training" in line for line in lines)), lines
+        assert lines[0].split()[:3] == ["NAME", "PHASE", "CHAMPION"]
+        assert [line.split()[0] for line in lines] == ["NAME", "churn", "churn"]  # listed once
+    finally:
+        proc.terminate()
+        proc.wait(10)
