@@ -118,10 +118,7 @@ def test_dry_run_and_diff_store_nothing_and_send_no_event(
 
         docs[0]["metadata"]["name"] = "other"
         manifest.write_text(yaml.safe_dump(docs[0]))
-        # --validate=false: client-side validation needs the OpenAPI documents (not served).
-        created = kubectl(
-            home, "create", "--dry-run=server", "--validate=false", "-f", str(manifest)
-        )
+        created = kubectl(home, "create", "--dry-run=server", "-f", str(manifest))
         assert "created (server dry run)" in created.stdout
         assert c.emulator.get_object(TP, "ml", "other") is None
         assert (

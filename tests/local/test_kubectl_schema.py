@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.local.kubectl_helpers import KUBECTL, env, kubectl, running_cluster, wait_for
+import yaml
+from tests.local.kubectl_helpers import KUBECTL, ROOT, env, kubectl, running_cluster, wait_for
 
 from kubeloop.local.emulator import EmulatorThread
 
@@ -146,3 +147,61 @@ def test_watch_prints_the_listed_rows_then_a_row_per_change(
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_explain_prints_the_field_docs_from_the_crd(cluster: tuple[EmulatorThread, Path]) -> None:
+    _, home = cluster
+    explained = kubectl(home, "explain", "trainingpipeline.spec.model").stdout
+    assert "KIND:       TrainingPipeline" in explained
+    assert "What to train." in explained  # spec.model's description in the CRD
+    assert "estimator\t<string>" in explained and "Estimator from the allow-list." in explained
+    assert "task\t<string> -required-" in explained
+    assert "Standard object's metadata" in kubectl(home, "explain", "tp.metadata").stdout
+    assert "KIND:       Pod" in kubectl(home, "explain", "pods").stdout
+
+
+def _manifest(tmp_path: Path, change: Callable[[dict[str, Any]], None]) -> Path:
+    doc = next(yaml.safe_load_all((ROOT / "examples/local/churn.yaml").read_text()))
+    change(doc)
+    path = tmp_path / f"{doc['metadata']['name']}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_apply_validates_fields_on_the_server(
+    cluster: tuple[EmulatorThread, Path], tmp_path: Path
+) -> None:
+    c, home = cluster
+    applied = kubectl(home, "apply", "-f", str(ROOT / "examples/local/churn.yaml"))
+    assert "trainingpipeline.kubeloop.io/churn configured" in applied.stdout, applied.stderr
+    before = c.emulator.get_object(TP, "ml", "churn")
+
+    def typo(doc: dict[str, Any]) -> None:
+        doc["spec"]["model"]["estimatr"] = "RandomForestClassifier"
+
+    refused = kubectl(home, "apply", "-f", str(_manifest(tmp_path, typo)), ok=False)
+    assert refused.returncode == 1
+    assert 'strict decoding error: unknown field "spec.model.estimatr"' in refused.stderr
+    assert c.emulator.get_object(TP, "ml", "churn") == before
+
+    warned = kubectl(home, "apply", "--validate=warn", "-f", str(_manifest(tmp_path, typo)))
+    assert 'Warning: unknown field "spec.model.estimatr"' in warned.stderr
+    stored = c.emulator.get_object(TP, "ml", "churn")
+    assert stored is not None and "estimatr" not in stored["spec"]["model"]  # pruned
+
+
+def test_nulls_are_pruned_and_defaulted_as_a_real_server_does(
+    cluster: tuple[EmulatorThread, Path], tmp_path: Path
+) -> None:
+    c, home = cluster
+
+    def nulls(doc: dict[str, Any]) -> None:
+        doc["metadata"]["name"] = "nulls"
+        doc["spec"]["runPolicy"] = None
+        doc["spec"]["promotion"]["minimum"] = None
+
+    kubectl(home, "apply", "-f", str(_manifest(tmp_path, nulls)))
+    stored = c.emulator.get_object(TP, "ml", "nulls")
+    assert stored is not None
+    assert stored["spec"]["runPolicy"]["historyLimit"] == 10  # defaulted as if absent
+    assert "minimum" not in stored["spec"]["promotion"]

@@ -70,6 +70,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import copy
 import datetime
 import itertools
@@ -83,13 +84,20 @@ import attrs
 import jsonpatch  # type: ignore[import-untyped]
 import kmock
 
-from kubeloop.api.admission import admit
-from kubeloop.local import discovery, tables
+from kubeloop.api.admission import FIELD_VALIDATION, admit, unknown_fields
+from kubeloop.local import discovery, openapi, tables
 from kubeloop.local.kmockcompat import EmulatorBase, set_request_fields
 
 __all__ = ["RESOURCES", "EmulatorThread", "KubeloopEmulator"]
 
 T = TypeVar("T")
+
+# The `Warning` headers of the request being handled (the unknown fields dropped).
+_WARNINGS: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "_WARNINGS", default=None
+)
+# In-process changes validate fields as kubectl does.
+_STRICT = {"fieldValidation": "Strict"}
 
 # plural path -> (kind, namespaced, subresources)
 RESOURCES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
@@ -139,6 +147,7 @@ class KubeloopEmulator(EmulatorBase):
     _rv: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
     _last_rv: int = attrs.field(default=0, init=False)
     _served: dict[str, discovery.ServedResource] = attrs.field(factory=dict, init=False)
+    _openapi: dict[str, dict[str, Any]] = attrs.field(factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -158,6 +167,15 @@ class KubeloopEmulator(EmulatorBase):
     def _store(self) -> Any:
         # kmock's key types are narrower than what it accepts at run time (resource objects).
         return self.objects
+
+    def _openapi_document(self, path: str) -> dict[str, Any] | None:
+        """`/openapi/v3` (path "") or one group/version's document, built on first use."""
+        if not self._openapi:
+            served = list(self._served.values())
+            self._openapi[""] = openapi.index(served)
+            for doc_path in {openapi.document_path(r) for r in served}:
+                self._openapi[doc_path] = openapi.document(served, doc_path) or {}
+        return self._openapi.get(path)
 
     def _next_rv(self) -> str:
         self._last_rv = next(self._rv)
@@ -251,15 +269,35 @@ class KubeloopEmulator(EmulatorBase):
             return self._store[key].raw
         return None
 
-    def _admit(self, obj: dict[str, Any]) -> dict[str, Any]:
-        """The object as stored, defaults applied; a kubeloop kind the CRD refuses raises 422."""
+    def _admit(self, obj: dict[str, Any], request: kmock.Request) -> dict[str, Any]:
+        """The object as stored (pruned, defaulted) for a kubeloop kind; raises 400 for unknown
+        fields under `fieldValidation=Strict` and 422 for what the CRD refuses."""
         if not (self.admission and str(obj.get("apiVersion", "")).startswith("kubeloop.io/")):
             return obj
-        result = admit(obj)
+        mode = request.params.get("fieldValidation") or "Warn"  # the API server's default
+        if mode not in FIELD_VALIDATION:
+            raise kmock.KubernetesError(
+                status=400,
+                reason="BadRequest",
+                message=f"fieldValidation: {mode!r} is not one of {', '.join(FIELD_VALIDATION)}",
+            )
+        unknown = unknown_fields(obj)
+        if mode == "Strict" and unknown:
+            kind, version = obj.get("kind"), str(obj.get("apiVersion")).rsplit("/", 1)[-1]
+            raise kmock.KubernetesError(
+                status=400,
+                reason="BadRequest",
+                message=f'{kind} in version "{version}" cannot be handled as a {kind}: strict '
+                "decoding error: " + ", ".join(f'unknown field "{path}"' for path in unknown),
+            )
+        result = admit(obj, field_validation=mode)
         if not result.allowed:
             raise kmock.KubernetesError(
                 status=422, reason="Invalid", message="; ".join(result.errors)
             )
+        warnings = _WARNINGS.get()
+        if warnings is not None:
+            warnings.extend(result.warnings)
         return result.obj
 
     def _rewrite(self, request: kmock.Request) -> kmock.Request:
@@ -267,7 +305,7 @@ class KubeloopEmulator(EmulatorBase):
         if request.resource is None:
             return request
         if request.action == kmock.action.CREATE and isinstance(request.data, dict):
-            obj = self._admit(copy.deepcopy(request.data))
+            obj = self._admit(copy.deepcopy(request.data), request)
             for hook in list(self.admission_hooks):
                 hook(copy.deepcopy(obj))
             meta = obj.setdefault("metadata", {})
@@ -308,7 +346,7 @@ class KubeloopEmulator(EmulatorBase):
             if request.subresource is None and new.get("spec") != current.get("spec"):
                 # Spec and metadata are judged: status is the operator's to write, and a real
                 # API server prunes there what its schema does not know rather than refusing.
-                admitted = self._admit({k: v for k, v in new.items() if k != "status"})
+                admitted = self._admit({k: v for k, v in new.items() if k != "status"}, request)
                 if "status" in new:
                     admitted["status"] = new["status"]
                 patch, new = _diff(current, admitted), admitted
@@ -414,12 +452,32 @@ class KubeloopEmulator(EmulatorBase):
         return aiohttp.web.json_response(discovery.scale_document(served, current))
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        if raw_request.rel_url.path.rstrip("/").startswith("/openapi/v3"):
+            await raw_request.read()
+            doc = self._openapi_document(
+                raw_request.rel_url.path.rstrip("/")[len("/openapi/v3/") :]
+            )
+            if doc is None:
+                return aiohttp.web.json_response({"kind": "Status", "code": 404}, status=404)
+            return aiohttp.web.json_response(doc)
         path = _namespace_path(raw_request.rel_url.path)
         if path is not None:
             raw_request = raw_request.clone(rel_url=raw_request.rel_url.with_path(path))
         return await super().__call__(raw_request)
 
     async def handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        warnings: list[str] = []
+        token = _WARNINGS.set(warnings)
+        try:
+            response = await self._serve_request(request)
+        finally:
+            _WARNINGS.reset(token)
+        if not response.prepared:
+            for warning in warnings:  # kubectl prints them as `Warning: ...`
+                response.headers.add("Warning", '299 - "{}"'.format(warning.replace('"', '\\"')))
+        return response
+
+    async def _serve_request(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         self._trim_requests()
         if request.namespace == _CLUSTER and request.resource == _NAMESPACES:
             set_request_fields(request, namespace=None)
@@ -503,6 +561,7 @@ class KubeloopEmulator(EmulatorBase):
             resource=kmock.resource(path),
             namespace=namespace,
             data=obj,
+            params=_STRICT,
         )
         request = self._rewrite(request)
         key = (request.resource, namespace, request.data["metadata"]["name"])
@@ -536,6 +595,7 @@ class KubeloopEmulator(EmulatorBase):
             name=name,
             subresource=subresource,
             data=patch,
+            params=_STRICT,
         )
         request = self._rewrite(request)
         key = (request.resource, namespace, name)
