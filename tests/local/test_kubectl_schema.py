@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import kmock
 import pytest
 import yaml
 from tests.local.kubectl_helpers import KUBECTL, ROOT, env, kubectl, running_cluster, wait_for
@@ -205,3 +206,70 @@ def test_nulls_are_pruned_and_defaulted_as_a_real_server_does(
     assert stored is not None
     assert stored["spec"]["runPolicy"]["historyLimit"] == 10  # defaulted as if absent
     assert "minimum" not in stored["spec"]["promotion"]
+
+
+def _versions(c: EmulatorThread, name: str) -> int:
+    return len(c.emulator.objects[kmock.resource(TP), "ml", name].history)
+
+
+def test_server_side_apply_merges_records_managers_and_reports_conflicts(
+    cluster: tuple[EmulatorThread, Path], tmp_path: Path
+) -> None:
+    c, home = cluster
+
+    def rename(doc: dict[str, Any]) -> None:
+        doc["metadata"]["name"] = "ssa"
+
+    manifest = str(_manifest(tmp_path, rename))
+    created = kubectl(home, "apply", "--server-side", "-f", manifest)
+    assert "trainingpipeline.kubeloop.io/ssa serverside-applied" in created.stdout
+    stored = c.emulator.get_object(TP, "ml", "ssa")
+    assert stored is not None and stored["spec"]["runPolicy"]["historyLimit"] == 10  # admitted
+    [entry] = stored["metadata"]["managedFields"]
+    assert (entry["manager"], entry["operation"]) == ("kubectl", "Apply")
+    assert "f:seed" in entry["fieldsV1"]["f:spec"]
+
+    kubectl(home, "patch", "tp", "ssa", "-n", "ml", "--type", "merge", "-p", '{"spec":{"seed":7}}')
+    refused = kubectl(home, "apply", "--server-side", "-f", manifest, ok=False)
+    assert refused.returncode == 1
+    assert 'conflict with "kubectl-patch" using kubeloop.io/v1alpha1: .spec.seed' in (
+        refused.stderr
+    )
+    assert c.emulator.get_object(TP, "ml", "ssa")["spec"]["seed"] == 7  # type: ignore[index]
+    kubectl(home, "apply", "--server-side", "--force-conflicts", "-f", manifest)
+    forced = c.emulator.get_object(TP, "ml", "ssa")
+    assert forced is not None and forced["spec"]["seed"] == 42
+    owners = {e["manager"]: e["fieldsV1"] for e in forced["metadata"]["managedFields"]}
+    assert "f:seed" not in owners.get("kubectl-patch", {}).get("f:spec", {})
+
+    # The existing objects (created without a manager) are applied to in place.
+    applied = kubectl(home, "apply", "--server-side", "-f", str(ROOT / "examples/local/churn.yaml"))
+    assert "modeldeployment.kubeloop.io/churn serverside-applied" in applied.stdout
+
+
+def test_server_side_diff_changes_nothing(
+    cluster: tuple[EmulatorThread, Path], tmp_path: Path
+) -> None:
+    c, home = cluster
+    kubectl(
+        home,
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        str(ROOT / "examples/local/churn.yaml"),
+    )
+    before, versions = c.emulator.get_object(TP, "ml", "churn"), _versions(c, "churn")
+    same = kubectl(home, "diff", "--server-side", "-f", str(ROOT / "examples/local/churn.yaml"))
+    assert same.stdout == ""  # exit 0: no differences
+
+    def reseed(doc: dict[str, Any]) -> None:
+        doc["spec"]["seed"] = 7
+
+    changed = kubectl(
+        home, "diff", "--server-side", "-f", str(_manifest(tmp_path, reseed)), ok=False
+    )
+    assert changed.returncode == 1, changed.stderr
+    assert "-  seed: 42" in changed.stdout and "+  seed: 7" in changed.stdout
+    assert c.emulator.get_object(TP, "ml", "churn") == before
+    assert _versions(c, "churn") == versions  # nothing stored: no watch event, no run

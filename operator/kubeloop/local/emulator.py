@@ -83,9 +83,10 @@ import aiohttp.web
 import attrs
 import jsonpatch  # type: ignore[import-untyped]
 import kmock
+import yaml
 
 from kubeloop.api.admission import FIELD_VALIDATION, admit, unknown_fields
-from kubeloop.local import discovery, openapi, tables
+from kubeloop.local import discovery, openapi, serverside_apply, tables
 from kubeloop.local.kmockcompat import EmulatorBase, set_request_fields
 
 __all__ = ["RESOURCES", "EmulatorThread", "KubeloopEmulator"]
@@ -317,6 +318,11 @@ class KubeloopEmulator(EmulatorBase):
             meta["resourceVersion"] = self._next_rv()
             meta["generation"] = 1
             meta.setdefault("creationTimestamp", _now())
+            manager = request.params.get("fieldManager")
+            if manager and not _is_apply(request):
+                obj = serverside_apply.record_update(
+                    None, obj, manager, now=_now(), has_status=self._has_status(request)
+                )
             set_request_fields(request, data=obj)
             return request
         if request.action == kmock.action.UPDATE and request.name is not None:
@@ -353,6 +359,12 @@ class KubeloopEmulator(EmulatorBase):
                 if not patch:  # e.g. a defaulted field removed: defaulted again, a no-op
                     set_request_fields(request, data=None)
                     return request
+            manager = request.params.get("fieldManager")
+            if manager and request.subresource is None and not _is_apply(request):
+                tracked = serverside_apply.record_update(
+                    current, copy.deepcopy(new), manager, now=_now(), has_status=has_status
+                )
+                patch = _diff(current, tracked)
             meta = patch.setdefault("metadata", {})
             meta["resourceVersion"] = self._next_rv()
             if new.get("spec") != current.get("spec"):
@@ -366,6 +378,61 @@ class KubeloopEmulator(EmulatorBase):
         if keep is None or len(self.recorded_requests) <= 2 * keep:
             return  # trimmed in chunks: amortised O(1) per request
         self.trim_requests(keep)
+
+    def _has_status(self, request: kmock.Request) -> bool:
+        return "status" in self._subresources(request.resource)
+
+    def _apply_as_change(self, request: kmock.Request) -> kmock.Request:
+        """A server-side apply as the create or merge patch that gives its result (see
+        `kubeloop.local.serverside_apply`); a conflict with another field manager answers 409."""
+        manager = request.params.get("fieldManager")
+        if not manager:
+            raise kmock.KubernetesError(
+                status=400,
+                reason="BadRequest",
+                message="fieldManager: Required value: is required for apply requests",
+            )
+        config = request.data
+        if not isinstance(config, dict):
+            try:
+                config = yaml.safe_load(request.text or "")
+            except yaml.YAMLError as exc:
+                raise kmock.KubernetesError(
+                    status=400, reason="BadRequest", message=f"the apply body: {exc}"
+                ) from exc
+        if not isinstance(config, dict):
+            raise kmock.KubernetesError(
+                status=400, reason="BadRequest", message="the apply body must be an object"
+            )
+        current = self._current(request.resource, request.namespace, request.name)
+        try:
+            new = serverside_apply.apply(
+                current,
+                config,
+                manager,
+                now=_now(),
+                force=request.params.get("force") == "true",
+                has_status=self._has_status(request),
+            )
+        except serverside_apply.ApplyConflictError as exc:
+            causes = [
+                {
+                    "reason": "FieldManagerConflict",
+                    "message": f'conflict with "{c.manager}" using {c.api_version}',
+                    "field": "." + ".".join(c.path),
+                }
+                for c in exc.conflicts
+            ]
+            raise kmock.KubernetesError(
+                status=409, reason="Conflict", message=str(exc), details={"causes": causes}
+            ) from exc
+        if current is None:
+            if request.namespace:
+                new["metadata"]["namespace"] = request.namespace
+            set_request_fields(request, action=kmock.action.CREATE, data=new)
+        else:
+            set_request_fields(request, data=_diff(current, new))
+        return request
 
     def _put_as_patch(self, request: kmock.Request) -> kmock.Request:
         """A PUT (update) as the merge patch from the stored object to the body (404 if none).
@@ -411,7 +478,10 @@ class KubeloopEmulator(EmulatorBase):
         if current is None:
             raise kmock.KubernetesObjectNotFoundError()
         if request.action == kmock.action.UPDATE and request.data is not None:
-            return dict(_patched(copy.deepcopy(current), request.data))
+            would = _patched(copy.deepcopy(current), request.data)
+            # Nothing was written, so the version is the stored one (as a real server answers).
+            would["metadata"]["resourceVersion"] = current["metadata"].get("resourceVersion")
+            return would
         return copy.deepcopy(current)
 
     async def _handle_scale(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
@@ -492,6 +562,8 @@ class KubeloopEmulator(EmulatorBase):
             return await self._handle_scale(request)
         if request.resource is not None and request.method == kmock.method.PUT and request.name:
             request = self._put_as_patch(request)
+        elif request.resource is not None and request.name and _is_apply(request):
+            request = self._apply_as_change(request)
         request = self._rewrite(request)
         if request.resource is not None and _dry_run(request):
             # Validated and admitted above; nothing is stored and no watch event is sent.
@@ -663,6 +735,12 @@ def _dry_run(request: kmock.Request) -> bool:
         return True
     options = request.data if request.action == kmock.action.DELETE else None
     return isinstance(options, dict) and "All" in (options.get("dryRun") or [])
+
+
+def _is_apply(request: kmock.Request) -> bool:
+    """A server-side apply: a PATCH of type application/apply-patch+yaml."""
+    ctype = next((v for k, v in request.headers.items() if k.lower() == "content-type"), "")
+    return request.method == kmock.method.PATCH and "apply-patch" in ctype
 
 
 def _as_table(request: kmock.Request) -> bool:
