@@ -1,8 +1,9 @@
 """A small Kubernetes API for tests and `kubeloop local`: kmock's emulator, made kopf-ready.
 
 kmock 0.8's `KubernetesEmulator` stores objects and serves list/watch/get/create/patch/delete,
-but it is a plain JSON store. `KubeloopEmulator` adds only what the operator and the local pod
-runner rely on, the way a real API server behaves:
+but it is a plain JSON store. `KubeloopEmulator` adds what the operator, the local pod runner
+and the real kubectl rely on, the way a real API server behaves (kmock's private internals are
+reached only through `kubeloop.local.kmockcompat`):
 
 - discovery as kubectl reads it (`kubeloop.local.discovery`): `/api`, `/api/v1` (groupVersion
   `v1`), `/apis` and each group/version, every served resource with its singular name, kind,
@@ -15,6 +16,20 @@ runner rely on, the way a real API server behaves:
 - lists as `<Kind>List` with `apiVersion` and `metadata.resourceVersion`; watches streamed as
   `application/json`; cluster-scoped `/api/v1/namespaces[/<name>]` (kmock cannot route it: it
   is rewritten in `__call__`);
+- server-side printing (`kubeloop.local.tables`): a list, get or watch that asks for
+  `as=Table` is answered with `meta.k8s.io/v1` Tables, the CRDs' printer columns for our kinds
+  and the main columns of the built-in ones; a watch starts after the resourceVersion it is
+  given (objects the client already listed are not replayed);
+- the OpenAPI v3 documents (`kubeloop.local.openapi`), so `kubectl explain` prints the CRDs'
+  field docs and `kubectl apply`/`create` leave field validation to the server, which honours
+  `fieldValidation` for kubeloop.io kinds: `Strict` (kubectl's) refuses unknown fields with
+  400 `strict decoding error: unknown field "spec.foo"`, `Warn` (the default) and `Ignore` drop
+  them (with `Warning` headers under Warn); nulls of non-nullable fields are dropped before
+  defaulting, as for any structural schema. In-process changes validate as `Strict`;
+- server-side apply and field managers (`kubeloop.local.serverside_apply`): a PATCH of type
+  `application/apply-patch+yaml` creates or merges, records `metadata.managedFields`, answers
+  409 when it changes another manager's field unless `force=true`; writes that name a
+  `fieldManager` record Update ownership;
 - PUT (update): the body replaces the object, server-set metadata kept, status kept for kinds
   with the subresource, a stale `metadata.resourceVersion` answers 409;
 - `dryRun=All` (query, or a DELETE's DeleteOptions body) on create, patch (every patch type),
@@ -43,13 +58,13 @@ runner rely on, the way a real API server behaves:
   otherwise leave a child behind for good).
 
 Not emulated (known gaps): protobuf request bodies (kubectl's generators such as `kubectl
-create namespace` send them; answered 415: use `kubectl apply -f`/`create -f`), the OpenAPI
-documents (so kubectl's client-side validation in `apply`/`create` needs `--validate=false`),
-server-side printing (`kubectl get` shows NAME and AGE, not the CRDs' printer columns), watch
-from a resourceVersion (a watch replays the current objects as ADDED), resourceVersion
-conflicts on PATCH, label/field selectors beyond kmock's own, `deletecollection`,
-strategic-merge patch (it is treated as a merge patch), server-side apply. A dry run still
-consumes a resourceVersion number (nothing is stored with it).
+create namespace` send them; answered 415: use `kubectl apply -f`/`create -f`), `/openapi/v2`
+(kubectl uses v3), schemas of the built-in kinds beyond apiVersion/kind/metadata (their other
+fields are kept as sent), resourceVersion conflicts on PATCH, label/field selectors beyond
+kmock's own, `deletecollection`, strategic-merge patch (it is treated as a merge patch),
+granular ownership inside lists (server-side apply owns a list whole). A dry run still
+consumes a resourceVersion number (nothing is stored with it; the answer carries the stored
+version).
 
 Public API (the only thing `kubeloop local` and the tests use):
 
@@ -218,7 +233,7 @@ class KubeloopEmulator(EmulatorBase):
         body: Any = await self.stored_list(request)
         served = self._served_of(request.resource)
         if served is None:
-            return body  # type: ignore[no-any-return]
+            return body
         if _as_table(request):
             return self._table(served, list(body["items"]), request)
         return discovery.list_document(served, list(body["items"]), str(self._last_rv))

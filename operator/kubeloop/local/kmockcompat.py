@@ -137,7 +137,7 @@ class EmulatorBase(kmock.KubernetesEmulator):
     @property
     def recorded_requests(self) -> list[kmock.Request]:
         """Every request kmock has recorded (and matches reactions against)."""
-        return self._requests  # type: ignore[no-any-return]
+        return self._requests
 
     def trim_requests(self, keep: int) -> None:
         """Forget all but the `keep` most recent requests, here and in every reaction's log."""
