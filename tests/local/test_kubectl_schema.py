@@ -139,10 +139,10 @@ def test_watch_prints_the_listed_rows_then_a_row_per_change(
         assert wait_for(lambda: len(lines) >= 2), lines  # the header and the listed row
         c.call(
             c.emulator.patch_object(
-                TP, "ml", "churn", {"status": {"phase": "Training"}}, subresource="status"
+                TP, "ml", "churn", {"status": {"phase": "Queued"}}, subresource="status"
             )
         )
-        assert wait_for(lambda: any("Training" in line for line in lines)), lines
+        assert wait_for(lambda: any("Queued" in line for line in lines)), lines
         assert lines[0].split()[:3] == ["NAME", "PHASE", "CHAMPION"]
         assert [line.split()[0] for line in lines] == ["NAME", "churn", "churn"]  # listed once
     finally:

@@ -22,7 +22,14 @@ from typing import Any
 
 from kubeloop.api.crd import KINDS, build_crd
 
-__all__ = ["FIELD_VALIDATION", "AdmissionResult", "admit", "crd_schema", "unknown_fields"]
+__all__ = [
+    "FIELD_VALIDATION",
+    "AdmissionResult",
+    "admit",
+    "admit_status",
+    "crd_schema",
+    "unknown_fields",
+]
 
 # The API server's `fieldValidation` modes: unknown fields are dropped silently, dropped with a
 # warning (its default) or refused.
@@ -106,9 +113,10 @@ def _unknown_fields(schema: dict[str, Any], obj: dict[str, Any]) -> Iterator[str
                     yield f'{_join(path, name)}: unknown field "{name}"'
 
 
-def unknown_fields(obj: dict[str, Any]) -> list[str]:
-    """The paths (`spec.foo`) of fields a kubeloop kind's schema does not know; [] for others."""
-    schema = crd_schema(str(obj.get("apiVersion", "")), str(obj.get("kind", "")))
+def unknown_fields(obj: dict[str, Any], schema: dict[str, Any] | None = None) -> list[str]:
+    """The paths (`spec.foo`) of fields the schema (by default the kubeloop kind's) does not
+    know; [] for a kind kubeloop does not define."""
+    schema = schema or crd_schema(str(obj.get("apiVersion", "")), str(obj.get("kind", "")))
     if schema is None:
         return []
     return [message.split(":", 1)[0] for message in _unknown_fields(schema, obj)]
@@ -258,6 +266,35 @@ def _metadata_errors(meta: dict[str, Any]) -> Iterator[str]:
                 "most 63 characters of alphanumerics, '-', '_' or '.', starting and ending with "
                 f"an alphanumeric (label {key!r})"
             )
+
+
+def admit_status(obj: dict[str, Any], field_validation: str = "Warn") -> AdmissionResult:
+    """What the API server does to a write of the status subresource: the status is pruned and
+    validated against its schema as `admit` does the whole object; the spec and metadata are not
+    judged again (a status write cannot change them). Unlike a real server, the status is not
+    defaulted: the operator reads it through models with the same defaults."""
+    if field_validation not in FIELD_VALIDATION:
+        raise ValueError(
+            f"fieldValidation: {field_validation!r} is not one of {', '.join(FIELD_VALIDATION)}"
+        )
+    api_version, kind = obj.get("apiVersion", ""), obj.get("kind", "")
+    schema = crd_schema(str(api_version), str(kind))
+    if schema is None:
+        return AdmissionResult(obj, [f'kind "{kind}" in "{api_version}" is not a kubeloop kind'])
+    stored = copy.deepcopy(obj)
+    if not isinstance(stored.get("status"), dict):
+        return AdmissionResult(stored)
+    only_status = {"type": "object", "properties": {"status": schema["properties"]["status"]}}
+    part = {"status": stored["status"]}
+    errors, warnings = [], []
+    if field_validation == "Strict":
+        errors += list(_unknown_fields(only_status, part))
+    elif field_validation == "Warn":
+        warnings = [f'unknown field "{path}"' for path in unknown_fields(part, only_status)]
+    _prune(only_status, part)
+    errors += _schema_errors(only_status, part)
+    stored["status"] = part["status"]
+    return AdmissionResult(stored, errors, warnings)
 
 
 def admit(obj: dict[str, Any], field_validation: str = "Strict") -> AdmissionResult:

@@ -100,7 +100,7 @@ import jsonpatch  # type: ignore[import-untyped]
 import kmock
 import yaml
 
-from kubeloop.api.admission import FIELD_VALIDATION, admit, unknown_fields
+from kubeloop.api.admission import FIELD_VALIDATION, admit, admit_status, unknown_fields
 from kubeloop.local import discovery, openapi, serverside_apply, tables
 from kubeloop.local.kmockcompat import EmulatorBase, set_request_fields
 
@@ -285,9 +285,12 @@ class KubeloopEmulator(EmulatorBase):
             return self._store[key].raw
         return None
 
-    def _admit(self, obj: dict[str, Any], request: kmock.Request) -> dict[str, Any]:
+    def _admit(
+        self, obj: dict[str, Any], request: kmock.Request, *, status: bool = False
+    ) -> dict[str, Any]:
         """The object as stored (pruned, defaulted) for a kubeloop kind; raises 400 for unknown
-        fields under `fieldValidation=Strict` and 422 for what the CRD refuses."""
+        fields under `fieldValidation=Strict` and 422 for what the CRD refuses. `status`: a
+        write of the status subresource, where only the status is judged."""
         if not (self.admission and str(obj.get("apiVersion", "")).startswith("kubeloop.io/")):
             return obj
         mode = request.params.get("fieldValidation") or "Warn"  # the API server's default
@@ -298,6 +301,8 @@ class KubeloopEmulator(EmulatorBase):
                 message=f"fieldValidation: {mode!r} is not one of {', '.join(FIELD_VALIDATION)}",
             )
         unknown = unknown_fields(obj)
+        if status:
+            unknown = [path for path in unknown if path.startswith("status.")]
         if mode == "Strict" and unknown:
             kind, version = obj.get("kind"), str(obj.get("apiVersion")).rsplit("/", 1)[-1]
             raise kmock.KubernetesError(
@@ -306,7 +311,7 @@ class KubeloopEmulator(EmulatorBase):
                 message=f'{kind} in version "{version}" cannot be handled as a {kind}: strict '
                 "decoding error: " + ", ".join(f'unknown field "{path}"' for path in unknown),
             )
-        result = admit(obj, field_validation=mode)
+        result = (admit_status if status else admit)(obj, field_validation=mode)
         if not result.allowed:
             raise kmock.KubernetesError(
                 status=422, reason="Invalid", message="; ".join(result.errors)
@@ -364,12 +369,15 @@ class KubeloopEmulator(EmulatorBase):
             if new == current:  # a no-op: no new resourceVersion, no watch event
                 set_request_fields(request, data=None)
                 return request
+            admitted = None
             if request.subresource is None and new.get("spec") != current.get("spec"):
-                # Spec and metadata are judged: status is the operator's to write, and a real
-                # API server prunes there what its schema does not know rather than refusing.
+                # Spec and metadata are judged here, the status on writes of its subresource.
                 admitted = self._admit({k: v for k, v in new.items() if k != "status"}, request)
                 if "status" in new:
                     admitted["status"] = new["status"]
+            elif request.subresource == "status" and new.get("status") != current.get("status"):
+                admitted = self._admit(new, request, status=True)
+            if admitted is not None:
                 patch, new = _diff(current, admitted), admitted
                 if not patch:  # e.g. a defaulted field removed: defaulted again, a no-op
                     set_request_fields(request, data=None)
