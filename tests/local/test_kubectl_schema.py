@@ -235,7 +235,8 @@ def test_server_side_apply_merges_records_managers_and_reports_conflicts(
     assert 'conflict with "kubectl-patch" using kubeloop.io/v1alpha1: .spec.seed' in (
         refused.stderr
     )
-    assert c.emulator.get_object(TP, "ml", "ssa")["spec"]["seed"] == 7  # type: ignore[index]
+    kept = c.emulator.get_object(TP, "ml", "ssa")
+    assert kept is not None and kept["spec"]["seed"] == 7
     kubectl(home, "apply", "--server-side", "--force-conflicts", "-f", manifest)
     forced = c.emulator.get_object(TP, "ml", "ssa")
     assert forced is not None and forced["spec"]["seed"] == 42
