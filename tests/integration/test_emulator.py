@@ -320,7 +320,7 @@ def test_a_change_undone_by_the_crd_defaults_is_a_no_op(cluster: EmulatorThread)
     assert replaced["metadata"]["generation"] == 1 and replaced["spec"] == obj["spec"]
 
 
-def test_a_status_write_is_pruned_defaulted_and_validated(cluster: EmulatorThread) -> None:
+def test_a_status_write_is_pruned_and_validated(cluster: EmulatorThread) -> None:
     _req(cluster, "POST", TP, _pipeline("status"))
     status = {"phase": "Running", "lastRunId": None, "typo": 1, "champion": None}
     obj = _req(
