@@ -21,5 +21,5 @@ async def until(
         value = await check()
         if value:
             return value
-        await asyncio.sleep(interval)
+        await asyncio.sleep(interval)  # real time on purpose: the poll interval
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")

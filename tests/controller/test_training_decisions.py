@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ from kubeloop.controller.training import (
     recorded_up_to,
     run_state,
     runs_to_record,
+    schedule_due,
     stale_progress,
     waiting_for,
 )
@@ -124,3 +126,30 @@ def test_run_state(
     running: tuple[bool, str, str],
 ) -> None:
     assert run_state(current, job, waiting) == (phase, running)
+
+
+def _utc(text: str) -> datetime.datetime:
+    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=datetime.UTC)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "status", "current", "expected"),
+    [
+        (None, {}, "2026-01-01T10:05:00", None),  # no schedule: never due
+        ("* * * * *", {}, "2026-01-01T10:00:30", None),  # created 10:00:10, first tick 10:01
+        ("* * * * *", {}, "2026-01-01T10:01:00", "2026-01-01T10:01:00Z"),  # on the tick
+        ("* * * * *", {}, "2026-01-01T10:07:42", "2026-01-01T10:07:00Z"),  # missed ticks: one run
+        (
+            "* * * * *",
+            {"lastScheduleTime": "2026-01-01T10:07:00Z"},
+            "2026-01-01T10:07:59",
+            None,
+        ),  # this minute's tick already acted on
+        ("0 3 * * *", {}, "2026-01-02T02:59:59", None),
+        ("0 3 * * *", {}, "2026-01-02T03:00:01", "2026-01-02T03:00:00Z"),
+    ],
+)
+def test_schedule_due(
+    schedule: str | None, status: dict[str, Any], current: str, expected: str | None
+) -> None:
+    assert schedule_due(schedule, status, "2026-01-01T10:00:10Z", _utc(current)) == expected

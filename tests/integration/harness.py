@@ -264,6 +264,14 @@ def example(file: str, **meta: Any) -> dict[str, Any]:
     return doc
 
 
+def settled(cluster: Cluster, plural: str, name: str, passes: int = 3) -> None:
+    """Wait until the operator has reconciled `name` `passes` more times: after that, whatever
+    it would still change about the object has been changed (asserting "nothing more happens"
+    after a count of reconciles, not after a guess of wall-clock time that a loaded machine can
+    outlast)."""
+    resync_requests(cluster, plural, name, passes)
+
+
 def resync_requests(cluster: Cluster, plural: str, name: str, passes: int = 4) -> list[Any]:
     """The API requests made while the operator reconciled object `name` (of resource `plural`,
     e.g. "trainingpipelines") `passes` more times; each reconcile GETs its object first.

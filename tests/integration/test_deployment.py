@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import pytest
 from prometheus_client import start_http_server
-from tests.integration.harness import MD, TP, Cluster, Operator, events, example
+from tests.integration.harness import MD, TP, Cluster, Operator, events, example, settled
 from tests.integration.harness import wait_for as _wait_for
 
 from kubeloop.workloads.server.metrics import ServerMetrics
@@ -260,7 +260,7 @@ def test_champion_change_steps_a_canary_then_promotes(
     assert status["canary"]["step"] == 0 and status["modelVersion"] == "1"
     progressing = _cond(cluster, "md-canary", "Progressing")
     assert progressing["reason"] == "Canary" and "readiness only" in progressing["message"]
-    time.sleep(1.5)  # the canary is not ready: the step holds however long it takes
+    settled(cluster, "modeldeployments", "md-canary")  # not ready: the step holds, however long
     assert _status(cluster, "md-canary")["canary"]["step"] == 0
 
     # Ready canary pods with healthy traffic (0.5% errors): the step moves on.
@@ -351,7 +351,8 @@ def test_min_requests_holds_a_step_while_the_canary_metrics_cannot_be_read(
         lambda: "holding until" in _cond(cluster, "md-evidence", "Progressing")["message"],
         what="the step held for want of metrics",
     )
-    time.sleep(2.5)  # stepSeconds is 1: without the hold the step would have moved
+    # real time on purpose: stepSeconds is 1, so without the hold the step would have moved
+    time.sleep(2.5)
     assert _status(cluster, "md-evidence")["canary"]["step"] == 0
 
     # The metrics become readable and show 10 good requests: the step moves on.
@@ -386,7 +387,7 @@ def test_canary_error_rate_over_max_rolls_back(
     stable = _obj(cluster, DEPLOYS, "md-errors")
     assert _uri(stable).endswith("/1/") and stable["spec"]["replicas"] == 2
     assert events(cluster, "md-errors", "RolledBack")[0]["type"] == "Warning"
-    time.sleep(1.5)  # several resyncs: the rolled-back version is not retried
+    settled(cluster, "modeldeployments", "md-errors")  # the rolled-back version is not retried
     assert cluster.get(DEPLOYS, "ml", "md-errors-canary") is None
     assert len(events(cluster, "md-errors", "CanaryStarted")) == 1
 
@@ -507,8 +508,9 @@ def test_invalid_spec_names_the_field(cluster: Cluster, operator: Operator) -> N
     assert "spec.rollout.canary.steps" in ready["message"]
     assert events(cluster, "md-bad", "InvalidSpec")
     assert cluster.get(DEPLOYS, "ml", "md-bad") is None
+    settled(cluster, "modeldeployments", "md-bad")  # its own writes (status, kopf's marks) done
     rv = _obj(cluster, MD, "md-bad")["metadata"]["resourceVersion"]
-    time.sleep(1.5)  # no retry storm: nothing is written again
+    settled(cluster, "modeldeployments", "md-bad")  # no retry storm: nothing is written again
     assert _obj(cluster, MD, "md-bad")["metadata"]["resourceVersion"] == rv
 
 
@@ -526,9 +528,10 @@ def test_restart_mid_canary_resumes_at_the_recorded_step(
     before = _status(cluster, "md-restart")["canary"]
 
     operator.stop()
-    time.sleep(1.5)  # longer than stepSeconds: a reset would show
+    time.sleep(1.5)  # real time on purpose: longer than stepSeconds, so a reset would show
     operator.start()
-    time.sleep(2)  # resume + several resyncs; the 50% canary is not ready yet, so it holds
+    # Resumed and reconciled several times; the 50% canary is not ready yet, so it holds.
+    settled(cluster, "modeldeployments", "md-restart")
     after = _status(cluster, "md-restart")["canary"]
     assert after == before and after["trafficPercent"] == 50
     assert _obj(cluster, DEPLOYS, "md-restart-canary")["spec"]["replicas"] == 4

@@ -149,6 +149,33 @@ def test_a_child_created_after_its_owner_was_deleted_is_collected(cluster: Emula
     assert em.get_object("v1/services", "ml", "alive") is not None
 
 
+def test_a_child_created_while_its_owner_terminates_goes_with_the_owner(
+    cluster: EmulatorThread,
+) -> None:
+    # A DELETE of an object with a finalizer only marks it; a reconcile in flight may still
+    # create a child then (its owner exists). When the finalizer is removed the owner is gone,
+    # and the garbage collector removes the child: no owner of it exists any more.
+    pipeline = _pipeline("terminating")
+    pipeline["metadata"]["finalizers"] = ["kubeloop.io/finalizer"]
+    owner = _req(cluster, "POST", TP, pipeline)
+    _req(cluster, "DELETE", f"{TP}/terminating")
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "terminating",
+            "ownerReferences": [{"uid": owner["metadata"]["uid"], "name": "terminating"}],
+        },
+        "spec": {"ports": [{"port": 80}]},
+    }
+    _req(cluster, "POST", "/api/v1/namespaces/ml/services", service)
+    em = cluster.emulator
+    assert em.get_object("v1/services", "ml", "terminating") is not None  # the owner exists
+    _req(cluster, "PATCH", f"{TP}/terminating", {"metadata": {"finalizers": None}})
+    assert em.get_object("kubeloop.io/v1alpha1/trainingpipelines", "ml", "terminating") is None
+    assert em.get_object("v1/services", "ml", "terminating") is None
+
+
 def test_a_spec_change_is_admitted_like_a_create(cluster: EmulatorThread) -> None:
     _req(cluster, "POST", TP, _pipeline("changed"))
     features = ["tenure", "contract", "tenure"]

@@ -4,12 +4,11 @@ point, and nothing may leak from one scenario into the next)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from tests.integration.harness import JOBS, TP, Cluster, Operator, example, wait_for
+from tests.integration.harness import JOBS, TP, Cluster, Operator, example, settled, wait_for
 
 from kubeloop.local.emulator import EmulatorThread
 
@@ -57,7 +56,7 @@ def _settled(cluster: Cluster, name: str, runs: int) -> dict[str, Any]:
         ),
         what=f"{runs} runs recorded",
     )
-    time.sleep(1.5)  # several resync periods: nothing more may happen
+    settled(cluster, "trainingpipelines", name)  # nothing more may happen
     assert _status(cluster, name)["runs"] == status["runs"]
     return status
 
@@ -68,7 +67,7 @@ def test_restart_mid_run_then_after_completion(cluster: Cluster, operator: Opera
 
     operator.stop()  # mid-run
     operator.start()
-    time.sleep(1.5)
+    settled(cluster, "trainingpipelines", "idem")
     assert _jobs(cluster) == ["idem-run-1"]
     assert _status(cluster, "idem")["currentRun"]["id"] == "1"
 
@@ -113,7 +112,7 @@ def test_crash_between_allocation_and_job_creation(cluster: Cluster, operator: O
     operator.start()
     job = wait_for(lambda: cluster.get(JOBS, "ml", "alloc-run-2"), what="run 2 resumed")
     assert job["metadata"]["annotations"]["kubeloop.io/trigger"] == "Manual"
-    time.sleep(1.5)
+    settled(cluster, "trainingpipelines", "alloc")
     assert _jobs(cluster) == ["alloc-run-1", "alloc-run-2"]
     cluster.finish_job("ml", "alloc-run-2", _result("2", 0.95))
     status = _settled(cluster, "alloc", 2)

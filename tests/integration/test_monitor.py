@@ -22,6 +22,7 @@ from tests.integration.harness import (
     Operator,
     events,
     example,
+    settled,
     wait_for,
 )
 
@@ -157,7 +158,7 @@ def test_cronjob_from_the_served_version(cluster: Cluster, operator: Operator) -
     )
     assert cron["metadata"]["annotations"][SPEC_HASH_ANNOTATION] != digest
     rv = cron["metadata"]["resourceVersion"]
-    time.sleep(1.5)  # several resyncs: nothing left to change
+    settled(cluster, "driftmonitors", "dm1")  # nothing left to change
     assert _obj(cluster, CRONJOBS, "dm1")["metadata"]["resourceVersion"] == rv
     assert wait_for(lambda: _status(cluster, DM, "dm1").get("observedGeneration") == 2)
 
@@ -189,7 +190,7 @@ def test_verdicts_status_and_one_retrain_per_episode(cluster: Cluster, operator:
     cluster.finish_job("ml", "dm2-run-2", _training("2", 0.95, "dm2"))
     _check(cluster, "dm2", 2, _drift("Drift", share=0.6))
     _check(cluster, "dm2", 3, _drift("NoData", share=0.0))
-    time.sleep(1.5)
+    settled(cluster, "driftmonitors", "dm2")
     assert _pipeline_jobs(cluster, "dm2") == ["dm2-run-1", "dm2-run-2"]
     assert _status(cluster, DM, "dm2")["verdict"] == "NoData"
     assert "drifted" not in _status(cluster, DM, "dm2")  # no data: unknown, neither way
@@ -201,10 +202,10 @@ def test_verdicts_status_and_one_retrain_per_episode(cluster: Cluster, operator:
     assert status["drifted"] is False and status.get("retrainRequestedAt") is None
     assert _cond(status, "DriftDetected")["reason"] == "NoDrift"
     assert events(cluster, "dm2", "DriftResolved")
-    time.sleep(1.1)  # a later second: the next Job has a later creation time
+    time.sleep(1.1)  # real time on purpose: the next Job has a later creation time (seconds)
     _check(cluster, "dm2", 5, _drift("Drift", share=0.5))
     wait_for(lambda: cluster.get(JOBS, "ml", "dm2-run-3"), what="second episode's run")
-    time.sleep(1.5)
+    settled(cluster, "driftmonitors", "dm2")
     assert _pipeline_jobs(cluster, "dm2") == ["dm2-run-1", "dm2-run-2", "dm2-run-3"]
 
 
@@ -222,7 +223,7 @@ def test_failed_check_and_bounded_features(cluster: Cluster, operator: Operator)
     assert len(status["features"]) == MAX_FEATURES
     assert all(f["drifted"] for f in status["features"].values())  # drifted ones kept first
     assert _cond(status, "Ready")["status"] == "True"
-    time.sleep(1.0)
+    settled(cluster, "driftmonitors", "dm3")
     assert _pipeline_jobs(cluster, "dm3") == ["dm3-run-1"]  # onDrift.retrain is false
 
 
@@ -292,7 +293,7 @@ def test_invalid_spec_is_reported(cluster: Cluster, operator: Operator) -> None:
         )
     )
     rv = obj["metadata"]["resourceVersion"]
-    time.sleep(1.5)
+    settled(cluster, "driftmonitors", "dm-bad")
     assert _obj(cluster, DM, "dm-bad")["metadata"]["resourceVersion"] == rv
     assert len(events(cluster, "dm-bad", "InvalidSpec")) == 1
 
@@ -317,6 +318,6 @@ def test_restart_requests_one_retrain(
         operator.start()
     wait_for(lambda: _status(cluster, DM, name).get("lastJob") == job, what="check recorded")
     wait_for(lambda: cluster.get(JOBS, "ml", f"{name}-run-2"), what="retrain run")
-    time.sleep(1.5)
+    settled(cluster, "driftmonitors", name)
     assert _pipeline_jobs(cluster, name) == [f"{name}-run-1", f"{name}-run-2"]
     assert _status(cluster, DM, name)["retrainRequestedAt"]

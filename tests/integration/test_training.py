@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from tests.integration.harness import (
     events,
     example,
     resync_requests,
+    settled,
     wait_for,
 )
 
@@ -133,7 +133,7 @@ def test_retrain_request_starts_exactly_one_run(cluster: Cluster, operator: Oper
     job = wait_for(lambda: cluster.get(JOBS, "ml", "tp2-run-2"))
     assert job["metadata"]["annotations"]["kubeloop.io/trigger"] == "Drift"
 
-    time.sleep(2)  # several resync periods
+    settled(cluster, "trainingpipelines", "tp2")
     assert _jobs(cluster, "tp2") == ["tp2-run-1", "tp2-run-2"]
     assert _status(cluster, "tp2")["handledRetrainRequest"] == "2026-01-01T00:00:00Z"
 
@@ -178,7 +178,7 @@ def test_invalid_spec_is_reported_without_retry_storm(cluster: Cluster, operator
         )
     )
     rv = obj["metadata"]["resourceVersion"]
-    time.sleep(2)
+    settled(cluster, "trainingpipelines", "tp-bad")
     assert cluster.get(TP, "ml", "tp-bad")["metadata"]["resourceVersion"] == rv  # type: ignore[index]
 
 
@@ -192,7 +192,7 @@ def test_live_progress_survives_reconciles(cluster: Cluster, operator: Operator)
     # A spec-neutral change makes the operator reconcile and write status several times.
     cluster.patch(TP, "ml", "tp-prog", {"metadata": {"annotations": {"touch": "1"}}})
 
-    time.sleep(1.5)
+    settled(cluster, "trainingpipelines", "tp-prog")
     current = _status(cluster, "tp-prog")["currentRun"]
     assert current["progress"] == progress and current["id"] == "1"
     cluster.finish_job("ml", "tp-prog-run-1", _result("1", 0.9))
@@ -247,7 +247,7 @@ def test_distributed_gpu_run_under_kueue(cluster: Cluster, operator: Operator) -
     running = {c["type"]: c for c in status["conditions"]}["Running"]
     assert running["reason"] == "RunInProgress" and running["message"] == "run 1 is training"
 
-    time.sleep(1.5)
+    settled(cluster, "trainingpipelines", "tp-ddp")
     job = cluster.get(JOBS, "ml", "tp-ddp-run-1")
     assert job is not None and job["metadata"]["resourceVersion"] == rv
     assert job["spec"]["suspend"] is False

@@ -15,6 +15,7 @@ from kubeloop.local.discovery import (
     api_resource_list,
     crd_resources,
     get_path,
+    initial_events_end,
     list_document,
     scale_document,
     scale_patch,
@@ -99,6 +100,36 @@ def test_unknown_groups_are_not_served() -> None:
         "autoscaling",
         "rbac.authorization.k8s.io",
         "apiextensions.k8s.io",
+        "authorization.k8s.io",
+    }
+
+
+def test_pod_logs_and_access_reviews_have_their_verbs() -> None:
+    core = api_resource_list(SERVED.values(), "", "v1")
+    assert core is not None
+    log = next(r for r in core["resources"] if r["name"] == "pods/log")
+    assert (log["verbs"], log["kind"]) == (["get"], "Pod")
+    reviews = api_resource_list(SERVED.values(), "authorization.k8s.io", "v1")
+    assert reviews is not None
+    [review] = reviews["resources"]
+    assert (review["name"], review["verbs"], review["namespaced"]) == (
+        "selfsubjectaccessreviews",
+        ["create"],
+        False,
+    )
+
+
+def test_initial_events_end_is_an_annotated_bookmark() -> None:
+    assert initial_events_end(MD, "12") == {
+        "type": "BOOKMARK",
+        "object": {
+            "kind": "ModelDeployment",
+            "apiVersion": "kubeloop.io/v1alpha1",
+            "metadata": {
+                "resourceVersion": "12",
+                "annotations": {"k8s.io/initial-events-end": "true"},
+            },
+        },
     }
 
 

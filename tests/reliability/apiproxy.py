@@ -141,7 +141,7 @@ class ApiFaultProxy:
         if outcome in _STATUS:
             return _status(*_STATUS[outcome])
         if outcome == "slow":
-            await asyncio.sleep(self.faults.delay)
+            await asyncio.sleep(self.faults.delay)  # real time on purpose: a stalled API
         body = await request.read()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP | {"host"}}
         assert self._session is not None

@@ -94,7 +94,7 @@ def _handler(upstream: str, plan: FaultPlan) -> type[BaseHTTPRequestHandler]:
                     self.wfile.write(xml)
                 return
             if outcome == "slow":
-                time.sleep(plan.delay)
+                time.sleep(plan.delay)  # real time on purpose: a stalled peer
             status, headers, data = self._relay(body)
             if outcome == "lost":
                 self.close_connection = True

@@ -101,4 +101,4 @@ class Traffic:
                             self.failures.append(f"{response.status} {body}")
                 except aiohttp.ClientError as exc:
                     self.failures.append(repr(exc))
-                await asyncio.sleep(self.pause)
+                await asyncio.sleep(self.pause)  # real time on purpose: the client's pace

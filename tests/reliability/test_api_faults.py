@@ -53,7 +53,7 @@ def test_operator_converges_under_api_faults_without_hot_looping(
     jobs = runs.jobs_of(cluster, NAME)
     # Idle for a few seconds under faults: a healthy operator stays quiet.
     idle_from = len(faults.times)
-    time.sleep(5)
+    time.sleep(5)  # real time on purpose: the request rate over 5 idle seconds
     idle_rate = (len(faults.times) - idle_from) / 5
     text = log.read_text(errors="replace")
     tracebacks = text.count("Traceback (most recent call last)")

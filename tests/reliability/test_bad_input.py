@@ -195,7 +195,7 @@ def test_unrunnable_specs_are_reported_and_the_operator_stays_up(
     assert cluster.get("apps/v1/deployments", "ml", "orphan") is None
     # Calm afterwards: no retry storm, no crash.
     before = len(cluster.em.recorded_requests)
-    time.sleep(5)
+    time.sleep(5)  # real time on purpose: the request rate over 5 idle seconds
     rate = (len(cluster.em.recorded_requests) - before) / 5
     print(
         f"\nRELIABILITY bad-input-operator: reported=3/3, idle_rps={rate:.1f} "

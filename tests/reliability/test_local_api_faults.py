@@ -151,7 +151,7 @@ async def test_canary_and_drift_check_converge_under_api_faults(tmp_path: Path) 
             jobs = await api.list("batch/v1/jobs", NAMESPACE)
             deployments = [d["metadata"]["name"] for d in await api.list("apps/v1/deployments")]
             idle_from = len(faults.times)
-            await asyncio.sleep(5)
+            await asyncio.sleep(5)  # real time on purpose: the idle request rate
             idle_rate = (len(faults.times) - idle_from) / 5
             operator_alive = stack.operator_alive()
             log = stack.operator_log.read_text(errors="replace")

@@ -43,6 +43,7 @@ from kubeloop.api.deployment import (
     stable_replica_counts,
 )
 from kubeloop.api.parse import SpecError, parse_resource
+from kubeloop.controller import clock
 from kubeloop.controller.canary_analysis import canary_traffic
 from kubeloop.controller.reconciling import reconcile_object
 from kubeloop.controller.runtime import runtime
@@ -252,7 +253,7 @@ def _elapsed(since: str | None) -> float:
     if not since:
         return float("inf")
     started = datetime.datetime.strptime(since, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
-    return (datetime.datetime.now(tz=datetime.UTC) - started).total_seconds()
+    return (clock.now() - started).total_seconds()
 
 
 # --- the reconcile ---------------------------------------------------------------------------

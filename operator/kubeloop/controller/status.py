@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import datetime
 import json
 import logging
 import time
@@ -13,6 +12,7 @@ from typing import Any, cast
 import kopf
 from prometheus_client import Counter, Histogram
 
+from kubeloop.controller import clock
 from kubeloop.controller.kube import Refused
 from kubeloop.resources.training import USER_CONTAINER
 
@@ -59,7 +59,7 @@ DRIFT_CHECKS = Counter(
 
 def now() -> str:
     """RFC 3339 UTC, second precision (what the API server stores)."""
-    return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def set_condition(  # noqa: PLR0917 (positional by design: called as one line everywhere)

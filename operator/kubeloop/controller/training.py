@@ -20,6 +20,7 @@ from croniter import croniter
 
 from kubeloop.api.parse import SpecError, parse_resource
 from kubeloop.api.training import HIGHER_IS_BETTER, TrainingPipeline, TrainingPipelineSpec
+from kubeloop.controller import clock
 from kubeloop.controller.kube import Refused
 from kubeloop.controller.reconciling import reconcile_object
 from kubeloop.controller.runtime import runtime
@@ -58,6 +59,7 @@ __all__ = [
     "recorded_up_to",
     "run_state",
     "runs_to_record",
+    "schedule_due",
     "stale_progress",
     "waiting_for",
 ]
@@ -101,17 +103,20 @@ def gate(
     return True, f"{promo.metric} {value:g} passed the gate"
 
 
-def _schedule_due(spec: TrainingPipelineSpec, status: dict[str, Any], created: str) -> str | None:
-    """The latest cron tick not yet acted on (UTC), or None."""
-    if not spec.schedule:
+def schedule_due(
+    schedule: str | None, status: Mapping[str, Any], created: str, current: datetime.datetime
+) -> str | None:
+    """The latest cron tick at or before `current` not yet acted on (UTC), or None."""
+    if not schedule:
         return None
     since = status.get("lastScheduleTime") or created
     base = datetime.datetime.strptime(since, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
-    current = datetime.datetime.now(tz=datetime.UTC)
-    tick = croniter(spec.schedule, base).get_next(datetime.datetime)
+    tick = croniter(schedule, base).get_next(datetime.datetime)
     if tick > current:
         return None
-    latest = croniter(spec.schedule, current).get_prev(datetime.datetime)
+    # get_prev is strictly before its start: from one second on, a tick at `current` itself
+    # counts (cron ticks are whole minutes), rather than naming the previous, acted-on one.
+    latest = croniter(schedule, current + datetime.timedelta(seconds=1)).get_prev(datetime.datetime)
     return str(latest.strftime("%Y-%m-%dT%H:%M:%SZ"))
 
 
@@ -294,7 +299,7 @@ def _trigger(
     """The highest-priority pending trigger (one run satisfies all), and a due cron tick."""
     annotations = body["metadata"].get("annotations") or {}
     generation = body["metadata"].get("generation")
-    tick = _schedule_due(spec, status, body["metadata"]["creationTimestamp"])
+    tick = schedule_due(spec.schedule, status, body["metadata"]["creationTimestamp"], clock.now())
     if not status.get("lastRunId"):
         return "Create", tick
     if status.get("lastRunGeneration") != generation:

@@ -26,6 +26,7 @@ __all__ = [
     "api_versions",
     "crd_resources",
     "get_path",
+    "initial_events_end",
     "list_document",
     "scale_document",
     "scale_patch",
@@ -34,6 +35,10 @@ __all__ = [
 
 VERBS = ("create", "delete", "get", "list", "patch", "update", "watch")
 SCALE_VERBS = ("get", "patch", "update")
+# Subresources whose verbs are not get/patch/update; kinds that are not stored (a review is
+# answered, never kept: `kubectl auth can-i` creates one).
+_SUBRESOURCE_VERBS = {"log": ("get",)}
+_BUILTIN_VERBS = {"authorization.k8s.io/v1/selfsubjectaccessreviews": ("create",)}
 
 # The names a real API server serves for the built-in kinds the emulator knows, by
 # `group/version/plural`: (shortNames, categories). `all` is kubectl's `get all`.
@@ -70,6 +75,7 @@ class ServedResource:
     categories: tuple[str, ...] = ()
     # The CRD's `subresources.scale` (JSON paths of the replicas) when it has one.
     scale: Mapping[str, str] = field(default_factory=dict)
+    verbs: tuple[str, ...] = VERBS
 
     @property
     def group_version(self) -> str:
@@ -125,6 +131,7 @@ def served_resources(
             short_names=short_names,
             categories=categories,
             scale=_DEPLOYMENT_SCALE if "scale" in subresources else {},
+            verbs=_BUILTIN_VERBS.get(key, VERBS),
         )
     return out
 
@@ -176,7 +183,7 @@ def _entries(res: ServedResource) -> list[dict[str, Any]]:
         "singularName": res.kind.lower(),
         "namespaced": res.namespaced,
         "kind": res.kind,
-        "verbs": list(VERBS),
+        "verbs": list(res.verbs),
     }
     if res.short_names:
         main["shortNames"] = list(res.short_names)
@@ -189,7 +196,7 @@ def _entries(res: ServedResource) -> list[dict[str, Any]]:
             "singularName": "",
             "namespaced": res.namespaced,
             "kind": res.kind,
-            "verbs": list(SCALE_VERBS),
+            "verbs": list(_SUBRESOURCE_VERBS.get(sub, SCALE_VERBS)),
         }
         if sub == "scale":  # kubectl scale reads the Scale's group/version from here
             entry.update(group="autoscaling", version="v1", kind="Scale")
@@ -221,6 +228,25 @@ def list_document(
         "apiVersion": res.group_version,
         "metadata": {"resourceVersion": resource_version},
         "items": items,
+    }
+
+
+def initial_events_end(res: ServedResource, resource_version: str) -> dict[str, Any]:
+    """The BOOKMARK that ends a watch's initial events (`sendInitialEvents=true`).
+
+    kubectl's informers (`wait`, `rollout status`) list by watching ("watch-list"): they wait
+    for this event, annotated `k8s.io/initial-events-end`, before they judge what they saw.
+    """
+    return {
+        "type": "BOOKMARK",
+        "object": {
+            "kind": res.kind,
+            "apiVersion": res.group_version,
+            "metadata": {
+                "resourceVersion": resource_version,
+                "annotations": {"k8s.io/initial-events-end": "true"},
+            },
+        },
     }
 
 

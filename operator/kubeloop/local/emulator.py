@@ -51,20 +51,30 @@ reached only through `kubeloop.local.kmockcompat`):
 - `admission_hooks`: callables that see every object about to be created and refuse it by
   raising `kmock.KubernetesError` (what the API server's own validation of a built-in kind, a
   ValidatingAdmissionPolicy or a webhook would refuse); nothing is stored then;
+- what kubectl's everyday verbs read (issue 15): label and field selectors on lists and
+  watches (`kubeloop.local.selectors`: `wait`/`rollout status`/`delete` watch one object by
+  `metadata.name`, `describe` lists its Events by `involvedObject.*`, `logs deployment/x` finds
+  pods by label); watch-list (`sendInitialEvents=true`) ends the initial objects with the
+  `k8s.io/initial-events-end` bookmark kubectl's informers wait for; `pods/<name>/log` served
+  from the pod runner's files (`kubeloop.local.podlogs`, set as `pod_logs` by
+  `kubeloop.local.stack`); SelfSubjectAccessReview answered allowed (`kubectl auth can-i`); the
+  protobuf Job of `kubectl create job --from=cronjob/...` (`kubeloop.local.builtins`) and a
+  Job's default `spec.selector`;
 - foreground-free garbage collection: deleting an object deletes the objects whose
   `ownerReferences` name its uid (recursively), so a deleted pipeline takes its Jobs along;
   and, as the real garbage collector does, an object created or patched with owners none of
   which exists any more is deleted too (a reconcile in flight when its owner went away would
   otherwise leave a child behind for good).
 
-Not emulated (known gaps): protobuf request bodies (kubectl's generators such as `kubectl
-create namespace` send them; answered 415: use `kubectl apply -f`/`create -f`), `/openapi/v2`
-(kubectl uses v3), schemas of the built-in kinds beyond apiVersion/kind/metadata (their other
-fields are kept as sent), resourceVersion conflicts on PATCH, label/field selectors beyond
-kmock's own, `deletecollection`, strategic-merge patch (it is treated as a merge patch),
-granular ownership inside lists (server-side apply owns a list whole). A dry run still
-consumes a resourceVersion number (nothing is stored with it; the answer carries the stored
-version).
+Not emulated (known gaps): protobuf request bodies other than the two above (kubectl's
+generators such as `kubectl create namespace` send them; answered 415: use `kubectl apply
+-f`/`create -f`), `exec`/`attach`/`port-forward`, authentication and authorization,
+`/openapi/v2` (kubectl uses v3), schemas of the built-in kinds beyond apiVersion/kind/metadata
+(their other fields are kept as sent), resourceVersion conflicts on PATCH, a watch with a
+selector sending DELETED when an object stops matching it, `deletecollection`, strategic-merge
+patch (it is treated as a merge patch), granular ownership inside lists (server-side apply owns
+a list whole). A dry run still consumes a resourceVersion number (nothing is stored with it;
+the answer carries the stored version).
 
 Public API (the only thing `kubeloop local` and the tests use):
 
@@ -89,6 +99,7 @@ import contextvars
 import copy
 import datetime
 import itertools
+import json
 import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -101,8 +112,9 @@ import kmock
 import yaml
 
 from kubeloop.api.admission import FIELD_VALIDATION, admit, admit_status, unknown_fields
-from kubeloop.local import discovery, openapi, serverside_apply, tables
+from kubeloop.local import builtins, discovery, openapi, podlogs, protobuf, serverside_apply, tables
 from kubeloop.local.kmockcompat import EmulatorBase, set_request_fields
+from kubeloop.local.selectors import Selector, SelectorError
 
 __all__ = ["RESOURCES", "EmulatorThread", "KubeloopEmulator"]
 
@@ -121,7 +133,7 @@ RESOURCES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
     "kubeloop.io/v1alpha1/modeldeployments": ("ModelDeployment", True, ("status", "scale")),
     "kubeloop.io/v1alpha1/driftmonitors": ("DriftMonitor", True, ("status",)),
     "v1/namespaces": ("Namespace", False, ("status",)),
-    "v1/pods": ("Pod", True, ("status",)),
+    "v1/pods": ("Pod", True, ("status", "log")),
     "v1/services": ("Service", True, ("status",)),
     "v1/serviceaccounts": ("ServiceAccount", True, ()),
     "v1/secrets": ("Secret", True, ()),
@@ -135,6 +147,7 @@ RESOURCES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
     "rbac.authorization.k8s.io/v1/roles": ("Role", True, ()),
     "rbac.authorization.k8s.io/v1/rolebindings": ("RoleBinding", True, ()),
     "apiextensions.k8s.io/v1/customresourcedefinitions": ("CustomResourceDefinition", False, ()),
+    "authorization.k8s.io/v1/selfsubjectaccessreviews": ("SelfSubjectAccessReview", False, ()),
 }
 
 _VERBS = ("get", "list", "watch", "create", "patch", "update", "delete")
@@ -160,6 +173,8 @@ class KubeloopEmulator(EmulatorBase):
     # (9 ms at 200 requests, 74 ms at 1200). Keep the most recent ones; None keeps all
     # (tests that audit every request, e.g. the RBAC audit).
     keep_requests: int | None = 100
+    # Where `pods/<name>/log` reads the containers' output (set by whoever runs the pods).
+    pod_logs: podlogs.PodLogs | None = None
     _rv: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
     _last_rv: int = attrs.field(default=0, init=False)
     _served: dict[str, discovery.ServedResource] = attrs.field(factory=dict, init=False)
@@ -231,12 +246,14 @@ class KubeloopEmulator(EmulatorBase):
 
     async def serve_list(self, request: kmock.Request) -> Any:
         body: Any = await self.stored_list(request)
+        selector = _selector(request)
+        items = [item for item in body["items"] if selector.matches(item)]
         served = self._served_of(request.resource)
         if served is None:
-            return body
+            return {**body, "items": items}
         if _as_table(request):
-            return self._table(served, list(body["items"]), request)
-        return discovery.list_document(served, list(body["items"]), str(self._last_rv))
+            return self._table(served, items, request)
+        return discovery.list_document(served, items, str(self._last_rv))
 
     def _table(
         self, served: discovery.ServedResource, items: list[dict[str, Any]], request: kmock.Request
@@ -249,27 +266,52 @@ class KubeloopEmulator(EmulatorBase):
         )
 
     async def serve_watch(self, request: kmock.Request) -> AsyncIterator[Any]:
-        """kmock's watch, from the request's resourceVersion on, as Tables when asked.
-
-        kmock replays every current object as ADDED; one the client already listed (its
-        resourceVersion is not newer than the watch's) is skipped, as a real server starts a
-        watch after that version (so `kubectl get -w` prints each row once).
-        """
+        """A watch as a real server streams it: the current objects in scope as ADDED — only
+        those newer than the request's resourceVersion (the client listed the rest), all of them
+        for `sendInitialEvents=true`, then the end-of-initial-events bookmark kubectl's watch-
+        list waits for — then every later change; label/field selectors apply throughout, and
+        objects go out as Tables when the client asks for them (`kubectl get -w`)."""
+        selector = _selector(request)
         since = _int_or_none(request.params.get("resourceVersion"))
+        send_initial = request.params.get("sendInitialEvents") == "true"
         served = self._served_of(request.resource)
         table = served is not None and _as_table(request)
-        async for event in self.stored_watch(request):
-            if not isinstance(event, dict) or not isinstance(event.get("object"), dict):
-                yield event
-                continue
-            obj = event["object"]
-            version = _int_or_none(obj.get("metadata", {}).get("resourceVersion"))
-            if event.get("type") == "ADDED" and since and version is not None and version <= since:
-                continue
+
+        def shaped(event: dict[str, Any]) -> dict[str, Any]:
             if table and served is not None:
-                yield {"type": event["type"], "object": self._table(served, [obj], request)}
-            else:
-                yield event
+                return {
+                    "type": event["type"],
+                    "object": self._table(served, [event["object"]], request),
+                }
+            return event
+
+        def snapshot() -> tuple[list[dict[str, Any]], str]:
+            objects = [
+                obj.raw
+                for (resource, namespace, name), obj in list(self._store.items())
+                if resource == request.resource
+                and not obj.deleted
+                and _in_scope(request, namespace, name)
+                and selector.matches(obj.raw)
+            ]
+            return objects, str(self._last_rv)
+
+        yield b""  # the headers go out now, even if nothing happens for a while
+        assert request.resource is not None
+        async with self.changes_after(request.resource, snapshot) as ((initial, version), changes):
+            for obj in initial:
+                rv = _int_or_none(obj.get("metadata", {}).get("resourceVersion"))
+                if send_initial or not since or rv is None or rv > since:
+                    yield shaped({"type": "ADDED", "object": obj})
+            if served is not None and send_initial:
+                yield discovery.initial_events_end(served, version)
+            async for event in changes:
+                obj = event.get("object", {}) if isinstance(event, dict) else {}
+                meta = obj.get("metadata", {})
+                if _in_scope(request, meta.get("namespace"), meta.get("name")) and (
+                    selector.matches(obj)
+                ):
+                    yield shaped(event)
 
     # -- request rewriting -------------------------------------------------------------------
 
@@ -338,6 +380,8 @@ class KubeloopEmulator(EmulatorBase):
             meta["resourceVersion"] = self._next_rv()
             meta["generation"] = 1
             meta.setdefault("creationTimestamp", _now())
+            if request.resource == _JOBS:
+                obj = builtins.default_job(obj)
             manager = request.params.get("fieldManager")
             if manager and not _is_apply(request):
                 obj = serverside_apply.record_update(
@@ -556,6 +600,11 @@ class KubeloopEmulator(EmulatorBase):
         path = _namespace_path(raw_request.rel_url.path)
         if path is not None:
             raw_request = raw_request.clone(rel_url=raw_request.rel_url.with_path(path))
+        if "protobuf" in raw_request.headers.get("Content-Type", ""):
+            try:
+                raw_request = await self._protobuf_as_json(raw_request)
+            except kmock.KubernetesError as exc:
+                return await self.render_error(exc)
         return await super().__call__(raw_request)
 
     async def handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
@@ -574,13 +623,10 @@ class KubeloopEmulator(EmulatorBase):
         self._trim_requests()
         if request.namespace == _CLUSTER and request.resource == _NAMESPACES:
             set_request_fields(request, namespace=None)
-        if request.body and "protobuf" in request.headers.get("Content-Type", ""):
-            raise kmock.KubernetesError(
-                status=415,
-                reason="UnsupportedMediaType",
-                message="the local API reads JSON, not protobuf (what kubectl's generators such "
-                "as `create namespace` send): use `kubectl apply -f` or `create -f`",
-            )
+        if request.resource == _PODS and request.subresource == "log":
+            return await self._serve_log(request)
+        if request.resource == _ACCESS_REVIEWS and request.action == kmock.action.CREATE:
+            return aiohttp.web.json_response(builtins.access_review(request.data), status=201)
         if request.resource is not None and request.subresource == "scale":
             return await self._handle_scale(request)
         if request.resource is not None and request.method == kmock.method.PUT and request.name:
@@ -601,20 +647,68 @@ class KubeloopEmulator(EmulatorBase):
             current = self._current(request.resource, request.namespace, request.name)
             if current is not None:
                 return aiohttp.web.json_response(current)
-        deleted_uid: str | None = None
-        if request.action == kmock.action.DELETE and request.name is not None:
+        target_uid: str | None = None
+        if request.action in {kmock.action.DELETE, kmock.action.UPDATE} and request.name:
             current = self._current(request.resource, request.namespace, request.name)
             if current is not None:
-                deleted_uid = current.get("metadata", {}).get("uid")
+                target_uid = current.get("metadata", {}).get("uid")
         response = await self.store_and_answer(request)
-        if deleted_uid is not None:
-            await self._collect(deleted_uid)
+        # An owner goes on DELETE, or later, when a PATCH removes its last finalizer (kmock
+        # deletes it then): either way its dependents follow, including any created meanwhile.
+        gone = self._current(request.resource, request.namespace, request.name) is None
+        if target_uid is not None and (request.action == kmock.action.DELETE or gone):
+            await self._collect(target_uid)
         elif request.action in {kmock.action.CREATE, kmock.action.UPDATE} and isinstance(
             request.data, dict
         ):
             name = request.name or request.data.get("metadata", {}).get("name")
             await self._collect_orphan(request.resource, request.namespace, name)
         return response
+
+    async def _protobuf_as_json(
+        self, raw_request: aiohttp.web.BaseRequest
+    ) -> aiohttp.web.BaseRequest:
+        """The request with its protobuf body read as JSON (`builtins.json_from_protobuf`).
+
+        Done before kmock parses the request: kmock decodes every body as text, which fails on
+        protobuf. A body that is not read answers 415 (`KubernetesError`).
+        """
+        headers = {**raw_request.headers, "Content-Type": "application/json"}
+        clone = raw_request.clone(headers=headers)  # aiohttp clones only an unread request
+        try:
+            obj = builtins.json_from_protobuf(
+                await clone.read(), lambda ns, name: self._current(_CRONJOBS, ns, name)
+            )
+        except (protobuf.ProtobufError, builtins.UnreadableBodyError) as exc:
+            raise kmock.KubernetesError(
+                status=415,
+                reason="UnsupportedMediaType",
+                message=f"the local API reads JSON, not protobuf ({exc}; kubectl's generators "
+                "such as `create namespace` send protobuf): use `kubectl apply -f` or `create -f`",
+            ) from exc
+        clone._read_bytes = json.dumps(obj).encode()  # the body kmock reads instead
+        return clone
+
+    async def _serve_log(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        """`pods/<name>/log`, read from the pod runner's files (`kubeloop.local.podlogs`)."""
+        pod = self._current(_PODS, request.namespace, request.name)
+        if pod is None:
+            raise kmock.KubernetesObjectNotFoundError()
+        if self.pod_logs is None:
+            raise kmock.KubernetesError(
+                status=404, reason="NotFound", message="no pod runner serves logs here"
+            )
+        try:
+            return await self.pod_logs.respond(
+                pod,
+                request.params,
+                request._raw_request,
+                lambda: self._current(_PODS, request.namespace, request.name),
+            )
+        except podlogs.LogError as exc:
+            raise kmock.KubernetesError(
+                status=exc.status, reason="BadRequest", message=exc.message
+            ) from exc
 
     async def _collect(self, uid: str) -> None:
         """Delete the dependents of a deleted owner, as the garbage collector would."""
@@ -740,6 +834,25 @@ class KubeloopEmulator(EmulatorBase):
 # resource in a placeholder namespace, which `handle` then clears: Namespaces are cluster-scoped.
 _CLUSTER = "-cluster-"
 _NAMESPACES = kmock.resource("v1/namespaces")
+_PODS = kmock.resource("v1/pods")
+_JOBS = kmock.resource("batch/v1/jobs")
+_CRONJOBS = kmock.resource("batch/v1/cronjobs")
+_ACCESS_REVIEWS = kmock.resource("authorization.k8s.io/v1/selfsubjectaccessreviews")
+
+
+def _selector(request: kmock.Request) -> Selector:
+    """The request's label and field selectors (400 naming the one that does not parse)."""
+    try:
+        return Selector.from_params(request.params)
+    except SelectorError as exc:
+        raise kmock.KubernetesError(status=400, reason="BadRequest", message=str(exc)) from exc
+
+
+def _in_scope(request: kmock.Request, namespace: str | None, name: str | None) -> bool:
+    """Whether an object is one a watch asked for (its namespace, or every one; its name)."""
+    return (request.namespace is None or namespace == request.namespace) and (
+        request.name is None or name == request.name
+    )
 
 
 def _namespace_path(path: str) -> str | None:

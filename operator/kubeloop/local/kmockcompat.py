@@ -14,9 +14,10 @@ moved any of them fails loudly in one place instead of as an AttributeError deep
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 import aiohttp.web
 import attrs
@@ -31,6 +32,7 @@ __all__ = [
 ]
 
 TESTED_WITH = "0.8"
+T = TypeVar("T")
 
 # Methods of kmock.KubernetesEmulator the adapter overrides or calls.
 _METHODS = (
@@ -41,9 +43,12 @@ _METHODS = (
     "_serve_apis",
     "_serve_group",
     "_serve_version",
+    "_render_error",
 )
 # attrs fields of kmock.KubernetesEmulator the adapter reads.
 _FIELDS = ("_lock", "_buses", "_requests", "_payloads")
+# Methods of kmock's watch bus (kmock._internal.aiobus.Bus) a watch from a snapshot uses.
+_BUS_METHODS = ("mark", "stream", "unmark", "put")
 # Fields of kmock.Request the emulator rewrites in place.
 _REQUEST_FIELDS = ("action", "data", "namespace", "name", "subresource", "params", "headers")
 
@@ -61,6 +66,11 @@ def check() -> None:
     missing += [f"KubernetesEmulator.{f} (attrs field)" for f in _FIELDS if f not in fields]
     request_fields = {f.name for f in attrs.fields(kmock.Request)}
     missing += [f"Request.{f}" for f in _REQUEST_FIELDS if f not in request_fields]
+    bus_class = _bus_class()
+    if bus_class is None:
+        missing.append("kmock._internal.aiobus.Bus")
+    else:
+        missing += [f"aiobus.Bus.{m}" for m in _BUS_METHODS if not hasattr(bus_class, m)]
     if not inspect.isasyncgenfunction(getattr(kmock.KubernetesEmulator, "_serve_watch", None)):
         missing.append("KubernetesEmulator._serve_watch as an async generator")
     if missing:
@@ -70,6 +80,14 @@ def check() -> None:
             f'Install kmock {TESTED_WITH} (pip install "kmock>={TESTED_WITH},<0.9") or port '
             "kubeloop/local/kmockcompat.py to the new kmock."
         )
+
+
+def _bus_class() -> Any:
+    try:
+        from kmock._internal import aiobus
+    except ImportError:
+        return None
+    return getattr(aiobus, "Bus", None)
 
 
 def set_request_fields(request: kmock.Request, **fields: Any) -> None:
@@ -133,6 +151,25 @@ class EmulatorBase(kmock.KubernetesEmulator):
     def bus(self, resource: Any) -> Any:
         """The watch bus of a resource: `await bus.put(event)` reaches every open watch."""
         return self._buses[resource]
+
+    async def render_error(self, exc: Exception) -> aiohttp.web.StreamResponse:
+        """kmock's answer for an error (a Kubernetes Status for a KubernetesError)."""
+        return await super()._render_error(exc)
+
+    @contextlib.asynccontextmanager
+    async def changes_after(
+        self, resource: Any, snapshot: Callable[[], T]
+    ) -> AsyncIterator[tuple[T, AsyncIterator[Any]]]:
+        """`snapshot()` taken under the store's lock, and the stream of the resource's watch
+        events after it: every change the snapshot does not show, none that it does."""
+        bus = self._buses[resource]
+        async with self._lock:  # changes reach the bus under this lock: none falls between
+            mark = await bus.mark()
+            taken = snapshot()
+        try:
+            yield taken, bus.stream(since=mark)
+        finally:
+            await bus.unmark(mark)
 
     @property
     def recorded_requests(self) -> list[kmock.Request]:

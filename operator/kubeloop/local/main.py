@@ -1,6 +1,8 @@
 """`kubeloop local`: the whole loop on one machine, no cluster.
 
     kubeloop local up -f examples/local/          # API + operator + pod runner, until Ctrl-C
+    kubeloop local down                            # stop the `up` of this state dir
+    KUBECONFIG=.demo/kubeconfig kubectl get kubeloop -n ml   # real kubectl works against it
     kubeloop local get tp,md,dm [-n ml | -A] [-o wide]
     kubeloop local trigger cronjob/<name> -n ml    # like kubectl create job --from=cronjob/...
     kubeloop local demo                            # the `make demo` scenario
@@ -14,16 +16,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import signal
 import sys
 from pathlib import Path
 
 from kubeloop.local.cronjobs import job_from_cronjob
+from kubeloop.local.down import DOWN_TIMEOUT, stop_cluster
 from kubeloop.local.kubeapi import ApiError, KubeApi
 from kubeloop.local.printer import render_table, resolve_kind
 from kubeloop.local.stack import LocalStack, apply_objects, load_manifests, read_state
+from kubeloop.local.statefile import ClusterRunningError, claim_state_dir
 
 __all__ = ["main"]
 
@@ -80,28 +83,52 @@ async def _trigger(args: argparse.Namespace) -> int:
     return 0
 
 
+def _console(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
 async def _up(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with LocalStack(args.state_dir) as stack:
-        assert stack.api is not None
-        for line in await apply_objects(stack.api, load_manifests(args.file)):
-            print(line)
-        print(
-            f"API {stack.url}  (kubeloop local get tp,md,dm; "
-            f"KUBECONFIG={args.state_dir}/kubeconfig)"
-        )
-        print(f"operator log {stack.operator_log}; pods under {args.state_dir}/cluster/pods/")
-        print("Ctrl-C stops everything.")
-        while not stop.is_set():
-            if not stack.operator_alive():
-                print(f"the operator exited; see {stack.operator_log}", file=sys.stderr)
-                return 1
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
+    try:
+        async with LocalStack(args.state_dir, restart_operator=True, report=_console) as stack:
+            await _announce(stack, args)
+            await stop.wait()
+    except ClusterRunningError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
+
+
+async def _announce(stack: LocalStack, args: argparse.Namespace) -> None:
+    """Apply the files and say where everything is."""
+    assert stack.api is not None
+    if stack.replaced is not None:
+        print(
+            f"cleaned the state of an earlier `up` from {args.state_dir} that no longer runs "
+            f"(pid {stack.replaced.pid}); this cluster starts empty"
+        )
+    for line in await apply_objects(stack.api, load_manifests(args.file)):
+        print(line)
+    print(
+        f"API {stack.url}: export KUBECONFIG={stack.state_dir / 'kubeconfig'}; "
+        "kubectl get kubeloop -n ml (or: kubeloop local get tp,md,dm)"
+    )
+    print(f"operator log {stack.operator_log}; pods under {args.state_dir}/cluster/pods/")
+    print(
+        "The operator is restarted when it exits. Ctrl-C or `kubeloop local down` stops "
+        "everything; the API's objects are not kept.",
+        flush=True,
+    )
+
+
+def _down(args: argparse.Namespace) -> int:
+    code, lines = stop_cluster(args.state_dir, args.timeout)
+    for line in lines:
+        print(line, file=sys.stderr if code else sys.stdout)
+    return code
 
 
 def main(argv: list[str]) -> int:
@@ -113,6 +140,10 @@ def main(argv: list[str]) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="run API + operator + pod runner and apply files")
     up.add_argument("-f", "--file", type=Path, action="append", default=[], help="YAML file/dir")
+    down = sub.add_parser("down", help="stop the `up` running from --state-dir")
+    down.add_argument(
+        "--timeout", type=float, default=DOWN_TIMEOUT, help="seconds before it is killed"
+    )
     get = sub.add_parser("get", help="list custom resources with their printer columns")
     get.add_argument("kinds", help="comma-separated: tp,md,dm (or full names)")
     get.add_argument("-n", "--namespace", default="ml")
@@ -128,7 +159,14 @@ def main(argv: list[str]) -> int:
     if args.command == "demo":
         from kubeloop.local.demo import run_demo
 
+        try:  # before the demo replaces the data under the state dir
+            claim_state_dir(args.state_dir)
+        except ClusterRunningError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         return run_demo(args.state_dir, live=not args.plain)
+    if args.command == "down":
+        return _down(args)
     command = {"up": _up, "get": _get, "trigger": _trigger}[args.command]
     try:
         return asyncio.run(command(args))

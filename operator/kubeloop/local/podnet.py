@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import socket
 
 __all__ = ["PodNetwork", "PortForward"]
@@ -40,11 +41,21 @@ def _can_bind(host: str) -> bool:
     return True
 
 
-class PodNetwork:
-    """Hands out pod addresses: 127.1.0.1, 127.1.0.2, ... (skipping .0 and .255)."""
+def _first_of_block(block: int) -> int:
+    """The address before the first of /16 block `block` (1..254): 127.<block>.0.0."""
+    return block << 16
 
-    def __init__(self) -> None:
-        self._next = _FIRST
+
+class PodNetwork:
+    """Hands out pod addresses: 127.B.0.1, 127.B.0.2, ... (skipping .0 and .255).
+
+    Each network starts in a /16 block B drawn at random, so that two clusters on one machine
+    (parallel test workers, a demo beside a test run) do not hand their pods the same address
+    and fight over `address:containerPort`.
+    """
+
+    def __init__(self, block: int | None = None) -> None:
+        self._next = _first_of_block(block if block is not None else random.randint(1, 254))
         self.enabled = _can_bind(_address(_FIRST + 1))
         if not self.enabled:
             log.info("only 127.0.0.1 is bindable here: pods share it and get no port forwards")

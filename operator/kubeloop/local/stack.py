@@ -2,11 +2,13 @@
 
 `LocalStack` starts, in this order: the emulator (`kubeloop.local.emulator.EmulatorThread`,
 HTTP on loopback), `kubeloop operator` as a child process pointed at it with
-`KUBELOOP_KUBE_SERVER` (exactly the operator a cluster runs, cluster-wide), and the pod runner
-in the caller's event loop. The emulator's URL is written to `<state_dir>/local.json` so
-`kubeloop local get` in another shell finds it (or set `KUBELOOP_LOCAL_URL`); pods (and
-`kubectl`) reach the API through `<state_dir>/kubeconfig`, written as JSON (`write_kubeconfig`).
-Everything is stopped on exit, children first.
+`KUBELOOP_KUBE_SERVER` (exactly the operator a cluster runs, cluster-wide; kept running by
+`kubeloop.local.supervisor` when `restart_operator`), and the pod runner in the caller's event
+loop. The emulator's URL, this process's and the operator's pids go to `<state_dir>/local.json`
+(`kubeloop.local.statefile`) so `kubeloop local get` and `down` in another shell find them (or set
+`KUBELOOP_LOCAL_URL`); pods (and `kubectl`) reach the API through `<state_dir>/kubeconfig`,
+written as JSON (`write_kubeconfig`). Everything is stopped on exit, children first, and the
+state file removed last. The API's objects live in this process's memory only.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -25,8 +26,18 @@ import yaml
 
 from kubeloop.local.emulator import RESOURCES, EmulatorThread
 from kubeloop.local.kubeapi import ApiError, KubeApi
+from kubeloop.local.podlogs import PodLogs
 from kubeloop.local.podrunner import PodRunner
 from kubeloop.local.processes import host_env
+from kubeloop.local.statefile import (
+    POD_MARKER,
+    STATE_FILE,
+    ClusterState,
+    claim_state_dir,
+    remove_state,
+    write_state,
+)
+from kubeloop.local.supervisor import OperatorSupervisor
 
 __all__ = [
     "LocalStack",
@@ -37,7 +48,6 @@ __all__ = [
     "write_kubeconfig",
 ]
 
-STATE_FILE = "local.json"
 _EXTRA = {"Secret": "v1/secrets", "ConfigMap": "v1/configmaps"}
 
 
@@ -128,17 +138,24 @@ class LocalStack:
         workload_env: Mapping[str, str] | None = None,
         resync_seconds: float = 2.0,
         operator_api: Callable[[str], str] | None = None,
+        restart_operator: bool = False,
+        report: Callable[[str], None] | None = None,
     ) -> None:
         """`operator_api` maps the emulator's URL to the one the operator is given (the
         reliability tests put a fault-injecting proxy between them); the pod runner and the
-        caller always talk to the emulator directly."""
+        caller always talk to the emulator directly. `restart_operator`: restart the operator
+        when it exits, with back-off (`kubeloop local up`); otherwise an exit is final, for runs
+        that must notice it. `report` gets the operator's exit and restart messages."""
         self.state_dir = state_dir.resolve()
         self.operator_api = operator_api
         self.operator_env = dict(operator_env or {})
         self.workload_env = dict(workload_env or {})
         self.resync_seconds = resync_seconds
+        self.restart_operator = restart_operator
+        self.report = report
         self.cluster = EmulatorThread()
-        self.operator: asyncio.subprocess.Process | None = None
+        self.operator: OperatorSupervisor | None = None
+        self.replaced: ClusterState | None = None
         self.runner: PodRunner | None = None
         self.api: KubeApi | None = None
 
@@ -154,6 +171,8 @@ class LocalStack:
 
     async def __aenter__(self) -> LocalStack:
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        # Raises while another stack runs from this dir: two would share pods/ and its logs.
+        self.replaced = claim_state_dir(self.state_dir)
         self.cluster.__enter__()
         try:
             await self._start()
@@ -172,59 +191,65 @@ class LocalStack:
             "KUBELOOP_RESYNC_SECONDS": str(self.resync_seconds),
             **self.operator_env,
         }
-        with self.operator_log.open("ab") as log:
-            self.operator = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "kubeloop.cli",
-                "operator",
-                "--liveness",
-                "",
-                env=env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.operator = OperatorSupervisor(
+            [sys.executable, "-m", "kubeloop.cli", "operator", "--liveness", ""],
+            env,
+            self.operator_log,
+            restart=self.restart_operator,
+            on_start=self._record,
+            report=self.report,
+        )
+        await self.operator.start()
         # Pods reach the API through a kubeconfig (the stand-in for in-cluster config).
         self.runner = PodRunner(
             self.url,
             self.state_dir / "cluster",
-            extra_env={"KUBECONFIG": str(kubeconfig), **self.workload_env},
+            extra_env={
+                "KUBECONFIG": str(kubeconfig),
+                POD_MARKER: str(self.state_dir),  # finds them if `up` dies without stopping them
+                **self.workload_env,
+            },
             interval=0.5,  # a controller-like resync; 4 Hz cost a third of a core when idle
             cwd=os.getcwd(),
         )
+        # `kubectl logs` reads what the runner captured, through the API as on a cluster.
+        self.cluster.emulator.pod_logs = PodLogs(self.runner.workdir)
         await self.runner.start()
         self.api = KubeApi(self.url)
-        (self.state_dir / STATE_FILE).write_text(
-            json.dumps({"url": self.url, "pid": os.getpid(), "kubeconfig": str(kubeconfig)})
+        self._record()
+
+    def _record(self, *_: int) -> None:
+        """(Re)write the state file: at start, and on each operator start (its pid changes)."""
+        if self.api is None:
+            return  # the first operator start comes before the API client: written once ready
+        operator = self.operator
+        write_state(
+            self.state_dir,
+            ClusterState(
+                url=self.url,
+                pid=os.getpid(),
+                kubeconfig=str(self.state_dir / "kubeconfig"),
+                operator_pid=operator.pid if operator is not None else None,
+                operator_restarts=operator.restarts if operator is not None else 0,
+                operator_log=str(self.operator_log),
+            ),
         )
 
     def operator_alive(self) -> bool:
-        """Whether the operator process still runs."""
-        return self.operator is not None and self.operator.returncode is None
-
-    async def _stop_operator(self) -> None:
-        if self.operator is None or self.operator.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.operator.pid, signal.SIGTERM)
-        try:
-            await asyncio.wait_for(self.operator.wait(), 10)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.operator.pid, signal.SIGKILL)
-            await self.operator.wait()
+        """Whether an operator process runs now (between restarts it does not)."""
+        return self.operator is not None and self.operator.alive
 
     async def __aexit__(self, *exc: object) -> None:
-        with contextlib.suppress(OSError):
-            (self.state_dir / STATE_FILE).unlink(missing_ok=True)
         # Both at once: each waits out grace periods. The runner stops reconciling first thing,
         # so nothing the operator still writes meanwhile starts a process.
-        stops = [self._stop_operator()]
+        stops = []
+        if self.operator is not None:
+            stops.append(self.operator.stop())
         if self.runner is not None:
             stops.append(self.runner.stop())
         await asyncio.gather(*stops)
         if self.api is not None:
             await self.api.close()
         self.cluster.__exit__(None, None, None)
+        # Last: `kubeloop local down` waits for the file to go as the sign that all has stopped.
+        remove_state(self.state_dir)

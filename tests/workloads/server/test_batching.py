@@ -38,7 +38,8 @@ class _Model:
         self.calls.append(len(columns["x"]))
         self.threads.add(threading.get_ident())
         self.thread_of_call.append(threading.get_ident())
-        time.sleep(self.delay)  # blocking, as sklearn is: must not stall the event loop
+        # real time on purpose: blocking, as sklearn is; must not stall the event loop
+        time.sleep(self.delay)
         x = columns["x"]
         return _Prediction(x * 2, np.stack([x, -x], axis=1))
 

@@ -178,7 +178,9 @@ def test_sigterm_under_load_loses_no_logged_rows(tmp_path: Path) -> None:
     threads = [threading.Thread(target=client, args=(w,)) for w in range(8)]
     for thread in threads:
         thread.start()
-    time.sleep(1.5)
+    deadline = time.monotonic() + 60
+    while len(answered) < 60 and time.monotonic() < deadline:  # under load, then SIGTERM
+        time.sleep(0.05)
     server.process.send_signal(signal.SIGTERM)
     code = server.process.wait(timeout=60)
     stop.set()
