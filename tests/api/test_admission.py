@@ -248,3 +248,46 @@ def test_validate_says_which_refusals_the_api_server_will_not_make(
     out = capsys.readouterr().out
     assert "spec.schedule: the range 50-10" in out
     assert OPERATOR_ONLY in out
+
+
+def _churn() -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load((ROOT / "examples/churn-pipeline.yaml").read_text())
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("mode", "errors", "warnings"),
+    [
+        ("Strict", ['spec.sed: unknown field "sed"'], []),
+        ("Warn", [], ['unknown field "spec.sed"']),
+        ("Ignore", [], []),
+    ],
+)
+def test_field_validation_decides_what_an_unknown_field_does(
+    mode: str, errors: list[str], warnings: list[str]
+) -> None:
+    doc = _churn()
+    doc["spec"]["sed"] = 1
+    result = admit(doc, field_validation=mode)
+    assert (result.errors, result.warnings) == (errors, warnings)
+    assert "sed" not in result.obj["spec"]  # pruned whenever it is stored
+
+
+def test_an_unknown_field_validation_mode_is_refused_naming_the_choices() -> None:
+    with pytest.raises(ValueError, match="fieldValidation: 'strict' is not one of Ignore, Warn"):
+        admit(_churn(), field_validation="strict")
+
+
+def test_nulls_are_pruned_before_defaulting_and_kept_where_unknown_fields_are() -> None:
+    doc = _churn()
+    doc["spec"]["runPolicy"] = None  # has a default: defaulted as if absent
+    doc["spec"]["seed"] = None
+    doc["spec"]["model"]["params"] = {"max_depth": None}  # preserved unknown fields keep nulls
+    doc["spec"]["data"]["validationFraction"] = None
+    result = admit(doc)
+    assert result.allowed, result.errors
+    spec = result.obj["spec"]
+    assert spec["runPolicy"]["historyLimit"] == 10
+    assert spec["seed"] == 42
+    assert spec["model"]["params"] == {"max_depth": None}
+    assert spec["data"]["validationFraction"] == 0.2  # its default

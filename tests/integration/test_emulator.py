@@ -345,3 +345,20 @@ def test_a_change_undone_by_the_crd_defaults_is_a_no_op(cluster: EmulatorThread)
     sent = _pipeline("defaults")
     replaced = _req(cluster, "PUT", f"{TP}/defaults", sent)
     assert replaced["metadata"]["generation"] == 1 and replaced["spec"] == obj["spec"]
+
+
+def test_a_status_write_is_pruned_and_validated(cluster: EmulatorThread) -> None:
+    _req(cluster, "POST", TP, _pipeline("status"))
+    status = {"phase": "Running", "lastRunId": None, "typo": 1, "champion": None}
+    obj = _req(
+        cluster,
+        "PATCH",
+        f"{TP}/status/status",
+        [{"op": "add", "path": "/status", "value": status}],
+        "application/json-patch+json",
+    )
+    assert obj["status"] == {"phase": "Running"}  # unknown fields and nulls pruned
+    with pytest.raises(urllib.error.HTTPError) as err:
+        _req(cluster, "PATCH", f"{TP}/status/status", {"status": {"lastRunId": "seven"}})
+    assert err.value.code == 422
+    assert b"status.lastRunId" in err.value.read()

@@ -5,23 +5,20 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import kmock
 import pytest
 import yaml
+from tests.local.kubectl_helpers import KUBECTL, ROOT, kubectl, running_cluster, wait_for
+from tests.local.kubectl_helpers import env as _env
 
 from kubeloop.local.emulator import EmulatorThread
-from kubeloop.local.stack import write_kubeconfig
 
-ROOT = Path(__file__).resolve().parents[2]
-KUBECTL = ROOT / ".tools/bin/kubectl"
 TP = "kubeloop.io/v1alpha1/trainingpipelines"
 MD = "kubeloop.io/v1alpha1/modeldeployments"
 
@@ -33,44 +30,8 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EmulatorThread, Path]]:
     home = tmp_path_factory.mktemp("kubectl")
-    with EmulatorThread() as c:
-        write_kubeconfig(home / "kubeconfig", c.url)
-        c.call(
-            c.emulator.create_object(
-                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ml"}}
-            )
-        )
-        for doc in yaml.safe_load_all((ROOT / "examples/local/churn.yaml").read_text()):
-            c.call(c.emulator.create_object(doc))
+    with running_cluster(home) as c:
         yield c, home
-
-
-def _env(home: Path) -> dict[str, str]:
-    return {**os.environ, "KUBECONFIG": str(home / "kubeconfig"), "KUBECACHEDIR": str(home)}
-
-
-def kubectl(home: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [str(KUBECTL), *args],
-        check=False,
-        env=_env(home),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    if ok:
-        assert done.returncode == 0, f"kubectl {' '.join(args)}: {done.stderr}"
-    return done
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 30) -> bool:
-    """Poll `condition` until it holds (True) or `timeout` seconds pass (False)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def _stored(cluster: EmulatorThread, resource: str, name: str) -> dict[str, Any]:
@@ -157,10 +118,7 @@ def test_dry_run_and_diff_store_nothing_and_send_no_event(
 
         docs[0]["metadata"]["name"] = "other"
         manifest.write_text(yaml.safe_dump(docs[0]))
-        # --validate=false: client-side validation needs the OpenAPI documents (not served).
-        created = kubectl(
-            home, "create", "--dry-run=server", "--validate=false", "-f", str(manifest)
-        )
+        created = kubectl(home, "create", "--dry-run=server", "-f", str(manifest))
         assert "created (server dry run)" in created.stdout
         assert c.emulator.get_object(TP, "ml", "other") is None
         assert (

@@ -122,7 +122,8 @@ def test_get_by_category_and_core_kinds(cluster: Cluster) -> None:
     wait_for(lambda: _pods(cluster, "training"), "the training pod")
     listed = cluster.kubectl("get", "pods,jobs,deployments,cronjobs,events", "-n", "ml")
     assert "pod/churn-run-1-" in listed and "job.batch/churn-run-1" in listed
-    assert "event/" in listed
+    # Events print as the server's Table: LAST SEEN, TYPE, REASON, OBJECT, MESSAGE.
+    assert "REASON" in listed and "trainingpipeline/churn" in listed
 
 
 def test_wait_for_ready_and_rollout_status(cluster: Cluster) -> None:

@@ -112,7 +112,7 @@ def _granted() -> set[tuple[str, str, str]]:
 
 def _used(cluster: Cluster) -> set[tuple[str, str, str]]:
     used: set[tuple[str, str, str]] = set()
-    for request in cluster.em._requests:
+    for request in cluster.em.recorded_requests:
         resource = request.resource
         if resource is None or not getattr(resource, "plural", None):
             continue  # discovery (/api, /apis): allowed to every authenticated client
@@ -138,7 +138,7 @@ def test_every_request_the_operator_makes_is_granted(loop: tuple[Cluster, Any]) 
     missing = used - granted
     unused = granted - used
     print(
-        f"\nRELIABILITY rbac-audit: requests={len(cluster.em._requests)}, "
+        f"\nRELIABILITY rbac-audit: requests={len(cluster.em.recorded_requests)}, "
         f"distinct_permissions_used={len(used)}, granted={len(granted)}, missing={len(missing)}, "
         f"granted_not_reached_by_this_loop={len(unused)}"
     )

@@ -1,7 +1,9 @@
 """What the API server does to a custom resource before storing it, done offline.
 
-`admit()` applies the CRD's structural defaults, refuses unknown fields (kubectl's default
-strict field validation), validates the OpenAPI schema, refuses duplicates in
+`admit()` prunes what a structural schema drops (null values of fields that are not
+`nullable`; unknown fields unless the field validation is `Strict`, kubectl's default, which
+refuses them), applies the CRD's structural defaults, validates the OpenAPI schema, refuses
+duplicates in
 `x-kubernetes-list-type` set and map lists, and evaluates every
 `x-kubernetes-validations` CEL rule with a real CEL implementation (cel-python), plus the
 Kubernetes CEL list extension `isSorted()` the rules use. It serves `kubeloop validate`, the
@@ -20,7 +22,18 @@ from typing import Any
 
 from kubeloop.api.crd import KINDS, build_crd
 
-__all__ = ["AdmissionResult", "admit", "crd_schema"]
+__all__ = [
+    "FIELD_VALIDATION",
+    "AdmissionResult",
+    "admit",
+    "admit_status",
+    "crd_schema",
+    "unknown_fields",
+]
+
+# The API server's `fieldValidation` modes: unknown fields are dropped silently, dropped with a
+# warning (its default) or refused.
+FIELD_VALIDATION = ("Ignore", "Warn", "Strict")
 
 
 @dataclass
@@ -29,6 +42,8 @@ class AdmissionResult:
 
     obj: dict[str, Any]
     errors: list[str] = field(default_factory=list)
+    # What the server would answer with `Warning` headers: the unknown fields it dropped.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def allowed(self) -> bool:
@@ -96,6 +111,42 @@ def _unknown_fields(schema: dict[str, Any], obj: dict[str, Any]) -> Iterator[str
             for name in value:
                 if name not in node["properties"]:
                     yield f'{_join(path, name)}: unknown field "{name}"'
+
+
+def unknown_fields(obj: dict[str, Any], schema: dict[str, Any] | None = None) -> list[str]:
+    """The paths (`spec.foo`) of fields the schema (by default the kubeloop kind's) does not
+    know; [] for a kind kubeloop does not define."""
+    schema = schema or crd_schema(str(obj.get("apiVersion", "")), str(obj.get("kind", "")))
+    if schema is None:
+        return []
+    return [message.split(":", 1)[0] for message in _unknown_fields(schema, obj)]
+
+
+def _prune(schema: dict[str, Any], value: Any) -> None:
+    """Drop what a structural schema does not keep, in place: unknown fields (unless the node
+    preserves them) and null values of fields that are not `nullable`, as the API server does
+    before defaulting (so a null field gets its default)."""
+    if isinstance(value, dict) and "properties" in schema:
+        known = schema["properties"]
+        for name in list(value):
+            sub = known.get(name)
+            if sub is None:
+                if not schema.get("x-kubernetes-preserve-unknown-fields"):
+                    del value[name]
+            elif value[name] is None and not sub.get("nullable"):
+                del value[name]
+            else:
+                _prune(sub, value[name])
+    elif isinstance(value, dict) and isinstance(schema.get("additionalProperties"), dict):
+        sub = schema["additionalProperties"]
+        for name in list(value):
+            if value[name] is None and not sub.get("nullable"):
+                del value[name]
+            else:
+                _prune(sub, value[name])
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for item in value:
+            _prune(schema["items"], item)
 
 
 def _duplicates(schema: dict[str, Any], obj: dict[str, Any]) -> Iterator[str]:
@@ -217,19 +268,58 @@ def _metadata_errors(meta: dict[str, Any]) -> Iterator[str]:
             )
 
 
-def admit(obj: dict[str, Any]) -> AdmissionResult:
-    """Default, validate and CEL-check a kubeloop custom resource as the API server would."""
+def admit_status(obj: dict[str, Any], field_validation: str = "Warn") -> AdmissionResult:
+    """What the API server does to a write of the status subresource: the status is pruned and
+    validated against its schema as `admit` does the whole object; the spec and metadata are not
+    judged again (a status write cannot change them). Unlike a real server, the status is not
+    defaulted: the operator reads it through models with the same defaults."""
+    if field_validation not in FIELD_VALIDATION:
+        raise ValueError(
+            f"fieldValidation: {field_validation!r} is not one of {', '.join(FIELD_VALIDATION)}"
+        )
+    api_version, kind = obj.get("apiVersion", ""), obj.get("kind", "")
+    schema = crd_schema(str(api_version), str(kind))
+    if schema is None:
+        return AdmissionResult(obj, [f'kind "{kind}" in "{api_version}" is not a kubeloop kind'])
+    stored = copy.deepcopy(obj)
+    if not isinstance(stored.get("status"), dict):
+        return AdmissionResult(stored)
+    only_status = {"type": "object", "properties": {"status": schema["properties"]["status"]}}
+    part = {"status": stored["status"]}
+    errors, warnings = [], []
+    if field_validation == "Strict":
+        errors += list(_unknown_fields(only_status, part))
+    elif field_validation == "Warn":
+        warnings = [f'unknown field "{path}"' for path in unknown_fields(part, only_status)]
+    _prune(only_status, part)
+    errors += _schema_errors(only_status, part)
+    stored["status"] = part["status"]
+    return AdmissionResult(stored, errors, warnings)
+
+
+def admit(obj: dict[str, Any], field_validation: str = "Strict") -> AdmissionResult:
+    """Prune, default, validate and CEL-check a kubeloop custom resource as the API server
+    would; `field_validation` (Ignore, Warn, Strict) decides what an unknown field does."""
+    if field_validation not in FIELD_VALIDATION:
+        raise ValueError(
+            f"fieldValidation: {field_validation!r} is not one of {', '.join(FIELD_VALIDATION)}"
+        )
     api_version, kind = obj.get("apiVersion", ""), obj.get("kind", "")
     schema = crd_schema(str(api_version), str(kind))
     if schema is None:
         return AdmissionResult(obj, [f'kind "{kind}" in "{api_version}" is not a kubeloop kind'])
     stored = copy.deepcopy(obj)
     errors = list(_metadata_errors(stored.get("metadata") or {}))
-    errors += list(_unknown_fields(schema, stored))
+    warnings: list[str] = []
+    if field_validation == "Strict":
+        errors += list(_unknown_fields(schema, stored))
+    elif field_validation == "Warn":
+        warnings = [f'unknown field "{path}"' for path in unknown_fields(stored)]
+    _prune(schema, stored)
     _apply_defaults(schema, stored)
     schema_errors = _schema_errors(schema, stored) + list(_duplicates(schema, stored))
     errors += schema_errors
     # The API server runs CEL only on values that passed the schema.
     if not schema_errors:
         errors += list(_cel_errors(schema, stored))
-    return AdmissionResult(stored, errors)
+    return AdmissionResult(stored, errors, warnings)

@@ -1,8 +1,9 @@
 """A small Kubernetes API for tests and `kubeloop local`: kmock's emulator, made kopf-ready.
 
 kmock 0.8's `KubernetesEmulator` stores objects and serves list/watch/get/create/patch/delete,
-but it is a plain JSON store. `KubeloopEmulator` adds only what the operator and the local pod
-runner rely on, the way a real API server behaves:
+but it is a plain JSON store. `KubeloopEmulator` adds what the operator, the local pod runner
+and the real kubectl rely on, the way a real API server behaves (kmock's private internals are
+reached only through `kubeloop.local.kmockcompat`):
 
 - discovery as kubectl reads it (`kubeloop.local.discovery`): `/api`, `/api/v1` (groupVersion
   `v1`), `/apis` and each group/version, every served resource with its singular name, kind,
@@ -15,6 +16,20 @@ runner rely on, the way a real API server behaves:
 - lists as `<Kind>List` with `apiVersion` and `metadata.resourceVersion`; watches streamed as
   `application/json`; cluster-scoped `/api/v1/namespaces[/<name>]` (kmock cannot route it: it
   is rewritten in `__call__`);
+- server-side printing (`kubeloop.local.tables`): a list, get or watch that asks for
+  `as=Table` is answered with `meta.k8s.io/v1` Tables, the CRDs' printer columns for our kinds
+  and the main columns of the built-in ones; a watch starts after the resourceVersion it is
+  given (objects the client already listed are not replayed);
+- the OpenAPI v3 documents (`kubeloop.local.openapi`), so `kubectl explain` prints the CRDs'
+  field docs and `kubectl apply`/`create` leave field validation to the server, which honours
+  `fieldValidation` for kubeloop.io kinds: `Strict` (kubectl's) refuses unknown fields with
+  400 `strict decoding error: unknown field "spec.foo"`, `Warn` (the default) and `Ignore` drop
+  them (with `Warning` headers under Warn); nulls of non-nullable fields are dropped before
+  defaulting, as for any structural schema. In-process changes validate as `Strict`;
+- server-side apply and field managers (`kubeloop.local.serverside_apply`): a PATCH of type
+  `application/apply-patch+yaml` creates or merges, records `metadata.managedFields`, answers
+  409 when it changes another manager's field unless `force=true`; writes that name a
+  `fieldManager` record Update ownership;
 - PUT (update): the body replaces the object, server-set metadata kept, status kept for kinds
   with the subresource, a stale `metadata.resourceVersion` answers 409;
 - `dryRun=All` (query, or a DELETE's DeleteOptions body) on create, patch (every patch type),
@@ -53,14 +68,13 @@ runner rely on, the way a real API server behaves:
 
 Not emulated (known gaps): protobuf request bodies other than the two above (kubectl's
 generators such as `kubectl create namespace` send them; answered 415: use `kubectl apply
--f`/`create -f`), `exec`/`attach`/`port-forward`, authentication and authorization, the OpenAPI
-documents (so kubectl's client-side validation in `apply`/`create` needs `--validate=false`),
-server-side printing (`kubectl get` shows NAME and AGE, not the CRDs' printer columns), watch
-from a resourceVersion (a watch replays the current objects as ADDED), resourceVersion
-conflicts on PATCH, a watch with a selector sending DELETED when an object stops matching
-it, `deletecollection`,
-strategic-merge patch (it is treated as a merge patch), server-side apply. A dry run still
-consumes a resourceVersion number (nothing is stored with it).
+-f`/`create -f`), `exec`/`attach`/`port-forward`, authentication and authorization,
+`/openapi/v2` (kubectl uses v3), schemas of the built-in kinds beyond apiVersion/kind/metadata
+(their other fields are kept as sent), resourceVersion conflicts on PATCH, a watch with a
+selector sending DELETED when an object stops matching it, `deletecollection`, strategic-merge
+patch (it is treated as a merge patch), granular ownership inside lists (server-side apply owns
+a list whole). A dry run still consumes a resourceVersion number (nothing is stored with it;
+the answer carries the stored version).
 
 Public API (the only thing `kubeloop local` and the tests use):
 
@@ -81,6 +95,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import copy
 import datetime
 import itertools
@@ -94,16 +109,23 @@ import aiohttp.web
 import attrs
 import jsonpatch  # type: ignore[import-untyped]
 import kmock
-from kmock._internal import dicts, enums, rendering
-from kmock._internal.k8s import KubernetesObjectConflictError, KubernetesResourceNotFoundError
+import yaml
 
-from kubeloop.api.admission import admit
-from kubeloop.local import builtins, discovery, podlogs, protobuf
+from kubeloop.api.admission import FIELD_VALIDATION, admit, admit_status, unknown_fields
+from kubeloop.local import builtins, discovery, openapi, podlogs, protobuf, serverside_apply, tables
+from kubeloop.local.kmockcompat import EmulatorBase, set_request_fields
 from kubeloop.local.selectors import Selector, SelectorError
 
 __all__ = ["RESOURCES", "EmulatorThread", "KubeloopEmulator"]
 
 T = TypeVar("T")
+
+# The `Warning` headers of the request being handled (the unknown fields dropped).
+_WARNINGS: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "_WARNINGS", default=None
+)
+# In-process changes validate fields as kubectl does.
+_STRICT = {"fieldValidation": "Strict"}
 
 # plural path -> (kind, namespaced, subresources)
 RESOURCES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
@@ -141,7 +163,7 @@ def _key(resource: str) -> str:
 
 
 @attrs.define(kw_only=True)
-class KubeloopEmulator(kmock.KubernetesEmulator):
+class KubeloopEmulator(EmulatorBase):
     """kmock's emulator with server-set metadata, status subresources, admission and GC."""
 
     admission: bool = True
@@ -156,13 +178,14 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
     _rv: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
     _last_rv: int = attrs.field(default=0, init=False)
     _served: dict[str, discovery.ServedResource] = attrs.field(factory=dict, init=False)
+    _openapi: dict[str, dict[str, Any]] = attrs.field(factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         self._served = discovery.served_resources(RESOURCES)
         # kmock streams watches as application/octet-stream, which kubectl cannot decode.
         json_stream = {"Content-Type": "application/json"}
-        (self.fallback**1)[enums.action.WATCH] << json_stream << self._serve_selected_watch
+        (self.fallback**1)[kmock.action.WATCH] << json_stream << self.serve_watch
         for path, (kind, namespaced, subresources) in RESOURCES.items():
             self.resources[path] = kmock.ResourceInfo(
                 kind=kind,
@@ -176,9 +199,14 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
         # kmock's key types are narrower than what it accepts at run time (resource objects).
         return self.objects
 
-    @property
-    def _bus_of(self) -> Any:
-        return self._buses
+    def _openapi_document(self, path: str) -> dict[str, Any] | None:
+        """`/openapi/v3` (path "") or one group/version's document, built on first use."""
+        if not self._openapi:
+            served = list(self._served.values())
+            self._openapi[""] = openapi.index(served)
+            for doc_path in {openapi.document_path(r) for r in served}:
+                self._openapi[doc_path] = openapi.document(served, doc_path) or {}
+        return self._openapi.get(path)
 
     def _next_rv(self) -> str:
         self._last_rv = next(self._rv)
@@ -192,20 +220,20 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
 
     # -- discovery and lists, as kubectl reads them --------------------------------------------
 
-    async def _serve_api(self, request: rendering.Request) -> rendering.Payload:
+    async def serve_api(self, request: kmock.Request) -> Any:
         return discovery.api_versions()
 
-    async def _serve_apis(self, request: rendering.Request) -> rendering.Payload:
+    async def serve_apis(self, request: kmock.Request) -> Any:
         return discovery.api_group_list(self._served.values())
 
-    async def _serve_group(self, request: rendering.Request) -> rendering.Payload:
+    async def serve_group(self, request: kmock.Request) -> Any:
         group = request.resource.group if request.resource is not None else None
         found = discovery.api_group(self._served.values(), str(group or ""))
         if found is None:
-            raise KubernetesResourceNotFoundError()
+            raise kmock.KubernetesResourceNotFoundError()
         return found
 
-    async def _serve_version(self, request: rendering.Request) -> rendering.Payload:
+    async def serve_version(self, request: kmock.Request) -> Any:
         ref = request.resource
         found = None
         if ref is not None:
@@ -213,51 +241,77 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
                 self._served.values(), str(ref.group or ""), str(ref.version or "")
             )
         if found is None:
-            raise KubernetesResourceNotFoundError()
+            raise kmock.KubernetesResourceNotFoundError()
         return found
 
-    async def _serve_list(self, request: rendering.Request) -> rendering.Payload:
-        body: Any = await super()._serve_list(request)
+    async def serve_list(self, request: kmock.Request) -> Any:
+        body: Any = await self.stored_list(request)
         selector = _selector(request)
         items = [item for item in body["items"] if selector.matches(item)]
         served = self._served_of(request.resource)
         if served is None:
             return {**body, "items": items}
+        if _as_table(request):
+            return self._table(served, items, request)
         return discovery.list_document(served, items, str(self._last_rv))
 
-    async def _serve_selected_watch(
-        self, request: rendering.Request
-    ) -> AsyncIterator[rendering.Payload]:
-        """kmock's watch, with label/field selectors and watch-list's end-of-initial bookmark."""
+    def _table(
+        self, served: discovery.ServedResource, items: list[dict[str, Any]], request: kmock.Request
+    ) -> dict[str, Any]:
+        return tables.table(
+            tables.columns_for(served.group_version, served.kind),
+            items,
+            include_object=request.params.get("includeObject", "Metadata"),
+            resource_version=str(self._last_rv),
+        )
+
+    async def serve_watch(self, request: kmock.Request) -> AsyncIterator[Any]:
+        """A watch as a real server streams it: the current objects in scope as ADDED — only
+        those newer than the request's resourceVersion (the client listed the rest), all of them
+        for `sendInitialEvents=true`, then the end-of-initial-events bookmark kubectl's watch-
+        list waits for — then every later change; label/field selectors apply throughout, and
+        objects go out as Tables when the client asks for them (`kubectl get -w`)."""
         selector = _selector(request)
-        yield b""  # the headers go out now, even if nothing happens for a while
-        assert request.resource is not None
-        bus = self._bus_of[request.resource]
-        async with self._lock:  # changes are sent to the bus under this lock: none is missed
-            mark = await bus.mark()
-            initial = [
-                {"type": "ADDED", "object": obj.raw}
+        since = _int_or_none(request.params.get("resourceVersion"))
+        send_initial = request.params.get("sendInitialEvents") == "true"
+        served = self._served_of(request.resource)
+        table = served is not None and _as_table(request)
+
+        def shaped(event: dict[str, Any]) -> dict[str, Any]:
+            if table and served is not None:
+                return {
+                    "type": event["type"],
+                    "object": self._table(served, [event["object"]], request),
+                }
+            return event
+
+        def snapshot() -> tuple[list[dict[str, Any]], str]:
+            objects = [
+                obj.raw
                 for (resource, namespace, name), obj in list(self._store.items())
                 if resource == request.resource
                 and not obj.deleted
                 and _in_scope(request, namespace, name)
                 and selector.matches(obj.raw)
             ]
-            version = str(self._last_rv)
-        try:
-            for event in initial:
-                yield event
-            served = self._served_of(request.resource)
-            if served is not None and request.params.get("sendInitialEvents") == "true":
+            return objects, str(self._last_rv)
+
+        yield b""  # the headers go out now, even if nothing happens for a while
+        assert request.resource is not None
+        async with self.changes_after(request.resource, snapshot) as ((initial, version), changes):
+            for obj in initial:
+                rv = _int_or_none(obj.get("metadata", {}).get("resourceVersion"))
+                if send_initial or not since or rv is None or rv > since:
+                    yield shaped({"type": "ADDED", "object": obj})
+            if served is not None and send_initial:
                 yield discovery.initial_events_end(served, version)
-            async for event in bus.stream(since=mark):
-                meta = event.get("object", {}).get("metadata", {})
+            async for event in changes:
+                obj = event.get("object", {}) if isinstance(event, dict) else {}
+                meta = obj.get("metadata", {})
                 if _in_scope(request, meta.get("namespace"), meta.get("name")) and (
-                    selector.matches(event.get("object", {}))
+                    selector.matches(obj)
                 ):
-                    yield event
-        finally:
-            await bus.unmark(mark)
+                    yield shaped(event)
 
     # -- request rewriting -------------------------------------------------------------------
 
@@ -273,23 +327,48 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
             return self._store[key].raw
         return None
 
-    def _admit(self, obj: dict[str, Any]) -> dict[str, Any]:
-        """The object as stored, defaults applied; a kubeloop kind the CRD refuses raises 422."""
+    def _admit(
+        self, obj: dict[str, Any], request: kmock.Request, *, status: bool = False
+    ) -> dict[str, Any]:
+        """The object as stored (pruned, defaulted) for a kubeloop kind; raises 400 for unknown
+        fields under `fieldValidation=Strict` and 422 for what the CRD refuses. `status`: a
+        write of the status subresource, where only the status is judged."""
         if not (self.admission and str(obj.get("apiVersion", "")).startswith("kubeloop.io/")):
             return obj
-        result = admit(obj)
+        mode = request.params.get("fieldValidation") or "Warn"  # the API server's default
+        if mode not in FIELD_VALIDATION:
+            raise kmock.KubernetesError(
+                status=400,
+                reason="BadRequest",
+                message=f"fieldValidation: {mode!r} is not one of {', '.join(FIELD_VALIDATION)}",
+            )
+        unknown = unknown_fields(obj)
+        if status:
+            unknown = [path for path in unknown if path.startswith("status.")]
+        if mode == "Strict" and unknown:
+            kind, version = obj.get("kind"), str(obj.get("apiVersion")).rsplit("/", 1)[-1]
+            raise kmock.KubernetesError(
+                status=400,
+                reason="BadRequest",
+                message=f'{kind} in version "{version}" cannot be handled as a {kind}: strict '
+                "decoding error: " + ", ".join(f'unknown field "{path}"' for path in unknown),
+            )
+        result = (admit_status if status else admit)(obj, field_validation=mode)
         if not result.allowed:
             raise kmock.KubernetesError(
                 status=422, reason="Invalid", message="; ".join(result.errors)
             )
+        warnings = _WARNINGS.get()
+        if warnings is not None:
+            warnings.extend(result.warnings)
         return result.obj
 
-    def _rewrite(self, request: rendering.Request) -> rendering.Request:
+    def _rewrite(self, request: kmock.Request) -> kmock.Request:
         """Turn a request into what a real API server would store (raises KubernetesError)."""
         if request.resource is None:
             return request
-        if request.action == enums.action.CREATE and isinstance(request.data, dict):
-            obj = self._admit(copy.deepcopy(request.data))
+        if request.action == kmock.action.CREATE and isinstance(request.data, dict):
+            obj = self._admit(copy.deepcopy(request.data), request)
             for hook in list(self.admission_hooks):
                 hook(copy.deepcopy(obj))
             meta = obj.setdefault("metadata", {})
@@ -303,16 +382,21 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
             meta.setdefault("creationTimestamp", _now())
             if request.resource == _JOBS:
                 obj = builtins.default_job(obj)
-            object.__setattr__(request, "data", obj)
+            manager = request.params.get("fieldManager")
+            if manager and not _is_apply(request):
+                obj = serverside_apply.record_update(
+                    None, obj, manager, now=_now(), has_status=self._has_status(request)
+                )
+            set_request_fields(request, data=obj)
             return request
-        if request.action == enums.action.UPDATE and request.name is not None:
+        if request.action == kmock.action.UPDATE and request.name is not None:
             current = self._current(request.resource, request.namespace, request.name)
             if current is None:
                 return request  # kmock answers 404
             patch = request.data if request.data is not None else {}
             if isinstance(patch, list):  # JSON patch: apply here, then store as a merge
                 try:
-                    patched = dicts.patch_dict(copy.deepcopy(current), patch)
+                    patched = _patched(copy.deepcopy(current), patch)
                 except jsonpatch.JsonPatchException as exc:
                     # e.g. kopf's `test` of metadata.resourceVersion: 422 as a real server.
                     raise kmock.KubernetesError(
@@ -325,39 +409,99 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
                 patch = {"status": patch.get("status")} if "status" in patch else {}
             elif request.subresource is None and has_status:
                 patch.pop("status", None)
-            new = dicts.patch_dict(copy.deepcopy(current), patch)
+            new = _patched(copy.deepcopy(current), patch)
             if new == current:  # a no-op: no new resourceVersion, no watch event
-                object.__setattr__(request, "data", None)
+                set_request_fields(request, data=None)
                 return request
+            admitted = None
             if request.subresource is None and new.get("spec") != current.get("spec"):
-                # Spec and metadata are judged: status is the operator's to write, and a real
-                # API server prunes there what its schema does not know rather than refusing.
-                admitted = self._admit({k: v for k, v in new.items() if k != "status"})
+                # Spec and metadata are judged here, the status on writes of its subresource.
+                admitted = self._admit({k: v for k, v in new.items() if k != "status"}, request)
                 if "status" in new:
                     admitted["status"] = new["status"]
+            elif request.subresource == "status" and new.get("status") != current.get("status"):
+                admitted = self._admit(new, request, status=True)
+            if admitted is not None:
                 patch, new = _diff(current, admitted), admitted
                 if not patch:  # e.g. a defaulted field removed: defaulted again, a no-op
-                    object.__setattr__(request, "data", None)
+                    set_request_fields(request, data=None)
                     return request
+            manager = request.params.get("fieldManager")
+            if manager and request.subresource is None and not _is_apply(request):
+                tracked = serverside_apply.record_update(
+                    current, copy.deepcopy(new), manager, now=_now(), has_status=has_status
+                )
+                patch = _diff(current, tracked)
             meta = patch.setdefault("metadata", {})
             meta["resourceVersion"] = self._next_rv()
             if new.get("spec") != current.get("spec"):
                 meta["generation"] = int(current["metadata"].get("generation", 1)) + 1
-            object.__setattr__(request, "data", patch)
+            set_request_fields(request, data=patch)
             return request
         return request
 
     def _trim_requests(self) -> None:
         keep = self.keep_requests
-        if keep is None or len(self._requests) <= 2 * keep:
+        if keep is None or len(self.recorded_requests) <= 2 * keep:
             return  # trimmed in chunks: amortised O(1) per request
-        del self._requests[:-keep]
-        for payload in self._payloads:
-            recorded = getattr(payload, "_requests", None)
-            if isinstance(recorded, list) and len(recorded) > keep:
-                del recorded[:-keep]
+        self.trim_requests(keep)
 
-    def _put_as_patch(self, request: rendering.Request) -> rendering.Request:
+    def _has_status(self, request: kmock.Request) -> bool:
+        return "status" in self._subresources(request.resource)
+
+    def _apply_as_change(self, request: kmock.Request) -> kmock.Request:
+        """A server-side apply as the create or merge patch that gives its result (see
+        `kubeloop.local.serverside_apply`); a conflict with another field manager answers 409."""
+        manager = request.params.get("fieldManager")
+        if not manager:
+            raise kmock.KubernetesError(
+                status=400,
+                reason="BadRequest",
+                message="fieldManager: Required value: is required for apply requests",
+            )
+        config = request.data
+        if not isinstance(config, dict):
+            try:
+                config = yaml.safe_load(request.text or "")
+            except yaml.YAMLError as exc:
+                raise kmock.KubernetesError(
+                    status=400, reason="BadRequest", message=f"the apply body: {exc}"
+                ) from exc
+        if not isinstance(config, dict):
+            raise kmock.KubernetesError(
+                status=400, reason="BadRequest", message="the apply body must be an object"
+            )
+        current = self._current(request.resource, request.namespace, request.name)
+        try:
+            new = serverside_apply.apply(
+                current,
+                config,
+                manager,
+                now=_now(),
+                force=request.params.get("force") == "true",
+                has_status=self._has_status(request),
+            )
+        except serverside_apply.ApplyConflictError as exc:
+            causes = [
+                {
+                    "reason": "FieldManagerConflict",
+                    "message": f'conflict with "{c.manager}" using {c.api_version}',
+                    "field": "." + ".".join(c.path),
+                }
+                for c in exc.conflicts
+            ]
+            raise kmock.KubernetesError(
+                status=409, reason="Conflict", message=str(exc), details={"causes": causes}
+            ) from exc
+        if current is None:
+            if request.namespace:
+                new["metadata"]["namespace"] = request.namespace
+            set_request_fields(request, action=kmock.action.CREATE, data=new)
+        else:
+            set_request_fields(request, data=_diff(current, new))
+        return request
+
+    def _put_as_patch(self, request: kmock.Request) -> kmock.Request:
         """A PUT (update) as the merge patch from the stored object to the body (404 if none).
 
         Server-set metadata the body leaves out is kept; a stale resourceVersion answers 409.
@@ -385,52 +529,55 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
                 meta[key] = stored[key]
         if request.subresource is None and "status" in current and "status" not in body:
             body["status"] = current["status"]  # status is not the PUT's to remove
-        object.__setattr__(request, "action", enums.action.UPDATE)
-        object.__setattr__(request, "data", _diff(current, body))
+        set_request_fields(request, action=kmock.action.UPDATE)
+        set_request_fields(request, data=_diff(current, body))
         return request
 
-    def _would_store(self, request: rendering.Request) -> dict[str, Any]:
+    def _would_store(self, request: kmock.Request) -> dict[str, Any]:
         """The answer to a rewritten dry-run request: what would be stored (or deleted)."""
-        if request.action == enums.action.CREATE:
+        if request.action == kmock.action.CREATE:
             name = request.data.get("metadata", {}).get("name")
             namespace = request.namespace or request.data.get("metadata", {}).get("namespace")
             if self._current(request.resource, namespace, name) is not None:
-                raise KubernetesObjectConflictError()
+                raise _already_exists()
             return dict(request.data)
         current = self._current(request.resource, request.namespace, request.name)
         if current is None:
             raise kmock.KubernetesObjectNotFoundError()
-        if request.action == enums.action.UPDATE and request.data is not None:
-            return dict(dicts.patch_dict(copy.deepcopy(current), request.data))
+        if request.action == kmock.action.UPDATE and request.data is not None:
+            would = _patched(copy.deepcopy(current), request.data)
+            # Nothing was written, so the version is the stored one (as a real server answers).
+            would["metadata"]["resourceVersion"] = current["metadata"].get("resourceVersion")
+            return would
         return copy.deepcopy(current)
 
-    async def _handle_scale(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+    async def _handle_scale(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         """`.../scale`: the object's replicas as an autoscaling/v1 Scale, read and written."""
         served = self._served_of(request.resource)
         if served is None or "scale" not in served.subresources or request.name is None:
-            raise KubernetesResourceNotFoundError()
+            raise kmock.KubernetesResourceNotFoundError()
         current = self._current(request.resource, request.namespace, request.name)
         if current is None:
             raise kmock.KubernetesObjectNotFoundError()
         scale = discovery.scale_document(served, current)
-        if request.method == enums.method.GET:
+        if request.method == kmock.method.GET:
             return aiohttp.web.json_response(scale)
-        if request.method not in {enums.method.PATCH, enums.method.PUT}:
+        if request.method not in {kmock.method.PATCH, kmock.method.PUT}:
             raise kmock.KubernetesError(
                 status=405, reason="MethodNotAllowed", message="scale: get, patch or update"
             )
         try:
-            if request.method == enums.method.PUT or request.data is None:
+            if request.method == kmock.method.PUT or request.data is None:
                 wanted = request.data or {}
             else:
-                wanted = dict(dicts.patch_dict(scale, request.data))
+                wanted = dict(_patched(scale, request.data))
             patch = discovery.scale_patch(served, wanted)
         except (jsonpatch.JsonPatchException, ValueError, TypeError) as exc:
             raise kmock.KubernetesError(status=422, reason="Invalid", message=str(exc)) from exc
         if _dry_run(request):
-            update = rendering.Request(
+            update = kmock.Request(
                 method="PATCH",
-                action=enums.action.UPDATE,
+                action=kmock.action.UPDATE,
                 resource=request.resource,
                 namespace=request.namespace,
                 name=request.name,
@@ -442,6 +589,14 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
         return aiohttp.web.json_response(discovery.scale_document(served, current))
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        if raw_request.rel_url.path.rstrip("/").startswith("/openapi/v3"):
+            await raw_request.read()
+            doc = self._openapi_document(
+                raw_request.rel_url.path.rstrip("/")[len("/openapi/v3/") :]
+            )
+            if doc is None:
+                return aiohttp.web.json_response({"kind": "Status", "code": 404}, status=404)
+            return aiohttp.web.json_response(doc)
         path = _namespace_path(raw_request.rel_url.path)
         if path is not None:
             raw_request = raw_request.clone(rel_url=raw_request.rel_url.with_path(path))
@@ -449,42 +604,61 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
             try:
                 raw_request = await self._protobuf_as_json(raw_request)
             except kmock.KubernetesError as exc:
-                return await self._render_error(exc)
+                return await self.render_error(exc)
         return await super().__call__(raw_request)
 
-    async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+    async def handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        warnings: list[str] = []
+        token = _WARNINGS.set(warnings)
+        try:
+            response = await self._serve_request(request)
+        finally:
+            _WARNINGS.reset(token)
+        if not response.prepared:
+            for warning in warnings:  # kubectl prints them as `Warning: ...`
+                response.headers.add("Warning", '299 - "{}"'.format(warning.replace('"', '\\"')))
+        return response
+
+    async def _serve_request(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         self._trim_requests()
         if request.namespace == _CLUSTER and request.resource == _NAMESPACES:
-            object.__setattr__(request, "namespace", None)
+            set_request_fields(request, namespace=None)
         if request.resource == _PODS and request.subresource == "log":
             return await self._serve_log(request)
-        if request.resource == _ACCESS_REVIEWS and request.action == enums.action.CREATE:
+        if request.resource == _ACCESS_REVIEWS and request.action == kmock.action.CREATE:
             return aiohttp.web.json_response(builtins.access_review(request.data), status=201)
         if request.resource is not None and request.subresource == "scale":
             return await self._handle_scale(request)
-        if request.resource is not None and request.method == enums.method.PUT and request.name:
+        if request.resource is not None and request.method == kmock.method.PUT and request.name:
             request = self._put_as_patch(request)
+        elif request.resource is not None and request.name and _is_apply(request):
+            request = self._apply_as_change(request)
         request = self._rewrite(request)
         if request.resource is not None and _dry_run(request):
             # Validated and admitted above; nothing is stored and no watch event is sent.
-            status = 201 if request.action == enums.action.CREATE else 200
+            status = 201 if request.action == kmock.action.CREATE else 200
             return aiohttp.web.json_response(self._would_store(request), status=status)
-        if request.action == enums.action.UPDATE and request.name and request.data is None:
+        if request.action == kmock.action.FETCH and request.name and _as_table(request):
+            served = self._served_of(request.resource)
+            current = self._current(request.resource, request.namespace, request.name)
+            if served is not None and current is not None:
+                return aiohttp.web.json_response(self._table(served, [current], request))
+        if request.action == kmock.action.UPDATE and request.name and request.data is None:
             current = self._current(request.resource, request.namespace, request.name)
             if current is not None:
                 return aiohttp.web.json_response(current)
         target_uid: str | None = None
-        if request.action in {enums.action.DELETE, enums.action.UPDATE} and request.name:
+        if request.action in {kmock.action.DELETE, kmock.action.UPDATE} and request.name:
             current = self._current(request.resource, request.namespace, request.name)
             if current is not None:
                 target_uid = current.get("metadata", {}).get("uid")
-        response = await super()._handle(request)
+        response = await self.store_and_answer(request)
         # An owner goes on DELETE, or later, when a PATCH removes its last finalizer (kmock
         # deletes it then): either way its dependents follow, including any created meanwhile.
         gone = self._current(request.resource, request.namespace, request.name) is None
-        if target_uid is not None and (request.action == enums.action.DELETE or gone):
+        if target_uid is not None and (request.action == kmock.action.DELETE or gone):
             await self._collect(target_uid)
-        elif request.action in {enums.action.CREATE, enums.action.UPDATE} and isinstance(
+        elif request.action in {kmock.action.CREATE, kmock.action.UPDATE} and isinstance(
             request.data, dict
         ):
             name = request.name or request.data.get("metadata", {}).get("name")
@@ -515,7 +689,7 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
         clone._read_bytes = json.dumps(obj).encode()  # the body kmock reads instead
         return clone
 
-    async def _serve_log(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+    async def _serve_log(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         """`pods/<name>/log`, read from the pod runner's files (`kubeloop.local.podlogs`)."""
         pod = self._current(_PODS, request.namespace, request.name)
         if pod is None:
@@ -570,24 +744,25 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
             if k == kind and p.rsplit("/", 1)[0] == api_version
         )
         namespace = obj.get("metadata", {}).get("namespace")
-        request = rendering.Request(
+        request = kmock.Request(
             method="POST",
-            action=enums.action.CREATE,
+            action=kmock.action.CREATE,
             resource=kmock.resource(path),
             namespace=namespace,
             data=obj,
+            params=_STRICT,
         )
         request = self._rewrite(request)
         key = (request.resource, namespace, request.data["metadata"]["name"])
-        async with self._lock:
+        async with self.lock:
             if key in self._store and not self._store[key].deleted:
-                raise KubernetesObjectConflictError()
+                raise _already_exists()
             if key in self._store:
                 self._store[key].create(request.data)
             else:
                 self._store[key] = request.data
             raw = self._store[key].raw
-            await self._bus_of[request.resource].put({"type": "ADDED", "object": raw})
+            await self.bus(request.resource).put({"type": "ADDED", "object": raw})
         created: dict[str, Any] = copy.deepcopy(raw)
         await self._collect_orphan(request.resource, namespace, created["metadata"]["name"])
         return created
@@ -601,25 +776,26 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
         subresource: str | None = None,
     ) -> dict[str, Any]:
         """Merge-patch an object (or its `status` with subresource="status"); returns it."""
-        request = rendering.Request(
+        request = kmock.Request(
             method="PATCH",
-            action=enums.action.UPDATE,
+            action=kmock.action.UPDATE,
             resource=kmock.resource(_key(resource)),
             namespace=namespace,
             name=name,
             subresource=subresource,
             data=patch,
+            params=_STRICT,
         )
         request = self._rewrite(request)
         key = (request.resource, namespace, name)
         if request.data is None:  # no-op
             return self.get_object(resource, namespace, name) or {}
-        async with self._lock:
+        async with self.lock:
             if key not in self._store or self._store[key].deleted:
                 raise kmock.KubernetesObjectNotFoundError()
             self._store[key].patch(request.data)
             raw = self._store[key].raw
-            await self._bus_of[request.resource].put({"type": "MODIFIED", "object": raw})
+            await self.bus(request.resource).put({"type": "MODIFIED", "object": raw})
         patched: dict[str, Any] = copy.deepcopy(raw)
         await self._collect_orphan(request.resource, namespace, name)
         return patched
@@ -628,12 +804,12 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
         """Delete an object (no finalizer handling) and, recursively, its dependents."""
         ref = kmock.resource(_key(resource)) if isinstance(resource, str) else resource
         key = (ref, namespace, name)
-        async with self._lock:
+        async with self.lock:
             if key not in self._store or self._store[key].deleted:
                 return
             raw = self._store[key].raw
             self._store[key].delete()
-            await self._bus_of[ref].put({"type": "DELETED", "object": raw})
+            await self.bus(ref).put({"type": "DELETED", "object": raw})
         uid = raw.get("metadata", {}).get("uid")
         if uid:
             await self._collect(uid)
@@ -655,7 +831,7 @@ class KubeloopEmulator(kmock.KubernetesEmulator):
 
 # kmock reads `/api/v1/namespaces[/<name>]` as the namespace <name> with no resource (and
 # fails on the bare list), so those paths are rewritten to a form it parses as the `namespaces`
-# resource in a placeholder namespace, which `_handle` then clears: Namespaces are cluster-scoped.
+# resource in a placeholder namespace, which `handle` then clears: Namespaces are cluster-scoped.
 _CLUSTER = "-cluster-"
 _NAMESPACES = kmock.resource("v1/namespaces")
 _PODS = kmock.resource("v1/pods")
@@ -664,7 +840,7 @@ _CRONJOBS = kmock.resource("batch/v1/cronjobs")
 _ACCESS_REVIEWS = kmock.resource("authorization.k8s.io/v1/selfsubjectaccessreviews")
 
 
-def _selector(request: rendering.Request) -> Selector:
+def _selector(request: kmock.Request) -> Selector:
     """The request's label and field selectors (400 naming the one that does not parse)."""
     try:
         return Selector.from_params(request.params)
@@ -672,7 +848,7 @@ def _selector(request: rendering.Request) -> Selector:
         raise kmock.KubernetesError(status=400, reason="BadRequest", message=str(exc)) from exc
 
 
-def _in_scope(request: rendering.Request, namespace: str | None, name: str | None) -> bool:
+def _in_scope(request: kmock.Request, namespace: str | None, name: str | None) -> bool:
     """Whether an object is one a watch asked for (its namespace, or every one; its name)."""
     return (request.namespace is None or namespace == request.namespace) and (
         request.name is None or name == request.name
@@ -689,12 +865,56 @@ def _namespace_path(path: str) -> str | None:
     return "/".join(["", "api", "v1", "namespaces", _CLUSTER, *parts[2:]])
 
 
-def _dry_run(request: rendering.Request) -> bool:
+def _dry_run(request: kmock.Request) -> bool:
     """`?dryRun=All`, or a DELETE whose DeleteOptions body says `dryRun: [All]` (kubectl's)."""
     if request.params.get("dryRun") == "All":
         return True
-    options = request.data if request.action == enums.action.DELETE else None
+    options = request.data if request.action == kmock.action.DELETE else None
     return isinstance(options, dict) and "All" in (options.get("dryRun") or [])
+
+
+def _is_apply(request: kmock.Request) -> bool:
+    """A server-side apply: a PATCH of type application/apply-patch+yaml."""
+    ctype = next((v for k, v in request.headers.items() if k.lower() == "content-type"), "")
+    return request.method == kmock.method.PATCH and "apply-patch" in ctype
+
+
+def _as_table(request: kmock.Request) -> bool:
+    accept = next((v for k, v in request.headers.items() if k.lower() == "accept"), "")
+    return tables.wants_table(accept)
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _already_exists() -> kmock.KubernetesError:
+    return kmock.KubernetesError(
+        status=409, reason="AlreadyExists", message="the object already exists"
+    )
+
+
+def _merged(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch (None deletes a key), on copies."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = _merged(out.get(key), value)
+    return out
+
+
+def _patched(obj: dict[str, Any], patch: Any) -> dict[str, Any]:
+    """`obj` with a merge patch (a dict) or a JSON patch (a list) applied, on a copy."""
+    if isinstance(patch, list):
+        return dict(jsonpatch.apply_patch(copy.deepcopy(obj), patch, in_place=False))
+    return dict(_merged(obj, patch))
 
 
 def _diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
