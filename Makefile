@@ -4,7 +4,10 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 TOOLS := $(CURDIR)/.tools
 export PATH := $(TOOLS)/bin:$(PATH)
-PYTEST_ARGS ?= --durations=25
+# Test modules run in parallel workers, the `slow`-marked ones first (tests/conftest.py); most
+# tests wait on processes and the API rather than compute, so more workers than cores pay.
+TEST_WORKERS ?= 4
+PYTEST_ARGS ?= -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25
 
 .DEFAULT_GOAL := help
 .PHONY: help install system-deps tools test reliability lint crds check-crds demo bench bench-venvs venv-evidently image-venvs e2e clean

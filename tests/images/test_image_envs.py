@@ -41,7 +41,8 @@ from kubeloop.resources.training import build_training_job
 
 from .imageenv import IMAGES, ImageEnv, build, image_envs, local_command, pip_commands
 
-pytestmark = pytest.mark.timeout(1800)  # a first run builds the venvs (minutes)
+# A first run builds the venvs (minutes); slow: `make test` starts it first.
+pytestmark = [pytest.mark.timeout(1800), pytest.mark.slow]
 
 ENVS = image_envs()
 NAMESPACE = "ml"

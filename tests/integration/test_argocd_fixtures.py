@@ -35,6 +35,8 @@ from tests.integration.harness import (
     wait_for,
 )
 
+pytestmark = pytest.mark.slow  # minutes: `make test` starts it first
+
 ROOT = Path(__file__).resolve().parents[2]
 CUSTOMIZATIONS = ROOT / "deploy" / "argocd" / "kubeloop.io"
 DEPLOYS = "apps/v1/deployments"

@@ -20,6 +20,8 @@ from tests.integration.harness import wait_for as _wait_for
 
 from kubeloop.workloads.server.metrics import ServerMetrics
 
+pytestmark = pytest.mark.slow  # minutes: `make test` starts it first
+
 T = TypeVar("T")
 DEPLOYS = "apps/v1/deployments"
 SERVICES = "v1/services"

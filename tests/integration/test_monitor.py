@@ -29,6 +29,8 @@ from tests.integration.harness import (
 from kubeloop.controller.monitor import MAX_FEATURES, SPEC_HASH_ANNOTATION
 from kubeloop.local.emulator import EmulatorThread
 
+pytestmark = pytest.mark.slow  # minutes: `make test` starts it first
+
 
 @pytest.fixture
 def cluster() -> Iterator[Cluster]:

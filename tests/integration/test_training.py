@@ -21,6 +21,8 @@ from tests.integration.harness import (
     wait_for,
 )
 
+pytestmark = pytest.mark.slow  # minutes: `make test` starts it first
+
 
 def _result(version: str, auc: float) -> dict[str, Any]:
     return {

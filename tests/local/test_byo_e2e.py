@@ -29,7 +29,10 @@ EXAMPLES = {
     "digits": (ROOT / "examples/byo/digits/local.yaml", DIGITS, "accuracy", "torchscript"),
 }
 
-pytestmark = pytest.mark.timeout(TIMEOUT + 60)
+pytestmark = [
+    pytest.mark.timeout(TIMEOUT + 60),
+    pytest.mark.slow,
+]  # slow: `make test` starts it first
 
 
 class ProgressSeen:

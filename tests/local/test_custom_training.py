@@ -19,6 +19,8 @@ from kubeloop.local.datagen import churn_table
 from kubeloop.local.kubeapi import KubeApi
 from kubeloop.local.stack import LocalStack, apply_objects
 
+pytestmark = pytest.mark.slow  # minutes: `make test` starts it first
+
 TP = "kubeloop.io/v1alpha1/trainingpipelines"
 NAMESPACE = "ml"
 TIMEOUT = 240

@@ -52,7 +52,10 @@ def demo() -> Iterator[tuple[DemoResult, str]]:
     shutil.rmtree(root, ignore_errors=True)
 
 
-pytestmark = pytest.mark.timeout(TIMEOUT + 60)
+pytestmark = [
+    pytest.mark.timeout(TIMEOUT + 60),
+    pytest.mark.slow,
+]  # slow: `make test` starts it first
 
 
 def test_two_runs_and_the_champion_moves(demo: tuple[DemoResult, str]) -> None:

@@ -28,9 +28,12 @@ from kubeloop.local.datagen import write_demo_data
 ROOT = Path(__file__).resolve().parents[2]
 KUBECTL = ROOT / ".tools/bin/kubectl"
 
-pytestmark = pytest.mark.skipif(
-    not KUBECTL.exists(), reason=f"{KUBECTL} is missing: `make tools` installs kubectl"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not KUBECTL.exists(), reason=f"{KUBECTL} is missing: `make tools` installs kubectl"
+    ),
+    pytest.mark.slow,  # minutes: `make test` starts it first
+]
 
 
 @dataclass

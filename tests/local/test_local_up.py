@@ -32,7 +32,7 @@ from kubeloop.local.statefile import (
 ROOT = Path(__file__).resolve().parents[2]
 TP = "kubeloop.io/v1alpha1/trainingpipelines"
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]  # slow: `make test` starts it first
 
 
 def _kubeloop(*args: str) -> list[str]:

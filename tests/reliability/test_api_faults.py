@@ -19,6 +19,8 @@ from tests.reliability.operator_process import OperatorProcess
 
 from kubeloop.local.emulator import EmulatorThread
 
+pytestmark = pytest.mark.slow  # minutes: `make test` starts it first
+
 RUNS = 20 if os.environ.get("KUBELOOP_SOAK") == "1" else 3
 SEED = int(os.environ.get("KUBELOOP_SEED", "7"))
 NAME = "faulty"

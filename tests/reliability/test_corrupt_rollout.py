@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from tests.polling import until
 from tests.reliability.localloop import (
     MD,
@@ -31,6 +32,8 @@ from tests.reliability.localloop import (
 from kubeloop.local.kubeapi import KubeApi
 from kubeloop.local.stack import LocalStack, apply_objects
 from kubeloop.resources.serving import TRACK_LABEL
+
+pytestmark = pytest.mark.slow  # minutes: `make test` starts it first
 
 DEADLINE = 10  # spec.rollout.progressDeadlineSeconds: the smallest the API allows
 ROLLOUT = {

@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+import pytest
 from tests.polling import until
 from tests.reliability.apiproxy import MAX_PEAK_PER_SECOND, WEIGHTS, ApiFaultProxy, ApiFaults
 from tests.reliability.localloop import (
@@ -38,6 +39,8 @@ from tests.reliability.localloop import (
 
 from kubeloop.local.kubeapi import KubeApi
 from kubeloop.local.stack import LocalStack, apply_objects
+
+pytestmark = pytest.mark.slow  # minutes: `make test` starts it first
 
 SEED = int(os.environ.get("KUBELOOP_SEED", "11"))
 DM = "kubeloop.io/v1alpha1/driftmonitors"

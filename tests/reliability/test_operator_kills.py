@@ -23,6 +23,8 @@ from tests.reliability.operator_process import OperatorProcess
 
 from kubeloop.local.emulator import EmulatorThread
 
+pytestmark = pytest.mark.slow  # minutes: `make test` starts it first
+
 RUNS = 50 if os.environ.get("KUBELOOP_SOAK") == "1" else 6
 SEED = int(os.environ.get("KUBELOOP_SEED", "20261123"))
 NAME = "killed"

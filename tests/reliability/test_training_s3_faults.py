@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 import yaml
 from tests.reliability.faultproxy import FaultPlan, fault_proxy
 
@@ -20,6 +21,8 @@ from kubeloop.local.datagen import churn_table
 from kubeloop.modelformat import verify_folder
 from kubeloop.registry import Registry
 from kubeloop.storage import S3Store, join
+
+pytestmark = pytest.mark.slow  # minutes: `make test` starts it first
 
 ROOT = Path(__file__).resolve().parents[2]
 

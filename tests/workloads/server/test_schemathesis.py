@@ -11,6 +11,8 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from tests.workloads.server.conftest import churn_version, start_server
 
+pytestmark = pytest.mark.slow  # minutes: `make test` starts it first
+
 
 @pytest.fixture(scope="module")
 def v2_schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[schemathesis.BaseSchema]:

@@ -24,6 +24,8 @@ from kubeloop.modelformat import load_predictor
 
 from .conftest import Spec, run_cli, subprocess_env, write_spec
 
+pytestmark = pytest.mark.slow  # minutes: `make test` starts it first
+
 ROOT = Path(__file__).resolve().parents[3]
 NUMERIC = ["tenure", "monthly_charges", "total_charges", "support_calls"]
 UID = "5f0c1c9e-0000-4000-8000-00000000c0de"
