@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from kubeloop.local.emulator import EmulatorThread
+from kubeloop.local.cluster.emulator import EmulatorThread
 
 __all__ = ["main", "measure"]
 
@@ -136,9 +136,9 @@ def _doc(results: list[dict[str, Any]], command: str, machine: str) -> str:
             f"# Operator: {ours['count']} TrainingPipelines, Kubeloop vs bare kopf",
             "",
             "What: N TrainingPipelines (the churn example) created at once against the emulated",
-            "API server (`kubeloop.local.emulator`, admission off); the clock runs from the first",
-            "create until N Jobs exist (polled every 0.2 s, after 5 s every 1 s). Each operator",
-            "is a `kopf run -A --standalone` child",
+            "API server (`kubeloop.local.cluster.emulator`, admission off); the clock runs from",
+            "the first create until N Jobs exist (polled every 0.2 s, after 5 s every 1 s).",
+            "Each operator is a `kopf run -A --standalone` child",
             "process with a fresh emulator, after one warm-up CR. The peer",
             "(`bench/operator_bare_kopf.py`) only creates one Job per CR; Kubeloop also allocates",
             "the run in status first, creates the progress ServiceAccount/Role/RoleBinding,",

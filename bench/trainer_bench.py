@@ -52,7 +52,7 @@ PARTS = 4
 
 
 def _write_data(folder: Path, rows: int, seed: int) -> None:
-    from kubeloop.local.datagen import churn_table
+    from kubeloop.local.demo.datagen import churn_table
 
     table = churn_table(rows, seed=seed)
     step = -(-rows // PARTS)
@@ -108,7 +108,7 @@ def pandas_load(folder: Path, seed: int, fraction: float) -> tuple[Any, Any, Any
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-    from kubeloop.local.datagen import CATEGORICAL, NUMERIC, TARGET
+    from kubeloop.local.demo.datagen import CATEGORICAL, NUMERIC, TARGET
 
     frame = pd.read_parquet(folder, columns=[*NUMERIC, *CATEGORICAL, TARGET])
     order = np.random.default_rng(seed).permutation(len(frame))

@@ -10,7 +10,7 @@ import kmock
 import pytest
 
 from kubeloop.controller import kube
-from kubeloop.local.emulator import EmulatorThread
+from kubeloop.local.cluster.emulator import EmulatorThread
 
 FIELD = "spec.template.spec.containers[0].image"
 

@@ -6,7 +6,7 @@ as its Dockerfile installs it (tests/images/imageenv.py reads the Dockerfiles; `
 image-venvs` builds the venvs, and the fixture below builds any that are missing or stale).
 What runs in it is what the operator's pods run: the Job, Deployment and CronJob the real
 builders make, turned into a process by the same translation `kubeloop local` uses
-(kubeloop.local.podspec), with the image's `kubeloop` first on PATH and nothing of the dev
+(kubeloop.local.cluster.podspec), with the image's `kubeloop` first on PATH and nothing of the dev
 environment. One model per framework is trained in the trainer image (file:// storage),
 served in the server image with a V2 inference request (payload logging on), and the drift
 monitor reads that payload log in the monitor image.
@@ -31,9 +31,9 @@ import pytest
 
 from kubeloop.api.parse import parse_resource
 from kubeloop.api.training import ModelSpec
-from kubeloop.local.datagen import churn_table
-from kubeloop.local.podspec import ProcessSpec, build_process, pod_from_template
-from kubeloop.local.processes import free_port
+from kubeloop.local.cluster.podspec import ProcessSpec, build_process, pod_from_template
+from kubeloop.local.cluster.processes import free_port
+from kubeloop.local.demo.datagen import churn_table
 from kubeloop.resources.common import Owner, WorkloadDefaults
 from kubeloop.resources.monitoring import build_monitor_cronjob
 from kubeloop.resources.serving import build_server_deployment

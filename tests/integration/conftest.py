@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from tests.integration.harness import Cluster, Operator
 
-from kubeloop.local.emulator import EmulatorThread
+from kubeloop.local.cluster.emulator import EmulatorThread
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ import kopf
 import yaml
 
 import kubeloop.controller  # noqa: F401  (registers the handlers)
-from kubeloop.local.emulator import EmulatorThread
+from kubeloop.local.cluster.emulator import EmulatorThread
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")

@@ -13,7 +13,7 @@ import kmock
 import pytest
 import yaml
 
-from kubeloop.local.emulator import EmulatorThread
+from kubeloop.local.cluster.emulator import EmulatorThread
 
 ROOT = Path(__file__).resolve().parents[2]
 TP = "/apis/kubeloop.io/v1alpha1/namespaces/ml/trainingpipelines"

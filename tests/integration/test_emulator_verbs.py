@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from kubeloop.local.emulator import EmulatorThread
-from kubeloop.local.podlogs import PodLogs
-from kubeloop.local.podspec import container_files
+from kubeloop.local.cluster.emulator import EmulatorThread
+from kubeloop.local.cluster.podlogs import PodLogs
+from kubeloop.local.cluster.podspec import container_files
 
 DATA = Path(__file__).resolve().parents[1] / "data/kubectl"
 CM = "/api/v1/namespaces/ml/configmaps"

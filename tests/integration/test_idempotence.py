@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from tests.integration.harness import JOBS, TP, Cluster, Operator, example, settled, wait_for
 
-from kubeloop.local.emulator import EmulatorThread
+from kubeloop.local.cluster.emulator import EmulatorThread
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from tests.integration.harness import (
 )
 
 from kubeloop.controller.monitor import MAX_FEATURES, SPEC_HASH_ANNOTATION
-from kubeloop.local.emulator import EmulatorThread
+from kubeloop.local.cluster.emulator import EmulatorThread
 
 pytestmark = pytest.mark.slow  # minutes: `make test` starts it first
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from kubeloop.local.emulator import EmulatorThread
-from kubeloop.local.stack import write_kubeconfig
+from kubeloop.local.cluster.emulator import EmulatorThread
+from kubeloop.local.cluster.stack import write_kubeconfig
 
 __all__ = ["KUBECTL", "ROOT", "env", "kubectl", "running_cluster", "wait_for"]
 

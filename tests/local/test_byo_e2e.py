@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
-from kubeloop.local.kubeapi import KubeApi
-from kubeloop.local.scenario import CHURN, DIGITS, DemoData, DemoResult, run_scenario
+from kubeloop.local.cluster.kubeapi import KubeApi
+from kubeloop.local.demo.scenario import CHURN, DIGITS, DemoData, DemoResult, run_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 TP = "kubeloop.io/v1alpha1/trainingpipelines"

@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-from kubeloop.local.cronjobs import (
+from kubeloop.local.cluster.cronjobs import (
     MANUAL_ANNOTATION,
     SCHEDULED_ANNOTATION,
     due_time,
     job_from_cronjob,
 )
-from kubeloop.local.podrunner import label_match, rollout_plan
+from kubeloop.local.cluster.podrunner import label_match, rollout_plan
 
 CRONJOB: dict[str, Any] = {
     "apiVersion": "batch/v1",

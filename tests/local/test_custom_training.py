@@ -15,9 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 from tests.polling import until
 
-from kubeloop.local.datagen import churn_table
-from kubeloop.local.kubeapi import KubeApi
-from kubeloop.local.stack import LocalStack, apply_objects
+from kubeloop.local.cluster.kubeapi import KubeApi
+from kubeloop.local.cluster.stack import LocalStack, apply_objects
+from kubeloop.local.demo.datagen import churn_table
 
 pytestmark = pytest.mark.slow  # minutes: `make test` starts it first
 

@@ -9,7 +9,14 @@ import pyarrow.parquet as pq
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
 
-from kubeloop.local.datagen import CATEGORICAL, FEATURES, NUMERIC, TARGET, churn_table, write_churn
+from kubeloop.local.demo.datagen import (
+    CATEGORICAL,
+    FEATURES,
+    NUMERIC,
+    TARGET,
+    churn_table,
+    write_churn,
+)
 
 
 def _psi(reference: np.ndarray, current: np.ndarray) -> float:

@@ -20,16 +20,16 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
-from kubeloop.local.datagen import CATEGORICAL, NUMERIC
-from kubeloop.local.demo import finish
-from kubeloop.local.liveview import PlainView
-from kubeloop.local.printer import columns_for, resolve_kind
-from kubeloop.local.scenario import (
+from kubeloop.local.demo.datagen import CATEGORICAL, NUMERIC
+from kubeloop.local.demo.demo import finish
+from kubeloop.local.demo.liveview import PlainView
+from kubeloop.local.demo.scenario import (
     BASELINE_ROWS,
     SHIFTED_ROWS,
     DemoResult,
     run_scenario,
 )
+from kubeloop.local.printer import columns_for, resolve_kind
 
 # Generous: the target is under 3 minutes on 2 idle cores; on a shared 2-core machine with a
 # load average of 8 the same run took 12 minutes.
@@ -84,8 +84,9 @@ def test_deployment_switches_from_v1_to_v2_through_a_canary(demo: tuple[DemoResu
     assert result.deployment["modelVersion"] == "2"
     assert result.deployment.get("canary") is None
     assert result.deployment["readyReplicas"] == 2
-    # The canary analysis read the canary pods' own /metrics at podIP:8080 (kubeloop.local.podnet)
-    # and promoted on the measured error rate, not on readiness alone.
+    # The canary analysis read the canary pods' own /metrics at podIP:8080
+    # (kubeloop.local.cluster.podnet) and promoted on the measured error rate, not on readiness
+    # alone.
     steps = [m for m in result.canary_messages if m.startswith("CanaryStep: version 2")]
     assert steps, result.canary_messages
     assert all("canary error rate 0.00% over" in m for m in steps), steps

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kubeloop.local.discovery import (
+from kubeloop.local.cluster.discovery import (
     ServedResource,
     api_group,
     api_group_list,
@@ -21,7 +21,7 @@ from kubeloop.local.discovery import (
     scale_patch,
     served_resources,
 )
-from kubeloop.local.emulator import RESOURCES
+from kubeloop.local.cluster.emulator import RESOURCES
 
 SERVED = served_resources(RESOURCES)
 MD = SERVED["kubeloop.io/v1alpha1/modeldeployments"]

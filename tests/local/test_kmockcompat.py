@@ -7,8 +7,8 @@ from pathlib import Path
 import kmock
 import pytest
 
-from kubeloop.local import kmockcompat
-from kubeloop.local.emulator import KubeloopEmulator
+from kubeloop.local.cluster import kmockcompat
+from kubeloop.local.cluster.emulator import KubeloopEmulator
 
 
 def test_the_installed_kmock_has_every_internal_the_adapter_uses() -> None:

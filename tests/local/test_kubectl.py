@@ -17,7 +17,7 @@ import yaml
 from tests.local.kubectl_helpers import KUBECTL, ROOT, kubectl, running_cluster, wait_for
 from tests.local.kubectl_helpers import env as _env
 
-from kubeloop.local.emulator import EmulatorThread
+from kubeloop.local.cluster.emulator import EmulatorThread
 
 TP = "kubeloop.io/v1alpha1/trainingpipelines"
 MD = "kubeloop.io/v1alpha1/modeldeployments"

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from kubeloop.local.datagen import write_demo_data
+from kubeloop.local.demo.datagen import write_demo_data
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBECTL = ROOT / ".tools/bin/kubectl"

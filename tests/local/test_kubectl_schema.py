@@ -16,7 +16,7 @@ import pytest
 import yaml
 from tests.local.kubectl_helpers import KUBECTL, ROOT, env, kubectl, running_cluster, wait_for
 
-from kubeloop.local.emulator import EmulatorThread
+from kubeloop.local.cluster.emulator import EmulatorThread
 
 TP = "kubeloop.io/v1alpha1/trainingpipelines"
 

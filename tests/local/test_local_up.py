@@ -20,14 +20,14 @@ from typing import Any
 import pytest
 from tests.polling import until
 
-from kubeloop.local.datagen import write_demo_data
-from kubeloop.local.kubeapi import KubeApi
-from kubeloop.local.statefile import (
+from kubeloop.local.cluster.kubeapi import KubeApi
+from kubeloop.local.cluster.statefile import (
     ClusterState,
     pod_processes,
     process_alive,
     read_cluster_state,
 )
+from kubeloop.local.demo.datagen import write_demo_data
 
 ROOT = Path(__file__).resolve().parents[2]
 TP = "kubeloop.io/v1alpha1/trainingpipelines"

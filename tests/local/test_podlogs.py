@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from kubeloop.local.podlogs import LogError, PodLogs, pick_container, read_options, tail
-from kubeloop.local.podspec import container_files
+from kubeloop.local.cluster.podlogs import LogError, PodLogs, pick_container, read_options, tail
+from kubeloop.local.cluster.podspec import container_files
 
 POD: dict[str, Any] = {
     "metadata": {"name": "web-1", "namespace": "ml"},

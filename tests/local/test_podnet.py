@@ -1,10 +1,10 @@
-"""Pod addresses (kubeloop.local.podnet): two clusters on one machine do not share them."""
+"""Pod addresses (kubeloop.local.cluster.podnet): two clusters on one machine do not share them."""
 
 from __future__ import annotations
 
 import pytest
 
-from kubeloop.local.podnet import PodNetwork
+from kubeloop.local.cluster.podnet import PodNetwork
 
 
 def _first_addresses(network: PodNetwork, n: int) -> list[str]:

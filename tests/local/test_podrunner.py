@@ -17,9 +17,9 @@ import aiohttp
 import pytest
 from tests.polling import until
 
-from kubeloop.local.emulator import EmulatorThread
-from kubeloop.local.kubeapi import KubeApi
-from kubeloop.local.podrunner import LOCAL_URL_ANNOTATION, PodRunner
+from kubeloop.local.cluster.emulator import EmulatorThread
+from kubeloop.local.cluster.kubeapi import KubeApi
+from kubeloop.local.cluster.podrunner import LOCAL_URL_ANNOTATION, PodRunner
 
 HERE = Path(__file__).parent
 pytestmark = pytest.mark.timeout(90)
@@ -318,7 +318,9 @@ async def _pods_answer_on_their_own_ip(runner: PodRunner, api: KubeApi, version:
     # As in a cluster, podIP:containerPort reaches the pod (the canary analysis scrapes there).
     pods = await api.list("v1/pods", "ml")
     ips = [p["status"]["podIP"] for p in pods]
-    if not runner.network.enabled:  # a system that binds only 127.0.0.1 (kubeloop.local.podnet)
+    if (
+        not runner.network.enabled
+    ):  # a system that binds only 127.0.0.1 (kubeloop.local.cluster.podnet)
         assert set(ips) == {"127.0.0.1"}
         return ips
     assert len(set(ips)) == len(ips) == 2

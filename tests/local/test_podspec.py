@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from kubeloop.local.podspec import (
+from kubeloop.local.cluster.podspec import (
     EnvError,
     build_process,
     completion_indexes,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from kubeloop.local.podstatus import ContainerRun, ended_by, pod_status
+from kubeloop.local.cluster.podstatus import ContainerRun, ended_by, pod_status
 
 NOW = "2026-01-01T00:00:00Z"
 T1, T2 = "2026-01-01T00:00:01Z", "2026-01-01T00:00:02Z"

@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from kubeloop.local.builtins import (
+from kubeloop.local.cluster.builtins import (
     UnreadableBodyError,
     access_review,
     default_job,
     json_from_protobuf,
 )
-from kubeloop.local.protobuf import MAGIC, ProtobufError, decode_envelope, object_meta
+from kubeloop.local.cluster.protobuf import MAGIC, ProtobufError, decode_envelope, object_meta
 
 DATA = Path(__file__).resolve().parents[1] / "data/kubectl"
 JOB = (DATA / "job-from-cronjob.pb").read_bytes()

@@ -8,10 +8,16 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
 
-from kubeloop.local.liveview import PlainView
-from kubeloop.local.report import DRIFTED, bar_chart, render_summary, rollout_buckets, write_html
-from kubeloop.local.scenario import DemoResult, DriftCheck
-from kubeloop.local.traffic import TrafficStats
+from kubeloop.local.demo.liveview import PlainView
+from kubeloop.local.demo.report import (
+    DRIFTED,
+    bar_chart,
+    render_summary,
+    rollout_buckets,
+    write_html,
+)
+from kubeloop.local.demo.scenario import DemoResult, DriftCheck
+from kubeloop.local.demo.traffic import TrafficStats
 
 SVG = "{http://www.w3.org/2000/svg}"
 

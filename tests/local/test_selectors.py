@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from kubeloop.local.selectors import Selector, SelectorError, field_value
+from kubeloop.local.cluster.selectors import Selector, SelectorError, field_value
 
 POD: dict[str, Any] = {
     "metadata": {"name": "web-1", "namespace": "ml", "labels": {"app": "web", "tier": "front"}},

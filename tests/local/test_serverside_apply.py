@@ -1,4 +1,4 @@
-"""Server-side apply's ownership rules as pure functions (kubeloop.local.serverside_apply)."""
+"""Server-side apply's ownership rules as pure functions (local.cluster.serverside_apply)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from kubeloop.local import serverside_apply as ssa
+from kubeloop.local.cluster import serverside_apply as ssa
 
 NOW = "2026-01-01T00:00:00Z"
 

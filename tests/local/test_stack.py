@@ -8,7 +8,7 @@ from pathlib import Path
 
 from kubernetes import client, config
 
-from kubeloop.local.stack import write_kubeconfig
+from kubeloop.local.cluster.stack import write_kubeconfig
 
 
 def test_the_kubeconfig_is_json_that_the_kubernetes_client_reads(tmp_path: Path) -> None:

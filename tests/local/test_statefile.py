@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from kubeloop.local.down import stop_cluster
-from kubeloop.local.statefile import (
+from kubeloop.local.cluster.down import stop_cluster
+from kubeloop.local.cluster.statefile import (
     POD_MARKER,
     ClusterRunningError,
     ClusterState,

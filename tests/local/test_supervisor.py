@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from tests.polling import until
 
-from kubeloop.local.supervisor import (
+from kubeloop.local.cluster.supervisor import (
     BACKOFF_CAP,
     BACKOFF_START,
     STABLE_AFTER,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from kubeloop.local import tables
+from kubeloop.local.cluster import tables
 
 NOW = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
 OBJ: dict[str, Any] = {

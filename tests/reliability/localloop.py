@@ -12,8 +12,8 @@ from typing import Any
 import aiohttp
 from tests.workloads.server.conftest import churn_version
 
-from kubeloop.local.kubeapi import KubeApi
-from kubeloop.local.podrunner import LOCAL_URL_ANNOTATION
+from kubeloop.local.cluster.kubeapi import KubeApi
+from kubeloop.local.cluster.podrunner import LOCAL_URL_ANNOTATION
 
 MD = "kubeloop.io/v1alpha1/modeldeployments"
 NAMESPACE = "ml"

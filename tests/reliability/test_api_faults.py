@@ -17,7 +17,7 @@ from tests.reliability import runs
 from tests.reliability.apiproxy import MAX_PEAK_PER_SECOND, WEIGHTS, ApiFaultProxy, ApiFaults
 from tests.reliability.operator_process import OperatorProcess
 
-from kubeloop.local.emulator import EmulatorThread
+from kubeloop.local.cluster.emulator import EmulatorThread
 
 pytestmark = pytest.mark.slow  # minutes: `make test` starts it first
 

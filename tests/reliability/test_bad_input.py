@@ -28,7 +28,7 @@ from tests.reliability.operator_process import OperatorProcess
 
 from kubeloop.api.parse import SpecError, parse_resource
 from kubeloop.api.training import TrainingPipeline
-from kubeloop.local.emulator import EmulatorThread
+from kubeloop.local.cluster.emulator import EmulatorThread
 from kubeloop.resources.common import Owner, WorkloadDefaults
 from kubeloop.resources.training import build_training_job
 

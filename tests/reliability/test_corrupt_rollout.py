@@ -29,8 +29,8 @@ from tests.reliability.localloop import (
     two_versions,
 )
 
-from kubeloop.local.kubeapi import KubeApi
-from kubeloop.local.stack import LocalStack, apply_objects
+from kubeloop.local.cluster.kubeapi import KubeApi
+from kubeloop.local.cluster.stack import LocalStack, apply_objects
 from kubeloop.resources.serving import TRACK_LABEL
 
 pytestmark = pytest.mark.slow  # minutes: `make test` starts it first

@@ -21,7 +21,7 @@ from tests.integration.harness import Cluster, settled
 from tests.reliability import runs
 from tests.reliability.operator_process import OperatorProcess
 
-from kubeloop.local.emulator import EmulatorThread
+from kubeloop.local.cluster.emulator import EmulatorThread
 
 pytestmark = pytest.mark.slow  # minutes: `make test` starts it first
 

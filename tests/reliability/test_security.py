@@ -27,7 +27,7 @@ from tests.integration.harness import (
     wait_for,
 )
 
-from kubeloop.local.emulator import EmulatorThread
+from kubeloop.local.cluster.emulator import EmulatorThread
 
 SECRET_VALUE = "s3cr3t-Value-8f2c1d"  # must never show up outside the Secret
 SECRET_KEY_ID = "AKIA-kubeloop-test-91"

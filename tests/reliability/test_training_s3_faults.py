@@ -17,7 +17,7 @@ import pytest
 import yaml
 from tests.reliability.faultproxy import FaultPlan, fault_proxy
 
-from kubeloop.local.datagen import churn_table
+from kubeloop.local.demo.datagen import churn_table
 from kubeloop.modelformat import verify_folder
 from kubeloop.registry import Registry
 from kubeloop.storage import S3Store, join

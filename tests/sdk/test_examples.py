@@ -20,7 +20,7 @@ import pytest
 
 import kubeloop_sdk as kl
 from kubeloop.formats import LoadOptions, Signature, format_named
-from kubeloop.local.datagen import CATEGORICAL, FEATURES, churn_table
+from kubeloop.local.demo.datagen import CATEGORICAL, FEATURES, churn_table
 from kubeloop.modelformat import Feature
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 import kubeloop_sdk as kl
-from kubeloop.local.emulator import EmulatorThread
+from kubeloop.local.cluster.emulator import EmulatorThread
 from kubeloop_sdk import progress
 from kubeloop_sdk.progress import Reporter, progress_line, progress_of
 

@@ -8,8 +8,8 @@
     kubeloop local demo                            # the `make demo` scenario
 
 It is a faithful stand-in for a cluster for trying pipelines on a laptop, not a cluster: the
-API is kmock's emulator (see kubeloop.local.emulator for what it does not emulate) and pods
-are local processes (see kubeloop.local.podrunner for the fidelity limits).
+API is kmock's emulator (see kubeloop.local.cluster.emulator for what it does not emulate) and pods
+are local processes (see kubeloop.local.cluster.podrunner for the fidelity limits).
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ import signal
 import sys
 from pathlib import Path
 
-from kubeloop.local.cronjobs import job_from_cronjob
-from kubeloop.local.down import DOWN_TIMEOUT, stop_cluster
-from kubeloop.local.kubeapi import ApiError, KubeApi
+from kubeloop.local.cluster.cronjobs import job_from_cronjob
+from kubeloop.local.cluster.down import DOWN_TIMEOUT, stop_cluster
+from kubeloop.local.cluster.kubeapi import ApiError, KubeApi
+from kubeloop.local.cluster.stack import LocalStack, apply_objects, load_manifests, read_state
+from kubeloop.local.cluster.statefile import ClusterRunningError, claim_state_dir
 from kubeloop.local.printer import render_table, resolve_kind
-from kubeloop.local.stack import LocalStack, apply_objects, load_manifests, read_state
-from kubeloop.local.statefile import ClusterRunningError, claim_state_dir
 
 __all__ = ["main"]
 
@@ -157,7 +157,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "demo":
-        from kubeloop.local.demo import run_demo
+        from kubeloop.local.demo.demo import run_demo
 
         try:  # before the demo replaces the data under the state dir
             claim_state_dir(args.state_dir)

@@ -1,6 +1,6 @@
 """Fixtures of the trainer tests.
 
-Real: Parquet files written with pyarrow (the churn generator of `kubeloop.local.datagen`),
+Real: Parquet files written with pyarrow (the churn generator of `kubeloop.local.demo.datagen`),
 scikit-learn and PyTorch on CPU, moto's S3 server on loopback for s3:// (the trainer reaches it
 through AWS_ENDPOINT_URL, exactly as in a pod), `torchrun` with the gloo backend for DDP, and a
 real Pushgateway when the Debian package is installed. Nothing is mocked; where a test needs a
@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from kubeloop.local.datagen import churn_table
+from kubeloop.local.demo.datagen import churn_table
 
 ROOT = Path(__file__).resolve().parents[3]
 Spec = dict[str, Any]

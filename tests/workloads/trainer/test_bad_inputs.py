@@ -22,7 +22,7 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from kubeloop.local.datagen import churn_table
+from kubeloop.local.demo.datagen import churn_table
 from kubeloop.workloads.trainer.errors import EXIT_CODES
 
 from .conftest import S3_ENV, Runner, Spec, free_port, run_cli, subprocess_env, write_parquet

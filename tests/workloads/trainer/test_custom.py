@@ -402,7 +402,7 @@ def test_digits_killed_after_epoch_k_resumes_at_k_plus_1_through_prepare(tmp_pat
     import signal
     import time
 
-    from kubeloop.local.datagen import digits_table
+    from kubeloop.local.demo.datagen import digits_table
 
     data = tmp_path / "digits"
     data.mkdir()

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kubeloop.api.training import TrainingPipelineSpec
-from kubeloop.local.datagen import churn_table
+from kubeloop.local.demo.datagen import churn_table
 from kubeloop.modelformat import Feature, feature_matrix
 from kubeloop.workloads.trainer.data import feature_columns, load_training_data
 from kubeloop.workloads.trainer.errors import TrainingError

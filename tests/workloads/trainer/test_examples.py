@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kubeloop.local.datagen import write_demo_data
+from kubeloop.local.demo.datagen import write_demo_data
 from kubeloop.modelformat import verify_folder
 from kubeloop.workloads.trainer.main import load_spec, main
 

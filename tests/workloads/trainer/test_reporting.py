@@ -85,7 +85,7 @@ def test_a_failing_patch_never_fails_training() -> None:
 @pytest.fixture(scope="module")
 def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Path]]:
     """The emulated API server and a kubeconfig pointing at it."""
-    from kubeloop.local.emulator import EmulatorThread
+    from kubeloop.local.cluster.emulator import EmulatorThread
 
     with EmulatorThread() as thread:
         kubeconfig = tmp_path_factory.mktemp("kube") / "config"

@@ -8,9 +8,9 @@
   API has no authentication or authorization: everything is allowed, and the answer says so.
 - `json_from_protobuf`: a protobuf body kubectl sends, as JSON: a SelfSubjectAccessReview, or
   (`job_from_protobuf`) the Job `kubectl create job --from=cronjob/<name>` sends. kubectl's typed
-  client encodes it in protobuf; `kubeloop.local.protobuf` reads its metadata, and the spec is
-  the one kubectl copied from the owning CronJob's `spec.jobTemplate.spec`, so it is taken from
-  the stored CronJob the ownerReference names.
+  client encodes it in protobuf; `kubeloop.local.cluster.protobuf` reads its metadata, and the
+  spec is the one kubectl copied from the owning CronJob's `spec.jobTemplate.spec`, so it is
+  taken from the stored CronJob the ownerReference names.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import copy
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from kubeloop.local.cronjobs import MANUAL_ANNOTATION
-from kubeloop.local.protobuf import decode_envelope, object_meta, review_spec
+from kubeloop.local.cluster.cronjobs import MANUAL_ANNOTATION
+from kubeloop.local.cluster.protobuf import decode_envelope, object_meta, review_spec
 
 __all__ = [
     "UnreadableBodyError",

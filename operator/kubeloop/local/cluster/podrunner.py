@@ -2,8 +2,8 @@
 
 It watches the emulated API (level-triggered: it re-lists every `interval` seconds, like a
 controller's resync) and runs the containers of Jobs, CronJobs and Deployments as local
-processes (`kubeloop.local.podspec` says exactly how a container becomes a process). It writes
-back, through the API and the status subresource, what the real controllers write:
+processes (`kubeloop.local.cluster.podspec` says exactly how a container becomes a process).
+It writes back, through the API and the status subresource, what the real controllers write:
 
 - Job: `status.startTime/active/ready/succeeded/failed/completedIndexes/completionTime` and the
   conditions `SuccessCriteriaMet` + `Complete` or `FailureTarget` + `Failed` (reasons
@@ -18,22 +18,22 @@ back, through the API and the status subresource, what the real controllers writ
   `status.replicas/updatedReplicas/readyReplicas/availableReplicas/observedGeneration` with the
   `Available` and `Progressing` conditions (`ProgressDeadlineExceeded` once a rollout has not
   progressed for `progressDeadlineSeconds`).
-- Service: a loopback proxy per Service port (`kubeloop.local.proxy`) over the Ready pods its
-  selector matches; its URL is annotated on the Service as `kubeloop.io/local-url`.
+- Service: a loopback proxy per Service port (`kubeloop.local.cluster.proxy`) over the Ready
+  pods its selector matches; its URL is annotated on the Service as `kubeloop.io/local-url`.
 
 Init containers run as a kubelet runs them: one after another, each to completion, before the
 main container, every one a process of its own with its own log and termination message and
 the pod's emptyDir volumes (the same folders). Meanwhile the pod is Pending, with
 `initContainerStatuses` and the main container waiting (`PodInitializing`); the status shape is
-`kubeloop.local.podstatus`. In a Job pod a failed init container fails the pod (phase Failed,
-its `state.terminated` with the exit code and message; the main container never starts) and
+`kubeloop.local.cluster.podstatus`. In a Job pod a failed init container fails the pod (phase
+Failed, its `state.terminated` with the exit code and message; the main container never starts) and
 the Job retries per `backoffLimit`; in a Deployment pod it is restarted after a backoff.
 Deleting or stopping a pod terminates whichever container runs.
 
 Fidelity limits: no scheduling, resources, node selectors, GPUs or images; every pod is on this
-machine, each on its own loopback address (`kubeloop.local.podnet`: podIP 127.1.x.y, where its
-declared container ports are forwarded to the process); only the first of `spec.containers`
-runs (no sidecars; init containers all run, but their ports are not forwarded and
+machine, each on its own loopback address (`kubeloop.local.cluster.podnet`: podIP 127.1.x.y,
+where its declared container ports are forwarded to the process); only the first of
+`spec.containers` runs (no sidecars; init containers all run, but their ports are not forwarded and
 `restartPolicy: Always` sidecar init containers are run like the others, to completion);
 restartPolicy OnFailure is run as Never (a new pod per retry); the Job's pod-failure backoff is
 1 s instead of 10 s doubling; readiness probes run at most every 1 s; grace periods are capped
@@ -58,23 +58,23 @@ from typing import Any
 
 import aiohttp
 
-from kubeloop.local.cronjobs import due_time, job_from_cronjob
-from kubeloop.local.kubeapi import ApiError, KubeApi
-from kubeloop.local.podnet import PodNetwork, PortForward
-from kubeloop.local.podspec import (
+from kubeloop.local.cluster.cronjobs import due_time, job_from_cronjob
+from kubeloop.local.cluster.kubeapi import ApiError, KubeApi
+from kubeloop.local.cluster.podnet import PodNetwork, PortForward
+from kubeloop.local.cluster.podspec import (
     EnvError,
     build_process,
     completion_indexes,
     container_files,
     pod_from_template,
 )
-from kubeloop.local.podstatus import ContainerRun, ended_by, pod_status
-from kubeloop.local.processes import LocalProcess, free_port
-from kubeloop.local.proxy import ServiceProxy
+from kubeloop.local.cluster.podstatus import ContainerRun, ended_by, pod_status
+from kubeloop.local.cluster.processes import LocalProcess, free_port
+from kubeloop.local.cluster.proxy import ServiceProxy
 
 __all__ = ["LOCAL_URL_ANNOTATION", "PodRunner", "label_match", "rollout_plan"]
 
-log = logging.getLogger("kubeloop.local.podrunner")
+log = logging.getLogger("kubeloop.local.cluster.podrunner")
 
 LOCAL_URL_ANNOTATION = "kubeloop.io/local-url"
 JOBS, CRONJOBS, DEPLOYMENTS = "batch/v1/jobs", "batch/v1/cronjobs", "apps/v1/deployments"
@@ -235,7 +235,7 @@ class PodRunner:
 
     `workdir` holds one folder per pod (emptyDir volumes, and per container a termination
     message and a log: the main container's `log`, an init container's `log.<name>`, see
-    `kubeloop.local.podspec.container_files`); `extra_env` is
+    `kubeloop.local.cluster.podspec.container_files`); `extra_env` is
     given to every process (the demo passes `KUBECONFIG` pointing at the emulator, which stands
     in for the in-cluster service-account config).
     """
@@ -450,7 +450,7 @@ class PodRunner:
         return not pod.terminating
 
     async def _forward_ports(self, pod: PodRun, ports: Mapping[int, int]) -> None:
-        """Make `podIP:containerPort` reach the process, as in a cluster (kubeloop.local.podnet)."""
+        """Make `podIP:containerPort` reach the process, as in a cluster (`podnet`)."""
         await self._close_forwards(pod)
         if pod.ip == "127.0.0.1":
             return

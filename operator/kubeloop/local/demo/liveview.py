@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 from typing import Any, TextIO
 
 from kubeloop.api.crd import KINDS
-from kubeloop.local.kubeapi import KubeApi
+from kubeloop.local.cluster.kubeapi import KubeApi
 from kubeloop.local.printer import render_table
 
 __all__ = ["LiveView", "PlainView", "status_tables"]

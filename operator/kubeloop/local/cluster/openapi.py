@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from kubeloop.api.admission import crd_schema
-from kubeloop.local.discovery import ServedResource
+from kubeloop.local.cluster.discovery import ServedResource
 
 __all__ = ["OBJECT_META", "document", "document_path", "index", "schema_name"]
 

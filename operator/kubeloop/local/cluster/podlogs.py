@@ -26,7 +26,7 @@ from typing import Any
 
 import aiohttp.web
 
-from kubeloop.local.podspec import container_files
+from kubeloop.local.cluster.podspec import container_files
 
 __all__ = ["LogError", "PodLogs", "pick_container", "read_options", "tail"]
 

@@ -3,7 +3,7 @@
 `up` is asked to stop as Ctrl-C would (SIGTERM): it stops the operator and every pod process
 itself, then removes its state file — the sign `down` waits for. If it has not finished within
 the timeout it is killed, and so is what it leaves: the operator and the pod processes each run
-in a session of their own and would outlive it (`kubeloop.local.statefile.kill_leftovers`).
+in a session of their own and would outlive it (`kubeloop.local.cluster.statefile.kill_leftovers`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from kubeloop.local.statefile import (
+from kubeloop.local.cluster.statefile import (
     ClusterState,
     kill_leftovers,
     process_alive,

@@ -112,9 +112,17 @@ import kmock
 import yaml
 
 from kubeloop.api.admission import FIELD_VALIDATION, admit, admit_status, unknown_fields
-from kubeloop.local import builtins, discovery, openapi, podlogs, protobuf, serverside_apply, tables
-from kubeloop.local.kmockcompat import EmulatorBase, set_request_fields
-from kubeloop.local.selectors import Selector, SelectorError
+from kubeloop.local.cluster import (
+    builtins,
+    discovery,
+    openapi,
+    podlogs,
+    protobuf,
+    serverside_apply,
+    tables,
+)
+from kubeloop.local.cluster.kmockcompat import EmulatorBase, set_request_fields
+from kubeloop.local.cluster.selectors import Selector, SelectorError
 
 __all__ = ["RESOURCES", "EmulatorThread", "KubeloopEmulator"]
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kubeloop.local.scenario import DemoResult
+from kubeloop.local.demo.scenario import DemoResult
 from kubeloop.workloads.monitor.verdict import P_VALUE_TESTS
 
 __all__ = ["bar_chart", "render_summary", "rollout_buckets", "write_html"]

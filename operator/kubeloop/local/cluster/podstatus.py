@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubeloop.local.processes import LocalProcess
+from kubeloop.local.cluster.processes import LocalProcess
 
 __all__ = ["ContainerRun", "container_state", "container_status", "ended_by", "pod_status"]
 

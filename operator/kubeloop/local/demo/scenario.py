@@ -29,12 +29,12 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import yaml
 
-from kubeloop.local.datagen import FEATURES, churn_table, digits_table, write_demo_data
-from kubeloop.local.kubeapi import KubeApi
-from kubeloop.local.podrunner import LOCAL_URL_ANNOTATION
-from kubeloop.local.processes import host_env
-from kubeloop.local.stack import LocalStack, apply_objects
-from kubeloop.local.traffic import TrafficStats, V2Traffic
+from kubeloop.local.cluster.kubeapi import KubeApi
+from kubeloop.local.cluster.podrunner import LOCAL_URL_ANNOTATION
+from kubeloop.local.cluster.processes import host_env
+from kubeloop.local.cluster.stack import LocalStack, apply_objects
+from kubeloop.local.demo.datagen import FEATURES, churn_table, digits_table, write_demo_data
+from kubeloop.local.demo.traffic import TrafficStats, V2Traffic
 
 __all__ = [
     "CHURN",

@@ -1,14 +1,15 @@
 """The local "cluster": emulated API + the real operator process + the pod runner.
 
-`LocalStack` starts, in this order: the emulator (`kubeloop.local.emulator.EmulatorThread`,
-HTTP on loopback), `kubeloop operator` as a child process pointed at it with
-`KUBELOOP_KUBE_SERVER` (exactly the operator a cluster runs, cluster-wide; kept running by
-`kubeloop.local.supervisor` when `restart_operator`), and the pod runner in the caller's event
-loop. The emulator's URL, this process's and the operator's pids go to `<state_dir>/local.json`
-(`kubeloop.local.statefile`) so `kubeloop local get` and `down` in another shell find them (or set
-`KUBELOOP_LOCAL_URL`); pods (and `kubectl`) reach the API through `<state_dir>/kubeconfig`,
-written as JSON (`write_kubeconfig`). Everything is stopped on exit, children first, and the
-state file removed last. The API's objects live in this process's memory only.
+`LocalStack` starts, in this order: the emulator
+(`kubeloop.local.cluster.emulator.EmulatorThread`, HTTP on loopback), `kubeloop operator` as a
+child process pointed at it with `KUBELOOP_KUBE_SERVER` (exactly the operator a cluster runs,
+cluster-wide; kept running by `kubeloop.local.cluster.supervisor` when `restart_operator`), and
+the pod runner in the caller's event loop. The emulator's URL, this process's and the
+operator's pids go to `<state_dir>/local.json` (`kubeloop.local.cluster.statefile`) so
+`kubeloop local get` and `down` in another shell find them (or set `KUBELOOP_LOCAL_URL`); pods
+(and `kubectl`) reach the API through `<state_dir>/kubeconfig`, written as JSON
+(`write_kubeconfig`). Everything is stopped on exit, children first, and the state file removed
+last. The API's objects live in this process's memory only.
 """
 
 from __future__ import annotations
@@ -24,12 +25,12 @@ from typing import Any
 
 import yaml
 
-from kubeloop.local.emulator import RESOURCES, EmulatorThread
-from kubeloop.local.kubeapi import ApiError, KubeApi
-from kubeloop.local.podlogs import PodLogs
-from kubeloop.local.podrunner import PodRunner
-from kubeloop.local.processes import host_env
-from kubeloop.local.statefile import (
+from kubeloop.local.cluster.emulator import RESOURCES, EmulatorThread
+from kubeloop.local.cluster.kubeapi import ApiError, KubeApi
+from kubeloop.local.cluster.podlogs import PodLogs
+from kubeloop.local.cluster.podrunner import PodRunner
+from kubeloop.local.cluster.processes import host_env
+from kubeloop.local.cluster.statefile import (
     POD_MARKER,
     STATE_FILE,
     ClusterState,
@@ -37,7 +38,7 @@ from kubeloop.local.statefile import (
     remove_state,
     write_state,
 )
-from kubeloop.local.supervisor import OperatorSupervisor
+from kubeloop.local.cluster.supervisor import OperatorSupervisor
 
 __all__ = [
     "LocalStack",

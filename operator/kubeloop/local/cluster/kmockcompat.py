@@ -78,7 +78,7 @@ def check() -> None:
             f"kmock {getattr(kmock, '__version__', '?')} is incompatible with kubeloop's local API "
             f"server (built against kmock {TESTED_WITH}): missing {', '.join(missing)}. "
             f'Install kmock {TESTED_WITH} (pip install "kmock>={TESTED_WITH},<0.9") or port '
-            "kubeloop/local/kmockcompat.py to the new kmock."
+            "kubeloop/local/cluster/kmockcompat.py to the new kmock."
         )
 
 

@@ -1,6 +1,6 @@
 """`kubeloop local demo` (`make demo`): the scenario with a live view, a summary and a report.
 
-The steps are in `kubeloop.local.scenario` (the end-to-end test runs the same function); this
+The steps are in `kubeloop.local.demo.scenario` (the end-to-end test runs the same function); this
 module only chooses the view (rich on a terminal, plain lines otherwise), prints the summary
 and writes `<state_dir>/report.html`.
 """
@@ -12,9 +12,9 @@ import signal
 import sys
 from pathlib import Path
 
-from kubeloop.local.liveview import LiveView, PlainView
-from kubeloop.local.report import render_summary, write_html
-from kubeloop.local.scenario import DemoError, DemoResult, Observer, run_scenario
+from kubeloop.local.demo.liveview import LiveView, PlainView
+from kubeloop.local.demo.report import render_summary, write_html
+from kubeloop.local.demo.scenario import DemoError, DemoResult, Observer, run_scenario
 
 __all__ = ["finish", "run_demo"]
 

@@ -15,7 +15,7 @@ import signal
 import socket
 from pathlib import Path
 
-from kubeloop.local.podspec import ProcessSpec
+from kubeloop.local.cluster.podspec import ProcessSpec
 
 __all__ = ["LocalProcess", "free_port", "host_env"]
 

@@ -3,8 +3,8 @@
 In a cluster every pod has an IP and its containers listen on their declared ports there, so
 the operator reaches a pod at `podIP:containerPort` (the canary analysis scrapes `/metrics`
 that way). Locally the processes share one network namespace, so each one is started on a free
-loopback port instead (`kubeloop.local.podspec`); this module gives the pod an address of its
-own in 127.0.0.0/8 and forwards `address:containerPort` to that free port, byte for byte.
+loopback port instead (`kubeloop.local.cluster.podspec`); this module gives the pod an address
+of its own in 127.0.0.0/8 and forwards `address:containerPort` to that free port, byte for byte.
 
 Linux routes the whole 127.0.0.0/8 to the loopback interface; systems that only configure
 127.0.0.1 (macOS) fail the probe in `PodNetwork`, and every pod then reports 127.0.0.1 without
