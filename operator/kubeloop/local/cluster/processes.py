@@ -37,7 +37,7 @@ def host_env() -> dict[str, str]:
     """What a process needs from this machine to run at all."""
     env = {k: os.environ[k] for k in _PASS_THROUGH if k in os.environ}
     # Workloads run from a source checkout import kubeloop from operator/.
-    source_root = str(Path(__file__).resolve().parents[2])
+    source_root = str(Path(__file__).resolve().parents[3])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (source_root, env.get("PYTHONPATH")) if p)
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env

@@ -54,7 +54,7 @@ TP, MD, DM = (
     "kubeloop.io/v1alpha1/modeldeployments",
     "kubeloop.io/v1alpha1/driftmonitors",
 )
-EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "local" / "churn.yaml"
+EXAMPLE = Path(__file__).resolve().parents[4] / "examples" / "local" / "churn.yaml"
 # What the scenario removes from a previous run under the state dir (never anything else).
 OWNED = ("data", "models", "logs", "cluster", "report.html", "operator.log", "local.json")
 BASELINE_ROWS, SHIFTED_ROWS, TRAIN_ROWS = 600, 1200, 3000
