@@ -13,7 +13,8 @@ from kubeloop.local.cluster.cronjobs import (
     due_time,
     job_from_cronjob,
 )
-from kubeloop.local.cluster.podrunner import label_match, rollout_plan
+from kubeloop.local.cluster.deploymentcontroller import rollout_plan
+from kubeloop.local.cluster.servicecontroller import label_match
 
 CRONJOB: dict[str, Any] = {
     "apiVersion": "batch/v1",

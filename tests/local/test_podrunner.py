@@ -19,7 +19,8 @@ from tests.polling import until
 
 from kubeloop.local.cluster.emulator import EmulatorThread
 from kubeloop.local.cluster.kubeapi import KubeApi
-from kubeloop.local.cluster.podrunner import LOCAL_URL_ANNOTATION, PodRunner
+from kubeloop.local.cluster.podrunner import PodRunner
+from kubeloop.local.cluster.servicecontroller import LOCAL_URL_ANNOTATION
 
 HERE = Path(__file__).parent
 pytestmark = pytest.mark.timeout(90)

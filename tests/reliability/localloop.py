@@ -13,7 +13,7 @@ import aiohttp
 from tests.workloads.server.conftest import churn_version
 
 from kubeloop.local.cluster.kubeapi import KubeApi
-from kubeloop.local.cluster.podrunner import LOCAL_URL_ANNOTATION
+from kubeloop.local.cluster.servicecontroller import LOCAL_URL_ANNOTATION
 
 MD = "kubeloop.io/v1alpha1/modeldeployments"
 NAMESPACE = "ml"

@@ -30,8 +30,8 @@ import pyarrow.parquet as pq
 import yaml
 
 from kubeloop.local.cluster.kubeapi import KubeApi
-from kubeloop.local.cluster.podrunner import LOCAL_URL_ANNOTATION
 from kubeloop.local.cluster.processes import host_env
+from kubeloop.local.cluster.servicecontroller import LOCAL_URL_ANNOTATION
 from kubeloop.local.cluster.stack import LocalStack, apply_objects
 from kubeloop.local.demo.datagen import FEATURES, churn_table, digits_table, write_demo_data
 from kubeloop.local.demo.traffic import TrafficStats, V2Traffic
