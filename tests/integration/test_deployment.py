@@ -445,7 +445,8 @@ def test_pinned_version_rolls_in_place(cluster: Cluster, operator: Operator) -> 
     wait_for(lambda: _status(cluster, "md-pinned").get("readyReplicas") == 3, what="3 ready")
     assert _status(cluster, "md-pinned")["replicas"] == 3  # statusReplicasPath
 
-    # Deleting the ModelDeployment takes its children along (owner references, no finalizer).
+    # Deleting the ModelDeployment takes its children along (owner references; delete_object
+    # skips the finalizer kopf puts on it for the timer: tests/integration/test_deletion.py).
     cluster.thread.call(cluster.em.delete_object(MD, "ml", "md-pinned"))
     for resource in (DEPLOYS, SERVICES):
         wait_for(lambda r=resource: cluster.get(r, "ml", "md-pinned") is None, what=resource)

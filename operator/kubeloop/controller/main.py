@@ -33,9 +33,11 @@ from kubeloop.controller import kube
 from kubeloop.controller.config import OperatorConfig
 from kubeloop.controller.runtime import runtime
 
-__all__ = ["LOG_LEVELS", "configure", "configure_logging", "main"]
+__all__ = ["LOG_LEVELS", "TIMER_EXIT_POLL_SECONDS", "configure", "configure_logging", "main"]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# How often kopf checks whether a deleted object's timer has exited (then removes its finalizer).
+TIMER_EXIT_POLL_SECONDS = 1.0
 
 
 def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
@@ -53,7 +55,12 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     settings.batching.batch_window = 0.1
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 30
-    # No deletion handlers: children go by ownerReferences; no finalizer is ever added.
+    # No deletion handlers: children go by ownerReferences. But every timer makes kopf put its
+    # finalizer on the object, and on a DELETE kopf holds it until the timer's task has exited.
+    # A timer in the middle of a reconcile exits only when the reconcile returns, and kopf
+    # looks again only after `cancellation_polling` (60 s by default): a delete that landed on
+    # a resync in flight outlasted `kubectl delete`'s wait. A reconcile takes about a second.
+    settings.background.cancellation_polling = TIMER_EXIT_POLL_SECONDS
 
 
 def configure_logging(level: str) -> None:
