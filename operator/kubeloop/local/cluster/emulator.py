@@ -3,11 +3,11 @@
 kmock 0.8's `KubernetesEmulator` stores objects and serves list/watch/get/create/patch/delete,
 but it is a plain JSON store. `KubeloopEmulator` adds what the operator, the local pod runner
 and the real kubectl rely on, the way a real API server behaves (kmock's private internals are
-reached only through `kubeloop.local.kmockcompat`):
+reached only through `kubeloop.local.cluster.kmockcompat`):
 
-- discovery as kubectl reads it (`kubeloop.local.discovery`): `/api`, `/api/v1` (groupVersion
-  `v1`), `/apis` and each group/version, every served resource with its singular name, kind,
-  verbs and scope, our three CRDs with the shortNames (`tp`, `md`, `dm`), the `kubeloop`
+- discovery as kubectl reads it (`kubeloop.local.cluster.discovery`): `/api`, `/api/v1`
+  (groupVersion `v1`), `/apis` and each group/version, every served resource with its singular
+  name, kind, verbs and scope, our three CRDs with the shortNames (`tp`, `md`, `dm`), the `kubeloop`
   category and the `status`/`scale` subresources read from `kubeloop.api.crd` (what
   crds/*.yaml is generated from), the built-in kinds with the short names a real server gives
   (`po`, `svc`, `deploy`, `cj`, `ev`, `ns`, `hpa`...) and the `all` category; this includes
@@ -16,17 +16,17 @@ reached only through `kubeloop.local.kmockcompat`):
 - lists as `<Kind>List` with `apiVersion` and `metadata.resourceVersion`; watches streamed as
   `application/json`; cluster-scoped `/api/v1/namespaces[/<name>]` (kmock cannot route it: it
   is rewritten in `__call__`);
-- server-side printing (`kubeloop.local.tables`): a list, get or watch that asks for
+- server-side printing (`kubeloop.local.cluster.tables`): a list, get or watch that asks for
   `as=Table` is answered with `meta.k8s.io/v1` Tables, the CRDs' printer columns for our kinds
   and the main columns of the built-in ones; a watch starts after the resourceVersion it is
   given (objects the client already listed are not replayed);
-- the OpenAPI v3 documents (`kubeloop.local.openapi`), so `kubectl explain` prints the CRDs'
+- the OpenAPI v3 documents (`kubeloop.local.cluster.openapi`), so `kubectl explain` prints the CRDs'
   field docs and `kubectl apply`/`create` leave field validation to the server, which honours
   `fieldValidation` for kubeloop.io kinds: `Strict` (kubectl's) refuses unknown fields with
   400 `strict decoding error: unknown field "spec.foo"`, `Warn` (the default) and `Ignore` drop
   them (with `Warning` headers under Warn); nulls of non-nullable fields are dropped before
   defaulting, as for any structural schema. In-process changes validate as `Strict`;
-- server-side apply and field managers (`kubeloop.local.serverside_apply`): a PATCH of type
+- server-side apply and field managers (`kubeloop.local.cluster.serverside_apply`): a PATCH of type
   `application/apply-patch+yaml` creates or merges, records `metadata.managedFields`, answers
   409 when it changes another manager's field unless `force=true`; writes that name a
   `fieldManager` record Update ownership;
@@ -52,14 +52,14 @@ reached only through `kubeloop.local.kmockcompat`):
   raising `kmock.KubernetesError` (what the API server's own validation of a built-in kind, a
   ValidatingAdmissionPolicy or a webhook would refuse); nothing is stored then;
 - what kubectl's everyday verbs read (issue 15): label and field selectors on lists and
-  watches (`kubeloop.local.selectors`: `wait`/`rollout status`/`delete` watch one object by
+  watches (`kubeloop.local.cluster.selectors`: `wait`/`rollout status`/`delete` watch one object by
   `metadata.name`, `describe` lists its Events by `involvedObject.*`, `logs deployment/x` finds
   pods by label); watch-list (`sendInitialEvents=true`) ends the initial objects with the
   `k8s.io/initial-events-end` bookmark kubectl's informers wait for; `pods/<name>/log` served
-  from the pod runner's files (`kubeloop.local.podlogs`, set as `pod_logs` by
-  `kubeloop.local.stack`); SelfSubjectAccessReview answered allowed (`kubectl auth can-i`); the
-  protobuf Job of `kubectl create job --from=cronjob/...` (`kubeloop.local.builtins`) and a
-  Job's default `spec.selector`;
+  from the pod runner's files (`kubeloop.local.cluster.podlogs`, set as `pod_logs` by
+  `kubeloop.local.cluster.stack`); SelfSubjectAccessReview answered allowed (`kubectl auth
+  can-i`); the protobuf Job of `kubectl create job --from=cronjob/...`
+  (`kubeloop.local.cluster.builtins`) and a Job's default `spec.selector`;
 - foreground-free garbage collection: deleting an object deletes the objects whose
   `ownerReferences` name its uid (recursively), so a deleted pipeline takes its Jobs along;
   and, as the real garbage collector does, an object created or patched with owners none of
@@ -459,7 +459,8 @@ class KubeloopEmulator(EmulatorBase):
 
     def _apply_as_change(self, request: kmock.Request) -> kmock.Request:
         """A server-side apply as the create or merge patch that gives its result (see
-        `kubeloop.local.serverside_apply`); a conflict with another field manager answers 409."""
+        `kubeloop.local.cluster.serverside_apply`); a conflict with another field manager
+        answers 409."""
         manager = request.params.get("fieldManager")
         if not manager:
             raise kmock.KubernetesError(
@@ -698,7 +699,7 @@ class KubeloopEmulator(EmulatorBase):
         return clone
 
     async def _serve_log(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
-        """`pods/<name>/log`, read from the pod runner's files (`kubeloop.local.podlogs`)."""
+        """`pods/<name>/log`, read from the pod runner's files (`cluster.podlogs`)."""
         pod = self._current(_PODS, request.namespace, request.name)
         if pod is None:
             raise kmock.KubernetesObjectNotFoundError()
