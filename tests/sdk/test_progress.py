@@ -90,6 +90,16 @@ def cluster() -> Iterator[EmulatorThread]:
         yield thread
 
 
+def _current_run(name: str, run_id: str) -> dict[str, Any]:
+    """`status.currentRun` with the fields the CRD requires, as the operator writes it."""
+    return {
+        "id": run_id,
+        "job": f"{name}-run-{run_id}",
+        "trigger": "Manual",
+        "startedAt": "2026-11-30T00:00:00Z",
+    }
+
+
 @pytest.fixture
 def pipeline(cluster: EmulatorThread) -> Iterator[str]:
     """A TrainingPipeline whose run 3 is current."""
@@ -98,7 +108,11 @@ def pipeline(cluster: EmulatorThread) -> Iterator[str]:
     cluster.call(cluster.emulator.create_object(obj))
     cluster.call(
         cluster.emulator.patch_object(
-            TP, "ml", name, {"status": {"currentRun": {"id": "3"}}}, subresource="status"
+            TP,
+            "ml",
+            name,
+            {"status": {"currentRun": _current_run(name, "3")}},
+            subresource="status",
         )
     )
     yield name

@@ -121,7 +121,21 @@ def test_the_trainer_patches_its_pipelines_status_through_the_api(
     thread.call(thread.emulator.create_object(pipeline))
     thread.call(
         thread.emulator.patch_object(
-            RESOURCE, "ml", "churn", {"status": {"currentRun": {"id": "4"}}}, subresource="status"
+            RESOURCE,
+            "ml",
+            "churn",
+            # The fields the CRD requires, as the operator writes them.
+            {
+                "status": {
+                    "currentRun": {
+                        "id": "4",
+                        "job": "churn-run-4",
+                        "trigger": "Manual",
+                        "startedAt": "2026-11-30T00:00:00Z",
+                    }
+                }
+            },
+            subresource="status",
         )
     )
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)  # not in a pod: use KUBECONFIG

@@ -52,6 +52,7 @@ def runs_inline(
     others_in_flight: int,
     recent_call_s: float | None,
     arrived_while_busy: bool = False,
+    fast_call_s: float = INLINE_CALL_SECONDS,
 ) -> bool:
     """Whether a batch runs on the event loop instead of the model thread: a single small
     request, nobody else queued or in flight, a model known to answer such batches fast, and
@@ -65,7 +66,7 @@ def runs_inline(
         and others_in_flight <= 0
         and not arrived_while_busy
         and recent_call_s is not None
-        and recent_call_s <= INLINE_CALL_SECONDS
+        and recent_call_s <= fast_call_s
     )
 
 
@@ -96,8 +97,10 @@ class Batcher:
         max_latency_ms: float,
         in_flight: Callable[[], int],
         observe_batch: Callable[[int], None] = lambda _rows: None,
+        fast_call_s: float = INLINE_CALL_SECONDS,
     ) -> None:
         self._predict = predict
+        self._fast_call_s = fast_call_s  # a model call this short counts as fast (runs_inline)
         self._max_rows = max_batch_size
         self._max_wait = max_latency_ms / 1000.0
         self._in_flight = in_flight
@@ -147,6 +150,7 @@ class Batcher:
                 others_in_flight=self._in_flight() - len(batch),
                 recent_call_s=self._recent_call_s,
                 arrived_while_busy=batch[0].arrived < self._busy_until,
+                fast_call_s=self._fast_call_s,
             )
             try:
                 if inline:
