@@ -268,11 +268,9 @@ def _metadata_errors(meta: dict[str, Any]) -> Iterator[str]:
             )
 
 
-def admit_status(obj: dict[str, Any], field_validation: str = "Warn") -> AdmissionResult:
-    """What the API server does to a write of the status subresource: the status is pruned and
-    validated against its schema as `admit` does the whole object; the spec and metadata are not
-    judged again (a status write cannot change them). Unlike a real server, the status is not
-    defaulted: the operator reads it through models with the same defaults."""
+def _schema_for(obj: dict[str, Any], field_validation: str) -> dict[str, Any] | AdmissionResult:
+    """The CRD schema that judges `obj`, or the refusal of an object of no kubeloop kind;
+    ValueError for a `fieldValidation` the API server does not know."""
     if field_validation not in FIELD_VALIDATION:
         raise ValueError(
             f"fieldValidation: {field_validation!r} is not one of {', '.join(FIELD_VALIDATION)}"
@@ -281,6 +279,17 @@ def admit_status(obj: dict[str, Any], field_validation: str = "Warn") -> Admissi
     schema = crd_schema(str(api_version), str(kind))
     if schema is None:
         return AdmissionResult(obj, [f'kind "{kind}" in "{api_version}" is not a kubeloop kind'])
+    return schema
+
+
+def admit_status(obj: dict[str, Any], field_validation: str = "Warn") -> AdmissionResult:
+    """What the API server does to a write of the status subresource: the status is pruned and
+    validated against its schema as `admit` does the whole object; the spec and metadata are not
+    judged again (a status write cannot change them). Unlike a real server, the status is not
+    defaulted: the operator reads it through models with the same defaults."""
+    schema = _schema_for(obj, field_validation)
+    if isinstance(schema, AdmissionResult):
+        return schema
     stored = copy.deepcopy(obj)
     if not isinstance(stored.get("status"), dict):
         return AdmissionResult(stored)
@@ -300,14 +309,9 @@ def admit_status(obj: dict[str, Any], field_validation: str = "Warn") -> Admissi
 def admit(obj: dict[str, Any], field_validation: str = "Strict") -> AdmissionResult:
     """Prune, default, validate and CEL-check a kubeloop custom resource as the API server
     would; `field_validation` (Ignore, Warn, Strict) decides what an unknown field does."""
-    if field_validation not in FIELD_VALIDATION:
-        raise ValueError(
-            f"fieldValidation: {field_validation!r} is not one of {', '.join(FIELD_VALIDATION)}"
-        )
-    api_version, kind = obj.get("apiVersion", ""), obj.get("kind", "")
-    schema = crd_schema(str(api_version), str(kind))
-    if schema is None:
-        return AdmissionResult(obj, [f'kind "{kind}" in "{api_version}" is not a kubeloop kind'])
+    schema = _schema_for(obj, field_validation)
+    if isinstance(schema, AdmissionResult):
+        return schema
     stored = copy.deepcopy(obj)
     errors = list(_metadata_errors(stored.get("metadata") or {}))
     warnings: list[str] = []
