@@ -9,10 +9,11 @@ can run on the build machines; the kind suite under tests/e2e runs against a rea
 from __future__ import annotations
 
 import os
-import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,20 +32,41 @@ def repo_root() -> Path:
     return ROOT
 
 
+class AtomicPreconditions:
+    """WSGI middleware: requests with a precondition (`If-None-Match`, `If-Match`) one at a time.
+
+    moto checks a conditional write's precondition and then writes, in two steps, on a threaded
+    server: two racing `If-None-Match: *` creates of one key could both succeed, which S3 never
+    allows (the registry's version claims rely on it; 8 racing threads claimed version 1 twice
+    on a loaded machine). Serialising the conditional requests makes moto as atomic as S3.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if "HTTP_IF_NONE_MATCH" not in environ and "HTTP_IF_MATCH" not in environ:
+            return self.app(environ, start_response)
+        with self.lock:
+            return list(self.app(environ, start_response))  # the whole answer, under the lock
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
+    from moto.server import DomainDispatcherApplication, create_backend_app
+    from werkzeug.serving import make_server
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
+    app = AtomicPreconditions(DomainDispatcherApplication(create_backend_app))
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="moto", daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_port}"
     saved = {k: os.environ.get(k) for k in _ENV}
     os.environ.update(_ENV, AWS_ENDPOINT_URL=url)
     yield url
-    server.stop()
+    server.shutdown()
+    thread.join()
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
