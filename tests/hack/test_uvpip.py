@@ -1,0 +1,180 @@
+"""hack/uvpip.py: uv configured from pip's settings, so `make` installs what pip would."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("uvpip", ROOT / "hack" / "uvpip.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+uvpip = _load()
+
+THIS_MACHINE = """\
+:env:.cert='/etc/ssl/certs/ca-certificates.crt'
+:env:.default-timeout='180'
+:env:.find-links='/opt/wheels'
+global.cert='/etc/ssl/certs/ca-certificates.crt'
+global.constraint='/etc/xdg/pip/constraints.txt'
+global.extra-index-url='file:///opt/pypi/simple file:///opt/pypi-more/simple'
+global.find-links='/opt/wheels'
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", {}),
+        ("global.index-url='https://mirror/simple'", {"index-url": "https://mirror/simple"}),
+        # a higher scope wins whatever the order of lines: env > site > user > global
+        ("site.find-links='/a'\nglobal.find-links='/b'", {"find-links": "/a"}),
+        ("global.find-links='/b'\n:env:.find-links='/a'", {"find-links": "/a"}),
+        ("user.constraint='/u'\nglobal.constraint='/g'", {"constraint": "/u"}),
+        ('global.cert="/c"', {"cert": "/c"}),
+        ("not a setting line", {}),
+        (
+            THIS_MACHINE,
+            {
+                "cert": "/etc/ssl/certs/ca-certificates.crt",
+                "default-timeout": "180",
+                "find-links": "/opt/wheels",
+                "constraint": "/etc/xdg/pip/constraints.txt",
+                "extra-index-url": "file:///opt/pypi/simple file:///opt/pypi-more/simple",
+            },
+        ),
+    ],
+)
+def test_parse_pip_config(text: str, expected: dict[str, str]) -> None:
+    assert uvpip.parse_pip_config(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("config", "environ", "expected"),
+    [
+        ({}, {}, {"UV_INDEX_STRATEGY": "unsafe-best-match"}),
+        (
+            uvpip.parse_pip_config(THIS_MACHINE),
+            {},
+            {
+                "UV_INDEX_STRATEGY": "unsafe-best-match",
+                "UV_FIND_LINKS": "/opt/wheels",
+                "UV_CONSTRAINT": "/etc/xdg/pip/constraints.txt",
+                "UV_EXTRA_INDEX_URL": "file:///opt/pypi/simple file:///opt/pypi-more/simple",
+                "SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt",
+            },
+        ),
+        # several find-links: uv separates them with commas, pip with whitespace
+        (
+            {"find-links": "/a  /b"},
+            {},
+            {"UV_INDEX_STRATEGY": "unsafe-best-match", "UV_FIND_LINKS": "/a,/b"},
+        ),
+        # what the caller set is kept, pip's setting does not override it
+        (
+            {"index-url": "https://pip/simple"},
+            {"UV_INDEX_URL": "https://mine/simple"},
+            {"UV_INDEX_STRATEGY": "unsafe-best-match"},
+        ),
+        ({}, {"UV_INDEX_STRATEGY": "first-index"}, {}),
+        # settings uv has no use for are not carried
+        (
+            {"default-timeout": "180", "disable-pip-version-check": "1"},
+            {},
+            {"UV_INDEX_STRATEGY": "unsafe-best-match"},
+        ),
+    ],
+)
+def test_uv_environment(
+    config: dict[str, str], environ: dict[str, str], expected: dict[str, str]
+) -> None:
+    assert uvpip.uv_environment(config, environ) == expected
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["install", "-e", "."], ["pip", "install", "-e", "."]),
+        (["uninstall", "--yes", "pip", "wheel"], ["pip", "uninstall", "pip", "wheel"]),
+        (["uninstall", "-y", "pip"], ["pip", "uninstall", "pip"]),
+        # only uninstall's --yes goes; a package named like a flag elsewhere is left alone
+        (["install", "--no-deps", "x"], ["pip", "install", "--no-deps", "x"]),
+    ],
+)
+def test_uv_argv(argv: list[str], expected: list[str]) -> None:
+    assert uvpip.uv_argv(Path("/uv"), argv) == ["/uv", *expected]
+
+
+@pytest.mark.slow  # pip resolves for ~90 s: `make test` starts it first
+def test_uv_installs_the_same_versions_pip_resolves(tmp_path: Path) -> None:
+    """The dev extra resolved by uv through hack/uvpip.py is what pip resolves here (both
+    report, neither installs): same packages, same versions."""
+    uv = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "hack" / "uvpip.py"),
+            "compile",
+            "--quiet",
+            "--extra",
+            "dev",
+            "--no-header",
+            "--no-annotate",
+            "--python-version",
+            "3.11",
+            str(ROOT / "pyproject.toml"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    )
+    assert uv.returncode == 0, uv.stderr
+    report = tmp_path / "pip.json"
+    pip = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--dry-run",
+            "--ignore-installed",
+            "--quiet",
+            "--report",
+            str(report),
+            "-e",
+            f"{ROOT}[dev]",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    )
+    assert pip.returncode == 0, pip.stderr
+
+    def norm(name: str) -> str:
+        return name.lower().replace("_", "-").replace(".", "-")
+
+    pip_pins = {
+        norm(item["metadata"]["name"]): item["metadata"]["version"]
+        for item in json.loads(report.read_text())["install"]
+        if norm(item["metadata"]["name"]) != "kubeloop"
+    }
+    uv_pins = {}
+    for line in uv.stdout.splitlines():
+        name, sep, version = line.strip().partition("==")
+        if sep:
+            uv_pins[norm(name)] = version
+    assert uv_pins == pip_pins
