@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
-import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -116,65 +113,3 @@ def test_uv_environment(
 )
 def test_uv_argv(argv: list[str], expected: list[str]) -> None:
     assert uvpip.uv_argv(Path("/uv"), argv) == ["/uv", *expected]
-
-
-@pytest.mark.slow  # pip resolves for ~90 s: `make test` starts it first
-def test_uv_installs_the_same_versions_pip_resolves(tmp_path: Path) -> None:
-    """The dev extra resolved by uv through hack/uvpip.py is what pip resolves here (both
-    report, neither installs): same packages, same versions."""
-    uv = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "hack" / "uvpip.py"),
-            "compile",
-            "--quiet",
-            "--extra",
-            "dev",
-            "--no-header",
-            "--no-annotate",
-            "--python-version",
-            "3.11",
-            str(ROOT / "pyproject.toml"),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=ROOT,
-    )
-    assert uv.returncode == 0, uv.stderr
-    report = tmp_path / "pip.json"
-    pip = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--dry-run",
-            "--ignore-installed",
-            "--quiet",
-            "--report",
-            str(report),
-            "-e",
-            f"{ROOT}[dev]",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=ROOT,
-    )
-    assert pip.returncode == 0, pip.stderr
-
-    def norm(name: str) -> str:
-        return name.lower().replace("_", "-").replace(".", "-")
-
-    pip_pins = {
-        norm(item["metadata"]["name"]): item["metadata"]["version"]
-        for item in json.loads(report.read_text())["install"]
-        if norm(item["metadata"]["name"]) != "kubeloop"
-    }
-    uv_pins = {}
-    for line in uv.stdout.splitlines():
-        name, sep, version = line.strip().partition("==")
-        if sep:
-            uv_pins[norm(name)] = version
-    assert uv_pins == pip_pins

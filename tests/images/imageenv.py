@@ -48,9 +48,8 @@ STAMP = "kubeloop-image-env.json"
 _TORCH_INDEX = "https://download.pytorch.org/whl/"
 _PROJECT = re.compile(r"^\.(\[[a-z0-9_,-]+\])?$")
 # uv (hack/uvpip.py, configured from this machine's pip settings) runs the commands: pip's own
-# flags mean the same there; bytecode is compiled at install as pip does by default.
+# flags mean the same there. No bytecode at install: the first import writes it (see Makefile).
 _UVPIP = ROOT / "hack" / "uvpip.py"
-_INSTALL_FLAGS = {"install": ["--compile-bytecode"], "uninstall": []}
 
 
 def pip_commands(dockerfile: str) -> list[list[str]]:
@@ -119,7 +118,7 @@ class ImageEnv:
             "commands": self.commands,
             "pyproject": (ROOT / "pyproject.toml").read_text(),
             "python": sys.version,
-            "installer": ["uv", _INSTALL_FLAGS],
+            "installer": "uv",
         }
         return hashlib.sha256(json.dumps(source, sort_keys=True).encode()).hexdigest()
 
@@ -157,8 +156,7 @@ def build(env: ImageEnv, python: str = sys.executable) -> bool:
     subprocess.run([python, "-m", "venv", str(env.path)], check=True)
     for command in env.commands:
         verb, *rest = command
-        argv = [python, str(_UVPIP), verb, "--python", str(env.bin("python"))]
-        argv += [*_INSTALL_FLAGS.get(verb, []), *rest]
+        argv = [python, str(_UVPIP), verb, "--python", str(env.bin("python")), *rest]
         proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
         if proc.returncode != 0:  # the installer's output only then
             raise RuntimeError(

@@ -1,8 +1,10 @@
 """Real kubectl against a running `kubeloop local up -f examples/local/` (issue 15): the everyday
-verbs work on the whole loop as on a cluster: get by category, describe with the object's own
-Events, logs of a training and a serving pod (and of `job/`, `deployment/`), wait, rollout
-status, scale, create job --from=cronjob (run to completion by the pod runner), auth can-i, and
-delete with kubectl's default wait, the children garbage-collected.
+verbs work on the whole loop as on a cluster: get by category and `get tp,md,dm -A` with the
+CRDs' printer columns, explain, apply with validation on and --server-side, diff and a server
+dry-run (nothing stored, no run started, no event with the change on `get -w`), describe with
+the object's own Events, logs of a training and a serving pod (and of `job/`, `deployment/`),
+wait, rollout status, scale, create job --from=cronjob (run to completion by the pod runner),
+auth can-i, and delete with kubectl's default wait, the children garbage-collected.
 
 One `kubeloop local up` per module (it trains a model and starts servers); the tests run in
 file order and the last ones delete what the first ones read.
@@ -15,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from kubeloop.local.demo.datagen import write_demo_data
 
@@ -127,6 +131,90 @@ def test_get_by_category_and_core_kinds(cluster: Cluster) -> None:
     assert "pod/churn-run-1-" in listed and "job.batch/churn-run-1" in listed
     # Events print as the server's Table: LAST SEEN, TYPE, REASON, OBJECT, MESSAGE.
     assert "REASON" in listed and "trainingpipeline/churn" in listed
+
+
+def _rows(text: str) -> list[list[str]]:
+    return [line.split() for line in text.strip().splitlines()]
+
+
+def test_get_all_three_kinds_prints_the_printer_columns(cluster: Cluster) -> None:
+    blocks = cluster.kubectl("get", "tp,md,dm", "-A").split("\n\n")
+    tp, md, dm = (_rows(block) for block in blocks)
+    assert tp[0] == ["NAMESPACE", "NAME", "PHASE", "CHAMPION", "METRIC", "SCORE", "PROGRESS", "AGE"]
+    assert tp[1][:2] == ["ml", "trainingpipeline.kubeloop.io/churn"]
+    assert md[0] == ["NAMESPACE", "NAME", "VERSION", "READY", "URL", "AGE"]
+    assert dm[0] == ["NAMESPACE", "NAME", "DRIFTED", "SHARE", "LAST", "RUN", "AGE"]
+
+
+def test_explain_and_apply_validate_against_the_crds(cluster: Cluster, tmp_path: Path) -> None:
+    explained = cluster.kubectl("explain", "trainingpipeline.spec.model")
+    assert "KIND:       TrainingPipeline" in explained and "task\t<string> -required-" in explained
+
+    manifest = ROOT / "examples/local/churn.yaml"
+    applied = cluster.kubectl("apply", "-f", str(manifest))  # validation on: kubectl's default
+    assert "trainingpipeline.kubeloop.io/churn " in applied
+    doc = next(yaml.safe_load_all(manifest.read_text()))
+    doc["spec"]["model"]["estimatr"] = "RandomForestClassifier"
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(yaml.safe_dump(doc))
+    refused = cluster.kubectl("apply", "-f", str(typo), ok=False)
+    assert 'strict decoding error: unknown field "spec.model.estimatr"' in refused
+
+    applied = cluster.kubectl("apply", "--server-side", "-f", str(manifest))
+    assert "trainingpipeline.kubeloop.io/churn serverside-applied" in applied
+    stored = cluster.json("tp", "churn", "-n", "ml", "--show-managed-fields")
+    assert "kubectl" in {m["manager"] for m in stored["metadata"]["managedFields"]}
+
+
+def test_diff_and_server_dry_run_change_nothing_and_start_no_run(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """The watch (`get -w`) is sent no event for the dry runs, the stored object and the Jobs
+    stay as they were; a real change afterwards is seen by the same watch."""
+    before = cluster.json("tp", "churn", "-n", "ml")
+    jobs = sorted(j["metadata"]["name"] for j in cluster.json("jobs", "-n", "ml")["items"])
+    watch = subprocess.Popen(
+        [str(KUBECTL), "get", "tp", "churn", "-n", "ml", "-w", "--output-watch-events",
+         "-o", "jsonpath={.type} {.object.metadata.generation} {.object.spec.seed} "
+         '{.object.metadata.resourceVersion}{"\\n"}'],
+        env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)},
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    seen: list[str] = []
+    threading.Thread(
+        target=lambda: seen.extend(line.strip() for line in watch.stdout or ()), daemon=True
+    ).start()
+    try:
+        wait_for(lambda: seen, "the watch to list the pipeline")
+        patched = cluster.kubectl(
+            "patch", "tp", "churn", "-n", "ml", "--dry-run=server", "--type", "merge",
+            "-p", '{"spec": {"seed": 7}}', "-o", "jsonpath={.spec.seed}",
+        )  # fmt: skip
+        assert patched == "7"
+        doc = next(yaml.safe_load_all((ROOT / "examples/local/churn.yaml").read_text()))
+        doc["spec"]["seed"] = 7
+        changed = tmp_path / "changed.yaml"
+        changed.write_text(yaml.safe_dump(doc))
+        diff = cluster.kubectl("diff", "-f", str(changed), ok=False)
+        assert "-  seed: 42" in diff and "+  seed: 7" in diff
+
+        after = cluster.json("tp", "churn", "-n", "ml")
+        assert after["spec"] == before["spec"]
+        assert after["metadata"]["generation"] == before["metadata"]["generation"]
+        now = sorted(j["metadata"]["name"] for j in cluster.json("jobs", "-n", "ml")["items"])
+        assert now == jobs
+        version = cluster.kubectl(
+            "annotate", "tp", "churn", "-n", "ml", "dry-runs=seen",
+            "-o", "jsonpath={.metadata.resourceVersion}",
+        )  # fmt: skip
+        wait_for(lambda: any(line.endswith(version) for line in seen), "the annotation's event")
+        # The operator's status writes come through the watch too; none carries the dry runs'
+        # seed or a new generation.
+        generation = before["metadata"]["generation"]
+        assert all(line.split()[1:3] == [str(generation), "42"] for line in seen), seen
+    finally:
+        watch.terminate()
+        watch.wait(10)
 
 
 def test_wait_for_ready_and_rollout_status(cluster: Cluster) -> None:

@@ -178,9 +178,12 @@ class KubeloopEmulator(EmulatorBase):
     admission_hooks: list[Callable[[dict[str, Any]], None]] = attrs.field(factory=list)
     # kmock decides which reaction sees a request by scanning every request it has recorded
     # (`request in view`), so without a bound each request costs more than the one before
-    # (9 ms at 200 requests, 74 ms at 1200). Keep the most recent ones; None keeps all
-    # (tests that audit every request, e.g. the RBAC audit).
-    keep_requests: int | None = 100
+    # (9 ms at 200 requests, 74 ms at 1200). Keep the most recent ones and those still being
+    # handled; None keeps all (tests that audit every request, e.g. the RBAC audit).
+    keep_requests: int | None = 16
+    # Requests served so far (kmock's request ids restart when its log is trimmed).
+    requests_served: int = attrs.field(default=0, init=False)
+    _handling: dict[int, kmock.Request] = attrs.field(factory=dict, init=False)
     # Where `pods/<name>/log` reads the containers' output (set by whoever runs the pods).
     pod_logs: podlogs.PodLogs | None = None
     _rv: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
@@ -450,9 +453,9 @@ class KubeloopEmulator(EmulatorBase):
 
     def _trim_requests(self) -> None:
         keep = self.keep_requests
-        if keep is None or len(self.recorded_requests) <= 2 * keep:
+        if keep is None or len(self.recorded_requests) <= 2 * keep + len(self._handling):
             return  # trimmed in chunks: amortised O(1) per request
-        self.trim_requests(keep)
+        self.trim_requests(keep, pinned=self._handling.values())
 
     def _has_status(self, request: kmock.Request) -> bool:
         return "status" in self._subresources(request.resource)
@@ -619,10 +622,13 @@ class KubeloopEmulator(EmulatorBase):
     async def handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         warnings: list[str] = []
         token = _WARNINGS.set(warnings)
+        self.requests_served += 1
+        self._handling[id(request)] = request
         try:
             response = await self._serve_request(request)
         finally:
             _WARNINGS.reset(token)
+            self._handling.pop(id(request), None)
         if not response.prepared:
             for warning in warnings:  # kubectl prints them as `Warning: ...`
                 response.headers.add("Warning", '299 - "{}"'.format(warning.replace('"', '\\"')))
@@ -947,7 +953,7 @@ class EmulatorThread:
     """The emulator served over HTTP from a daemon thread with its own event loop."""
 
     def __init__(
-        self, *, admission: bool = True, port: int | None = None, keep_requests: int | None = 100
+        self, *, admission: bool = True, port: int | None = None, keep_requests: int | None = 16
     ) -> None:
         self.emulator = KubeloopEmulator(admission=admission, keep_requests=keep_requests)
         self._port = port

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from typing import Any, TypeVar
 
 import aiohttp.web
@@ -176,13 +176,22 @@ class EmulatorBase(kmock.KubernetesEmulator):
         """Every request kmock has recorded (and matches reactions against)."""
         return self._requests
 
-    def trim_requests(self, keep: int) -> None:
-        """Forget all but the `keep` most recent requests, here and in every reaction's log."""
-        del self._requests[:-keep]
+    def trim_requests(self, keep: int, pinned: Collection[kmock.Request] = ()) -> None:
+        """Forget all but the `keep` most recent requests and the `pinned` ones, here and in
+        every reaction's log. A request must stay recorded until kmock has matched it to a
+        reaction (it looks for the very object in its log), so those still being handled are
+        pinned wherever they are in the log."""
+        keeping = {id(request) for request in pinned}
+
+        def trim(recorded: list[kmock.Request]) -> None:
+            old = recorded[:-keep] if keep else recorded[:]
+            recorded[: len(old)] = [r for r in old if id(r) in keeping]
+
+        trim(self._requests)
         for payload in self._payloads:
             recorded = getattr(payload, "_requests", None)
-            if isinstance(recorded, list) and len(recorded) > keep:
-                del recorded[:-keep]
+            if isinstance(recorded, list):
+                trim(recorded)
 
     # -- kmock's names, routed to the hooks above ----------------------------------------------
 
