@@ -2,10 +2,11 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 # Every install goes through uv, configured from this machine's pip settings (hack/uvpip.py):
-# the same versions pip picks, ~10x faster. uv writes no bytecode: the first import of a module
-# does, as Python does by default. Where PYTHONDONTWRITEBYTECODE is set nothing would ever write
-# it, and each of the hundreds of processes the tests start would compile what it imports again
-# (torch and scikit-learn: 15 s instead of 6 s), so it is unset for what make runs.
+# the same versions pip picks, ~10x faster. uv writes no bytecode: hack/warm_bytecode.py imports
+# the heavy libraries once after an install, which writes it for what is used. Where
+# PYTHONDONTWRITEBYTECODE is set nothing would ever write it, and each of the hundreds of
+# processes the tests start would compile what it imports again (torch and scikit-learn: 15 s
+# instead of 6 s), so it is unset for what make runs.
 UVPIP := $(PYTHON) hack/uvpip.py install --quiet
 unexport PYTHONDONTWRITEBYTECODE
 PYEXE = $(shell $(PYTHON) -c 'import sys; print(sys.executable)')
@@ -26,6 +27,7 @@ install: ## install kubeloop (editable) with every extra into the current Python
 	@# torch first, at the exact CPU build on disk: any other spec pulls GBs of CUDA wheels.
 	$(PYTHON) -c "import torch" 2>/dev/null || $(UVPIP) --python $(PYEXE) torch==2.13.0
 	$(UVPIP) --python $(PYEXE) -e '.[dev]'
+	$(PYTHON) hack/warm_bytecode.py
 
 system-deps: ## install Prometheus, Pushgateway, promtool, wrk, hey (Debian packages)
 	./hack/install-system-deps.sh

@@ -48,7 +48,7 @@ STAMP = "kubeloop-image-env.json"
 _TORCH_INDEX = "https://download.pytorch.org/whl/"
 _PROJECT = re.compile(r"^\.(\[[a-z0-9_,-]+\])?$")
 # uv (hack/uvpip.py, configured from this machine's pip settings) runs the commands: pip's own
-# flags mean the same there. No bytecode at install: the first import writes it (see Makefile).
+# flags mean the same there; hack/warm_bytecode.py then writes the bytecode of what is used.
 _UVPIP = ROOT / "hack" / "uvpip.py"
 
 
@@ -118,7 +118,7 @@ class ImageEnv:
             "commands": self.commands,
             "pyproject": (ROOT / "pyproject.toml").read_text(),
             "python": sys.version,
-            "installer": "uv",
+            "installer": "uv, warm_bytecode",
         }
         return hashlib.sha256(json.dumps(source, sort_keys=True).encode()).hexdigest()
 
@@ -162,6 +162,10 @@ def build(env: ImageEnv, python: str = sys.executable) -> bool:
             raise RuntimeError(
                 f"{env.path.name}: `{shlex.join(argv)}` failed:\n{proc.stdout}{proc.stderr}"
             )
+    subprocess.run(
+        [str(env.bin("python")), str(ROOT / "hack" / "warm_bytecode.py")],
+        cwd=ROOT, capture_output=True, check=True,
+    )  # fmt: skip
     (env.path / STAMP).write_text(
         json.dumps({"images": env.images, "commands": env.commands, "stamp": env.stamp()})
     )
