@@ -107,7 +107,7 @@ from typing import Any, TypeVar
 
 import aiohttp.web
 import attrs
-import jsonpatch  # type: ignore[import-untyped]
+import jsonpatch
 import kmock
 import yaml
 
