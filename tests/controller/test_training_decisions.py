@@ -7,11 +7,13 @@ from typing import Any
 
 import pytest
 
+from kubeloop.api.training import TrainingPipelineSpec
 from kubeloop.controller.training import (
     recorded_up_to,
     run_state,
     runs_to_record,
     schedule_due,
+    spec_changed,
     stale_progress,
     waiting_for,
 )
@@ -153,3 +155,73 @@ def test_schedule_due(
     schedule: str | None, status: dict[str, Any], current: str, expected: str | None
 ) -> None:
     assert schedule_due(schedule, status, "2026-01-01T10:00:10Z", _utc(current)) == expected
+
+
+_BASE_SPEC: dict[str, Any] = {
+    "data": {"train": "s3://datasets/churn/train/", "target": "churned"},
+    "model": {
+        "framework": "sklearn",
+        "task": "classification",
+        "estimator": "HistGradientBoostingClassifier",
+        "params": {"max_iter": 200},
+    },
+    "resources": {"cpu": "2", "memory": "4Gi"},
+    "artifacts": "s3://models/churn/",
+    "promotion": {"metric": "roc_auc", "minimum": 0.75},
+    "seed": 42,
+}
+
+# One edit of each spec field (camelCase, as users write it) -> whether it starts a run.
+_EDITS: list[tuple[str, dict[str, Any], bool]] = [
+    ("data", {"data": {"train": "s3://datasets/churn/train-v2/", "target": "churned"}}, True),
+    ("data", {"data": {**_BASE_SPEC["data"], "validationFraction": 0.3}}, True),
+    ("model", {"model": {**_BASE_SPEC["model"], "params": {"max_iter": 300}}}, True),
+    (
+        "model",
+        {"model": {**_BASE_SPEC["model"], "estimator": "RandomForestClassifier", "params": {}}},
+        True,
+    ),
+    (
+        "trainer",
+        {
+            "model": {"framework": "custom", "task": "classification"},
+            "trainer": {"image": "team/churn:2", "command": ["python", "train.py"]},
+        },
+        True,
+    ),
+    ("resources", {"resources": {"cpu": "4", "memory": "4Gi"}}, True),
+    ("distributed", {"distributed": {"masterPort": 29501}}, True),
+    ("seed", {"seed": 7}, True),
+    ("image", {"image": "kubeloop/trainer:custom"}, True),
+    ("artifacts", {"artifacts": "s3://models/churn-v2/"}, False),
+    ("storageSecretRef", {"storageSecretRef": {"name": "other"}}, False),
+    ("schedule", {"schedule": "0 3 * * 1"}, False),
+    ("suspend", {"suspend": True}, False),
+    ("promotion", {"promotion": {"metric": "roc_auc", "minimum": 0.8}}, False),
+    ("runPolicy", {"runPolicy": {"historyLimit": 5}}, False),
+    ("queueName", {"queueName": "team-a"}, False),
+]
+
+
+@pytest.mark.parametrize(
+    ("field", "edit", "starts"), _EDITS, ids=[f"{f}-{i}" for i, (f, _, _) in enumerate(_EDITS)]
+)
+def test_which_spec_edit_starts_a_run(field: str, edit: dict[str, Any], starts: bool) -> None:
+    before = TrainingPipelineSpec.model_validate(_BASE_SPEC)
+    after = TrainingPipelineSpec.model_validate({**_BASE_SPEC, **edit})
+    status = {"lastRunSpecHash": before.run_hash()}
+    assert spec_changed(after, status) is starts
+    assert spec_changed(before, status) is False  # the same spec again: never
+
+
+def test_every_spec_field_has_a_row_in_the_table() -> None:
+    """A new spec field needs a decision: does its edit start a run?"""
+    aliases = {f.alias or name for name, f in TrainingPipelineSpec.model_fields.items()}
+    assert aliases == {field for field, _, _ in _EDITS}
+
+
+def test_a_status_without_the_fingerprint_counts_any_edit() -> None:
+    """Pipelines whose latest run an older operator started: an edit starts a run, as before."""
+    spec = TrainingPipelineSpec.model_validate(_BASE_SPEC)
+    assert spec_changed(spec, {}) is True
+    assert spec_changed(spec, {"lastRunSpecHash": "0" * 16}) is True

@@ -116,6 +116,35 @@ def test_create_runs_job_then_gate_and_champion(cluster: Cluster, operator: Oper
     assert _jobs(cluster, "tp1") == ["tp1-run-1", "tp1-run-2", "tp1-run-3"]
 
 
+def test_only_edits_of_what_is_trained_start_a_run(cluster: Cluster, operator: Operator) -> None:
+    cluster.create(example("churn-pipeline.yaml", name="tp-edits"))
+    wait_for(lambda: cluster.get(JOBS, "ml", "tp-edits-run-1"), what="run 1")
+    cluster.finish_job("ml", "tp-edits-run-1", _result("1", 0.91))
+    wait_for(lambda: _status(cluster, "tp-edits").get("champion"), what="champion")
+
+    # The gate, the schedule and the history limit: reconciled (observedGeneration), no run.
+    cluster.patch(
+        TP,
+        "ml",
+        "tp-edits",
+        {"spec": {"promotion": {"minimum": 0.8}, "schedule": "0 4 * * 0",
+                  "runPolicy": {"historyLimit": 5}}},
+    )  # fmt: skip
+    generation = cluster.get(TP, "ml", "tp-edits")["metadata"]["generation"]
+    status = wait_for(
+        lambda: (s := _status(cluster, "tp-edits")).get("observedGeneration") == generation and s,
+        what=f"generation {generation} reconciled",
+    )
+    assert status["lastRunId"] == 1 and not status.get("currentRun")
+    assert _jobs(cluster, "tp-edits") == ["tp-edits-run-1"]
+
+    # What is trained: the seed. One run, for that generation.
+    cluster.patch(TP, "ml", "tp-edits", {"spec": {"seed": 7}})
+    job = wait_for(lambda: cluster.get(JOBS, "ml", "tp-edits-run-2"), what="run 2")
+    assert job["metadata"]["annotations"]["kubeloop.io/trigger"] == "SpecChange"
+    assert _status(cluster, "tp-edits")["lastRunGeneration"] == generation + 1
+
+
 def test_retrain_request_starts_exactly_one_run(cluster: Cluster, operator: Operator) -> None:
     cluster.create(example("churn-pipeline.yaml", name="tp2"))
     wait_for(lambda: cluster.get(JOBS, "ml", "tp2-run-1"))

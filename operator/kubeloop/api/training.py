@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
@@ -493,6 +495,18 @@ class TrainingPipelineSpec(KubeModel):
     )
     seed: int = Field(default=42, ge=0, le=2**31 - 1, description="Seed for splits and training.")
 
+    # The fields that decide what a run trains: an edit of one of them starts a run. The others
+    # (promotion, schedule, suspend, runPolicy, queueName, artifacts, storageSecretRef) say
+    # when, where to or whether; their edits apply to the next run and start none.
+    RUN_FIELDS: ClassVar[tuple[str, ...]] = (
+        "data", "model", "trainer", "resources", "distributed", "seed", "image",
+    )  # fmt: skip
+
+    def run_hash(self) -> str:
+        """A fingerprint of the fields that decide what a run trains (`RUN_FIELDS`)."""
+        trained = self.model_dump(mode="json", by_alias=True, include=set(self.RUN_FIELDS))
+        return hashlib.sha256(json.dumps(trained, sort_keys=True).encode()).hexdigest()[:16]
+
     def checkpoint_uri(self, run_id: str) -> str:
         """Where a run's checkpoints live, for the built-in trainer and custom code alike."""
         return f"{self.artifacts.rstrip('/')}/runs/{run_id}/checkpoints"
@@ -594,6 +608,12 @@ class TrainingPipelineStatus(KubeModel):
     )
     last_run_generation: int | None = Field(
         default=None, description="The metadata.generation the latest run was started for."
+    )
+    last_run_spec_hash: str | None = Field(
+        default=None,
+        max_length=64,
+        description="Fingerprint of what the latest run trained (data, model, trainer, "
+        "resources, distributed, seed, image): only an edit that changes it starts a run.",
     )
     last_schedule_time: str | None = Field(
         default=None, json_schema_extra={"format": "date-time"}, description="Last cron tick."

@@ -151,6 +151,14 @@ def runs_to_record(
     return todo
 
 
+def spec_changed(spec: TrainingPipelineSpec, status: Mapping[str, Any]) -> bool:
+    """Whether the spec trains something else than the latest run did: an edit of promotion,
+    schedule, suspend, runPolicy, ... starts no run. A status written before the fingerprint
+    was recorded has none: any edit counts then, as it did."""
+    recorded = status.get("lastRunSpecHash")
+    return recorded is None or recorded != spec.run_hash()
+
+
 def stale_progress(current: Mapping[str, Any]) -> bool:
     """Whether currentRun.progress was reported by another run than the current one."""
     progress = current.get("progress")
@@ -302,7 +310,7 @@ def _trigger(
     tick = schedule_due(spec.schedule, status, body["metadata"]["creationTimestamp"], clock.now())
     if not status.get("lastRunId"):
         return "Create", tick
-    if status.get("lastRunGeneration") != generation:
+    if status.get("lastRunGeneration") != generation and spec_changed(spec, status):
         return "SpecChange", tick
     manual = annotations.get(RUN_ANNOTATION)
     if manual and manual != status.get("handledRunRequest"):
@@ -446,6 +454,7 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
             lastRunId=run_id,
             currentRun=run,
             lastRunGeneration=generation,
+            lastRunSpecHash=spec.run_hash(),
             handledRunRequest=annotations.get(RUN_ANNOTATION),
             handledRetrainRequest=annotations.get(RETRAIN_ANNOTATION),
         )
