@@ -47,5 +47,19 @@ def render(helm: str, *args: str, namespace: str = "kubeloop-system") -> list[di
     return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
 
 
+_AGGREGATE = "rbac.authorization.k8s.io/aggregate-to-"
+
+
+def is_user_role(obj: dict[str, Any]) -> bool:
+    """A ClusterRole for the people using the kinds (aggregated into view/edit/admin)."""
+    labels = obj.get("metadata", {}).get("labels") or {}
+    return obj["kind"] == "ClusterRole" and any(key.startswith(_AGGREGATE) for key in labels)
+
+
+def operator_roles(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The Roles and ClusterRoles of the operator itself."""
+    return [o for o in objs if o["kind"] in ("ClusterRole", "Role") and not is_user_role(o)]
+
+
 class RenderError(Exception):
     """helm refused to render (schema violation or template error)."""

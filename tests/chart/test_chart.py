@@ -12,7 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from .helmlib import CHART, ROOT, RenderError, render
+from .helmlib import CHART, ROOT, RenderError, is_user_role, operator_roles, render
 
 HERE = Path(__file__).parent
 K8S_VERSION = "1.33"
@@ -298,7 +298,7 @@ def _bound_to_operator(
 def test_rbac_cluster_wide_is_exactly_the_operators_verbs(helm: str) -> None:
     objs = render(helm)
     granted: set[tuple[str, str, str]] = set()
-    for role in _by_kind(objs, "ClusterRole"):
+    for role in _by_kind(operator_roles(objs), "ClusterRole"):
         assert _bound_to_operator(objs, "ClusterRole", role["metadata"]["name"], None)
         granted |= _permissions(role)
     assert not _by_kind(objs, "Role")
@@ -307,7 +307,7 @@ def test_rbac_cluster_wide_is_exactly_the_operators_verbs(helm: str) -> None:
 
 def test_rbac_watch_namespaces_uses_namespaced_roles(helm: str) -> None:
     objs = render(helm, "--set", "watchNamespaces={ml,team-b}")
-    (cluster_role,) = _by_kind(objs, "ClusterRole")
+    (cluster_role,) = _by_kind(operator_roles(objs), "ClusterRole")
     assert _permissions(cluster_role) == CLUSTER_PERMISSIONS
     roles = _by_kind(objs, "Role")
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["ml", "team-b"]
@@ -476,3 +476,39 @@ def test_notes_render(helm: str) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "kubectl apply --server-side" in proc.stdout
     assert "helm test kubeloop" in proc.stdout
+
+
+def _aggregated_to(role: dict[str, Any]) -> set[str]:
+    labels = role["metadata"]["labels"]
+    prefix = "rbac.authorization.k8s.io/aggregate-to-"
+    return {
+        k.removeprefix(prefix) for k, v in labels.items() if k.startswith(prefix) and v == "true"
+    }
+
+
+def test_user_roles_aggregate_into_view_edit_and_admin(helm: str) -> None:
+    """Namespace viewers read the three kinds; editors and admins also manage them; no one but
+    the operator writes their status."""
+    objs = render(helm)
+    roles = {r["metadata"]["name"]: r for r in _by_kind(objs, "ClusterRole") if is_user_role(r)}
+    assert set(roles) == {"kubeloop-view", "kubeloop-edit"}
+    view, edit = roles["kubeloop-view"], roles["kubeloop-edit"]
+    assert _aggregated_to(view) == {"view", "edit", "admin"}
+    assert _aggregated_to(edit) == {"edit", "admin"}
+    kinds = {"trainingpipelines", "modeldeployments", "driftmonitors"}
+    read = {(g, r, v) for g, r, v in _permissions(view)}
+    assert {("kubeloop.io", k, v) for k in kinds for v in ("get", "list", "watch")} <= read
+    assert {v for _, _, v in read} == {"get", "list", "watch"}  # view writes nothing
+    written = _permissions(edit)
+    assert {("kubeloop.io", k, "create") for k in kinds} <= written
+    assert ("kubeloop.io", "modeldeployments/scale", "patch") in written  # kubectl scale md
+    assert not any(r.endswith("/status") for _, r, _ in written)
+    assert {g for g, _, _ in read | written} == {"kubeloop.io"}  # nothing beyond the kinds
+    for role in roles.values():  # never bound: Kubernetes aggregates them into its roles
+        assert not _bound_to_operator(objs, "ClusterRole", role["metadata"]["name"], None)
+
+
+def test_user_roles_can_be_switched_off(helm: str) -> None:
+    objs = render(helm, "--set", "rbac.aggregateClusterRoles=false")
+    assert not any(is_user_role(o) for o in objs)
+    assert _by_kind(operator_roles(objs), "ClusterRole")

@@ -19,7 +19,7 @@ import yaml
 from kubeloop.controller import main as operator_main
 from kubeloop.controller.config import OperatorConfig
 
-from .helmlib import CHART, render
+from .helmlib import CHART, operator_roles, render
 
 HERE = Path(__file__).parent
 VALUE_FILES = {
@@ -211,7 +211,7 @@ def test_rbac_grants_every_call_the_controller_makes(helm: str) -> None:
     assert ("kubeloop.io", "trainingpipelines/status", "patch") in needed  # the scan works
     for args in ([], ["--set", "watchNamespaces={ml}"]):
         granted: set[tuple[str, str, str]] = set()
-        for role in (o for o in render(helm, *args) if o["kind"] in ("ClusterRole", "Role")):
+        for role in operator_roles(render(helm, *args)):
             for rule in role["rules"]:
                 granted |= {
                     (g, r, v)

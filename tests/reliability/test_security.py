@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from tests.chart.helmlib import helm_path, render
+from tests.chart.helmlib import helm_path, operator_roles, render
 from tests.integration.harness import (
     CRONJOBS,
     DM,
@@ -101,7 +101,7 @@ def _drive(cluster: Cluster) -> None:
 def _granted() -> set[tuple[str, str, str]]:
     objs = render(helm_path())
     granted: set[tuple[str, str, str]] = set()
-    for role in (o for o in objs if o["kind"] == "ClusterRole"):
+    for role in (o for o in operator_roles(objs) if o["kind"] == "ClusterRole"):
         for rule in role.get("rules") or []:
             for group in rule.get("apiGroups") or [""]:
                 for resource in rule.get("resources") or []:
