@@ -8,6 +8,7 @@ terminating uvicorn closes its listening socket and can no longer be asked.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tests.workloads.server.conftest import Server, numeric_version, start_server
@@ -143,17 +145,66 @@ def test_a_full_payload_log_buffer_drops_and_counts(tmp_path: Path) -> None:
     assert table.num_rows == 5  # what was kept is flushed on SIGTERM
 
 
-async def _get(app: InferenceApp, path: str) -> tuple[int, bytes]:
+async def _call(app: InferenceApp, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
+        return {"type": "http.request", "body": body, "more_body": False}
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    await app({"type": "http", "method": "GET", "path": path, "headers": []}, receive, send)
+    await app({"type": "http", "method": method, "path": path, "headers": []}, receive, send)
     return sent[0]["status"], sent[1]["body"]
+
+
+async def _get(app: InferenceApp, path: str) -> tuple[int, bytes]:
+    return await _call(app, "GET", path)
+
+
+class _Failing:
+    """A loaded predictor whose every call fails with text a client must not read."""
+
+    def __init__(self, predictor: Any) -> None:
+        self._predictor = predictor
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._predictor, name)
+
+    def predict(self, columns: Any) -> Any:
+        raise RuntimeError("cannot read /var/run/secrets/db-password at 10.0.0.7")
+
+
+async def test_a_model_error_is_a_500_that_keeps_its_text_in_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The client reads an error id, not the exception (paths, hosts, data); the log has both.
+    Metadata does not tell where models are stored either."""
+    version = numeric_version(tmp_path / "v1", n_features=4)
+
+    def failing_loader(*args: Any) -> Any:
+        loaded = load_model(*args)
+        return dataclasses.replace(loaded, predictor=_Failing(loaded.predictor))
+
+    settings = ServerSettings(model_uri=version.as_uri(), work_dir=str(tmp_path))
+    app = InferenceApp(settings, loader=failing_loader)
+    app.start_loading()
+    deadline = time.monotonic() + 30
+    while not app.ready:
+        assert time.monotonic() < deadline, app.not_ready_reason
+        await asyncio.sleep(0.05)
+    status, metadata = await _get(app, "/v2/models/model")
+    assert status == 200 and b"file://" not in metadata and str(tmp_path).encode() not in metadata
+    inputs = [{"name": f"f{i}", "datatype": "FP64", "shape": [1], "data": [0.5]} for i in range(4)]
+    body = orjson.dumps({"inputs": inputs})
+    status, answer = await _call(app, "POST", "/v2/models/model/infer", body)
+    error = orjson.loads(answer)["error"]
+    assert status == 500 and "db-password" not in error and "10.0.0.7" not in error
+    error_id = re.search(r"error id ([0-9a-f]{12})", error)
+    assert error_id is not None, error
+    logged = [r for r in caplog.records if error_id.group(1) in r.getMessage()]
+    assert logged and "db-password" in caplog.text  # the traceback is in the log
+    await app._shutdown()
 
 
 async def test_readiness_is_false_until_loaded_and_from_shutdown_on(tmp_path: Path) -> None:

@@ -330,10 +330,14 @@ class InferenceApp:
         except InferenceError as exc:
             status = exc.status
             await _respond(send, status, orjson.dumps({"error": str(exc)}))
-        except Exception as exc:
+        except Exception:
+            # The exception's text stays in the log: it can name files, hosts or data. The
+            # client gets an id to quote that finds the log line.
             status = 500
-            log.exception("infer failed")
-            await _respond(send, 500, orjson.dumps({"error": f"model error: {exc}"}))
+            error_id = uuid.uuid4().hex[:12]
+            log.exception("infer failed (error id %s)", error_id)
+            message = f"the model failed on this request (error id {error_id}; see the server log)"
+            await _respond(send, 500, orjson.dumps({"error": message}))
         finally:
             if not queued:
                 self._receiving -= 1
@@ -406,11 +410,8 @@ class InferenceApp:
             "platform": model.framework,
             "inputs": inputs,
             "outputs": outputs,
-            "parameters": {
-                "task": predictor.task,
-                "uri": self.settings.model_uri,
-                "format": model.framework,
-            },
+            # Not the storage URI: clients need not know where models live.
+            "parameters": {"task": predictor.task, "format": model.framework},
         }
 
 
