@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.pushgateway import PUSHGATEWAY, start_pushgateway
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -101,3 +102,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """
     slow = {item.path for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.path not in slow)
+
+
+@pytest.fixture(scope="module")
+def pushgateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Pushgateway of this module's own (tests/pushgateway.py); its URL."""
+    if PUSHGATEWAY is None:
+        pytest.skip("needs the Debian package prometheus-pushgateway (make system-deps)")
+    url, process = start_pushgateway(tmp_path_factory.mktemp("pushgateway"))
+    try:
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import os
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -84,6 +86,18 @@ class Cluster:
     def delete(self, resource: str, ns: str, name: str) -> None:
         """Delete an object; the emulator's garbage collector takes its children along."""
         self.thread.call(self.em.delete_object(resource, ns, name))
+
+    def api_delete(self, resource: str, ns: str, name: str) -> dict[str, Any]:
+        """DELETE over HTTP, as kubectl does: an object with a finalizer is only marked, and
+        the operator's deletion handlers run (`delete` above bypasses them)."""
+        *group_version, plural = resource.split("/")
+        prefix = "apis" if len(group_version) == 2 else "api"
+        url = (
+            f"{self.thread.url}/{prefix}/{'/'.join(group_version)}/namespaces/{ns}/{plural}/{name}"
+        )
+        with urllib.request.urlopen(urllib.request.Request(url, method="DELETE"), timeout=10) as r:
+            answer: dict[str, Any] = json.load(r)
+        return answer
 
     def get(self, resource: str, ns: str, name: str) -> dict[str, Any] | None:
         return self.thread.call(lambda: self.em.get_object(resource, ns, name))

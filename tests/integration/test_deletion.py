@@ -13,12 +13,9 @@ only later) at a gate until the DELETE has marked the object.
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
-import urllib.request
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 from tests.integration.harness import MD, Cluster, Operator, example, wait_for
@@ -54,14 +51,6 @@ def gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[TimerGate]:
     held.released.set()
 
 
-def _delete(cluster: Cluster, name: str) -> dict[str, Any]:
-    """DELETE over HTTP, as kubectl does: an object with a finalizer is only marked."""
-    url = f"{cluster.thread.url}/apis/kubeloop.io/v1alpha1/namespaces/ml/modeldeployments/{name}"
-    with urllib.request.urlopen(urllib.request.Request(url, method="DELETE"), timeout=10) as resp:
-        answer: dict[str, Any] = json.load(resp)
-    return answer
-
-
 def test_delete_during_a_timer_reconcile_is_released_when_the_reconcile_returns(
     cluster: Cluster, operator: Operator, gate: TimerGate
 ) -> None:
@@ -76,7 +65,7 @@ def test_delete_during_a_timer_reconcile_is_released_when_the_reconcile_returns(
     gate.armed = True
     assert gate.entered.wait(60), "the timer never reconciled md-delete"
 
-    marked = _delete(cluster, "md-delete")
+    marked = cluster.api_delete(MD, "ml", "md-delete")
     assert marked["metadata"].get("deletionTimestamp")  # the finalizer holds it
     gate.released.set()
 

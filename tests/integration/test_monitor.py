@@ -7,11 +7,14 @@ The tests play the CronJob controller (`Cluster.spawn_job`) and the kubelet (`fi
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
 from tests.integration.harness import (
     CRONJOBS,
     DM,
@@ -26,6 +29,7 @@ from tests.integration.harness import (
     wait_for,
 )
 
+from kubeloop.api.monitor import PUSHGATEWAY_JOB, pushgateway_group
 from kubeloop.controller.monitor import MAX_FEATURES, SPEC_HASH_ANNOTATION
 from kubeloop.local.cluster.emulator import EmulatorThread
 
@@ -323,3 +327,48 @@ def test_restart_requests_one_retrain(
     settled(cluster, "driftmonitors", name)
     assert _pipeline_jobs(cluster, name) == [f"{name}-run-1", f"{name}-run-2"]
     assert _status(cluster, DM, name)["retrainRequestedAt"]
+
+
+def _groups(url: str) -> set[str]:
+    """The monitors whose group the Pushgateway holds (its /api/v1/metrics)."""
+    doc = json.loads(urllib.request.urlopen(f"{url}/api/v1/metrics", timeout=5).read())
+    return {
+        group["labels"]["monitor"]
+        for group in doc["data"]
+        if group["labels"].get("job") == PUSHGATEWAY_JOB
+    }
+
+
+def _push(url: str, name: str) -> None:
+    """What a check pushes (`kubeloop monitor`), in the group it pushes to."""
+    registry = CollectorRegistry()
+    Gauge("kubeloop_drift_share", "share", registry=registry).set(0.5)
+    push_to_gateway(
+        url, job=PUSHGATEWAY_JOB, grouping_key=pushgateway_group("ml", name), registry=registry
+    )
+
+
+def test_suspended_or_deleted_monitors_stop_reporting(
+    cluster: Cluster, pushgateway: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Pushgateway keeps a last push forever: the operator deletes the group of a
+    suspended or deleted monitor, so its drift stops alerting; others' groups stay."""
+    monkeypatch.setenv("KUBELOOP_PUSHGATEWAY_URL", pushgateway)
+    op = Operator(cluster.thread.url)
+    op.start()
+    try:
+        for name in ("dm-keep", "dm-suspend", "dm-delete"):
+            _loop(cluster, name, retrain=False)
+            _push(pushgateway, name)
+        assert _groups(pushgateway) == {"dm-keep", "dm-suspend", "dm-delete"}
+
+        cluster.patch(DM, "ml", "dm-suspend", {"spec": {"suspend": True}})
+        wait_for(lambda: "dm-suspend" not in _groups(pushgateway), what="suspended group gone")
+        cluster.api_delete(DM, "ml", "dm-delete")  # as kubectl: the operator sees it
+        wait_for(lambda: cluster.get(DM, "ml", "dm-delete") is None, what="dm-delete deleted")
+        # The Pushgateway queues a DELETE (202) and applies it just after.
+        wait_for(lambda: _groups(pushgateway) == {"dm-keep"}, what="deleted monitor's group gone")
+        ready = _cond(_status(cluster, DM, "dm-suspend"), "Ready")
+        assert (ready["status"], ready["reason"]) == ("False", "Suspended")
+    finally:
+        op.stop()

@@ -19,6 +19,7 @@ from kubeloop.api.common import (
 )
 
 __all__ = [
+    "PUSHGATEWAY_JOB",
     "REFERENCE_PATTERN",
     "DriftMonitor",
     "DriftMonitorSpec",
@@ -27,6 +28,7 @@ __all__ = [
     "DriftThresholds",
     "FeatureDrift",
     "OnDriftSpec",
+    "pushgateway_group",
 ]
 
 REFERENCE_PATTERN = (
@@ -165,3 +167,13 @@ class DriftMonitor(KubeModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     spec: DriftMonitorSpec
     status: DriftMonitorStatus | None = None
+
+
+# The Pushgateway group a monitor's checks push to (job + grouping key): one place for the check
+# that pushes it and the operator that deletes it when the monitor is deleted or suspended.
+PUSHGATEWAY_JOB = "kubeloop-drift-monitor"
+
+
+def pushgateway_group(namespace: str, monitor: str) -> dict[str, str]:
+    """The grouping key of one monitor's metrics on the Pushgateway."""
+    return {"namespace": namespace, "monitor": monitor}

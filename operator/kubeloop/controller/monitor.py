@@ -29,6 +29,7 @@ from kubeloop.api.deployment import ModelDeployment
 from kubeloop.api.monitor import DriftMonitor, DriftMonitorSpec, FeatureDrift
 from kubeloop.api.parse import SpecError, parse_resource
 from kubeloop.api.training import TrainingPipeline
+from kubeloop.controller.pushgateway import delete_group
 from kubeloop.controller.reconciling import reconcile_object
 from kubeloop.controller.runtime import runtime
 from kubeloop.controller.status import (
@@ -324,6 +325,8 @@ def _reconcile(namespace: str, name: str) -> None:
         )
         if spec.suspend:
             ready, reason, message = False, "Suspended", "spec.suspend is true: no check runs"
+            # Its last metrics would alert for as long as it stays suspended.
+            delete_group(runtime.config.workloads.pushgateway_url, namespace, name)
         if action != "unchanged":
             post_event(body, f"CronJob{action.capitalize()}", message)
     except NotReadyError as not_ready:
@@ -390,6 +393,12 @@ def on_change(*, namespace: str | None, name: str, **_: Any) -> None:
     reconcile(namespace or "", name)
 
 
+@kopf.on.delete(*_GROUP, "driftmonitors")
+def on_delete(*, namespace: str | None, name: str, **_: Any) -> None:
+    """A deleted monitor's metrics stop: its Pushgateway group goes (never holds the delete)."""
+    delete_group(runtime.config.workloads.pushgateway_url, namespace or "", name)
+
+
 @kopf.timer(*_GROUP, "driftmonitors", interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
 def on_timer(*, namespace: str | None, name: str, **_: Any) -> None:
     reconcile(namespace or "", name)
@@ -432,5 +441,16 @@ def on_deployment_event(
     if _SEEN.get(key) == seen:
         return
     _SEEN[key] = seen
-    for monitor in index.get(key, []):
+    for monitor in _snapshot(index, key):
         reconcile(key[0], monitor)
+
+
+def _snapshot(index: kopf.Index[tuple[str, str], str], key: tuple[str, str]) -> list[str]:
+    """The index's values for `key`, copied: kopf updates its indexes from its event loop while
+    this sync handler runs in a worker thread ("dictionary changed size during iteration" when
+    monitors were created at the same time). A copy interrupted that way is taken again."""
+    while True:
+        try:
+            return list(index.get(key, []))
+        except RuntimeError:
+            continue

@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from tests.pushgateway import PUSHGATEWAY, start_pushgateway
 
 from .conftest import mixed_table, write_logs
 
-PUSHGATEWAY = shutil.which("prometheus-pushgateway") or shutil.which("pushgateway")
 PROMETHEUS = shutil.which("prometheus")
 pytestmark = pytest.mark.skipif(
     not (PUSHGATEWAY and PROMETHEUS),
@@ -57,8 +57,10 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], deadline: float) -> 
 def prometheus_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """(Pushgateway URL, Prometheus URL), both started here and stopped afterwards."""
     work = tmp_path_factory.mktemp("prometheus")
-    push_port, prom_port = _free_port(), _free_port()
-    push_url, prom_url = f"http://127.0.0.1:{push_port}", f"http://127.0.0.1:{prom_port}"
+    push_url, pushgateway = start_pushgateway(work)  # its own persistence file
+    push_port = int(push_url.rsplit(":", 1)[1])
+    prom_port = _free_port()
+    prom_url = f"http://127.0.0.1:{prom_port}"
     config = work / "prometheus.yml"
     config.write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
@@ -68,11 +70,7 @@ def prometheus_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple
         f"    static_configs: [{{targets: ['127.0.0.1:{push_port}']}}]\n"
     )
     processes = [
-        subprocess.Popen(
-            [str(PUSHGATEWAY), f"--web.listen-address=127.0.0.1:{push_port}"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        ),
+        pushgateway,
         subprocess.Popen(
             [
                 str(PROMETHEUS),
@@ -86,7 +84,6 @@ def prometheus_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple
     ]
     try:
         deadline = time.monotonic() + 30
-        _wait_ready(f"{push_url}/-/ready", processes[0], deadline)
         _wait_ready(f"{prom_url}/-/ready", processes[1], deadline)
         yield push_url, prom_url
     finally:

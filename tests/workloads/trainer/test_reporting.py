@@ -5,9 +5,6 @@ kubeconfig), and `kubeloop_training_*` on a real Pushgateway."""
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -20,9 +17,8 @@ import yaml
 from kubeloop.workloads.trainer.progress import KubernetesStatusPatcher, ProgressReporter
 from kubeloop_sdk.progress import progress_patch_body
 
-from .conftest import Runner, Spec, free_port, mlp_spec
+from .conftest import Runner, Spec, mlp_spec
 
-PUSHGATEWAY = shutil.which("prometheus-pushgateway") or shutil.which("pushgateway")
 RESOURCE = "kubeloop.io/v1alpha1/trainingpipelines"
 
 
@@ -166,33 +162,6 @@ def test_the_kubernetes_patcher_reads_kubeconfig_outside_a_pod(
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     patcher = KubernetesStatusPatcher()
     assert patcher.api.api_client.configuration.host == thread.url
-
-
-@pytest.fixture(scope="module")
-def pushgateway() -> Iterator[str]:
-    if PUSHGATEWAY is None:
-        pytest.skip("needs the Debian package prometheus-pushgateway (make system-deps)")
-    port = free_port()
-    process = subprocess.Popen(
-        [PUSHGATEWAY, f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/-/ready", timeout=1)
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise
-                time.sleep(0.2)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def _samples(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

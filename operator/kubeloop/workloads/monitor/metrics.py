@@ -11,11 +11,12 @@ import time
 
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
 
+from kubeloop.api.monitor import PUSHGATEWAY_JOB, pushgateway_group
 from kubeloop.workloads.monitor.verdict import DatasetVerdict
 
 __all__ = ["JOB", "build_registry", "push_metrics"]
 
-JOB = "kubeloop-drift-monitor"
+JOB = PUSHGATEWAY_JOB
 
 
 def build_registry(
@@ -71,7 +72,7 @@ def push_metrics(url: str, namespace: str, monitor: str, registry: CollectorRegi
     push_to_gateway(
         url,
         job=JOB,
-        grouping_key={"namespace": namespace, "monitor": monitor},
+        grouping_key=pushgateway_group(namespace, monitor),
         registry=registry,
         timeout=10,
     )
