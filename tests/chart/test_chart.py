@@ -413,8 +413,16 @@ def test_network_policies_allow_only_what_is_needed(helm: str) -> None:
     assert operator["policyTypes"] == ["Ingress", "Egress"]
     assert [p["port"] for p in operator["ingress"][0]["ports"]] == ["metrics"]
     out_ports = sorted(str(p["port"]) for rule in operator["egress"] for p in rule["ports"])
-    # DNS, the API server, and the model servers' `http` port (canary analysis).
-    assert out_ports == ["443", "53", "53", "6443", "http"]
+    # DNS, the API server, the model servers' `http` port (canary analysis) and the
+    # Pushgateway (groups of deleted or suspended monitors).
+    assert out_ports == ["443", "53", "53", "6443", "9091", "http"]
+    for url, port in (("https://push.example", 443), ("http://push.example", 80), ("", None)):
+        rendered = render(helm, "--set", f"pushgateway.url={url}")
+        (policy,) = (
+            p for p in _by_kind(rendered, "NetworkPolicy") if p["metadata"]["name"] == "kubeloop"
+        )
+        ports = [p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]]
+        assert (port in ports) if port else (9091 not in ports), (url, ports)
     test = policies["kubeloop-test"]
     assert test["ingress"] == []
     assert test["egress"][1]["ports"] == [{"port": 9090, "protocol": "TCP"}]
