@@ -10,6 +10,9 @@ gives those public names; the emulator subclasses it and never names a `_` attri
 `KmockIncompatibleError` naming the kmock version and what is missing; `EmulatorBase` runs it
 when an emulator is built, and tests/local/test_kmockcompat.py runs it, so a kmock release that
 moved any of them fails loudly in one place instead of as an AttributeError deep in a request.
+
+`fast_membership()` answers kmock's "does this reaction see this request?" without re-reading
+the request log (see its docstring): kmock asks it of every reaction for every request.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ __all__ = [
     "EmulatorBase",
     "KmockIncompatibleError",
     "check",
+    "fast_membership",
     "set_request_fields",
 ]
 
@@ -71,6 +75,7 @@ def check() -> None:
         missing.append("kmock._internal.aiobus.Bus")
     else:
         missing += [f"aiobus.Bus.{m}" for m in _BUS_METHODS if not hasattr(bus_class, m)]
+    missing += _missing_view_fields()
     if not inspect.isasyncgenfunction(getattr(kmock.KubernetesEmulator, "_serve_watch", None)):
         missing.append("KubernetesEmulator._serve_watch as an async generator")
     if missing:
@@ -80,6 +85,56 @@ def check() -> None:
             f'Install kmock {TESTED_WITH} (pip install "kmock>={TESTED_WITH},<0.9") or port '
             "kubeloop/local/cluster/kmockcompat.py to the new kmock."
         )
+
+
+def _missing_view_fields() -> list[str]:
+    """kmock's views that `fast_membership` answers for, with the fields it reads."""
+    try:
+        from kmock._internal import dsl
+    except ImportError:
+        return ["kmock._internal.dsl"]
+    wanted = {"Filter": ("_source", "criteria"), "Priority": ("_source",)}
+    missing = []
+    for name, fields in wanted.items():
+        cls = getattr(dsl, name, None)
+        if cls is None or not attrs.has(cls):
+            missing.append(f"dsl.{name}")
+            continue
+        have = {f.name for f in attrs.fields(cls)}
+        missing += [f"dsl.{name}.{f} (attrs field)" for f in fields if f not in have]
+    return missing
+
+
+def fast_membership() -> None:
+    """Make `request in view` cost one criteria check for kmock's filter chains.
+
+    To route a request, kmock asks `request in reaction_source` of every reaction, and a
+    filter answers that by filtering the whole request log again (every kept request through
+    every criterion, `typing.Protocol` isinstance checks included): a third of a local
+    cluster's CPU went there. For a Filter the answer is "the criteria hold for it and its
+    source sees it", for a Priority "its source sees it", and the log is scanned once, by
+    identity, at the Root: the same answer, as kmock's own docs define these views. Other
+    views (slices, unions, exclusions) keep kmock's answer. Installed once, idempotent.
+    """
+    from kmock._internal import dsl
+
+    if getattr(dsl.Filter.__contains__, "_kubeloop_fast", False):
+        return
+    generic = dsl.View.__contains__
+
+    def filter_contains(self: Any, item: Any) -> bool:
+        if isinstance(item, kmock.Request):
+            return bool(self.criteria(item)) and item in self._source
+        return generic(self, item)
+
+    def priority_contains(self: Any, item: Any) -> bool:
+        if isinstance(item, kmock.Request):
+            return item in self._source
+        return generic(self, item)
+
+    for cls, contains in ((dsl.Filter, filter_contains), (dsl.Priority, priority_contains)):
+        contains._kubeloop_fast = True  # type: ignore[attr-defined]
+        cls.__contains__ = contains  # type: ignore[method-assign]
 
 
 def _bus_class() -> Any:
@@ -102,6 +157,7 @@ class EmulatorBase(kmock.KubernetesEmulator):
 
     def __attrs_post_init__(self) -> None:
         check()
+        fast_membership()
         super().__attrs_post_init__()
 
     # -- hooks a subclass overrides (kmock calls the `_` names) ---------------------------------
