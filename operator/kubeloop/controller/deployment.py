@@ -484,8 +484,7 @@ def _plan(
         plan.degraded = (
             True,
             str(failed.get("reason")),
-            f"version {target.version} was rolled back: {failed.get('message')}; it is "
-            "retried when the spec changes or another version is resolved",
+            _rolled_back(target.version, str(failed.get("message"))),
         )
         plan.progressing = (False, "RolledBack", f"version {stable_version} keeps serving")
         return plan
@@ -500,6 +499,15 @@ def _plan(
         stable_uri=stable_uri,
         canary_dep=canary_dep,
         stable_pods=_stable_pods(spec, stable),
+    )
+
+
+def _rolled_back(version: str, why: str) -> str:
+    """The Degraded message of a rolled-back version: the same from the rollback on, so a
+    resync that finds nothing new writes nothing new."""
+    return (
+        f"version {version} was rolled back: {why.rstrip('.')}; it is retried when the spec "
+        "changes or another version is resolved"
     )
 
 
@@ -636,7 +644,7 @@ def _canary_step(
         }
         _event(body, "RolledBack", f"version {target.version} rolled back: {message}", warning=True)
         plan = _Plan(stable_version, stable_uri, None if hpa else spec.replicas)
-        plan.degraded = (True, reason, f"version {target.version} was rolled back: {message}")
+        plan.degraded = (True, reason, _rolled_back(target.version, message))
         plan.progressing = (False, "RolledBack", f"version {stable_version} keeps serving")
         return plan
 
