@@ -402,9 +402,7 @@ def test_canary_error_rate_over_max_rolls_back(
     # A spec change (not a scale) retries the version.
     # (Its canary may be gone again before a poll sees it: the error rate is still too high.)
     cluster.patch(MD, "ml", "md-errors", {"spec": {"workers": 2}})
-    wait_for(
-        lambda: len(events(cluster, "md-errors", "CanaryStarted")) == 2, what="retried canary"
-    )
+    wait_for(lambda: len(events(cluster, "md-errors", "CanaryStarted")) == 2, what="retried canary")
 
 
 def test_canary_pods_never_ready_roll_back(cluster: Cluster, operator: Operator) -> None:
