@@ -1,7 +1,8 @@
 """examples/byo: each train.py runs as Kubeloop runs it (staged data, a context, a copy of the
 SDK alone on PYTHONPATH, a separate process), and what it saved loads through Kubeloop's own
-format classes and predicts well. The digits run is killed after an epoch and resumes from its
-checkpoint in the next pod, as after a lost node."""
+format classes and predicts well. The digits example's kill and resume through Kubeloop's
+prepare and publish steps is tests/workloads/trainer/test_custom.py's; its way around the whole
+loop, tests/local/test_byo_e2e.py's."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from tests.progress import epochs_reported
 
 import kubeloop_sdk as kl
 from kubeloop.formats import LoadOptions, Signature, format_named
@@ -57,14 +59,6 @@ def _train(example: Path, context: Path, tmp_path: Path) -> subprocess.Completed
     )
 
 
-def _progress_epochs(stdout: str) -> list[int]:
-    return [
-        int(line.split("epoch=")[1].split()[0])
-        for line in stdout.splitlines()
-        if line.startswith("kubeloop-progress ")
-    ]
-
-
 def _columns(path: Path, names: list[str]) -> dict[str, Any]:
     table = pq.read_table(path)
     return {n: table.column(n).to_numpy(zero_copy_only=False) for n in names}
@@ -79,49 +73,6 @@ def _load(folder: Path, signature: Signature, options: LoadOptions) -> tuple[Any
 def json_load(path: Path) -> dict[str, Any]:
     loaded: dict[str, Any] = json.loads(path.read_text())
     return loaded
-
-
-def test_digits_trains_resumes_after_a_kill_and_serves_as_torchscript(tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    runpy.run_path(str(EXAMPLES / "digits" / "make_data.py"))["main"](
-        [str(run / "data"), "--staged"]
-    )
-    remote = tmp_path / "artifacts" / "runs" / "1" / "checkpoints"
-    fields: dict[str, Any] = {
-        "target": "label",
-        "features": PIXELS,
-        "classes": list(range(10)),
-        "seed": 42,
-        "checkpoint_uri": remote.as_uri(),
-    }
-    # the first pod dies (exit 137, like an OOM kill) right after epoch 3's checkpoint
-    context = kl.write_context(run / "context.json", params={"stopAfterEpoch": 3}, **fields)
-    first = _train(EXAMPLES / "digits", context, tmp_path)
-    assert first.returncode == 137, first.stderr
-    assert _progress_epochs(first.stdout) == [1, 2, 3]
-    assert sorted(p.name for p in remote.iterdir()) == ["step-00000002.ckpt", "step-00000003.ckpt"]
-    assert not (run / "output" / "model").exists()
-
-    # the retry pod: a new emptyDir whose checkpoints prepare restored from the remote copy
-    retry = tmp_path / "retry"
-    shutil.copytree(run / "data", retry / "data")
-    shutil.copytree(remote, retry / "checkpoints")
-    context = kl.write_context(retry / "context.json", params={}, **fields)  # default params
-    second = _train(EXAMPLES / "digits", context, tmp_path)
-    assert second.returncode == 0, second.stderr
-    assert "resuming after epoch 3" in second.stdout
-    assert _progress_epochs(second.stdout) == [4, 5, 6, 7, 8]
-
-    signature = Signature(
-        tuple(Feature(n, "float64", "numeric") for n in PIXELS), "classification", tuple(range(10))
-    )
-    fmt, model = _load(retry / "output" / "model", signature, LoadOptions())
-    validation = retry / "data" / "validation.parquet"
-    got = fmt.predict(model, signature, _columns(validation, PIXELS))
-    labels = pq.read_table(validation).column("label").to_numpy()
-    assert got.probabilities is not None and got.probabilities.shape == (len(labels), 10)
-    assert float(np.mean(got.values == labels)) >= 0.9
-    assert json_load(retry / "output" / kl.METRICS_FILE)["validation_accuracy"] >= 0.9
 
 
 def test_xgboost_with_its_own_features_serves_through_its_predictor_class(
@@ -148,7 +99,7 @@ def test_xgboost_with_its_own_features_serves_through_its_predictor_class(
     )
     done = _train(EXAMPLES / "xgboost", context, tmp_path)
     assert done.returncode == 0, done.stderr
-    assert _progress_epochs(done.stdout)[-1] == 200
+    assert epochs_reported(done.stdout)[-1] == 200
 
     folder = run / "output" / "model"
     assert json_load(folder / kl.MODEL_MANIFEST)["predictor"] == "churn_features:ChurnPredictor"
@@ -196,7 +147,7 @@ def test_digits_trains_with_ddp_under_torchrun(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert _progress_epochs(done.stdout) == [1, 2]
+    assert epochs_reported(done.stdout) == [1, 2]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
         "step-00000001.ckpt",
         "step-00000002.ckpt",

@@ -110,32 +110,38 @@ def spec_for(tmp_path: Path, churn_dir: Path) -> Callable[..., Spec]:
     return build
 
 
+def train_in_process(argv: list[str], env: dict[str, str]) -> int:
+    """`kubeloop train <argv>` in this process with `env` added to the environment, which is
+    restored after: what a trainer container runs, without a Python start and the imports
+    (seconds each on 2 cores) for every step a test runs. Where the process boundary is what a
+    test checks (user code with the SDK alone, a SIGKILL), the test starts a process itself."""
+    from kubeloop.workloads.trainer.main import main
+
+    saved = dict(os.environ)
+    os.environ.update({"KUBELOOP_NUM_THREADS": "1", **env})  # 2 shared cores: more contend
+    # Like a fresh pod: boto3's default session caches the credentials it first resolved.
+    boto3.DEFAULT_SESSION = None
+    try:
+        return main(argv)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        boto3.DEFAULT_SESSION = None
+
+
 @pytest.fixture
 def train(tmp_path: Path) -> Runner:
     """Run `kubeloop train --spec` in this process; returns (exit code, result JSON)."""
-    from kubeloop.workloads.trainer.main import main
 
     def run(spec: Spec, *args: str, env: dict[str, str] | None = None) -> tuple[int, Any]:
         name = uuid.uuid4().hex[:8]
         spec_path = tmp_path / f"spec-{name}.yaml"
         spec_path.write_text(yaml.safe_dump({"kind": "TrainingPipeline", "spec": spec}))
         result_path = tmp_path / f"result-{name}.json"
-        saved = dict(os.environ)
-        os.environ.update(
-            {
-                "KUBELOOP_WORK_DIR": str(tmp_path / "scratch"),
-                "KUBELOOP_NUM_THREADS": "1",  # 2 shared cores: more threads only contend
-                **(env or {}),
-            }
+        code = train_in_process(
+            ["--spec", str(spec_path), "--result-path", str(result_path), *args],
+            {"KUBELOOP_WORK_DIR": str(tmp_path / "scratch"), **(env or {})},
         )
-        # Like a fresh pod: boto3's default session caches the credentials it first resolved.
-        boto3.DEFAULT_SESSION = None
-        try:
-            code = main(["--spec", str(spec_path), "--result-path", str(result_path), *args])
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
-            boto3.DEFAULT_SESSION = None
         return code, json.loads(result_path.read_text())
 
     return run

@@ -1,9 +1,13 @@
 """Custom training code between Kubeloop's prepare and publish steps (docs/byo.md).
 
-Each step runs as its own process, as each container of the run's pod does: `kubeloop train
---prepare`, then the user's script with only the staged SDK on its PYTHONPATH (no Kubeloop
-package: the SDK must stand alone), then `kubeloop train --publish`. The models are real
-(XGBoost, scikit-learn) and the published versions are loaded back the way the server loads them.
+The steps of the run's pod, sharing one folder as its /kubeloop: `kubeloop train --prepare`,
+then the user's script as its own process with only the staged SDK on its PYTHONPATH (no
+Kubeloop package: the SDK must stand alone), then `kubeloop train --publish`. Kubeloop's two
+steps run in the test's process with the pod's environment (`train_in_process`: the same entry
+point, without a Python start per step); tests/local/test_custom_training.py and
+tests/local/test_byo_e2e.py run all three as the containers of real pods. The models are real
+(XGBoost, scikit-learn, PyTorch) and the published versions are loaded back the way the server
+loads them.
 """
 
 from __future__ import annotations
@@ -18,11 +22,12 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from tests.progress import epochs_reported
 
 from kubeloop.formats import LoadOptions
 from kubeloop.modelformat import load_predictor
 
-from .conftest import Spec, run_cli, subprocess_env, write_spec
+from .conftest import Spec, subprocess_env, train_in_process, write_spec
 
 pytestmark = pytest.mark.slow  # minutes: `make test` starts it first
 
@@ -81,13 +86,13 @@ class Pod:
     def kubeloop(self, step: str) -> tuple[int, dict[str, Any] | None]:
         self.root.mkdir(parents=True, exist_ok=True)
         self.result.write_text("")
-        done = run_cli(
-            ["train", "--spec", str(self.spec_path), step, "--result-path", str(self.result)],
-            self.env,
+        code = train_in_process(
+            ["--spec", str(self.spec_path), step, "--result-path", str(self.result)],
+            {k: v for k, v in self.env.items() if k.startswith("KUBELOOP_")},
         )
         text = self.result.read_text()
-        assert done.returncode == 0 or text, done.stderr[-2000:]
-        return done.returncode, json.loads(text) if text else None
+        assert code == 0 or text, f"exit {code} without a result"
+        return code, json.loads(text) if text else None
 
     def user_env(self) -> dict[str, str]:
         """What the operator gives the user's container (resources/training.py): the SDK
@@ -397,11 +402,10 @@ def test_each_format_from_user_code_is_published_and_served_like_offline(
 
 
 def test_digits_killed_after_epoch_k_resumes_at_k_plus_1_through_prepare(tmp_path: Path) -> None:
-    """The example's own train.py, SIGKILLed (a lost node) once epoch 3's checkpoint reached
-    the artifacts; the Job's next pod's prepare restores it and the code goes on at epoch 4."""
-    import signal
-    import time
-
+    """The example's own train.py dies like a lost node (exit 137) right after epoch 3's
+    checkpoint (`stopAfterEpoch`, as its README suggests for trying a resume); the Job's next
+    pod's prepare restores the checkpoints from the artifacts, the code goes on at epoch 4, and
+    publish scores the TorchScript model it saved."""
     from kubeloop.local.demo.datagen import digits_table
 
     data = tmp_path / "digits"
@@ -409,56 +413,48 @@ def test_digits_killed_after_epoch_k_resumes_at_k_plus_1_through_prepare(tmp_pat
     pq.write_table(digits_table(seed=0), data / "part-0.parquet")
     spec = {
         "data": {"train": data.as_uri() + "/", "target": "label"},
-        "model": {"framework": "custom", "task": "classification", "params": {"epochs": 6}},
+        "model": {
+            "framework": "custom",
+            "task": "classification",
+            "params": {"epochs": 6, "stopAfterEpoch": 3},
+        },
         "trainer": {"image": "team/digits:1", "command": ["python", "train.py"]},
         "artifacts": (tmp_path / "models").as_uri() + "/",
         "seed": 7,
     }
     script = ROOT / "examples" / "byo" / "digits" / "train.py"
-    remote = tmp_path / "models" / "runs" / "1" / "checkpoints" / "step-00000003.ckpt"
+    remote = tmp_path / "models" / "runs" / "1" / "checkpoints"
+
+    def train(pod: Pod) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(script)],
+            env=pod.user_env(),
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
+        )
 
     first = Pod(tmp_path, spec)
     assert first.kubeloop("--prepare") == (0, None)
-    process = subprocess.Popen(
-        [sys.executable, str(script)],
-        env=first.user_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 240
-        while not remote.exists() and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert remote.exists(), "epoch 3's checkpoint never reached the artifacts"
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait(30)
+    died = train(first)
+    assert died.returncode == 137, died.stderr[-3000:]
+    assert epochs_reported(died.stdout) == [1, 2, 3]
+    # Only the newest checkpoints are kept in the artifacts.
+    assert sorted(p.name for p in remote.iterdir()) == ["step-00000002.ckpt", "step-00000003.ckpt"]
     assert not (first.root / "output" / "model" / "kubeloop-model.json").exists()
 
     retry = Pod(tmp_path, spec, name="-retry")  # the Job's next pod: a new, empty /kubeloop
     assert retry.kubeloop("--prepare") == (0, None)
-    done = subprocess.run(
-        [sys.executable, str(script)],
-        env=retry.user_env(),
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
+    done = train(retry)
     assert done.returncode == 0, done.stderr[-3000:]
-    # Killed after epoch 3 or later (the kill may land after a later checkpoint): resumed
-    # right after the newest checkpoint, and only the epochs after it ran again.
-    resumed = int(done.stdout.split("resuming after epoch ")[1].split()[0])
-    assert resumed >= 3
-    epochs = [
-        int(line.split("epoch=")[1].split()[0])
-        for line in done.stdout.splitlines()
-        if line.startswith("kubeloop-progress ")
-    ]
-    assert epochs == list(range(resumed + 1, 7))
+    assert "resuming after epoch 3" in done.stdout
+    assert epochs_reported(done.stdout) == [4, 5, 6]
     code, result = retry.kubeloop("--publish")
     assert code == 0 and result is not None and result["version"] == "1", result
     assert result["metrics"]["accuracy"] >= 0.9
+    folder = Path(result["uri"].removeprefix("file://"))
+    assert json.loads((folder / "manifest.json").read_text())["modelFormat"] == "torchscript"
 
 
 def test_kubeloop_train_alone_refuses_a_custom_spec_instead_of_training_a_default_model(
@@ -466,10 +462,8 @@ def test_kubeloop_train_alone_refuses_a_custom_spec_instead_of_training_a_defaul
 ) -> None:
     spec_path = write_spec(custom_spec(tmp_path, churn_dir), tmp_path / "spec.yaml")
     result = tmp_path / "result.json"
-    done = run_cli(
-        ["train", "--spec", str(spec_path), "--result-path", str(result)], subprocess_env()
-    )
-    assert done.returncode == 10, done.stderr[-2000:]
+    code = train_in_process(["--spec", str(spec_path), "--result-path", str(result)], {})
+    assert code == 10
     refused = json.loads(result.read_text())
     assert refused["reason"] == "InvalidSpec" and "--prepare" in refused["message"]
     assert versions(tmp_path) == []

@@ -19,9 +19,10 @@ from kubeloop.profile import load_profile
 from kubeloop.registry import Registry
 from kubeloop.storage import store_for
 from kubeloop.workloads.trainer import run as run_module
+from kubeloop.workloads.trainer.context import RunContext
 from kubeloop.workloads.trainer.mlp import Distributed
 from kubeloop.workloads.trainer.progress import ProgressReporter
-from kubeloop.workloads.trainer.run import RunContext, run_training
+from kubeloop.workloads.trainer.run import run_training
 
 from .conftest import Runner, Spec, upload_dir
 

@@ -26,15 +26,9 @@ from kubeloop.api.training import TrainingPipelineSpec
 from kubeloop.formats import LoadOptions, Signature, SignatureError, format_named
 from kubeloop.modelformat import Feature, ModelFormatError
 from kubeloop.storage import StorageError, join, store_for
+from kubeloop.workloads.trainer.context import RunContext, check_artifacts_writable
 from kubeloop.workloads.trainer.data import TrainingData, feature_columns, load_training_data
 from kubeloop.workloads.trainer.errors import TrainingError, classify_storage_error
-from kubeloop.workloads.trainer.metrics import evaluate
-from kubeloop.workloads.trainer.run import (
-    RunContext,
-    Trained,
-    check_artifacts_writable,
-    publish,
-)
 from kubeloop_sdk.metrics import METRICS_FILE
 from kubeloop_sdk.modelfiles import MODEL_MANIFEST
 
@@ -170,6 +164,10 @@ def _restore_checkpoints(spec: TrainingPipelineSpec, ctx: RunContext, folder: Pa
 
 def publish_run(spec: TrainingPipelineSpec, ctx: RunContext, layout: Layout) -> dict[str, Any]:
     """Check, score and publish what the user's code wrote; returns the TrainingResult."""
+    # Scoring and publishing need the estimators' stack (scikit-learn); prepare does not.
+    from kubeloop.workloads.trainer.metrics import evaluate
+    from kubeloop.workloads.trainer.run import Trained, publish
+
     started = time.monotonic()
     if ctx.dist.rank != 0:
         return {"kind": "TrainingResult", "ok": True, "rank": ctx.dist.rank}

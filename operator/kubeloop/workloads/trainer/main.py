@@ -136,7 +136,8 @@ def main(argv: list[str]) -> int:
         spec = load_spec(args.spec)
         if dist.world_size > 1:
             process_group = _init_process_group(dist)
-        from kubeloop.workloads.trainer.run import RunContext, run_training
+        from kubeloop.workloads.trainer.context import RunContext
+        from kubeloop.workloads.trainer.run import run_training
 
         ctx = RunContext(
             run_id=run_id,

@@ -46,6 +46,10 @@ def evaluate(
         ),
     }
     if proba is not None:
+        # A float32 model's rows sum to 1 only within float32 rounding, which scikit-learn's
+        # log_loss warns about (and is to refuse): in float64, each row scaled to sum to 1.
+        proba = np.asarray(proba, dtype=np.float64)
+        proba = proba / proba.sum(axis=1, keepdims=True)
         out["log_loss"] = float(m.log_loss(y_true, proba, labels=labels))
         if len(set(np.asarray(y_true).tolist())) < 2:
             log.warning("roc_auc left out: the validation rows hold a single class")

@@ -16,7 +16,6 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,25 +27,22 @@ from kubeloop.api.training import TORCH_ESTIMATOR, TrainingPipelineSpec
 from kubeloop.formats import TRAINER, Signature, TorchMLP, format_named
 from kubeloop.modelformat import Feature, Predictor, feature_matrix, write_manifest
 from kubeloop.registry import Registry
-from kubeloop.storage import StorageError, join, store_for
+from kubeloop.storage import StorageError
 from kubeloop.workloads.trainer.checkpoints import CheckpointStore
+from kubeloop.workloads.trainer.context import RunContext, check_artifacts_writable, now
 from kubeloop.workloads.trainer.data import (
     TrainingData,
     feature_columns,
     load_training_data,
-    preflight,
 )
 from kubeloop.workloads.trainer.errors import TrainingError, classify_storage_error
 from kubeloop.workloads.trainer.estimators import ClassIndexClassifier, build_estimator
 from kubeloop.workloads.trainer.metrics import evaluate
-from kubeloop.workloads.trainer.mlp import Distributed, params_dict, parse_params, train_mlp
+from kubeloop.workloads.trainer.mlp import params_dict, parse_params, train_mlp
 from kubeloop.workloads.trainer.preprocess import build_preprocess
-from kubeloop.workloads.trainer.progress import ProgressReporter
 
 __all__ = [
-    "RunContext",
     "Trained",
-    "check_artifacts_writable",
     "publish",
     "run_training",
     "saved_by_format",
@@ -80,22 +76,6 @@ def saved_by_format(model: Any, model_format: str) -> Callable[[Path, Signature]
     return lambda folder, signature: format_named(model_format).save(model, folder, signature)
 
 
-@dataclass(frozen=True)
-class RunContext:
-    """Who runs and where: from env/flags (docs/contracts.md)."""
-
-    run_id: str
-    pipeline: str
-    namespace: str
-    image: str
-    work_dir: Path
-    dist: Distributed
-    progress: ProgressReporter
-    # The pipeline object's metadata.uid: a version claim, a checkpoint and a resume belong to
-    # one run of one object (run ids restart when a pipeline is re-created). None on a laptop.
-    pipeline_uid: str | None = None
-
-
 def _versions() -> dict[str, str]:
     import joblib
     import sklearn
@@ -114,30 +94,6 @@ def _versions() -> dict[str, str]:
     except Exception:
         out["kubeloop"] = "unknown"
     return out
-
-
-def check_artifacts_writable(spec: TrainingPipelineSpec, ctx: RunContext) -> None:
-    preflight(spec.artifacts)
-    marker = join(spec.artifacts, "runs", ctx.run_id, "run.json")
-    body = {
-        "runId": ctx.run_id,
-        "pipeline": ctx.pipeline,
-        "pipelineUid": ctx.pipeline_uid,
-        "startedAt": _now(),
-    }
-    try:
-        store_for(spec.artifacts).write_bytes(marker, json.dumps(body).encode())
-    except StorageError as exc:
-        raise classify_storage_error(exc, writing=True) from exc
-    except OSError as exc:  # file://: a path that cannot be created at all
-        raise TrainingError(
-            "ArtifactsNotWritable",
-            f"spec.artifacts {spec.artifacts}: cannot write {marker}: {exc.strerror or exc}",
-        ) from exc
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _labels(table: pa.Table, target: str, classes: tuple[Any, ...]) -> np.ndarray[Any, Any]:
@@ -334,7 +290,7 @@ def publish(
                 folder,
                 {
                     "version": str(claim.version),
-                    "created": _now(),
+                    "created": now(),
                     "pipeline": ctx.pipeline,
                     "pipelineUid": ctx.pipeline_uid,
                     "namespace": ctx.namespace,
