@@ -139,6 +139,10 @@ BAD_VALUES = {
         ["--set", "operator.extraArgs={--liveness=http://0.0.0.0:1/healthz}"],
         "/operator/extraArgs",
     ),
+    "runbook URL not a URL": (
+        ["--set", "prometheusRule.runbookUrl=docs/runbooks.md"],
+        "/prometheusRule/runbookUrl",
+    ),
 }
 # Rules across two values, which JSON Schema cannot state: the chart refuses them as it renders.
 BAD_VALUE_PAIRS = {
@@ -157,6 +161,7 @@ GOOD_VALUES = {
     "ports moved apart": ["--set", "operator.probePort=9091,operator.metricsPort=9092"],
     "no extra args": ["--set", "operator.extraArgs=null"],
     "workload pull secrets": ["--set", "workloadPods.imagePullSecrets={regcred,ml.registry}"],
+    "runbooks elsewhere": ["--set", "prometheusRule.runbookUrl=https://wiki.example.com/rb"],
 }
 
 
@@ -381,6 +386,18 @@ def test_prometheus_rule_renders_the_one_rules_file(helm: str) -> None:
     source = CHART / "files" / "kubeloop-rules.yaml"
     assert rule["spec"] == yaml.safe_load(source.read_text())
     assert (ROOT / "deploy/prometheus/kubeloop-rules.yaml").resolve() == source.resolve()
+
+
+def test_prometheus_rule_runbooks_point_where_the_values_say(helm: str) -> None:
+    mirror = "https://wiki.example.com/ml/kubeloop-runbooks"
+    objs = render(
+        helm, "--set", "prometheusRule.enabled=true", "--set", f"prometheusRule.runbookUrl={mirror}"
+    )
+    (rule,) = _by_kind(objs, "PrometheusRule")
+    alerts = [r for group in rule["spec"]["groups"] for r in group["rules"] if "alert" in r]
+    assert len(alerts) == 7
+    for alert in alerts:
+        assert alert["annotations"]["runbook_url"] == f"{mirror}#{alert['alert'].lower()}"
 
 
 def test_service_monitors(helm: str) -> None:

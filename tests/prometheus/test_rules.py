@@ -13,6 +13,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "charts" / "kubeloop" / "files" / "kubeloop-rules.yaml"
 DEPLOY = ROOT / "deploy" / "prometheus"
+RUNBOOKS = "https://github.com/kubeloop/kubeloop/blob/main/docs/runbooks.md"
 REQUIRED_ALERTS = {
     "KubeloopOperatorDown",
     "KubeloopTrainingRunFailed",
@@ -66,6 +67,20 @@ def test_every_required_alert_exists_with_severity_and_annotations() -> None:
         assert alert["labels"]["severity"] in {"critical", "warning", "info"}, alert["alert"]
         assert alert["annotations"]["summary"], alert["alert"]
         assert alert["annotations"]["description"], alert["alert"]
+
+
+def test_every_alert_links_its_own_runbook_section() -> None:
+    """`runbook_url` = the runbooks' URL + `#<alert in lower case>`, GitHub's anchor of the
+    `## <Alert>` heading, which docs/runbooks.md has for each alert and for nothing else."""
+    headings = {
+        line.removeprefix("## ").strip()
+        for line in (ROOT / "docs" / "runbooks.md").read_text().splitlines()
+        if line.startswith("## ")
+    }
+    alerts = _alerts()
+    assert headings == {a["alert"] for a in alerts}
+    for alert in alerts:
+        assert alert["annotations"]["runbook_url"] == f"{RUNBOOKS}#{alert['alert'].lower()}"
 
 
 def test_every_alert_is_unit_tested_firing() -> None:
