@@ -475,7 +475,7 @@ def test_grafana_dashboard_configmap(helm: str) -> None:
     exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p.get("targets", []))
     for metric in METRICS_ON_DASHBOARD:
         assert metric in exprs, metric
-    for by in ("by (model, version)", "by (namespace, pipeline, result)"):
+    for by in ("by (namespace, model, version)", "by (namespace, pipeline, result)"):
         assert by in exprs
     assert "{{feature}}" in json.dumps(dashboard)
 

@@ -222,3 +222,31 @@ def test_operator_series_of_custom_resources_carry_their_namespace() -> None:
             if s.name.endswith("_total") and s.labels.get(name_label) == "same-name"
         }
         assert namespaces == {"team-a", "team-b"}, family.name
+
+
+# The operator's own timings are not per namespace: its reconcile histogram has `kind` only.
+_NOT_PER_NAMESPACE = {"kubeloop_reconcile_duration_seconds_bucket"}
+
+
+def test_the_dashboard_filters_every_per_namespace_query_by_its_namespace_variable() -> None:
+    """Two teams' models or pipelines of one name stay apart: a $namespace variable (from every
+    kubeloop series), every query of a namespaced metric filtered by it and grouped by it."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["namespace"]["query"]["query"] == (
+        'label_values({__name__=~"kubeloop_.*"}, namespace)'
+    )
+    for name in ("pipeline", "model", "monitor"):  # their choices follow the namespaces chosen
+        assert '{namespace=~"$namespace"}' in variables[name]["query"]["query"]
+    selector = re.compile(r"(kubeloop_[a-z_]+)(\{[^}]*\})?")
+    queries = {k: v for k, v in _dashboard_queries().items() if k.startswith("panel ")}
+    checked = 0
+    for where, expr in queries.items():
+        for name, matchers in selector.findall(expr):
+            if name in _NOT_PER_NAMESPACE:
+                continue
+            assert 'namespace=~"$namespace"' in matchers, (where, expr)
+            checked += 1
+        for by in re.findall(r"sum by \(([^)]*)\)", expr):
+            assert "namespace" in by.split(", ") or "kind" in by, (where, expr)
+    assert checked >= 14
