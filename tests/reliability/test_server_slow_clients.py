@@ -5,6 +5,7 @@ normal requests must all succeed, with latency of the same order as without the 
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import statistics
@@ -103,3 +104,78 @@ def test_normal_requests_succeed_while_slow_clients_hold_connections(
     assert p99_attack < 1.0, "slow clients starve normal ones"
     status, _ = server.get("/v2/health/ready")
     assert status == 200
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(4096):
+        data += chunk
+    return data
+
+
+def _until_closed(sock: socket.socket, trickle: bytes) -> tuple[bytes, float]:
+    """Send `trickle` a byte every 0.2 s (the slow client) until the server answers and closes;
+    what it answered and after how long."""
+    started = time.monotonic()
+    sock.settimeout(0.2)
+    answer = b""
+    for byte in trickle:
+        try:
+            sock.sendall(bytes([byte]))
+            answer = sock.recv(4096)  # waits 0.2 s: the client's pace
+        except TimeoutError:
+            continue
+        except OSError:
+            break
+        if answer:
+            break
+    sock.settimeout(5)
+    return answer + _read_all(sock), time.monotonic() - started
+
+
+def test_headers_that_do_not_arrive_in_time_get_408_and_the_connection_closes(
+    tmp_path: Path,
+) -> None:
+    """KUBELOOP_HEADER_TIMEOUT_S: from a connection's first byte (or its next request's first
+    byte on keep-alive), the headers have 1 s here; a body may take its time."""
+    srv = start_server(
+        tmp_path,
+        churn_version(tmp_path / "models" / "versions" / "1"),
+        KUBELOOP_HEADER_TIMEOUT_S="1",
+    )
+    try:
+        head = b"POST /v2/models/churn/infer HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100
+        # 1. headers a byte at a time: cut after the deadline, not before
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as sock:
+            answer, seconds = _until_closed(sock, head)
+        assert answer.startswith(b"HTTP/1.1 408 "), answer
+        assert 0.9 <= seconds < 10, seconds
+        # 2. a connection that sends nothing at all
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as sock:
+            assert _read_all(sock).startswith(b"HTTP/1.1 408 ")
+        # 3. keep-alive: a first request answered, then a second whose headers trickle
+        body = json.dumps(_REQUEST).encode()
+        fast = (
+            b"POST /v2/models/churn/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+            b"\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as sock:
+            sock.sendall(fast)
+            first = sock.recv(65536)
+            assert first.startswith(b"HTTP/1.1 200 "), first
+            answer, _ = _until_closed(sock, head)
+        assert answer.startswith(b"HTTP/1.1 408 "), answer
+        # 4. headers at once, the body slower than the header deadline: answered
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as sock:
+            split = fast.index(b"\r\n\r\n") + 4
+            started = time.monotonic()
+            sock.sendall(fast[:split])
+            for byte in fast[split : split + 8]:
+                sock.sendall(bytes([byte]))
+                time.sleep(0.2)  # the slow client's pace, not a wait for a state
+            sock.sendall(fast[split + 8 :])
+            answer = sock.recv(65536)
+        assert time.monotonic() - started >= 1.5
+        assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+    finally:
+        srv.stop()

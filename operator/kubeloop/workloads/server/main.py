@@ -98,6 +98,7 @@ def _serve(
     import uvicorn
 
     from kubeloop.workloads.server.app import InferenceApp
+    from kubeloop.workloads.server.headertimeout import header_timeout_protocol
     from kubeloop.workloads.server.settings import ServerSettings
 
     _configure_logging()
@@ -108,7 +109,7 @@ def _serve(
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=header_timeout_protocol(settings.header_timeout_s),
         lifespan="on",
         access_log=False,
         log_level="warning",

@@ -48,6 +48,11 @@ class ServerSettings(BaseSettings):
     shutdown_timeout_s: float = Field(
         default=25.0, ge=0, description="Longest SIGTERM waits for in-flight requests."
     )
+    header_timeout_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="A request's headers must arrive within this (else 408); 0 = no limit.",
+    )
     allow_pickle: bool = Field(
         default=False,
         description="Load pickles (joblib, untrusted skops types) that Kubeloop's trainer did "
