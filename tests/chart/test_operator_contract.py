@@ -9,6 +9,7 @@ here instead of in a crash-looping pod.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,12 @@ def test_rendered_env_is_what_the_operator_config_reads(
     assert config.workloads.pushgateway_url == values["pushgateway"]["url"]
     pull_secrets = tuple(values.get("workloadPods", {}).get("imagePullSecrets", []))
     assert config.workloads.image_pull_secrets == pull_secrets
+    pods = values.get("workloadPods", {})
+    placement = config.workloads.placement.to_wire()
+    assert placement.get("nodeSelector", {}) == pods.get("nodeSelector", {})
+    assert placement.get("tolerations", []) == pods.get("tolerations", [])
+    assert placement.get("priorityClassName", "") == pods.get("priorityClassName", "")
+    assert config.workloads.pod_labels == pods.get("podLabels", {})
     assert config.server == ""  # in-cluster: the ServiceAccount, never a plain URL
 
 
@@ -223,12 +230,24 @@ def test_rbac_grants_every_call_the_controller_makes(helm: str) -> None:
         assert not missing, f"the chart's RBAC lacks what the controller calls: {sorted(missing)}"
 
 
-def test_workload_pull_secrets_reach_every_pod_the_operator_builds(
+def _pod_templates(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The pod templates (metadata and spec) inside a Job, Deployment or CronJob."""
+    spec = manifest.get("spec", {})
+    if manifest["kind"] in ("Job", "Deployment"):
+        return [spec["template"]]
+    if manifest["kind"] == "CronJob":
+        return [spec["jobTemplate"]["spec"]["template"]]
+    return []
+
+
+def test_workload_pod_defaults_reach_every_pod_the_operator_builds(
     helm: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The chart's workloadPods.imagePullSecrets -> the rendered env -> the operator's config ->
-    the pod specs of the Job, Deployment and CronJob builders (what the handlers pass)."""
-    from tests.resources.cases import build_all, inputs, pod_specs
+    """The chart's workloadPods (pull secrets, nodeSelector, tolerations, priorityClassName,
+    podLabels) -> the rendered env -> the operator's config -> every pod template of the Job,
+    Deployment and CronJob builders (what the handlers pass); a resource's own placement in
+    spec.resources wins."""
+    from tests.resources.cases import build_all, inputs
 
     from kubeloop.resources import common
 
@@ -236,15 +255,66 @@ def test_workload_pull_secrets_reach_every_pod_the_operator_builds(
     for item in container["env"]:
         monkeypatch.setenv(item["name"], item["value"])
     defaults = OperatorConfig.from_env().workloads
+    wanted = _values("custom")["workloadPods"]
     assert defaults.image_pull_secrets == ("regcred", "ml-registry")
     kinds = set()
-    for doc in inputs().values():
+    for case, doc in inputs().items():
+        own = doc["spec"].get("resources", {})
         for manifest in build_all(doc, defaults):
-            for pod in pod_specs(manifest):
+            for template in _pod_templates(manifest):
                 kinds.add(manifest["kind"])
+                pod, labels = template["spec"], template["metadata"]["labels"]
                 assert pod["imagePullSecrets"] == [{"name": "regcred"}, {"name": "ml-registry"}]
+                assert pod["nodeSelector"] == {
+                    **wanted["nodeSelector"],
+                    **own.get("nodeSelector", {}),
+                }
+                assert pod["tolerations"] == (own.get("tolerations") or wanted["tolerations"]), case
+                assert pod["priorityClassName"] == wanted["priorityClassName"]
+                assert labels.items() >= wanted["podLabels"].items()
+                assert labels["app.kubernetes.io/managed-by"] == "kubeloop"  # ours are kept
     assert kinds == {"Job", "Deployment", "CronJob"}
     assert common.pod_defaults(common.WorkloadDefaults()) == {}  # none given: no field at all
+
+    # Each resource's own placement wins over the defaults.
+    own_placement = {
+        "nodeSelector": {"node.example.com/pool": "gpu-a100"},
+        "tolerations": [{"key": "team-b", "operator": "Exists"}],
+        "priorityClassName": "critical-serving",
+    }
+    for case, doc in inputs().items():
+        doc["spec"].setdefault("resources", {}).update(own_placement)
+        pods = [t["spec"] for m in build_all(doc, defaults) for t in _pod_templates(m)]
+        assert pods, case
+        for pod in pods:
+            assert pod["nodeSelector"] == {
+                "node.example.com/pool": "gpu-a100",
+                "kubernetes.io/os": "linux",
+            }
+            assert pod["tolerations"] == [{"key": "team-b", "operator": "Exists"}]
+            assert pod["priorityClassName"] == "critical-serving"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("KUBELOOP_WORKLOAD_PLACEMENT", "{nodeSelector: x}", "not JSON"),
+        ("KUBELOOP_WORKLOAD_PLACEMENT", '{"nodeSelectr": {}}', "nodeSelectr: Extra inputs"),
+        (
+            "KUBELOOP_WORKLOAD_PLACEMENT",
+            '{"tolerations": [{"operator": "Sometimes"}]}',
+            "tolerations.0.operator",
+        ),
+        ("KUBELOOP_WORKLOAD_PLACEMENT", '{"priorityClassName": "Ml_Batch"}', "priorityClassName"),
+        ("KUBELOOP_WORKLOAD_POD_LABELS", '{"team": "ml platform"}', "team: Value error"),
+    ],
+)
+def test_malformed_workload_defaults_stop_the_operator_at_start_naming_the_field(
+    name: str, value: str, message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=re.escape(name) + ".*" + re.escape(message)):
+        OperatorConfig.from_env()
 
 
 @pytest.mark.parametrize("value", ["Regcred", "a,,b_c", "-x"])

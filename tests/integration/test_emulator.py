@@ -362,3 +362,28 @@ def test_a_status_write_is_pruned_and_validated(cluster: EmulatorThread) -> None
         _req(cluster, "PATCH", f"{TP}/status/status", {"status": {"lastRunId": "seven"}})
     assert err.value.code == 422
     assert b"status.lastRunId" in err.value.read()
+
+
+def test_generated_names_do_not_collide_at_the_scale_of_a_test_module(
+    cluster: EmulatorThread,
+) -> None:
+    """kopf names its Events by `generateName`; a module posts about a thousand. With 5 random
+    hex characters one in two such modules lost an Event to a 409 (a real API server draws
+    again on a collision since Kubernetes 1.32)."""
+    from kubeloop.local.cluster.emulator import generate_name
+
+    names = {generate_name("kopf-event-") for _ in range(200_000)}
+    assert len(names) == 200_000
+    created = _req(
+        cluster,
+        "POST",
+        "/api/v1/namespaces/ml/events",
+        {
+            "metadata": {"generateName": "churn."},
+            "involvedObject": {"kind": "TrainingPipeline", "name": "churn", "namespace": "ml"},
+            "reason": "Test",
+            "message": "generated",
+        },
+    )
+    assert created["metadata"]["name"].startswith("churn.")
+    assert len(created["metadata"]["name"]) == len("churn.") + 12

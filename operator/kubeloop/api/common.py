@@ -51,6 +51,7 @@ __all__ = [
     "Matches",
     "NodeSelector",
     "ObjectStoreUri",
+    "Placement",
     "Quantity",
     "ResourceName",
     "SecretReference",
@@ -467,6 +468,23 @@ class Toleration(KubeModel):
         default=None,
         ge=0,
         description="For NoExecute: how long the pod stays bound after the taint appears.",
+    )
+
+
+class Placement(KubeModel):
+    """Where a resource's pods may run. Each field, when set, wins over the operator's default
+    for workload pods (the chart's `workloadPods`); a nodeSelector merges with it key by key."""
+
+    node_selector: NodeSelector = Field(
+        default_factory=dict, description="Node labels the pods must match (label keys and values)."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Taints the pods tolerate; when set, instead of the operator's default ones.",
+    )
+    priority_class_name: ResourceName | None = Field(
+        default=None, description="PriorityClass of the pods; default: the operator's."
     )
 
 

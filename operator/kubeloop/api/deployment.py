@@ -22,6 +22,7 @@ from kubeloop.api.common import (
     KubeModel,
     LocalObjectReference,
     ObjectStoreUri,
+    Placement,
     Quantity,
     SecretReference,
 )
@@ -220,8 +221,8 @@ class PayloadLoggingSpec(KubeModel):
     )
 
 
-class ServerResources(KubeModel):
-    """Compute per serving pod."""
+class ServerResources(Placement):
+    """Compute per serving pod, and where it may be scheduled."""
 
     cpu: Quantity = Field(default="1", description="CPU request and limit per pod.")
     memory: Quantity = Field(default="1Gi", description="Memory request and limit per pod.")

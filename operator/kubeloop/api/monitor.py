@@ -15,6 +15,8 @@ from kubeloop.api.common import (
     KubeModel,
     ListSet,
     LocalObjectReference,
+    Placement,
+    Quantity,
     SecretReference,
 )
 
@@ -27,6 +29,7 @@ __all__ = [
     "DriftTests",
     "DriftThresholds",
     "FeatureDrift",
+    "MonitorResources",
     "OnDriftSpec",
     "pushgateway_group",
 ]
@@ -77,6 +80,13 @@ class OnDriftSpec(KubeModel):
     )
 
 
+class MonitorResources(Placement):
+    """Compute for each check's pod, and where it may be scheduled."""
+
+    cpu: Quantity = Field(default="1", description="CPU request and limit per pod.")
+    memory: Quantity = Field(default="1Gi", description="Memory request and limit per pod.")
+
+
 class DriftMonitorSpec(KubeModel):
     """Desired state of a DriftMonitor."""
 
@@ -106,6 +116,9 @@ class DriftMonitorSpec(KubeModel):
     thresholds: DriftThresholds = Field(default_factory=DriftThresholds, description="Thresholds.")
     on_drift: OnDriftSpec = Field(default_factory=OnDriftSpec, description="Reaction to drift.")
     suspend: bool = Field(default=False, description="Pause the schedule.")
+    resources: MonitorResources = Field(
+        default_factory=MonitorResources, description="Compute per check pod, and placement."
+    )
     storage_secret_ref: SecretReference | None = Field(
         default=None, description="Object-store credentials; default: the deployment's."
     )

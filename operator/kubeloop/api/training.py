@@ -15,11 +15,10 @@ from kubeloop.api.common import (
     CronSchedule,
     KubeModel,
     ListSet,
-    NodeSelector,
     ObjectStoreUri,
+    Placement,
     Quantity,
     SecretReference,
-    Toleration,
 )
 
 __all__ = [
@@ -302,7 +301,7 @@ class TrainerSpec(KubeModel):
     )
 
 
-class ResourcesSpec(KubeModel):
+class ResourcesSpec(Placement):
     """Compute for each training pod, and where it may be scheduled."""
 
     gpus: int = Field(default=0, ge=0, le=16, description="GPUs per pod (0 trains on CPU).")
@@ -315,12 +314,6 @@ class ResourcesSpec(KubeModel):
     cpu: Quantity = Field(default="1", description="CPU request and limit per pod, e.g. '2'.")
     memory: Quantity = Field(
         default="2Gi", description="Memory request and limit per pod, e.g. '4Gi'."
-    )
-    node_selector: NodeSelector = Field(
-        default_factory=dict, description="Node labels the pods must match (label keys and values)."
-    )
-    tolerations: list[Toleration] = Field(
-        default_factory=list, max_length=32, description="Taints the pods tolerate (GPU nodes)."
     )
     runtime_class_name: str | None = Field(
         default=None, max_length=253, description="RuntimeClass for the pods, e.g. 'nvidia'."
@@ -503,8 +496,12 @@ class TrainingPipelineSpec(KubeModel):
     )  # fmt: skip
 
     def run_hash(self) -> str:
-        """A fingerprint of the fields that decide what a run trains (`RUN_FIELDS`)."""
-        trained = self.model_dump(mode="json", by_alias=True, include=set(self.RUN_FIELDS))
+        """A fingerprint of the fields that decide what a run trains (`RUN_FIELDS`). Fields at
+        their defaults are left out, so a field added to the API with a default leaves every
+        existing pipeline's fingerprint as it was (else an upgrade would count as an edit)."""
+        trained = self.model_dump(
+            mode="json", by_alias=True, include=set(self.RUN_FIELDS), exclude_defaults=True
+        )
         return hashlib.sha256(json.dumps(trained, sort_keys=True).encode()).hexdigest()[:16]
 
     def checkpoint_uri(self, run_id: str) -> str:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
+
+from kubeloop.api.common import NodeSelector, Placement
 from kubeloop.resources.common import WorkloadDefaults
 
 __all__ = ["OperatorConfig"]
@@ -17,6 +22,40 @@ _SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 def _float(name: str, default: float) -> float:
     value = os.environ.get(name, "")
     return float(value) if value else default
+
+
+def _json(name: str, default: Any) -> Any:
+    raw = os.environ.get(name, "")
+    try:
+        return json.loads(raw) if raw else default
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{name}: not JSON ({exc}): {raw[:200]!r}") from exc
+
+
+def _placement(name: str) -> Placement:
+    """The workload pods' default placement, as JSON in the CRDs' terms (`nodeSelector`,
+    `tolerations`, `priorityClassName`), checked by the same model: a value the API server
+    would refuse in every pod stops the operator at start, naming the field."""
+    try:
+        return Placement.model_validate(_json(name, {}))
+    except ValidationError as exc:
+        raise ValueError(f"{name}: {_problems(exc)}") from exc
+
+
+def _problems(exc: ValidationError) -> str:
+    """Each error with where it is: `tolerations.0.operator: ...`."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}" for err in exc.errors()
+    )
+
+
+def _labels(name: str) -> dict[str, str]:
+    """Extra labels for workload pods (JSON object), keys and values as Kubernetes allows."""
+    try:
+        labels: dict[str, str] = TypeAdapter(NodeSelector).validate_python(_json(name, {}))
+    except ValidationError as exc:
+        raise ValueError(f"{name}: {_problems(exc)}") from exc
+    return labels
 
 
 def _names(name: str) -> tuple[str, ...]:
@@ -55,6 +94,8 @@ class OperatorConfig:
                 monitor_image=env("KUBELOOP_MONITOR_IMAGE", base.monitor_image),
                 pushgateway_url=env("KUBELOOP_PUSHGATEWAY_URL", base.pushgateway_url),
                 image_pull_secrets=_names("KUBELOOP_IMAGE_PULL_SECRETS"),
+                placement=_placement("KUBELOOP_WORKLOAD_PLACEMENT"),
+                pod_labels=_labels("KUBELOOP_WORKLOAD_POD_LABELS"),
             ),
             resync_seconds=_float("KUBELOOP_RESYNC_SECONDS", 30.0),
             metrics_port=int(env("KUBELOOP_METRICS_PORT", "9090")),

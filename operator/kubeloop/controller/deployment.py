@@ -244,8 +244,12 @@ def _apply(
 
 
 def _spec_hash(spec: ModelDeploymentSpec) -> str:
-    """The spec minus scaling: a change of it retries a rolled-back version."""
-    dumped = spec.model_dump(mode="json", by_alias=True, exclude={"replicas", "autoscaling"})
+    """The spec minus scaling: a change of it retries a rolled-back version. Fields at their
+    defaults are left out, so a field added to the API does not retry every rolled-back version
+    after an upgrade."""
+    dumped = spec.model_dump(
+        mode="json", by_alias=True, exclude={"replicas", "autoscaling"}, exclude_defaults=True
+    )
     return hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()[:16]
 
 

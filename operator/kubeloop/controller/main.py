@@ -9,6 +9,9 @@ Env (all optional):
 - `KUBELOOP_PUSHGATEWAY_URL`: passed to every workload (default empty: off).
 - `KUBELOOP_IMAGE_PULL_SECRETS`: comma-separated Secret names put into every workload pod's
   `imagePullSecrets` (default empty).
+- `KUBELOOP_WORKLOAD_PLACEMENT`: JSON `{nodeSelector, tolerations, priorityClassName}` for every
+  workload pod; a resource's `spec.resources` placement wins (nodeSelector merged key by key).
+- `KUBELOOP_WORKLOAD_POD_LABELS`: JSON object of extra labels on every workload pod.
 - `KUBELOOP_RESYNC_SECONDS`: timer period: cron resolution, canary steps, safety net (30).
 - `KUBELOOP_METRICS_PORT`: Prometheus `/metrics` (9090; 0 = off).
 - `KUBELOOP_KUBE_SERVER`: a plain API URL (the emulator, `kubeloop local`); empty = in-cluster

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from kubeloop.api.common import SecretReference
+from kubeloop.api.common import Placement, SecretReference
 
 __all__ = [
     "AWS_KEYS",
@@ -18,6 +19,7 @@ __all__ = [
     "child_labels",
     "owner_reference",
     "pod_defaults",
+    "pod_labels",
     "pod_security_context",
     "restricted_container_security_context",
     "scratch_volumes",
@@ -74,17 +76,39 @@ class WorkloadDefaults:
     monitor_image: str = "ghcr.io/kubeloop/monitor:0.1.0"
     pushgateway_url: str = ""
     image_pull_secrets: tuple[str, ...] = ()  # Secret names, in each workload's namespace
+    # Placement of every workload pod unless its resource says otherwise (pod_defaults).
+    placement: Placement = field(default_factory=Placement)
+    pod_labels: Mapping[str, str] = field(default_factory=dict)  # under Kubeloop's own labels
 
 
-def pod_defaults(defaults: WorkloadDefaults) -> dict[str, Any]:
-    """The pod-spec fields every workload pod gets from the operator's settings.
+def pod_defaults(defaults: WorkloadDefaults, own: Placement | None = None) -> dict[str, Any]:
+    """The pod-spec fields a workload pod gets from the operator's settings and its resource's
+    placement (`own`): the resource's nodeSelector keys win over the defaults' (the rest of
+    them stay), its tolerations and priorityClassName replace the defaults' when it has any.
 
     Pull secrets go on each pod, not on a ServiceAccount: server and monitor pods use the
     namespace's `default` account, which the operator does not own.
     """
-    if not defaults.image_pull_secrets:
-        return {}
-    return {"imagePullSecrets": [{"name": name} for name in defaults.image_pull_secrets]}
+    base, own = defaults.placement, own or Placement()
+    out: dict[str, Any] = {}
+    if defaults.image_pull_secrets:
+        out["imagePullSecrets"] = [{"name": name} for name in defaults.image_pull_secrets]
+    node_selector = {**base.node_selector, **own.node_selector}
+    if node_selector:
+        out["nodeSelector"] = node_selector
+    tolerations = own.tolerations or base.tolerations
+    if tolerations:
+        out["tolerations"] = [t.to_wire() for t in tolerations]
+    priority = own.priority_class_name or base.priority_class_name
+    if priority:
+        out["priorityClassName"] = priority
+    return out
+
+
+def pod_labels(defaults: WorkloadDefaults, labels: Mapping[str, str]) -> dict[str, str]:
+    """A workload pod's labels: the operator's extra pod labels, under Kubeloop's own (which
+    select and own the pods: an extra label never replaces one of them)."""
+    return {**defaults.pod_labels, **labels}
 
 
 def owner_reference(owner: Owner) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from kubeloop.resources.common import (
     child_labels,
     owner_reference,
     pod_defaults,
+    pod_labels,
     pod_security_context,
     restricted_container_security_context,
     scratch_volumes,
@@ -78,7 +79,7 @@ def build_server_deployment(
     name = deployment_name(owner, track)
     selector = {**serving_selector(owner), TRACK_LABEL: track}
     labels = {**child_labels(owner, _COMPONENT, _APP), TRACK_LABEL: track}
-    pod_labels = {**labels, VERSION_LABEL: model_version}
+    selected = {**labels, VERSION_LABEL: model_version}
     if replicas is None:
         replicas = spec.autoscaling.min_replicas if spec.autoscaling else spec.replicas
     logging = spec.payload_logging
@@ -149,13 +150,13 @@ def build_server_deployment(
                 "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
             },
             "template": {
-                "metadata": {"labels": pod_labels},
+                "metadata": {"labels": pod_labels(defaults, selected)},
                 "spec": {
                     "automountServiceAccountToken": False,
                     "securityContext": pod_security_context(),
                     "containers": [container],
                     "volumes": volumes,
-                    **pod_defaults(defaults),
+                    **pod_defaults(defaults, res),
                 },
             },
         },

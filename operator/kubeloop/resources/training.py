@@ -16,6 +16,7 @@ from kubeloop.resources.common import (
     child_labels,
     owner_reference,
     pod_defaults,
+    pod_labels,
     pod_security_context,
     restricted_container_security_context,
     scratch_volumes,
@@ -154,12 +155,8 @@ def build_training_job(
         **({"initContainers": init_containers} if init_containers else {}),
         "containers": [container],
         "volumes": volumes,
-        **pod_defaults(defaults),
+        **pod_defaults(defaults, res),
     }
-    if res.node_selector:
-        pod_spec["nodeSelector"] = dict(res.node_selector)
-    if res.tolerations:
-        pod_spec["tolerations"] = [t.to_wire() for t in res.tolerations]
     if res.runtime_class_name:
         pod_spec["runtimeClassName"] = res.runtime_class_name
     if distributed:
@@ -173,7 +170,7 @@ def build_training_job(
     job_spec: dict[str, Any] = {
         "backoffLimit": spec.run_policy.backoff_limit,
         "ttlSecondsAfterFinished": spec.run_policy.ttl_seconds_after_finished,
-        "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        "template": {"metadata": {"labels": pod_labels(defaults, labels)}, "spec": pod_spec},
     }
     if spec.run_policy.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = spec.run_policy.active_deadline_seconds
