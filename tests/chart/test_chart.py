@@ -139,9 +139,30 @@ BAD_VALUES = {
         ["--set", "operator.extraArgs={--liveness=http://0.0.0.0:1/healthz}"],
         "/operator/extraArgs",
     ),
+    "log format": (["--set", "operator.logFormat=yaml"], "/operator/logFormat"),
     "runbook URL not a URL": (
         ["--set", "prometheusRule.runbookUrl=docs/runbooks.md"],
         "/prometheusRule/runbookUrl",
+    ),
+    "toleration operator": (
+        ["--set", "workloadPods.tolerations[0].key=gpu,workloadPods.tolerations[0].operator=Is"],
+        "/workloadPods/tolerations/0/operator",
+    ),
+    "toleration field typo": (
+        ["--set", "workloadPods.tolerations[0].efect=NoSchedule"],
+        "efect",
+    ),
+    "priority class not a name": (
+        ["--set", "workloadPods.priorityClassName=ML_Batch"],
+        "/workloadPods/priorityClassName",
+    ),
+    "pod label value with a space": (
+        ["--set-string", "workloadPods.podLabels.team=ml platform"],
+        "/workloadPods/podLabels/team",
+    ),
+    "node selector value a list": (
+        ["--set", "workloadPods.nodeSelector.pool={a,b}"],
+        "/workloadPods/nodeSelector/pool",
     ),
 }
 # Rules across two values, which JSON Schema cannot state: the chart refuses them as it renders.
@@ -162,6 +183,11 @@ GOOD_VALUES = {
     "no extra args": ["--set", "operator.extraArgs=null"],
     "workload pull secrets": ["--set", "workloadPods.imagePullSecrets={regcred,ml.registry}"],
     "runbooks elsewhere": ["--set", "prometheusRule.runbookUrl=https://wiki.example.com/rb"],
+    "workload placement": [
+        "--set",
+        "workloadPods.tolerations[0].key=gpu,workloadPods.tolerations[0].operator=Exists,"
+        "workloadPods.priorityClassName=ml-batch,workloadPods.nodeSelector.pool=ml",
+    ],
 }
 
 

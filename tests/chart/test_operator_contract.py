@@ -114,6 +114,7 @@ def test_rendered_env_is_what_the_operator_config_reads(
     assert config.metrics_port == ports["metrics"] == values["operator"]["metricsPort"]
     assert config.resync_seconds == float(values["operator"]["resyncSeconds"])
     assert config.log_level == values["operator"]["logLevel"]
+    assert config.log_format == values["operator"]["logFormat"]
     images = values["workloadImages"]
     assert config.workloads.trainer_image == images["trainer"]
     assert config.workloads.trainer_gpu_image == images["trainerGpu"]

@@ -3,6 +3,7 @@ operator posts is also a log line naming its object."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Iterator
@@ -75,5 +76,27 @@ def test_flag_and_env_choose_the_level(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(SystemExit):
         operator_main.main(["--log-level", "LOUD"])
     monkeypatch.setenv("KUBELOOP_LOG_LEVEL", "LOUD")
+    with pytest.raises(SystemExit):
+        operator_main.main(["--liveness", ""])
+
+
+def test_json_lines_carry_the_object_and_reason(
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--log-format json` (KUBELOOP_LOG_FORMAT): one JSON object a line, for a log pipeline
+    to index by object; the message is the text format's."""
+    monkeypatch.setattr(kopf, "event", lambda _obj, **_kwargs: None)
+    monkeypatch.setattr(kopf, "run", lambda **_kwargs: None)
+    monkeypatch.setenv("KUBELOOP_LOG_FORMAT", "json")
+    assert operator_main.main(["--liveness", ""]) == 0
+    post_event(BODY, "RunFailed", "run 1: no column churned", warning=True)
+    lines = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line.strip()]
+    (line,) = [x for x in lines if x.get("reason") == "RunFailed"]
+    assert line["object"] == {"kind": "TrainingPipeline", "namespace": "ml", "name": "churn"}
+    assert line["severity"] == "warn" and line["timestamp"]
+    assert line["message"] == "TrainingPipeline ml/churn: RunFailed: run 1: no column churned"
+    with pytest.raises(SystemExit):
+        operator_main.main(["--log-format", "yaml"])
+    monkeypatch.setenv("KUBELOOP_LOG_FORMAT", "yaml")
     with pytest.raises(SystemExit):
         operator_main.main(["--liveness", ""])

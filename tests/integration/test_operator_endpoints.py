@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import subprocess
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -50,10 +51,17 @@ def operator(cluster: Cluster, ports: tuple[int, int]) -> Iterator[Operator]:
         os.environ["KUBELOOP_METRICS_PORT"] = "0"
 
 
-def _get(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        body: bytes = response.read()
-        return body.decode()
+def _get(url: str) -> str | None:
+    """The body, or None while nothing listens yet (kopf starts its liveness server, and the
+    operator its metrics server, a moment after the operator starts: waits poll through it)."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            body: bytes = response.read()
+            return body.decode()
+    except urllib.error.URLError as exc:
+        if isinstance(exc.reason, ConnectionRefusedError):
+            return None
+        raise
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

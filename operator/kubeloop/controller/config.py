@@ -79,6 +79,7 @@ class OperatorConfig:
     metrics_port: int = 9090
     server: str = ""  # plain API URL (emulator / `kubeloop local`); empty = in-cluster/kubeconfig
     log_level: str = "INFO"  # DEBUG | INFO | WARNING | ERROR; `--log-level` overrides it
+    log_format: str = "text"  # text | json; `--log-format` overrides it
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -101,4 +102,5 @@ class OperatorConfig:
             metrics_port=int(env("KUBELOOP_METRICS_PORT", "9090")),
             server=env("KUBELOOP_KUBE_SERVER", ""),
             log_level=env("KUBELOOP_LOG_LEVEL", "") or "INFO",
+            log_format=env("KUBELOOP_LOG_FORMAT", "") or "text",
         )

@@ -17,6 +17,8 @@ Env (all optional):
 - `KUBELOOP_KUBE_SERVER`: a plain API URL (the emulator, `kubeloop local`); empty = in-cluster
   config, else kubeconfig.
 - `KUBELOOP_LOG_LEVEL`: DEBUG, INFO (default), WARNING or ERROR; `--log-level` overrides it.
+- `KUBELOOP_LOG_FORMAT`: `text` (default) or `json` (a JSON object a line); `--log-format`
+  overrides it.
 
 The log (stderr) has a timestamp, the logger and the level on every line; object-scoped lines
 say which object (`[namespace/name]` from kopf, `Kind namespace/name:` from kubeloop): every
@@ -39,6 +41,7 @@ from kubeloop.controller.runtime import runtime
 __all__ = ["LOG_LEVELS", "TIMER_EXIT_POLL_SECONDS", "configure", "configure_logging", "main"]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
 # How often kopf checks whether a deleted object's timer has exited (then removes its finalizer).
 TIMER_EXIT_POLL_SECONDS = 1.0
 
@@ -66,8 +69,10 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     settings.background.cancellation_polling = TIMER_EXIT_POLL_SECONDS
 
 
-def configure_logging(level: str) -> None:
-    """Timestamped lines on stderr at `level` (kopf's format, object prefixes on).
+def configure_logging(level: str, log_format: str = "text") -> None:
+    """Lines on stderr at `level`: timestamped text with the object as a prefix (kopf's
+    format), or one JSON object a line (`json`: timestamp, severity, message, and `object`
+    {kind, namespace, name} where the line is about one) for a log pipeline to index.
 
     kopf.run() leaves logging unconfigured, and Python's last-resort handler prints bare
     warnings without a time or an object: the operator's log looked empty.
@@ -75,7 +80,12 @@ def configure_logging(level: str) -> None:
     name = level.upper()
     if name not in LOG_LEVELS:
         raise ValueError(f"log level {level!r}: choose one of {', '.join(LOG_LEVELS)}")
-    kopf.configure(debug=name == "DEBUG", log_prefix=True)
+    if log_format not in LOG_FORMATS:
+        raise ValueError(f"log format {log_format!r}: choose one of {', '.join(LOG_FORMATS)}")
+    if log_format == "json":
+        kopf.configure(debug=name == "DEBUG", log_format=kopf.LogFormat.JSON, log_refkey="object")
+    else:
+        kopf.configure(debug=name == "DEBUG", log_prefix=True)
     logging.getLogger().setLevel(name)
 
 
@@ -126,11 +136,18 @@ def main(argv: list[str]) -> int:
         default=None,
         help="DEBUG, INFO, WARNING or ERROR (default: env KUBELOOP_LOG_LEVEL, else INFO)",
     )
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=None,
+        help="text or json (default: env KUBELOOP_LOG_FORMAT, else text)",
+    )
     args = parser.parse_args(argv)
+    config = OperatorConfig.from_env()
     try:
-        configure_logging(args.log_level or OperatorConfig.from_env().log_level)
+        configure_logging(args.log_level or config.log_level, args.log_format or config.log_format)
     except ValueError as error:
-        parser.error(f"KUBELOOP_LOG_LEVEL: {error}")
+        parser.error(f"KUBELOOP_LOG_LEVEL/KUBELOOP_LOG_FORMAT: {error}")
 
     kopf.run(
         clusterwide=not args.namespace,

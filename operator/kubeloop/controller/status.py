@@ -219,6 +219,15 @@ def post_event(
         meta.get("name"),
         reason,
         message,
+        # Fields of the line for `--log-format json` (the text format shows them in the line).
+        extra={
+            "object": {
+                "kind": body.get("kind"),
+                "namespace": meta.get("namespace"),
+                "name": meta.get("name"),
+            },
+            "reason": reason,
+        },
     )
 
 

@@ -110,6 +110,10 @@ class Pod:
     def user_code(self, script: str) -> subprocess.CompletedProcess[str]:
         path = self.root / "train.py"
         path.write_text(textwrap.dedent(script))
+        return self.run_script(path)
+
+    def run_script(self, path: Path) -> subprocess.CompletedProcess[str]:
+        """The user's container: `python <path>` with the user's environment."""
         return subprocess.run(
             [sys.executable, str(path)],
             env=self.user_env(),
@@ -425,19 +429,9 @@ def test_digits_killed_after_epoch_k_resumes_at_k_plus_1_through_prepare(tmp_pat
     script = ROOT / "examples" / "byo" / "digits" / "train.py"
     remote = tmp_path / "models" / "runs" / "1" / "checkpoints"
 
-    def train(pod: Pod) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, str(script)],
-            env=pod.user_env(),
-            capture_output=True,
-            text=True,
-            timeout=240,
-            check=False,
-        )
-
     first = Pod(tmp_path, spec)
     assert first.kubeloop("--prepare") == (0, None)
-    died = train(first)
+    died = first.run_script(script)
     assert died.returncode == 137, died.stderr[-3000:]
     assert epochs_reported(died.stdout) == [1, 2, 3]
     # Only the newest checkpoints are kept in the artifacts.
@@ -446,7 +440,7 @@ def test_digits_killed_after_epoch_k_resumes_at_k_plus_1_through_prepare(tmp_pat
 
     retry = Pod(tmp_path, spec, name="-retry")  # the Job's next pod: a new, empty /kubeloop
     assert retry.kubeloop("--prepare") == (0, None)
-    done = train(retry)
+    done = retry.run_script(script)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resuming after epoch 3" in done.stdout
     assert epochs_reported(done.stdout) == [4, 5, 6]
