@@ -175,6 +175,10 @@ BAD_VALUE_PAIRS = {
         ["--set", "operator.metricsPort=8080"],
         "operator.probePort and operator.metricsPort are both 8080",
     ),
+    "disabled alert that is not one": (
+        ["--set", "prometheusRule.enabled=true,prometheusRule.disabledAlerts={KubeloopNope}"],
+        "prometheusRule.disabledAlerts: 'KubeloopNope' is not an alert of the chart",
+    ),
 }
 # The nearest good values of the cases above still render.
 GOOD_VALUES = {
@@ -424,6 +428,45 @@ def test_prometheus_rule_runbooks_point_where_the_values_say(helm: str) -> None:
     assert len(alerts) == 7
     for alert in alerts:
         assert alert["annotations"]["runbook_url"] == f"{mirror}#{alert['alert'].lower()}"
+
+
+def test_prometheus_rule_leaves_out_the_disabled_alerts_only(helm: str) -> None:
+    disabled = [
+        "KubeloopInferenceLatencyHigh",
+        "KubeloopDriftDetected",
+        "KubeloopDriftMonitorNotRun",
+    ]
+    objs = render(
+        helm,
+        "--set",
+        f"prometheusRule.enabled=true,prometheusRule.disabledAlerts={{{','.join(disabled)}}}",
+    )
+    (rule,) = _by_kind(objs, "PrometheusRule")
+    source = yaml.safe_load((CHART / "files" / "kubeloop-rules.yaml").read_text())
+    wanted = [
+        {"name": g["name"], "rules": [r for r in g["rules"] if r["alert"] not in disabled]}
+        for g in source["groups"]
+    ]
+    wanted = [g for g in wanted if g["rules"]]  # kubeloop.drift had only disabled ones
+    assert rule["spec"]["groups"] == wanted
+    assert [g["name"] for g in wanted] == ["kubeloop.operator", "kubeloop.serving"]
+
+
+def test_operator_pod_labels_and_dashboard_annotations(helm: str) -> None:
+    objs = render(
+        helm,
+        "--set",
+        "podLabels.team=ml-platform,podLabels.app\\.kubernetes\\.io/component=other,"
+        "dashboard.annotations.grafana_folder=ML",
+    )
+    (deployment,) = _by_kind(objs, "Deployment")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert labels["team"] == "ml-platform"
+    assert labels["app.kubernetes.io/component"] == "operator"  # the chart's own label wins
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= labels.items()
+    (configmap,) = _by_kind(objs, "ConfigMap")
+    assert configmap["metadata"]["annotations"] == {"grafana_folder": "ML"}
 
 
 def test_service_monitors(helm: str) -> None:
