@@ -231,16 +231,6 @@ def test_rbac_grants_every_call_the_controller_makes(helm: str) -> None:
         assert not missing, f"the chart's RBAC lacks what the controller calls: {sorted(missing)}"
 
 
-def _pod_templates(manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    """The pod templates (metadata and spec) inside a Job, Deployment or CronJob."""
-    spec = manifest.get("spec", {})
-    if manifest["kind"] in ("Job", "Deployment"):
-        return [spec["template"]]
-    if manifest["kind"] == "CronJob":
-        return [spec["jobTemplate"]["spec"]["template"]]
-    return []
-
-
 def test_workload_pod_defaults_reach_every_pod_the_operator_builds(
     helm: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -248,7 +238,7 @@ def test_workload_pod_defaults_reach_every_pod_the_operator_builds(
     podLabels) -> the rendered env -> the operator's config -> every pod template of the Job,
     Deployment and CronJob builders (what the handlers pass); a resource's own placement in
     spec.resources wins."""
-    from tests.resources.cases import build_all, inputs
+    from tests.resources.cases import build_all, inputs, pod_templates
 
     from kubeloop.resources import common
 
@@ -262,7 +252,7 @@ def test_workload_pod_defaults_reach_every_pod_the_operator_builds(
     for case, doc in inputs().items():
         own = doc["spec"].get("resources", {})
         for manifest in build_all(doc, defaults):
-            for template in _pod_templates(manifest):
+            for template in pod_templates(manifest):
                 kinds.add(manifest["kind"])
                 pod, labels = template["spec"], template["metadata"]["labels"]
                 assert pod["imagePullSecrets"] == [{"name": "regcred"}, {"name": "ml-registry"}]
@@ -285,7 +275,7 @@ def test_workload_pod_defaults_reach_every_pod_the_operator_builds(
     }
     for case, doc in inputs().items():
         doc["spec"].setdefault("resources", {}).update(own_placement)
-        pods = [t["spec"] for m in build_all(doc, defaults) for t in _pod_templates(m)]
+        pods = [t["spec"] for m in build_all(doc, defaults) for t in pod_templates(m)]
         assert pods, case
         for pod in pods:
             assert pod["nodeSelector"] == {

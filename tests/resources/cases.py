@@ -182,11 +182,16 @@ def build_all(doc: dict[str, Any], defaults: WorkloadDefaults = DEFAULTS) -> lis
     ]
 
 
-def pod_specs(manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    """The pod specs inside a manifest (Job, Deployment, CronJob), else none."""
+def pod_templates(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The pod templates (metadata and spec) inside a Job, Deployment or CronJob, else none."""
     spec = manifest.get("spec", {})
     if manifest["kind"] in ("Job", "Deployment"):
-        return [spec["template"]["spec"]]
+        return [spec["template"]]
     if manifest["kind"] == "CronJob":
-        return [spec["jobTemplate"]["spec"]["template"]["spec"]]
+        return [spec["jobTemplate"]["spec"]["template"]]
     return []
+
+
+def pod_specs(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The pod specs inside a manifest (Job, Deployment, CronJob), else none."""
+    return [template["spec"] for template in pod_templates(manifest)]
