@@ -60,7 +60,7 @@ demo: install ## the whole loop on this machine: train, serve, drift, retrain, r
 	$(PYTHON) -m kubeloop.cli local demo
 
 venv-evidently: ## Evidently 0.7 in its own venv (pandas<3): the drift bench and the PSI agreement test
-	test -x .venv-bench-evidently/bin/python || ($(PYTHON) -m venv .venv-bench-evidently && \
+	test -x .venv-bench-evidently/bin/python || ($(PYTHON) -m venv --without-pip .venv-bench-evidently && \
 	  $(UVPIP) --python .venv-bench-evidently/bin/python 'evidently==0.7.*' 'pandas<3')
 
 image-venvs: ## each image's Python environment as its Dockerfile installs it, in .venv-image-<name> (rebuilt when a Dockerfile or pyproject.toml changes)

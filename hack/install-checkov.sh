@@ -8,6 +8,6 @@ version="3.3.30"
 if [[ -x "$venv/bin/checkov" ]] && "$venv/bin/checkov" --version 2>/dev/null | grep -qx "$version"; then
   exit 0
 fi
-python3 -m venv "$venv"
+python3 -m venv --without-pip "$venv"  # uv installs; checkov needs no pip
 python3 "$root/hack/uvpip.py" install --quiet --python "$venv/bin/python" "checkov==$version"
 echo "installed $("$venv/bin/checkov" --version) into $venv"

@@ -7,14 +7,25 @@ Importing them here once, in this one process, writes it for all of them (only f
 imported, not the thousands of modules of torch no process loads). A library the environment
 does not have is skipped. Run with the environment's own Python:
 
-    .venv-image-trainer/bin/python hack/warm_bytecode.py
+    .venv-image-trainer/bin/python hack/warm_bytecode.py [--seed-from SITE_PACKAGES]
+
+`--seed-from` first takes the bytecode another environment already wrote, for every source file
+the two share: uv installs a package by hard-linking the files of its cache, so the image venvs
+and the dev environment hold the *same* torch and scikit-learn files (one inode), and their
+bytecode, which records the source's mtime and size, is valid in both. The pyc is linked, not
+written again; what is left (packages at other versions, or copied rather than linked) is
+compiled by the imports as before. Compiling torch and scikit-learn once per image venv was most
+of `make image-venvs`.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import os
 import sys
+import sysconfig
+from pathlib import Path
 
 # What the trainer, server, monitor and tests import, heaviest first.
 MODULES = (
@@ -35,11 +46,51 @@ MODULES = (
 )
 
 
-def main() -> int:
+def seed(source: Path, target: Path) -> set[str]:
+    """Link into `target` (a site-packages folder) each pyc of `source` whose source file is the
+    very same file in both (same device and inode); returns the top-level names it linked for."""
+    linked: set[str] = set()
+    for folder, _dirs, files in os.walk(source):
+        here = Path(folder)
+        if here.name != "__pycache__":
+            continue
+        rel = here.parent.relative_to(source)
+        for pyc in files:
+            module = pyc.split(".", 1)[0] + ".py"
+            try:
+                ours, theirs = (source / rel / module).stat(), (target / rel / module).stat()
+            except OSError:
+                continue
+            if (ours.st_dev, ours.st_ino) != (theirs.st_dev, theirs.st_ino):
+                continue
+            cache = target / rel / "__pycache__"
+            cache.mkdir(exist_ok=True)
+            try:
+                os.link(here / pyc, cache / pyc)
+            except FileExistsError:
+                continue
+            except OSError:
+                continue  # another filesystem: the import below compiles it
+            linked.add((rel / module).parts[0].removesuffix(".py"))
+    return linked
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed-from", type=Path, help="another environment's site-packages")
+    args = parser.parse_args(argv)
     if os.environ.get("PYTHONDONTWRITEBYTECODE"):
         sys.dont_write_bytecode = False  # the point of this script
+    seeded: set[str] = set()
+    if args.seed_from is not None:
+        target = Path(sysconfig.get_paths()["purelib"])
+        if args.seed_from.resolve() != target.resolve():
+            seeded = seed(args.seed_from, target)
+            print(f"bytecode linked from {args.seed_from} for {len(seeded)} packages")
     warmed = []
     for name in MODULES:
+        if name.split(".")[0] in seeded:
+            continue  # the other environment imported it: its bytecode came with the seed
         try:
             importlib.import_module(name)
         except ImportError:
@@ -50,4 +101,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from tests.hack.scripts import load
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("uvpip", ROOT / "hack" / "uvpip.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-uvpip = _load()
+uvpip = load("uvpip")
 
 THIS_MACHINE = """\
 :env:.cert='/etc/ssl/certs/ca-certificates.crt'

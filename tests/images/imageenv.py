@@ -26,6 +26,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import sysconfig
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -118,7 +119,7 @@ class ImageEnv:
             "commands": self.commands,
             "pyproject": (ROOT / "pyproject.toml").read_text(),
             "python": sys.version,
-            "installer": "uv, warm_bytecode",
+            "installer": "uv, warm_bytecode --seed-from",
         }
         return hashlib.sha256(json.dumps(source, sort_keys=True).encode()).hexdigest()
 
@@ -153,7 +154,9 @@ def build(env: ImageEnv, python: str = sys.executable) -> bool:
     if env.is_current():
         return False
     shutil.rmtree(env.path, ignore_errors=True)
-    subprocess.run([python, "-m", "venv", str(env.path)], check=True)
+    # No pip: uv installs, and each Dockerfile uninstalls pip and setuptools at the end anyway
+    # (creating a venv with pip costs more CPU than installing torch into it from uv's cache).
+    subprocess.run([python, "-m", "venv", "--without-pip", str(env.path)], check=True)
     for command in env.commands:
         verb, *rest = command
         argv = [python, str(_UVPIP), verb, "--python", str(env.bin("python")), *rest]
@@ -162,8 +165,11 @@ def build(env: ImageEnv, python: str = sys.executable) -> bool:
             raise RuntimeError(
                 f"{env.path.name}: `{shlex.join(argv)}` failed:\n{proc.stdout}{proc.stderr}"
             )
+    # The bytecode of files this environment shares with the one running this (hard links of
+    # uv's cache) is linked from it, the rest compiled: see hack/warm_bytecode.py.
+    seed = sysconfig.get_paths()["purelib"]
     subprocess.run(
-        [str(env.bin("python")), str(ROOT / "hack" / "warm_bytecode.py")],
+        [str(env.bin("python")), str(ROOT / "hack" / "warm_bytecode.py"), "--seed-from", seed],
         cwd=ROOT, capture_output=True, check=True,
     )  # fmt: skip
     (env.path / STAMP).write_text(

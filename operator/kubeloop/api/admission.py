@@ -55,9 +55,11 @@ class AdmissionResult:
 def crd_schema(api_version: str, kind: str) -> dict[str, Any] | None:
     """The openAPIV3Schema of a kubeloop kind, or None for a kind kubeloop does not define."""
     for crd_kind in KINDS:
+        if kind != crd_kind.kind:
+            continue  # not built: a schema takes pydantic ~0.1 s, asked for every built-in kind
         crd = build_crd(crd_kind)
         version = crd["spec"]["versions"][0]
-        if kind == crd_kind.kind and api_version == f"{crd['spec']['group']}/{version['name']}":
+        if api_version == f"{crd['spec']['group']}/{version['name']}":
             schema: dict[str, Any] = version["schema"]["openAPIV3Schema"]
             return schema
     return None

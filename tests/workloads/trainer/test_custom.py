@@ -150,6 +150,39 @@ def test_prepare_stages_the_split_the_sdk_and_the_context(tmp_path: Path, churn_
     assert (pod.root / "sdk" / "kubeloop_sdk" / "__init__.py").is_file()
 
 
+# The prepare step as its own process, with scikit-learn and torch unimportable.
+_WITHOUT_THE_TRAINER_STACK = """
+import sys
+
+class Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in ("sklearn", "torch"):
+            raise ImportError(f"the prepare step imported {name}")
+
+sys.meta_path.insert(0, Refuse())
+from kubeloop.workloads.trainer.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_prepare_starts_without_scikit_learn_or_torch(tmp_path: Path, churn_dir: Path) -> None:
+    """Every custom run's pod starts with the prepare step: the built-in trainer's stack is
+    seconds of CPU it does not use."""
+    pod = Pod(tmp_path, custom_spec(tmp_path, churn_dir, trees=5))
+    pod.root.mkdir(parents=True)
+    argv = ["--spec", str(pod.spec_path), "--prepare", "--result-path", str(pod.result)]
+    proc = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_THE_TRAINER_STACK, *argv],
+        env=pod.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (pod.root / "data" / "train.parquet").is_file()
+
+
 def test_xgboost_code_is_scored_and_published_by_kubeloop(tmp_path: Path, churn_dir: Path) -> None:
     pod = Pod(tmp_path, custom_spec(tmp_path, churn_dir, trees=20))
     code, result = pod.run(XGBOOST_SCRIPT.format(NUMERIC=NUMERIC))

@@ -137,7 +137,6 @@ def main(argv: list[str]) -> int:
         if dist.world_size > 1:
             process_group = _init_process_group(dist)
         from kubeloop.workloads.trainer.context import RunContext
-        from kubeloop.workloads.trainer.run import run_training
 
         ctx = RunContext(
             run_id=run_id,
@@ -161,6 +160,10 @@ def main(argv: list[str]) -> int:
                 return 0
             result = publish_run(spec, ctx, Layout.from_env())
         else:
+            # The built-in trainer's stack (scikit-learn, torch) only here: a custom run's
+            # prepare and publish steps start without it.
+            from kubeloop.workloads.trainer.run import run_training
+
             result = run_training(spec, ctx)
     except TrainingError as exc:
         log.error("%s: %s", exc.reason, exc.message)
