@@ -65,6 +65,23 @@ class ProgressSeen:
                 await self._task
 
 
+def one_replica(example: Path, folder: Path) -> Path:
+    """The example with one serving pod instead of two: the canary (1 stable + 1 canary pod at
+    the 50 % step) and the rollout go the same way, with three server processes to start
+    instead of six (seconds of CPU each). Two replicas are what test_demo_e2e.py serves."""
+    docs = list(yaml.safe_load_all(example.read_text()))
+    for doc in docs:
+        if doc["kind"] == "ModelDeployment":
+            assert doc["spec"]["replicas"] == 2 and doc["spec"]["rollout"]["canary"]["steps"] == [
+                50,
+                100,
+            ]
+            doc["spec"]["replicas"] = 1
+    out = folder / example.name
+    out.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    return out
+
+
 def run_loop(
     example: Path, data: DemoData, name: str
 ) -> tuple[DemoResult, ProgressSeen, dict[str, Any]]:
@@ -72,7 +89,9 @@ def run_loop(
     root = Path(tempfile.mkdtemp(prefix=f"kubeloop-byo-{name}-"))
     observer = ProgressSeen(name)
     try:
-        scenario = run_scenario(root / "state", observer, example=example, data=data)
+        scenario = run_scenario(
+            root / "state", observer, example=one_replica(example, root), data=data
+        )
         result = asyncio.run(asyncio.wait_for(scenario, TIMEOUT))
         champion = Path(result.pipeline["champion"]["uri"].removeprefix("file://"))
         manifest = json.loads((champion / "manifest.json").read_text())
