@@ -4,6 +4,9 @@ or inconsistent folder is refused with a message naming the cause."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ from tests.storage.format_models import (
     X,
     columns_of,
     sklearn_version,
+    skops_version,
 )
 
 from kubeloop.formats import (
@@ -43,6 +47,7 @@ from kubeloop.modelformat import (
     write_manifest,
 )
 
+ROOT = Path(__file__).resolve().parents[2]
 ALLOW_ALL = LoadOptions(allow_pickle=True, custom_predictors=frozenset({CUSTOM}))
 
 
@@ -304,3 +309,41 @@ def test_a_gpu_pod_without_a_gpu_serves_torchscript_on_cpu(
     monkeypatch.setenv(DEVICE_ENV, "cuda")
     assert torch_device() == "cpu"
     test_round_trip_equals_the_native_prediction(tmp_path, "torchscript")
+
+
+_TRUSTED = """
+import json, sys
+{first}
+from kubeloop.formats.sklearn import skops_io
+from kubeloop.modelformat import load_predictor
+from tests.storage.format_models import ROWS, columns_of
+
+names = skops_io()._trusted_types.SKLEARN_ESTIMATOR_TYPE_NAMES
+values = load_predictor(sys.argv[1]).predict(columns_of(ROWS)).values.tolist()
+print(json.dumps({{"torch": "torch" in sys.modules, "names": names, "values": values}}))
+"""
+
+
+def test_a_skops_model_loads_without_torch_and_the_same_trusted_types(tmp_path: Path) -> None:
+    """skops lists its trusted types by importing all of scikit-learn, which would import torch
+    where it is installed (seconds of CPU, hundreds of MB per server); kubeloop keeps torch out,
+    and the list skops trusts is the one it builds with torch importable."""
+    built = skops_version(tmp_path / "skops")
+
+    def fresh(first: str) -> dict[str, Any]:
+        proc = subprocess.run(
+            [sys.executable, "-c", _TRUSTED.format(first=first), str(built.folder)],
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(map(str, (ROOT / "operator", ROOT)))},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        result: dict[str, Any] = json.loads(proc.stdout)
+        return result
+
+    alone, with_torch = fresh(""), fresh("import torch")
+    assert (alone["torch"], with_torch["torch"]) == (False, True)
+    assert alone["names"] == with_torch["names"] and len(alone["names"]) > 100
+    assert built.labels is not None
+    assert alone["values"] == with_torch["values"] == built.labels.tolist()

@@ -8,8 +8,10 @@ trusted set (sklearn, numpy, scipy) unless pickles are allowed.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -96,30 +98,57 @@ class SklearnJoblibFormat(_SklearnPredict):
         return model
 
 
+class _RefuseTorch:
+    """A meta path finder under which `import torch` fails (see `skops_io`)."""
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if name.partition(".")[0] == "torch":
+            raise ImportError("torch is not imported for skops")
+
+
+def skops_io() -> ModuleType:
+    """`skops.io`, imported without torch where torch is not loaded yet.
+
+    skops lists its trusted types at import from scikit-learn's `all_estimators()`, which walks
+    and imports every scikit-learn module, `externals.array_api_compat.torch` among them, and
+    with it torch wherever torch is installed (the server image has it, for TorchScript): 2-3 s
+    of CPU and hundreds of MB in every skops model server, for nothing a skops model uses. The
+    walk skips a module that fails to import, and no estimator lives there: the trusted list is
+    the same (pinned by a test)."""
+    if "skops.io" in sys.modules or "torch" in sys.modules:
+        import skops.io
+
+        return skops.io
+    refuse = _RefuseTorch()
+    sys.meta_path.insert(0, refuse)
+    try:
+        import skops.io
+    finally:
+        sys.meta_path.remove(refuse)
+    return skops.io
+
+
 class SkopsFormat(_SklearnPredict):
     """`model.skops`: sklearn without pickle; only trusted types are constructed."""
 
     name = "skops"
 
     def save(self, model: Any, folder: Path, signature: Signature) -> dict[str, Any]:
-        import skops.io
-
-        skops.io.dump(model, folder / SKOPS_FILE)
+        skops_io().dump(model, folder / SKOPS_FILE)
         return {}
 
     def load(
         self, folder: Path, manifest: Mapping[str, Any], signature: Signature, options: LoadOptions
     ) -> Any:
-        import skops.io
-
+        sio = skops_io()
         path = folder / SKOPS_FILE
-        untrusted = skops.io.get_untrusted_types(file=path)
+        untrusted = sio.get_untrusted_types(file=path)
         if untrusted and not options.allow_pickle:
             raise PickleRefusedError(
                 f"{path}: holds types outside skops' trusted set ({', '.join(untrusted)}); "
                 "they could run code when loaded; allow pickles for this deployment (server "
                 "env KUBELOOP_ALLOW_PICKLE=true) only if you trust who wrote the model"
             )
-        model = skops.io.load(path, trusted=untrusted or None)
+        model = sio.load(path, trusted=untrusted or None)
         self.check_classes(path, model, signature)
         return model
