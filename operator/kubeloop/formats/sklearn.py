@@ -8,6 +8,7 @@ trusted set (sklearn, numpy, scipy) unless pickles are allowed.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -116,16 +117,13 @@ def skops_io() -> ModuleType:
     walk skips a module that fails to import, and no estimator lives there: the trusted list is
     the same (pinned by a test)."""
     if "skops.io" in sys.modules or "torch" in sys.modules:
-        import skops.io
-
-        return skops.io
+        return importlib.import_module("skops.io")
     refuse = _RefuseTorch()
     sys.meta_path.insert(0, refuse)
     try:
-        import skops.io
+        return importlib.import_module("skops.io")
     finally:
         sys.meta_path.remove(refuse)
-    return skops.io
 
 
 class SkopsFormat(_SklearnPredict):
