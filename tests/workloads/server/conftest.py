@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -166,14 +167,19 @@ class Server:
     process: subprocess.Popen[str]
     port: int
     log_path: Path
+    # HTTPS: the client context that trusts the server's test CA (None: plain HTTP).
+    tls: ssl.SSLContext | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.tls else "http"
+        # "localhost": the name the test certificates are issued for.
+        return f"{scheme}://{'localhost' if self.tls else '127.0.0.1'}:{self.port}"
 
-    def get(self, path: str) -> tuple[int, Any]:
+    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        request = urllib.request.Request(self.url + path, headers=headers or {})
         try:
-            with urllib.request.urlopen(self.url + path, timeout=10) as resp:
+            with urllib.request.urlopen(request, timeout=10, context=self.tls) as resp:
                 body = resp.read()
                 status = resp.status
         except urllib.error.HTTPError as exc:
@@ -183,13 +189,15 @@ class Server:
         except ValueError:
             return status, body.decode()
 
-    def post(self, path: str, doc: Any) -> tuple[int, Any]:
+    def post(self, path: str, doc: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:
         data = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
         request = urllib.request.Request(
-            self.url + path, data=data, headers={"Content-Type": "application/json"}
+            self.url + path,
+            data=data,
+            headers={"Content-Type": "application/json", **(headers or {})},
         )
         try:
-            with urllib.request.urlopen(request, timeout=10) as resp:
+            with urllib.request.urlopen(request, timeout=10, context=self.tls) as resp:
                 return resp.status, json.loads(resp.read())
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read())
@@ -203,8 +211,17 @@ class Server:
         return self.process.wait(timeout=30)
 
 
-def start_server(tmp: Path, model_dir: Path, *, wait_ready: bool = True, **env: str) -> Server:
-    """Start `kubeloop serve` for a version folder; wait until ready (or at least live)."""
+def start_server(
+    tmp: Path,
+    model_dir: Path,
+    *,
+    wait_ready: bool = True,
+    tls: ssl.SSLContext | None = None,
+    **env: str,
+) -> Server:
+    """Start `kubeloop serve` for a version folder; wait until ready (or at least live).
+
+    `tls`: the client context for a server given KUBELOOP_TLS_CERT_FILE/KEY_FILE in `env`."""
     port = free_port()
     log_path = tmp / f"server-{port}.log"
     full_env = {
@@ -225,7 +242,7 @@ def start_server(tmp: Path, model_dir: Path, *, wait_ready: bool = True, **env: 
         stderr=subprocess.STDOUT,
         text=True,
     )
-    server = Server(process, port, log_path)
+    server = Server(process, port, log_path, tls)
     path = "/v2/health/ready" if wait_ready else "/v2/health/live"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
