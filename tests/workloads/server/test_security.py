@@ -20,9 +20,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from tests.workloads.server.conftest import Server, churn_version, start_server
 
 from kubeloop.workloads.server.auth import Verdict, check
-from tests.workloads.server.conftest import Server, churn_version, start_server
 
 TOKEN = "s3cret-token-4f9a1c"
 ROW = {
