@@ -6,8 +6,6 @@ certificate is a real CA-signed one made here, and the client verifies it agains
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import ssl
 import urllib.error
@@ -16,11 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-from tests.workloads.server.conftest import Server, churn_version, start_server
+from tests.workloads.server.conftest import Server, churn_version, make_certificate, start_server
 
 from kubeloop.workloads.server.auth import Verdict, check
 
@@ -125,57 +119,6 @@ def test_token_never_logged(guarded: Server) -> None:
 
 
 # ---- TLS ---------------------------------------------------------------------------------------
-
-
-def _name(common: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
-
-
-def make_certificate(folder: Path) -> tuple[Path, Path, bytes]:
-    """A test CA and a server certificate it signed for localhost and 127.0.0.1: the cert
-    and key files (as a kubernetes.io/tls Secret holds them) and the CA's PEM."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(_name("kubeloop test CA"))
-        .issuer_name(_name("kubeloop test CA"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("localhost"))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    cert_file, key_file = folder / "tls.crt", folder / "tls.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    key_file.chmod(0o600)
-    return cert_file, key_file, ca.public_bytes(serialization.Encoding.PEM)
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
