@@ -1,7 +1,7 @@
 """Serving auth benchmark: the cost of bearer-token auth, `kubeloop serve` without and with it.
 
     nice python -m bench serving_auth                 # or: nice python -m bench.serving_auth_bench
-    nice python -m bench.serving_auth_bench --duration 2 --rounds 2   # quicker
+    nice python -m bench.serving_auth_bench --rounds 4   # quicker
 
 The same HistGradientBoosting model (the serving benchmark's `hgb`), one worker each, is served
 twice side by side: once without a token and once with KUBELOOP_AUTH_TOKEN set, the load sending
@@ -75,9 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run both servers, measure, write bench/results/serving_auth.json and the summary."""
     parser = argparse.ArgumentParser(prog="python -m bench.serving_auth_bench")
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--duration", type=float, default=3.0, help="seconds per measurement")
+    parser.add_argument("--duration", type=float, default=2.0, help="seconds per measurement")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds before each")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=10)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="kubeloop-bench-auth-") as tmp:
         work = Path(tmp)

@@ -69,16 +69,23 @@ class BearerAuth:
             raise ValueError("auth token is empty: leave auth off instead")
         self._app = app
         self._token = token.encode()
+        self._expected = b"Bearer " + self._token
         self._on_refused = on_refused
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
-            verdict = check(scope["path"], header, self._token)
-            if verdict in _BODY:
-                self._on_refused()
-                await _refuse(send, verdict)
-                return
+        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
+            header = None
+            for key, value in scope["headers"]:
+                if key == b"authorization":
+                    header = value
+                    break
+            # The usual header, byte for byte, costs one comparison; `check` decides the rest.
+            if header is None or not hmac.compare_digest(header, self._expected):
+                verdict = check(scope["path"], header, self._token)
+                if verdict in _BODY:
+                    self._on_refused()
+                    await _refuse(send, verdict)
+                    return
         await self._app(scope, receive, send)
 
 
