@@ -72,7 +72,7 @@ class _Recording(dict[str, str]):
 def test_rendered_args_are_what_the_operator_cli_parses(
     helm: str, value_set: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _, container = _operator(helm, value_set)
+    deploy, container = _operator(helm, value_set)
     values = _values(value_set)
     args = container["args"]
     assert args[0] == "operator"
