@@ -178,7 +178,8 @@ What was run: `python -m bench.serving_auth_bench --duration {args.duration:g} -
 {args.rounds}` (under `nice -n 10`). Model: {notes}; one row per request, one worker, adaptive
 batching at its defaults (64 rows, 2 ms). `wrk -t1 -c{c} -d{args.duration:g}s` after
 {args.warmup:g} s of warm-up, alternating between the two servers (order reversed every other
-round), medians of {args.rounds} rounds; the server with a token answered 401 to a request
+round), medians of {args.rounds} rounds; both servers pinned to one CPU (every thread), wrk and
+the runner on the others; the server with a token answered 401 to a request
 without it before the measurements began. Loopback only, on a machine with
 {result["cpus"]} CPUs shared with other work (load average at the end
 {result["load_average_at_end"][0]:.1f}): the difference between two servers' medians carries
