@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.serving.model import body, write_hgb
-from bench.serving.servers import Running, _tree, start_kubeloop
+from bench.serving.servers import Running, process_tree, start_kubeloop
 from bench.serving_bench import run_wrk
 
 __all__ = ["main"]
@@ -61,7 +61,7 @@ def _pin(servers: Any) -> None:
     if len(cpus) < 2:
         return
     for running in servers:
-        for pid in _tree(running.process.pid):
+        for pid in process_tree(running.process.pid):
             subprocess.run(["taskset", "-a", "-p", "-c", str(cpus[0]), str(pid)],
                            capture_output=True, check=False)  # fmt: skip
     os.sched_setaffinity(0, set(cpus[1:]))

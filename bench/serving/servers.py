@@ -26,6 +26,7 @@ __all__ = [
     "Running",
     "kserve_available",
     "mlserver_available",
+    "process_tree",
     "start_kserve",
     "start_kubeloop",
     "start_mlserver",
@@ -50,11 +51,11 @@ class Running:
 
     def rss_mib(self) -> float:
         """Resident memory of the server and all its child processes (workers, pools)."""
-        return sum(_rss_kib(pid) for pid in _tree(self.process.pid)) / 1024
+        return sum(_rss_kib(pid) for pid in process_tree(self.process.pid)) / 1024
 
     def cpu_seconds(self) -> float:
         """CPU time (user + system) the server and its child processes have used so far."""
-        return sum(_cpu_seconds(pid) for pid in _tree(self.process.pid))
+        return sum(_cpu_seconds(pid) for pid in process_tree(self.process.pid))
 
     def stop(self) -> int:
         """SIGTERM the process group, SIGKILL after 20 s."""
@@ -204,7 +205,8 @@ def start_kserve(name: str, model_dir: Path, logs: Path) -> Running:
     return _start(name, argv, dict(SINGLE_THREAD), port=port, ready=ready, infer=infer, logs=logs)
 
 
-def _tree(root: int) -> list[int]:
+def process_tree(root: int) -> list[int]:
+    """A process and all its descendants (pids), from /proc."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
