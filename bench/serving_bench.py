@@ -46,7 +46,7 @@ from bench.serving.servers import (
     start_mlserver,
 )
 
-__all__ = ["main"]
+__all__ = ["main", "run_wrk"]
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA = ROOT / "bench" / "serving" / "post.lua"
@@ -70,12 +70,20 @@ class Measure:
     rss_mib: float
 
 
-def _wrk(running: Running, body_file: Path, concurrency: int, seconds: float) -> dict[str, Any]:
+def run_wrk(
+    running: Running, body_file: Path, concurrency: int, seconds: float, auth_header: str = ""
+) -> dict[str, Any]:
+    """One wrk run (bench/serving/post.lua): its WRKJSON counters and percentiles."""
     argv = [
         "wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "--timeout", "5s",
         "-s", str(LUA), f"http://127.0.0.1:{running.port}",
     ]  # fmt: skip
-    env = {**os.environ, "BODY_FILE": str(body_file), "INFER_PATH": running.infer_path}
+    env = {
+        **os.environ,
+        "BODY_FILE": str(body_file),
+        "INFER_PATH": running.infer_path,
+        "AUTH_HEADER": auth_header,
+    }
     out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
     line = next(x for x in out.splitlines() if x.startswith("WRKJSON "))
     result: dict[str, Any] = json.loads(line.removeprefix("WRKJSON "))
@@ -86,8 +94,8 @@ def _measure(
     running: Running, body_file: Path, concurrency: int, round_: int, args: argparse.Namespace
 ) -> Measure:
     if args.warmup > 0:
-        _wrk(running, body_file, concurrency, args.warmup)
-    raw = _wrk(running, body_file, concurrency, args.duration)
+        run_wrk(running, body_file, concurrency, args.warmup)
+    raw = run_wrk(running, body_file, concurrency, args.duration)
     return Measure(
         running.name,
         concurrency,

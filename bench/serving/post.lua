@@ -6,6 +6,10 @@ wrk.body = f:read("*a")
 f:close()
 wrk.path = os.getenv("INFER_PATH")
 wrk.headers["Content-Type"] = "application/json"
+local auth = os.getenv("AUTH_HEADER")
+if auth and auth ~= "" then
+  wrk.headers["Authorization"] = auth
+end
 
 function done(summary, latency, requests)
   local e = summary.errors

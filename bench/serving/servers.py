@@ -26,6 +26,7 @@ __all__ = [
     "Running",
     "kserve_available",
     "mlserver_available",
+    "process_tree",
     "start_kserve",
     "start_kubeloop",
     "start_mlserver",
@@ -50,7 +51,11 @@ class Running:
 
     def rss_mib(self) -> float:
         """Resident memory of the server and all its child processes (workers, pools)."""
-        return sum(_rss_kib(pid) for pid in _tree(self.process.pid)) / 1024
+        return sum(_rss_kib(pid) for pid in process_tree(self.process.pid)) / 1024
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the server and its child processes have used so far."""
+        return sum(_cpu_seconds(pid) for pid in process_tree(self.process.pid))
 
     def stop(self) -> int:
         """SIGTERM the process group, SIGKILL after 20 s."""
@@ -125,8 +130,10 @@ def start_kubeloop(
     max_batch_size: int,
     max_latency_ms: float,
     payload_log: Path | None = None,
+    auth_token: str = "",
 ) -> Running:
-    """`kubeloop serve` on a free loopback port, configured by env as the Deployment does."""
+    """`kubeloop serve` on a free loopback port, configured by env as the Deployment does
+    (`auth_token`: KUBELOOP_AUTH_TOKEN, as spec.auth's secretKeyRef gives it)."""
     port = _free_port()
     env = {
         "KUBELOOP_MODEL_URI": version.as_uri(),
@@ -138,6 +145,7 @@ def start_kubeloop(
         "KUBELOOP_MAX_LATENCY_MS": f"{max_latency_ms:g}",
         "KUBELOOP_PAYLOAD_LOG_URI": payload_log.as_uri() if payload_log else "",
         "KUBELOOP_WORK_DIR": str(logs),
+        "KUBELOOP_AUTH_TOKEN": auth_token,
         "PYTHONPATH": str(ROOT / "operator"),
     }
     argv = [sys.executable, "-m", "kubeloop.cli", "serve"]
@@ -197,7 +205,8 @@ def start_kserve(name: str, model_dir: Path, logs: Path) -> Running:
     return _start(name, argv, dict(SINGLE_THREAD), port=port, ready=ready, infer=infer, logs=logs)
 
 
-def _tree(root: int) -> list[int]:
+def process_tree(root: int) -> list[int]:
+    """A process and all its descendants (pids), from /proc."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -214,6 +223,15 @@ def _tree(root: int) -> list[int]:
         out.append(pid)
         todo.extend(children.get(pid, []))
     return out
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # utime and stime: fields 14 and 15 of /proc/<pid>/stat, counted after the ")".
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _rss_kib(pid: int) -> int:

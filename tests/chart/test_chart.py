@@ -287,6 +287,7 @@ NAMESPACED_PERMISSIONS = {
         for v in ("get", "list", "watch", "create", "patch", "delete")
     ),
     *(("", "pods", v) for v in ("get", "list", "watch")),
+    *(("networking.k8s.io", "networkpolicies", v) for v in ("get", "create", "patch", "delete")),
     *(("", "serviceaccounts", v) for v in ("get", "create", "patch")),
     *(
         ("rbac.authorization.k8s.io", r, v)

@@ -100,7 +100,7 @@ def test_rendered_args_are_what_the_operator_cli_parses(
 def test_rendered_env_is_what_the_operator_config_reads(
     helm: str, value_set: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _, container = _operator(helm, value_set)
+    deploy, container = _operator(helm, value_set)
     values = _values(value_set)
     extra = {e["name"] for e in values["operator"]["extraEnv"]}
     env = {e["name"]: e["value"] for e in container["env"] if e["name"] not in extra}
@@ -129,6 +129,15 @@ def test_rendered_env_is_what_the_operator_config_reads(
     assert placement.get("tolerations", []) == pods.get("tolerations", [])
     assert placement.get("priorityClassName", "") == pods.get("priorityClassName", "")
     assert config.workloads.pod_labels == pods.get("podLabels", {})
+    # Every ModelDeployment's NetworkPolicy admits the operator's own pod and the scrapers.
+    peers = [p.to_wire() for p in config.workloads.serving_peers]
+    assert peers[0]["podSelector"]["matchLabels"].items() <= (
+        deploy["spec"]["template"]["metadata"]["labels"].items()
+    )
+    assert peers[0]["namespaceSelector"] == {
+        "matchLabels": {"kubernetes.io/metadata.name": deploy["metadata"]["namespace"]}
+    }
+    assert peers[1:] == (values.get("networkPolicy", {}).get("metricsFrom") or [])
     assert config.server == ""  # in-cluster: the ServiceAccount, never a plain URL
 
 

@@ -26,6 +26,7 @@ T = TypeVar("T")
 DEPLOYS = "apps/v1/deployments"
 SERVICES = "v1/services"
 HPAS = "autoscaling/v2/horizontalpodautoscalers"
+NETPOLS = "networking.k8s.io/v1/networkpolicies"
 PODS = "v1/pods"
 
 
@@ -503,6 +504,81 @@ def test_waits_for_a_model_without_children(cluster: Cluster, operator: Operator
     dep = wait_for(lambda: cluster.get(DEPLOYS, "ml", "md-wait"), what="Deployment")
     assert _uri(dep).endswith("/1/")
     assert cluster.get(DEPLOYS, "ml", "md-wait-canary") is None  # a first version is no canary
+
+
+def test_security_knobs_roll_the_deployment_and_own_a_network_policy(
+    cluster: Cluster, operator: Operator, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = "tok-9d1e77c2b0"
+    cluster.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "md-token", "namespace": "ml"},
+            "stringData": {"token": token},
+        }
+    )
+    web = {"namespaceSelector": {"matchLabels": {"team": "web"}}}
+    doc = example("pinned-version-deployment.yaml", name="md-secure")
+    doc["spec"]["networkPolicy"] = {"enabled": True, "allowFrom": [web]}
+    cluster.create(doc)
+    policy = wait_for(lambda: cluster.get(NETPOLS, "ml", "md-secure"), what="NetworkPolicy")
+    dep = _obj(cluster, DEPLOYS, "md-secure")
+    assert (
+        policy["metadata"]["ownerReferences"][0]["uid"]
+        == (dep["metadata"]["ownerReferences"][0]["uid"])
+    )
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= (
+        dep["spec"]["template"]["metadata"]["labels"].items()
+    )
+    assert policy["spec"]["ingress"][0]["from"] == [web]
+    assert "KUBELOOP_AUTH_TOKEN" not in _env(dep)
+    cluster.roll_out_deployment("ml", "md-secure")
+    wait_for(lambda: _status(cluster, "md-secure").get("modelVersion") == "3")
+
+    # Turning auth and TLS on changes the pod template: the Deployment rolls.
+    cluster.patch(
+        MD,
+        "ml",
+        "md-secure",
+        {
+            "spec": {
+                "auth": {"tokenSecretRef": {"name": "md-token", "key": "token"}},
+                "tls": {"secretRef": {"name": "md-tls"}},
+            }
+        },
+    )
+
+    def with_auth() -> dict[str, Any] | None:
+        dep = _obj(cluster, DEPLOYS, "md-secure")
+        return dep if "KUBELOOP_AUTH_TOKEN" in _env(dep) else None
+
+    dep = wait_for(with_auth, what="auth in the template")
+    assert _env(dep)["KUBELOOP_AUTH_TOKEN"] == {
+        "name": "KUBELOOP_AUTH_TOKEN",
+        "valueFrom": {"secretKeyRef": {"name": "md-token", "key": "token"}},
+    }
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    assert container["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    (volume,) = [v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == "tls"]
+    assert volume["secret"]["secretName"] == "md-tls"
+    wait_for(
+        lambda: _status(cluster, "md-secure").get("url") == "https://md-secure.ml.svc:8080",
+        what="https url",
+    )
+
+    # Off again: the operator deletes the NetworkPolicy it owns.
+    cluster.patch(MD, "ml", "md-secure", {"spec": {"networkPolicy": {"enabled": False}}})
+    wait_for(lambda: cluster.get(NETPOLS, "ml", "md-secure") is None, what="policy deleted")
+    # The token itself is nowhere the operator writes: pod spec, status, events, its log.
+    settled(cluster, "modeldeployments", "md-secure")
+    written = [
+        _obj(cluster, DEPLOYS, "md-secure"),
+        _obj(cluster, MD, "md-secure"),
+        *cluster.list("v1/events", "ml"),
+    ]
+    assert token not in repr(written)
+    assert token not in caplog.text
 
 
 def test_invalid_spec_names_the_field(cluster: Cluster, operator: Operator) -> None:

@@ -48,6 +48,7 @@ def test_crd_names_are_those_of_the_committed_crds(repo_root: Path) -> None:
         ("apps/v1/deployments", ("deploy",), ("all",), True),
         ("batch/v1/cronjobs", ("cj",), ("all",), True),
         ("autoscaling/v2/horizontalpodautoscalers", ("hpa",), ("all",), True),
+        ("networking.k8s.io/v1/networkpolicies", ("netpol",), (), True),
         ("v1/secrets", (), (), True),
     ],
 )
@@ -98,6 +99,7 @@ def test_unknown_groups_are_not_served() -> None:
         "batch",
         "apps",
         "autoscaling",
+        "networking.k8s.io",
         "rbac.authorization.k8s.io",
         "apiextensions.k8s.io",
         "authorization.k8s.io",

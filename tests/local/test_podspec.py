@@ -250,3 +250,70 @@ def test_each_container_has_its_own_message_file_and_the_pod_one_volume(tmp_path
     assert init.env["KUBELOOP_RESULT_PATH"] == str(init.termination_path)
     assert container_files(tmp_path, "prepare", init=True).log == tmp_path / "log.prepare"
     assert container_files(tmp_path, "publish").log == tmp_path / "log"
+
+
+def _secured_server_pod() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The pod and container the operator builds for a ModelDeployment with auth and TLS."""
+    from kubeloop.api.deployment import ModelDeploymentSpec
+    from kubeloop.resources.common import Owner, WorkloadDefaults
+    from kubeloop.resources.serving import build_server_deployment
+
+    spec = ModelDeploymentSpec.model_validate(
+        {
+            "model": {"uri": "s3://models/v/1"},
+            "auth": {"tokenSecretRef": {"name": "churn-token", "key": "token"}},
+            "tls": {"secretRef": {"name": "churn-tls"}},
+        }
+    )
+    owner = Owner("kubeloop.io/v1alpha1", "ModelDeployment", "churn", "ml", "u-1")
+    template = build_server_deployment(
+        owner, spec, model_uri="s3://models/v/1", model_version="1", defaults=WorkloadDefaults()
+    )["spec"]["template"]
+    pod = {**POD, "spec": template["spec"]}
+    return pod, template["spec"]["containers"][0]
+
+
+TLS_SECRET = {
+    "type": "kubernetes.io/tls",
+    "data": {
+        "tls.crt": base64.b64encode(b"-----BEGIN CERTIFICATE-----\n").decode(),
+        "tls.key": base64.b64encode(b"-----BEGIN PRIVATE KEY-----\n").decode(),
+        "ca.crt": base64.b64encode(b"not asked for").decode(),
+    },
+}
+
+
+def test_secret_volume_becomes_the_pods_files_and_https_probe(tmp_path: Path) -> None:
+    pod, container = _secured_server_pod()
+    ports = itertools.count(42000)
+    spec = build_process(
+        pod,
+        container,
+        secrets={"churn-tls": TLS_SECRET, "churn-token": {"stringData": {"token": "t0k"}}},
+        pod_dir=tmp_path,
+        free_port=lambda: next(ports),
+    )
+    folder = tmp_path / "volumes" / "tls"
+    assert sorted(p.name for p in folder.iterdir()) == ["tls.crt", "tls.key"]  # its items
+    assert Path(spec.env["KUBELOOP_TLS_CERT_FILE"]) == folder / "tls.crt"
+    assert Path(spec.env["KUBELOOP_TLS_KEY_FILE"]).read_text() == "-----BEGIN PRIVATE KEY-----\n"
+    assert (folder / "tls.key").stat().st_mode & 0o777 == 0o440  # the volume's defaultMode
+    assert spec.env["KUBELOOP_AUTH_TOKEN"] == "t0k"
+    assert spec.readiness is not None
+    assert spec.readiness.url == "https://127.0.0.1:42000/v2/health/ready"
+
+
+def test_missing_tls_secret_or_key_is_a_config_error(tmp_path: Path) -> None:
+    pod, container = _secured_server_pod()
+    token = {"churn-token": {"stringData": {"token": "t0k"}}}
+    with pytest.raises(EnvError, match="volume 'tls': secret 'churn-tls' not found"):
+        build_process(pod, container, secrets=token, pod_dir=tmp_path, free_port=lambda: 1)
+    no_key = {"data": {"tls.crt": TLS_SECRET["data"]["tls.crt"]}}
+    with pytest.raises(EnvError, match=r"secret 'churn-tls' has no key 'tls\.key'"):
+        build_process(
+            pod,
+            container,
+            secrets={**token, "churn-tls": no_key},
+            pod_dir=tmp_path,
+            free_port=lambda: 1,
+        )

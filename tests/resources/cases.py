@@ -9,12 +9,14 @@ from typing import Any
 import yaml
 
 from kubeloop.api.canary_split import split_step
+from kubeloop.api.common import NetworkPolicyPeer
 from kubeloop.api.deployment import stable_replica_counts
 from kubeloop.api.parse import parse_resource
 from kubeloop.resources.common import Owner, WorkloadDefaults
 from kubeloop.resources.monitoring import build_monitor_cronjob, reference_uri
 from kubeloop.resources.serving import (
     build_hpa,
+    build_network_policy,
     build_server_deployment,
     build_service,
 )
@@ -31,6 +33,14 @@ GOLDEN = ROOT / "tests/data/golden"
 DEFAULTS = WorkloadDefaults(
     pushgateway_url="http://pushgateway.monitoring.svc:9091",
     image_pull_secrets=("registry-credentials", "team-registry"),
+    serving_peers=(
+        NetworkPolicyPeer.model_validate(
+            {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kubeloop"}},
+                "podSelector": {"matchLabels": {"app.kubernetes.io/component": "operator"}},
+            }
+        ),
+    ),
 )
 UID = "00000000-0000-4000-8000-000000000001"
 
@@ -115,6 +125,19 @@ def inputs() -> dict[str, dict[str, Any]]:
             "digits",
             resources={"cpu": "2", "memory": "4Gi", "gpus": 1},
         ),
+        "deployment-secured": _variant(
+            "churn-deployment.yaml",
+            "churn-secured",
+            auth={"tokenSecretRef": {"name": "churn-token", "key": "token"}},
+            tls={"secretRef": {"name": "churn-tls"}},
+            networkPolicy={
+                "enabled": True,
+                "allowFrom": [
+                    {"namespaceSelector": {"matchLabels": {"team": "web"}}},
+                    {"podSelector": {"matchLabels": {"app": "shop"}}},
+                ],
+            },
+        ),
         "monitor-churn": _example("churn-monitor.yaml"),
     }
     for doc in cases.values():
@@ -166,6 +189,9 @@ def build_all(doc: dict[str, Any], defaults: WorkloadDefaults = DEFAULTS) -> lis
         hpa = build_hpa(owner, spec)
         if hpa is not None:
             out.append(hpa)
+        policy = build_network_policy(owner, spec, defaults.serving_peers)
+        if policy is not None:
+            out.append(policy)
         return out
     spec = model.spec
     ref = reference_uri(spec, "s3://models/churn/versions/3")

@@ -45,15 +45,18 @@ __all__ = [
     "Duration",
     "FieldError",
     "KubeModel",
+    "LabelSelector",
     "LabelValue",
     "ListSet",
     "LocalObjectReference",
     "Matches",
+    "NetworkPolicyPeer",
     "NodeSelector",
     "ObjectStoreUri",
     "Placement",
     "Quantity",
     "ResourceName",
+    "SecretKeyReference",
     "SecretReference",
     "Toleration",
     "parse_duration",
@@ -420,6 +423,50 @@ class SecretReference(KubeModel):
     """
 
     name: ResourceName = Field(description="Name of the Secret in this namespace.")
+
+
+class SecretKeyReference(KubeModel):
+    """One key of a Secret in the same namespace. Pods receive it by `secretKeyRef`; the
+    operator never reads or copies the value."""
+
+    name: ResourceName = Field(description="Name of the Secret in this namespace.")
+    key: str = Field(
+        pattern=r"^[-._a-zA-Z0-9]+$",
+        min_length=1,
+        max_length=253,
+        description="Key in the Secret's data whose value is used.",
+    )
+
+
+class LabelSelector(KubeModel):
+    """Objects whose labels include all of `matchLabels`; empty selects every object."""
+
+    match_labels: NodeSelector = Field(
+        default_factory=dict, description="Labels (keys and values) the objects must all carry."
+    )
+
+
+class NetworkPolicyPeer(KubeModel):
+    """Pods allowed to connect, as in a NetworkPolicy's `from`: pods matching `podSelector`
+    in namespaces matching `namespaceSelector`. Only `namespaceSelector`: every pod of those
+    namespaces; only `podSelector`: those pods in the resource's own namespace."""
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            cel="has(self.namespaceSelector) || has(self.podSelector)",
+            check=lambda p: p.namespace_selector is not None or p.pod_selector is not None,
+            message="set namespaceSelector, podSelector or both ({} selects everything)",
+            field_path=".podSelector",
+            reason="FieldValueRequired",
+        ),
+    )
+
+    namespace_selector: LabelSelector | None = Field(
+        default=None, description="Namespaces whose pods may connect; {}: every namespace."
+    )
+    pod_selector: LabelSelector | None = Field(
+        default=None, description="Pods that may connect; {}: every pod of those namespaces."
+    )
 
 
 class Toleration(KubeModel):

@@ -21,13 +21,16 @@ from kubeloop.api.common import (
     Condition,
     KubeModel,
     LocalObjectReference,
+    NetworkPolicyPeer,
     ObjectStoreUri,
     Placement,
     Quantity,
+    SecretKeyReference,
     SecretReference,
 )
 
 __all__ = [
+    "AuthSpec",
     "AutoscalingSpec",
     "BatchingSpec",
     "CanaryAnalysis",
@@ -38,9 +41,11 @@ __all__ = [
     "ModelDeploymentSpec",
     "ModelDeploymentStatus",
     "ModelReference",
+    "NetworkPolicySpec",
     "PayloadLoggingSpec",
     "RolloutSpec",
     "ServerResources",
+    "TlsSpec",
     "stable_replica_counts",
 ]
 
@@ -262,6 +267,42 @@ def _unservable_step_message(spec: ModelDeploymentSpec) -> str:
     return unservable_step_message(miss, autoscaling=spec.autoscaling is not None)
 
 
+class AuthSpec(KubeModel):
+    """Bearer-token auth on the V2 routes: clients send `Authorization: Bearer <token>`.
+
+    The token reaches the server pods by `secretKeyRef` (env KUBELOOP_AUTH_TOKEN); it is never
+    in the pod spec, status, events or logs. `/v2/health/*` and `/metrics` stay open: kubelet
+    probes, Prometheus and the operator's canary analysis read them without a token.
+    """
+
+    token_secret_ref: SecretKeyReference = Field(
+        description="The Secret key holding the token the server accepts."
+    )
+
+
+class TlsSpec(KubeModel):
+    """HTTPS on the server port, with the certificate of a `kubernetes.io/tls` Secret
+    (keys `tls.crt`, `tls.key`; e.g. one cert-manager issues), mounted read-only."""
+
+    secret_ref: LocalObjectReference = Field(
+        description="The kubernetes.io/tls Secret in this namespace (tls.crt and tls.key)."
+    )
+
+
+class NetworkPolicySpec(KubeModel):
+    """A NetworkPolicy the operator owns, admitting to the serving pods' port only `allowFrom`,
+    the operator's own pod (canary analysis reads `/metrics`) and the metrics scrapers the
+    operator's chart names (`networkPolicy.metricsFrom`)."""
+
+    enabled: bool = Field(default=False, description="Create the NetworkPolicy.")
+    allow_from: list[NetworkPolicyPeer] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Who may call the model, besides the operator and the metrics scrapers; "
+        "empty: nobody else.",
+    )
+
+
 class ModelDeploymentSpec(KubeModel):
     """Desired state of a ModelDeployment."""
 
@@ -299,6 +340,11 @@ class ModelDeploymentSpec(KubeModel):
     )
     image: str | None = Field(
         default=None, max_length=512, description="Server image; default from the operator."
+    )
+    auth: AuthSpec | None = Field(default=None, description="Bearer-token auth; default: off.")
+    tls: TlsSpec | None = Field(default=None, description="HTTPS; default: plain HTTP.")
+    network_policy: NetworkPolicySpec = Field(
+        default_factory=NetworkPolicySpec, description="Who may reach the serving pods."
     )
 
 

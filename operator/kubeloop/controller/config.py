@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from kubeloop.api.common import NodeSelector, Placement
+from kubeloop.api.common import LabelSelector, NetworkPolicyPeer, NodeSelector, Placement
 from kubeloop.resources.common import WorkloadDefaults
 
 __all__ = ["OperatorConfig"]
@@ -58,6 +58,30 @@ def _labels(name: str) -> dict[str, str]:
     return labels
 
 
+def _serving_peers() -> tuple[NetworkPolicyPeer, ...]:
+    """Who every ModelDeployment's NetworkPolicy admits besides its own `allowFrom`: the
+    operator's pod (KUBELOOP_OPERATOR_NAMESPACE + KUBELOOP_OPERATOR_POD_LABELS; canary analysis
+    reads the server pods' /metrics) and the metrics scrapers (KUBELOOP_METRICS_SCRAPERS, a
+    JSON list of NetworkPolicy peers)."""
+    peers: list[NetworkPolicyPeer] = []
+    namespace = os.environ.get("KUBELOOP_OPERATOR_NAMESPACE", "")
+    if namespace:
+        peers.append(
+            NetworkPolicyPeer(
+                namespace_selector=LabelSelector(
+                    match_labels={"kubernetes.io/metadata.name": namespace}
+                ),
+                pod_selector=LabelSelector(match_labels=_labels("KUBELOOP_OPERATOR_POD_LABELS")),
+            )
+        )
+    name = "KUBELOOP_METRICS_SCRAPERS"
+    try:
+        peers += TypeAdapter(list[NetworkPolicyPeer]).validate_python(_json(name, []))
+    except ValidationError as exc:
+        raise ValueError(f"{name}: {_problems(exc)}") from exc
+    return tuple(peers)
+
+
 def _names(name: str) -> tuple[str, ...]:
     """A comma-separated list of Secret names; a malformed one stops the operator at start
     (every pod it creates would otherwise be refused by the API server)."""
@@ -97,6 +121,7 @@ class OperatorConfig:
                 image_pull_secrets=_names("KUBELOOP_IMAGE_PULL_SECRETS"),
                 placement=_placement("KUBELOOP_WORKLOAD_PLACEMENT"),
                 pod_labels=_labels("KUBELOOP_WORKLOAD_POD_LABELS"),
+                serving_peers=_serving_peers(),
             ),
             resync_seconds=_float("KUBELOOP_RESYNC_SECONDS", 30.0),
             metrics_port=int(env("KUBELOOP_METRICS_PORT", "9090")),

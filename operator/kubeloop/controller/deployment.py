@@ -1,5 +1,5 @@
 """ModelDeployment: resolve the model to one immutable version, serve it (Deployment + Service +
-optional HPA), and roll new versions out in place (RollingUpdate) or as a canary.
+optional HPA and NetworkPolicy), and roll new versions out in place (RollingUpdate) or as a canary.
 
 Level-triggered: create/update/resume, a timer, any change of an owned Deployment and any change
 of a TrainingPipeline call `reconcile(namespace, name)`, which reads the object, its pipeline and
@@ -59,6 +59,7 @@ from kubeloop.resources.serving import (
     TRACK_LABEL,
     VERSION_LABEL,
     build_hpa,
+    build_network_policy,
     build_server_deployment,
     build_service,
     deployment_name,
@@ -359,6 +360,13 @@ def _reconcile(namespace: str, name: str) -> None:
         _apply(hpa, current_hpa)
     elif current_hpa is not None:
         api.delete("HorizontalPodAutoscaler", namespace, name)
+    # Literal kinds, as for the HPA: the chart's RBAC audit reads them from these calls.
+    policy = build_network_policy(owner, spec, runtime.config.workloads.serving_peers)
+    current_policy = api.get("NetworkPolicy", namespace, name)
+    if policy is not None:
+        _apply(policy, current_policy)
+    elif current_policy is not None:
+        api.delete("NetworkPolicy", namespace, name)
 
     plan = _plan(body, spec, status, target=target, stable=stable, canary_dep=canary_dep)
     defaults = runtime.config.workloads
@@ -396,7 +404,7 @@ def _reconcile(namespace: str, name: str) -> None:
         status["modelVersion"] = _version(stable)
         status["modelUri"] = _uri(stable)
     status.update(
-        url=service_url(owner),
+        url=service_url(owner, spec),
         selector=",".join(f"{k}={v}" for k, v in sorted(serving_selector(owner).items())),
         replicas=_count(stable, "replicas") + _count(canary_dep, "replicas"),
         readyReplicas=_count(stable, "readyReplicas") + _count(canary_dep, "readyReplicas"),

@@ -12,6 +12,10 @@ Env (all optional):
 - `KUBELOOP_WORKLOAD_PLACEMENT`: JSON `{nodeSelector, tolerations, priorityClassName}` for every
   workload pod; a resource's `spec.resources` placement wins (nodeSelector merged key by key).
 - `KUBELOOP_WORKLOAD_POD_LABELS`: JSON object of extra labels on every workload pod.
+- `KUBELOOP_OPERATOR_NAMESPACE`, `KUBELOOP_OPERATOR_POD_LABELS` (JSON object): the operator's
+  own pod, admitted by every ModelDeployment's NetworkPolicy (canary analysis); empty: none.
+- `KUBELOOP_METRICS_SCRAPERS`: JSON list of NetworkPolicy peers (`namespaceSelector`,
+  `podSelector`) those NetworkPolicies also admit: Prometheus (the chart's `metricsFrom`).
 - `KUBELOOP_RESYNC_SECONDS`: timer period: cron resolution, canary steps, safety net (30).
 - `KUBELOOP_METRICS_PORT`: Prometheus `/metrics` (9090; 0 = off).
 - `KUBELOOP_KUBE_SERVER`: a plain API URL (the emulator, `kubeloop local`); empty = in-cluster

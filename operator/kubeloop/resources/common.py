@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubeloop.api.common import Placement, SecretReference
+from kubeloop.api.common import NetworkPolicyPeer, Placement, SecretReference
 
 __all__ = [
     "AWS_KEYS",
@@ -79,6 +79,9 @@ class WorkloadDefaults:
     # Placement of every workload pod unless its resource says otherwise (pod_defaults).
     placement: Placement = field(default_factory=Placement)
     pod_labels: Mapping[str, str] = field(default_factory=dict)  # under Kubeloop's own labels
+    # Admitted by every ModelDeployment's NetworkPolicy: the operator's pod (canary analysis)
+    # and the metrics scrapers.
+    serving_peers: tuple[NetworkPolicyPeer, ...] = ()
 
 
 def pod_defaults(defaults: WorkloadDefaults, own: Placement | None = None) -> dict[str, Any]:

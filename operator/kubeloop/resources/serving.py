@@ -1,4 +1,5 @@
-"""ModelDeployment children: the server Deployment(s), the Service and the optional HPA.
+"""ModelDeployment children: the server Deployment(s), the Service, the optional HPA and
+the optional NetworkPolicy.
 
 A canary is a second Deployment (`<name>-canary`) whose pods carry the same serving labels, so
 the one Service spreads requests over stable and canary pods: the canary's traffic share is its
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from kubeloop.api.common import NetworkPolicyPeer
 from kubeloop.api.deployment import ModelDeploymentSpec
 from kubeloop.resources.common import (
     TERMINATION_LOG,
@@ -27,9 +29,11 @@ from kubeloop.resources.common import (
 
 __all__ = [
     "PORT",
+    "TLS_DIR",
     "TRACK_LABEL",
     "VERSION_LABEL",
     "build_hpa",
+    "build_network_policy",
     "build_server_deployment",
     "build_service",
     "deployment_name",
@@ -38,6 +42,7 @@ __all__ = [
 ]
 
 PORT = 8080
+TLS_DIR = "/etc/kubeloop/tls"  # the spec.tls Secret, mounted read-only
 TRACK_LABEL = "kubeloop.io/track"
 VERSION_LABEL = "kubeloop.io/model-version"
 _COMPONENT = "serving"
@@ -55,9 +60,47 @@ def serving_selector(owner: Owner) -> dict[str, str]:
     return {"kubeloop.io/modeldeployment": owner.name, "app.kubernetes.io/component": _COMPONENT}
 
 
-def service_url(owner: Owner) -> str:
-    """The in-cluster base URL of the V2 endpoint."""
-    return f"http://{owner.name}.{owner.namespace}.svc:{PORT}"
+def service_url(owner: Owner, spec: ModelDeploymentSpec) -> str:
+    """The in-cluster base URL of the V2 endpoint (https with spec.tls)."""
+    scheme = "https" if spec.tls else "http"
+    return f"{scheme}://{owner.name}.{owner.namespace}.svc:{PORT}"
+
+
+def _security(spec: ModelDeploymentSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Env and the TLS Secret volume for spec.auth and spec.tls (nothing when both are off).
+
+    The token travels only as a secretKeyRef: the pod spec names the Secret, never the value.
+    """
+    env: list[dict[str, Any]] = []
+    volumes: list[dict[str, Any]] = []
+    if spec.auth is not None:
+        ref = spec.auth.token_secret_ref
+        env.append(
+            {
+                "name": "KUBELOOP_AUTH_TOKEN",
+                "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
+            }
+        )
+    if spec.tls is not None:
+        env += [
+            {"name": "KUBELOOP_TLS_CERT_FILE", "value": f"{TLS_DIR}/tls.crt"},
+            {"name": "KUBELOOP_TLS_KEY_FILE", "value": f"{TLS_DIR}/tls.key"},
+        ]
+        # 0440: the server runs as a non-root uid whose group (fsGroup) owns the files.
+        volumes.append(
+            {
+                "name": "tls",
+                "secret": {
+                    "secretName": spec.tls.secret_ref.name,
+                    "defaultMode": 0o440,
+                    "items": [
+                        {"key": "tls.crt", "path": "tls.crt"},
+                        {"key": "tls.key", "path": "tls.key"},
+                    ],
+                },
+            }
+        )
+    return env, volumes
 
 
 def build_server_deployment(
@@ -102,7 +145,14 @@ def build_server_deployment(
         env.append({"name": "KUBELOOP_ALLOW_PICKLE", "value": "true"})
     if spec.model.allow_custom_code:
         env.append({"name": "KUBELOOP_ALLOW_CUSTOM_CODE", "value": "true"})
+    security_env, security_volumes = _security(spec)
+    env += security_env
     volumes, mounts = scratch_volumes()
+    volumes += security_volumes
+    if security_volumes:
+        mounts.append({"name": "tls", "mountPath": TLS_DIR, "readOnly": True})
+    # HTTP is the API server's default: left out, so existing Deployments keep their template.
+    scheme = {"scheme": "HTTPS"} if spec.tls else {}
     res = spec.resources
     limits = {"cpu": res.cpu, "memory": res.memory}
     if res.gpus > 0:
@@ -115,12 +165,12 @@ def build_server_deployment(
         "env": env,
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
         "readinessProbe": {
-            "httpGet": {"path": "/v2/health/ready", "port": "http"},
+            "httpGet": {"path": "/v2/health/ready", "port": "http", **scheme},
             "periodSeconds": 5,
             "failureThreshold": 3,
         },
         "livenessProbe": {
-            "httpGet": {"path": "/v2/health/live", "port": "http"},
+            "httpGet": {"path": "/v2/health/live", "port": "http", **scheme},
             "initialDelaySeconds": 10,
             "periodSeconds": 10,
             "failureThreshold": 6,
@@ -216,5 +266,37 @@ def build_hpa(owner: Owner, spec: ModelDeploymentSpec) -> dict[str, Any] | None:
                     },
                 }
             ],
+        },
+    }
+
+
+def build_network_policy(
+    owner: Owner, spec: ModelDeploymentSpec, peers: tuple[NetworkPolicyPeer, ...]
+) -> dict[str, Any] | None:
+    """A networking.k8s.io/v1 NetworkPolicy on the serving pods (both tracks), or None unless
+    spec.networkPolicy.enabled: ingress on the server port only from spec's `allowFrom` and
+    the operator-wide `peers` (the operator's own pod, the metrics scrapers).
+
+    Kubelet probes are not subject to NetworkPolicy, so readiness keeps working.
+    """
+    policy = spec.network_policy
+    if not policy.enabled:
+        return None
+    sources = [peer.to_wire() for peer in (*policy.allow_from, *peers)]
+    # A rule with an empty `from` admits every source: no peer at all must mean no ingress.
+    ingress = [{"from": sources, "ports": [{"port": PORT, "protocol": "TCP"}]}] if sources else []
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": owner.name,
+            "namespace": owner.namespace,
+            "labels": child_labels(owner, _COMPONENT, _APP),
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "spec": {
+            "podSelector": {"matchLabels": serving_selector(owner)},
+            "policyTypes": ["Ingress"],
+            "ingress": ingress,
         },
     }

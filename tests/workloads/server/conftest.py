@@ -7,9 +7,12 @@ with `kubeloop.modelformat` (manifest with sha256 of every file); the server run
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -23,6 +26,10 @@ from typing import Any
 import joblib
 import numpy as np
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.pipeline import Pipeline
@@ -152,6 +159,57 @@ def torch_version(folder: Path, *, n_features: int = 4) -> Path:
     return folder
 
 
+def _name(common: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+
+def make_certificate(folder: Path) -> tuple[Path, Path, bytes]:
+    """A test CA and a server certificate it signed for localhost and 127.0.0.1: the cert
+    and key files (as a kubernetes.io/tls Secret holds them) and the CA's PEM."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(_name("kubeloop test CA"))
+        .issuer_name(_name("kubeloop test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("localhost"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    cert_file, key_file = folder / "tls.crt", folder / "tls.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key_file.chmod(0o600)
+    return cert_file, key_file, ca.public_bytes(serialization.Encoding.PEM)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -166,14 +224,19 @@ class Server:
     process: subprocess.Popen[str]
     port: int
     log_path: Path
+    # HTTPS: the client context that trusts the server's test CA (None: plain HTTP).
+    tls: ssl.SSLContext | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.tls else "http"
+        # "localhost": the name the test certificates are issued for.
+        return f"{scheme}://{'localhost' if self.tls else '127.0.0.1'}:{self.port}"
 
-    def get(self, path: str) -> tuple[int, Any]:
+    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        request = urllib.request.Request(self.url + path, headers=headers or {})
         try:
-            with urllib.request.urlopen(self.url + path, timeout=10) as resp:
+            with urllib.request.urlopen(request, timeout=10, context=self.tls) as resp:
                 body = resp.read()
                 status = resp.status
         except urllib.error.HTTPError as exc:
@@ -183,13 +246,15 @@ class Server:
         except ValueError:
             return status, body.decode()
 
-    def post(self, path: str, doc: Any) -> tuple[int, Any]:
+    def post(self, path: str, doc: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:
         data = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
         request = urllib.request.Request(
-            self.url + path, data=data, headers={"Content-Type": "application/json"}
+            self.url + path,
+            data=data,
+            headers={"Content-Type": "application/json", **(headers or {})},
         )
         try:
-            with urllib.request.urlopen(request, timeout=10) as resp:
+            with urllib.request.urlopen(request, timeout=10, context=self.tls) as resp:
                 return resp.status, json.loads(resp.read())
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read())
@@ -203,8 +268,17 @@ class Server:
         return self.process.wait(timeout=30)
 
 
-def start_server(tmp: Path, model_dir: Path, *, wait_ready: bool = True, **env: str) -> Server:
-    """Start `kubeloop serve` for a version folder; wait until ready (or at least live)."""
+def start_server(
+    tmp: Path,
+    model_dir: Path,
+    *,
+    wait_ready: bool = True,
+    tls: ssl.SSLContext | None = None,
+    **env: str,
+) -> Server:
+    """Start `kubeloop serve` for a version folder; wait until ready (or at least live).
+
+    `tls`: the client context for a server given KUBELOOP_TLS_CERT_FILE/KEY_FILE in `env`."""
     port = free_port()
     log_path = tmp / f"server-{port}.log"
     full_env = {
@@ -225,7 +299,7 @@ def start_server(tmp: Path, model_dir: Path, *, wait_ready: bool = True, **env: 
         stderr=subprocess.STDOUT,
         text=True,
     )
-    server = Server(process, port, log_path)
+    server = Server(process, port, log_path, tls)
     path = "/v2/health/ready" if wait_ready else "/v2/health/live"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -54,6 +54,7 @@ _BUILTIN_NAMES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "batch/v1/cronjobs": (("cj",), ("all",)),
     "apps/v1/deployments": (("deploy",), ("all",)),
     "autoscaling/v2/horizontalpodautoscalers": (("hpa",), ("all",)),
+    "networking.k8s.io/v1/networkpolicies": (("netpol",), ()),
     "apiextensions.k8s.io/v1/customresourcedefinitions": (("crd", "crds"), ("api-extensions",)),
 }
 

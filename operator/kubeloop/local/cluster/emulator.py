@@ -162,6 +162,8 @@ RESOURCES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
     "batch/v1/cronjobs": ("CronJob", True, ("status",)),
     "apps/v1/deployments": ("Deployment", True, ("status", "scale")),
     "autoscaling/v2/horizontalpodautoscalers": ("HorizontalPodAutoscaler", True, ("status",)),
+    # Stored and served, not enforced: one machine's loopback has no pod network to filter.
+    "networking.k8s.io/v1/networkpolicies": ("NetworkPolicy", True, ()),
     "rbac.authorization.k8s.io/v1/roles": ("Role", True, ()),
     "rbac.authorization.k8s.io/v1/rolebindings": ("RoleBinding", True, ()),
     "apiextensions.k8s.io/v1/customresourcedefinitions": ("CustomResourceDefinition", False, ()),

@@ -24,6 +24,9 @@ explicitly and nowhere else:
   search path such as `PYTHONPATH=/kubeloop/sdk:/app`), args and `workingDir` under a mount
   path are rewritten to it (pods run with a read-only root filesystem and scratch at
   `/scratch`);
+- `secret` volumes become a per-pod folder too, with the Secret's keys (or its `items`) written
+  as files with the volume's `defaultMode` (0644 when unset), as the kubelet projects them; a
+  missing Secret or key is an `EnvError` unless the volume is `optional`;
 - the termination-message file becomes a file of the pod's folder, one per container
   (`container_files`: the main container's `termination-log`, an init container's
   `termination-log.<name>`), and `KUBELOOP_RESULT_PATH` points at it;
@@ -92,6 +95,7 @@ class ReadinessProbe:
 
     port: int
     path: str = "/"
+    scheme: str = "http"  # "https" for `scheme: HTTPS` (the kubelet skips certificate checks)
     initial_delay_seconds: float = 0
     period_seconds: float = 10
     failure_threshold: int = 3
@@ -100,7 +104,7 @@ class ReadinessProbe:
     @property
     def url(self) -> str:
         """The probe's URL on loopback."""
-        return f"http://127.0.0.1:{self.port}{self.path}"
+        return f"{self.scheme}://127.0.0.1:{self.port}{self.path}"
 
 
 @dataclass(frozen=True)
@@ -318,6 +322,33 @@ def cpu_threads(container: Mapping[str, Any]) -> int | None:
     return max(1, -int(-cores // 1))
 
 
+def _project_secret(
+    volume: Mapping[str, Any], secrets: Mapping[str, Mapping[str, Any]], folder: Path
+) -> None:
+    """Write a `secret` volume's files into `folder`, as the kubelet projects them."""
+    source = volume["secret"]
+    name = source.get("secretName", "")
+    secret = secrets.get(name)
+    if secret is None:
+        if source.get("optional"):
+            return
+        raise EnvError(f"volume {volume['name']!r}: secret {name!r} not found")
+    keys = {*(secret.get("data") or {}), *(secret.get("stringData") or {})}
+    items = source.get("items") or [{"key": k, "path": k} for k in sorted(keys)]
+    mode = int(source.get("defaultMode", 0o644))
+    for item in items:
+        value = _decode_secret(secret, item["key"])
+        if value is None:
+            if source.get("optional"):
+                continue
+            raise EnvError(f"volume {volume['name']!r}: secret {name!r} has no key {item['key']!r}")
+        target = folder / item["path"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(value)
+        # Owner-readable at least: locally the pod's files belong to this user, not to fsGroup.
+        target.chmod(int(item.get("mode", mode)) | 0o400)
+
+
 def _rewrite_path(value: str, mounts: Mapping[str, Path]) -> str:
     for mount_path, local in sorted(mounts.items(), key=lambda kv: -len(kv[0])):
         mount = mount_path.rstrip("/")
@@ -348,6 +379,7 @@ def _probe(
     return ReadinessProbe(
         port=local,
         path=http.get("path", "/"),
+        scheme=str(http.get("scheme", "HTTP")).lower(),
         initial_delay_seconds=float(probe.get("initialDelaySeconds", 0)),
         period_seconds=float(probe.get("periodSeconds", 10)),
         failure_threshold=int(probe.get("failureThreshold", 3)),
@@ -381,9 +413,11 @@ def build_process(
     mounts: dict[str, Path] = {}
     for mount in container.get("volumeMounts") or []:
         volume = volumes.get(mount["name"], {})
-        if "emptyDir" in volume or not volume:
+        if "emptyDir" in volume or "secret" in volume or not volume:
             local = pod_dir / "volumes" / mount["name"]
             local.mkdir(parents=True, exist_ok=True)
+            if "secret" in volume:
+                _project_secret(volume, secrets, local)
             mounts[mount["mountPath"]] = local
     env = resolve_env(container, pod, secrets, config_maps)
 

@@ -37,6 +37,12 @@ def main(argv: list[str]) -> int:
     for name in _THREAD_ENV:
         os.environ.setdefault(name, str(settings.model_threads))
     _configure_logging()
+    # Whether auth and TLS are on, never the token itself.
+    print(
+        f"kubeloop serve: bearer-token auth {'on' if settings.auth_token else 'off'}, "
+        f"{'HTTPS' if settings.tls_cert_file else 'HTTP'}",
+        flush=True,
+    )
     if settings.workers == 1:
         return _serve(settings.model_dump(), None, started)
 
@@ -98,14 +104,17 @@ def _serve(
     import uvicorn
 
     from kubeloop.workloads.server.app import InferenceApp
+    from kubeloop.workloads.server.auth import BearerAuth
     from kubeloop.workloads.server.headertimeout import header_timeout_protocol
     from kubeloop.workloads.server.settings import ServerSettings
 
     _configure_logging()
     settings = ServerSettings(**settings_data)
     app = InferenceApp(settings, started_at=started, loaded_workers=loaded_workers)
+    token = settings.auth_token.get_secret_value()
+    asgi: Any = BearerAuth(app, token, app.metrics.unauthorized.inc) if token else app
     config = uvicorn.Config(
-        app,
+        asgi,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
@@ -115,6 +124,8 @@ def _serve(
         log_level="warning",
         timeout_graceful_shutdown=int(settings.shutdown_timeout_s) or None,
         backlog=2048,
+        ssl_certfile=settings.tls_cert_file or None,
+        ssl_keyfile=settings.tls_key_file or None,
     )
     server = _GracefulServer(config, app)
     # uvicorn re-raises the signal it handled once it has shut down, with the handler that was

@@ -61,6 +61,12 @@ class ServerMetrics:
             registry=reg,
             multiprocess_mode="livesum",
         ).labels(model)
+        self.unauthorized = Counter(
+            "kubeloop_inference_unauthorized_requests",
+            "Requests refused with 401: no bearer token, or a wrong one.",
+            ["model"],
+            registry=reg,
+        ).labels(model)
         self.log_written = Counter(
             "kubeloop_payload_log_rows_written",
             "Payload-log rows written to Parquet.",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kubeloop.formats import LoadOptions
@@ -69,6 +69,22 @@ class ServerSettings(BaseSettings):
     model_threads: int = Field(
         default=1, ge=1, le=64, description="BLAS/OpenMP threads per worker for the model."
     )
+    auth_token: SecretStr = Field(
+        default=SecretStr(""),
+        description="Bearer token every route but health and /metrics requires; empty = off.",
+    )
+    tls_cert_file: str = Field(
+        default="", description="PEM certificate (chain) to serve HTTPS with; empty = HTTP."
+    )
+    tls_key_file: str = Field(default="", description="PEM private key of tls_cert_file.")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServerSettings:
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError(
+                "tls_cert_file and tls_key_file go together: set both (HTTPS) or neither (HTTP)"
+            )
+        return self
 
 
 def load_options(settings: ServerSettings) -> LoadOptions:
