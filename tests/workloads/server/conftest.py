@@ -166,6 +166,7 @@ class Server:
     process: subprocess.Popen[str]
     port: int
     log_path: Path
+    grpc_port: int = 0  # the V2 gRPC endpoint (0: off)
 
     @property
     def url(self) -> str:
@@ -205,7 +206,7 @@ class Server:
 
 def start_server(tmp: Path, model_dir: Path, *, wait_ready: bool = True, **env: str) -> Server:
     """Start `kubeloop serve` for a version folder; wait until ready (or at least live)."""
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     log_path = tmp / f"server-{port}.log"
     full_env = {
         **os.environ,
@@ -214,6 +215,7 @@ def start_server(tmp: Path, model_dir: Path, *, wait_ready: bool = True, **env: 
         "KUBELOOP_MODEL_NAME": "churn",
         "KUBELOOP_HOST": "127.0.0.1",
         "KUBELOOP_PORT": str(port),
+        "KUBELOOP_GRPC_PORT": str(grpc_port),
         "KUBELOOP_WORK_DIR": str(tmp),
         **env,
     }
@@ -225,7 +227,7 @@ def start_server(tmp: Path, model_dir: Path, *, wait_ready: bool = True, **env: 
         stderr=subprocess.STDOUT,
         text=True,
     )
-    server = Server(process, port, log_path)
+    server = Server(process, port, log_path, int(full_env["KUBELOOP_GRPC_PORT"]))
     path = "/v2/health/ready" if wait_ready else "/v2/health/live"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
