@@ -283,13 +283,13 @@ class InferenceApp:
 
     def _model_path(self, parts: list[str]) -> tuple[str, ...]:
         """Checks /v2/models/{m}[/versions/{v}]; returns what follows."""
+        self.check_model(parts[2], "")
         rest = parts[3:]
         if rest[:1] == ["versions"]:
             if len(rest) < 2:
                 raise NotFoundError("missing version after /versions/")
             self.check_model(parts[2], rest[1])
             return tuple(rest[2:])
-        self.check_model(parts[2], "")
         return tuple(rest)
 
     def check_model(self, name: str, version: str) -> None:
