@@ -296,12 +296,18 @@ def test_payload_log_and_metrics_count_binary_and_grpc_requests(churn_server: Se
     with pytest.raises(InferenceServerException):
         grpc_client.infer("churn", [bad])
 
-    after = _metrics(churn_server)
+    def deltas() -> tuple[float, ...]:
+        after = _metrics(churn_server)
+        keys = (("200", "rest"), ("200", "grpc"), ("400", "grpc"))
+        return tuple(after.get(k, 0.0) - before.get(k, 0.0) for k in keys)
 
-    def delta(code: str, protocol: str) -> float:
-        return after.get((code, protocol), 0.0) - before.get((code, protocol), 0.0)
-
-    assert (delta("200", "rest"), delta("200", "grpc"), delta("400", "grpc")) == (1, 1, 1)
+    # a REST answer is counted just after it is sent: wait for the count, not for a time
+    deadline = time.monotonic() + 10
+    while deltas() != (1, 1, 1):
+        assert time.monotonic() < deadline, (
+            f"requests counted (200 rest, 200 grpc, 400 grpc): {deltas()}"
+        )
+        time.sleep(0.05)
 
     logs = churn_server.log_path.parent / "logs"
     deadline = time.monotonic() + 30

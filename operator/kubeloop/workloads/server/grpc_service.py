@@ -206,8 +206,9 @@ class _Service(pb_grpc.GRPCInferenceServiceServicer):
                 return encode()
             except Exception as exc:
                 call.status, message = app.failure(exc)
-            await context.abort(GRPC_CODES.get(call.status, grpc.StatusCode.INTERNAL), message)
-            raise AssertionError("context.abort returns only by raising")
+        # counted first: abort sends the status to the client at once
+        await context.abort(GRPC_CODES.get(call.status, grpc.StatusCode.INTERNAL), message)
+        raise AssertionError("context.abort returns only by raising")
 
 
 async def start_grpc_server(app: InferenceApp, port: int, *, reuse_port: bool) -> Any:
