@@ -5,7 +5,9 @@ serve` process; both meet the same validation, payload log and metrics."""
 from __future__ import annotations
 
 import json
+import signal
 import struct
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -328,3 +330,50 @@ def _logged(folder: Path) -> list[dict[str, Any]]:
     if not any(folder.rglob("*.parquet")):
         return []
     return ds.dataset(str(folder), format="parquet", partitioning="hive").to_table().to_pylist()
+
+
+def test_sigterm_under_grpc_load_exits_cleanly_and_logs_every_answer(tmp_path: Path) -> None:
+    """SIGTERM under gRPC load: new calls are refused (UNAVAILABLE, not ready), those in
+    flight finish, the payload log flushes every answered call, and the exit code is 0."""
+    from tests.workloads.server.conftest import numeric_version
+
+    logs = tmp_path / "logs"
+    server = start_server(
+        tmp_path,
+        numeric_version(tmp_path / "v1", n_features=4),
+        KUBELOOP_PAYLOAD_LOG_URI=logs.as_uri(),
+        KUBELOOP_PAYLOAD_FLUSH_SECONDS="600",  # rows reach Parquet only by the shutdown flush
+    )
+    answered: list[str] = []
+    stop = threading.Event()
+
+    def client(worker: int) -> None:
+        client = triton_grpc.InferenceServerClient(url=f"127.0.0.1:{server.grpc_port}")
+        tensor = triton_grpc.InferInput("m", [1, 4], "FP64")
+        tensor.set_data_from_numpy(np.full((1, 4), 0.5))
+        i = 0
+        while not stop.is_set():
+            request_id = f"w{worker}-{i}"
+            i += 1
+            try:
+                client.infer("churn", [tensor], request_id=request_id, client_timeout=10)
+            except InferenceServerException:  # the server went away after SIGTERM
+                if stop.wait(0.01):
+                    return
+                continue
+            answered.append(request_id)
+
+    threads = [threading.Thread(target=client, args=(w,)) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 60
+    while len(answered) < 40 and time.monotonic() < deadline:  # under load, then SIGTERM
+        time.sleep(0.05)
+    server.process.send_signal(signal.SIGTERM)
+    code = server.process.wait(timeout=60)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert code == 0, server.log()
+    assert len(answered) >= 40, "the load did not run"
+    assert sorted(r["_request_id"] for r in _logged(logs)) == sorted(answered)
