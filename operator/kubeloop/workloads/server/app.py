@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -65,6 +65,7 @@ _NUMERIC_INPUT = "FP64"
 _INLINE_BODY_BYTES = 64 * 1024
 _INLINE_ROWS = 256
 _BINARY = b"application/octet-stream"
+_T = TypeVar("_T")
 _EXTENSIONS = ["binary_tensor_data"]
 
 
@@ -353,11 +354,7 @@ class InferenceApp:
                     classes=self._classes,
                     binary_outputs=request.binary_outputs,
                 )
-                if len(body) > _INLINE_BODY_BYTES or request.rows > _INLINE_ROWS:
-                    loop = asyncio.get_running_loop()
-                    payload, json_length = await loop.run_in_executor(None, encode)
-                else:
-                    payload, json_length = encode()
+                payload, json_length = await self.encode(len(body), request.rows, encode)
                 if json_length is None:
                     await _respond(send, 200, payload)
                 else:
@@ -410,6 +407,12 @@ class InferenceApp:
                 request.columns, result.values, request.rows, request.id or uuid.uuid4().hex
             )
         return request, result
+
+    async def encode(self, size: int, rows: int, work: Callable[[], _T]) -> _T:
+        """Encode an answer (`work`), off the event loop for a large request or answer."""
+        if size > _INLINE_BODY_BYTES or rows > _INLINE_ROWS:
+            return await asyncio.get_running_loop().run_in_executor(None, work)
+        return work()
 
     def failure(self, exc: Exception) -> tuple[int, str]:
         """The status and message a failed infer request is answered with."""

@@ -10,7 +10,6 @@ carry the same messages as REST under the gRPC code of the same meaning.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from typing import TYPE_CHECKING, Any
 
@@ -57,7 +56,6 @@ _CONTENTS = {
     "FP32": ("fp32_contents", np.float32),
     "FP64": ("fp64_contents", np.float64),
 }
-_INLINE_ROWS = 256  # larger responses are encoded off the event loop, as REST does
 
 
 def infer_document(request: pb.ModelInferRequest) -> dict[str, Any]:
@@ -190,7 +188,8 @@ class _Service(pb_grpc.GRPCInferenceServiceServicer):
                 parse = functools.partial(
                     _parse, request, app.schema, app.settings.max_request_rows
                 )
-                parsed, result = await app.predict(call, request.ByteSize(), parse)
+                size = request.ByteSize()
+                parsed, result = await app.predict(call, size, parse)
                 assert app.model is not None
                 encode = functools.partial(
                     _response,
@@ -201,9 +200,7 @@ class _Service(pb_grpc.GRPCInferenceServiceServicer):
                     probabilities=result.probabilities,
                     classes=app.classes,
                 )
-                if parsed.rows > _INLINE_ROWS:
-                    return await asyncio.get_running_loop().run_in_executor(None, encode)
-                return encode()
+                return await app.encode(size, parsed.rows, encode)
             except Exception as exc:
                 call.status, message = app.failure(exc)
         # counted first: abort sends the status to the client at once
