@@ -46,7 +46,7 @@ from bench.serving.servers import (
     start_mlserver,
 )
 
-__all__ = ["main", "run_wrk"]
+__all__ = ["main", "run_wrk", "start_config"]
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA = ROOT / "bench" / "serving" / "post.lua"
@@ -109,7 +109,8 @@ def _measure(
     )
 
 
-def _start(config: Config, scenario: Scenario, folders: Folders, work: Path) -> Running:
+def start_config(config: Config, scenario: Scenario, folders: Folders, work: Path) -> Running:
+    """Start the server of one configuration (Kubeloop, MLServer or KServe)."""
     if config.server == "kubeloop":
         logs = work / f"payload-logs-{scenario.name}" if config.payload_log else None
         return start_kubeloop(
@@ -236,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
                 check = body(**shape, rows=CHECK_ROWS, seed=2)
                 answers[scenario.name] = {}
                 for config in configs_of(scenario):
-                    servers[config.name] = _start(config, scenario, folders, work)
+                    servers[config.name] = start_config(config, scenario, folders, work)
                     answers[scenario.name][config.name] = _predict(servers[config.name], check)
                     configs.append(config)
             for round_ in range(args.rounds):

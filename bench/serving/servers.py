@@ -48,6 +48,7 @@ class Running:
     port: int
     infer_path: str
     log_path: Path
+    grpc_port: int = 0  # its V2 gRPC endpoint (0: none)
 
     def rss_mib(self) -> float:
         """Resident memory of the server and all its child processes (workers, pools)."""
@@ -94,6 +95,7 @@ def _start(
     ready: str,
     infer: str,
     logs: Path,
+    grpc_port: int = 0,
 ) -> Running:
     log_path = logs / f"{name.replace(' ', '_').replace('/', '-')}.log"
     with log_path.open("wb") as handle:
@@ -104,7 +106,7 @@ def _start(
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stop() reaches every worker
         )
-    running = Running(name, process, port, infer, log_path)
+    running = Running(name, process, port, infer, log_path, grpc_port)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -134,12 +136,13 @@ def start_kubeloop(
 ) -> Running:
     """`kubeloop serve` on a free loopback port, configured by env as the Deployment does
     (`auth_token`: KUBELOOP_AUTH_TOKEN, as spec.auth's secretKeyRef gives it)."""
-    port = _free_port()
+    port, grpc_port = _free_port(), _free_port()
     env = {
         "KUBELOOP_MODEL_URI": version.as_uri(),
         "KUBELOOP_MODEL_NAME": model_name,
         "KUBELOOP_HOST": "127.0.0.1",
         "KUBELOOP_PORT": str(port),
+        "KUBELOOP_GRPC_PORT": str(grpc_port),
         "KUBELOOP_WORKERS": str(workers),
         "KUBELOOP_MAX_BATCH_SIZE": str(max_batch_size),
         "KUBELOOP_MAX_LATENCY_MS": f"{max_latency_ms:g}",
@@ -150,7 +153,9 @@ def start_kubeloop(
     }
     argv = [sys.executable, "-m", "kubeloop.cli", "serve"]
     ready, infer = "/v2/health/ready", f"/v2/models/{model_name}/infer"
-    return _start(name, argv, env, port=port, ready=ready, infer=infer, logs=logs)
+    return _start(
+        name, argv, env, port=port, ready=ready, infer=infer, logs=logs, grpc_port=grpc_port
+    )
 
 
 def start_mlserver(
@@ -192,7 +197,10 @@ def start_mlserver(
     # One OpenMP/BLAS thread, as `kubeloop serve` sets for itself: with sklearn's default (one
     # per core) a single-row HistGradientBoosting predict spins across cores and was ~40x
     # slower on the shared 2-core machine, so this is MLServer's faster setting.
-    return _start(name, argv, dict(SINGLE_THREAD), port=port, ready=ready, infer=infer, logs=logs)
+    return _start(
+        name, argv, dict(SINGLE_THREAD), port=port, ready=ready, infer=infer, logs=logs,
+        grpc_port=grpc,
+    )  # fmt: skip
 
 
 def start_kserve(name: str, model_dir: Path, logs: Path) -> Running:

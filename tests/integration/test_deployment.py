@@ -268,8 +268,8 @@ def test_champion_change_steps_a_canary_then_promotes(
 
     # Ready canary pods with healthy traffic (0.5% errors): the step moves on.
     metrics, port = canary_metrics
-    metrics.requests.labels("md-canary", "2", "200").inc(199)
-    metrics.requests.labels("md-canary", "2", "500").inc(1)
+    metrics.requests.labels("md-canary", "2", "200", "rest").inc(199)
+    metrics.requests.labels("md-canary", "2", "500", "grpc").inc(1)
     _canary_pod(cluster, "md-canary", "2", port)
     cluster.roll_out_deployment("ml", "md-canary-canary")
     wait_for(lambda: _status(cluster, "md-canary")["canary"]["trafficPercent"] == 50, what="50%")
@@ -360,7 +360,7 @@ def test_min_requests_holds_a_step_while_the_canary_metrics_cannot_be_read(
 
     # The metrics become readable and show 10 good requests: the step moves on.
     metrics, port = canary_metrics
-    metrics.requests.labels("md-evidence", "2", "200").inc(10)
+    metrics.requests.labels("md-evidence", "2", "200", "rest").inc(10)
     cluster.delete(PODS, "ml", "md-evidence-canary-pod")
     _canary_pod(cluster, "md-evidence", "2", port)
     wait_for(lambda: _status(cluster, "md-evidence")["canary"]["trafficPercent"] == 50, what="50%")
@@ -372,9 +372,11 @@ def test_canary_error_rate_over_max_rolls_back(
 ) -> None:
     _serving(cluster, "md-errors", 1)
     metrics, port = canary_metrics
-    metrics.requests.labels("md-errors", "2", "200").inc(90)
-    metrics.requests.labels("md-errors", "2", "500").inc(10)
-    metrics.requests.labels("md-errors", "2", "422").inc(50)  # client errors are not failures
+    metrics.requests.labels("md-errors", "2", "200", "rest").inc(90)
+    metrics.requests.labels("md-errors", "2", "500", "grpc").inc(10)  # gRPC counts too
+    metrics.requests.labels("md-errors", "2", "422", "rest").inc(
+        50
+    )  # client errors are not failures
     _new_uri(cluster, "md-errors", 2)
     _canary_pod(cluster, "md-errors", "2", port)  # analysis needs traffic, not readiness
 

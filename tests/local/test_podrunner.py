@@ -568,3 +568,69 @@ async def test_deployment_restarts_a_failed_init_container_then_serves(
     assert init["state"]["terminated"]["exitCode"] == 0
     await api.delete("apps/v1/deployments", "ml", "echo")
     await until(lambda: _no_processes(runner))
+
+
+# -- a gRPC Service port -----------------------------------------------------------------------
+
+
+async def test_the_model_servers_grpc_port_is_routed_by_the_service(
+    runner: PodRunner, api: KubeApi, tmp_path: Path
+) -> None:
+    """The Deployment and Service the operator builds for a ModelDeployment: the Service's
+    `grpc` port (HTTP/2, which the HTTP/1 proxy cannot carry) reaches the server's V2 gRPC
+    endpoint through the per-connection proxy, as tritonclient's gRPC client dials it."""
+    import numpy as np
+    import tritonclient.grpc as triton_grpc
+    from tests.workloads.server.conftest import churn_version
+
+    from kubeloop.api.deployment import ModelDeploymentSpec
+    from kubeloop.local.cluster.servicecontroller import LOCAL_GRPC_ANNOTATION
+    from kubeloop.resources.common import Owner, WorkloadDefaults
+    from kubeloop.resources.serving import build_server_deployment, build_service
+
+    uri = churn_version(tmp_path / "models" / "versions" / "3").as_uri()
+    spec = ModelDeploymentSpec.model_validate({"model": {"uri": uri}, "replicas": 1})
+    owner = Owner("kubeloop.io/v1alpha1", "ModelDeployment", "churn", "ml", "uid-1")
+    deployment = build_server_deployment(
+        owner, spec, model_uri=uri, model_version="3", defaults=WorkloadDefaults()
+    )
+    service = build_service(owner)
+    for child in (deployment, service):
+        child["metadata"].pop("ownerReferences")  # no ModelDeployment in this emulator
+    await api.create("apps/v1/deployments", deployment)
+    await api.create("v1/services", service)
+
+    async def grpc_address() -> str | None:
+        svc = await api.get("v1/services", "ml", "churn")
+        annotations = (svc or {}).get("metadata", {}).get("annotations") or {}
+        ready = await api.get("apps/v1/deployments", "ml", "churn")
+        if ((ready or {}).get("status") or {}).get("readyReplicas") != 1:
+            return None
+        return annotations.get(LOCAL_GRPC_ANNOTATION)
+
+    address = await until(grpc_address, 60, "the Service's gRPC address")
+    assert address == runner.grpc_address("ml", "churn")
+    assert str(runner.service_url("ml", "churn")).startswith("http://")  # REST: the HTTP proxy
+
+    def infer() -> list[str]:
+        client = triton_grpc.InferenceServerClient(url=address)
+        assert client.is_model_ready("churn", "3")
+        inputs = []
+        columns = {"age": [30.0, 75.0], "income": [4e4, 6e4], "visits": [2.0, 20.0]}
+        for name, values in columns.items():
+            tensor = triton_grpc.InferInput(name, [2], "FP64")
+            tensor.set_data_from_numpy(np.array(values))
+            inputs.append(tensor)
+        plan = triton_grpc.InferInput("plan", [2], "BYTES")
+        plan.set_data_from_numpy(np.array(["basic", "max"], dtype=object))
+        result = client.infer("churn", [*inputs, plan])
+        return [v.decode() for v in result.as_numpy("predict").tolist()]
+
+    labels = await asyncio.get_running_loop().run_in_executor(None, infer)
+    assert set(labels) <= {"yes", "no"} and len(labels) == 2
+    (pod,) = [p["metadata"]["name"] for p in await api.list("v1/pods", "ml")]
+    proxy = runner.proxies[("ml", "churn", 8081)]
+    assert proxy.served() == {pod: 1}  # one HTTP/2 connection carried every call
+
+    await api.delete("apps/v1/deployments", "ml", "churn")
+    await until(lambda: _no_processes(runner))

@@ -49,11 +49,18 @@ def test_deployment_rolls_without_downtime_and_service_selects_both_tracks() -> 
     assert canary["metadata"]["name"] == "churn-canary"
     (c,) = dep["spec"]["template"]["spec"]["containers"]
     assert c["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
-    assert c["ports"][0]["containerPort"] == 8080
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": 8080, "grpc": 8081}
     env = {e["name"]: e.get("value") for e in c["env"]}
+    assert (env["KUBELOOP_PORT"], env["KUBELOOP_GRPC_PORT"]) == ("8080", "8081")
     assert env["KUBELOOP_MODEL_URI"] == "s3://models/versions/1"
     assert env["KUBELOOP_PAYLOAD_LOG_URI"] == "s3://logs/x/"
     svc = build_service(OWNER)
+    assert [
+        (p["name"], p["port"], p["targetPort"], p.get("appProtocol")) for p in svc["spec"]["ports"]
+    ] == [
+        ("http", 8080, "http", None),
+        ("grpc", 8081, "grpc", "grpc"),
+    ]
     for d in (dep, canary):
         assert set(svc["spec"]["selector"].items()) <= set(
             d["spec"]["template"]["metadata"]["labels"].items()

@@ -28,6 +28,7 @@ from kubeloop.resources.common import (
 )
 
 __all__ = [
+    "GRPC_PORT",
     "PORT",
     "TLS_DIR",
     "TRACK_LABEL",
@@ -43,6 +44,7 @@ __all__ = [
 
 PORT = 8080
 TLS_DIR = "/etc/kubeloop/tls"  # the spec.tls Secret, mounted read-only
+GRPC_PORT = 8081  # the V2 gRPC endpoint (inference.GRPCInferenceService)
 TRACK_LABEL = "kubeloop.io/track"
 VERSION_LABEL = "kubeloop.io/model-version"
 _COMPONENT = "serving"
@@ -131,6 +133,7 @@ def build_server_deployment(
         {"name": "KUBELOOP_MODEL_URI", "value": model_uri},
         {"name": "KUBELOOP_MODEL_NAME", "value": owner.name},
         {"name": "KUBELOOP_PORT", "value": str(PORT)},
+        {"name": "KUBELOOP_GRPC_PORT", "value": str(GRPC_PORT)},
         {"name": "KUBELOOP_WORKERS", "value": str(spec.workers)},
         {"name": "KUBELOOP_MAX_BATCH_SIZE", "value": str(spec.batching.max_batch_size)},
         {"name": "KUBELOOP_MAX_LATENCY_MS", "value": f"{spec.batching.max_latency_ms:g}"},
@@ -163,7 +166,10 @@ def build_server_deployment(
         "image": spec.image or (defaults.server_gpu_image if res.gpus else defaults.server_image),
         "command": ["kubeloop", "serve"],
         "env": env,
-        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+        "ports": [
+            {"name": "http", "containerPort": PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+        ],
         "readinessProbe": {
             "httpGet": {"path": "/v2/health/ready", "port": "http", **scheme},
             "periodSeconds": 5,
@@ -214,7 +220,8 @@ def build_server_deployment(
 
 
 def build_service(owner: Owner) -> dict[str, Any]:
-    """The ClusterIP Service in front of both tracks (port 8080, name `http`)."""
+    """The ClusterIP Service in front of both tracks: V2 REST on port 8080 (`http`), V2 gRPC on
+    8081 (`grpc`, appProtocol grpc, so meshes and gateways balance it per request)."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -227,7 +234,16 @@ def build_service(owner: Owner) -> dict[str, Any]:
         "spec": {
             "type": "ClusterIP",
             "selector": serving_selector(owner),
-            "ports": [{"name": "http", "port": PORT, "targetPort": "http", "protocol": "TCP"}],
+            "ports": [
+                {"name": "http", "port": PORT, "targetPort": "http", "protocol": "TCP"},
+                {
+                    "name": "grpc",
+                    "port": GRPC_PORT,
+                    "targetPort": "grpc",
+                    "protocol": "TCP",
+                    "appProtocol": "grpc",
+                },
+            ],
         },
     }
 

@@ -226,6 +226,7 @@ class Server:
     log_path: Path
     # HTTPS: the client context that trusts the server's test CA (None: plain HTTP).
     tls: ssl.SSLContext | None = None
+    grpc_port: int = 0  # the V2 gRPC endpoint (0: off)
 
     @property
     def url(self) -> str:
@@ -279,7 +280,7 @@ def start_server(
     """Start `kubeloop serve` for a version folder; wait until ready (or at least live).
 
     `tls`: the client context for a server given KUBELOOP_TLS_CERT_FILE/KEY_FILE in `env`."""
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     log_path = tmp / f"server-{port}.log"
     full_env = {
         **os.environ,
@@ -288,6 +289,7 @@ def start_server(
         "KUBELOOP_MODEL_NAME": "churn",
         "KUBELOOP_HOST": "127.0.0.1",
         "KUBELOOP_PORT": str(port),
+        "KUBELOOP_GRPC_PORT": str(grpc_port),
         "KUBELOOP_WORK_DIR": str(tmp),
         **env,
     }
@@ -299,7 +301,7 @@ def start_server(
         stderr=subprocess.STDOUT,
         text=True,
     )
-    server = Server(process, port, log_path, tls)
+    server = Server(process, port, log_path, tls, int(full_env["KUBELOOP_GRPC_PORT"]))
     path = "/v2/health/ready" if wait_ready else "/v2/health/live"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

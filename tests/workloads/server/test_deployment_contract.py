@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tritonclient.grpc as triton_grpc
 from tests.workloads.server.conftest import numeric_version, start_server
 
 from kubeloop.api.deployment import ModelDeploymentSpec
 from kubeloop.resources.common import Owner, WorkloadDefaults
-from kubeloop.resources.serving import PORT, build_server_deployment
+from kubeloop.resources.serving import GRPC_PORT, PORT, build_server_deployment
 from kubeloop.workloads.server.settings import ServerSettings, parse_settings
 
 # Common env every workload gets (docs/contracts.md, "Common env"); the server needs no result.
@@ -62,6 +63,7 @@ def test_every_kubeloop_env_of_the_deployment_is_a_server_setting(
     assert settings.model_uri == "s3://models/churn/versions/1"
     assert settings.model_name == "churn"
     assert settings.port == PORT
+    assert settings.grpc_port == GRPC_PORT
     assert settings.workers == 2
     assert (settings.max_batch_size, settings.max_latency_ms) == (16, 3.5)
     assert settings.payload_log_uri == "s3://logs/churn/"
@@ -75,7 +77,8 @@ def test_the_deployment_env_serves_and_answers_its_probes(tmp_path: Path) -> Non
     container = _container(version.as_uri(), logs.as_uri())
     env = _values(container)
     env["KUBELOOP_WORK_DIR"] = str(tmp_path)  # /scratch in the pod
-    env.pop("KUBELOOP_PORT")  # start_server picks a free loopback port
+    env.pop("KUBELOOP_PORT")  # start_server picks free loopback ports
+    env.pop("KUBELOOP_GRPC_PORT")
     assert container["command"] == ["kubeloop", "serve"]  # start_server runs `kubeloop.cli serve`
     server = start_server(tmp_path, version, **env)
     try:
@@ -84,6 +87,9 @@ def test_the_deployment_env_serves_and_answers_its_probes(tmp_path: Path) -> Non
             assert server.get(path)[0] == 200, path
         log = server.log()
         assert "2 workers" in log
+        # both workers listen on the gRPC port too (SO_REUSEPORT), beside REST
+        grpc_client = triton_grpc.InferenceServerClient(url=f"127.0.0.1:{server.grpc_port}")
+        assert grpc_client.is_server_ready()
         doc = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": [0.1] * 4}]}
         for _ in range(40):
             status, body = server.post("/v2/models/churn/infer", doc)

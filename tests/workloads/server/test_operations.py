@@ -102,8 +102,8 @@ def test_metrics_count_every_request_across_workers(two_workers: Server) -> None
         return after.get(key, 0.0) - before.get(key, 0.0)
 
     requests = "kubeloop_inference_requests_total"
-    assert delta(requests, model="churn", version="1", code="200") == 20
-    assert delta(requests, model="churn", version="1", code="400") == 3
+    assert delta(requests, model="churn", version="1", code="200", protocol="rest") == 20
+    assert delta(requests, model="churn", version="1", code="400", protocol="rest") == 3
     assert delta("kubeloop_inference_request_duration_seconds_count", model="churn") == 23
     assert delta("kubeloop_inference_batch_size_sum", model="churn") == 40  # rows, not requests
     assert after[("kubeloop_inference_requests_in_flight", (("model", "churn"),))] == 0

@@ -19,7 +19,7 @@ import logging
 import random
 import socket
 
-__all__ = ["PodNetwork", "PortForward"]
+__all__ = ["PodNetwork", "PortForward", "relay"]
 
 log = logging.getLogger(__name__)
 
@@ -103,25 +103,24 @@ class PortForward:
             return
         self._streams.update((writer, upstream_writer))
         try:
-            await asyncio.gather(
-                self._pipe(reader, upstream_writer), self._pipe(upstream_reader, writer)
-            )
+            await asyncio.gather(relay(reader, upstream_writer), relay(upstream_reader, writer))
         finally:
             self._streams.difference_update((writer, upstream_writer))
             writer.close()
             upstream_writer.close()
 
-    @staticmethod
-    async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-        try:
-            while chunk := await source.read(_CHUNK):
-                sink.write(chunk)
-                await sink.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            with contextlib.suppress(Exception):
-                if sink.can_write_eof():
-                    sink.write_eof()
-                else:
-                    sink.close()
+
+async def relay(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    """Copy one direction of a TCP connection until it ends, then half-close the other side."""
+    try:
+        while chunk := await source.read(_CHUNK):
+            sink.write(chunk)
+            await sink.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        with contextlib.suppress(Exception):
+            if sink.can_write_eof():
+                sink.write_eof()
+            else:
+                sink.close()

@@ -18,8 +18,9 @@ It writes back, through the API and the status subresource, what the real contro
   `status.replicas/updatedReplicas/readyReplicas/availableReplicas/observedGeneration` with the
   `Available` and `Progressing` conditions (`ProgressDeadlineExceeded` once a rollout has not
   progressed for `progressDeadlineSeconds`).
-- Service: a loopback proxy per Service port (`kubeloop.local.cluster.proxy`) over the Ready
-  pods its selector matches; its URL is annotated on the Service as `kubeloop.io/local-url`.
+- Service: a loopback proxy per Service port (`kubeloop.local.cluster.proxy`; per connection,
+  `tcpproxy`, for gRPC ports) over the Ready pods its selector matches; its URL is annotated on
+  the Service as `kubeloop.io/local-url` (and a gRPC port's as `kubeloop.io/local-grpc-address`).
 
 Init containers run as a kubelet runs them: one after another, each to completion, before the
 main container, every one a process of its own with its own log and termination message and
@@ -61,8 +62,7 @@ from kubeloop.local.cluster.jobcontroller import JobController, JobRun
 from kubeloop.local.cluster.kubeapi import ApiError, KubeApi
 from kubeloop.local.cluster.kubelet import Kubelet
 from kubeloop.local.cluster.podnet import PodNetwork
-from kubeloop.local.cluster.proxy import ServiceProxy
-from kubeloop.local.cluster.servicecontroller import ServiceController
+from kubeloop.local.cluster.servicecontroller import Proxy, ServiceController
 
 __all__ = ["PodRunner"]
 
@@ -119,7 +119,7 @@ class PodRunner:
         return self.deployment_controller.deployments
 
     @property
-    def proxies(self) -> dict[tuple[str, str, int], ServiceProxy]:
+    def proxies(self) -> dict[tuple[str, str, int], Proxy]:
         """The Service proxies, by namespace, name and port."""
         return self.services.proxies
 
@@ -185,3 +185,7 @@ class PodRunner:
     def service_url(self, namespace: str, name: str) -> str | None:
         """The loopback URL of a Service's first port, once it is proxied."""
         return self.services.service_url(namespace, name)
+
+    def grpc_address(self, namespace: str, name: str) -> str | None:
+        """`host:port` of a Service's first gRPC port on loopback, once it is proxied."""
+        return self.services.grpc_address(namespace, name)

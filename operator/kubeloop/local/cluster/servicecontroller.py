@@ -1,7 +1,9 @@
 """The local Service controller: a loopback proxy per Service port over the Ready pods.
 
 Its endpoints are the Ready pods the selector matches (their named or numbered container port);
-its URL is annotated on the Service as `kubeloop.io/local-url`.
+its URL is annotated on the Service as `kubeloop.io/local-url`. A gRPC port (`appProtocol:
+grpc`) gets a per-connection TCP proxy instead of the HTTP/1 one, and its `host:port` is annotated
+as `kubeloop.io/local-grpc-address`.
 """
 
 from __future__ import annotations
@@ -13,10 +15,20 @@ from typing import Any
 from kubeloop.local.cluster.kubeapi import KubeApi
 from kubeloop.local.cluster.kubelet import PodRun
 from kubeloop.local.cluster.proxy import ServiceProxy
+from kubeloop.local.cluster.tcpproxy import TcpServiceProxy, is_l4_port
 
-__all__ = ["LOCAL_URL_ANNOTATION", "SERVICES", "ServiceController", "label_match"]
+__all__ = [
+    "LOCAL_GRPC_ANNOTATION",
+    "LOCAL_URL_ANNOTATION",
+    "SERVICES",
+    "Proxy",
+    "ServiceController",
+    "label_match",
+]
 
 LOCAL_URL_ANNOTATION = "kubeloop.io/local-url"
+LOCAL_GRPC_ANNOTATION = "kubeloop.io/local-grpc-address"
+Proxy = ServiceProxy | TcpServiceProxy
 SERVICES = "v1/services"
 
 
@@ -46,7 +58,7 @@ class ServiceController:
 
     def __init__(self, api: KubeApi) -> None:
         self.api = api
-        self.proxies: dict[tuple[str, str, int], ServiceProxy] = {}
+        self.proxies: dict[tuple[str, str, int], Proxy] = {}
         # A Service's port keeps its local port when its proxy is re-created.
         self._service_ports: dict[tuple[str, str, int], int] = {}
 
@@ -68,19 +80,23 @@ class ServiceController:
             selector = spec.get("selector")
             if not selector or spec.get("clusterIP") == "None":
                 continue  # headless: DNS only, nothing to proxy
-            urls = []
+            urls: list[str] = []
+            grpc: list[str] = []
             for port in spec.get("ports") or []:
                 key = (meta["namespace"], meta["name"], int(port["port"]))
                 wanted.add(key)
                 proxy = self.proxies.get(key)
-                if proxy is None:
-                    proxy = ServiceProxy(
+                kind = TcpServiceProxy if is_l4_port(port) else ServiceProxy
+                if not isinstance(proxy, kind):
+                    if proxy is not None:  # the port changed protocol
+                        await proxy.stop()
+                    proxy = kind(
                         f"{meta['namespace']}/{meta['name']}", self._service_ports.get(key, 0)
                     )
                     await proxy.start()
                     self._service_ports[key] = proxy.port
                     self.proxies[key] = proxy
-                urls.append(proxy.url)
+                (grpc if kind is TcpServiceProxy else urls).append(proxy.url)
                 target = port.get("targetPort", port["port"])
                 endpoints = {}
                 for pod in pods:
@@ -99,12 +115,17 @@ class ServiceController:
                         endpoints[pod.name] = local
                 proxy.set_endpoints(endpoints)
             annotations = meta.get("annotations") or {}
-            if urls and annotations.get(LOCAL_URL_ANNOTATION) != urls[0]:
+            wanted_annotations = {
+                **({LOCAL_URL_ANNOTATION: urls[0]} if urls else {}),
+                **({LOCAL_GRPC_ANNOTATION: grpc[0]} if grpc else {}),
+            }
+            changed = {k: v for k, v in wanted_annotations.items() if annotations.get(k) != v}
+            if changed:
                 await self.api.patch(
                     SERVICES,
                     meta["namespace"],
                     meta["name"],
-                    {"metadata": {"annotations": {LOCAL_URL_ANNOTATION: urls[0]}}},
+                    {"metadata": {"annotations": changed}},
                 )
         for key in list(self.proxies):
             if key not in wanted:
@@ -113,6 +134,13 @@ class ServiceController:
     def service_url(self, namespace: str, name: str) -> str | None:
         """The loopback URL of a Service's first port, once it is proxied."""
         for (ns, svc, _), proxy in self.proxies.items():
-            if (ns, svc) == (namespace, name):
+            if (ns, svc) == (namespace, name) and isinstance(proxy, ServiceProxy):
+                return proxy.url
+        return None
+
+    def grpc_address(self, namespace: str, name: str) -> str | None:
+        """`host:port` of a Service's first gRPC port on loopback, once it is proxied."""
+        for (ns, svc, _), proxy in self.proxies.items():
+            if (ns, svc) == (namespace, name) and isinstance(proxy, TcpServiceProxy):
                 return proxy.url
         return None

@@ -2,26 +2,31 @@
 
 GET  /v2/health/live, /v2/health/ready, /v2, /v2/openapi.json, /metrics
 GET  /v2/models/{m}[/versions/{v}], /v2/models/{m}[/versions/{v}]/ready
-POST /v2/models/{m}[/versions/{v}]/infer
+POST /v2/models/{m}[/versions/{v}]/infer   (JSON, or JSON + binary tensors)
+
+The infer path itself (`counted`, `predict`, `failure`) is shared with the gRPC service
+(`grpc_service`): one validation, batching, payload log and metrics for both protocols.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
 from kubeloop.formats import LoadOptions
-from kubeloop.workloads.server.batching import Batcher
+from kubeloop.workloads.server.batching import Batcher, BatchResult
 from kubeloop.workloads.server.errors import (
     InferenceError,
     InvalidRequestError,
@@ -35,6 +40,7 @@ from kubeloop.workloads.server.metrics import CONTENT_TYPE_LATEST, ServerMetrics
 from kubeloop.workloads.server.openapi import openapi_document
 from kubeloop.workloads.server.payload_log import PayloadLogger
 from kubeloop.workloads.server.protocol import (
+    InferRequest,
     ModelSchema,
     encode_infer_response,
     parse_infer_request,
@@ -42,7 +48,7 @@ from kubeloop.workloads.server.protocol import (
 )
 from kubeloop.workloads.server.settings import ServerSettings, load_options
 
-__all__ = ["InferenceApp"]
+__all__ = ["InferCall", "InferenceApp"]
 
 log = logging.getLogger("kubeloop.serve")
 
@@ -58,6 +64,17 @@ _NUMERIC_INPUT = "FP64"
 # microseconds: a thread hop would cost more); larger ones go to a thread.
 _INLINE_BODY_BYTES = 64 * 1024
 _INLINE_ROWS = 256
+_BINARY = b"application/octet-stream"
+_T = TypeVar("_T")
+_EXTENSIONS = ["binary_tensor_data"]
+
+
+@dataclass
+class InferCall:
+    """One infer request's bookkeeping while it is answered (see `InferenceApp.counted`)."""
+
+    status: int = 200
+    queued: bool = False
 
 
 class InferenceApp:
@@ -88,8 +105,9 @@ class InferenceApp:
         self._payload_log: PayloadLogger | None = None
         self._classes: list[Any] | None = None
         self._receiving = 0  # infer requests being read/validated, not yet queued
-        self._ok_counter: Any = None
+        self._ok_counters: dict[str, Any] = {}  # by protocol
         self._metadata: bytes = b""
+        self.metadata: dict[str, Any] = {}
         self._openapi = orjson.dumps(openapi_document(settings.model_name))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._load_thread: threading.Thread | None = None
@@ -149,8 +167,14 @@ class InferenceApp:
                 on_written=self.metrics.log_written.inc,
                 on_dropped=lambda n, reason: dropped.labels(settings.model_name, reason).inc(n),
             )
-        self._ok_counter = self.metrics.requests.labels(settings.model_name, model.version, "200")
-        self._metadata = orjson.dumps(self._model_metadata(model))
+        self._ok_counters = {
+            protocol: self.metrics.requests.labels(
+                settings.model_name, model.version, "200", protocol
+            )
+            for protocol in ("rest", "grpc")
+        }
+        self.metadata = self._model_metadata(model)
+        self._metadata = orjson.dumps(self.metadata)
         self.model = model
         if self._loaded_workers is not None:
             with self._loaded_workers.get_lock():
@@ -241,8 +265,7 @@ class InferenceApp:
                 return 200, b'{"ready":true}', json
             raise ModelNotReadyError(f"not ready: {self._reason()}")
         if path in ("/v2", "/v2/"):
-            meta = {"name": _SERVER_NAME, "version": _SERVER_VERSION, "extensions": []}
-            return 200, orjson.dumps(meta), json
+            return 200, orjson.dumps(self.server_metadata), json
         if path == "/v2/openapi.json":
             return 200, self._openapi, json
         if path == "/metrics":
@@ -261,24 +284,45 @@ class InferenceApp:
 
     def _model_path(self, parts: list[str]) -> tuple[str, ...]:
         """Checks /v2/models/{m}[/versions/{v}]; returns what follows."""
-        name = parts[2]
-        if name != self.settings.model_name:
-            raise NotFoundError(
-                f"model {name!r} not found; this server serves {self.settings.model_name!r}"
-            )
+        self.check_model(parts[2], "")
         rest = parts[3:]
         if rest[:1] == ["versions"]:
             if len(rest) < 2:
                 raise NotFoundError("missing version after /versions/")
-            version = rest[1]
+            self.check_model(parts[2], rest[1])
+            return tuple(rest[2:])
+        return tuple(rest)
+
+    def check_model(self, name: str, version: str) -> None:
+        """The model (and version, unless empty) a request names is the one served here."""
+        if name != self.settings.model_name:
+            raise NotFoundError(
+                f"model {name!r} not found; this server serves {self.settings.model_name!r}"
+            )
+        if version:
             self._require_ready()
             assert self.model is not None
             if version != self.model.version:
                 raise NotFoundError(
                     f"model {name!r} has no version {version!r}; serving {self.model.version!r}"
                 )
-            rest = rest[2:]
-        return tuple(rest)
+
+    @property
+    def server_metadata(self) -> dict[str, Any]:
+        """GET /v2 and gRPC ServerMetadata."""
+        return {"name": _SERVER_NAME, "version": _SERVER_VERSION, "extensions": _EXTENSIONS}
+
+    @property
+    def schema(self) -> ModelSchema:
+        """The loaded model's inputs (ModelNotReadyError before it is loaded)."""
+        self._require_ready()
+        assert self._schema is not None
+        return self._schema
+
+    @property
+    def classes(self) -> list[Any] | None:
+        """The classifier's labels as plain values (None for a regressor)."""
+        return self._classes
 
     def _require_ready(self) -> None:
         """This worker has the model: it answers even while a sibling worker still loads."""
@@ -286,68 +330,99 @@ class InferenceApp:
             raise ModelNotReadyError(f"model not ready: {self.not_ready_reason}")
 
     async def _infer(self, scope: Scope, receive: Receive, send: Send, parts: list[str]) -> None:
+        with self.counted("rest") as call:
+            try:
+                self._model_path(parts[:-1])
+                body = await self._read_body(scope, receive)
+                header_length = _header(scope, b"inference-header-content-length")
+                schema, limit = self._schema, self.settings.max_request_rows
+
+                def parse() -> InferRequest:
+                    assert schema is not None
+                    return parse_infer_request(body, schema, limit, header_length)
+
+                request, result = await self.predict(call, len(body), parse)
+                assert self.model is not None
+                encode = functools.partial(
+                    encode_infer_response,
+                    model_name=self.settings.model_name,
+                    model_version=self.model.version,
+                    request_id=request.id,
+                    outputs=request.outputs,
+                    values=result.values,
+                    probabilities=result.probabilities,
+                    classes=self._classes,
+                    binary_outputs=request.binary_outputs,
+                )
+                payload, json_length = await self.encode(len(body), request.rows, encode)
+                if json_length is None:
+                    await _respond(send, 200, payload)
+                else:
+                    extra = [(b"inference-header-content-length", str(json_length).encode())]
+                    await _respond(send, 200, payload, _BINARY, extra)
+            except Exception as exc:
+                call.status, message = self.failure(exc)
+                await _respond(send, call.status, orjson.dumps({"error": message}))
+
+    @contextlib.contextmanager
+    def counted(self, protocol: str) -> Iterator[InferCall]:
+        """Metrics and in-flight accounting around one infer request of either protocol; the
+        caller sets `status` when it fails."""
         started = time.perf_counter()
         metrics = self.metrics
         metrics.in_flight.inc()
         self._receiving += 1
-        queued = False
-        status = 200
+        call = InferCall()
         try:
-            self._model_path(parts[:-1])
-            body = await self._read_body(scope, receive)
-            self._require_ready()
-            assert self._schema is not None and self._batcher is not None
-            assert self.model is not None
-            schema, limit = self._schema, self.settings.max_request_rows
-            large = len(body) > _INLINE_BODY_BYTES
-            if large:  # parsing megabytes of JSON would stall every other request on this loop
-                loop = asyncio.get_running_loop()
-                request = await loop.run_in_executor(None, parse_infer_request, body, schema, limit)
-            else:
-                request = parse_infer_request(body, schema, limit)
-            self._receiving -= 1
-            queued = True
-            result = await self._batcher.submit(request.columns, request.rows)
-            encode = functools.partial(
-                encode_infer_response,
-                model_name=self.settings.model_name,
-                model_version=self.model.version,
-                request_id=request.id,
-                outputs=request.outputs,
-                values=result.values,
-                probabilities=result.probabilities,
-                classes=self._classes,
-            )
-            if large or request.rows > _INLINE_ROWS:
-                payload = await asyncio.get_running_loop().run_in_executor(None, encode)
-            else:
-                payload = encode()
-            if self._payload_log is not None:
-                self._payload_log.submit(
-                    request.columns, result.values, request.rows, request.id or uuid.uuid4().hex
-                )
-            await _respond(send, 200, payload)
-        except InferenceError as exc:
-            status = exc.status
-            await _respond(send, status, orjson.dumps({"error": str(exc)}))
-        except Exception:
-            # The exception's text stays in the log: it can name files, hosts or data. The
-            # client gets an id to quote that finds the log line.
-            status = 500
-            error_id = uuid.uuid4().hex[:12]
-            log.exception("infer failed (error id %s)", error_id)
-            message = f"the model failed on this request (error id {error_id}; see the server log)"
-            await _respond(send, 500, orjson.dumps({"error": message}))
+            yield call
         finally:
-            if not queued:
+            if not call.queued:
                 self._receiving -= 1
             metrics.in_flight.dec()
-            if status == 200 and self._ok_counter is not None:
-                self._ok_counter.inc()
+            ok = self._ok_counters.get(protocol)
+            if call.status == 200 and ok is not None:
+                ok.inc()
             else:
                 version = self.model.version if self.model is not None else ""
-                metrics.requests.labels(self.settings.model_name, version, str(status)).inc()
+                model = self.settings.model_name
+                metrics.requests.labels(model, version, str(call.status), protocol).inc()
             metrics.duration.observe(time.perf_counter() - started)
+
+    async def predict(
+        self, call: InferCall, size: int, parse: Callable[[], InferRequest]
+    ) -> tuple[InferRequest, BatchResult]:
+        """Validate (`parse`, off the event loop when the request is `size` bytes or more than
+        that inline limit), queue for the batcher, log the payload; shared by REST and gRPC."""
+        self._require_ready()
+        assert self._batcher is not None
+        if size > _INLINE_BODY_BYTES:  # parsing megabytes would stall every other request
+            request = await asyncio.get_running_loop().run_in_executor(None, parse)
+        else:
+            request = parse()
+        self._receiving -= 1
+        call.queued = True
+        result = await self._batcher.submit(request.columns, request.rows)
+        if self._payload_log is not None:
+            self._payload_log.submit(
+                request.columns, result.values, request.rows, request.id or uuid.uuid4().hex
+            )
+        return request, result
+
+    async def encode(self, size: int, rows: int, work: Callable[[], _T]) -> _T:
+        """Encode an answer (`work`), off the event loop for a large request or answer."""
+        if size > _INLINE_BODY_BYTES or rows > _INLINE_ROWS:
+            return await asyncio.get_running_loop().run_in_executor(None, work)
+        return work()
+
+    def failure(self, exc: Exception) -> tuple[int, str]:
+        """The status and message a failed infer request is answered with."""
+        if isinstance(exc, InferenceError):
+            return exc.status, str(exc)
+        # The exception's text stays in the log: it can name files, hosts or data. The client
+        # gets an id to quote that finds the log line.
+        error_id = uuid.uuid4().hex[:12]
+        log.error("infer failed (error id %s)", error_id, exc_info=exc)
+        return 500, f"the model failed on this request (error id {error_id}; see the server log)"
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         limit = self.settings.max_request_bytes
@@ -359,10 +434,6 @@ class InferenceApp:
                     raise InvalidRequestError("Content-Length header is not a number") from exc
                 if declared > limit:
                     raise PayloadTooLargeError(f"body of {declared} bytes is above {limit} bytes")
-            elif key == b"inference-header-content-length":
-                raise InvalidRequestError(
-                    "the binary tensor extension is not supported; send JSON (binary_data=False)"
-                )
         chunks = []
         size = 0
         while True:
@@ -420,8 +491,19 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
 async def _respond(
-    send: Send, status: int, body: bytes, content_type: bytes = b"application/json"
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: bytes = b"application/json",
+    extra: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
     await send(
         {
@@ -430,6 +512,7 @@ async def _respond(
             "headers": [
                 (b"content-type", content_type),
                 (b"content-length", str(len(body)).encode()),
+                *(extra or ()),
             ],
         }
     )

@@ -127,7 +127,7 @@ def _serve(
         ssl_certfile=settings.tls_cert_file or None,
         ssl_keyfile=settings.tls_key_file or None,
     )
-    server = _GracefulServer(config, app)
+    server = _GracefulServer(config, app, reuse_port=sock is not None)
     # uvicorn re-raises the signal it handled once it has shut down, with the handler that was
     # there before it: make that a no-op, so a graceful SIGTERM ends with exit code 0.
     signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
@@ -136,12 +136,32 @@ def _serve(
 
 
 class _GracefulServer:
-    """uvicorn.Server that flips readiness off the moment SIGTERM arrives."""
+    """uvicorn.Server that flips readiness off the moment SIGTERM arrives, and serves the V2
+    gRPC endpoint beside REST on the same event loop (stopped first on shutdown, letting its
+    in-flight calls finish, while the batcher still runs)."""
 
-    def __new__(cls, config: Any, app: Any) -> Any:
+    def __new__(cls, config: Any, app: Any, *, reuse_port: bool) -> Any:
         import uvicorn
 
+        settings = app.settings
+
         class Server(uvicorn.Server):
+            grpc_server: Any = None
+
+            async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+                if settings.grpc_port:
+                    from kubeloop.workloads.server.grpc_service import start_grpc_server
+
+                    self.grpc_server = await start_grpc_server(
+                        app, settings.grpc_port, reuse_port=reuse_port
+                    )
+                await super().serve(sockets)
+
+            async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+                if self.grpc_server is not None:
+                    await self.grpc_server.stop(settings.shutdown_timeout_s or None)
+                await super().shutdown(sockets)
+
             def handle_exit(self, sig: int, frame: FrameType | None) -> None:
                 app.begin_shutdown()
                 super().handle_exit(sig, frame)

@@ -36,8 +36,9 @@ class ServerMetrics:
         reg = self.registry
         self.requests = Counter(
             "kubeloop_inference_requests",
-            "Inference requests answered, by model, version and HTTP status code.",
-            ["model", "version", "code"],
+            "Inference requests answered, by model, version, HTTP status code (gRPC answers "
+            "count under the HTTP code of the same meaning) and protocol (rest, grpc).",
+            ["model", "version", "code", "protocol"],
             registry=reg,
         )
         self.duration = Histogram(

@@ -1,7 +1,9 @@
 """Open Inference Protocol (V2) bodies: validate an infer request into columns, encode answers.
 
 Everything a client can get wrong is caught here, before any compute, with a message naming
-the tensor and the field. Two request forms are accepted:
+the tensor and the field. Every way of sending a request (JSON, JSON with binary tensors, gRPC)
+becomes the same document, with tensor data as JSON lists or as `binary.RawTensor`, and meets the
+same `validate_infer_request`. Two request forms are accepted:
 
 - one tensor per feature, named after it, shape `[n]` or `[n, 1]`;
 - a single `[n, F]` tensor (any name that is not a feature) holding every feature in manifest
@@ -19,6 +21,14 @@ from typing import Any
 import numpy as np
 import orjson
 
+from kubeloop.workloads.server.binary import (
+    RawTensor,
+    attach_binary_inputs,
+    decode_tensor,
+    encode_tensor,
+    input_field,
+    split_binary_body,
+)
 from kubeloop.workloads.server.errors import InvalidRequestError, PayloadTooLargeError
 from kubeloop.workloads.server.predictor import FeatureLike
 
@@ -28,9 +38,12 @@ __all__ = [
     "OUTPUT_PROBABILITIES",
     "InferRequest",
     "ModelSchema",
+    "OutputTensor",
     "encode_infer_response",
     "parse_infer_request",
+    "response_tensors",
     "v2_datatype",
+    "validate_infer_request",
 ]
 
 OUTPUT_LABELS = "predict"
@@ -93,10 +106,11 @@ class InferRequest:
     columns: dict[str, np.ndarray[Any, Any]]
     rows: int
     outputs: tuple[str, ...]
+    # outputs the client asked for as binary tensors (REST binary extension)
+    binary_outputs: frozenset[str] = frozenset()
 
 
-def _field(index: int, name: object) -> str:
-    return f"inputs[{index}] ({name!r})" if isinstance(name, str) else f"inputs[{index}]"
+_field = input_field
 
 
 def _array(where: str, tensor: dict[str, Any]) -> tuple[np.ndarray[Any, Any], list[int], str]:
@@ -118,17 +132,20 @@ def _array(where: str, tensor: dict[str, Any]) -> tuple[np.ndarray[Any, Any], li
             and "binary_data_size" in tensor["parameters"]
         ):
             raise InvalidRequestError(
-                f"{where}.parameters.binary_data_size: the binary tensor extension is not "
-                "supported; send JSON data"
+                f"{where}.parameters.binary_data_size: binary data needs the "
+                "Inference-Header-Content-Length header (the length of the JSON part)"
             )
         raise InvalidRequestError(f"{where}.data: required")
     data = tensor["data"]
-    if not isinstance(data, list):
-        data = [data]
-    try:
-        arr = np.asarray(data)
-    except ValueError as exc:  # ragged nesting
-        raise InvalidRequestError(f"{where}.data: not a regular nested array ({exc})") from exc
+    if isinstance(data, RawTensor):
+        arr = decode_tensor(where, datatype, shape, data)
+    elif isinstance(data, np.ndarray):  # gRPC typed contents, already of one element type
+        arr = data
+    else:
+        try:
+            arr = np.asarray(data if isinstance(data, list) else [data])
+        except ValueError as exc:  # ragged nesting
+            raise InvalidRequestError(f"{where}.data: not a regular nested array ({exc})") from exc
     expected = math.prod(shape)
     if arr.size != expected:
         raise InvalidRequestError(
@@ -161,12 +178,26 @@ def _array(where: str, tensor: dict[str, Any]) -> tuple[np.ndarray[Any, Any], li
     return arr.reshape(shape), shape, datatype
 
 
-def parse_infer_request(body: bytes, schema: ModelSchema, max_rows: int) -> InferRequest:
-    """Validate a V2 infer body against the model's features; raises InvalidRequestError."""
+def parse_infer_request(
+    body: bytes, schema: ModelSchema, max_rows: int, header_length: str | None = None
+) -> InferRequest:
+    """Validate a V2 infer body against the model's features; raises InvalidRequestError.
+    `header_length`: the Inference-Header-Content-Length header, when the body carries binary
+    tensors after its JSON header."""
+    header, binary = (
+        (body, None) if header_length is None else split_binary_body(body, header_length)
+    )
     try:
-        doc = orjson.loads(body)
+        doc = orjson.loads(header)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequestError(f"body: not valid JSON ({exc})") from exc
+    if binary is not None:
+        attach_binary_inputs(doc, binary)
+    return validate_infer_request(doc, schema, max_rows)
+
+
+def validate_infer_request(doc: Any, schema: ModelSchema, max_rows: int) -> InferRequest:
+    """A V2 infer request document (data as lists, RawTensor or arrays) → columns."""
     if not isinstance(doc, dict):
         raise InvalidRequestError("body: must be a JSON object with `inputs`")
     request_id = doc.get("id")
@@ -175,7 +206,7 @@ def parse_infer_request(body: bytes, schema: ModelSchema, max_rows: int) -> Infe
     inputs = doc.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise InvalidRequestError("inputs: required, a non-empty list of tensors")
-    outputs = _requested_outputs(doc.get("outputs"), schema)
+    outputs, binary_outputs = _requested_outputs(doc, schema)
 
     first = inputs[0]
     if (
@@ -187,7 +218,7 @@ def parse_infer_request(body: bytes, schema: ModelSchema, max_rows: int) -> Infe
         and len(first["shape"]) == 2
     ):
         columns, rows = _matrix(first, schema, max_rows)
-        return InferRequest(request_id, columns, rows, outputs)
+        return InferRequest(request_id, columns, rows, outputs, binary_outputs)
 
     columns = {}
     rows = -1
@@ -232,7 +263,7 @@ def parse_infer_request(body: bytes, schema: ModelSchema, max_rows: int) -> Infe
     if missing:
         raise InvalidRequestError("inputs: missing tensor(s) for feature(s) " + ", ".join(missing))
     _check_rows(rows, max_rows)
-    return InferRequest(request_id, columns, rows, outputs)
+    return InferRequest(request_id, columns, rows, outputs, binary_outputs)
 
 
 def _matrix(
@@ -265,12 +296,20 @@ def _check_rows(rows: int, max_rows: int) -> None:
         raise PayloadTooLargeError(f"inputs: {rows} rows is above the limit of {max_rows}")
 
 
-def _requested_outputs(spec: object, schema: ModelSchema) -> tuple[str, ...]:
+def _requested_outputs(
+    doc: dict[str, Any], schema: ModelSchema
+) -> tuple[tuple[str, ...], frozenset[str]]:
+    """The outputs to answer, and those to answer as binary tensors: an output's
+    `parameters.binary_data` wins over the request's `parameters.binary_data_output`."""
+    parameters = doc.get("parameters")
+    all_binary = _flag("parameters.binary_data_output", parameters, "binary_data_output")
+    spec = doc.get("outputs")
     if spec is None:
-        return schema.outputs
+        return schema.outputs, frozenset(schema.outputs if all_binary else ())
     if not isinstance(spec, list):
         raise InvalidRequestError("outputs: must be a list of {name}")
     names = []
+    binary = set()
     for index, item in enumerate(spec):
         name = item.get("name") if isinstance(item, dict) else None
         if name not in schema.outputs:
@@ -278,8 +317,25 @@ def _requested_outputs(spec: object, schema: ModelSchema) -> tuple[str, ...]:
                 f"outputs[{index}].name: {name!r} is not an output; use "
                 + " or ".join(schema.outputs)
             )
+        assert isinstance(item, dict)
+        wanted = _flag(f"outputs[{index}].parameters.binary_data", item.get("parameters"))
+        if wanted if wanted is not None else all_binary:
+            binary.add(name)
         names.append(name)
-    return tuple(names) or schema.outputs
+    if not names:
+        return schema.outputs, frozenset(schema.outputs if all_binary else ())
+    return tuple(names), frozenset(binary)
+
+
+def _flag(where: str, parameters: object, key: str = "binary_data") -> bool | None:
+    if parameters is None:
+        return None
+    if not isinstance(parameters, dict):
+        raise InvalidRequestError(f"{where.rsplit('.', 1)[0]}: must be an object")
+    value = parameters.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise InvalidRequestError(f"{where}: must be true or false")
+    return value
 
 
 def v2_datatype(arr: np.ndarray[Any, Any]) -> str:
@@ -301,6 +357,43 @@ def _data(arr: np.ndarray[Any, Any]) -> Any:
     return [str(v) for v in arr.tolist()]
 
 
+@dataclass(frozen=True)
+class OutputTensor:
+    """One output of a response, before it is written as JSON, binary or protobuf."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+    data: np.ndarray[Any, Any]  # flat, row-major
+    parameters: dict[str, Any]
+
+
+def response_tensors(
+    outputs: tuple[str, ...],
+    values: np.ndarray[Any, Any],
+    probabilities: np.ndarray[Any, Any] | None,
+    classes: list[Any] | None,
+) -> list[OutputTensor]:
+    """`predict` (n,) and, for classifiers, `predict_proba` (n, k), as requested."""
+    tensors = []
+    for name in outputs:
+        if name == OUTPUT_LABELS:
+            tensors.append(
+                OutputTensor(name, v2_datatype(values), [int(values.shape[0])], values, {})
+            )
+        elif probabilities is not None:
+            tensors.append(
+                OutputTensor(
+                    name,
+                    v2_datatype(probabilities),
+                    [int(probabilities.shape[0]), int(probabilities.shape[1])],
+                    probabilities.ravel(),
+                    {"classes": classes},
+                )
+            )
+    return tensors
+
+
 def encode_infer_response(
     *,
     model_name: str,
@@ -310,34 +403,36 @@ def encode_infer_response(
     values: np.ndarray[Any, Any],
     probabilities: np.ndarray[Any, Any] | None,
     classes: list[Any] | None,
-) -> bytes:
-    """The V2 response body: `predict` (n,) and, for classifiers, `predict_proba` (n, k)."""
+    binary_outputs: frozenset[str] = frozenset(),
+) -> tuple[bytes, int | None]:
+    """The V2 response body, and the length of its JSON header when `binary_outputs` follow it
+    as raw bytes (the binary tensor extension; None for a JSON-only body)."""
     encoded: list[dict[str, Any]] = []
-    for name in outputs:
-        if name == OUTPUT_LABELS:
-            encoded.append(
-                {
-                    "name": name,
-                    "shape": [int(values.shape[0])],
-                    "datatype": v2_datatype(values),
-                    "data": _data(values),
-                }
-            )
-        elif probabilities is not None:
-            encoded.append(
-                {
-                    "name": name,
-                    "shape": [int(probabilities.shape[0]), int(probabilities.shape[1])],
-                    "datatype": v2_datatype(probabilities),
-                    "parameters": {"classes": classes},
-                    "data": _data(probabilities.ravel()),
-                }
-            )
-    doc: dict[str, Any] = {
+    chunks: list[bytes] = []
+    for tensor in response_tensors(outputs, values, probabilities, classes):
+        doc: dict[str, Any] = {
+            "name": tensor.name,
+            "shape": tensor.shape,
+            "datatype": tensor.datatype,
+        }
+        parameters = dict(tensor.parameters)
+        if tensor.name in binary_outputs:
+            chunk = encode_tensor(tensor.data, tensor.datatype)
+            chunks.append(chunk)
+            parameters["binary_data_size"] = len(chunk)
+        else:
+            doc["data"] = _data(tensor.data)
+        if parameters:
+            doc["parameters"] = parameters
+        encoded.append(doc)
+    body: dict[str, Any] = {
         "model_name": model_name,
         "model_version": model_version,
         "outputs": encoded,
     }
     if request_id is not None:
-        doc["id"] = request_id
-    return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+        body["id"] = request_id
+    header = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not chunks:
+        return header, None
+    return b"".join([header, *chunks]), len(header)

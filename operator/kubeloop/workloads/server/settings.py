@@ -24,6 +24,9 @@ class ServerSettings(BaseSettings):
     model_name: str = Field(default="model", description="Name in the V2 paths.")
     host: str = Field(default="0.0.0.0", description="Address to listen on.")
     port: int = Field(default=8080, ge=0, le=65535, description="Port of /v2 and /metrics.")
+    grpc_port: int = Field(
+        default=8081, ge=0, le=65535, description="Port of the V2 gRPC endpoint; 0 = off."
+    )
     workers: int = Field(default=1, ge=1, le=64, description="Server processes.")
     max_batch_size: int = Field(default=64, ge=1, le=4096, description="Most rows per call.")
     max_latency_ms: float = Field(
