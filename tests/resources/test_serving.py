@@ -227,7 +227,10 @@ def test_network_policy(
     else:
         (rule,) = rules
         assert rule["from"] == sources
-        assert rule["ports"] == [{"port": 8080, "protocol": "TCP"}]
+        assert rule["ports"] == [
+            {"port": 8080, "protocol": "TCP"},
+            {"port": 8081, "protocol": "TCP"},
+        ]
     # It selects the pods of both tracks.
     selector = built["spec"]["podSelector"]["matchLabels"]
     for track in ("stable", "canary"):

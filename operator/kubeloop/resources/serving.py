@@ -300,7 +300,8 @@ def build_network_policy(
         return None
     sources = [peer.to_wire() for peer in (*policy.allow_from, *peers)]
     # A rule with an empty `from` admits every source: no peer at all must mean no ingress.
-    ingress = [{"from": sources, "ports": [{"port": PORT, "protocol": "TCP"}]}] if sources else []
+    ports = [{"port": port, "protocol": "TCP"} for port in (PORT, GRPC_PORT)]
+    ingress = [{"from": sources, "ports": ports}] if sources else []
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",

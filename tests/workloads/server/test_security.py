@@ -12,11 +12,15 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
+import tritonclient.grpc as triton_grpc
 from tests.workloads.server.conftest import Server, churn_version, make_certificate, start_server
+from tritonclient.utils import InferenceServerException
 
-from kubeloop.workloads.server.auth import Verdict, check
+from kubeloop.workloads.server.auth import REFUSALS, Verdict, check
 
 TOKEN = "s3cret-token-4f9a1c"
 ROW = {
@@ -28,6 +32,7 @@ ROW = {
     ]
 }
 RIGHT = {"Authorization": f"Bearer {TOKEN}"}
+GRPC_RIGHT = {"authorization": f"Bearer {TOKEN}"}  # gRPC metadata keys are lower case
 
 
 @pytest.mark.parametrize(
@@ -118,6 +123,41 @@ def test_token_never_logged(guarded: Server) -> None:
     assert TOKEN not in log and TOKEN[:-1] not in log
 
 
+# ---- gRPC: the same token, as metadata --------------------------------------------------------
+
+
+def _grpc_row() -> list[triton_grpc.InferInput]:
+    out = []
+    for item in ROW["inputs"]:
+        tensor = triton_grpc.InferInput(item["name"], item["shape"], item["datatype"])
+        kind = object if item["datatype"] == "BYTES" else np.float64
+        tensor.set_data_from_numpy(np.array(item["data"], dtype=kind))
+        out.append(tensor)
+    return out
+
+
+def _grpc_refusal(call: Any) -> str:
+    with pytest.raises(InferenceServerException) as caught:
+        call()
+    assert caught.value.status() == "StatusCode.UNAUTHENTICATED", caught.value
+    return str(caught.value.message())
+
+
+def test_grpc_needs_the_same_token_as_metadata(guarded: Server) -> None:
+    client = triton_grpc.InferenceServerClient(url=f"127.0.0.1:{guarded.grpc_port}")
+    assert client.is_server_live() and client.is_server_ready()  # open, like /v2/health/*
+    missing = _grpc_refusal(lambda: client.infer("churn", _grpc_row()))
+    assert missing == REFUSALS[Verdict.MISSING]
+    wrong = {"authorization": "Bearer wrong"}
+    assert (
+        _grpc_refusal(lambda: client.get_model_metadata("churn", headers=wrong))
+        == (REFUSALS[Verdict.INVALID])
+    )
+    result = client.infer("churn", _grpc_row(), headers=GRPC_RIGHT)
+    assert result.as_numpy("predict")[0].decode() in ("yes", "no")
+    assert client.get_model_metadata("churn", headers=GRPC_RIGHT).name == "churn"
+
+
 # ---- TLS ---------------------------------------------------------------------------------------
 
 
@@ -147,6 +187,17 @@ def test_tls_serves_with_a_test_certificate(tmp_path: Path, workers: str) -> Non
         with pytest.raises(OSError, match="CERTIFICATE_VERIFY_FAILED"):
             untrusting.get("/v2/health/live")
         assert "HTTPS" in server.log()
+        if workers == "1":  # gRPC over TLS, verified against the same CA, with the token
+            (tmp_path / "ca.pem").write_bytes(ca)
+            secure = triton_grpc.InferenceServerClient(
+                url=f"localhost:{server.grpc_port}",
+                ssl=True,
+                root_certificates=str(tmp_path / "ca.pem"),
+            )
+            result = secure.infer(
+                "churn", _grpc_row(), headers={"authorization": f"Bearer {TOKEN}"}
+            )
+            assert result.as_numpy("predict")[0].decode() in ("yes", "no")
     finally:
         assert server.stop() == 0
 

@@ -13,7 +13,9 @@ import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-__all__ = ["OPEN_PATHS", "BearerAuth", "Verdict", "check"]
+import orjson
+
+__all__ = ["OPEN_PATHS", "REFUSALS", "BearerAuth", "Verdict", "check"]
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -54,11 +56,13 @@ _CHALLENGE = {
     Verdict.MISSING: b'Bearer realm="kubeloop"',
     Verdict.INVALID: b'Bearer realm="kubeloop", error="invalid_token"',
 }
-_BODY = {
-    Verdict.MISSING: b'{"error":"this server needs a token: send the header '
-    b'Authorization: Bearer <token>"}',
-    Verdict.INVALID: b'{"error":"the bearer token is not valid for this server"}',
+# Why a request was refused, for a REST body and a gRPC status message alike.
+REFUSALS = {
+    Verdict.MISSING: "this server needs a token: send the header (gRPC: metadata) "
+    "authorization: Bearer <token>",
+    Verdict.INVALID: "the bearer token is not valid for this server",
 }
+_BODY = {verdict: orjson.dumps({"error": text}) for verdict, text in REFUSALS.items()}
 
 
 class BearerAuth:

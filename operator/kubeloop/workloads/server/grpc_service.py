@@ -6,16 +6,23 @@ batcher, one payload log, one set of metrics (`protocol="grpc"`). A ModelInferRe
 the same request document a JSON body does, with each input's data as a `RawTensor` (from
 `raw_input_contents`, what tritonclient sends) or an array (from typed `contents`); errors
 carry the same messages as REST under the gRPC code of the same meaning.
+
+With a token (spec.auth) every method but ServerLive/ServerReady needs the metadata
+`authorization: Bearer <token>`, decided by the same `auth.check` as REST (UNAUTHENTICATED
+otherwise, counted like a REST 401); with a certificate (spec.tls) the port speaks TLS.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
 import numpy as np
 
+from kubeloop.workloads.server.auth import REFUSALS, Verdict, check
 from kubeloop.workloads.server.binary import RawTensor, encode_tensor
 from kubeloop.workloads.server.errors import InvalidRequestError, ModelNotReadyError
 from kubeloop.workloads.server.protocol import (
@@ -30,7 +37,7 @@ from kubeloop.workloads.server.v2grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 if TYPE_CHECKING:
     from kubeloop.workloads.server.app import InferenceApp
 
-__all__ = ["GRPC_CODES", "infer_document", "start_grpc_server"]
+__all__ = ["GRPC_CODES", "BearerInterceptor", "infer_document", "start_grpc_server"]
 
 # the gRPC status of the same meaning as each HTTP status the server answers with
 GRPC_CODES = {
@@ -208,19 +215,65 @@ class _Service(pb_grpc.GRPCInferenceServiceServicer):
         raise AssertionError("context.abort returns only by raising")
 
 
+# What kubelet-style health checks call: open, like REST's /v2/health/*.
+_OPEN_METHODS = frozenset(
+    f"/inference.GRPCInferenceService/{name}" for name in ("ServerLive", "ServerReady")
+)
+
+
+class BearerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """UNAUTHENTICATED for a call without this server's bearer token (see the module doc)."""
+
+    def __init__(self, token: str, on_refused: Callable[[], None]) -> None:
+        self._token = token.encode()
+        self._on_refused = on_refused
+
+    async def intercept_service(
+        self, continuation: Callable[[Any], Awaitable[Any]], details: Any
+    ) -> Any:
+        if details.method in _OPEN_METHODS:
+            return await continuation(details)
+        metadata = details.invocation_metadata or ()
+        value = next((v for k, v in metadata if k == "authorization"), None)
+        raw = value.encode() if isinstance(value, str) else value
+        verdict = check(details.method, raw, self._token)
+        if verdict is Verdict.ALLOWED:
+            return await continuation(details)
+        self._on_refused()
+        message = REFUSALS[verdict]
+
+        async def refuse(request: Any, context: Any) -> None:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+        return grpc.unary_unary_rpc_method_handler(refuse)
+
+
+def _credentials(cert_file: str, key_file: str) -> Any:
+    """The server's TLS credentials from the mounted kubernetes.io/tls Secret's files."""
+    pair = (Path(key_file).read_bytes(), Path(cert_file).read_bytes())
+    return grpc.ssl_server_credentials([pair])
+
+
 async def start_grpc_server(app: InferenceApp, port: int, *, reuse_port: bool) -> Any:
     """Serve the app's model over gRPC on `port` (on the app's host); returns the started
     `grpc.aio.Server`. `reuse_port`: several worker processes listen on the one port."""
     settings = app.settings
+    token = settings.auth_token.get_secret_value()
     server = grpc.aio.server(
+        interceptors=[BearerInterceptor(token, app.metrics.unauthorized.inc)] if token else None,
         options=[
             ("grpc.max_receive_message_length", settings.max_request_bytes),
             ("grpc.max_send_message_length", -1),
             ("grpc.so_reuseport", 1 if reuse_port else 0),
-        ]
+        ],
     )
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(_Service(app), server)  # type: ignore[no-untyped-call]
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    server.add_insecure_port(f"{host}:{port}")
+    if settings.tls_cert_file:
+        server.add_secure_port(
+            f"{host}:{port}", _credentials(settings.tls_cert_file, settings.tls_key_file)
+        )
+    else:
+        server.add_insecure_port(f"{host}:{port}")
     await server.start()
     return server
