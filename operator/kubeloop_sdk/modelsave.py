@@ -9,6 +9,7 @@ Each format's library is imported only when that format is saved.
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -32,6 +33,7 @@ from kubeloop_sdk.modelfiles import (
     TORCHSCRIPT_FILE,
     XGBOOST_FILE,
 )
+from kubeloop_sdk.skopsio import skops_io
 from kubeloop_sdk.version import __version__
 
 __all__ = ["class_path", "code_sources", "model_inputs", "model_manifest", "save_model"]
@@ -40,11 +42,11 @@ log = logging.getLogger("kubeloop_sdk")
 _CLASS_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 
-def _library(module: str, fmt: str, package: str) -> Any:
-    import importlib
-
+def _library(
+    module: str, fmt: str, package: str, load: Callable[[str], Any] = importlib.import_module
+) -> Any:
     try:
-        return importlib.import_module(module)
+        return load(module)
     except ImportError:
         raise ImportError(
             f"save_model(format={fmt!r}) needs {package} in your image (pip install {package})"
@@ -112,7 +114,9 @@ def _lightgbm(model: Any, folder: Path) -> None:
 
 
 def _skops(model: Any, folder: Path) -> None:
-    _library("skops.io", "skops", "skops").dump(model, folder / SKOPS_FILE)
+    _library("skops.io", "skops", "skops", load=lambda _name: skops_io()).dump(
+        model, folder / SKOPS_FILE
+    )
 
 
 def _sklearn(model: Any, folder: Path) -> None:

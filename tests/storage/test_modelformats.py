@@ -313,7 +313,7 @@ def test_a_gpu_pod_without_a_gpu_serves_torchscript_on_cpu(
 
 _TRUSTED = """
 import json, sys
-from kubeloop.formats.sklearn import skops_io
+from kubeloop_sdk.skopsio import skops_io
 from kubeloop.modelformat import load_predictor
 from tests.storage.format_models import ROWS, columns_of
 

@@ -8,11 +8,8 @@ trusted set (sklearn, numpy, scipy) unless pickles are allowed.
 
 from __future__ import annotations
 
-import importlib
-import sys
 from collections.abc import Mapping
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -27,6 +24,7 @@ from kubeloop.formats.base import (
 )
 from kubeloop.modelformat import Prediction, feature_matrix
 from kubeloop_sdk.modelfiles import JOBLIB_FILE, SKOPS_FILE
+from kubeloop_sdk.skopsio import skops_io
 
 __all__ = ["SklearnJoblibFormat", "SkopsFormat"]
 
@@ -97,33 +95,6 @@ class SklearnJoblibFormat(_SklearnPredict):
         if not trusted_writer(manifest):
             self.check_classes(folder / JOBLIB_FILE, model, signature)
         return model
-
-
-class _RefuseTorch:
-    """A meta path finder under which `import torch` fails (see `skops_io`)."""
-
-    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
-        if name.partition(".")[0] == "torch":
-            raise ImportError("torch is not imported for skops")
-
-
-def skops_io() -> ModuleType:
-    """`skops.io`, imported without torch where torch is not loaded yet.
-
-    skops lists its trusted types at import from scikit-learn's `all_estimators()`, which walks
-    and imports every scikit-learn module, `externals.array_api_compat.torch` among them, and
-    with it torch wherever torch is installed (the server image has it, for TorchScript): 2-3 s
-    of CPU and hundreds of MB in every skops model server, for nothing a skops model uses. The
-    walk skips a module that fails to import, and no estimator lives there: the trusted list is
-    the same (pinned by a test)."""
-    if "skops.io" in sys.modules or "torch" in sys.modules:
-        return importlib.import_module("skops.io")
-    refuse = _RefuseTorch()
-    sys.meta_path.insert(0, refuse)
-    try:
-        return importlib.import_module("skops.io")
-    finally:
-        sys.meta_path.remove(refuse)
 
 
 class SkopsFormat(_SklearnPredict):
