@@ -18,7 +18,7 @@ TEST_WORKERS ?= 4
 PYTEST_ARGS ?= -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps tools test reliability lint crds check-crds demo bench bench-venvs venv-evidently image-venvs e2e clean
+.PHONY: help install system-deps tools test test-deps reliability lint crds check-crds demo bench bench-venvs venv-evidently image-venvs e2e clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -48,10 +48,16 @@ lint: ## ruff, mypy --strict and the import-layer contracts
 	$(PYTHON) -m mypy
 	lint-imports
 
-test: install system-deps tools venv-evidently image-venvs ## install what the tests need (Evidently venv included: PSI is checked against it), then run them
+test: test-deps ## install what the tests need (Evidently venv included: PSI is checked against it), then run them
 	$(PYTHON) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure" >&2; fi; \
 	exit $$rc
+
+# The installs that do not need each other run side by side (one core each: uv, a download,
+# bytecode); the image venvs then take the dev environment's bytecode (see image-venvs).
+test-deps:
+	$(MAKE) --no-print-directory -j4 --output-sync=target install system-deps tools venv-evidently
+	$(MAKE) --no-print-directory image-venvs
 
 reliability: install system-deps tools ## the long soak of tests/reliability (50 killed runs, 10x faults); figures in RELIABILITY.md
 	set -o pipefail; KUBELOOP_SOAK=1 $(PYTHON) -m pytest tests/reliability -s -q --timeout 3000 | tee reliability.log | grep -E "RELIABILITY|passed|failed"

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import subprocess
 import sys
 import sysconfig
 from pathlib import Path
@@ -75,9 +76,22 @@ def seed(source: Path, target: Path) -> set[str]:
     return linked
 
 
+def _import(name: str) -> None:
+    if name == "skops.io":  # as Kubeloop imports it: without torch (kubeloop_sdk.skopsio)
+        try:
+            skopsio = importlib.import_module("kubeloop_sdk.skopsio")
+        except ImportError:
+            pass
+        else:
+            skopsio.skops_io()
+            return
+    importlib.import_module(name)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed-from", type=Path, help="another environment's site-packages")
+    parser.add_argument("--only", nargs="*", help="import these modules only")
     args = parser.parse_args(argv)
     if os.environ.get("PYTHONDONTWRITEBYTECODE"):
         sys.dont_write_bytecode = False  # the point of this script
@@ -87,17 +101,23 @@ def main(argv: list[str]) -> int:
         if args.seed_from.resolve() != target.resolve():
             seeded = seed(args.seed_from, target)
             print(f"bytecode linked from {args.seed_from} for {len(seeded)} packages")
+    todo = [m for m in args.only or MODULES if m.split(".")[0] not in seeded]
+    # torch, the heaviest, compiles in a second process meanwhile: two cores, half the wait.
+    # Nothing else here imports torch (skops is imported without it), so no file is compiled
+    # twice; a pyc is written atomically anyway.
+    helper = None
+    if args.only is None and "torch" in todo:
+        todo.remove("torch")
+        helper = subprocess.Popen([sys.executable, __file__, "--only", "torch"])
     warmed = []
-    for name in MODULES:
-        if name.split(".")[0] in seeded:
-            continue  # the other environment imported it: its bytecode came with the seed
+    for name in todo:
         try:
-            importlib.import_module(name)
+            _import(name)
         except ImportError:
             continue
         warmed.append(name)
     print(f"bytecode written for {', '.join(warmed) or 'nothing'} ({sys.prefix})")
-    return 0
+    return helper.wait() if helper is not None else 0
 
 
 if __name__ == "__main__":
