@@ -1,4 +1,4 @@
-"""The Helm chart: lint, render with three value sets, validate every object against the
+"""The Helm chart: lint, render with five value sets, validate every object against the
 Kubernetes 1.33 schemas, refuse bad values, keep crds/ in sync, least-privilege RBAC, PSS."""
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ VALUE_SETS = {
     "default": [],
     "watch-namespaces": ["-f", str(HERE / "values-watch-namespaces.yaml")],
     "custom": ["-f", str(HERE / "values-custom.yaml")],
+    "openshift": ["-f", str(HERE / "values-openshift.yaml")],
+    "hardened": ["-f", str(HERE / "values-hardened.yaml")],
 }
 # Not in kubernetes-validate's schemas. CRDs are checked against the apiextensions schema and
 # against crds/ (tests/api/test_crds.py and test_chart_crds_identical_to_generated below); the
@@ -164,6 +166,107 @@ BAD_VALUES = {
         ["--set", "workloadPods.nodeSelector.pool={a,b}"],
         "/workloadPods/nodeSelector/pool",
     ),
+    # The operator pod's security contexts: only what Pod Security Standard "restricted" allows.
+    "privileged container": (
+        ["--set", "securityContext.privileged=true"],
+        "/securityContext/privileged",
+    ),
+    "privilege escalation": (
+        ["--set", "securityContext.allowPrivilegeEscalation=true"],
+        "/securityContext/allowPrivilegeEscalation",
+    ),
+    "root allowed": (
+        ["--set", "podSecurityContext.runAsNonRoot=false"],
+        "/podSecurityContext/runAsNonRoot",
+    ),
+    "root UID": (["--set", "securityContext.runAsUser=0"], "/securityContext/runAsUser"),
+    "capability added": (
+        ["--set", "securityContext.capabilities.add={SYS_ADMIN}"],
+        "/securityContext/capabilities/add/0",
+    ),
+    "ALL not dropped": (
+        ["--set", "securityContext.capabilities.drop={NET_RAW}"],
+        "/securityContext/capabilities/drop",
+    ),
+    "seccomp unconfined": (
+        ["--set", "podSecurityContext.seccompProfile.type=Unconfined"],
+        "/podSecurityContext/seccompProfile/type",
+    ),
+    # null drops a key; a key "restricted" needs may not be dropped.
+    "escalation setting nulled": (
+        ["--set", "securityContext.allowPrivilegeEscalation=null"],
+        "missing property 'allowPrivilegeEscalation'",
+    ),
+    "security context typo": (["--set", "podSecurityContext.runAsUsr=1000"], "runAsUsr"),
+    "spread whenUnsatisfiable": (
+        [
+            "--set",
+            "topologySpreadConstraints[0].maxSkew=1,"
+            "topologySpreadConstraints[0].topologyKey=kubernetes.io/hostname,"
+            "topologySpreadConstraints[0].whenUnsatisfiable=Never",
+        ],
+        "/topologySpreadConstraints/0/whenUnsatisfiable",
+    ),
+    "spread without topologyKey": (
+        [
+            "--set",
+            "topologySpreadConstraints[0].maxSkew=1,"
+            "topologySpreadConstraints[0].whenUnsatisfiable=DoNotSchedule",
+        ],
+        "missing property 'topologyKey'",
+    ),
+    "spread selector typo": (
+        ["--set", "topologySpreadConstraints[0].labelSelector.matchLabel.app=x"],
+        "matchLabel",
+    ),
+    "spread minDomains with ScheduleAnyway": (
+        [
+            "--set",
+            "topologySpreadConstraints[0].maxSkew=1,"
+            "topologySpreadConstraints[0].topologyKey=kubernetes.io/hostname,"
+            "topologySpreadConstraints[0].whenUnsatisfiable=ScheduleAnyway,"
+            "topologySpreadConstraints[0].minDomains=2",
+        ],
+        "/topologySpreadConstraints/0/minDomains",
+    ),
+    # maxUnavailable: 1 is the default: minAvailable alone needs maxUnavailable="".
+    "disruption budget with both bounds": (
+        ["--set", "podDisruptionBudget.enabled=true,podDisruptionBudget.minAvailable=1"],
+        "/podDisruptionBudget/maxUnavailable",
+    ),
+    "disruption budget with no bound": (
+        ["--set", "podDisruptionBudget.enabled=true,podDisruptionBudget.maxUnavailable="],
+        "/podDisruptionBudget/maxUnavailable",
+    ),
+    "disruption budget bound not a count": (
+        ["--set", "podDisruptionBudget.maxUnavailable=half"],
+        "/podDisruptionBudget/maxUnavailable",
+    ),
+    "rbac.create not a boolean": (["--set-string", "rbac.create=no"], "/rbac/create"),
+    "relabel action": (
+        ["--set", "metrics.serviceMonitor.relabelings[0].action=delete"],
+        "/metrics/serviceMonitor/relabelings/0/action",
+    ),
+    "relabel field typo": (
+        ["--set", "servers.podMonitor.metricRelabelings[0].source_labels={job}"],
+        "source_labels",
+    ),
+    "hashmod without modulus": (
+        [
+            "--set",
+            "pushgateway.serviceMonitor.relabelings[0].action=hashmod,"
+            "pushgateway.serviceMonitor.relabelings[0].targetLabel=__tmp_hash",
+        ],
+        "missing property 'modulus'",
+    ),
+    "monitor namespace not a name": (
+        ["--set", "metrics.serviceMonitor.namespace=Monitoring"],
+        "/metrics/serviceMonitor/namespace",
+    ),
+    "scrape timeout without unit": (
+        ["--set", "servers.podMonitor.scrapeTimeout=10"],
+        "/servers/podMonitor/scrapeTimeout",
+    ),
 }
 # Rules across two values, which JSON Schema cannot state: the chart refuses them as it renders.
 BAD_VALUE_PAIRS = {
@@ -191,6 +294,33 @@ GOOD_VALUES = {
         "--set",
         "workloadPods.tolerations[0].key=gpu,workloadPods.tolerations[0].operator=Exists,"
         "workloadPods.priorityClassName=ml-batch,workloadPods.nodeSelector.pool=ml",
+    ],
+    "disruption budget by minAvailable": [
+        "--set",
+        "podDisruptionBudget.enabled=true,podDisruptionBudget.minAvailable=0,"
+        "podDisruptionBudget.maxUnavailable=",
+    ],
+    "disruption budget as a percentage": [
+        "--set",
+        "podDisruptionBudget.enabled=true,podDisruptionBudget.maxUnavailable=100%",
+    ],
+    "seccomp profile from the node": [
+        "--set",
+        "podSecurityContext.seccompProfile.type=Localhost,"
+        "podSecurityContext.seccompProfile.localhostProfile=profiles/kubeloop.json",
+    ],
+    "low port allowed": ["--set", "securityContext.capabilities.add={NET_BIND_SERVICE}"],
+    "spread best effort": [
+        "--set",
+        "topologySpreadConstraints[0].maxSkew=2,"
+        "topologySpreadConstraints[0].topologyKey=topology.kubernetes.io/zone,"
+        "topologySpreadConstraints[0].whenUnsatisfiable=ScheduleAnyway",
+    ],
+    "hashmod with modulus": [
+        "--set",
+        "pushgateway.serviceMonitor.relabelings[0].action=HashMod,"
+        "pushgateway.serviceMonitor.relabelings[0].modulus=2,"
+        "pushgateway.serviceMonitor.relabelings[0].targetLabel=__tmp_hash",
     ],
 }
 
@@ -384,7 +514,9 @@ def test_pods_meet_pod_security_standard_restricted(
         for container in spec["containers"] + spec.get("initContainers", []):
             sc = container["securityContext"]
             assert sc["allowPrivilegeEscalation"] is False, where
-            assert sc["runAsNonRoot"] is True and sc["runAsUser"] != 0, where
+            assert sc["runAsNonRoot"] is True, where
+            # Unset on OpenShift, where the SCC assigns one; never root.
+            assert sc.get("runAsUser", pod_sc.get("runAsUser")) != 0, where
             assert sc["capabilities"]["drop"] == ["ALL"] and "add" not in sc["capabilities"], where
             assert sc["seccompProfile"]["type"] == "RuntimeDefault", where
             assert sc["readOnlyRootFilesystem"] is True, where

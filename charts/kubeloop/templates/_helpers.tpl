@@ -57,26 +57,50 @@ app.kubernetes.io/part-of: kubeloop
 {{- end -}}
 {{- end -}}
 
-{{/* Pod Security Standard "restricted", for every container of the chart. */}}
+{{/*
+Security contexts of every pod and container of the chart: values.yaml holds the Pod Security
+Standard "restricted" ones, a user's keys replace them one by one (Helm drops a key set to
+null), and values.schema.json refuses what "restricted" forbids.
+*/}}
 {{- define "kubeloop.containerSecurityContext" -}}
-allowPrivilegeEscalation: false
-readOnlyRootFilesystem: true
-runAsNonRoot: true
-runAsUser: 10001
-runAsGroup: 10001
-capabilities:
-  drop: ["ALL"]
-seccompProfile:
-  type: RuntimeDefault
+{{- toYaml .Values.securityContext -}}
 {{- end -}}
 
 {{- define "kubeloop.podSecurityContext" -}}
-runAsNonRoot: true
-runAsUser: 10001
-runAsGroup: 10001
-fsGroup: 10001
-seccompProfile:
-  type: RuntimeDefault
+{{- toYaml .Values.podSecurityContext -}}
+{{- end -}}
+
+{{/*
+The operator pod's topologySpreadConstraints; an entry without labelSelector selects the
+operator pod (a constraint without one counts no pods, so it would spread nothing).
+*/}}
+{{- define "kubeloop.topologySpreadConstraints" -}}
+{{- $constraints := list -}}
+{{- range .Values.topologySpreadConstraints -}}
+{{- $c := deepCopy . -}}
+{{- if not $c.labelSelector -}}
+{{- $_ := set $c "labelSelector" (dict "matchLabels" (include "kubeloop.selectorLabels" $ | fromYaml)) -}}
+{{- end -}}
+{{- $constraints = append $constraints $c -}}
+{{- end -}}
+{{- toYaml $constraints -}}
+{{- end -}}
+
+{{/* Namespace of a Prometheus Operator monitor: its own value, else the release namespace. */}}
+{{- define "kubeloop.monitorNamespace" -}}
+{{- default .root.Release.Namespace .monitor.namespace -}}
+{{- end -}}
+
+{{/* relabelings and metricRelabelings of a monitor's endpoint, when set. */}}
+{{- define "kubeloop.relabelings" -}}
+{{- with .relabelings }}
+relabelings:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .metricRelabelings }}
+metricRelabelings:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end -}}
 
 {{/*
