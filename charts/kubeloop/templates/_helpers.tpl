@@ -105,7 +105,8 @@ metricRelabelings:
 
 {{/*
 checkov skips, each with its reason (rendered as checkov.io/skipN annotations). The digest skip
-is rendered only while the image is pinned by tag; with image.digest set the check passes.
+is rendered only while the image is pinned by tag; with image.digest set the check passes. The
+high-UID skip only while no runAsUser is set (the OpenShift recipe).
 */}}
 {{- define "kubeloop.checkovSkips" -}}
 {{- $skips := list -}}
@@ -114,6 +115,9 @@ is rendered only while the image is pinned by tag; with image.digest set the che
 {{- end -}}
 {{- if not .Values.image.digest -}}
 {{- $skips = append $skips "CKV_K8S_43=Pinned by the release tag by default (chart and images are released together); set image.digest to pin by digest." -}}
+{{- end -}}
+{{- if not (or .Values.securityContext.runAsUser .Values.podSecurityContext.runAsUser) -}}
+{{- $skips = append $skips "CKV_K8S_40=runAsUser is left to the platform (OpenShift's restricted-v2 SCC assigns a UID from the namespace's range); runAsNonRoot stays true." -}}
 {{- end -}}
 {{- range $i, $s := concat $skips (default list .extra) }}
 checkov.io/skip{{ add1 $i }}: {{ $s | quote }}
