@@ -1,4 +1,4 @@
-"""The Helm chart: lint, render with three value sets, validate every object against the
+"""The Helm chart: lint, render with five value sets, validate every object against the
 Kubernetes 1.33 schemas, refuse bad values, keep crds/ in sync, least-privilege RBAC, PSS."""
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ VALUE_SETS = {
     "default": [],
     "watch-namespaces": ["-f", str(HERE / "values-watch-namespaces.yaml")],
     "custom": ["-f", str(HERE / "values-custom.yaml")],
+    "openshift": ["-f", str(HERE / "values-openshift.yaml")],
+    "hardened": ["-f", str(HERE / "values-hardened.yaml")],
 }
 # Not in kubernetes-validate's schemas. CRDs are checked against the apiextensions schema and
 # against crds/ (tests/api/test_crds.py and test_chart_crds_identical_to_generated below); the
@@ -164,6 +166,107 @@ BAD_VALUES = {
         ["--set", "workloadPods.nodeSelector.pool={a,b}"],
         "/workloadPods/nodeSelector/pool",
     ),
+    # The operator pod's security contexts: only what Pod Security Standard "restricted" allows.
+    "privileged container": (
+        ["--set", "securityContext.privileged=true"],
+        "/securityContext/privileged",
+    ),
+    "privilege escalation": (
+        ["--set", "securityContext.allowPrivilegeEscalation=true"],
+        "/securityContext/allowPrivilegeEscalation",
+    ),
+    "root allowed": (
+        ["--set", "podSecurityContext.runAsNonRoot=false"],
+        "/podSecurityContext/runAsNonRoot",
+    ),
+    "root UID": (["--set", "securityContext.runAsUser=0"], "/securityContext/runAsUser"),
+    "capability added": (
+        ["--set", "securityContext.capabilities.add={SYS_ADMIN}"],
+        "/securityContext/capabilities/add/0",
+    ),
+    "ALL not dropped": (
+        ["--set", "securityContext.capabilities.drop={NET_RAW}"],
+        "/securityContext/capabilities/drop",
+    ),
+    "seccomp unconfined": (
+        ["--set", "podSecurityContext.seccompProfile.type=Unconfined"],
+        "/podSecurityContext/seccompProfile/type",
+    ),
+    # null drops a key; a key "restricted" needs may not be dropped.
+    "escalation setting nulled": (
+        ["--set", "securityContext.allowPrivilegeEscalation=null"],
+        "missing property 'allowPrivilegeEscalation'",
+    ),
+    "security context typo": (["--set", "podSecurityContext.runAsUsr=1000"], "runAsUsr"),
+    "spread whenUnsatisfiable": (
+        [
+            "--set",
+            "topologySpreadConstraints[0].maxSkew=1,"
+            "topologySpreadConstraints[0].topologyKey=kubernetes.io/hostname,"
+            "topologySpreadConstraints[0].whenUnsatisfiable=Never",
+        ],
+        "/topologySpreadConstraints/0/whenUnsatisfiable",
+    ),
+    "spread without topologyKey": (
+        [
+            "--set",
+            "topologySpreadConstraints[0].maxSkew=1,"
+            "topologySpreadConstraints[0].whenUnsatisfiable=DoNotSchedule",
+        ],
+        "missing property 'topologyKey'",
+    ),
+    "spread selector typo": (
+        ["--set", "topologySpreadConstraints[0].labelSelector.matchLabel.app=x"],
+        "matchLabel",
+    ),
+    "spread minDomains with ScheduleAnyway": (
+        [
+            "--set",
+            "topologySpreadConstraints[0].maxSkew=1,"
+            "topologySpreadConstraints[0].topologyKey=kubernetes.io/hostname,"
+            "topologySpreadConstraints[0].whenUnsatisfiable=ScheduleAnyway,"
+            "topologySpreadConstraints[0].minDomains=2",
+        ],
+        "/topologySpreadConstraints/0/minDomains",
+    ),
+    # maxUnavailable: 1 is the default: minAvailable alone needs maxUnavailable="".
+    "disruption budget with both bounds": (
+        ["--set", "podDisruptionBudget.enabled=true,podDisruptionBudget.minAvailable=1"],
+        "/podDisruptionBudget/maxUnavailable",
+    ),
+    "disruption budget with no bound": (
+        ["--set", "podDisruptionBudget.enabled=true,podDisruptionBudget.maxUnavailable="],
+        "/podDisruptionBudget/maxUnavailable",
+    ),
+    "disruption budget bound not a count": (
+        ["--set", "podDisruptionBudget.maxUnavailable=half"],
+        "/podDisruptionBudget/maxUnavailable",
+    ),
+    "rbac.create not a boolean": (["--set-string", "rbac.create=no"], "/rbac/create"),
+    "relabel action": (
+        ["--set", "metrics.serviceMonitor.relabelings[0].action=delete"],
+        "/metrics/serviceMonitor/relabelings/0/action",
+    ),
+    "relabel field typo": (
+        ["--set", "servers.podMonitor.metricRelabelings[0].source_labels={job}"],
+        "source_labels",
+    ),
+    "hashmod without modulus": (
+        [
+            "--set",
+            "pushgateway.serviceMonitor.relabelings[0].action=hashmod,"
+            "pushgateway.serviceMonitor.relabelings[0].targetLabel=__tmp_hash",
+        ],
+        "missing property 'modulus'",
+    ),
+    "monitor namespace not a name": (
+        ["--set", "metrics.serviceMonitor.namespace=Monitoring"],
+        "/metrics/serviceMonitor/namespace",
+    ),
+    "scrape timeout without unit": (
+        ["--set", "servers.podMonitor.scrapeTimeout=10"],
+        "/servers/podMonitor/scrapeTimeout",
+    ),
 }
 # Rules across two values, which JSON Schema cannot state: the chart refuses them as it renders.
 BAD_VALUE_PAIRS = {
@@ -191,6 +294,33 @@ GOOD_VALUES = {
         "--set",
         "workloadPods.tolerations[0].key=gpu,workloadPods.tolerations[0].operator=Exists,"
         "workloadPods.priorityClassName=ml-batch,workloadPods.nodeSelector.pool=ml",
+    ],
+    "disruption budget by minAvailable": [
+        "--set",
+        "podDisruptionBudget.enabled=true,podDisruptionBudget.minAvailable=0,"
+        "podDisruptionBudget.maxUnavailable=",
+    ],
+    "disruption budget as a percentage": [
+        "--set",
+        "podDisruptionBudget.enabled=true,podDisruptionBudget.maxUnavailable=100%",
+    ],
+    "seccomp profile from the node": [
+        "--set",
+        "podSecurityContext.seccompProfile.type=Localhost,"
+        "podSecurityContext.seccompProfile.localhostProfile=profiles/kubeloop.json",
+    ],
+    "low port allowed": ["--set", "securityContext.capabilities.add={NET_BIND_SERVICE}"],
+    "spread best effort": [
+        "--set",
+        "topologySpreadConstraints[0].maxSkew=2,"
+        "topologySpreadConstraints[0].topologyKey=topology.kubernetes.io/zone,"
+        "topologySpreadConstraints[0].whenUnsatisfiable=ScheduleAnyway",
+    ],
+    "hashmod with modulus": [
+        "--set",
+        "pushgateway.serviceMonitor.relabelings[0].action=HashMod,"
+        "pushgateway.serviceMonitor.relabelings[0].modulus=2,"
+        "pushgateway.serviceMonitor.relabelings[0].targetLabel=__tmp_hash",
     ],
 }
 
@@ -384,7 +514,9 @@ def test_pods_meet_pod_security_standard_restricted(
         for container in spec["containers"] + spec.get("initContainers", []):
             sc = container["securityContext"]
             assert sc["allowPrivilegeEscalation"] is False, where
-            assert sc["runAsNonRoot"] is True and sc["runAsUser"] != 0, where
+            assert sc["runAsNonRoot"] is True, where
+            # Unset on OpenShift, where the SCC assigns one; never root.
+            assert sc.get("runAsUser", pod_sc.get("runAsUser")) != 0, where
             assert sc["capabilities"]["drop"] == ["ALL"] and "add" not in sc["capabilities"], where
             assert sc["seccompProfile"]["type"] == "RuntimeDefault", where
             assert sc["readOnlyRootFilesystem"] is True, where
@@ -607,3 +739,182 @@ def test_user_roles_can_be_switched_off(helm: str) -> None:
     objs = render(helm, "--set", "rbac.aggregateClusterRoles=false")
     assert not any(is_user_role(o) for o in objs)
     assert _by_kind(operator_roles(objs), "ClusterRole")
+
+
+def _hardened() -> dict[str, Any]:
+    values: dict[str, Any] = yaml.safe_load((HERE / "values-hardened.yaml").read_text())
+    return values
+
+
+def test_rbac_create_false_leaves_the_operators_roles_to_the_platform(helm: str) -> None:
+    for args in (VALUE_SETS["hardened"], ["--set", "rbac.create=false,watchNamespaces={ml}"]):
+        objs = render(helm, *args)
+        assert not operator_roles(objs), args
+        assert not _by_kind(objs, "ClusterRoleBinding") and not _by_kind(objs, "RoleBinding")
+        # The user roles follow rbac.aggregateClusterRoles alone.
+        assert {r["metadata"]["name"] for r in objs if is_user_role(r)} == {
+            "kubeloop-view",
+            "kubeloop-edit",
+        }
+    (deploy,) = _by_kind(render(helm, *VALUE_SETS["hardened"]), "Deployment")
+    assert deploy["spec"]["template"]["spec"]["serviceAccountName"] == "kubeloop-operator"
+
+
+RESTRICTED_POD = {
+    "runAsNonRoot": True,
+    "runAsUser": 10001,
+    "runAsGroup": 10001,
+    "fsGroup": 10001,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+RESTRICTED_CONTAINER = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "runAsUser": 10001,
+    "runAsGroup": 10001,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def _security_contexts(objs: list[dict[str, Any]]) -> list[tuple[Any, Any]]:
+    """(pod, container) security contexts of the operator pod and the helm test pod."""
+    return [
+        (spec["securityContext"], c["securityContext"])
+        for _, spec in _pods(objs)
+        for c in spec["containers"]
+    ]
+
+
+def test_security_contexts_default_override_key_by_key_and_null_drops_a_key(helm: str) -> None:
+    assert _security_contexts(render(helm)) == [(RESTRICTED_POD, RESTRICTED_CONTAINER)] * 2
+    objs = render(
+        helm,
+        "--set",
+        "podSecurityContext.runAsUser=20000,podSecurityContext.fsGroupChangePolicy=OnRootMismatch,"
+        "securityContext.capabilities.add={NET_BIND_SERVICE}",
+    )
+    pod = {**RESTRICTED_POD, "runAsUser": 20000, "fsGroupChangePolicy": "OnRootMismatch"}
+    capabilities = {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}
+    container = {**RESTRICTED_CONTAINER, "capabilities": capabilities}
+    assert _security_contexts(objs) == [(pod, container)] * 2
+    # OpenShift: restricted-v2 assigns UID, GID and fsGroup; the rest stays as it was.
+    ids = ("runAsUser", "runAsGroup", "fsGroup")
+    pod = {k: v for k, v in RESTRICTED_POD.items() if k not in ids}
+    container = {k: v for k, v in RESTRICTED_CONTAINER.items() if k not in ids}
+    assert _security_contexts(render(helm, *VALUE_SETS["openshift"])) == [(pod, container)] * 2
+
+
+def test_topology_spread_selects_the_operator_pod_unless_told_otherwise(helm: str) -> None:
+    (deploy,) = _by_kind(render(helm), "Deployment")
+    assert "topologySpreadConstraints" not in deploy["spec"]["template"]["spec"]
+    (deploy,) = _by_kind(render(helm, *VALUE_SETS["hardened"]), "Deployment")
+    zone, host = deploy["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    wanted_zone, wanted_host = _hardened()["topologySpreadConstraints"]
+    selector = deploy["spec"]["selector"]["matchLabels"]
+    assert zone == {**wanted_zone, "labelSelector": {"matchLabels": selector}}
+    assert selector.items() <= deploy["spec"]["template"]["metadata"]["labels"].items()
+    assert host == wanted_host  # its own labelSelector is kept as written
+
+
+def test_pod_disruption_budget_selects_the_operator_pod_with_one_bound(helm: str) -> None:
+    assert not _by_kind(render(helm), "PodDisruptionBudget")
+    objs = render(helm, *VALUE_SETS["hardened"])
+    (pdb,) = _by_kind(objs, "PodDisruptionBudget")
+    (deploy,) = _by_kind(objs, "Deployment")
+    selector = deploy["spec"]["selector"]["matchLabels"]
+    assert pdb["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": selector}}
+    # minAvailable instead (maxUnavailable ""), 0 included: it is a bound, not "unset".
+    for bound in ("0", "50%"):
+        objs = render(
+            helm,
+            "--set",
+            "podDisruptionBudget.enabled=true,podDisruptionBudget.maxUnavailable=,"
+            f"podDisruptionBudget.minAvailable={bound}",
+        )
+        (pdb,) = _by_kind(objs, "PodDisruptionBudget")
+        assert pdb["spec"] == {
+            "minAvailable": int(bound) if bound.isdigit() else bound,
+            "selector": {"matchLabels": selector},
+        }
+
+
+def test_monitors_in_their_own_namespace_with_relabelings(helm: str) -> None:
+    values = _hardened()
+    objs = render(helm, *VALUE_SETS["hardened"])
+    monitors = {
+        (m["kind"], m["metadata"]["name"]): m
+        for m in objs
+        if m["kind"] in ("ServiceMonitor", "PodMonitor")
+    }
+    cases = {
+        ("ServiceMonitor", "kubeloop"): (values["metrics"]["serviceMonitor"], "endpoints"),
+        ("PodMonitor", "kubeloop-servers"): (
+            values["servers"]["podMonitor"],
+            "podMetricsEndpoints",
+        ),
+        ("ServiceMonitor", "kubeloop-pushgateway"): (
+            values["pushgateway"]["serviceMonitor"],
+            "endpoints",
+        ),
+    }
+    assert monitors.keys() == cases.keys()
+    for key, (wanted, endpoints) in cases.items():
+        monitor = monitors[key]
+        assert monitor["metadata"]["namespace"] == wanted.get("namespace", "kubeloop-system")
+        (endpoint,) = monitor["spec"][endpoints]
+        for field in ("relabelings", "metricRelabelings", "scrapeTimeout"):
+            assert endpoint[field] == wanted[field], (key, field)
+    # Moved to `monitoring`, they still find what they scrape where it runs.
+    operator = monitors[("ServiceMonitor", "kubeloop")]["spec"]
+    assert operator["namespaceSelector"] == {"matchNames": ["kubeloop-system"]}
+    assert monitors[("PodMonitor", "kubeloop-servers")]["spec"]["namespaceSelector"] == {
+        "any": True
+    }
+    pushgateway = monitors[("ServiceMonitor", "kubeloop-pushgateway")]["spec"]
+    assert pushgateway["namespaceSelector"] == {"matchNames": ["monitoring"]}
+    # Unset, no relabelings key at all.
+    for monitor in render(helm, *VALUE_SETS["watch-namespaces"]):
+        for endpoint in monitor.get("spec", {}).get("endpoints", []) + monitor.get("spec", {}).get(
+            "podMetricsEndpoints", []
+        ):
+            assert "relabelings" not in endpoint and "metricRelabelings" not in endpoint
+
+
+# The operator-side knobs of issue 20, each set by at least one value set (so linted,
+# validated and scanned by checkov). podDisruptionBudget.minAvailable, the alternative to
+# maxUnavailable, is rendered by test_pod_disruption_budget_selects_the_operator_pod_with_one_bound.
+OPERATOR_KNOBS = [
+    "podSecurityContext",
+    "securityContext",
+    "topologySpreadConstraints",
+    "podDisruptionBudget.enabled",
+    "podDisruptionBudget.maxUnavailable",
+    "rbac.create",
+    *(
+        f"{monitor}.{knob}"
+        for monitor in (
+            "metrics.serviceMonitor",
+            "servers.podMonitor",
+            "pushgateway.serviceMonitor",
+        )
+        for knob in ("relabelings", "metricRelabelings", "scrapeTimeout")
+    ),
+    "metrics.serviceMonitor.namespace",
+    "servers.podMonitor.namespace",
+]
+
+
+def test_every_operator_knob_is_in_a_value_set() -> None:
+    value_sets = [yaml.safe_load(Path(args[1]).read_text()) for args in VALUE_SETS.values() if args]
+
+    def sets(values: dict[str, Any], path: str) -> bool:
+        for key in path.split("."):
+            if not isinstance(values, dict) or key not in values:
+                return False
+            values = values[key]
+        return True
+
+    missing = [knob for knob in OPERATOR_KNOBS if not any(sets(v, knob) for v in value_sets)]
+    assert not missing

@@ -27,6 +27,8 @@ VALUE_FILES = {
     "default": None,
     "watch-namespaces": HERE / "values-watch-namespaces.yaml",
     "custom": HERE / "values-custom.yaml",
+    "openshift": HERE / "values-openshift.yaml",
+    "hardened": HERE / "values-hardened.yaml",
 }
 # Read by the Python runtime itself, not by kubeloop (tempfile).
 RUNTIME_ENV = {"TMPDIR"}

@@ -57,31 +57,56 @@ app.kubernetes.io/part-of: kubeloop
 {{- end -}}
 {{- end -}}
 
-{{/* Pod Security Standard "restricted", for every container of the chart. */}}
+{{/*
+Security contexts of every pod and container of the chart: values.yaml holds the Pod Security
+Standard "restricted" ones, a user's keys replace them one by one (Helm drops a key set to
+null), and values.schema.json refuses what "restricted" forbids.
+*/}}
 {{- define "kubeloop.containerSecurityContext" -}}
-allowPrivilegeEscalation: false
-readOnlyRootFilesystem: true
-runAsNonRoot: true
-runAsUser: 10001
-runAsGroup: 10001
-capabilities:
-  drop: ["ALL"]
-seccompProfile:
-  type: RuntimeDefault
+{{- toYaml .Values.securityContext -}}
 {{- end -}}
 
 {{- define "kubeloop.podSecurityContext" -}}
-runAsNonRoot: true
-runAsUser: 10001
-runAsGroup: 10001
-fsGroup: 10001
-seccompProfile:
-  type: RuntimeDefault
+{{- toYaml .Values.podSecurityContext -}}
+{{- end -}}
+
+{{/*
+The operator pod's topologySpreadConstraints; an entry without labelSelector selects the
+operator pod (a constraint without one counts no pods, so it would spread nothing).
+*/}}
+{{- define "kubeloop.topologySpreadConstraints" -}}
+{{- $constraints := list -}}
+{{- range .Values.topologySpreadConstraints -}}
+{{- $c := deepCopy . -}}
+{{- if not $c.labelSelector -}}
+{{- $_ := set $c "labelSelector" (dict "matchLabels" (include "kubeloop.selectorLabels" $ | fromYaml)) -}}
+{{- end -}}
+{{- $constraints = append $constraints $c -}}
+{{- end -}}
+{{- toYaml $constraints -}}
+{{- end -}}
+
+{{/* Namespace of a Prometheus Operator monitor: its own value, else the release namespace. */}}
+{{- define "kubeloop.monitorNamespace" -}}
+{{- default .root.Release.Namespace .monitor.namespace -}}
+{{- end -}}
+
+{{/* relabelings and metricRelabelings of a monitor's endpoint, when set. */}}
+{{- define "kubeloop.relabelings" -}}
+{{- with .relabelings }}
+relabelings:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .metricRelabelings }}
+metricRelabelings:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end -}}
 
 {{/*
 checkov skips, each with its reason (rendered as checkov.io/skipN annotations). The digest skip
-is rendered only while the image is pinned by tag; with image.digest set the check passes.
+is rendered only while the image is pinned by tag; with image.digest set the check passes. The
+high-UID skip only while no runAsUser is set (the OpenShift recipe).
 */}}
 {{- define "kubeloop.checkovSkips" -}}
 {{- $skips := list -}}
@@ -90,6 +115,9 @@ is rendered only while the image is pinned by tag; with image.digest set the che
 {{- end -}}
 {{- if not .Values.image.digest -}}
 {{- $skips = append $skips "CKV_K8S_43=Pinned by the release tag by default (chart and images are released together); set image.digest to pin by digest." -}}
+{{- end -}}
+{{- if not (or .Values.securityContext.runAsUser .Values.podSecurityContext.runAsUser) -}}
+{{- $skips = append $skips "CKV_K8S_40=runAsUser is left to the platform (OpenShift's restricted-v2 SCC assigns a UID from the namespace's range); runAsNonRoot stays true." -}}
 {{- end -}}
 {{- range $i, $s := concat $skips (default list .extra) }}
 checkov.io/skip{{ add1 $i }}: {{ $s | quote }}
