@@ -116,6 +116,13 @@ def test_app_kubernetes_io_labels_everywhere(rendered: tuple[str, list[dict[str,
             assert "app.kubernetes.io/version" in labels
 
 
+_NODE_TERM = (
+    "workloadPods.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+    ".nodeSelectorTerms[0].matchExpressions[0]"
+)
+_POD_PREFERRED = (
+    "workloadPods.affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution[0]"
+)
 BAD_VALUES = {
     "unknown top-level key": (["--set", "replicaCount=2"], "replicaCount"),
     "pull policy": (["--set", "image.pullPolicy=Sometimes"], "/image/pullPolicy"),
@@ -267,6 +274,37 @@ BAD_VALUES = {
         ["--set", "servers.podMonitor.scrapeTimeout=10"],
         "/servers/podMonitor/scrapeTimeout",
     ),
+    "node affinity operator": (
+        ["--set", f"{_NODE_TERM}.key=gpu,{_NODE_TERM}.operator=Equal"],
+        f"/{_NODE_TERM.replace('.', '/').replace('[', '/').replace(']', '')}/operator",
+    ),
+    "affinity weight out of range": (
+        ["--set", f"{_POD_PREFERRED}.weight=101,{_POD_PREFERRED}.podAffinityTerm.topologyKey=zone"],
+        "/workloadPods/affinity/podAntiAffinity/preferredDuringSchedulingIgnoredDuringExecution/0"
+        "/weight",
+    ),
+    "pod affinity term without topologyKey": (
+        [
+            "--set",
+            "workloadPods.affinity.podAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+            "[0].namespaces={ml}",
+        ],
+        "topologyKey",
+    ),
+    "affinity field typo": (["--set", "workloadPods.affinity.nodeAfinity.x=1"], "nodeAfinity"),
+    # Only the ids can change; nothing may weaken the restricted securityContext.
+    "workload securityContext unknown key": (
+        ["--set", "workloadPods.securityContext.privileged=true"],
+        "privileged",
+    ),
+    "workload runs as root": (
+        ["--set", "workloadPods.securityContext.runAsUser=0"],
+        "/workloadPods/securityContext/runAsUser",
+    ),
+    "pod annotation key with a space": (
+        ["--set-string", "workloadPods.podAnnotations.team owner=ml"],
+        "invalid propertyName 'team owner'",  # Helm's location for a bad key is not the key's
+    ),
 }
 # Rules across two values, which JSON Schema cannot state: the chart refuses them as it renders.
 BAD_VALUE_PAIRS = {
@@ -322,6 +360,8 @@ GOOD_VALUES = {
         "pushgateway.serviceMonitor.relabelings[0].modulus=2,"
         "pushgateway.serviceMonitor.relabelings[0].targetLabel=__tmp_hash",
     ],
+    "workload node affinity": ["--set", f"{_NODE_TERM}.key=gpu,{_NODE_TERM}.operator=Exists"],
+    "workload ids left to the platform (OpenShift)": ["--set", "workloadPods.securityContext=null"],
 }
 
 

@@ -130,7 +130,15 @@ def test_rendered_env_is_what_the_operator_config_reads(
     assert placement.get("nodeSelector", {}) == pods.get("nodeSelector", {})
     assert placement.get("tolerations", []) == pods.get("tolerations", [])
     assert placement.get("priorityClassName", "") == pods.get("priorityClassName", "")
+    affinity = config.workloads.placement.affinity
+    assert (affinity.model_dump(by_alias=True, exclude_defaults=True) if affinity else {}) == (
+        pods.get("affinity", {})
+    )
     assert config.workloads.pod_labels == pods.get("podLabels", {})
+    assert config.workloads.pod_annotations == pods.get("podAnnotations", {})
+    # An id the values leave out (null) is left out of the pods, not put back to its default.
+    ids = pods["securityContext"]
+    assert config.workloads.security.to_wire() == {k: v for k, v in ids.items() if v is not None}
     # Every ModelDeployment's NetworkPolicy admits the operator's own pod and the scrapers.
     peers = [p.to_wire() for p in config.workloads.serving_peers]
     assert peers[0]["podSelector"]["matchLabels"].items() <= (
@@ -246,9 +254,9 @@ def test_workload_pod_defaults_reach_every_pod_the_operator_builds(
     helm: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The chart's workloadPods (pull secrets, nodeSelector, tolerations, priorityClassName,
-    podLabels) -> the rendered env -> the operator's config -> every pod template of the Job,
-    Deployment and CronJob builders (what the handlers pass); a resource's own placement in
-    spec.resources wins."""
+    affinity, podLabels, podAnnotations, securityContext ids) -> the rendered env -> the
+    operator's config -> every pod template of the Job, Deployment and CronJob builders (what
+    the handlers pass); a resource's own placement in spec.resources wins."""
     from tests.resources.cases import build_all, inputs, pod_templates
 
     from kubeloop.resources import common
@@ -273,8 +281,16 @@ def test_workload_pod_defaults_reach_every_pod_the_operator_builds(
                 }
                 assert pod["tolerations"] == (own.get("tolerations") or wanted["tolerations"]), case
                 assert pod["priorityClassName"] == wanted["priorityClassName"]
+                assert pod["affinity"] == wanted["affinity"]
                 assert labels.items() >= wanted["podLabels"].items()
                 assert labels["app.kubernetes.io/managed-by"] == "kubeloop"  # ours are kept
+                assert template["metadata"]["annotations"] == wanted["podAnnotations"]
+                # runAsUser and runAsGroup null: left to the platform; the rest restricted.
+                assert pod["securityContext"] == {
+                    "runAsNonRoot": True,
+                    "fsGroup": 1000,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                }
     assert kinds == {"Job", "Deployment", "CronJob"}
     assert common.pod_defaults(common.WorkloadDefaults()) == {}  # none given: no field at all
 
@@ -283,6 +299,16 @@ def test_workload_pod_defaults_reach_every_pod_the_operator_builds(
         "nodeSelector": {"node.example.com/pool": "gpu-a100"},
         "tolerations": [{"key": "team-b", "operator": "Exists"}],
         "priorityClassName": "critical-serving",
+        "affinity": {
+            "podAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "labelSelector": {"matchLabels": {"app": "feature-store"}},
+                        "topologyKey": "topology.kubernetes.io/zone",
+                    }
+                ]
+            }
+        },
     }
     for case, doc in inputs().items():
         doc["spec"].setdefault("resources", {}).update(own_placement)
@@ -295,6 +321,8 @@ def test_workload_pod_defaults_reach_every_pod_the_operator_builds(
             }
             assert pod["tolerations"] == [{"key": "team-b", "operator": "Exists"}]
             assert pod["priorityClassName"] == "critical-serving"
+            # The resource's affinity replaces the default one as a whole.
+            assert pod["affinity"] == own_placement["affinity"]
 
 
 @pytest.mark.parametrize(
@@ -309,6 +337,22 @@ def test_workload_pod_defaults_reach_every_pod_the_operator_builds(
         ),
         ("KUBELOOP_WORKLOAD_PLACEMENT", '{"priorityClassName": "Ml_Batch"}', "priorityClassName"),
         ("KUBELOOP_WORKLOAD_POD_LABELS", '{"team": "ml platform"}', "team: Value error"),
+        (
+            "KUBELOOP_WORKLOAD_PLACEMENT",
+            '{"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": '
+            '[{"weight": 0, "preference": {}}]}}}',
+            "affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution.0.weight",
+        ),
+        (
+            "KUBELOOP_WORKLOAD_PLACEMENT",
+            '{"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": '
+            '[{"labelSelector": {"matchExpressions": [{"key": "app", "operator": "In"}]}, '
+            '"topologyKey": "kubernetes.io/hostname"}]}}}',
+            "matchExpressions.0: Value error, In and NotIn need at least one value",
+        ),
+        ("KUBELOOP_WORKLOAD_POD_ANNOTATIONS", '{"team owner": "ml"}', "every key must be"),
+        ("KUBELOOP_WORKLOAD_SECURITY", '{"privileged": true}', "privileged: Extra inputs"),
+        ("KUBELOOP_WORKLOAD_SECURITY", '{"runAsUser": 0}', "runAsUser: Input should be"),
     ],
 )
 def test_malformed_workload_defaults_stop_the_operator_at_start_naming_the_field(

@@ -3,10 +3,13 @@ and carries credentials only by secretKeyRef."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
 from tests.resources.cases import DEFAULTS, build_all, inputs, pod_specs
+
+from kubeloop.api.common import WorkloadSecurity
 
 PODS = [
     pytest.param(pod, id=f"{case}:{m['kind']}/{m['metadata']['name']}")
@@ -25,7 +28,7 @@ def test_every_workload_kind_is_covered() -> None:
 def test_pod_is_restricted(pod: dict[str, Any]) -> None:
     psc = pod["securityContext"]
     assert psc["runAsNonRoot"] is True
-    assert psc["runAsUser"] != 0
+    assert psc.get("runAsUser") != 0
     assert psc["seccompProfile"] == {"type": "RuntimeDefault"}
     assert "hostNetwork" not in pod and "hostPID" not in pod and "hostIPC" not in pod
     for volume in pod["volumes"]:  # restricted allows only these volume types here
@@ -52,6 +55,27 @@ def test_pod_is_restricted(pod: dict[str, Any]) -> None:
             if name.startswith("AWS_"):
                 assert "value" not in entry
                 assert set(entry["valueFrom"]) == {"secretKeyRef"}
+
+
+@pytest.mark.parametrize("case", sorted(inputs()))
+def test_ids_left_to_the_platform_leave_the_rest_restricted(case: str) -> None:
+    """OpenShift's restricted-v2 assigns the uid and gids from the namespace's range and refuses
+    a pod that names others: with the ids unset (chart `workloadPods.securityContext: null`) the
+    pods name none, and every other restricted setting is the same as with the fixed uid."""
+    platform = dataclasses.replace(
+        DEFAULTS, security=WorkloadSecurity(run_as_user=None, run_as_group=None, fs_group=None)
+    )
+    doc = inputs()[case]
+    fixed = [pod for m in build_all(doc) for pod in pod_specs(m)]
+    assigned = [pod for m in build_all(doc, platform) for pod in pod_specs(m)]
+    assert len(assigned) == len(fixed)
+    for with_ids, without in zip(fixed, assigned, strict=True):
+        assert with_ids["securityContext"]["runAsUser"] == 65532
+        assert without["securityContext"] == {
+            "runAsNonRoot": True,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }
+        assert {**without, "securityContext": with_ids["securityContext"]} == with_ids
 
 
 @pytest.mark.parametrize("pod", PODS)

@@ -39,26 +39,38 @@ __all__ = [
     "POSITIVE_DURATION_PATTERN",
     "QUANTITY_PATTERN",
     "URI_PATTERN",
+    "Affinity",
     "CelRule",
     "Condition",
     "CronSchedule",
     "Duration",
     "FieldError",
     "KubeModel",
+    "LabelKey",
     "LabelSelector",
+    "LabelSelectorRequirement",
     "LabelValue",
     "ListSet",
     "LocalObjectReference",
     "Matches",
     "NetworkPolicyPeer",
+    "NodeAffinity",
     "NodeSelector",
+    "NodeSelectorRequirement",
+    "NodeSelectorTerm",
     "ObjectStoreUri",
     "Placement",
+    "PodAffinity",
+    "PodAffinityTerm",
     "Quantity",
+    "RequiredNodeSelector",
     "ResourceName",
     "SecretKeyReference",
     "SecretReference",
     "Toleration",
+    "WeightedNodeSelectorTerm",
+    "WeightedPodAffinityTerm",
+    "WorkloadSecurity",
     "parse_duration",
 ]
 
@@ -438,11 +450,57 @@ class SecretKeyReference(KubeModel):
     )
 
 
+LabelKey = Annotated[str, Field(max_length=317), Matches(LABEL_KEY_PATTERNS, LABEL_KEY_MESSAGE)]
+
+
+def _values_fit_operator(requirement: Any) -> bool:
+    values, operator = requirement.values, requirement.operator
+    if operator in ("In", "NotIn"):
+        return bool(values)
+    if operator in ("Gt", "Lt"):
+        return len(values) == 1 and re.fullmatch("-?[0-9]+", values[0]) is not None
+    return not values
+
+
+# The rule the API server applies to a requirement's values, stated once for both kinds.
+_VALUES_RULE = CelRule(
+    cel=(
+        "(self.operator in ['In', 'NotIn']) ? (has(self.values) && size(self.values) > 0) : "
+        "(self.operator in ['Gt', 'Lt']) ? (has(self.values) && size(self.values) == 1 && "
+        "self.values[0].matches('^-?[0-9]+$')) : (!has(self.values) || size(self.values) == 0)"
+    ),
+    check=_values_fit_operator,
+    message="In and NotIn need at least one value; Gt and Lt exactly one integer; Exists and "
+    "DoesNotExist none",
+    field_path=".values",
+)
+
+
+class LabelSelectorRequirement(KubeModel):
+    """One condition on a label of the selected objects (core/v1 LabelSelectorRequirement)."""
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (_VALUES_RULE,)
+
+    key: LabelKey = Field(description="The label key the condition is about.")
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(
+        description="How the label's value relates to `values`."
+    )
+    values: Annotated[list[LabelValue], ListSet()] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Values for In and NotIn (at least one); empty for Exists and DoesNotExist.",
+    )
+
+
 class LabelSelector(KubeModel):
-    """Objects whose labels include all of `matchLabels`; empty selects every object."""
+    """Objects whose labels include all of `matchLabels` and meet every `matchExpressions`
+    condition; empty selects every object."""
 
     match_labels: NodeSelector = Field(
         default_factory=dict, description="Labels (keys and values) the objects must all carry."
+    )
+    match_expressions: list[LabelSelectorRequirement] | None = Field(
+        default=None, max_length=32, description="Conditions on labels the objects must all meet."
     )
 
 
@@ -518,6 +576,101 @@ class Toleration(KubeModel):
     )
 
 
+class NodeSelectorRequirement(KubeModel):
+    """One condition on a label (or, under `matchFields`, a field) of a node."""
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (_VALUES_RULE,)
+
+    key: LabelKey = Field(description="The node label key (or field, e.g. metadata.name).")
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"] = Field(
+        description="How the node's value relates to `values`."
+    )
+    values: Annotated[list[Annotated[str, Field(max_length=253)]], ListSet()] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Values for In and NotIn (at least one); one integer for Gt and Lt; none "
+        "for Exists and DoesNotExist.",
+    )
+
+
+class NodeSelectorTerm(KubeModel):
+    """Nodes meeting every condition of the term."""
+
+    match_expressions: list[NodeSelectorRequirement] | None = Field(
+        default=None, max_length=32, description="Conditions on the node's labels."
+    )
+    match_fields: list[NodeSelectorRequirement] | None = Field(
+        default=None, max_length=32, description="Conditions on the node's fields."
+    )
+
+
+class RequiredNodeSelector(KubeModel):
+    """Nodes the pods must run on: those meeting any one of the terms."""
+
+    node_selector_terms: list[NodeSelectorTerm] = Field(
+        min_length=1, max_length=32, description="Terms, ORed."
+    )
+
+
+class WeightedNodeSelectorTerm(KubeModel):
+    """Nodes the scheduler prefers, with how much."""
+
+    weight: int = Field(ge=1, le=100, description="How much a matching node is preferred, 1-100.")
+    preference: NodeSelectorTerm = Field(description="The nodes preferred.")
+
+
+class NodeAffinity(KubeModel):
+    """Which nodes the pods may or should run on (core/v1 NodeAffinity)."""
+
+    required_during_scheduling_ignored_during_execution: RequiredNodeSelector | None = Field(
+        default=None, description="Nodes the pods must run on."
+    )
+    preferred_during_scheduling_ignored_during_execution: list[WeightedNodeSelectorTerm] | None = (
+        Field(default=None, max_length=32, description="Nodes the scheduler prefers.")
+    )
+
+
+class PodAffinityTerm(KubeModel):
+    """Pods (by labels, in namespaces) whose nodes, grouped by `topologyKey`, count."""
+
+    label_selector: LabelSelector | None = Field(default=None, description="The pods; unset: none.")
+    namespaces: Annotated[list[ResourceName], ListSet()] | None = Field(
+        default=None, max_length=64, description="Their namespaces; unset: the pod's own."
+    )
+    namespace_selector: LabelSelector | None = Field(
+        default=None, description="Their namespaces by label, in addition to `namespaces`."
+    )
+    topology_key: LabelKey = Field(
+        description="Node label whose value groups nodes, e.g. kubernetes.io/hostname."
+    )
+
+
+class WeightedPodAffinityTerm(KubeModel):
+    """A pod affinity term the scheduler prefers, with how much."""
+
+    weight: int = Field(ge=1, le=100, description="How much a matching node is preferred, 1-100.")
+    pod_affinity_term: PodAffinityTerm = Field(description="The term.")
+
+
+class PodAffinity(KubeModel):
+    """Other pods to run near (podAffinity) or away from (podAntiAffinity)."""
+
+    required_during_scheduling_ignored_during_execution: list[PodAffinityTerm] | None = Field(
+        default=None, max_length=32, description="Terms that must all hold."
+    )
+    preferred_during_scheduling_ignored_during_execution: list[WeightedPodAffinityTerm] | None = (
+        Field(default=None, max_length=32, description="Terms the scheduler prefers.")
+    )
+
+
+class Affinity(KubeModel):
+    """Node affinity, pod affinity and pod anti-affinity, as in a pod's `affinity`."""
+
+    node_affinity: NodeAffinity | None = Field(default=None, description="Which nodes.")
+    pod_affinity: PodAffinity | None = Field(default=None, description="Near which pods.")
+    pod_anti_affinity: PodAffinity | None = Field(default=None, description="Away from which pods.")
+
+
 class Placement(KubeModel):
     """Where a resource's pods may run. Each field, when set, wins over the operator's default
     for workload pods (the chart's `workloadPods`); a nodeSelector merges with it key by key."""
@@ -532,6 +685,34 @@ class Placement(KubeModel):
     )
     priority_class_name: ResourceName | None = Field(
         default=None, description="PriorityClass of the pods; default: the operator's."
+    )
+    affinity: Affinity | None = Field(
+        default=None,
+        description="Node and pod (anti-)affinity of the pods (core/v1 Affinity); when set, "
+        "instead of the operator's default affinity as a whole.",
+    )
+
+
+class WorkloadSecurity(KubeModel):
+    """The ids every workload pod runs as: the operator's setting (the chart's
+    `workloadPods.securityContext`), not part of any resource. `null` leaves the field out, for
+    platforms that assign ids themselves (OpenShift's restricted-v2 SCC); the rest of the
+    restricted securityContext is not configurable."""
+
+    run_as_user: int | None = Field(
+        default=65532,
+        ge=1,
+        le=2147483647,
+        description="UID of every container; null: the platform's.",
+    )
+    run_as_group: int | None = Field(
+        default=65532, ge=0, le=2147483647, description="Primary GID; null: the platform's."
+    )
+    fs_group: int | None = Field(
+        default=65532,
+        ge=0,
+        le=2147483647,
+        description="GID owning the volumes; null: the platform's.",
     )
 
 

@@ -6,11 +6,20 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from kubeloop.api.common import LabelSelector, NetworkPolicyPeer, NodeSelector, Placement
+from kubeloop.api.common import (
+    LABEL_KEY_MESSAGE,
+    LABEL_KEY_PATTERNS,
+    LabelSelector,
+    Matches,
+    NetworkPolicyPeer,
+    NodeSelector,
+    Placement,
+    WorkloadSecurity,
+)
 from kubeloop.resources.common import WorkloadDefaults
 
 __all__ = ["OperatorConfig"]
@@ -32,12 +41,36 @@ def _json(name: str, default: Any) -> Any:
         raise ValueError(f"{name}: not JSON ({exc}): {raw[:200]!r}") from exc
 
 
+_ANNOTATIONS: TypeAdapter[dict[str, str]] = TypeAdapter(
+    Annotated[
+        dict[str, str], Matches(LABEL_KEY_PATTERNS, "every key " + LABEL_KEY_MESSAGE, keys=True)
+    ]
+)
+
+
 def _placement(name: str) -> Placement:
     """The workload pods' default placement, as JSON in the CRDs' terms (`nodeSelector`,
-    `tolerations`, `priorityClassName`), checked by the same model: a value the API server
-    would refuse in every pod stops the operator at start, naming the field."""
+    `tolerations`, `priorityClassName`, `affinity`), checked by the same model: a value the API
+    server would refuse in every pod stops the operator at start, naming the field."""
     try:
         return Placement.model_validate(_json(name, {}))
+    except ValidationError as exc:
+        raise ValueError(f"{name}: {_problems(exc)}") from exc
+
+
+def _security(name: str) -> WorkloadSecurity:
+    """The ids workload pods run as (`runAsUser`, `runAsGroup`, `fsGroup`; null: left out);
+    any other key stops the operator at start: the rest of the securityContext is fixed."""
+    try:
+        return WorkloadSecurity.model_validate(_json(name, {}))
+    except ValidationError as exc:
+        raise ValueError(f"{name}: {_problems(exc)}") from exc
+
+
+def _annotations(name: str) -> dict[str, str]:
+    """Extra annotations for workload pods (JSON object): keys as Kubernetes allows."""
+    try:
+        return _ANNOTATIONS.validate_python(_json(name, {}))
     except ValidationError as exc:
         raise ValueError(f"{name}: {_problems(exc)}") from exc
 
@@ -121,6 +154,8 @@ class OperatorConfig:
                 image_pull_secrets=_names("KUBELOOP_IMAGE_PULL_SECRETS"),
                 placement=_placement("KUBELOOP_WORKLOAD_PLACEMENT"),
                 pod_labels=_labels("KUBELOOP_WORKLOAD_POD_LABELS"),
+                pod_annotations=_annotations("KUBELOOP_WORKLOAD_POD_ANNOTATIONS"),
+                security=_security("KUBELOOP_WORKLOAD_SECURITY"),
                 serving_peers=_serving_peers(),
             ),
             resync_seconds=_float("KUBELOOP_RESYNC_SECONDS", 30.0),

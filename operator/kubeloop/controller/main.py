@@ -9,9 +9,13 @@ Env (all optional):
 - `KUBELOOP_PUSHGATEWAY_URL`: passed to every workload (default empty: off).
 - `KUBELOOP_IMAGE_PULL_SECRETS`: comma-separated Secret names put into every workload pod's
   `imagePullSecrets` (default empty).
-- `KUBELOOP_WORKLOAD_PLACEMENT`: JSON `{nodeSelector, tolerations, priorityClassName}` for every
-  workload pod; a resource's `spec.resources` placement wins (nodeSelector merged key by key).
-- `KUBELOOP_WORKLOAD_POD_LABELS`: JSON object of extra labels on every workload pod.
+- `KUBELOOP_WORKLOAD_PLACEMENT`: JSON `{nodeSelector, tolerations, priorityClassName, affinity}`
+  for every workload pod; a resource's `spec.resources` placement wins (nodeSelector merged key
+  by key, the others replaced, affinity as a whole).
+- `KUBELOOP_WORKLOAD_POD_LABELS`, `KUBELOOP_WORKLOAD_POD_ANNOTATIONS`: JSON objects of extra
+  labels / annotations on every workload pod (the operator's own win).
+- `KUBELOOP_WORKLOAD_SECURITY`: JSON `{runAsUser, runAsGroup, fsGroup}`, the ids workload pods
+  run as (default 65532 each; null leaves one out for the platform to assign, e.g. OpenShift).
 - `KUBELOOP_OPERATOR_NAMESPACE`, `KUBELOOP_OPERATOR_POD_LABELS` (JSON object): the operator's
   own pod, admitted by every ModelDeployment's NetworkPolicy (canary analysis); empty: none.
 - `KUBELOOP_METRICS_SCRAPERS`: JSON list of NetworkPolicy peers (`namespaceSelector`,

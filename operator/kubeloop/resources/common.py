@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubeloop.api.common import NetworkPolicyPeer, Placement, SecretReference
+from kubeloop.api.common import NetworkPolicyPeer, Placement, SecretReference, WorkloadSecurity
 
 __all__ = [
     "AWS_KEYS",
@@ -20,6 +20,7 @@ __all__ = [
     "owner_reference",
     "pod_defaults",
     "pod_labels",
+    "pod_metadata",
     "pod_security_context",
     "restricted_container_security_context",
     "scratch_volumes",
@@ -38,8 +39,6 @@ AWS_KEYS = (
     "AWS_ENDPOINT_URL",
 )
 _REQUIRED_AWS_KEYS = frozenset(AWS_KEYS[:2])
-# A fixed non-root uid so `runAsNonRoot` holds even for images whose USER is a name.
-_UID = 65532
 
 
 @dataclass(frozen=True)
@@ -79,6 +78,10 @@ class WorkloadDefaults:
     # Placement of every workload pod unless its resource says otherwise (pod_defaults).
     placement: Placement = field(default_factory=Placement)
     pod_labels: Mapping[str, str] = field(default_factory=dict)  # under Kubeloop's own labels
+    pod_annotations: Mapping[str, str] = field(default_factory=dict)  # under the operator's own
+    # The ids the pods run as. A fixed non-root uid by default, so `runAsNonRoot` holds even for
+    # a bring-your-own image whose USER is a name; unset where the platform assigns one.
+    security: WorkloadSecurity = field(default_factory=WorkloadSecurity)
     # Admitted by every ModelDeployment's NetworkPolicy: the operator's pod (canary analysis)
     # and the metrics scrapers.
     serving_peers: tuple[NetworkPolicyPeer, ...] = ()
@@ -87,7 +90,8 @@ class WorkloadDefaults:
 def pod_defaults(defaults: WorkloadDefaults, own: Placement | None = None) -> dict[str, Any]:
     """The pod-spec fields a workload pod gets from the operator's settings and its resource's
     placement (`own`): the resource's nodeSelector keys win over the defaults' (the rest of
-    them stay), its tolerations and priorityClassName replace the defaults' when it has any.
+    them stay), its tolerations, priorityClassName and affinity replace the defaults' when it
+    has any (an affinity as a whole: merging node and pod terms would change their meaning).
 
     Pull secrets go on each pod, not on a ServiceAccount: server and monitor pods use the
     namespace's `default` account, which the operator does not own.
@@ -105,6 +109,11 @@ def pod_defaults(defaults: WorkloadDefaults, own: Placement | None = None) -> di
     priority = own.priority_class_name or base.priority_class_name
     if priority:
         out["priorityClassName"] = priority
+    affinity = own.affinity or base.affinity
+    if affinity is not None:
+        # As written: without the empty `values: []` and `matchLabels: {}` the models default
+        # to (the same meaning), so a pod's affinity reads as the resource or chart gave it.
+        out["affinity"] = affinity.model_dump(by_alias=True, exclude_defaults=True, mode="json")
     return out
 
 
@@ -112,6 +121,20 @@ def pod_labels(defaults: WorkloadDefaults, labels: Mapping[str, str]) -> dict[st
     """A workload pod's labels: the operator's extra pod labels, under Kubeloop's own (which
     select and own the pods: an extra label never replaces one of them)."""
     return {**defaults.pod_labels, **labels}
+
+
+def pod_metadata(
+    defaults: WorkloadDefaults,
+    labels: Mapping[str, str],
+    annotations: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """A workload pod template's metadata: `pod_labels`, and the operator's extra pod
+    annotations under the builder's own `annotations` (which win), when there are any."""
+    meta: dict[str, Any] = {"labels": pod_labels(defaults, labels)}
+    merged = {**defaults.pod_annotations, **(annotations or {})}
+    if merged:
+        meta["annotations"] = merged
+    return meta
 
 
 def owner_reference(owner: Owner) -> dict[str, Any]:
@@ -145,15 +168,11 @@ def child_labels(owner: Owner, component: str, name: str) -> dict[str, str]:
     }
 
 
-def pod_security_context() -> dict[str, Any]:
-    """Pod-level settings of the Pod Security Standard "restricted"."""
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": _UID,
-        "runAsGroup": _UID,
-        "fsGroup": _UID,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
+def pod_security_context(defaults: WorkloadDefaults) -> dict[str, Any]:
+    """Pod-level settings of the Pod Security Standard "restricted", with the ids the operator
+    is configured with; an unset id is left out (the platform assigns it)."""
+    ids = defaults.security.to_wire()  # runAsUser, runAsGroup, fsGroup: those set
+    return {"runAsNonRoot": True, **ids, "seccompProfile": {"type": "RuntimeDefault"}}
 
 
 def restricted_container_security_context() -> dict[str, Any]:

@@ -15,7 +15,7 @@ from kubeloop.resources.common import (
     child_labels,
     owner_reference,
     pod_defaults,
-    pod_labels,
+    pod_metadata,
     pod_security_context,
     restricted_container_security_context,
     scratch_volumes,
@@ -98,11 +98,11 @@ def build_monitor_cronjob(
                     "backoffLimit": 1,
                     "ttlSecondsAfterFinished": 86400,
                     "template": {
-                        "metadata": {"labels": pod_labels(defaults, labels)},
+                        "metadata": pod_metadata(defaults, labels),
                         "spec": {
                             "restartPolicy": "Never",
                             "automountServiceAccountToken": False,
-                            "securityContext": pod_security_context(),
+                            "securityContext": pod_security_context(defaults),
                             "containers": [container],
                             "volumes": volumes,
                             **pod_defaults(defaults, spec.resources),

@@ -20,7 +20,7 @@ from kubeloop.resources.common import (
     child_labels,
     owner_reference,
     pod_defaults,
-    pod_labels,
+    pod_metadata,
     pod_security_context,
     restricted_container_security_context,
     scratch_volumes,
@@ -206,10 +206,10 @@ def build_server_deployment(
                 "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
             },
             "template": {
-                "metadata": {"labels": pod_labels(defaults, selected)},
+                "metadata": pod_metadata(defaults, selected),
                 "spec": {
                     "automountServiceAccountToken": False,
-                    "securityContext": pod_security_context(),
+                    "securityContext": pod_security_context(defaults),
                     "containers": [container],
                     "volumes": volumes,
                     **pod_defaults(defaults, res),

@@ -16,7 +16,7 @@ from kubeloop.resources.common import (
     child_labels,
     owner_reference,
     pod_defaults,
-    pod_labels,
+    pod_metadata,
     pod_security_context,
     restricted_container_security_context,
     scratch_volumes,
@@ -151,7 +151,7 @@ def build_training_job(
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "serviceAccountName": TRAINER_SERVICE_ACCOUNT,
-        "securityContext": pod_security_context(),
+        "securityContext": pod_security_context(defaults),
         **({"initContainers": init_containers} if init_containers else {}),
         "containers": [container],
         "volumes": volumes,
@@ -170,7 +170,7 @@ def build_training_job(
     job_spec: dict[str, Any] = {
         "backoffLimit": spec.run_policy.backoff_limit,
         "ttlSecondsAfterFinished": spec.run_policy.ttl_seconds_after_finished,
-        "template": {"metadata": {"labels": pod_labels(defaults, labels)}, "spec": pod_spec},
+        "template": {"metadata": pod_metadata(defaults, labels), "spec": pod_spec},
     }
     if spec.run_policy.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = spec.run_policy.active_deadline_seconds
