@@ -14,24 +14,12 @@ from typing import Any
 
 import pytest
 from tests.integration.harness import CRONJOBS, JOBS, TP, Cluster, Operator, example, wait_for
+from tests.resources.cases import ZONE_A
 
 from kubeloop.local.cluster.emulator import EmulatorThread
 
 pytestmark = pytest.mark.slow
 
-ZONE_A = {
-    "nodeAffinity": {
-        "requiredDuringSchedulingIgnoredDuringExecution": {
-            "nodeSelectorTerms": [
-                {
-                    "matchExpressions": [
-                        {"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["a"]}
-                    ]
-                }
-            ]
-        }
-    }
-}
 SPREAD = {
     "podAntiAffinity": {
         "preferredDuringSchedulingIgnoredDuringExecution": [

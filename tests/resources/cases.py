@@ -43,6 +43,20 @@ DEFAULTS = WorkloadDefaults(
     ),
 )
 UID = "00000000-0000-4000-8000-000000000001"
+# A node affinity the workload-default tests give as the chart default (zone a only).
+ZONE_A = {
+    "nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [
+                {
+                    "matchExpressions": [
+                        {"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["a"]}
+                    ]
+                }
+            ]
+        }
+    }
+}
 
 
 def _example(name: str) -> dict[str, Any]:

@@ -6,23 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from tests.resources.cases import ZONE_A
 
 from kubeloop.api.common import Placement
 from kubeloop.resources.common import WorkloadDefaults, pod_defaults, pod_metadata
 
-ZONE_A = {
-    "nodeAffinity": {
-        "requiredDuringSchedulingIgnoredDuringExecution": {
-            "nodeSelectorTerms": [
-                {
-                    "matchExpressions": [
-                        {"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["a"]}
-                    ]
-                }
-            ]
-        }
-    }
-}
 SPREAD = {
     "podAntiAffinity": {
         "preferredDuringSchedulingIgnoredDuringExecution": [

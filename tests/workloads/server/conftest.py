@@ -11,14 +11,16 @@ import datetime
 import ipaddress
 import json
 import os
+import signal
 import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sized
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -330,3 +332,29 @@ def churn_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     )
     yield server
     server.stop()
+
+
+def sigterm_under_load(
+    server: Server,
+    client: Callable[[int], None],
+    *,
+    workers: int,
+    answered: Sized,
+    at_least: int,
+    stop: threading.Event,
+) -> int:
+    """Run `client(worker)` in `workers` threads until `at_least` requests were answered (at
+    most 60 s), SIGTERM the server, wait for it, then stop and join the clients (each returns
+    once `stop` is set); returns the server's exit code."""
+    threads = [threading.Thread(target=client, args=(w,)) for w in range(workers)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 60
+    while len(answered) < at_least and time.monotonic() < deadline:  # under load, then SIGTERM
+        time.sleep(0.05)
+    server.process.send_signal(signal.SIGTERM)
+    code = server.process.wait(timeout=60)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    return code

@@ -5,7 +5,6 @@ serve` process; both meet the same validation, payload log and metrics."""
 from __future__ import annotations
 
 import json
-import signal
 import struct
 import threading
 import time
@@ -335,7 +334,7 @@ def _logged(folder: Path) -> list[dict[str, Any]]:
 def test_sigterm_under_grpc_load_exits_cleanly_and_logs_every_answer(tmp_path: Path) -> None:
     """SIGTERM under gRPC load: new calls are refused (UNAVAILABLE, not ready), those in
     flight finish, the payload log flushes every answered call, and the exit code is 0."""
-    from tests.workloads.server.conftest import numeric_version
+    from tests.workloads.server.conftest import numeric_version, sigterm_under_load
 
     logs = tmp_path / "logs"
     server = start_server(
@@ -363,17 +362,7 @@ def test_sigterm_under_grpc_load_exits_cleanly_and_logs_every_answer(tmp_path: P
                 continue
             answered.append(request_id)
 
-    threads = [threading.Thread(target=client, args=(w,)) for w in range(4)]
-    for thread in threads:
-        thread.start()
-    deadline = time.monotonic() + 60
-    while len(answered) < 40 and time.monotonic() < deadline:  # under load, then SIGTERM
-        time.sleep(0.05)
-    server.process.send_signal(signal.SIGTERM)
-    code = server.process.wait(timeout=60)
-    stop.set()
-    for thread in threads:
-        thread.join()
+    code = sigterm_under_load(server, client, workers=4, answered=answered, at_least=40, stop=stop)
     assert code == 0, server.log()
     assert len(answered) >= 40, "the load did not run"
     assert sorted(r["_request_id"] for r in _logged(logs)) == sorted(answered)

@@ -5,14 +5,18 @@ from __future__ import annotations
 import http.client
 import json
 import re
-import signal
 import threading
 import time
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.dataset as ds
-from tests.workloads.server.conftest import churn_version, numeric_version, start_server
+from tests.workloads.server.conftest import (
+    churn_version,
+    numeric_version,
+    sigterm_under_load,
+    start_server,
+)
 
 
 def test_corrupted_model_is_never_served(tmp_path: Path) -> None:
@@ -179,17 +183,7 @@ def test_sigterm_under_load_loses_no_logged_rows(tmp_path: Path) -> None:
                     answered.append((request_id, rows))
             i += 1
 
-    threads = [threading.Thread(target=client, args=(w,)) for w in range(8)]
-    for thread in threads:
-        thread.start()
-    deadline = time.monotonic() + 60
-    while len(answered) < 60 and time.monotonic() < deadline:  # under load, then SIGTERM
-        time.sleep(0.05)
-    server.process.send_signal(signal.SIGTERM)
-    code = server.process.wait(timeout=60)
-    stop.set()
-    for thread in threads:
-        thread.join()
+    code = sigterm_under_load(server, client, workers=8, answered=answered, at_least=60, stop=stop)
     assert code == 0, server.log()
     assert len(answered) > 50, "the load did not run"
     table = _read_logs(logs)
