@@ -305,6 +305,27 @@ BAD_VALUES = {
         ["--set-string", "workloadPods.podAnnotations.team owner=ml"],
         "invalid propertyName 'team owner'",  # Helm's location for a bad key is not the key's
     ),
+    # The operator pod's tolerations, affinity and extra env are typed like the workloads'.
+    "operator toleration typo": (
+        ["--set", "tolerations[0].key=a,tolerations[0].efect=NoSchedule"],
+        "efect",
+    ),
+    "operator affinity typo": (["--set", "affinity.nodeAfinity.x=1"], "nodeAfinity"),
+    "extra env with value and valueFrom": (
+        [
+            "--set",
+            "operator.extraEnv[0].name=A,operator.extraEnv[0].value=b,"
+            "operator.extraEnv[0].valueFrom.fieldRef.fieldPath=metadata.name",
+        ],
+        "/operator/extraEnv/0",
+    ),
+    "extra env secret without key": (
+        [
+            "--set",
+            "operator.extraEnv[0].name=A,operator.extraEnv[0].valueFrom.secretKeyRef.name=s",
+        ],
+        "missing property 'key'",
+    ),
 }
 # Rules across two values, which JSON Schema cannot state: the chart refuses them as it renders.
 BAD_VALUE_PAIRS = {
@@ -362,6 +383,11 @@ GOOD_VALUES = {
     ],
     "workload node affinity": ["--set", f"{_NODE_TERM}.key=gpu,{_NODE_TERM}.operator=Exists"],
     "workload ids left to the platform (OpenShift)": ["--set", "workloadPods.securityContext=null"],
+    "extra env from a Secret": [
+        "--set",
+        "operator.extraEnv[0].name=A,operator.extraEnv[0].valueFrom.secretKeyRef.name=s,"
+        "operator.extraEnv[0].valueFrom.secretKeyRef.key=k",
+    ],
 }
 
 
