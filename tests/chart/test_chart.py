@@ -319,6 +319,10 @@ BAD_VALUES = {
         ],
         "/operator/extraEnv/0",
     ),
+    "metrics peer typo": (
+        ["--set", "networkPolicy.metricsFrom[0].namespaceSelecter.matchLabels.a=b"],
+        "namespaceSelecter",
+    ),
     "extra env secret without key": (
         [
             "--set",
