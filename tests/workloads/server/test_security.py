@@ -211,3 +211,14 @@ def test_tls_needs_cert_and_key(tmp_path: Path) -> None:
             wait_ready=False,
             KUBELOOP_TLS_CERT_FILE=str(cert),
         )
+
+
+def test_the_token_is_taken_from_the_environment_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No `--auth-token` flag: a token on the command line shows in `ps` and in the pod's args."""
+    from kubeloop.workloads.server.settings import parse_settings
+
+    with pytest.raises(SystemExit):
+        parse_settings(["--auth-token", TOKEN])
+    monkeypatch.setenv("KUBELOOP_AUTH_TOKEN", TOKEN)
+    settings = parse_settings(["--model-uri", "file:///models/churn/versions/3/"])
+    assert settings.auth_token.get_secret_value() == TOKEN

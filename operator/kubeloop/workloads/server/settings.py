@@ -106,6 +106,8 @@ def parse_settings(argv: list[str]) -> ServerSettings:
         prog="kubeloop serve", description="Serve a model version over V2 REST."
     )
     for name, field in ServerSettings.model_fields.items():
+        if field.annotation is SecretStr:
+            continue  # env only: a flag would show the secret in `ps` and in the pod's args
         parser.add_argument(
             "--" + name.replace("_", "-"),
             dest=name,
