@@ -524,8 +524,10 @@ def test_security_knobs_roll_the_deployment_and_own_a_network_policy(
     doc = example("pinned-version-deployment.yaml", name="md-secure")
     doc["spec"]["networkPolicy"] = {"enabled": True, "allowFrom": [web]}
     cluster.create(doc)
+    # The operator writes the policy before the Deployment (no server pod runs unprotected),
+    # so the Deployment may not exist yet when the policy does.
     policy = wait_for(lambda: cluster.get(NETPOLS, "ml", "md-secure"), what="NetworkPolicy")
-    dep = _obj(cluster, DEPLOYS, "md-secure")
+    dep = wait_for(lambda: cluster.get(DEPLOYS, "ml", "md-secure"), what="Deployment")
     assert (
         policy["metadata"]["ownerReferences"][0]["uid"]
         == (dep["metadata"]["ownerReferences"][0]["uid"])
