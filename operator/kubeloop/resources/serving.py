@@ -219,18 +219,24 @@ def build_server_deployment(
     }
 
 
+def _metadata(owner: Owner) -> dict[str, Any]:
+    """The metadata of a ModelDeployment's one-per-owner children (Service, HPA,
+    NetworkPolicy): the owner's name, the serving labels, owned by it."""
+    return {
+        "name": owner.name,
+        "namespace": owner.namespace,
+        "labels": child_labels(owner, _COMPONENT, _APP),
+        "ownerReferences": [owner_reference(owner)],
+    }
+
+
 def build_service(owner: Owner) -> dict[str, Any]:
     """The ClusterIP Service in front of both tracks: V2 REST on port 8080 (`http`), V2 gRPC on
     8081 (`grpc`, appProtocol grpc, so meshes and gateways balance it per request)."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {
-            "name": owner.name,
-            "namespace": owner.namespace,
-            "labels": child_labels(owner, _COMPONENT, _APP),
-            "ownerReferences": [owner_reference(owner)],
-        },
+        "metadata": _metadata(owner),
         "spec": {
             "type": "ClusterIP",
             "selector": serving_selector(owner),
@@ -256,12 +262,7 @@ def build_hpa(owner: Owner, spec: ModelDeploymentSpec) -> dict[str, Any] | None:
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": {
-            "name": owner.name,
-            "namespace": owner.namespace,
-            "labels": child_labels(owner, _COMPONENT, _APP),
-            "ownerReferences": [owner_reference(owner)],
-        },
+        "metadata": _metadata(owner),
         "spec": {
             "scaleTargetRef": {
                 "apiVersion": "apps/v1",
@@ -305,12 +306,7 @@ def build_network_policy(
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": {
-            "name": owner.name,
-            "namespace": owner.namespace,
-            "labels": child_labels(owner, _COMPONENT, _APP),
-            "ownerReferences": [owner_reference(owner)],
-        },
+        "metadata": _metadata(owner),
         "spec": {
             "podSelector": {"matchLabels": serving_selector(owner)},
             "policyTypes": ["Ingress"],
