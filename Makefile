@@ -67,7 +67,10 @@ demo: install ## the whole loop on this machine: train, serve, drift, retrain, r
 
 venv-evidently: ## Evidently 0.7 in its own venv (pandas<3): the drift bench and the PSI agreement test
 	test -x .venv-bench-evidently/bin/python || ($(PYTHON) -m venv --without-pip .venv-bench-evidently && \
-	  $(UVPIP) --python .venv-bench-evidently/bin/python 'evidently==0.7.*' 'pandas<3')
+	  $(UVPIP) --python .venv-bench-evidently/bin/python 'evidently==0.7.*' 'pandas<3' && \
+	  .venv-bench-evidently/bin/python -c 'import evidently.legacy.calculations.stattests.psi')
+	@# ^ the import writes the bytecode of what the PSI test imports: here, while other installs
+	@# run, instead of inside that test (tens of CPU seconds, minutes on a loaded machine).
 
 image-venvs: ## each image's Python environment as its Dockerfile installs it, in .venv-image-<name> (rebuilt when a Dockerfile or pyproject.toml changes)
 	@# tests/images runs what the operator runs in each image inside them: the dev environment

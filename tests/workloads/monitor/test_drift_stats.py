@@ -84,7 +84,7 @@ def _evidently_live(reference: np.ndarray, current: np.ndarray) -> float:
         capture_output=True,
         text=True,
         check=True,
-        timeout=120,
+        timeout=280,  # a bound, not a wait: `make venv-evidently` wrote the bytecode already
     )
     return float(out.stdout.strip().splitlines()[-1])
 

@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from kubeloop.api.training import TrainingPipelineSpec
 from kubeloop.modelformat import Feature
@@ -123,24 +123,7 @@ def _read(uri: str, field: str, target: str, wanted: list[str] | None) -> Datase
     files = _list_parquet(uri, field)
     filesystem, _ = arrow_filesystem(uri)
     try:
-        dataset = ds.dataset(
-            [_arrow_path(f.uri) for f in files], filesystem=filesystem, format="parquet"
-        )
-        names = dataset.schema.names
-        if target not in names:
-            raise TrainingError(
-                "MissingTargetColumn",
-                f"spec.data.target {target!r} is not a column of {uri} (columns: "
-                f"{', '.join(names[:20])})",
-            )
-        features = wanted if wanted is not None else [n for n in names if n != target]
-        missing = [n for n in features if n not in names]
-        if missing:
-            raise TrainingError(
-                "MissingFeatureColumn",
-                f"spec.data.features: {', '.join(missing)} not in {uri}",
-            )
-        table = dataset.to_table(columns=[*features, target])
+        table = _read_files([_arrow_path(f.uri) for f in files], filesystem, uri, target, wanted)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
         if _corrupt(exc):
             raise TrainingError(
@@ -155,6 +138,47 @@ def _read(uri: str, field: str, target: str, wanted: list[str] | None) -> Datase
         error = StorageError(f"cannot read {uri}: {exc}")
         raise classify_storage_error(error, writing=False) from exc
     return Dataset(uri, files, table)
+
+
+def _read_files(
+    paths: list[str], filesystem: Any, uri: str, target: str, wanted: list[str] | None
+) -> pa.Table:
+    """The rows of every file, as a pyarrow dataset would give them: the first file's schema
+    rules, a column a later file lacks is null there, other types are cast safely to it (a
+    lossy cast raises). Read file by file with pyarrow.parquet: pyarrow.dataset imports
+    pandas (a second of CPU in every trainer container that reads data)."""
+    schema: pa.Schema | None = None
+    columns: list[str] = []
+    tables = []
+    for path in paths:
+        with filesystem.open_input_file(path) as handle:
+            parquet = pq.ParquetFile(handle)
+            if schema is None:
+                names = parquet.schema_arrow.names
+                if target not in names:
+                    raise TrainingError(
+                        "MissingTargetColumn",
+                        f"spec.data.target {target!r} is not a column of {uri} (columns: "
+                        f"{', '.join(names[:20])})",
+                    )
+                features = wanted if wanted is not None else [n for n in names if n != target]
+                missing = [n for n in features if n not in names]
+                if missing:
+                    raise TrainingError(
+                        "MissingFeatureColumn",
+                        f"spec.data.features: {', '.join(missing)} not in {uri}",
+                    )
+                columns = [*features, target]
+                schema = pa.schema([parquet.schema_arrow.field(n) for n in columns])
+            present = set(parquet.schema_arrow.names)
+            part = parquet.read(columns=[n for n in columns if n in present])
+        whole = [
+            part.column(f.name) if f.name in present else pa.nulls(part.num_rows, f.type)
+            for f in schema
+        ]
+        tables.append(pa.Table.from_arrays(whole, names=columns).cast(schema, safe=True))
+    assert schema is not None  # _list_parquet returns at least one file
+    return pa.concat_tables(tables)
 
 
 _CORRUPT_HINTS = ("magic bytes", "is this a 'parquet' file", "deserialize", "corrupt", "thrift")

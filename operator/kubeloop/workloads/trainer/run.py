@@ -36,7 +36,6 @@ from kubeloop.workloads.trainer.data import (
     load_training_data,
 )
 from kubeloop.workloads.trainer.errors import TrainingError, classify_storage_error
-from kubeloop.workloads.trainer.estimators import ClassIndexClassifier, build_estimator
 from kubeloop.workloads.trainer.metrics import evaluate
 from kubeloop.workloads.trainer.mlp import params_dict, parse_params, train_mlp
 from kubeloop.workloads.trainer.preprocess import build_preprocess
@@ -77,23 +76,24 @@ def saved_by_format(model: Any, model_format: str) -> Callable[[Path, Signature]
 
 
 def _versions() -> dict[str, str]:
-    import joblib
-    import sklearn
+    """The versions a model file may depend on, read from the installed distributions: a
+    custom model's publish does not import scikit-learn (seconds) to name its version."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    out = {
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "unknown"
+
+    return {
         "python": platform.python_version(),
-        "scikit-learn": sklearn.__version__,
+        "scikit-learn": installed("scikit-learn"),
         "numpy": np.__version__,
         "pyarrow": pa.__version__,
-        "joblib": joblib.__version__,
+        "joblib": installed("joblib"),
+        "kubeloop": installed("kubeloop"),
     }
-    try:
-        from importlib.metadata import version
-
-        out["kubeloop"] = version("kubeloop")
-    except Exception:
-        out["kubeloop"] = "unknown"
-    return out
 
 
 def _labels(table: pa.Table, target: str, classes: tuple[Any, ...]) -> np.ndarray[Any, Any]:
@@ -121,6 +121,10 @@ def run_training(spec: TrainingPipelineSpec, ctx: RunContext) -> dict[str, Any]:
             "estimator: run `kubeloop train --prepare`, your code, then `kubeloop train "
             "--publish` (the operator's pods do; docs/byo.md), or `kubeloop local`",
         )
+    # Here, not at the top: publishing a custom model imports this module too, and needs no
+    # scikit-learn.
+    from kubeloop.workloads.trainer.estimators import ClassIndexClassifier, build_estimator
+
     estimator_name = spec.model.resolved_estimator()
     torch_run = estimator_name == TORCH_ESTIMATOR
     mlp_params = parse_params(spec.model.params) if torch_run else None
