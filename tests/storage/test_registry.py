@@ -121,16 +121,23 @@ def test_aliases_and_resolve(artifacts: str, tmp_path: Path) -> None:
         registry.publish(_local_version(tmp_path, tag), registry.allocate(tag))
     with pytest.raises(RegistryError, match="alias 'champion' is not set"):
         registry.resolve("champion")
-    pointer = registry.set_alias("champion", 1, promotedBy="test")
+    pointer = registry.set_alias("champion", 1, by="test", reason="first", run_id="1")
     assert pointer["uri"] == registry.version_uri(1)
     stored = json.loads(store_for(artifacts).read_bytes(join(artifacts, "aliases/champion.json")))
-    assert stored == {"version": "1", "uri": registry.version_uri(1), "promotedBy": "test"}
+    assert stored == {
+        "version": "1",
+        "uri": registry.version_uri(1),
+        "by": "test",
+        "reason": "first",
+        "runId": "1",
+        "promotedAt": pointer["promotedAt"],
+    }
     assert registry.resolve("champion") == registry.version_uri(1)
     assert registry.resolve("latest") == registry.version_uri(2)
     assert registry.resolve("2") == registry.version_uri(2)
     with pytest.raises(RegistryError, match="version 9"):
         registry.resolve("9")
     with pytest.raises(RegistryError, match="not complete"):
-        registry.set_alias("champion", 5)
+        registry.set_alias("champion", 5, by="test", reason="missing")
     with pytest.raises(RegistryError, match="must be lowercase"):
-        registry.set_alias("Latest!", 1)
+        registry.set_alias("Latest!", 1, by="test", reason="bad name")
