@@ -3,7 +3,7 @@
 Layout (docs/contracts.md): `<artifacts>/versions/<n>/` holds a version, complete once its
 `manifest.json` exists; `<artifacts>/aliases/<alias>.json` is a small pointer
 `{"version": "3", "uri": "...", "promotedAt", "by", "reason", "runId"}`, and every promotion is
-also an immutable entry `<artifacts>/aliases/history/<alias>/<sequence>-v<version>.json`.
+also an immutable entry `<artifacts>/aliases/history/<alias>/<sequence>.json` (8 digits).
 The registry is the source of truth: a re-created pipeline finds its aliases, their history
 and its run numbering here (`aliases`, `history`, `last_run_id`).
 
@@ -36,7 +36,9 @@ _VERSION_KEY = re.compile(r"/versions/([1-9][0-9]*)/")
 _ALIAS = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _MAX_TRIES = 1000
 HISTORY = "history"
-_HISTORY_NAME = re.compile(r"^([0-9]{8,})-v[1-9][0-9]*\.json$")
+# The key is the sequence number alone: two promoters taking the same number collide on the
+# exclusive create whatever versions they promote (a version in the key would let both in).
+_HISTORY_NAME = re.compile(r"^([0-9]{8,})\.json$")
 # last_run_id reads this many of the newest manifests besides listing runs/.
 _NEWEST_MANIFESTS = 20
 
@@ -199,7 +201,8 @@ class Registry:
         entry: dict[str, Any] = {
             "alias": alias,
             "version": str(version),
-            "promotedAt": datetime.now(UTC).isoformat(timespec="seconds"),
+            # Milliseconds: the history of all aliases is ordered by this time.
+            "promotedAt": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "by": by,
             "reason": reason,
             "runId": run_id,
@@ -208,7 +211,7 @@ class Registry:
         sequence = max(self._history_keys(alias), default=0) + 1
         for _ in range(_MAX_TRIES):
             entry["previous"] = self._version_before(alias, sequence)
-            key = self._history_uri(alias, sequence, entry["version"])
+            key = self._history_uri(alias, sequence)
             body = json.dumps(entry, sort_keys=True).encode()
             try:
                 self.store.write_bytes(key, body, if_absent=True)
@@ -263,8 +266,8 @@ class Registry:
         base = join(self.artifacts, "aliases", HISTORY)
         return base if alias is None else join(base, alias)
 
-    def _history_uri(self, alias: str, sequence: int, version: str) -> str:
-        return join(self._history_prefix(alias), f"{sequence:08d}-v{version}.json")
+    def _history_uri(self, alias: str, sequence: int) -> str:
+        return join(self._history_prefix(alias), f"{sequence:08d}.json")
 
     def _history_keys(self, alias: str) -> dict[int, str]:
         """sequence -> file name of the history entries of `alias` (one delimited listing)."""

@@ -7,6 +7,7 @@ fills from a Secret by `secretKeyRef`; this module never logs them.
 
 from __future__ import annotations
 
+import builtins
 import os
 import shutil
 import tempfile
@@ -63,7 +64,7 @@ class ObjectStore(Protocol):
     def write_bytes(self, uri: str, data: bytes, *, if_absent: bool = False) -> None: ...
     def exists(self, uri: str) -> bool: ...
     def list(self, prefix: str) -> list[ObjectInfo]: ...
-    def children(self, prefix: str) -> list[str]: ...
+    def children(self, prefix: str) -> builtins.list[str]: ...
     def delete(self, uri: str) -> None: ...
 
 
@@ -126,7 +127,7 @@ class FileStore:
             out.append(ObjectInfo(scheme_root + rel, stat.st_size, str(stat.st_mtime_ns)))
         return out
 
-    def children(self, prefix: str) -> list[str]:
+    def children(self, prefix: str) -> builtins.list[str]:
         """Names one level below `prefix` (folders and objects), sorted."""
         root = self.path(prefix)
         if not root.is_dir():
@@ -248,7 +249,7 @@ class S3Store:
             raise self._error(prefix, exc) from exc
         return out
 
-    def children(self, prefix: str) -> list[str]:
+    def children(self, prefix: str) -> builtins.list[str]:
         """Names one level below `prefix` (folders and objects), sorted: one delimited listing,
         so a folder of many objects (checkpoints) costs one entry, not one per object."""
         bucket, key = self.split(prefix)
