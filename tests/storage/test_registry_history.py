@@ -100,8 +100,8 @@ def test_a_writer_with_a_stale_listing_never_overwrites_an_entry(
     assert after["00000001.json"] == before["00000001.json"]
     assert sorted(after) == ["00000001.json", "00000002.json"]
     assert json.loads(after["00000002.json"])["previous"] == "1"
-    assert registry.get_alias("champion") is not None
-    assert registry.get_alias("champion")["version"] == "2"  # type: ignore[index]
+    pointer = registry.get_alias("champion")
+    assert pointer is not None and pointer["version"] == "2"
 
 
 def test_promoters_racing_are_all_recorded_and_the_pointer_ends_on_the_newest(

@@ -154,7 +154,7 @@ class CompareRow:
 
 
 def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
-    if isinstance(value, dict) and value:
+    if isinstance(value, dict) and (value or not prefix):  # an empty section has no rows
         for key in sorted(value):
             _flatten(value[key], f"{prefix}.{key}" if prefix else str(key), out)
     else:
