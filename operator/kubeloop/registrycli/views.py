@@ -210,6 +210,8 @@ def _cell(value: Any, section: str) -> str:
         return f"{value:.4f}"
     if isinstance(value, list | dict):
         return json.dumps(value, sort_keys=True)
+    if isinstance(value, str) and value.startswith("sha256:"):
+        return short_fingerprint(value)  # as `kubeloop versions` shows it; JSON has it whole
     return "-" if value is None else str(value)
 
 
