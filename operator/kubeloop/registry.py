@@ -187,7 +187,8 @@ class Registry:
         run_id: str | None = None,
         **extra: Any,
     ) -> dict[str, Any]:
-        """Point `alias` at a complete version and record the promotion; returns the pointer.
+        """Point `alias` at a complete version and record the promotion; returns the pointer
+        the alias holds afterwards (a newer promoter's, when one overtook this one).
 
         `by` names who or what promoted (`operator`, `kubectl-annotate:alice`), `reason` why.
         The history entry is the commit point: it is created exclusively at the next sequence
@@ -199,6 +200,7 @@ class Registry:
         if int(version) not in self.versions():
             raise RegistryError(f"version {version} under {self.artifacts} is not complete")
         entry: dict[str, Any] = {
+            **extra,  # first: an extra field never replaces one of the entry's own
             "alias": alias,
             "version": str(version),
             # Milliseconds: the history of all aliases is ordered by this time.
@@ -206,7 +208,6 @@ class Registry:
             "by": by,
             "reason": reason,
             "runId": run_id,
-            **extra,
         }
         sequence = max(self._history_keys(alias), default=0) + 1
         for _ in range(_MAX_TRIES):
