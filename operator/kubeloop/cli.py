@@ -17,6 +17,8 @@ VERBS = {
     "serve": ("kubeloop.workloads.server.main", "serve a model version over V2 (what pods run)"),
     "monitor": ("kubeloop.workloads.monitor.main", "check drift once (what the CronJob runs)"),
     "local": ("kubeloop.local.main", "run the whole loop on this machine, no cluster"),
+    "versions": ("kubeloop.registrycli.versions", "list a pipeline's model versions (registry)"),
+    "compare": ("kubeloop.registrycli.compare", "compare two model versions side by side"),
 }
 
 

@@ -2,7 +2,10 @@
 
 Layout (docs/contracts.md): `<artifacts>/versions/<n>/` holds a version, complete once its
 `manifest.json` exists; `<artifacts>/aliases/<alias>.json` is a small pointer
-`{"version": "3", "uri": "..."}`.
+`{"version": "3", "uri": "...", "promotedAt", "by", "reason", "runId"}`, and every promotion is
+also an immutable entry `<artifacts>/aliases/history/<alias>/<sequence>.json` (8 digits).
+The registry is the source of truth: a re-created pipeline finds its aliases, their history
+and its run numbering here (`aliases`, `history`, `last_run_id`).
 
 Allocation is safe when runs finish together: a run claims `versions/<n>/.claim` with an
 exclusive create (`If-None-Match: *` on S3, `link()` on a file system) and moves on to n+1 when
@@ -25,17 +28,30 @@ from typing import Any
 
 from kubeloop.storage import AlreadyExistsError, NotFoundError, ObjectStore, join, store_for
 
-__all__ = ["CLAIM", "MANIFEST", "Registry", "RegistryError", "VersionClaim"]
+__all__ = ["CLAIM", "HISTORY", "MANIFEST", "Registry", "RegistryError", "VersionClaim"]
 
 CLAIM = ".claim"
 MANIFEST = "manifest.json"
 _VERSION_KEY = re.compile(r"/versions/([1-9][0-9]*)/")
 _ALIAS = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _MAX_TRIES = 1000
+HISTORY = "history"
+# The key is the sequence number alone: two promoters taking the same number collide on the
+# exclusive create whatever versions they promote (a version in the key would let both in).
+_HISTORY_NAME = re.compile(r"^([0-9]{8,})\.json$")
+# last_run_id reads this many of the newest manifests besides listing runs/.
+_NEWEST_MANIFESTS = 20
 
 
 class RegistryError(ValueError):
     """A version or alias reference that cannot be resolved or written."""
+
+
+def _check_alias(alias: str) -> None:
+    if not _ALIAS.match(alias) or alias == "latest" or alias.isdigit():
+        raise RegistryError(
+            f"alias {alias!r} must be lowercase letters, digits and '-', not 'latest' or a number"
+        )
 
 
 @dataclass(frozen=True)
@@ -161,18 +177,119 @@ class Registry:
             ) from exc
         return data
 
-    def set_alias(self, alias: str, version: int | str, **extra: Any) -> dict[str, Any]:
-        """Point `alias` at a complete version (the promoter calls this); returns the pointer."""
-        if not _ALIAS.match(alias) or alias == "latest" or alias.isdigit():
-            raise RegistryError(
-                f"alias {alias!r} must be lowercase letters, digits and '-', "
-                "not 'latest' or a number"
-            )
+    def set_alias(
+        self,
+        alias: str,
+        version: int | str,
+        *,
+        by: str,
+        reason: str,
+        run_id: str | None = None,
+        **extra: Any,
+    ) -> dict[str, Any]:
+        """Point `alias` at a complete version and record the promotion; returns the pointer
+        the alias holds afterwards (a newer promoter's, when one overtook this one).
+
+        `by` names who or what promoted (`operator`, `kubectl-annotate:alice`), `reason` why.
+        The history entry is the commit point: it is created exclusively at the next sequence
+        number (a writer that loses a number retries on the one after), so two promoters
+        racing are both recorded, in order. The pointer is then written and settled on the
+        newest entry (see `_settle`), so it never ends on a promotion the history overtook.
+        """
+        _check_alias(alias)
         if int(version) not in self.versions():
             raise RegistryError(f"version {version} under {self.artifacts} is not complete")
-        pointer = {"version": str(version), "uri": self.version_uri(version), **extra}
-        self.store.write_bytes(self._alias_uri(alias), json.dumps(pointer, sort_keys=True).encode())
+        entry: dict[str, Any] = {
+            **extra,  # first: an extra field never replaces one of the entry's own
+            "alias": alias,
+            "version": str(version),
+            # Milliseconds: the history of all aliases is ordered by this time.
+            "promotedAt": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "by": by,
+            "reason": reason,
+            "runId": run_id,
+        }
+        sequence = max(self._history_keys(alias), default=0) + 1
+        for _ in range(_MAX_TRIES):
+            entry["previous"] = self._version_before(alias, sequence)
+            key = self._history_uri(alias, sequence)
+            body = json.dumps(entry, sort_keys=True).encode()
+            try:
+                self.store.write_bytes(key, body, if_absent=True)
+            except AlreadyExistsError:
+                sequence += 1
+                continue
+            break
+        else:
+            raise RegistryError(f"could not record a promotion of {alias!r} after many tries")
+        pointer = self._pointer(entry)
+        self._write_pointer(alias, pointer)
+        return self._settle(alias, sequence) or pointer
+
+    def _settle(self, alias: str, sequence: int) -> dict[str, Any] | None:
+        """Re-point `alias` at its newest history entry when one newer than `sequence` exists.
+
+        Two promoters may write their pointers in the other order than their history entries;
+        every writer checks after its own pointer write, so the last pointer write is always
+        of the newest entry. Returns the pointer written, or None when `sequence` is newest.
+        """
+        keys = self._history_keys(alias)
+        newest = max(keys, default=0)
+        if newest <= sequence:
+            return None
+        entry = self._read_entry(alias, newest, keys[newest])
+        if entry is None:
+            return None
+        pointer = self._pointer(entry)
+        self._write_pointer(alias, pointer)
         return pointer
+
+    def _pointer(self, entry: dict[str, Any]) -> dict[str, Any]:
+        skip = {"alias", "previous", "sequence"}
+        pointer = {k: v for k, v in entry.items() if k not in skip and v is not None}
+        pointer["uri"] = self.version_uri(entry["version"])
+        return pointer
+
+    def _write_pointer(self, alias: str, pointer: dict[str, Any]) -> None:
+        self.store.write_bytes(self._alias_uri(alias), json.dumps(pointer, sort_keys=True).encode())
+
+    def _version_before(self, alias: str, sequence: int) -> str | None:
+        """The version `alias` held before promotion `sequence`: that of the entry before it,
+        or, for the first entry, the pointer written before histories were kept."""
+        if sequence > 1:
+            keys = self._history_keys(alias)
+            entry = self._read_entry(alias, sequence - 1, keys.get(sequence - 1, ""))
+            return None if entry is None else str(entry["version"])
+        pointer = self.get_alias(alias)
+        return None if pointer is None else str(pointer["version"])
+
+    def _history_prefix(self, alias: str | None = None) -> str:
+        base = join(self.artifacts, "aliases", HISTORY)
+        return base if alias is None else join(base, alias)
+
+    def _history_uri(self, alias: str, sequence: int) -> str:
+        return join(self._history_prefix(alias), f"{sequence:08d}.json")
+
+    def _history_keys(self, alias: str) -> dict[int, str]:
+        """sequence -> file name of the history entries of `alias` (one delimited listing)."""
+        out: dict[int, str] = {}
+        for name in self.store.children(self._history_prefix(alias)):
+            match = _HISTORY_NAME.match(name)
+            if match:
+                out[int(match.group(1))] = name
+        return out
+
+    def _read_entry(self, alias: str, sequence: int, name: str) -> dict[str, Any] | None:
+        if not name:
+            return None
+        try:
+            data = json.loads(self.store.read_bytes(join(self._history_prefix(alias), name)))
+        except (NotFoundError, json.JSONDecodeError):
+            return None
+        if not isinstance(data, dict):
+            return None
+        data["sequence"] = sequence
+        return data
 
     def get_alias(self, alias: str) -> dict[str, Any] | None:
         """The pointer an alias holds, or None when it was never set."""
@@ -181,6 +298,58 @@ class Registry:
         except NotFoundError:
             return None
         return data
+
+    def aliases(self) -> dict[str, dict[str, Any]]:
+        """Every alias set under this artifacts location -> its pointer."""
+        out: dict[str, dict[str, Any]] = {}
+        for name in self.store.children(join(self.artifacts, "aliases")):
+            alias = name.removesuffix(".json")
+            if name.endswith(".json") and _ALIAS.match(alias):
+                pointer = self.get_alias(alias)
+                if pointer is not None:
+                    out[alias] = pointer
+        return out
+
+    def history(self, alias: str | None = None) -> list[dict[str, Any]]:
+        """Promotions, oldest first: of `alias`, or of every alias (by time, then alias).
+
+        Each entry: alias, version, previous (the version it replaced, or None), promotedAt,
+        by, reason, runId, sequence (its place in the alias's history) and any extra fields.
+        """
+        if alias is not None:
+            _check_alias(alias)
+        names = [alias] if alias is not None else self.store.children(self._history_prefix())
+        entries: list[dict[str, Any]] = []
+        for name in names:
+            for sequence, key in sorted(self._history_keys(name).items()):
+                entry = self._read_entry(name, sequence, key)
+                if entry is not None:
+                    entries.append(entry)
+        if alias is None:
+            entries.sort(key=lambda e: (str(e.get("promotedAt")), e["alias"], e["sequence"]))
+        return entries
+
+    def last_run_id(self) -> int:
+        """The highest numbered run this artifacts location has seen; 0 when none.
+
+        Every run writes `runs/<id>/run.json` before it trains, so one delimited listing of
+        `runs/` answers; the manifests of the newest versions (numbered in the order runs
+        publish) cover a `runs/` prefix a lifecycle rule has removed. Run ids that are not
+        numbers (`kubeloop train` on a laptop) do not count.
+        """
+        ids = {
+            int(name)
+            for name in self.store.children(join(self.artifacts, "runs"))
+            if name.isdigit()
+        }
+        for version in self.versions()[-_NEWEST_MANIFESTS:]:
+            try:
+                run_id = str(self.read_manifest(version).get("runId", ""))
+            except (RegistryError, json.JSONDecodeError):
+                continue
+            if run_id.isdigit():
+                ids.add(int(run_id))
+        return max(ids, default=0)
 
     def _alias_uri(self, alias: str) -> str:
         return join(self.artifacts, "aliases", f"{alias}.json")

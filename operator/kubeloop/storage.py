@@ -7,6 +7,7 @@ fills from a Secret by `secretKeyRef`; this module never logs them.
 
 from __future__ import annotations
 
+import builtins
 import os
 import shutil
 import tempfile
@@ -63,6 +64,7 @@ class ObjectStore(Protocol):
     def write_bytes(self, uri: str, data: bytes, *, if_absent: bool = False) -> None: ...
     def exists(self, uri: str) -> bool: ...
     def list(self, prefix: str) -> list[ObjectInfo]: ...
+    def children(self, prefix: str) -> builtins.list[str]: ...
     def delete(self, uri: str) -> None: ...
 
 
@@ -124,6 +126,13 @@ class FileStore:
             rel = "" if root.is_file() else "/" + str(file.relative_to(root))
             out.append(ObjectInfo(scheme_root + rel, stat.st_size, str(stat.st_mtime_ns)))
         return out
+
+    def children(self, prefix: str) -> builtins.list[str]:
+        """Names one level below `prefix` (folders and objects), sorted."""
+        root = self.path(prefix)
+        if not root.is_dir():
+            return []
+        return sorted(p.name for p in root.iterdir() if not p.name.startswith(".tmp-"))
 
     def delete(self, uri: str) -> None:
         path = self.path(uri)
@@ -239,6 +248,24 @@ class S3Store:
         except Exception as exc:
             raise self._error(prefix, exc) from exc
         return out
+
+    def children(self, prefix: str) -> builtins.list[str]:
+        """Names one level below `prefix` (folders and objects), sorted: one delimited listing,
+        so a folder of many objects (checkpoints) costs one entry, not one per object."""
+        bucket, key = self.split(prefix)
+        key = key.rstrip("/") + "/" if key else ""
+        names: set[str] = set()
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=bucket, Prefix=key, Delimiter="/"
+            ):
+                for common in page.get("CommonPrefixes", []):
+                    names.add(common["Prefix"][len(key) :].rstrip("/"))
+                for item in page.get("Contents", []):
+                    names.add(item["Key"][len(key) :])
+        except Exception as exc:
+            raise self._error(prefix, exc) from exc
+        return sorted(name for name in names if name)
 
     def delete(self, uri: str) -> None:
         bucket, key = self.split(uri)

@@ -8,26 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from tests.storage.conftest import local_version
 
-from kubeloop.modelformat import write_manifest
 from kubeloop.registry import Registry, RegistryError, VersionClaim
 from kubeloop.storage import AlreadyExistsError, join, store_for
-
-
-@pytest.fixture(params=["file", "s3"])
-def artifacts(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "file":
-        return f"file://{tmp_path}/models/churn/"
-    bucket: str = request.getfixturevalue("bucket")
-    return f"{bucket}/models/churn/"
-
-
-def _local_version(tmp_path: Path, tag: str) -> Path:
-    folder = tmp_path / f"local-{tag}"
-    folder.mkdir()
-    (folder / "model.bin").write_bytes(tag.encode())
-    write_manifest(folder, {"tag": tag})
-    return folder
 
 
 def test_threads_racing_get_distinct_versions_and_nothing_is_overwritten(
@@ -37,7 +21,7 @@ def test_threads_racing_get_distinct_versions_and_nothing_is_overwritten(
 
     def run(i: int) -> int:
         claim = Registry(artifacts).allocate(f"run-{i}")
-        Registry(artifacts).publish(_local_version(tmp_path, str(i)), claim)
+        Registry(artifacts).publish(local_version(tmp_path, str(i)), claim)
         return claim.version
 
     with ThreadPoolExecutor(8) as pool:
@@ -72,9 +56,9 @@ def test_processes_racing_get_distinct_versions(tmp_path: Path) -> None:
 def test_manifest_is_never_overwritten(artifacts: str, tmp_path: Path) -> None:
     registry = Registry(artifacts)
     claim = registry.allocate("a")
-    registry.publish(_local_version(tmp_path, "first"), claim)
+    registry.publish(local_version(tmp_path, "first"), claim)
     with pytest.raises(AlreadyExistsError):
-        registry.publish(_local_version(tmp_path, "second"), claim)
+        registry.publish(local_version(tmp_path, "second"), claim)
     assert registry.read_manifest(claim.version)["tag"] == "first"
 
 
@@ -85,7 +69,7 @@ def test_incomplete_versions_are_not_listed_and_numbers_are_not_reused(
     first = registry.allocate("crashed-before-publish")
     second = registry.allocate("b")
     assert (first.version, second.version) == (1, 2)
-    registry.publish(_local_version(tmp_path, "b"), second)
+    registry.publish(local_version(tmp_path, "b"), second)
     assert registry.versions() == [2]
     assert registry.latest() == 2
 
@@ -96,7 +80,7 @@ def test_a_restarted_run_gets_its_own_claim_back(artifacts: str, tmp_path: Path)
     registry.allocate("run-8")
     again = registry.allocate("run-7")
     assert again.version == claim.version and not again.complete
-    registry.publish(_local_version(tmp_path, "7"), claim)
+    registry.publish(local_version(tmp_path, "7"), claim)
     assert registry.allocate("run-7").complete
 
 
@@ -107,7 +91,7 @@ def test_a_claim_goes_back_only_to_the_same_run_of_the_same_pipeline_object(
     the old object's version 1 (published or not); version numbers are never reused."""
     registry = Registry(artifacts)
     old = registry.allocate("1", "uid-old")
-    registry.publish(_local_version(tmp_path, "old"), old)
+    registry.publish(local_version(tmp_path, "old"), old)
     new = registry.allocate("1", "uid-new")
     assert (old.version, new.version, new.complete) == (1, 2, False)
     assert registry.allocate("1", "uid-old") == VersionClaim(1, old.uri, complete=True)
@@ -118,19 +102,26 @@ def test_a_claim_goes_back_only_to_the_same_run_of_the_same_pipeline_object(
 def test_aliases_and_resolve(artifacts: str, tmp_path: Path) -> None:
     registry = Registry(artifacts)
     for tag in ("1", "2"):
-        registry.publish(_local_version(tmp_path, tag), registry.allocate(tag))
+        registry.publish(local_version(tmp_path, tag), registry.allocate(tag))
     with pytest.raises(RegistryError, match="alias 'champion' is not set"):
         registry.resolve("champion")
-    pointer = registry.set_alias("champion", 1, promotedBy="test")
+    pointer = registry.set_alias("champion", 1, by="test", reason="first", run_id="1")
     assert pointer["uri"] == registry.version_uri(1)
     stored = json.loads(store_for(artifacts).read_bytes(join(artifacts, "aliases/champion.json")))
-    assert stored == {"version": "1", "uri": registry.version_uri(1), "promotedBy": "test"}
+    assert stored == {
+        "version": "1",
+        "uri": registry.version_uri(1),
+        "by": "test",
+        "reason": "first",
+        "runId": "1",
+        "promotedAt": pointer["promotedAt"],
+    }
     assert registry.resolve("champion") == registry.version_uri(1)
     assert registry.resolve("latest") == registry.version_uri(2)
     assert registry.resolve("2") == registry.version_uri(2)
     with pytest.raises(RegistryError, match="version 9"):
         registry.resolve("9")
     with pytest.raises(RegistryError, match="not complete"):
-        registry.set_alias("champion", 5)
+        registry.set_alias("champion", 5, by="test", reason="missing")
     with pytest.raises(RegistryError, match="must be lowercase"):
-        registry.set_alias("Latest!", 1)
+        registry.set_alias("Latest!", 1, by="test", reason="bad name")

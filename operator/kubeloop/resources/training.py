@@ -114,6 +114,7 @@ def build_training_job(
         # Run ids restart when a pipeline is re-created: the uid keeps its runs apart.
         {"name": "KUBELOOP_PIPELINE_UID", "value": owner.uid},
         {"name": "KUBELOOP_RUN_ID", "value": str(run_id)},
+        {"name": "KUBELOOP_TRIGGER", "value": trigger},
         {"name": "KUBELOOP_IMAGE", "value": image},
         {"name": "KUBELOOP_SPEC", "value": json.dumps(spec.to_wire(), sort_keys=True)},
         {"name": "KUBELOOP_PROGRESS_PATCH", "value": "true"},

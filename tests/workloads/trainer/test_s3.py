@@ -45,7 +45,7 @@ def test_sklearn_from_s3_data_to_an_s3_version_that_verifies(
     folder = _download(result["uri"], tmp_path / "v1")
     predictor = load_predictor(folder)  # verifies every sha256 before loading
     assert predictor.classes == (0, 1)
-    registry.set_alias("champion", 1)
+    registry.set_alias("champion", 1, by="test", reason="verified")
     assert registry.resolve("champion") == result["uri"]
 
 

@@ -36,6 +36,8 @@ class RunContext:
     # The pipeline object's metadata.uid: a version claim, a checkpoint and a resume belong to
     # one run of one object (run ids restart when a pipeline is re-created). None on a laptop.
     pipeline_uid: str | None = None
+    # What started the run (the Job's kubeloop.io/trigger: Manual, Schedule, Drift, ...).
+    trigger: str = "Manual"
 
 
 def check_artifacts_writable(spec: TrainingPipelineSpec, ctx: RunContext) -> None:

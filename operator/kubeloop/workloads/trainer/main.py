@@ -4,6 +4,7 @@ Input (docs/contracts.md): `--spec FILE` (a TrainingPipeline YAML, or just its s
 `KUBELOOP_SPEC` (the spec as camelCase JSON); `--run-id` / `KUBELOOP_RUN_ID`,
 `KUBELOOP_PIPELINE`, `KUBELOOP_PIPELINE_UID` (the object's metadata.uid: a version is reused
 only by the same run of the same object), `KUBELOOP_NAMESPACE`, `KUBELOOP_IMAGE`,
+`KUBELOOP_TRIGGER` (what started the run, recorded in the manifest; default Manual),
 `KUBELOOP_WORK_DIR`, `KUBELOOP_RESULT_PATH`, `KUBELOOP_PUSHGATEWAY_URL`,
 `KUBELOOP_PROGRESS_PATCH`; under torchrun `RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`,
 `MASTER_PORT`.
@@ -149,6 +150,7 @@ def main(argv: list[str]) -> int:
             if dist.rank == 0
             else ProgressReporter(None, None),
             pipeline_uid=os.environ.get("KUBELOOP_PIPELINE_UID") or None,
+            trigger=os.environ.get("KUBELOOP_TRIGGER") or "Manual",
         )
         work_dir.mkdir(parents=True, exist_ok=True)
         if args.prepare or args.publish:

@@ -299,6 +299,7 @@ def publish(
                     "pipelineUid": ctx.pipeline_uid,
                     "namespace": ctx.namespace,
                     "runId": ctx.run_id,
+                    "trigger": ctx.trigger,
                     "framework": spec.model.framework,
                     "modelFormat": trained.model_format,
                     "producedBy": trained.produced_by,
