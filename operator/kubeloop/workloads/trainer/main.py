@@ -5,8 +5,9 @@ Input (docs/contracts.md): `--spec FILE` (a TrainingPipeline YAML, or just its s
 `KUBELOOP_PIPELINE`, `KUBELOOP_PIPELINE_UID` (the object's metadata.uid: a version is reused
 only by the same run of the same object), `KUBELOOP_NAMESPACE`, `KUBELOOP_IMAGE`,
 `KUBELOOP_WORK_DIR`, `KUBELOOP_RESULT_PATH`, `KUBELOOP_PUSHGATEWAY_URL`,
-`KUBELOOP_PROGRESS_PATCH`; under torchrun `RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`,
-`MASTER_PORT`.
+`KUBELOOP_PROGRESS_PATCH`, `KUBELOOP_CHAMPION_VERSION` and `KUBELOOP_CHAMPION_URI` (the
+champion to score on this run's validation rows for the gate); under torchrun `RANK`,
+`WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`.
 
 Output: a version under `<artifacts>/versions/<n>/` and a TrainingResult JSON in the
 termination message. Exit codes: see `kubeloop.workloads.trainer.errors` (0 ok, 1 internal
@@ -136,7 +137,7 @@ def main(argv: list[str]) -> int:
         spec = load_spec(args.spec)
         if dist.world_size > 1:
             process_group = _init_process_group(dist)
-        from kubeloop.workloads.trainer.context import RunContext
+        from kubeloop.workloads.trainer.context import ChampionRef, RunContext
 
         ctx = RunContext(
             run_id=run_id,
@@ -149,6 +150,7 @@ def main(argv: list[str]) -> int:
             if dist.rank == 0
             else ProgressReporter(None, None),
             pipeline_uid=os.environ.get("KUBELOOP_PIPELINE_UID") or None,
+            champion=ChampionRef.from_env(),
         )
         work_dir.mkdir(parents=True, exist_ok=True)
         if args.prepare or args.publish:
