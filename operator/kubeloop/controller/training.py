@@ -92,9 +92,9 @@ def gate(
     if promo is None:
         return True, "no promotion gate: every successful run is promoted"
     metrics = result.get("metrics") or {}
-    value = metrics.get(promo.metric)
-    if value is None:
+    if metrics.get(promo.metric) is None:
         return False, f"the run reported no {promo.metric}"
+    value = float(metrics[promo.metric])
     if promo.minimum is not None and value < promo.minimum:
         return False, f"{promo.metric} {value:g} is below the minimum {promo.minimum:g}"
     if promo.maximum is not None and value > promo.maximum:
@@ -128,7 +128,7 @@ def _beats_champion(
             f"compared: {result['championError']}"
         )
     same_data = result.get("championMetrics")
-    if same_data is not None:
+    if isinstance(same_data, Mapping):
         if scored is not None and str(scored) != version:
             return False, (
                 f"this run scored champion v{scored}, but the champion is now v{version}: "

@@ -155,3 +155,19 @@ def test_without_must_beat_champion_the_champion_is_not_scored(
     assert not {"championVersion", "championMetrics", "championError"} & set(v2)
     manifest = json.loads((Path(v2["uri"].removeprefix("file://")) / "manifest.json").read_text())
     assert "gate" not in manifest
+
+
+def test_a_long_champion_error_leaves_room_for_the_metrics_in_the_result(
+    spec_for: Callable[..., Spec], train: Runner, tmp_path: Path
+) -> None:
+    code, v1 = train(spec_for())
+    folder = Path(v1["uri"].removeprefix("file://"))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    # A manifest listing many files that are not there: a checksum error naming each of them.
+    manifest["files"].update({f"shard-{i:04d}.bin": "0" * 64 for i in range(400)})
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    code, v2 = train({**spec_for(), "promotion": GATED}, env=_champion_env(v1))
+    assert code == 0 and "truncated" not in v2
+    assert v2["metrics"]["roc_auc"] > 0.5
+    assert v2["championError"].startswith("champion v1 (") and v2["championError"].endswith("...")
+    assert len(v2["championError"]) == 600

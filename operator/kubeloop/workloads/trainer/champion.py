@@ -30,6 +30,8 @@ __all__ = ["UnscorableError", "gate_entry", "score_champion", "wanted"]
 
 log = logging.getLogger("kubeloop.train")
 
+MAX_ERROR = 600
+
 
 class UnscorableError(Exception):
     """Why the champion cannot be scored on this run's rows, in a sentence."""
@@ -65,6 +67,9 @@ def score_champion(
         )
     except UnscorableError as exc:
         error = f"champion v{champion.version} ({champion.uri}) could not be scored: {exc}"
+        if len(error) > MAX_ERROR:
+            # The result travels in a 4 KiB termination message: the metrics must fit too.
+            error = error[: MAX_ERROR - 3] + "..."
         log.warning("%s", error)
         return {"championVersion": champion.version, "championError": error}
     finally:
