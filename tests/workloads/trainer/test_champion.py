@@ -171,3 +171,18 @@ def test_a_long_champion_error_leaves_room_for_the_metrics_in_the_result(
     assert v2["metrics"]["roc_auc"] > 0.5
     assert v2["championError"].startswith("champion v1 (") and v2["championError"].endswith("...")
     assert len(v2["championError"]) == 600
+
+
+def test_a_retried_pod_of_a_published_run_reports_the_champion_scores_it_recorded(
+    spec_for: Callable[..., Spec], train: Runner
+) -> None:
+    code, v1 = train(spec_for(), "--run-id", "1")
+    spec = {**spec_for(), "promotion": GATED}
+    code, v2 = train(spec, "--run-id", "2", env=_champion_env(v1))
+    assert code == 0 and v2["championVersion"] == "1"
+    # The same run again (its pod retried after publishing): the version back, with the
+    # scores that run recorded in its manifest.
+    code, again = train(spec, "--run-id", "2", env=_champion_env(v1))
+    assert code == 0 and again["version"] == "2"
+    assert again["championVersion"] == "1"
+    assert again["championMetrics"] == v2["championMetrics"]
