@@ -291,3 +291,18 @@ def test_nulls_are_pruned_before_defaulting_and_kept_where_unknown_fields_are() 
     assert spec["seed"] == 42
     assert spec["model"]["params"] == {"max_depth": None}
     assert spec["data"]["validationFraction"] == 0.2  # its default
+
+
+def test_min_improvement_is_admitted_with_must_beat_champion_only() -> None:
+    doc = yaml.safe_load(
+        (ROOT / "tests/data/invalid/tp-promotion-min-improvement-without-champion.yaml").read_text()
+    )
+    doc["spec"]["promotion"]["mustBeatChampion"] = True
+    result = admit(doc)
+    assert result.errors == []
+    parsed = parse_resource(result.obj)
+    assert parsed.to_wire()["spec"]["promotion"]["minImprovement"] == 0.01
+    doc["spec"]["promotion"]["minImprovement"] = -0.01  # a margin is never negative
+    assert any(e.startswith("spec.promotion.minImprovement") for e in admit(doc).errors)
+    with pytest.raises(SpecError, match=r"promotion\.minImprovement"):
+        parse_resource(doc)

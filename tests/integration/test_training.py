@@ -592,3 +592,49 @@ def test_a_new_run_does_not_show_the_previous_runs_progress(
     ProgressReporter("ml", name, patcher, interval=0, run_id="2").report({"percent": 10})
     progress = _status(cluster, name)["currentRun"]["progress"]
     assert progress["percent"] == 10 and progress["runId"] == "2"
+
+
+def test_the_gate_compares_both_versions_on_the_runs_validation_data(
+    cluster: Cluster, operator: Operator
+) -> None:
+    cluster.create(example("churn-pipeline.yaml", name="fair"))
+    job = wait_for(lambda: cluster.get(JOBS, "ml", "fair-run-1"), what="run 1")
+    env = {e["name"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "KUBELOOP_CHAMPION_URI" not in env  # no champion yet: nothing to score
+    cluster.finish_job("ml", "fair-run-1", _result("1", 0.80))
+    wait_for(lambda: _status(cluster, "fair").get("champion"), what="champion 1")
+
+    cluster.patch(
+        TP, "ml", "fair", {"metadata": {"annotations": {"kubeloop.io/run-requested-at": "t1"}}}
+    )
+    job = wait_for(lambda: cluster.get(JOBS, "ml", "fair-run-2"), what="run 2")
+    env = {
+        e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["KUBELOOP_CHAMPION_VERSION"] == "1"
+    assert env["KUBELOOP_CHAMPION_URI"] == "s3://models/churn/versions/1"
+    # Better than the champion's recorded 0.80 (its own, older validation rows), worse than
+    # the champion on this run's rows.
+    cluster.finish_job(
+        "ml",
+        "fair-run-2",
+        {
+            **_result("2", 0.85),
+            "championVersion": "1",
+            "championMetrics": {"roc_auc": 0.88, "accuracy": 0.82},
+        },
+    )
+    status = wait_for(
+        lambda: len((s := _status(cluster, "fair")).get("runs") or []) == 2 and s,
+        what="run 2 recorded",
+    )
+    run = status["runs"][0]
+    assert run["result"] == "Rejected"
+    assert run["metrics"] == {"roc_auc": 0.85, "accuracy": 0.8}
+    assert run["championVersion"] == "1"
+    assert run["championMetrics"] == {"roc_auc": 0.88, "accuracy": 0.82}
+    assert run["message"] == (
+        "roc_auc 0.85 does not beat champion v1's 0.88 on this run's validation data"
+    )
+    assert status["champion"]["version"] == "1"
+    assert events(cluster, "fair", "Rejected")

@@ -80,7 +80,9 @@ def _result(tmp_path: Path) -> DemoResult:
         "champion": {"version": "2"},
         "runs": [
             {"id": "2", "trigger": "Drift", "result": "Promoted", "modelVersion": "2",
-             "metrics": {**metrics, "roc_auc": 0.81}},
+             "metrics": {**metrics, "roc_auc": 0.81}, "championVersion": "1",
+             "championMetrics": {**metrics, "roc_auc": 0.8, "accuracy": 0.76},
+             "message": "roc_auc 0.81 beats champion v1's 0.8 on this run's validation data"},
             {"id": "1", "trigger": "Create", "result": "Promoted", "modelVersion": "1",
              "metrics": metrics},
         ],
@@ -127,6 +129,19 @@ def test_summary_lists_runs_oldest_first_and_marks_drift(tmp_path: Path) -> None
     # The rollout's Events, each step with the verdict that let it through.
     assert "Canary: CanaryStarted: version 2: 50% of traffic" in text
     assert "Canary: CanaryStep: version 2: step 2/2, 100% (canary error rate 0.00% over 12" in text
+
+
+def test_summary_shows_both_versions_scored_on_the_same_validation_rows(tmp_path: Path) -> None:
+    lines = render_summary(_result(tmp_path)).splitlines()
+    at = lines.index(
+        "Gate: the new version and the champion, scored on the same validation rows (the new run's)"
+    )
+    assert lines[at + 1].split() == ["RUN", "VERSION", "ROC_AUC", "ACCURACY", "F1", "RESULT"]
+    assert lines[at + 3].split() == ["2", "v2", "(new)", "0.810", "0.770", "0.500", "Promoted"]
+    assert lines[at + 4].split() == ["v1", "(champion)", "0.800", "0.760", "0.500"]
+    assert lines[at + 5] == (
+        "run 2: roc_auc 0.81 beats champion v1's 0.8 on this run's validation data"
+    )
 
 
 def test_html_report_has_well_formed_plots(tmp_path: Path) -> None:

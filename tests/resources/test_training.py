@@ -127,3 +127,54 @@ def test_spec_and_contract_env() -> None:
     }
     assert env["AWS_ENDPOINT_URL"]["valueFrom"]["secretKeyRef"]["optional"] is True
     assert job["spec"]["template"]["spec"]["serviceAccountName"] == "kubeloop-trainer"
+
+
+CHAMPION = {"version": "4", "uri": "s3://models/m/versions/4", "score": 0.9}
+CHAMPION_ENV = {
+    "KUBELOOP_CHAMPION_VERSION": "4",
+    "KUBELOOP_CHAMPION_URI": "s3://models/m/versions/4",
+}
+
+
+def _champion_env(container: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container["env"] if e["name"] in CHAMPION_ENV}
+
+
+def test_the_champion_is_passed_only_when_the_gate_compares_with_it() -> None:
+    gated = {"promotion": {"metric": "roc_auc"}}  # mustBeatChampion defaults to true
+    cases = [
+        (gated, CHAMPION, CHAMPION_ENV),
+        (gated, None, {}),  # no champion yet: nothing to score
+        ({"promotion": {"metric": "roc_auc", "mustBeatChampion": False}}, CHAMPION, {}),
+        ({}, CHAMPION, {}),  # no gate: every run is promoted, no comparison
+    ]
+    for extra, champion, expected in cases:
+        job = build_training_job(
+            OWNER,
+            _spec(**extra),
+            run_id=5,
+            trigger="Manual",
+            generation=1,
+            defaults=DEFAULTS,
+            champion=champion,
+        )
+        (container,) = job["spec"]["template"]["spec"]["containers"]
+        assert _champion_env(container) == expected, (extra, champion)
+
+
+def test_a_custom_run_scores_the_champion_in_the_publish_step_not_in_user_code() -> None:
+    spec = _spec(
+        model={"framework": "custom", "task": "classification"},
+        trainer={"image": "team/train:1"},
+        promotion={"metric": "roc_auc"},
+    )
+    job = build_training_job(
+        OWNER, spec, run_id=5, trigger="Manual", generation=1, defaults=DEFAULTS, champion=CHAMPION
+    )
+    pod = job["spec"]["template"]["spec"]
+    (publish,) = pod["containers"]
+    prepare, user = pod["initContainers"]
+    assert publish["name"] == "publish"
+    assert _champion_env(publish) == CHAMPION_ENV
+    assert _champion_env(prepare) == {}
+    assert _champion_env(user) == {}

@@ -345,6 +345,14 @@ class PromotionSpec(KubeModel):
             message="spec.promotion.minimum must not exceed spec.promotion.maximum",
             field_path=".minimum",
         ),
+        CelRule(
+            cel="!has(self.minImprovement) || self.mustBeatChampion",
+            check=lambda m: m.min_improvement is None or m.must_beat_champion,
+            message="spec.promotion.minImprovement is a margin over the champion: it needs "
+            "mustBeatChampion: true (or remove minImprovement)",
+            field_path=".minImprovement",
+            reason="FieldValueForbidden",
+        ),
     )
 
     metric: Metric = Field(
@@ -358,7 +366,15 @@ class PromotionSpec(KubeModel):
         default=None, description="The metric must be at most this (lower-is-better metrics)."
     )
     must_beat_champion: bool = Field(
-        default=True, description="Also require a better metric than the current champion."
+        default=True,
+        description="Also require a better metric than the current champion, both scored by "
+        "this run on its own validation rows.",
+    )
+    min_improvement: float | None = Field(
+        default=None,
+        ge=0,
+        description="With mustBeatChampion: the margin to beat the champion by, in the "
+        "metric's own units (lower-is-better metrics: lower by at least this much).",
     )
     auto_promote: bool = Field(
         default=True,
@@ -553,6 +569,14 @@ class RunRecord(KubeModel):
     model_version: str | None = Field(default=None, description="Version the run wrote.")
     uri: str | None = Field(default=None, description="URI of that version.")
     metrics: dict[str, float] = Field(default_factory=dict, description="Validation metrics.")
+    champion_version: str | None = Field(
+        default=None, description="The champion this run scored beside its own version."
+    )
+    champion_metrics: dict[str, float] | None = Field(
+        default=None,
+        description="That champion's metrics on this run's validation rows (the gate compares "
+        "them with metrics).",
+    )
     message: str = Field(default="", max_length=4096, description="Why, in a sentence.")
     started_at: str | None = Field(
         default=None, json_schema_extra={"format": "date-time"}, description="Start time."

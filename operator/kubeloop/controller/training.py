@@ -11,6 +11,7 @@ at any point neither duplicates a Job nor loses or double-counts a run.
 from __future__ import annotations
 
 import datetime
+import math
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -19,7 +20,12 @@ import kopf
 from croniter import croniter
 
 from kubeloop.api.parse import SpecError, parse_resource
-from kubeloop.api.training import HIGHER_IS_BETTER, TrainingPipeline, TrainingPipelineSpec
+from kubeloop.api.training import (
+    HIGHER_IS_BETTER,
+    PromotionSpec,
+    TrainingPipeline,
+    TrainingPipelineSpec,
+)
 from kubeloop.controller import clock
 from kubeloop.controller.kube import Refused
 from kubeloop.controller.reconciling import reconcile_object
@@ -74,33 +80,84 @@ RESYNC_SECONDS = float(os.environ.get("KUBELOOP_RESYNC_SECONDS", "30"))
 
 
 def gate(
-    spec: TrainingPipelineSpec, metrics: dict[str, float], champion: dict[str, Any] | None
+    spec: TrainingPipelineSpec, result: Mapping[str, Any], champion: Mapping[str, Any] | None
 ) -> tuple[bool, str]:
-    """Whether a new version may become the champion, and why, in a sentence."""
+    """Whether a run's new version may become the champion, and why, in a sentence.
+
+    `result` is the run's TrainingResult: `metrics` (the new version's validation metrics) and,
+    when the run scored the champion on the same validation rows, `championVersion` with
+    `championMetrics` or `championError`. `champion` is status.champion.
+    """
     promo = spec.promotion
     if promo is None:
         return True, "no promotion gate: every successful run is promoted"
-    value = metrics.get(promo.metric)
-    if value is None:
+    metrics = result.get("metrics") or {}
+    if metrics.get(promo.metric) is None:
         return False, f"the run reported no {promo.metric}"
+    value = float(metrics[promo.metric])
     if promo.minimum is not None and value < promo.minimum:
         return False, f"{promo.metric} {value:g} is below the minimum {promo.minimum:g}"
     if promo.maximum is not None and value > promo.maximum:
         return False, f"{promo.metric} {value:g} is above the maximum {promo.maximum:g}"
+    verdict = f"{promo.metric} {value:g} passed the gate"
     if promo.must_beat_champion and champion:
+        beaten, verdict = _beats_champion(promo, value, result, champion)
+        if not beaten:
+            return False, verdict
+    if not promo.auto_promote:
+        return False, f"the gate passed ({verdict}) but spec.promotion.autoPromote is false"
+    return True, verdict
+
+
+def _beats_champion(
+    promo: PromotionSpec, value: float, result: Mapping[str, Any], champion: Mapping[str, Any]
+) -> tuple[bool, str]:
+    """(beaten, sentence): the run's value against the champion's, like with like.
+
+    The champion's score on this run's validation rows decides. A result without one and
+    without an error comes from a trainer image older than that comparison: only then the
+    score recorded when the champion was trained (on older validation rows) stands in, and the
+    sentence says so. A champion that could not be scored fails closed.
+    """
+    metric = promo.metric
+    version = str(champion.get("version"))
+    scored = result.get("championVersion")
+    if result.get("championError"):
+        return False, (
+            f"the champion could not be scored on this run's validation data, so it cannot be "
+            f"compared: {result['championError']}"
+        )
+    same_data = result.get("championMetrics")
+    if isinstance(same_data, Mapping):
+        if scored is not None and str(scored) != version:
+            return False, (
+                f"this run scored champion v{scored}, but the champion is now v{version}: "
+                "the next run compares with it"
+            )
+        best = same_data.get(metric)
+        if best is None:
+            return False, (
+                f"champion v{version}, scored on this run's validation data, gave no {metric}"
+            )
+        where = "on this run's validation data"
+    else:
         best = champion.get("score")
         if best is None:
-            best = (champion.get("metrics") or {}).get(promo.metric)
-        if best is not None:
-            higher = HIGHER_IS_BETTER[promo.metric]
-            if (value <= best) if higher else (value >= best):
-                return False, (
-                    f"{promo.metric} {value:g} does not beat the champion's {best:g} "
-                    f"(version {champion.get('version')})"
-                )
-    if not promo.auto_promote:
-        return False, "the gate passed but spec.promotion.autoPromote is false"
-    return True, f"{promo.metric} {value:g} passed the gate"
+            best = (champion.get("metrics") or {}).get(metric)
+        if best is None:
+            return True, f"{metric} {value:g} passed the gate (champion v{version} has no {metric})"
+        where = (
+            "as recorded when it was trained, on older validation data (this run's trainer "
+            "did not score the champion)"
+        )
+    best = float(best)
+    gain = (value - best) if HIGHER_IS_BETTER[metric] else (best - value)
+    margin = promo.min_improvement or 0.0
+    enough = gain >= margin or math.isclose(gain, margin, rel_tol=1e-9, abs_tol=1e-12)
+    by = f" by at least {margin:g}" if promo.min_improvement else ""
+    if gain > 0 and enough:
+        return True, f"{metric} {value:g} beats champion v{version}'s {best:g}{by} {where}"
+    return False, f"{metric} {value:g} does not beat champion v{version}'s {best:g}{by} {where}"
 
 
 def schedule_due(
@@ -257,7 +314,8 @@ def _record(
         record.update(
             modelVersion=str(result.get("version")), uri=result.get("uri"), metrics=metrics
         )
-        passed, message = gate(spec, metrics, status.get("champion"))
+        record.update(_champion_scores(result))
+        passed, message = gate(spec, result, status.get("champion"))
         record.update(result="Promoted" if passed else "Rejected", message=message)
         if passed:
             score = metrics.get(spec.promotion.metric) if spec.promotion else None
@@ -275,6 +333,18 @@ def _record(
     status["runs"] = [record, *(status.get("runs") or [])][:limit]
     status["lastRecordedRunId"] = max(int(record["id"]), recorded_up_to(status))
     RUNS.labels(namespace=namespace, pipeline=name, result=record["result"]).inc()
+
+
+def _champion_scores(result: Mapping[str, Any]) -> dict[str, Any]:
+    """The run record's championVersion and championMetrics (the champion scored on this
+    run's validation rows), when the run scored it."""
+    out: dict[str, Any] = {}
+    if result.get("championVersion") is not None:
+        out["championVersion"] = str(result["championVersion"])
+    scored = result.get("championMetrics")
+    if isinstance(scored, Mapping):
+        out["championMetrics"] = {k: float(v) for k, v in scored.items()}
+    return out
 
 
 def _record_job(
@@ -322,7 +392,10 @@ def _trigger(
 
 
 def _ensure_children(
-    owner: Owner, spec: TrainingPipelineSpec, run: Mapping[str, Any]
+    owner: Owner,
+    spec: TrainingPipelineSpec,
+    run: Mapping[str, Any],
+    champion: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
     """Create the run's Job (and what it needs); returns the Job. Raises `Refused`."""
     api = runtime.api
@@ -340,6 +413,7 @@ def _ensure_children(
         trigger=run["trigger"],
         generation=run.get("generation"),
         defaults=runtime.config.workloads,
+        champion=champion,
     )
     return api.create(job)
 
@@ -355,7 +429,7 @@ def _start(
     child: that run is then recorded as Failed (it never started) and the pipeline is Stalled
     until a later run's Job is accepted; no request is repeated for it."""
     try:
-        return _ensure_children(Owner.of(body), spec, run)
+        return _ensure_children(Owner.of(body), spec, run, status.get("champion"))
     except Refused as refused:
         posted = child_refused(body, conditions, refused)
         _record(spec, status, body, run=run, result=None, failure=refused.summary, event=not posted)

@@ -4,6 +4,7 @@ least-privilege progress channel (ServiceAccount, Role limited by resourceNames,
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from kubeloop.api.training import TrainingPipelineSpec
@@ -95,8 +96,13 @@ def build_training_job(
     trigger: str,
     generation: int | None,
     defaults: WorkloadDefaults,
+    champion: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The batch/v1 Job of one training run.
+
+    `champion` (status.champion) is the version the run scores beside its own, on the same
+    validation rows, for the gate: passed to Kubeloop's scoring step (the built-in trainer, or
+    the publish step after custom code) only when the gate compares with it.
 
     One pod runs `kubeloop train`; with `distributed.workers > 1` an Indexed Job runs one pod
     per worker under `torchrun`, which reads the rendezvous env (MASTER_ADDR is pod 0's stable
@@ -120,6 +126,7 @@ def build_training_job(
         {"name": "KUBELOOP_PROGRESS_PATCH", "value": "true"},
         *storage_env(spec.storage_secret_ref),
     ]
+    scoring = _champion_env(spec, champion)
     volumes, mounts = scratch_volumes()
     distributed = spec.distributed.workers > 1
     rendezvous = _distributed_env(spec, name, owner.namespace) if distributed else []
@@ -134,7 +141,7 @@ def build_training_job(
             USER_CONTAINER,
             image,
             ["kubeloop", "train"],
-            env=env + rendezvous,
+            env=env + rendezvous + scoring,
             spec=spec,
             mounts=mounts,
             gpus=True,
@@ -148,6 +155,7 @@ def build_training_job(
         init_containers, container = _custom_containers(
             spec, kubeloop_image, env, rendezvous, mounts
         )
+        container["env"] += scoring  # the publish step scores the champion, not the user's code
     res = spec.resources
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
@@ -192,6 +200,21 @@ def build_training_job(
         },
         "spec": job_spec,
     }
+
+
+def _champion_env(
+    spec: TrainingPipelineSpec, champion: Mapping[str, Any] | None
+) -> list[dict[str, Any]]:
+    """KUBELOOP_CHAMPION_VERSION/URI: the champion the run scores on its own validation rows,
+    only when there is one and spec.promotion.mustBeatChampion compares with it (scoring it
+    costs a download, a load and a prediction, for nothing otherwise)."""
+    promo = spec.promotion
+    if not champion or not champion.get("uri") or promo is None or not promo.must_beat_champion:
+        return []
+    return [
+        {"name": "KUBELOOP_CHAMPION_VERSION", "value": str(champion.get("version"))},
+        {"name": "KUBELOOP_CHAMPION_URI", "value": str(champion["uri"])},
+    ]
 
 
 def _torchrun_args() -> list[str]:

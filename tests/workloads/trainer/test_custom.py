@@ -494,3 +494,25 @@ def test_kubeloop_train_alone_refuses_a_custom_spec_instead_of_training_a_defaul
     refused = json.loads(result.read_text())
     assert refused["reason"] == "InvalidSpec" and "--prepare" in refused["message"]
     assert versions(tmp_path) == []
+
+
+def test_the_publish_step_scores_the_champion_on_the_same_rows(
+    tmp_path: Path, churn_dir: Path
+) -> None:
+    code, v1 = Pod(tmp_path, custom_spec(tmp_path, churn_dir, trees=20)).run(
+        XGBOOST_SCRIPT.format(NUMERIC=NUMERIC)
+    )
+    assert code == 0 and v1 is not None
+    spec = {
+        **custom_spec(tmp_path, churn_dir, trees=2),
+        "promotion": {"metric": "roc_auc", "mustBeatChampion": True},
+    }
+    pod = Pod(tmp_path, spec, run_id="2")
+    pod.env.update(KUBELOOP_CHAMPION_VERSION="1", KUBELOOP_CHAMPION_URI=v1["uri"])
+    code, v2 = pod.run(XGBOOST_SCRIPT.format(NUMERIC=NUMERIC))
+    assert code == 0 and v2 is not None and v2["version"] == "2"
+    # Same data and seed, so the same validation rows: the champion scores what it scored
+    # when it was published, computed again by the publish step, not by the user's code.
+    assert v2["championVersion"] == "1"
+    assert v2["championMetrics"] == pytest.approx(v1["metrics"], abs=1e-12)
+    assert v2["metrics"] != v1["metrics"]

@@ -17,7 +17,7 @@ from typing import Any
 from kubeloop.local.demo.scenario import DemoResult
 from kubeloop.workloads.monitor.verdict import P_VALUE_TESTS
 
-__all__ = ["bar_chart", "render_summary", "rollout_buckets", "write_html"]
+__all__ = ["bar_chart", "render_summary", "rollout_buckets", "same_rows", "write_html"]
 
 METRICS = ("roc_auc", "accuracy", "f1")
 COLORS = ("#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2")
@@ -56,6 +56,16 @@ def render_summary(result: DemoResult) -> str:
     champion = (result.pipeline.get("champion") or {}).get("version")
     parts.append(f"Training runs (champion: version {champion})")
     parts.append(_table(["RUN", "TRIGGER", "RESULT", "VERSION", *m_upper()], runs))
+    gated = same_rows(result)
+    if gated:
+        parts.append(
+            "\nGate: the new version and the champion, scored on the same validation rows "
+            "(the new run's)"
+        )
+        parts.append(_table(["RUN", "VERSION", *m_upper(), "RESULT"], gated))
+        for r in _runs(result):
+            if r.get("championMetrics"):
+                parts.append(f"run {r['id']}: {r.get('message')}")
     features = sorted({f for c in result.checks for f in c.features})
     head = ["FEATURE", "TEST", *[f"{c.job}" for c in result.checks]]
     rows: list[list[Any]] = []
@@ -97,6 +107,22 @@ def render_summary(result: DemoResult) -> str:
     if result.report is not None:
         parts.append(f"Report: {result.report}")
     return "\n".join(parts)
+
+
+def same_rows(result: DemoResult) -> list[list[Any]]:
+    """For each run that scored the champion: a row for its version and one for the champion,
+    both on that run's validation rows."""
+    rows: list[list[Any]] = []
+    for r in _runs(result):
+        champion = r.get("championMetrics")
+        if not champion:
+            continue
+        mine = r.get("metrics") or {}
+        new = f"v{r.get('modelVersion')} (new)"
+        old = f"v{r.get('championVersion')} (champion)"
+        rows.append([r.get("id"), new, *[_num(mine.get(m)) for m in METRICS], r.get("result")])
+        rows.append(["", old, *[_num(champion.get(m)) for m in METRICS], ""])
+    return rows
 
 
 def m_upper() -> list[str]:

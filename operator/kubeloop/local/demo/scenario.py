@@ -529,8 +529,10 @@ class Scenario:
             )
         )
         try:
-            await self.wait_champion("2", runs=2, timeout=STEP_TIMEOUT)
-            self.step("v2 retrained on fresh data, passed the gate (champion 2)")
+            status = await self.wait_champion("2", runs=2, timeout=STEP_TIMEOUT)
+            # The gate's sentence: v2 and v1 scored on the same (v2's) validation rows.
+            verdict = (status.get("runs") or [{}])[0].get("message")
+            self.step(f"v2 retrained on fresh data, passed the gate: {verdict} (champion 2)")
             await self.wait_serving("2", timeout=STEP_TIMEOUT)
             self.step("v2 serving on every replica; the canary is finished")
             # Keep the load a moment longer: old pods drain and stop under it.

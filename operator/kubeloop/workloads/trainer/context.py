@@ -8,6 +8,7 @@ Light on purpose: the custom trainer's prepare step needs only this, not the est
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +20,22 @@ from kubeloop.workloads.trainer.errors import TrainingError, classify_storage_er
 from kubeloop.workloads.trainer.mlp import Distributed
 from kubeloop.workloads.trainer.progress import ProgressReporter
 
-__all__ = ["RunContext", "check_artifacts_writable", "now"]
+__all__ = ["ChampionRef", "RunContext", "check_artifacts_writable", "now"]
+
+
+@dataclass(frozen=True)
+class ChampionRef:
+    """The pipeline's champion when the run started: the run scores it on its own validation
+    rows for the gate (env KUBELOOP_CHAMPION_VERSION and KUBELOOP_CHAMPION_URI)."""
+
+    version: str
+    uri: str
+
+    @classmethod
+    def from_env(cls) -> ChampionRef | None:
+        version = os.environ.get("KUBELOOP_CHAMPION_VERSION")
+        uri = os.environ.get("KUBELOOP_CHAMPION_URI")
+        return cls(version, uri) if version and uri else None
 
 
 @dataclass(frozen=True)
@@ -38,6 +54,7 @@ class RunContext:
     pipeline_uid: str | None = None
     # What started the run (the Job's kubeloop.io/trigger: Manual, Schedule, Drift, ...).
     trigger: str = "Manual"
+    champion: ChampionRef | None = None
 
 
 def check_artifacts_writable(spec: TrainingPipelineSpec, ctx: RunContext) -> None:

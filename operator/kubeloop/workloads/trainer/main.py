@@ -6,8 +6,9 @@ Input (docs/contracts.md): `--spec FILE` (a TrainingPipeline YAML, or just its s
 only by the same run of the same object), `KUBELOOP_NAMESPACE`, `KUBELOOP_IMAGE`,
 `KUBELOOP_TRIGGER` (what started the run, recorded in the manifest; default Manual),
 `KUBELOOP_WORK_DIR`, `KUBELOOP_RESULT_PATH`, `KUBELOOP_PUSHGATEWAY_URL`,
-`KUBELOOP_PROGRESS_PATCH`; under torchrun `RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`,
-`MASTER_PORT`.
+`KUBELOOP_PROGRESS_PATCH`, `KUBELOOP_CHAMPION_VERSION` and `KUBELOOP_CHAMPION_URI` (the
+champion to score on this run's validation rows for the gate); under torchrun `RANK`,
+`WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`.
 
 Output: a version under `<artifacts>/versions/<n>/` and a TrainingResult JSON in the
 termination message. Exit codes: see `kubeloop.workloads.trainer.errors` (0 ok, 1 internal
@@ -137,7 +138,7 @@ def main(argv: list[str]) -> int:
         spec = load_spec(args.spec)
         if dist.world_size > 1:
             process_group = _init_process_group(dist)
-        from kubeloop.workloads.trainer.context import RunContext
+        from kubeloop.workloads.trainer.context import ChampionRef, RunContext
 
         ctx = RunContext(
             run_id=run_id,
@@ -151,6 +152,7 @@ def main(argv: list[str]) -> int:
             else ProgressReporter(None, None),
             pipeline_uid=os.environ.get("KUBELOOP_PIPELINE_UID") or None,
             trigger=os.environ.get("KUBELOOP_TRIGGER") or "Manual",
+            champion=ChampionRef.from_env(),
         )
         work_dir.mkdir(parents=True, exist_ok=True)
         if args.prepare or args.publish:

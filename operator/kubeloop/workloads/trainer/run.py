@@ -28,6 +28,7 @@ from kubeloop.formats import TRAINER, Signature, TorchMLP, format_named
 from kubeloop.modelformat import Feature, Predictor, feature_matrix, write_manifest
 from kubeloop.registry import Registry
 from kubeloop.storage import StorageError
+from kubeloop.workloads.trainer.champion import gate_entry, score_champion, wanted
 from kubeloop.workloads.trainer.checkpoints import CheckpointStore
 from kubeloop.workloads.trainer.context import RunContext, check_artifacts_writable, now
 from kubeloop.workloads.trainer.data import (
@@ -276,7 +277,13 @@ def publish(
                 manifest["metrics"],
                 manifest["data"]["rows"],
                 training,
+                scored=_scored_from(manifest.get("gate")),
             )
+        scored = (
+            score_champion(spec, ctx.champion, data, ctx.work_dir)
+            if ctx.champion is not None and wanted(spec, ctx.champion)
+            else {}
+        )
         folder = Path(tempfile.mkdtemp(prefix="version-", dir=ctx.work_dir))
         try:
             inputs = trained.inputs if trained.inputs is not None else tuple(data.features)
@@ -331,6 +338,7 @@ def publish(
                     "image": ctx.image,
                     "profile": "profile.json",
                     "durationSeconds": round(time.monotonic() - started, 3),
+                    **({"gate": gate_entry(scored, metrics, rows["validation"])} if scored else {}),
                     **format_fields,
                     **extra,
                 },
@@ -341,11 +349,31 @@ def publish(
     except StorageError as exc:
         raise classify_storage_error(exc, writing=True) from exc
     log.info("published version %s at %s", claim.version, uri)
-    return _result(str(claim.version), uri, metrics, rows, training)
+    return _result(str(claim.version), uri, metrics, rows, training, scored=scored)
+
+
+def _scored_from(gate: Any) -> dict[str, Any]:
+    """The champion's result fields back from a published manifest's `gate` (a restarted pod
+    of a run that already published reports what that run scored)."""
+    champion = gate.get("champion") if isinstance(gate, dict) else None
+    if not isinstance(champion, dict):
+        return {}
+    out: dict[str, Any] = {"championVersion": champion.get("version")}
+    if "metrics" in champion:
+        out["championMetrics"] = champion["metrics"]
+    else:
+        out["championError"] = champion.get("error")
+    return out
 
 
 def _result(
-    version: str, uri: str, metrics: dict[str, Any], rows: dict[str, Any], training: dict[str, Any]
+    version: str,
+    uri: str,
+    metrics: dict[str, Any],
+    rows: dict[str, Any],
+    training: dict[str, Any],
+    *,
+    scored: dict[str, Any],
 ) -> dict[str, Any]:
     out: dict[str, Any] = {
         "kind": "TrainingResult",
@@ -354,6 +382,7 @@ def _result(
         "uri": uri,
         "metrics": metrics,
         "rows": rows,
+        **scored,
     }
     if training:
         out["startEpoch"] = training["startEpoch"]
