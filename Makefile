@@ -18,7 +18,7 @@ TEST_WORKERS ?= 4
 PYTEST_ARGS ?= -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps tools test test-deps reliability lint crds check-crds demo bench bench-venvs venv-evidently image-venvs e2e clean
+.PHONY: help install system-deps tools test test-deps reliability lint crds check-crds demo bench bench-venvs venv-evidently venv-checkov image-venvs e2e clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -54,9 +54,10 @@ test: test-deps ## install what the tests need (Evidently venv included: PSI is 
 	exit $$rc
 
 # The installs that do not need each other run side by side (one core each: uv, a download,
-# bytecode); the image venvs then take the dev environment's bytecode (see image-venvs).
+# bytecode; checkov's and Evidently's own venvs too: the test run after them is CPU-bound, this
+# phase is not); the image venvs then take the dev environment's bytecode (see image-venvs).
 test-deps:
-	$(MAKE) --no-print-directory -j4 --output-sync=target install system-deps tools venv-evidently
+	$(MAKE) --no-print-directory -j4 --output-sync=target install system-deps tools venv-evidently venv-checkov
 	$(MAKE) --no-print-directory image-venvs
 
 reliability: install system-deps tools ## the long soak of tests/reliability (50 killed runs, 10x faults); figures in RELIABILITY.md
@@ -64,6 +65,9 @@ reliability: install system-deps tools ## the long soak of tests/reliability (50
 
 demo: install ## the whole loop on this machine: train, serve, drift, retrain, roll out
 	$(PYTHON) -m kubeloop.cli local demo
+
+venv-checkov: ## checkov in its own venv (tests/chart/test_checkov.py); here, beside the other installs, not inside the test run
+	./hack/install-checkov.sh
 
 venv-evidently: ## Evidently 0.7 in its own venv (pandas<3): the drift bench and the PSI agreement test
 	test -x .venv-bench-evidently/bin/python || ($(PYTHON) -m venv --without-pip .venv-bench-evidently && \
