@@ -17,6 +17,10 @@ VERBS = {
     "serve": ("kubeloop.workloads.server.main", "serve a model version over V2 (what pods run)"),
     "monitor": ("kubeloop.workloads.monitor.main", "check drift once (what the CronJob runs)"),
     "local": ("kubeloop.local.main", "run the whole loop on this machine, no cluster"),
+    "registry": (
+        "kubeloop.workloads.registryjob",
+        "verify a version and point an alias at it (what a registry Job runs)",
+    ),
 }
 
 
