@@ -25,7 +25,9 @@ def artifacts(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"{bucket}/models/churn/"
 
 
-def _publish(artifacts: str, tmp_path: Path, run_id: str, auc: float, pipeline: str = "churn") -> int:
+def _publish(
+    artifacts: str, tmp_path: Path, run_id: str, auc: float, pipeline: str = "churn"
+) -> int:
     """A version as a run publishes it: claimed, its files, then the manifest with checksums."""
     folder = tmp_path / f"run-{run_id}"
     folder.mkdir()

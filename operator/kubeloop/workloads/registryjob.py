@@ -133,7 +133,8 @@ def promote(  # noqa: PLR0917 (one per flag of the command)
     try:
         pointer = registry.set_alias(alias, version, by=by, reason=reason)
     except RegistryError as exc:
-        raise RegistryJobError("InvalidAlias", f"alias {alias!r} for version {version}: {exc}")
+        message = f"alias {alias!r} for version {version}: {exc}"
+        raise RegistryJobError("InvalidAlias", message) from exc
     except StorageError as exc:
         raise _storage_error(exc, writing=True) from exc
     log.info("alias %s -> version %s (%s: %s)", alias, version, by, reason)
