@@ -131,3 +131,11 @@ def test_unreachable_storage_is_a_storage_failure(
     code, result = _promote("s3://no-such-bucket-kubeloop/models/", tmp_path, 1, capsys)
     assert code == EXIT_CODES["StorageUnreachable"] == 30
     assert result["reason"] == "StorageUnreachable" and result["version"] == "1"
+
+
+def test_the_jobs_pod_failure_policy_names_exactly_the_refusals() -> None:
+    """A refusal is final (the Job fails at once); a storage hiccup is retried."""
+    from kubeloop.resources.registry import REGISTRY_REFUSAL_EXIT_CODES
+    from kubeloop.workloads.registryjob import REFUSALS
+
+    assert tuple(EXIT_CODES[r] for r in REFUSALS) == REGISTRY_REFUSAL_EXIT_CODES
