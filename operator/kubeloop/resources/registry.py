@@ -96,7 +96,9 @@ def build_registry_job(
         "securityContext": pod_security_context(defaults),
         "containers": [container],
         "volumes": volumes,
-        **pod_defaults(defaults),
+        # The pipeline's placement, as for its runs: where its pods may go (a node pool that
+        # reaches the object store, say) holds for this one too. It requests no GPU.
+        **pod_defaults(defaults, spec.resources),
     }
     return {
         "apiVersion": "batch/v1",
