@@ -19,6 +19,10 @@ VERBS = {
     "local": ("kubeloop.local.main", "run the whole loop on this machine, no cluster"),
     "versions": ("kubeloop.registrycli.versions", "list a pipeline's model versions (registry)"),
     "compare": ("kubeloop.registrycli.compare", "compare two model versions side by side"),
+    "registry": (
+        "kubeloop.workloads.registryjob",
+        "verify a version and point an alias at it (what a registry Job runs)",
+    ),
 }
 
 

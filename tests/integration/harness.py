@@ -144,6 +144,41 @@ class Cluster:
             "status",
         )
 
+    def finish_registry_job(
+        self,
+        ns: str,
+        job: str,
+        *,
+        refusal: tuple[str, str] | None = None,
+        metrics: dict[str, float] | None = None,
+        previous: str | None = None,
+    ) -> dict[str, Any]:
+        """Play a registry Job's pod: the RegistryResult `kubeloop registry promote` leaves for
+        the version and alias in the Job's args (`refusal`: its (reason, cause) instead, exit
+        code non-zero); returns the result."""
+        found = wait_for(lambda: self.get(JOBS, ns, job), what=f"registry Job {job}")
+        args = found["spec"]["template"]["spec"]["containers"][0]["args"]
+        flags = dict(zip(args[2::2], args[3::2], strict=True))
+        version, alias = flags["--version"], flags["--alias"]
+        result: dict[str, Any]
+        if refusal is None:
+            result = {
+                "kind": "RegistryResult",
+                "ok": True,
+                "alias": alias,
+                "version": version,
+                "uri": f"{flags['--artifacts'].rstrip('/')}/versions/{version}",
+                "metrics": metrics or {},
+                "runId": version,
+                "previous": previous,
+            }
+        else:
+            reason, cause = refusal
+            message = f"version {version} under {flags['--artifacts']} {cause}"
+            result = {"kind": "RegistryResult", "ok": False, "reason": reason, "message": message}
+        self.finish_job(ns, job, result, ok=refusal is None)
+        return result
+
     def roll_out_deployment(self, ns: str, name: str) -> dict[str, Any]:
         """Play the Deployment controller: every desired pod is new and ready; returns the
         Deployment."""

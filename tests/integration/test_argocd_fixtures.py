@@ -190,6 +190,17 @@ def _tp_running(c: Cluster) -> None:
 
 def _tp_healthy(c: Cluster) -> None:
     _champion(c, "churn")
+    # The gate's promotion reaches the registry: its Job writes the champion alias.
+    c.finish_registry_job("ml", "churn-registry-1", metrics={"roc_auc": 0.91})
+    wait_for(lambda: _status(c, TP, "churn").get("aliases"), what="the aliases mirrored")
+
+
+def _tp_awaiting_approval(c: Cluster) -> None:
+    promotion = {**example("churn-pipeline.yaml")["spec"]["promotion"], "autoPromote": False}
+    _pipeline(c, "churn-approval", promotion=promotion)
+    job = _run_started(c, "churn-approval")
+    c.finish_job("ml", job, _training("1", 0.91, "churn-approval"))
+    _until(c, TP, "churn-approval", "Ready", "AwaitingApproval")
 
 
 def _tp_rejected(c: Cluster) -> None:
@@ -350,6 +361,9 @@ SITUATIONS = [
     Situation("TrainingPipeline", "degraded-run-blocked", "churn-blocked", _tp_blocked),
     Situation("TrainingPipeline", "degraded-invalid", "churn-invalid", _tp_invalid),
     Situation("TrainingPipeline", "suspended", "churn-suspended", _tp_suspended),
+    Situation(
+        "TrainingPipeline", "suspended-awaiting-approval", "churn-approval", _tp_awaiting_approval
+    ),
     Situation("ModelDeployment", "healthy", "churn-serving", _md_healthy),
     Situation("ModelDeployment", "progressing-rollout", "churn-starting", _md_rolling),
     Situation("ModelDeployment", "progressing-canary", "churn-canary", _md_canary),

@@ -166,7 +166,9 @@ async def test_the_operator_is_restarted_and_the_run_finishes_with_one_job(up: U
         runs = await until(run_done, timeout=300, what="run 1 to finish", interval=0.5)
         assert [(r["id"], r["result"]) for r in runs] == [("1", "Promoted")], up.explain()
         jobs = await api.list("batch/v1/jobs", "ml")
-        assert [j["metadata"]["name"] for j in jobs] == ["churn-run-1"]  # no duplicate
+        # No duplicate run; the promotion's registry Job (the champion alias) is no run.
+        runs_jobs = [j for j in jobs if "kubeloop.io/registry-for" not in j["metadata"]["labels"]]
+        assert [j["metadata"]["name"] for j in runs_jobs] == ["churn-run-1"]
 
     console = up.console.read_text()
     assert "the operator exited (killed by SIGKILL)" in console

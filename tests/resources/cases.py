@@ -14,6 +14,7 @@ from kubeloop.api.deployment import stable_replica_counts
 from kubeloop.api.parse import parse_resource
 from kubeloop.resources.common import Owner, WorkloadDefaults
 from kubeloop.resources.monitoring import build_monitor_cronjob, reference_uri
+from kubeloop.resources.registry import build_registry_job
 from kubeloop.resources.serving import (
     build_hpa,
     build_network_policy,
@@ -43,6 +44,16 @@ DEFAULTS = WorkloadDefaults(
     ),
 )
 UID = "00000000-0000-4000-8000-000000000001"
+# An approval as the operator queues it (kubeloop.controller.promotions).
+REGISTRY_OP = {
+    "id": "2",
+    "job": "churn-registry-2",
+    "action": "Promote",
+    "version": "3",
+    "alias": "champion",
+    "by": "annotation kubeloop.io/promote",
+    "reason": "requested by the annotation kubeloop.io/promote=3",
+}
 # A node affinity the workload-default tests give as the chart default (zone a only).
 ZONE_A = {
     "nodeAffinity": {
@@ -178,6 +189,7 @@ def build_all(doc: dict[str, Any], defaults: WorkloadDefaults = DEFAULTS) -> lis
             build_progress_service_account(owner.namespace),
             build_progress_role(owner),
             build_progress_role_binding(owner),
+            build_registry_job(owner, spec, REGISTRY_OP, defaults=defaults),
         ]
         return out
     if kind == "ModelDeployment":

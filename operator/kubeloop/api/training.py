@@ -33,7 +33,9 @@ __all__ = [
     "DataSpec",
     "DistributedSpec",
     "ModelSpec",
+    "PromotionRecord",
     "PromotionSpec",
+    "RegistryOp",
     "ResourcesSpec",
     "RunPolicy",
     "RunProgress",
@@ -563,8 +565,10 @@ class RunRecord(KubeModel):
     id: str = Field(pattern=r"^[1-9][0-9]*$", description="Run number.")
     job: str = Field(description="Name of the Job.")
     trigger: Trigger = Field(description="What started the run.")
-    result: Literal["Promoted", "Rejected", "Failed"] = Field(
-        description="Promoted (new champion), Rejected (gate not passed) or Failed."
+    result: Literal["Promoted", "AwaitingApproval", "Rejected", "Failed"] = Field(
+        description="Promoted (new champion), AwaitingApproval (the gate passed; "
+        "spec.promotion.autoPromote is false, so a person promotes it with the annotation "
+        "kubeloop.io/promote=<version>), Rejected (gate not passed) or Failed."
     )
     model_version: str | None = Field(default=None, description="Version the run wrote.")
     uri: str | None = Field(default=None, description="URI of that version.")
@@ -599,21 +603,65 @@ class Champion(KubeModel):
     )
 
 
+RegistryAction = Literal["Promote", "Rollback", "Gate"]
+
+
+class RegistryOp(KubeModel):
+    """An alias write the operator asked of a registry Job (the operator itself holds no
+    object-store credentials). Queued in decision order; the first one's Job runs."""
+
+    id: str = Field(pattern=r"^[1-9][0-9]*$", description="Operation number, increasing.")
+    job: str = Field(description="Name of its Job, <pipeline>-registry-<id>.")
+    action: RegistryAction = Field(
+        description="Promote (annotation kubeloop.io/promote), Rollback (annotation "
+        "kubeloop.io/rollback-to) or Gate (the promotion gate promoted a run)."
+    )
+    version: str = Field(pattern=r"^[1-9][0-9]*$", description="Model version to point at.")
+    alias: str = Field(max_length=63, description="The alias to write, e.g. champion.")
+    by: str = Field(max_length=256, description="Who or what asked for it.")
+    reason: str = Field(default="", max_length=1024, description="Why, in a sentence.")
+    requested_at: str | None = Field(
+        default=None, json_schema_extra={"format": "date-time"}, description="Request time."
+    )
+
+
+class PromotionRecord(KubeModel):
+    """A change of an alias, as the registry recorded it (newest first in status)."""
+
+    version: str = Field(description="The version the alias points at since.")
+    alias: str = Field(max_length=63, description="The alias, e.g. champion.")
+    previous: str | None = Field(default=None, description="The version it pointed at before.")
+    by: str = Field(
+        max_length=256,
+        description="gate, annotation kubeloop.io/promote or annotation kubeloop.io/rollback-to.",
+    )
+    reason: str = Field(default="", max_length=1024, description="Why, in a sentence.")
+    at: str | None = Field(
+        default=None, json_schema_extra={"format": "date-time"}, description="When."
+    )
+
+
 class TrainingPipelineStatus(KubeModel):
     """Observed state of a TrainingPipeline, written only by the operator."""
 
     observed_generation: int | None = Field(
         default=None, description="The metadata.generation last reconciled."
     )
-    phase: Literal["Pending", "Queued", "Running", "Succeeded", "Failed", "Invalid"] | None = Field(
+    phase: (
+        Literal[
+            "Pending", "Queued", "Running", "Succeeded", "AwaitingApproval", "Failed", "Invalid"
+        ]
+        | None
+    ) = Field(
         default=None,
         description="Summary for people: the state of the latest run (Queued: its Job waits "
-        "for admission, e.g. by Kueue).",
+        "for admission, e.g. by Kueue; AwaitingApproval: its version passed the gate and waits "
+        "for the annotation kubeloop.io/promote).",
     )
     conditions: list[Condition] = Field(
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
-        description="Ready, Running, Succeeded, Reconciling, Stalled.",
+        description="Ready, Running, Succeeded, Reconciling, Stalled, PromotionRefused.",
     )
     current_run: RunRef | None = Field(default=None, description="The run in progress.")
     runs: list[RunRecord] = Field(
@@ -644,6 +692,31 @@ class TrainingPipelineStatus(KubeModel):
     )
     handled_retrain_request: str | None = Field(
         default=None, description="Last kubeloop.io/retrain-requested-at value acted on."
+    )
+    handled_promote_request: str | None = Field(
+        default=None, description="Last kubeloop.io/promote value acted on."
+    )
+    handled_rollback_request: str | None = Field(
+        default=None, description="Last kubeloop.io/rollback-to value acted on."
+    )
+    aliases: dict[str, str] = Field(
+        default_factory=dict,
+        description="Alias -> version, as the registry holds them (mirrored from the results "
+        "of registry Jobs).",
+    )
+    promotions: list[PromotionRecord] = Field(
+        default_factory=list,
+        max_length=20,
+        description="The latest alias changes, newest first (the full history is in the registry).",
+    )
+    registry_queue: list[RegistryOp] = Field(
+        default_factory=list,
+        max_length=20,
+        description="Alias writes waiting for a registry Job, in decision order; the first "
+        "one's Job runs.",
+    )
+    last_registry_op_id: int = Field(
+        default=0, ge=0, description="Highest registry operation number allocated."
     )
 
 

@@ -28,6 +28,14 @@ from kubeloop.api.training import (
 )
 from kubeloop.controller import clock
 from kubeloop.controller.kube import Refused
+from kubeloop.controller.promotions import (
+    PROMOTE_ANNOTATION,
+    approving,
+    awaiting_approval,
+    enqueue,
+    reconcile_registry,
+    run_verdict,
+)
 from kubeloop.controller.reconciling import reconcile_object
 from kubeloop.controller.runtime import runtime
 from kubeloop.controller.status import (
@@ -45,6 +53,7 @@ from kubeloop.controller.status import (
     snapshot,
 )
 from kubeloop.resources.common import Owner
+from kubeloop.resources.registry import REGISTRY_LABEL
 from kubeloop.resources.training import (
     KUEUE_QUEUE_LABEL,
     RUN_ID_LABEL,
@@ -315,9 +324,12 @@ def _record(
             modelVersion=str(result.get("version")), uri=result.get("uri"), metrics=metrics
         )
         record.update(_champion_scores(result))
-        passed, message = gate(spec, result, status.get("champion"))
-        record.update(result="Promoted" if passed else "Rejected", message=message)
-        if passed:
+        passed, message = gate(approving(spec), result, status.get("champion"))
+        verdict, message = run_verdict(
+            spec, passed, message, body["metadata"]["name"], record["modelVersion"]
+        )
+        record.update(result=verdict, message=message)
+        if verdict == "Promoted":
             score = metrics.get(spec.promotion.metric) if spec.promotion else None
             status["champion"] = {
                 "version": record["modelVersion"],
@@ -327,7 +339,15 @@ def _record(
                 "runId": record["id"],
                 "promotedAt": now(),
             }
-        verdict = "Promoted" if passed else "Rejected"
+            # The registry's champion alias follows, in decision order (a registry Job).
+            enqueue(
+                status,
+                body["metadata"]["name"],
+                "Gate",
+                record["modelVersion"],
+                by="gate",
+                reason=message,
+            )
         post_event(body, verdict, f"version {record['modelVersion']}: {message}")
     limit = spec.run_policy.history_limit
     status["runs"] = [record, *(status.get("runs") or [])][:limit]
@@ -472,6 +492,14 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
     assert isinstance(model, TrainingPipeline)
     spec = model.spec
     before = snapshot(status)
+
+    def persist() -> None:
+        """Write what status gained so far (an allocation, before the child it names)."""
+        nonlocal before
+        if status != before:
+            api.patch_status(KIND, namespace, name, changed_fields(before, status))
+            before = snapshot(status)
+
     conditions: list[dict[str, Any]] = status.get("conditions") or []
     started = refused = False  # a Job accepted / a child refused in this pass
 
@@ -535,8 +563,7 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
         if tick:
             status["lastScheduleTime"] = tick
         # Allocate in status first: after a crash the run is resumed, never started twice.
-        api.patch_status(KIND, namespace, name, changed_fields(before, status))
-        before = snapshot(status)
+        persist()
         job = _start(spec, status, body, run, conditions)
         if job is not None:
             started = True
@@ -546,7 +573,10 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
             refused = True
         trigger, tick = _trigger(spec, body, status)
 
-    # 3. summary conditions.
+    # 3. alias writes: approvals, rollbacks and the gate's promotions reach the registry.
+    reconcile_registry(spec, status, body, conditions, persist)
+
+    # 4. summary conditions.
     current = status.get("currentRun")
     waiting = waiting_for(trigger, generation, current["id"]) if current else None
     job = jobs.get(int(current["id"])) if current else None
@@ -560,6 +590,13 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
         phase = "Pending"
     else:
         phase = "Failed" if last["result"] == "Failed" else "Succeeded"
+    awaiting = awaiting_approval(status)
+    approve = (
+        f"version {awaiting} passed the gate and awaits approval: `kubectl annotate tp {name} "
+        f"{PROMOTE_ANNOTATION}={awaiting}`"
+    )
+    if awaiting and run_phase is None:
+        phase = "AwaitingApproval"
     set_condition(conditions, "Running", *running, generation)
     reconciling = (current is not None, running[1], running[2])
     set_condition(conditions, "Reconciling", *reconciling, generation)
@@ -588,6 +625,10 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
             "ChampionAvailable",
             f"version {champion['version']} is the champion",
         )
+        if awaiting:
+            msg = f"{msg}; {approve}"
+    elif awaiting:
+        ready, reason, msg = False, "AwaitingApproval", f"no champion yet: {approve}"
     elif spec.suspend:
         ready, reason, msg = False, "Suspended", "spec.suspend is true: no run starts"
     elif last is not None:
@@ -639,6 +680,15 @@ def on_job_event(
     # reconcile each.
     if type == "DELETED" or job_outcome(body) or KUEUE_QUEUE_LABEL in labels:
         reconcile(namespace or "", labels[PIPELINE_LABEL])
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={REGISTRY_LABEL: kopf.PRESENT})
+def on_registry_job_event(
+    *, type: str, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
+) -> None:
+    # Only a finished or vanished registry Job moves the pipeline's queue on.
+    if type == "DELETED" or job_outcome(body):
+        reconcile(namespace or "", labels[REGISTRY_LABEL])
 
 
 # Whether each run pod was blocked when last seen: a pod's other updates need no reconcile.

@@ -152,8 +152,11 @@ def owner_reference(owner: Owner) -> dict[str, Any]:
     }
 
 
-def child_labels(owner: Owner, component: str, name: str) -> dict[str, str]:
-    """Our own labels for a child, never copied from the parent.
+def child_labels(
+    owner: Owner, component: str, name: str, owner_label: str | None = None
+) -> dict[str, str]:
+    """Our own labels for a child, never copied from the parent; `owner_label` (default
+    `kubeloop.io/<kind>`) is the label that names the owner.
 
     `app.kubernetes.io/instance` is deliberately absent: Argo CD's default label tracking reads
     it, and a child carrying the owner's instance label would be claimed (and pruned) by the
@@ -164,7 +167,7 @@ def child_labels(owner: Owner, component: str, name: str) -> dict[str, str]:
         "app.kubernetes.io/component": component,
         "app.kubernetes.io/part-of": "kubeloop",
         "app.kubernetes.io/managed-by": MANAGED_BY,
-        f"kubeloop.io/{owner.kind.lower()}": owner.name,
+        owner_label or f"kubeloop.io/{owner.kind.lower()}": owner.name,
     }
 
 

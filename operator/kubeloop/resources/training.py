@@ -36,6 +36,8 @@ __all__ = [
     "build_progress_service_account",
     "build_training_job",
     "job_name",
+    "kubeloop_image",
+    "storage_access_env",
     "trainer_image",
 ]
 
@@ -63,6 +65,26 @@ def trainer_image(spec: TrainingPipelineSpec, defaults: WorkloadDefaults) -> str
     if spec.image:
         return spec.image
     return defaults.trainer_gpu_image if spec.resources.gpus > 0 else defaults.trainer_image
+
+
+def kubeloop_image(spec: TrainingPipelineSpec, defaults: WorkloadDefaults) -> str:
+    """The image of Kubeloop's own steps that need no GPU (a custom run's prepare and
+    publish, registry Jobs): the spec's trainer image, else the CPU trainer."""
+    return spec.image or defaults.trainer_image
+
+
+def storage_access_env(
+    owner: Owner, spec: TrainingPipelineSpec, defaults: WorkloadDefaults
+) -> list[dict[str, Any]]:
+    """The env every pod of a pipeline that touches its object store gets: the common env,
+    the pipeline's identity and the storage Secret's keys (by secretKeyRef only)."""
+    return [
+        *base_env(owner.namespace, defaults),
+        {"name": "KUBELOOP_PIPELINE", "value": owner.name},
+        # Run ids restart when a pipeline is re-created: the uid keeps its runs apart.
+        {"name": "KUBELOOP_PIPELINE_UID", "value": owner.uid},
+        *storage_env(spec.storage_secret_ref),
+    ]
 
 
 def _labels(owner: Owner, run_id: int) -> dict[str, str]:
@@ -115,16 +137,12 @@ def build_training_job(
     image = spec.trainer.image if spec.trainer is not None else trainer_image(spec, defaults)
     labels = _labels(owner, run_id)
     env = [
-        *base_env(owner.namespace, defaults),
-        {"name": "KUBELOOP_PIPELINE", "value": owner.name},
-        # Run ids restart when a pipeline is re-created: the uid keeps its runs apart.
-        {"name": "KUBELOOP_PIPELINE_UID", "value": owner.uid},
+        *storage_access_env(owner, spec, defaults),
         {"name": "KUBELOOP_RUN_ID", "value": str(run_id)},
         {"name": "KUBELOOP_TRIGGER", "value": trigger},
         {"name": "KUBELOOP_IMAGE", "value": image},
         {"name": "KUBELOOP_SPEC", "value": json.dumps(spec.to_wire(), sort_keys=True)},
         {"name": "KUBELOOP_PROGRESS_PATCH", "value": "true"},
-        *storage_env(spec.storage_secret_ref),
     ]
     scoring = _champion_env(spec, champion)
     volumes, mounts = scratch_volumes()
@@ -151,9 +169,8 @@ def build_training_job(
     else:
         volumes.append({"name": KUBELOOP_VOLUME, "emptyDir": {}})
         mounts.append({"name": KUBELOOP_VOLUME, "mountPath": KUBELOOP_DIR})
-        kubeloop_image = spec.image or defaults.trainer_image  # prepare/publish need no GPU
         init_containers, container = _custom_containers(
-            spec, kubeloop_image, env, rendezvous, mounts
+            spec, kubeloop_image(spec, defaults), env, rendezvous, mounts
         )
         container["env"] += scoring  # the publish step scores the champion, not the user's code
     res = spec.resources

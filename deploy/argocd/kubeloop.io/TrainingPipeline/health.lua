@@ -58,6 +58,14 @@ if running ~= nil and running.status == "True" then
   return hs
 end
 
+-- A version passed the gate and waits for a person to promote it (autoPromote: false), as
+-- a paused rollout waits: Suspended, with the kubectl command in the message.
+if ready ~= nil and ready.status == "False" and ready.reason == "AwaitingApproval" then
+  hs.status = "Suspended"
+  hs.message = says(ready, "A version awaits approval")
+  return hs
+end
+
 -- Runs finished (failed, or rejected by the promotion gate) and none became the champion.
 if ready ~= nil and ready.status == "False" and ready.reason == "NotPromoted" then
   hs.status = "Degraded"

@@ -1,0 +1,129 @@
+"""A TrainingPipeline's registry Job: one alias write (`kubeloop registry promote`) in the
+trainer image, with the storage env a training Job gets. The operator holds no object-store
+credentials, so this is how an approval, a rollback or a gate's promotion reaches the registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from kubeloop.api.training import TrainingPipelineSpec
+from kubeloop.resources.common import (
+    TERMINATION_LOG,
+    Owner,
+    WorkloadDefaults,
+    child_labels,
+    owner_reference,
+    pod_defaults,
+    pod_metadata,
+    pod_security_context,
+    restricted_container_security_context,
+    scratch_volumes,
+)
+from kubeloop.resources.training import kubeloop_image, storage_access_env
+
+__all__ = [
+    "REGISTRY_LABEL",
+    "REGISTRY_OP_LABEL",
+    "REGISTRY_REFUSAL_EXIT_CODES",
+    "build_registry_job",
+    "registry_job_name",
+]
+
+# Not the `kubeloop.io/trainingpipeline` label of the other children: that one selects a
+# pipeline's run Jobs (the run bookkeeping, the operator's Job watch, `kubectl get jobs -l`),
+# and a registry Job is no run.
+REGISTRY_LABEL = "kubeloop.io/registry-for"
+REGISTRY_OP_LABEL = "kubeloop.io/registry-op"
+# `kubeloop registry`'s refusals (kubeloop.workloads.registryjob): final, never retried.
+REGISTRY_REFUSAL_EXIT_CODES = (50, 51, 52, 53)
+_COMPONENT = "registry"
+_APP = "kubeloop-registry"
+
+
+def registry_job_name(pipeline: str, op_id: int | str) -> str:
+    """The deterministic name of a registry operation's Job."""
+    return f"{pipeline}-registry-{op_id}"
+
+
+def build_registry_job(
+    owner: Owner,
+    spec: TrainingPipelineSpec,
+    op: Mapping[str, Any],
+    *,
+    defaults: WorkloadDefaults,
+) -> dict[str, Any]:
+    """The batch/v1 Job that verifies `op["version"]` and points `op["alias"]` at it.
+
+    No service-account token (it needs no Kubernetes API), the restricted pod shape, the
+    operator's workload defaults (placement, pull secrets, pod labels), and a podFailurePolicy
+    that ends the Job at the first refusal: a missing or corrupt version stays so.
+    """
+    name = registry_job_name(owner.name, op["id"])
+    labels = {
+        **child_labels(owner, _COMPONENT, _APP, owner_label=REGISTRY_LABEL),
+        REGISTRY_OP_LABEL: str(op["id"]),
+    }
+    volumes, mounts = scratch_volumes()
+    args = [
+        "registry", "promote",
+        "--artifacts", spec.artifacts,
+        "--version", str(op["version"]),
+        "--alias", str(op["alias"]),
+        "--by", str(op["by"]),
+        "--reason", str(op.get("reason") or ""),
+        "--pipeline", f"{owner.namespace}/{owner.name}",
+    ]  # fmt: skip
+    container = {
+        "name": "registry",
+        "image": kubeloop_image(spec, defaults),
+        "command": ["kubeloop"],
+        "args": args,
+        "env": storage_access_env(owner, spec, defaults),
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "256Mi"},
+            "limits": {"memory": "2Gi"},  # a version's files are read whole to checksum them
+        },
+        "volumeMounts": mounts,
+        "securityContext": restricted_container_security_context(),
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "securityContext": pod_security_context(defaults),
+        "containers": [container],
+        "volumes": volumes,
+        # The pipeline's placement, as for its runs: where its pods may go (a node pool that
+        # reaches the object store, say) holds for this one too. It requests no GPU.
+        **pod_defaults(defaults, spec.resources),
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": owner.namespace,
+            "labels": labels,
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "spec": {
+            "backoffLimit": 2,
+            "ttlSecondsAfterFinished": spec.run_policy.ttl_seconds_after_finished,
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {
+                            "containerName": "registry",
+                            "operator": "In",
+                            "values": list(REGISTRY_REFUSAL_EXIT_CODES),
+                        },
+                    }
+                ]
+            },
+            "template": {"metadata": pod_metadata(defaults, labels), "spec": pod_spec},
+        },
+    }

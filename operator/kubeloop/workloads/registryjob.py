@@ -1,0 +1,203 @@
+"""`kubeloop registry promote`: what a registry Job runs. The operator holds no object-store
+credentials, so every alias write it decides (a gate's promotion, an approval, a rollback) runs
+here, in the trainer image, with the storage env a training Job gets.
+
+    kubeloop registry promote --artifacts URI --version N --alias champion \\
+        --by WHO --reason TEXT --pipeline NS/NAME [--result-path P]
+
+It checks the version first (complete: its manifest exists; every file's sha256 equals the
+manifest's; the manifest names this pipeline), then points the alias at it
+(`Registry.set_alias`, which also keeps the promotion history) and leaves a RegistryResult in
+the termination message:
+
+    {"kind": "RegistryResult", "ok": true, "alias", "version", "uri", "metrics", "previous",
+     "runId"}
+    {"kind": "RegistryResult", "ok": false, "reason", "message"}
+
+| exit | reason | when |
+| ---: | --- | --- |
+| 0 | - | the alias points at the version |
+| 1 | InternalError | a bug or an unexpected failure (the message has the exception) |
+| 2 | - | bad arguments (argparse) |
+| 30 | StorageUnreachable | the endpoint cannot be reached or the bucket does not exist |
+| 31 | StorageAccessDenied | reading the version was refused (credentials) |
+| 32 | ArtifactsNotWritable | writing the alias was refused |
+| 33 | StorageError | any other object-store failure |
+| 50 | VersionNotFound | no complete version N (no manifest) under the artifacts |
+| 51 | ChecksumMismatch | a file of the version is missing or differs from the manifest |
+| 52 | WrongPipeline | the version was trained by another pipeline |
+| 53 | InvalidAlias | the alias is not a valid alias name |
+
+Refusals (50-53) are final: the Job's podFailurePolicy fails it at once instead of retrying.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any
+
+from kubeloop.registry import Registry, RegistryError
+from kubeloop.storage import StorageError
+from kubeloop.workloads.result import write_result
+
+__all__ = ["EXIT_CODES", "REFUSALS", "RegistryJobError", "main", "promote"]
+
+log = logging.getLogger("kubeloop.registry")
+
+RESULT_KIND = "RegistryResult"
+EXIT_CODES: dict[str, int] = {
+    "InternalError": 1,
+    "StorageUnreachable": 30,
+    "StorageAccessDenied": 31,
+    "ArtifactsNotWritable": 32,
+    "StorageError": 33,
+    "VersionNotFound": 50,
+    "ChecksumMismatch": 51,
+    "WrongPipeline": 52,
+    "InvalidAlias": 53,
+}
+# The verdicts about the version itself: retrying gives the same answer.
+REFUSALS = ("VersionNotFound", "ChecksumMismatch", "WrongPipeline", "InvalidAlias")
+
+
+class RegistryJobError(Exception):
+    """A failure with a reason from EXIT_CODES and a sentence naming the version and cause."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        if reason not in EXIT_CODES:
+            raise ValueError(f"unknown registry failure reason {reason!r}")
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def _storage_error(exc: StorageError, *, writing: bool) -> RegistryJobError:
+    # The trainer's classification of the same store failures (credentials, endpoint, ...).
+    from kubeloop.workloads.trainer.errors import classify_storage_error
+
+    classified = classify_storage_error(exc, writing=writing)
+    return RegistryJobError(classified.reason, classified.message)
+
+
+def _verify(registry: Registry, version: str, namespace: str, pipeline: str, work_dir: Path) -> Any:
+    """The manifest of `version` once it is complete, intact and this pipeline's."""
+    from kubeloop.modelformat import ModelFormatError, verify_folder
+    from kubeloop.workloads.server.loading import fetch_version
+
+    where = f"version {version} under {registry.artifacts}"
+    try:
+        manifest = registry.read_manifest(version)
+    except RegistryError as exc:
+        raise RegistryJobError(
+            "VersionNotFound", f"{where} does not exist or is incomplete (no manifest.json)"
+        ) from exc
+    owner = (manifest.get("namespace"), manifest.get("pipeline"))
+    if owner != (namespace, pipeline):
+        trained_by = f"{owner[0]}/{owner[1]}" if all(owner) else "no pipeline it names"
+        raise RegistryJobError(
+            "WrongPipeline",
+            f"{where} was trained by {trained_by}, not by TrainingPipeline {namespace}/{pipeline}",
+        )
+    # The server's own path: s3:// is downloaded, file:// verified in place.
+    local = fetch_version(registry.version_uri(version), work_dir)
+    try:
+        verify_folder(local, manifest)
+    except ModelFormatError as exc:
+        raise RegistryJobError("ChecksumMismatch", f"{where} is corrupt: {exc}") from exc
+    return manifest
+
+
+def promote(  # noqa: PLR0917 (one per flag of the command)
+    artifacts: str,
+    version: str,
+    alias: str,
+    by: str,
+    reason: str,
+    pipeline: str,
+    work_dir: Path,
+) -> dict[str, Any]:
+    """Verify `version` and point `alias` at it; returns the RegistryResult (ok). Raises
+    RegistryJobError."""
+    namespace, _, name = pipeline.partition("/")
+    registry = Registry(artifacts)
+    try:
+        manifest = _verify(registry, version, namespace, name, work_dir)
+        before = registry.get_alias(alias)
+    except StorageError as exc:
+        raise _storage_error(exc, writing=False) from exc
+    try:
+        pointer = registry.set_alias(alias, version, by=by, reason=reason)
+    except RegistryError as exc:
+        message = f"alias {alias!r} for version {version}: {exc}"
+        raise RegistryJobError("InvalidAlias", message) from exc
+    except StorageError as exc:
+        raise _storage_error(exc, writing=True) from exc
+    log.info("alias %s -> version %s (%s: %s)", alias, version, by, reason)
+    return {
+        "kind": RESULT_KIND,
+        "ok": True,
+        "alias": alias,
+        "version": str(version),
+        "uri": str(pointer["uri"]),
+        "metrics": {k: v for k, v in (manifest.get("metrics") or {}).items()},
+        "runId": manifest.get("runId"),
+        "previous": (before or {}).get("version"),
+    }
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kubeloop registry", description=__doc__.splitlines()[0])
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    p = verbs.add_parser("promote", help="verify a version and point an alias at it")
+    p.add_argument("--artifacts", required=True, help="the pipeline's spec.artifacts URI")
+    p.add_argument("--version", required=True, help="the model version number")
+    p.add_argument("--alias", default="champion", help="the alias to write (default champion)")
+    p.add_argument("--by", required=True, help="who or what promotes (kept in the history)")
+    p.add_argument("--reason", default="", help="why, in a sentence (kept in the history)")
+    p.add_argument("--pipeline", required=True, help="NAMESPACE/NAME the version must belong to")
+    p.add_argument("--work-dir", default=os.environ.get("KUBELOOP_WORK_DIR"))
+    p.add_argument("--result-path", default=None, help="default KUBELOOP_RESULT_PATH")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    """Run one registry operation; returns the exit code (see the module docstring)."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("KUBELOOP_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    if "/" not in args.pipeline or not args.version.isdigit():
+        _parser().error("--pipeline is NAMESPACE/NAME and --version a number")
+    work_dir = Path(args.work_dir) if args.work_dir else Path(tempfile.gettempdir())
+    code = 0
+    result: dict[str, Any]
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        result = promote(
+            args.artifacts,
+            args.version,
+            args.alias,
+            args.by,
+            args.reason,
+            args.pipeline,
+            Path(tempfile.mkdtemp(prefix="registry-", dir=work_dir)),
+        )
+    except RegistryJobError as exc:
+        log.error("%s: %s", exc.reason, exc.message)
+        result = {"kind": RESULT_KIND, "ok": False, "reason": exc.reason, "message": exc.message}
+        code = EXIT_CODES[exc.reason]
+    except Exception as exc:
+        log.error("registry operation failed:\n%s", traceback.format_exc())
+        message = f"version {args.version}: {type(exc).__name__}: {exc}"
+        result = {"kind": RESULT_KIND, "ok": False, "reason": "InternalError", "message": message}
+        code = 1
+    result.setdefault("version", str(args.version))
+    result.setdefault("alias", args.alias)
+    write_result(result, args.result_path)
+    return code
