@@ -21,7 +21,8 @@ VERBS = {
     "compare": ("kubeloop.registrycli.compare", "compare two model versions side by side"),
     "registry": (
         "kubeloop.workloads.registryjob",
-        "verify a version and point an alias at it (what a registry Job runs)",
+        "verify a version and point an alias at it, or read what the registry holds (what a "
+        "registry Job runs)",
     ),
 }
 

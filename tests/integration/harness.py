@@ -1,7 +1,10 @@
 """Harness: the real operator (kopf, in-process, in a thread) against KubeloopEmulator.
 
 Faked: only the API server (kmock) and the Job/Pod controllers — tests play the kubelet by
-writing Job status and a Pod with a termination message, as the real ones would.
+writing Job status and a Pod with a termination message, as the real ones would. One Job plays
+itself: the registry read before a pipeline's first run (`kubeloop registry inspect`) ends at
+once with the result of `Cluster.inspect`, by default an empty registry (a new pipeline), so a
+test that creates a pipeline sees its first run as before; a test of adoption sets its own.
 """
 
 from __future__ import annotations
@@ -68,12 +71,98 @@ class Operator:
             assert not self._thread.is_alive(), "kopf did not stop"
 
 
+def empty_registry(args: list[str]) -> dict[str, Any]:
+    """What `kubeloop registry inspect` answers for a registry nothing was written to."""
+    return {
+        "kind": "RegistryResult",
+        "ok": True,
+        "operation": "inspect",
+        "lastRunId": 0,
+        "aliases": {},
+        "versions": [],
+    }
+
+
+def _terminated_pod(ns: str, job: str, result: dict[str, Any] | None, ok: bool) -> dict[str, Any]:
+    """The pod a Job's run leaves: terminated, its result in the termination message."""
+    message = json.dumps(result) if result is not None else ""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"{job}-pod",
+            "namespace": ns,
+            "labels": {"job-name": job, "batch.kubernetes.io/job-name": job},
+            "annotations": {"batch.kubernetes.io/job-completion-index": "0"},
+        },
+        "spec": {"containers": []},
+        "status": {
+            "containerStatuses": [
+                {
+                    "name": "c",
+                    "state": {"terminated": {"exitCode": 0 if ok else 1, "message": message}},
+                }
+            ]
+        },
+    }
+
+
+def _job_done(ok: bool) -> dict[str, Any]:
+    cond = "Complete" if ok else "Failed"
+    return {
+        "status": {
+            "conditions": [{"type": cond, "status": "True"}],
+            "succeeded" if ok else "failed": 1,
+        }
+    }
+
+
 class Cluster:
     """Helpers over the emulator thread."""
 
     def __init__(self, thread: EmulatorThread) -> None:
         self.thread = thread
         self.em = thread.emulator
+        # The RegistryResult of every `kubeloop registry inspect` Job, from its args; None:
+        # the test finishes those Jobs itself.
+        self.inspect: Callable[[list[str]], dict[str, Any]] | None = empty_registry
+        self._tasks: set[asyncio.Task[None]] = set()  # kept: the loop holds tasks weakly
+        self.em.admission_hooks.append(self._on_create)
+
+    def _on_create(self, obj: dict[str, Any]) -> None:
+        """Admission hook (on the emulator's loop): an inspect Job about to be created ends
+        right after, as its pod would."""
+        if obj.get("kind") != "Job" or self.inspect is None:
+            return
+        containers = obj["spec"]["template"]["spec"].get("containers") or [{}]
+        args = list(containers[0].get("args") or [])
+        if args[:2] == ["registry", "inspect"]:
+            meta = obj["metadata"]
+            finish = self._finish_inspect(meta["namespace"], meta["name"], args, self.inspect)
+            task = asyncio.get_running_loop().create_task(finish)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _finish_inspect(
+        self,
+        ns: str,
+        job: str,
+        args: list[str],
+        inspect: Callable[[list[str]], dict[str, Any]],
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(None, inspect, args)
+        for _ in range(500):  # the create that admitted it is still being stored
+            found = self.em.get_object(JOBS, ns, job)
+            if found is not None:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            return
+        if (found.get("status") or {}).get("conditions"):
+            return  # an earlier Job of that name, finished already
+        await self.em.create_object(_terminated_pod(ns, job, result, bool(result.get("ok"))))
+        await self.em.patch_object(JOBS, ns, job, _job_done(bool(result.get("ok"))), "status")
 
     def create(self, doc: dict[str, Any]) -> dict[str, Any]:
         return self.thread.call(self.em.create_object(copy.deepcopy(doc)))
@@ -107,42 +196,8 @@ class Cluster:
 
     def finish_job(self, ns: str, job: str, result: dict[str, Any] | None, ok: bool = True) -> None:
         """Play the Job controller and kubelet: a terminated Pod, then the Job condition."""
-        import json
-
-        message = json.dumps(result) if result is not None else ""
-        pod = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": f"{job}-pod",
-                "namespace": ns,
-                "labels": {"job-name": job, "batch.kubernetes.io/job-name": job},
-                "annotations": {"batch.kubernetes.io/job-completion-index": "0"},
-            },
-            "spec": {"containers": []},
-            "status": {
-                "containerStatuses": [
-                    {
-                        "name": "c",
-                        "state": {"terminated": {"exitCode": 0 if ok else 1, "message": message}},
-                    }
-                ]
-            },
-        }
-        self.create(pod)
-        cond = "Complete" if ok else "Failed"
-        self.patch(
-            JOBS,
-            ns,
-            job,
-            {
-                "status": {
-                    "conditions": [{"type": cond, "status": "True"}],
-                    "succeeded" if ok else "failed": 1,
-                }
-            },
-            "status",
-        )
+        self.create(_terminated_pod(ns, job, result, ok))
+        self.patch(JOBS, ns, job, _job_done(ok), "status")
 
     def finish_registry_job(
         self,

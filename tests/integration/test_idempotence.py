@@ -44,7 +44,8 @@ def _status(cluster: Cluster, name: str) -> dict[str, Any]:
 
 
 def _jobs(cluster: Cluster) -> list[str]:
-    """Every Job: the runs' and the registry Jobs of their promotions."""
+    """Every Job: the runs', the registry read before the first run (registry-1) and the
+    registry Jobs of their promotions."""
     return sorted(j["metadata"]["name"] for j in cluster.list(JOBS, "ml"))
 
 
@@ -69,7 +70,7 @@ def test_restart_mid_run_then_after_completion(cluster: Cluster, operator: Opera
     operator.stop()  # mid-run
     operator.start()
     settled(cluster, "trainingpipelines", "idem")
-    assert _jobs(cluster) == ["idem-run-1"]
+    assert _jobs(cluster) == ["idem-registry-1", "idem-run-1"]
     assert _status(cluster, "idem")["currentRun"]["id"] == "1"
 
     operator.stop()  # the Job completes while nobody watches
@@ -82,7 +83,8 @@ def test_restart_mid_run_then_after_completion(cluster: Cluster, operator: Opera
     operator.start()
     status = _settled(cluster, "idem", 1)
     # The promotion's registry Job (the champion alias) too, once.
-    assert _jobs(cluster) == ["idem-registry-1", "idem-run-1"] and status["lastRunId"] == 1
+    assert _jobs(cluster) == ["idem-registry-1", "idem-registry-2", "idem-run-1"]
+    assert status["lastRunId"] == 1
 
 
 def test_crash_between_allocation_and_job_creation(cluster: Cluster, operator: Operator) -> None:
@@ -115,7 +117,7 @@ def test_crash_between_allocation_and_job_creation(cluster: Cluster, operator: O
     job = wait_for(lambda: cluster.get(JOBS, "ml", "alloc-run-2"), what="run 2 resumed")
     assert job["metadata"]["annotations"]["kubeloop.io/trigger"] == "Manual"
     settled(cluster, "trainingpipelines", "alloc")
-    assert _jobs(cluster) == ["alloc-registry-1", "alloc-run-1", "alloc-run-2"]
+    assert _jobs(cluster) == ["alloc-registry-1", "alloc-registry-2", "alloc-run-1", "alloc-run-2"]
     cluster.finish_job("ml", "alloc-run-2", _result("2", 0.95))
     status = _settled(cluster, "alloc", 2)
     assert [r["id"] for r in status["runs"]] == ["2", "1"]
@@ -138,4 +140,4 @@ def test_lost_status_records_finished_jobs_once(cluster: Cluster, operator: Oper
     status = _settled(cluster, "lost", 1)
     assert [r["id"] for r in status["runs"]] == ["1"]
     assert status["runs"][0]["result"] == "Promoted" and status["champion"]["version"] == "1"
-    assert _jobs(cluster) == ["lost-registry-1", "lost-run-1"]
+    assert _jobs(cluster) == ["lost-registry-1", "lost-registry-2", "lost-run-1"]

@@ -36,6 +36,7 @@ __all__ = [
     "PromotionRecord",
     "PromotionSpec",
     "RegistryOp",
+    "RegistrySync",
     "ResourcesSpec",
     "RunPolicy",
     "RunProgress",
@@ -603,7 +604,7 @@ class Champion(KubeModel):
     )
 
 
-RegistryAction = Literal["Promote", "Rollback", "Gate"]
+RegistryAction = Literal["Promote", "Rollback", "Gate", "Inspect"]
 
 
 class RegistryOp(KubeModel):
@@ -614,15 +615,48 @@ class RegistryOp(KubeModel):
     job: str = Field(description="Name of its Job, <pipeline>-registry-<id>.")
     action: RegistryAction = Field(
         description="Promote (annotation kubeloop.io/promote), Rollback (annotation "
-        "kubeloop.io/rollback-to) or Gate (the promotion gate promoted a run)."
+        "kubeloop.io/rollback-to), Gate (the promotion gate promoted a run) or Inspect (read "
+        "the aliases, the champion and the run numbering a pipeline of this name left in the "
+        "registry, before its first run)."
     )
-    version: str = Field(pattern=r"^[1-9][0-9]*$", description="Model version to point at.")
-    alias: str = Field(max_length=63, description="The alias to write, e.g. champion.")
+    version: str | None = Field(
+        default=None,
+        pattern=r"^[1-9][0-9]*$",
+        description="Model version to point at (every action but Inspect).",
+    )
+    alias: str | None = Field(
+        default=None,
+        max_length=63,
+        description="The alias to write, e.g. champion (every action but Inspect).",
+    )
     by: str = Field(max_length=256, description="Who or what asked for it.")
     reason: str = Field(default="", max_length=1024, description="Why, in a sentence.")
     requested_at: str | None = Field(
         default=None, json_schema_extra={"format": "date-time"}, description="Request time."
     )
+
+
+class RegistrySync(KubeModel):
+    """What the operator learnt from the registry when the pipeline had no status yet."""
+
+    inspected_at: str | None = Field(
+        default=None,
+        json_schema_extra={"format": "date-time"},
+        description="When the registry was read; until then no run starts.",
+    )
+    last_run_id: int = Field(
+        default=0, ge=0, description="The highest run id the registry held then."
+    )
+    failures: int = Field(default=0, ge=0, description="Failed reads in a row.")
+    retry_at: str | None = Field(
+        default=None,
+        json_schema_extra={"format": "date-time"},
+        description="After a failed read: when the next one starts (backoff).",
+    )
+    champion: str | None = Field(
+        default=None, description="The champion version adopted from the registry, if any."
+    )
+    message: str = Field(default="", max_length=1024, description="What the read found.")
 
 
 class PromotionRecord(KubeModel):
@@ -717,6 +751,11 @@ class TrainingPipelineStatus(KubeModel):
     )
     last_registry_op_id: int = Field(
         default=0, ge=0, description="Highest registry operation number allocated."
+    )
+    registry_sync: RegistrySync | None = Field(
+        default=None,
+        description="The registry read before the first run: a pipeline created again under "
+        "a name whose registry holds a champion adopts it and its run numbering.",
     )
 
 

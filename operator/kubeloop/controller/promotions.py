@@ -16,6 +16,10 @@ termination message. The rules (the training controller's, see its module docstr
   the rest (the version exists, verifies, belongs to this pipeline).
 - The gate's promotion moves `status.champion` at once (its version was just published and
   checksummed by its own run); an approval or rollback moves it when its Job succeeded.
+- The queue also carries the read of the registry before a pipeline's first run (action
+  Inspect, controller/adoption.py): it comes first, so every alias write lands after it.
+- A Job under an op's name that another object owns (an earlier pipeline of this name, deleted
+  and not yet collected) is not ours: its result is never read; the op waits until it is gone.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from kubeloop.api.training import TrainingPipelineSpec
+from kubeloop.controller import adoption, clock
 from kubeloop.controller.runtime import runtime
 from kubeloop.controller.status import job_outcome, now, pod_result, post_event, set_condition
 from kubeloop.resources.common import Owner
@@ -34,6 +39,7 @@ __all__ = [
     "PROMOTE_ANNOTATION",
     "REFUSED",
     "ROLLBACK_ANNOTATION",
+    "allocate",
     "apply_result",
     "approving",
     "awaiting_approval",
@@ -92,7 +98,7 @@ def awaiting_approval(status: Mapping[str, Any]) -> str | None:
     version = str(runs[0].get("modelVersion"))
     if str((status.get("champion") or {}).get("version")) == version:
         return None
-    queued = {str(op["version"]) for op in status.get("registryQueue") or []}
+    queued = {str(op.get("version")) for op in status.get("registryQueue") or []}
     return None if version in queued else version
 
 
@@ -134,6 +140,16 @@ def check_request(action: str, value: str, status: Mapping[str, Any]) -> tuple[s
     return None
 
 
+def allocate(status: dict[str, Any], pipeline: str, op: dict[str, Any]) -> dict[str, Any]:
+    """Give a registry operation its id and Job name and queue it last; returns the op."""
+    op_id = int(status.get("lastRegistryOpId") or 0) + 1
+    op = {**op, "id": str(op_id), "job": registry_job_name(pipeline, op_id)}
+    op.setdefault("requestedAt", now())
+    status["lastRegistryOpId"] = op_id
+    status["registryQueue"] = [*(status.get("registryQueue") or []), op]
+    return op
+
+
 def enqueue(
     status: dict[str, Any], pipeline: str, action: str, version: str, *, by: str, reason: str
 ) -> dict[str, Any]:
@@ -151,13 +167,9 @@ def enqueue(
     if len(queue) >= QUEUE_LIMIT and len(queue) > 1 and queue[-1]["action"] == "Gate":
         op.update(id=queue[-1]["id"], job=queue[-1]["job"])  # its Job is not created yet
         queue[-1] = op
-    else:
-        op_id = int(status.get("lastRegistryOpId") or 0) + 1
-        op.update(id=str(op_id), job=registry_job_name(pipeline, op_id))
-        status["lastRegistryOpId"] = op_id
-        queue.append(op)
-    status["registryQueue"] = queue
-    return op
+        status["registryQueue"] = queue
+        return op
+    return allocate(status, pipeline, op)
 
 
 def apply_result(
@@ -185,7 +197,7 @@ def apply_result(
         entry["previous"] = str(previous)
     entry.update(reason=op.get("reason") or "", at=now())
     status["promotions"] = [entry, *(status.get("promotions") or [])][:HISTORY_LIMIT]
-    later = [o for o in (status.get("registryQueue") or [])[1:] if o["alias"] == alias]
+    later = [o for o in (status.get("registryQueue") or [])[1:] if o.get("alias") == alias]
     if action != "Gate" and alias == CHAMPION and not later:
         metrics = {k: float(v) for k, v in (result.get("metrics") or {}).items()}
         score = metrics.get(spec.promotion.metric) if spec.promotion else None
@@ -240,6 +252,13 @@ def _requests(
         enqueue(status, name, action, value, by=_BY[action], reason=reason)
 
 
+def _owned_by(job: Mapping[str, Any], uid: str | None) -> bool:
+    """Whether `job` is this pipeline object's (a deleted pipeline's Job may outlive it a
+    while: the garbage collector removes it shortly)."""
+    owners = job.get("metadata", {}).get("ownerReferences") or []
+    return uid is None or not owners or any(o.get("uid") == uid for o in owners)
+
+
 def _refuse(
     body: dict[str, Any],
     conditions: list[dict[str, Any]],
@@ -275,11 +294,26 @@ def reconcile_registry(
                 build_registry_job(Owner.of(body), spec, op, defaults=runtime.config.workloads)
             )
             return
+        if not _owned_by(job, body["metadata"].get("uid")):
+            return  # an earlier pipeline's; its deletion (garbage collection) reconciles again
         outcome = job_outcome(job)
         if outcome is None:
             return
         pods = api.list("Pod", namespace, {"job-name": op["job"]})
         result = pod_result(pods, "RegistryResult")
+        if op["action"] == adoption.INSPECT:
+            status["registryQueue"] = status["registryQueue"][1:]
+            reason, message, warning = adoption.apply_inspect(
+                status,
+                result,
+                artifacts=spec.artifacts,
+                spec_hash=spec.run_hash(),
+                generation=generation,
+                metric=spec.promotion.metric if spec.promotion else None,
+                now=clock.now(),
+            )
+            post_event(body, reason, message, warning=warning)
+            continue
         reason, message, warning = apply_result(spec, status, op, result)
         status["registryQueue"] = status["registryQueue"][1:]
         if op["action"] != "Gate" and warning:

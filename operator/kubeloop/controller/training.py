@@ -26,10 +26,11 @@ from kubeloop.api.training import (
     TrainingPipeline,
     TrainingPipelineSpec,
 )
-from kubeloop.controller import clock
+from kubeloop.controller import adoption, clock
 from kubeloop.controller.kube import Refused
 from kubeloop.controller.promotions import (
     PROMOTE_ANNOTATION,
+    allocate,
     approving,
     awaiting_approval,
     enqueue,
@@ -398,7 +399,7 @@ def _trigger(
     annotations = body["metadata"].get("annotations") or {}
     generation = body["metadata"].get("generation")
     tick = schedule_due(spec.schedule, status, body["metadata"]["creationTimestamp"], clock.now())
-    if not status.get("lastRunId"):
+    if adoption.first_run(status):
         return "Create", tick
     if status.get("lastRunGeneration") != generation and spec_changed(spec, status):
         return "SpecChange", tick
@@ -538,9 +539,17 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
             jobs[int(current["id"])] = job
         current = status.get("currentRun")
 
-    # 2. start a run when a trigger is pending and none is running.
+    # 2. before the first run, what the registry holds (a pipeline of this name deleted and
+    # created again adopts its champion and run numbering; controller/adoption.py).
+    if adoption.inspect_pending(status):
+        if adoption.inspect_due(status, clock.now()):
+            allocate(status, name, adoption.inspect_op(f"{namespace}/{name}"))
+        reconcile_registry(spec, status, body, conditions, persist)
+
+    # 3. start a run when a trigger is pending and none is running.
     trigger, tick = _trigger(spec, body, status)
-    if trigger and not status.get("currentRun") and not spec.suspend:
+    idle = not status.get("currentRun") and not adoption.inspect_pending(status)
+    if trigger and idle and not spec.suspend:
         run_id = int(status.get("lastRunId") or 0) + 1
         run = {
             "id": str(run_id),
@@ -573,10 +582,10 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
             refused = True
         trigger, tick = _trigger(spec, body, status)
 
-    # 3. alias writes: approvals, rollbacks and the gate's promotions reach the registry.
+    # 4. alias writes: approvals, rollbacks and the gate's promotions reach the registry.
     reconcile_registry(spec, status, body, conditions, persist)
 
-    # 4. summary conditions.
+    # 5. summary conditions.
     current = status.get("currentRun")
     waiting = waiting_for(trigger, generation, current["id"]) if current else None
     job = jobs.get(int(current["id"])) if current else None
@@ -619,16 +628,19 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
             f"run {last['id']}: {last.get('message', '')}",
             generation,
         )
+    reading = adoption.waiting(status)
     if champion:
         ready, reason, msg = (
             True,
-            "ChampionAvailable",
+            adoption.ready_reason(status),
             f"version {champion['version']} is the champion",
         )
         if awaiting:
             msg = f"{msg}; {approve}"
     elif awaiting:
         ready, reason, msg = False, "AwaitingApproval", f"no champion yet: {approve}"
+    elif reading is not None:
+        ready, reason, msg = False, *reading
     elif spec.suspend:
         ready, reason, msg = False, "Suspended", "spec.suspend is true: no run starts"
     elif last is not None:

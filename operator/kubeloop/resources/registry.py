@@ -1,6 +1,8 @@
-"""A TrainingPipeline's registry Job: one alias write (`kubeloop registry promote`) in the
-trainer image, with the storage env a training Job gets. The operator holds no object-store
-credentials, so this is how an approval, a rollback or a gate's promotion reaches the registry.
+"""A TrainingPipeline's registry Job: one alias write (`kubeloop registry promote`) or one read
+of what the registry holds (`kubeloop registry inspect`), in the trainer image with the storage
+env a training Job gets. The operator holds no object-store credentials, so this is how an
+approval, a rollback or a gate's promotion reaches the registry, and how a pipeline created
+again finds its champion there.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ __all__ = [
     "REGISTRY_OP_LABEL",
     "REGISTRY_REFUSAL_EXIT_CODES",
     "build_registry_job",
+    "registry_args",
     "registry_job_name",
 ]
 
@@ -47,6 +50,23 @@ def registry_job_name(pipeline: str, op_id: int | str) -> str:
     return f"{pipeline}-registry-{op_id}"
 
 
+def registry_args(owner: Owner, spec: TrainingPipelineSpec, op: Mapping[str, Any]) -> list[str]:
+    """`kubeloop registry` arguments of an operation: `inspect` reads, the others write an
+    alias."""
+    pipeline = f"{owner.namespace}/{owner.name}"
+    if op["action"] == "Inspect":
+        return ["registry", "inspect", "--artifacts", spec.artifacts, "--pipeline", pipeline]
+    return [
+        "registry", "promote",
+        "--artifacts", spec.artifacts,
+        "--version", str(op["version"]),
+        "--alias", str(op["alias"]),
+        "--by", str(op["by"]),
+        "--reason", str(op.get("reason") or ""),
+        "--pipeline", pipeline,
+    ]  # fmt: skip
+
+
 def build_registry_job(
     owner: Owner,
     spec: TrainingPipelineSpec,
@@ -54,7 +74,8 @@ def build_registry_job(
     *,
     defaults: WorkloadDefaults,
 ) -> dict[str, Any]:
-    """The batch/v1 Job that verifies `op["version"]` and points `op["alias"]` at it.
+    """The batch/v1 Job of one registry operation: it verifies `op["version"]` and points
+    `op["alias"]` at it, or (action Inspect) reads the registry's aliases and run numbering.
 
     No service-account token (it needs no Kubernetes API), the restricted pod shape, the
     operator's workload defaults (placement, pull secrets, pod labels), and a podFailurePolicy
@@ -66,20 +87,11 @@ def build_registry_job(
         REGISTRY_OP_LABEL: str(op["id"]),
     }
     volumes, mounts = scratch_volumes()
-    args = [
-        "registry", "promote",
-        "--artifacts", spec.artifacts,
-        "--version", str(op["version"]),
-        "--alias", str(op["alias"]),
-        "--by", str(op["by"]),
-        "--reason", str(op.get("reason") or ""),
-        "--pipeline", f"{owner.namespace}/{owner.name}",
-    ]  # fmt: skip
     container = {
         "name": "registry",
         "image": kubeloop_image(spec, defaults),
         "command": ["kubeloop"],
-        "args": args,
+        "args": registry_args(owner, spec, op),
         "env": storage_access_env(owner, spec, defaults),
         "resources": {
             "requests": {"cpu": "100m", "memory": "256Mi"},

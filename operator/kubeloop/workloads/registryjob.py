@@ -1,9 +1,11 @@
-"""`kubeloop registry promote`: what a registry Job runs. The operator holds no object-store
-credentials, so every alias write it decides (a gate's promotion, an approval, a rollback) runs
+"""`kubeloop registry promote` and `kubeloop registry inspect`: what a registry Job runs. The
+operator holds no object-store credentials, so every alias write it decides (a gate's promotion,
+an approval, a rollback) and every read of the registry (what a re-created pipeline adopts) runs
 here, in the trainer image, with the storage env a training Job gets.
 
     kubeloop registry promote --artifacts URI --version N --alias champion \\
         --by WHO --reason TEXT --pipeline NS/NAME [--result-path P]
+    kubeloop registry inspect --artifacts URI --pipeline NS/NAME [--result-path P]
 
 It checks the version first (complete: its manifest exists; every file's sha256 equals the
 manifest's; the manifest names this pipeline), then points the alias at it
@@ -29,6 +31,18 @@ the termination message:
 | 53 | InvalidAlias | the alias is not a valid alias name |
 
 Refusals (50-53) are final: the Job's podFailurePolicy fails it at once instead of retrying.
+
+`inspect` reads what the registry holds for a pipeline whose status starts empty (created, or
+deleted and created again): every alias's version, the champion's manifest (uri, metrics, run)
+and the highest run id, so run numbering and the champion survive the object. It writes nothing:
+
+    {"kind": "RegistryResult", "ok": true, "operation": "inspect", "lastRunId": 5,
+     "aliases": {"champion": "2", "production": "2"}, "versions": [1, 2, 3, 4, 5],
+     "champion": {"version": "2", "uri", "runId", "promotedAt"}, "metrics": {...}}
+
+An empty registry (a new pipeline) answers lastRunId 0, no aliases, no champion. Only storage
+failures (30-33) and InternalError fail it; the champion's manifest naming another pipeline is
+WrongPipeline (52): adopting it would serve another pipeline's model.
 """
 
 from __future__ import annotations
@@ -45,11 +59,13 @@ from kubeloop.registry import Registry, RegistryError
 from kubeloop.storage import StorageError
 from kubeloop.workloads.result import write_result
 
-__all__ = ["EXIT_CODES", "REFUSALS", "RegistryJobError", "main", "promote"]
+__all__ = ["EXIT_CODES", "REFUSALS", "RegistryJobError", "inspect", "main", "promote"]
 
 log = logging.getLogger("kubeloop.registry")
 
 RESULT_KIND = "RegistryResult"
+# Aliases a result lists at most: it must fit the 4 KiB termination message.
+MAX_ALIASES = 32
 EXIT_CODES: dict[str, int] = {
     "InternalError": 1,
     "StorageUnreachable": 30,
@@ -150,6 +166,57 @@ def promote(  # noqa: PLR0917 (one per flag of the command)
     }
 
 
+def inspect(artifacts: str, pipeline: str) -> dict[str, Any]:
+    """What the registry holds for `pipeline` (NAMESPACE/NAME): its aliases, its champion and
+    its highest run id; returns the RegistryResult (ok). Raises RegistryJobError."""
+    namespace, _, name = pipeline.partition("/")
+    registry = Registry(artifacts)
+    try:
+        pointers = registry.aliases()
+        last_run_id = registry.last_run_id()
+        versions = registry.versions()
+        champion = pointers.get("champion")
+        manifest = registry.read_manifest(champion["version"]) if champion else None
+    except RegistryError as exc:
+        # The champion alias points at a version without a manifest: nothing safe to adopt.
+        raise RegistryJobError(
+            "VersionNotFound", f"alias champion under {artifacts}: {exc}"
+        ) from exc
+    except StorageError as exc:
+        raise _storage_error(exc, writing=False) from exc
+    result: dict[str, Any] = {
+        "kind": RESULT_KIND,
+        "ok": True,
+        "operation": "inspect",
+        "lastRunId": last_run_id,
+        "aliases": {
+            alias: str(pointer["version"])
+            for alias, pointer in sorted(pointers.items())[:MAX_ALIASES]
+        },
+        # The newest ones: status knows which versions exist beyond its own runs.
+        "versions": versions[-MAX_ALIASES:],
+    }
+    if champion is not None and manifest is not None:
+        owner = (manifest.get("namespace"), manifest.get("pipeline"))
+        if owner != (namespace, name):
+            trained_by = f"{owner[0]}/{owner[1]}" if all(owner) else "no pipeline it names"
+            raise RegistryJobError(
+                "WrongPipeline",
+                f"alias champion under {artifacts} points at version {champion['version']}, "
+                f"trained by {trained_by}, not by TrainingPipeline {namespace}/{name}",
+            )
+        run_id = manifest.get("runId")
+        result["champion"] = {
+            "version": str(champion["version"]),
+            "uri": str(champion.get("uri") or registry.version_uri(champion["version"])),
+            "runId": str(run_id) if run_id is not None else None,
+            "promotedAt": champion.get("promotedAt"),
+        }
+        result["metrics"] = dict(manifest.get("metrics") or {})
+    log.info("inspected %s: aliases %s, last run %s", artifacts, result["aliases"], last_run_id)
+    return result
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kubeloop registry", description=__doc__.splitlines()[0])
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -162,6 +229,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--pipeline", required=True, help="NAMESPACE/NAME the version must belong to")
     p.add_argument("--work-dir", default=os.environ.get("KUBELOOP_WORK_DIR"))
     p.add_argument("--result-path", default=None, help="default KUBELOOP_RESULT_PATH")
+    i = verbs.add_parser("inspect", help="read a pipeline's aliases, champion and run numbering")
+    i.add_argument("--artifacts", required=True, help="the pipeline's spec.artifacts URI")
+    i.add_argument("--pipeline", required=True, help="NAMESPACE/NAME the registry belongs to")
+    i.add_argument("--result-path", default=None, help="default KUBELOOP_RESULT_PATH")
     return parser
 
 
@@ -172,32 +243,44 @@ def main(argv: list[str]) -> int:
         level=os.environ.get("KUBELOOP_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    if "/" not in args.pipeline or not args.version.isdigit():
-        _parser().error("--pipeline is NAMESPACE/NAME and --version a number")
-    work_dir = Path(args.work_dir) if args.work_dir else Path(tempfile.gettempdir())
+    if "/" not in args.pipeline:
+        _parser().error("--pipeline is NAMESPACE/NAME")
+    if args.verb == "promote" and not args.version.isdigit():
+        _parser().error("--version is a number")
     code = 0
     result: dict[str, Any]
     try:
-        work_dir.mkdir(parents=True, exist_ok=True)
-        result = promote(
-            args.artifacts,
-            args.version,
-            args.alias,
-            args.by,
-            args.reason,
-            args.pipeline,
-            Path(tempfile.mkdtemp(prefix="registry-", dir=work_dir)),
-        )
+        result = _run(args)
     except RegistryJobError as exc:
         log.error("%s: %s", exc.reason, exc.message)
         result = {"kind": RESULT_KIND, "ok": False, "reason": exc.reason, "message": exc.message}
         code = EXIT_CODES[exc.reason]
     except Exception as exc:
         log.error("registry operation failed:\n%s", traceback.format_exc())
-        message = f"version {args.version}: {type(exc).__name__}: {exc}"
+        what = f"version {args.version}" if args.verb == "promote" else args.artifacts
+        message = f"{what}: {type(exc).__name__}: {exc}"
         result = {"kind": RESULT_KIND, "ok": False, "reason": "InternalError", "message": message}
         code = 1
-    result.setdefault("version", str(args.version))
-    result.setdefault("alias", args.alias)
+    if args.verb == "promote":
+        result.setdefault("version", str(args.version))
+        result.setdefault("alias", args.alias)
+    else:
+        result.setdefault("operation", "inspect")
     write_result(result, args.result_path)
     return code
+
+
+def _run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.verb == "inspect":
+        return inspect(args.artifacts, args.pipeline)
+    work_dir = Path(args.work_dir) if args.work_dir else Path(tempfile.gettempdir())
+    work_dir.mkdir(parents=True, exist_ok=True)
+    return promote(
+        args.artifacts,
+        args.version,
+        args.alias,
+        args.by,
+        args.reason,
+        args.pipeline,
+        Path(tempfile.mkdtemp(prefix="registry-", dir=work_dir)),
+    )
