@@ -139,3 +139,91 @@ def test_the_jobs_pod_failure_policy_names_exactly_the_refusals() -> None:
     from kubeloop.workloads.registryjob import REFUSALS
 
     assert tuple(EXIT_CODES[r] for r in REFUSALS) == REGISTRY_REFUSAL_EXIT_CODES
+
+
+def _inspect(
+    artifacts: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], pipeline: str = "ml/churn"
+) -> tuple[int, dict[str, Any]]:
+    out = tmp_path / "inspect.json"
+    code = cli(
+        [
+            "registry", "inspect", "--artifacts", artifacts, "--pipeline", pipeline,
+            "--result-path", str(out),
+        ]
+    )  # fmt: skip
+    capsys.readouterr()
+    result: dict[str, Any] = json.loads(out.read_text())
+    return code, result
+
+
+def _run_dir(artifacts: str, run_id: str) -> None:
+    """What every run writes before it trains (registry.last_run_id lists these)."""
+    store_for(artifacts).write_bytes(join(artifacts, "runs", run_id, "run.json"), b"{}")
+
+
+def test_inspect_reads_aliases_champion_and_run_numbering(
+    artifacts: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What a pipeline created again adopts: the champion (its manifest's metrics and run),
+    every alias, and the highest run id (runs 3-5 published nothing)."""
+    for run_id, auc in (("1", 0.8), ("2", 0.9)):
+        _publish(artifacts, tmp_path, run_id, auc)
+    for run_id in ("1", "2", "3", "4", "5"):
+        _run_dir(artifacts, run_id)
+    registry = Registry(artifacts)
+    registry.set_alias("champion", 2, by="gate", reason="beats v1")
+    registry.set_alias("production", 1, by="annotation alias.kubeloop.io/production", reason="")
+    code, result = _inspect(artifacts, tmp_path, capsys)
+    assert code == 0, result
+    promoted_at = registry.get_alias("champion")["promotedAt"]  # type: ignore[index]
+    assert result == {
+        "kind": "RegistryResult",
+        "ok": True,
+        "operation": "inspect",
+        "lastRunId": 5,
+        "aliases": {"champion": "2", "production": "1"},
+        "versions": [1, 2],
+        "champion": {
+            "version": "2",
+            "uri": registry.version_uri(2),
+            "runId": "2",
+            "promotedAt": promoted_at,
+        },
+        "metrics": {"roc_auc": 0.9},
+    }
+
+
+def test_inspect_of_an_empty_registry_is_a_new_pipeline(
+    artifacts: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, result = _inspect(artifacts, tmp_path, capsys)
+    assert code == 0, result
+    assert result == {
+        "kind": "RegistryResult",
+        "ok": True,
+        "operation": "inspect",
+        "lastRunId": 0,
+        "aliases": {},
+        "versions": [],
+    }
+
+
+def test_inspect_refuses_a_champion_of_another_pipeline(
+    artifacts: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two pipelines sharing an artifacts location: adopting the other's champion would serve
+    its model."""
+    version = _publish(artifacts, tmp_path, "1", 0.8, pipeline="fraud")
+    Registry(artifacts).set_alias("champion", version, by="gate", reason="")
+    code, result = _inspect(artifacts, tmp_path, capsys)
+    assert code == EXIT_CODES["WrongPipeline"]
+    assert result["ok"] is False and result["operation"] == "inspect"
+    assert "trained by ml/fraud, not by TrainingPipeline ml/churn" in result["message"]
+
+
+def test_inspect_of_unreachable_storage_is_a_storage_failure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], s3_endpoint: str
+) -> None:
+    code, result = _inspect("s3://no-such-bucket-kubeloop/models/", tmp_path, capsys)
+    assert code == EXIT_CODES["StorageUnreachable"] == 30
+    assert result["ok"] is False and result["reason"] == "StorageUnreachable"
