@@ -83,17 +83,21 @@ def empty_registry(args: list[str]) -> dict[str, Any]:
     }
 
 
-def _terminated_pod(ns: str, job: str, result: dict[str, Any] | None, ok: bool) -> dict[str, Any]:
-    """The pod a Job's run leaves: terminated, its result in the termination message."""
+def _terminated_pod(job: dict[str, Any], result: dict[str, Any] | None, ok: bool) -> dict[str, Any]:
+    """The pod a Job's run leaves: terminated, its result in the termination message, owned
+    by the Job (deleting the Job takes it along, as the garbage collector does)."""
     message = json.dumps(result) if result is not None else ""
+    ns, name, uid = (job["metadata"][k] for k in ("namespace", "name", "uid"))
+    owner = {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": uid, "controller": True}
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
-            "name": f"{job}-pod",
+            "name": f"{name}-pod",
             "namespace": ns,
-            "labels": {"job-name": job, "batch.kubernetes.io/job-name": job},
+            "labels": {"job-name": name, "batch.kubernetes.io/job-name": name},
             "annotations": {"batch.kubernetes.io/job-completion-index": "0"},
+            "ownerReferences": [owner],
         },
         "spec": {"containers": []},
         "status": {
@@ -161,7 +165,7 @@ class Cluster:
             return
         if (found.get("status") or {}).get("conditions"):
             return  # an earlier Job of that name, finished already
-        await self.em.create_object(_terminated_pod(ns, job, result, bool(result.get("ok"))))
+        await self.em.create_object(_terminated_pod(found, result, bool(result.get("ok"))))
         await self.em.patch_object(JOBS, ns, job, _job_done(bool(result.get("ok"))), "status")
 
     def create(self, doc: dict[str, Any]) -> dict[str, Any]:
@@ -196,7 +200,9 @@ class Cluster:
 
     def finish_job(self, ns: str, job: str, result: dict[str, Any] | None, ok: bool = True) -> None:
         """Play the Job controller and kubelet: a terminated Pod, then the Job condition."""
-        self.create(_terminated_pod(ns, job, result, ok))
+        found = self.get(JOBS, ns, job)
+        assert found is not None, f"Job {job} does not exist"
+        self.create(_terminated_pod(found, result, ok))
         self.patch(JOBS, ns, job, _job_done(ok), "status")
 
     def finish_registry_job(

@@ -252,10 +252,10 @@ def _requests(
         enqueue(status, name, action, value, by=_BY[action], reason=reason)
 
 
-def _owned_by(job: Mapping[str, Any], uid: str | None) -> bool:
-    """Whether `job` is this pipeline object's (a deleted pipeline's Job may outlive it a
-    while: the garbage collector removes it shortly)."""
-    owners = job.get("metadata", {}).get("ownerReferences") or []
+def _owned_by(child: Mapping[str, Any], uid: str | None) -> bool:
+    """Whether `child` is the object `uid`'s (a deleted pipeline's Job, or a deleted Job's pod,
+    may outlive its owner a while: the garbage collector removes it shortly)."""
+    owners = child.get("metadata", {}).get("ownerReferences") or []
     return uid is None or not owners or any(o.get("uid") == uid for o in owners)
 
 
@@ -300,6 +300,8 @@ def reconcile_registry(
         if outcome is None:
             return
         pods = api.list("Pod", namespace, {"job-name": op["job"]})
+        # Pods of an earlier Job of this name may linger until they are collected.
+        pods = [p for p in pods if _owned_by(p, job["metadata"].get("uid"))]
         result = pod_result(pods, "RegistryResult")
         if op["action"] == adoption.INSPECT:
             status["registryQueue"] = status["registryQueue"][1:]

@@ -1,0 +1,213 @@
+"""The registry is the source of truth: a TrainingPipeline deleted and applied again adopts its
+champion and its run numbering from storage, starts no run, and the ModelDeployment following
+it keeps serving the same version throughout (its Deployment is never changed).
+
+Real registry, real registry Jobs: the versions live in a file:// registry under the test's tmp
+dir, written by the registry's own code (as a run publishes); every registry Job's command
+(`kubeloop registry inspect` / `promote`) runs in-process against it and its actual result is
+what the Job's pod leaves. Only the training itself is played (the test publishes the version a
+run would, and finishes its Job with that run's TrainingResult).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.integration.harness import (
+    JOBS,
+    MD,
+    TP,
+    Cluster,
+    Operator,
+    empty_registry,
+    events,
+    example,
+    settled,
+    wait_for,
+)
+
+from kubeloop.cli import main as cli
+from kubeloop.modelformat import write_manifest
+from kubeloop.registry import Registry
+from kubeloop.storage import join, store_for
+
+pytestmark = pytest.mark.slow
+
+DEPLOYS = "apps/v1/deployments"
+NAME = "adopt"
+
+
+def _status(cluster: Cluster, kind: str = TP, name: str = NAME) -> dict[str, Any]:
+    return (cluster.get(kind, "ml", name) or {}).get("status") or {}
+
+
+def _cond(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    return {c["type"]: c for c in status.get("conditions") or []}.get(type_, {})
+
+
+class RealRegistry:
+    """A file:// registry and the registry Jobs' commands run against it in-process."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.artifacts = f"file://{tmp}/models/{NAME}/"
+        self.registry = Registry(self.artifacts)
+
+    def command(self, args: list[str]) -> dict[str, Any]:
+        """Run a registry Job's `kubeloop registry ...` args; returns the result it leaves."""
+        out = self.tmp / "result.json"
+        extra = ["--work-dir", str(self.tmp / "work")] if args[1] == "promote" else []
+        cli([*args, *extra, "--result-path", str(out)])
+        result: dict[str, Any] = json.loads(out.read_text())
+        return result
+
+    def publish(self, run_id: int, auc: float) -> dict[str, Any]:
+        """What run `run_id` writes (its run folder, then its version); returns its
+        TrainingResult."""
+        store = store_for(self.artifacts)
+        store.write_bytes(join(self.artifacts, "runs", str(run_id), "run.json"), b"{}")
+        folder = self.tmp / f"run-{run_id}"
+        folder.mkdir()
+        (folder / "model.bin").write_bytes(f"model of run {run_id}".encode())
+        claim = self.registry.allocate(str(run_id), "uid")
+        manifest = {"pipeline": NAME, "namespace": "ml", "runId": str(run_id)}
+        write_manifest(folder, {**manifest, "metrics": {"roc_auc": auc}})
+        uri = self.registry.publish(folder, claim)
+        return {
+            "kind": "TrainingResult",
+            "ok": True,
+            "version": str(claim.version),
+            "uri": uri,
+            "metrics": {"roc_auc": auc},
+        }
+
+    def run_job(self, cluster: Cluster, job: str) -> dict[str, Any]:
+        """Play a registry Job's pod: its command, for real; returns its result."""
+        found = wait_for(lambda: cluster.get(JOBS, "ml", job), what=f"registry Job {job}")
+        result = self.command(found["spec"]["template"]["spec"]["containers"][0]["args"])
+        cluster.finish_job("ml", job, result, ok=bool(result["ok"]))
+        return result
+
+
+def _pipeline(artifacts: str) -> dict[str, Any]:
+    doc = example("churn-pipeline.yaml", name=NAME)
+    doc["spec"]["artifacts"] = artifacts
+    doc["spec"].pop("schedule")
+    return doc
+
+
+def _train(cluster: Cluster, reg: RealRegistry, run_id: int, auc: float) -> None:
+    job = f"{NAME}-run-{run_id}"
+    wait_for(lambda: cluster.get(JOBS, "ml", job), what=job)
+    cluster.finish_job("ml", job, reg.publish(run_id, auc))
+    wait_for(
+        lambda: any(r["id"] == str(run_id) for r in _status(cluster).get("runs") or []),
+        what=f"run {run_id} recorded",
+    )
+
+
+def _request_run(cluster: Cluster, value: str) -> None:
+    annotations = {"kubeloop.io/run-requested-at": value}
+    cluster.patch(TP, "ml", NAME, {"metadata": {"annotations": annotations}})
+
+
+def _deployment(cluster: Cluster) -> dict[str, Any]:
+    found = cluster.get(DEPLOYS, "ml", NAME)
+    assert found is not None
+    return found
+
+
+def _model_uri(dep: dict[str, Any]) -> str:
+    env = {e["name"]: e for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    return str(env["KUBELOOP_MODEL_URI"]["value"])
+
+
+def test_a_recreated_pipeline_adopts_its_champion_and_run_numbering_and_serving_goes_on(
+    cluster: Cluster, operator: Operator, tmp_path: Path
+) -> None:
+    reg = RealRegistry(tmp_path)
+    cluster.inspect = reg.command
+    try:
+        _recreated(cluster, reg)
+    finally:
+        cluster.inspect = empty_registry
+
+
+def _recreated(cluster: Cluster, reg: RealRegistry) -> None:
+    # First life: the registry is read (empty), runs 1-3; v2 beats v1 and is the champion,
+    # run 3 is rejected. Each gate promotion's alias write is a real registry Job.
+    cluster.create(_pipeline(reg.artifacts))
+    _train(cluster, reg, 1, 0.80)
+    reg.run_job(cluster, f"{NAME}-registry-2")
+    md = example("churn-deployment.yaml", name=NAME)
+    md["spec"]["model"]["pipelineRef"]["name"] = NAME
+    md["spec"].pop("autoscaling")
+    md["spec"]["rollout"] = {"strategy": "RollingUpdate"}
+    cluster.create(md)
+    wait_for(lambda: cluster.get(DEPLOYS, "ml", NAME), what="the Deployment")
+    cluster.roll_out_deployment("ml", NAME)
+    _request_run(cluster, "a")
+    _train(cluster, reg, 2, 0.90)
+    reg.run_job(cluster, f"{NAME}-registry-3")
+    wait_for(lambda: _model_uri(_deployment(cluster)).endswith("/versions/2"), what="v2 rolls")
+    cluster.roll_out_deployment("ml", NAME)
+    wait_for(lambda: _status(cluster, MD).get("modelVersion") == "2", what="v2 serves")
+    _request_run(cluster, "b")
+    _train(cluster, reg, 3, 0.70)  # below the minimum: rejected
+    assert reg.registry.get_alias("champion")["version"] == "2"  # type: ignore[index]
+    serving = _deployment(cluster)
+
+    # Deleted (Argo CD prunes it): the ModelDeployment keeps serving, says why it cannot follow.
+    cluster.delete(TP, "ml", NAME)
+    wait_for(lambda: not cluster.list(JOBS, "ml") or None, what="the pipeline's Jobs collected")
+    wait_for(
+        lambda: _cond(_status(cluster, MD), "Stalled").get("reason") == "PipelineNotFound",
+        what="PipelineNotFound",
+    )
+    assert (
+        _deployment(cluster)["metadata"]["resourceVersion"]
+        == serving["metadata"]["resourceVersion"]
+    )
+
+    # The same YAML applied again: the registry is read, v2 and run 3 come back, no run starts.
+    cluster.create(_pipeline(reg.artifacts))
+    status = wait_for(
+        lambda: (s := _status(cluster)).get("champion") and s, what="the champion adopted"
+    )
+    assert status["champion"]["version"] == "2"
+    assert status["champion"]["uri"] == reg.registry.version_uri(2)
+    assert status["champion"]["metrics"] == {"roc_auc": 0.9}
+    assert (status["lastRunId"], status["lastRecordedRunId"]) == (3, 3)
+    assert status["aliases"] == {"champion": "2"}
+    ready = wait_for(
+        lambda: (c := _cond(_status(cluster), "Ready")).get("reason") == "ChampionRestored" and c,
+        what="Ready ChampionRestored",
+    )
+    assert ready["status"] == "True"
+    wait_for(
+        lambda: any(
+            "version 2 is the champion again" in e["message"]
+            for e in events(cluster, NAME, "ChampionRestored")
+        ),
+        what="the ChampionRestored Event naming the version",
+    )
+    settled(cluster, "trainingpipelines", NAME)
+    settled(cluster, "modeldeployments", NAME)
+    assert sorted(j["metadata"]["name"] for j in cluster.list(JOBS, "ml")) == [
+        f"{NAME}-registry-1"  # the read; no run Job
+    ]
+    dep = _deployment(cluster)
+    assert dep["metadata"]["resourceVersion"] == serving["metadata"]["resourceVersion"]
+    assert _model_uri(dep) == reg.registry.version_uri(2)
+    assert _cond(_status(cluster, MD), "Stalled").get("status") == "False"
+
+    # Numbering goes on where the registry left it: the next run is 4, never a second run 1.
+    _request_run(cluster, "c")
+    job = wait_for(lambda: cluster.get(JOBS, "ml", f"{NAME}-run-4"), what="run 4")
+    assert job["metadata"]["annotations"]["kubeloop.io/trigger"] == "Manual"
+    assert cluster.get(JOBS, "ml", f"{NAME}-run-1") is None
+    cluster.delete(TP, "ml", NAME)
+    cluster.delete(MD, "ml", NAME)
