@@ -54,10 +54,12 @@ def _cond(cluster: Cluster, name: str, type_: str) -> dict[str, Any]:
 
 
 def _registry_jobs(cluster: Cluster, name: str) -> list[str]:
+    """The registry Jobs of alias writes (the read before the first run, registry-1, aside)."""
     return sorted(
         j["metadata"]["name"]
         for j in cluster.list(JOBS, "ml")
         if j["metadata"]["labels"].get("kubeloop.io/registry-for") == name
+        and j["spec"]["template"]["spec"]["containers"][0]["args"][1] == "promote"
     )
 
 
@@ -157,7 +159,7 @@ def test_approve_then_roll_back_moves_the_champion_and_the_deployment(
 
     # Approve: a registry Job verifies and writes the alias; then the champion moves.
     _annotate(cluster, name, PROMOTE, "1")
-    job = wait_for(lambda: cluster.get(JOBS, "ml", f"{name}-registry-1"), what="registry Job")
+    job = wait_for(lambda: cluster.get(JOBS, "ml", f"{name}-registry-2"), what="registry Job")
     pod = job["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is False
     args = pod["containers"][0]["args"]
@@ -165,7 +167,7 @@ def test_approve_then_roll_back_moves_the_champion_and_the_deployment(
     assert args[args.index("--by") + 1] == f"annotation {PROMOTE}"
     assert args[args.index("--pipeline") + 1] == f"ml/{name}"
     assert "champion" not in _status(cluster, name)  # not before the registry said yes
-    cluster.finish_registry_job("ml", f"{name}-registry-1", metrics={"roc_auc": 0.8})
+    cluster.finish_registry_job("ml", f"{name}-registry-2", metrics={"roc_auc": 0.8})
     status = _champion(cluster, name, "1")
     assert status["champion"]["metrics"] == {"roc_auc": 0.8}
     assert status["champion"]["score"] == 0.8
@@ -197,17 +199,17 @@ def test_approve_then_roll_back_moves_the_champion_and_the_deployment(
     assert _status(cluster, name)["champion"]["version"] == "1"
 
     _annotate(cluster, name, PROMOTE, "2")
-    cluster.finish_registry_job("ml", f"{name}-registry-2", metrics={"roc_auc": 0.9}, previous="1")
+    cluster.finish_registry_job("ml", f"{name}-registry-3", metrics={"roc_auc": 0.9}, previous="1")
     _champion(cluster, name, "2")
     _canary_to(cluster, "ap-md", "2")
 
     # Roll back to version 1: the champion moves back, and the deployment rolls to it too.
     _annotate(cluster, name, ROLLBACK, "1")
-    job = wait_for(lambda: cluster.get(JOBS, "ml", f"{name}-registry-3"), what="rollback Job")
+    job = wait_for(lambda: cluster.get(JOBS, "ml", f"{name}-registry-4"), what="rollback Job")
     args = job["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--version") + 1] == "1"
     assert args[args.index("--by") + 1] == f"annotation {ROLLBACK}"
-    cluster.finish_registry_job("ml", f"{name}-registry-3", metrics={"roc_auc": 0.8}, previous="2")
+    cluster.finish_registry_job("ml", f"{name}-registry-4", metrics={"roc_auc": 0.8}, previous="2")
     status = _champion(cluster, name, "1")
     assert status["aliases"] == {"champion": "1"}
     assert [(p["version"], p.get("previous")) for p in status["promotions"]] == [
@@ -221,7 +223,7 @@ def test_approve_then_roll_back_moves_the_champion_and_the_deployment(
         in (events(cluster, name, "RolledBack")[0]["message"])
     )
     _canary_to(cluster, "ap-md", "1")
-    assert _registry_jobs(cluster, name) == [f"{name}-registry-{i}" for i in (1, 2, 3)]
+    assert _registry_jobs(cluster, name) == [f"{name}-registry-{i}" for i in (2, 3, 4)]
 
 
 def test_refusals_name_the_annotation_the_version_and_the_cause(
@@ -256,7 +258,7 @@ def test_refusals_name_the_annotation_the_version_and_the_cause(
     _annotate(cluster, name, PROMOTE, "1")
     cluster.finish_registry_job(
         "ml",
-        f"{name}-registry-1",
+        f"{name}-registry-2",
         refusal=("ChecksumMismatch", "is corrupt: model.joblib: sha256 differs from the manifest"),
     )
     refused = wait_for(
@@ -278,7 +280,7 @@ def test_refusals_name_the_annotation_the_version_and_the_cause(
     _annotate(cluster, name, PROMOTE, None)
     wait_for(lambda: "handledPromoteRequest" not in _status(cluster, name), what="forgotten")
     _annotate(cluster, name, PROMOTE, "1")
-    cluster.finish_registry_job("ml", f"{name}-registry-2", metrics={"roc_auc": 0.8})
+    cluster.finish_registry_job("ml", f"{name}-registry-3", metrics={"roc_auc": 0.8})
     _champion(cluster, name, "1")
     refused = wait_for(
         lambda: (c := _cond(cluster, name, "PromotionRefused")).get("status") == "False" and c,
@@ -297,11 +299,11 @@ def test_the_gate_writes_the_champion_alias_through_a_registry_job(
     wait_for(lambda: cluster.get(JOBS, "ml", f"{name}-run-1"), what="run 1")
     cluster.finish_job("ml", f"{name}-run-1", _result("1", 0.9))
     _champion(cluster, name, "1")
-    job = wait_for(lambda: cluster.get(JOBS, "ml", f"{name}-registry-1"), what="registry Job")
+    job = wait_for(lambda: cluster.get(JOBS, "ml", f"{name}-registry-2"), what="registry Job")
     args = job["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--by") + 1] == "gate"
     assert args[args.index("--reason") + 1] == "roc_auc 0.9 passed the gate"
-    cluster.finish_registry_job("ml", f"{name}-registry-1", metrics={"roc_auc": 0.9})
+    cluster.finish_registry_job("ml", f"{name}-registry-2", metrics={"roc_auc": 0.9})
     status = wait_for(
         lambda: (s := _status(cluster, name)).get("aliases") and s, what="aliases mirrored"
     )
@@ -320,8 +322,8 @@ def test_a_restart_between_allocation_and_job_creation_makes_one_job(
     operator.stop()
     try:
         op = {
-            "id": "1",
-            "job": f"{name}-registry-1",
+            "id": "2",
+            "job": f"{name}-registry-2",
             "action": "Promote",
             "version": "1",
             "alias": "champion",
@@ -335,7 +337,7 @@ def test_a_restart_between_allocation_and_job_creation_makes_one_job(
             {
                 "status": {
                     "registryQueue": [op],
-                    "lastRegistryOpId": 1,
+                    "lastRegistryOpId": 2,
                     "handledPromoteRequest": "1",
                 }
             },
@@ -344,13 +346,13 @@ def test_a_restart_between_allocation_and_job_creation_makes_one_job(
         _annotate(cluster, name, PROMOTE, "1")
     finally:
         operator.start()
-    job = wait_for(lambda: cluster.get(JOBS, "ml", f"{name}-registry-1"), what="the Job, once")
+    job = wait_for(lambda: cluster.get(JOBS, "ml", f"{name}-registry-2"), what="the Job, once")
     args = job["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--reason") + 1] == "allocated before the crash"
     settled(cluster, "trainingpipelines", name)
-    assert _registry_jobs(cluster, name) == [f"{name}-registry-1"]
-    cluster.finish_registry_job("ml", f"{name}-registry-1", metrics={"roc_auc": 0.8})
+    assert _registry_jobs(cluster, name) == [f"{name}-registry-2"]
+    cluster.finish_registry_job("ml", f"{name}-registry-2", metrics={"roc_auc": 0.8})
     status = _champion(cluster, name, "1")
-    assert status["lastRegistryOpId"] == 1 and not status.get("registryQueue")
+    assert status["lastRegistryOpId"] == 2 and not status.get("registryQueue")
     settled(cluster, "trainingpipelines", name)
-    assert _registry_jobs(cluster, name) == [f"{name}-registry-1"]
+    assert _registry_jobs(cluster, name) == [f"{name}-registry-2"]
