@@ -64,6 +64,18 @@ class ModelReference(KubeModel):
             field_path=".uri",
             reason="FieldValueInvalid",
         ),
+        # `version` has a default, which the API server applies before CEL runs: "not both"
+        # is therefore "alias only beside the default version".
+        CelRule(
+            cel="!has(self.alias) || (has(self.pipelineRef) && self.version == 'champion')",
+            check=lambda m: (
+                m.alias is None or (m.pipeline_ref is not None and m.version == "champion")
+            ),
+            message="spec.model.alias: follow an alias of spec.model.pipelineRef or pin "
+            "spec.model.version, not both: remove spec.model.version (or the alias)",
+            field_path=".alias",
+            reason="FieldValueInvalid",
+        ),
     )
 
     pipeline_ref: LocalObjectReference | None = Field(
@@ -74,6 +86,14 @@ class ModelReference(KubeModel):
         pattern=r"^(champion|latest|[1-9][0-9]*)$",
         max_length=20,
         description="With pipelineRef: `champion` (follows promotions), `latest`, or a number.",
+    )
+    alias: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        max_length=63,
+        description="With pipelineRef, instead of version: follow a named alias of the "
+        "pipeline's registry, e.g. `production` (set with `kubectl annotate tp <name> "
+        "alias.kubeloop.io/production=<version>`); the deployment rolls when it moves.",
     )
     uri: ObjectStoreUri | None = Field(
         default=None,

@@ -103,6 +103,18 @@ def version_of_uri(uri: str) -> str:
     return "uri-" + hashlib.sha256(uri.encode()).hexdigest()[:12]
 
 
+def _known_uri(
+    version: str, trained: list[dict[str, Any]], champion: Mapping[str, Any]
+) -> str | None:
+    """The URI status records for `version` (a run of it, or the champion), else None."""
+    for run in trained:
+        if str(run["modelVersion"]) == version:
+            return str(run["uri"])
+    if str(champion.get("version")) == version and champion.get("uri"):
+        return str(champion["uri"])
+    return None
+
+
 def resolve(spec: ModelDeploymentSpec, namespace: str) -> Target:
     """spec.model -> the version URI to serve; ModelUnavailableError while there is none."""
     ref = spec.model
@@ -128,14 +140,24 @@ def resolve(spec: ModelDeploymentSpec, namespace: str) -> Target:
         for r in pstatus.get("runs") or []
         if r.get("modelVersion") and r.get("uri") and str(r["modelVersion"]).isdigit()
     ]
-    if ref.version == "champion":
+    wanted, what = ref.version, f"spec.model.version: {ref.version}"
+    if ref.alias is not None and ref.alias != "champion":
+        aliased = (pstatus.get("aliases") or {}).get(ref.alias)
+        if not aliased:
+            raise ModelUnavailableError(
+                "WaitingForModel",
+                f"TrainingPipeline {name!r} has no alias {ref.alias!r} yet (spec.model.alias); "
+                f"set it with `kubectl annotate tp {name} alias.kubeloop.io/{ref.alias}=<version>`",
+            )
+        wanted, what = str(aliased), f"spec.model.alias: {ref.alias}"
+    if wanted == "champion":
         if not champion.get("version") or not champion.get("uri"):
             raise ModelUnavailableError(
                 "WaitingForModel",
                 f"TrainingPipeline {name!r} has no champion yet (spec.model.version: champion)",
             )
         return Target(str(champion["version"]), str(champion["uri"]), secret)
-    if ref.version == "latest":
+    if wanted == "latest":
         if not trained:
             raise ModelUnavailableError(
                 "WaitingForModel",
@@ -144,19 +166,20 @@ def resolve(spec: ModelDeploymentSpec, namespace: str) -> Target:
             )
         newest = max(trained, key=lambda r: int(r["modelVersion"]))
         return Target(str(newest["modelVersion"]), str(newest["uri"]), secret)
-    for run in trained:
-        if str(run["modelVersion"]) == ref.version:
-            return Target(ref.version, str(run["uri"]), secret)
-    if str(champion.get("version")) == ref.version and champion.get("uri"):
-        return Target(ref.version, str(champion["uri"]), secret)
+    known = _known_uri(wanted, trained, champion)
+    if known is not None:
+        return Target(wanted, known, secret)
     artifacts = pspec.get("artifacts")
     if not artifacts:
         raise ModelUnavailableError(
             "WaitingForModel",
-            f"TrainingPipeline {name!r} has no spec.artifacts to find version {ref.version} in",
+            f"TrainingPipeline {name!r} has no spec.artifacts to find version {wanted} in ({what})",
         )
-    # Versions are immutable folders at a fixed place: older than the run history is fine.
-    return Target(ref.version, f"{str(artifacts).rstrip('/')}/versions/{ref.version}/", secret)
+    # Versions are immutable folders at a fixed place: older than the run history is fine. An
+    # alias names the folder as the registry writes it (its runs report the same URI), so a
+    # pipeline created again, whose runs are gone, resolves an alias to the URI that serves.
+    folder = f"{str(artifacts).rstrip('/')}/versions/{wanted}"
+    return Target(wanted, folder if ref.alias else f"{folder}/", secret)
 
 
 # --- reading children ------------------------------------------------------------------------
