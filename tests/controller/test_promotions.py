@@ -14,6 +14,7 @@ from kubeloop.controller.promotions import (
     apply_result,
     approving,
     awaiting_approval,
+    check_alias,
     check_request,
     enqueue,
     run_verdict,
@@ -160,3 +161,58 @@ def test_a_refusal_changes_nothing_but_says_why(
     status: dict[str, Any] = {"champion": {"version": "1"}, "registryQueue": [op]}
     assert apply_result(_spec(), status, op, result) == (reason, message, True)
     assert status == {"champion": {"version": "1"}, "registryQueue": [op]}
+
+
+KNOWN = {"runs": [{"modelVersion": "2"}, {"modelVersion": "1"}], "champion": {"version": "2"}}
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "reason", "says"),
+    [
+        ("alias.kubeloop.io/production", "1", None, None),
+        ("alias.kubeloop.io/staging", "2", None, None),  # the champion's version: fine
+        ("alias.kubeloop.io/champion", "1", "InvalidAlias", "moves by kubeloop.io/promote"),
+        ("alias.kubeloop.io/latest", "1", "InvalidAlias", "not 'latest' or a number"),
+        ("alias.kubeloop.io/Prod_1", "1", "InvalidAlias", "lowercase letters, digits and '-'"),
+        ("alias.kubeloop.io/7", "1", "InvalidAlias", "not 'latest' or a number"),
+        ("alias.kubeloop.io/production", "v1", "InvalidVersion", "must be a version number"),
+        ("alias.kubeloop.io/production", "9", "VersionNotFound", "recorded no version 9"),
+    ],
+)
+def test_which_alias_annotations_status_refuses(
+    key: str, value: str, reason: str | None, says: str | None
+) -> None:
+    refusal = check_alias(key, value, KNOWN)
+    if reason is None:
+        assert refusal is None
+        return
+    assert refusal is not None and refusal[0] == reason
+    assert refusal[1].startswith(f"{key}={value}: ") and says in refusal[1]
+
+
+def test_a_named_alias_is_mirrored_and_never_moves_the_champion() -> None:
+    op = {**OP, "action": "Alias", "alias": "production", "version": "1",
+          "by": "annotation alias.kubeloop.io/production"}  # fmt: skip
+    status: dict[str, Any] = {"champion": {"version": "2"}, "registryQueue": [op]}
+    result = {**OK, "version": "1", "alias": "production", "previous": None}
+    event = apply_result(_spec(), status, op, result)
+    assert event == (
+        "AliasSet",
+        "alias production -> version 1 by alias.kubeloop.io/production",
+        False,
+    )
+    assert status["champion"] == {"version": "2"}
+    assert status["aliases"] == {"production": "1"}
+    entry = status["promotions"][0]
+    assert (entry["alias"], entry["version"], entry["by"]) == (
+        "production",
+        "1",
+        "annotation alias.kubeloop.io/production",
+    )
+    refused = {"ok": False, "reason": "ChecksumMismatch", "message": "version 1 is corrupt"}
+    status = {"registryQueue": [op]}
+    assert apply_result(_spec(), status, op, refused) == (
+        "ChecksumMismatch",
+        "alias.kubeloop.io/production=1 refused: version 1 is corrupt",
+        True,
+    )

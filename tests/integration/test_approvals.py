@@ -113,6 +113,10 @@ def _md_status(cluster: Cluster, name: str) -> dict[str, Any]:
     return obj.get("status") or {}
 
 
+def _md_cond(cluster: Cluster, name: str, type_: str) -> dict[str, Any]:
+    return {c["type"]: c for c in _md_status(cluster, name).get("conditions") or []}.get(type_, {})
+
+
 def _canary_to(cluster: Cluster, md: str, version: str) -> None:
     """Play the Deployment controller through a canary of `version` until it serves."""
 
@@ -356,3 +360,80 @@ def test_a_restart_between_allocation_and_job_creation_makes_one_job(
     assert status["lastRegistryOpId"] == 2 and not status.get("registryQueue")
     settled(cluster, "trainingpipelines", name)
     assert _registry_jobs(cluster, name) == [f"{name}-registry-2"]
+
+
+def test_a_named_alias_by_annotation_and_a_deployment_following_it(
+    cluster: Cluster, operator: Operator
+) -> None:
+    """`alias.kubeloop.io/production` is checked and written like a promotion, mirrored in
+    status.aliases; a ModelDeployment with `alias: production` serves that version and rolls
+    when the alias moves; the champion stays where it is; a bad alias name is refused."""
+    name = "ap-alias"
+    prod = "alias.kubeloop.io/production"
+    cluster.create(example("churn-pipeline.yaml", name=name))
+    wait_for(lambda: cluster.get(JOBS, "ml", f"{name}-run-1"), what="run 1")
+    cluster.finish_job("ml", f"{name}-run-1", _result("1", 0.8))
+    _champion(cluster, name, "1")
+    cluster.finish_registry_job("ml", f"{name}-registry-2", metrics={"roc_auc": 0.8})
+    _annotate(cluster, name, "kubeloop.io/run-requested-at", "r2")
+    wait_for(lambda: cluster.get(JOBS, "ml", f"{name}-run-2"), what="run 2")
+    cluster.finish_job("ml", f"{name}-run-2", _result("2", 0.9))
+    _champion(cluster, name, "2")
+    cluster.finish_registry_job("ml", f"{name}-registry-3", metrics={"roc_auc": 0.9})
+
+    # A deployment following an alias that is not set yet waits, naming how to set it.
+    md = _md("ap-alias-md", name)
+    md["spec"]["model"] = {"pipelineRef": {"name": name}, "alias": "production"}
+    md["spec"]["rollout"] = {"strategy": "RollingUpdate"}
+    cluster.create(md)
+    waiting = wait_for(
+        lambda: (
+            (c := _md_cond(cluster, "ap-alias-md", "Ready")).get("reason") == "WaitingForModel"
+            and c
+        ),
+        what="waiting for the alias",
+    )
+    assert f"`kubectl annotate tp {name} {prod}=<version>`" in waiting["message"]
+
+    _annotate(cluster, name, prod, "1")
+    job = wait_for(lambda: cluster.get(JOBS, "ml", f"{name}-registry-4"), what="alias Job")
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--alias") + 1] == "production"
+    assert args[args.index("--version") + 1] == "1"
+    assert args[args.index("--by") + 1] == f"annotation {prod}"
+    cluster.finish_registry_job("ml", f"{name}-registry-4", metrics={"roc_auc": 0.8})
+    status = wait_for(
+        lambda: (s := _status(cluster, name)).get("aliases", {}).get("production") and s,
+        what="alias production mirrored",
+    )
+    assert status["aliases"] == {"champion": "2", "production": "1"}
+    assert status["champion"]["version"] == "2"  # a named alias never moves the champion
+    assert status["promotions"][0]["by"] == f"annotation {prod}"
+    assert "alias production -> version 1" in events(cluster, name, "AliasSet")[0]["message"]
+    dep = wait_for(lambda: cluster.get(DEPLOYS, "ml", "ap-alias-md"), what="Deployment")
+    assert dep["metadata"]["annotations"]["kubeloop.io/model-version"] == "1"
+    cluster.roll_out_deployment("ml", "ap-alias-md")
+    wait_for(lambda: _md_status(cluster, "ap-alias-md").get("modelVersion") == "1", what="v1")
+
+    # The alias moves: the deployment rolls to it.
+    _annotate(cluster, name, prod, "2")
+    cluster.finish_registry_job("ml", f"{name}-registry-5", metrics={"roc_auc": 0.9}, previous="1")
+    wait_for(
+        lambda: _model_uri(cluster.get(DEPLOYS, "ml", "ap-alias-md") or {}).endswith("/versions/2"),
+        what="the deployment rolls to version 2",
+    )
+    cluster.roll_out_deployment("ml", "ap-alias-md")
+    wait_for(lambda: _md_status(cluster, "ap-alias-md").get("modelVersion") == "2", what="v2")
+
+    # Invalid: refused with the condition naming the annotation, without a Job.
+    _annotate(cluster, name, "alias.kubeloop.io/latest", "1")
+    refused = wait_for(
+        lambda: (
+            (c := _cond(cluster, name, "PromotionRefused")).get("reason") == "InvalidAlias" and c
+        ),
+        what="PromotionRefused InvalidAlias",
+    )
+    assert refused["status"] == "True"
+    assert refused["message"].startswith("alias.kubeloop.io/latest=1: ")
+    settled(cluster, "trainingpipelines", name)
+    assert cluster.get(JOBS, "ml", f"{name}-registry-6") is None

@@ -604,7 +604,7 @@ class Champion(KubeModel):
     )
 
 
-RegistryAction = Literal["Promote", "Rollback", "Gate", "Inspect"]
+RegistryAction = Literal["Promote", "Rollback", "Gate", "Alias", "Inspect"]
 
 
 class RegistryOp(KubeModel):
@@ -615,7 +615,8 @@ class RegistryOp(KubeModel):
     job: str = Field(description="Name of its Job, <pipeline>-registry-<id>.")
     action: RegistryAction = Field(
         description="Promote (annotation kubeloop.io/promote), Rollback (annotation "
-        "kubeloop.io/rollback-to), Gate (the promotion gate promoted a run) or Inspect (read "
+        "kubeloop.io/rollback-to), Gate (the promotion gate promoted a run), Alias (annotation "
+        "alias.kubeloop.io/<alias>: a named alias such as production) or Inspect (read "
         "the aliases, the champion and the run numbering a pipeline of this name left in the "
         "registry, before its first run)."
     )
@@ -667,7 +668,8 @@ class PromotionRecord(KubeModel):
     previous: str | None = Field(default=None, description="The version it pointed at before.")
     by: str = Field(
         max_length=256,
-        description="gate, annotation kubeloop.io/promote or annotation kubeloop.io/rollback-to.",
+        description="gate, annotation kubeloop.io/promote, annotation kubeloop.io/rollback-to "
+        "or annotation alias.kubeloop.io/<alias>.",
     )
     reason: str = Field(default="", max_length=1024, description="Why, in a sentence.")
     at: str | None = Field(
@@ -732,6 +734,10 @@ class TrainingPipelineStatus(KubeModel):
     )
     handled_rollback_request: str | None = Field(
         default=None, description="Last kubeloop.io/rollback-to value acted on."
+    )
+    handled_alias_requests: dict[str, str] = Field(
+        default_factory=dict,
+        description="Alias -> the last alias.kubeloop.io/<alias> value acted on.",
     )
     aliases: dict[str, str] = Field(
         default_factory=dict,

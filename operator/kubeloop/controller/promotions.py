@@ -10,7 +10,10 @@ termination message. The rules (the training controller's, see its module docstr
   restart neither loses nor duplicates one: the head of the queue without a Job gets its Job
   under its deterministic name.
 - One registry Job at a time per pipeline: alias writes land in decision order.
-- An annotation value is handled once (`handledPromoteRequest`, `handledRollbackRequest`).
+- Named aliases (`alias.kubeloop.io/<alias>: "<version>"`, e.g. production) are requested,
+  checked and written the same way, with `--alias <alias>`; they never move the champion.
+- An annotation value is handled once (`handledPromoteRequest`, `handledRollbackRequest`,
+  `handledAliasRequests`).
   What status already shows wrong (not a number, a version this pipeline never recorded, a
   rollback to a version not older than the champion) is refused without a Job; the Job checks
   the rest (the version exists, verifies, belongs to this pipeline).
@@ -24,6 +27,7 @@ termination message. The rules (the training controller's, see its module docstr
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -35,6 +39,7 @@ from kubeloop.resources.common import Owner
 from kubeloop.resources.registry import build_registry_job, registry_job_name
 
 __all__ = [
+    "ALIAS_ANNOTATION_PREFIX",
     "CHAMPION",
     "PROMOTE_ANNOTATION",
     "REFUSED",
@@ -43,6 +48,7 @@ __all__ = [
     "apply_result",
     "approving",
     "awaiting_approval",
+    "check_alias",
     "check_request",
     "enqueue",
     "known_versions",
@@ -52,6 +58,8 @@ __all__ = [
 
 PROMOTE_ANNOTATION = "kubeloop.io/promote"
 ROLLBACK_ANNOTATION = "kubeloop.io/rollback-to"
+ALIAS_ANNOTATION_PREFIX = "alias.kubeloop.io/"
+ALIAS = "Alias"  # the action of a named alias's write
 CHAMPION = "champion"
 REFUSED = "PromotionRefused"  # the condition type
 HISTORY_LIMIT = 20  # status.promotions: the registry keeps the whole history
@@ -62,6 +70,15 @@ _BY = {
 }
 _HANDLED = {"Promote": "handledPromoteRequest", "Rollback": "handledRollbackRequest"}
 _ANNOTATION = {"Promote": PROMOTE_ANNOTATION, "Rollback": ROLLBACK_ANNOTATION}
+# The registry's own rule for alias names (registry._ALIAS).
+_ALIAS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def _annotation_of(op: Mapping[str, Any]) -> str:
+    """The annotation that asked for an alias write (none for the gate's)."""
+    if op["action"] == ALIAS:
+        return f"{ALIAS_ANNOTATION_PREFIX}{op['alias']}"
+    return _ANNOTATION.get(str(op["action"]), "the gate")
 
 
 # --- decisions (pure) ------------------------------------------------------------------------
@@ -111,10 +128,13 @@ def known_versions(status: Mapping[str, Any]) -> set[int]:
     return {int(v) for v in found if v is not None and str(v).isdigit()}
 
 
-def check_request(action: str, value: str, status: Mapping[str, Any]) -> tuple[str, str] | None:
+def check_request(
+    action: str, value: str, status: Mapping[str, Any], annotation: str | None = None
+) -> tuple[str, str] | None:
     """Why status alone refuses an annotation's request, as (reason, message); None: ask the
-    registry Job (it checks that the version exists, verifies and is this pipeline's)."""
-    said = f"{_ANNOTATION[action]}={value}"
+    registry Job (it checks that the version exists, verifies and is this pipeline's).
+    `annotation`: the key that asked (a named alias's; the action's own by default)."""
+    said = f"{annotation or _ANNOTATION[action]}={value}"
     if not value.isdigit() or int(value) < 1:
         return "InvalidVersion", f"{said}: the value must be a version number, e.g. 3"
     version = int(value)
@@ -129,7 +149,7 @@ def check_request(action: str, value: str, status: Mapping[str, Any]) -> tuple[s
                 f"{champion}; {PROMOTE_ANNOTATION} moves the champion forward"
             )
         return None
-    if champion is not None and version == int(champion):
+    if action == "Promote" and champion is not None and version == int(champion):
         return "AlreadyChampion", f"{said}: version {version} is already the champion"
     # Older versions may have left status.runs (historyLimit): those the Job checks.
     if version not in known and version > max(known, default=0):
@@ -138,6 +158,23 @@ def check_request(action: str, value: str, status: Mapping[str, Any]) -> tuple[s
             f"{said}: this pipeline recorded no version {version} (its versions: {listed})"
         )
     return None
+
+
+def check_alias(key: str, value: str, status: Mapping[str, Any]) -> tuple[str, str] | None:
+    """Why status alone refuses `alias.kubeloop.io/<alias>: <value>`, as (reason, message);
+    None: ask the registry Job, as for a promotion."""
+    alias = key.removeprefix(ALIAS_ANNOTATION_PREFIX)
+    if alias == CHAMPION:
+        return "InvalidAlias", (
+            f"{key}={value}: the champion moves by {PROMOTE_ANNOTATION} (or "
+            f"{ROLLBACK_ANNOTATION}), which the gate's comparisons follow"
+        )
+    if not _ALIAS_NAME.match(alias) or alias == "latest" or alias.isdigit():
+        return "InvalidAlias", (
+            f"{key}={value}: an alias is lowercase letters, digits and '-' (at most 63), "
+            "not 'latest' or a number, e.g. alias.kubeloop.io/production"
+        )
+    return check_request(ALIAS, value, status, annotation=key)
 
 
 def allocate(status: dict[str, Any], pipeline: str, op: dict[str, Any]) -> dict[str, Any]:
@@ -151,15 +188,22 @@ def allocate(status: dict[str, Any], pipeline: str, op: dict[str, Any]) -> dict[
 
 
 def enqueue(
-    status: dict[str, Any], pipeline: str, action: str, version: str, *, by: str, reason: str
+    status: dict[str, Any],
+    pipeline: str,
+    action: str,
+    version: str,
+    *,
+    by: str,
+    reason: str,
+    alias: str = CHAMPION,
 ) -> dict[str, Any]:
-    """Allocate an alias write of `champion` in status; returns the op. A full queue (its
-    Jobs do not finish) folds a new gate promotion into the last queued one."""
+    """Allocate an alias write (of `champion` unless told) in status; returns the op. A full
+    queue (its Jobs do not finish) folds a new gate promotion into the last queued one."""
     queue: list[dict[str, Any]] = list(status.get("registryQueue") or [])
     op: dict[str, Any] = {
         "action": action,
         "version": str(version),
-        "alias": CHAMPION,
+        "alias": alias,
         "by": by[:256],
         "reason": reason[:1024],
         "requestedAt": now(),
@@ -187,7 +231,7 @@ def apply_result(
         cause = (result or {}).get("message") or "the registry Job ended without a result"
         if action == "Gate":
             return "AliasNotWritten", f"alias {alias} -> version {version}: {cause}", True
-        return why, f"{_ANNOTATION[action]}={version} refused: {cause}", True
+        return why, f"{_annotation_of(op)}={version} refused: {cause}", True
     aliases = dict(status.get("aliases") or {})
     previous = result.get("previous")
     aliases[alias] = version
@@ -211,6 +255,9 @@ def apply_result(
         }
     if action == "Gate":
         return "AliasWritten", f"alias {alias} -> version {version} (gate)", False
+    if action == ALIAS:
+        was = f" (was version {previous})" if previous is not None else ""
+        return "AliasSet", f"alias {alias} -> version {version}{was} by {_annotation_of(op)}", False
     verb = "promoted" if action == "Promote" else "rolled back to"
     reason = "Promoted" if action == "Promote" else "RolledBack"
     was = f" (was version {previous})" if previous is not None else ""
@@ -250,6 +297,40 @@ def _requests(
         if action == "Rollback":
             reason = f"rolled back from version {champion}; {reason}"
         enqueue(status, name, action, value, by=_BY[action], reason=reason)
+    _alias_requests(status, body, conditions)
+
+
+def _alias_requests(
+    status: dict[str, Any],
+    body: dict[str, Any],
+    conditions: list[dict[str, Any]],
+) -> None:
+    """Take the new values of `alias.kubeloop.io/<alias>` annotations: refuse or enqueue each.
+    A removed annotation is forgotten (the same value again is a new request); the alias stays
+    where it points: the registry keeps it."""
+    annotations = body["metadata"].get("annotations") or {}
+    name = body["metadata"]["name"]
+    generation = body["metadata"].get("generation")
+    handled: dict[str, str] = {}
+    before = status.get("handledAliasRequests") or {}
+    for key, value in sorted(annotations.items()):
+        if not key.startswith(ALIAS_ANNOTATION_PREFIX) or not value:
+            continue
+        alias = key.removeprefix(ALIAS_ANNOTATION_PREFIX)
+        handled[alias] = value
+        if before.get(alias) == value:
+            continue
+        refusal = check_alias(key, value, status)
+        if refusal is None and len(status.get("registryQueue") or []) >= QUEUE_LIMIT:
+            busy = f"{QUEUE_LIMIT} registry writes are waiting; annotate again once they are done"
+            refusal = ("RegistryBusy", f"{key}={value}: {busy}")
+        if refusal is not None:
+            _refuse(body, conditions, generation, *refusal)
+            continue
+        reason = f"requested by the annotation {key}={value} on {name}"
+        enqueue(status, name, ALIAS, value, by=f"annotation {key}", reason=reason, alias=alias)
+    if handled or before:
+        status["handledAliasRequests"] = handled
 
 
 def _owned_by(child: Mapping[str, Any], uid: str | None) -> bool:
