@@ -639,10 +639,10 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
             msg = f"{msg}; {approve}"
     elif awaiting:
         ready, reason, msg = False, "AwaitingApproval", f"no champion yet: {approve}"
-    elif reading is not None:
-        ready, reason, msg = False, *reading
     elif spec.suspend:
         ready, reason, msg = False, "Suspended", "spec.suspend is true: no run starts"
+    elif reading is not None:
+        ready, reason, msg = False, *reading
     elif last is not None:
         outcome = "failed" if last["result"] == "Failed" else "was not promoted"
         ready, reason = False, "NotPromoted"
