@@ -138,7 +138,8 @@ class Cluster:
         right after, as its pod would."""
         if obj.get("kind") != "Job" or self.inspect is None:
             return
-        containers = obj["spec"]["template"]["spec"].get("containers") or [{}]
+        template = (obj.get("spec") or {}).get("template") or {}
+        containers = (template.get("spec") or {}).get("containers") or [{}]
         args = list(containers[0].get("args") or [])
         if args[:2] == ["registry", "inspect"]:
             meta = obj["metadata"]
