@@ -211,3 +211,64 @@ def _recreated(cluster: Cluster, reg: RealRegistry) -> None:
     assert cluster.get(JOBS, "ml", f"{NAME}-run-1") is None
     cluster.delete(TP, "ml", NAME)
     cluster.delete(MD, "ml", NAME)
+
+
+def test_a_registry_read_that_cannot_start_or_fails_says_so_and_no_run_starts(
+    cluster: Cluster, operator: Operator
+) -> None:
+    """The storage Secret is missing: the read's pod cannot start, the pipeline is Stalled
+    naming it. The read then fails (storage unreachable): Ready says so with the store and the
+    cause, no run starts, and the next read waits for its backoff (no hot loop)."""
+    name = "adopt-fail"
+    cluster.inspect = None  # this test plays the registry Jobs itself
+    try:
+        cluster.create(example("churn-pipeline.yaml", name=name))
+        job = f"{name}-registry-1"
+        wait_for(lambda: cluster.get(JOBS, "ml", job), what="the registry read's Job")
+        cluster.block_job("ml", job)
+        stalled = wait_for(
+            lambda: (
+                (c := _cond(_status(cluster, name=name), "Stalled")).get("reason") == "RunBlocked"
+                and c
+            ),
+            what="Stalled RunBlocked",
+        )
+        assert stalled["message"] == (
+            f"the registry read (Job {job}): pod {job}-x7k2p cannot start: "
+            'CreateContainerConfigError: secret "s3-credentials" not found'
+        ), stalled
+        ready = _cond(_status(cluster, name=name), "Ready")
+        assert (ready["status"], ready["reason"]) == ("False", "ReadingRegistry")
+
+        for pod in cluster.list("v1/pods", "ml"):
+            if pod["metadata"]["name"].startswith(job):
+                cluster.delete("v1/pods", "ml", pod["metadata"]["name"])
+        failure = {
+            "kind": "RegistryResult",
+            "ok": False,
+            "operation": "inspect",
+            "reason": "StorageUnreachable",
+            "message": "could not reach the object store at https://s3.example.com",
+        }
+        cluster.finish_job("ml", job, failure, ok=False)
+        ready = wait_for(
+            lambda: (
+                (c := _cond(_status(cluster, name=name), "Ready")).get("reason")
+                == "RegistryReadFailed"
+                and c
+            ),
+            what="Ready RegistryReadFailed",
+        )
+        assert ready["message"].startswith(
+            "reading the registry at s3://models/churn/ failed (StorageUnreachable): could not "
+            "reach the object store at https://s3.example.com; no run starts until it is read"
+        )
+        assert "attempt 1, the next in 30 s" in ready["message"]
+        assert events(cluster, name, "RegistryReadFailed")[0]["type"] == "Warning"
+        settled(cluster, "trainingpipelines", name)
+        # Within the backoff: no second read, no run.
+        assert sorted(j["metadata"]["name"] for j in cluster.list(JOBS, "ml")) == [job]
+        assert _status(cluster, name=name)["registrySync"]["failures"] == 1
+    finally:
+        cluster.inspect = empty_registry
+        cluster.delete(TP, "ml", name)

@@ -33,6 +33,7 @@ __all__ = [
     "inspect_due",
     "inspect_op",
     "inspect_pending",
+    "reading_op",
     "ready_reason",
     "retry_delay",
     "waiting",
@@ -57,6 +58,16 @@ def inspect_pending(status: Mapping[str, Any]) -> bool:
 
 def _queued(status: Mapping[str, Any]) -> bool:
     return any(op.get("action") == INSPECT for op in status.get("registryQueue") or [])
+
+
+def reading_op(status: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The queued registry read (its `job` names its Job) while it is pending, else None."""
+    if not inspect_pending(status):
+        return None
+    for op in status.get("registryQueue") or []:
+        if op.get("action") == INSPECT:
+            return dict(op)
+    return None
 
 
 def inspect_due(status: Mapping[str, Any], now: datetime.datetime) -> bool:

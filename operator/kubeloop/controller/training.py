@@ -610,9 +610,14 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
     reconciling = (current is not None, running[1], running[2])
     set_condition(conditions, "Reconciling", *reconciling, generation)
     stalled = {c["type"]: c for c in conditions}.get("Stalled") or {}
-    blocked = _run_blocked(namespace, current)
-    if blocked and current is not None:
-        blocked = f"run {current['id']}: {blocked}"
+    # Before the first run the registry read's pod may be the one that cannot start (the
+    # storage Secret missing): no run starts until it ran, so it is said the same way.
+    reading_op = adoption.reading_op(status)
+    blocked = _run_blocked(namespace, current or reading_op)
+    if blocked:
+        job_of_read = (reading_op or {}).get("job")
+        what = f"run {current['id']}" if current else f"the registry read (Job {job_of_read})"
+        blocked = f"{what}: {blocked}"
         if set_condition(conditions, "Stalled", True, "RunBlocked", blocked, generation):
             post_event(body, "RunBlocked", blocked, warning=True)
     # A refused child keeps the pipeline Stalled until a later run's Job is accepted.
