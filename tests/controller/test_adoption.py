@@ -20,6 +20,7 @@ from kubeloop.controller.adoption import (
     retry_delay,
     waiting,
 )
+from kubeloop.controller.promotions import check_request
 
 NOW = datetime.datetime(2026, 11, 30, 12, 0, 0, tzinfo=datetime.UTC)
 ARTIFACTS = "s3://models/churn/"
@@ -107,6 +108,7 @@ def test_a_champion_in_the_registry_is_adopted_and_no_run_starts() -> None:
         aliases={"champion": "2", "production": "1"},
         champion=champion,
         metrics={"roc_auc": 0.91},
+        versions=[1, 2, 3, 4, 5],
     )
     reason, message, warning = _apply(status, result)
     assert (reason, warning) == (ADOPTED, False)
@@ -117,6 +119,11 @@ def test_a_champion_in_the_registry_is_adopted_and_no_run_starts() -> None:
     # The spec applied again stands for the champion: neither Create nor SpecChange.
     assert (status["lastRunGeneration"], status["lastRunSpecHash"]) == (1, "abc")
     assert not inspect_pending(status) and not first_run(status)
+    # Versions 1-5 are the registry's (runs 3-5 were not promoted, their records left with the
+    # old object): an approval of version 5 goes to the registry Job, 6 is refused.
+    assert status["registrySync"]["latestVersion"] == 5
+    assert check_request("Promote", "5", status) is None
+    assert check_request("Promote", "6", status) is not None
     assert waiting(status) is None and ready_reason(status) == ADOPTED
     status["runs"] = [{"id": "6", "result": "Rejected"}]
     assert ready_reason(status) == "ChampionAvailable"

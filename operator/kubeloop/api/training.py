@@ -648,6 +648,12 @@ class RegistrySync(KubeModel):
     last_run_id: int = Field(
         default=0, ge=0, description="The highest run id the registry held then."
     )
+    latest_version: int | None = Field(
+        default=None,
+        ge=1,
+        description="The highest complete version the registry held then (an annotation may "
+        "promote any version up to it: the registry Job checks it).",
+    )
     failures: int = Field(default=0, ge=0, description="Failed reads in a row.")
     retry_at: str | None = Field(
         default=None,

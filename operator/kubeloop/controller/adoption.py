@@ -143,6 +143,9 @@ def apply_inspect(
     if aliases:
         status["aliases"] = {**(status.get("aliases") or {}), **aliases}
     sync = {"inspectedAt": stamp, "lastRunId": last, "failures": 0, "retryAt": None}
+    versions = [int(v) for v in result.get("versions") or [] if str(v).isdigit()]
+    if versions:
+        sync["latestVersion"] = max(versions)
     if isinstance(champion, Mapping) and champion.get("version"):
         metrics = {k: float(v) for k, v in (result.get("metrics") or {}).items()}
         version = str(champion["version"])

@@ -125,6 +125,9 @@ def known_versions(status: Mapping[str, Any]) -> set[int]:
     found.append((status.get("champion") or {}).get("version"))
     found += [p.get("version") for p in status.get("promotions") or []]
     found += list((status.get("aliases") or {}).values())
+    # Adopted from the registry (a pipeline created again): its newest version stands for the
+    # older ones, which left status with the object.
+    found.append((status.get("registrySync") or {}).get("latestVersion"))
     return {int(v) for v in found if v is not None and str(v).isdigit()}
 
 
