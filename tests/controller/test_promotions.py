@@ -43,7 +43,7 @@ def _spec(auto_promote: bool = True) -> TrainingPipelineSpec:
 )
 def test_run_verdict(auto_promote: bool, auc: float, expected: str) -> None:
     spec = _spec(auto_promote)
-    passed, message = gate(approving(spec), {"roc_auc": auc}, None)
+    passed, message = gate(approving(spec), {"metrics": {"roc_auc": auc}}, None)
     result, said = run_verdict(spec, passed, message, "churn", "4")
     assert result == expected
     if expected == "AwaitingApproval":
