@@ -16,6 +16,10 @@ VERBS = {
     "train": ("kubeloop.workloads.trainer.main", "train a model version (what the Job runs)"),
     "serve": ("kubeloop.workloads.server.main", "serve a model version over V2 (what pods run)"),
     "monitor": ("kubeloop.workloads.monitor.main", "check drift once (what the CronJob runs)"),
+    "fingerprint": (
+        "kubeloop.workloads.datawatch",
+        "fingerprint a pipeline's training data by listing it (what the data-watch CronJob runs)",
+    ),
     "local": ("kubeloop.local.main", "run the whole loop on this machine, no cluster"),
     "versions": ("kubeloop.registrycli.versions", "list a pipeline's model versions (registry)"),
     "compare": ("kubeloop.registrycli.compare", "compare two model versions side by side"),

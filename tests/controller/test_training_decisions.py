@@ -9,11 +9,14 @@ import pytest
 
 from kubeloop.api.training import TrainingPipelineSpec
 from kubeloop.controller.training import (
+    data_check,
     gate,
+    new_data,
     recorded_up_to,
     run_state,
     runs_to_record,
     schedule_due,
+    skip_schedule,
     spec_changed,
     stale_progress,
     waiting_for,
@@ -81,6 +84,7 @@ def test_stale_progress(current: dict[str, Any], stale: bool) -> None:
         ("Manual", "a manual run request waits for run 3 to finish"),
         ("Drift", "a retrain request waits for run 3 to finish"),
         ("Schedule", "a scheduled run waits for run 3 to finish"),
+        ("NewData", "new training data waits for run 3 to finish"),
     ],
 )
 def test_waiting_for(trigger: str | None, expected: str | None) -> None:
@@ -201,6 +205,15 @@ _EDITS: list[tuple[str, dict[str, Any], bool]] = [
     ("promotion", {"promotion": {"metric": "roc_auc", "minimum": 0.8}}, False),
     ("runPolicy", {"runPolicy": {"historyLimit": 5}}, False),
     ("queueName", {"queueName": "team-a"}, False),
+    ("dataTrigger", {"dataTrigger": {"schedule": "*/10 * * * *"}}, False),
+    (
+        "dataTrigger",
+        {
+            "schedule": "0 3 * * *",
+            "dataTrigger": {"schedule": "0 * * * *", "skipUnchangedSchedule": True},
+        },
+        False,
+    ),
 ]
 
 
@@ -219,6 +232,13 @@ def test_every_spec_field_has_a_row_in_the_table() -> None:
     """A new spec field needs a decision: does its edit start a run?"""
     aliases = {f.alias or name for name, f in TrainingPipelineSpec.model_fields.items()}
     assert aliases == {field for field, _, _ in _EDITS}
+
+
+def test_skip_unchanged_schedule_needs_a_schedule() -> None:
+    with pytest.raises(ValueError, match=r"spec\.dataTrigger\.skipUnchangedSchedule"):
+        TrainingPipelineSpec.model_validate(
+            {**_BASE_SPEC, "dataTrigger": {"schedule": "0 * * * *", "skipUnchangedSchedule": True}}
+        )
 
 
 def test_a_status_without_the_fingerprint_counts_any_edit() -> None:
@@ -414,3 +434,94 @@ def test_gate(
 ) -> None:
     verdict, message = gate(_gate_spec(**promotion), result, champion)
     assert (verdict, says in message) == (passed, True), message
+
+
+OLD, NEW = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+_RUN = {"id": "4", "startedAt": "2026-01-01T10:00:00Z"}
+
+
+def _check(fingerprint: str | None, at: str = "2026-01-01T10:30:00Z") -> dict[str, Any]:
+    return {"job": "churn-datawatch-1", "checkedAt": at, "fingerprint": fingerprint}
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ({}, False),  # no check yet
+        ({"dataCheck": {"cronJob": "churn-datawatch"}}, False),  # none finished
+        ({"dataCheck": _check(None), "lastRunDataFingerprint": OLD}, False),  # a failed check
+        ({"dataCheck": _check(NEW), "lastRunDataFingerprint": OLD}, True),  # new data
+        ({"dataCheck": _check(OLD), "lastRunDataFingerprint": OLD}, False),  # the same data
+        # a run was started for it already (it may still be going, or have failed)
+        (
+            {
+                "dataCheck": _check(NEW),
+                "lastRunDataFingerprint": OLD,
+                "handledDataFingerprint": NEW,
+            },
+            False,
+        ),
+        ({"dataCheck": _check(NEW)}, True),  # no run recorded its data: found data starts one
+    ],
+)
+def test_new_data(status: dict[str, Any], expected: bool) -> None:
+    assert new_data(status) is expected
+
+
+@pytest.mark.parametrize(
+    ("status", "skipped"),
+    [
+        # the latest check, made since run 4 started, found what run 4 trained on: skip
+        ({"dataCheck": _check(OLD), "lastRunDataFingerprint": OLD, "runs": [_RUN]}, True),
+        ({"dataCheck": _check(NEW), "lastRunDataFingerprint": OLD, "runs": [_RUN]}, False),
+        # a check older than the latest run cannot tell what that run found
+        (
+            {
+                "dataCheck": _check(OLD, "2026-01-01T09:59:00Z"),
+                "lastRunDataFingerprint": OLD,
+                "runs": [_RUN],
+            },
+            False,
+        ),
+        ({"dataCheck": _check(None), "lastRunDataFingerprint": OLD, "runs": [_RUN]}, False),
+        ({"dataCheck": _check(OLD), "runs": [_RUN]}, False),  # nothing trained yet: run
+        ({"runs": [_RUN], "lastRunDataFingerprint": OLD}, False),  # never checked
+    ],
+)
+def test_skip_schedule(status: dict[str, Any], skipped: bool) -> None:
+    why = skip_schedule(status)
+    assert (why is not None) is skipped
+    if why:
+        assert why.startswith("the data is unchanged since run 4 (check churn-datawatch-1")
+        assert "skipUnchangedSchedule" in why
+
+
+def _finished(name: str = "churn-datawatch-7") -> dict[str, Any]:
+    return {"metadata": {"name": name}, "status": {"completionTime": "2026-01-01T10:30:00Z"}}
+
+
+@pytest.mark.parametrize(
+    ("outcome", "result", "expected"),
+    [
+        (
+            "Complete",
+            {"kind": "DataFingerprint", "ok": True, "fingerprint": NEW, "files": 3, "bytes": 900},
+            {"fingerprint": NEW, "files": 3, "bytes": 900},
+        ),
+        (
+            "Failed",
+            {"kind": "DataFingerprint", "ok": False, "message": "spec.data.train: no Parquet"},
+            {"message": "spec.data.train: no Parquet"},
+        ),
+        ("Failed", None, {"message": "the Job ended Failed without a data fingerprint"}),
+        (
+            "Complete",
+            {"kind": "DataFingerprint", "ok": True, "fingerprint": NEW, "files": -1},
+            {"fingerprint": NEW, "files": None, "bytes": None},
+        ),
+    ],
+)
+def test_data_check(outcome: str, result: dict[str, Any] | None, expected: dict[str, Any]) -> None:
+    base = {"job": "churn-datawatch-7", "checkedAt": "2026-01-01T10:30:00Z"}
+    base |= dict.fromkeys(("fingerprint", "files", "bytes", "message"))
+    assert data_check(_finished(), outcome, result) == {**base, **expected}

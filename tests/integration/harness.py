@@ -339,6 +339,23 @@ class Cluster:
         return name
 
 
+def finish_data_check(
+    cluster: Cluster, ns: str, pipeline: str, minute: int, fingerprint: str | None
+) -> str:
+    """Play a data-watch CronJob tick: a Job from its template, finished with the
+    DataFingerprint result `kubeloop fingerprint` leaves (None: the check failed); returns the
+    Job's name."""
+    job = cluster.spawn_job(ns, f"{pipeline}-datawatch", minute)
+    if fingerprint is None:
+        result = {"kind": "DataFingerprint", "ok": False, "reason": "DataNotFound"}
+        result["message"] = "spec.data.train: no Parquet file at s3://datasets/churn/"
+        cluster.finish_job(ns, job, result, ok=False)
+    else:
+        result = {"kind": "DataFingerprint", "ok": True, "fingerprint": fingerprint}
+        cluster.finish_job(ns, job, {**result, "files": 2, "bytes": 4096})
+    return job
+
+
 def wait_for(fn: Callable[[], T | None], timeout: float = 60, what: str = "condition") -> T:
     deadline = time.monotonic() + timeout
     while True:

@@ -13,6 +13,7 @@ from kubeloop.api.common import NetworkPolicyPeer
 from kubeloop.api.deployment import stable_replica_counts
 from kubeloop.api.parse import parse_resource
 from kubeloop.resources.common import Owner, WorkloadDefaults
+from kubeloop.resources.datawatch import build_data_watch_cronjob
 from kubeloop.resources.monitoring import build_monitor_cronjob, reference_uri
 from kubeloop.resources.registry import build_registry_job
 from kubeloop.resources.serving import (
@@ -87,6 +88,12 @@ def inputs() -> dict[str, dict[str, Any]]:
     cases = {
         "pipeline-churn": _example("churn-pipeline.yaml"),
         "pipeline-gpu-distributed": _example("gpu-distributed-pipeline.yaml"),
+        "pipeline-datatrigger": _variant(
+            "churn-pipeline.yaml",
+            "churn-fresh",
+            dataTrigger={"schedule": "*/15 * * * *", "skipUnchangedSchedule": True},
+            resources={"cpu": "2", "memory": "4Gi", "nodeSelector": {"pool": "batch"}},
+        ),
         "pipeline-gpu-single": _variant(
             "churn-pipeline.yaml",
             "churn-gpu",
@@ -191,6 +198,8 @@ def build_all(doc: dict[str, Any], defaults: WorkloadDefaults = DEFAULTS) -> lis
             build_progress_role_binding(owner),
             build_registry_job(owner, spec, REGISTRY_OP, defaults=defaults),
         ]
+        if spec.data_trigger is not None:
+            out.append(build_data_watch_cronjob(owner, spec, defaults=defaults))
         return out
     if kind == "ModelDeployment":
         spec = model.spec

@@ -30,7 +30,9 @@ __all__ = [
     "REGRESSORS",
     "TORCH_ESTIMATOR",
     "Champion",
+    "DataCheck",
     "DataSpec",
+    "DataTriggerSpec",
     "DistributedSpec",
     "ModelSpec",
     "PromotionRecord",
@@ -385,6 +387,21 @@ class PromotionSpec(KubeModel):
     )
 
 
+class DataTriggerSpec(KubeModel):
+    """Start a run when the training data changes: a CronJob lists the data on `schedule`
+    (keys, sizes, ETags: nothing is read) and a changed fingerprint starts one NewData run."""
+
+    schedule: CronSchedule = Field(
+        description="How often the data is checked: a cron (5 fields, UTC), e.g. '*/15 * * * *'."
+    )
+    skip_unchanged_schedule: bool = Field(
+        default=False,
+        description="A spec.schedule tick starts no run when the latest data check (newer than "
+        "the latest run) found the data that run trained on: the tick is marked handled and an "
+        "Event ScheduleSkipped says why. Needs spec.schedule.",
+    )
+
+
 class RunPolicy(KubeModel):
     """How each training Job behaves and how much history is kept."""
 
@@ -452,6 +469,19 @@ class TrainingPipelineSpec(KubeModel):
             reason="FieldValueRequired",
         ),
         CelRule(
+            cel="!has(self.dataTrigger) || !has(self.dataTrigger.skipUnchangedSchedule) || "
+            "!self.dataTrigger.skipUnchangedSchedule || has(self.schedule)",
+            check=lambda s: (
+                s.data_trigger is None
+                or not s.data_trigger.skip_unchanged_schedule
+                or s.schedule is not None
+            ),
+            message="spec.dataTrigger.skipUnchangedSchedule skips the ticks of spec.schedule "
+            "when the data is unchanged: set spec.schedule, or remove skipUnchangedSchedule",
+            field_path=".dataTrigger.skipUnchangedSchedule",
+            reason="FieldValueForbidden",
+        ),
+        CelRule(
             cel="!has(self.data.features) || !(self.data.target in self.data.features)",
             check=lambda s: not s.data.features or s.data.target not in s.data.features,
             message="spec.data.features must not contain the target column spec.data.target",
@@ -481,10 +511,15 @@ class TrainingPipelineSpec(KubeModel):
     schedule: CronSchedule | None = Field(
         default=None, description="Optional cron (5 fields, UTC) for periodic retraining."
     )
+    data_trigger: DataTriggerSpec | None = Field(
+        default=None,
+        description="Start a run (trigger NewData) when the training data changes, checked on "
+        "a cron by listing it.",
+    )
     suspend: bool = Field(
         default=False,
-        description="Stop starting runs (schedule, drift and manual triggers wait); a running "
-        "Job finishes.",
+        description="Stop starting runs (schedule, new-data, drift and manual triggers wait); "
+        "a running Job finishes.",
     )
     promotion: PromotionSpec | None = Field(
         default=None,
@@ -508,7 +543,8 @@ class TrainingPipelineSpec(KubeModel):
     seed: int = Field(default=42, ge=0, le=2**31 - 1, description="Seed for splits and training.")
 
     # The fields that decide what a run trains: an edit of one of them starts a run. The others
-    # (promotion, schedule, suspend, runPolicy, queueName, artifacts, storageSecretRef) say
+    # (promotion, schedule, dataTrigger, suspend, runPolicy, queueName, artifacts,
+    # storageSecretRef) say
     # when, where to or whether; their edits apply to the next run and start none.
     RUN_FIELDS: ClassVar[tuple[str, ...]] = (
         "data", "model", "trainer", "resources", "distributed", "seed", "image",
@@ -546,7 +582,7 @@ class RunProgress(KubeModel):
     )
 
 
-Trigger = Literal["Create", "SpecChange", "Manual", "Schedule", "Drift"]
+Trigger = Literal["Create", "SpecChange", "Manual", "Schedule", "Drift", "NewData"]
 
 
 class RunRef(KubeModel):
@@ -574,6 +610,11 @@ class RunRecord(KubeModel):
     model_version: str | None = Field(default=None, description="Version the run wrote.")
     uri: str | None = Field(default=None, description="URI of that version.")
     metrics: dict[str, float] = Field(default_factory=dict, description="Validation metrics.")
+    data_fingerprint: str | None = Field(
+        default=None,
+        max_length=128,
+        description="Fingerprint of the data the run trained on (as its version records it).",
+    )
     champion_version: str | None = Field(
         default=None, description="The champion this run scored beside its own version."
     )
@@ -589,6 +630,27 @@ class RunRecord(KubeModel):
     finished_at: str | None = Field(
         default=None, json_schema_extra={"format": "date-time"}, description="End time."
     )
+
+
+class DataCheck(KubeModel):
+    """The latest check of the training data by the data-watch CronJob."""
+
+    cron_job: str | None = Field(default=None, description="The data-watch CronJob.")
+    job: str | None = Field(
+        default=None, description="The Job of the latest finished check (none: none finished)."
+    )
+    checked_at: str | None = Field(
+        default=None, json_schema_extra={"format": "date-time"}, description="When it finished."
+    )
+    fingerprint: str | None = Field(
+        default=None,
+        max_length=128,
+        description="Fingerprint of the data listed (paths, sizes, ETags or MD5s); empty when "
+        "the check failed.",
+    )
+    files: int | None = Field(default=None, ge=0, description="Files listed.")
+    bytes: int | None = Field(default=None, ge=0, description="Their total size.")
+    message: str = Field(default="", max_length=1024, description="Why the check failed.")
 
 
 class Champion(KubeModel):
@@ -728,6 +790,21 @@ class TrainingPipelineStatus(KubeModel):
     )
     last_schedule_time: str | None = Field(
         default=None, json_schema_extra={"format": "date-time"}, description="Last cron tick."
+    )
+    data_check: DataCheck | None = Field(
+        default=None, description="The latest check of the training data (spec.dataTrigger)."
+    )
+    last_run_data_fingerprint: str | None = Field(
+        default=None,
+        max_length=128,
+        description="Fingerprint of the data the latest successful run trained on: a data "
+        "check that finds another one starts a NewData run.",
+    )
+    handled_data_fingerprint: str | None = Field(
+        default=None,
+        max_length=128,
+        description="The data fingerprint last acted on (a run started, or a scheduled run "
+        "skipped, for it): the same data never starts two runs.",
     )
     handled_run_request: str | None = Field(
         default=None, description="Last kubeloop.io/run-requested-at value acted on."

@@ -15,7 +15,6 @@ the pipeline (which acts once per distinct value) still starts one run.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,13 +29,14 @@ from kubeloop.api.monitor import DriftMonitor, DriftMonitorSpec, FeatureDrift
 from kubeloop.api.parse import SpecError, parse_resource
 from kubeloop.api.training import TrainingPipeline
 from kubeloop.controller.pushgateway import delete_group
-from kubeloop.controller.reconciling import reconcile_object
+from kubeloop.controller.reconciling import SPEC_HASH_ANNOTATION, ensure_built, reconcile_object
 from kubeloop.controller.runtime import runtime
 from kubeloop.controller.status import (
     DRIFT_CHECKS,
     changed_fields,
     invalid_spec,
     job_outcome,
+    newest_finished,
     now,
     pod_result,
     post_event,
@@ -51,7 +51,6 @@ __all__ = ["MAX_FEATURES", "MONITOR_LABEL", "SPEC_HASH_ANNOTATION", "reconcile"]
 
 KIND = "DriftMonitor"
 MONITOR_LABEL = "kubeloop.io/driftmonitor"
-SPEC_HASH_ANNOTATION = "kubeloop.io/spec-hash"
 # status.features is bounded: an object must stay far below etcd's 1.5 MiB whatever the model.
 MAX_FEATURES = 64
 _VERDICTS = ("Drift", "NoDrift", "NoData")
@@ -145,18 +144,8 @@ def _resolve(namespace: str, spec: DriftMonitorSpec) -> Target:
     )
 
 
-def _spec_hash(manifest: Mapping[str, Any]) -> str:
-    text = json.dumps(manifest["spec"], sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 def _ensure_cronjob(owner: Owner, spec: DriftMonitorSpec, target: Target) -> str:
-    """Create the CronJob, or patch it when what we would build changed; returns its action.
-
-    Changes are detected by a hash of the built spec (an annotation), not by comparing with
-    the stored object, which the API server fills with defaults.
-    """
-    api = runtime.api
+    """Create the CronJob, or patch it when what we would build changed; returns its action."""
     reference = reference_uri(spec, target.model_uri)
     assert reference is not None  # the served URI is resolved before we get here
     desired = build_monitor_cronjob(
@@ -168,24 +157,7 @@ def _ensure_cronjob(owner: Owner, spec: DriftMonitorSpec, target: Target) -> str
         defaults=runtime.config.workloads,
         storage_secret=target.storage_secret,
     )
-    digest = _spec_hash(desired)
-    desired["metadata"].setdefault("annotations", {})[SPEC_HASH_ANNOTATION] = digest
-    existing = api.get("CronJob", owner.namespace, owner.name)
-    if existing is None:
-        api.create(desired)
-        return "created"
-    annotations = existing["metadata"].get("annotations") or {}
-    if annotations.get(SPEC_HASH_ANNOTATION) == digest:
-        return "unchanged"
-    patch = {
-        "metadata": {
-            "labels": desired["metadata"]["labels"],
-            "annotations": {SPEC_HASH_ANNOTATION: digest},
-        },
-        "spec": desired["spec"],
-    }
-    api.patch("CronJob", owner.namespace, owner.name, patch)
-    return "updated"
+    return ensure_built(desired)
 
 
 def _features(raw: Any) -> tuple[dict[str, Any], int]:
@@ -200,19 +172,6 @@ def _features(raw: Any) -> tuple[dict[str, Any], int]:
             continue  # one malformed entry does not hide the others
     order = sorted(valid, key=lambda f: (not valid[f]["drifted"], f))
     return {f: valid[f] for f in order[:MAX_FEATURES]}, len(valid)
-
-
-def _newest_finished(jobs: list[dict[str, Any]]) -> tuple[dict[str, Any], str] | None:
-    finished = [(j, o) for j in jobs if (o := job_outcome(j))]
-    if not finished:
-        return None
-    return max(
-        finished,
-        key=lambda jo: (
-            jo[0]["metadata"].get("creationTimestamp") or "",
-            jo[0]["metadata"]["name"],
-        ),
-    )
 
 
 def _request_retrain(
@@ -334,7 +293,7 @@ def _reconcile(namespace: str, name: str) -> None:
         stalled = not_ready if not_ready.stalled else None
 
     jobs = api.list("Job", namespace, {MONITOR_LABEL: name})
-    newest = _newest_finished(jobs)
+    newest = newest_finished(jobs)
     if newest is not None and newest[0]["metadata"]["name"] != status.get("lastJob"):
         _record(body, status, spec=spec, job=newest[0], outcome=newest[1], target=target)
 

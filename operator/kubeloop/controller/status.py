@@ -26,6 +26,7 @@ __all__ = [
     "child_refused",
     "invalid_spec",
     "job_outcome",
+    "newest_finished",
     "now",
     "pod_blocked",
     "pod_result",
@@ -103,6 +104,21 @@ def job_outcome(job: Mapping[str, Any]) -> str | None:
         if cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True":
             return str(cond["type"])
     return None
+
+
+def newest_finished(jobs: list[dict[str, Any]]) -> tuple[dict[str, Any], str] | None:
+    """The most recently created finished Job of a CronJob's, with its outcome (None: none
+    has finished)."""
+    finished = [(j, o) for j in jobs if (o := job_outcome(j))]
+    if not finished:
+        return None
+    return max(
+        finished,
+        key=lambda jo: (
+            jo[0]["metadata"].get("creationTimestamp") or "",
+            jo[0]["metadata"]["name"],
+        ),
+    )
 
 
 def pod_result(pods: list[dict[str, Any]], kind: str) -> dict[str, Any] | None:

@@ -1,11 +1,17 @@
-"""TrainingPipeline: start runs (create, spec change, manual, schedule, drift), record finished
-runs from their Jobs, apply the promotion gate, move the champion.
+"""TrainingPipeline: start runs (create, spec change, manual, schedule, drift, new data), record
+finished runs from their Jobs, apply the promotion gate, move the champion.
 
 Level-triggered: every entry point (create/update/resume, a timer, any change of an owned Job)
 calls `reconcile(namespace, name)`, which reads the pipeline and its Jobs fresh, under the
 pipeline's lock. The run counter and every handled trigger live in `status`; a run id is
 allocated in status *before* its Job is created, and Job names are deterministic, so a restart
 at any point neither duplicates a Job nor loses or double-counts a run.
+
+New data (spec.dataTrigger): a data-watch CronJob lists the data and leaves its fingerprint in
+its pod's termination message (the operator holds no storage credentials); the newest finished
+check is kept in `status.dataCheck`. A fingerprint that differs from the data the latest run
+trained on (`lastRunDataFingerprint`) and from the one last acted on
+(`handledDataFingerprint`, written with the run's allocation) starts one NewData run.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from kubeloop.controller.promotions import (
     reconcile_registry,
     run_verdict,
 )
-from kubeloop.controller.reconciling import reconcile_object
+from kubeloop.controller.reconciling import ensure_built, reconcile_object
 from kubeloop.controller.runtime import runtime
 from kubeloop.controller.status import (
     CHILD_REFUSED,
@@ -46,6 +52,7 @@ from kubeloop.controller.status import (
     child_refused,
     invalid_spec,
     job_outcome,
+    newest_finished,
     now,
     pod_blocked,
     pod_result,
@@ -54,6 +61,11 @@ from kubeloop.controller.status import (
     snapshot,
 )
 from kubeloop.resources.common import Owner
+from kubeloop.resources.datawatch import (
+    DATAWATCH_LABEL,
+    build_data_watch_cronjob,
+    data_watch_name,
+)
 from kubeloop.resources.registry import REGISTRY_LABEL
 from kubeloop.resources.training import (
     KUEUE_QUEUE_LABEL,
@@ -70,12 +82,15 @@ from kubeloop.resources.training import (
 __all__ = [
     "RETRAIN_ANNOTATION",
     "RUN_ANNOTATION",
+    "data_check",
     "gate",
+    "new_data",
     "reconcile",
     "recorded_up_to",
     "run_state",
     "runs_to_record",
     "schedule_due",
+    "skip_schedule",
     "stale_progress",
     "waiting_for",
 ]
@@ -226,6 +241,65 @@ def spec_changed(spec: TrainingPipelineSpec, status: Mapping[str, Any]) -> bool:
     return recorded is None or recorded != spec.run_hash()
 
 
+def data_check(
+    job: Mapping[str, Any], outcome: str, result: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """status.dataCheck from a finished data-watch Job and its pod's DataFingerprint result:
+    the fingerprint only when the check succeeded, else why it failed."""
+    # Every key, None where absent: status is merge-patched, and a failed check must not keep
+    # the previous check's fingerprint.
+    check: dict[str, Any] = {
+        "job": job["metadata"]["name"],
+        "checkedAt": (job.get("status") or {}).get("completionTime") or now(),
+        "fingerprint": None,
+        "files": None,
+        "bytes": None,
+        "message": None,
+    }
+    result = result or {}
+    found = result.get("fingerprint")
+    if outcome == "Complete" and result.get("ok") and isinstance(found, str) and found:
+        files, size = result.get("files"), result.get("bytes")
+        check.update(
+            fingerprint=found[:128],
+            files=files if isinstance(files, int) and files >= 0 else None,
+            bytes=size if isinstance(size, int) and size >= 0 else None,
+        )
+    else:
+        why = result.get("message") or f"the Job ended {outcome} without a data fingerprint"
+        check["message"] = str(why)[:1024]
+    return check
+
+
+def new_data(status: Mapping[str, Any]) -> bool:
+    """Whether the latest data check found data that no run trained on or was started for."""
+    found = (status.get("dataCheck") or {}).get("fingerprint")
+    return bool(found) and found not in (
+        status.get("lastRunDataFingerprint"),
+        status.get("handledDataFingerprint"),
+    )
+
+
+def skip_schedule(status: Mapping[str, Any]) -> str | None:
+    """Why a due tick of spec.schedule starts no run (spec.dataTrigger.skipUnchangedSchedule),
+    in a sentence; None: it runs. Only a check made since the latest run started can say that
+    the data is still what the latest successful run trained on."""
+    check = status.get("dataCheck") or {}
+    trained = status.get("lastRunDataFingerprint")
+    if not trained or check.get("fingerprint") != trained:
+        return None
+    runs = status.get("runs") or []
+    latest = runs[0] if runs else None
+    checked = str(check.get("checkedAt") or "")
+    if latest is None or not checked or checked < str(latest.get("startedAt") or ""):
+        return None
+    return (
+        f"the data is unchanged since run {latest['id']} (check {check['job']} at {checked} "
+        f"found fingerprint {trained.split(':', 1)[-1][:12]}): "
+        "spec.dataTrigger.skipUnchangedSchedule is true"
+    )
+
+
 def stale_progress(current: Mapping[str, Any]) -> bool:
     """Whether currentRun.progress was reported by another run than the current one."""
     progress = current.get("progress")
@@ -243,6 +317,7 @@ def waiting_for(trigger: str | None, generation: int | None, run_id: str) -> str
         "Manual": "a manual run request",
         "Drift": "a retrain request",
         "Schedule": "a scheduled run",
+        "NewData": "new training data",
     }.get(trigger, f"a {trigger} run")
     return f"{what} waits for run {run_id} to finish"
 
@@ -324,6 +399,9 @@ def _record(
         record.update(
             modelVersion=str(result.get("version")), uri=result.get("uri"), metrics=metrics
         )
+        trained = result.get("dataFingerprint")
+        if isinstance(trained, str) and trained:
+            record["dataFingerprint"] = status["lastRunDataFingerprint"] = trained[:128]
         record.update(_champion_scores(result))
         passed, message = gate(approving(spec), result, status.get("champion"))
         verdict, message = run_verdict(
@@ -409,7 +487,38 @@ def _trigger(
     retrain = annotations.get(RETRAIN_ANNOTATION)
     if retrain and retrain != status.get("handledRetrainRequest"):
         return "Drift", tick
+    if spec.data_trigger is not None and new_data(status):
+        return "NewData", tick
     return ("Schedule" if tick else None), tick
+
+
+def _watch_data(spec: TrainingPipelineSpec, status: dict[str, Any], body: dict[str, Any]) -> None:
+    """Keep the data-watch CronJob in line with spec.dataTrigger, and fold its newest finished
+    check into status.dataCheck (once per Job)."""
+    api = runtime.api
+    owner = Owner.of(body)
+    name = data_watch_name(owner.name)
+    if spec.data_trigger is None:
+        # A removed trigger's CronJob goes; status.dataCheck says that one was made.
+        if status.get("dataCheck") is not None:
+            api.delete("CronJob", owner.namespace, name)
+            status["dataCheck"] = None
+        return
+    ensure_built(build_data_watch_cronjob(owner, spec, defaults=runtime.config.workloads))
+    last = status.get("dataCheck") or {}
+    if last.get("cronJob") != name:
+        status["dataCheck"] = {**last, "cronJob": name}
+    newest = newest_finished(api.list("Job", owner.namespace, {DATAWATCH_LABEL: owner.name}))
+    if newest is None or newest[0]["metadata"]["name"] == last.get("job"):
+        return
+    job, outcome = newest
+    pods = api.list("Pod", owner.namespace, {"job-name": job["metadata"]["name"]})
+    check = data_check(job, outcome, pod_result(pods, "DataFingerprint"))
+    status["dataCheck"] = check = {"cronJob": name, **check}
+    if check["message"]:
+        post_event(
+            body, "DataCheckFailed", f"check {check['job']}: {check['message']}", warning=True
+        )
 
 
 def _ensure_children(
@@ -547,8 +656,23 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
         reconcile_registry(spec, status, body, conditions, persist)
 
     # 3. start a run when a trigger is pending and none is running.
+    _watch_data(spec, status, body)
     trigger, tick = _trigger(spec, body, status)
     idle = not status.get("currentRun") and not adoption.inspect_pending(status)
+    skip = (
+        skip_schedule(status)
+        if trigger == "Schedule"
+        and tick
+        and spec.data_trigger is not None
+        and spec.data_trigger.skip_unchanged_schedule
+        and idle
+        and not spec.suspend
+        else None
+    )
+    if skip and tick:
+        status["lastScheduleTime"] = tick
+        post_event(body, "ScheduleSkipped", f"the tick at {tick} starts no run: {skip}")
+        trigger, tick = None, None
     if trigger and idle and not spec.suspend:
         run_id = int(status.get("lastRunId") or 0) + 1
         run = {
@@ -568,6 +692,10 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
             lastRunSpecHash=spec.run_hash(),
             handledRunRequest=annotations.get(RUN_ANNOTATION),
             handledRetrainRequest=annotations.get(RETRAIN_ANNOTATION),
+            # Whatever started it, the run trains on the data found so far: that data is
+            # handled, so it never starts a second run.
+            handledDataFingerprint=(status.get("dataCheck") or {}).get("fingerprint")
+            or status.get("handledDataFingerprint"),
         )
         if tick:
             status["lastScheduleTime"] = tick
@@ -697,6 +825,15 @@ def on_job_event(
     # reconcile each.
     if type == "DELETED" or job_outcome(body) or KUEUE_QUEUE_LABEL in labels:
         reconcile(namespace or "", labels[PIPELINE_LABEL])
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={DATAWATCH_LABEL: kopf.PRESENT})
+def on_data_watch_job_event(
+    *, type: str, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
+) -> None:
+    # A data check's fingerprint exists only once its Job has finished.
+    if job_outcome(body):
+        reconcile(namespace or "", labels[DATAWATCH_LABEL])
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={REGISTRY_LABEL: kopf.PRESENT})

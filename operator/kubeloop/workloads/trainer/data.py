@@ -2,14 +2,16 @@
 
 Columns are projected (only target + features are read), types are checked before any
 training starts, the split is deterministic by seed, and a fingerprint of the files (paths,
-sizes, ETags or mtimes) is recorded for lineage.
+sizes, and a content marker: the ETag on S3, the MD5 of the bytes on file://) is recorded for
+lineage and compared by the data-watch CronJob (`kubeloop fingerprint`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -24,7 +26,14 @@ from kubeloop.storage import FileStore, ObjectInfo, S3Store, StorageError, arrow
 from kubeloop.storage import store_for as _store_for
 from kubeloop.workloads.trainer.errors import TrainingError, classify_storage_error
 
-__all__ = ["Dataset", "TrainingData", "fingerprint", "load_training_data", "preflight"]
+__all__ = [
+    "Dataset",
+    "TrainingData",
+    "data_files",
+    "fingerprint",
+    "load_training_data",
+    "preflight",
+]
 
 # A string column is "numeric holding strings" when this share of its distinct values parse
 # as numbers but some do not (e.g. "12.5", "n/a", " "). All-numeric strings (zip codes) and
@@ -101,7 +110,29 @@ def _list_parquet(uri: str, field: str) -> tuple[ObjectInfo, ...]:
         raise classify_storage_error(exc, writing=False) from exc
     if not found:
         raise TrainingError("DataNotFound", f"{field}: no Parquet file at {uri}")
+    if isinstance(store, FileStore):
+        # An mtime changes when identical bytes are rewritten, so rewritten files would look
+        # like new data: local files are cheap to hash, and MD5 is what S3's ETag is for a
+        # single-part upload.
+        found = [replace(o, marker=_md5(FileStore.path(o.uri))) for o in found]
     return tuple(sorted(found, key=lambda o: o.uri))
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def data_files(spec: TrainingPipelineSpec) -> tuple[ObjectInfo, ...]:
+    """The files a run of `spec` trains on (training, then validation), listed only: on S3
+    the listing's ETags stand for the content, nothing is read."""
+    files = _list_parquet(spec.data.train, "spec.data.train")
+    if spec.data.validation:
+        files += _list_parquet(spec.data.validation, "spec.data.validation")
+    return files
 
 
 def _arrow_path(uri: str) -> str:
@@ -112,7 +143,7 @@ def _arrow_path(uri: str) -> str:
 
 
 def fingerprint(files: tuple[ObjectInfo, ...]) -> str:
-    """sha256 over (path, size, ETag/mtime) of every input file: same files, same print."""
+    """sha256 over (path, size, ETag/MD5) of every input file: same files, same print."""
     digest = hashlib.sha256()
     for info in files:
         digest.update(f"{info.uri}\0{info.size}\0{info.marker}\n".encode())

@@ -278,6 +278,7 @@ def publish(
                 manifest["data"]["rows"],
                 training,
                 scored=_scored_from(manifest.get("gate")),
+                data_fingerprint=manifest["data"].get("fingerprint"),
             )
         scored = (
             score_champion(spec, ctx.champion, data, ctx.work_dir)
@@ -349,7 +350,15 @@ def publish(
     except StorageError as exc:
         raise classify_storage_error(exc, writing=True) from exc
     log.info("published version %s at %s", claim.version, uri)
-    return _result(str(claim.version), uri, metrics, rows, training, scored=scored)
+    return _result(
+        str(claim.version),
+        uri,
+        metrics,
+        rows,
+        training,
+        scored=scored,
+        data_fingerprint=data.fingerprint,
+    )
 
 
 def _scored_from(gate: Any) -> dict[str, Any]:
@@ -374,7 +383,9 @@ def _result(
     training: dict[str, Any],
     *,
     scored: dict[str, Any],
+    data_fingerprint: str | None,
 ) -> dict[str, Any]:
+    # dataFingerprint: what the run trained on, for the new-data trigger (spec.dataTrigger).
     out: dict[str, Any] = {
         "kind": "TrainingResult",
         "ok": True,
@@ -382,6 +393,7 @@ def _result(
         "uri": uri,
         "metrics": metrics,
         "rows": rows,
+        "dataFingerprint": data_fingerprint,
         **scored,
     }
     if training:
