@@ -12,6 +12,7 @@ from kubeloop.controller.training import (
     data_check,
     gate,
     new_data,
+    pipeline_phase,
     recorded_up_to,
     run_state,
     runs_to_record,
@@ -525,3 +526,35 @@ def test_data_check(outcome: str, result: dict[str, Any] | None, expected: dict[
     base = {"job": "churn-datawatch-7", "checkedAt": "2026-01-01T10:30:00Z"}
     base |= dict.fromkeys(("fingerprint", "files", "bytes", "message"))
     assert data_check(_finished(), outcome, result) == {**base, **expected}
+
+
+@pytest.mark.parametrize(
+    ("status", "job", "phase"),
+    [
+        ({}, None, "Pending"),
+        ({"currentRun": {"id": "1", "job": "tp-run-1"}}, None, "Running"),
+        (
+            {"currentRun": {"id": "1", "job": "tp-run-1"}},
+            {"metadata": {"labels": {}}, "spec": {"suspend": True}},
+            "Queued",
+        ),
+        ({"runs": [{"id": "1", "result": "Promoted"}]}, None, "Succeeded"),
+        ({"runs": [{"id": "2", "result": "Rejected"}]}, None, "Succeeded"),
+        ({"runs": [{"id": "2", "result": "Failed"}]}, None, "Failed"),
+        ({"runs": [{"id": "2", "result": "AwaitingApproval", "modelVersion": "2"}]}, None,
+         "AwaitingApproval"),
+        (  # approved since: the champion is that version
+            {"runs": [{"id": "2", "result": "AwaitingApproval", "modelVersion": "2"}],
+             "champion": {"version": "2"}},
+            None,
+            "Succeeded",
+        ),
+        (  # a run recorded, the next one allocated: the run in progress wins
+            {"runs": [{"id": "1", "result": "Promoted"}], "currentRun": {"id": "2", "job": "j"}},
+            None,
+            "Running",
+        ),
+    ],
+)  # fmt: skip
+def test_pipeline_phase(status: dict[str, Any], job: dict[str, Any] | None, phase: str) -> None:
+    assert pipeline_phase(status, job) == phase

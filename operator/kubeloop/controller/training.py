@@ -85,6 +85,7 @@ __all__ = [
     "data_check",
     "gate",
     "new_data",
+    "pipeline_phase",
     "reconcile",
     "recorded_up_to",
     "run_state",
@@ -354,6 +355,23 @@ def run_state(
     return phase, running
 
 
+def pipeline_phase(status: Mapping[str, Any], job: Mapping[str, Any] | None) -> str:
+    """The summary phase of what `status` holds (`job`: the current run's Job, if seen).
+
+    Every status write carries it, the intermediate ones too (an allocation written before the
+    Job or registry Job it names): a reader never sees a recorded run under phase Running.
+    """
+    run_phase, _ = run_state(status.get("currentRun"), job, None)
+    if run_phase is not None:
+        return run_phase
+    if awaiting_approval(status):
+        return "AwaitingApproval"
+    runs = status.get("runs") or []
+    if not runs:
+        return "Pending"
+    return "Failed" if runs[0]["result"] == "Failed" else "Succeeded"
+
+
 def _run_of(job: Mapping[str, Any]) -> dict[str, Any]:
     """The run a Job of ours was started for (its status entry may be gone)."""
     meta = job["metadata"]
@@ -606,6 +624,8 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
     def persist() -> None:
         """Write what status gained so far (an allocation, before the child it names)."""
         nonlocal before
+        current = status.get("currentRun")
+        status["phase"] = pipeline_phase(status, jobs.get(int(current["id"])) if current else None)
         if status != before:
             api.patch_status(KIND, namespace, name, changed_fields(before, status))
             before = snapshot(status)
@@ -717,23 +737,16 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
     current = status.get("currentRun")
     waiting = waiting_for(trigger, generation, current["id"]) if current else None
     job = jobs.get(int(current["id"])) if current else None
-    run_phase, running = run_state(current, job, waiting)
+    _, running = run_state(current, job, waiting)
     runs = status.get("runs") or []
     champion = status.get("champion")
     last = runs[0] if runs else None
-    if run_phase is not None:
-        phase = run_phase
-    elif last is None:
-        phase = "Pending"
-    else:
-        phase = "Failed" if last["result"] == "Failed" else "Succeeded"
+    phase = pipeline_phase(status, job)
     awaiting = awaiting_approval(status)
     approve = (
         f"version {awaiting} passed the gate and awaits approval: `kubectl annotate tp {name} "
         f"{PROMOTE_ANNOTATION}={awaiting}`"
     )
-    if awaiting and run_phase is None:
-        phase = "AwaitingApproval"
     set_condition(conditions, "Running", *running, generation)
     reconciling = (current is not None, running[1], running[2])
     set_condition(conditions, "Reconciling", *reconciling, generation)
