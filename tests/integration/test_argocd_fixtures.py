@@ -234,6 +234,10 @@ def _tp_invalid(c: Cluster) -> None:
 def _tp_suspended(c: Cluster) -> None:
     _pipeline(c, "churn-suspended", suspend=True)
     _until(c, TP, "churn-suspended", "Ready", "Suspended")
+    # Ready says Suspended from the first write on; the registry read goes on meanwhile.
+    wait_for(
+        lambda: _status(c, TP, "churn-suspended").get("registrySync"), what="the registry read"
+    )
 
 
 def _md_healthy(c: Cluster) -> None:

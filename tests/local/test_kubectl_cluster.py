@@ -19,15 +19,18 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 import yaml
 
-from kubeloop.local.demo.datagen import write_demo_data
+from kubeloop.local.demo.datagen import FEATURES, churn_table, write_demo_data
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBECTL = ROOT / ".tools/bin/kubectl"
@@ -119,6 +122,14 @@ def _pods(c: Cluster, component: str) -> list[dict[str, Any]]:
     return items
 
 
+def _run_jobs(c: Cluster) -> list[str]:
+    """The pipeline's training runs' Jobs (a registry Job the gate's promotion queued may come
+    at any time: it is no run)."""
+    selector = "kubeloop.io/trainingpipeline=churn"
+    items = c.json("jobs", "-n", "ml", "-l", selector)["items"]
+    return sorted(j["metadata"]["name"] for j in items)
+
+
 def test_get_by_category_and_core_kinds(cluster: Cluster) -> None:
     names = cluster.kubectl("get", "kubeloop", "-n", "ml", "-o", "name").split()
     assert sorted(names) == [
@@ -172,7 +183,8 @@ def test_diff_and_server_dry_run_change_nothing_and_start_no_run(
     """The watch (`get -w`) is sent no event for the dry runs, the stored object and the Jobs
     stay as they were; a real change afterwards is seen by the same watch."""
     before = cluster.json("tp", "churn", "-n", "ml")
-    jobs = sorted(j["metadata"]["name"] for j in cluster.json("jobs", "-n", "ml")["items"])
+    jobs = _run_jobs(cluster)
+    assert "churn-run-1" in jobs
     watch = subprocess.Popen(
         [str(KUBECTL), "get", "tp", "churn", "-n", "ml", "-w", "--output-watch-events",
          "-o", "jsonpath={.type} {.object.metadata.generation} {.object.spec.seed} "
@@ -201,8 +213,7 @@ def test_diff_and_server_dry_run_change_nothing_and_start_no_run(
         after = cluster.json("tp", "churn", "-n", "ml")
         assert after["spec"] == before["spec"]
         assert after["metadata"]["generation"] == before["metadata"]["generation"]
-        now = sorted(j["metadata"]["name"] for j in cluster.json("jobs", "-n", "ml")["items"])
-        assert now == jobs
+        assert _run_jobs(cluster) == jobs
         version = cluster.kubectl(
             "annotate", "tp", "churn", "-n", "ml", "dry-runs=seen",
             "-o", "jsonpath={.metadata.resourceVersion}",
@@ -278,6 +289,94 @@ def test_create_job_from_cronjob_runs_to_completion(cluster: Cluster) -> None:
     )  # fmt: skip
     assert "condition met" in done
     assert "DriftResult" in cluster.kubectl("logs", "job/drift-now", "-n", "ml")
+
+
+def _infer_body(rows: int) -> bytes:
+    """A V2 request for `rows` churn customers, each feature a tensor of its own type."""
+    table = churn_table(rows, seed=5).select(FEATURES)
+    inputs = []
+    for name in FEATURES:
+        kind = table.schema.field(name).type
+        if pa.types.is_floating(kind):
+            datatype = "FP64"
+        else:
+            datatype = "INT64" if pa.types.is_integer(kind) else "BYTES"
+        data = table.column(name).to_pylist()
+        inputs.append({"name": name, "shape": [rows], "datatype": datatype, "data": data})
+    return json.dumps({"inputs": inputs}).encode()
+
+
+class Traffic(threading.Thread):
+    """V2 requests to a served model, one after another, each answer kept (status, version)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.body = url, _infer_body(5)
+        self.answers: list[tuple[int, str]] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            request = urllib.request.Request(
+                self.url, data=self.body, headers={"Content-Type": "application/json"}
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    answer = json.loads(response.read())
+                    self.answers.append((response.status, str(answer.get("model_version"))))
+            except urllib.error.HTTPError as exc:
+                self.answers.append((exc.code, exc.read().decode()[:300]))
+            except OSError as exc:
+                self.answers.append((0, str(exc)))
+            self.done.wait(0.05)  # paces the client; not a wait for a state
+
+
+def test_a_pipeline_deleted_and_applied_again_keeps_its_champion_and_serving_goes_on(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Issue 18: delete the TrainingPipeline and apply the same YAML again (what an Argo CD
+    prune and re-sync do). The new object reads its champion and its run numbering back from
+    the registry (a registry Job runs `kubeloop registry inspect`), starts no run, and the
+    ModelDeployment serves the same version throughout, every request answered."""
+    # The replicas scaled up above serve first (a Service proxies ready pods only).
+    cluster.kubectl(
+        "rollout", "status", "deployment/churn", "-n", "ml", "--timeout=180s", timeout=190
+    )
+    before = cluster.json("tp", "churn", "-n", "ml")["status"]
+    champion, last_run = before["champion"]["version"], int(before["lastRunId"])
+    url = cluster.kubectl(
+        "get", "svc", "churn", "-n", "ml",
+        "-o", "jsonpath={.metadata.annotations.kubeloop\\.io/local-url}",
+    )  # fmt: skip
+    traffic = Traffic(f"{url.rstrip('/')}/v2/models/churn/infer")
+    traffic.start()
+    try:
+        wait_for(lambda: len(traffic.answers) >= 5, "answers before the delete")
+        docs = yaml.safe_load_all((ROOT / "examples/local/churn.yaml").read_text())
+        pipeline = next(d for d in docs if d["kind"] == "TrainingPipeline")
+        (tmp_path / "tp.yaml").write_text(yaml.safe_dump(pipeline))
+        out = cluster.kubectl("delete", "tp", "churn", "-n", "ml", "--timeout=60s", timeout=70)
+        assert "deleted" in out
+        cluster.kubectl("apply", "-f", str(tmp_path / "tp.yaml"))
+
+        def restored() -> dict[str, Any] | None:
+            status: dict[str, Any] = cluster.json("tp", "churn", "-n", "ml").get("status") or {}
+            ready = {c["type"]: c for c in status.get("conditions") or []}.get("Ready") or {}
+            return status if ready.get("reason") == "ChampionRestored" else None
+
+        after = wait_for(restored, "the champion read back from the registry", timeout=180)
+        seen = len(traffic.answers)
+        wait_for(lambda: len(traffic.answers) >= seen + 5, "answers after the re-apply")
+    finally:
+        traffic.done.set()
+        traffic.join(timeout=60)
+    assert after["champion"]["version"] == champion
+    assert int(after["lastRunId"]) == last_run and after.get("currentRun") is None
+    jobs = {j["metadata"]["name"] for j in cluster.json("jobs", "-n", "ml")["items"]}
+    assert f"churn-run-{last_run + 1}" not in jobs
+    failed = [a for a in traffic.answers if a[0] != 200]
+    assert not failed, f"{len(failed)} of {len(traffic.answers)} failed: {failed[:3]}"
+    assert {version for _, version in traffic.answers} == {champion}
 
 
 def test_delete_waits_until_gone_and_children_are_collected(cluster: Cluster) -> None:

@@ -624,14 +624,84 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
     def persist() -> None:
         """Write what status gained so far (an allocation, before the child it names)."""
         nonlocal before
-        current = status.get("currentRun")
-        status["phase"] = pipeline_phase(status, jobs.get(int(current["id"])) if current else None)
+        summarize(None)
         if status != before:
             api.patch_status(KIND, namespace, name, changed_fields(before, status))
             before = snapshot(status)
 
     conditions: list[dict[str, Any]] = status.get("conditions") or []
     started = refused = False  # a Job accepted / a child refused in this pass
+
+    def summarize(trigger: str | None) -> None:
+        """Phase and conditions of what status holds now (an Event on each transition); every
+        write carries them, the intermediate ones too: a reader never sees a recorded run or a
+        moved champion under the summary of before. `trigger`: what waits for the run."""
+        current = status.get("currentRun")
+        waiting = waiting_for(trigger, generation, current["id"]) if current else None
+        job = jobs.get(int(current["id"])) if current else None
+        _, running = run_state(current, job, waiting)
+        runs = status.get("runs") or []
+        champion = status.get("champion")
+        last = runs[0] if runs else None
+        phase = pipeline_phase(status, job)
+        awaiting = awaiting_approval(status)
+        approve = (
+            f"version {awaiting} passed the gate and awaits approval: `kubectl annotate tp {name} "
+            f"{PROMOTE_ANNOTATION}={awaiting}`"
+        )
+        set_condition(conditions, "Running", *running, generation)
+        reconciling = (current is not None, running[1], running[2])
+        set_condition(conditions, "Reconciling", *reconciling, generation)
+        stalled = {c["type"]: c for c in conditions}.get("Stalled") or {}
+        # Before the first run the registry read's pod may be the one that cannot start (the
+        # storage Secret missing): no run starts until it ran, so it is said the same way.
+        reading_op = adoption.reading_op(status)
+        blocked = _run_blocked(namespace, current or reading_op)
+        if blocked:
+            job_of_read = (reading_op or {}).get("job")
+            what = f"run {current['id']}" if current else f"the registry read (Job {job_of_read})"
+            blocked = f"{what}: {blocked}"
+            if set_condition(conditions, "Stalled", True, "RunBlocked", blocked, generation):
+                post_event(body, "RunBlocked", blocked, warning=True)
+        # A refused child keeps the pipeline Stalled until a later run's Job is accepted.
+        elif not refused and (started or stalled.get("reason") != CHILD_REFUSED):
+            set_condition(
+                conditions, "Stalled", False, "SpecValid", "the spec is valid", generation
+            )
+        if last is not None:
+            ok = last["result"] != "Failed"
+            set_condition(
+                conditions,
+                "Succeeded",
+                ok,
+                f"Run{last['result']}",
+                f"run {last['id']}: {last.get('message', '')}",
+                generation,
+            )
+        reading = adoption.waiting(status)
+        if champion:
+            ready, reason, msg = (
+                True,
+                adoption.ready_reason(status),
+                f"version {champion['version']} is the champion",
+            )
+            if awaiting:
+                msg = f"{msg}; {approve}"
+        elif awaiting:
+            ready, reason, msg = False, "AwaitingApproval", f"no champion yet: {approve}"
+        elif spec.suspend:
+            ready, reason, msg = False, "Suspended", "spec.suspend is true: no run starts"
+        elif reading is not None:
+            ready, (reason, msg) = False, reading
+        elif last is not None:
+            outcome = "failed" if last["result"] == "Failed" else "was not promoted"
+            ready, reason = False, "NotPromoted"
+            msg = f"no champion: run {last['id']} {outcome}: {last.get('message', '')}"
+        else:
+            ready, reason, msg = False, "NoChampion", "no run has been promoted yet"
+        if set_condition(conditions, "Ready", ready, reason, msg, generation):
+            post_event(body, reason, msg)
+        status.update(conditions=conditions, phase=phase, observedGeneration=generation)
 
     current = status.get("currentRun")
     if current is not None and "id" not in current:
@@ -733,71 +803,8 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
     # 4. alias writes: approvals, rollbacks and the gate's promotions reach the registry.
     reconcile_registry(spec, status, body, conditions, persist)
 
-    # 5. summary conditions.
-    current = status.get("currentRun")
-    waiting = waiting_for(trigger, generation, current["id"]) if current else None
-    job = jobs.get(int(current["id"])) if current else None
-    _, running = run_state(current, job, waiting)
-    runs = status.get("runs") or []
-    champion = status.get("champion")
-    last = runs[0] if runs else None
-    phase = pipeline_phase(status, job)
-    awaiting = awaiting_approval(status)
-    approve = (
-        f"version {awaiting} passed the gate and awaits approval: `kubectl annotate tp {name} "
-        f"{PROMOTE_ANNOTATION}={awaiting}`"
-    )
-    set_condition(conditions, "Running", *running, generation)
-    reconciling = (current is not None, running[1], running[2])
-    set_condition(conditions, "Reconciling", *reconciling, generation)
-    stalled = {c["type"]: c for c in conditions}.get("Stalled") or {}
-    # Before the first run the registry read's pod may be the one that cannot start (the
-    # storage Secret missing): no run starts until it ran, so it is said the same way.
-    reading_op = adoption.reading_op(status)
-    blocked = _run_blocked(namespace, current or reading_op)
-    if blocked:
-        job_of_read = (reading_op or {}).get("job")
-        what = f"run {current['id']}" if current else f"the registry read (Job {job_of_read})"
-        blocked = f"{what}: {blocked}"
-        if set_condition(conditions, "Stalled", True, "RunBlocked", blocked, generation):
-            post_event(body, "RunBlocked", blocked, warning=True)
-    # A refused child keeps the pipeline Stalled until a later run's Job is accepted.
-    elif not refused and (started or stalled.get("reason") != CHILD_REFUSED):
-        set_condition(conditions, "Stalled", False, "SpecValid", "the spec is valid", generation)
-    if last is not None:
-        ok = last["result"] != "Failed"
-        set_condition(
-            conditions,
-            "Succeeded",
-            ok,
-            f"Run{last['result']}",
-            f"run {last['id']}: {last.get('message', '')}",
-            generation,
-        )
-    reading = adoption.waiting(status)
-    if champion:
-        ready, reason, msg = (
-            True,
-            adoption.ready_reason(status),
-            f"version {champion['version']} is the champion",
-        )
-        if awaiting:
-            msg = f"{msg}; {approve}"
-    elif awaiting:
-        ready, reason, msg = False, "AwaitingApproval", f"no champion yet: {approve}"
-    elif spec.suspend:
-        ready, reason, msg = False, "Suspended", "spec.suspend is true: no run starts"
-    elif reading is not None:
-        ready, reason, msg = False, *reading
-    elif last is not None:
-        outcome = "failed" if last["result"] == "Failed" else "was not promoted"
-        ready, reason = False, "NotPromoted"
-        msg = f"no champion: run {last['id']} {outcome}: {last.get('message', '')}"
-    else:
-        ready, reason, msg = False, "NoChampion", "no run has been promoted yet"
-    if set_condition(conditions, "Ready", ready, reason, msg, generation):
-        post_event(body, reason, msg)
-    status.update(conditions=conditions, phase=phase, observedGeneration=generation)
+    # 5. the summary (again: a registry result may have moved the champion).
+    summarize(trigger)
     if status != before:
         api.patch_status(KIND, namespace, name, changed_fields(before, status))
 
