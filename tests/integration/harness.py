@@ -386,6 +386,24 @@ def events(cluster: Cluster, name: str, reason: str, timeout: float = 30) -> lis
     return wait_for(found, timeout, what=f"a {reason} Event on {name}")
 
 
+def training_result(version: str, auc: float) -> dict[str, Any]:
+    """The TrainingResult a successful churn run's pod leaves (version `version`)."""
+    return {
+        "kind": "TrainingResult",
+        "ok": True,
+        "version": version,
+        "uri": f"s3://models/churn/versions/{version}",
+        "metrics": {"roc_auc": auc, "accuracy": 0.8},
+    }
+
+
+def pipeline_status(cluster: Cluster, name: str) -> dict[str, Any]:
+    """The status of TrainingPipeline `name` in namespace ml (it must exist)."""
+    obj = cluster.get(TP, "ml", name)
+    assert obj is not None
+    return obj.get("status") or {}
+
+
 def example(file: str, **meta: Any) -> dict[str, Any]:
     doc: dict[str, Any] = yaml.safe_load((ROOT / "examples" / file).read_text())
     doc["metadata"].update(meta)

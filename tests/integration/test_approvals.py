@@ -22,7 +22,9 @@ from tests.integration.harness import (
     Operator,
     events,
     example,
+    pipeline_status,
     settled,
+    training_result,
     wait_for,
 )
 
@@ -33,20 +35,8 @@ PROMOTE = "kubeloop.io/promote"
 ROLLBACK = "kubeloop.io/rollback-to"
 
 
-def _result(version: str, auc: float) -> dict[str, Any]:
-    return {
-        "kind": "TrainingResult",
-        "ok": True,
-        "version": version,
-        "uri": f"s3://models/churn/versions/{version}",
-        "metrics": {"roc_auc": auc, "accuracy": 0.8},
-    }
-
-
-def _status(cluster: Cluster, name: str) -> dict[str, Any]:
-    obj = cluster.get(TP, "ml", name)
-    assert obj is not None
-    return obj.get("status") or {}
+_result = training_result
+_status = pipeline_status
 
 
 def _cond(cluster: Cluster, name: str, type_: str) -> dict[str, Any]:

@@ -16,28 +16,18 @@ from tests.integration.harness import (
     Operator,
     events,
     example,
+    pipeline_status,
     resync_requests,
     settled,
+    training_result,
     wait_for,
 )
 
 pytestmark = pytest.mark.slow  # minutes: `make test` starts it first
 
 
-def _result(version: str, auc: float) -> dict[str, Any]:
-    return {
-        "kind": "TrainingResult",
-        "ok": True,
-        "version": version,
-        "uri": f"s3://models/churn/versions/{version}",
-        "metrics": {"roc_auc": auc, "accuracy": 0.8},
-    }
-
-
-def _status(cluster: Cluster, name: str) -> dict[str, Any]:
-    obj = cluster.get(TP, "ml", name)
-    assert obj is not None
-    return obj.get("status") or {}
+_result = training_result
+_status = pipeline_status
 
 
 def _jobs(cluster: Cluster, name: str) -> list[str]:

@@ -11,18 +11,13 @@ from typing import Any
 
 from kubeloop.api.training import TrainingPipelineSpec
 from kubeloop.resources.common import (
-    TERMINATION_LOG,
     Owner,
     WorkloadDefaults,
     child_labels,
     owner_reference,
-    pod_defaults,
     pod_metadata,
-    pod_security_context,
-    restricted_container_security_context,
-    scratch_volumes,
 )
-from kubeloop.resources.training import kubeloop_image, storage_access_env
+from kubeloop.resources.training import storage_access_env, storage_task_pod
 
 __all__ = ["DATAWATCH_LABEL", "build_data_watch_cronjob", "data_watch_name"]
 
@@ -49,10 +44,8 @@ def build_data_watch_cronjob(
     """
     assert spec.data_trigger is not None
     labels = child_labels(owner, _COMPONENT, _APP, owner_label=DATAWATCH_LABEL)
-    volumes, mounts = scratch_volumes()
     container = {
         "name": "datawatch",
-        "image": kubeloop_image(spec, defaults),
         "command": ["kubeloop", "fingerprint"],
         "env": [
             *storage_access_env(owner, spec, defaults),
@@ -62,19 +55,8 @@ def build_data_watch_cronjob(
             "requests": {"cpu": "100m", "memory": "128Mi"},
             "limits": {"memory": "512Mi"},  # a listing; file:// files are hashed in blocks
         },
-        "volumeMounts": mounts,
-        "securityContext": restricted_container_security_context(),
-        "terminationMessagePath": TERMINATION_LOG,
-        "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "automountServiceAccountToken": False,
-        "securityContext": pod_security_context(defaults),
-        "containers": [container],
-        "volumes": volumes,
-        **pod_defaults(defaults, spec.resources),
-    }
+    pod_spec = storage_task_pod(spec, defaults, container)
     return {
         "apiVersion": "batch/v1",
         "kind": "CronJob",

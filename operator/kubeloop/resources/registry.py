@@ -12,18 +12,13 @@ from typing import Any
 
 from kubeloop.api.training import TrainingPipelineSpec
 from kubeloop.resources.common import (
-    TERMINATION_LOG,
     Owner,
     WorkloadDefaults,
     child_labels,
     owner_reference,
-    pod_defaults,
     pod_metadata,
-    pod_security_context,
-    restricted_container_security_context,
-    scratch_volumes,
 )
-from kubeloop.resources.training import kubeloop_image, storage_access_env
+from kubeloop.resources.training import storage_access_env, storage_task_pod
 
 __all__ = [
     "REGISTRY_LABEL",
@@ -86,10 +81,8 @@ def build_registry_job(
         **child_labels(owner, _COMPONENT, _APP, owner_label=REGISTRY_LABEL),
         REGISTRY_OP_LABEL: str(op["id"]),
     }
-    volumes, mounts = scratch_volumes()
     container = {
         "name": "registry",
-        "image": kubeloop_image(spec, defaults),
         "command": ["kubeloop"],
         "args": registry_args(owner, spec, op),
         "env": storage_access_env(owner, spec, defaults),
@@ -97,21 +90,8 @@ def build_registry_job(
             "requests": {"cpu": "100m", "memory": "256Mi"},
             "limits": {"memory": "2Gi"},  # a version's files are read whole to checksum them
         },
-        "volumeMounts": mounts,
-        "securityContext": restricted_container_security_context(),
-        "terminationMessagePath": TERMINATION_LOG,
-        "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "automountServiceAccountToken": False,
-        "securityContext": pod_security_context(defaults),
-        "containers": [container],
-        "volumes": volumes,
-        # The pipeline's placement, as for its runs: where its pods may go (a node pool that
-        # reaches the object store, say) holds for this one too. It requests no GPU.
-        **pod_defaults(defaults, spec.resources),
-    }
+    pod_spec = storage_task_pod(spec, defaults, container)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

@@ -87,6 +87,34 @@ def storage_access_env(
     ]
 
 
+def storage_task_pod(
+    spec: TrainingPipelineSpec, defaults: WorkloadDefaults, container: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The pod spec of a pipeline's short storage task (a data check, a registry write): its
+    one `container` (name, command, args, env, resources) in the trainer image, restricted,
+    on scratch volumes, with no service-account token (it needs no Kubernetes API), the
+    workload defaults and the pipeline's placement, as for its runs (where its pods may go, a
+    node pool that reaches the object store, say, holds for these too; they request no GPU)."""
+    volumes, mounts = scratch_volumes()
+    full = {
+        "name": container["name"],
+        "image": kubeloop_image(spec, defaults),
+        **{k: v for k, v in container.items() if k != "name"},
+        "volumeMounts": mounts,
+        "securityContext": restricted_container_security_context(),
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    return {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "securityContext": pod_security_context(defaults),
+        "containers": [full],
+        "volumes": volumes,
+        **pod_defaults(defaults, spec.resources),
+    }
+
+
 def _labels(owner: Owner, run_id: int) -> dict[str, str]:
     return {**child_labels(owner, _COMPONENT, _APP), RUN_ID_LABEL: str(run_id)}
 
