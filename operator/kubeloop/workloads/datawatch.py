@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import traceback
 from typing import Any
 
+from kubeloop.workloads.logsetup import configure_logging
 from kubeloop.workloads.result import write_result
 from kubeloop.workloads.trainer.data import data_files, fingerprint
 from kubeloop.workloads.trainer.errors import EXIT_CODES, TrainingError
@@ -56,10 +56,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--spec", help="TrainingPipeline YAML (or its spec); else KUBELOOP_SPEC")
     parser.add_argument("--result-path", default=None, help="default KUBELOOP_RESULT_PATH")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=os.environ.get("KUBELOOP_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    configure_logging()
     try:
         result = measure(args.spec)
     except TrainingError as error:

@@ -57,6 +57,7 @@ from typing import Any
 
 from kubeloop.registry import Registry, RegistryError
 from kubeloop.storage import StorageError
+from kubeloop.workloads.logsetup import configure_logging
 from kubeloop.workloads.result import write_result
 
 __all__ = ["EXIT_CODES", "REFUSALS", "RegistryJobError", "inspect", "main", "promote"]
@@ -239,10 +240,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     """Run one registry operation; returns the exit code (see the module docstring)."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=os.environ.get("KUBELOOP_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    configure_logging()
     if "/" not in args.pipeline:
         _parser().error("--pipeline is NAMESPACE/NAME")
     if args.verb == "promote" and not args.version.isdigit():

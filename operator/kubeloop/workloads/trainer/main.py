@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from kubeloop.api.training import ESTIMATORS, TrainingPipelineSpec
+from kubeloop.workloads.logsetup import configure_logging
 from kubeloop.workloads.result import write_result
 from kubeloop.workloads.trainer.errors import TrainingError
 from kubeloop.workloads.trainer.mlp import Distributed
@@ -114,10 +115,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     """Run one training; returns the exit code (0 when a version was written)."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=os.environ.get("KUBELOOP_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    configure_logging()
     started = time.monotonic()
     dist = Distributed.from_env()
     if args.publish and os.environ.get("NODE_RANK"):
