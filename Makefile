@@ -104,6 +104,7 @@ bench-venvs: venv-evidently ## separate venvs: benchmark peers (Evidently 0.7; M
 	  "torch==$$($(PYTHON) -c 'import torch; print(torch.__version__.split("+")[0])')")
 
 bench: install bench-venvs ## benchmarks against the anchors (`make bench TOPICS=drift`); index in BENCHMARKS.md
+	$(UVPIP) --python $(PYEXE) -e '.[dev,bench]'
 	nice -n 10 $(PYTHON) -m bench $(TOPICS)
 
 e2e: ## kind end-to-end (needs Docker and kind; skips cleanly without)
