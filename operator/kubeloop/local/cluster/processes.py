@@ -1,9 +1,11 @@
 """Local processes standing in for containers: start, wait, terminate, always clean up.
 
-Each process gets its own session (process group) so terminating a pod also ends whatever the
-container started (torchrun workers, uvicorn workers). The environment is the container's plus
-the minimum a program needs on this machine (PATH, HOME, LANG, PYTHONPATH), never the rest of
-the caller's environment: a pod does not inherit the node's env either.
+A container running this machine's Python is forked from a warm fork server when that behaves
+the same as a fresh interpreter (forkserver.py), else started fresh. Each process gets its own
+session (process group) so terminating a pod also ends whatever the container started
+(torchrun workers, uvicorn workers). The environment is the container's plus the minimum a
+program needs on this machine (PATH, HOME, LANG, PYTHONPATH), never the rest of the caller's
+environment: a pod does not inherit the node's env either.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import signal
 import socket
 from pathlib import Path
 
+from kubeloop.local.cluster import forkserver
+from kubeloop.local.cluster.forkserver import ForkedProcess
 from kubeloop.local.cluster.podspec import ProcessSpec
 
 __all__ = ["LocalProcess", "free_port", "host_env"]
@@ -50,7 +54,7 @@ class LocalProcess:
         self.spec = spec
         self.log_path = log_path
         self.hostname = hostname
-        self.process: asyncio.subprocess.Process | None = None
+        self.process: asyncio.subprocess.Process | ForkedProcess | None = None
         self.exit_code: int | None = None
 
     async def start(self) -> None:
@@ -59,6 +63,15 @@ class LocalProcess:
         if self.hostname:
             env["HOSTNAME"] = self.hostname
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        plan = forkserver.fork_plan(self.spec.argv, env)
+        server = forkserver.shared() if plan is not None else None
+        if plan is not None and server is not None:
+            loop = asyncio.get_running_loop()
+            with contextlib.suppress(OSError):  # the fork server is gone: a fresh process
+                self.process = await loop.run_in_executor(
+                    None, server.spawn, plan, env, self.spec.cwd, self.log_path
+                )
+                return
         with self.log_path.open("ab") as log:
             self.process = await asyncio.create_subprocess_exec(
                 *self.spec.argv,
