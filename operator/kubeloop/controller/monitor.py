@@ -43,7 +43,8 @@ from kubeloop.controller.status import (
     set_condition,
     snapshot,
 )
-from kubeloop.controller.training import RESYNC_SECONDS, RETRAIN_ANNOTATION
+from kubeloop.controller.training import RESYNC_SECONDS
+from kubeloop.decide.triggers import RETRAIN_ANNOTATION
 from kubeloop.resources.common import Owner
 from kubeloop.resources.monitoring import build_monitor_cronjob, reference_uri
 
