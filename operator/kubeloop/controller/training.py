@@ -619,7 +619,7 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
             post_event(body, "RunStarted", f"run {run_id} ({decision.start}): Job {run['job']}")
         else:
             refused = True
-        # What waits for the run just started (a trigger that came while it was allocated).
+        # What still waits, now that the run is allocated and its triggers handled.
         after = replace(inputs, status=status, first_run=adoption.first_run(status))
         trigger, _ = pending(after)
 
