@@ -19,7 +19,7 @@ from kubeloop.controller.promotions import (
     enqueue,
     run_verdict,
 )
-from kubeloop.controller.training import gate
+from kubeloop.decide.gate import gate
 
 
 def _spec(auto_promote: bool = True) -> TrainingPipelineSpec:

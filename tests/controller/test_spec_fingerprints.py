@@ -14,7 +14,7 @@ from pydantic import Field
 
 from kubeloop.api.deployment import ModelDeploymentSpec, ServerResources
 from kubeloop.api.training import ResourcesSpec, TrainingPipelineSpec
-from kubeloop.controller.deployment import _spec_hash
+from kubeloop.decide.canary import spec_hash
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -39,7 +39,7 @@ def test_run_fingerprints_of_existing_pipelines_do_not_move(name: str, expected:
 
 @pytest.mark.parametrize(("name", "expected"), sorted(ROLLOUT_HASHES.items()))
 def test_rollout_fingerprints_of_existing_deployments_do_not_move(name: str, expected: str) -> None:
-    assert _spec_hash(ModelDeploymentSpec.model_validate(_spec(name))) == expected
+    assert spec_hash(ModelDeploymentSpec.model_validate(_spec(name))) == expected
 
 
 class _NewerResources(ResourcesSpec):
@@ -71,7 +71,7 @@ def test_a_field_added_with_a_default_leaves_the_run_fingerprint(name: str) -> N
 @pytest.mark.parametrize("name", sorted(ROLLOUT_HASHES))
 def test_a_field_added_with_a_default_leaves_the_rollout_fingerprint(name: str) -> None:
     spec = _spec(name)
-    older = _spec_hash(ModelDeploymentSpec.model_validate(spec))
-    assert _spec_hash(_NewerDeployment.model_validate(spec)) == older
+    older = spec_hash(ModelDeploymentSpec.model_validate(spec))
+    assert spec_hash(_NewerDeployment.model_validate(spec)) == older
     spec.setdefault("resources", {})["futureKnob"] = "on"
-    assert _spec_hash(_NewerDeployment.model_validate(spec)) != older
+    assert spec_hash(_NewerDeployment.model_validate(spec)) != older

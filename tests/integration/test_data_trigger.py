@@ -137,4 +137,5 @@ def test_removing_the_trigger_removes_its_cronjob(cluster: Cluster, operator: Op
     wait_for(lambda: cluster.get(CRONJOBS, "ml", "gone-datawatch"), what="the CronJob")
     cluster.patch(TP, "ml", "gone", {"spec": {"dataTrigger": None}})
     wait_for(lambda: cluster.get(CRONJOBS, "ml", "gone-datawatch") is None, what="its removal")
-    assert _status(cluster, "gone").get("dataCheck") is None
+    # The CronJob goes before the pass that removed it writes status: wait for that write.
+    wait_for(lambda: _status(cluster, "gone").get("dataCheck") is None, what="dataCheck cleared")

@@ -19,29 +19,16 @@ from __future__ import annotations
 import ssl
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from kubeloop.decide.canary import Traffic
 
 __all__ = ["REQUESTS_METRIC", "Traffic", "canary_traffic", "pod_metrics_url"]
 
 REQUESTS_METRIC = "kubeloop_inference_requests_total"
 _DEFAULT_PORT = 8080
-
-
-@dataclass(frozen=True)
-class Traffic:
-    """Requests the scraped pods answered, and how many of them failed (HTTP 5xx)."""
-
-    requests: float
-    errors: float
-    pods: int
-
-    @property
-    def error_rate(self) -> float:
-        """Failed share of requests (0 without requests)."""
-        return self.errors / self.requests if self.requests else 0.0
 
 
 def pod_metrics_url(pod: dict[str, Any]) -> str | None:

@@ -23,41 +23,27 @@ until the spec (other than replicas) or the resolved version changes.
 from __future__ import annotations
 
 import copy
-import datetime
-import hashlib
 import json
 import os
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Any
 
 import kopf
 
-from kubeloop.api.canary_split import CanarySplit, split_step
-from kubeloop.api.common import SecretReference
-from kubeloop.api.deployment import (
-    CanarySpec,
-    ModelDeployment,
-    ModelDeploymentSpec,
-    stable_replica_counts,
-)
+from kubeloop.api.deployment import ModelDeployment, ModelDeploymentSpec
 from kubeloop.api.parse import SpecError, parse_resource
 from kubeloop.controller import clock
 from kubeloop.controller.canary_analysis import canary_traffic
 from kubeloop.controller.reconciling import reconcile_object
 from kubeloop.controller.runtime import runtime
-from kubeloop.controller.status import (
-    changed_fields,
-    invalid_spec,
-    now,
-    post_event,
-    set_condition,
-)
+from kubeloop.controller.status import changed_fields, invalid_spec, post_event, set_condition
+from kubeloop.decide.canary import RolloutInputs, RolloutPlan, plan_rollout
+from kubeloop.decide.resolve import ModelUnavailableError, Target, resolve
+from kubeloop.decide.serving import count, rolled_out, served_uri, served_version
 from kubeloop.resources.common import Owner
 from kubeloop.resources.serving import (
     TRACK_LABEL,
-    VERSION_LABEL,
     build_hpa,
     build_network_policy,
     build_server_deployment,
@@ -67,168 +53,26 @@ from kubeloop.resources.serving import (
     serving_selector,
 )
 
-__all__ = ["MD_LABEL", "ModelUnavailableError", "Target", "reconcile", "resolve", "version_of_uri"]
+__all__ = ["MD_LABEL", "reconcile"]
 
 KIND = "ModelDeployment"
 MD_LABEL = "kubeloop.io/modeldeployment"
 # Timer period: canary step resolution and the level-triggered safety net (read at import
 # because kopf takes the interval at registration).
 RESYNC_SECONDS = float(os.environ.get("KUBELOOP_RESYNC_SECONDS", "30"))
-_LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 
 
-@dataclass(frozen=True)
-class Target:
-    """The concrete version to serve, and the credentials to read it with."""
-
-    version: str
-    uri: str
-    secret: SecretReference | None
-
-
-class ModelUnavailableError(Exception):
-    """The model cannot be resolved yet; `reason` is the condition reason."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-
-def version_of_uri(uri: str) -> str:
-    """A label-safe version name for a version folder URI (`.../versions/3/` -> `3`)."""
-    segment = uri.rstrip("/").rsplit("/", 1)[-1]
-    if _LABEL_VALUE.match(segment):
-        return segment
-    return "uri-" + hashlib.sha256(uri.encode()).hexdigest()[:12]
-
-
-def _known_uri(
-    version: str, trained: list[dict[str, Any]], champion: Mapping[str, Any]
-) -> str | None:
-    """The URI status records for `version` (a run of it, or the champion), else None."""
-    for run in trained:
-        if str(run["modelVersion"]) == version:
-            return str(run["uri"])
-    if str(champion.get("version")) == version and champion.get("uri"):
-        return str(champion["uri"])
-    return None
-
-
-def resolve(spec: ModelDeploymentSpec, namespace: str) -> Target:
-    """spec.model -> the version URI to serve; ModelUnavailableError while there is none."""
-    ref = spec.model
-    if ref.uri is not None:
-        return Target(version_of_uri(ref.uri), ref.uri, spec.storage_secret_ref)
-    assert ref.pipeline_ref is not None  # the model's CEL rule: exactly one of uri/pipelineRef
-    name = ref.pipeline_ref.name
-    pipeline = runtime.api.get("TrainingPipeline", namespace, name)
-    if pipeline is None:
-        raise ModelUnavailableError(
-            "PipelineNotFound",
-            f"spec.model.pipelineRef: TrainingPipeline {name!r} does not exist in namespace "
-            f"{namespace}; create it or fix the name",
-        )
-    pspec = pipeline.get("spec") or {}
-    pstatus = pipeline.get("status") or {}
-    secret = spec.storage_secret_ref
-    if secret is None and (pspec.get("storageSecretRef") or {}).get("name"):
-        secret = SecretReference(name=pspec["storageSecretRef"]["name"])
-    champion = pstatus.get("champion") or {}
-    trained = [
-        r
-        for r in pstatus.get("runs") or []
-        if r.get("modelVersion") and r.get("uri") and str(r["modelVersion"]).isdigit()
-    ]
-    wanted, what = ref.version, f"spec.model.version: {ref.version}"
-    if ref.alias is not None and ref.alias != "champion":
-        aliased = (pstatus.get("aliases") or {}).get(ref.alias)
-        if not aliased:
-            raise ModelUnavailableError(
-                "WaitingForModel",
-                f"TrainingPipeline {name!r} has no alias {ref.alias!r} yet (spec.model.alias); "
-                f"set it with `kubectl annotate tp {name} alias.kubeloop.io/{ref.alias}=<version>`",
-            )
-        wanted, what = str(aliased), f"spec.model.alias: {ref.alias}"
-    if wanted == "champion":
-        if not champion.get("version") or not champion.get("uri"):
-            raise ModelUnavailableError(
-                "WaitingForModel",
-                f"TrainingPipeline {name!r} has no champion yet (spec.model.version: champion)",
-            )
-        return Target(str(champion["version"]), str(champion["uri"]), secret)
-    if wanted == "latest":
-        if not trained:
-            raise ModelUnavailableError(
-                "WaitingForModel",
-                f"TrainingPipeline {name!r} has no trained version yet (spec.model.version: "
-                "latest)",
-            )
-        newest = max(trained, key=lambda r: int(r["modelVersion"]))
-        return Target(str(newest["modelVersion"]), str(newest["uri"]), secret)
-    known = _known_uri(wanted, trained, champion)
-    if known is not None:
-        return Target(wanted, known, secret)
-    artifacts = pspec.get("artifacts")
-    if not artifacts:
-        raise ModelUnavailableError(
-            "WaitingForModel",
-            f"TrainingPipeline {name!r} has no spec.artifacts to find version {wanted} in ({what})",
-        )
-    # Versions are immutable folders at a fixed place: older than the run history is fine. An
-    # alias names the folder as the registry writes it (its runs report the same URI), so a
-    # pipeline created again, whose runs are gone, resolves an alias to the URI that serves.
-    folder = f"{str(artifacts).rstrip('/')}/versions/{wanted}"
-    return Target(wanted, folder if ref.alias else f"{folder}/", secret)
+def _target(spec: ModelDeploymentSpec, namespace: str) -> Target:
+    """spec.model -> the version to serve (reads the pipeline it names); ModelUnavailableError
+    while there is none."""
+    ref = spec.model.pipeline_ref
+    pipeline = None
+    if ref is not None and spec.model.uri is None:
+        pipeline = runtime.api.get("TrainingPipeline", namespace, ref.name)
+    return resolve(spec, namespace, pipeline)
 
 
 # --- reading children ------------------------------------------------------------------------
-
-
-def _version(dep: dict[str, Any] | None) -> str | None:
-    if dep is None:
-        return None
-    return (dep["metadata"].get("annotations") or {}).get(VERSION_LABEL)
-
-
-def _uri(dep: dict[str, Any] | None) -> str | None:
-    if dep is None:
-        return None
-    for container in dep["spec"]["template"]["spec"].get("containers") or []:
-        for env in container.get("env") or []:
-            if env.get("name") == "KUBELOOP_MODEL_URI":
-                return str(env.get("value"))
-    return None
-
-
-def _count(dep: dict[str, Any] | None, field: str) -> int:
-    return int(((dep or {}).get("status") or {}).get(field) or 0)
-
-
-def _rolled_out(dep: dict[str, Any] | None) -> bool:
-    """Every desired pod runs the current template and is ready; no old pod is left."""
-    if dep is None:
-        return False
-    want = int(dep["spec"].get("replicas", 1))
-    st = dep.get("status") or {}
-    return (
-        int(st.get("observedGeneration") or 0) >= int(dep["metadata"].get("generation") or 1)
-        and int(st.get("updatedReplicas") or 0) >= want
-        and int(st.get("readyReplicas") or 0) >= want
-        and int(st.get("replicas") or 0) <= want
-    )
-
-
-def _deadline_exceeded(dep: dict[str, Any] | None) -> str | None:
-    """The Deployment controller's verdict that a rollout is stuck, as a message."""
-    for cond in ((dep or {}).get("status") or {}).get("conditions") or []:
-        if (
-            cond.get("type") == "Progressing"
-            and cond.get("status") == "False"
-            and cond.get("reason") == "ProgressDeadlineExceeded"
-        ):
-            return str(cond.get("message") or "the Deployment exceeded its progress deadline")
-    return None
 
 
 def _subset(want: Any, have: Any) -> bool:
@@ -267,38 +111,7 @@ def _apply(
     return patched if patched is not None else api.create(manifest)
 
 
-def _spec_hash(spec: ModelDeploymentSpec) -> str:
-    """The spec minus scaling: a change of it retries a rolled-back version. Fields at their
-    defaults are left out, so a field added to the API does not retry every rolled-back version
-    after an upgrade."""
-    dumped = spec.model_dump(
-        mode="json", by_alias=True, exclude={"replicas", "autoscaling"}, exclude_defaults=True
-    )
-    return hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _elapsed(since: str | None) -> float:
-    if not since:
-        return float("inf")
-    started = datetime.datetime.strptime(since, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
-    return (clock.now() - started).total_seconds()
-
-
 # --- the reconcile ---------------------------------------------------------------------------
-
-
-@dataclass
-class _Plan:
-    """What one reconcile decided: the stable version and sizes, the canary, the conditions."""
-
-    stable_version: str
-    stable_uri: str
-    stable_replicas: int | None  # None: the HPA decides
-    canary: dict[str, Any] | None = None  # status.canary to write (None: no rollout)
-    canary_replicas: int = 0
-    keep_canary: bool = False  # keep the canary Deployment as it is (promotion in progress)
-    progressing: tuple[bool, str, str] = (False, "Complete", "")
-    degraded: tuple[bool, str, str] = (False, "AsExpected", "no failed rollout")
 
 
 def reconcile(namespace: str, name: str) -> None:
@@ -357,7 +170,7 @@ def _reconcile(namespace: str, name: str) -> None:
     stable = api.get("Deployment", namespace, deployment_name(owner, "stable"))
     canary_dep = api.get("Deployment", namespace, deployment_name(owner, "canary"))
     try:
-        target = resolve(spec, namespace)
+        target = _target(spec, namespace)
     except ModelUnavailableError as waiting:
         # A missing pipeline needs a person (create it or fix the name): Stalled, as a
         # DriftMonitor's missing deployment is; waiting for a first champion is not.
@@ -392,6 +205,7 @@ def _reconcile(namespace: str, name: str) -> None:
         api.delete("NetworkPolicy", namespace, name)
 
     plan = _plan(body, spec, status, target=target, stable=stable, canary_dep=canary_dep)
+    status["failedRollout"] = plan.failed_rollout
     defaults = runtime.config.workloads
     stable = _apply(
         build_server_deployment(
@@ -423,18 +237,18 @@ def _reconcile(namespace: str, name: str) -> None:
         canary_dep = None
     status["canary"] = plan.canary
 
-    if _rolled_out(stable):
-        status["modelVersion"] = _version(stable)
-        status["modelUri"] = _uri(stable)
+    if rolled_out(stable):
+        status["modelVersion"] = served_version(stable)
+        status["modelUri"] = served_uri(stable)
     status.update(
         url=service_url(owner, spec),
         selector=",".join(f"{k}={v}" for k, v in sorted(serving_selector(owner).items())),
-        replicas=_count(stable, "replicas") + _count(canary_dep, "replicas"),
-        readyReplicas=_count(stable, "readyReplicas") + _count(canary_dep, "readyReplicas"),
+        replicas=count(stable, "replicas") + count(canary_dep, "replicas"),
+        readyReplicas=count(stable, "readyReplicas") + count(canary_dep, "readyReplicas"),
     )
-    ready = _count(stable, "readyReplicas") + _count(canary_dep, "readyReplicas")
+    ready = count(stable, "readyReplicas") + count(canary_dep, "readyReplicas")
     want = int(stable["spec"].get("replicas", 1))
-    serving = status.get("modelVersion") or _version(stable)
+    serving = status.get("modelVersion") or served_version(stable)
     if ready > 0 or want == 0:
         ready_value = (True, "Serving", f"version {serving}: {ready} pod(s) ready")
     else:
@@ -461,11 +275,11 @@ def _waiting(
         _set(body, conditions, "Ready", (False, waiting.reason, waiting.message), warn_when=warn)
         _set(body, conditions, "Progressing", (False, waiting.reason, waiting.message))
     else:
-        message = f"keeps serving version {_version(stable)}: {waiting.message}"
+        message = f"keeps serving version {served_version(stable)}: {waiting.message}"
         _set(body, conditions, "Progressing", (False, waiting.reason, message))
     status.update(
-        replicas=_count(stable, "replicas") + _count(canary_dep, "replicas"),
-        readyReplicas=_count(stable, "readyReplicas") + _count(canary_dep, "readyReplicas"),
+        replicas=count(stable, "replicas") + count(canary_dep, "replicas"),
+        readyReplicas=count(stable, "readyReplicas") + count(canary_dep, "readyReplicas"),
     )
 
 
@@ -477,257 +291,18 @@ def _plan(
     target: Target,
     stable: dict[str, Any] | None,
     canary_dep: dict[str, Any] | None,
-) -> _Plan:
-    """Decide versions and sizes from the observed children and status.canary."""
-    full: int | None = None if spec.autoscaling is not None else spec.replicas
-    if stable is None:
-        # First deploy (or the stable Deployment was deleted): serve what status says was
-        # serving, else the target; a different target then rolls out as usual.
-        version = status.get("modelVersion") or target.version
-        uri = status.get("modelUri") or target.uri
-        if version == target.version:
-            uri = target.uri
-        stable_version, stable_uri = str(version), str(uri)
-    else:
-        stable_version, stable_uri = str(_version(stable)), str(_uri(stable))
-
-    canary_spec = spec.rollout.canary
-    if spec.rollout.strategy != "Canary" or canary_spec is None:
-        plan = _Plan(target.version, target.uri, full)
-        stuck = _deadline_exceeded(stable)
-        if stable_version != target.version or not _rolled_out(stable):
-            message = f"rolling update to version {target.version} (maxUnavailable 0)"
-            plan.progressing = (True, "RollingUpdate", message)
-            if stuck and stable_version == target.version:
-                plan.progressing = (False, "ProgressDeadlineExceeded", stuck)
-                plan.degraded = (
-                    True,
-                    "ProgressDeadlineExceeded",
-                    f"version {target.version} does not become ready; the old pods keep "
-                    f"serving: {stuck}",
-                )
-        else:
-            plan.progressing = (False, "Complete", f"version {target.version} is rolled out")
-        status["failedRollout"] = None
-        return plan
-
-    if stable_version == target.version:
-        return _settle(body, status, target, stable=stable, canary_dep=canary_dep, full=full)
-    failed = status.get("failedRollout") or {}
-    if failed.get("version") == target.version and failed.get("specHash") == _spec_hash(spec):
-        plan = _Plan(stable_version, stable_uri, full)
-        plan.degraded = (
-            True,
-            str(failed.get("reason")),
-            _rolled_back(target.version, str(failed.get("message"))),
-        )
-        plan.progressing = (False, "RolledBack", f"version {stable_version} keeps serving")
-        return plan
-    status["failedRollout"] = None
-    return _canary_step(
-        body,
-        spec,
-        status,
-        canary_spec=canary_spec,
-        target=target,
-        stable_version=stable_version,
-        stable_uri=stable_uri,
-        canary_dep=canary_dep,
-        stable_pods=_stable_pods(spec, stable),
-    )
-
-
-def _rolled_back(version: str, why: str) -> str:
-    """The Degraded message of a rolled-back version: the same from the rollback on, so a
-    resync that finds nothing new writes nothing new."""
-    return (
-        f"version {version} was rolled back: {why.rstrip('.')}; it is retried when the spec "
-        "changes or another version is resolved"
-    )
-
-
-def _settle(
-    body: dict[str, Any],
-    status: dict[str, Any],
-    target: Target,
-    *,
-    stable: dict[str, Any] | None,
-    canary_dep: dict[str, Any] | None,
-    full: int | None,
-) -> _Plan:
-    """The stable Deployment has the target: finish a promotion, else nothing to roll out."""
-    plan = _Plan(target.version, target.uri, full)
-    status["failedRollout"] = None
-    state = status.get("canary")
-    if canary_dep is not None and not _rolled_out(stable):
-        # Promotion: the canary keeps serving until the stable pods all run the new version.
-        plan.canary = state or {
-            "version": _version(canary_dep),
-            "uri": _uri(canary_dep),
-            "trafficPercent": 100,
-            "stepPercent": 100,
-            "step": 0,
-        }
-        plan.keep_canary = True
-        plan.progressing = (
-            True,
-            "Promoting",
-            f"stable Deployment rolling to version {target.version}; the canary goes after",
-        )
-        return plan
-    if state and state.get("version") == target.version:
-        _event(body, "Promoted", f"version {target.version} serves all traffic")
-    if _rolled_out(stable):
-        plan.progressing = (False, "Complete", f"version {target.version} is rolled out")
-    else:
-        plan.progressing = (True, "Creating", f"version {target.version}: pods are starting")
-    return plan
-
-
-def _stable_pods(spec: ModelDeploymentSpec, stable: dict[str, Any] | None) -> int:
-    """The stable pods a canary is sized beside: spec.replicas, or with an HPA the count it
-    set (minReplicas until the Deployment exists)."""
-    auto = spec.autoscaling
-    if auto is None:
-        return spec.replicas
-    if stable is None:
-        return auto.min_replicas
-    return int(stable["spec"].get("replicas", auto.min_replicas))
-
-
-def _served(split: CanarySplit) -> str:
-    return f"{split.share}% served by {split.canary} canary beside {split.stable} stable pod(s)"
-
-
-def _canary_step(
-    body: dict[str, Any],
-    spec: ModelDeploymentSpec,
-    status: dict[str, Any],
-    *,
-    canary_spec: CanarySpec,
-    target: Target,
-    stable_version: str,
-    stable_uri: str,
-    canary_dep: dict[str, Any] | None,
-    stable_pods: int,
-) -> _Plan:
-    """A canary of the target: start, hold, step, promote at 100, or roll back."""
-    hpa = spec.autoscaling is not None
-    steps = canary_spec.steps
-    most = stable_replica_counts(spec)[-1]
-
-    def split(index: int) -> CanarySplit | None:
-        """Pods for a step before the last (which promotes instead)."""
-        return split_step(stable_pods, steps[index], most) if steps[index] < 100 else None
-
-    state = status.get("canary")
-    if not state or state.get("version") != target.version:
-        state = {"version": target.version, "uri": target.uri, "step": 0, "stepStartedAt": now()}
-        first = split(0)
-        served = f" ({_served(first)})" if first else ""
-        _event(body, "CanaryStarted", f"version {target.version}: {steps[0]}% step{served}")
-    step = min(int(state.get("step") or 0), len(steps) - 1)
-    ours = canary_dep is not None and _version(canary_dep) == target.version
-
-    # Failure checks first: a stuck canary or too many errors roll back at once.
-    failure: tuple[str, str] | None = None
-    stuck = _deadline_exceeded(canary_dep) if ours else None
-    if stuck:
-        failure = ("ProgressDeadlineExceeded", f"the canary pods never became ready: {stuck}")
-    analysis = canary_spec.analysis
-    verdict = "serving metrics unreachable: steps advance on readiness only"
-    allow = True
-    if ours and failure is None:
-        pods = runtime.api.list(
-            "Pod",
-            body["metadata"]["namespace"],
-            {MD_LABEL: body["metadata"]["name"], TRACK_LABEL: "canary"},
-        )
-        traffic = canary_traffic(pods)
-        if traffic is None and analysis.min_requests > 0:
-            # The spec asks for evidence; unreadable metrics give none: hold, never guess.
-            verdict = (
-                f"serving metrics unreachable: holding until the canary's {analysis.min_requests}"
-                " request(s) can be counted"
-            )
-            allow = False
-        elif traffic is not None:
-            need = max(analysis.min_requests, 1)
-            if traffic.requests < need:
-                verdict = f"canary served {traffic.requests:g} of {need} request(s) needed"
-                allow = analysis.min_requests == 0
-            elif traffic.error_rate > analysis.max_error_rate:
-                failure = (
-                    "ErrorRateTooHigh",
-                    f"canary error rate {traffic.error_rate:.2%} over "
-                    f"{traffic.requests:g} requests exceeds maxErrorRate "
-                    f"{analysis.max_error_rate:.2%}",
-                )
-            else:
-                verdict = (
-                    f"canary error rate {traffic.error_rate:.2%} over {traffic.requests:g} "
-                    f"requests is within maxErrorRate {analysis.max_error_rate:.2%}"
-                )
-    if failure is not None:
-        reason, message = failure
-        status["failedRollout"] = {
-            "version": target.version,
-            "reason": reason,
-            "message": message,
-            "specHash": _spec_hash(spec),
-            "failedAt": now(),
-        }
-        _event(body, "RolledBack", f"version {target.version} rolled back: {message}", warning=True)
-        plan = _Plan(stable_version, stable_uri, None if hpa else spec.replicas)
-        plan.degraded = (True, reason, _rolled_back(target.version, message))
-        plan.progressing = (False, "RolledBack", f"version {stable_version} keeps serving")
-        return plan
-
-    # Move on once this step's canary is rolled out and ready, long enough, and allowed.
-    current = split(step)
-    wanted = current.canary if current else 0
-    ready = ours and _rolled_out(canary_dep) and _count(canary_dep, "readyReplicas") >= wanted
-    if (
-        ready
-        and allow
-        and step < len(steps) - 1
-        and _elapsed(state.get("stepStartedAt")) >= canary_spec.step_seconds
-    ):
-        step += 1
-        current = split(step)
-        state = {**state, "step": step, "stepStartedAt": now()}
-        served = f", {_served(current)}" if current else ""
-        _event(
-            body,
-            "CanaryStep",
-            f"version {target.version}: step {step + 1}/{len(steps)}, {steps[step]}% step"
-            f"{served} ({verdict})",
-        )
-    percent = steps[step]
-    # What the canary really gets (its share of pods), beside what the spec declared.
-    state = {
-        **state,
-        "stepPercent": percent,
-        "trafficPercent": current.share if current else 100,
-    }
-    # The stable Deployment keeps its replicas (the HPA's with autoscaling): pods are added.
-    plan = _Plan(stable_version, stable_uri, None if hpa else spec.replicas, canary=state)
-    plan.degraded = (False, "AsExpected", "no failed rollout")
-    if current is None:
-        # Promote: the stable Deployment takes the new version (zero downtime); _settle
-        # removes the canary once the stable pods are all new.
-        plan.stable_version, plan.stable_uri = target.version, str(state["uri"])
-        plan.keep_canary = True
-        plan.progressing = (True, "Promoting", f"version {target.version}: promoting ({verdict})")
-        return plan
-    plan.canary_replicas = current.canary
-    ready_pods = _count(canary_dep, "readyReplicas") if ours else 0
-    plan.progressing = (
-        True,
-        "Canary",
-        f"version {target.version}: step {step + 1}/{len(steps)}, {percent}% step, "
-        f"{_served(current)}; {ready_pods}/{current.canary} canary pod(s) ready; {verdict}",
-    )
+) -> RolloutPlan:
+    """The rollout plan (kubeloop.decide.canary); the canary pods' request counters are read
+    only when a step asks for them. Posts the plan's Events."""
+    inputs = RolloutInputs(spec, status, target, stable, canary_dep, now=clock.now())
+    plan = plan_rollout(inputs)
+    if plan.needs_traffic:
+        meta = body["metadata"]
+        selector = {MD_LABEL: meta["name"], TRACK_LABEL: "canary"}
+        pods = runtime.api.list("Pod", meta["namespace"], selector)
+        plan = plan_rollout(replace(inputs, traffic=canary_traffic(pods)))
+    for event in plan.events:
+        _event(body, event.reason, event.message, warning=event.warning)
     return plan
 
 

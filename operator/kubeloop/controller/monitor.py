@@ -43,7 +43,9 @@ from kubeloop.controller.status import (
     set_condition,
     snapshot,
 )
-from kubeloop.controller.training import RESYNC_SECONDS, RETRAIN_ANNOTATION
+from kubeloop.controller.training import RESYNC_SECONDS
+from kubeloop.decide.retrain import RetrainDecision, retrain_episode
+from kubeloop.decide.triggers import RETRAIN_ANNOTATION
 from kubeloop.resources.common import Owner
 from kubeloop.resources.monitoring import build_monitor_cronjob, reference_uri
 
@@ -174,33 +176,28 @@ def _features(raw: Any) -> tuple[dict[str, Any], int]:
     return {f: valid[f] for f in order[:MAX_FEATURES]}, len(valid)
 
 
-def _request_retrain(
-    body: Mapping[str, Any], status: dict[str, Any], target: Target | None, job: Mapping[str, Any]
+def _act_on_episode(
+    body: Mapping[str, Any], status: dict[str, Any], decision: RetrainDecision
 ) -> None:
-    """Annotate the pipeline behind the deployment (deterministic value), then remember it."""
-    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    stamp = job["metadata"].get("creationTimestamp") or now()
-    if target is None or target.pipeline is None:
+    """Annotate the pipeline behind the deployment as decided, then remember it."""
+    namespace = body["metadata"]["namespace"]
+    for event in decision.events:
+        post_event(body, event.reason, event.message, warning=event.warning)
+    if decision.clear:
+        status["retrainRequestedAt"] = None
+    if decision.pipeline is None:
+        return
+    patch = {"metadata": {"annotations": {RETRAIN_ANNOTATION: decision.request}}}
+    if runtime.api.patch("TrainingPipeline", namespace, decision.pipeline, patch) is None:
         post_event(
             body,
             "RetrainUnavailable",
-            "drift detected and spec.onDrift.retrain is true, but the deployment does not serve "
-            "a TrainingPipeline (spec.model.pipelineRef): nothing to retrain",
+            f"TrainingPipeline {decision.pipeline!r} not found",
             warning=True,
         )
         return
-    request = f"{stamp} {name}/{job['metadata']['name']}"
-    patch = {"metadata": {"annotations": {RETRAIN_ANNOTATION: request}}}
-    if runtime.api.patch("TrainingPipeline", namespace, target.pipeline, patch) is None:
-        post_event(
-            body,
-            "RetrainUnavailable",
-            f"TrainingPipeline {target.pipeline!r} not found",
-            warning=True,
-        )
-        return
-    status["retrainRequestedAt"] = stamp
-    post_event(body, "RetrainRequested", f"TrainingPipeline {target.pipeline}: retrain requested")
+    status["retrainRequestedAt"] = decision.stamp
+    post_event(body, "RetrainRequested", f"TrainingPipeline {decision.pipeline}: retrain requested")
 
 
 def _record(
@@ -241,11 +238,17 @@ def _record(
     DRIFT_CHECKS.labels(namespace=meta["namespace"], monitor=name, verdict=verdict).inc()
     shown = f" ({len(features)} of {total} features in status)" if total > len(features) else ""
     post_event(body, "CheckCompleted", f"check {meta['name']}: {verdict}{shown}")
-    if verdict == "Drift":
-        if spec.on_drift.retrain and not status.get("retrainRequestedAt"):
-            _request_retrain(body, status, target, job)
-    elif verdict == "NoDrift":
-        status["retrainRequestedAt"] = None  # the episode is over
+    decision = retrain_episode(
+        verdict,
+        retrain=spec.on_drift.retrain,
+        requested_at=status.get("retrainRequestedAt"),
+        pipeline=target.pipeline if target is not None else None,
+        monitor=name,
+        job=meta["name"],
+        job_created=meta.get("creationTimestamp"),
+        now=now(),
+    )
+    _act_on_episode(body, status, decision)
 
 
 def reconcile(namespace: str, name: str) -> None:

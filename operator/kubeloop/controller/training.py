@@ -16,22 +16,15 @@ trained on (`lastRunDataFingerprint`) and from the one last acted on
 
 from __future__ import annotations
 
-import datetime
-import math
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import kopf
-from croniter import croniter
 
 from kubeloop.api.parse import SpecError, parse_resource
-from kubeloop.api.training import (
-    HIGHER_IS_BETTER,
-    PromotionSpec,
-    TrainingPipeline,
-    TrainingPipelineSpec,
-)
+from kubeloop.api.training import TrainingPipeline, TrainingPipelineSpec
 from kubeloop.controller import adoption, clock
 from kubeloop.controller.kube import Refused
 from kubeloop.controller.promotions import (
@@ -60,6 +53,8 @@ from kubeloop.controller.status import (
     set_condition,
     snapshot,
 )
+from kubeloop.decide.gate import gate
+from kubeloop.decide.triggers import RunInputs, allocation, decide_run, pending
 from kubeloop.resources.common import Owner
 from kubeloop.resources.datawatch import (
     DATAWATCH_LABEL,
@@ -80,127 +75,21 @@ from kubeloop.resources.training import (
 )
 
 __all__ = [
-    "RETRAIN_ANNOTATION",
-    "RUN_ANNOTATION",
     "data_check",
-    "gate",
-    "new_data",
     "pipeline_phase",
     "reconcile",
     "recorded_up_to",
     "run_state",
     "runs_to_record",
-    "schedule_due",
-    "skip_schedule",
     "stale_progress",
     "waiting_for",
 ]
 
 KIND = "TrainingPipeline"
-RUN_ANNOTATION = "kubeloop.io/run-requested-at"
-RETRAIN_ANNOTATION = "kubeloop.io/retrain-requested-at"
 PIPELINE_LABEL = "kubeloop.io/trainingpipeline"
 # Level-triggered safety net and cron resolution; read at import because kopf takes the
 # interval at registration.
 RESYNC_SECONDS = float(os.environ.get("KUBELOOP_RESYNC_SECONDS", "30"))
-
-
-def gate(
-    spec: TrainingPipelineSpec, result: Mapping[str, Any], champion: Mapping[str, Any] | None
-) -> tuple[bool, str]:
-    """Whether a run's new version may become the champion, and why, in a sentence.
-
-    `result` is the run's TrainingResult: `metrics` (the new version's validation metrics) and,
-    when the run scored the champion on the same validation rows, `championVersion` with
-    `championMetrics` or `championError`. `champion` is status.champion.
-    """
-    promo = spec.promotion
-    if promo is None:
-        return True, "no promotion gate: every successful run is promoted"
-    metrics = result.get("metrics") or {}
-    if metrics.get(promo.metric) is None:
-        return False, f"the run reported no {promo.metric}"
-    value = float(metrics[promo.metric])
-    if promo.minimum is not None and value < promo.minimum:
-        return False, f"{promo.metric} {value:g} is below the minimum {promo.minimum:g}"
-    if promo.maximum is not None and value > promo.maximum:
-        return False, f"{promo.metric} {value:g} is above the maximum {promo.maximum:g}"
-    verdict = f"{promo.metric} {value:g} passed the gate"
-    if promo.must_beat_champion and champion:
-        beaten, verdict = _beats_champion(promo, value, result, champion)
-        if not beaten:
-            return False, verdict
-    if not promo.auto_promote:
-        return False, f"the gate passed ({verdict}) but spec.promotion.autoPromote is false"
-    return True, verdict
-
-
-def _beats_champion(
-    promo: PromotionSpec, value: float, result: Mapping[str, Any], champion: Mapping[str, Any]
-) -> tuple[bool, str]:
-    """(beaten, sentence): the run's value against the champion's, like with like.
-
-    The champion's score on this run's validation rows decides. A result without one and
-    without an error comes from a trainer image older than that comparison: only then the
-    score recorded when the champion was trained (on older validation rows) stands in, and the
-    sentence says so. A champion that could not be scored fails closed.
-    """
-    metric = promo.metric
-    version = str(champion.get("version"))
-    scored = result.get("championVersion")
-    if result.get("championError"):
-        return False, (
-            f"the champion could not be scored on this run's validation data, so it cannot be "
-            f"compared: {result['championError']}"
-        )
-    same_data = result.get("championMetrics")
-    if isinstance(same_data, Mapping):
-        if scored is not None and str(scored) != version:
-            return False, (
-                f"this run scored champion v{scored}, but the champion is now v{version}: "
-                "the next run compares with it"
-            )
-        best = same_data.get(metric)
-        if best is None:
-            return False, (
-                f"champion v{version}, scored on this run's validation data, gave no {metric}"
-            )
-        where = "on this run's validation data"
-    else:
-        best = champion.get("score")
-        if best is None:
-            best = (champion.get("metrics") or {}).get(metric)
-        if best is None:
-            return True, f"{metric} {value:g} passed the gate (champion v{version} has no {metric})"
-        where = (
-            "as recorded when it was trained, on older validation data (this run's trainer "
-            "did not score the champion)"
-        )
-    best = float(best)
-    gain = (value - best) if HIGHER_IS_BETTER[metric] else (best - value)
-    margin = promo.min_improvement or 0.0
-    enough = gain >= margin or math.isclose(gain, margin, rel_tol=1e-9, abs_tol=1e-12)
-    by = f" by at least {margin:g}" if promo.min_improvement else ""
-    if gain > 0 and enough:
-        return True, f"{metric} {value:g} beats champion v{version}'s {best:g}{by} {where}"
-    return False, f"{metric} {value:g} does not beat champion v{version}'s {best:g}{by} {where}"
-
-
-def schedule_due(
-    schedule: str | None, status: Mapping[str, Any], created: str, current: datetime.datetime
-) -> str | None:
-    """The latest cron tick at or before `current` not yet acted on (UTC), or None."""
-    if not schedule:
-        return None
-    since = status.get("lastScheduleTime") or created
-    base = datetime.datetime.strptime(since, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
-    tick = croniter(schedule, base).get_next(datetime.datetime)
-    if tick > current:
-        return None
-    # get_prev is strictly before its start: from one second on, a tick at `current` itself
-    # counts (cron ticks are whole minutes), rather than naming the previous, acted-on one.
-    latest = croniter(schedule, current + datetime.timedelta(seconds=1)).get_prev(datetime.datetime)
-    return str(latest.strftime("%Y-%m-%dT%H:%M:%SZ"))
 
 
 def recorded_up_to(status: Mapping[str, Any]) -> int:
@@ -234,14 +123,6 @@ def runs_to_record(
     return todo
 
 
-def spec_changed(spec: TrainingPipelineSpec, status: Mapping[str, Any]) -> bool:
-    """Whether the spec trains something else than the latest run did: an edit of promotion,
-    schedule, suspend, runPolicy, ... starts no run. A status written before the fingerprint
-    was recorded has none: any edit counts then, as it did."""
-    recorded = status.get("lastRunSpecHash")
-    return recorded is None or recorded != spec.run_hash()
-
-
 def data_check(
     job: Mapping[str, Any], outcome: str, result: Mapping[str, Any] | None
 ) -> dict[str, Any]:
@@ -270,35 +151,6 @@ def data_check(
         why = result.get("message") or f"the Job ended {outcome} without a data fingerprint"
         check["message"] = str(why)[:1024]
     return check
-
-
-def new_data(status: Mapping[str, Any]) -> bool:
-    """Whether the latest data check found data that no run trained on or was started for."""
-    found = (status.get("dataCheck") or {}).get("fingerprint")
-    return bool(found) and found not in (
-        status.get("lastRunDataFingerprint"),
-        status.get("handledDataFingerprint"),
-    )
-
-
-def skip_schedule(status: Mapping[str, Any]) -> str | None:
-    """Why a due tick of spec.schedule starts no run (spec.dataTrigger.skipUnchangedSchedule),
-    in a sentence; None: it runs. Only a check made since the latest run started can say that
-    the data is still what the latest successful run trained on."""
-    check = status.get("dataCheck") or {}
-    trained = status.get("lastRunDataFingerprint")
-    if not trained or check.get("fingerprint") != trained:
-        return None
-    runs = status.get("runs") or []
-    latest = runs[0] if runs else None
-    checked = str(check.get("checkedAt") or "")
-    if latest is None or not checked or checked < str(latest.get("startedAt") or ""):
-        return None
-    return (
-        f"the data is unchanged since run {latest['id']} (check {check['job']} at {checked} "
-        f"found fingerprint {trained.split(':', 1)[-1][:12]}): "
-        "spec.dataTrigger.skipUnchangedSchedule is true"
-    )
 
 
 def stale_progress(current: Mapping[str, Any]) -> bool:
@@ -486,28 +338,6 @@ def _record_job(
         failure=f"the Job ended {outcome} without a training result",
         finished_at=(job.get("status") or {}).get("completionTime"),
     )
-
-
-def _trigger(
-    spec: TrainingPipelineSpec, body: dict[str, Any], status: dict[str, Any]
-) -> tuple[str | None, str | None]:
-    """The highest-priority pending trigger (one run satisfies all), and a due cron tick."""
-    annotations = body["metadata"].get("annotations") or {}
-    generation = body["metadata"].get("generation")
-    tick = schedule_due(spec.schedule, status, body["metadata"]["creationTimestamp"], clock.now())
-    if adoption.first_run(status):
-        return "Create", tick
-    if status.get("lastRunGeneration") != generation and spec_changed(spec, status):
-        return "SpecChange", tick
-    manual = annotations.get(RUN_ANNOTATION)
-    if manual and manual != status.get("handledRunRequest"):
-        return "Manual", tick
-    retrain = annotations.get(RETRAIN_ANNOTATION)
-    if retrain and retrain != status.get("handledRetrainRequest"):
-        return "Drift", tick
-    if spec.data_trigger is not None and new_data(status):
-        return "NewData", tick
-    return ("Schedule" if tick else None), tick
 
 
 def _watch_data(spec: TrainingPipelineSpec, status: dict[str, Any], body: dict[str, Any]) -> None:
@@ -747,58 +577,51 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
 
     # 3. start a run when a trigger is pending and none is running.
     _watch_data(spec, status, body)
-    trigger, tick = _trigger(spec, body, status)
-    idle = not status.get("currentRun") and not adoption.inspect_pending(status)
-    skip = (
-        skip_schedule(status)
-        if trigger == "Schedule"
-        and tick
-        and spec.data_trigger is not None
-        and spec.data_trigger.skip_unchanged_schedule
-        and idle
-        and not spec.suspend
-        else None
+    annotations = body["metadata"].get("annotations") or {}
+    inputs = RunInputs(
+        spec=spec,
+        status=status,
+        annotations=annotations,
+        generation=generation,
+        created=body["metadata"]["creationTimestamp"],
+        now=clock.now(),
+        first_run=adoption.first_run(status),
+        idle=not status.get("currentRun") and not adoption.inspect_pending(status),
     )
-    if skip and tick:
-        status["lastScheduleTime"] = tick
-        post_event(body, "ScheduleSkipped", f"the tick at {tick} starts no run: {skip}")
-        trigger, tick = None, None
-    if trigger and idle and not spec.suspend:
+    decision = decide_run(inputs)
+    trigger = decision.waiting
+    if decision.tick:
+        status["lastScheduleTime"] = decision.tick
+    for event in decision.events:
+        post_event(body, event.reason, event.message, warning=event.warning)
+    if decision.start is not None:
         run_id = int(status.get("lastRunId") or 0) + 1
         run = {
             "id": str(run_id),
             "job": job_name(name, run_id),
-            "trigger": trigger,
+            "trigger": decision.start,
             "generation": generation,
             "startedAt": now(),
             # A merge patch over the previous run's entry: its progress must not carry over.
             "progress": None,
         }
-        annotations = body["metadata"].get("annotations") or {}
         status.update(
             lastRunId=run_id,
             currentRun=run,
-            lastRunGeneration=generation,
-            lastRunSpecHash=spec.run_hash(),
-            handledRunRequest=annotations.get(RUN_ANNOTATION),
-            handledRetrainRequest=annotations.get(RETRAIN_ANNOTATION),
-            # Whatever started it, the run trains on the data found so far: that data is
-            # handled, so it never starts a second run.
-            handledDataFingerprint=(status.get("dataCheck") or {}).get("fingerprint")
-            or status.get("handledDataFingerprint"),
+            **allocation(spec, status, annotations, generation),
         )
-        if tick:
-            status["lastScheduleTime"] = tick
         # Allocate in status first: after a crash the run is resumed, never started twice.
         persist()
         job = _start(spec, status, body, run, conditions)
         if job is not None:
             started = True
             jobs[run_id] = job
-            post_event(body, "RunStarted", f"run {run_id} ({trigger}): Job {run['job']}")
+            post_event(body, "RunStarted", f"run {run_id} ({decision.start}): Job {run['job']}")
         else:
             refused = True
-        trigger, tick = _trigger(spec, body, status)
+        # What still waits, now that the run is allocated and its triggers handled.
+        after = replace(inputs, status=status, first_run=adoption.first_run(status))
+        trigger, _ = pending(after)
 
     # 4. alias writes: approvals, rollbacks and the gate's promotions reach the registry.
     reconcile_registry(spec, status, body, conditions, persist)

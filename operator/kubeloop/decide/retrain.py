@@ -1,0 +1,63 @@
+"""DriftMonitor: one retrain request per drift episode.
+
+A run of Drift verdicts is one episode. Its first Drift check (with spec.onDrift.retrain) asks
+the pipeline behind the deployment to retrain, by its `kubeloop.io/retrain-requested-at`
+annotation; status.retrainRequestedAt remembers that the episode asked. A NoDrift verdict ends
+the episode (re-armed: the next Drift asks again); NoData says nothing about drift and keeps
+it. The annotation's value is a function of the check's Job, so a restart between the two
+writes repeats the same value, and the pipeline (which acts once per value) starts one run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kubeloop.decide.events import EventIntent
+
+__all__ = ["RetrainDecision", "retrain_episode"]
+
+
+@dataclass(frozen=True)
+class RetrainDecision:
+    """`pipeline`: the TrainingPipeline to annotate with `request` (None: none), then record
+    `stamp` in status.retrainRequestedAt. `clear`: the episode is over, clear that field.
+    `events`: what to post now."""
+
+    pipeline: str | None = None
+    request: str | None = None
+    stamp: str | None = None
+    clear: bool = False
+    events: tuple[EventIntent, ...] = ()
+
+
+def retrain_episode(
+    verdict: str,
+    *,
+    retrain: bool,
+    requested_at: str | None,
+    pipeline: str | None,
+    monitor: str,
+    job: str,
+    job_created: str | None,
+    now: str,
+) -> RetrainDecision:
+    """What one recorded check's `verdict` does to the episode. `retrain`: spec.onDrift.retrain;
+    `requested_at`: status.retrainRequestedAt; `pipeline`: the TrainingPipeline the watched
+    deployment serves (None: it serves a URI); `job`, `job_created`: the check's Job."""
+    if verdict == "NoDrift":
+        return RetrainDecision(clear=True)
+    if verdict != "Drift" or not retrain or requested_at:
+        return RetrainDecision()
+    if pipeline is None:
+        return RetrainDecision(
+            events=(
+                EventIntent(
+                    "RetrainUnavailable",
+                    "drift detected and spec.onDrift.retrain is true, but the deployment does "
+                    "not serve a TrainingPipeline (spec.model.pipelineRef): nothing to retrain",
+                    warning=True,
+                ),
+            )
+        )
+    stamp = job_created or now
+    return RetrainDecision(pipeline=pipeline, request=f"{stamp} {monitor}/{job}", stamp=stamp)
