@@ -36,6 +36,7 @@ from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OrdinalEncoder
+from tests.forked import ForkedPopen, popen
 from threadpoolctl import threadpool_limits
 
 from kubeloop.modelformat import write_manifest
@@ -223,7 +224,7 @@ def free_port() -> int:
 class Server:
     """A running `kubeloop serve` subprocess."""
 
-    process: subprocess.Popen[str]
+    process: subprocess.Popen[str] | ForkedPopen  # forked: tests/forked.py
     port: int
     log_path: Path
     # HTTPS: the client context that trusts the server's test CA (None: plain HTTP).
@@ -295,14 +296,8 @@ def start_server(
         "KUBELOOP_WORK_DIR": str(tmp),
         **env,
     }
-    handle = log_path.open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "kubeloop.cli", "serve"],
-        env=full_env,
-        stdout=handle,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    log_path.write_text("")
+    process = popen([sys.executable, "-m", "kubeloop.cli", "serve"], full_env, log_path)
     server = Server(process, port, log_path, tls, int(full_env["KUBELOOP_GRPC_PORT"]))
     path = "/v2/health/ready" if wait_ready else "/v2/health/live"
     deadline = time.monotonic() + 60
