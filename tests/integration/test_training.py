@@ -208,8 +208,8 @@ def test_invalid_spec_is_reported_without_retry_storm(cluster: Cluster, operator
 def _serving_pod(cluster: Cluster, job: str, port: int) -> None:
     """Play the Job controller and kubelet: the Job's pod, Running at 127.0.0.1, its progress
     port (the container port named `progress`) where `port` really serves."""
-    found = cluster.get(JOBS, "ml", job)
-    assert found is not None, f"Job {job} does not exist"
+    # A run is allocated in status before its Job is created: wait for the Job.
+    found = wait_for(lambda: cluster.get(JOBS, "ml", job), what=f"Job {job}")
     template = copy.deepcopy(found["spec"]["template"])
     labels = {**template["metadata"]["labels"], "job-name": job}
     labels["batch.kubernetes.io/job-name"] = job
