@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -122,3 +124,30 @@ def test_an_unreachable_pod_is_skipped_not_an_error(endpoint: ProgressEndpoint) 
     # the next live pod answers
     pods = [_serving(closed, "churn-run-3-a"), _serving(endpoint.port, "churn-run-3-b")]
     assert read_progress(pods, timeout=0.5) == {"percent": 40, "runId": "3"}
+
+
+def test_a_pod_that_trickles_its_answer_does_not_hold_the_reconcile() -> None:
+    """The pod runs the team's image: an answer that never ends is given up at the deadline."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    stop = threading.Event()
+
+    def trickle() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(4096)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n{")
+            while not stop.wait(0.05):
+                conn.sendall(b" ")
+
+    server = threading.Thread(target=trickle, daemon=True)
+    server.start()
+    started = time.monotonic()
+    try:
+        assert read_progress([_serving(listener.getsockname()[1])], timeout=0.5) is None
+        assert time.monotonic() - started < 3
+    finally:
+        stop.set()
+        server.join(5)
+        listener.close()

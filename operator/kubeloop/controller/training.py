@@ -832,9 +832,10 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
     # 5. the run's live progress, read from its pod (which has no API access to write it).
     current = status.get("currentRun")
     pods = _job_pods(namespace, current or adoption.reading_op(status))
-    progress = progress_update(current, read_progress(pods)) if current else None
-    if current is not None and progress is not None:
-        status["currentRun"] = {**current, "progress": progress}
+    if current is not None:
+        progress = progress_update(current, read_progress(pods))
+        if progress is not None:
+            status["currentRun"] = {**current, "progress": progress}
 
     # 6. the summary (again: a registry result may have moved the champion).
     summarize(trigger, pods)
