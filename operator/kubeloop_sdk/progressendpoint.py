@@ -102,8 +102,9 @@ class ProgressEndpoint:
         self._server = (_Server6 if ":" in host else _Server)((host, port), _Handler)
         self._server.changed = threading.Condition()
         self.closed = False
+        # A short poll: close() (at exit, after the last read) waits for the loop to notice.
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="kubeloop-progress", daemon=True
+            target=self._server.serve_forever, args=(0.1,), name="kubeloop-progress", daemon=True
         )
         self._thread.start()
 
