@@ -188,7 +188,7 @@ def build_training_job(
             USER_CONTAINER,
             image,
             ["kubeloop", "train"],
-            env=env + rendezvous + scoring + _PROGRESS_ENV,
+            env=env + rendezvous + scoring + _progress_env(),
             spec=spec,
             mounts=mounts,
             gpus=True,
@@ -266,7 +266,8 @@ def _champion_env(
 
 
 # Only the container whose process reports (rank 0 of it) serves progress, on this port.
-_PROGRESS_ENV = [{"name": PROGRESS_PORT_ENV, "value": str(PROGRESS_PORT)}]
+def _progress_env() -> list[dict[str, Any]]:
+    return [{"name": PROGRESS_PORT_ENV, "value": str(PROGRESS_PORT)}]
 
 
 def _progress_ports() -> list[dict[str, Any]]:
@@ -334,7 +335,7 @@ def _user_env(spec: TrainingPipelineSpec, run_env: list[dict[str, Any]]) -> list
         {"name": "KUBELOOP_CHECKPOINT_URI", "value": spec.checkpoint_uri(_run_id(run_env))},
         {"name": "KUBELOOP_SEED", "value": str(spec.seed)},
         {"name": "KUBELOOP_PARAMS", "value": json.dumps(spec.model.params, sort_keys=True)},
-        *_PROGRESS_ENV,
+        *_progress_env(),
     ]
     user = [e.to_wire() for e in spec.trainer.env if e.name != "PYTHONPATH"]
     own_path = [e.value for e in spec.trainer.env if e.name == "PYTHONPATH" and e.value]
