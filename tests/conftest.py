@@ -33,6 +33,27 @@ def repo_root() -> Path:
     return ROOT
 
 
+@pytest.fixture
+def progress_port(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+    """A free loopback port in KUBELOOP_PROGRESS_PORT, as Kubeloop gives the reporting
+    container one, and no progress endpoint yet in this process (kubeloop_sdk serves one per
+    process, from the first report on); it is closed after the test."""
+    import socket
+
+    from kubeloop_sdk import progressendpoint
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    monkeypatch.setenv(progressendpoint.PORT_ENV, str(port))
+    monkeypatch.setenv(progressendpoint.HOST_ENV, "127.0.0.1")
+    slot = progressendpoint._Slot()
+    monkeypatch.setattr(progressendpoint, "_SLOT", slot)
+    yield port
+    if slot.endpoint is not None:
+        slot.endpoint.close()
+
+
 class AtomicPreconditions:
     """WSGI middleware: requests with a precondition (`If-None-Match`, `If-Match`) one at a time.
 

@@ -28,7 +28,7 @@ from kubeloop_sdk.context import (
 from kubeloop_sdk.metrics import METRICS_FILE, log_metrics
 from kubeloop_sdk.modelfiles import MODEL_FORMATS, MODEL_MANIFEST
 from kubeloop_sdk.modelsave import save_model
-from kubeloop_sdk.progress import progress_patch_body, report
+from kubeloop_sdk.progress import report
 from kubeloop_sdk.tables import read_table
 from kubeloop_sdk.version import __version__
 
@@ -45,7 +45,6 @@ __all__ = [
     "context",
     "load_checkpoint",
     "log_metrics",
-    "progress_patch_body",
     "read_table",
     "report",
     "save_checkpoint",

@@ -49,7 +49,6 @@ _KEYS = {
     "checkpointDir": "checkpoint_dir",
     "checkpointUri": "checkpoint_uri",
     "outputDir": "output_dir",
-    "progressPatch": "progress_patch",
 }
 _REQUIRED = ("runId", "pipeline", "namespace", "task", "dataDir", "modelDir", "checkpointDir")
 _TASKS = ("classification", "regression")
@@ -99,7 +98,6 @@ class Context:
     checkpoint_dir: Path  # restored before your code starts
     checkpoint_uri: str | None  # where save_checkpoint also copies (file:// or s3://)
     output_dir: Path  # metrics.json and anything else Kubeloop picks up
-    progress_patch: bool  # report() also writes status.currentRun.progress
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
@@ -167,7 +165,6 @@ class Context:
             checkpoint_dir=path("checkpointDir"),
             checkpoint_uri=_optional_text(data, "checkpointUri", where),
             output_dir=path("outputDir") if data.get("outputDir") else path("modelDir").parent,
-            progress_patch=data.get("progressPatch") is True,
             rank=_rank(env, "RANK", 0),
             world_size=_rank(env, "WORLD_SIZE", 1),
             local_rank=_rank(env, "LOCAL_RANK", 0),
@@ -243,7 +240,7 @@ def write_context(path: str | os.PathLike[str], **fields: Any) -> Path:
     `fields` are context.json's keys, camelCase or snake_case (`data_dir=...`,
     `params={...}`); what is left out gets a default: run id `local`, task `classification`,
     `data/`, `output/model/`, `checkpoints/` and `output/` beside the file, no checkpoint
-    copy, no status patching. `features` may be column names or {name, dtype, kind,
+    copy. `features` may be column names or {name, dtype, kind,
     categories} objects. Put your `train.parquet` and `validation.parquet` in `data_dir`.
     """
     target = Path(path)
@@ -272,7 +269,6 @@ def write_context(path: str | os.PathLike[str], **fields: Any) -> Path:
         "checkpointDir": root / "checkpoints",
         "checkpointUri": None,
         "outputDir": root / "output",
-        "progressPatch": False,
         **given,
     }
     data["features"] = [

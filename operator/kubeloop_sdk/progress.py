@@ -1,31 +1,32 @@
-"""Progress: one log line per report and, when the context asks, `status.currentRun.progress`.
+"""Progress: one log line per report and the latest report served by the pod for the operator.
 
-The status write is a JSON patch that first tests `status.currentRun.id` is this run's id,
-and the progress carries its `runId`: a report that arrives after the run was recorded (the
-next run may be current by then) is refused by the API server instead of showing up as the
-next run's progress. Kubeloop's own trainer builds its patch and its log line here too.
-Progress is best effort: a failed patch logs a warning and training goes on.
+The pod has no Kubernetes API access: rank 0 serves its latest progress on the pod's progress
+endpoint (`kubeloop_sdk.progressendpoint`), tagged with its `runId`, and the operator copies it
+into `status.currentRun.progress` only while that run is the current one, so a late report of a
+finished run never shows up as the next run's progress. Kubeloop's own trainer builds its value
+and its log line here too. Progress is best effort: what cannot be served is a warning, and
+training goes on.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
 from kubeloop_sdk.context import Context, ContextError, context
-from kubeloop_sdk.kubeapi import ApiEndpoint, find_endpoint, patch_status
+from kubeloop_sdk.progressendpoint import endpoint_from_env
 
 __all__ = [
     "PROGRESS_FIELDS",
+    "Publish",
     "Reporter",
     "progress_line",
     "progress_of",
-    "progress_patch_body",
+    "progress_value",
+    "publish_on_endpoint",
     "report",
 ]
 
@@ -40,23 +41,20 @@ def progress_line(progress: Mapping[str, Any]) -> str:
     return "kubeloop-progress " + " ".join(parts)
 
 
-def progress_patch_body(
+def progress_value(
     progress: Mapping[str, Any], run_id: str | None, now: datetime | None = None
-) -> list[dict[str, Any]]:
-    """The JSON patch: status.currentRun.progress in RunProgress's fields, tagged with the run,
-    written only while `run_id` is the current run (a failed `test` writes nothing)."""
+) -> dict[str, Any]:
+    """What the endpoint serves: RunProgress's fields (kubeloop.api), the report time, and the
+    run that reported it."""
     out: dict[str, Any] = {k: progress[k] for k in PROGRESS_FIELDS if progress.get(k) is not None}
     out["percent"] = max(0, min(100, int(out.get("percent", 0))))
     if "loss" in out:
         out["loss"] = float(out["loss"])
     stamp = (now or datetime.now(timezone.utc)).isoformat(timespec="seconds")
     out["updatedAt"] = stamp.replace("+00:00", "Z")
-    ops: list[dict[str, Any]] = []
     if run_id is not None:
         out["runId"] = run_id
-        ops.append({"op": "test", "path": "/status/currentRun/id", "value": run_id})
-    ops.append({"op": "add", "path": "/status/currentRun/progress", "value": out})
-    return ops
+    return out
 
 
 def progress_of(
@@ -89,52 +87,41 @@ def progress_of(
     return {k: v for k, v in given.items() if v is not None}
 
 
-Send = Callable[[Context, list[dict[str, Any]]], None]
+Publish = Callable[[dict[str, Any]], bool]
+
+
+def publish_on_endpoint(value: dict[str, Any]) -> bool:
+    """Serve `value` on this process's progress endpoint; False when the container has none."""
+    endpoint = endpoint_from_env()
+    if endpoint is None:
+        return False
+    endpoint.publish(value)
+    return True
 
 
 class Reporter:
-    """Prints every report; patches status at most every `interval` seconds (always at 100%).
+    """Prints every report (rank 0) and hands the latest to `publish`.
 
-    `report()` uses one per process. `send` writes one patch (default: to the API server
-    found by `kubeapi.find_endpoint`); it is a parameter so the throttle is testable alone.
+    `report()` uses one per process. `publish` serves one value and says whether it did
+    (default: on the pod's progress endpoint, when Kubeloop gave the container one); it is a
+    parameter so the reporter is testable alone.
     """
 
-    def __init__(
-        self,
-        interval: float = 5.0,
-        clock: Callable[[], float] = time.monotonic,
-        send: Send | None = None,
-    ) -> None:
-        self.interval = interval
-        self.clock = clock
-        self.send = send if send is not None else self._send_to_api
-        self._last = -math.inf
-        self._endpoint: ApiEndpoint | None = None
-
-    def _send_to_api(self, ctx: Context, body: list[dict[str, Any]]) -> None:
-        if self._endpoint is None:
-            self._endpoint = find_endpoint()
-        patch_status(self._endpoint, ctx.namespace, ctx.pipeline, body)
+    def __init__(self, publish: Publish | None = None) -> None:
+        self.publish = publish if publish is not None else publish_on_endpoint
 
     def report(self, progress: Mapping[str, Any], ctx: Context | None) -> bool:
-        """Log the line (rank 0); patch when due. Returns whether a patch was sent."""
+        """Log the line (rank 0); serve it with the run's id. Returns whether it is served."""
         if ctx is not None and not ctx.is_main:
             return False
         print(progress_line(progress), flush=True)
-        if ctx is None or not ctx.progress_patch:
+        if ctx is None:
             return False
-        now = self.clock()
-        if now - self._last < self.interval and progress.get("percent", 0) < 100:
-            return False
-        self._last = now
-        body = progress_patch_body(progress, ctx.run_id)
         try:
-            self.send(ctx, body)
+            return self.publish(progress_value(progress, ctx.run_id))
         except Exception as exc:  # progress is best effort; training goes on
-            log.warning("kubeloop_sdk: progress of run %s not written: %s", ctx.run_id, exc)
+            log.warning("kubeloop_sdk: progress of run %s not served: %s", ctx.run_id, exc)
             return False
-        log.debug("patched progress %s", json.dumps(body))
-        return True
 
 
 _REPORTER = Reporter()
@@ -148,9 +135,9 @@ def report(
     eta_seconds: float | None = None,
 ) -> None:
     """Report progress (rank 0 only): a `kubeloop-progress` log line, and
-    `status.currentRun.progress` when Kubeloop runs your code. `epoch` counts the epochs done
-    (report(epoch=1, epochs=8) after the first one gives 12%). Never raises for a failed
-    write; a wrong argument raises ValueError."""
+    `status.currentRun.progress` when Kubeloop runs your code (the operator reads it from your
+    pod). `epoch` counts the epochs done (report(epoch=1, epochs=8) after the first one gives
+    12%). Never raises for progress that cannot be served; a wrong argument raises ValueError."""
     progress = progress_of(percent, epoch, epochs, loss, eta_seconds)
     try:
         ctx: Context | None = context()

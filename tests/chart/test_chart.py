@@ -488,12 +488,6 @@ NAMESPACED_PERMISSIONS = {
     ),
     *(("", "pods", v) for v in ("get", "list", "watch")),
     *(("networking.k8s.io", "networkpolicies", v) for v in ("get", "create", "patch", "delete")),
-    *(("", "serviceaccounts", v) for v in ("get", "create", "patch")),
-    *(
-        ("rbac.authorization.k8s.io", r, v)
-        for r in ("roles", "rolebindings")
-        for v in ("get", "create", "patch")
-    ),
     *((g, "events", v) for g in ("", "events.k8s.io") for v in ("create", "patch")),
 }
 CLUSTER_PERMISSIONS = {
@@ -539,6 +533,17 @@ def test_rbac_cluster_wide_is_exactly_the_operators_verbs(helm: str) -> None:
         granted |= _permissions(role)
     assert not _by_kind(objs, "Role")
     assert granted == NAMESPACED_PERMISSIONS | CLUSTER_PERMISSIONS
+
+
+def test_the_operator_holds_no_rbac_to_give_workload_pods(helm: str) -> None:
+    """Workload pods need no Kubernetes API access (they mount no token): the operator makes
+    no ServiceAccount, Role or RoleBinding for them, so it holds no verb over those."""
+    rbac = {"serviceaccounts", "serviceaccounts/token", "roles", "rolebindings"}
+    rbac |= {"clusterroles", "clusterrolebindings"}
+    for args in ([], ["--set", "watchNamespaces={ml}"]):
+        for role in operator_roles(render(helm, *args)):
+            held = {resource for _, resource, _ in _permissions(role)}
+            assert not held & rbac, (args, sorted(held & rbac))
 
 
 def test_rbac_watch_namespaces_uses_namespaced_roles(helm: str) -> None:
@@ -702,9 +707,10 @@ def test_network_policies_allow_only_what_is_needed(helm: str) -> None:
     assert operator["policyTypes"] == ["Ingress", "Egress"]
     assert [p["port"] for p in operator["ingress"][0]["ports"]] == ["metrics"]
     out_ports = sorted(str(p["port"]) for rule in operator["egress"] for p in rule["ports"])
-    # DNS, the API server, the model servers' `http` port (canary analysis) and the
-    # Pushgateway (groups of deleted or suspended monitors).
-    assert out_ports == ["443", "53", "53", "6443", "9091", "http"]
+    # DNS, the API server, the model servers' `http` port (canary analysis), the training
+    # pods' `progress` port (live progress) and the Pushgateway (groups of deleted or
+    # suspended monitors).
+    assert out_ports == ["443", "53", "53", "6443", "9091", "http", "progress"]
     for url, port in (("https://push.example", 443), ("http://push.example", 80), ("", None)):
         rendered = render(helm, "--set", f"pushgateway.url={url}")
         (policy,) = (

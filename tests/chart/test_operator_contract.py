@@ -172,10 +172,17 @@ def test_network_policy_lets_canary_analysis_reach_the_server_pods(helm: str) ->
     url = pod_metrics_url({"status": {"podIP": "10.0.0.7"}, "spec": pod["spec"]})
     assert url == f"http://10.0.0.7:{port}/metrics"
 
-    objs = render(helm)
+    assert _egress_allowed(helm, pod_labels, "http", port), (
+        "the operator's NetworkPolicy blocks canary analysis"
+    )
+
+
+def _egress_allowed(helm: str, pod_labels: dict[str, str], name: str, port: int) -> bool:
+    """Whether the operator's NetworkPolicy lets it reach pods with these labels, in any
+    namespace, on the port of this name or number."""
     (policy,) = [
         o
-        for o in objs
+        for o in render(helm)
         if o["kind"] == "NetworkPolicy" and not o["metadata"]["name"].endswith("-test")
     ]
     allowed = False
@@ -184,8 +191,37 @@ def test_network_policy_lets_canary_analysis_reach_the_server_pods(helm: str) ->
             selector = peer.get("podSelector", {}).get("matchLabels", {})
             in_any_namespace = peer.get("namespaceSelector") == {}
             if in_any_namespace and selector and selector.items() <= pod_labels.items():
-                allowed |= any(p["port"] in ("http", port) for p in rule["ports"])
-    assert allowed, "the operator's NetworkPolicy blocks canary analysis"
+                allowed |= any(p["port"] in (name, port) for p in rule["ports"])
+    return allowed
+
+
+def test_network_policy_lets_the_operator_read_training_progress(helm: str) -> None:
+    """The operator reads a run pod's progress (kubeloop.controller.run_progress): its
+    NetworkPolicy must select the pods the real Job builder makes, on their `progress` port."""
+    from kubeloop.api.training import TrainingPipelineSpec
+    from kubeloop.controller.run_progress import pod_progress_url
+    from kubeloop.resources.common import Owner, WorkloadDefaults
+    from kubeloop.resources.training import build_training_job
+
+    owner = Owner("kubeloop.io/v1alpha1", "TrainingPipeline", "churn", "ml", "uid-1")
+    spec = TrainingPipelineSpec.model_validate(
+        {
+            "data": {"train": "s3://data/churn/", "target": "churned"},
+            "model": {"framework": "sklearn", "task": "classification"},
+            "artifacts": "s3://models/churn/",
+        }
+    )
+    job = build_training_job(
+        owner, spec, run_id=1, trigger="Create", generation=1, defaults=WorkloadDefaults()
+    )
+    pod = job["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    port = next(p["containerPort"] for p in container["ports"] if p["name"] == "progress")
+    live = {"status": {"podIP": "10.0.0.7", "phase": "Running"}, "spec": pod["spec"]}
+    assert pod_progress_url(live) == f"http://10.0.0.7:{port}/progress"
+    assert _egress_allowed(helm, pod["metadata"]["labels"], "progress", port), (
+        "the operator's NetworkPolicy blocks reading training progress"
+    )
 
 
 _VERBS = {"get": "get", "list": "list", "create": "create", "patch": "patch", "delete": "delete"}

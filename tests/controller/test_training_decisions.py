@@ -9,6 +9,7 @@ import pytest
 from kubeloop.controller.training import (
     data_check,
     pipeline_phase,
+    progress_update,
     recorded_up_to,
     run_state,
     runs_to_record,
@@ -55,6 +56,58 @@ def test_runs_to_record(
     watermark: int, last_run_id: int, outcomes: dict[int, str | None], expected: list[int]
 ) -> None:
     assert runs_to_record(watermark, last_run_id, outcomes) == expected
+
+
+RUN_3 = {"id": "3", "job": "churn-run-3", "progress": {"percent": 10, "runId": "3"}}
+ALL_NONE = {k: None for k in ("epoch", "epochs", "loss", "etaSeconds", "updatedAt")}
+
+
+@pytest.mark.parametrize(
+    ("current", "served", "expected"),
+    [
+        (RUN_3, None, None),  # unreachable, or nothing reported yet: left as it is
+        (RUN_3, {"percent": 40, "runId": "3"}, {**ALL_NONE, "percent": 40, "runId": "3"}),
+        (  # every field, typed
+            {"id": "3", "job": "churn-run-3"},
+            {
+                "epoch": 2,
+                "epochs": 8,
+                "percent": 25,
+                "loss": 1,
+                "etaSeconds": 30,
+                "updatedAt": "2026-11-30T10:00:00Z",
+                "runId": "3",
+            },
+            {
+                "epoch": 2,
+                "epochs": 8,
+                "percent": 25,
+                "loss": 1.0,
+                "etaSeconds": 30,
+                "updatedAt": "2026-11-30T10:00:00Z",
+                "runId": "3",
+            },
+        ),
+        (RUN_3, {"percent": 10, "runId": "3"}, None),  # unchanged: no write
+        (RUN_3, {"percent": 90, "runId": "2"}, None),  # a finished run's pod still answering
+        (RUN_3, {"percent": 90, "runId": 3}, None),  # mistyped: runId is a string
+        (RUN_3, {"percent": 90}, None),  # untagged: whose progress is it?
+        (RUN_3, {"percent": 130, "runId": "3"}, None),  # out of RunProgress's range
+        (RUN_3, {"percent": "most", "runId": "3"}, None),
+        (RUN_3, {"epoch": -1, "runId": "3"}, None),
+        (  # a field RunProgress does not know is dropped, not the report
+            RUN_3,
+            {"percent": 50, "valLoss": 0.3, "runId": "3"},
+            {**ALL_NONE, "percent": 50, "runId": "3"},
+        ),
+        (RUN_3, ["percent", 50], None),  # not an object
+        (None, {"percent": 50, "runId": "3"}, None),  # no run in progress
+    ],
+)
+def test_progress_update(
+    current: dict[str, Any] | None, served: Any, expected: dict[str, Any] | None
+) -> None:
+    assert progress_update(current, served) == expected
 
 
 @pytest.mark.parametrize(

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import logging
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from tests.integration.harness import (
     JOBS,
     TP,
@@ -22,6 +20,9 @@ from tests.integration.harness import (
     training_result,
     wait_for,
 )
+
+from kubeloop_sdk.progress import progress_value
+from kubeloop_sdk.progressendpoint import ProgressEndpoint
 
 pytestmark = pytest.mark.slow  # minutes: `make test` starts it first
 
@@ -53,7 +54,8 @@ def test_create_runs_job_then_gate_and_champion(cluster: Cluster, operator: Oper
         lambda: (s := _status(cluster, "tp1")).get("phase") == "Running" and s, what="Running"
     )
     assert status["currentRun"]["id"] == "1" and status["lastRunId"] == 1
-    assert cluster.get("rbac.authorization.k8s.io/v1/roles", "ml", "kubeloop-trainer-tp1")
+    # No Kubernetes API access from the run's pod (progress is read from it: see below).
+    assert pod["automountServiceAccountToken"] is False and "serviceAccountName" not in pod
 
     cluster.finish_job("ml", "tp1-run-1", _result("1", 0.91))
     status = wait_for(lambda: (s := _status(cluster, "tp1")).get("champion") and s, what="champion")
@@ -203,22 +205,80 @@ def test_invalid_spec_is_reported_without_retry_storm(cluster: Cluster, operator
     assert cluster.get(TP, "ml", "tp-bad")["metadata"]["resourceVersion"] == rv  # type: ignore[index]
 
 
-def test_live_progress_survives_reconciles(cluster: Cluster, operator: Operator) -> None:
-    """The trainer's status patches (currentRun.progress) are not overwritten by the operator's
-    own status writes, and go away with the run."""
-    cluster.create(example("churn-pipeline.yaml", name="tp-prog"))
-    wait_for(lambda: _status(cluster, "tp-prog").get("currentRun"), what="run 1 allocated")
-    progress = {"percent": 40, "epoch": 4, "epochs": 10, "loss": 0.41, "etaSeconds": 90}
-    cluster.patch(TP, "ml", "tp-prog", {"status": {"currentRun": {"progress": progress}}}, "status")
-    # A spec-neutral change makes the operator reconcile and write status several times.
-    cluster.patch(TP, "ml", "tp-prog", {"metadata": {"annotations": {"touch": "1"}}})
+def _serving_pod(cluster: Cluster, job: str, port: int) -> None:
+    """Play the Job controller and kubelet: the Job's pod, Running at 127.0.0.1, its progress
+    port (the container port named `progress`) where `port` really serves."""
+    # A run is allocated in status before its Job is created: wait for the Job.
+    found = wait_for(lambda: cluster.get(JOBS, "ml", job), what=f"Job {job}")
+    template = copy.deepcopy(found["spec"]["template"])
+    labels = {**template["metadata"]["labels"], "job-name": job}
+    labels["batch.kubernetes.io/job-name"] = job
+    for container in template["spec"]["containers"]:
+        for declared in container.get("ports") or []:
+            declared["containerPort"] = port
+    cluster.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": f"{job}-r8x2m", "namespace": "ml", "labels": labels},
+            "spec": template["spec"],
+            "status": {"phase": "Running", "podIP": "127.0.0.1"},
+        }
+    )
 
-    settled(cluster, "trainingpipelines", "tp-prog")
-    current = _status(cluster, "tp-prog")["currentRun"]
-    assert current["progress"] == progress and current["id"] == "1"
-    cluster.finish_job("ml", "tp-prog-run-1", _result("1", 0.9))
-    status = wait_for(lambda: (s := _status(cluster, "tp-prog")).get("runs") and s)
-    assert not status.get("currentRun")
+
+def test_live_progress_is_read_from_the_runs_pod(cluster: Cluster, operator: Operator) -> None:
+    """The run's pod has no API access: the operator reads the progress it serves (the SDK's
+    real endpoint) into status.currentRun.progress, keeps it through its own status writes,
+    never shows it as the next run's, and never takes another run's report for the current."""
+    name = "tp-prog"
+    cluster.create(example("churn-pipeline.yaml", name=name))
+    wait_for(lambda: cluster.get(JOBS, "ml", f"{name}-run-1"), what="run 1's Job")
+    endpoint = ProgressEndpoint("127.0.0.1", 0)
+    try:
+        _serving_pod(cluster, f"{name}-run-1", endpoint.port)
+        progress = {"percent": 40, "epoch": 4, "epochs": 10, "loss": 0.41, "etaSeconds": 90}
+        endpoint.publish(progress_value(progress, "1"))
+        current = wait_for(
+            lambda: (c := _status(cluster, name)["currentRun"]).get("progress") and c,
+            what="run 1's progress in status",
+        )
+        assert current["progress"] == {**current["progress"], **progress, "runId": "1"}
+        assert current["id"] == "1"
+        # A spec-neutral change makes the operator reconcile and write status several times.
+        cluster.patch(TP, "ml", name, {"metadata": {"annotations": {"touch": "1"}}})
+        settled(cluster, "trainingpipelines", name)
+        assert _status(cluster, name)["currentRun"]["progress"] == current["progress"]
+
+        # The next request is pending when run 1 ends: one reconcile records run 1 and starts
+        # run 2, writing run 2's entry over run 1's (with a merge patch).
+        cluster.patch(TP, "ml", name, {"metadata": {"annotations": {RUN_REQUEST: "again"}}})
+
+        def request_waits() -> bool:
+            conditions = {c["type"]: c for c in _status(cluster, name).get("conditions") or []}
+            message = conditions.get("Running", {}).get("message", "")
+            return "a manual run request waits for run 1 to finish" in message
+
+        wait_for(request_waits, what="the run request waiting for run 1")
+        cluster.finish_job("ml", f"{name}-run-1", _result("1", 0.9))
+        status = wait_for(
+            lambda: (s := _status(cluster, name)).get("currentRun", {}).get("id") == "2" and s,
+            what="run 2 current",
+        )
+        assert "progress" not in status["currentRun"], status["currentRun"]
+        # run 2's pod answers with run 1's report (as a late one would be): not run 2's
+        _serving_pod(cluster, f"{name}-run-2", endpoint.port)
+        settled(cluster, "trainingpipelines", name)
+        assert "progress" not in _status(cluster, name)["currentRun"]
+        endpoint.publish(progress_value({"percent": 10}, "2"))
+        progress2 = wait_for(
+            lambda: _status(cluster, name)["currentRun"].get("progress"),
+            what="run 2's progress in status",
+        )
+        assert progress2["percent"] == 10 and progress2["runId"] == "2"
+        assert "loss" not in progress2  # nothing of run 1's report is left in it
+    finally:
+        endpoint.close()
 
 
 def test_distributed_gpu_run_under_kueue(cluster: Cluster, operator: Operator) -> None:
@@ -522,66 +582,6 @@ def test_a_spec_change_during_a_run_says_that_it_waits(
         what="Running says run 2 is training",
     )
     assert _status(cluster, name)["currentRun"]["id"] == "2"
-
-
-def test_a_new_run_does_not_show_the_previous_runs_progress(
-    cluster: Cluster, operator: Operator, tmp_path: Path
-) -> None:
-    """Progress is tagged by its run: run 1's last report does not carry over into run 2, and a
-    report of run 1 that arrives while run 2 is current is refused (the trainer's real reporter
-    against the API, through a kubeconfig as in a pod)."""
-    from kubeloop.workloads.trainer.progress import KubernetesStatusPatcher, ProgressReporter
-
-    name = "tp-late"
-    cluster.create(example("churn-pipeline.yaml", name=name))
-    wait_for(lambda: _status(cluster, name).get("currentRun"), what="run 1 allocated")
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "e", "cluster": {"server": cluster.thread.url}}],
-                "users": [{"name": "trainer", "user": {"token": "unused"}}],
-                "contexts": [{"name": "e", "context": {"cluster": "e", "user": "trainer"}}],
-                "current-context": "e",
-            }
-        )
-    )
-    saved = os.environ.get("KUBECONFIG")
-    os.environ["KUBECONFIG"] = str(kubeconfig)
-    try:
-        patcher = KubernetesStatusPatcher()
-    finally:
-        os.environ.pop("KUBECONFIG")
-        if saved is not None:
-            os.environ["KUBECONFIG"] = saved
-    run1 = ProgressReporter("ml", name, patcher, interval=0, run_id="1")
-    run1.report({"percent": 90, "epoch": 9, "epochs": 10})
-    progress = _status(cluster, name)["currentRun"]["progress"]
-    assert progress["percent"] == 90 and progress["runId"] == "1"
-
-    # The next request is pending when run 1 ends: one reconcile records run 1 and starts
-    # run 2, writing run 2's entry over run 1's (with a merge patch).
-    cluster.patch(TP, "ml", name, {"metadata": {"annotations": {RUN_REQUEST: "again"}}})
-
-    def request_waits() -> bool:
-        conditions = {c["type"]: c for c in _status(cluster, name).get("conditions") or []}
-        message = conditions.get("Running", {}).get("message", "")
-        return "a manual run request waits for run 1 to finish" in message
-
-    wait_for(request_waits, what="the run request waiting for run 1")
-    cluster.finish_job("ml", f"{name}-run-1", _result("1", 0.9))
-    status = wait_for(
-        lambda: (s := _status(cluster, name)).get("currentRun", {}).get("id") == "2" and s,
-        what="run 2 current",
-    )
-    assert "progress" not in status["currentRun"], status["currentRun"]
-    run1.report({"percent": 100, "epoch": 10, "epochs": 10})  # late: run 1 is over
-    assert "progress" not in _status(cluster, name)["currentRun"]
-    ProgressReporter("ml", name, patcher, interval=0, run_id="2").report({"percent": 10})
-    progress = _status(cluster, name)["currentRun"]["progress"]
-    assert progress["percent"] == 10 and progress["runId"] == "2"
 
 
 def test_the_gate_compares_both_versions_on_the_runs_validation_data(

@@ -1,5 +1,6 @@
-"""Security of the operator as it runs: the RBAC it is granted is exactly the RBAC it uses, and
-no secret value ever reaches a status, an Event or a log line.
+"""Security of the operator as it runs: the RBAC it is granted is exactly the RBAC it uses, the
+pods it creates need none (no service-account token), and no secret value ever reaches a
+status, an Event or a log line.
 
 The real operator (kopf, in a thread) drives the three kinds through a run, a deployment and a
 drift check against the emulated API, which records every request. Those requests, mapped to
@@ -144,6 +145,36 @@ def test_every_request_the_operator_makes_is_granted(loop: tuple[Cluster, Any]) 
     )
     assert len(used) >= 15, "the loop exercised too little to audit anything"
     assert not missing, f"the operator needs RBAC the chart does not grant: {sorted(missing)}"
+
+
+def test_workload_pods_need_no_permissions(loop: tuple[Cluster, Any]) -> None:
+    """The workload half of the RBAC audit: no pod the operator creates (training, registry,
+    serving, monitoring) mounts a service-account token or names a ServiceAccount, and the
+    operator never made one, nor a Role or RoleBinding: results leave by the termination
+    message, progress by the pod's own endpoint that the operator reads."""
+    cluster, _ = loop
+    templates: dict[str, dict[str, Any]] = {}
+    for job in cluster.list(JOBS):
+        templates[f"Job {job['metadata']['name']}"] = job["spec"]["template"]["spec"]
+    for cron in cluster.list(CRONJOBS):
+        pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        templates[f"CronJob {cron['metadata']['name']}"] = pod
+    for deploy in cluster.list("apps/v1/deployments"):
+        templates[f"Deployment {deploy['metadata']['name']}"] = deploy["spec"]["template"]["spec"]
+    kinds = {place.split()[0] for place in templates}
+    assert kinds == {"Job", "CronJob", "Deployment"}, templates.keys()
+    with_token = [
+        place
+        for place, pod in templates.items()
+        if pod.get("automountServiceAccountToken") is not False or "serviceAccountName" in pod
+    ]
+    rbac = [p for p in _used(cluster) if p[1] in ("serviceaccounts", "roles", "rolebindings")]
+    print(
+        f"\nRELIABILITY workload-rbac: pod_templates={len(templates)}, "
+        f"with_token={len(with_token)}, rbac_requests={len(rbac)}"
+    )
+    assert not with_token, f"pods that could reach the Kubernetes API: {with_token}"
+    assert not rbac, f"the operator still manages RBAC for workloads: {sorted(rbac)}"
 
 
 def test_no_secret_value_in_status_events_or_logs(loop: tuple[Cluster, _Capture]) -> None:

@@ -24,9 +24,6 @@ from kubeloop.resources.serving import (
 )
 from kubeloop.resources.training import (
     build_headless_service,
-    build_progress_role,
-    build_progress_role_binding,
-    build_progress_service_account,
     build_training_job,
 )
 
@@ -193,9 +190,6 @@ def build_all(doc: dict[str, Any], defaults: WorkloadDefaults = DEFAULTS) -> lis
         if spec.distributed.workers > 1:
             out.append(build_headless_service(owner, spec, 1))
         out += [
-            build_progress_service_account(owner.namespace),
-            build_progress_role(owner),
-            build_progress_role_binding(owner),
             build_registry_job(owner, spec, REGISTRY_OP, defaults=defaults),
         ]
         if spec.data_trigger is not None:

@@ -118,7 +118,7 @@ def test_spec_and_contract_env() -> None:
     env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert json.loads(env["KUBELOOP_SPEC"]["value"]) == spec.to_wire()
     assert env["KUBELOOP_RESULT_PATH"]["value"] == "/dev/termination-log"
-    assert env["KUBELOOP_PROGRESS_PATCH"]["value"] == "true"
+    assert env["KUBELOOP_PROGRESS_PORT"]["value"] == "8090"
     assert env["KUBELOOP_NAMESPACE"]["value"] == "ml"
     assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"] == {
         "name": "s3",
@@ -126,7 +126,13 @@ def test_spec_and_contract_env() -> None:
         "optional": False,
     }
     assert env["AWS_ENDPOINT_URL"]["valueFrom"]["secretKeyRef"]["optional"] is True
-    assert job["spec"]["template"]["spec"]["serviceAccountName"] == "kubeloop-trainer"
+    pod = job["spec"]["template"]["spec"]
+    # No Kubernetes API access: no token, and no ServiceAccount of ours to grant anything to.
+    assert pod["automountServiceAccountToken"] is False and "serviceAccountName" not in pod
+    # Progress leaves by the pod's own endpoint, which the operator reads.
+    assert pod["containers"][0]["ports"] == [
+        {"name": "progress", "containerPort": 8090, "protocol": "TCP"}
+    ]
 
 
 CHAMPION = {"version": "4", "uri": "s3://models/m/versions/4", "score": 0.9}
@@ -178,3 +184,25 @@ def test_a_custom_run_scores_the_champion_in_the_publish_step_not_in_user_code()
     assert _champion_env(publish) == CHAMPION_ENV
     assert _champion_env(prepare) == {}
     assert _champion_env(user) == {}
+
+
+def test_a_custom_run_serves_progress_from_the_users_code_only() -> None:
+    """kubeloop_sdk.report() in the user's code serves the progress: its container alone gets
+    the port (prepare and publish report none, and two processes cannot share one port)."""
+    spec = _spec(
+        model={"framework": "custom", "task": "classification"},
+        trainer={"image": "team/train:1"},
+    )
+    job = build_training_job(
+        OWNER, spec, run_id=5, trigger="Manual", generation=1, defaults=DEFAULTS
+    )
+    pod = job["spec"]["template"]["spec"]
+    prepare, user = pod["initContainers"]
+    (publish,) = pod["containers"]
+    port = {"name": "progress", "containerPort": 8090, "protocol": "TCP"}
+    assert user["ports"] == [port]
+    assert {"name": "KUBELOOP_PROGRESS_PORT", "value": "8090"} in user["env"]
+    for step in (prepare, publish):
+        assert "ports" not in step
+        assert "KUBELOOP_PROGRESS_PORT" not in {e["name"] for e in step["env"]}
+    assert pod["automountServiceAccountToken"] is False and "serviceAccountName" not in pod

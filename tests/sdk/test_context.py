@@ -43,7 +43,7 @@ def test_a_written_context_reads_back_with_its_defaults(
     assert ctx.classes == (0, 1) and ctx.seed == 7 and ctx.params["epochs"] == 2
     assert ctx.data_dir == root / "data" and ctx.model_dir == root / "output" / "model"
     assert ctx.checkpoint_dir == root / "checkpoints" and ctx.output_dir == root / "output"
-    assert ctx.checkpoint_uri == "file:///tmp/ckpt" and ctx.progress_patch is False
+    assert ctx.checkpoint_uri == "file:///tmp/ckpt"
     assert (ctx.rank, ctx.world_size, ctx.local_rank, ctx.is_main) == (0, 1, 0, True)
     ctx.params["epochs"] = 3  # the caller's copy
     assert kl.context().params == {"epochs": 2, "lr": 0.01}

@@ -1,28 +1,24 @@
-"""kubeloop_sdk.report: the progress line, and `status.currentRun.progress` written through
-the status subresource of the emulated API server (over HTTP, with a kubeconfig as a laptop
-or `kubeloop local` pod has one), refused for a run that is not current."""
+"""kubeloop_sdk.report: the progress line, and the latest report served on the pod's progress
+endpoint (read over HTTP as the operator reads it), by rank 0 only."""
 
 from __future__ import annotations
 
 import json
 import logging
 import re
-from collections.abc import Iterator
+import socket
+import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 import kubeloop_sdk as kl
-from kubeloop.local.cluster.emulator import EmulatorThread
-from kubeloop_sdk import progress
-from kubeloop_sdk.progress import Reporter, progress_line, progress_of
+from kubeloop_sdk import progress, progressendpoint
+from kubeloop_sdk.progress import Reporter, progress_line, progress_of, progress_value
 
 from .conftest import MakeContext
-
-ROOT = Path(__file__).resolve().parents[2]
-TP = "kubeloop.io/v1alpha1/trainingpipelines"
 
 
 @pytest.mark.parametrize(
@@ -61,6 +57,23 @@ def test_a_wrong_argument_is_named(kwargs: dict[str, Any], message: str) -> None
         kl.report(**kwargs)
 
 
+def test_the_served_value_holds_only_the_progress_fields_and_the_run() -> None:
+    value = progress_value(
+        {"epoch": 3, "epochs": 10, "loss": 0.25, "valLoss": 0.3, "percent": 130, "etaSeconds": 7},
+        "4",
+        now=datetime(2026, 11, 23, 10, 0, tzinfo=UTC),
+    )
+    assert value == {
+        "epoch": 3,
+        "epochs": 10,
+        "loss": 0.25,
+        "percent": 100,
+        "etaSeconds": 7,
+        "updatedAt": "2026-11-23T10:00:00Z",
+        "runId": "4",
+    }
+
+
 def test_the_line_is_the_trainers_format() -> None:
     line = progress_line(progress_of(epoch=2, epochs=4, loss=0.123456))
     assert line == "kubeloop-progress epoch=2 epochs=4 percent=50 loss=0.1235"
@@ -84,87 +97,21 @@ def test_without_a_context_the_line_is_printed(
     assert capsys.readouterr().out == "kubeloop-progress percent=5\n"
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[EmulatorThread]:
-    with EmulatorThread() as thread:
-        yield thread
+def _served(port: int) -> tuple[int, Any]:
+    """(HTTP status, decoded body) of GET /progress, as the operator reads it."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/progress", timeout=5) as response:
+        body = response.read()
+        return response.status, json.loads(body) if body else None
 
 
-def _current_run(name: str, run_id: str) -> dict[str, Any]:
-    """`status.currentRun` with the fields the CRD requires, as the operator writes it."""
-    return {
-        "id": run_id,
-        "job": f"{name}-run-{run_id}",
-        "trigger": "Manual",
-        "startedAt": "2026-11-30T00:00:00Z",
-    }
-
-
-@pytest.fixture
-def pipeline(cluster: EmulatorThread) -> Iterator[str]:
-    """A TrainingPipeline whose run 3 is current."""
-    obj = yaml.safe_load((ROOT / "examples" / "churn-pipeline.yaml").read_text())
-    name = obj["metadata"]["name"] = "sdk-progress"
-    cluster.call(cluster.emulator.create_object(obj))
-    cluster.call(
-        cluster.emulator.patch_object(
-            TP,
-            "ml",
-            name,
-            {"status": {"currentRun": _current_run(name, "3")}},
-            subresource="status",
-        )
-    )
-    yield name
-    cluster.call(cluster.emulator.delete_object(TP, "ml", name))
-
-
-def _kubeconfig(path: Path, server: str, as_json: bool) -> Path:
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {"name": "other", "cluster": {"server": "https://127.0.0.1:1"}},
-            {"name": "local", "cluster": {"server": server}},
-        ],
-        "users": [{"name": "local", "user": {"token": "t"}}],
-        "contexts": [
-            {"name": "other", "context": {"cluster": "other", "user": "local"}},
-            {"name": "local", "context": {"cluster": "local", "user": "local"}},
-        ],
-        "current-context": "local",
-    }
-    if not as_json:  # what `kubeloop local` writes: YAML, one cluster
-        for key in ("clusters", "contexts"):
-            config[key] = config[key][1:]
-    path.write_text(json.dumps(config) if as_json else yaml.safe_dump(config))
-    return path
-
-
-def _progress(cluster: EmulatorThread, name: str) -> dict[str, Any] | None:
-    obj = cluster.emulator.get_object(TP, "ml", name) or {}
-    found: dict[str, Any] | None = obj.get("status", {}).get("currentRun", {}).get("progress")
-    return found
-
-
-@pytest.mark.parametrize("as_json", [True, False], ids=["json-kubeconfig", "yaml-kubeconfig"])
-def test_report_writes_the_current_runs_progress_and_a_late_one_is_refused(  # noqa: PLR0917 - fixtures
-    cluster: EmulatorThread,
-    pipeline: str,
-    make_context: MakeContext,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-    as_json: bool,
+def test_report_serves_the_latest_progress_of_the_run_on_the_pods_endpoint(
+    make_context: MakeContext, progress_port: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(progress, "_REPORTER", Reporter())
-    kubeconfig = _kubeconfig(tmp_path / "kubeconfig", cluster.url, as_json)
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-    make_context(run_id="3", namespace="ml", pipeline=pipeline, progress_patch=True)
-
+    make_context(run_id="3")
     kl.report(epoch=2, epochs=8, loss=0.5)
-    got = _progress(cluster, pipeline)
-    assert got is not None
+    code, got = _served(progress_port)
+    assert code == 200
     assert {k: got[k] for k in ("runId", "epoch", "epochs", "percent", "loss")} == {
         "runId": "3",
         "epoch": 2,
@@ -172,43 +119,57 @@ def test_report_writes_the_current_runs_progress_and_a_late_one_is_refused(  # n
         "percent": 25,
         "loss": 0.5,
     }
-    kl.report(epoch=3, epochs=8)  # within 5 s of the last patch: the log line only
-    assert _progress(cluster, pipeline) == got
-
-    # run 2 reports late, when run 3 is current: the API refuses it, report() does not raise
-    make_context(run_id="2", namespace="ml", pipeline=pipeline, progress_patch=True)
-    with caplog.at_level(logging.WARNING, logger="kubeloop_sdk"):
-        kl.report(percent=100)
-    assert _progress(cluster, pipeline) == got
-    assert "progress of run 2 not written: 422" in caplog.text
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", got["updatedAt"])
+    kl.report(epoch=3, epochs=8)  # no throttle: serving the latest costs nothing
+    assert _served(progress_port)[1]["epoch"] == 3
+    assert "loss" not in _served(progress_port)[1]  # the latest report, not a merge
 
 
-def test_no_api_to_report_to_is_a_warning(
+def test_rank_1_serves_nothing(
+    make_context: MakeContext, progress_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(progress, "_REPORTER", Reporter())
+    monkeypatch.setenv("RANK", "1")
+    make_context(run_id="3")
+    kl.report(percent=50)
+    # opened here (it would not be by rank 1): nothing was published on it
+    assert progressendpoint.endpoint_from_env() is not None
+    assert _served(progress_port) == (204, None)
+
+
+def test_without_a_progress_port_only_the_line(
+    make_context: MakeContext, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv(progressendpoint.PORT_ENV, raising=False)
+    monkeypatch.setattr(progressendpoint, "_SLOT", progressendpoint._Slot())
+    make_context()
+    assert Reporter().report({"percent": 100}, kl.context()) is False
+    assert capsys.readouterr().out == "kubeloop-progress percent=100\n"
+
+
+def test_a_port_that_cannot_be_opened_is_a_warning(
     make_context: MakeContext,
-    tmp_path: Path,
+    progress_port: int,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setattr(progress, "_REPORTER", Reporter())
-    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
-    make_context(progress_patch=True)
-    with caplog.at_level(logging.WARNING, logger="kubeloop_sdk"):
-        kl.report(percent=100)
-    assert "no kubeconfig at" in caplog.text
+    make_context()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", progress_port))
+        with caplog.at_level(logging.WARNING, logger="kubeloop_sdk"):
+            kl.report(percent=100)
+    assert f"progress is not served (KUBELOOP_PROGRESS_PORT='{progress_port}')" in caplog.text
     assert capsys.readouterr().out == "kubeloop-progress percent=100\n"
 
 
-def test_patches_are_throttled_but_100_percent_always_goes(make_context: MakeContext) -> None:
-    ctx = make_context(progress_patch=True)
-    now = [0.0]
-    sent: list[int] = []
-    reporter = Reporter(
-        interval=5.0,
-        clock=lambda: now[0],
-        send=lambda _, body: sent.append(body[-1]["value"]["percent"]),
-    )
-    for t, percent in [(0.0, 10), (1.0, 20), (5.5, 30), (6.0, 40), (6.5, 100), (6.6, 100)]:
-        now[0] = t
-        reporter.report({"percent": percent}, ctx)
-    assert sent == [10, 30, 100, 100]
+def test_a_failing_publish_never_fails_training(
+    make_context: MakeContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    def down(_: dict[str, Any]) -> bool:
+        raise ConnectionError("endpoint gone")
+
+    with caplog.at_level(logging.WARNING, logger="kubeloop_sdk"):
+        assert Reporter(publish=down).report({"percent": 5}, make_context(run_id="2")) is False
+    assert "progress of run 2 not served: endpoint gone" in caplog.text

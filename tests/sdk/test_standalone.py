@@ -41,15 +41,20 @@ SCRIPT = r"""
 import json, os, sys
 sys.path.insert(0, sys.argv[1])
 import kubeloop_sdk as kl
-from kubeloop_sdk import checkpoints, context, files, kubeapi, metrics, modelfiles, modelsave
-from kubeloop_sdk import progress, remotes, tables, version
+from kubeloop_sdk import checkpoints, context, files, metrics, modelfiles, modelsave
+from kubeloop_sdk import progress, progressendpoint, remotes, tables, version
 
 run = os.path.join(sys.argv[2], "run")
 path = kl.write_context(os.path.join(run, "context.json"), target="y", features=["a"],
                         checkpoint_uri="file://" + os.path.join(run, "remote"))
 os.environ["KUBELOOP_CONTEXT"] = str(path)
+os.environ["KUBELOOP_PROGRESS_PORT"], os.environ["KUBELOOP_PROGRESS_HOST"] = "0", "127.0.0.1"
 ctx = kl.context()
 kl.report(epoch=1, epochs=2, loss=0.5)
+import urllib.request
+served = urllib.request.urlopen(
+    "http://127.0.0.1:%d/progress" % progressendpoint.endpoint_from_env().port, timeout=10)
+assert json.loads(served.read())["epoch"] == 1
 kl.log_metrics({"loss": 0.5})
 kl.save_checkpoint(b"state", step=1)
 assert kl.load_checkpoint().data == b"state"

@@ -255,8 +255,9 @@ def snapshot(status: Mapping[str, Any]) -> dict[str, Any]:
 def changed_fields(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
     """The merge patch from `before` to `after` at the top level (removed keys become None).
 
-    Patching only what changed keeps a concurrent writer's field (the trainer's
-    `currentRun.progress`) from being overwritten with the copy read at the start.
+    Patching only what changed keeps a concurrent writer's field (a trainer of an older
+    version still patching `currentRun.progress`) from being overwritten with the copy read at
+    the start.
     """
     patch = {k: v for k, v in after.items() if before.get(k) != v}
     patch.update({k: None for k in before if k not in after})

@@ -24,7 +24,11 @@ from typing import Any
 import kopf
 
 from kubeloop.api.parse import SpecError, parse_resource
-from kubeloop.api.training import TrainingPipeline, TrainingPipelineSpec
+from kubeloop.api.training import (
+    RunProgress,
+    TrainingPipeline,
+    TrainingPipelineSpec,
+)
 from kubeloop.controller import adoption, clock
 from kubeloop.controller.kube import Refused
 from kubeloop.controller.promotions import (
@@ -37,6 +41,7 @@ from kubeloop.controller.promotions import (
     run_verdict,
 )
 from kubeloop.controller.reconciling import ensure_built, reconcile_object
+from kubeloop.controller.run_progress import read_progress
 from kubeloop.controller.runtime import runtime
 from kubeloop.controller.status import (
     CHILD_REFUSED,
@@ -67,9 +72,6 @@ from kubeloop.resources.training import (
     RUN_ID_LABEL,
     TRIGGER_ANNOTATION,
     build_headless_service,
-    build_progress_role,
-    build_progress_role_binding,
-    build_progress_service_account,
     build_training_job,
     job_name,
 )
@@ -77,6 +79,7 @@ from kubeloop.resources.training import (
 __all__ = [
     "data_check",
     "pipeline_phase",
+    "progress_update",
     "reconcile",
     "recorded_up_to",
     "run_state",
@@ -159,6 +162,32 @@ def stale_progress(current: Mapping[str, Any]) -> bool:
     if not isinstance(progress, Mapping) or progress.get("runId") is None:
         return False
     return str(progress["runId"]) != str(current.get("id"))
+
+
+_PROGRESS_FIELDS = frozenset(f.alias or n for n, f in RunProgress.model_fields.items())
+
+
+def progress_update(current: Mapping[str, Any] | None, served: Any) -> dict[str, Any] | None:
+    """status.currentRun.progress to write from what the run's pod serves, or None: leave it.
+
+    Only the current run's own report counts (`runId` equal to currentRun.id: a pod of a
+    finished run may still answer), only in RunProgress's types (fields it does not know are
+    dropped, a value out of range drops the report), and only when it changed. Every field is
+    given, None where the report has none, so the merge patch drops the previous report's.
+    """
+    if current is None or not isinstance(served, Mapping) or served.get("runId") is None:
+        return None
+    if str(served["runId"]) != str(current.get("id")):
+        return None
+    try:
+        progress = RunProgress.model_validate(
+            {k: v for k, v in served.items() if k in _PROGRESS_FIELDS}
+        )
+    except ValueError:
+        return None
+    if progress.to_wire() == current.get("progress"):
+        return None
+    return progress.model_dump(by_alias=True, mode="json")
 
 
 def waiting_for(trigger: str | None, generation: int | None, run_id: str) -> str | None:
@@ -377,10 +406,6 @@ def _ensure_children(
 ) -> dict[str, Any]:
     """Create the run's Job (and what it needs); returns the Job. Raises `Refused`."""
     api = runtime.api
-    if api.get("ServiceAccount", owner.namespace, "kubeloop-trainer") is None:
-        api.create(build_progress_service_account(owner.namespace))
-    api.create(build_progress_role(owner))
-    api.create(build_progress_role_binding(owner))
     run_id = int(run["id"])
     if spec.distributed.workers > 1:
         api.create(build_headless_service(owner, spec, run_id))
@@ -415,11 +440,12 @@ def _start(
         return None
 
 
-def _run_blocked(namespace: str, run: dict[str, Any] | None) -> str | None:
-    """Why the run in progress cannot start (its Job's pod waits on a missing Secret...)."""
+def _job_pods(namespace: str, run: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """The pods of the Job of the run in progress (or of the registry read): why it cannot
+    start, and its live progress, are read from them. None listed without such a Job."""
     if not run or "job" not in run:
-        return None
-    return pod_blocked(runtime.api.list("Pod", namespace, {"job-name": run["job"]}))
+        return []
+    return runtime.api.list("Pod", namespace, {"job-name": run["job"]})
 
 
 def reconcile(namespace: str, name: str, *, full: bool = False) -> None:
@@ -462,10 +488,11 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
     conditions: list[dict[str, Any]] = status.get("conditions") or []
     started = refused = False  # a Job accepted / a child refused in this pass
 
-    def summarize(trigger: str | None) -> None:
+    def summarize(trigger: str | None, pods: list[dict[str, Any]] | None = None) -> None:
         """Phase and conditions of what status holds now (an Event on each transition); every
         write carries them, the intermediate ones too: a reader never sees a recorded run or a
-        moved champion under the summary of before. `trigger`: what waits for the run."""
+        moved champion under the summary of before. `trigger`: what waits for the run; `pods`:
+        those of the Job it watches, when listed already."""
         current = status.get("currentRun")
         waiting = waiting_for(trigger, generation, current["id"]) if current else None
         job = jobs.get(int(current["id"])) if current else None
@@ -486,7 +513,9 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
         # Before the first run the registry read's pod may be the one that cannot start (the
         # storage Secret missing): no run starts until it ran, so it is said the same way.
         reading_op = adoption.reading_op(status)
-        blocked = _run_blocked(namespace, current or reading_op)
+        if pods is None:
+            pods = _job_pods(namespace, current or reading_op)
+        blocked = pod_blocked(pods)
         if blocked:
             job_of_read = (reading_op or {}).get("job")
             what = f"run {current['id']}" if current else f"the registry read (Job {job_of_read})"
@@ -626,8 +655,16 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
     # 4. alias writes: approvals, rollbacks and the gate's promotions reach the registry.
     reconcile_registry(spec, status, body, conditions, persist)
 
-    # 5. the summary (again: a registry result may have moved the champion).
-    summarize(trigger)
+    # 5. the run's live progress, read from its pod (which has no API access to write it).
+    current = status.get("currentRun")
+    pods = _job_pods(namespace, current or adoption.reading_op(status))
+    if current is not None:
+        progress = progress_update(current, read_progress(pods))
+        if progress is not None:
+            status["currentRun"] = {**current, "progress": progress}
+
+    # 6. the summary (again: a registry result may have moved the champion).
+    summarize(trigger, pods)
     if status != before:
         api.patch_status(KIND, namespace, name, changed_fields(before, status))
 

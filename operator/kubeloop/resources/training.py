@@ -1,5 +1,8 @@
-"""TrainingPipeline children: the run Job (Indexed + headless Service when distributed) and the
-least-privilege progress channel (ServiceAccount, Role limited by resourceNames, RoleBinding)."""
+"""TrainingPipeline children: the run Job (Indexed + headless Service when distributed).
+
+Run pods need no Kubernetes API access and mount no service-account token: the result leaves
+by the termination message, progress by the pod's own endpoint (the container port named
+`progress`, `kubeloop_sdk.progressendpoint`), which the operator reads."""
 
 from __future__ import annotations
 
@@ -23,17 +26,17 @@ from kubeloop.resources.common import (
     scratch_volumes,
     storage_env,
 )
+from kubeloop_sdk.progressendpoint import DEFAULT_PORT as PROGRESS_PORT
+from kubeloop_sdk.progressendpoint import PORT_ENV as PROGRESS_PORT_ENV
+from kubeloop_sdk.progressendpoint import PORT_NAME as PROGRESS_PORT_NAME
 
 __all__ = [
     "KUBELOOP_DIR",
     "KUEUE_QUEUE_LABEL",
+    "PROGRESS_PORT",
     "RUN_ID_LABEL",
-    "TRAINER_SERVICE_ACCOUNT",
     "USER_CONTAINER",
     "build_headless_service",
-    "build_progress_role",
-    "build_progress_role_binding",
-    "build_progress_service_account",
     "build_training_job",
     "job_name",
     "kubeloop_image",
@@ -45,7 +48,6 @@ KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 RUN_ID_LABEL = "kubeloop.io/run-id"
 TRIGGER_ANNOTATION = "kubeloop.io/trigger"
 GENERATION_ANNOTATION = "kubeloop.io/generation"
-TRAINER_SERVICE_ACCOUNT = "kubeloop-trainer"
 # Custom training (docs/byo.md): the emptyDir the three containers share, and the SDK in it.
 KUBELOOP_VOLUME = "kubeloop"
 KUBELOOP_DIR = "/kubeloop"
@@ -170,7 +172,6 @@ def build_training_job(
         {"name": "KUBELOOP_TRIGGER", "value": trigger},
         {"name": "KUBELOOP_IMAGE", "value": image},
         {"name": "KUBELOOP_SPEC", "value": json.dumps(spec.to_wire(), sort_keys=True)},
-        {"name": "KUBELOOP_PROGRESS_PATCH", "value": "true"},
     ]
     scoring = _champion_env(spec, champion)
     volumes, mounts = scratch_volumes()
@@ -187,11 +188,12 @@ def build_training_job(
             USER_CONTAINER,
             image,
             ["kubeloop", "train"],
-            env=env + rendezvous + scoring,
+            env=env + rendezvous + scoring + _progress_env(),
             spec=spec,
             mounts=mounts,
             gpus=True,
         )
+        container["ports"] = _progress_ports()
         if command:
             container["command"], container["args"] = command[:1], command[1:]
     else:
@@ -204,7 +206,8 @@ def build_training_job(
     res = spec.resources
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
-        "serviceAccountName": TRAINER_SERVICE_ACCOUNT,
+        # No Kubernetes API access: no token, whichever ServiceAccount the namespace gives it.
+        "automountServiceAccountToken": False,
         "securityContext": pod_security_context(defaults),
         **({"initContainers": init_containers} if init_containers else {}),
         "containers": [container],
@@ -260,6 +263,15 @@ def _champion_env(
         {"name": "KUBELOOP_CHAMPION_VERSION", "value": str(champion.get("version"))},
         {"name": "KUBELOOP_CHAMPION_URI", "value": str(champion["uri"])},
     ]
+
+
+# Only the container whose process reports (rank 0 of it) serves progress, on this port.
+def _progress_env() -> list[dict[str, Any]]:
+    return [{"name": PROGRESS_PORT_ENV, "value": str(PROGRESS_PORT)}]
+
+
+def _progress_ports() -> list[dict[str, Any]]:
+    return [{"name": PROGRESS_PORT_NAME, "containerPort": PROGRESS_PORT, "protocol": "TCP"}]
 
 
 def _torchrun_args() -> list[str]:
@@ -323,7 +335,7 @@ def _user_env(spec: TrainingPipelineSpec, run_env: list[dict[str, Any]]) -> list
         {"name": "KUBELOOP_CHECKPOINT_URI", "value": spec.checkpoint_uri(_run_id(run_env))},
         {"name": "KUBELOOP_SEED", "value": str(spec.seed)},
         {"name": "KUBELOOP_PARAMS", "value": json.dumps(spec.model.params, sort_keys=True)},
-        {"name": "KUBELOOP_PROGRESS_PATCH", "value": "true"},
+        *_progress_env(),
     ]
     user = [e.to_wire() for e in spec.trainer.env if e.name != "PYTHONPATH"]
     own_path = [e.value for e in spec.trainer.env if e.name == "PYTHONPATH" and e.value]
@@ -379,6 +391,7 @@ def _custom_containers(
         gpus=True,
     )
     del user["command"]
+    user["ports"] = _progress_ports()
     if spec.distributed.workers > 1:
         assert trainer.command is not None  # admission: distributed custom runs name a command
         user["command"] = ["torchrun"]
@@ -421,70 +434,4 @@ def build_headless_service(owner: Owner, spec: TrainingPipelineSpec, run_id: int
             "selector": labels,
             "ports": [{"name": "rendezvous", "port": port, "targetPort": port}],
         },
-    }
-
-
-def build_progress_service_account(namespace: str) -> dict[str, Any]:
-    """The per-namespace ServiceAccount training pods run as (no owner: pipelines share it)."""
-    return {
-        "apiVersion": "v1",
-        "kind": "ServiceAccount",
-        "metadata": {
-            "name": TRAINER_SERVICE_ACCOUNT,
-            "namespace": namespace,
-            "labels": {
-                "app.kubernetes.io/name": _APP,
-                "app.kubernetes.io/part-of": "kubeloop",
-                "app.kubernetes.io/managed-by": "kubeloop",
-            },
-        },
-    }
-
-
-def _progress_rbac_name(owner: Owner) -> str:
-    return f"{TRAINER_SERVICE_ACCOUNT}-{owner.name}"
-
-
-def build_progress_role(owner: Owner) -> dict[str, Any]:
-    """A Role allowing only `patch` on this pipeline's status (resourceNames), owned by it."""
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "Role",
-        "metadata": {
-            "name": _progress_rbac_name(owner),
-            "namespace": owner.namespace,
-            "labels": child_labels(owner, "progress", _APP),
-            "ownerReferences": [owner_reference(owner)],
-        },
-        "rules": [
-            {
-                "apiGroups": ["kubeloop.io"],
-                "resources": ["trainingpipelines/status"],
-                "resourceNames": [owner.name],
-                "verbs": ["patch"],
-            }
-        ],
-    }
-
-
-def build_progress_role_binding(owner: Owner) -> dict[str, Any]:
-    """Binds the pipeline's progress Role to the namespace's trainer ServiceAccount."""
-    name = _progress_rbac_name(owner)
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": {
-            "name": name,
-            "namespace": owner.namespace,
-            "labels": child_labels(owner, "progress", _APP),
-            "ownerReferences": [owner_reference(owner)],
-        },
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-        "subjects": [
-            {
-                "kind": "ServiceAccount",
-                "name": TRAINER_SERVICE_ACCOUNT,
-                "namespace": owner.namespace,
-            }
-        ],
     }

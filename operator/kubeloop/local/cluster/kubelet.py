@@ -203,7 +203,9 @@ class Kubelet:
             return False
         run.process = process
         run.started_at = api_now()
-        if not run.init:
+        # An init container's ports answer while it runs (a custom training run's user code
+        # serves its progress from one); the next container's forwards replace them.
+        if not run.init or spec.ports:
             await self._forward_ports(pod, spec.ports)
         return True
 

@@ -109,7 +109,6 @@ def prepare_run(spec: TrainingPipelineSpec, ctx: RunContext, layout: Layout) -> 
         "checkpointDir": str(layout.checkpoints),
         "checkpointUri": spec.checkpoint_uri(ctx.run_id),
         "outputDir": str(layout.output),
-        "progressPatch": os.environ.get("KUBELOOP_PROGRESS_PATCH", "").lower() == "true",
     }
     layout.context.write_text(json.dumps(context, indent=2, default=str))
     log.info(
