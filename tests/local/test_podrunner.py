@@ -306,10 +306,9 @@ async def test_deployment_rolls_out_behind_service_without_failed_requests(
     assert set(answers) == {"1", "2"}
     assert set(answers[count:]) == {"2"}  # old pods are out of rotation once gone
     await _pods_answer_on_their_own_ip(runner, api, "2")
-    if runner.network.enabled:  # a deleted pod's address answers no more
+    if runner.network.enabled:  # a deleted pod's address answers no more, once it has stopped
         for ip in old_ips:
-            with pytest.raises(OSError):
-                await asyncio.open_connection(ip, 8080)
+            await until(lambda ip=ip: _refuses(ip, 8080), 30, f"{ip}:8080 refusing")
 
     await api.delete("apps/v1/deployments", "ml", "echo")
     await until(lambda: _no_processes(runner))
@@ -348,6 +347,15 @@ async def _answered(answers: list[str], version: str, at_least: int = 1) -> bool
 async def _only_new(api: KubeApi, before: set[str]) -> bool:
     names = {p["metadata"]["name"] for p in await api.list("v1/pods", "ml")}
     return len(names) == 2 and not names & before
+
+
+async def _refuses(host: str, port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection(host, port)
+    except OSError:
+        return True
+    writer.close()
+    return False
 
 
 async def _no_processes(runner: PodRunner) -> bool:

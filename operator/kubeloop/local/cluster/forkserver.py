@@ -37,7 +37,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PRELOAD", "ForkPlan", "ForkServer", "ForkedProcess", "fork_plan", "shared"]
+__all__ = [
+    "PRELOAD",
+    "ForkPlan",
+    "ForkServer",
+    "ForkedProcess",
+    "close_shared",
+    "fork_plan",
+    "shared",
+]
 
 log = logging.getLogger("kubeloop.local")
 
@@ -131,9 +139,18 @@ class ForkedProcess:
 class ForkServer:
     """The client end: starts the zygote, asks it for children, hears of their exits."""
 
-    def __init__(self, preload: Sequence[str] = PRELOAD) -> None:
+    def __init__(
+        self, preload: Sequence[str] = PRELOAD, inherit: Mapping[str, str] | None = None
+    ) -> None:
+        """`inherit`: variables every child must show in /proc/<pid>/environ, which is the
+        environment a process was started with (a fork copies it; os.environ does not change
+        it): the marker `kubeloop local` finds its pods by after a crash."""
         ours, theirs = socket.socketpair()
-        env = {**os.environ, **dict.fromkeys(("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"), "1")}
+        env = {
+            **os.environ,
+            **(inherit or {}),
+            **dict.fromkeys(("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"), "1"),
+        }
         env.pop("PYTHONSTARTUP", None)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "kubeloop.local.cluster.zygote", str(theirs.fileno()), *preload],
@@ -145,7 +162,7 @@ class ForkServer:
         theirs.close()
         self._sock = ours
         self._ids = itertools.count(1)
-        self._lock = threading.Lock()
+        self._guard = threading.Lock()
         self._replies: dict[int, concurrent.futures.Future[dict[str, Any]]] = {}
         self._exits: dict[int, concurrent.futures.Future[int]] = {}
         self._early: dict[int, int] = {}
@@ -158,7 +175,7 @@ class ForkServer:
         """Fork a child running `plan`; blocks until it runs (OSError when it cannot)."""
         request_id = next(self._ids)
         reply: concurrent.futures.Future[dict[str, Any]] = concurrent.futures.Future()
-        with self._lock:
+        with self._guard:
             if not self.alive:
                 raise OSError("the fork server has exited")
             self._replies[request_id] = reply
@@ -194,7 +211,7 @@ class ForkServer:
         self._gone()
 
     def _dispatch(self, message: dict[str, Any]) -> None:
-        with self._lock:
+        with self._guard:
             if "exit" in message:
                 self._exits.setdefault(message["exit"], concurrent.futures.Future()).set_result(
                     int(message["code"])
@@ -207,7 +224,7 @@ class ForkServer:
     def _gone(self) -> None:
         """The zygote ended: no more spawns; children still running are watched by pid, and
         their exit code is lost (reported as killed)."""
-        with self._lock:
+        with self._guard:
             self.alive = False
             for reply in self._replies.values():
                 reply.set_result({"error": "the fork server has exited"})
@@ -229,22 +246,34 @@ def _watch(orphans: dict[int, concurrent.futures.Future[int]]) -> None:
                 continue
 
 
-_shared: dict[int, ForkServer] = {}  # by the pid that started it (a fork starts its own)
+# By the pid that started it (a fork starts its own) and the variables its children inherit.
+_shared: dict[tuple[int, tuple[tuple[str, str], ...]], ForkServer] = {}
 _shared_lock = threading.Lock()
 
 
-def shared() -> ForkServer | None:
-    """This process's fork server, started on first use; None when turned off or dead."""
+def shared(inherit: Mapping[str, str] | None = None) -> ForkServer | None:
+    """This process's fork server for children inheriting `inherit`, started on first use;
+    None when turned off or dead."""
     if os.environ.get("KUBELOOP_LOCAL_FORKSERVER", "1") == "0":
         return None
+    key = (os.getpid(), tuple(sorted((inherit or {}).items())))
     with _shared_lock:
-        server = _shared.get(os.getpid())
+        server = _shared.get(key)
         if server is not None:
             return server if server.alive else None  # died: fresh processes from now on
         try:
-            server = ForkServer()
+            server = ForkServer(inherit=inherit)
         except OSError as exc:
             log.warning("no fork server (%s): pods start as fresh processes", exc)
             return None
-        _shared[os.getpid()] = server
+        _shared[key] = server
         return server
+
+
+def close_shared(inherit: Mapping[str, str]) -> None:
+    """End this process's fork server for `inherit` (a cluster stopping: `down` finds no process
+    of it left); the next `shared` call starts a new one."""
+    with _shared_lock:
+        server = _shared.pop((os.getpid(), tuple(sorted(inherit.items()))), None)
+    if server is not None:
+        server.close()

@@ -258,7 +258,7 @@ class Kubelet:
     async def _forward_ports(self, pod: PodRun, ports: Mapping[int, int]) -> None:
         """Make `podIP:containerPort` reach the process, as in a cluster (`podnet`)."""
         await self._close_forwards(pod)
-        if pod.ip == "127.0.0.1":
+        if pod.ip == "127.0.0.1" or pod.terminating:  # a deleted pod's address answers no more
             return
         for container_port, local_port in ports.items():
             forward = PortForward(pod.ip, container_port, local_port)
@@ -287,8 +287,10 @@ class Kubelet:
             pod.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await pod.task
-        # A container its task was starting while the others were terminated.
+        # A container its task was starting while the others were terminated, and the ports
+        # it forwarded then.
         await self._terminate(pod, grace, only_running=True)
+        await self._close_forwards(pod)
 
     @staticmethod
     async def _terminate(pod: PodRun, grace: float, *, only_running: bool = False) -> None:

@@ -56,6 +56,7 @@ from typing import Any
 
 import aiohttp
 
+from kubeloop.local.cluster import forkserver
 from kubeloop.local.cluster.cronjobcontroller import CronJobController
 from kubeloop.local.cluster.deploymentcontroller import DeploymentController, DeploymentRun
 from kubeloop.local.cluster.jobcontroller import JobController, JobRun
@@ -63,6 +64,7 @@ from kubeloop.local.cluster.kubeapi import ApiError, KubeApi
 from kubeloop.local.cluster.kubelet import Kubelet
 from kubeloop.local.cluster.podnet import PodNetwork
 from kubeloop.local.cluster.servicecontroller import Proxy, ServiceController
+from kubeloop.local.cluster.statefile import POD_MARKER
 
 __all__ = ["PodRunner"]
 
@@ -143,6 +145,9 @@ class PodRunner:
         await asyncio.gather(
             *(self.kubelet.kill(p, grace=5.0) for p in pods), return_exceptions=True
         )
+        marker = self.kubelet.extra_env.get(POD_MARKER)
+        if marker is not None:  # this cluster's own fork server (forkserver.py)
+            await asyncio.to_thread(forkserver.close_shared, {POD_MARKER: marker})
         await self.services.stop()
         await self.api.close()
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from kubeloop.local.cluster import forkserver
 from kubeloop.local.cluster.forkserver import ForkedProcess
 from kubeloop.local.cluster.podspec import ProcessSpec
+from kubeloop.local.cluster.statefile import POD_MARKER
 
 __all__ = ["LocalProcess", "free_port", "host_env"]
 
@@ -64,7 +65,9 @@ class LocalProcess:
             env["HOSTNAME"] = self.hostname
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         plan = forkserver.fork_plan(self.spec.argv, env)
-        server = forkserver.shared() if plan is not None else None
+        # The marker `up` finds its pods by must be in the environment they started with.
+        inherit = {POD_MARKER: env[POD_MARKER]} if POD_MARKER in env else None
+        server = forkserver.shared(inherit) if plan is not None else None
         if plan is not None and server is not None:
             loop = asyncio.get_running_loop()
             with contextlib.suppress(OSError):  # the fork server is gone: a fresh process
