@@ -8,10 +8,11 @@ categories with counts, the count of the rest ("other") and the missing count.
 
 The numeric sketch: up to `POINTS` reference values ("points", sorted, distinct, always
 including the minimum and the maximum) with, for each, the exact number of reference values
-<= it (`pointsLe`) and == it (`pointsAt`), counted over every row. When a column has at most
+<= it (`pointsLe`) and == it (`pointsAt`), and the sum of the values strictly between each
+point and the next (`insideSum`), all over every row. When a column has at most
 `POINTS` distinct values every one of them is a point and the sketch *is* the column's ECDF;
-otherwise the points sit at evenly spaced ranks, so at most ~count/POINTS reference values lie
-strictly between two neighbours. The monitor derives everything numeric from it:
+otherwise half of the points sit at evenly spaced ranks and half at evenly spaced values, so at
+most ~2 count/POINTS reference values and ~2/POINTS of the range lie between two neighbours. The monitor derives everything numeric from it:
 
 - PSI / Jensen-Shannon bins: their edges are points, so the reference count of every bin is
   exact (kubeloop.workloads.monitor.binning);
@@ -22,7 +23,7 @@ strictly between two neighbours. The monitor derives everything numeric from it:
 The profile is a few hundred KiB per numeric feature at most whatever the table size.
 `ProfileBuilder` builds the same profile from record batches in two streaming passes, for
 references too large to hold in memory: pass 1 draws a bounded random sample and the points are
-its evenly spaced order statistics (plus the exact minimum and maximum), pass 2 counts every
+chosen the same way (plus the exact minimum and maximum), pass 2 counts every
 row at them, so the counts stay exact and only the spacing of the points is approximate.
 
 Profiles written before `kubeloop.profile/v2` kept a 10,000-value random sample instead of the
@@ -63,7 +64,8 @@ __all__ = [
 
 PROFILE_FORMAT = "kubeloop.profile/v2"
 OLD_FORMAT = "kubeloop.profile/v1"
-# Points of the numeric sketch: at most ~1/10,000 of the reference between two neighbours.
+# Points of the numeric sketch: at most ~2/10,000 of the reference (in mass and in range)
+# between two neighbours.
 POINTS = 10_000
 FINE_BINS = 50
 # Pass-1 sample of the streaming builder, from which the points are chosen: 20x the points
@@ -113,6 +115,7 @@ class NumericProfile:
     points: FloatArray  # sorted distinct reference values, min and max included
     le: FloatArray  # reference values <= each point, over every row
     lt: FloatArray  # reference values < each point, over every row
+    inside_sum: FloatArray  # sum of the reference values strictly between each point and the next
     fine_edges: FloatArray  # FINE_BINS + 1 equal-width edges over [min, max]
     fine_counts: FloatArray  # rows per fine bin
     missing: int
@@ -150,14 +153,20 @@ class Profile:
 
 def sketch_points(ordered: FloatArray, limit: int = POINTS) -> FloatArray:
     """The sketch's points for sorted values: every distinct value when there are at most
-    `limit`, else the values at `limit` evenly spaced ranks (first and last included)."""
+    `limit`; else half of them at evenly spaced ranks and half at the values nearest to evenly
+    spaced values over [min, max] (first and last included), so that neither the mass nor the
+    width between two neighbouring points is large (the tails of a normal feature are wide in
+    value and thin in mass)."""
     if ordered.size == 0:
         return np.empty(0)
     distinct = np.unique(ordered)
     if distinct.size <= limit:
         return distinct.astype(np.float64)
-    ranks = np.round(np.linspace(0, ordered.size - 1, limit)).astype(np.int64)
-    return np.unique(ordered[ranks]).astype(np.float64)
+    half = limit // 2
+    ranks = np.round(np.linspace(0, ordered.size - 1, half)).astype(np.int64)
+    grid = np.linspace(distinct[0], distinct[-1], limit - half)
+    nearest = np.clip(np.searchsorted(distinct, grid), 0, distinct.size - 1)
+    return np.unique(np.concatenate([ordered[ranks], distinct[nearest]])).astype(np.float64)
 
 
 def _fine_edges(minimum: float, maximum: float) -> FloatArray:
@@ -258,6 +267,7 @@ class ProfileBuilder:
         self._points: dict[str, FloatArray] = {}
         self._le: dict[str, FloatArray] = {}
         self._lt: dict[str, FloatArray] = {}
+        self._inside_sum: dict[str, FloatArray] = {}
         self._fine_counts: dict[str, FloatArray] = {}
         self._fine_edges: dict[str, FloatArray] = {}
         self.rows = 0
@@ -288,8 +298,13 @@ class ProfileBuilder:
         (before any of its values is counted)."""
         self._points[name] = sketch_points(ordered)
         if self._passed_first:
-            self._le[name] = np.zeros(self._points[name].size)
-            self._lt[name] = np.zeros(self._points[name].size)
+            self._zero_counts(name)
+
+    def _zero_counts(self, name: str) -> None:
+        size = self._points[name].size
+        self._le[name] = np.zeros(size)
+        self._lt[name] = np.zeros(size)
+        self._inside_sum[name] = np.zeros(max(size - 1, 0))
 
     def _finish_first_pass(self) -> None:
         for name, acc in self._num.items():
@@ -299,8 +314,7 @@ class ProfileBuilder:
                 ordered = np.sort(np.concatenate([acc.sample, extremes]))
                 self._points[name] = sketch_points(ordered)
             self._fine_edges[name] = _fine_edges(acc.minimum, acc.maximum)
-            self._le[name] = np.zeros(self._points[name].size)
-            self._lt[name] = np.zeros(self._points[name].size)
+            self._zero_counts(name)
             self._fine_counts[name] = np.zeros(max(self._fine_edges[name].size - 1, 0))
         self._passed_first = True
 
@@ -319,8 +333,12 @@ class ProfileBuilder:
         if not self._passed_first:
             self._finish_first_pass()
         points = self._points[name]
-        self._le[name] += np.searchsorted(ordered, points, side="right")
-        self._lt[name] += np.searchsorted(ordered, points, side="left")
+        le = np.searchsorted(ordered, points, side="right")
+        lt = np.searchsorted(ordered, points, side="left")
+        self._le[name] += le
+        self._lt[name] += lt
+        prefix = np.concatenate([[0.0], np.cumsum(ordered)])
+        self._inside_sum[name] += prefix[lt[1:]] - prefix[le[:-1]]
         edges = self._fine_edges[name]
         if edges.size:
             # Pass-1 min/max bound every value, so only inside bins (1..FINE_BINS) are hit.
@@ -345,6 +363,7 @@ class ProfileBuilder:
                 "pointsLe": [int(c) for c in le],
                 # Mostly 1 on continuous data: the short column of the two.
                 "pointsAt": [int(c) for c in le - self._lt[name]],
+                "insideSum": self._inside_sum[name].tolist(),
                 "fineEdges": self._fine_edges[name].tolist(),
                 "fineCounts": [int(c) for c in self._fine_counts[name]],
             }
@@ -376,7 +395,7 @@ def build_profile(table: pa.Table, numeric: list[str], categorical: list[str]) -
 
     `numeric` columns are cast to float64 (NaN and null are missing); `categorical` columns are
     compared as strings. The table is in memory, so each numeric column is sorted once and its
-    points are its own evenly spaced order statistics. Deterministic.
+    points are chosen from all of its values (`sketch_points`). Deterministic.
     """
     missing = [name for name in [*numeric, *categorical] if name not in table.column_names]
     if missing:
@@ -419,18 +438,23 @@ def _numeric(name: str, item: Mapping[str, Any], old: bool) -> NumericProfile:
         count = int(item["count"])
         scale = count / sample.size if sample.size else 0.0
         points = np.unique(sample)
-        le = np.searchsorted(sample, points, side="right").astype(np.float64) * scale
-        lt = np.searchsorted(sample, points, side="left").astype(np.float64) * scale
+        le_at = np.searchsorted(sample, points, side="right")
+        lt_at = np.searchsorted(sample, points, side="left")
+        le, lt = le_at.astype(np.float64) * scale, lt_at.astype(np.float64) * scale
+        prefix = np.concatenate([[0.0], np.cumsum(sample)])
+        inside_sum = (prefix[lt_at[1:]] - prefix[le_at[:-1]]) * scale
     else:
         points = _array(item["points"])
         le = _array(item["pointsLe"])
         lt = le - _array(item["pointsAt"])
+        inside_sum = _array(item["insideSum"])
         count = int(item["count"])
     return NumericProfile(
         name=name,
         points=points,
         le=le,
         lt=lt,
+        inside_sum=inside_sum,
         fine_edges=_array(item["fineEdges"]),
         fine_counts=_array(item["fineCounts"]),
         missing=int(item["missing"]),

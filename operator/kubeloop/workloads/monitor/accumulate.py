@@ -39,6 +39,8 @@ class NumericAccumulator:
     ref: NumericProfile
     le: FloatArray = field(init=False)  # current values <= each point
     lt: FloatArray = field(init=False)  # current values < each point
+    # Sum of the current values strictly between each point and the next (Wasserstein).
+    inside_sum: FloatArray = field(init=False)
     fine: FloatArray = field(init=False)  # below, FINE_BINS inside, above the reference range
     count: int = 0
     missing: int = 0
@@ -52,6 +54,7 @@ class NumericAccumulator:
     def __post_init__(self) -> None:
         self.le = np.zeros(self.points.size)
         self.lt = np.zeros(self.points.size)
+        self.inside_sum = np.zeros(max(self.points.size - 1, 0))
         self.fine = np.zeros(self.ref.fine_edges.size + 1)
 
     @property
@@ -76,6 +79,8 @@ class NumericAccumulator:
             lt = np.searchsorted(ordered, self.points, side="left")
             self.le += le
             self.lt += lt
+            prefix = np.concatenate([[0.0], np.cumsum(ordered)])
+            self.inside_sum += prefix[lt[1:]] - prefix[le[:-1]]
             self.below_sum += float(ordered[: lt[0]].sum())
             self.above_sum += float(ordered[le[-1] :].sum())
             self.above_count += n - int(le[-1])

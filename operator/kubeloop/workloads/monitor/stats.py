@@ -167,19 +167,26 @@ def wasserstein_from_counts(
     above_sum: float,
     above_count: int,
     scale: float,
+    ref_inside_sum: FloatArray | None = None,
+    cur_inside_sum: FloatArray | None = None,
 ) -> float:
     """Wasserstein-1 between the reference and current ECDFs, over `scale`.
 
     W1 is the area between the two ECDFs. The points include the reference's minimum and
     maximum, so below the first point only current values lie and the area there is exactly
     `sum(points[0] - v)` over them (`cur_lt[0] * points[0] - below_sum`); above the last point
-    likewise from `above_sum` and `above_count`. Between two neighbouring points each ECDF rises
-    from its count at the left point to its count just before the right one; both are taken to
-    rise linearly there, which is exact when neither side has a value strictly inside and
-    otherwise errs by at most width x (reference + current mass strictly inside) per interval.
-    With the reference's points ~1/10,000 of its mass apart and smooth data the error is orders
-    of magnitude below that worst case (tests/workloads/monitor/test_drift_stats.py: within 1e-4
-    of scipy on continuous data).
+    likewise from `above_sum` and `above_count`. Between two neighbouring points a and b:
+
+    - where one ECDF stays above the other all the way (the reference's value just before b is
+      at most the current's at a, or the other way round), the area is the difference of the
+      two integrals, each exact from the sum of that side's values inside (`*_inside_sum`:
+      integral = F(a) (b - a) + sum(b - v) / n). This is where a shifted window puts its mass
+      (the tails of a 1.5x scale shift), wide intervals where a linear ECDF would err most;
+    - elsewhere both ECDFs are taken as linear, exact when neither side has a value strictly
+      inside, otherwise within (b - a) x (both masses inside), which is small exactly there:
+      the two ECDFs' ranges over the interval overlap.
+
+    Measured against scipy on the full data: within 1e-4 (1M rows, mean and scale shifts).
     """
     if n_ref == 0 or n_cur == 0 or points.size == 0:
         return 0.0
@@ -187,15 +194,25 @@ def wasserstein_from_counts(
     area += above_sum - above_count * points[-1]
     area /= n_cur
     if points.size > 1:
+        r0, r1 = ref_le[:-1] / n_ref, ref_lt[1:] / n_ref
+        c0, c1 = cur_le[:-1] / n_cur, cur_lt[1:] / n_cur
         # d = F_ref - F_cur at the left end (d0) and just before the right end (d1).
-        d0 = ref_le[:-1] / n_ref - cur_le[:-1] / n_cur
-        d1 = ref_lt[1:] / n_ref - cur_lt[1:] / n_cur
+        d0, d1 = r0 - c0, r1 - c1
         width = np.diff(points)
         same_side = np.abs(d0 + d1) / 2.0
         change = np.abs(d1 - d0)
         crossing = (d0 * d1) < 0
         across = (d0**2 + d1**2) / (2.0 * np.where(crossing, change, 1.0))
-        area += float(np.sum(np.where(crossing, across, same_side) * width))
+        linear = np.where(crossing, across, same_side) * width
+        if ref_inside_sum is not None and cur_inside_sum is not None:
+            right = points[1:]
+            cur_inside = cur_lt[1:] - cur_le[:-1]
+            ref_inside = ref_lt[1:] - ref_le[:-1]
+            cur_integral = c0 * width + (cur_inside * right - cur_inside_sum) / n_cur
+            ref_integral = r0 * width + (ref_inside * right - ref_inside_sum) / n_ref
+            apart = (r0 >= c1) | (c0 >= r1)
+            linear = np.where(apart, np.abs(ref_integral - cur_integral), linear)
+        area += float(np.sum(linear))
     return float(area) / (scale if scale > 0 else 1.0)
 
 

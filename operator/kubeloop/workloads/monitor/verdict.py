@@ -120,6 +120,8 @@ def numeric_scores(
             above_sum=acc.above_sum,
             above_count=acc.above_count,
             scale=scale,
+            ref_inside_sum=ref.inside_sum,
+            cur_inside_sum=acc.inside_sum,
         )
     return scores
 
