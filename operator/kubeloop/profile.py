@@ -12,7 +12,8 @@ including the minimum and the maximum) with, for each, the exact number of refer
 point and the next (`insideSum`), all over every row. When a column has at most
 `POINTS` distinct values every one of them is a point and the sketch *is* the column's ECDF;
 otherwise half of the points sit at evenly spaced ranks and half at evenly spaced values, so at
-most ~2 count/POINTS reference values and ~2/POINTS of the range lie between two neighbours. The monitor derives everything numeric from it:
+most ~2 count/POINTS reference values and ~2/POINTS of the range lie between two neighbours.
+The monitor derives everything numeric from it:
 
 - PSI / Jensen-Shannon bins: their edges are points, so the reference count of every bin is
   exact (kubeloop.workloads.monitor.binning);
@@ -81,7 +82,10 @@ FloatArray = npt.NDArray[np.float64]
 def numeric_values(column: pa.ChunkedArray | pa.Array) -> tuple[FloatArray, int]:
     """(non-missing values as float64, missing count) of a column; NaN counts as missing."""
     values = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
-    finite = values[~np.isnan(values)]
+    nan = np.isnan(values)
+    if not nan.any():  # the usual case: no second copy
+        return values, 0
+    finite = values[~nan]
     return finite, int(values.size - finite.size)
 
 
@@ -105,6 +109,28 @@ def _count_categories(strings: pa.Array) -> dict[str, int]:
             strict=True,
         )
     )
+
+
+def _count_dictionary(column: pa.DictionaryArray) -> tuple[dict[str, int], int]:
+    """(count per value, missing count) of a dictionary column: counting its integer codes
+    costs a fraction of decoding every string."""
+    indices = column.indices
+    missing = indices.null_count
+    codes = pc.drop_null(indices) if missing else indices
+    counts = np.bincount(
+        np.asarray(codes.to_numpy(zero_copy_only=False), dtype=np.int64),
+        minlength=len(column.dictionary),
+    )
+    entries = pc.cast(column.dictionary, pa.string()).to_pylist()
+    found: dict[str, int] = {}
+    for entry, count in zip(entries, counts.tolist(), strict=True):
+        if not count:
+            continue
+        if entry is None:  # a null dictionary entry is a missing value too
+            missing += count
+        else:
+            found[entry] = found.get(entry, 0) + count
+    return found, int(missing)
 
 
 @dataclass(frozen=True)
@@ -159,7 +185,8 @@ def sketch_points(ordered: FloatArray, limit: int = POINTS) -> FloatArray:
     value and thin in mass)."""
     if ordered.size == 0:
         return np.empty(0)
-    distinct = np.unique(ordered)
+    # Already sorted: distinct values without np.unique's sort.
+    distinct = ordered[np.concatenate([[True], ordered[1:] != ordered[:-1]])]
     if distinct.size <= limit:
         return distinct.astype(np.float64)
     half = limit // 2
@@ -284,38 +311,51 @@ class ProfileBuilder:
         """Pass 1: fold one batch into the moments, counts and sample."""
         self.rows += batch.num_rows
         for name in self.numeric:
-            values, missing = numeric_values(batch.column(name))
-            self._num[name].add(values, missing, sample=self._sampling)
+            self.add_numeric(name, *numeric_values(batch.column(name)))
         for name in self.categorical:
-            strings, missing = categorical_values(batch.column(name))
+            self.add_categorical(name, batch.column(name))
+
+    def add_numeric(self, name: str, values: FloatArray, missing: int) -> None:
+        """Pass 1 for one numeric feature's (non-missing) values."""
+        self._num[name].add(values, missing, sample=self._sampling)
+
+    def add_categorical(self, name: str, column: pa.ChunkedArray | pa.Array) -> None:
+        """Pass 1 for one categorical feature's column."""
+        counts = self._cat[name]
+        chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+        for chunk in chunks:
+            if pa.types.is_dictionary(chunk.type):
+                found, missing = _count_dictionary(chunk)
+            else:
+                strings, missing = categorical_values(chunk)
+                found = _count_categories(strings)
             self._cat_missing[name] += missing
-            counts = self._cat[name]
-            for key, value in _count_categories(strings).items():
+            for key, value in found.items():
                 counts[key] = counts.get(key, 0) + value
 
     def exact_points(self, name: str, ordered: FloatArray) -> None:
         """Take a feature's points from all of its (sorted) values instead of the sample
-        (before any of its values is counted)."""
+        (after its `add_numeric`, before any of its values is counted)."""
         self._points[name] = sketch_points(ordered)
-        if self._passed_first:
-            self._zero_counts(name)
+        self._finish_numeric(name)
 
-    def _zero_counts(self, name: str) -> None:
+    def _finish_numeric(self, name: str) -> None:
+        acc = self._num[name]
+        if name not in self._points:
+            # The sample's spacing, with the exact extremes so nothing lies outside.
+            extremes = [acc.minimum, acc.maximum] if acc.count else []
+            self._points[name] = sketch_points(np.sort(np.concatenate([acc.sample, extremes])))
+        self._fine_edges[name] = _fine_edges(acc.minimum, acc.maximum)
         size = self._points[name].size
         self._le[name] = np.zeros(size)
         self._lt[name] = np.zeros(size)
         self._inside_sum[name] = np.zeros(max(size - 1, 0))
+        self._fine_counts[name] = np.zeros(max(self._fine_edges[name].size - 1, 0))
 
     def _finish_first_pass(self) -> None:
-        for name, acc in self._num.items():
-            if name not in self._points:
-                # The sample's spacing, with the exact extremes so nothing lies outside.
-                extremes = [acc.minimum, acc.maximum] if acc.count else []
-                ordered = np.sort(np.concatenate([acc.sample, extremes]))
-                self._points[name] = sketch_points(ordered)
-            self._fine_edges[name] = _fine_edges(acc.minimum, acc.maximum)
-            self._zero_counts(name)
-            self._fine_counts[name] = np.zeros(max(self._fine_edges[name].size - 1, 0))
+        for name in self._num:
+            if name not in self._le:
+                self._finish_numeric(name)
         self._passed_first = True
 
     def count(self, batch: pa.RecordBatch | pa.Table) -> None:
@@ -330,8 +370,8 @@ class ProfileBuilder:
 
     def count_sorted(self, name: str, ordered: FloatArray) -> None:
         """Pass 2 for one feature's sorted values (each value exactly once over all calls)."""
-        if not self._passed_first:
-            self._finish_first_pass()
+        if name not in self._le:
+            self._finish_numeric(name)
         points = self._points[name]
         le = np.searchsorted(ordered, points, side="right")
         lt = np.searchsorted(ordered, points, side="left")
@@ -401,12 +441,17 @@ def build_profile(table: pa.Table, numeric: list[str], categorical: list[str]) -
     if missing:
         raise ValueError(f"cannot profile: columns {missing} are not in the table")
     builder = ProfileBuilder(numeric, categorical, sample=False)
-    table = table.select(builder.columns)
-    builder.add(table)
+    builder.rows = table.num_rows
+    # One column at a time: decoded, sorted and counted once, then dropped.
     for name in numeric:
-        ordered = np.sort(numeric_values(table.column(name))[0])
+        values, missing = numeric_values(table.column(name))
+        builder.add_numeric(name, values, missing)
+        ordered = np.sort(values)
+        del values
         builder.exact_points(name, ordered)
         builder.count_sorted(name, ordered)
+    for name in categorical:
+        builder.add_categorical(name, table.column(name))
     return builder.result()
 
 

@@ -94,6 +94,10 @@ def _profile_parquet(uri: str, features: list[str] | None, served: list[str] | N
     elif served is not None:
         names = [n for n in names if n in set(served)]
     numeric, categorical = feature_kinds(dataset.schema, names)
+    if categorical:  # counted by their dictionary codes, not decoded to strings
+        options = ds.ParquetReadOptions(dictionary_columns=categorical)
+        parquet = ds.ParquetFileFormat(read_options=options)
+        dataset = ds.dataset(path, filesystem=filesystem, format=parquet)
     return load_profile(profile_dataset(dataset, numeric, categorical))
 
 
