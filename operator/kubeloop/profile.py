@@ -186,7 +186,7 @@ def sketch_points(ordered: FloatArray, limit: int = POINTS) -> FloatArray:
     if ordered.size == 0:
         return np.empty(0)
     # Already sorted: distinct values without np.unique's sort.
-    distinct = ordered[np.concatenate([[True], ordered[1:] != ordered[:-1]])]
+    distinct: FloatArray = ordered[np.concatenate([[True], ordered[1:] != ordered[:-1]])]
     if distinct.size <= limit:
         return distinct.astype(np.float64)
     half = limit // 2
@@ -437,9 +437,9 @@ def build_profile(table: pa.Table, numeric: list[str], categorical: list[str]) -
     compared as strings. The table is in memory, so each numeric column is sorted once and its
     points are chosen from all of its values (`sketch_points`). Deterministic.
     """
-    missing = [name for name in [*numeric, *categorical] if name not in table.column_names]
-    if missing:
-        raise ValueError(f"cannot profile: columns {missing} are not in the table")
+    absent = [name for name in [*numeric, *categorical] if name not in table.column_names]
+    if absent:
+        raise ValueError(f"cannot profile: columns {absent} are not in the table")
     builder = ProfileBuilder(numeric, categorical, sample=False)
     builder.rows = table.num_rows
     # One column at a time: decoded, sorted and counted once, then dropped.
