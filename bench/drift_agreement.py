@@ -29,7 +29,7 @@ from kubeloop.workloads.monitor.main import run_check
 from kubeloop.workloads.monitor.stats import ks_from_counts, psi
 from kubeloop.workloads.monitor.verdict import categorical_scores, is_drift, numeric_scores
 
-__all__ = ["agreement", "agreement_lines"]
+__all__ = ["agreement", "agreement_lines", "agreement_to"]
 
 NUMERIC_TESTS = ("psi", "ks", "wasserstein", "jensenshannon")
 CATEGORICAL_TESTS = ("chi2", "jensenshannon", "psi")
@@ -194,6 +194,13 @@ def agreement(root: Path, size: str, features: int) -> dict[str, Any]:
             for key, diff in _differences(accs[name], expected, columns).items():
                 worst[key] = max(worst.get(key, 0.0), diff)
     return out
+
+
+def agreement_to(root: Path, size: str, features: int) -> None:
+    """`agreement` written to root/agreement.json (what the bench runs in a child process)."""
+    import json
+
+    (root / "agreement.json").write_text(json.dumps(agreement(root, size, features), indent=1))
 
 
 def agreement_lines(results: list[dict[str, Any]]) -> list[str]:

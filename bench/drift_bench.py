@@ -47,8 +47,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from bench.drift_agreement import agreement, agreement_lines
-from bench.drift_data import NOW, generate, shifted
+from bench.drift_agreement import agreement_lines
+from bench.drift_data import NOW, shifted
 from kubeloop.api.monitor import DriftThresholds
 from kubeloop.profile import build_profile, load_profile
 from kubeloop.workloads.monitor.accumulate import CategoricalAccumulator, NumericAccumulator
@@ -230,6 +230,21 @@ def false_positive_rates(
             key = f"{'numeric' if name == 'x' else 'categorical'} {test}"
             hits[key] = hits.get(key, 0) + int(judge(name, acc, test, THRESHOLDS).drifted)
     return {key: count / seeds for key, count in hits.items()}
+
+
+def _in_child(call: str) -> None:
+    """Run one bench.drift_data / bench.drift_agreement call in a child Python process."""
+    code = (
+        "from pathlib import Path\n"
+        "from bench.drift_data import generate\n"
+        "from bench.drift_agreement import agreement_to\n"
+        f"{call}\n"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), str(ROOT)]),
+    }
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env=env)
 
 
 def _machine() -> dict[str, Any]:
@@ -568,7 +583,10 @@ def main(argv: list[str] | None = None) -> int:
         ref_rows, cur_rows, features = SIZES[size]
         root = Path(args.dir) / size
         started = time.monotonic()
-        generate(root, ref_rows, cur_rows, features)
+        # Generating (and, below, checking against scipy) holds columns in memory; in this
+        # process that would become every later child's peak RSS (a forked child's ru_maxrss
+        # counts the parent's pages it started with), so both run in children of their own.
+        _in_child(f"generate(Path({str(root)!r}), {ref_rows}, {cur_rows}, {features})")
         print(f"# {size}: data ready in {time.monotonic() - started:.0f} s", flush=True)
         methods = args.evidently.split(",")
         ours: list[tuple[str, str]] = [("kubeloop", "kubeloop-profile")]
@@ -592,7 +610,9 @@ def main(argv: list[str] | None = None) -> int:
             )
         if args.agreement:
             started = time.monotonic()
-            run["agreement"].append(agreement(root, size, features))
+            out = root / "agreement.json"
+            _in_child(f"agreement_to(Path({str(root)!r}), {size!r}, {features})")
+            run["agreement"].append(json.loads(out.read_text()))
             print(f"# {size}: agreement in {time.monotonic() - started:.0f} s", flush=True)
     if args.seeds:
         started = time.monotonic()

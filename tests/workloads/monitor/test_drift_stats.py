@@ -309,3 +309,35 @@ def test_categorical_counts_unseen_and_missing() -> None:
     acc.add(pa.array(["a", "b", "new", None, "a", "newer"]))
     assert acc.counts.tolist() == [2.0, 1.0, 2.0]
     assert (acc.unseen, acc.missing, acc.count) == (2, 1, 5)
+
+
+def test_a_v1_profile_still_loads_with_its_sample_as_the_reference() -> None:
+    # Versions trained before profile v2 keep working: their sample stands for the reference.
+    rng = np.random.default_rng(14)
+    sample = np.sort(rng.normal(0, 1, 2_000))
+    v1 = {
+        "format": "kubeloop.profile/v1",
+        "rows": 8_000,
+        "numeric": {
+            "x": {
+                "count": 8_000,
+                "missing": 0,
+                "mean": 0.0,
+                "std": 1.0,
+                "min": float(sample[0]),
+                "max": float(sample[-1]),
+                "edges": [],
+                "counts": [],
+                "fineEdges": [],
+                "fineCounts": [],
+                "sample": sample.tolist(),
+            }
+        },
+        "categorical": {},
+    }
+    acc = NumericAccumulator(load_profile(v1).numeric["x"])
+    current = rng.normal(0.2, 1, 3_000)
+    acc.add(pa.array(current))
+    expected = sps.ks_2samp(sample, current, method="asymp").statistic
+    assert _ks(acc).statistic == pytest.approx(expected, abs=1e-12)
+    assert acc.ref.count == 8_000 and acc.ref.le[-1] == pytest.approx(8_000)
