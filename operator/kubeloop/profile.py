@@ -377,7 +377,10 @@ class ProfileBuilder:
         lt = np.searchsorted(ordered, points, side="left")
         self._le[name] += le
         self._lt[name] += lt
-        prefix = np.concatenate([[0.0], np.cumsum(ordered)])
+        # Sum of ordered[le[j] : lt[j + 1]] from prefix sums (prefix[k] = sum of the first k).
+        prefix = np.empty(ordered.size + 1)
+        prefix[0] = 0.0
+        np.cumsum(ordered, out=prefix[1:])
         self._inside_sum[name] += prefix[lt[1:]] - prefix[le[:-1]]
         edges = self._fine_edges[name]
         if edges.size:
@@ -400,12 +403,12 @@ class ProfileBuilder:
                 "min": _num(acc.minimum),
                 "max": _num(acc.maximum),
                 "points": self._points[name].tolist(),
-                "pointsLe": [int(c) for c in le],
+                "pointsLe": le.astype(np.int64).tolist(),
                 # Mostly 1 on continuous data: the short column of the two.
-                "pointsAt": [int(c) for c in le - self._lt[name]],
+                "pointsAt": (le - self._lt[name]).astype(np.int64).tolist(),
                 "insideSum": self._inside_sum[name].tolist(),
                 "fineEdges": self._fine_edges[name].tolist(),
-                "fineCounts": [int(c) for c in self._fine_counts[name]],
+                "fineCounts": self._fine_counts[name].astype(np.int64).tolist(),
             }
         categorical: dict[str, Any] = {}
         for name, counts in self._cat.items():

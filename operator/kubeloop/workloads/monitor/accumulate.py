@@ -79,7 +79,9 @@ class NumericAccumulator:
             lt = np.searchsorted(ordered, self.points, side="left")
             self.le += le
             self.lt += lt
-            prefix = np.concatenate([[0.0], np.cumsum(ordered)])
+            prefix = np.empty(n + 1)  # prefix[k]: sum of the k smallest values of the batch
+            prefix[0] = 0.0
+            np.cumsum(ordered, out=prefix[1:])
             self.inside_sum += prefix[lt[1:]] - prefix[le[:-1]]
             self.below_sum += float(ordered[: lt[0]].sum())
             self.above_sum += float(ordered[le[-1] :].sum())
