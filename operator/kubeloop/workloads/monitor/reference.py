@@ -5,9 +5,9 @@ no training data is touched. Any other URI is read as a Parquet file or folder a
 the spot, into the same sketch (kubeloop.profile), so the rest of the check has one code path:
 
 - columns are read a few at a time, as many as fit `COLUMN_BUDGET` bytes (a float64 value,
-  its sorted copy and Arrow's buffer: 24 bytes a row), each sorted once and profiled from all
-  of its values, which is exact and reads every byte once: peak memory is the budget, not the
-  table (10M rows x 50 features: one column at a time, ~240 MB);
+  its sorted copy, its prefix sum and Arrow's buffer: 32 bytes a row), each sorted once and
+  profiled from all of its values, which is exact and reads every byte once: peak memory is
+  the budget, not the table (10M rows x 50 features: one column at a time, ~320 MB);
 - a reference so large that a single column does not fit the budget is streamed in two passes
   of record batches instead (`kubeloop.profile.build_profile_streaming`: exact counts at points
   chosen from a bounded sample), so memory stays bounded whatever its size.
@@ -36,8 +36,8 @@ __all__ = [
 
 # Memory the raw-reference profiler may hold in column values at once.
 COLUMN_BUDGET = 512 * 2**20
-# A float64 value, its sorted copy and the Arrow buffer it was decoded from.
-BYTES_PER_VALUE = 24
+# A float64 value, its sorted copy, its prefix sum and the Arrow buffer it was decoded from.
+BYTES_PER_VALUE = 32
 BATCH_ROWS = 128 * 1024
 
 
