@@ -443,7 +443,7 @@ def _report(run: dict[str, Any]) -> str:
                     f"{_ratio(ev, kl, 'peak_rss_mib')} | "
                     f"{_agreement(kl, ev) if ev.tool == 'evidently-same-tests' else ''} |"
                 )
-    lines += ["", "## Targets (issue 6)", ""]
+    lines += ["", "## Targets (issues 6 and 19)", ""]
     small = _find(measures, "1m", "kubeloop-profile")
     small_ev = _find(measures, "1m", "evidently-same-tests")
     small_default = _find(measures, "1m", "evidently-default:default")
@@ -565,9 +565,9 @@ def main(argv: list[str] | None = None) -> int:
     run: dict[str, Any] = {
         "topic": TOPIC,
         "started": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": "python -m bench drift"
-        if argv is None or not argv
-        else "python -m bench.drift_bench " + " ".join(argv),
+        "command": "python -m bench.drift_bench " + " ".join(sys.argv[1:] if argv is None else argv)
+        if (sys.argv[1:] if argv is None else argv)
+        else "python -m bench drift",
         "machine": _machine(),
         "sizes": sizes,
         "rss_limit_gib": args.rss_limit_gib,
