@@ -1,6 +1,10 @@
 """Synthetic drift-benchmark data: a reference Parquet folder, its profile.json, and a window of
 payload logs in the server's layout (dt=/hour= partitions), written in chunks so generating
-10M x 50 never holds the whole table."""
+10M x 50 never holds the whole table.
+
+A third of the features shift in the window: numeric ones alternately by half a standard
+deviation (mean) and by 1.5x their spread (scale), over normal, lognormal and floored-gamma
+(discrete) shapes; categorical ones have their category shares reversed."""
 
 from __future__ import annotations
 
@@ -12,10 +16,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kubeloop.profile import build_profile_streaming
-from kubeloop.workloads.monitor.reference import feature_kinds
+from kubeloop.workloads.monitor.reference import feature_kinds, profile_dataset
 
-__all__ = ["NOW", "generate", "names", "shifted"]
+__all__ = ["NOW", "generate", "names", "shift_kind", "shifted"]
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 CHUNK = 500_000
@@ -30,30 +33,51 @@ def names(features: int) -> tuple[list[str], list[str]]:
 
 def shifted(features: int) -> list[str]:
     """The features whose current-window distribution differs from the reference by construction
-    (a fifth of each kind, see _chunk); every other feature is drawn identically."""
+    (a third of each kind, see _chunk); every other feature is drawn identically."""
     numeric, categorical = names(features)
-    return [n for i, n in enumerate(numeric) if i % 5 == 0] + [
-        n for i, n in enumerate(categorical) if i % 5 == 0
+    return [n for i, n in enumerate(numeric) if i % 3 == 0] + [
+        n for i, n in enumerate(categorical) if i % 3 == 0
     ]
+
+
+# name -> (draw, mean, standard deviation) of the numeric shapes, cycled over the features.
+SHAPES = [
+    ("normal", lambda rng, rows: rng.normal(0.0, 1.0, rows), 0.0, 1.0),
+    (
+        "lognormal",
+        lambda rng, rows: rng.lognormal(0.0, 0.5, rows),
+        float(np.exp(0.125)),
+        float(np.exp(0.125) * np.sqrt(np.exp(0.25) - 1.0)),
+    ),
+    ("gamma", lambda rng, rows: rng.gamma(2.0, 10.0, rows), 20.0, float(np.sqrt(200.0))),
+]
+
+
+def shift_kind(index: int) -> str:
+    """How the numeric feature at `index` shifts in the window: none, mean or scale."""
+    if index % 3:
+        return "none"
+    return "mean" if (index // 3) % 2 == 0 else "scale"
 
 
 def _chunk(rng: np.random.Generator, rows: int, features: int, drift: bool) -> pa.Table:
     numeric, categorical = names(features)
     columns: dict[str, pa.Array] = {}
     for i, name in enumerate(numeric):
-        # A fifth of the features drift in the current window, by half a standard deviation.
-        shift = 0.5 if drift and i % 5 == 0 else 0.0
-        if i % 3 == 0:
-            values = rng.normal(shift, 1.0, rows)
-        elif i % 3 == 1:
-            values = rng.lognormal(0.0 + shift, 0.5, rows)
-        else:
-            values = np.floor(rng.gamma(2.0, 10.0, rows) * (1 + shift))
+        shape, draw, mean, std = SHAPES[(i // 3) % len(SHAPES)]
+        values = draw(rng, rows)
+        kind = shift_kind(i) if drift else "none"
+        if kind == "mean":  # half a standard deviation
+            values = values + 0.5 * std
+        elif kind == "scale":  # 1.5x the spread about the mean
+            values = mean + (values - mean) * 1.5
+        if shape == "gamma":  # a discrete feature: ties in both ECDFs
+            values = np.floor(values)
         columns[name] = pa.array(values)
     for i, name in enumerate(categorical):
         k = 5 + 5 * (i % 5)
-        p = np.linspace(1.0, 2.0, k)
-        if drift and i % 5 == 0:
+        p = np.linspace(1.0, 3.0, k)
+        if drift and i % 3 == 0:
             p = p[::-1]
         index = rng.choice(k, rows, p=p / p.sum())
         columns[name] = pa.DictionaryArray.from_arrays(
@@ -86,9 +110,9 @@ def generate(root: Path, ref_rows: int, cur_rows: int, features: int, seed: int 
 
     dataset = ds.dataset(root / "reference", format="parquet")
     numeric, categorical = feature_kinds(dataset.schema, dataset.schema.names)
-    profile = build_profile_streaming(
-        lambda: dataset.to_batches(batch_size=128 * 1024), numeric, categorical
-    )
+    # What the trainer's build_profile writes, a few columns at a time (the monitor's own
+    # raw-reference path): exact points, memory bounded.
+    profile = profile_dataset(dataset, numeric, categorical)
     (root / "version").mkdir(exist_ok=True)
     (root / "version" / "profile.json").write_text(json.dumps(profile))
     (root / "done").write_text("ok")

@@ -2,14 +2,33 @@
 
 The trainer calls `build_profile` on the training table and stores the dict as `profile.json`
 in the model version folder; the monitor loads it with `load_profile`. Per numeric feature it
-keeps reference-quantile bin edges with counts (PSI, Jensen-Shannon), a fine equal-width
-histogram (Wasserstein, plots), moments, min/max, the missing count and a bounded, seeded
-random sample (Kolmogorov-Smirnov). Per categorical feature it keeps the most frequent
+keeps a quantile sketch of the *whole* column (see below), a fine equal-width histogram (plots),
+moments, min/max and the missing count. Per categorical feature it keeps the most frequent
 categories with counts, the count of the rest ("other") and the missing count.
 
-The profile is a few hundred KiB at most whatever the table size: the sample and the number of
-categories are bounded. `ProfileBuilder` builds the same profile from record batches in two
-streaming passes, for references too large to hold in memory.
+The numeric sketch: up to `POINTS` reference values ("points", sorted, distinct, always
+including the minimum and the maximum) with, for each, the exact number of reference values
+<= it (`pointsLe`) and == it (`pointsAt`), and the sum of the values strictly between each
+point and the next (`insideSum`), all over every row. When a column has at most
+`POINTS` distinct values every one of them is a point and the sketch *is* the column's ECDF;
+otherwise half of the points sit at evenly spaced ranks and half at evenly spaced values, so at
+most ~2 count/POINTS reference values and ~2/POINTS of the range lie between two neighbours.
+The monitor derives everything numeric from it:
+
+- PSI / Jensen-Shannon bins: their edges are points, so the reference count of every bin is
+  exact (kubeloop.workloads.monitor.binning);
+- Kolmogorov-Smirnov and Wasserstein: the reference ECDF is exact at every point and can only
+  rise by the counted mass between two of them; the monitor turns that into a stated error
+  bound (kubeloop.workloads.monitor.stats).
+
+The profile is a few hundred KiB per numeric feature at most whatever the table size.
+`ProfileBuilder` builds the same profile from record batches in two streaming passes, for
+references too large to hold in memory: pass 1 draws a bounded random sample and the points are
+chosen the same way (plus the exact minimum and maximum), pass 2 counts every
+row at them, so the counts stay exact and only the spacing of the points is approximate.
+
+Profiles written before `kubeloop.profile/v2` kept a 10,000-value random sample instead of the
+sketch; `load_profile` reads them with the sample as the reference (the old behaviour).
 """
 
 from __future__ import annotations
@@ -28,8 +47,8 @@ import pyarrow.compute as pc
 __all__ = [
     "FINE_BINS",
     "MAX_CATEGORIES",
+    "POINTS",
     "PROFILE_FORMAT",
-    "QUANTILE_BINS",
     "SAMPLE_SIZE",
     "CategoricalProfile",
     "NumericProfile",
@@ -41,15 +60,19 @@ __all__ = [
     "fine_bin",
     "load_profile",
     "numeric_values",
-    "quantile_bin",
+    "sketch_points",
 ]
 
-PROFILE_FORMAT = "kubeloop.profile/v1"
-# Ten reference-quantile bins: Evidently's and the credit-scoring literature's usual PSI size;
-# few enough that sampling noise alone keeps PSI far below 0.2 from a few hundred rows on.
-QUANTILE_BINS = 10
+PROFILE_FORMAT = "kubeloop.profile/v2"
+OLD_FORMAT = "kubeloop.profile/v1"
+# Points of the numeric sketch: at most ~2/10,000 of the reference (in mass and in range)
+# between two neighbours.
+POINTS = 10_000
 FINE_BINS = 50
-SAMPLE_SIZE = 10_000
+# Pass-1 sample of the streaming builder, from which the points are chosen: 20x the points
+# keeps the reference mass between two neighbouring points within ~1.3/POINTS (order
+# statistics of a uniform sample; the counts themselves are exact either way).
+SAMPLE_SIZE = 20 * POINTS
 MAX_CATEGORIES = 200
 SEED = 20240601
 
@@ -59,7 +82,10 @@ FloatArray = npt.NDArray[np.float64]
 def numeric_values(column: pa.ChunkedArray | pa.Array) -> tuple[FloatArray, int]:
     """(non-missing values as float64, missing count) of a column; NaN counts as missing."""
     values = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
-    finite = values[~np.isnan(values)]
+    nan = np.isnan(values)
+    if not nan.any():  # the usual case: no second copy
+        return values, 0
+    finite = values[~nan]
     return finite, int(values.size - finite.size)
 
 
@@ -85,16 +111,39 @@ def _count_categories(strings: pa.Array) -> dict[str, int]:
     )
 
 
+def _count_dictionary(column: pa.DictionaryArray) -> tuple[dict[str, int], int]:
+    """(count per value, missing count) of a dictionary column: counting its integer codes
+    costs a fraction of decoding every string."""
+    indices = column.indices
+    missing = indices.null_count
+    codes = pc.drop_null(indices) if missing else indices
+    counts = np.bincount(
+        np.asarray(codes.to_numpy(zero_copy_only=False), dtype=np.int64),
+        minlength=len(column.dictionary),
+    )
+    entries = pc.cast(column.dictionary, pa.string()).to_pylist()
+    found: dict[str, int] = {}
+    for entry, count in zip(entries, counts.tolist(), strict=True):
+        if not count:
+            continue
+        if entry is None:  # a null dictionary entry is a missing value too
+            missing += count
+        else:
+            found[entry] = found.get(entry, 0) + count
+    return found, int(missing)
+
+
 @dataclass(frozen=True)
 class NumericProfile:
-    """Reference summary of one numeric feature."""
+    """Reference summary of one numeric feature (the sketch: see module docstring)."""
 
     name: str
-    edges: FloatArray  # interior quantile edges; bins are (-inf, e0], (e0, e1], ..., (ek, inf)
-    counts: FloatArray  # reference rows per quantile bin
+    points: FloatArray  # sorted distinct reference values, min and max included
+    le: FloatArray  # reference values <= each point, over every row
+    lt: FloatArray  # reference values < each point, over every row
+    inside_sum: FloatArray  # sum of the reference values strictly between each point and the next
     fine_edges: FloatArray  # FINE_BINS + 1 equal-width edges over [min, max]
     fine_counts: FloatArray  # rows per fine bin
-    sample: FloatArray  # sorted bounded random sample of the non-missing values
     missing: int
     count: int  # non-missing rows
     mean: float
@@ -128,17 +177,23 @@ class Profile:
         return [*self.numeric, *self.categorical]
 
 
-def quantile_bin(values: FloatArray, edges: FloatArray) -> npt.NDArray[np.intp]:
-    """Bin index of each value for right-closed bins (-inf, e0], (e0, e1], ..., (ek, inf)."""
-    return np.searchsorted(edges, values, side="left")
-
-
-def _quantile_edges(values: FloatArray, bins: int) -> FloatArray:
-    if values.size == 0:
+def sketch_points(ordered: FloatArray, limit: int = POINTS) -> FloatArray:
+    """The sketch's points for sorted values: every distinct value when there are at most
+    `limit`; else half of them at evenly spaced ranks and half at the values nearest to evenly
+    spaced values over [min, max] (first and last included), so that neither the mass nor the
+    width between two neighbouring points is large (the tails of a normal feature are wide in
+    value and thin in mass)."""
+    if ordered.size == 0:
         return np.empty(0)
-    # Interior edges only; duplicates (discrete features) collapse so no bin is empty by design.
-    inner = np.quantile(values, np.linspace(0.0, 1.0, bins + 1)[1:-1])
-    return np.unique(inner).astype(np.float64)
+    # Already sorted: distinct values without np.unique's sort.
+    distinct: FloatArray = ordered[np.concatenate([[True], ordered[1:] != ordered[:-1]])]
+    if distinct.size <= limit:
+        return distinct.astype(np.float64)
+    half = limit // 2
+    ranks = np.round(np.linspace(0, ordered.size - 1, half)).astype(np.int64)
+    grid = np.linspace(distinct[0], distinct[-1], limit - half)
+    nearest = np.clip(np.searchsorted(distinct, grid), 0, distinct.size - 1)
+    return np.unique(np.concatenate([ordered[ranks], distinct[nearest]])).astype(np.float64)
 
 
 def _fine_edges(minimum: float, maximum: float) -> FloatArray:
@@ -159,6 +214,15 @@ def fine_bin(values: FloatArray, fine_edges: FloatArray) -> npt.NDArray[np.intp]
     return index
 
 
+def fine_counts_sorted(ordered: FloatArray, fine_edges: FloatArray) -> FloatArray:
+    """Counts of sorted values in the FINE_BINS + 2 bins of `fine_bin` (below, inside, above)."""
+    n = ordered.size
+    before = np.searchsorted(ordered, fine_edges, side="left")
+    through_last = int(np.searchsorted(ordered, fine_edges[-1], side="right"))
+    bounds = np.concatenate([[0], before[:-1], [through_last, n]])
+    return np.diff(bounds).astype(np.float64)
+
+
 class _NumericAccumulator:
     """Pass 1 state of one numeric feature: moments, min/max, missing count, reservoir sample."""
 
@@ -174,7 +238,7 @@ class _NumericAccumulator:
         self.keys: FloatArray = np.empty(0)
         self.sample: FloatArray = np.empty(0)
 
-    def add(self, values: FloatArray, missing: int) -> None:
+    def add(self, values: FloatArray, missing: int, *, sample: bool = True) -> None:
         self.missing += missing
         if values.size == 0:
             return
@@ -186,6 +250,8 @@ class _NumericAccumulator:
         self.total_sq += float(np.dot(centred, centred))
         self.minimum = min(self.minimum, float(values.min()))
         self.maximum = max(self.maximum, float(values.max()))
+        if not sample:
+            return
         # Bottom-k of uniform random keys = a uniform sample without replacement, mergeable
         # across batches in O(k) memory.
         keys = self.rng.random(values.size)
@@ -211,24 +277,30 @@ class ProfileBuilder:
     """Builds a profile from record batches in two passes with memory bounded by the profile.
 
     Pass 1 (`add`) gathers moments, min/max, missing counts, category counts and a reservoir
-    sample; the quantile edges come from the sample (exact when the data fits in the sample).
-    Pass 2 (`count`) counts every row into the quantile and fine bins. `build_profile` runs both
-    passes over an in-memory table.
+    sample, from which the sketch's points are chosen. Pass 2 (`count`) counts every row at the
+    points and into the fine bins. `exact_points` replaces the sample's choice of points by the
+    column's own (when the whole column is in memory, as in `build_profile`).
     """
 
-    def __init__(self, numeric: list[str], categorical: list[str], *, seed: int = SEED) -> None:
+    def __init__(
+        self, numeric: list[str], categorical: list[str], *, seed: int = SEED, sample: bool = True
+    ) -> None:
         self.numeric = list(numeric)
         self.categorical = list(categorical)
         rng = np.random.default_rng(seed)
         self._num = {name: _NumericAccumulator(rng) for name in self.numeric}
         self._cat: dict[str, dict[str, int]] = {name: {} for name in self.categorical}
         self._cat_missing = dict.fromkeys(self.categorical, 0)
-        self._bin_counts: dict[str, FloatArray] = {}
+        self._points: dict[str, FloatArray] = {}
+        self._le: dict[str, FloatArray] = {}
+        self._lt: dict[str, FloatArray] = {}
+        self._inside_sum: dict[str, FloatArray] = {}
         self._fine_counts: dict[str, FloatArray] = {}
-        self._edges: dict[str, FloatArray] = {}
         self._fine_edges: dict[str, FloatArray] = {}
         self.rows = 0
         self._passed_first = False
+        # Without a sample (every column comes to `exact_points`) pass 1 costs no random keys.
+        self._sampling = sample
 
     @property
     def columns(self) -> list[str]:
@@ -239,41 +311,81 @@ class ProfileBuilder:
         """Pass 1: fold one batch into the moments, counts and sample."""
         self.rows += batch.num_rows
         for name in self.numeric:
-            self._num[name].add(*numeric_values(batch.column(name)))
+            self.add_numeric(name, *numeric_values(batch.column(name)))
         for name in self.categorical:
-            strings, missing = categorical_values(batch.column(name))
+            self.add_categorical(name, batch.column(name))
+
+    def add_numeric(self, name: str, values: FloatArray, missing: int) -> None:
+        """Pass 1 for one numeric feature's (non-missing) values."""
+        self._num[name].add(values, missing, sample=self._sampling)
+
+    def add_categorical(self, name: str, column: pa.ChunkedArray | pa.Array) -> None:
+        """Pass 1 for one categorical feature's column."""
+        counts = self._cat[name]
+        chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+        for chunk in chunks:
+            if pa.types.is_dictionary(chunk.type):
+                found, missing = _count_dictionary(chunk)
+            else:
+                strings, missing = categorical_values(chunk)
+                found = _count_categories(strings)
             self._cat_missing[name] += missing
-            counts = self._cat[name]
-            for key, value in _count_categories(strings).items():
+            for key, value in found.items():
                 counts[key] = counts.get(key, 0) + value
 
-    def exact_edges(self, name: str, values: FloatArray) -> None:
-        """Take quantile edges from all of a feature's values instead of the sample."""
-        self._edges[name] = _quantile_edges(values, QUANTILE_BINS)
+    def exact_points(self, name: str, ordered: FloatArray) -> None:
+        """Take a feature's points from all of its (sorted) values instead of the sample
+        (after its `add_numeric`, before any of its values is counted)."""
+        self._points[name] = sketch_points(ordered)
+        self._finish_numeric(name)
+
+    def _finish_numeric(self, name: str) -> None:
+        acc = self._num[name]
+        if name not in self._points:
+            # The sample's spacing, with the exact extremes so nothing lies outside.
+            extremes = [acc.minimum, acc.maximum] if acc.count else []
+            self._points[name] = sketch_points(np.sort(np.concatenate([acc.sample, extremes])))
+        self._fine_edges[name] = _fine_edges(acc.minimum, acc.maximum)
+        size = self._points[name].size
+        self._le[name] = np.zeros(size)
+        self._lt[name] = np.zeros(size)
+        self._inside_sum[name] = np.zeros(max(size - 1, 0))
+        self._fine_counts[name] = np.zeros(max(self._fine_edges[name].size - 1, 0))
 
     def _finish_first_pass(self) -> None:
-        for name, acc in self._num.items():
-            if name not in self._edges:
-                self._edges[name] = _quantile_edges(acc.sample, QUANTILE_BINS)
-            self._fine_edges[name] = _fine_edges(acc.minimum, acc.maximum)
-            self._bin_counts[name] = np.zeros(self._edges[name].size + 1)
-            self._fine_counts[name] = np.zeros(max(self._fine_edges[name].size - 1, 0))
+        for name in self._num:
+            if name not in self._le:
+                self._finish_numeric(name)
         self._passed_first = True
 
     def count(self, batch: pa.RecordBatch | pa.Table) -> None:
-        """Pass 2: count one batch into the quantile and fine bins (after every `add`)."""
+        """Pass 2: count one batch at the points and into the fine bins (after every `add`)."""
         if not self._passed_first:
             self._finish_first_pass()
         for name in self.numeric:
             values, _ = numeric_values(batch.column(name))
             if values.size == 0:
                 continue
-            bins = self._bin_counts[name]
-            bins += np.bincount(quantile_bin(values, self._edges[name]), minlength=bins.size)
-            fine = self._fine_counts[name]
+            self.count_sorted(name, np.sort(values))
+
+    def count_sorted(self, name: str, ordered: FloatArray) -> None:
+        """Pass 2 for one feature's sorted values (each value exactly once over all calls)."""
+        if name not in self._le:
+            self._finish_numeric(name)
+        points = self._points[name]
+        le = np.searchsorted(ordered, points, side="right")
+        lt = np.searchsorted(ordered, points, side="left")
+        self._le[name] += le
+        self._lt[name] += lt
+        # Sum of ordered[le[j] : lt[j + 1]] from prefix sums (prefix[k] = sum of the first k).
+        prefix = np.empty(ordered.size + 1)
+        prefix[0] = 0.0
+        np.cumsum(ordered, out=prefix[1:])
+        self._inside_sum[name] += prefix[lt[1:]] - prefix[le[:-1]]
+        edges = self._fine_edges[name]
+        if edges.size:
             # Pass-1 min/max bound every value, so only inside bins (1..FINE_BINS) are hit.
-            index = fine_bin(values, self._fine_edges[name]) - 1
-            fine += np.bincount(index, minlength=fine.size)[: fine.size]
+            self._fine_counts[name] += fine_counts_sorted(ordered, edges)[1:-1]
 
     def result(self) -> dict[str, Any]:
         """The JSON-serialisable profile (see module docstring)."""
@@ -282,6 +394,7 @@ class ProfileBuilder:
         numeric: dict[str, Any] = {}
         for name, acc in self._num.items():
             mean, std = acc.moments()
+            le = self._le[name]
             numeric[name] = {
                 "count": acc.count,
                 "missing": acc.missing,
@@ -289,11 +402,13 @@ class ProfileBuilder:
                 "std": _num(std),
                 "min": _num(acc.minimum),
                 "max": _num(acc.maximum),
-                "edges": self._edges[name].tolist(),
-                "counts": [int(c) for c in self._bin_counts[name]],
+                "points": self._points[name].tolist(),
+                "pointsLe": le.astype(np.int64).tolist(),
+                # Mostly 1 on continuous data: the short column of the two.
+                "pointsAt": (le - self._lt[name]).astype(np.int64).tolist(),
+                "insideSum": self._inside_sum[name].tolist(),
                 "fineEdges": self._fine_edges[name].tolist(),
-                "fineCounts": [int(c) for c in self._fine_counts[name]],
-                "sample": np.sort(acc.sample).tolist(),
+                "fineCounts": self._fine_counts[name].astype(np.int64).tolist(),
             }
         categorical: dict[str, Any] = {}
         for name, counts in self._cat.items():
@@ -308,7 +423,7 @@ class ProfileBuilder:
         return {
             "format": PROFILE_FORMAT,
             "rows": self.rows,
-            "sampleSize": SAMPLE_SIZE,
+            "points": POINTS,
             "numeric": numeric,
             "categorical": categorical,
         }
@@ -322,18 +437,24 @@ def build_profile(table: pa.Table, numeric: list[str], categorical: list[str]) -
     """Profile `table` for drift monitoring: a JSON-serialisable dict (see module docstring).
 
     `numeric` columns are cast to float64 (NaN and null are missing); `categorical` columns are
-    compared as strings. Deterministic: the sample is drawn with a fixed seed.
+    compared as strings. The table is in memory, so each numeric column is sorted once and its
+    points are chosen from all of its values (`sketch_points`). Deterministic.
     """
-    missing = [name for name in [*numeric, *categorical] if name not in table.column_names]
-    if missing:
-        raise ValueError(f"cannot profile: columns {missing} are not in the table")
-    builder = ProfileBuilder(numeric, categorical)
-    table = table.select(builder.columns)
-    builder.add(table)
-    # The table is in memory anyway: exact quantile edges give every bin its 1/QUANTILE_BINS.
+    absent = [name for name in [*numeric, *categorical] if name not in table.column_names]
+    if absent:
+        raise ValueError(f"cannot profile: columns {absent} are not in the table")
+    builder = ProfileBuilder(numeric, categorical, sample=False)
+    builder.rows = table.num_rows
+    # One column at a time: decoded, sorted and counted once, then dropped.
     for name in numeric:
-        builder.exact_edges(name, numeric_values(table.column(name))[0])
-    builder.count(table)
+        values, missing = numeric_values(table.column(name))
+        builder.add_numeric(name, values, missing)
+        ordered = np.sort(values)
+        del values
+        builder.exact_points(name, ordered)
+        builder.count_sorted(name, ordered)
+    for name in categorical:
+        builder.add_categorical(name, table.column(name))
     return builder.result()
 
 
@@ -357,28 +478,49 @@ def _float(value: Any) -> float:
     return math.nan if value is None else float(value)
 
 
+def _numeric(name: str, item: Mapping[str, Any], old: bool) -> NumericProfile:
+    if old:
+        # v1: a random sample stood for the reference; it still does, as before v2, its
+        # counts scaled to the reference's so the missing share keeps its weight.
+        sample = np.sort(_array(item["sample"]))
+        count = int(item["count"])
+        scale = count / sample.size if sample.size else 0.0
+        points = np.unique(sample)
+        le_at = np.searchsorted(sample, points, side="right")
+        lt_at = np.searchsorted(sample, points, side="left")
+        le, lt = le_at.astype(np.float64) * scale, lt_at.astype(np.float64) * scale
+        prefix = np.concatenate([[0.0], np.cumsum(sample)])
+        inside_sum = (prefix[lt_at[1:]] - prefix[le_at[:-1]]) * scale
+    else:
+        points = _array(item["points"])
+        le = _array(item["pointsLe"])
+        lt = le - _array(item["pointsAt"])
+        inside_sum = _array(item["insideSum"])
+        count = int(item["count"])
+    return NumericProfile(
+        name=name,
+        points=points,
+        le=le,
+        lt=lt,
+        inside_sum=inside_sum,
+        fine_edges=_array(item["fineEdges"]),
+        fine_counts=_array(item["fineCounts"]),
+        missing=int(item["missing"]),
+        count=count,
+        mean=_float(item["mean"]),
+        std=_float(item["std"]),
+        minimum=_float(item["min"]),
+        maximum=_float(item["max"]),
+    )
+
+
 def load_profile(data: Mapping[str, Any] | str | bytes) -> Profile:
     """Parse a profile dict or its JSON text into a `Profile`."""
     raw: Mapping[str, Any] = json.loads(data) if isinstance(data, str | bytes) else data
-    if raw.get("format") != PROFILE_FORMAT:
+    if raw.get("format") not in (PROFILE_FORMAT, OLD_FORMAT):
         raise ValueError(f"not a Kubeloop profile (format {raw.get('format')!r})")
-    numeric = {
-        name: NumericProfile(
-            name=name,
-            edges=_array(item["edges"]),
-            counts=_array(item["counts"]),
-            fine_edges=_array(item["fineEdges"]),
-            fine_counts=_array(item["fineCounts"]),
-            sample=np.sort(_array(item["sample"])),
-            missing=int(item["missing"]),
-            count=int(item["count"]),
-            mean=_float(item["mean"]),
-            std=_float(item["std"]),
-            minimum=_float(item["min"]),
-            maximum=_float(item["max"]),
-        )
-        for name, item in raw.get("numeric", {}).items()
-    }
+    old = raw.get("format") == OLD_FORMAT
+    numeric = {name: _numeric(name, item, old) for name, item in raw.get("numeric", {}).items()}
     categorical = {
         name: CategoricalProfile(
             name=name,

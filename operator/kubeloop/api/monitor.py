@@ -48,6 +48,23 @@ class DriftTests(KubeModel):
     categorical: Literal["chi2", "jensenshannon", "psi"] = Field(
         default="chi2", description="Test for categorical features."
     )
+    psi_bins: Literal["quantile", "equalWidth"] = Field(
+        default="quantile",
+        description=(
+            "Bins of numeric PSI and Jensen-Shannon: quantile (each holds an equal share of "
+            "the reference) or equalWidth (equal widths over the reference's range, as "
+            "Evidently's numeric PSI)."
+        ),
+    )
+    psi_bin_count: int = Field(
+        default=20,
+        ge=2,
+        le=1000,
+        description=(
+            "Number of numeric PSI / Jensen-Shannon bins; 20 quantile bins catch a 1.5x scale "
+            "shift that 10 miss."
+        ),
+    )
 
 
 class DriftThresholds(KubeModel):
@@ -62,6 +79,24 @@ class DriftThresholds(KubeModel):
     )
     jensenshannon: float = Field(
         default=0.1, gt=0, le=1, description="Jensen-Shannon distance above this is drift."
+    )
+    ks_statistic: float = Field(
+        default=0.02,
+        ge=0,
+        le=1,
+        description=(
+            "Effect-size floor of the KS test: a p-value below pValue is drift only when the "
+            "largest ECDF gap is at least this (0 turns the floor off)."
+        ),
+    )
+    cramers_v: float = Field(
+        default=0.02,
+        ge=0,
+        le=1,
+        description=(
+            "Effect-size floor of the chi2 test: a p-value below pValue is drift only when "
+            "Cramer's V is at least this (0 turns the floor off)."
+        ),
     )
     drift_share: float = Field(
         default=0.3,

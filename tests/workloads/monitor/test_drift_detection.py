@@ -22,14 +22,14 @@ WINDOW_ROWS = 2_000
 
 
 def _accumulators(
-    reference: pa.Table, current: pa.Table
+    reference: pa.Table, current: pa.Table, chunk: int = 500
 ) -> dict[str, NumericAccumulator | CategoricalAccumulator]:
     profile = load_profile(build_profile(reference, ["x"], ["c"]))
     accs: dict[str, NumericAccumulator | CategoricalAccumulator] = {
         "x": NumericAccumulator(profile.numeric["x"]),
         "c": CategoricalAccumulator(profile.categorical["c"]),
     }
-    for batch in current.to_batches(max_chunksize=500):
+    for batch in current.to_batches(max_chunksize=chunk):
         for name, acc in accs.items():
             acc.add(batch.column(name))
     return accs
@@ -139,3 +139,42 @@ def test_dataset_verdict_by_drift_share_and_nodata() -> None:
     assert dataset_verdict(features, WINDOW_ROWS, 100, 0.6).verdict == "NoDrift"
     nodata = dataset_verdict(features, 99, 100, 0.5)
     assert (nodata.verdict, nodata.features) == ("NoData", [])
+
+
+def _large(rng: np.random.Generator, rows: int, mean: float, p_a: float) -> pa.Table:
+    labels = pa.array(["a", "b", "c"])
+    codes = np.searchsorted(np.cumsum([p_a, 0.3]), rng.random(rows))
+    return pa.table({"x": rng.normal(mean, 1.0, rows), "c": labels.take(pa.array(codes))})
+
+
+def test_p_value_tests_ignore_trivial_differences_on_large_windows() -> None:
+    # 400k rows a side: a 0.015-sigma mean shift and a 0.7-point category share move are
+    # "significant" (p << 0.05) and far too small to act on; the effect-size floors keep
+    # them from being drift, and turning the floors off shows the p-values alone would flag.
+    rng = np.random.default_rng(12)
+    reference, current = _large(rng, 400_000, 0.0, 0.5), _large(rng, 400_000, 0.015, 0.507)
+    accs = _accumulators(reference, current, chunk=131_072)
+    chi2 = judge("c", accs["c"], "chi2", THRESHOLDS)
+    assert chi2.score < THRESHOLDS.p_value and not chi2.drifted
+    assert chi2.scores["cramers_v"] < THRESHOLDS.cramers_v
+    ks = judge("x", accs["x"], "ks", THRESHOLDS)
+    assert ks.score < THRESHOLDS.p_value and not ks.drifted
+    assert ks.scores["ks_statistic"] < THRESHOLDS.ks_statistic
+    no_floor = THRESHOLDS.model_copy(update={"ks_statistic": 0.0, "cramers_v": 0.0})
+    assert judge("x", accs["x"], "ks", no_floor).drifted
+    assert judge("c", accs["c"], "chi2", no_floor).drifted
+
+
+def test_psi_default_bins_catch_a_one_and_a_half_scale_shift() -> None:
+    # 10 reference-quantile bins scored this 0.19 and missed it; Evidently's 20 equal-width
+    # bins score ~0.3. Both default quantile bins and equal-width bins must call it drift.
+    rng = np.random.default_rng(13)
+    reference = pa.table({"x": rng.normal(0, 1, 200_000), "c": ["a"] * 200_000})
+    current = pa.table({"x": rng.normal(0, 1.5, 200_000), "c": ["a"] * 200_000})
+    x = _accumulators(reference, current, chunk=131_072)["x"]
+    quantile = judge("x", x, "psi", THRESHOLDS)
+    assert quantile.drifted and 0.22 < quantile.score < 0.27, quantile.score
+    equal_width = judge("x", x, "psi", THRESHOLDS, binning="equalWidth", bins=20)
+    assert equal_width.drifted and equal_width.score > 0.28, equal_width.score
+    # The old binning, still available, shows what was missed.
+    assert not judge("x", x, "psi", THRESHOLDS, binning="quantile", bins=10).drifted

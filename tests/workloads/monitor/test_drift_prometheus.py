@@ -129,17 +129,18 @@ def test_drift_scores_reach_prometheus_through_the_pushgateway(
     scores = _query(
         prom_url,
         'kubeloop_drift_score{namespace="ml",monitor="churn-drift"}',
-        lambda r: len(r) >= 7,
+        lambda r: len(r) >= 14,
     )
     series = {(s["metric"]["feature"], s["metric"]["test"]): float(s["value"][1]) for s in scores}
-    # Every test of every feature: 4 numeric tests x 2 + 3 categorical tests.
+    # Every test of every feature, with the p-value tests' effect sizes: 5 numeric scores x 2
+    # + 4 categorical ones.
     assert set(series) == {
         *(
             (f, t)
             for f in ("tenure", "charges")
-            for t in ("psi", "ks", "wasserstein", "jensenshannon")
+            for t in ("psi", "ks", "ks_statistic", "wasserstein", "jensenshannon")
         ),
-        *(("contract", t) for t in ("chi2", "jensenshannon", "psi")),
+        *(("contract", t) for t in ("chi2", "cramers_v", "jensenshannon", "psi")),
     }
     assert series[("tenure", "psi")] == pytest.approx(
         result["features"]["tenure"]["score"], abs=1e-6

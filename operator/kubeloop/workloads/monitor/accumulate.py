@@ -18,6 +18,7 @@ from kubeloop.profile import (
     FloatArray,
     NumericProfile,
     categorical_values,
+    fine_counts_sorted,
     numeric_values,
 )
 
@@ -26,19 +27,20 @@ __all__ = ["CategoricalAccumulator", "NumericAccumulator"]
 
 @dataclass
 class NumericAccumulator:
-    """Current-window counts of one numeric feature against its reference profile.
+    """Current-window counts of one numeric feature at its reference sketch's points.
 
-    Each batch is sorted once; every count is then a binary search of the (few thousand)
+    Each batch is sorted once; every count is then a binary search of the (at most POINTS)
     reference points into the sorted batch, which is several times faster than searching each
-    value among the points and gives the same counts.
+    value among the points and gives the same counts. The PSI / Jensen-Shannon bins are unions
+    of the intervals between points (kubeloop.workloads.monitor.binning), so they need no
+    counts of their own.
     """
 
     ref: NumericProfile
-    points: FloatArray = field(init=False)  # distinct reference sample values, sorted
-    ref_le: FloatArray = field(init=False)  # reference sample values <= each point
     le: FloatArray = field(init=False)  # current values <= each point
     lt: FloatArray = field(init=False)  # current values < each point
-    bins: FloatArray = field(init=False)  # current rows per reference quantile bin
+    # Sum of the current values strictly between each point and the next (Wasserstein).
+    inside_sum: FloatArray = field(init=False)
     fine: FloatArray = field(init=False)  # below, FINE_BINS inside, above the reference range
     count: int = 0
     missing: int = 0
@@ -50,12 +52,15 @@ class NumericAccumulator:
     maximum: float = -math.inf
 
     def __post_init__(self) -> None:
-        self.points = np.unique(self.ref.sample)
-        self.ref_le = np.searchsorted(self.ref.sample, self.points, side="right").astype(float)
         self.le = np.zeros(self.points.size)
         self.lt = np.zeros(self.points.size)
-        self.bins = np.zeros(self.ref.counts.size)
+        self.inside_sum = np.zeros(max(self.points.size - 1, 0))
         self.fine = np.zeros(self.ref.fine_edges.size + 1)
+
+    @property
+    def points(self) -> FloatArray:
+        """The reference sketch's points (sorted, distinct)."""
+        return self.ref.points
 
     def add(self, column: pa.Array | pa.ChunkedArray) -> None:
         """Fold one batch of the feature's column into the counts."""
@@ -74,28 +79,15 @@ class NumericAccumulator:
             lt = np.searchsorted(ordered, self.points, side="left")
             self.le += le
             self.lt += lt
+            prefix = np.empty(n + 1)  # prefix[k]: sum of the k smallest values of the batch
+            prefix[0] = 0.0
+            np.cumsum(ordered, out=prefix[1:])
+            self.inside_sum += prefix[lt[1:]] - prefix[le[:-1]]
             self.below_sum += float(ordered[: lt[0]].sum())
             self.above_sum += float(ordered[le[-1] :].sum())
             self.above_count += n - int(le[-1])
-        if self.bins.size:
-            # Right-closed bins (-inf, e0], (e0, e1], ..., (ek, inf), as quantile_bin.
-            at_most = np.searchsorted(ordered, self.ref.edges, side="right")
-            self.bins += np.diff(np.concatenate([[0], at_most, [n]]))
-        edges = self.ref.fine_edges
-        if edges.size:
-            # [e_i, e_i+1) inside, the last closed, as fine_bin: below, inside..., above.
-            before = np.searchsorted(ordered, edges, side="left")
-            through_last = int(np.searchsorted(ordered, edges[-1], side="right"))
-            bounds = np.concatenate([[0], before[:-1], [through_last, n]])
-            self.fine += np.diff(bounds)
-
-    def cur_le(self) -> FloatArray:
-        """Current values <= each reference point."""
-        return self.le
-
-    def cur_lt(self) -> FloatArray:
-        """Current values < each reference point."""
-        return self.lt
+        if self.ref.fine_edges.size:
+            self.fine += fine_counts_sorted(ordered, self.ref.fine_edges)
 
 
 @dataclass

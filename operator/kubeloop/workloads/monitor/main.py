@@ -124,7 +124,16 @@ def run_check(
                 if isinstance(acc, NumericAccumulator)
                 else spec.tests.categorical
             )
-            features.append(judge(name, acc, test, spec.thresholds))
+            features.append(
+                judge(
+                    name,
+                    acc,
+                    test,
+                    spec.thresholds,
+                    binning=spec.tests.psi_bins,
+                    bins=spec.tests.psi_bin_count,
+                )
+            )
     verdict = dataset_verdict(features, rows, spec.min_rows, spec.thresholds.drift_share)
     return verdict, accumulators
 

@@ -26,7 +26,8 @@ def build_registry(
     registry = CollectorRegistry()
     score = Gauge(
         "kubeloop_drift_score",
-        "Drift statistic per feature and test (p-value for ks and chi2, else a distance).",
+        "Drift statistic per feature and test (p-value for ks and chi2, their effect sizes "
+        "ks_statistic and cramers_v, else a distance).",
         ["feature", "test"],
         registry=registry,
     )

@@ -21,8 +21,10 @@ import numpy as np
 
 from kubeloop.api.monitor import DriftThresholds
 from kubeloop.workloads.monitor.accumulate import CategoricalAccumulator, NumericAccumulator
+from kubeloop.workloads.monitor.binning import Binning, bin_counts, edge_indices
 from kubeloop.workloads.monitor.stats import (
     chi2_homogeneity,
+    cramers_v,
     jensen_shannon,
     ks_from_counts,
     psi,
@@ -34,12 +36,15 @@ __all__ = [
     "FeatureVerdict",
     "categorical_scores",
     "dataset_verdict",
+    "is_drift",
     "judge",
     "numeric_scores",
 ]
 
 # Tests whose score is a p-value: small is drift. The others are distances: large is drift.
 P_VALUE_TESTS = frozenset({"ks", "chi2"})
+# p-value test -> (its effect-size score, the DriftThresholds field with that score's floor).
+EFFECT_SIZES = {"ks": ("ks_statistic", "ks_statistic"), "chi2": ("cramers_v", "cramers_v")}
 
 
 @dataclass(frozen=True)
@@ -81,49 +86,56 @@ def _with_missing(counts: np.ndarray[Any, Any], missing: int) -> np.ndarray[Any,
     return np.append(np.asarray(counts, dtype=float), float(missing))
 
 
-def numeric_scores(acc: NumericAccumulator) -> dict[str, float]:
-    """PSI and Jensen-Shannon on the reference quantile bins (+ missing), KS p-value and
-    normalised Wasserstein on the non-missing values."""
+def numeric_scores(
+    acc: NumericAccumulator, binning: Binning = "quantile", bins: int = 20
+) -> dict[str, float]:
+    """PSI and Jensen-Shannon on `bins` bins chosen by `binning` (+ missing); KS (p-value and
+    statistic) and normalised Wasserstein on the non-missing values."""
     ref = acc.ref
-    ref_bins = _with_missing(ref.counts, ref.missing)
-    cur_bins = _with_missing(acc.bins, acc.missing)
+    edges = edge_indices(ref, binning, bins)
+    ref_bins = _with_missing(bin_counts(ref.le, ref.count, edges), ref.missing)
+    cur_bins = _with_missing(bin_counts(acc.le, acc.count, edges), acc.missing)
     scores = {"psi": psi(ref_bins, cur_bins), "jensenshannon": jensen_shannon(ref_bins, cur_bins)}
-    n_ref = int(ref.sample.size)
-    if acc.count and n_ref:
-        cur_le, cur_lt = acc.cur_le(), acc.cur_lt()
-        _, p_value = ks_from_counts(
-            acc.points,
-            ref_le=acc.ref_le,
-            cur_lt=cur_lt,
-            cur_le=cur_le,
-            n_ref=n_ref,
+    if acc.count and ref.count and ref.points.size:
+        ks = ks_from_counts(
+            ref_le=ref.le,
+            ref_lt=ref.lt,
+            cur_le=acc.le,
+            cur_lt=acc.lt,
+            n_ref=ref.count,
             n_cur=acc.count,
         )
-        scores["ks"] = p_value
+        scores["ks"] = ks.p_value
+        scores["ks_statistic"] = ks.statistic
         scale = ref.std if math.isfinite(ref.std) and ref.std > 0 else 1.0
         scores["wasserstein"] = wasserstein_from_counts(
-            acc.points,
-            ref_le=acc.ref_le,
-            cur_lt=cur_lt,
-            cur_le=cur_le,
-            n_ref=n_ref,
+            ref.points,
+            ref_le=ref.le,
+            ref_lt=ref.lt,
+            cur_le=acc.le,
+            cur_lt=acc.lt,
+            n_ref=ref.count,
             n_cur=acc.count,
             below_sum=acc.below_sum,
             above_sum=acc.above_sum,
             above_count=acc.above_count,
             scale=scale,
+            ref_inside_sum=ref.inside_sum,
+            cur_inside_sum=acc.inside_sum,
         )
     return scores
 
 
 def categorical_scores(acc: CategoricalAccumulator) -> dict[str, float]:
-    """chi² p-value, Jensen-Shannon and PSI over (categories, other/unseen, missing)."""
+    """chi² p-value with Cramér's V, Jensen-Shannon and PSI over (categories, other/unseen,
+    missing)."""
     ref = acc.ref
     ref_counts = np.array([*ref.categories.values(), ref.other, ref.missing], dtype=float)
     cur_counts = np.append(acc.counts, float(acc.missing))
     _, p_value = chi2_homogeneity(ref_counts, cur_counts)
     return {
         "chi2": p_value,
+        "cramers_v": cramers_v(ref_counts, cur_counts),
         "jensenshannon": jensen_shannon(ref_counts, cur_counts),
         "psi": psi(ref_counts, cur_counts),
     }
@@ -136,16 +148,35 @@ def _threshold(test: str, thresholds: DriftThresholds) -> float:
     return value
 
 
+def is_drift(test: str, scores: dict[str, float], thresholds: DriftThresholds) -> bool:
+    """Whether `test` calls drift on these scores.
+
+    A p-value test needs its effect size too: with millions of rows a p-value falls below any
+    threshold for differences nobody would act on, so KS also needs its statistic (the largest
+    ECDF gap) >= `ksStatistic` and chi² needs Cramér's V >= `cramersV`. The defaults, 0.02,
+    are far above what sampling noise gives at 1M rows (~0.002) and below a 0.1-sigma mean
+    shift (KS D 0.04).
+    """
+    score = scores[test]
+    if test not in P_VALUE_TESTS:
+        return score > _threshold(test, thresholds)
+    effect, floor = EFFECT_SIZES[test]
+    return score < thresholds.p_value and scores[effect] >= getattr(thresholds, floor)
+
+
 def judge(
     name: str,
     acc: NumericAccumulator | CategoricalAccumulator,
     test: str,
     thresholds: DriftThresholds,
+    *,
+    binning: Binning = "quantile",
+    bins: int = 20,
 ) -> FeatureVerdict:
     """Score one feature with every test and decide drift with `test`."""
     if isinstance(acc, NumericAccumulator):
         kind: Literal["numeric", "categorical"] = "numeric"
-        scores = numeric_scores(acc)
+        scores = numeric_scores(acc, binning, bins)
         unseen = 0
         if test not in scores:  # nothing but missing values in the window
             test = "psi"
@@ -153,16 +184,13 @@ def judge(
         kind = "categorical"
         scores = categorical_scores(acc)
         unseen = acc.unseen
-    score = scores[test]
-    threshold = _threshold(test, thresholds)
-    drifted = score < threshold if test in P_VALUE_TESTS else score > threshold
     return FeatureVerdict(
         name=name,
         kind=kind,
         test=test,
-        score=score,
-        threshold=threshold,
-        drifted=bool(drifted),
+        score=scores[test],
+        threshold=_threshold(test, thresholds),
+        drifted=is_drift(test, scores, thresholds),
         scores=scores,
         rows=acc.count + acc.missing,
         missing=acc.missing,
