@@ -26,8 +26,13 @@ from kubeloop.profile import numeric_values
 from kubeloop.workloads.monitor.accumulate import CategoricalAccumulator, NumericAccumulator
 from kubeloop.workloads.monitor.binning import Binning, edge_indices
 from kubeloop.workloads.monitor.main import run_check
-from kubeloop.workloads.monitor.stats import ks_from_counts, psi
-from kubeloop.workloads.monitor.verdict import categorical_scores, is_drift, numeric_scores
+from kubeloop.workloads.monitor.stats import psi
+from kubeloop.workloads.monitor.verdict import (
+    categorical_scores,
+    is_drift,
+    numeric_ks,
+    numeric_scores,
+)
 
 __all__ = ["agreement", "agreement_lines", "agreement_to"]
 
@@ -164,16 +169,7 @@ def agreement(root: Path, size: str, features: int) -> dict[str, Any]:
             raise RuntimeError(f"no window rows under {root / 'logs'}")
         checks[kind] = accs
         bounds = [
-            ks_from_counts(
-                ref_le=acc.ref.le,
-                ref_lt=acc.ref.lt,
-                cur_le=acc.le,
-                cur_lt=acc.lt,
-                n_ref=acc.ref.count,
-                n_cur=acc.count,
-            ).bound
-            for acc in accs.values()
-            if isinstance(acc, NumericAccumulator)
+            numeric_ks(acc).bound for acc in accs.values() if isinstance(acc, NumericAccumulator)
         ]
         out["references"][kind] = {
             "seconds_in_process": round(time.monotonic() - started, 2),

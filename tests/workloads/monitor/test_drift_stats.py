@@ -30,11 +30,10 @@ from kubeloop.workloads.monitor.stats import (
     chi2_homogeneity,
     cramers_v,
     jensen_shannon,
-    ks_from_counts,
     psi,
     wasserstein_from_counts,
 )
-from kubeloop.workloads.monitor.verdict import numeric_scores
+from kubeloop.workloads.monitor.verdict import numeric_ks, numeric_scores
 
 ROOT = Path(__file__).resolve().parents[3]
 EVIDENTLY_PYTHON = ROOT / ".venv-bench-evidently" / "bin" / "python"
@@ -147,14 +146,7 @@ def _numeric_acc(reference: np.ndarray, current: np.ndarray) -> NumericAccumulat
 
 
 def _ks(acc: NumericAccumulator) -> KSResult:
-    return ks_from_counts(
-        ref_le=acc.ref.le,
-        ref_lt=acc.ref.lt,
-        cur_le=acc.le,
-        cur_lt=acc.lt,
-        n_ref=acc.ref.count,
-        n_cur=acc.count,
-    )
+    return numeric_ks(acc)
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ from kubeloop.api.monitor import DriftThresholds
 from kubeloop.workloads.monitor.accumulate import CategoricalAccumulator, NumericAccumulator
 from kubeloop.workloads.monitor.binning import Binning, bin_counts, edge_indices
 from kubeloop.workloads.monitor.stats import (
+    KSResult,
     chi2_homogeneity,
     cramers_v,
     jensen_shannon,
@@ -38,7 +39,9 @@ __all__ = [
     "dataset_verdict",
     "is_drift",
     "judge",
+    "numeric_ks",
     "numeric_scores",
+    "numeric_wasserstein",
 ]
 
 # Tests whose score is a p-value: small is drift. The others are distances: large is drift.
@@ -97,33 +100,44 @@ def numeric_scores(
     cur_bins = _with_missing(bin_counts(acc.le, acc.count, edges), acc.missing)
     scores = {"psi": psi(ref_bins, cur_bins), "jensenshannon": jensen_shannon(ref_bins, cur_bins)}
     if acc.count and ref.count and ref.points.size:
-        ks = ks_from_counts(
-            ref_le=ref.le,
-            ref_lt=ref.lt,
-            cur_le=acc.le,
-            cur_lt=acc.lt,
-            n_ref=ref.count,
-            n_cur=acc.count,
-        )
+        ks = numeric_ks(acc)
         scores["ks"] = ks.p_value
         scores["ks_statistic"] = ks.statistic
         scale = ref.std if math.isfinite(ref.std) and ref.std > 0 else 1.0
-        scores["wasserstein"] = wasserstein_from_counts(
-            ref.points,
-            ref_le=ref.le,
-            ref_lt=ref.lt,
-            cur_le=acc.le,
-            cur_lt=acc.lt,
-            n_ref=ref.count,
-            n_cur=acc.count,
-            below_sum=acc.below_sum,
-            above_sum=acc.above_sum,
-            above_count=acc.above_count,
-            scale=scale,
-            ref_inside_sum=ref.inside_sum,
-            cur_inside_sum=acc.inside_sum,
-        )
+        scores["wasserstein"] = numeric_wasserstein(acc, scale)
     return scores
+
+
+def numeric_ks(acc: NumericAccumulator) -> KSResult:
+    """Two-sample KS of the window against the whole reference, from the counts at its points."""
+    return ks_from_counts(
+        ref_le=acc.ref.le,
+        ref_lt=acc.ref.lt,
+        cur_le=acc.le,
+        cur_lt=acc.lt,
+        n_ref=acc.ref.count,
+        n_cur=acc.count,
+    )
+
+
+def numeric_wasserstein(acc: NumericAccumulator, scale: float = 1.0) -> float:
+    """Wasserstein-1 of the window against the whole reference, divided by `scale`."""
+    ref = acc.ref
+    return wasserstein_from_counts(
+        ref.points,
+        ref_le=ref.le,
+        ref_lt=ref.lt,
+        cur_le=acc.le,
+        cur_lt=acc.lt,
+        n_ref=ref.count,
+        n_cur=acc.count,
+        below_sum=acc.below_sum,
+        above_sum=acc.above_sum,
+        above_count=acc.above_count,
+        scale=scale,
+        ref_inside_sum=ref.inside_sum,
+        cur_inside_sum=acc.inside_sum,
+    )
 
 
 def categorical_scores(acc: CategoricalAccumulator) -> dict[str, float]:
