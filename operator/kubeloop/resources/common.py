@@ -74,7 +74,7 @@ class WorkloadDefaults:
     server_gpu_image: str = "ghcr.io/kubeloop/server-cuda:0.1.0"
     monitor_image: str = "ghcr.io/kubeloop/monitor:0.1.0"
     pushgateway_url: str = ""
-    log_format: str = "text"  # KUBELOOP_LOG_FORMAT of the trainer, data-watch, registry containers
+    log_format: str = "text"  # KUBELOOP_LOG_FORMAT of every workload container (logsetup)
     image_pull_secrets: tuple[str, ...] = ()  # Secret names, in each workload's namespace
     # Placement of every workload pod unless its resource says otherwise (pod_defaults).
     placement: Placement = field(default_factory=Placement)

@@ -13,7 +13,8 @@ __all__ = ["configure_logging"]
 
 
 def configure_logging() -> None:
-    """Configure the root logger of a trainer, data-watch or registry container; a bad
+    """Configure the root logger of a trainer, data-watch, registry or model-server container
+    (replacing any handler: the container's process has one log); a bad
     KUBELOOP_LOG_LEVEL or KUBELOOP_LOG_FORMAT stops it with a ValueError naming the variable."""
     level = parse_level(os.environ.get("KUBELOOP_LOG_LEVEL") or "INFO")
     json_lines = parse_format(os.environ.get("KUBELOOP_LOG_FORMAT") or "text") == "json"
