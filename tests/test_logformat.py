@@ -124,6 +124,7 @@ def test_workload_containers_take_the_same_knobs(
 ) -> None:
     monkeypatch.setenv("KUBELOOP_LOG_LEVEL", "warning")
     monkeypatch.setenv("KUBELOOP_LOG_FORMAT", "json")
+    root_logging.handlers[:] = []  # a container's process starts without a handler
     logsetup.configure_logging()
     logging.getLogger("kubeloop.trainer").info("dropped")
     logging.getLogger("kubeloop.trainer").warning("kept", extra={"object": OBJECT})

@@ -12,10 +12,11 @@ from kubeloop.logformat import JsonLineFormatter, parse_format, parse_level
 __all__ = ["configure_logging"]
 
 
-def configure_logging() -> None:
+def configure_logging(*, force: bool = False) -> None:
     """Configure the root logger of a trainer, data-watch, registry or model-server container
-    (replacing any handler: the container's process has one log); a bad
-    KUBELOOP_LOG_LEVEL or KUBELOOP_LOG_FORMAT stops it with a ValueError naming the variable."""
+    (like `logging.basicConfig`: a no-op where the root logger has a handler already, unless
+    `force`); a bad KUBELOOP_LOG_LEVEL or KUBELOOP_LOG_FORMAT stops it with a ValueError naming
+    the variable."""
     level = parse_level(os.environ.get("KUBELOOP_LOG_LEVEL") or "INFO")
     json_lines = parse_format(os.environ.get("KUBELOOP_LOG_FORMAT") or "text") == "json"
     handler = logging.StreamHandler()
@@ -24,4 +25,4 @@ def configure_logging() -> None:
         if json_lines
         else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
     )
-    logging.basicConfig(level=level, handlers=[handler], force=True)
+    logging.basicConfig(level=level, handlers=[handler], force=force)

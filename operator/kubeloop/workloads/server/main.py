@@ -38,7 +38,7 @@ def main(argv: list[str]) -> int:
     settings = parse_settings(argv)
     for name in _THREAD_ENV:
         os.environ.setdefault(name, str(settings.model_threads))
-    configure_logging()
+    configure_logging(force=True)
     # Whether auth and TLS are on, never the token itself.
     print(
         f"kubeloop serve: bearer-token auth {'on' if settings.auth_token else 'off'}, "
@@ -104,7 +104,7 @@ def _serve(
     from kubeloop.workloads.server.headertimeout import header_timeout_protocol
     from kubeloop.workloads.server.settings import ServerSettings
 
-    configure_logging()
+    configure_logging(force=True)
     settings = ServerSettings(**settings_data)
     app = InferenceApp(settings, started_at=started, loaded_workers=loaded_workers)
     token = settings.auth_token.get_secret_value()
