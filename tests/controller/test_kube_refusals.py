@@ -1,12 +1,15 @@
 """kube.Kube against the emulated API server: a refused write becomes `Refused` naming the
-field, and the same body is not sent again while its backoff lasts (a changed one is)."""
+field, and the same body is not sent again while its backoff lasts (a changed one is); every
+refused or failed write is one WARNING line with the object and the server's message."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 import kmock
+import kopf
 import pytest
 
 from kubeloop.controller import kube
@@ -34,6 +37,10 @@ def api() -> Iterator[tuple[kube.Kube, list[dict[str, Any]]]]:
         if obj.get("kind") != "Job":
             return
         seen.append(obj)
+        if obj["metadata"]["name"] == "overloaded":
+            raise kmock.KubernetesError(
+                status=503, reason="ServiceUnavailable", message="etcd busy"
+            )
         if not obj["spec"]["template"]["spec"]["containers"][0]["image"]:
             name = obj["metadata"]["name"]
             raise kmock.KubernetesError(
@@ -88,3 +95,51 @@ def test_after_the_backoff_the_same_body_is_tried_once_more_and_backs_off_longer
     with pytest.raises(kube.Refused):
         client.create(_job("a"))
     assert len(seen) == 2
+
+
+def _write_lines(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str, dict[str, str]]]:
+    return [
+        (r.levelno, r.getMessage(), getattr(r, "object", {}))
+        for r in caplog.records
+        if r.name == "kubeloop.kube"
+    ]
+
+
+def test_a_refused_or_failed_write_is_logged_once_with_the_object_and_message(
+    api: tuple[kube.Kube, list[dict[str, Any]]], caplog: pytest.LogCaptureFixture
+) -> None:
+    client, _seen = api
+    caplog.set_level(logging.INFO, logger="kubeloop.kube")
+    for _ in range(2):  # the second is held back, not sent: nothing new to log
+        with pytest.raises(kube.Refused):
+            client.create(_job("a"))
+    with pytest.raises(kopf.TemporaryError):
+        client.create(_job("overloaded", image="trainer:1"))
+    client.create(_job("b", image="trainer:1"))  # accepted: not logged
+    job = {"kind": "Job", "namespace": "ml"}
+    assert _write_lines(caplog) == [
+        (
+            logging.WARNING,
+            f'create Job ml/a refused (422 Invalid): Job.batch "a" is invalid: {FIELD}: '
+            "Required value; the same request waits 30 s before it is sent again",
+            {**job, "name": "a"},
+        ),
+        (
+            logging.WARNING,
+            "create Job ml/overloaded failed (503 Service Unavailable): etcd busy",
+            {**job, "name": "overloaded"},
+        ),
+    ]
+
+
+def test_a_write_that_cannot_reach_the_server_is_logged_with_the_object(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with EmulatorThread() as thread:
+        url = thread.url
+    client = kube.connect(url)  # the emulator is gone: connection refused
+    with pytest.raises(kopf.TemporaryError):  # kopf retries it with its backoff
+        client.patch("Job", "ml", "a", {"metadata": {"labels": {"x": "y"}}})
+    ((level, message, obj),) = _write_lines(caplog)
+    assert level == logging.WARNING and message.startswith("patch Job ml/a failed: ")
+    assert obj == {"kind": "Job", "namespace": "ml", "name": "a"}

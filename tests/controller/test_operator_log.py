@@ -75,28 +75,46 @@ def test_flag_and_env_choose_the_level(monkeypatch: pytest.MonkeyPatch) -> None:
     assert logging.getLogger().level == logging.DEBUG
     with pytest.raises(SystemExit):
         operator_main.main(["--log-level", "LOUD"])
-    monkeypatch.setenv("KUBELOOP_LOG_LEVEL", "LOUD")
-    with pytest.raises(SystemExit):
-        operator_main.main(["--liveness", ""])
 
 
-def test_json_lines_carry_the_object_and_reason(
+def test_a_bad_env_value_stops_the_operator_naming_the_variable(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kopf, "run", lambda **_kwargs: None)
+    for variable, value in (("KUBELOOP_LOG_LEVEL", "LOUD"), ("KUBELOOP_LOG_FORMAT", "yaml")):
+        with monkeypatch.context() as env:
+            env.setenv(variable, value)
+            with pytest.raises(SystemExit):
+                operator_main.main(["--liveness", ""])
+        assert f"{variable}={value!r}: set it to one of " in capsys.readouterr().err
+
+
+def test_json_lines_carry_time_level_logger_and_the_object(
     capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`--log-format json` (KUBELOOP_LOG_FORMAT): one JSON object a line, for a log pipeline
-    to index by object; the message is the text format's."""
+    to index by object; the message is the text format's. kopf's own per-object lines (its
+    `k8s_ref`) carry the object too."""
     monkeypatch.setattr(kopf, "event", lambda _obj, **_kwargs: None)
     monkeypatch.setattr(kopf, "run", lambda **_kwargs: None)
     monkeypatch.setenv("KUBELOOP_LOG_FORMAT", "json")
     assert operator_main.main(["--liveness", ""]) == 0
     post_event(BODY, "RunFailed", "run 1: no column churned", warning=True)
+    ref = {"apiVersion": "kubeloop.io/v1alpha1", "kind": "TrainingPipeline", "uid": "u1"}
+    logging.getLogger("kopf.objects").error(
+        "Handler failed", extra={"k8s_ref": {**ref, "namespace": "ml", "name": "churn"}}
+    )
     lines = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line.strip()]
-    (line,) = [x for x in lines if x.get("reason") == "RunFailed"]
-    assert line["object"] == {"kind": "TrainingPipeline", "namespace": "ml", "name": "churn"}
-    assert line["severity"] == "warn" and line["timestamp"]
-    assert line["message"] == "TrainingPipeline ml/churn: RunFailed: run 1: no column churned"
+    (event, kopf_line) = [x for x in lines if x.get("object")]
+    obj = {"kind": "TrainingPipeline", "namespace": "ml", "name": "churn"}
+    assert event["object"] == kopf_line["object"] == obj
+    assert (event["level"], event["logger"], event["reason"]) == (
+        "WARNING",
+        "kubeloop.operator",
+        "RunFailed",
+    )
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", event["time"])
+    assert event["message"] == "TrainingPipeline ml/churn: RunFailed: run 1: no column churned"
+    assert (kopf_line["level"], kopf_line["logger"]) == ("ERROR", "kopf.objects")
     with pytest.raises(SystemExit):
         operator_main.main(["--log-format", "yaml"])
-    monkeypatch.setenv("KUBELOOP_LOG_FORMAT", "yaml")
-    with pytest.raises(SystemExit):
-        operator_main.main(["--liveness", ""])

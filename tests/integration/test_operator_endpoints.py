@@ -110,9 +110,15 @@ def test_metrics_count_reconciles_and_runs(
         ]
         == 1.0
     )
-    ok = ("kubeloop_reconcile_total", (("kind", "TrainingPipeline"), ("result", "ok")))
+    ok = (
+        "kubeloop_reconcile_total",
+        (("kind", "TrainingPipeline"), ("namespace", "ml"), ("result", "ok")),
+    )
     assert samples[ok] >= 2  # create, the Job's completion, timers
-    count = ("kubeloop_reconcile_duration_seconds_count", (("kind", "TrainingPipeline"),))
+    count = (
+        "kubeloop_reconcile_duration_seconds_count",
+        (("kind", "TrainingPipeline"), ("namespace", "ml")),
+    )
     assert samples[count] >= samples[ok]
     promtool = shutil.which("promtool")
     if promtool:  # the format, checked by Prometheus' own linter where it is installed

@@ -10,7 +10,9 @@ its source.
 
 from __future__ import annotations
 
+import importlib
 import json
+import pkgutil
 import re
 import subprocess
 import sys
@@ -20,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 from prometheus_client import generate_latest
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
 from kubeloop.workloads.monitor.metrics import build_registry as monitor_registry
@@ -201,31 +204,45 @@ def test_every_metric_the_alerts_and_dashboard_query_is_exported(
     assert set(EXTERNAL) <= set(used), sorted(set(EXTERNAL) - set(used))
 
 
-def test_operator_series_of_custom_resources_carry_their_namespace() -> None:
-    """Two same-named objects in two namespaces are two series, not one sum."""
+def _operator_metrics() -> list[MetricWrapperBase]:
+    """Every metric a module of kubeloop.controller defines (found, not listed)."""
+    import kubeloop.controller
+
+    found: dict[int, MetricWrapperBase] = {}
+    for info in pkgutil.iter_modules(kubeloop.controller.__path__, "kubeloop.controller."):
+        module = importlib.import_module(info.name)
+        for value in vars(module).values():
+            if isinstance(value, MetricWrapperBase):
+                found[id(value)] = value
+    return list(found.values())
+
+
+def test_every_operator_metric_carries_the_namespace() -> None:
+    """A team's alert or panel selects its own namespace; two same-named objects in two
+    namespaces are two series, not one sum. Every family the operator exports has the label,
+    and a sample of each, in two namespaces, keeps them apart."""
     from prometheus_client import REGISTRY
 
-    from kubeloop.controller.status import DRIFT_CHECKS, RUNS
-
-    for counter, family_name, name_label, value_label in (
-        (RUNS, "kubeloop_training_runs", "pipeline", "result"),
-        (DRIFT_CHECKS, "kubeloop_drift_checks", "monitor", "verdict"),
-    ):
+    metrics = _operator_metrics()
+    assert len(metrics) >= 4
+    for metric in metrics:
+        names = metric._labelnames  # prometheus_client has no public accessor
+        assert "namespace" in names, metric
         for namespace in ("team-a", "team-b"):
-            counter.labels(
-                **{"namespace": namespace, name_label: "same-name", value_label: "X"}
-            ).inc()
-        family = next(m for m in REGISTRY.collect() if m.name == family_name)
+            labels = {n: namespace if n == "namespace" else "same-name" for n in names}
+            child = metric.labels(**labels)
+            if hasattr(child, "observe"):
+                child.observe(0.1)
+            else:
+                child.inc()
+    families = {m.name: m for m in REGISTRY.collect() if m.name.startswith("kubeloop_")}
+    for metric in metrics:
+        family = families[metric._name]
+        other = next(n for n in metric._labelnames if n != "namespace")
         namespaces = {
-            s.labels["namespace"]
-            for s in family.samples
-            if s.name.endswith("_total") and s.labels.get(name_label) == "same-name"
+            s.labels["namespace"] for s in family.samples if s.labels.get(other) == "same-name"
         }
         assert namespaces == {"team-a", "team-b"}, family.name
-
-
-# The operator's own timings are not per namespace: its reconcile histogram has `kind` only.
-_NOT_PER_NAMESPACE = {"kubeloop_reconcile_duration_seconds_bucket"}
 
 
 def test_the_dashboard_filters_every_per_namespace_query_by_its_namespace_variable() -> None:
@@ -242,9 +259,7 @@ def test_the_dashboard_filters_every_per_namespace_query_by_its_namespace_variab
     queries = {k: v for k, v in _dashboard_queries().items() if k.startswith("panel ")}
     checked = 0
     for where, expr in queries.items():
-        for name, matchers in selector.findall(expr):
-            if name in _NOT_PER_NAMESPACE:
-                continue
+        for _name, matchers in selector.findall(expr):
             assert 'namespace=~"$namespace"' in matchers, (where, expr)
             checked += 1
         for by in re.findall(r"sum by \(([^)]*)\)", expr):

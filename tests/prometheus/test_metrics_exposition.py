@@ -105,9 +105,9 @@ def test_operator_metrics_endpoint_is_promtool_clean() -> None:
     import kubeloop.controller  # registers every handler module, and with them their metrics
     from kubeloop.controller import status
 
-    status.RECONCILES.labels(kind="TrainingPipeline", result="ok").inc()
-    status.RECONCILES.labels(kind="ModelDeployment", result="error").inc()
-    status.RECONCILE_SECONDS.labels(kind="TrainingPipeline").observe(0.25)
+    status.RECONCILES.labels(namespace="ml", kind="TrainingPipeline", result="ok").inc()
+    status.RECONCILES.labels(namespace="ml", kind="ModelDeployment", result="error").inc()
+    status.RECONCILE_SECONDS.labels(namespace="ml", kind="TrainingPipeline").observe(0.25)
     # A pipeline of its own: the registry is the process's, and other tests record runs too.
     status.RUNS.labels(namespace="ml", pipeline="exposition", result="Promoted").inc()
     names = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -11,7 +12,7 @@ from tests.resources.cases import DEFAULTS, UID
 from kubeloop.api.common import LabelSelector, NetworkPolicyPeer
 from kubeloop.api.deployment import ModelDeploymentSpec
 from kubeloop.api.monitor import DriftMonitorSpec
-from kubeloop.resources.common import Owner
+from kubeloop.resources.common import Owner, base_env
 from kubeloop.resources.monitoring import build_monitor_cronjob, reference_uri
 from kubeloop.resources.serving import (
     build_hpa,
@@ -240,3 +241,12 @@ def test_network_policy(
         )["spec"]["template"]["metadata"]["labels"]  # fmt: skip
         assert selector.items() <= pods.items()
     assert "Secret" not in json.dumps(built)
+
+
+def test_workloads_log_in_the_operators_format() -> None:
+    """KUBELOOP_LOG_FORMAT=json on the operator reaches every workload's env; text, the
+    default, adds no line (the golden pod specs stay as they are)."""
+    plain = {e["name"] for e in base_env("ml", DEFAULTS)}
+    assert "KUBELOOP_LOG_FORMAT" not in plain
+    json_env = base_env("ml", dataclasses.replace(DEFAULTS, log_format="json"))
+    assert {"name": "KUBELOOP_LOG_FORMAT", "value": "json"} in json_env

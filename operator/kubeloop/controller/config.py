@@ -151,6 +151,8 @@ class OperatorConfig:
                 server_gpu_image=env("KUBELOOP_SERVER_GPU_IMAGE", base.server_gpu_image),
                 monitor_image=env("KUBELOOP_MONITOR_IMAGE", base.monitor_image),
                 pushgateway_url=env("KUBELOOP_PUSHGATEWAY_URL", base.pushgateway_url),
+                # Checked at start by main (parse_format); the workloads log as the operator does.
+                log_format=(env("KUBELOOP_LOG_FORMAT", "") or "text").strip().lower(),
                 image_pull_secrets=_names("KUBELOOP_IMAGE_PULL_SECRETS"),
                 placement=_placement("KUBELOOP_WORKLOAD_PLACEMENT"),
                 pod_labels=_labels("KUBELOOP_WORKLOAD_POD_LABELS"),

@@ -3,6 +3,10 @@ become kopf errors: 404 on get -> None, 409 on create -> the existing object (id
 400/403/422 -> `Refused` (a `kopf.PermanentError`: sending the same request again cannot
 help), anything else -> `kopf.TemporaryError` (kopf retries with backoff).
 
+Every write the API server refuses, or that fails (5xx, network), is one WARNING line naming
+the verb, the object and the server's message (never a request body: no Secret data);
+404 and 409, which callers handle as normal flow, are not.
+
 A refused write is remembered: the same body for the same object is not sent again until its
 backoff has passed (30 s, doubling up to 10 min); the remembered `Refused` is raised instead.
 Controllers re-apply their children on every resync (level-triggered), and this keeps them
@@ -23,6 +27,7 @@ from typing import Any
 
 import kopf
 import kubernetes
+import urllib3
 
 __all__ = ["PLURALS", "Kube", "Refused", "connect"]
 
@@ -110,6 +115,22 @@ def _digest(body: Any) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _log_write(  # noqa: PLR0917 (the parts of one log line)
+    verb: str, kind: str, namespace: str, name: str, outcome: str, message: str
+) -> None:
+    """One WARNING line for a write the API server refused or that failed, with the object."""
+    log.warning(
+        "%s %s %s/%s %s: %s",  # e.g. create Job ml/churn-run-1 refused (422 Invalid): ...
+        verb,
+        kind,
+        namespace,
+        name,
+        outcome,
+        message,
+        extra={"object": {"kind": kind, "namespace": namespace, "name": name}, "verb": verb},
+    )
+
+
 class Kube:
     """A thin dict-in/dict-out client over `kubernetes.client.ApiClient` (thread-safe)."""
 
@@ -151,18 +172,36 @@ class Kube:
                 _preload_content=True,
             )
         except kubernetes.client.ApiException as exc:
-            if exc.status in _PERMANENT:
-                verb = _VERBS.get(method, method.lower())
-                refused = Refused(verb, kind, target, exc.status, _status_body(exc))
-                if write:
-                    self._remember(key, digest, refused)
-                raise refused from exc
             if exc.status in (404, 409):
                 raise
-            raise kopf.TemporaryError(
-                f"{method} {path}: {exc.status} {exc.reason}", delay=2
-            ) from exc
-        except (OSError, kubernetes.client.exceptions.OpenApiException) as exc:
+            verb = _VERBS.get(method, method.lower())
+            detail = _status_body(exc)
+            if exc.status not in _PERMANENT:
+                if method != "GET":
+                    message = detail.get("message") if isinstance(detail, dict) else None
+                    outcome = f"failed ({exc.status} {exc.reason})"
+                    _log_write(verb, kind, namespace, target, outcome, str(message or exc.reason))
+                raise kopf.TemporaryError(
+                    f"{method} {path}: {exc.status} {exc.reason}", delay=2
+                ) from exc
+            refused = Refused(verb, kind, target, exc.status, detail)
+            if method != "GET":
+                outcome = f"refused ({refused.status} {refused.reason or 'refused'})"
+                message = refused.message
+                if write:
+                    backoff = self._remember(key, digest, refused)
+                    message += f"; the same request waits {backoff:.0f} s before it is sent again"
+                _log_write(verb, kind, namespace, target, outcome, message)
+            raise refused from exc
+        # urllib3 gives up on a connection with its own error (MaxRetryError), not an OSError.
+        except (
+            OSError,
+            urllib3.exceptions.HTTPError,
+            kubernetes.client.exceptions.OpenApiException,
+        ) as exc:
+            if method != "GET":
+                verb = _VERBS.get(method, method.lower())
+                _log_write(verb, kind, namespace, target, "failed", str(exc))
             raise kopf.TemporaryError(f"{method} {path}: {exc}", delay=2) from exc
         if write:
             with self._guard:
@@ -176,14 +215,15 @@ class Kube:
         if refusal and refusal.digest == digest and time.monotonic() < refusal.retry_at:
             raise refusal.error.with_traceback(None)  # tracebacks must not pile up on it
 
-    def _remember(self, key: tuple[str, str], digest: str, error: Refused) -> None:
+    def _remember(self, key: tuple[str, str], digest: str, error: Refused) -> float:
+        """Hold this body back; returns for how long (seconds)."""
         with self._guard:
             last = self._refusals.get(key)
             backoff = FIRST_BACKOFF_SECONDS
             if last is not None and last.digest == digest:
                 backoff = min(last.backoff * 2, MAX_BACKOFF_SECONDS)
             self._refusals[key] = _Refusal(digest, error, time.monotonic() + backoff, backoff)
-        log.warning("%s; the same request waits %.0f s before it is sent again", error, backoff)
+        return backoff
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """The object, or None when it does not exist."""

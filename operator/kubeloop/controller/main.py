@@ -25,8 +25,9 @@ Env (all optional):
 - `KUBELOOP_KUBE_SERVER`: a plain API URL (the emulator, `kubeloop local`); empty = in-cluster
   config, else kubeconfig.
 - `KUBELOOP_LOG_LEVEL`: DEBUG, INFO (default), WARNING or ERROR; `--log-level` overrides it.
-- `KUBELOOP_LOG_FORMAT`: `text` (default) or `json` (a JSON object a line); `--log-format`
-  overrides it.
+- `KUBELOOP_LOG_FORMAT`: `text` (default) or `json` (a JSON object a line: time, level,
+  logger, message, object); `--log-format` overrides it. Any other value of either stops the
+  operator at start with a message naming the variable.
 
 The log (stderr) has a timestamp, the logger and the level on every line; object-scoped lines
 say which object (`[namespace/name]` from kopf, `Kind namespace/name:` from kubeloop): every
@@ -45,11 +46,16 @@ import prometheus_client
 from kubeloop.controller import kube
 from kubeloop.controller.config import OperatorConfig
 from kubeloop.controller.runtime import runtime
+from kubeloop.logformat import (
+    LOG_FORMATS,
+    LOG_LEVELS,
+    JsonLineFormatter,
+    parse_format,
+    parse_level,
+)
 
-__all__ = ["LOG_LEVELS", "TIMER_EXIT_POLL_SECONDS", "configure", "configure_logging", "main"]
+__all__ = ["TIMER_EXIT_POLL_SECONDS", "configure", "configure_logging", "main"]
 
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-LOG_FORMATS = ("text", "json")
 # How often kopf checks whether a deleted object's timer has exited (then removes its finalizer).
 TIMER_EXIT_POLL_SECONDS = 1.0
 
@@ -79,21 +85,20 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
 
 def configure_logging(level: str, log_format: str = "text") -> None:
     """Lines on stderr at `level`: timestamped text with the object as a prefix (kopf's
-    format), or one JSON object a line (`json`: timestamp, severity, message, and `object`
-    {kind, namespace, name} where the line is about one) for a log pipeline to index.
+    format), or one JSON object a line (`json`, kubeloop.logformat: time, level, logger,
+    message, and `object` {kind, namespace, name} where the line is about one, kopf's own
+    per-object lines included) for a log pipeline to index.
 
     kopf.run() leaves logging unconfigured, and Python's last-resort handler prints bare
     warnings without a time or an object: the operator's log looked empty.
     """
-    name = level.upper()
-    if name not in LOG_LEVELS:
-        raise ValueError(f"log level {level!r}: choose one of {', '.join(LOG_LEVELS)}")
-    if log_format not in LOG_FORMATS:
-        raise ValueError(f"log format {log_format!r}: choose one of {', '.join(LOG_FORMATS)}")
-    if log_format == "json":
-        kopf.configure(debug=name == "DEBUG", log_format=kopf.LogFormat.JSON, log_refkey="object")
-    else:
-        kopf.configure(debug=name == "DEBUG", log_prefix=True)
+    name = parse_level(level, "log level")
+    json_lines = parse_format(log_format, "log format") == "json"
+    kopf.configure(debug=name == "DEBUG", log_prefix=not json_lines)
+    if json_lines:
+        # kopf.configure has just added its stream handler, the root logger's last; kopf's own
+        # JSON format needs python-json-logger and names the fields differently.
+        logging.getLogger().handlers[-1].setFormatter(JsonLineFormatter())
     logging.getLogger().setLevel(name)
 
 
@@ -152,10 +157,12 @@ def main(argv: list[str]) -> int:
     )
     args = parser.parse_args(argv)
     config = OperatorConfig.from_env()
-    try:
-        configure_logging(args.log_level or config.log_level, args.log_format or config.log_format)
+    try:  # the flags are checked by argparse; the env here, named in the message
+        level = args.log_level or parse_level(config.log_level)
+        log_format = args.log_format or parse_format(config.log_format)
     except ValueError as error:
-        parser.error(f"KUBELOOP_LOG_LEVEL/KUBELOOP_LOG_FORMAT: {error}")
+        parser.error(str(error))
+    configure_logging(level, log_format)
 
     kopf.run(
         clusterwide=not args.namespace,

@@ -36,7 +36,7 @@ def reconcile_object(
         except Refused as error:
             report_refused(kind, namespace, name, error)
 
-    measured(kind, lambda: runtime.coalesce(kind, namespace, name, guarded))
+    measured(kind, namespace, lambda: runtime.coalesce(kind, namespace, name, guarded))
 
 
 def report_refused(kind: str, namespace: str, name: str, error: Refused) -> None:

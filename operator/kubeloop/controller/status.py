@@ -38,14 +38,19 @@ __all__ = [
 
 log = logging.getLogger("kubeloop.operator")
 CHILD_REFUSED = "ChildRefused"
+# Every series carries the object's namespace: a team's alert or panel selects its own, and
+# objects are named within a namespace (a series keyed by name alone would add up two
+# same-named objects of different namespaces).
 RECONCILES = Counter(
-    "kubeloop_reconcile_total", "Reconciles by kind and result.", ["kind", "result"]
+    "kubeloop_reconcile_total",
+    "Reconciles by namespace, kind and result.",
+    ["namespace", "kind", "result"],
 )
 RECONCILE_SECONDS = Histogram(
-    "kubeloop_reconcile_duration_seconds", "Reconcile duration by kind.", ["kind"]
+    "kubeloop_reconcile_duration_seconds",
+    "Reconcile duration by namespace and kind.",
+    ["namespace", "kind"],
 )
-# Objects are named within a namespace: a series keyed by name alone would add up two
-# same-named objects of different namespaces.
 RUNS = Counter(
     "kubeloop_training_runs_total",
     "Finished training runs, by pipeline and result.",
@@ -300,7 +305,7 @@ def child_refused(
     return changed
 
 
-def measured(kind: str, reconcile: Callable[[], None]) -> None:
+def measured(kind: str, namespace: str, reconcile: Callable[[], None]) -> None:
     """Run one reconcile, counted by result and timed (`kubeloop_reconcile_*` metrics)."""
     start = time.monotonic()
     result = "ok"
@@ -310,5 +315,5 @@ def measured(kind: str, reconcile: Callable[[], None]) -> None:
         result = "error"
         raise
     finally:
-        RECONCILES.labels(kind=kind, result=result).inc()
-        RECONCILE_SECONDS.labels(kind=kind).observe(time.monotonic() - start)
+        RECONCILES.labels(namespace=namespace, kind=kind, result=result).inc()
+        RECONCILE_SECONDS.labels(namespace=namespace, kind=kind).observe(time.monotonic() - start)

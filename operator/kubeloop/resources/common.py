@@ -74,6 +74,7 @@ class WorkloadDefaults:
     server_gpu_image: str = "ghcr.io/kubeloop/server-cuda:0.1.0"
     monitor_image: str = "ghcr.io/kubeloop/monitor:0.1.0"
     pushgateway_url: str = ""
+    log_format: str = "text"  # KUBELOOP_LOG_FORMAT of every workload container (logsetup)
     image_pull_secrets: tuple[str, ...] = ()  # Secret names, in each workload's namespace
     # Placement of every workload pod unless its resource says otherwise (pod_defaults).
     placement: Placement = field(default_factory=Placement)
@@ -227,4 +228,6 @@ def base_env(namespace: str, defaults: WorkloadDefaults) -> list[dict[str, Any]]
     ]
     if defaults.pushgateway_url:
         env.append({"name": "KUBELOOP_PUSHGATEWAY_URL", "value": defaults.pushgateway_url})
+    if defaults.log_format != "text":  # the default needs no line in every pod spec
+        env.append({"name": "KUBELOOP_LOG_FORMAT", "value": defaults.log_format})
     return env

@@ -19,6 +19,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from kubeloop.workloads.logsetup import configure_logging
+
 __all__ = ["main"]
 
 log = logging.getLogger("kubeloop.serve")
@@ -36,7 +38,7 @@ def main(argv: list[str]) -> int:
     settings = parse_settings(argv)
     for name in _THREAD_ENV:
         os.environ.setdefault(name, str(settings.model_threads))
-    _configure_logging()
+    configure_logging(force=True)
     # Whether auth and TLS are on, never the token itself.
     print(
         f"kubeloop serve: bearer-token auth {'on' if settings.auth_token else 'off'}, "
@@ -88,12 +90,6 @@ def main(argv: list[str]) -> int:
     return max(codes)
 
 
-def _configure_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
-    )
-
-
 def _serve(
     settings_data: dict[str, Any],
     sock: socket.socket | None,
@@ -108,7 +104,7 @@ def _serve(
     from kubeloop.workloads.server.headertimeout import header_timeout_protocol
     from kubeloop.workloads.server.settings import ServerSettings
 
-    _configure_logging()
+    configure_logging(force=True)
     settings = ServerSettings(**settings_data)
     app = InferenceApp(settings, started_at=started, loaded_workers=loaded_workers)
     token = settings.auth_token.get_secret_value()
