@@ -26,6 +26,11 @@ ROOT = Path(__file__).resolve().parent.parent
 # controller first used to leave the integration tests with the default 30 s resync.
 os.environ.setdefault("KUBELOOP_RESYNC_SECONDS", "0.5")
 os.environ["KUBELOOP_METRICS_PORT"] = "0"
+# A trainer run straight from a test (no operator) has nobody to read its progress endpoint:
+# at exit it would wait out the whole bound (kubeloop_sdk.progressendpoint._linger, 10 s) for
+# a read that never comes. Pods of a `kubeloop local` cluster do not inherit this (their env is
+# the container's), so there the operator's reads are waited for as in a cluster.
+os.environ["KUBELOOP_PROGRESS_LINGER_SECONDS"] = "0"
 
 
 @pytest.fixture(scope="session")

@@ -30,6 +30,19 @@ log = logging.getLogger("kubeloop.serve")
 _THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
+def _size_loaded_pools(threads: str) -> None:
+    """The variables above size the pools a native library creates when it loads; one already
+    loaded (by a process that forked this one, as `kubeloop local`'s fork server does, or that
+    embeds the server) keeps the size it had: set it here too."""
+    if not threads.isdigit() or int(threads) < 1:
+        return
+    try:
+        from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+    except ImportError:  # no scikit-learn in this image: nothing of that kind was loaded
+        return
+    threadpool_limits(limits=int(threads))
+
+
 def main(argv: list[str]) -> int:
     """Entry point of `kubeloop serve` (flags override `KUBELOOP_*` env)."""
     started = time.time()
@@ -38,6 +51,7 @@ def main(argv: list[str]) -> int:
     settings = parse_settings(argv)
     for name in _THREAD_ENV:
         os.environ.setdefault(name, str(settings.model_threads))
+    _size_loaded_pools(os.environ["OMP_NUM_THREADS"])
     configure_logging(force=True)
     # Whether auth and TLS are on, never the token itself.
     print(
