@@ -36,7 +36,6 @@ from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OrdinalEncoder
-from tests.forked import ForkedPopen, popen
 from threadpoolctl import threadpool_limits
 
 from kubeloop.modelformat import write_manifest
@@ -224,7 +223,7 @@ def free_port() -> int:
 class Server:
     """A running `kubeloop serve` subprocess."""
 
-    process: subprocess.Popen[str] | ForkedPopen  # forked: tests/forked.py
+    process: subprocess.Popen[str]
     port: int
     log_path: Path
     # HTTPS: the client context that trusts the server's test CA (None: plain HTTP).
@@ -296,8 +295,14 @@ def start_server(
         "KUBELOOP_WORK_DIR": str(tmp),
         **env,
     }
-    log_path.write_text("")
-    process = popen([sys.executable, "-m", "kubeloop.cli", "serve"], full_env, log_path)
+    handle = log_path.open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kubeloop.cli", "serve"],
+        env=full_env,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     server = Server(process, port, log_path, tls, int(full_env["KUBELOOP_GRPC_PORT"]))
     path = "/v2/health/ready" if wait_ready else "/v2/health/live"
     deadline = time.monotonic() + 60

@@ -115,10 +115,6 @@ class ForkedProcess:
         """The exit code (-N: killed by signal N) once it has ended."""
         return self._exited.result() if self._exited.done() else None
 
-    def wait_blocking(self, timeout: float | None = None) -> int:
-        """Wait for the exit in this thread (TimeoutError after `timeout` seconds)."""
-        return self._exited.result(timeout)
-
     async def wait(self) -> int:
         """Wait for the exit (a cancelled wait leaves the exit to be heard by the next one)."""
         loop = asyncio.get_running_loop()
