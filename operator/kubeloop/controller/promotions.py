@@ -288,10 +288,9 @@ def _requests(
         if value == status.get(_HANDLED[action]):
             continue
         status[_HANDLED[action]] = value
-        refusal = check_request(action, value, status)
-        if refusal is None and len(status.get("registryQueue") or []) >= QUEUE_LIMIT:
-            busy = f"{QUEUE_LIMIT} registry writes are waiting; annotate again once they are done"
-            refusal = ("RegistryBusy", f"{_ANNOTATION[action]}={value}: {busy}")
+        refusal = check_request(action, value, status) or _queue_full(
+            status, f"{_ANNOTATION[action]}={value}"
+        )
         if refusal is not None:
             _refuse(body, conditions, generation, *refusal)
             continue
@@ -323,10 +322,7 @@ def _alias_requests(
         handled[alias] = value
         if before.get(alias) == value:
             continue
-        refusal = check_alias(key, value, status)
-        if refusal is None and len(status.get("registryQueue") or []) >= QUEUE_LIMIT:
-            busy = f"{QUEUE_LIMIT} registry writes are waiting; annotate again once they are done"
-            refusal = ("RegistryBusy", f"{key}={value}: {busy}")
+        refusal = check_alias(key, value, status) or _queue_full(status, f"{key}={value}")
         if refusal is not None:
             _refuse(body, conditions, generation, *refusal)
             continue
@@ -341,6 +337,14 @@ def _owned_by(child: Mapping[str, Any], uid: str | None) -> bool:
     may outlive its owner a while: the garbage collector removes it shortly)."""
     owners = child.get("metadata", {}).get("ownerReferences") or []
     return uid is None or not owners or any(o.get("uid") == uid for o in owners)
+
+
+def _queue_full(status: Mapping[str, Any], annotation: str) -> tuple[str, str] | None:
+    """The refusal of an annotation while QUEUE_LIMIT registry writes already wait."""
+    if len(status.get("registryQueue") or []) < QUEUE_LIMIT:
+        return None
+    busy = f"{QUEUE_LIMIT} registry writes are waiting; annotate again once they are done"
+    return ("RegistryBusy", f"{annotation}: {busy}")
 
 
 def _refuse(
