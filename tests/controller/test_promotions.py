@@ -17,6 +17,7 @@ from kubeloop.controller.promotions import (
     check_alias,
     check_request,
     enqueue,
+    queue_full,
     run_verdict,
 )
 from kubeloop.decide.gate import gate
@@ -216,3 +217,17 @@ def test_a_named_alias_is_mirrored_and_never_moves_the_champion() -> None:
         "alias.kubeloop.io/production=1 refused: version 1 is corrupt",
         True,
     )
+
+
+@pytest.mark.parametrize(
+    ("waiting", "refused"), [(0, False), (QUEUE_LIMIT - 1, False), (QUEUE_LIMIT, True)]
+)
+def test_an_annotation_is_refused_while_the_registry_queue_is_full(
+    waiting: int, refused: bool
+) -> None:
+    status = {"registryQueue": [{"id": i} for i in range(waiting)]}
+    refusal = queue_full(status, "kubeloop.io/promote=2")
+    assert (refusal is not None) == refused
+    if refusal is not None:
+        assert refusal[0] == "RegistryBusy"
+        assert refusal[1].startswith("kubeloop.io/promote=2: ")

@@ -52,6 +52,7 @@ __all__ = [
     "check_request",
     "enqueue",
     "known_versions",
+    "queue_full",
     "reconcile_registry",
     "run_verdict",
 ]
@@ -288,7 +289,7 @@ def _requests(
         if value == status.get(_HANDLED[action]):
             continue
         status[_HANDLED[action]] = value
-        refusal = check_request(action, value, status) or _queue_full(
+        refusal = check_request(action, value, status) or queue_full(
             status, f"{_ANNOTATION[action]}={value}"
         )
         if refusal is not None:
@@ -322,7 +323,7 @@ def _alias_requests(
         handled[alias] = value
         if before.get(alias) == value:
             continue
-        refusal = check_alias(key, value, status) or _queue_full(status, f"{key}={value}")
+        refusal = check_alias(key, value, status) or queue_full(status, f"{key}={value}")
         if refusal is not None:
             _refuse(body, conditions, generation, *refusal)
             continue
@@ -339,7 +340,7 @@ def _owned_by(child: Mapping[str, Any], uid: str | None) -> bool:
     return uid is None or not owners or any(o.get("uid") == uid for o in owners)
 
 
-def _queue_full(status: Mapping[str, Any], annotation: str) -> tuple[str, str] | None:
+def queue_full(status: Mapping[str, Any], annotation: str) -> tuple[str, str] | None:
     """The refusal of an annotation while QUEUE_LIMIT registry writes already wait."""
     if len(status.get("registryQueue") or []) < QUEUE_LIMIT:
         return None
