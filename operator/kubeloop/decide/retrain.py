@@ -6,6 +6,11 @@ annotation; status.retrainRequestedAt remembers that the episode asked. A NoDrif
 the episode (re-armed: the next Drift asks again); NoData says nothing about drift and keeps
 it. The annotation's value is a function of the check's Job, so a restart between the two
 writes repeats the same value, and the pipeline (which acts once per value) starts one run.
+
+Data quality never asks for a retrain: a QualityIssue verdict is not drift, and a Drift found
+in the same check as a QualityIssue is held (Event RetrainHeld, the episode stays armed): a
+broken feed (a column turned to nulls) also reads as drift, and retraining on it would teach
+the next model the breakage. The next check with clean data asks, if the drift remains.
 """
 
 from __future__ import annotations
@@ -40,14 +45,28 @@ def retrain_episode(
     job: str,
     job_created: str | None,
     now: str,
+    quality: str | None = None,
 ) -> RetrainDecision:
     """What one recorded check's `verdict` does to the episode. `retrain`: spec.onDrift.retrain;
     `requested_at`: status.retrainRequestedAt; `pipeline`: the TrainingPipeline the watched
-    deployment serves (None: it serves a URI); `job`, `job_created`: the check's Job."""
+    deployment serves (None: it serves a URI); `job`, `job_created`: the check's Job;
+    `quality`: the same check's data-quality verdict (None: not checked)."""
     if verdict == "NoDrift":
         return RetrainDecision(clear=True)
     if verdict != "Drift" or not retrain or requested_at:
         return RetrainDecision()
+    if quality == "QualityIssue":
+        return RetrainDecision(
+            events=(
+                EventIntent(
+                    "RetrainHeld",
+                    "drift detected, but the same window fails its data-quality checks "
+                    "(status.quality): no retrain on data that looks broken; the next check "
+                    "with clean data asks again",
+                    warning=True,
+                ),
+            )
+        )
     if pipeline is None:
         return RetrainDecision(
             events=(
