@@ -12,6 +12,7 @@ from kubeloop.decide.quality import (
     MAX_STATUS_ISSUES,
     FeatureCounts,
     feature_shares,
+    holds_retrain,
     quality_condition,
     quality_verdict,
     recorded_quality,
@@ -77,14 +78,40 @@ def test_quality_verdict(
     assert verdict.verdict == ("QualityIssue" if issues else "OK")
 
 
-def test_worst_issues_come_first() -> None:
-    counts = [_num(feature="a", nulls=200), _num(feature="b", nulls=900), _cat(unseen=100)]
+def test_broken_feed_issues_come_first_then_the_worst() -> None:
+    counts = [
+        _num(feature="a", nulls=200),
+        _num(feature="b", nulls=900),
+        _num(feature="c", out_of_range=900),
+        _cat(unseen=100),
+        _num(feature="d", missing_column=1000, out_of_range=None),
+    ]
     verdict = quality_verdict(counts, MONITOR)
     assert [(i.feature, i.check) for i in verdict.issues] == [
+        ("d", "missingColumnShare"),
         ("b", "nullShare"),
         ("a", "nullShare"),
+        ("c", "outOfRangeShare"),
         ("contract", "unseenCategoryShare"),
     ]
+
+
+_RANGE = {"feature": "calls", "check": "outOfRangeShare", "value": 0.06, "threshold": 0.05}
+
+
+@pytest.mark.parametrize(
+    ("quality", "held"),
+    [
+        (None, False),
+        ({"verdict": "OK", "issues": []}, False),
+        ({"verdict": "QualityIssue", "issues": [_RANGE]}, False),  # the world changed: retrain
+        ({"verdict": "QualityIssue", "issues": [_RANGE, {**_RANGE, "check": "nullShare"}]}, True),
+        ({"verdict": "QualityIssue", "issues": [{**_RANGE, "check": "missingColumnShare"}]}, True),
+        ({"verdict": "QualityIssue", "issues": [{**_RANGE, "check": "typeMismatchShare"}]}, True),
+    ],
+)
+def test_only_a_broken_feed_holds_a_retrain(quality: Any, held: bool) -> None:
+    assert holds_retrain(quality) is held
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ value is a function of the Job, so a restart between the two writes repeats the 
 the pipeline (which acts once per distinct value) still starts one run.
 
 Data quality (spec.quality) is a verdict of its own: status.quality and the QualityIssue
-condition. It never asks for a retrain, and it holds a drift retrain found in the same window.
+condition. It never asks for a retrain; a broken feed holds a drift retrain of the same window.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from kubeloop.controller.status import (
     snapshot,
 )
 from kubeloop.controller.training import RESYNC_SECONDS
-from kubeloop.decide.quality import quality_condition, recorded_quality
+from kubeloop.decide.quality import holds_retrain, quality_condition, recorded_quality
 from kubeloop.decide.retrain import RetrainDecision, retrain_episode
 from kubeloop.decide.triggers import RETRAIN_ANNOTATION
 from kubeloop.resources.common import Owner
@@ -253,7 +253,7 @@ def _record(
         job=meta["name"],
         job_created=meta.get("creationTimestamp"),
         now=now(),
-        quality=(status.get("quality") or {}).get("verdict"),
+        broken_feed=holds_retrain(status.get("quality")),
     )
     _act_on_episode(body, status, decision)
 

@@ -8,9 +8,12 @@ threshold (`kubeloop.api.quality.QualityThresholds`), into an issue (a share abo
 not. The shares are taken of what each check can see: nulls of the rows that had a well-typed
 column, range and categories of the non-missing values.
 
-A QualityIssue verdict asks for no retrain: onDrift.retrain reacts to drift only, and a drift
-found while the data quality fails is held (kubeloop.decide.retrain): training on a broken feed
-would bake the breakage into the next model.
+A QualityIssue verdict asks for no retrain: onDrift.retrain reacts to drift only. Two kinds of
+issue differ in what they say about a retrain. A broken feed (`BROKEN_FEED_CHECKS`: a feature
+gone, mistyped, or far more often null) reads as drift too, and training on it would bake the
+breakage into the next model: a drift found in the same window is held (`holds_retrain`,
+kubeloop.decide.retrain). Values outside the training range and new categories are the world
+changing: they are reported, and a drift retrain goes ahead (the new data is what it needs).
 """
 
 from __future__ import annotations
@@ -24,10 +27,12 @@ from pydantic import ValidationError
 from kubeloop.api.quality import QUALITY_CHECKS, QualityFinding, QualityStatus, QualityThresholds
 
 __all__ = [
+    "BROKEN_FEED_CHECKS",
     "MAX_STATUS_ISSUES",
     "FeatureCounts",
     "QualityVerdict",
     "feature_shares",
+    "holds_retrain",
     "quality_condition",
     "quality_verdict",
     "recorded_quality",
@@ -36,6 +41,8 @@ __all__ = [
 Verdict = Literal["OK", "QualityIssue", "NoData"]
 # (status, reason, message) of a condition.
 Condition = tuple[bool, str, str]
+# The checks that say the feed is broken (not that the world changed): they hold a retrain.
+BROKEN_FEED_CHECKS = frozenset({"missingColumnShare", "typeMismatchShare", "nullShare"})
 # status.quality.issues is bounded (QualityStatus allows 32; the result carries fewer).
 MAX_STATUS_ISSUES = 32
 
@@ -58,8 +65,9 @@ class FeatureCounts:
 
 @dataclass(frozen=True)
 class QualityVerdict:
-    """The verdict, its issues (worst first: largest excess over the threshold) and every
-    measured share per (feature, check)."""
+    """The verdict, its issues (broken-feed checks first, in QUALITY_CHECKS order, then the
+    largest excess over the threshold first, so a bounded list keeps what holds a retrain) and
+    every measured share per (feature, check)."""
 
     verdict: Verdict
     issues: tuple[QualityFinding, ...] = ()
@@ -120,7 +128,7 @@ def quality_verdict(
                 )
                 issues.append((value - limit, finding))
     order = {check: i for i, check in enumerate(QUALITY_CHECKS)}
-    issues.sort(key=lambda item: (-item[0], order[item[1].check], item[1].feature))
+    issues.sort(key=lambda item: (order[item[1].check], -item[0], item[1].feature))
     found = tuple(finding for _, finding in issues)
     return QualityVerdict("QualityIssue" if found else "OK", found, shares)
 
@@ -154,3 +162,14 @@ def quality_condition(quality: Mapping[str, Any] | None, job: str | None) -> Con
     more = len(issues) - 5 + int((quality or {}).get("issuesOmitted") or 0)
     tail = f" and {more} more" if more > 0 else ""
     return True, "QualityIssue", f"check {job}: {named}{tail}"
+
+
+def holds_retrain(quality: Mapping[str, Any] | None) -> bool:
+    """Whether status.quality says the feed is broken (an issue of BROKEN_FEED_CHECKS), so a
+    drift retrain of the same window must wait for clean data."""
+    if not quality or quality.get("verdict") != "QualityIssue":
+        return False
+    return any(
+        isinstance(i, Mapping) and i.get("check") in BROKEN_FEED_CHECKS
+        for i in quality.get("issues") or []
+    )
