@@ -633,7 +633,7 @@ def test_prometheus_rule_runbooks_point_where_the_values_say(helm: str) -> None:
     )
     (rule,) = _by_kind(objs, "PrometheusRule")
     alerts = [r for group in rule["spec"]["groups"] for r in group["rules"] if "alert" in r]
-    assert len(alerts) == 7
+    assert len(alerts) == 8
     for alert in alerts:
         assert alert["annotations"]["runbook_url"] == f"{mirror}#{alert['alert'].lower()}"
 
@@ -642,6 +642,7 @@ def test_prometheus_rule_leaves_out_the_disabled_alerts_only(helm: str) -> None:
     disabled = [
         "KubeloopInferenceLatencyHigh",
         "KubeloopDriftDetected",
+        "KubeloopDataQualityIssue",
         "KubeloopDriftMonitorNotRun",
     ]
     objs = render(
