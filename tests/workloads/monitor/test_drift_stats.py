@@ -24,7 +24,7 @@ from scipy.stats.contingency import association
 
 from kubeloop.profile import POINTS, build_profile, build_profile_streaming, load_profile
 from kubeloop.workloads.monitor.accumulate import CategoricalAccumulator, NumericAccumulator
-from kubeloop.workloads.monitor.binning import bin_counts, edge_indices
+from kubeloop.workloads.monitor.binning import TRIM, bin_counts, edge_indices
 from kubeloop.workloads.monitor.stats import (
     KSResult,
     chi2_homogeneity,
@@ -274,16 +274,42 @@ def test_equal_width_bins_sit_on_the_nearest_points_to_evenly_spaced_edges() -> 
     reference = rng.normal(0, 1, 100_000)
     acc = _numeric_acc(reference, rng.normal(0, 1, 1_000))
     edges = acc.points[edge_indices(acc.ref, "equalWidth", 20)]
-    wanted = np.linspace(reference.min(), reference.max(), 21)[1:-1]
-    assert edges.size == 19
-    # Snapped to a neighbouring point: by at most ~1/POINTS of the reference mass.
     ordered = np.sort(reference)
+    # 20 equal widths over the reference's [0.5%, 99.5%] quantiles, two open bins outside.
+    low, high = np.quantile(ordered, [TRIM, 1 - TRIM], method="inverted_cdf")
+    wanted = np.linspace(low, high, 21)
+    assert edges.size == 21
+    # Snapped to a neighbouring point: by at most the mass between two, ~2/POINTS.
     moved = np.searchsorted(ordered, edges) - np.searchsorted(ordered, wanted)
-    assert np.abs(moved).max() <= reference.size / POINTS
+    assert np.abs(moved).max() <= 3 * reference.size / POINTS
     counts = bin_counts(acc.ref.le, acc.ref.count, edge_indices(acc.ref, "equalWidth", 20))
     # Right-closed bins on edges that are reference values themselves.
     at_most = np.searchsorted(ordered, edges, side="right")
     assert counts.tolist() == np.diff(np.r_[0, at_most, reference.size]).tolist()
+    assert counts[0] / reference.size == pytest.approx(TRIM, abs=1e-4)
+    assert counts[-1] / reference.size == pytest.approx(TRIM, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("shift", "caught"),
+    [("none", False), ("scale", True), ("mean", True)],
+)
+def test_equal_width_psi_sees_a_scale_shift_of_a_long_tailed_feature(
+    shift: str, caught: bool
+) -> None:
+    """A lognormal reference's maximum grows with its size; over [min, max] equal widths put
+    most of the mass in the first bins and a 1.5x scale shift read PSI < 0.2 at 10M rows (the
+    tail is made as long here with a few far values); over the central range it is seen."""
+    rng = np.random.default_rng(12)
+    reference = np.concatenate([rng.lognormal(0, 0.5, 200_000), [40.0, 60.0, 80.0]])
+    mean, std = np.exp(0.125), np.exp(0.125) * np.sqrt(np.exp(0.25) - 1)
+    current = rng.lognormal(0, 0.5, 100_000)
+    if shift == "scale":
+        current = mean + (current - mean) * 1.5
+    elif shift == "mean":
+        current = current + 0.5 * std
+    acc = _numeric_acc(reference, current)
+    assert (numeric_scores(acc, "equalWidth", 20)["psi"] > 0.2) is caught
 
 
 def test_cramers_v_matches_scipy() -> None:

@@ -22,6 +22,7 @@ from kubeloop.profile import (
     fine_counts_sorted,
     numeric_values,
 )
+from kubeloop.workloads.monitor.stats import KSResult
 
 __all__ = ["CategoricalAccumulator", "NumericAccumulator", "accumulators_for"]
 
@@ -51,6 +52,9 @@ class NumericAccumulator:
     total: float = 0.0
     minimum: float = math.inf
     maximum: float = -math.inf
+    # The KS test computed from the raw reference (kubeloop.workloads.monitor.exact_ks), which
+    # then replaces the sketch's.
+    exact_ks: KSResult | None = None
 
     def __post_init__(self) -> None:
         self.le = np.zeros(self.points.size)

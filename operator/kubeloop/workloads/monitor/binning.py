@@ -9,10 +9,16 @@ reference's range land in the first or last bin.
 - `quantile` (default): edges at the reference's 1/k, 2/k, ... quantiles (the first point whose
   count reaches each), so every bin holds ~1/k of the reference; a discrete feature's repeated
   values collapse edges rather than leave empty bins.
-- `equalWidth`: k bins of equal width over the reference's [min, max], as Evidently's default
-  for numeric PSI (`np.histogram_bin_edges(..., bins=20)`, though Evidently spans the current
-  window's range too), each edge moved to the nearest point: with POINTS points that moves it
-  by at most ~1/POINTS of the reference mass.
+- `equalWidth`: k bins of equal width over the reference's central range, from its TRIM
+  quantile to its 1 - TRIM quantile (0.5% to 99.5%), plus two open outer bins below and above
+  it (k + 2 bins), each edge moved to the nearest point: with POINTS points that moves it by at
+  most the reference mass between two neighbouring points, ~2/POINTS. A documented difference
+  from Evidently's numeric PSI (`np.histogram_bin_edges(..., bins=20)` over the reference's
+  and the window's [min, max]): on a long-tailed feature the extremes grow with the sample (a
+  10M-row lognormal reaches ~14 standard deviations), so equal widths over [min, max] put
+  most of the mass in the first few bins and a 1.5x scale shift goes unseen; the trimmed
+  range keeps the bins where the mass is, whatever the sample size, while values beyond it
+  still count in the outer bins.
 
 The default, 20 quantile bins, catches a 1.5x scale shift of a normal feature (PSI 0.24 > 0.2;
 10 quantile bins give 0.19 and miss it) and a 0.5-sigma mean shift (0.24), while sampling noise
@@ -28,11 +34,24 @@ import numpy.typing as npt
 
 from kubeloop.profile import NumericProfile
 
-__all__ = ["Binning", "bin_counts", "edge_indices"]
+__all__ = ["TRIM", "Binning", "bin_counts", "central_range", "edge_indices"]
 
 Binning = Literal["quantile", "equalWidth"]
 FloatArray = npt.NDArray[np.float64]
 IndexArray = npt.NDArray[np.intp]
+# Reference mass left outside the equal-width range on each side (in the open outer bins).
+TRIM = 0.005
+
+
+def central_range(ref: NumericProfile, trim: float = TRIM) -> tuple[float, float]:
+    """The reference's [trim, 1 - trim] quantiles (sketch points); its [min, max] when they
+    coincide (a feature with one dominant value)."""
+    at = np.searchsorted(ref.le, ref.count * np.array([trim, 1.0 - trim]), side="left")
+    at = np.clip(at, 0, ref.points.size - 1)
+    low, high = float(ref.points[at[0]]), float(ref.points[at[1]])
+    if high <= low:
+        return ref.minimum, ref.maximum
+    return low, high
 
 
 def edge_indices(ref: NumericProfile, binning: Binning, bins: int) -> IndexArray:
@@ -44,7 +63,8 @@ def edge_indices(ref: NumericProfile, binning: Binning, bins: int) -> IndexArray
         targets = ref.count * np.arange(1, bins) / bins
         index = np.searchsorted(ref.le, targets, side="left")
     else:
-        values = ref.minimum + (ref.maximum - ref.minimum) * np.arange(1, bins) / bins
+        low, high = central_range(ref)
+        values = low + (high - low) * np.arange(0, bins + 1) / bins
         right = np.clip(np.searchsorted(points, values, side="left"), 1, points.size - 1)
         nearer_left = values - points[right - 1] <= points[right] - values
         index = np.where(nearer_left, right - 1, right)

@@ -31,7 +31,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kubeloop.api.common import parse_duration
 from kubeloop.api.monitor import DriftMonitorSpec
@@ -41,6 +41,7 @@ from kubeloop.workloads.monitor.accumulate import (
     NumericAccumulator,
     accumulators_for,
 )
+from kubeloop.workloads.monitor.exact_ks import exact_ks
 from kubeloop.workloads.monitor.metrics import build_registry, push_metrics
 from kubeloop.workloads.monitor.quality import (
     SchemaTally,
@@ -49,11 +50,14 @@ from kubeloop.workloads.monitor.quality import (
     judge_quality,
     quality_result,
 )
-from kubeloop.workloads.monitor.reference import load_reference
+from kubeloop.workloads.monitor.reference import load_reference, raw_reference
 from kubeloop.workloads.monitor.report import render_report
 from kubeloop.workloads.monitor.verdict import DatasetVerdict, dataset_verdict, judge
 from kubeloop.workloads.monitor.window import open_window, window_batches
 from kubeloop.workloads.result import write_result
+
+if TYPE_CHECKING:
+    import pyarrow.dataset as ds
 
 __all__ = ["main", "run_check"]
 
@@ -126,6 +130,8 @@ def run_check(
             feed(accumulators, tally, batch)
     features = []
     if rows >= spec.min_rows:
+        if spec.tests.numeric == "ks" and dataset is not None:
+            _exact_ks(accumulators, dataset, reference_uri, start, now)
         for name, acc in accumulators.items():
             test = (
                 spec.tests.numeric
@@ -144,6 +150,23 @@ def run_check(
             )
     verdict = dataset_verdict(features, rows, spec.min_rows, spec.thresholds.drift_share)
     return verdict, accumulators
+
+
+def _exact_ks(
+    accumulators: dict[str, Accumulator],
+    window: ds.Dataset,
+    reference_uri: str,
+    start: datetime,
+    end: datetime,
+) -> None:
+    """Against a raw Parquet reference, the deciding KS test computed exactly, one numeric
+    feature at a time (kubeloop.workloads.monitor.exact_ks); a profile keeps its sketch's."""
+    reference = raw_reference(reference_uri)
+    if reference is None:
+        return
+    for name, acc in accumulators.items():
+        if isinstance(acc, NumericAccumulator) and acc.count:
+            acc.exact_ks = exact_ks(window, reference, name, start, end)
 
 
 def _features_result(

@@ -109,7 +109,10 @@ def numeric_scores(
 
 
 def numeric_ks(acc: NumericAccumulator) -> KSResult:
-    """Two-sample KS of the window against the whole reference, from the counts at its points."""
+    """Two-sample KS of the window against the whole reference: the exact one when it was
+    computed from a raw reference, else from the counts at the sketch's points (with a bound)."""
+    if acc.exact_ks is not None:
+        return acc.exact_ks
     return ks_from_counts(
         ref_le=acc.ref.le,
         ref_lt=acc.ref.lt,
