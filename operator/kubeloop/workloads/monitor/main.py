@@ -42,7 +42,6 @@ from kubeloop.workloads.monitor.accumulate import (
     accumulators_for,
 )
 from kubeloop.workloads.monitor.exact_ks import exact_ks
-from kubeloop.workloads.monitor.metrics import build_registry, push_metrics
 from kubeloop.workloads.monitor.quality import (
     SchemaTally,
     add_quality_metrics,
@@ -51,7 +50,6 @@ from kubeloop.workloads.monitor.quality import (
     quality_result,
 )
 from kubeloop.workloads.monitor.reference import load_reference, raw_reference
-from kubeloop.workloads.monitor.report import render_report
 from kubeloop.workloads.monitor.verdict import DatasetVerdict, dataset_verdict, judge
 from kubeloop.workloads.monitor.window import open_window, window_batches
 from kubeloop.workloads.result import write_result
@@ -255,6 +253,8 @@ def main(argv: list[str]) -> int:
         )
     if args.report_uri:
         target = _report_target(args.report_uri, args.monitor, now)
+        from kubeloop.workloads.monitor.report import render_report  # only when asked for
+
         try:
             page = render_report(
                 args.monitor, verdict, accumulators, now, args.model_version, quality=quality
@@ -264,6 +264,9 @@ def main(argv: list[str]) -> int:
         except StorageError as exc:  # a missing picture must not hide the verdict
             print(f"report not written: {exc}", file=sys.stderr, flush=True)
     if args.pushgateway_url:
+        # Imported here: prometheus_client costs a tenth of a second, for nothing without a push.
+        from kubeloop.workloads.monitor.metrics import build_registry, push_metrics
+
         registry = build_registry(verdict, duration, _schedule_interval(spec.schedule, now))
         if quality is not None:
             add_quality_metrics(registry, quality)

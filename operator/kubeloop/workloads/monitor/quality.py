@@ -11,12 +11,14 @@ broken column never stops the check. `measure` turns it all into the counts
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-from prometheus_client import CollectorRegistry, Gauge
 
 from kubeloop.api.quality import QualityThresholds
 from kubeloop.decide.quality import FeatureCounts, QualityVerdict, quality_verdict
@@ -26,6 +28,12 @@ from kubeloop.workloads.monitor.accumulate import (
     NumericAccumulator,
     accumulators_for,
 )
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+# Threads folding a batch's features (kubeloop.workloads.monitor.quality.feed).
+FEED_THREADS = min(os.cpu_count() or 1, 4)
 
 __all__ = [
     "MAX_RESULT_ISSUES",
@@ -81,13 +89,24 @@ class SchemaTally:
 
 
 def feed(accumulators: dict[str, Accumulator], tally: SchemaTally, batch: pa.RecordBatch) -> None:
-    """Fold one batch into every feature's accumulator; an unusable column counts as missing."""
+    """Fold one batch into every feature's accumulator; an unusable column counts as missing.
+
+    The features are folded on FEED_THREADS threads: most of the work is numpy's sort and
+    searches, which release the GIL, and each accumulator is touched by one task only."""
+    tasks = []
     for name, acc in accumulators.items():
         column = tally.usable(name, batch, numeric=isinstance(acc, NumericAccumulator))
         if column is None:
             acc.missing += batch.num_rows
         else:
-            acc.add(column)
+            tasks.append(_feeder().submit(acc.add, column))
+    for task in tasks:
+        task.result()
+
+
+@functools.cache
+def _feeder() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(FEED_THREADS, thread_name_prefix="kubeloop-feed")
 
 
 def measure(accumulators: dict[str, Accumulator], tally: SchemaTally) -> list[FeatureCounts]:
@@ -151,6 +170,9 @@ def quality_result(verdict: QualityVerdict) -> dict[str, Any]:
 def add_quality_metrics(registry: CollectorRegistry, verdict: QualityVerdict) -> None:
     """`kubeloop_data_quality{feature,check}` (the measured share), the failed checks and the
     verdict flag, beside the drift metrics in the same Pushgateway group."""
+    # Imported here: a check that pushes nothing does not pay for prometheus_client.
+    from prometheus_client import Gauge
+
     share = Gauge(
         "kubeloop_data_quality",
         "Data-quality share per feature and check (nullShare, outOfRangeShare, "
