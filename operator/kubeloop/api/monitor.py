@@ -55,8 +55,9 @@ class DriftTests(KubeModel):
         default="quantile",
         description=(
             "Bins of numeric PSI and Jensen-Shannon: quantile (each holds an equal share of "
-            "the reference) or equalWidth (equal widths over the reference's range, as "
-            "Evidently's numeric PSI)."
+            "the reference) or equalWidth (Evidently's numeric PSI binning, but over the "
+            "reference's 0.5-99.5% quantile range plus two open outer bins, so a long tail "
+            "does not squeeze the mass into a few bins)."
         ),
     )
     psi_bin_count: int = Field(

@@ -359,3 +359,32 @@ def test_a_v1_profile_still_loads_with_its_sample_as_the_reference() -> None:
     expected = sps.ks_2samp(sample, current, method="asymp").statistic
     assert _ks(acc).statistic == pytest.approx(expected, abs=1e-12)
     assert acc.ref.count == 8_000 and acc.ref.le[-1] == pytest.approx(8_000)
+
+
+@pytest.mark.parametrize("shape", ["normal", "discrete", "outlier"])
+def test_placing_values_among_points_counts_as_sorting_the_batch(shape: str) -> None:
+    """The accumulator's placement table (no sort) against its sorting fallback: the same
+    counts at every point and fine bin, values on points, outside the range and far away."""
+    rng = np.random.default_rng(14)
+    reference = rng.normal(0, 1, 50_000)
+    if shape == "discrete":
+        reference = np.floor(reference * 10)
+    elif shape == "outlier":  # one extreme value crowds the points into a few cells: fallback
+        reference = np.append(reference, 1e12)
+    ref = load_profile(build_profile(pa.table({"x": reference}), ["x"], [])).numeric["x"]
+    current = np.concatenate(
+        [rng.normal(0.3, 1.5, 20_000), ref.points[::7], ref.fine_edges, [-1e300, 1e300]]
+    )
+    placed, ordered = NumericAccumulator(ref), NumericAccumulator(ref)
+    ordered._grid = None
+    for acc in (placed, ordered):
+        for part in np.array_split(current, 3):
+            acc.add(pa.array(part))
+    assert (placed._grid is None) == (shape == "outlier")
+    for name in ("le", "lt", "fine"):
+        assert getattr(placed, name).tolist() == getattr(ordered, name).tolist(), name
+    assert placed.above_count == ordered.above_count
+    scale = np.abs(current).sum()
+    np.testing.assert_allclose(placed.inside_sum, ordered.inside_sum, atol=1e-12 * scale)
+    assert placed.below_sum == pytest.approx(ordered.below_sum, rel=1e-12)
+    assert placed.above_sum == pytest.approx(ordered.above_sum, rel=1e-12)
