@@ -40,10 +40,12 @@ def retrain_episode(
     job: str,
     job_created: str | None,
     now: str,
+    cause: str = "drift detected and spec.onDrift.retrain is true",
 ) -> RetrainDecision:
     """What one recorded check's `verdict` does to the episode. `retrain`: spec.onDrift.retrain;
     `requested_at`: status.retrainRequestedAt; `pipeline`: the TrainingPipeline the watched
-    deployment serves (None: it serves a URI); `job`, `job_created`: the check's Job."""
+    deployment serves (None: it serves a URI); `job`, `job_created`: the check's Job; `cause`:
+    what asked, for the event when nothing can be retrained."""
     if verdict == "NoDrift":
         return RetrainDecision(clear=True)
     if verdict != "Drift" or not retrain or requested_at:
@@ -53,8 +55,8 @@ def retrain_episode(
             events=(
                 EventIntent(
                     "RetrainUnavailable",
-                    "drift detected and spec.onDrift.retrain is true, but the deployment does "
-                    "not serve a TrainingPipeline (spec.model.pipelineRef): nothing to retrain",
+                    f"{cause}, but the deployment does not serve a TrainingPipeline "
+                    "(spec.model.pipelineRef): nothing to retrain",
                     warning=True,
                 ),
             )
