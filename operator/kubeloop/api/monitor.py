@@ -334,8 +334,12 @@ class FeatureDrift(KubeModel):
 class PerformanceStatus(KubeModel):
     """Measured (and estimated) performance of the last check."""
 
-    verdict: Literal["OK", "Degraded", "InsufficientLabels"] = Field(
-        description="Degraded: a measured metric is past its threshold."
+    verdict: Literal["OK", "Degraded", "InsufficientLabels", "Failed"] = Field(
+        description="Degraded: a measured metric is past its threshold; Failed: the labels "
+        "could not be read (see message)."
+    )
+    message: str | None = Field(
+        default=None, max_length=1024, description="Why the verdict is Failed."
     )
     measured: dict[str, float] = Field(
         default_factory=dict, description="Metrics on the labelled rows of the window."
@@ -353,6 +357,11 @@ class PerformanceStatus(KubeModel):
     )
     unmatched_labels: int = Field(
         default=0, ge=0, description="Labels whose id matched no served row in the window."
+    )
+    calibration: Literal["validation", "labels", "none"] | None = Field(
+        default=None,
+        description="What calibrated the estimate: the version's validation predictions, the "
+        "window's labelled rows, or nothing (probabilities taken as calibrated).",
     )
     retrain_requested_at: str | None = Field(
         default=None,

@@ -32,11 +32,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow.dataset as ds
+
 from kubeloop.api.common import parse_duration
 from kubeloop.api.monitor import DriftMonitorSpec
+from kubeloop.profile import Profile
 from kubeloop.storage import StorageError, join, store_for
 from kubeloop.workloads.monitor.accumulate import CategoricalAccumulator, NumericAccumulator
-from kubeloop.workloads.monitor.metrics import build_registry, push_metrics
+from kubeloop.workloads.monitor.metrics import (
+    add_performance,
+    add_prediction_drift,
+    build_registry,
+    push_metrics,
+)
+from kubeloop.workloads.monitor.performance import check_performance
+from kubeloop.workloads.monitor.prediction_drift import prediction_profile, validation_predictions
 from kubeloop.workloads.monitor.reference import load_reference
 from kubeloop.workloads.monitor.report import render_report
 from kubeloop.workloads.monitor.verdict import DatasetVerdict, dataset_verdict, judge
@@ -102,6 +112,17 @@ def run_check(
     profile = load_reference(reference_uri, spec.features, served)
     if dataset is not None and profile.categorical:
         dataset = open_window(payload_log_uri, start, now, list(profile.categorical))
+    return judge_window(spec, dataset, profile, start, now)
+
+
+def judge_window(
+    spec: DriftMonitorSpec,
+    dataset: ds.Dataset | None,
+    profile: Profile,
+    start: datetime,
+    now: datetime,
+) -> tuple[DatasetVerdict, dict[str, Accumulator]]:
+    """Compare the window's columns named in `profile` with it, with the spec's tests."""
     accumulators: dict[str, Accumulator] = {
         **{name: NumericAccumulator(p) for name, p in profile.numeric.items()},
         **{name: CategoricalAccumulator(p) for name, p in profile.categorical.items()},
@@ -138,19 +159,52 @@ def run_check(
     return verdict, accumulators
 
 
-def _features_result(verdict: DatasetVerdict) -> tuple[dict[str, Any], int]:
-    """Per-feature entries, drifted first, within the termination-message budget."""
+def _features_result(
+    verdict: DatasetVerdict, budget: int = FEATURE_BUDGET
+) -> tuple[dict[str, Any], int]:
+    """Per-feature entries, drifted first, within the termination-message `budget`."""
     ordered = sorted(verdict.features, key=lambda f: (not f.drifted, f.name))
     out: dict[str, Any] = {}
     size = 0
     for feature in ordered:
         entry = feature.as_result()
         cost = len(json.dumps({feature.name: entry}, separators=(",", ":")))
-        if size + cost > FEATURE_BUDGET:
+        if size + cost > budget:
             break
         out[feature.name] = entry
         size += cost
     return out, len(ordered) - len(out)
+
+
+def check_outputs(
+    spec: DriftMonitorSpec, payload_log_uri: str, reference_uri: str, now: datetime
+) -> DatasetVerdict | None:
+    """Prediction drift over the drift window; None without validation predictions."""
+    table = validation_predictions(reference_uri)
+    if table is None or "_prediction" not in table.column_names:
+        return None
+    profile = prediction_profile(table)
+    start = now - parse_duration(spec.window)
+    dataset = open_window(payload_log_uri, start, now, list(profile.categorical))
+    verdict, _ = judge_window(spec, dataset, profile, start, now)
+    return verdict
+
+
+def _performance(spec: DriftMonitorSpec, args: argparse.Namespace, now: datetime) -> dict[str, Any]:
+    """The performance section; a labels problem fails this section only, not the check."""
+    assert spec.performance is not None
+    try:
+        found = check_performance(spec.performance, args.payload_log_uri, args.reference_uri, now)
+    except (StorageError, ValueError, OSError) as exc:
+        return {"verdict": "Failed", "message": str(exc)[:1000]}
+    return found.as_result()
+
+
+def _outputs_result(verdict: DatasetVerdict) -> dict[str, Any]:
+    return {
+        "drifted": any(f.drifted for f in verdict.features),
+        "features": {f.name: f.as_result() for f in verdict.features[:8]},
+    }
 
 
 def _report_target(uri: str, monitor: str, now: datetime) -> str:
@@ -171,6 +225,7 @@ def main(argv: list[str]) -> int:
             raise ValueError("set KUBELOOP_PAYLOAD_LOG_URI and KUBELOOP_REFERENCE_URI")
         spec = _spec(args.spec, args.monitor)
         verdict, accumulators = run_check(spec, args.payload_log_uri, args.reference_uri, now)
+        outputs = check_outputs(spec, args.payload_log_uri, args.reference_uri, now)
     except (StorageError, ValueError, OSError) as exc:
         write_result(
             {
@@ -196,7 +251,12 @@ def main(argv: list[str]) -> int:
             "end": now.isoformat(),
         },
     }
-    features, omitted = _features_result(verdict)
+    if spec.performance is not None:
+        result["performance"] = _performance(spec, args, now)
+    if outputs is not None and outputs.features:
+        result["predictionDrift"] = _outputs_result(outputs)
+    extra = len(json.dumps({k: result.get(k) for k in ("performance", "predictionDrift")}))
+    features, omitted = _features_result(verdict, FEATURE_BUDGET - extra)
     result["features"] = features
     if omitted:
         result["featuresOmitted"] = omitted
@@ -216,12 +276,18 @@ def main(argv: list[str]) -> int:
             print(f"report not written: {exc}", file=sys.stderr, flush=True)
     if args.pushgateway_url:
         registry = build_registry(verdict, duration, _schedule_interval(spec.schedule, now))
+        if "performance" in result:
+            add_performance(registry, result["performance"])
+        if outputs is not None and outputs.features:
+            add_prediction_drift(registry, outputs)
         try:
             push_metrics(args.pushgateway_url, args.namespace, args.monitor, registry)
             result["pushed"] = True
         except OSError as exc:  # the operator still gets the verdict; the alert on staleness fires
             print(f"Pushgateway push failed: {exc}", file=sys.stderr, flush=True)
             result["pushed"] = False
+    if "performance" in result:
+        print(f"performance {json.dumps(result['performance'], sort_keys=True)}", flush=True)
     print(
         f"drift verdict={verdict.verdict} share={verdict.drift_share:.3f} rows={verdict.rows} "
         f"seconds={duration:.2f}",

@@ -27,12 +27,10 @@ from typing import Any
 
 import numpy as np
 
+from kubeloop.payload_schema import PROBA_PREFIX, SCHEMA_METADATA_KEY, SCHEMA_VERSION
 from kubeloop.storage import join, store_for
 
-__all__ = ["PROBA_PREFIX", "SCHEMA_VERSION", "PayloadLogger"]
-
-SCHEMA_VERSION = "2"
-PROBA_PREFIX = "_proba_"
+__all__ = ["PayloadLogger"]
 
 log = logging.getLogger("kubeloop.serve")
 
@@ -188,9 +186,7 @@ class PayloadLogger:
         else:
             arrays["_prediction"] = pa.array(predictions.astype(np.float64, copy=False))
         arrays.update(self._probability_columns(group))
-        table = pa.table(arrays).replace_schema_metadata(
-            {"kubeloop.payload_log_schema": SCHEMA_VERSION}
-        )
+        table = pa.table(arrays).replace_schema_metadata({SCHEMA_METADATA_KEY: SCHEMA_VERSION})
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink, compression="zstd")
         return bytes(sink.getvalue().to_pybytes())
