@@ -25,7 +25,13 @@ from pydantic import ValidationError
 
 from kubeloop.api.common import SecretReference
 from kubeloop.api.deployment import ModelDeployment
-from kubeloop.api.monitor import DriftMonitor, DriftMonitorSpec, FeatureDrift
+from kubeloop.api.monitor import (
+    DriftMonitor,
+    DriftMonitorSpec,
+    FeatureDrift,
+    PerformanceStatus,
+    PredictionDriftStatus,
+)
 from kubeloop.api.parse import SpecError, parse_resource
 from kubeloop.api.training import TrainingPipeline
 from kubeloop.controller.pushgateway import delete_group
@@ -44,6 +50,7 @@ from kubeloop.controller.status import (
     snapshot,
 )
 from kubeloop.controller.training import RESYNC_SECONDS
+from kubeloop.decide.performance import performance_episode
 from kubeloop.decide.retrain import RetrainDecision, retrain_episode
 from kubeloop.decide.triggers import RETRAIN_ANNOTATION
 from kubeloop.resources.common import Owner
@@ -179,7 +186,8 @@ def _features(raw: Any) -> tuple[dict[str, Any], int]:
 def _act_on_episode(
     body: Mapping[str, Any], status: dict[str, Any], decision: RetrainDecision
 ) -> None:
-    """Annotate the pipeline behind the deployment as decided, then remember it."""
+    """Annotate the pipeline behind the deployment as decided, then remember it in `status`
+    (the monitor's status for drift, its `performance` section for degradation)."""
     namespace = body["metadata"]["namespace"]
     for event in decision.events:
         post_event(body, event.reason, event.message, warning=event.warning)
@@ -249,6 +257,79 @@ def _record(
         now=now(),
     )
     _act_on_episode(body, status, decision)
+    outputs = result.get("predictionDrift")
+    try:
+        status["predictionDrift"] = (
+            PredictionDriftStatus.model_validate(outputs).to_wire() if outputs else None
+        )
+    except ValidationError:
+        status["predictionDrift"] = None
+    _record_performance(body, status, spec=spec, result=result, job=meta, target=target)
+
+
+def _record_performance(
+    body: Mapping[str, Any],
+    status: dict[str, Any],
+    *,
+    spec: DriftMonitorSpec,
+    result: Mapping[str, Any],
+    job: Mapping[str, Any],
+    target: Target | None,
+) -> None:
+    """status.performance from the check's result, and its degradation episode."""
+    raw = result.get("performance")
+    if spec.performance is None or not isinstance(raw, Mapping):
+        status["performance"] = None
+        return
+    asked = (status.get("performance") or {}).get("retrainRequestedAt")
+    try:
+        found = PerformanceStatus.model_validate({**raw, "retrainRequestedAt": asked})
+    except ValidationError as error:
+        found = PerformanceStatus(verdict="Failed", message=f"unreadable result: {error}"[:1024])
+    section = found.to_wire()
+    decision = performance_episode(
+        found.verdict,
+        retrain=spec.performance.on_degraded.retrain,
+        requested_at=asked,
+        pipeline=target.pipeline if target is not None else None,
+        monitor=body["metadata"]["name"],
+        job=job["name"],
+        job_created=job.get("creationTimestamp"),
+        now=now(),
+    )
+    _act_on_episode(body, section, decision)
+    wire = {k: v for k, v in section.items() if v is not None}
+    # a merge patch keeps nested keys it does not name: name the ones that went away
+    wire.update({k: None for k in status.get("performance") or {} if k not in wire})
+    status["performance"] = wire
+    if found.verdict == "Failed":
+        post_event(body, "PerformanceCheckFailed", str(found.message), warning=True)
+
+
+def _performance_condition(
+    body: Mapping[str, Any], conditions: list[dict[str, Any]], status: Mapping[str, Any]
+) -> None:
+    """PerformanceDegraded from the last verdict; InsufficientLabels and Failed keep it."""
+    perf = status.get("performance") or {}
+    verdict = perf.get("verdict")
+    if verdict not in ("Degraded", "OK"):
+        return
+    degraded = verdict == "Degraded"
+    measured = ", ".join(f"{k} {v:g}" for k, v in sorted((perf.get("measured") or {}).items()))
+    detail = f"{measured or 'no metric'} on {perf.get('labelledRows', 0)} labelled rows"
+    was = {c["type"]: c["status"] for c in conditions}.get("PerformanceDegraded")
+    set_condition(
+        conditions,
+        "PerformanceDegraded",
+        degraded,
+        "PerformanceDegraded" if degraded else "PerformanceOK",
+        f"check {status.get('lastJob')}: {verdict}, {detail}",
+        body["metadata"].get("generation"),
+    )
+    if degraded and was != "True":
+        post_event(body, "PerformanceDegraded", detail, warning=True)
+    elif not degraded and was == "True":
+        post_event(body, "PerformanceRecovered", detail)
 
 
 def reconcile(namespace: str, name: str) -> None:
@@ -329,6 +410,7 @@ def _reconcile(namespace: str, name: str) -> None:
             post_event(body, "DriftDetected", f"{detail} (version {version})", warning=True)
         elif not drifted and was == "True":
             post_event(body, "DriftResolved", f"{detail} (version {version})")
+    _performance_condition(body, conditions, status)
     status.update(conditions=conditions, observedGeneration=generation)
     if status != before:
         api.patch_status(KIND, namespace, name, changed_fields(before, status))

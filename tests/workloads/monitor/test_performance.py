@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import urllib.request
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -19,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from sklearn import metrics as skm
-from tests.workloads.monitor.conftest import NOW
+from tests.workloads.monitor.conftest import NOW, mixed_table
 
 from kubeloop.api.monitor import PerformanceSpec
 from kubeloop.workloads.monitor import cbpe
@@ -231,3 +232,56 @@ def test_estimate_agrees_with_nannyml_cbpe() -> None:
     print(f"CBPE ours {ours} NannyML {theirs}")
     for metric in ("accuracy", "f1", "roc_auc"):
         assert ours[metric] == pytest.approx(theirs[metric], abs=0.01), (metric, ours, theirs)
+
+
+def test_the_check_reports_performance_and_prediction_drift_apart(
+    tmp_path: Path,
+    version_dir: Path,
+    run_monitor: Callable[..., tuple[int, dict[str, Any]]],
+    hours_ago: Callable[[float], datetime],
+    pushgateway: str,
+) -> None:
+    """`kubeloop monitor` as the CronJob runs it: input drift, prediction drift and performance
+    side by side in the result and on the Pushgateway (namespace and monitor labels)."""
+    rng = np.random.default_rng(9)
+    served, truth, _ = _served(rng, 3000)
+    validation, validation_truth, _ = _served(rng, 3000)
+    reference = validation.select(["_prediction", "_proba_0", "_proba_1"])
+    reference = reference.append_column("_label", pa.array([str(v) for v in validation_truth]))
+    pq.write_table(reference, version_dir / "validation-predictions.parquet")
+    features = mixed_table(rng, 3000)
+    for name in features.column_names:
+        served = served.append_column(name, features.column(name))
+    logs = tmp_path / "logs"
+    _write_log(logs, served.drop(["x"]), hours_ago(1))
+    labels = tmp_path / "labels.parquet"
+    ids = [f"r{i}" for i in range(0, 3000, 10)]
+    pq.write_table(pa.table({"request_id": ids, "label": truth[::10]}), labels)
+    spec = {"performance": {"labels": {"uri": f"file://{labels}"}, "minLabelledRows": 100}}
+    code, result = run_monitor(
+        {
+            "KUBELOOP_PAYLOAD_LOG_URI": f"file://{logs}",
+            "KUBELOOP_REFERENCE_URI": f"file://{version_dir}",
+            "KUBELOOP_MONITOR_SPEC": json.dumps(spec),
+            "KUBELOOP_PUSHGATEWAY_URL": pushgateway,
+        }
+    )
+    assert code == 0, result
+    assert result["verdict"] == "NoDrift"
+    perf = result["performance"]
+    assert (perf["verdict"], perf["labelledRows"], perf["calibration"]) == ("OK", 300, "validation")
+    assert perf["coverage"] == pytest.approx(0.1)
+    assert abs(perf["estimated"]["accuracy"] - perf["measured"]["accuracy"]) < 0.05
+    outputs = result["predictionDrift"]
+    assert outputs["drifted"] is False
+    assert set(outputs["features"]) == {"_prediction", "_proba_0", "_proba_1"}
+    with urllib.request.urlopen(f"{pushgateway}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    measured = [
+        line
+        for line in text.splitlines()
+        if line.startswith("kubeloop_model_performance{") and 'source="measured"' in line
+    ]
+    assert any('metric="accuracy"' in m and 'namespace="ml"' in m for m in measured), measured
+    assert "kubeloop_model_performance_label_coverage{" in text
+    assert "kubeloop_prediction_drift_score{" in text and 'output="_prediction"' in text

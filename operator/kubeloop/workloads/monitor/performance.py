@@ -25,23 +25,18 @@ import pyarrow.compute as pc
 from kubeloop.api.common import parse_duration
 from kubeloop.api.monitor import CLASSIFICATION_METRICS, REGRESSION_METRICS, PerformanceSpec
 from kubeloop.decide.performance import PerformanceVerdict, performance_verdict
-from kubeloop.payload_schema import PROBA_PREFIX
+from kubeloop.payload_schema import PROBA_PREFIX, VALIDATION_PREDICTIONS
 from kubeloop.storage import NotFoundError, join
 from kubeloop.workloads.monitor import cbpe, scores
 from kubeloop.workloads.monitor.labels import Labels, read_labels
 from kubeloop.workloads.monitor.window import open_window, window_batches
 
 __all__ = [
-    "VALIDATION_PREDICTIONS",
     "PerformanceResult",
     "check_performance",
     "class_codes",
     "measure",
 ]
-
-# Beside profile.json in a version folder: the validation rows' `_label`, `_prediction` and
-# `_proba_<class>` (the CBPE calibration reference and the prediction-drift reference).
-VALIDATION_PREDICTIONS = "validation-predictions.parquet"
 
 
 @dataclass

@@ -15,10 +15,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from kubeloop.payload_schema import PROBA_PREFIX
+from kubeloop.payload_schema import PROBA_PREFIX, VALIDATION_PREDICTIONS
 from kubeloop.profile import Profile, build_profile, load_profile
 from kubeloop.storage import NotFoundError, join, store_for
-from kubeloop.workloads.monitor.performance import VALIDATION_PREDICTIONS
 
 __all__ = ["prediction_profile", "validation_predictions"]
 

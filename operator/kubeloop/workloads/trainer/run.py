@@ -22,10 +22,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from kubeloop.api.training import TORCH_ESTIMATOR, TrainingPipelineSpec
 from kubeloop.formats import TRAINER, Signature, TorchMLP, format_named
 from kubeloop.modelformat import Feature, Predictor, feature_matrix, write_manifest
+from kubeloop.payload_schema import VALIDATION_PREDICTIONS
 from kubeloop.registry import Registry
 from kubeloop.storage import StorageError
 from kubeloop.workloads.trainer.champion import gate_entry, score_champion, wanted
@@ -39,6 +41,7 @@ from kubeloop.workloads.trainer.data import (
 from kubeloop.workloads.trainer.errors import TrainingError, classify_storage_error
 from kubeloop.workloads.trainer.metrics import evaluate
 from kubeloop.workloads.trainer.mlp import params_dict, parse_params, train_mlp
+from kubeloop.workloads.trainer.predictions import validation_predictions
 from kubeloop.workloads.trainer.preprocess import build_preprocess
 
 __all__ = [
@@ -69,6 +72,8 @@ class Trained:
     rows: dict[str, int]
     extra: dict[str, Any]
     inputs: tuple[Feature, ...] | None = None  # default: every feature of the data
+    # the validation rows' outputs (trainer/predictions.py); None: not kept (custom code)
+    validation_predictions: pa.Table | None = None
 
 
 def saved_by_format(model: Any, model_format: str) -> Callable[[Path, Signature], dict[str, Any]]:
@@ -244,6 +249,9 @@ def run_training(spec: TrainingPipelineSpec, ctx: RunContext) -> dict[str, Any]:
         metrics=metrics,
         rows=rows,
         extra=extra,
+        validation_predictions=validation_predictions(
+            spec.model.task, y_val, prediction.values, prediction.probabilities, data.classes
+        ),
     )
     return publish(spec, ctx, data, trained, started)
 
@@ -294,6 +302,8 @@ def publish(
             categorical = [f.name for f in data.features if f.kind == "categorical"]
             profile = build_profile(data.train, numeric, categorical)
             (folder / "profile.json").write_text(json.dumps(profile, sort_keys=True))
+            if trained.validation_predictions is not None:
+                pq.write_table(trained.validation_predictions, folder / VALIDATION_PREDICTIONS)
             target_type = str(data.train.schema.field(data.target).type)
             versions = _versions()
             if spec.model.framework == "torch":
