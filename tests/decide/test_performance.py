@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from kubeloop.decide.performance import performance_episode, performance_verdict
+from kubeloop.decide.performance import DEGRADED_CAUSE, as_episode, performance_verdict
+from kubeloop.decide.retrain import RetrainDecision, retrain_episode
 
 _ENOUGH = {"labelled_rows": 500, "coverage": 0.5, "min_labelled_rows": 100, "min_coverage": 0.1}
 
@@ -46,6 +47,10 @@ def test_performance_verdict(
 _CREATED = "2026-01-01T10:30:00Z"
 
 
+def _episode(verdict: str, **given: Any) -> RetrainDecision:
+    return retrain_episode(as_episode(verdict), **given, cause=DEGRADED_CAUSE)
+
+
 @pytest.mark.parametrize(
     ("verdict", "given", "expected"),
     [
@@ -69,7 +74,7 @@ def test_performance_episode(
         "job_created": _CREATED,
         "now": "2026-01-01T10:31:00Z",
     }
-    decision = performance_episode(verdict, **{**inputs, **given})
+    decision = _episode(verdict, **{**inputs, **given})
     events = tuple(e.reason for e in decision.events)
     assert (decision.pipeline, decision.stamp, decision.clear, events) == expected
     if decision.events:
@@ -78,8 +83,6 @@ def test_performance_episode(
 
 def test_drift_and_degradation_in_one_check_ask_for_the_same_run() -> None:
     """Both episodes annotate the pipeline with a value fixed by the Job: one run, not two."""
-    from kubeloop.decide.retrain import retrain_episode
-
     common: dict[str, Any] = {
         "retrain": True,
         "requested_at": None,
@@ -89,7 +92,4 @@ def test_drift_and_degradation_in_one_check_ask_for_the_same_run() -> None:
         "job_created": _CREATED,
         "now": _CREATED,
     }
-    assert (
-        retrain_episode("Drift", **common).request
-        == performance_episode("Degraded", **common).request
-    )
+    assert retrain_episode("Drift", **common).request == _episode("Degraded", **common).request

@@ -50,7 +50,7 @@ from kubeloop.controller.status import (
     snapshot,
 )
 from kubeloop.controller.training import RESYNC_SECONDS
-from kubeloop.decide.performance import performance_episode
+from kubeloop.decide.performance import DEGRADED_CAUSE, as_episode
 from kubeloop.decide.retrain import RetrainDecision, retrain_episode
 from kubeloop.decide.triggers import RETRAIN_ANNOTATION
 from kubeloop.resources.common import Owner
@@ -287,8 +287,8 @@ def _record_performance(
     except ValidationError as error:
         found = PerformanceStatus(verdict="Failed", message=f"unreadable result: {error}"[:1024])
     section = found.to_wire()
-    decision = performance_episode(
-        found.verdict,
+    decision = retrain_episode(
+        as_episode(found.verdict),
         retrain=spec.performance.on_degraded.retrain,
         requested_at=asked,
         pipeline=target.pipeline if target is not None else None,
@@ -296,6 +296,7 @@ def _record_performance(
         job=job["name"],
         job_created=job.get("creationTimestamp"),
         now=now(),
+        cause=DEGRADED_CAUSE,
     )
     _act_on_episode(body, section, decision)
     wire = {k: v for k, v in section.items() if v is not None}
@@ -317,19 +318,37 @@ def _performance_condition(
     degraded = verdict == "Degraded"
     measured = ", ".join(f"{k} {v:g}" for k, v in sorted((perf.get("measured") or {}).items()))
     detail = f"{measured or 'no metric'} on {perf.get('labelledRows', 0)} labelled rows"
-    was = {c["type"]: c["status"] for c in conditions}.get("PerformanceDegraded")
-    set_condition(
+    _verdict_condition(
+        body,
         conditions,
-        "PerformanceDegraded",
-        degraded,
-        "PerformanceDegraded" if degraded else "PerformanceOK",
-        f"check {status.get('lastJob')}: {verdict}, {detail}",
-        body["metadata"].get("generation"),
+        ("PerformanceDegraded", degraded),
+        reasons=("PerformanceDegraded", "PerformanceOK"),
+        events=("PerformanceDegraded", "PerformanceRecovered"),
+        message=f"check {status.get('lastJob')}: {verdict}, {detail}",
+        detail=detail,
     )
-    if degraded and was != "True":
-        post_event(body, "PerformanceDegraded", detail, warning=True)
-    elif not degraded and was == "True":
-        post_event(body, "PerformanceRecovered", detail)
+
+
+def _verdict_condition(
+    body: Mapping[str, Any],
+    conditions: list[dict[str, Any]],
+    condition: tuple[str, bool],
+    *,
+    reasons: tuple[str, str],
+    events: tuple[str, str],
+    message: str,
+    detail: str,
+) -> None:
+    """Set a verdict's condition (`reasons`: when true, when false) and post the Event of its
+    transition (`events`: to true, a Warning; back to false)."""
+    type_, on = condition
+    was = {c["type"]: c["status"] for c in conditions}.get(type_)
+    generation = body["metadata"].get("generation")
+    set_condition(conditions, type_, on, reasons[0] if on else reasons[1], message, generation)
+    if on and was != "True":
+        post_event(body, events[0], detail, warning=True)
+    elif not on and was == "True":
+        post_event(body, events[1], detail)
 
 
 def reconcile(namespace: str, name: str) -> None:
@@ -396,20 +415,16 @@ def _reconcile(namespace: str, name: str) -> None:
         drifted = verdict == "Drift"
         share = status.get("driftShare")
         detail = f"drift share {share:g}" if isinstance(share, float) else "no drift share"
-        was = {c["type"]: c["status"] for c in conditions}.get("DriftDetected")
-        set_condition(
-            conditions,
-            "DriftDetected",
-            drifted,
-            "DriftDetected" if drifted else "NoDrift",
-            f"check {status.get('lastJob')}: {verdict}, {detail}",
-            generation,
-        )
         version = status.get("modelVersion")
-        if drifted and was != "True":
-            post_event(body, "DriftDetected", f"{detail} (version {version})", warning=True)
-        elif not drifted and was == "True":
-            post_event(body, "DriftResolved", f"{detail} (version {version})")
+        _verdict_condition(
+            body,
+            conditions,
+            ("DriftDetected", drifted),
+            reasons=("DriftDetected", "NoDrift"),
+            events=("DriftDetected", "DriftResolved"),
+            message=f"check {status.get('lastJob')}: {verdict}, {detail}",
+            detail=f"{detail} (version {version})",
+        )
     _performance_condition(body, conditions, status)
     status.update(conditions=conditions, observedGeneration=generation)
     if status != before:

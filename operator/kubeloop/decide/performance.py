@@ -17,9 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from kubeloop.api.monitor import HIGHER_IS_BETTER
-from kubeloop.decide.retrain import RetrainDecision, retrain_episode
 
-__all__ = ["PerformanceVerdict", "performance_episode", "performance_verdict"]
+__all__ = ["DEGRADED_CAUSE", "PerformanceVerdict", "as_episode", "performance_verdict"]
+
+DEGRADED_CAUSE = "performance degraded and spec.performance.onDegraded.retrain is true"
 
 # A performance verdict read as a drift verdict by the shared episode rule.
 _AS_EPISODE = {"Degraded": "Drift", "OK": "NoDrift", "InsufficientLabels": "NoData"}
@@ -55,28 +56,7 @@ def performance_verdict(
     return PerformanceVerdict("Degraded" if breached else "OK", tuple(breached))
 
 
-def performance_episode(
-    verdict: str,
-    *,
-    retrain: bool,
-    requested_at: str | None,
-    pipeline: str | None,
-    monitor: str,
-    job: str,
-    job_created: str | None,
-    now: str,
-) -> RetrainDecision:
-    """What one check's performance `verdict` does to its degradation episode (arguments as
-    `retrain_episode`, with `retrain` = spec.performance.onDegraded.retrain and
-    `requested_at` = status.performance.retrainRequestedAt)."""
-    return retrain_episode(
-        _AS_EPISODE.get(verdict, verdict),
-        retrain=retrain,
-        requested_at=requested_at,
-        pipeline=pipeline,
-        monitor=monitor,
-        job=job,
-        job_created=job_created,
-        now=now,
-        cause="performance degraded and spec.performance.onDegraded.retrain is true",
-    )
+def as_episode(verdict: str) -> str:
+    """A performance verdict as the drift verdict the shared episode rule
+    (`retrain_episode`, with cause DEGRADED_CAUSE) reads."""
+    return _AS_EPISODE.get(verdict, verdict)

@@ -20,17 +20,28 @@ __all__ = ["JOB", "add_performance", "add_prediction_drift", "build_registry", "
 JOB = PUSHGATEWAY_JOB
 
 
+def _scores(
+    registry: CollectorRegistry, verdict: DatasetVerdict, name: str, help_: str, label: str
+) -> None:
+    """Every test's statistic of every column judged, labelled by column (`label`) and test."""
+    score = Gauge(name, help_, [label, "test"], registry=registry)
+    for column in verdict.features:
+        for test, value in column.scores.items():
+            score.labels(column.name, test).set(value)
+
+
 def build_registry(
     result: DatasetVerdict, duration_seconds: float, schedule_interval_seconds: float | None
 ) -> CollectorRegistry:
     """The metrics of one run (names used by the chart's rules and dashboard)."""
     registry = CollectorRegistry()
-    score = Gauge(
+    _scores(
+        registry,
+        result,
         "kubeloop_drift_score",
         "Drift statistic per feature and test (p-value for ks and chi2, their effect sizes "
         "ks_statistic and cramers_v, else a distance).",
-        ["feature", "test"],
-        registry=registry,
+        "feature",
     )
     drifted = Gauge(
         "kubeloop_drift_feature_drifted",
@@ -39,8 +50,6 @@ def build_registry(
         registry=registry,
     )
     for feature in result.features:
-        for test, value in feature.scores.items():
-            score.labels(feature.name, test).set(value)
         drifted.labels(feature.name, feature.test).set(int(feature.drifted))
     Gauge("kubeloop_drift_share", "Share of features drifted.", registry=registry).set(
         result.drift_share
@@ -100,15 +109,13 @@ def add_performance(registry: CollectorRegistry, result: dict[str, Any]) -> None
 
 def add_prediction_drift(registry: CollectorRegistry, verdict: DatasetVerdict) -> None:
     """Drift of the model's outputs, apart from the input features' metrics."""
-    score = Gauge(
+    _scores(
+        registry,
+        verdict,
         "kubeloop_prediction_drift_score",
         "Drift statistic of a model output (`_prediction`, `_proba_<class>`) per test.",
-        ["output", "test"],
-        registry=registry,
+        "output",
     )
-    for output in verdict.features:
-        for test, number in output.scores.items():
-            score.labels(output.name, test).set(number)
     Gauge(
         "kubeloop_prediction_drift_detected",
         "1 when the prediction or a class probability drifted.",
