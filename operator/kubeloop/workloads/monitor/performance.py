@@ -25,10 +25,10 @@ import pyarrow.compute as pc
 from kubeloop.api.common import parse_duration
 from kubeloop.api.monitor import CLASSIFICATION_METRICS, REGRESSION_METRICS, PerformanceSpec
 from kubeloop.decide.performance import PerformanceVerdict, performance_verdict
-from kubeloop.payload_schema import PROBA_PREFIX, VALIDATION_PREDICTIONS
-from kubeloop.storage import NotFoundError, join
+from kubeloop.payload_schema import PROBA_PREFIX
 from kubeloop.workloads.monitor import cbpe, scores
-from kubeloop.workloads.monitor.labels import Labels, read_labels
+from kubeloop.workloads.monitor.labels import read_labels
+from kubeloop.workloads.monitor.prediction_drift import validation_predictions
 from kubeloop.workloads.monitor.window import open_window, window_batches
 
 __all__ = [
@@ -119,18 +119,10 @@ def measure(
 
 
 def _validation_calibrator(reference_uri: str, positive: str) -> cbpe.Calibrator | None:
-    from kubeloop.storage import store_for
-
-    uri = join(reference_uri, VALIDATION_PREDICTIONS)
-    try:
-        raw = store_for(uri).read_bytes(uri)
-    except (NotFoundError, ValueError):
-        return None
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(pa.BufferReader(raw))
+    """Isotonic calibration on the version's validation predictions, if it kept them."""
+    table = validation_predictions(reference_uri)
     column = PROBA_PREFIX + positive
-    if column not in table.column_names or "_label" not in table.column_names:
+    if table is None or column not in table.column_names or "_label" not in table.column_names:
         return None
     truth = pc.cast(table.column("_label"), pa.string()).to_numpy(zero_copy_only=False)
     return cbpe.fit_isotonic(
@@ -151,12 +143,12 @@ class _Stream:
     positive: list[npt.NDArray[np.bool_]] = field(default_factory=list)  # predicted positive
 
 
-def _lookup(labels: Labels, by_row: bool) -> dict[Any, int]:
-    ids = labels.table.column("_request_id").to_pylist()
+def _keys(ids: Any, rows: Any, by_row: bool) -> pa.Array:
+    """The join key of each row: its request id, or id and row when labels name rows."""
+    ids = pc.cast(ids, pa.string())
     if not by_row:
-        return {key: i for i, key in enumerate(ids)}
-    rows = labels.table.column("_row").to_pylist()
-    return {key: i for i, key in enumerate(zip(ids, rows, strict=True))}
+        return ids
+    return pc.binary_join_element_wise(ids, pc.cast(rows, pa.string()), "\x1f")
 
 
 def check_performance(
@@ -176,7 +168,9 @@ def check_performance(
     classes = [n[len(PROBA_PREFIX) :] for n in proba_columns] if classification else None
     labels = read_labels(spec.labels, classification)
     by_row = spec.labels.row_column is not None
-    lookup = _lookup(labels, by_row)
+    # Arrow hashes the labels' keys per batch (in C++): far cheaper than a Python dict lookup
+    # per row; the cost grows with labels x batches, which the window's hours bound.
+    label_keys = _keys(labels.table.column("_request_id"), labels.table.column("_row"), by_row)
     label_values = labels.table.column("_label").to_numpy(zero_copy_only=False)
     seen = np.zeros(labels.table.num_rows, dtype=bool)
     binary = classes is not None and len(classes) == 2
@@ -187,20 +181,18 @@ def check_performance(
         n = batch.num_rows
         stream.rows += n
         present = batch.schema.names
-        ids = batch.column(present.index("_request_id")).to_pylist()
         row = (
-            batch.column(present.index("_row")).to_numpy(zero_copy_only=False)
+            batch.column(present.index("_row"))
             if "_row" in present
-            else np.zeros(n, np.int64)
+            else pa.array(np.zeros(n, np.int32))
         )
-        if by_row:
-            keys: Any = zip(ids, row.tolist(), strict=True)
-            found = np.fromiter((lookup.get(k, -1) for k in keys), np.int64, count=n)
-        else:
-            found = np.fromiter((lookup.get(k, -1) for k in ids), np.int64, count=n)
-            found[row != 0] = -1  # without a row column a label names row 0
+        keys = _keys(batch.column(present.index("_request_id")), row, by_row)
+        found = pc.index_in(keys, value_set=label_keys).fill_null(-1).to_numpy().astype(np.int64)
+        if not by_row:  # without a row column a label names row 0
+            found[pc.not_equal(row, 0).fill_null(True).to_numpy(zero_copy_only=False)] = -1
         hit = found >= 0
-        predicted = batch.column(present.index("_prediction")).to_numpy(zero_copy_only=False)
+        prediction = batch.column(present.index("_prediction"))
+        predicted = prediction.to_numpy(zero_copy_only=False)
         proba = (
             np.column_stack(
                 [
@@ -221,7 +213,8 @@ def check_performance(
                 stream.proba.append(proba[hit])
         if estimating and proba is not None and classes is not None:
             stream.score.append(proba[:, 1])
-            stream.positive.append(predicted.astype(str) == classes[1])
+            is_positive = pc.equal(pc.cast(prediction, pa.string()), classes[1])
+            stream.positive.append(is_positive.fill_null(False).to_numpy(zero_copy_only=False))
     metrics = list(
         spec.metrics or (CLASSIFICATION_METRICS if classification else REGRESSION_METRICS)
     )
