@@ -13,6 +13,7 @@ are counted as `unmatchedLabels`; duplicates as `duplicateLabels` (labels.py: la
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -37,6 +38,9 @@ __all__ = [
     "class_codes",
     "measure",
 ]
+
+# Window rows joined per lookup: the labels are hashed once per chunk (a few tens of MB of ids).
+CHUNK_ROWS = 1 << 19
 
 
 @dataclass
@@ -168,8 +172,9 @@ def check_performance(
     classes = [n[len(PROBA_PREFIX) :] for n in proba_columns] if classification else None
     labels = read_labels(spec.labels, classification)
     by_row = spec.labels.row_column is not None
-    # Arrow hashes the labels' keys per batch (in C++): far cheaper than a Python dict lookup
-    # per row; the cost grows with labels x batches, which the window's hours bound.
+    # Arrow hashes the labels' keys once per chunk of the window (in C++): far cheaper than a
+    # Python dict lookup per row, and chunks of CHUNK_ROWS keep the rebuilds few even when the
+    # server wrote thousands of small files.
     label_keys = _keys(labels.table.column("_request_id"), labels.table.column("_row"), by_row)
     label_values = labels.table.column("_label").to_numpy(zero_copy_only=False)
     seen = np.zeros(labels.table.num_rows, dtype=bool)
@@ -177,19 +182,20 @@ def check_performance(
     estimating = spec.estimate and binary
     stream = _Stream()
     columns = ["_request_id", "_row", "_prediction", *proba_columns]
-    for batch in window_batches(dataset, columns, start, now):
+    for batch in _chunks(window_batches(dataset, columns, start, now)):
         n = batch.num_rows
         stream.rows += n
         present = batch.schema.names
         row = (
             batch.column(present.index("_row"))
             if "_row" in present
-            else pa.array(np.zeros(n, np.int32))
+            else pa.chunked_array([np.zeros(n, np.int32)])
         )
         keys = _keys(batch.column(present.index("_request_id")), row, by_row)
         found = pc.index_in(keys, value_set=label_keys).fill_null(-1).to_numpy().astype(np.int64)
         if not by_row:  # without a row column a label names row 0
-            found[pc.not_equal(row, 0).fill_null(True).to_numpy(zero_copy_only=False)] = -1
+            # (a version-1 file has no `_row`: null, read as row 0)
+            found[pc.not_equal(row, 0).fill_null(False).to_numpy(zero_copy_only=False)] = -1
         hit = found >= 0
         prediction = batch.column(present.index("_prediction"))
         predicted = prediction.to_numpy(zero_copy_only=False)
@@ -240,6 +246,20 @@ def check_performance(
         )
     result.verdict = _verdict(spec, result.labelled_rows, result.coverage, result.measured)
     return result
+
+
+def _chunks(batches: Iterator[pa.RecordBatch], rows: int = CHUNK_ROWS) -> Iterator[pa.Table]:
+    """The batches regrouped into tables of at least `rows` rows (the last one smaller)."""
+    buffer: list[pa.RecordBatch] = []
+    count = 0
+    for batch in batches:
+        buffer.append(batch)
+        count += batch.num_rows
+        if count >= rows:
+            yield pa.Table.from_batches(buffer)
+            buffer, count = [], 0
+    if buffer:
+        yield pa.Table.from_batches(buffer)
 
 
 def _concat(parts: list[npt.NDArray[Any]]) -> npt.NDArray[Any]:
