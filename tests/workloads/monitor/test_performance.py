@@ -285,3 +285,18 @@ def test_the_check_reports_performance_and_prediction_drift_apart(
     assert any('metric="accuracy"' in m and 'namespace="ml"' in m for m in measured), measured
     assert "kubeloop_model_performance_label_coverage{" in text
     assert "kubeloop_prediction_drift_score{" in text and 'output="_prediction"' in text
+
+
+def test_version_one_logs_without_row_nor_probabilities(
+    tmp_path: Path, hours_ago: Callable[[float], datetime]
+) -> None:
+    """Files written before schema 2: every row is row 0, roc_auc and the estimate are absent."""
+    logs, labels = tmp_path / "logs", tmp_path / "labels.parquet"
+    predictions = ["1", "0", "1", "1"] * 50
+    table = pa.table({"_request_id": [f"r{i}" for i in range(200)], "_prediction": predictions})
+    _write_log(logs, table, hours_ago(1))
+    truth = ["1"] * 200
+    pq.write_table(pa.table({"request_id": [f"r{i}" for i in range(200)], "label": truth}), labels)
+    got = check_performance(_spec(labels), f"file://{logs}", None, NOW)
+    assert got.labelled_rows == 200 and got.measured["accuracy"] == pytest.approx(0.75)
+    assert got.measured["roc_auc"] is None and got.estimated == {}
