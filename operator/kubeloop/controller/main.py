@@ -117,6 +117,10 @@ def configure_logging(level: str, log_format: str = "text") -> None:
         # JSON format needs python-json-logger and names the fields differently.
         logging.getLogger().handlers[-1].setFormatter(JsonLineFormatter())
     logging.getLogger().setLevel(name)
+    # kopf logs every probe it answers ("Activity 'leadership' succeeded."): a line per probe.
+    logging.getLogger("kopf.activities.probe").setLevel(
+        max(logging.WARNING, logging.getLevelName(name))
+    )
 
 
 @kopf.on.startup()
