@@ -1,7 +1,9 @@
 """High availability: two real operators (`kubeloop operator` subprocesses) elect a leader on
-one coordination.k8s.io/v1 Lease; the leader is SIGKILLed in the middle of a run, and the
-follower takes over. We measure the takeover (the Lease, then the first thing done: the killed
-leader's run recorded) and count what must never happen: duplicate Jobs, lost runs.
+one coordination.k8s.io/v1 Lease; the leader is SIGKILLed in the middle of a run, and later
+the next leader in the middle of a canary rollout; each time the follower takes over. We
+measure the takeovers (the Lease, then the first thing done: the killed leader's run recorded)
+and count what must never happen: duplicate Jobs, lost runs, a canary restarted from its first
+step or created twice.
 
 Short lease timings (3 s lease, 1 s renew) keep it fast; `KUBELOOP_HA_LEASE_SECONDS=15` runs it
 with the chart's defaults (15 s lease, 5 s renew). Faked: the API server (the emulator, in this
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.integration.harness import Cluster, settled, wait_for
+from tests.integration.harness import MD, Cluster, events, example, settled, wait_for
 from tests.reliability import runs
 from tests.reliability.operator_process import OperatorProcess
 
@@ -29,7 +31,8 @@ from kubeloop.local.cluster.processes import free_port
 
 pytestmark = pytest.mark.slow  # ~20 s: `make test` starts it first
 
-NAME = "ha"
+NAME, MD_NAME = "ha", "ha-md"
+DEPLOYS = "apps/v1/deployments"
 NAMESPACE, LEASE = "kubeloop-system", "kubeloop-leader"
 LEASES = "coordination.k8s.io/v1/leases"
 # KUBELOOP_HA_LEASE_SECONDS=15 measures the chart's defaults (15 s lease, 5 s renew).
@@ -79,7 +82,64 @@ def cluster(tmp_path: Path) -> Iterator[tuple[Cluster, Path]]:
         yield Cluster(thread), tmp_path
 
 
-def test_the_follower_takes_over_a_killed_leader_within_15_s_losing_and_duplicating_nothing(
+def _takeover(api: Cluster, killed: Replica, by: Replica) -> float:
+    """SIGKILL the leader `killed`; seconds until `by` holds the Lease."""
+    started = time.monotonic()
+    killed.kill()
+    wait_for(lambda: _lease(api).get("holderIdentity") == by.name, TAKEOVER_LIMIT, "takeover")
+    return time.monotonic() - started
+
+
+def _mid_run(api: Cluster, a: Replica, b: Replica) -> tuple[float, float]:
+    """Kill the leader while run 2's Job runs; the Job ends while nobody leads. Returns the
+    seconds until b holds the Lease and until b recorded run 2."""
+    runs.start_run(api, NAME, 1, timeout=60)
+    runs.finish_run(api, NAME, 1, 0.8, timeout=60)
+    runs.start_run(api, NAME, 2, timeout=60)
+    killed = time.monotonic()
+    api.finish_job("ml", f"{NAME}-run-2", _result(2, 0.85))
+    lease_taken = _takeover(api, a, b)
+    wait_for(
+        lambda: len(runs.status(api, NAME).get("runs") or []) >= 2,
+        TAKEOVER_LIMIT,
+        "run 2 recorded by the new leader",
+    )
+    return lease_taken, time.monotonic() - killed
+
+
+def _mid_canary(api: Cluster, b: Replica, c: Replica) -> float:
+    """Kill the leader at the canary's second step (50 %); the new leader holds it there (the
+    canary is not ready yet), then goes on to promotion. Returns the takeover's seconds."""
+    doc = example("churn-deployment.yaml", name=MD_NAME)
+    doc["spec"].update(replicas=4, storageSecretRef={"name": "s3-credentials"})
+    doc["spec"]["model"] = {"uri": "s3://models/churn/versions/1/"}
+    doc["spec"].pop("autoscaling")
+    doc["spec"]["rollout"]["canary"]["stepSeconds"] = 1
+    api.create(doc)
+    api.roll_out_deployment("ml", MD_NAME)
+    wait_for(lambda: _md_status(api).get("modelVersion") == "1", 60, "serving v1")
+    uri = {"uri": "s3://models/churn/versions/2/"}
+    api.patch(MD, "ml", MD_NAME, {"spec": {"model": uri}})
+    api.roll_out_deployment("ml", f"{MD_NAME}-canary")
+    wait_for(lambda: (_md_status(api).get("canary") or {}).get("step") == 1, 60, "step 1")
+    before = _md_status(api)["canary"]
+    canary_uid = (api.get(DEPLOYS, "ml", f"{MD_NAME}-canary") or {})["metadata"]["uid"]
+
+    taken = _takeover(api, b, c)
+    settled(api, "modeldeployments", MD_NAME)  # reconciled by c, several times: it holds
+    assert _md_status(api)["canary"] == before and before["trafficPercent"] == 50
+    assert (api.get(DEPLOYS, "ml", f"{MD_NAME}-canary") or {})["metadata"]["uid"] == canary_uid
+    assert len(events(api, MD_NAME, "CanaryStarted")) == 1
+
+    api.roll_out_deployment("ml", f"{MD_NAME}-canary")  # and it goes on from there
+    wait_for(lambda: _stable_uri(api).endswith("/2/"), 60, "promoted")
+    api.roll_out_deployment("ml", MD_NAME)
+    wait_for(lambda: _md_status(api).get("modelVersion") == "2", 60, "serving v2")
+    assert api.get(DEPLOYS, "ml", f"{MD_NAME}-canary") is None
+    return taken
+
+
+def test_the_follower_takes_over_a_killed_leader_mid_run_and_mid_canary(
     cluster: tuple[Cluster, Path],
 ) -> None:
     api, folder = cluster
@@ -98,24 +158,8 @@ def test_the_follower_takes_over_a_killed_leader_within_15_s_losing_and_duplicat
         doc = runs.pipeline(NAME)
         doc["spec"].pop("storageSecretRef")
         api.create(doc)
-        runs.start_run(api, NAME, 1, timeout=60)
-        runs.finish_run(api, NAME, 1, 0.8, timeout=60)
-        runs.start_run(api, NAME, 2, timeout=60)  # run 2's Job exists: a is mid-run
-
         transitions = int(_lease(api).get("leaseTransitions", 0))
-        killed = time.monotonic()
-        a.kill()
-        api.finish_job("ml", f"{NAME}-run-2", {**_result(2, 0.85)})  # done while nobody leads
-        wait_for(
-            lambda: _lease(api).get("holderIdentity") == "operator-b", TAKEOVER_LIMIT, "takeover"
-        )
-        lease_taken = time.monotonic() - killed
-        wait_for(
-            lambda: len(runs.status(api, NAME).get("runs") or []) >= 2,
-            TAKEOVER_LIMIT,
-            "run 2 recorded by the new leader",
-        )
-        acted = time.monotonic() - killed
+        lease_taken, acted = _mid_run(api, a, b)
         assert _probe(b.port)["leadership"]["role"] == "leader"
 
         # a's pod comes back under a new name (a Deployment's new pod): it follows.
@@ -125,6 +169,7 @@ def test_the_follower_takes_over_a_killed_leader_within_15_s_losing_and_duplicat
         wait_for(lambda: (_probe_or_none(c.port) or {}).get("role") == "follower", 60, "c")
         runs.start_run(api, NAME, 3, timeout=60)
         runs.finish_run(api, NAME, 3, 0.9, timeout=60)
+        canary_taken = _mid_canary(api, b, c)
         settled(api, "trainingpipelines", NAME)
 
         jobs = runs.jobs_of(api, NAME)
@@ -132,17 +177,19 @@ def test_the_follower_takes_over_a_killed_leader_within_15_s_losing_and_duplicat
         status = runs.status(api, NAME)
         ids = Counter(r["id"] for r in status.get("runs") or [])
         lost = len({"1", "2", "3"} - set(ids))
+        deployments = {d["metadata"]["name"] for d in api.list(DEPLOYS, "ml")}
         print(
-            f"\nRELIABILITY operator-ha: lease={DURATION}s renew={RENEW:g}s, kills=1, "
-            f"lease_taken_after={lease_taken:.1f}s, run_recorded_after={acted:.1f}s, "
+            f"\nRELIABILITY operator-ha: lease={DURATION}s renew={RENEW:g}s, kills=2, "
+            f"mid-run: lease_taken_after={lease_taken:.1f}s, run_recorded_after={acted:.1f}s; "
+            f"mid-canary: lease_taken_after={canary_taken:.1f}s, resumed_at_step=1; "
             f"duplicate_jobs={len(jobs) - 3}, lost_runs={lost}, "
             f"lease_transitions={int(_lease(api)['leaseTransitions']) - transitions}"
         )
-        assert lease_taken < TAKEOVER_LIMIT and acted < TAKEOVER_LIMIT
+        assert max(lease_taken, acted, canary_taken) < TAKEOVER_LIMIT
         assert max(names.values()) == 1 and len(jobs) == 3, f"duplicate Jobs: {names}"
         assert lost == 0 and max(ids.values()) == 1, f"runs in status: {sorted(ids.items())}"
-        assert _lease(api)["holderIdentity"] == "operator-b"
-        assert b.exits == 0 and c.exits == 0, "a replica exited on its own (see its log)"
+        assert deployments == {MD_NAME}, deployments  # the canary's gone, no stray copy
+        assert c.exits == 0, "a replica exited on its own (see its log)"
         assert status["champion"]["score"] == 0.9  # the gate ran once per run
     finally:  # the followers first: the leader's release is the last word on the Lease
         for replica in reversed(replicas):
@@ -150,6 +197,16 @@ def test_the_follower_takes_over_a_killed_leader_within_15_s_losing_and_duplicat
                 replica.stop()
     # A stopped leader hands over: the Lease is released, not left to expire.
     assert _lease(api)["holderIdentity"] == ""
+
+
+def _md_status(api: Cluster) -> dict[str, Any]:
+    return ((api.get(MD, "ml", MD_NAME) or {}).get("status")) or {}
+
+
+def _stable_uri(api: Cluster) -> str:
+    dep = api.get(DEPLOYS, "ml", MD_NAME) or {}
+    env = dep["spec"]["template"]["spec"]["containers"][0]["env"]
+    return str(next(e["value"] for e in env if e["name"] == "KUBELOOP_MODEL_URI"))
 
 
 def _result(run: int, auc: float) -> dict[str, Any]:
