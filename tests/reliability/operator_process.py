@@ -58,21 +58,18 @@ class OperatorProcess:
                     self._spawn()
 
     def kill_and_restart(self) -> None:
-        with self._lock:
-            assert self.proc is not None
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-            self.kills += 1
-            self._spawn()
+        self.kill(restart=True)
 
-    def kill(self) -> None:
-        """SIGKILL, and no restart (a pod deleted with its node)."""
+    def kill(self, restart: bool = False) -> None:
+        """SIGKILL; without `restart`, the process stays gone (a pod deleted with its node)."""
         with self._lock:
             assert self.proc is not None
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
             self.kills += 1
             self.proc = None
+            if restart:
+                self._spawn()
 
     def stop(self) -> None:
         self._stopping.set()

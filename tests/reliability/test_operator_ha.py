@@ -22,7 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.integration.harness import MD, Cluster, events, example, settled, wait_for
+from tests.integration.harness import (
+    MD,
+    Cluster,
+    events,
+    example,
+    settled,
+    training_result,
+    wait_for,
+)
 from tests.reliability import runs
 from tests.reliability.operator_process import OperatorProcess
 
@@ -97,7 +105,7 @@ def _mid_run(api: Cluster, a: Replica, b: Replica) -> tuple[float, float]:
     runs.finish_run(api, NAME, 1, 0.8, timeout=60)
     runs.start_run(api, NAME, 2, timeout=60)
     killed = time.monotonic()
-    api.finish_job("ml", f"{NAME}-run-2", _result(2, 0.85))
+    api.finish_job("ml", f"{NAME}-run-2", training_result("2", 0.85))
     lease_taken = _takeover(api, a, b)
     wait_for(
         lambda: len(runs.status(api, NAME).get("runs") or []) >= 2,
@@ -207,13 +215,3 @@ def _stable_uri(api: Cluster) -> str:
     dep = api.get(DEPLOYS, "ml", MD_NAME) or {}
     env = dep["spec"]["template"]["spec"]["containers"][0]["env"]
     return str(next(e["value"] for e in env if e["name"] == "KUBELOOP_MODEL_URI"))
-
-
-def _result(run: int, auc: float) -> dict[str, Any]:
-    return {
-        "kind": "TrainingResult",
-        "ok": True,
-        "version": str(run),
-        "uri": f"s3://models/churn/versions/{run}",
-        "metrics": {"roc_auc": auc},
-    }
