@@ -71,6 +71,8 @@ def test_takeover_only_after_the_lease_ran_out_and_fencing_before_it(
     assert a.step() == TIMING.renew  # no Lease: a creates it and leads
     assert a.leading.is_set() and a.may_act() and _gauge(a) == 1
     assert _lease(cluster, a)["holderIdentity"] == "operator-a"
+    served = cluster.emulator.requests_served
+    assert a.step() == TIMING.renew and cluster.emulator.requests_served == served + 1  # a PUT
     assert b.step() == TIMING.retry and not b.leading.is_set()  # b follows
     assert b.describe()["role"] == "follower" and b.describe()["leader"] == "operator-a"
 
@@ -95,6 +97,7 @@ def test_takeover_only_after_the_lease_ran_out_and_fencing_before_it(
 
     # a, back, finds b's name in the Lease: it stops (the process would exit here).
     a_clock.now += 1
+    assert a.step() == 0.0  # its renew (from the version it wrote) is refused: read at once
     a.step()
     assert lost == [f"the leader lease {NAMESPACE}/takeover is held by operator-b"]
     assert _gauge(a) == 0

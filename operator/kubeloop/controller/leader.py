@@ -72,6 +72,7 @@ class Elector:
         self.holder = ""  # as last read: who leads now
         self._monotonic = monotonic
         self._observation: Observation | None = None
+        self._written: LeaseRecord | None = None  # the Lease as this replica last wrote it
         self._renewed_at: float | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kubeloop-leader", daemon=True)
@@ -124,10 +125,16 @@ class Elector:
         return f"{self.election.namespace}/{self.election.lease}"
 
     def step(self) -> float:
-        """Read the Lease, act on `next_step`; returns the seconds until the next look."""
+        """Read the Lease, act on `next_step`; returns the seconds until the next look.
+
+        The leader renews from the record it last wrote, without reading it first (one PUT per
+        renewal): a PUT of a stale resourceVersion is refused (409), and it reads again then.
+        """
         timing = self.election.timing
-        found = self.api.get(LEASE, self.election.namespace, self.election.lease, timing.retry)
-        lease = read_lease(found)
+        lease = self._written
+        if lease is None:
+            found = self.api.get(LEASE, self.election.namespace, self.election.lease, timing.retry)
+            lease = read_lease(found)
         now = self._monotonic()
         step = next_step(lease, self._observation, self.election.identity, timing, now, clock.now())
         self._observation = step.observation
@@ -141,7 +148,9 @@ class Elector:
         sent_at = self._monotonic()
         written = read_lease(self._write(step.action, step.write))
         if written is None or written.identity != step.write.identity:
+            self._written = None
             return 0.0  # another replica wrote first (409): read it again at once
+        self._written = written
         self._renewed(sent_at, step.action)
         return step.wait
 
@@ -179,6 +188,7 @@ class Elector:
 
     def _lose(self, why: str) -> None:
         self._renewed_at = None
+        self._written = None
         LEADER.labels(self.election.namespace, self.election.identity).set(0)
         log.error("%s: this replica stops acting now", why)
         self.on_lost(why)
@@ -188,6 +198,7 @@ class Elector:
         if not self.leading.is_set():
             return
         self.leading.clear()
+        self._written = None
         LEADER.labels(self.election.namespace, self.election.identity).set(0)
         try:
             lease = read_lease(
