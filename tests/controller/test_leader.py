@@ -100,7 +100,7 @@ def test_takeover_only_after_the_lease_ran_out_and_fencing_before_it(
     assert a.step() == 0.0  # its renew (from the version it wrote) is refused: read at once
     a.step()
     assert lost == [f"the leader lease {NAMESPACE}/takeover is held by operator-b"]
-    assert _gauge(a) == 0
+    assert _gauge(a) == 0 and a.describe()["role"] == "follower" and not a.may_act()
 
     # b stops on purpose: it releases, and a third replica takes over at its first look.
     b.release()

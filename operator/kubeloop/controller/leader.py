@@ -187,6 +187,7 @@ class Elector:
             self.leading.set()
 
     def _lose(self, why: str) -> None:
+        self.leading.clear()
         self._renewed_at = None
         self._written = None
         LEADER.labels(self.election.namespace, self.election.identity).set(0)
