@@ -31,8 +31,8 @@ Env (all optional):
 - `KUBELOOP_LEASE_NAME`: leader election among replicas on this coordination.k8s.io/v1 Lease in
   `KUBELOOP_OPERATOR_NAMESPACE` (controller/leader.py); empty (default): no election, this
   process reconciles alone. `KUBELOOP_POD_NAME`: this replica's identity in the Lease (default:
-  host name and process id). `KUBELOOP_LEASE_DURATION_SECONDS` (15) and
-  `KUBELOOP_LEASE_RENEW_SECONDS` (5): the leader stops acting when it could not renew for their
+  host name and process id). `KUBELOOP_LEASE_DURATION_SECONDS` (10) and
+  `KUBELOOP_LEASE_RENEW_SECONDS` (3): the leader stops acting when it could not renew for their
   difference; a follower takes over once the lease ran out unrenewed, or at once when released.
 
 The log (stderr) has a timestamp, the logger and the level on every line; object-scoped lines

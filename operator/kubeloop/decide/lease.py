@@ -43,8 +43,8 @@ _MICRO = "%Y-%m-%dT%H:%M:%S.%fZ"
 class LeaseTiming:
     """How long a lease lasts and how often its holder renews it (seconds)."""
 
-    duration: int = 15  # leaseDurationSeconds written into the Lease
-    renew: float = 5.0  # the holder renews this often
+    duration: int = 10  # leaseDurationSeconds written into the Lease
+    renew: float = 3.0  # the holder renews this often
 
     @property
     def renew_deadline(self) -> float:
