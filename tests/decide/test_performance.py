@@ -93,3 +93,21 @@ def test_drift_and_degradation_in_one_check_ask_for_the_same_run() -> None:
         "now": _CREATED,
     }
     assert retrain_episode("Drift", **common).request == _episode("Degraded", **common).request
+
+
+def test_a_broken_feed_holds_the_degradation_retrain() -> None:
+    """Nulls in a column degrade the model as they break the feed: no retrain on that data."""
+    decision = _episode(
+        "Degraded",
+        retrain=True,
+        requested_at=None,
+        pipeline="churn",
+        monitor="m",
+        job="m-1",
+        job_created=_CREATED,
+        now=_CREATED,
+        broken_feed=True,
+    )
+    assert decision.pipeline is None and decision.stamp is None
+    assert [e.reason for e in decision.events] == ["RetrainHeld"]
+    assert decision.events[0].message.startswith("performance degraded, but")

@@ -7,7 +7,7 @@ for rmse, mae) is Degraded; a threshold on a metric that could not be computed (
 one class among the labels) is not judged. The label-free estimate never decides.
 
 Episodes follow drift's rule (decide/retrain.py): a run of Degraded verdicts asks once;
-OK ends the episode; InsufficientLabels keeps it. A check that finds drift and degradation
+OK ends the episode; InsufficientLabels keeps it; a broken feed in the same window holds it. A check that finds drift and degradation
 annotates the pipeline with the same value (a function of the check's Job): one run.
 """
 
@@ -20,7 +20,7 @@ from kubeloop.api.monitor import HIGHER_IS_BETTER
 
 __all__ = ["DEGRADED_CAUSE", "PerformanceVerdict", "as_episode", "performance_verdict"]
 
-DEGRADED_CAUSE = "performance degraded and spec.performance.onDegraded.retrain is true"
+DEGRADED_CAUSE = ("performance degraded", "spec.performance.onDegraded.retrain")
 
 # A performance verdict read as a drift verdict by the shared episode rule.
 _AS_EPISODE = {"Degraded": "Drift", "OK": "NoDrift", "InsufficientLabels": "NoData"}

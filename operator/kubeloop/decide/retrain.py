@@ -6,6 +6,12 @@ annotation; status.retrainRequestedAt remembers that the episode asked. A NoDrif
 the episode (re-armed: the next Drift asks again); NoData says nothing about drift and keeps
 it. The annotation's value is a function of the check's Job, so a restart between the two
 writes repeats the same value, and the pipeline (which acts once per value) starts one run.
+
+Data quality never asks for a retrain: a QualityIssue verdict is not drift. A Drift found in
+the same check as a broken feed (kubeloop.decide.quality.holds_retrain: a column gone,
+mistyped or turned to nulls, which also reads as drift) is held (Event RetrainHeld, the
+episode stays armed): retraining on it would teach the next model the breakage. The next check
+with clean data asks, if the drift remains.
 """
 
 from __future__ import annotations
@@ -40,23 +46,38 @@ def retrain_episode(
     job: str,
     job_created: str | None,
     now: str,
-    cause: str = "drift detected and spec.onDrift.retrain is true",
+    broken_feed: bool = False,
+    cause: tuple[str, str] = ("drift detected", "spec.onDrift.retrain"),
 ) -> RetrainDecision:
     """What one recorded check's `verdict` does to the episode. `retrain`: spec.onDrift.retrain;
     `requested_at`: status.retrainRequestedAt; `pipeline`: the TrainingPipeline the watched
-    deployment serves (None: it serves a URI); `job`, `job_created`: the check's Job; `cause`:
-    what asked, for the event when nothing can be retrained."""
+    deployment serves (None: it serves a URI); `job`, `job_created`: the check's Job;
+    `broken_feed`: the same check found the feed broken (holds_retrain of its status.quality);
+    `cause`: what asked and the field that let it, for the Events."""
+    what, field = cause
     if verdict == "NoDrift":
         return RetrainDecision(clear=True)
     if verdict != "Drift" or not retrain or requested_at:
         return RetrainDecision()
+    if broken_feed:
+        return RetrainDecision(
+            events=(
+                EventIntent(
+                    "RetrainHeld",
+                    f"{what}, but the same window looks like a broken feed (a column "
+                    "missing, mistyped or turned to nulls: status.quality): no retrain on it; "
+                    "the next check with clean data asks again",
+                    warning=True,
+                ),
+            )
+        )
     if pipeline is None:
         return RetrainDecision(
             events=(
                 EventIntent(
                     "RetrainUnavailable",
-                    f"{cause}, but the deployment does not serve a TrainingPipeline "
-                    "(spec.model.pipelineRef): nothing to retrain",
+                    f"{what} and {field} is true, but the deployment does not serve a "
+                    "TrainingPipeline (spec.model.pipelineRef): nothing to retrain",
                     warning=True,
                 ),
             )
