@@ -689,7 +689,7 @@ def test_prometheus_rule_runbooks_point_where_the_values_say(helm: str) -> None:
     )
     (rule,) = _by_kind(objs, "PrometheusRule")
     alerts = [r for group in rule["spec"]["groups"] for r in group["rules"] if "alert" in r]
-    assert len(alerts) == 8
+    assert len(alerts) == 9
     for alert in alerts:
         assert alert["annotations"]["runbook_url"] == f"{mirror}#{alert['alert'].lower()}"
 
@@ -699,6 +699,7 @@ def test_prometheus_rule_leaves_out_the_disabled_alerts_only(helm: str) -> None:
         "KubeloopInferenceLatencyHigh",
         "KubeloopDriftDetected",
         "KubeloopDataQualityIssue",
+        "KubeloopModelPerformanceDegraded",
         "KubeloopDriftMonitorNotRun",
     ]
     objs = render(
