@@ -17,7 +17,7 @@ trained on (`lastRunDataFingerprint`) and from the one last acted on
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -29,7 +29,7 @@ from kubeloop.api.training import (
     TrainingPipeline,
     TrainingPipelineSpec,
 )
-from kubeloop.controller import adoption, clock
+from kubeloop.controller import adoption, clock, search
 from kubeloop.controller.kube import Refused
 from kubeloop.controller.promotions import (
     PROMOTE_ANNOTATION,
@@ -70,6 +70,7 @@ from kubeloop.resources.registry import REGISTRY_LABEL
 from kubeloop.resources.training import (
     KUEUE_QUEUE_LABEL,
     RUN_ID_LABEL,
+    TRIAL_LABEL,
     TRIGGER_ANNOTATION,
     build_headless_service,
     build_training_job,
@@ -229,6 +230,9 @@ def run_state(
                 f"admitted{by}",
             ),
         )
+    elif (current.get("search") or {}).get("finished") is False:
+        trials = current["search"].get("progress", "")
+        phase, running = "Running", (True, "Searching", f"run {run_id} is searching: {trials}")
     else:
         phase, running = "Running", (True, "RunInProgress", f"run {run_id} is training")
     if waiting:
@@ -404,7 +408,9 @@ def _ensure_children(
     run: Mapping[str, Any],
     champion: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
-    """Create the run's Job (and what it needs); returns the Job. Raises `Refused`."""
+    """Create the run's Job (and what it needs); returns the Job. Raises `Refused`.
+
+    After a search (spec.search) the Job trains its winner: the finished search goes with it."""
     api = runtime.api
     run_id = int(run["id"])
     if spec.distributed.workers > 1:
@@ -417,6 +423,7 @@ def _ensure_children(
         generation=run.get("generation"),
         defaults=runtime.config.workloads,
         champion=champion,
+        search=search.winning_search(spec, run),
     )
     return api.create(job)
 
@@ -438,6 +445,31 @@ def _start(
         _record(spec, status, body, run=run, result=None, failure=refused.summary, event=not posted)
         status["currentRun"] = None
         return None
+
+
+def _advance_run(
+    spec: TrainingPipelineSpec,
+    status: dict[str, Any],
+    body: dict[str, Any],
+    conditions: list[dict[str, Any]],
+    persist: Callable[[], None],
+) -> tuple[dict[str, Any] | None, bool]:
+    """Move the current run (allocated, its Job not seen) on: its search while that goes on,
+    then its Job. Returns (the Job, if created; whether the API server refused it)."""
+    run = status["currentRun"]
+    if search.searching(spec, run):
+        selector = {PIPELINE_LABEL: body["metadata"]["name"]}
+        done = search.advance(spec, status, body, selector, persist)
+        if done is None:
+            return None, False  # trials still to run
+        run = status["currentRun"]
+        if done.record is None:
+            failure = done.failure or "the search failed"
+            _record(spec, status, body, run=run, result=None, failure=failure, event=False)
+            status["currentRun"] = None
+            return None, False
+    job = _start(spec, status, body, run, conditions)
+    return job, job is None
 
 
 def _job_pods(namespace: str, run: Mapping[str, Any] | None) -> list[dict[str, Any]]:
@@ -574,7 +606,12 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
     # Runs between the watermark and the current one can only be Jobs a lost status forgot.
     if full or (current is not None and int(current["id"]) > watermark + 1):
         listed = api.list("Job", namespace, {PIPELINE_LABEL: name})
-        jobs = {int(j["metadata"]["labels"][RUN_ID_LABEL]): j for j in listed}
+        # A search's trial Jobs carry their run's id too; controller/search.py reads them.
+        jobs = {
+            int(j["metadata"]["labels"][RUN_ID_LABEL]): j
+            for j in listed
+            if TRIAL_LABEL not in j["metadata"]["labels"]
+        }
     else:
         found = api.get("Job", namespace, current["job"]) if current else None
         jobs = {int(current["id"]): found} if current and found else {}
@@ -590,9 +627,10 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
             status["currentRun"] = current = None
     if current is not None and int(current["id"]) not in jobs:
         # Allocated before a crash (or the Job was deleted while running): (re)create it
-        # under its deterministic name, so the run resumes instead of being lost.
-        job = _start(spec, status, body, current, conditions)
-        started, refused = job is not None, job is None
+        # under its deterministic name, so the run resumes instead of being lost. A run with
+        # spec.search runs its trials first.
+        job, refused = _advance_run(spec, status, body, conditions, persist)
+        started = job is not None
         if job is not None:
             jobs[int(current["id"])] = job
         current = status.get("currentRun")
@@ -641,13 +679,13 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
         )
         # Allocate in status first: after a crash the run is resumed, never started twice.
         persist()
-        job = _start(spec, status, body, run, conditions)
+        job, refused = _advance_run(spec, status, body, conditions, persist)
         if job is not None:
             started = True
             jobs[run_id] = job
             post_event(body, "RunStarted", f"run {run_id} ({decision.start}): Job {run['job']}")
-        else:
-            refused = True
+        elif search.searching(spec, status.get("currentRun")):
+            post_event(body, "RunStarted", f"run {run_id} ({decision.start}): search first")
         # What still waits, now that the run is allocated and its triggers handled.
         after = replace(inputs, status=status, first_run=adoption.first_run(status))
         trigger, _ = pending(after)
