@@ -237,6 +237,13 @@ def advance(
 ) -> SearchDone | None:
     """Move the current run's search on (status.currentRun is set and `searching`); a
     SearchDone once it is over. `selector`: the labels of the pipeline's Jobs."""
+    trained = status.get("lastRunSpecHash")
+    if trained is not None and trained != spec.run_hash():
+        # The trials drawn so far came from the spec as it was: the run ends, and the edit
+        # starts its own (SpecChange) run with a search of the new spec.
+        why = "search: the spec changed during the search; a run of the new spec follows"
+        post_event(body, "SearchFailed", f"run {status['currentRun']['id']}: {why}", warning=True)
+        return SearchDone(record=None, failure=why)
     search = _Search(spec, status, body, selector, persist)
     if not search.current.get("search"):
         search.write()
