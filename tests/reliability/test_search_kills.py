@@ -16,10 +16,9 @@ from collections.abc import Iterator
 import pytest
 from tests.integration.harness import JOBS, Cluster, wait_for
 from tests.reliability import runs
-from tests.reliability.operator_process import OperatorProcess
+from tests.reliability.operator_process import OperatorProcess, killable_operator
 
 from kubeloop.api.search import SEARCH_ENV, SearchRecord
-from kubeloop.local.cluster.emulator import EmulatorThread
 
 pytestmark = pytest.mark.slow  # operator restarts: seconds each
 
@@ -30,14 +29,8 @@ SEED = 20261130
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, OperatorProcess]]:
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
-    with EmulatorThread() as thread:
-        operator = OperatorProcess(thread.url, log)
-        operator.start()
-        try:
-            yield Cluster(thread), operator
-        finally:
-            operator.stop()
+    with killable_operator(tmp_path_factory.mktemp("operator") / "operator.log") as running:
+        yield running
 
 
 def _trial_jobs(cluster: Cluster) -> dict[str, str]:

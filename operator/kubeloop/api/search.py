@@ -115,6 +115,16 @@ class SearchRecord(KubeModel):
 MAX_TRIALS = 100
 
 
+def _ordered(wire: str, attr: str) -> CelRule:
+    """[lo, hi] of range `wire` (ParamRange attribute `attr`) with lo <= hi."""
+    return CelRule(
+        cel=f"!has(self.{wire}) || self.{wire}[0] <= self.{wire}[1]",
+        check=lambda r: getattr(r, attr) is None or getattr(r, attr)[0] <= getattr(r, attr)[1],
+        message=f"{wire}: [lo, hi] with lo <= hi",
+        field_path=f".{wire}",
+    )
+
+
 class ParamRange(KubeModel):
     """Where one parameter's values come from: set exactly one of choice, uniform, logUniform,
     integer."""
@@ -129,12 +139,7 @@ class ParamRange(KubeModel):
             message="set exactly one of choice, uniform, logUniform, integer",
             field_path=".choice",
         ),
-        CelRule(
-            cel="!has(self.uniform) || self.uniform[0] <= self.uniform[1]",
-            check=lambda r: r.uniform is None or r.uniform[0] <= r.uniform[1],
-            message="uniform: [lo, hi] with lo <= hi",
-            field_path=".uniform",
-        ),
+        _ordered("uniform", "uniform"),
         CelRule(
             cel="!has(self.logUniform) || (self.logUniform[0] > 0.0 && "
             "self.logUniform[0] <= self.logUniform[1])",
@@ -142,12 +147,7 @@ class ParamRange(KubeModel):
             message="logUniform: [lo, hi] with 0 < lo <= hi (a log scale has no zero)",
             field_path=".logUniform",
         ),
-        CelRule(
-            cel="!has(self.integer) || self.integer[0] <= self.integer[1]",
-            check=lambda r: r.integer is None or r.integer[0] <= r.integer[1],
-            message="integer: [lo, hi] with lo <= hi",
-            field_path=".integer",
-        ),
+        _ordered("integer", "integer"),
     )
 
     choice: list[Any] | None = Field(

@@ -523,6 +523,18 @@ def _search_rule(kind: str) -> str:
     )
 
 
+def _search_cel_rule(kind: str, message: str, field_path: str = ".search.space") -> CelRule:
+    """One of the search-vs-model rules (`kind`: estimator, params, budget); the Python side
+    names the exact candidate and parameter."""
+    return CelRule(
+        cel=_search_rule(kind),
+        check=_search_fits(kind),
+        message=message,
+        field_path=field_path,
+        explain=_explain_search,
+    )
+
+
 class TrainingPipelineSpec(KubeModel):
     """Desired state of a TrainingPipeline."""
 
@@ -598,31 +610,23 @@ class TrainingPipelineSpec(KubeModel):
             field_path=".promotion",
             reason="FieldValueRequired",
         ),
-        CelRule(
-            cel=_search_rule("estimator"),
-            check=_search_fits("estimator"),
-            message="spec.search.space: a candidate's estimator must be on the allow-list and "
-            "fit spec.model.framework and spec.model.task (framework custom: no estimator)",
-            field_path=".search.space",
-            explain=_explain_search,
+        _search_cel_rule(
+            "estimator",
+            "spec.search.space: a candidate's estimator must be on the allow-list and fit "
+            "spec.model.framework and spec.model.task (framework custom: no estimator)",
         ),
-        CelRule(
-            cel=_search_rule("params"),
-            check=_search_fits("params"),
-            message="spec.search.space: a candidate searches a parameter its estimator does "
-            "not take (only its own keyword arguments: e.g. max_iter for "
-            "HistGradientBoosting, n_estimators for XGBoost)",
-            field_path=".search.space",
-            explain=_explain_search,
+        _search_cel_rule(
+            "params",
+            "spec.search.space: a candidate searches a parameter its estimator does not take "
+            "(only its own keyword arguments: e.g. max_iter for HistGradientBoosting, "
+            "n_estimators for XGBoost)",
         ),
-        CelRule(
-            cel=_search_rule("budget"),
-            check=_search_fits("budget"),
-            message="spec.search.budget.parameter: an estimator of the space cannot use it as "
-            "a budget: max_iter (HistGradientBoosting, LogisticRegression), n_estimators "
-            "(forests, GradientBoosting, XGBoost, LightGBM), epochs (TabularMLP) or rows",
+        _search_cel_rule(
+            "budget",
+            "spec.search.budget.parameter: an estimator of the space cannot use it as a budget: "
+            "max_iter (HistGradientBoosting, LogisticRegression), n_estimators (forests, "
+            "GradientBoosting, XGBoost, LightGBM), epochs (TabularMLP) or rows",
             field_path=".search.budget.parameter",
-            explain=_explain_search,
         ),
     )
 
