@@ -119,3 +119,7 @@ def test_search_runs_trials_then_the_winner_and_survives_a_restart(
         lambda: (s := pipeline_status(cluster, "srch")).get("champion") and s, what="champion"
     )
     assert status["champion"]["version"] == "1" and status["runs"][0]["result"] == "Promoted"
+    assert (
+        status["runs"][0]["search"]["best"]["trial"] == 1
+        and "trials" not in status["runs"][0]["search"]
+    )

@@ -774,6 +774,11 @@ class RunRecord(KubeModel):
         "them with metrics).",
     )
     message: str = Field(default="", max_length=4096, description="Why, in a sentence.")
+    search: SearchStatus | None = Field(
+        default=None,
+        description="The run's search (spec.search): done/total and the best trial (every "
+        "trial's params and score are in the version's manifest).",
+    )
     started_at: str | None = Field(
         default=None, json_schema_extra={"format": "date-time"}, description="Start time."
     )

@@ -116,6 +116,7 @@ class _Search:
         self.plan: SearchPlan = plan(spec, str(self.current["id"]))
         self.records = _records(self.current)
         self.selector = {**selector, RUN_ID_LABEL: str(self.current["id"])}
+        self.jobs: dict[str, dict[str, Any]] = {}
 
     def write(self, finished: bool = False) -> None:
         """Fold the records into status.currentRun.search and write status."""
@@ -127,7 +128,7 @@ class _Search:
     def observe(self) -> None:
         """Record every trial Job that ended; re-create a running trial's vanished Job."""
         api, ns = runtime.api, self.owner.namespace
-        jobs = {j["metadata"]["name"]: j for j in api.list("Job", ns, self.selector)}
+        self.jobs = jobs = {j["metadata"]["name"]: j for j in api.list("Job", ns, self.selector)}
         changed = False
         for i, entry in enumerate(self.records):
             if entry.state != "Running":
@@ -183,9 +184,10 @@ class _Search:
                     self.records[i] = entry.model_copy(update={"state": "Stopped"})
             self.write()
             for entry in self.records:
-                if (entry.trial, entry.rung) in stopping:
-                    # A Stopped trial's Job that still runs (none, once its rung has ended)
-                    # would only spend its budget: it goes.
+                job = self.jobs.get(entry.job)
+                if (entry.trial, entry.rung) in stopping and job and not job_outcome(job):
+                    # A Stopped trial's Job that still runs would only spend its budget; a
+                    # finished one stays (its logs), until ttlSecondsAfterFinished.
                     runtime.api.delete("Job", self.owner.namespace, entry.job)
         if decision.start:
             new = [

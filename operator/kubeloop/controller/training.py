@@ -292,6 +292,10 @@ def _record(
         "startedAt": run.get("startedAt") or now(),
         "finishedAt": finished_at or now(),
     }
+    searched = run.get("search")
+    if isinstance(searched, Mapping):
+        # Kept short: a finished run's trials are in its version's manifest.
+        record["search"] = {k: v for k, v in searched.items() if k != "trials"}
     if result is None or not result.get("ok"):
         why = (result or {}).get("message") or (result or {}).get("reason")
         record.update(result="Failed", message=str(why or failure))
