@@ -166,3 +166,12 @@ def test_summary_counts_finished_trial_jobs_and_names_the_best_estimator() -> No
     status = summary(p, [_done(0, 0.8), _running(1)])
     assert (status.done, status.total, status.progress) == (1, 4, "1/4")
     assert status.best is not None and status.best.estimator == p.configs[0].estimator
+
+
+def test_halving_never_crowns_a_trial_that_failed_on_its_larger_budget() -> None:
+    p = _plan(trials=9, **HALVING)
+    rung0 = [_done(t, 0.5 + t / 100, state="Stopped" if t < 6 else "Succeeded") for t in range(9)]
+    rung1 = [_done(8, None, 1, "Failed"), _done(7, None, 1, "Failed"), _done(6, 0.55, 1)]
+    assert step(p, [*rung0, *rung1], 2).winner == 6
+    every = [_done(t, None, 1, "Failed") for t in (6, 7, 8)]
+    assert step(p, [*rung0, *every], 2).winner == 5  # the best that never failed

@@ -476,11 +476,14 @@ def _advance_run(
     return job, job is None
 
 
-def _job_pods(namespace: str, run: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+def _job_pods(namespace: str, name: str, run: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     """The pods of the Job of the run in progress (or of the registry read): why it cannot
-    start, and its live progress, are read from them. None listed without such a Job."""
+    start, and its live progress, are read from them. None listed without such a Job. While
+    the run searches, the pods of its trial Jobs (a trial that cannot start stalls it)."""
     if not run or "job" not in run:
         return []
+    if (run.get("search") or {}).get("finished") is False:
+        return runtime.api.list("Pod", namespace, {PIPELINE_LABEL: name, RUN_ID_LABEL: run["id"]})
     return runtime.api.list("Pod", namespace, {"job-name": run["job"]})
 
 
@@ -550,7 +553,7 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
         # storage Secret missing): no run starts until it ran, so it is said the same way.
         reading_op = adoption.reading_op(status)
         if pods is None:
-            pods = _job_pods(namespace, current or reading_op)
+            pods = _job_pods(namespace, name, current or reading_op)
         blocked = pod_blocked(pods)
         if blocked:
             job_of_read = (reading_op or {}).get("job")
@@ -699,8 +702,8 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
 
     # 5. the run's live progress, read from its pod (which has no API access to write it).
     current = status.get("currentRun")
-    pods = _job_pods(namespace, current or adoption.reading_op(status))
-    if current is not None:
+    pods = _job_pods(namespace, name, current or adoption.reading_op(status))
+    if current is not None and not search.searching(spec, current):
         progress = progress_update(current, read_progress(pods))
         if progress is not None:
             status["currentRun"] = {**current, "progress": progress}

@@ -203,11 +203,18 @@ def _members(p: SearchPlan, records: Sequence[TrialStatus], rung: int) -> list[i
 
 
 def winner(p: SearchPlan, records: Sequence[TrialStatus]) -> TrialStatus | None:
-    """The best scored entry on the highest rung where any trial scored (None: none did)."""
+    """The best scored entry on the highest rung where any trial scored (None: none did); a
+    trial that failed on a higher rung (its larger budget) is not a winner."""
+    failed_on: dict[int, int] = {}  # trial -> the highest rung it failed on
+    for r in records:
+        if r.state == "Failed":
+            failed_on[r.trial] = max(failed_on.get(r.trial, -1), r.rung)
     rungs = sorted({r.rung for r in records if r.score is not None and r.state != "Failed"})
-    if not rungs:
-        return None
-    return _ranked(p, _scored(records, rungs[-1]))[0]
+    for rung in reversed(rungs):
+        entries = [r for r in _scored(records, rung) if failed_on.get(r.trial, -1) < rung]
+        if entries:
+            return _ranked(p, entries)[0]
+    return None
 
 
 def step(p: SearchPlan, records: Sequence[TrialStatus], parallelism: int) -> SearchStep:
