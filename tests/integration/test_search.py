@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from tests.integration.harness import (
     JOBS,
+    TP,
     Cluster,
     Operator,
     events,
@@ -123,3 +124,25 @@ def test_search_runs_trials_then_the_winner_and_survives_a_restart(
         status["runs"][0]["search"]["best"]["trial"] == 1
         and "trials" not in status["runs"][0]["search"]
     )
+
+
+def test_a_spec_edit_mid_search_ends_the_run_stops_its_trials_and_searches_again(
+    cluster: Cluster, operator: Operator
+) -> None:
+    doc = example("churn-pipeline.yaml", name="srch2")
+    doc["spec"].pop("schedule")
+    doc["spec"]["search"] = {**SEARCH, "trials": 2}
+    cluster.create(doc)
+    wait_for(lambda: cluster.get(JOBS, "ml", "srch2-run-1-t1"), what="run 1's trials")
+    cluster.finish_job("ml", "srch2-run-1-t0", _outcome(0))
+    cluster.patch(TP, "ml", "srch2", {"spec": {"search": {"seed": 8}}})
+    wait_for(lambda: cluster.get(JOBS, "ml", "srch2-run-2-t1"), what="run 2's trials")
+    status = pipeline_status(cluster, "srch2")
+    assert (
+        status["runs"][0]["result"] == "Failed" and "spec changed" in status["runs"][0]["message"]
+    )
+    assert status["currentRun"]["trigger"] == "SpecChange"
+    # the unfinished trial of run 1 was stopped; the finished one keeps its Job (and logs)
+    wait_for(lambda: cluster.get(JOBS, "ml", "srch2-run-1-t1") is None, what="t1 deleted")
+    assert cluster.get(JOBS, "ml", "srch2-run-1-t0") is not None
+    assert events(cluster, "srch2", "SearchFailed")

@@ -36,6 +36,7 @@ from kubeloop.decide.search import (
 from kubeloop.resources.common import Owner
 from kubeloop.resources.training import (
     RUN_ID_LABEL,
+    TRIAL_LABEL,
     build_headless_service,
     build_training_job,
     trial_job_name,
@@ -230,6 +231,15 @@ class _Search:
         return SearchDone(record=done)
 
 
+def _stop_running(namespace: str, selector: dict[str, str], current: Mapping[str, Any]) -> None:
+    """Delete the trial Jobs of an abandoned search that still run (they would only spend
+    their budget on trials no one reads)."""
+    jobs = runtime.api.list("Job", namespace, {**selector, RUN_ID_LABEL: str(current["id"])})
+    for job in jobs:
+        if TRIAL_LABEL in job["metadata"].get("labels", {}) and not job_outcome(job):
+            runtime.api.delete("Job", namespace, job["metadata"]["name"])
+
+
 def advance(
     spec: TrainingPipelineSpec,
     status: dict[str, Any],
@@ -245,6 +255,7 @@ def advance(
         # starts its own (SpecChange) run with a search of the new spec.
         why = "search: the spec changed during the search; a run of the new spec follows"
         post_event(body, "SearchFailed", f"run {status['currentRun']['id']}: {why}", warning=True)
+        _stop_running(body["metadata"]["namespace"], selector, status["currentRun"])
         return SearchDone(record=None, failure=why)
     search = _Search(spec, status, body, selector, persist)
     if not search.current.get("search"):
