@@ -232,7 +232,10 @@ def run_state(
         )
     elif (current.get("search") or {}).get("finished") is False:
         trials = current["search"].get("progress", "")
-        phase, running = "Running", (True, "Searching", f"run {run_id} is searching: {trials}")
+        phase, running = (
+            "Running",
+            (True, "Searching", f"run {run_id} is searching: trials {trials}"),
+        )
     else:
         phase, running = "Running", (True, "RunInProgress", f"run {run_id} is training")
     if waiting:
