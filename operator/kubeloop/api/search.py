@@ -238,7 +238,12 @@ class SearchBudget(KubeModel):
         "custom code reads, or rows.",
     )
     min: int = Field(ge=1, description="The budget of the first rung.")
-    max: int = Field(ge=1, description="The largest budget; the winner is refit with it.")
+    max: int = Field(
+        ge=1,
+        description="The largest budget a rung gets (budget.min times a power of "
+        "reductionFactor, capped here). The winner is refit on every training row, with the "
+        "largest budget its rungs reached.",
+    )
 
 
 class SearchSpec(KubeModel):
