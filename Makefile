@@ -46,7 +46,8 @@ lint: ## ruff, mypy --strict and the import-layer contracts
 	$(PYTHON) -m ruff check operator tests bench hack
 	$(PYTHON) -m ruff format --check operator tests bench hack
 	$(PYTHON) -m mypy
-	lint-imports
+	@# the console script beside the interpreter: pyenv's shims know of it only after a rehash
+	$(dir $(PYEXE))lint-imports
 
 test: test-deps ## install what the tests need (Evidently venv included: PSI is checked against it), then run them
 	$(PYTHON) -m pytest $(PYTEST_ARGS); rc=$$?; \

@@ -46,6 +46,12 @@ _REQUEST = f"{_CREATED} churn-drift/churn-drift-29000"
         ("NoData", {"requested_at": _CREATED}, (None, None, None, False, ())),  # says nothing
         ("NoData", {}, (None, None, None, False, ())),
         ("Failed", {}, (None, None, None, False, ())),  # a check without a verdict
+        # Data quality never asks for a retrain, and a broken feed (which reads as drift too)
+        # holds the drift one of the same window; the episode stays armed for clean data.
+        ("QualityIssue", {}, (None, None, None, False, ())),
+        ("Drift", {"broken_feed": True}, (None, None, None, False, ("RetrainHeld",))),
+        ("Drift", {"broken_feed": True, "retrain": False}, (None, None, None, False, ())),
+        ("NoDrift", {"broken_feed": True}, (None, None, None, True, ())),
     ],
 )
 def test_retrain_episode(verdict: str, given: dict[str, Any], expected: tuple[Any, ...]) -> None:

@@ -50,6 +50,7 @@ _EDITS: list[tuple[str, dict[str, Any], bool]] = [
     ("promotion", {"promotion": {"metric": "roc_auc", "minimum": 0.8}}, False),
     ("runPolicy", {"runPolicy": {"historyLimit": 5}}, False),
     ("queueName", {"queueName": "team-a"}, False),
+    ("dataValidation", {"dataValidation": {"nullShare": 0.5}}, False),
     ("dataTrigger", {"dataTrigger": {"schedule": "*/10 * * * *"}}, False),
     (
         "dataTrigger",

@@ -215,6 +215,37 @@ def test_verdicts_status_and_one_retrain_per_episode(cluster: Cluster, operator:
     assert _pipeline_jobs(cluster, "dm2") == ["dm2-run-1", "dm2-run-2", "dm2-run-3"]
 
 
+def test_a_quality_issue_is_its_own_verdict_and_holds_the_drift_retrain(
+    cluster: Cluster, operator: Operator
+) -> None:
+    _loop(cluster, "dm6")
+    issue = {"feature": "f000", "check": "nullShare", "value": 0.4, "threshold": 0.1}
+    broken = {
+        **_drift("Drift", share=0.5),  # 40 % nulls read as drift too (the missing bin)
+        "quality": {"verdict": "QualityIssue", "issues": [issue]},
+        "reportUri": "s3://logs/churn/_reports/dm6/dm6-20260101T000000Z.html",
+    }
+    _check(cluster, "dm6", 1, broken)
+    status = _status(cluster, DM, "dm6")
+    assert status["quality"] == {"verdict": "QualityIssue", "issues": [issue]}
+    assert status["reportUri"] == broken["reportUri"]
+    condition = _cond(status, "QualityIssue")
+    assert (condition["status"], condition["reason"]) == ("True", "QualityIssue")
+    assert "f000 nullShare 0.4 > 0.1" in condition["message"]
+    assert events(cluster, "dm6", "QualityIssue")[0]["type"] == "Warning"
+    assert events(cluster, "dm6", "RetrainHeld")  # no retrain on data that looks broken
+    settled(cluster, "driftmonitors", "dm6")
+    assert _pipeline_jobs(cluster, "dm6") == ["dm6-run-1"]
+    assert status.get("retrainRequestedAt") is None  # the episode stays armed
+
+    # Clean data again, still drifted: the episode asks for its retrain now.
+    _check(cluster, "dm6", 2, {**_drift("Drift", share=0.5), "quality": {"verdict": "OK"}})
+    wait_for(lambda: cluster.get(JOBS, "ml", "dm6-run-2"), what="retrain after clean data")
+    status = _status(cluster, DM, "dm6")
+    assert (_cond(status, "QualityIssue")["status"], status.get("reportUri")) == ("False", None)
+    assert events(cluster, "dm6", "QualityRestored")
+
+
 def test_failed_check_and_bounded_features(cluster: Cluster, operator: Operator) -> None:
     _loop(cluster, "dm3", retrain=False)
     _check(cluster, "dm3", 1, None)  # the pod died without a result

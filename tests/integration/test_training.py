@@ -90,8 +90,8 @@ def test_create_runs_job_then_gate_and_champion(cluster: Cluster, operator: Oper
         {
             "kind": "TrainingResult",
             "ok": False,
-            "reason": "MissingTargetColumn",
-            "message": "no column churned",
+            "reason": "DataValidationFailed",
+            "message": "the training data fails validation ... in columns tenure (...)",
         },
         ok=False,
     )
@@ -99,10 +99,11 @@ def test_create_runs_job_then_gate_and_champion(cluster: Cluster, operator: Oper
         lambda: len((s := _status(cluster, "tp1")).get("runs") or []) == 3 and s,
         what="run 3 recorded",
     )
-    assert (
-        status["runs"][0]["result"] == "Failed"
-        and status["runs"][0]["message"] == "no column churned"
-    )
+    assert status["runs"][0]["result"] == "Failed"
+    assert status["runs"][0]["reason"] == "DataValidationFailed"
+    assert "in columns tenure" in status["runs"][0]["message"]
+    succeeded = {c["type"]: c for c in status["conditions"]}["Succeeded"]
+    assert (succeeded["status"], succeeded["reason"]) == ("False", "DataValidationFailed")
     assert status["runs"][0]["trigger"] == "SpecChange"
     assert status["phase"] == "Failed" and status["champion"]["version"] == "1"
     assert _jobs(cluster, "tp1") == ["tp1-run-1", "tp1-run-2", "tp1-run-3"]

@@ -25,7 +25,10 @@ from prometheus_client import generate_latest
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
+from kubeloop.api.quality import QualityFinding
+from kubeloop.decide.quality import QualityVerdict
 from kubeloop.workloads.monitor.metrics import build_registry as monitor_registry
+from kubeloop.workloads.monitor.quality import add_quality_metrics
 from kubeloop.workloads.monitor.verdict import DatasetVerdict, FeatureVerdict
 from kubeloop.workloads.server.app import InferenceApp
 from kubeloop.workloads.server.settings import ServerSettings
@@ -142,6 +145,9 @@ def _monitor() -> set[str]:
     )  # fmt: skip
     verdict = DatasetVerdict(verdict="Drift", drift_share=1.0, rows=100, features=[feature])
     registry = monitor_registry(verdict, duration_seconds=1.0, schedule_interval_seconds=1800)
+    issue = QualityFinding(feature="tenure", check="nullShare", value=0.4, threshold=0.1)
+    quality = QualityVerdict("QualityIssue", (issue,), {("tenure", "nullShare"): 0.4})
+    add_quality_metrics(registry, quality)
     return _families(generate_latest(registry).decode())
 
 

@@ -22,6 +22,7 @@ REQUIRED_ALERTS = {
     "KubeloopInferenceLatencyHigh",
     "KubeloopDriftDetected",
     "KubeloopDriftMonitorNotRun",
+    "KubeloopDataQualityIssue",
 }
 
 

@@ -146,13 +146,19 @@ def _champion_env(container: dict[str, Any]) -> dict[str, str]:
     return {e["name"]: e["value"] for e in container["env"] if e["name"] in CHAMPION_ENV}
 
 
-def test_the_champion_is_passed_only_when_the_gate_compares_with_it() -> None:
+def test_the_champion_is_passed_only_when_the_gate_or_data_validation_compares_with_it() -> None:
     gated = {"promotion": {"metric": "roc_auc"}}  # mustBeatChampion defaults to true
+    unvalidated = {"dataValidation": {"enabled": False}}
+    ungated = {"promotion": {"metric": "roc_auc", "mustBeatChampion": False}}
     cases = [
         (gated, CHAMPION, CHAMPION_ENV),
         (gated, None, {}),  # no champion yet: nothing to score
-        ({"promotion": {"metric": "roc_auc", "mustBeatChampion": False}}, CHAMPION, {}),
-        ({}, CHAMPION, {}),  # no gate: every run is promoted, no comparison
+        ({**ungated, **unvalidated}, CHAMPION, {}),
+        ({**unvalidated}, CHAMPION, {}),  # no gate: every run is promoted, no comparison
+        ({**gated, **unvalidated}, CHAMPION, CHAMPION_ENV),
+        # dataValidation (on by default) validates the data against the champion's profile
+        (ungated, CHAMPION, CHAMPION_ENV),
+        ({}, CHAMPION, CHAMPION_ENV),
     ]
     for extra, champion, expected in cases:
         job = build_training_job(

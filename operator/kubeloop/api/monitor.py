@@ -15,10 +15,12 @@ from kubeloop.api.common import (
     KubeModel,
     ListSet,
     LocalObjectReference,
+    ObjectStoreUri,
     Placement,
     Quantity,
     SecretReference,
 )
+from kubeloop.api.quality import QualityStatus, QualityThresholds
 
 __all__ = [
     "PUSHGATEWAY_JOB",
@@ -31,6 +33,7 @@ __all__ = [
     "FeatureDrift",
     "MonitorResources",
     "OnDriftSpec",
+    "ReportSpec",
     "pushgateway_group",
 ]
 
@@ -122,6 +125,18 @@ class MonitorResources(Placement):
     memory: Quantity = Field(default="1Gi", description="Memory request and limit per pod.")
 
 
+class ReportSpec(KubeModel):
+    """The HTML report each check writes: verdicts, data quality, distributions side by side."""
+
+    enabled: bool = Field(default=False, description="Write one HTML report per check.")
+    destination: ObjectStoreUri | None = Field(
+        default=None,
+        description="Folder of the reports (s3://... or file://...); default `_reports/<monitor>/` "
+        "under the deployment's payload-log destination. Each report is "
+        "`<monitor>-<time>.html`; status.reportUri names the last one.",
+    )
+
+
 class DriftMonitorSpec(KubeModel):
     """Desired state of a DriftMonitor."""
 
@@ -160,6 +175,12 @@ class DriftMonitorSpec(KubeModel):
     image: str | None = Field(
         default=None, max_length=512, description="Monitor image; default from the operator."
     )
+    quality: QualityThresholds = Field(
+        default_factory=QualityThresholds,
+        description="Data-quality checks of the window (nulls, range, new categories, schema) "
+        "against the reference: a separate verdict in status.quality, never a retrain.",
+    )
+    report: ReportSpec = Field(default_factory=ReportSpec, description="The HTML report.")
 
 
 class FeatureDrift(KubeModel):
@@ -178,7 +199,7 @@ class DriftMonitorStatus(KubeModel):
     conditions: list[Condition] = Field(
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
-        description="Ready, Stalled, DriftDetected.",
+        description="Ready, Stalled, DriftDetected, QualityIssue.",
     )
     verdict: Literal["Drift", "NoDrift", "NoData", "Failed"] | None = Field(
         default=None, description="Result of the last check."
@@ -201,6 +222,12 @@ class DriftMonitorStatus(KubeModel):
         default=None,
         json_schema_extra={"format": "date-time"},
         description="When this drift episode requested a retrain (cleared when drift ends).",
+    )
+    quality: QualityStatus | None = Field(
+        default=None, description="Data-quality verdict of the last check (spec.quality)."
+    )
+    report_uri: str | None = Field(
+        default=None, description="The HTML report of the last check (spec.report)."
     )
 
 

@@ -22,6 +22,7 @@ from kubeloop.api.common import (
     SecretReference,
 )
 from kubeloop.api.estimator_params import BUDGET_PARAMS, ESTIMATOR_PARAMS, ROWS
+from kubeloop.api.quality import DataValidationSpec
 from kubeloop.api.search import SearchSpec, SearchStatus
 
 __all__ = [
@@ -688,10 +689,15 @@ class TrainingPipelineSpec(KubeModel):
         "custom it runs the prepare and publish steps around spec.trainer.image.",
     )
     seed: int = Field(default=42, ge=0, le=2**31 - 1, description="Seed for splits and training.")
+    data_validation: DataValidationSpec = Field(
+        default_factory=DataValidationSpec,
+        description="Checks of the training data against the champion's profile before "
+        "training; a failure ends the run with reason DataValidationFailed.",
+    )
 
     # The fields that decide what a run trains: an edit of one of them starts a run. The others
     # (promotion, schedule, dataTrigger, suspend, runPolicy, queueName, artifacts,
-    # storageSecretRef) say
+    # storageSecretRef, dataValidation) say
     # when, where to or whether; their edits apply to the next run and start none.
     RUN_FIELDS: ClassVar[tuple[str, ...]] = (
         "data", "model", "trainer", "resources", "distributed", "seed", "image", "search",
@@ -784,6 +790,11 @@ class RunRecord(KubeModel):
     )
     finished_at: str | None = Field(
         default=None, json_schema_extra={"format": "date-time"}, description="End time."
+    )
+    reason: str | None = Field(
+        default=None,
+        max_length=64,
+        description="Why a Failed run failed, as the trainer said (e.g. DataValidationFailed).",
     )
 
 

@@ -11,6 +11,9 @@ Drift episodes: a run of Drift verdicts is one episode. The first Drift check of
 `status.retrainRequestedAt`; a NoDrift verdict ends the episode (the field is cleared). The
 value is a function of the Job, so a restart between the two writes repeats the same value and
 the pipeline (which acts once per distinct value) still starts one run.
+
+Data quality (spec.quality) is a verdict of its own: status.quality and the QualityIssue
+condition. It never asks for a retrain; a broken feed holds a drift retrain of the same window.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from kubeloop.controller.status import (
     snapshot,
 )
 from kubeloop.controller.training import RESYNC_SECONDS
+from kubeloop.decide.quality import holds_retrain, quality_condition, recorded_quality
 from kubeloop.decide.retrain import RetrainDecision, retrain_episode
 from kubeloop.decide.triggers import RETRAIN_ANNOTATION
 from kubeloop.resources.common import Owner
@@ -234,6 +238,8 @@ def _record(
         rows=int(rows) if isinstance(rows, int) and rows >= 0 else None,
         modelVersion=str(result.get("modelVersion") or (target.model_version if target else "")),
         features=features,
+        quality=recorded_quality(result.get("quality")),
+        reportUri=str(result["reportUri"])[:1024] if result.get("reportUri") else None,
     )
     DRIFT_CHECKS.labels(namespace=meta["namespace"], monitor=name, verdict=verdict).inc()
     shown = f" ({len(features)} of {total} features in status)" if total > len(features) else ""
@@ -247,6 +253,7 @@ def _record(
         job=meta["name"],
         job_created=meta.get("creationTimestamp"),
         now=now(),
+        broken_feed=holds_retrain(status.get("quality")),
     )
     _act_on_episode(body, status, decision)
 
@@ -329,9 +336,29 @@ def _reconcile(namespace: str, name: str) -> None:
             post_event(body, "DriftDetected", f"{detail} (version {version})", warning=True)
         elif not drifted and was == "True":
             post_event(body, "DriftResolved", f"{detail} (version {version})")
+    _set_quality_condition(body, status, conditions, generation)
     status.update(conditions=conditions, observedGeneration=generation)
     if status != before:
         api.patch_status(KIND, namespace, name, changed_fields(before, status))
+
+
+def _set_quality_condition(
+    body: Mapping[str, Any],
+    status: dict[str, Any],
+    conditions: list[dict[str, Any]],
+    generation: int | None,
+) -> None:
+    """The QualityIssue condition from status.quality, with an Event when it turns."""
+    wanted = quality_condition(status.get("quality"), status.get("lastJob"))
+    if wanted is None:
+        return
+    issue, reason, message = wanted
+    was = {c["type"]: c["status"] for c in conditions}.get("QualityIssue")
+    set_condition(conditions, "QualityIssue", issue, reason, message, generation)
+    if issue and was != "True":
+        post_event(body, "QualityIssue", message, warning=True)
+    elif not issue and was == "True":
+        post_event(body, "QualityRestored", message)
 
 
 # --- kopf wiring: thin ----------------------------------------------------------------------

@@ -17,6 +17,7 @@ trained on (`lastRunDataFingerprint`) and from the one last acted on
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -302,6 +303,9 @@ def _record(
     if result is None or not result.get("ok"):
         why = (result or {}).get("message") or (result or {}).get("reason")
         record.update(result="Failed", message=str(why or failure))
+        reason = (result or {}).get("reason")
+        if isinstance(reason, str) and re.fullmatch(r"[A-Z][A-Za-z0-9]{0,63}", reason):
+            record["reason"] = reason  # e.g. DataValidationFailed: the Succeeded reason
         if event:
             post_event(body, "RunFailed", f"run {run['id']}: {record['message']}", warning=True)
     else:
@@ -575,7 +579,7 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
                 conditions,
                 "Succeeded",
                 ok,
-                f"Run{last['result']}",
+                last.get("reason") or f"Run{last['result']}",
                 f"run {last['id']}: {last.get('message', '')}",
                 generation,
             )

@@ -6,6 +6,12 @@ annotation; status.retrainRequestedAt remembers that the episode asked. A NoDrif
 the episode (re-armed: the next Drift asks again); NoData says nothing about drift and keeps
 it. The annotation's value is a function of the check's Job, so a restart between the two
 writes repeats the same value, and the pipeline (which acts once per value) starts one run.
+
+Data quality never asks for a retrain: a QualityIssue verdict is not drift. A Drift found in
+the same check as a broken feed (kubeloop.decide.quality.holds_retrain: a column gone,
+mistyped or turned to nulls, which also reads as drift) is held (Event RetrainHeld, the
+episode stays armed): retraining on it would teach the next model the breakage. The next check
+with clean data asks, if the drift remains.
 """
 
 from __future__ import annotations
@@ -40,14 +46,28 @@ def retrain_episode(
     job: str,
     job_created: str | None,
     now: str,
+    broken_feed: bool = False,
 ) -> RetrainDecision:
     """What one recorded check's `verdict` does to the episode. `retrain`: spec.onDrift.retrain;
     `requested_at`: status.retrainRequestedAt; `pipeline`: the TrainingPipeline the watched
-    deployment serves (None: it serves a URI); `job`, `job_created`: the check's Job."""
+    deployment serves (None: it serves a URI); `job`, `job_created`: the check's Job;
+    `broken_feed`: the same check found the feed broken (holds_retrain of its status.quality)."""
     if verdict == "NoDrift":
         return RetrainDecision(clear=True)
     if verdict != "Drift" or not retrain or requested_at:
         return RetrainDecision()
+    if broken_feed:
+        return RetrainDecision(
+            events=(
+                EventIntent(
+                    "RetrainHeld",
+                    "drift detected, but the same window looks like a broken feed (a column "
+                    "missing, mistyped or turned to nulls: status.quality): no retrain on it; "
+                    "the next check with clean data asks again",
+                    warning=True,
+                ),
+            )
+        )
     if pipeline is None:
         return RetrainDecision(
             events=(

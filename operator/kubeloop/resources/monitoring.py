@@ -22,7 +22,7 @@ from kubeloop.resources.common import (
     storage_env,
 )
 
-__all__ = ["CHAMPION_TRAINING_DATA", "build_monitor_cronjob", "reference_uri"]
+__all__ = ["CHAMPION_TRAINING_DATA", "build_monitor_cronjob", "reference_uri", "report_folder"]
 
 CHAMPION_TRAINING_DATA = "champion-training-data"
 _APP = "kubeloop-monitor"
@@ -33,6 +33,17 @@ def reference_uri(spec: DriftMonitorSpec, served_uri: str | None) -> str | None:
     if spec.reference == CHAMPION_TRAINING_DATA:
         return served_uri
     return spec.reference
+
+
+def report_folder(spec: DriftMonitorSpec, payload_log_uri: str, monitor: str) -> str | None:
+    """Where the checks write their HTML reports (None: spec.report is off): the spec's
+    destination, else `_reports/<monitor>/` under the payload logs (an underscore folder, which
+    readers of the logs skip)."""
+    if not spec.report.enabled:
+        return None
+    if spec.report.destination:
+        return spec.report.destination
+    return f"{payload_log_uri.rstrip('/')}/_reports/{monitor}/"
 
 
 def build_monitor_cronjob(
@@ -53,6 +64,7 @@ def build_monitor_cronjob(
     """
     labels = child_labels(owner, "monitoring", _APP)
     volumes, mounts = scratch_volumes()
+    report = report_folder(spec, payload_log_uri, owner.name)
     env = [
         *base_env(owner.namespace, defaults),
         {"name": "KUBELOOP_MONITOR", "value": owner.name},
@@ -60,6 +72,7 @@ def build_monitor_cronjob(
         {"name": "KUBELOOP_PAYLOAD_LOG_URI", "value": payload_log_uri},
         {"name": "KUBELOOP_REFERENCE_URI", "value": reference},
         {"name": "KUBELOOP_MODEL_VERSION", "value": model_version},
+        *([{"name": "KUBELOOP_REPORT_URI", "value": report}] if report else []),
         *storage_env(spec.storage_secret_ref or storage_secret),
     ]
     container = {

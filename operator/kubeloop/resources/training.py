@@ -287,11 +287,13 @@ def _search_env(trial: TrialAssignment | None, search: SearchRecord | None) -> l
 def _champion_env(
     spec: TrainingPipelineSpec, champion: Mapping[str, Any] | None
 ) -> list[dict[str, Any]]:
-    """KUBELOOP_CHAMPION_VERSION/URI: the champion the run scores on its own validation rows,
-    only when there is one and spec.promotion.mustBeatChampion compares with it (scoring it
-    costs a download, a load and a prediction, for nothing otherwise)."""
+    """KUBELOOP_CHAMPION_VERSION/URI: the champion the run scores on its own validation rows
+    (spec.promotion.mustBeatChampion) and whose profile its data is validated against
+    (spec.dataValidation), when there is one and either asks for it (the trainer scores it only
+    for the gate: that costs a download, a load and a prediction)."""
     promo = spec.promotion
-    if not champion or not champion.get("uri") or promo is None or not promo.must_beat_champion:
+    scores = promo is not None and promo.must_beat_champion
+    if not champion or not champion.get("uri") or not (scores or spec.data_validation.enabled):
         return []
     return [
         {"name": "KUBELOOP_CHAMPION_VERSION", "value": str(champion.get("version"))},

@@ -135,7 +135,8 @@ def test_a_champion_whose_signature_does_not_fit_the_new_data_gives_an_error(
     assert code == 0
     narrower = churn_table(600, seed=9).drop_columns(["support_calls"])
     write_parquet(tmp_path / "narrower", narrower)
-    spec = {**spec_for(), "promotion": GATED}
+    # The column is dropped on purpose: data validation lets a missing column pass.
+    spec = {**spec_for(), "promotion": GATED, "dataValidation": {"missingColumnShare": 1}}
     spec["data"]["train"] = (tmp_path / "narrower").as_uri() + "/"
     code, v2 = train(spec, env=_champion_env(v1))
     assert code == 0

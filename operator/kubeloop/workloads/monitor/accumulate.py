@@ -17,12 +17,13 @@ from kubeloop.profile import (
     CategoricalProfile,
     FloatArray,
     NumericProfile,
+    Profile,
     categorical_values,
     fine_counts_sorted,
     numeric_values,
 )
 
-__all__ = ["CategoricalAccumulator", "NumericAccumulator"]
+__all__ = ["CategoricalAccumulator", "NumericAccumulator", "accumulators_for"]
 
 
 @dataclass
@@ -145,3 +146,13 @@ class CategoricalAccumulator:
     def count(self) -> int:
         """Current non-missing rows."""
         return int(self.counts.sum())
+
+
+def accumulators_for(
+    profile: Profile,
+) -> dict[str, NumericAccumulator | CategoricalAccumulator]:
+    """One empty accumulator per feature of `profile`, numeric first."""
+    return {
+        **{name: NumericAccumulator(p) for name, p in profile.numeric.items()},
+        **{name: CategoricalAccumulator(p) for name, p in profile.categorical.items()},
+    }

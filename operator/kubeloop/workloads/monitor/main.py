@@ -1,6 +1,7 @@
 """`kubeloop monitor`: one drift check, what the DriftMonitor's CronJob runs.
 
 Reads the window of payload logs, compares it feature by feature with the reference profile,
+judges its data quality (spec.quality: a verdict of its own, in the result's `quality`),
 pushes metrics to the Pushgateway, optionally writes an HTML report, and leaves a DriftResult
 for the operator (docs/contracts.md). Exit 0 whenever a verdict was reached, drift included;
 exit 1 only when the check itself failed (then the result says why).
@@ -35,8 +36,19 @@ from typing import Any
 from kubeloop.api.common import parse_duration
 from kubeloop.api.monitor import DriftMonitorSpec
 from kubeloop.storage import StorageError, join, store_for
-from kubeloop.workloads.monitor.accumulate import CategoricalAccumulator, NumericAccumulator
+from kubeloop.workloads.monitor.accumulate import (
+    CategoricalAccumulator,
+    NumericAccumulator,
+    accumulators_for,
+)
 from kubeloop.workloads.monitor.metrics import build_registry, push_metrics
+from kubeloop.workloads.monitor.quality import (
+    SchemaTally,
+    add_quality_metrics,
+    feed,
+    judge_quality,
+    quality_result,
+)
 from kubeloop.workloads.monitor.reference import load_reference
 from kubeloop.workloads.monitor.report import render_report
 from kubeloop.workloads.monitor.verdict import DatasetVerdict, dataset_verdict, judge
@@ -94,28 +106,24 @@ def run_check(
     payload_log_uri: str,
     reference_uri: str,
     now: datetime,
+    tally: SchemaTally | None = None,
 ) -> tuple[DatasetVerdict, dict[str, Accumulator]]:
-    """Stream the window through the accumulators and reach a verdict."""
+    """Stream the window through the accumulators and reach a verdict; `tally` counts the
+    rows whose feature columns are absent or mistyped (for the data-quality verdict)."""
     start = now - parse_duration(spec.window)
     dataset = open_window(payload_log_uri, start, now)
     served = [n for n in dataset.schema.names if not n.startswith("_")] if dataset else None
     profile = load_reference(reference_uri, spec.features, served)
     if dataset is not None and profile.categorical:
         dataset = open_window(payload_log_uri, start, now, list(profile.categorical))
-    accumulators: dict[str, Accumulator] = {
-        **{name: NumericAccumulator(p) for name, p in profile.numeric.items()},
-        **{name: CategoricalAccumulator(p) for name, p in profile.categorical.items()},
-    }
+    accumulators = accumulators_for(profile)
+    tally = tally if tally is not None else SchemaTally()
     rows = 0
     if dataset is not None:
         for batch in window_batches(dataset, list(accumulators), start, now):
             rows += batch.num_rows
-            present = set(batch.schema.names)
-            for name, acc in accumulators.items():
-                if name in present:
-                    acc.add(batch.column(name))
-                else:  # the server did not log this feature: every row misses it
-                    acc.missing += batch.num_rows
+            # A feature the server did not log, or logged with the wrong type: missing.
+            feed(accumulators, tally, batch)
     features = []
     if rows >= spec.min_rows:
         for name, acc in accumulators.items():
@@ -138,15 +146,17 @@ def run_check(
     return verdict, accumulators
 
 
-def _features_result(verdict: DatasetVerdict) -> tuple[dict[str, Any], int]:
-    """Per-feature entries, drifted first, within the termination-message budget."""
+def _features_result(
+    verdict: DatasetVerdict, budget: int = FEATURE_BUDGET
+) -> tuple[dict[str, Any], int]:
+    """Per-feature entries, drifted first, within `budget` bytes of the termination message."""
     ordered = sorted(verdict.features, key=lambda f: (not f.drifted, f.name))
     out: dict[str, Any] = {}
     size = 0
     for feature in ordered:
         entry = feature.as_result()
         cost = len(json.dumps({feature.name: entry}, separators=(",", ":")))
-        if size + cost > FEATURE_BUDGET:
+        if size + cost > budget:
             break
         out[feature.name] = entry
         size += cost
@@ -170,7 +180,17 @@ def main(argv: list[str]) -> int:
         if not args.payload_log_uri or not args.reference_uri:
             raise ValueError("set KUBELOOP_PAYLOAD_LOG_URI and KUBELOOP_REFERENCE_URI")
         spec = _spec(args.spec, args.monitor)
-        verdict, accumulators = run_check(spec, args.payload_log_uri, args.reference_uri, now)
+        tally = SchemaTally()
+        verdict, accumulators = run_check(
+            spec, args.payload_log_uri, args.reference_uri, now, tally
+        )
+        quality = (
+            judge_quality(
+                accumulators, tally, spec.quality, enough_rows=verdict.rows >= spec.min_rows
+            )
+            if spec.quality.enabled
+            else None
+        )
     except (StorageError, ValueError, OSError) as exc:
         write_result(
             {
@@ -196,7 +216,11 @@ def main(argv: list[str]) -> int:
             "end": now.isoformat(),
         },
     }
-    features, omitted = _features_result(verdict)
+    budget = FEATURE_BUDGET
+    if quality is not None:
+        result["quality"] = quality_result(quality)
+        budget -= len(json.dumps(result["quality"], separators=(",", ":")))
+    features, omitted = _features_result(verdict, budget)
     result["features"] = features
     if omitted:
         result["featuresOmitted"] = omitted
@@ -209,13 +233,17 @@ def main(argv: list[str]) -> int:
     if args.report_uri:
         target = _report_target(args.report_uri, args.monitor, now)
         try:
-            page = render_report(args.monitor, verdict, accumulators, now, args.model_version)
+            page = render_report(
+                args.monitor, verdict, accumulators, now, args.model_version, quality=quality
+            )
             store_for(target).write_bytes(target, page.encode())
             result["reportUri"] = target
         except StorageError as exc:  # a missing picture must not hide the verdict
             print(f"report not written: {exc}", file=sys.stderr, flush=True)
     if args.pushgateway_url:
         registry = build_registry(verdict, duration, _schedule_interval(spec.schedule, now))
+        if quality is not None:
+            add_quality_metrics(registry, quality)
         try:
             push_metrics(args.pushgateway_url, args.namespace, args.monitor, registry)
             result["pushed"] = True
@@ -227,5 +255,13 @@ def main(argv: list[str]) -> int:
         f"seconds={duration:.2f}",
         flush=True,
     )
+    if quality is not None:
+        for issue in quality.issues:
+            print(
+                f"quality {issue.feature}: {issue.check}={issue.value:.6g} "
+                f"(threshold {issue.threshold:g})",
+                flush=True,
+            )
+        print(f"quality verdict={quality.verdict} issues={len(quality.issues)}", flush=True)
     write_result(result, args.result_path)
     return 0

@@ -1,4 +1,5 @@
-"""The optional HTML report: a verdict table and one distribution picture per feature.
+"""The optional HTML report: a verdict table, the data-quality checks and one distribution
+picture per feature.
 
 Pictures are inline SVG drawn here (reference vs current shares per bin), so the report is one
 self-contained file that needs no plotting library in the monitor image.
@@ -12,11 +13,12 @@ from datetime import datetime
 
 import numpy as np
 
+from kubeloop.decide.quality import QualityVerdict
 from kubeloop.profile import FloatArray
 from kubeloop.workloads.monitor.accumulate import CategoricalAccumulator, NumericAccumulator
 from kubeloop.workloads.monitor.verdict import DatasetVerdict
 
-__all__ = ["render_report", "svg_bars"]
+__all__ = ["quality_section", "render_report", "svg_bars"]
 
 WIDTH, HEIGHT, PAD = 560, 180, 24
 MAX_CATEGORY_BARS = 20
@@ -86,12 +88,34 @@ def _categorical_picture(name: str, acc: CategoricalAccumulator) -> str:
     )
 
 
+def quality_section(quality: QualityVerdict | None) -> str:
+    """The data-quality verdict and every measured share, failed checks highlighted."""
+    if quality is None:
+        return "<h2>Data quality</h2><p>Not checked (spec.quality.enabled is false).</p>"
+    failed = {(i.feature, i.check): i.threshold for i in quality.issues}
+    rows = [
+        f"<tr class='{'drift' if (feature, check) in failed else ''}'>"
+        f"<td>{html.escape(feature)}</td><td>{check}</td><td>{value:.4g}</td>"
+        f"<td>{failed.get((feature, check), '')}</td></tr>"
+        for (feature, check), value in sorted(quality.shares.items())
+    ]
+    return (
+        f"<h2>Data quality</h2><p>Verdict <b>{quality.verdict}</b>, "
+        f"{len(quality.issues)} failed checks.</p>"
+        "<table><tr><th>feature</th><th>check</th><th>share</th><th>threshold (failed)</th></tr>"
+        + "".join(rows)
+        + "</table>"
+    )
+
+
 def render_report(
     monitor: str,
     verdict: DatasetVerdict,
     accumulators: dict[str, NumericAccumulator | CategoricalAccumulator],
     when: datetime,
     model_version: str | None,
+    *,
+    quality: QualityVerdict | None = None,
 ) -> str:
     """The whole report as one HTML document."""
     rows = []
@@ -122,6 +146,8 @@ def render_report(
         "<th>drifted</th><th>missing</th><th>unseen</th><th>all scores</th></tr>"
         + "".join(rows)
         + "</table>"
+        + quality_section(quality)
+        + "<h2>Distributions</h2>"
         + "".join(f"<div>{p}</div>" for p in pictures if p)
         + "</body></html>"
     )

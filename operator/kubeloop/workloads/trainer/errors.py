@@ -14,6 +14,7 @@
 | 24 | NonNumericColumn | a numeric-looking column holds strings, or train/validation types differ |
 | 25 | InvalidTarget | one class, a non-numeric regression target, fractional class labels |
 | 26 | CorruptData | a file under `spec.data.*` is not readable Parquet |
+| 27 | DataValidationFailed | the data fails spec.dataValidation against the champion's profile |
 | 30 | StorageUnreachable | the endpoint cannot be reached or the bucket does not exist |
 | 31 | StorageAccessDenied | reading data was refused (credentials) |
 | 32 | ArtifactsNotWritable | no permission to write under `spec.artifacts` |
@@ -44,6 +45,7 @@ EXIT_CODES: dict[str, int] = {
     "NonNumericColumn": 24,
     "InvalidTarget": 25,
     "CorruptData": 26,
+    "DataValidationFailed": 27,
     "StorageUnreachable": 30,
     "StorageAccessDenied": 31,
     "ArtifactsNotWritable": 32,

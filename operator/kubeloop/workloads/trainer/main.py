@@ -7,12 +7,13 @@ only by the same run of the same object), `KUBELOOP_NAMESPACE`, `KUBELOOP_IMAGE`
 `KUBELOOP_TRIGGER` (what started the run, recorded in the manifest; default Manual),
 `KUBELOOP_WORK_DIR`, `KUBELOOP_RESULT_PATH`, `KUBELOOP_PUSHGATEWAY_URL`,
 `KUBELOOP_PROGRESS_PORT` (where rank 0 serves its progress), `KUBELOOP_CHAMPION_VERSION` and
-`KUBELOOP_CHAMPION_URI` (the champion to score on this run's validation rows for the gate);
+`KUBELOOP_CHAMPION_URI` (the champion to score on this run's validation rows for the gate,
+and whose profile the data is validated against: spec.dataValidation);
 under torchrun `RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`.
 
 Output: a version under `<artifacts>/versions/<n>/` and a TrainingResult JSON in the
 termination message. Exit codes: see `kubeloop.workloads.trainer.errors` (0 ok, 1 internal
-error, 10-12 spec, 20-25 data, 30-33 storage).
+error, 10-12 spec, 20-27 data, 30-33 storage).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """One training run, start to finish: check, read, fit, evaluate, write a version.
 
 Order matters for the user's time and for safety: everything that can be checked without
-data is checked first (estimator, params, artifacts writable), the data next, training after;
+data is checked first (estimator, params, artifacts writable), the data next (its types, then
+against the champion's profile: spec.dataValidation), training after;
 the version number is claimed only when the model is ready, and manifest.json goes last.
 """
 
@@ -40,6 +41,7 @@ from kubeloop.workloads.trainer.errors import TrainingError, classify_storage_er
 from kubeloop.workloads.trainer.metrics import evaluate
 from kubeloop.workloads.trainer.mlp import params_dict, parse_params, train_mlp
 from kubeloop.workloads.trainer.preprocess import build_preprocess
+from kubeloop.workloads.trainer.validation import validate_training_data
 
 __all__ = [
     "Trained",
@@ -141,6 +143,7 @@ def run_training(spec: TrainingPipelineSpec, ctx: RunContext) -> dict[str, Any]:
         len(data.features),
         data.fingerprint,
     )
+    validate_training_data(spec, ctx.champion, data)  # bad data never trains a model
     x_train = feature_matrix(feature_columns(data.train, data.features), data.features)
     val_columns = feature_columns(data.validation, data.features)
     preprocess = build_preprocess(data.features)
