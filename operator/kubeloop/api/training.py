@@ -471,7 +471,8 @@ def _search_problems(spec: TrainingPipelineSpec) -> list[tuple[str, str]]:
                     f"{spec.model.framework} and task {spec.model.task}: {', '.join(fitting)}",
                 )
             )
-            continue
+        if name not in ESTIMATOR_PARAMS:
+            continue  # off the allow-list: the estimator problem says it (as the CEL rules)
         problems.extend(
             ("params", f"{at}.params.{key} is not a parameter of {name}; it accepts: "
              f"{', '.join(ESTIMATOR_PARAMS[name])}")
@@ -510,16 +511,18 @@ def _search_rule(kind: str) -> str:
             f"{est} == '{TORCH_ESTIMATOR}' : self.model.task == 'classification' ? "
             f"{est} in {_cel_list(CLASSIFIERS)} : {est} in {_cel_list(REGRESSORS)})"
         )
+    # An estimator off the allow-list is the estimator rule's to name; here it is skipped.
+    known = _cel_list(tuple(ESTIMATOR_PARAMS))
     if kind == "params":
         table = _cel_table(ESTIMATOR_PARAMS)
         return (
-            f"{head}self.search.space.all(c, !({est} in {table}) || !has(c.params) || "
+            f"{head}self.search.space.all(c, !({est} in {known}) || !has(c.params) || "
             f"c.params.all(p, p in {table}[{est}]))"
         )
     table = _cel_table(BUDGET_PARAMS)
     return (
         f"{head}!has(self.search.budget) || self.search.budget.parameter == '{ROWS}' || "
-        f"self.search.space.all(c, !({est} in {table}) || "
+        f"self.search.space.all(c, !({est} in {known}) || "
         f"self.search.budget.parameter in {table}[{est}])"
     )
 
