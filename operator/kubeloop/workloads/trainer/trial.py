@@ -196,10 +196,10 @@ def run_trial(spec: TrainingPipelineSpec, ctx: RunContext) -> dict[str, Any]:
     trial = ctx.trial
     if trial is None:
         raise ValueError("run_trial needs ctx.trial")
-    started = time.monotonic()
     plan = plan_model(spec)
     ctx.progress.report({"phase": "reading", "percent": 0})
     data = sample_rows(load_training_data(spec), trial)
+    started = time.monotonic()  # the trial's compute: fit and score, not the data read
     # No checkpoints: the run's own would be mixed with this trial's (same run id).
     trained = fit_model(spec, ctx, data, plan, checkpoints=None)
     return succeeded_outcome(spec, trial, trained.metrics, time.monotonic() - started)
