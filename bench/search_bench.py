@@ -46,6 +46,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.record import cpu_model, write_results
+
 __all__ = ["SPACE", "main"]
 
 TOPIC = "search"
@@ -395,14 +397,7 @@ def _machine() -> dict[str, Any]:
     import sklearn
     import xgboost
 
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     return {
         "cpu": cpu,
         "cores": len(os.sched_getaffinity(0)),
@@ -486,12 +481,7 @@ def main(argv: list[str] | None = None) -> int:
         "sklearn": peer,
         "halving": halvings,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(run, indent=2, default=str))
-    if not args.no_summary:
-        SUMMARY.parent.mkdir(parents=True, exist_ok=True)
-        SUMMARY.write_text(_summary(run))
-    print(f"wrote {RESULTS.relative_to(ROOT)}" + ("" if args.no_summary else f" and {SUMMARY}"))
+    write_results(run, RESULTS, SUMMARY, None if args.no_summary else _summary(run))
     return 0
 
 
