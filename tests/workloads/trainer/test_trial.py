@@ -236,3 +236,30 @@ def test_a_custom_trainer_gets_the_trial_through_the_sdk(tmp_path: Path, churn_d
     assert outcome.score == outcome.metrics["roc_auc"]
     assert not (tmp_path / "models" / "versions").exists()
     assert not (tmp_path / "models" / "runs").exists()  # no run marker: the run's own
+
+
+def test_the_report_shows_each_trial_at_its_highest_rung_and_each_parameter_by_value() -> None:
+    from kubeloop.registrycli.trialviews import render_search_report, trial_rows
+
+    def entry(trial: int, rung: int, rate: float, leaves: int, score: float) -> SearchTrial:
+        params = {"learning_rate": rate, "max_leaf_nodes": leaves}
+        outcome = TrialOutcome(trial=trial, rung=rung, state="Succeeded", score=score)
+        return SearchTrial(assignment=assignment(trial, rung, params=params), outcome=outcome)
+
+    trials = [entry(t, 0, 0.01 * (t + 1), 15 if t % 2 else 31, 0.70 + 0.01 * t) for t in range(6)]
+    trials.append(entry(5, 1, 0.06, 31, 0.90))  # trial 5 again on a larger budget
+    record = SearchRecord(
+        strategy="halving", seed=1, metric="roc_auc", trials=trials, winner=5, refit=True
+    )
+    lines = render_search_report(trial_rows(record), "roc_auc", HGB).splitlines()
+    assert lines[0].startswith("score per trial")
+    assert lines[6].split()[:2] == ["5*", "r1"] and lines[6].endswith("0.9000")
+    assert "effect of estimator" not in "\n".join(lines)  # one estimator: nothing to compare
+    at = lines.index("effect of learning_rate (mean roc_auc of the trials with each value)")
+    assert [line.split()[0] for line in lines[at + 1 : at + 4]] == [
+        "0.01..0.02",
+        "0.03..0.04",
+        "0.05..0.06",
+    ]
+    at = lines.index("effect of max_leaf_nodes (mean roc_auc of the trials with each value)")
+    assert [line.split()[0] for line in lines[at + 1 :]] == ["15", "31"]

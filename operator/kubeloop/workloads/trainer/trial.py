@@ -143,8 +143,26 @@ def step_spec(
     if trial is not None:
         return trial_spec(spec, trial)
     if search is not None:
+        _log_search(search, spec.model.resolved_estimator())
         return final_spec(spec, search)
     return spec
+
+
+def _log_search(search: SearchRecord, default_estimator: str) -> None:
+    """The search's report in the run's log: every trial, the score of each, the effect of
+    each parameter (what `kubeloop trials` shows from the manifest later)."""
+    from kubeloop.registrycli.trialviews import render_search_report, render_trials, trial_rows
+
+    rows = trial_rows(search)
+    log.info(
+        "%s search of %d trial(s), winner trial %d%s:\n%s\n%s",
+        search.strategy,
+        len({t.assignment.trial for t in search.trials}),
+        search.winner,
+        " (refit)" if search.refit else "",
+        render_trials(rows, search.metric),
+        render_search_report(rows, search.metric, default_estimator),
+    )
 
 
 def sample_rows(data: TrainingData, trial: TrialAssignment | None) -> TrainingData:
