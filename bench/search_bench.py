@@ -196,6 +196,10 @@ def _assignment(trial: int, rung: int, config: tuple[str, dict[str, Any]], rows:
     )
 
 
+def _outcome(result: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in result.items() if k != "kind"}
+
+
 def kubeloop_random(
     pool: ProcessPoolExecutor, spec_path: Path, work: Path, configs: list[Any], seed: int
 ) -> dict[str, Any]:
@@ -212,7 +216,7 @@ def kubeloop_random(
         seed=seed,
         metric=METRIC,
         trials=[
-            SearchTrial(assignment=a, outcome=TrialOutcome.model_validate(o))
+            SearchTrial(assignment=a, outcome=TrialOutcome.model_validate(_outcome(o)))
             for a, o in zip(assignments, outcomes, strict=True)
         ],
         winner=winner,

@@ -37,6 +37,12 @@ PROMOTION = {"metric": "roc_auc", "minimum": 0.5}
 HGB = "HistGradientBoostingClassifier"
 
 
+def outcome_of(result: dict[str, Any]) -> dict[str, Any]:
+    """The TrialOutcome of a trial's result (its `kind` aside)."""
+    assert result["kind"] == "TrialOutcome", result
+    return {k: v for k, v in result.items() if k != "kind"}
+
+
 def assignment(trial: int, rung: int = 0, **fields: Any) -> TrialAssignment:
     return TrialAssignment(run_id="4", trial=trial, rung=rung, seed=100 + trial, **fields)
 
@@ -80,7 +86,7 @@ def search(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         seed=42,
         metric="roc_auc",
         trials=[
-            SearchTrial(assignment=a, outcome=TrialOutcome.model_validate(o))
+            SearchTrial(assignment=a, outcome=TrialOutcome.model_validate(outcome_of(o)))
             for a, o in zip(trials, outcomes, strict=True)
         ],
         winner=1,  # the rows-budget trial: the run refits it on every training row
@@ -112,7 +118,8 @@ def test_a_trial_trains_its_budget_scores_every_metric_and_writes_no_version(
         assert outcome["state"] == "Succeeded" and outcome["trial"] == number
         assert set(outcome["metrics"]) >= {"accuracy", "f1", "roc_auc", "log_loss"}
         assert outcome["score"] == outcome["metrics"]["roc_auc"] > 0.5
-        TrialOutcome.model_validate(outcome)  # exactly the contract: nothing added
+        assert outcome.pop("kind") == "TrialOutcome"  # how the operator finds it in the pod
+        TrialOutcome.model_validate(outcome)  # the contract's model: nothing else added
     assert search["versions_after_trials"] == []
 
 
@@ -231,7 +238,7 @@ def test_a_custom_trainer_gets_the_trial_through_the_sdk(tmp_path: Path, churn_d
         os.environ.clear()
         os.environ.update(saved)
     assert train_in_process([*argv, "--publish"], env) == 0
-    outcome = TrialOutcome.model_validate_json(result.read_text())
+    outcome = TrialOutcome.model_validate(outcome_of(json.loads(result.read_text())))
     assert (outcome.trial, outcome.rung, outcome.state) == (5, 1, "Succeeded")
     assert outcome.score == outcome.metrics["roc_auc"]
     assert not (tmp_path / "models" / "versions").exists()

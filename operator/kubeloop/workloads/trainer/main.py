@@ -194,7 +194,7 @@ def main(argv: list[str]) -> int:
             import torch.distributed as torch_dist
 
             torch_dist.destroy_process_group()
-    if trial is None:  # a TrialOutcome is exactly the contract's model, nothing added
+    if trial is None:  # a TrialOutcome is the contract's model and its kind, nothing more
         result["runId"] = run_id
     if dist.rank == 0 and trial is None:
         url = os.environ.get("KUBELOOP_PUSHGATEWAY_URL")

@@ -37,6 +37,7 @@ from kubeloop.workloads.trainer.data import TrainingData, load_training_data
 from kubeloop.workloads.trainer.errors import TrainingError
 
 __all__ = [
+    "RESULT_KIND",
     "ROWS",
     "failed_outcome",
     "final_spec",
@@ -51,6 +52,8 @@ __all__ = [
 log = logging.getLogger("kubeloop.train")
 
 ROWS = "rows"  # the budget that samples training rows instead of setting a parameter
+# The result's `kind` (as a run's is TrainingResult): the operator picks a pod's result by it.
+RESULT_KIND = "TrialOutcome"
 
 
 def from_env(
@@ -197,14 +200,14 @@ def succeeded_outcome(
         metrics=metrics,
         seconds=None if seconds is None else round(seconds, 3),
     )
-    return outcome.to_wire()
+    return {"kind": RESULT_KIND, **outcome.to_wire()}
 
 
 def failed_outcome(trial: TrialAssignment, reason: str, message: str) -> dict[str, Any]:
     """The result of a trial that could not train or score."""
     text = f"{reason}: {message}"
     outcome = TrialOutcome(trial=trial.trial, rung=trial.rung, state="Failed", message=text[:1024])
-    return outcome.to_wire()
+    return {"kind": RESULT_KIND, **outcome.to_wire()}
 
 
 def run_trial(spec: TrainingPipelineSpec, ctx: RunContext) -> dict[str, Any]:
