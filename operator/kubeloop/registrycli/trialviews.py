@@ -80,6 +80,10 @@ def _bars(labels: list[str], values: list[float], low: float, high: float) -> li
     return out
 
 
+def _span(low: float, high: float) -> str:
+    return f"{low:.4g}" if low == high else f"{low:.4g}..{high:.4g}"
+
+
 def _groups(values: list[Any], scores: list[float]) -> list[tuple[str, float]]:
     """(label, mean score) per value; numbers with more than _BINS values per range."""
     numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
@@ -88,7 +92,7 @@ def _groups(values: list[Any], scores: list[float]) -> list[tuple[str, float]]:
         size = -(-len(pairs) // _BINS)
         chunks = [pairs[i : i + size] for i in range(0, len(pairs), size)]
         return [
-            (f"{chunk[0][0]:.4g}..{chunk[-1][0]:.4g}", sum(s for _, s in chunk) / len(chunk))
+            (_span(chunk[0][0], chunk[-1][0]), sum(s for _, s in chunk) / len(chunk))
             for chunk in chunks
         ]
     grouped: dict[str, list[float]] = {}
