@@ -58,6 +58,9 @@ PARALLELISM = 2
 ETA = 3
 RUNGS = (3, 4)  # 3: the smallest rung trains on 1/9 of the rows; 4: on 1/27
 METRIC = "roc_auc"
+LOCAL_NAME = "search-bench"
+LOCAL_PLURAL = "trainingpipelines"
+LOCAL_TIMEOUT = 900.0
 
 # spec.search.space, as examples/search-local/churn-search.yaml writes it
 SPACE: list[dict[str, Any]] = [
@@ -271,6 +274,89 @@ def kubeloop_halving(
     }
 
 
+# --- Kubeloop on `kubeloop local`: spec.search run by the operator ------------------------------
+
+
+async def _first_run(state: Path) -> dict[str, Any]:
+    from kubeloop.local.cluster.kubeapi import KubeApi
+    from kubeloop.local.cluster.stack import read_state
+
+    async with KubeApi(str(read_state(state)["url"])) as api:
+        found = await api.get(f"kubeloop.io/v1alpha1/{LOCAL_PLURAL}", "ml", LOCAL_NAME)
+    runs = ((found or {}).get("status") or {}).get("runs") or []
+    return dict(runs[0]) if runs else {}
+
+
+def kubeloop_local(root: Path, data_uri: str, trials: int, seed: int) -> dict[str, Any]:
+    """The same space as a TrainingPipeline's spec.search (random, `trials`, two at a time) on
+    `kubeloop local`: the operator schedules the trial Jobs, the winner's run publishes.
+    Its trials are the operator's own seeded draws, not ParameterSampler's."""
+    import asyncio
+    import subprocess
+
+    import yaml
+
+    from kubeloop.api.search import SearchRecord
+
+    artifacts = root / "models-local"
+    pipeline = {
+        "apiVersion": "kubeloop.io/v1alpha1",
+        "kind": "TrainingPipeline",
+        "metadata": {"name": LOCAL_NAME, "namespace": "ml"},
+        "spec": {
+            "data": {"train": data_uri, "target": "churned"},
+            "model": {"framework": "sklearn", "task": "classification"},
+            "search": {
+                "strategy": "random",
+                "trials": trials,
+                "parallelism": PARALLELISM,
+                "seed": seed,
+                "space": SPACE,
+            },
+            "resources": {"cpu": "1", "memory": "2Gi"},
+            "artifacts": artifacts.as_uri() + "/",
+            "promotion": {"metric": METRIC},
+            "seed": 42,
+        },
+    }
+    path = root / "search-local.yaml"
+    path.write_text(yaml.safe_dump(pipeline))
+    state = root / "state"
+    cli = [sys.executable, "-m", "kubeloop.cli", "local", "--state-dir", str(state)]
+    manifest = artifacts / "versions" / "1" / "manifest.json"
+    with (root / "local-up.log").open("w") as log:
+        started = time.perf_counter()
+        up = subprocess.Popen([*cli, "up", "-f", str(path)], cwd=root, stdout=log, stderr=log)
+        try:
+            while not manifest.exists():
+                if up.poll() is not None or time.perf_counter() - started > LOCAL_TIMEOUT:
+                    raise RuntimeError(f"kubeloop local: no version 1; see {root}/local-up.log")
+                time.sleep(0.2)
+            wall = time.perf_counter() - started
+            run: dict[str, Any] = {}
+            while not run.get("finishedAt") and time.perf_counter() - started < LOCAL_TIMEOUT:
+                run = asyncio.run(_first_run(state))
+                time.sleep(0.2)
+        finally:
+            subprocess.run([*cli, "down"], cwd=root, stdout=log, stderr=log, check=False)
+            up.wait(timeout=60)
+    record = SearchRecord.model_validate(json.loads(manifest.read_text())["search"])
+    scored = [t.outcome for t in record.trials if t.outcome and t.outcome.score is not None]
+
+    def stamp(text: str) -> float:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+    return {
+        "wall_seconds": wall,  # from `kubeloop local up` to version 1 written
+        "run_seconds": stamp(run["finishedAt"]) - stamp(run["startedAt"]),
+        "scores": [o.score for o in scored],
+        "best_score": max(o.score for o in scored if o.score is not None),
+        "winner": record.winner,
+        "trial_seconds": sum(o.seconds or 0.0 for o in scored),
+        "result": run.get("result"),
+    }
+
+
 # --- scikit-learn: RandomizedSearchCV on the same split ---------------------------------------
 
 
@@ -337,6 +423,21 @@ def _summary(run: dict[str, Any]) -> str:
     ratio = ours["wall_seconds"] / peer["wall_seconds"]
     delta = ours["best_score"] - peer["best_score"]
     machine = run["machine"]
+    local = run.get("local")
+    local_head, local_rows = "", []
+    if local:
+        local_ratio = local["run_seconds"] / peer["wall_seconds"]
+        local_head = (
+            f"; on `kubeloop local` (the operator's own trials) the run took {local_ratio:.2f}x "
+            f"RandomizedSearchCV's wall time, best {METRIC} "
+            f"{local['best_score'] - peer['best_score']:+.4f} from it"
+        )
+        local_rows.append(
+            f"| Kubeloop on `kubeloop local`: spec.search random, the operator's trials "
+            f"(run start to promotion; {local['wall_seconds']:.1f} s with the cluster's start) | "
+            f"{local['run_seconds']:.0f} | {local['trial_seconds']:.1f} | "
+            f"{local['best_score']:.4f} | trial {local['winner']} |"
+        )
     halving_rows, halving_heads = [], []
     for halving in halvings:
         rungs = ", ".join(f"{r['trials']} on {r['rows']:,} rows" for r in halving["rungs"])
@@ -358,7 +459,7 @@ def _summary(run: dict[str, Any]) -> str:
             f"mode at {ratio:.2f}x the wall time of RandomizedSearchCV(n_jobs=2) (target "
             f"<= 1.5x), best {METRIC} {delta:+.4f} from it (target within 0.005); halving vs "
             f"that random search's best: {'; '.join(halving_heads)} (target within 0.005 "
-            "with <= 0.5x)",
+            f"with <= 0.5x){local_head}",
             "",
             f"Command: `{run['command']}`",
             "",
@@ -375,6 +476,7 @@ def _summary(run: dict[str, Any]) -> str:
             f"{peer['trial_seconds']:.1f} | {peer['best_score']:.4f} | trial {peer['winner']} |",
             f"| Kubeloop random (trials + winner's run) | {ours['wall_seconds']:.1f} | "
             f"{ours['trial_seconds']:.1f} | {ours['best_score']:.4f} | trial {ours['winner']} |",
+            *local_rows,
             *halving_rows,
             "",
             "Both random searches tried the same configurations: "
@@ -420,6 +522,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--trials", type=int, default=24)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--local",
+        action="store_true",
+        help="also run the random search as spec.search on `kubeloop local` (needs the operator "
+        "side of issue 21)",
+    )
     parser.add_argument("--no-summary", action="store_true", help="do not rewrite the .md")
     args = parser.parse_args(argv)
     # One thread per trial on both sides; two trials at a time.
@@ -472,6 +580,15 @@ def main(argv: list[str] | None = None) -> int:
                     f"{halving['best_score']:.4f}, trial compute {halving['trial_seconds']:.1f}s"
                     f" vs {ours['trial_seconds']:.1f}s"
                 )
+        local = None
+        if args.local:
+            data_uri = (root / "data").as_uri() + "/"
+            local = kubeloop_local(root, data_uri, args.trials, args.seed)
+            print(
+                f"kubeloop local: run {local['run_seconds']:.0f}s (wall "
+                f"{local['wall_seconds']:.1f}s with the cluster's start), best "
+                f"{local['best_score']:.4f}"
+            )
     given = argv if argv is not None else sys.argv[1:]
     run = {
         "topic": TOPIC,
@@ -484,6 +601,7 @@ def main(argv: list[str] | None = None) -> int:
         "kubeloop": ours,
         "sklearn": peer,
         "halving": halvings,
+        "local": local,
     }
     write_results(run, RESULTS, SUMMARY, None if args.no_summary else _summary(run))
     return 0
