@@ -151,10 +151,9 @@ def main(argv: list[str]) -> int:
             image=os.environ.get("KUBELOOP_IMAGE", "local"),
             work_dir=work_dir,
             dist=dist,
-            # A trial logs its progress but serves none: the operator follows trials by their
-            # outcomes, and a served report would hold the pod until it is read (the linger).
+            # In a trial (KUBELOOP_TRIAL) the endpoint serves nothing: kubeloop_sdk.progressendpoint
             progress=ProgressReporter.from_env(run_id)
-            if dist.rank == 0 and trial is None
+            if dist.rank == 0
             else ProgressReporter(None, None),
             pipeline_uid=os.environ.get("KUBELOOP_PIPELINE_UID") or None,
             trigger=os.environ.get("KUBELOOP_TRIGGER") or "Manual",
