@@ -9,7 +9,13 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from tests.integration.harness import Cluster
+
+from kubeloop.local.cluster.emulator import EmulatorThread
 
 
 class OperatorProcess:
@@ -80,3 +86,15 @@ class OperatorProcess:
                     self.proc.wait(15)
                 except subprocess.TimeoutExpired:
                     self.proc.kill()
+
+
+@contextmanager
+def killable_operator(log: Path) -> Iterator[tuple[Cluster, OperatorProcess]]:
+    """An emulator and the real operator against it (stopped at the end), for kill tests."""
+    with EmulatorThread() as thread:
+        operator = OperatorProcess(thread.url, log)
+        operator.start()
+        try:
+            yield Cluster(thread), operator
+        finally:
+            operator.stop()

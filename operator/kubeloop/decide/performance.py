@@ -7,8 +7,9 @@ for rmse, mae) is Degraded; a threshold on a metric that could not be computed (
 one class among the labels) is not judged. The label-free estimate never decides.
 
 Episodes follow drift's rule (decide/retrain.py): a run of Degraded verdicts asks once;
-OK ends the episode; InsufficientLabels keeps it; a broken feed in the same window holds it. A check that finds drift and degradation
-annotates the pipeline with the same value (a function of the check's Job): one run.
+OK ends the episode; InsufficientLabels keeps it; a broken feed in the same window holds it.
+A check that finds drift and degradation annotates the pipeline with the same value (a
+function of the check's Job): one run.
 """
 
 from __future__ import annotations
