@@ -18,7 +18,7 @@ TEST_WORKERS ?= 4
 PYTEST_ARGS ?= -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps tools test test-deps reliability lint crds check-crds demo bench bench-venvs venv-evidently venv-checkov image-venvs e2e clean
+.PHONY: help install system-deps tools test test-deps reliability lint crds check-crds demo bench bench-venvs venv-evidently venv-nannyml venv-checkov image-venvs e2e clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -58,7 +58,7 @@ test: test-deps ## install what the tests need (Evidently venv included: PSI is 
 # bytecode; checkov's and Evidently's own venvs too: the test run after them is CPU-bound, this
 # phase is not); the image venvs then take the dev environment's bytecode (see image-venvs).
 test-deps:
-	$(MAKE) --no-print-directory -j4 --output-sync=target install system-deps tools venv-evidently venv-checkov
+	$(MAKE) --no-print-directory -j4 --output-sync=target install system-deps tools venv-evidently venv-nannyml venv-checkov
 	$(MAKE) --no-print-directory image-venvs
 
 reliability: install system-deps tools ## the long soak of tests/reliability (50 killed runs, 10x faults); figures in RELIABILITY.md
@@ -76,6 +76,13 @@ venv-evidently: ## Evidently 0.7 in its own venv (pandas<3): the drift bench and
 	  .venv-bench-evidently/bin/python -c 'import evidently.legacy.calculations.stattests.psi')
 	@# ^ the import writes the bytecode of what the PSI test imports: here, while other installs
 	@# run, instead of inside that test (tens of CPU seconds, minutes on a loaded machine).
+
+venv-nannyml: ## NannyML 0.13 in its own venv: the CBPE agreement test (tests/workloads/monitor/test_performance.py)
+	@# NannyML imports statsmodels without declaring it; pandas<3 as for Evidently. About 40 s here.
+	test -x .venv-bench-nannyml/bin/python || ($(PYTHON) -m venv --without-pip .venv-bench-nannyml && \
+	  $(UVPIP) --python .venv-bench-nannyml/bin/python 'nannyml==0.13.1' statsmodels 'pandas<3' && \
+	  .venv-bench-nannyml/bin/python -c 'import nannyml.performance_estimation.confidence_based')
+	@# ^ the import writes the bytecode the test's import needs, here rather than inside the test.
 
 image-venvs: ## each image's Python environment as its Dockerfile installs it, in .venv-image-<name> (rebuilt when a Dockerfile or pyproject.toml changes)
 	@# tests/images runs what the operator runs in each image inside them: the dev environment

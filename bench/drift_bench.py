@@ -51,6 +51,7 @@ import pyarrow as pa
 
 from bench.drift_agreement import agreement_lines
 from bench.drift_data import NOW, shifted
+from bench.record import cpu_model
 from kubeloop.api.monitor import DriftThresholds
 from kubeloop.profile import build_profile, load_profile
 from kubeloop.workloads.monitor.accumulate import CategoricalAccumulator, NumericAccumulator
@@ -262,12 +263,8 @@ def _in_child(call: str) -> None:
 
 
 def _machine() -> dict[str, Any]:
-    cpu = platform.processor()
+    cpu = cpu_model()
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
         mem_kib = next(
             int(line.split()[1])
             for line in Path("/proc/meminfo").read_text().splitlines()

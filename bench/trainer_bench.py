@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import platform
 import statistics
@@ -39,6 +38,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from bench.record import cpu_model, write_results
 
 __all__ = ["main"]
 
@@ -257,14 +258,7 @@ def _time_epochs(tensors: tuple[Any, ...], epochs: int, repeats: int, work: Path
 def _machine() -> dict[str, Any]:
     import torch
 
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {
         "cpu": cpu,
@@ -406,12 +400,7 @@ def main(argv: list[str] | None = None) -> int:
             "amp_only_on_gpu."
         ),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(run, indent=2))
-    if not args.no_summary:
-        SUMMARY.parent.mkdir(parents=True, exist_ok=True)
-        SUMMARY.write_text(_summary(run))
-    print(f"wrote {RESULTS.relative_to(ROOT)}" + ("" if args.no_summary else f" and {SUMMARY}"))
+    write_results(run, RESULTS, SUMMARY, None if args.no_summary else _summary(run))
     return 0
 
 

@@ -23,6 +23,7 @@ VERBS = {
     "local": ("kubeloop.local.main", "run the whole loop on this machine, no cluster"),
     "versions": ("kubeloop.registrycli.versions", "list a pipeline's model versions (registry)"),
     "compare": ("kubeloop.registrycli.compare", "compare two model versions side by side"),
+    "trials": ("kubeloop.registrycli.trials", "list the search trials behind a model version"),
     "registry": (
         "kubeloop.workloads.registryjob",
         "verify a version and point an alias at it, or read what the registry holds (what a "

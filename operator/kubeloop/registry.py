@@ -203,8 +203,9 @@ class Registry:
             **extra,  # first: an extra field never replaces one of the entry's own
             "alias": alias,
             "version": str(version),
-            # Milliseconds: the history of all aliases is ordered by this time.
-            "promotedAt": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            # Microseconds: the history of all aliases is ordered by this time, and two
+            # promotions by one writer within a millisecond did tie (then sorted by alias name).
+            "promotedAt": datetime.now(UTC).isoformat(timespec="microseconds"),
             "by": by,
             "reason": reason,
             "runId": run_id,

@@ -3,6 +3,7 @@
     import kubeloop_sdk as kl
 
     ctx = kl.context()                      # params, seed, task, features, paths, rank
+    ctx.trial                               # Trial(number, budget...) in a search, else None
     table = kl.read_table("train")          # pyarrow.Table (pyarrow in your image)
     start = kl.load_checkpoint()            # Checkpoint(step, data, path) or None
     kl.report(epoch=3, epochs=8, loss=0.4)  # log line + status.currentRun.progress
@@ -22,6 +23,7 @@ from kubeloop_sdk.context import (
     Context,
     ContextError,
     Feature,
+    Trial,
     context,
     write_context,
 )
@@ -41,6 +43,7 @@ __all__ = [
     "Context",
     "ContextError",
     "Feature",
+    "Trial",
     "__version__",
     "context",
     "load_checkpoint",

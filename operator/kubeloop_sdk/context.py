@@ -23,6 +23,7 @@ __all__ = [
     "Context",
     "ContextError",
     "Feature",
+    "Trial",
     "context",
     "context_path",
     "write_context",
@@ -49,6 +50,7 @@ _KEYS = {
     "checkpointDir": "checkpoint_dir",
     "checkpointUri": "checkpoint_uri",
     "outputDir": "output_dir",
+    "trial": "trial",
 }
 _REQUIRED = ("runId", "pipeline", "namespace", "task", "dataDir", "modelDir", "checkpointDir")
 _TASKS = ("classification", "regression")
@@ -78,6 +80,29 @@ class Feature:
 
 
 @dataclass(frozen=True)
+class Trial:
+    """The search trial this run is (spec.search): its params are already in `ctx.params`.
+
+    Honour the budget: when `budget_parameter` is one of your params (epochs, trees...), it
+    is in `ctx.params` set to `budget`; when it is `rows`, train.parquet already holds only
+    that many rows. Kubeloop scores the model you save and publishes nothing for a trial.
+    """
+
+    number: int
+    rung: int = 0
+    budget_parameter: str | None = None
+    budget: int | None = None
+    seed: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """As context.json holds it."""
+        budget = None
+        if self.budget_parameter is not None:
+            budget = {"parameter": self.budget_parameter, "value": self.budget}
+        return {"number": self.number, "rung": self.rung, "budget": budget, "seed": self.seed}
+
+
+@dataclass(frozen=True)
 class Context:
     """Everything about the run your code needs; `rank`, `world_size`, `local_rank` come from
     the env that `torchrun` sets (0, 1, 0 when it is absent)."""
@@ -101,6 +126,7 @@ class Context:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    trial: Trial | None = None  # set when this run is one trial of a search (spec.search)
 
     @property
     def is_main(self) -> bool:
@@ -168,6 +194,7 @@ class Context:
             rank=_rank(env, "RANK", 0),
             world_size=_rank(env, "WORLD_SIZE", 1),
             local_rank=_rank(env, "LOCAL_RANK", 0),
+            trial=_trial(data.get("trial"), where),
         )
 
 
@@ -193,6 +220,29 @@ def _feature(raw: Any, index: int, where: str) -> Feature:
         dtype=str(raw.get("dtype") or "float64"),
         kind=str(raw.get("kind") or "numeric"),
         categories=tuple(str(c) for c in categories) if categories is not None else None,
+    )
+
+
+def _trial(raw: Any, where: str) -> Trial | None:
+    if raw is None:
+        return None
+    budget = raw.get("budget") if isinstance(raw, dict) else None
+    number = raw.get("number") if isinstance(raw, dict) else None
+    if (
+        not isinstance(number, int)
+        or isinstance(number, bool)
+        or not (budget is None or isinstance(budget, dict))
+    ):
+        raise ContextError(
+            f"{where}: trial: an object {{number, rung, budget: {{parameter, value}}, seed}} "
+            f"or null, not {raw!r}"
+        )
+    return Trial(
+        number=number,
+        rung=int(raw.get("rung") or 0),
+        budget_parameter=str(budget["parameter"]) if budget else None,
+        budget=int(budget["value"]) if budget else None,
+        seed=raw.get("seed"),
     )
 
 
@@ -269,8 +319,11 @@ def write_context(path: str | os.PathLike[str], **fields: Any) -> Path:
         "checkpointDir": root / "checkpoints",
         "checkpointUri": None,
         "outputDir": root / "output",
+        "trial": None,
         **given,
     }
+    if isinstance(data["trial"], Trial):
+        data["trial"] = data["trial"].to_dict()
     data["features"] = [
         f.to_dict() if isinstance(f, Feature) else Feature(f).to_dict() if isinstance(f, str) else f
         for f in data["features"] or []

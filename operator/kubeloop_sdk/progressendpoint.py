@@ -47,6 +47,9 @@ PORT_NAME = "progress"  # the container port's name, which the operator looks fo
 DEFAULT_PORT = 8090
 PATH = "/progress"
 LINGER_ENV = "KUBELOOP_PROGRESS_LINGER_SECONDS"
+# Set in a search trial's pod (kubeloop.api.search.TRIAL_ENV): the operator follows trials by
+# their outcomes and reads no trial's progress, so serving it would only hold the pod at exit.
+TRIAL_ENV = "KUBELOOP_TRIAL"
 DEFAULT_LINGER_SECONDS = 10.0
 
 
@@ -164,15 +167,15 @@ _SLOT = _Slot()
 
 def endpoint_from_env(env: Mapping[str, str] | None = None) -> ProgressEndpoint | None:
     """The process's one endpoint, started on first use when `KUBELOOP_PROGRESS_PORT` is set;
-    None without it, or when the port cannot be opened (a warning: progress is best effort and
-    training goes on)."""
+    None without it, in a search trial (`KUBELOOP_TRIAL`), or when the port cannot be opened
+    (a warning: progress is best effort and training goes on)."""
     env = os.environ if env is None else env
     slot = _SLOT
     with slot.lock:
         if slot.tried:
             return slot.endpoint
         raw = env.get(PORT_ENV, "")
-        if not raw:
+        if not raw or env.get(TRIAL_ENV):
             return None
         slot.tried = True
         try:

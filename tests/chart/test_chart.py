@@ -83,6 +83,8 @@ def test_value_sets_render_what_they_switch_on(helm: str) -> None:
         "ServiceAccount",
         "ClusterRole",
         "ClusterRoleBinding",
+        "Role",  # leader election: the Lease in the release namespace
+        "RoleBinding",
         "Deployment",
         "Service",
         "ConfigMap",
@@ -124,7 +126,7 @@ _POD_PREFERRED = (
     "workloadPods.affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution[0]"
 )
 BAD_VALUES = {
-    "unknown top-level key": (["--set", "replicaCount=2"], "replicaCount"),
+    "unknown top-level key": (["--set", "replicas=2"], "replicas"),
     "pull policy": (["--set", "image.pullPolicy=Sometimes"], "/image/pullPolicy"),
     "namespace not DNS-1123": (["--set", "watchNamespaces={Team_B}"], "/watchNamespaces/0"),
     "memory not a quantity": (["--set", "resources.limits.memory=lots"], "/resources/limits"),
@@ -330,9 +332,20 @@ BAD_VALUES = {
         ],
         "missing property 'key'",
     ),
+    "no replica": (["--set", "replicaCount=0"], "/replicaCount"),
+    "replicas as words": (["--set-string", "replicaCount=two"], "/replicaCount"),
+    "lease in fractions": (
+        ["--set", "leaderElection.leaseDurationSeconds=7.5"],
+        "/leaderElection/leaseDurationSeconds",
+    ),
+    "lease knob typo": (["--set", "leaderElection.renewSecond=2"], "renewSecond"),
 }
 # Rules across two values, which JSON Schema cannot state: the chart refuses them as it renders.
 BAD_VALUE_PAIRS = {
+    "renewing slower than half the lease": (
+        ["--set", "leaderElection.leaseDurationSeconds=10,leaderElection.renewSeconds=6"],
+        "leaderElection.renewSeconds (6) is more than half of leaderElection.leaseDurationSeconds",
+    ),
     "probe port is the metrics port": (
         ["--set", "operator.probePort=9090"],
         "operator.probePort and operator.metricsPort are both 9090",
@@ -357,6 +370,10 @@ GOOD_VALUES = {
         "--set",
         "workloadPods.tolerations[0].key=gpu,workloadPods.tolerations[0].operator=Exists,"
         "workloadPods.priorityClassName=ml-batch,workloadPods.nodeSelector.pool=ml",
+    ],
+    "two replicas with a faster lease": [
+        "--set",
+        "replicaCount=2,leaderElection.leaseDurationSeconds=10,leaderElection.renewSeconds=2",
     ],
     "disruption budget by minAvailable": [
         "--set",
@@ -498,10 +515,28 @@ CLUSTER_PERMISSIONS = {
 }
 
 
+# The replicas' leader election: its Lease, in the release namespace only (a Role, never in the
+# ClusterRole). `create` cannot be limited to a name; reading and renewing are.
+LEADER_RULES = [
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+    {
+        "apiGroups": ["coordination.k8s.io"],
+        "resources": ["leases"],
+        "resourceNames": ["kubeloop-leader"],
+        "verbs": ["get", "update"],
+    },
+]
+
+
+def _leader_role(role: dict[str, Any]) -> bool:
+    return role["kind"] == "Role" and role["metadata"]["name"].endswith("-leader")
+
+
 def _permissions(role: dict[str, Any]) -> set[tuple[str, str, str]]:
     out = set()
     for rule in role["rules"]:
-        assert "resourceNames" not in rule and "nonResourceURLs" not in rule
+        assert "nonResourceURLs" not in rule
+        assert "resourceNames" not in rule or _leader_role(role), rule
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
                 for verb in rule["verbs"]:
@@ -531,8 +566,25 @@ def test_rbac_cluster_wide_is_exactly_the_operators_verbs(helm: str) -> None:
     for role in _by_kind(operator_roles(objs), "ClusterRole"):
         assert _bound_to_operator(objs, "ClusterRole", role["metadata"]["name"], None)
         granted |= _permissions(role)
-    assert not _by_kind(objs, "Role")
+    (leader,) = _by_kind(objs, "Role")
+    assert leader["metadata"]["namespace"] == "kubeloop-system" and _leader_role(leader)
+    assert leader["rules"] == LEADER_RULES
+    assert _bound_to_operator(objs, "Role", leader["metadata"]["name"], "kubeloop-system")
     assert granted == NAMESPACED_PERMISSIONS | CLUSTER_PERMISSIONS
+
+
+def test_the_lease_role_names_the_lease_the_operator_is_told_to_use(helm: str) -> None:
+    objs = render(helm, "--set", "fullnameOverride=ml-ops", namespace="ops")
+    (leader,) = _by_kind(objs, "Role")
+    (deploy,) = _by_kind(objs, "Deployment")
+    env = {e["name"]: e for e in deploy["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["KUBELOOP_LEASE_NAME"]["value"] == "ml-ops-leader"
+    assert leader["rules"][1]["resourceNames"] == ["ml-ops-leader"]
+    assert leader["metadata"]["namespace"] == "ops"
+    # Identity and namespace from the pod itself (downward API).
+    assert env["KUBELOOP_POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    namespace = {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert env["KUBELOOP_OPERATOR_NAMESPACE"]["valueFrom"] == namespace
 
 
 def test_the_operator_holds_no_rbac_to_give_workload_pods(helm: str) -> None:
@@ -550,7 +602,7 @@ def test_rbac_watch_namespaces_uses_namespaced_roles(helm: str) -> None:
     objs = render(helm, "--set", "watchNamespaces={ml,team-b}")
     (cluster_role,) = _by_kind(operator_roles(objs), "ClusterRole")
     assert _permissions(cluster_role) == CLUSTER_PERMISSIONS
-    roles = _by_kind(objs, "Role")
+    roles = [r for r in _by_kind(objs, "Role") if not _leader_role(r)]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["ml", "team-b"]
     for role in roles:
         assert _permissions(role) == NAMESPACED_PERMISSIONS
@@ -600,11 +652,15 @@ def test_pods_meet_pod_security_standard_restricted(
             assert not any(p.get("hostPort") for p in container.get("ports", [])), where
 
 
-def test_operator_deployment_is_one_replica_recreate_with_kopf_probes(helm: str) -> None:
+def test_operator_deployment_rolls_out_a_follower_first_with_probes_on_every_replica(
+    helm: str,
+) -> None:
     (deploy,) = _by_kind(render(helm), "Deployment")
     spec = deploy["spec"]
     assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+    # The new pod is ready as a follower before an old one stops (and releases the Lease).
+    rolling = {"maxSurge": 1, "maxUnavailable": 0}
+    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": rolling}
     container = spec["template"]["spec"]["containers"][0]
     assert container["args"][0] == "operator"
     assert "--liveness=http://0.0.0.0:8080/healthz" in container["args"]
@@ -633,7 +689,7 @@ def test_prometheus_rule_runbooks_point_where_the_values_say(helm: str) -> None:
     )
     (rule,) = _by_kind(objs, "PrometheusRule")
     alerts = [r for group in rule["spec"]["groups"] for r in group["rules"] if "alert" in r]
-    assert len(alerts) == 8
+    assert len(alerts) == 9
     for alert in alerts:
         assert alert["annotations"]["runbook_url"] == f"{mirror}#{alert['alert'].lower()}"
 
@@ -643,6 +699,7 @@ def test_prometheus_rule_leaves_out_the_disabled_alerts_only(helm: str) -> None:
         "KubeloopInferenceLatencyHigh",
         "KubeloopDriftDetected",
         "KubeloopDataQualityIssue",
+        "KubeloopModelPerformanceDegraded",
         "KubeloopDriftMonitorNotRun",
     ]
     objs = render(
@@ -895,6 +952,25 @@ def test_topology_spread_selects_the_operator_pod_unless_told_otherwise(helm: st
     assert host == wanted_host  # its own labelSelector is kept as written
 
 
+def test_two_replicas_get_a_budget_of_one_and_prefer_different_nodes(helm: str) -> None:
+    objs = render(helm, "--set", "replicaCount=2")
+    (deploy,) = _by_kind(objs, "Deployment")
+    (pdb,) = _by_kind(objs, "PodDisruptionBudget")
+    selector = deploy["spec"]["selector"]["matchLabels"]
+    assert deploy["spec"]["replicas"] == 2
+    assert pdb["spec"] == {"minAvailable": 1, "selector": {"matchLabels": selector}}
+    (term,) = deploy["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"
+    ]
+    assert term["podAffinityTerm"] == {
+        "topologyKey": "kubernetes.io/hostname",
+        "labelSelector": {"matchLabels": selector},
+    }
+    # The user's own affinity replaces it as a whole (the hardened set: system nodes).
+    (deploy,) = _by_kind(render(helm, *VALUE_SETS["hardened"]), "Deployment")
+    assert deploy["spec"]["template"]["spec"]["affinity"] == _hardened()["affinity"]
+
+
 def test_pod_disruption_budget_selects_the_operator_pod_with_one_bound(helm: str) -> None:
     assert not _by_kind(render(helm), "PodDisruptionBudget")
     objs = render(helm, *VALUE_SETS["hardened"])
@@ -968,6 +1044,9 @@ OPERATOR_KNOBS = [
     "topologySpreadConstraints",
     "podDisruptionBudget.enabled",
     "podDisruptionBudget.maxUnavailable",
+    "replicaCount",
+    "leaderElection.leaseDurationSeconds",
+    "leaderElection.renewSeconds",
     "rbac.create",
     *(
         f"{monitor}.{knob}"

@@ -54,6 +54,22 @@ def _operator(helm: str, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return deploy, container
 
 
+# What the kubelet fills in for the downward API.
+POD = {"metadata.name": "kubeloop-5d8f7c9b4-x2x7q", "metadata.namespace": "kubeloop-system"}
+
+
+def _value(env: dict[str, Any], pod: dict[str, str]) -> str:
+    """An env entry's value, a fieldRef read from the pod as the kubelet would."""
+    if "value" in env:
+        return str(env["value"])
+    return pod[env["valueFrom"]["fieldRef"]["fieldPath"]]
+
+
+def _args(name: str) -> list[str]:
+    path = VALUE_FILES[name]
+    return ["-f", str(path)] if path else []
+
+
 class _Recording(dict[str, str]):
     """An os.environ stand-in that remembers every name looked up."""
 
@@ -85,10 +101,10 @@ def test_rendered_args_are_what_the_operator_cli_parses(
     namespaces = values["watchNamespaces"]
     assert captured["clusterwide"] is (not namespaces)
     assert captured["namespaces"] == namespaces
-    # Standalone kopf (no peering) is safe only with one replica that is stopped first.
+    # Standalone kopf (no peering): the Lease decides which replica runs it (the env test).
     assert captured["standalone"] is True and captured["peering_name"] is None
-    assert deploy["spec"]["replicas"] == 1
-    assert deploy["spec"]["strategy"] == {"type": "Recreate"}
+    assert deploy["spec"]["replicas"] == values["replicaCount"]
+    assert deploy["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     # Liveness and readiness hit kopf's own probe endpoint, on the port the flag opens.
     probe_port = values["operator"]["probePort"]
     assert captured["liveness_endpoint"] == f"http://0.0.0.0:{probe_port}/healthz"
@@ -105,7 +121,7 @@ def test_rendered_env_is_what_the_operator_config_reads(
     deploy, container = _operator(helm, value_set)
     values = _values(value_set)
     extra = {e["name"] for e in values["operator"]["extraEnv"]}
-    env = {e["name"]: e["value"] for e in container["env"] if e["name"] not in extra}
+    env = {e["name"]: _value(e, POD) for e in container["env"] if e["name"] not in extra}
     recording = _Recording(env)
     monkeypatch.setattr(os, "environ", recording)
     config = OperatorConfig.from_env()
@@ -149,6 +165,17 @@ def test_rendered_env_is_what_the_operator_config_reads(
     }
     assert peers[1:] == (values.get("networkPolicy", {}).get("metricsFrom") or [])
     assert config.server == ""  # in-cluster: the ServiceAccount, never a plain URL
+    # Leader election on the Lease the chart's Role names, as this very pod.
+    election = config.leader_election
+    assert election.lease == "kubeloop-leader" and election.identity == POD["metadata.name"]
+    assert election.namespace == deploy["metadata"]["namespace"] == POD["metadata.namespace"]
+    roles = [r for r in operator_roles(render(helm, *_args(value_set))) if r["kind"] == "Role"]
+    for role in roles if values["rbac"]["create"] else []:  # else the platform grants it
+        if role["metadata"]["namespace"] == election.namespace:
+            assert election.lease in role["rules"][1]["resourceNames"]
+    wanted = values["leaderElection"]
+    assert election.timing.duration == wanted["leaseDurationSeconds"]
+    assert election.timing.renew == wanted["renewSeconds"]
 
 
 def test_network_policy_lets_canary_analysis_reach_the_server_pods(helm: str) -> None:
@@ -224,7 +251,14 @@ def test_network_policy_lets_the_operator_read_training_progress(helm: str) -> N
     )
 
 
-_VERBS = {"get": "get", "list": "list", "create": "create", "patch": "patch", "delete": "delete"}
+_VERBS = {
+    "get": "get",
+    "list": "list",
+    "create": "create",
+    "patch": "patch",
+    "delete": "delete",
+    "replace": "update",
+}
 
 
 def _calls_in_controller() -> set[tuple[str, str, str]]:
@@ -299,7 +333,7 @@ def test_workload_pod_defaults_reach_every_pod_the_operator_builds(
 
     _, container = _operator(helm, "custom")
     for item in container["env"]:
-        monkeypatch.setenv(item["name"], item["value"])
+        monkeypatch.setenv(item["name"], _value(item, POD))
     defaults = OperatorConfig.from_env().workloads
     wanted = _values("custom")["workloadPods"]
     assert defaults.image_pull_secrets == ("regcred", "ml-registry")

@@ -170,6 +170,20 @@ def test_waiting_for(trigger: str | None, expected: str | None) -> None:
             "Running",
             (True, "RunInProgress", "run 3 is training; generation 4 waits for run 3 to finish"),
         ),
+        (
+            {**CURRENT, "search": {"finished": False, "progress": "5/12"}},
+            None,
+            None,
+            "Running",
+            (True, "Searching", "run 3 is searching: trials 5/12"),
+        ),
+        (
+            {**CURRENT, "search": {"finished": True, "progress": "12/12"}},
+            _job(),
+            None,
+            "Running",
+            (True, "RunInProgress", "run 3 is training"),
+        ),
     ],
 )
 def test_run_state(

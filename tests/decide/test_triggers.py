@@ -42,6 +42,7 @@ _EDITS: list[tuple[str, dict[str, Any], bool]] = [
     ("distributed", {"distributed": {"masterPort": 29501}}, True),
     ("seed", {"seed": 7}, True),
     ("image", {"image": "kubeloop/trainer:custom"}, True),
+    ("search", {"search": {"trials": 4, "space": [{"estimator": "LogisticRegression"}]}}, True),
     ("artifacts", {"artifacts": "s3://models/churn-v2/"}, False),
     ("storageSecretRef", {"storageSecretRef": {"name": "other"}}, False),
     ("schedule", {"schedule": "0 3 * * 1"}, False),

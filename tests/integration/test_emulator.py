@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import json
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -387,3 +390,45 @@ def test_generated_names_do_not_collide_at_the_scale_of_a_test_module(
     )
     assert created["metadata"]["name"].startswith("churn.")
     assert len(created["metadata"]["name"]) == len("churn.") + 12
+
+
+def test_leases_are_served_and_of_two_updates_from_one_version_exactly_one_wins(
+    cluster: EmulatorThread,
+) -> None:
+    """Leader election (kubeloop.controller.leader) takes a Lease by a PUT that names the
+    resourceVersion it read: when two replicas race for one expired lease, one must get 409."""
+    leases = "/apis/coordination.k8s.io/v1/namespaces/kubeloop-system/leases"
+    group = _req(cluster, "GET", "/apis/coordination.k8s.io/v1")
+    assert {r["name"]: r["kind"] for r in group["resources"]}["leases"] == "Lease"
+    lease = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": "kubeloop-leader"},
+        "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15, "leaseTransitions": 0},
+    }
+    stored = _req(cluster, "POST", leases, lease)
+    read = stored["metadata"]["resourceVersion"]
+
+    def take(holder: str) -> int:
+        body = {**lease, "metadata": {"name": "kubeloop-leader", "resourceVersion": read}}
+        body["spec"] = {**lease["spec"], "holderIdentity": holder, "leaseTransitions": 1}
+        try:
+            _req(cluster, "PUT", f"{leases}/kubeloop-leader", body)
+        except urllib.error.HTTPError as err:
+            return err.code
+        return 200
+
+    async def hold_the_store() -> None:  # as a watch taking its snapshot does, for a while
+        async with cluster.emulator.lock:
+            held.set()
+            await asyncio.sleep(0.3)
+
+    held = threading.Event()
+    with concurrent.futures.ThreadPoolExecutor(9) as pool:
+        holding = pool.submit(cluster.call, hold_the_store())
+        assert held.wait(10)
+        codes = list(pool.map(take, [f"replica-{i}" for i in range(8)]))
+        holding.result()
+    assert sorted(codes) == [200] + [409] * 7
+    holder = _req(cluster, "GET", f"{leases}/kubeloop-leader")["spec"]["holderIdentity"]
+    assert holder == f"replica-{codes.index(200)}"

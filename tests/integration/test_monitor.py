@@ -403,3 +403,82 @@ def test_suspended_or_deleted_monitors_stop_reporting(
         assert (ready["status"], ready["reason"]) == ("False", "Suspended")
     finally:
         op.stop()
+
+
+def _degraded(verdict: str, accuracy: float) -> dict[str, Any]:
+    """A check whose inputs did not drift but whose labelled accuracy is `accuracy`."""
+    result = _drift("NoDrift", share=0.0)
+    result["performance"] = {
+        "verdict": verdict,
+        "breached": ["accuracy"] if verdict == "Degraded" else [],
+        "measured": {"accuracy": accuracy},
+        "estimated": {"accuracy": 0.9},
+        "rows": 4000,
+        "labelledRows": 200,
+        "coverage": 0.05,
+        "duplicateLabels": 3,
+        "unmatchedLabels": 7,
+        "calibration": "labels",
+    }
+    result["predictionDrift"] = {
+        "drifted": False,
+        "features": {"_prediction": {"test": "chi2", "score": 0.4, "drifted": False}},
+    }
+    return result
+
+
+def test_degraded_performance_without_drift_retrains_once(
+    cluster: Cluster, operator: Operator
+) -> None:
+    """The label relation flipped, inputs unchanged: NoDrift, Degraded, exactly one run."""
+    cluster.create(example("churn-pipeline.yaml", name="dm7"))
+    wait_for(lambda: cluster.get(JOBS, "ml", "dm7-run-1"), what="run 1")
+    cluster.finish_job("ml", "dm7-run-1", _training("1", 0.9, "dm7"))
+    wait_for(lambda: _status(cluster, TP, "dm7").get("champion"), what="champion")
+    md = example("churn-deployment.yaml", name="dm7")
+    md["spec"]["model"]["pipelineRef"]["name"] = "dm7"
+    cluster.create(md)
+    dm = example("churn-monitor.yaml", name="dm7")
+    dm["spec"]["deploymentRef"]["name"] = "dm7"
+    dm["spec"]["onDrift"]["retrain"] = True
+    dm["spec"]["performance"] = {
+        "labels": {"uri": "s3://labels/churn/"},
+        "thresholds": {"accuracy": 0.8},
+        "onDegraded": {"retrain": True},
+    }
+    cluster.create(dm)
+    wait_for(lambda: cluster.get(CRONJOBS, "ml", "dm7"), what="CronJob dm7")
+
+    job = _check(cluster, "dm7", 1, _degraded("Degraded", 0.55))
+    status = _status(cluster, DM, "dm7")
+    assert status["verdict"] == "NoDrift"
+    perf = status["performance"]
+    assert (perf["verdict"], perf["measured"], perf["coverage"]) == (
+        "Degraded",
+        {"accuracy": 0.55},
+        0.05,
+    )
+    assert (perf["duplicateLabels"], perf["unmatchedLabels"]) == (3, 7)
+    assert status["predictionDrift"]["drifted"] is False
+    assert _cond(status, "PerformanceDegraded")["status"] == "True"
+    assert _cond(status, "DriftDetected")["status"] == "False"
+    assert events(cluster, "dm7", "PerformanceDegraded")[0]["type"] == "Warning"
+    wait_for(lambda: cluster.get(JOBS, "ml", "dm7-run-2"), what="retrain run")
+    request = _obj(cluster, TP, "dm7")["metadata"]["annotations"][
+        "kubeloop.io/retrain-requested-at"
+    ]
+    assert request.endswith(f" dm7/{job}") and perf["retrainRequestedAt"] == request.split()[0]
+
+    # the same episode (and one without enough labels) asks for nothing more
+    _check(cluster, "dm7", 2, _degraded("Degraded", 0.5))
+    _check(cluster, "dm7", 3, _degraded("InsufficientLabels", 0.5))
+    settled(cluster, "driftmonitors", "dm7")
+    assert _pipeline_jobs(cluster, "dm7") == ["dm7-run-1", "dm7-run-2"]
+    assert _status(cluster, DM, "dm7")["performance"]["retrainRequestedAt"]
+
+    # OK ends the episode
+    _check(cluster, "dm7", 4, _degraded("OK", 0.9))
+    status = _status(cluster, DM, "dm7")
+    assert "retrainRequestedAt" not in status["performance"]
+    assert _cond(status, "PerformanceDegraded")["reason"] == "PerformanceOK"
+    assert events(cluster, "dm7", "PerformanceRecovered")

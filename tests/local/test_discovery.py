@@ -102,6 +102,7 @@ def test_unknown_groups_are_not_served() -> None:
         "networking.k8s.io",
         "rbac.authorization.k8s.io",
         "apiextensions.k8s.io",
+        "coordination.k8s.io",
         "authorization.k8s.io",
     }
 

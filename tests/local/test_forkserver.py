@@ -5,16 +5,23 @@ fresh `python` would be: argv, environment, working directory, path, log, sessio
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from kubeloop.local.cluster.forkserver import ForkPlan, ForkServer, fork_plan
+from kubeloop.local.cluster import forkserver
+from kubeloop.local.cluster.forkserver import ForkedProcess, ForkPlan, ForkServer, fork_plan
+from kubeloop.local.cluster.podspec import ProcessSpec
+from kubeloop.local.cluster.processes import LocalProcess
+from kubeloop.local.cluster.statefile import POD_MARKER
 
 PY = sys.executable
 
@@ -147,3 +154,43 @@ async def test_a_cancelled_wait_does_not_lose_the_exit(server: ForkServer, tmp_p
         ForkPlan("script", str(script), []), env, str(tmp_path), tmp_path / "t.log"
     )
     assert await again.wait() == 0
+
+
+async def test_a_start_cancelled_while_forking_leaves_no_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pod deleted while its process starts: the fork finishes in its thread after the start
+    was cancelled, and the child it made (nobody's) is killed, not left running."""
+    marker = {"KUBELOOP_TEST_CANCELLED_START": str(tmp_path)}  # a fork server of this test's own
+    server = forkserver.shared(marker)
+    assert server is not None
+    entered, release = threading.Event(), threading.Event()
+    spawned: concurrent.futures.Future[ForkedProcess] = concurrent.futures.Future()
+    real_spawn = server.spawn
+
+    def spawn(*args: Any) -> ForkedProcess:
+        entered.set()
+        release.wait(30)  # the start is cancelled meanwhile
+        child = real_spawn(*args)
+        spawned.set_result(child)
+        return child
+
+    monkeypatch.setattr(server, "spawn", spawn)
+    script = tmp_path / "pod.py"
+    script.write_text("import signal; signal.pause()\n")
+    spec = ProcessSpec(
+        argv=[sys.executable, str(script)],
+        env={POD_MARKER: marker["KUBELOOP_TEST_CANCELLED_START"]},
+        cwd=str(tmp_path),
+        termination_path=tmp_path / "termination",
+    )
+    monkeypatch.setattr(forkserver, "shared", lambda inherit=None: server if inherit else None)
+    starting = asyncio.ensure_future(LocalProcess(spec, tmp_path / "pod.log").start())
+    assert await asyncio.to_thread(entered.wait, 30)
+    starting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await starting
+    release.set()
+    child = await asyncio.wrap_future(spawned)
+    assert await asyncio.wait_for(child.wait(), 30) == -signal.SIGKILL
+    forkserver.close_shared(marker)

@@ -151,7 +151,10 @@ def _rows(text: str) -> list[list[str]]:
 def test_get_all_three_kinds_prints_the_printer_columns(cluster: Cluster) -> None:
     blocks = cluster.kubectl("get", "tp,md,dm", "-A").split("\n\n")
     tp, md, dm = (_rows(block) for block in blocks)
-    assert tp[0] == ["NAMESPACE", "NAME", "PHASE", "CHAMPION", "METRIC", "SCORE", "PROGRESS", "AGE"]
+    assert tp[0] == [
+        *("NAMESPACE", "NAME", "PHASE", "CHAMPION", "METRIC", "SCORE", "PROGRESS", "TRIALS"),
+        "AGE",
+    ]
     assert tp[1][:2] == ["ml", "trainingpipeline.kubeloop.io/churn"]
     assert md[0] == ["NAMESPACE", "NAME", "VERSION", "READY", "URL", "AGE"]
     assert dm[0] == ["NAMESPACE", "NAME", "DRIFTED", "SHARE", "LAST", "RUN", "AGE"]

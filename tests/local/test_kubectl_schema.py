@@ -90,7 +90,10 @@ def test_get_prints_the_crds_printer_columns(cluster: tuple[EmulatorThread, Path
     printed = kubectl(home, "get", "tp,md,dm", "-A").stdout
     blocks = [_lines(block) for block in printed.split("\n\n")]
     tp, md, dm = blocks
-    assert tp[0] == ["NAMESPACE", "NAME", "PHASE", "CHAMPION", "METRIC", "SCORE", "PROGRESS", "AGE"]
+    assert tp[0] == [
+        *("NAMESPACE", "NAME", "PHASE", "CHAMPION", "METRIC", "SCORE", "PROGRESS", "TRIALS"),
+        "AGE",
+    ]
     assert tp[1][:4] == ["ml", "trainingpipeline.kubeloop.io/churn", "Succeeded", "roc_auc"]
     assert md[0] == ["NAMESPACE", "NAME", "VERSION", "READY", "URL", "AGE"]  # priority 1: -o wide
     assert dm[0] == ["NAMESPACE", "NAME", "DRIFTED", "SHARE", "LAST", "RUN", "AGE"]

@@ -60,8 +60,10 @@ def test_rows_show_values_none_and_ages() -> None:
     }
     table = render_table(resolve_kind("trainingpipelines"), [pipeline], now=NOW)
     lines = table.splitlines()
-    assert lines[0].split() == ["NAME", "PHASE", "CHAMPION", "METRIC", "SCORE", "PROGRESS", "AGE"]
-    assert lines[1].split() == ["churn", "Succeeded", "2", "roc_auc", "0.91", "<none>", "5m3s"]
+    header = ["NAME", "PHASE", "CHAMPION", "METRIC", "SCORE", "PROGRESS", "TRIALS", "AGE"]
+    assert lines[0].split() == header
+    row = ["churn", "Succeeded", "2", "roc_auc", "0.91", "<none>", "<none>", "5m3s"]
+    assert lines[1].split() == row
     # columns line up: every cell starts where its header does
     assert lines[1].index("Succeeded") == lines[0].index("PHASE")
 

@@ -84,9 +84,9 @@ def test_table_rows_embed_the_object_as_asked(
     built = tables.table(columns, [OBJ], include_object=include, now=NOW)
     assert built["kind"] == "Table" and built["apiVersion"] == "meta.k8s.io/v1"
     names = [c["name"] for c in built["columnDefinitions"]]
-    assert names == ["Name", "Phase", "Champion", "Metric", "Score", "Progress", "Age"]
+    assert names == ["Name", "Phase", "Champion", "Metric", "Score", "Progress", "Trials", "Age"]
     row = built["rows"][0]
-    assert row["cells"] == ["churn", None, None, None, 0.9, None, "4m5s"]
+    assert row["cells"] == ["churn", None, None, None, 0.9, None, None, "4m5s"]
     if row_object is None:
         assert "object" not in row
     else:

@@ -27,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kubeloop.api.quality import QualityFinding
 from kubeloop.decide.quality import QualityVerdict
+from kubeloop.workloads.monitor.metrics import add_performance
 from kubeloop.workloads.monitor.metrics import build_registry as monitor_registry
 from kubeloop.workloads.monitor.quality import add_quality_metrics
 from kubeloop.workloads.monitor.verdict import DatasetVerdict, FeatureVerdict
@@ -148,6 +149,7 @@ def _monitor() -> set[str]:
     issue = QualityFinding(feature="tenure", check="nullShare", value=0.4, threshold=0.1)
     quality = QualityVerdict("QualityIssue", (issue,), {("tenure", "nullShare"): 0.4})
     add_quality_metrics(registry, quality)
+    add_performance(registry, {"verdict": "Degraded", "measured": {"accuracy": 0.6}})
     return _families(generate_latest(registry).decode())
 
 

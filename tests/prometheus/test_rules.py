@@ -23,6 +23,7 @@ REQUIRED_ALERTS = {
     "KubeloopDriftDetected",
     "KubeloopDriftMonitorNotRun",
     "KubeloopDataQualityIssue",
+    "KubeloopModelPerformanceDegraded",
 }
 
 

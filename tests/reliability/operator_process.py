@@ -9,15 +9,25 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from tests.integration.harness import Cluster
+
+from kubeloop.local.cluster.emulator import EmulatorThread
 
 
 class OperatorProcess:
     """`kubeloop operator` against the emulator; `kills` by us, `exits` on its own."""
 
-    def __init__(self, url: str, log: Path) -> None:
+    def __init__(
+        self, url: str, log: Path, env: dict[str, str] | None = None, liveness: str = ""
+    ) -> None:
         self.url = url
         self.log = log
+        self.env = env or {}
+        self.liveness = liveness
         self.proc: subprocess.Popen[bytes] | None = None
         self.kills = 0
         self.exits = 0
@@ -31,10 +41,11 @@ class OperatorProcess:
             "KUBELOOP_KUBE_SERVER": self.url,
             "KUBELOOP_METRICS_PORT": "0",
             "KUBELOOP_RESYNC_SECONDS": "0.5",
+            **self.env,
         }
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "kubeloop.cli", "operator", "--liveness", ""],
+                [sys.executable, "-m", "kubeloop.cli", "operator", "--liveness", self.liveness],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -53,12 +64,18 @@ class OperatorProcess:
                     self._spawn()
 
     def kill_and_restart(self) -> None:
+        self.kill(restart=True)
+
+    def kill(self, restart: bool = False) -> None:
+        """SIGKILL; without `restart`, the process stays gone (a pod deleted with its node)."""
         with self._lock:
             assert self.proc is not None
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
             self.kills += 1
-            self._spawn()
+            self.proc = None
+            if restart:
+                self._spawn()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -69,3 +86,15 @@ class OperatorProcess:
                     self.proc.wait(15)
                 except subprocess.TimeoutExpired:
                     self.proc.kill()
+
+
+@contextmanager
+def killable_operator(log: Path) -> Iterator[tuple[Cluster, OperatorProcess]]:
+    """An emulator and the real operator against it (stopped at the end), for kill tests."""
+    with EmulatorThread() as thread:
+        operator = OperatorProcess(thread.url, log)
+        operator.start()
+        try:
+            yield Cluster(thread), operator
+        finally:
+            operator.stop()

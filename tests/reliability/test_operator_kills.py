@@ -19,9 +19,7 @@ from collections.abc import Iterator
 import pytest
 from tests.integration.harness import Cluster, settled
 from tests.reliability import runs
-from tests.reliability.operator_process import OperatorProcess
-
-from kubeloop.local.cluster.emulator import EmulatorThread
+from tests.reliability.operator_process import OperatorProcess, killable_operator
 
 pytestmark = pytest.mark.slow  # minutes: `make test` starts it first
 
@@ -32,14 +30,8 @@ NAME = "killed"
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, OperatorProcess]]:
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
-    with EmulatorThread() as thread:
-        operator = OperatorProcess(thread.url, log)
-        operator.start()
-        try:
-            yield Cluster(thread), operator
-        finally:
-            operator.stop()
+    with killable_operator(tmp_path_factory.mktemp("operator") / "operator.log") as running:
+        yield running
 
 
 def _maybe_kill_later(rng: random.Random, operator: OperatorProcess) -> threading.Thread | None:

@@ -212,3 +212,44 @@ def test_a_custom_run_serves_progress_from_the_users_code_only() -> None:
         assert "ports" not in step
         assert "KUBELOOP_PROGRESS_PORT" not in {e["name"] for e in step["env"]}
     assert pod["automountServiceAccountToken"] is False and "serviceAccountName" not in pod
+
+
+def test_a_search_trial_is_built_like_the_run_with_its_assignment_and_no_champion() -> None:
+    from kubeloop.api.search import SearchRecord, SearchTrial, TrialAssignment
+    from kubeloop.resources.training import trial_job_name
+
+    spec = _spec(resources={"gpus": 1}, queueName="team-a")
+    trial = TrialAssignment(run_id="3", trial=4, rung=1, params={"lr": 0.01}, seed=42)
+    name = trial_job_name("ddp", 3, 4, 1, halving=True)
+    champion = {"version": "2", "uri": "s3://models/m/versions/2"}
+    job = build_training_job(
+        OWNER, spec, run_id=3, trigger="Manual", generation=2, defaults=DEFAULTS,
+        champion=champion, trial=trial, trial_name=name,
+    )  # fmt: skip
+    run = build_training_job(
+        OWNER, spec, run_id=3, trigger="Manual", generation=2, defaults=DEFAULTS,
+        champion=champion,
+    )  # fmt: skip
+    assert name == "ddp-run-3-t4-r1" and job["metadata"]["name"] == name
+    labels = job["metadata"]["labels"]
+    assert labels["kubeloop.io/trial"] == "4" and labels["kubeloop.io/rung"] == "1"
+    assert labels["kueue.x-k8s.io/queue-name"] == "team-a" and job["spec"]["suspend"] is True
+    pod, run_pod = job["spec"]["template"]["spec"], run["spec"]["template"]["spec"]
+    (container,), (run_container,) = pod["containers"], run_pod["containers"]
+    assert container["resources"] == run_container["resources"]
+    assert container["securityContext"] == run_container["securityContext"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert TrialAssignment.model_validate_json(env["KUBELOOP_TRIAL"]) == trial
+    assert "KUBELOOP_CHAMPION_URI" not in env and "KUBELOOP_SEARCH" not in env
+    won = SearchRecord(
+        strategy="random", seed=1, metric="roc_auc", winner=4, refit=False,
+        trials=[SearchTrial(assignment=trial)],
+    )  # fmt: skip
+    final = build_training_job(
+        OWNER, spec, run_id=3, trigger="Manual", generation=2, defaults=DEFAULTS, search=won
+    )
+    env = {
+        e["name"]: e.get("value") for e in final["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert SearchRecord.model_validate_json(env["KUBELOOP_SEARCH"]) == won
+    assert final["metadata"]["name"] == "ddp-run-3" and "KUBELOOP_TRIAL" not in env

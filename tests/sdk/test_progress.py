@@ -137,6 +137,12 @@ def test_rank_1_serves_nothing(
     assert _served(progress_port) == (204, None)
 
 
+def test_a_search_trial_serves_nothing(progress_port: int) -> None:
+    # The operator reads no trial's progress: an endpoint would only hold the pod at exit.
+    env = {progressendpoint.PORT_ENV: str(progress_port), progressendpoint.TRIAL_ENV: "{}"}
+    assert progressendpoint.endpoint_from_env(env) is None
+
+
 def test_without_a_progress_port_only_the_line(
     make_context: MakeContext, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -41,6 +41,11 @@ app.kubernetes.io/part-of: kubeloop
 {{- end }}
 {{- end -}}
 
+{{/* The leader-election Lease of the operator's replicas (in the release namespace). */}}
+{{- define "kubeloop.leaseName" -}}
+{{- printf "%s-leader" (include "kubeloop.fullname" .) -}}
+{{- end -}}
+
 {{- define "kubeloop.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}
 {{- default (include "kubeloop.fullname" .) .Values.serviceAccount.name -}}
@@ -132,6 +137,10 @@ constants, never with another value). Included by the Deployment, so `helm templ
 {{- define "kubeloop.validateValues" -}}
 {{- if eq (int .Values.operator.probePort) (int .Values.operator.metricsPort) -}}
 {{- include "kubeloop.refuse" (printf "operator.probePort and operator.metricsPort are both %d: kopf's /healthz and the /metrics server each bind their own port, and the operator exits when the second cannot; set one of them to another port" (int .Values.operator.probePort)) -}}
+{{- end -}}
+{{- $election := .Values.leaderElection -}}
+{{- if gt (mulf 2.0 (float64 $election.renewSeconds)) (float64 $election.leaseDurationSeconds) -}}
+{{- include "kubeloop.refuse" (printf "leaderElection.renewSeconds (%v) is more than half of leaderElection.leaseDurationSeconds (%v): a leader stops acting when it could not renew for their difference, which must leave room for a second try; lower renewSeconds or raise leaseDurationSeconds" $election.renewSeconds $election.leaseDurationSeconds) -}}
 {{- end -}}
 {{- end -}}
 

@@ -96,6 +96,12 @@ KINDS: tuple[CrdKind, ...] = (
                 "jsonPath": ".status.currentRun.progress.percent",
                 "description": "Percent done of the run in progress.",
             },
+            {
+                "name": "Trials",
+                "type": "string",
+                "jsonPath": ".status.currentRun.search.progress",
+                "description": "Search trials finished/planned of the run in progress.",
+            },
             _AGE,
         ],
     ),

@@ -23,16 +23,25 @@ from kubeloop.api.common import (
 from kubeloop.api.quality import QualityStatus, QualityThresholds
 
 __all__ = [
+    "CLASSIFICATION_METRICS",
+    "HIGHER_IS_BETTER",
     "PUSHGATEWAY_JOB",
     "REFERENCE_PATTERN",
+    "REGRESSION_METRICS",
     "DriftMonitor",
     "DriftMonitorSpec",
     "DriftMonitorStatus",
     "DriftTests",
     "DriftThresholds",
     "FeatureDrift",
+    "LabelsSource",
     "MonitorResources",
+    "OnDegradedSpec",
     "OnDriftSpec",
+    "PerformanceSpec",
+    "PerformanceStatus",
+    "PerformanceThresholds",
+    "PredictionDriftStatus",
     "ReportSpec",
     "pushgateway_group",
 ]
@@ -138,6 +147,151 @@ class ReportSpec(KubeModel):
     )
 
 
+CLASSIFICATION_METRICS = ("accuracy", "roc_auc", "f1")
+REGRESSION_METRICS = ("rmse", "mae")
+# The metrics a threshold is a floor for (higher is better); the others are ceilings.
+HIGHER_IS_BETTER = frozenset(CLASSIFICATION_METRICS)
+PerformanceMetric = Literal["accuracy", "roc_auc", "f1", "rmse", "mae"]
+
+
+class LabelsSource(KubeModel):
+    """Where the delayed ground truth arrives: Parquet with a request id and the true label."""
+
+    uri: ObjectStoreUri = Field(
+        description="Parquet file or folder of labels (s3://... or file://...), read with the "
+        "monitor's storage credentials (spec.storageSecretRef)."
+    )
+    id_column: str = Field(
+        default="request_id",
+        min_length=1,
+        max_length=256,
+        description="Column holding the inference request id (the V2 request `id`, or the id "
+        "the server assigned, as the payload log's `_request_id`).",
+    )
+    label_column: str = Field(
+        default="label", min_length=1, max_length=256, description="Column of the true label."
+    )
+    row_column: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="Column of the row's position inside its request (payload log `_row`), "
+        "for requests of several rows; absent: a label belongs to row 0 of its request.",
+    )
+
+
+class PerformanceThresholds(KubeModel):
+    """Per metric, the value that makes the verdict Degraded (unset: not judged)."""
+
+    accuracy: float | None = Field(default=None, ge=0, le=1, description="Degraded below this.")
+    roc_auc: float | None = Field(default=None, ge=0, le=1, description="Degraded below this.")
+    f1: float | None = Field(default=None, ge=0, le=1, description="Degraded below this.")
+    rmse: float | None = Field(default=None, ge=0, description="Degraded above this.")
+    mae: float | None = Field(default=None, ge=0, description="Degraded above this.")
+
+    def items(self) -> dict[str, float]:
+        """The thresholds that are set, by metric name."""
+        return {
+            name: value
+            for name in (*CLASSIFICATION_METRICS, *REGRESSION_METRICS)
+            if (value := getattr(self, name)) is not None
+        }
+
+
+class OnDegradedSpec(KubeModel):
+    """What happens when measured performance degrades."""
+
+    retrain: bool = Field(
+        default=False,
+        description="Request one run of the pipeline behind the deployment per degradation "
+        "episode (a run of Degraded verdicts).",
+    )
+
+
+def _metrics_one_task(p: PerformanceSpec) -> bool:
+    return p.metrics is None or (
+        set(p.metrics) <= set(CLASSIFICATION_METRICS) or set(p.metrics) <= set(REGRESSION_METRICS)
+    )
+
+
+def _thresholds_measured(p: PerformanceSpec) -> bool:
+    return p.metrics is None or set(p.thresholds.items()) <= set(p.metrics)
+
+
+def _quoted(names: tuple[str, ...]) -> str:
+    return "[" + ", ".join(f"'{n}'" for n in names) + "]"
+
+
+class PerformanceSpec(KubeModel):
+    """Model performance from delayed ground truth, joined to the payload log by request id."""
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            cel=f"!has(self.metrics) || self.metrics.all(m, m in "
+            f"{_quoted(CLASSIFICATION_METRICS)}) || self.metrics.all(m, m in "
+            f"{_quoted(REGRESSION_METRICS)})",
+            check=_metrics_one_task,
+            message="spec.performance.metrics: list classification metrics (accuracy, roc_auc, "
+            "f1) or regression metrics (rmse, mae), not both",
+            field_path=".metrics",
+        ),
+        CelRule(
+            cel="!has(self.metrics) || "
+            + " && ".join(
+                f"(!has(self.thresholds.{camel}) || '{name}' in self.metrics)"
+                for name, camel in (
+                    ("accuracy", "accuracy"),
+                    ("roc_auc", "rocAuc"),
+                    ("f1", "f1"),
+                    ("rmse", "rmse"),
+                    ("mae", "mae"),
+                )
+            ),
+            check=_thresholds_measured,
+            message="spec.performance.thresholds: a threshold is set for a metric that "
+            "spec.performance.metrics does not list; add the metric or remove the threshold",
+            field_path=".thresholds",
+        ),
+    )
+
+    labels: LabelsSource = Field(description="Where the delayed labels arrive.")
+    window: Duration = Field(
+        default="168h",
+        description="How far back served requests are joined with labels (labels arrive late: "
+        "longer than the drift window), e.g. 168h.",
+    )
+    metrics: Annotated[list[PerformanceMetric], ListSet()] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=5,
+        description="Metrics to compute, with scikit-learn's definitions; default by the "
+        "model's task: accuracy, roc_auc, f1 (classification) or rmse, mae (regression).",
+    )
+    min_labelled_rows: int = Field(
+        default=100,
+        ge=1,
+        description="Fewer labelled rows in the window give verdict InsufficientLabels.",
+    )
+    min_coverage: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="A smaller share of labelled rows gives verdict InsufficientLabels.",
+    )
+    thresholds: PerformanceThresholds = Field(
+        default_factory=PerformanceThresholds,
+        description="Per metric, the value past which the verdict is Degraded.",
+    )
+    estimate: bool = Field(
+        default=True,
+        description="Classifiers: also estimate accuracy, roc_auc and f1 from the logged "
+        "probabilities alone (confidence-based performance estimation, as NannyML's CBPE).",
+    )
+    on_degraded: OnDegradedSpec = Field(
+        default_factory=OnDegradedSpec, description="Reaction to a Degraded verdict."
+    )
+
+
 class DriftMonitorSpec(KubeModel):
     """Desired state of a DriftMonitor."""
 
@@ -182,6 +336,11 @@ class DriftMonitorSpec(KubeModel):
         "against the reference: a separate verdict in status.quality, never a retrain.",
     )
     report: ReportSpec = Field(default_factory=ReportSpec, description="The HTML report.")
+    performance: PerformanceSpec | None = Field(
+        default=None,
+        description="Model performance from delayed labels (and, for classifiers, a "
+        "label-free estimate); absent: not measured.",
+    )
 
 
 class FeatureDrift(KubeModel):
@@ -191,6 +350,55 @@ class FeatureDrift(KubeModel):
     score: float = Field(description="Statistic (PSI, distance) or p-value.")
     threshold: float | None = Field(default=None, description="Threshold applied.")
     drifted: bool = Field(description="Whether this feature drifted.")
+
+
+class PerformanceStatus(KubeModel):
+    """Measured (and estimated) performance of the last check."""
+
+    verdict: Literal["OK", "Degraded", "InsufficientLabels", "Failed"] = Field(
+        description="Degraded: a measured metric is past its threshold; Failed: the labels "
+        "could not be read (see message)."
+    )
+    message: str | None = Field(
+        default=None, max_length=1024, description="Why the verdict is Failed."
+    )
+    measured: dict[str, float] = Field(
+        default_factory=dict, description="Metrics on the labelled rows of the window."
+    )
+    estimated: dict[str, float] = Field(
+        default_factory=dict,
+        description="Label-free estimate (CBPE) over every row of the window (classifiers).",
+    )
+    breached: list[str] = Field(default_factory=list, description="Metrics past threshold.")
+    rows: int = Field(default=0, ge=0, description="Served rows in the performance window.")
+    labelled_rows: int = Field(default=0, ge=0, description="Rows joined with a label.")
+    coverage: float = Field(default=0.0, ge=0, le=1, description="labelledRows / rows.")
+    duplicate_labels: int = Field(
+        default=0, ge=0, description="Label rows dropped as duplicates of an id (last wins)."
+    )
+    unmatched_labels: int = Field(
+        default=0, ge=0, description="Labels whose id matched no served row in the window."
+    )
+    calibration: Literal["validation", "labels", "none"] | None = Field(
+        default=None,
+        description="What calibrated the estimate: the version's validation predictions, the "
+        "window's labelled rows, or nothing (probabilities taken as calibrated).",
+    )
+    retrain_requested_at: str | None = Field(
+        default=None,
+        json_schema_extra={"format": "date-time"},
+        description="When this degradation episode requested a retrain (cleared when it ends).",
+    )
+
+
+class PredictionDriftStatus(KubeModel):
+    """The model's outputs compared with its predictions on the validation data."""
+
+    drifted: bool = Field(description="Whether the prediction (or a probability) drifted.")
+    features: dict[str, FeatureDrift] = Field(
+        default_factory=dict,
+        description="Per output (`_prediction`, `_proba_<class>`): test, score, verdict.",
+    )
 
 
 class DriftMonitorStatus(KubeModel):
@@ -229,6 +437,14 @@ class DriftMonitorStatus(KubeModel):
     )
     report_uri: str | None = Field(
         default=None, description="The HTML report of the last check (spec.report)."
+    )
+    performance: PerformanceStatus | None = Field(
+        default=None, description="Performance from delayed labels (spec.performance)."
+    )
+    prediction_drift: PredictionDriftStatus | None = Field(
+        default=None,
+        description="Drift of the model's outputs, apart from input drift (absent: the served "
+        "version has no validation predictions to compare with).",
     )
 
 

@@ -13,20 +13,27 @@ scores travel with the model.
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from kubeloop.api.common import KubeModel
+from kubeloop.api.common import CelRule, KubeModel
 
 __all__ = [
     "SEARCH_ENV",
     "TRIAL_ENV",
     "Budget",
+    "Candidate",
+    "ParamRange",
+    "SearchBest",
+    "SearchBudget",
     "SearchRecord",
+    "SearchSpec",
+    "SearchStatus",
     "SearchTrial",
     "TrialAssignment",
     "TrialOutcome",
+    "TrialStatus",
 ]
 
 TRIAL_ENV = "KUBELOOP_TRIAL"
@@ -101,3 +108,254 @@ class SearchRecord(KubeModel):
 
     def to_env(self) -> str:
         return json.dumps(self.to_wire(), sort_keys=True, separators=(",", ":"))
+
+
+# --- spec.search: what the user asks for -----------------------------------------------------
+
+MAX_TRIALS = 100
+
+
+def _ordered(wire: str, attr: str) -> CelRule:
+    """[lo, hi] of range `wire` (ParamRange attribute `attr`) with lo <= hi."""
+    return CelRule(
+        cel=f"!has(self.{wire}) || self.{wire}[0] <= self.{wire}[1]",
+        check=lambda r: getattr(r, attr) is None or getattr(r, attr)[0] <= getattr(r, attr)[1],
+        message=f"{wire}: [lo, hi] with lo <= hi",
+        field_path=f".{wire}",
+    )
+
+
+class ParamRange(KubeModel):
+    """Where one parameter's values come from: set exactly one of choice, uniform, logUniform,
+    integer."""
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            cel="(has(self.choice) ? 1 : 0) + (has(self.uniform) ? 1 : 0) + "
+            "(has(self.logUniform) ? 1 : 0) + (has(self.integer) ? 1 : 0) == 1",
+            check=lambda r: (
+                sum(x is not None for x in (r.choice, r.uniform, r.log_uniform, r.integer)) == 1
+            ),
+            message="set exactly one of choice, uniform, logUniform, integer",
+            field_path=".choice",
+        ),
+        _ordered("uniform", "uniform"),
+        CelRule(
+            cel="!has(self.logUniform) || (self.logUniform[0] > 0.0 && "
+            "self.logUniform[0] <= self.logUniform[1])",
+            check=lambda r: r.log_uniform is None or 0 < r.log_uniform[0] <= r.log_uniform[1],
+            message="logUniform: [lo, hi] with 0 < lo <= hi (a log scale has no zero)",
+            field_path=".logUniform",
+        ),
+        _ordered("integer", "integer"),
+    )
+
+    choice: list[Any] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        json_schema_extra={"items": {"x-kubernetes-preserve-unknown-fields": True}},
+        description="The values to pick from (any YAML value: numbers, strings, lists).",
+    )
+    uniform: list[float] | None = Field(
+        default=None,
+        min_length=2,
+        max_length=2,
+        description="[lo, hi]: a number drawn uniformly between them.",
+    )
+    log_uniform: list[float] | None = Field(
+        default=None,
+        min_length=2,
+        max_length=2,
+        description="[lo, hi], 0 < lo: a number drawn uniformly on a log scale (learning "
+        "rates, regularisation strengths).",
+    )
+    integer: list[int] | None = Field(
+        default=None,
+        min_length=2,
+        max_length=2,
+        description="[lo, hi]: an integer from lo to hi, both included.",
+    )
+
+    def grid_values(self) -> list[Any] | None:
+        """Every value of a discrete range (choice, integer), in order; None: continuous."""
+        if self.choice is not None:
+            return list(self.choice)
+        if self.integer is not None:
+            return list(range(self.integer[0], self.integer[1] + 1))
+        return None
+
+
+class Candidate(KubeModel):
+    """One region of the space: an estimator and ranges of its parameters."""
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            cel="has(self.estimator) || (has(self.params) && size(self.params) > 0)",
+            check=lambda c: c.estimator is not None or bool(c.params),
+            message="spec.search.space: each candidate names an estimator or searches at "
+            "least one parameter (else it only repeats spec.model)",
+            field_path=".params",
+            reason="FieldValueRequired",
+        ),
+    )
+
+    estimator: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="Estimator from the allow-list (it must fit spec.model.task). Default: "
+        "spec.model.estimator. Not with framework custom.",
+    )
+    params: dict[str, ParamRange] = Field(
+        default_factory=dict,
+        max_length=16,
+        description="Parameter name -> its range: {choice: [...]}, {uniform: [lo, hi]}, "
+        "{logUniform: [lo, hi]} or {integer: [lo, hi]}. Each must be a parameter of the "
+        "estimator; they apply over spec.model.params when the estimator is spec.model's, "
+        "alone otherwise.",
+    )
+
+
+class SearchBudget(KubeModel):
+    """The budget successive halving grows: an estimator parameter that counts work (trees,
+    iterations, epochs) or `rows`, the number of training rows."""
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            cel="self.min <= self.max",
+            check=lambda b: b.min <= b.max,
+            message="spec.search.budget.min must not exceed spec.search.budget.max",
+            field_path=".min",
+        ),
+    )
+
+    parameter: str = Field(
+        min_length=1,
+        max_length=64,
+        description="max_iter (HistGradientBoosting, LogisticRegression), n_estimators "
+        "(forests, GradientBoosting, XGBoost, LightGBM), epochs (TabularMLP), a parameter your "
+        "custom code reads, or rows.",
+    )
+    min: int = Field(ge=1, description="The budget of the first rung.")
+    max: int = Field(
+        ge=1,
+        description="The largest budget a rung gets (budget.min times a power of "
+        "reductionFactor, capped here). The winner is refit on every training row, with the "
+        "largest budget its rungs reached.",
+    )
+
+
+class SearchSpec(KubeModel):
+    """Try several estimators and parameter sets in one run; the best trial (by
+    spec.promotion.metric on the validation rows) becomes the run's version."""
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            cel="self.strategy != 'grid' || self.space.all(c, !has(c.params) || "
+            "c.params.all(k, !has(c.params[k].uniform) && !has(c.params[k].logUniform)))",
+            check=lambda s: (
+                s.strategy != "grid"
+                or all(r.grid_values() is not None for c in s.space for r in c.params.values())
+            ),
+            message="spec.search.space: strategy grid takes only choice and integer ranges "
+            "(a continuous range has no grid): use choice, or strategy random",
+            field_path=".space",
+        ),
+        CelRule(
+            cel="self.strategy != 'halving' || has(self.budget)",
+            check=lambda s: s.strategy != "halving" or s.budget is not None,
+            message="spec.search.budget: strategy halving needs a budget to grow "
+            "({parameter: max_iter | n_estimators | epochs | rows, min, max})",
+            field_path=".budget",
+            reason="FieldValueRequired",
+        ),
+        CelRule(
+            cel="!has(self.budget) || self.strategy == 'halving'",
+            check=lambda s: s.budget is None or s.strategy == "halving",
+            message="spec.search.budget: only strategy halving uses a budget; remove it",
+            field_path=".budget",
+            reason="FieldValueForbidden",
+        ),
+    )
+
+    strategy: Literal["random", "grid", "halving"] = Field(
+        default="random",
+        description="random (trials drawn from the space), grid (every combination of the "
+        "choice and integer ranges, in order, up to `trials`) or halving (successive halving: "
+        "`trials` draws on budget.min, the best 1/reductionFactor of each rung promoted to a "
+        "budget reductionFactor times larger, up to budget.max).",
+    )
+    trials: int = Field(
+        ge=1,
+        le=MAX_TRIALS,
+        description="How many configurations to try (halving: how many start on the first rung).",
+    )
+    parallelism: int = Field(
+        default=2,
+        ge=1,
+        le=32,
+        description="Trial Jobs running at once (each gets spec.resources).",
+    )
+    seed: int | None = Field(
+        default=None,
+        ge=0,
+        le=2**31 - 1,
+        description="Seed of the draws: the same seed draws the same trials. Default: spec.seed.",
+    )
+    reduction_factor: int = Field(
+        default=3, ge=2, le=10, description="Halving: keep the best 1/this of each rung."
+    )
+    budget: SearchBudget | None = Field(default=None, description="Halving's budget.")
+    space: list[Candidate] = Field(
+        min_length=1,
+        max_length=16,
+        description="The candidates: each an estimator (default spec.model.estimator) and "
+        "ranges of its parameters. The objective is spec.promotion.metric.",
+    )
+
+
+# --- status.currentRun.search: what the operator records ---------------------------------------
+
+
+class TrialStatus(KubeModel):
+    """One trial Job (a trial on one rung), as far as the operator knows."""
+
+    trial: int = Field(ge=0, description="Trial number.")
+    rung: int = Field(default=0, ge=0, description="Halving rung.")
+    job: str = Field(description="Its Job.")
+    state: Literal["Running", "Succeeded", "Failed", "Stopped"] = Field(
+        description="Running (its Job exists), Succeeded, Failed or Stopped (halving dropped it)."
+    )
+    score: float | None = Field(default=None, description="The gate metric it scored.")
+    seconds: float | None = Field(default=None, ge=0, description="Its training time.")
+    message: str = Field(default="", max_length=256, description="Why it failed.")
+
+
+class SearchBest(KubeModel):
+    """The best trial so far (on the highest rung any trial finished)."""
+
+    trial: int = Field(ge=0, description="Trial number.")
+    rung: int = Field(default=0, ge=0, description="Its rung.")
+    score: float = Field(description="Its value of spec.promotion.metric.")
+    estimator: str | None = Field(default=None, description="Its estimator.")
+
+
+class SearchStatus(KubeModel):
+    """The search of the run in progress."""
+
+    strategy: Literal["random", "grid", "halving"] = Field(description="spec.search.strategy.")
+    seed: int = Field(description="The seed the trials were drawn with.")
+    done: int = Field(default=0, ge=0, description="Trial Jobs finished.")
+    total: int = Field(ge=0, description="Trial Jobs planned (halving: over all rungs).")
+    progress: str = Field(default="", description="done/total, for the printer column.")
+    best: SearchBest | None = Field(default=None, description="The best trial so far.")
+    finished: bool = Field(
+        default=False, description="The search is over; the run's Job trains the winner."
+    )
+    trials: list[TrialStatus] = Field(
+        default_factory=list,
+        max_length=2 * MAX_TRIALS,
+        description="Every trial Job, in the order started: what a restarted operator resumes "
+        "from.",
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
@@ -20,7 +21,9 @@ from kubeloop.api.common import (
     Quantity,
     SecretReference,
 )
+from kubeloop.api.estimator_params import BUDGET_PARAMS, ESTIMATOR_PARAMS, ROWS
 from kubeloop.api.quality import DataValidationSpec
+from kubeloop.api.search import SearchSpec, SearchStatus
 
 __all__ = [
     "CLASSIFICATION_METRICS",
@@ -420,6 +423,122 @@ class RunPolicy(KubeModel):
     )
 
 
+# --- spec.search checked against spec.model (cross-field: the spec's rules below) -----------
+
+# The estimator a search candidate trains, in CEL (`c`: the candidate; defaults as
+# ModelSpec.resolved_estimator) and in Python.
+_CANDIDATE_ESTIMATOR_CEL = (
+    "(has(c.estimator) ? c.estimator : has(self.model.estimator) ? self.model.estimator : "
+    f"self.model.framework == 'torch' ? '{TORCH_ESTIMATOR}' : "
+    "self.model.task == 'classification' ? 'HistGradientBoostingClassifier' : "
+    "'HistGradientBoostingRegressor')"
+)
+
+
+def _cel_table(table: dict[str, tuple[str, ...]]) -> str:
+    return "{" + ", ".join(f"'{k}': {_cel_list(v)}" for k, v in table.items()) + "}"
+
+
+def _fitting_estimators(model: ModelSpec) -> tuple[str, ...]:
+    if model.framework == "torch":
+        return (TORCH_ESTIMATOR,)
+    if model.framework == "custom":
+        return ()
+    return CLASSIFIERS if model.task == "classification" else REGRESSORS
+
+
+def _search_problems(spec: TrainingPipelineSpec) -> list[tuple[str, str]]:
+    """What of spec.search does not fit spec.model: (rule, message naming the field) pairs,
+    rule one of estimator, params, budget (empty: all fits)."""
+    search = spec.search
+    if search is None:
+        return []
+    problems: list[tuple[str, str]] = []
+    fitting = _fitting_estimators(spec.model)
+    for i, cand in enumerate(search.space):
+        at = f"spec.search.space[{i}]"
+        if spec.model.framework == "custom":
+            if cand.estimator is not None:
+                why = "framework custom trains your own code; its candidates set params only"
+                problems.append(("estimator", f"{at}.estimator: {why}"))
+            continue
+        name = cand.estimator or spec.model.resolved_estimator()
+        if name not in fitting:
+            problems.append(
+                (
+                    "estimator",
+                    f"{at}.estimator: {name!r} is not an allow-listed estimator for framework "
+                    f"{spec.model.framework} and task {spec.model.task}: {', '.join(fitting)}",
+                )
+            )
+        if name not in ESTIMATOR_PARAMS:
+            continue  # off the allow-list: the estimator problem says it (as the CEL rules)
+        problems.extend(
+            ("params", f"{at}.params.{key} is not a parameter of {name}; it accepts: "
+             f"{', '.join(ESTIMATOR_PARAMS[name])}")
+            for key in cand.params
+            if key not in ESTIMATOR_PARAMS[name]
+        )  # fmt: skip
+        budget = search.budget
+        if budget is not None and budget.parameter not in (ROWS, *BUDGET_PARAMS[name]):
+            usable = ", ".join((*BUDGET_PARAMS[name], ROWS))
+            problems.append(
+                (
+                    "budget",
+                    f"spec.search.budget.parameter: {name} ({at}) cannot grow "
+                    f"{budget.parameter!r} as a budget; it can use: {usable}",
+                )
+            )
+    return problems
+
+
+def _search_fits(rule: str) -> Callable[[TrainingPipelineSpec], bool]:
+    return lambda s: all(kind != rule for kind, _ in _search_problems(s))
+
+
+def _explain_search(spec: TrainingPipelineSpec) -> str:
+    return "; ".join(message for _, message in _search_problems(spec))
+
+
+def _search_rule(kind: str) -> str:
+    """The CEL of one of the search-vs-model rules (`kind`: estimator, params, budget)."""
+    est = _CANDIDATE_ESTIMATOR_CEL
+    head = "!has(self.search) || self.model.framework == 'custom' || "
+    if kind == "estimator":
+        return (
+            "!has(self.search) || self.search.space.all(c, self.model.framework == 'custom' ? "
+            "!has(c.estimator) : self.model.framework == 'torch' ? "
+            f"{est} == '{TORCH_ESTIMATOR}' : self.model.task == 'classification' ? "
+            f"{est} in {_cel_list(CLASSIFIERS)} : {est} in {_cel_list(REGRESSORS)})"
+        )
+    # An estimator off the allow-list is the estimator rule's to name; here it is skipped.
+    known = _cel_list(tuple(ESTIMATOR_PARAMS))
+    if kind == "params":
+        table = _cel_table(ESTIMATOR_PARAMS)
+        return (
+            f"{head}self.search.space.all(c, !({est} in {known}) || !has(c.params) || "
+            f"c.params.all(p, p in {table}[{est}]))"
+        )
+    table = _cel_table(BUDGET_PARAMS)
+    return (
+        f"{head}!has(self.search.budget) || self.search.budget.parameter == '{ROWS}' || "
+        f"self.search.space.all(c, !({est} in {known}) || "
+        f"self.search.budget.parameter in {table}[{est}])"
+    )
+
+
+def _search_cel_rule(kind: str, message: str, field_path: str = ".search.space") -> CelRule:
+    """One of the search-vs-model rules (`kind`: estimator, params, budget); the Python side
+    names the exact candidate and parameter."""
+    return CelRule(
+        cel=_search_rule(kind),
+        check=_search_fits(kind),
+        message=message,
+        field_path=field_path,
+        explain=_explain_search,
+    )
+
+
 class TrainingPipelineSpec(KubeModel):
     """Desired state of a TrainingPipeline."""
 
@@ -488,6 +607,31 @@ class TrainingPipelineSpec(KubeModel):
             message="spec.data.features must not contain the target column spec.data.target",
             field_path=".data.features",
         ),
+        CelRule(
+            cel="!has(self.search) || has(self.promotion)",
+            check=lambda s: s.search is None or s.promotion is not None,
+            message="spec.search needs spec.promotion.metric: the trials are ranked by it",
+            field_path=".promotion",
+            reason="FieldValueRequired",
+        ),
+        _search_cel_rule(
+            "estimator",
+            "spec.search.space: a candidate's estimator must be on the allow-list and fit "
+            "spec.model.framework and spec.model.task (framework custom: no estimator)",
+        ),
+        _search_cel_rule(
+            "params",
+            "spec.search.space: a candidate searches a parameter its estimator does not take "
+            "(only its own keyword arguments: e.g. max_iter for HistGradientBoosting, "
+            "n_estimators for XGBoost)",
+        ),
+        _search_cel_rule(
+            "budget",
+            "spec.search.budget.parameter: an estimator of the space cannot use it as a budget: "
+            "max_iter (HistGradientBoosting, LogisticRegression), n_estimators (forests, "
+            "GradientBoosting, XGBoost, LightGBM), epochs (TabularMLP) or rows",
+            field_path=".search.budget.parameter",
+        ),
     )
 
     data: DataSpec = Field(description="Training (and validation) data.")
@@ -526,6 +670,12 @@ class TrainingPipelineSpec(KubeModel):
         default=None,
         description="Gate for promotion. Without it every successful run becomes the champion.",
     )
+    search: SearchSpec | None = Field(
+        default=None,
+        description="Search inside each run: trials of several estimators and parameter sets "
+        "run as Jobs first, and the best (by spec.promotion.metric) is trained as the run's "
+        "version.",
+    )
     run_policy: RunPolicy = Field(
         default_factory=RunPolicy, description="Retries, deadlines and history."
     )
@@ -553,7 +703,7 @@ class TrainingPipelineSpec(KubeModel):
     # storageSecretRef, dataValidation) say
     # when, where to or whether; their edits apply to the next run and start none.
     RUN_FIELDS: ClassVar[tuple[str, ...]] = (
-        "data", "model", "trainer", "resources", "distributed", "seed", "image",
+        "data", "model", "trainer", "resources", "distributed", "seed", "image", "search",
     )  # fmt: skip
 
     def run_hash(self) -> str:
@@ -600,6 +750,9 @@ class RunRef(KubeModel):
     generation: int | None = Field(default=None, description="Spec generation it trains.")
     started_at: str = Field(json_schema_extra={"format": "date-time"}, description="Start time.")
     progress: RunProgress | None = Field(default=None, description="Live progress.")
+    search: SearchStatus | None = Field(
+        default=None, description="The run's search (spec.search): its trials and the best."
+    )
 
 
 class RunRecord(KubeModel):
@@ -630,6 +783,11 @@ class RunRecord(KubeModel):
         "them with metrics).",
     )
     message: str = Field(default="", max_length=4096, description="Why, in a sentence.")
+    search: SearchStatus | None = Field(
+        default=None,
+        description="The run's search (spec.search): done/total and the best trial (every "
+        "trial's params and score are in the version's manifest).",
+    )
     started_at: str | None = Field(
         default=None, json_schema_extra={"format": "date-time"}, description="Start time."
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -20,9 +21,10 @@ from kubeloop.api.common import (
     Placement,
     WorkloadSecurity,
 )
+from kubeloop.decide.lease import LeaseTiming
 from kubeloop.resources.common import WorkloadDefaults
 
-__all__ = ["OperatorConfig"]
+__all__ = ["LeaderElection", "OperatorConfig"]
 
 
 _SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
@@ -127,6 +129,47 @@ def _names(name: str) -> tuple[str, ...]:
     return names
 
 
+def _lease_timing() -> LeaseTiming:
+    """KUBELOOP_LEASE_DURATION_SECONDS (whole seconds) and KUBELOOP_LEASE_RENEW_SECONDS; timings
+    that would let a follower take over while the leader may still act stop the operator."""
+    names = ("KUBELOOP_LEASE_DURATION_SECONDS", "KUBELOOP_LEASE_RENEW_SECONDS")
+    base = LeaseTiming()
+    try:
+        duration = int(os.environ.get(names[0], "") or base.duration)
+        timing = LeaseTiming(duration, _float(names[1], base.renew))
+    except ValueError as exc:
+        raise ValueError(f"{' / '.join(names)}: {exc}") from exc
+    problems = timing.problems()
+    if problems:
+        raise ValueError(f"{' / '.join(names)}: {'; '.join(problems)}")
+    return timing
+
+
+@dataclass(frozen=True)
+class LeaderElection:
+    """Leader election among replicas (controller/leader.py); off while `lease` is empty."""
+
+    lease: str = ""  # the coordination.k8s.io/v1 Lease's name
+    namespace: str = ""  # where it lives: the operator's own namespace
+    identity: str = ""  # this replica's name in it: the pod name
+    timing: LeaseTiming = field(default_factory=LeaseTiming)
+
+    @classmethod
+    def from_env(cls) -> LeaderElection:
+        """KUBELOOP_LEASE_NAME, KUBELOOP_OPERATOR_NAMESPACE, KUBELOOP_POD_NAME (default: the
+        host name and process id, unique on one machine) and the timings."""
+        env = os.environ.get
+        lease = env("KUBELOOP_LEASE_NAME", "").strip()
+        namespace = env("KUBELOOP_OPERATOR_NAMESPACE", "").strip()
+        if lease and not namespace:
+            raise ValueError(
+                "KUBELOOP_LEASE_NAME is set but KUBELOOP_OPERATOR_NAMESPACE is empty: the "
+                "Lease lives in the operator's namespace; set it (the chart sets it from the pod)"
+            )
+        identity = env("KUBELOOP_POD_NAME", "").strip() or f"{socket.gethostname()}-{os.getpid()}"
+        return cls(lease, namespace, identity, _lease_timing())
+
+
 @dataclass(frozen=True)
 class OperatorConfig:
     """Everything the operator reads from env (see the table in controller/main.py)."""
@@ -137,6 +180,7 @@ class OperatorConfig:
     server: str = ""  # plain API URL (emulator / `kubeloop local`); empty = in-cluster/kubeconfig
     log_level: str = "INFO"  # DEBUG | INFO | WARNING | ERROR; `--log-level` overrides it
     log_format: str = "text"  # text | json; `--log-format` overrides it
+    leader_election: LeaderElection = field(default_factory=LeaderElection)
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -165,4 +209,5 @@ class OperatorConfig:
             server=env("KUBELOOP_KUBE_SERVER", ""),
             log_level=env("KUBELOOP_LOG_LEVEL", "") or "INFO",
             log_format=env("KUBELOOP_LOG_FORMAT", "") or "text",
+            leader_election=LeaderElection.from_env(),
         )

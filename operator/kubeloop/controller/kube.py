@@ -22,6 +22,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,7 @@ PLURALS: dict[str, tuple[str, str]] = {
     "Deployment": ("/apis/apps/v1", "deployments"),
     "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
     "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies"),
+    "Lease": ("/apis/coordination.k8s.io/v1", "leases"),
 }
 log = logging.getLogger("kubeloop.kube")
 _PERMANENT = {400, 403, 422}
@@ -138,6 +140,8 @@ class Kube:
         self._api = api
         self._refusals: dict[tuple[str, str], _Refusal] = {}
         self._guard = threading.Lock()
+        # Leader election (controller/leader.py): while this says False, no write is sent.
+        self.fence: Callable[[], bool] | None = None
 
     def _call(  # noqa: PLR0917 (the parts of one HTTP request)
         self,
@@ -149,6 +153,7 @@ class Kube:
         body: Any = None,
         query: list[tuple[str, str]] | None = None,
         content_type: str = "application/json",
+        timeout: float | None = None,
     ) -> Any:
         path = _path(kind, namespace, name, sub)
         # A create names its object in the body; a refusal is remembered per verb and object.
@@ -159,6 +164,11 @@ class Kube:
         digest = _digest(body) if write else ""
         if write:
             self._held_back(key, digest)
+        if method != "GET" and self.fence is not None and not self.fence():
+            raise kopf.TemporaryError(
+                f"{method} {path}: not sent, this operator no longer holds the leader lease",
+                delay=2,
+            )
         try:
             result = self._api.call_api(
                 path,
@@ -170,6 +180,7 @@ class Kube:
                 auth_settings=["BearerToken"],
                 _return_http_data_only=True,
                 _preload_content=True,
+                _request_timeout=timeout,
             )
         except kubernetes.client.ApiException as exc:
             if exc.status in (404, 409):
@@ -225,10 +236,12 @@ class Kube:
             self._refusals[key] = _Refusal(digest, error, time.monotonic() + backoff, backoff)
         return backoff
 
-    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    def get(
+        self, kind: str, namespace: str, name: str, timeout: float | None = None
+    ) -> dict[str, Any] | None:
         """The object, or None when it does not exist."""
         try:
-            found: dict[str, Any] = self._call("GET", kind, namespace, name)
+            found: dict[str, Any] = self._call("GET", kind, namespace, name, timeout=timeout)
         except kubernetes.client.ApiException as exc:
             if exc.status == 404:
                 return None
@@ -248,12 +261,12 @@ class Kube:
         want = (labels or {}).items()
         return [i for i in items if want <= (i.get("metadata", {}).get("labels") or {}).items()]
 
-    def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
+    def create(self, manifest: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
         """Create, or return the existing object of that name (deterministic names)."""
         meta = manifest["metadata"]
         try:
             created: dict[str, Any] = self._call(
-                "POST", manifest["kind"], meta["namespace"], body=manifest
+                "POST", manifest["kind"], meta["namespace"], body=manifest, timeout=timeout
             )
         except kubernetes.client.ApiException as exc:
             if exc.status != 409:
@@ -263,6 +276,23 @@ class Kube:
                 raise kopf.TemporaryError(f"{meta['name']} is being deleted", delay=2) from exc
             return existing
         return created
+
+    def replace(
+        self, manifest: dict[str, Any], timeout: float | None = None
+    ) -> dict[str, Any] | None:
+        """Update (PUT) an object as a whole, on the condition that it is still at
+        `metadata.resourceVersion`; None when it changed since (409) or is gone (404)."""
+        meta = manifest["metadata"]
+        kind, namespace, name = manifest["kind"], meta["namespace"], meta["name"]
+        try:
+            stored: dict[str, Any] = self._call(
+                "PUT", kind, namespace, name, body=manifest, timeout=timeout
+            )
+        except kubernetes.client.ApiException as exc:
+            if exc.status in (404, 409):
+                return None
+            raise kopf.TemporaryError(f"replace {kind} {name}: {exc.status}", delay=2) from exc
+        return stored
 
     def patch(
         self,

@@ -28,6 +28,12 @@ Env (all optional):
 - `KUBELOOP_LOG_FORMAT`: `text` (default) or `json` (a JSON object a line: time, level,
   logger, message, object); `--log-format` overrides it. Any other value of either stops the
   operator at start with a message naming the variable.
+- `KUBELOOP_LEASE_NAME`: leader election among replicas on this coordination.k8s.io/v1 Lease in
+  `KUBELOOP_OPERATOR_NAMESPACE` (controller/leader.py); empty (default): no election, this
+  process reconciles alone. `KUBELOOP_POD_NAME`: this replica's identity in the Lease (default:
+  host name and process id). `KUBELOOP_LEASE_DURATION_SECONDS` (10) and
+  `KUBELOOP_LEASE_RENEW_SECONDS` (3): the leader stops acting when it could not renew for their
+  difference; a follower takes over once the lease ran out unrenewed, or at once when released.
 
 The log (stderr) has a timestamp, the logger and the level on every line; object-scoped lines
 say which object (`[namespace/name]` from kopf, `Kind namespace/name:` from kubeloop): every
@@ -38,6 +44,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
+import threading
 from typing import Any
 
 import kopf
@@ -45,6 +54,7 @@ import prometheus_client
 
 from kubeloop.controller import kube
 from kubeloop.controller.config import OperatorConfig
+from kubeloop.controller.leader import Elector, FollowerProbe
 from kubeloop.controller.runtime import runtime
 from kubeloop.logformat import (
     LOG_FORMATS,
@@ -54,7 +64,14 @@ from kubeloop.logformat import (
     parse_level,
 )
 
-__all__ = ["TIMER_EXIT_POLL_SECONDS", "configure", "configure_logging", "main"]
+__all__ = [
+    "TIMER_EXIT_POLL_SECONDS",
+    "configure",
+    "configure_logging",
+    "follow",
+    "leadership",
+    "main",
+]
 
 # How often kopf checks whether a deleted object's timer has exited (then removes its finalizer).
 TIMER_EXIT_POLL_SECONDS = 1.0
@@ -100,6 +117,10 @@ def configure_logging(level: str, log_format: str = "text") -> None:
         # JSON format needs python-json-logger and names the fields differently.
         logging.getLogger().handlers[-1].setFormatter(JsonLineFormatter())
     logging.getLogger().setLevel(name)
+    # kopf logs every probe it answers ("Activity 'leadership' succeeded."): a line per probe.
+    logging.getLogger("kopf.activities.probe").setLevel(
+        max(logging.WARNING, logging.getLevelName(name))
+    )
 
 
 @kopf.on.startup()
@@ -108,9 +129,23 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     configure(settings, config)
     runtime.config = config
     runtime.kube = kube.connect(config.server or None)
+    if runtime.leader is not None:  # no write once the Lease may have run out
+        runtime.kube.fence = runtime.leader.may_act
+    _serve_metrics(config)
+
+
+def _serve_metrics(config: OperatorConfig) -> None:
     if config.metrics_port and runtime.metrics_server is None:
         server, _thread = prometheus_client.start_http_server(config.metrics_port)
         runtime.metrics_server = server
+
+
+@kopf.on.probe(id="leadership")
+def leadership(**_: Any) -> dict[str, Any]:
+    """kopf's probe endpoint says which replica this is: the leader (kopf runs only there)."""
+    if runtime.leader is None:
+        return {"role": "standalone"}
+    return runtime.leader.describe()
 
 
 @kopf.on.cleanup()
@@ -164,11 +199,65 @@ def main(argv: list[str]) -> int:
         parser.error(str(error))
     configure_logging(level, log_format)
 
-    kopf.run(
-        clusterwide=not args.namespace,
-        namespaces=args.namespace,
-        standalone=not args.peering,
-        peering_name=args.peering or None,
-        liveness_endpoint=args.liveness or None,
-    )
+    elector = None
+    if config.leader_election.lease:
+        elector = follow(config, args.liveness)
+        if elector is None:
+            return 0  # stopped while following
+    try:
+        kopf.run(
+            clusterwide=not args.namespace,
+            namespaces=args.namespace,
+            standalone=not args.peering,
+            peering_name=args.peering or None,
+            liveness_endpoint=args.liveness or None,
+        )
+    finally:
+        if elector is not None:  # kopf has stopped writing: hand over at once
+            elector.stop()
+            elector.release()
+            runtime.leader = None
     return 0
+
+
+def _exit_on_lost(why: str) -> None:
+    """The leader could not renew in time, or saw another holder: stop every write now (the
+    kubelet restarts the container, which then follows). Not a clean shutdown on purpose: kopf
+    would go on writing its own bookkeeping while it stops."""
+    del why  # logged by the elector
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(1)
+
+
+def follow(config: OperatorConfig, liveness: str) -> Elector | None:
+    """Wait until this replica holds the leader Lease, serving /metrics and the probe URL
+    meanwhile; returns the elector (renewing on its thread), or None after SIGTERM/SIGINT."""
+    _serve_metrics(config)
+    elector = Elector(kube.connect(config.server or None), config.leader_election, _exit_on_lost)
+    runtime.leader = elector
+    stopping = threading.Event()
+    handlers = {
+        sig: signal.signal(sig, lambda *_: stopping.set())
+        for sig in (signal.SIGTERM, signal.SIGINT)
+    }
+    probe = FollowerProbe(liveness, elector.describe) if liveness else None
+    logging.getLogger("kubeloop.leader").info(
+        "following: waiting for the leader lease %s/%s as %s",
+        config.leader_election.namespace,
+        config.leader_election.lease,
+        config.leader_election.identity,
+    )
+    elector.start()
+    try:
+        while not elector.leading.wait(0.2):
+            if stopping.is_set():
+                elector.stop()
+                runtime.leader = None
+                return None
+    finally:
+        if probe is not None:
+            probe.close()  # kopf serves the probe URL from now on
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    return elector

@@ -28,7 +28,13 @@ from pydantic import ValidationError
 
 from kubeloop.api.common import SecretReference
 from kubeloop.api.deployment import ModelDeployment
-from kubeloop.api.monitor import DriftMonitor, DriftMonitorSpec, FeatureDrift
+from kubeloop.api.monitor import (
+    DriftMonitor,
+    DriftMonitorSpec,
+    FeatureDrift,
+    PerformanceStatus,
+    PredictionDriftStatus,
+)
 from kubeloop.api.parse import SpecError, parse_resource
 from kubeloop.api.training import TrainingPipeline
 from kubeloop.controller.pushgateway import delete_group
@@ -47,6 +53,7 @@ from kubeloop.controller.status import (
     snapshot,
 )
 from kubeloop.controller.training import RESYNC_SECONDS
+from kubeloop.decide.performance import DEGRADED_CAUSE, as_episode
 from kubeloop.decide.quality import holds_retrain, quality_condition, recorded_quality
 from kubeloop.decide.retrain import RetrainDecision, retrain_episode
 from kubeloop.decide.triggers import RETRAIN_ANNOTATION
@@ -183,7 +190,8 @@ def _features(raw: Any) -> tuple[dict[str, Any], int]:
 def _act_on_episode(
     body: Mapping[str, Any], status: dict[str, Any], decision: RetrainDecision
 ) -> None:
-    """Annotate the pipeline behind the deployment as decided, then remember it."""
+    """Annotate the pipeline behind the deployment as decided, then remember it in `status`
+    (the monitor's status for drift, its `performance` section for degradation)."""
     namespace = body["metadata"]["namespace"]
     for event in decision.events:
         post_event(body, event.reason, event.message, warning=event.warning)
@@ -256,6 +264,100 @@ def _record(
         broken_feed=holds_retrain(status.get("quality")),
     )
     _act_on_episode(body, status, decision)
+    outputs = result.get("predictionDrift")
+    try:
+        status["predictionDrift"] = (
+            PredictionDriftStatus.model_validate(outputs).to_wire() if outputs else None
+        )
+    except ValidationError:
+        status["predictionDrift"] = None
+    _record_performance(body, status, spec=spec, result=result, job=meta, target=target)
+
+
+def _record_performance(
+    body: Mapping[str, Any],
+    status: dict[str, Any],
+    *,
+    spec: DriftMonitorSpec,
+    result: Mapping[str, Any],
+    job: Mapping[str, Any],
+    target: Target | None,
+) -> None:
+    """status.performance from the check's result, and its degradation episode."""
+    raw = result.get("performance")
+    if spec.performance is None or not isinstance(raw, Mapping):
+        status["performance"] = None
+        return
+    asked = (status.get("performance") or {}).get("retrainRequestedAt")
+    try:
+        found = PerformanceStatus.model_validate({**raw, "retrainRequestedAt": asked})
+    except ValidationError as error:
+        found = PerformanceStatus(verdict="Failed", message=f"unreadable result: {error}"[:1024])
+    section = found.to_wire()
+    decision = retrain_episode(
+        as_episode(found.verdict),
+        retrain=spec.performance.on_degraded.retrain,
+        requested_at=asked,
+        pipeline=target.pipeline if target is not None else None,
+        monitor=body["metadata"]["name"],
+        job=job["name"],
+        job_created=job.get("creationTimestamp"),
+        now=now(),
+        # a broken feed degrades the model too: no retrain on that data either
+        broken_feed=holds_retrain(status.get("quality")),
+        cause=DEGRADED_CAUSE,
+    )
+    _act_on_episode(body, section, decision)
+    wire = {k: v for k, v in section.items() if v is not None}
+    # a merge patch keeps nested keys it does not name: name the ones that went away
+    wire.update({k: None for k in status.get("performance") or {} if k not in wire})
+    status["performance"] = wire
+    if found.verdict == "Failed":
+        post_event(body, "PerformanceCheckFailed", str(found.message), warning=True)
+
+
+def _performance_condition(
+    body: Mapping[str, Any], conditions: list[dict[str, Any]], status: Mapping[str, Any]
+) -> None:
+    """PerformanceDegraded from the last verdict; InsufficientLabels and Failed keep it."""
+    perf = status.get("performance") or {}
+    verdict = perf.get("verdict")
+    if verdict not in ("Degraded", "OK"):
+        return
+    degraded = verdict == "Degraded"
+    measured = ", ".join(f"{k} {v:g}" for k, v in sorted((perf.get("measured") or {}).items()))
+    detail = f"{measured or 'no metric'} on {perf.get('labelledRows', 0)} labelled rows"
+    _verdict_condition(
+        body,
+        conditions,
+        ("PerformanceDegraded", degraded),
+        reasons=("PerformanceDegraded", "PerformanceOK"),
+        events=("PerformanceDegraded", "PerformanceRecovered"),
+        message=f"check {status.get('lastJob')}: {verdict}, {detail}",
+        detail=detail,
+    )
+
+
+def _verdict_condition(
+    body: Mapping[str, Any],
+    conditions: list[dict[str, Any]],
+    condition: tuple[str, bool],
+    *,
+    reasons: tuple[str, str],
+    events: tuple[str, str],
+    message: str,
+    detail: str,
+) -> None:
+    """Set a verdict's condition (`reasons`: when true, when false) and post the Event of its
+    transition (`events`: to true, a Warning; back to false)."""
+    type_, on = condition
+    was = {c["type"]: c["status"] for c in conditions}.get(type_)
+    generation = body["metadata"].get("generation")
+    set_condition(conditions, type_, on, reasons[0] if on else reasons[1], message, generation)
+    if on and was != "True":
+        post_event(body, events[0], detail, warning=True)
+    elif not on and was == "True":
+        post_event(body, events[1], detail)
 
 
 def reconcile(namespace: str, name: str) -> None:
@@ -322,20 +424,17 @@ def _reconcile(namespace: str, name: str) -> None:
         drifted = verdict == "Drift"
         share = status.get("driftShare")
         detail = f"drift share {share:g}" if isinstance(share, float) else "no drift share"
-        was = {c["type"]: c["status"] for c in conditions}.get("DriftDetected")
-        set_condition(
-            conditions,
-            "DriftDetected",
-            drifted,
-            "DriftDetected" if drifted else "NoDrift",
-            f"check {status.get('lastJob')}: {verdict}, {detail}",
-            generation,
-        )
         version = status.get("modelVersion")
-        if drifted and was != "True":
-            post_event(body, "DriftDetected", f"{detail} (version {version})", warning=True)
-        elif not drifted and was == "True":
-            post_event(body, "DriftResolved", f"{detail} (version {version})")
+        _verdict_condition(
+            body,
+            conditions,
+            ("DriftDetected", drifted),
+            reasons=("DriftDetected", "NoDrift"),
+            events=("DriftDetected", "DriftResolved"),
+            message=f"check {status.get('lastJob')}: {verdict}, {detail}",
+            detail=f"{detail} (version {version})",
+        )
+    _performance_condition(body, conditions, status)
     _set_quality_condition(body, status, conditions, generation)
     status.update(conditions=conditions, observedGeneration=generation)
     if status != before:

@@ -16,6 +16,7 @@ from wsgiref.simple_server import WSGIServer
 
 from kubeloop.controller.config import OperatorConfig
 from kubeloop.controller.kube import Kube
+from kubeloop.controller.leader import Elector
 
 __all__ = ["Runtime", "runtime"]
 
@@ -30,6 +31,7 @@ class Runtime:
     _guard: threading.Lock = field(default_factory=threading.Lock)
     _dirty: dict[tuple[str, str, str], bool] = field(default_factory=dict)
     metrics_server: WSGIServer | None = None  # serving /metrics, when on
+    leader: Elector | None = None  # leader election, when on (KUBELOOP_LEASE_NAME)
 
     def lock(self, kind: str, namespace: str, name: str) -> threading.Lock:
         """The lock serialising reconciles of one object."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -30,7 +30,7 @@ from kubeloop.api.training import (
     TrainingPipeline,
     TrainingPipelineSpec,
 )
-from kubeloop.controller import adoption, clock
+from kubeloop.controller import adoption, clock, search
 from kubeloop.controller.kube import Refused
 from kubeloop.controller.promotions import (
     PROMOTE_ANNOTATION,
@@ -71,6 +71,7 @@ from kubeloop.resources.registry import REGISTRY_LABEL
 from kubeloop.resources.training import (
     KUEUE_QUEUE_LABEL,
     RUN_ID_LABEL,
+    TRIAL_LABEL,
     TRIGGER_ANNOTATION,
     build_headless_service,
     build_training_job,
@@ -230,6 +231,12 @@ def run_state(
                 f"admitted{by}",
             ),
         )
+    elif (current.get("search") or {}).get("finished") is False:
+        trials = current["search"].get("progress", "")
+        phase, running = (
+            "Running",
+            (True, "Searching", f"run {run_id} is searching: trials {trials}"),
+        )
     else:
         phase, running = "Running", (True, "RunInProgress", f"run {run_id} is training")
     if waiting:
@@ -289,6 +296,10 @@ def _record(
         "startedAt": run.get("startedAt") or now(),
         "finishedAt": finished_at or now(),
     }
+    searched = run.get("search")
+    if isinstance(searched, Mapping):
+        # Kept short: a finished run's trials are in its version's manifest.
+        record["search"] = {k: v for k, v in searched.items() if k != "trials"}
     if result is None or not result.get("ok"):
         why = (result or {}).get("message") or (result or {}).get("reason")
         record.update(result="Failed", message=str(why or failure))
@@ -408,7 +419,9 @@ def _ensure_children(
     run: Mapping[str, Any],
     champion: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
-    """Create the run's Job (and what it needs); returns the Job. Raises `Refused`."""
+    """Create the run's Job (and what it needs); returns the Job. Raises `Refused`.
+
+    After a search (spec.search) the Job trains its winner: the finished search goes with it."""
     api = runtime.api
     run_id = int(run["id"])
     if spec.distributed.workers > 1:
@@ -421,6 +434,7 @@ def _ensure_children(
         generation=run.get("generation"),
         defaults=runtime.config.workloads,
         champion=champion,
+        search=search.winning_search(spec, run),
     )
     return api.create(job)
 
@@ -444,11 +458,39 @@ def _start(
         return None
 
 
-def _job_pods(namespace: str, run: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+def _advance_run(
+    spec: TrainingPipelineSpec,
+    status: dict[str, Any],
+    body: dict[str, Any],
+    conditions: list[dict[str, Any]],
+    persist: Callable[[], None],
+) -> tuple[dict[str, Any] | None, bool]:
+    """Move the current run (allocated, its Job not seen) on: its search while that goes on,
+    then its Job. Returns (the Job, if created; whether the API server refused it)."""
+    run = status["currentRun"]
+    if search.searching(spec, run):
+        selector = {PIPELINE_LABEL: body["metadata"]["name"]}
+        done = search.advance(spec, status, body, selector, persist)
+        if done is None:
+            return None, False  # trials still to run
+        run = status["currentRun"]
+        if done.record is None:
+            failure = done.failure or "the search failed"
+            _record(spec, status, body, run=run, result=None, failure=failure, event=False)
+            status["currentRun"] = None
+            return None, False
+    job = _start(spec, status, body, run, conditions)
+    return job, job is None
+
+
+def _job_pods(namespace: str, name: str, run: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     """The pods of the Job of the run in progress (or of the registry read): why it cannot
-    start, and its live progress, are read from them. None listed without such a Job."""
+    start, and its live progress, are read from them. None listed without such a Job. While
+    the run searches, the pods of its trial Jobs (a trial that cannot start stalls it)."""
     if not run or "job" not in run:
         return []
+    if (run.get("search") or {}).get("finished") is False:
+        return runtime.api.list("Pod", namespace, {PIPELINE_LABEL: name, RUN_ID_LABEL: run["id"]})
     return runtime.api.list("Pod", namespace, {"job-name": run["job"]})
 
 
@@ -518,7 +560,7 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
         # storage Secret missing): no run starts until it ran, so it is said the same way.
         reading_op = adoption.reading_op(status)
         if pods is None:
-            pods = _job_pods(namespace, current or reading_op)
+            pods = _job_pods(namespace, name, current or reading_op)
         blocked = pod_blocked(pods)
         if blocked:
             job_of_read = (reading_op or {}).get("job")
@@ -578,7 +620,12 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
     # Runs between the watermark and the current one can only be Jobs a lost status forgot.
     if full or (current is not None and int(current["id"]) > watermark + 1):
         listed = api.list("Job", namespace, {PIPELINE_LABEL: name})
-        jobs = {int(j["metadata"]["labels"][RUN_ID_LABEL]): j for j in listed}
+        # A search's trial Jobs carry their run's id too; controller/search.py reads them.
+        jobs = {
+            int(j["metadata"]["labels"][RUN_ID_LABEL]): j
+            for j in listed
+            if TRIAL_LABEL not in j["metadata"]["labels"]
+        }
     else:
         found = api.get("Job", namespace, current["job"]) if current else None
         jobs = {int(current["id"]): found} if current and found else {}
@@ -594,9 +641,10 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
             status["currentRun"] = current = None
     if current is not None and int(current["id"]) not in jobs:
         # Allocated before a crash (or the Job was deleted while running): (re)create it
-        # under its deterministic name, so the run resumes instead of being lost.
-        job = _start(spec, status, body, current, conditions)
-        started, refused = job is not None, job is None
+        # under its deterministic name, so the run resumes instead of being lost. A run with
+        # spec.search runs its trials first.
+        job, refused = _advance_run(spec, status, body, conditions, persist)
+        started = job is not None
         if job is not None:
             jobs[int(current["id"])] = job
         current = status.get("currentRun")
@@ -645,13 +693,13 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
         )
         # Allocate in status first: after a crash the run is resumed, never started twice.
         persist()
-        job = _start(spec, status, body, run, conditions)
+        job, refused = _advance_run(spec, status, body, conditions, persist)
         if job is not None:
             started = True
             jobs[run_id] = job
             post_event(body, "RunStarted", f"run {run_id} ({decision.start}): Job {run['job']}")
-        else:
-            refused = True
+        elif search.searching(spec, status.get("currentRun")):
+            post_event(body, "RunStarted", f"run {run_id} ({decision.start}): search first")
         # What still waits, now that the run is allocated and its triggers handled.
         after = replace(inputs, status=status, first_run=adoption.first_run(status))
         trigger, _ = pending(after)
@@ -661,8 +709,8 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
 
     # 5. the run's live progress, read from its pod (which has no API access to write it).
     current = status.get("currentRun")
-    pods = _job_pods(namespace, current or adoption.reading_op(status))
-    if current is not None:
+    pods = _job_pods(namespace, name, current or adoption.reading_op(status))
+    if current is not None and not search.searching(spec, current):
         progress = progress_update(current, read_progress(pods))
         if progress is not None:
             status["currentRun"] = {**current, "progress": progress}

@@ -14,7 +14,9 @@ without kopf or a client (tests/decide/); an import-linter contract keeps it tha
 - canary: the rollout plan: rolling update, canary start, step, promotion, rollback;
 - retrain: one retrain request per drift episode (held while the feed looks broken);
 - quality: the data-quality verdict from counted values and thresholds, its status and
-  condition, and whether it holds a retrain.
+  condition, and whether it holds a retrain;
+- lease: leader election among operator replicas: create, take, renew or wait on the Lease,
+  and when a leader must stop acting.
 """
 
 from __future__ import annotations

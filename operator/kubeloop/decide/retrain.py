@@ -47,11 +47,14 @@ def retrain_episode(
     job_created: str | None,
     now: str,
     broken_feed: bool = False,
+    cause: tuple[str, str] = ("drift detected", "spec.onDrift.retrain"),
 ) -> RetrainDecision:
     """What one recorded check's `verdict` does to the episode. `retrain`: spec.onDrift.retrain;
     `requested_at`: status.retrainRequestedAt; `pipeline`: the TrainingPipeline the watched
     deployment serves (None: it serves a URI); `job`, `job_created`: the check's Job;
-    `broken_feed`: the same check found the feed broken (holds_retrain of its status.quality)."""
+    `broken_feed`: the same check found the feed broken (holds_retrain of its status.quality);
+    `cause`: what asked and the field that let it, for the Events."""
+    what, field = cause
     if verdict == "NoDrift":
         return RetrainDecision(clear=True)
     if verdict != "Drift" or not retrain or requested_at:
@@ -61,7 +64,7 @@ def retrain_episode(
             events=(
                 EventIntent(
                     "RetrainHeld",
-                    "drift detected, but the same window looks like a broken feed (a column "
+                    f"{what}, but the same window looks like a broken feed (a column "
                     "missing, mistyped or turned to nulls: status.quality): no retrain on it; "
                     "the next check with clean data asks again",
                     warning=True,
@@ -73,8 +76,8 @@ def retrain_episode(
             events=(
                 EventIntent(
                     "RetrainUnavailable",
-                    "drift detected and spec.onDrift.retrain is true, but the deployment does "
-                    "not serve a TrainingPipeline (spec.model.pipelineRef): nothing to retrain",
+                    f"{what} and {field} is true, but the deployment does not serve a "
+                    "TrainingPipeline (spec.model.pipelineRef): nothing to retrain",
                     warning=True,
                 ),
             )

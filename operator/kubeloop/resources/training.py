@@ -10,6 +10,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from kubeloop.api.search import SEARCH_ENV, TRIAL_ENV, SearchRecord, TrialAssignment
 from kubeloop.api.training import TrainingPipelineSpec
 from kubeloop.resources.common import (
     AWS_KEYS,
@@ -35,6 +36,7 @@ __all__ = [
     "KUEUE_QUEUE_LABEL",
     "PROGRESS_PORT",
     "RUN_ID_LABEL",
+    "TRIAL_LABEL",
     "USER_CONTAINER",
     "build_headless_service",
     "build_training_job",
@@ -42,10 +44,14 @@ __all__ = [
     "kubeloop_image",
     "storage_access_env",
     "trainer_image",
+    "trial_job_name",
 ]
 
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 RUN_ID_LABEL = "kubeloop.io/run-id"
+# On a search's trial Jobs (not the run's own Job): the trial number.
+TRIAL_LABEL = "kubeloop.io/trial"
+RUNG_LABEL = "kubeloop.io/rung"
 TRIGGER_ANNOTATION = "kubeloop.io/trigger"
 GENERATION_ANNOTATION = "kubeloop.io/generation"
 # Custom training (docs/byo.md): the emptyDir the three containers share, and the SDK in it.
@@ -60,6 +66,13 @@ _APP = "kubeloop-trainer"
 def job_name(pipeline: str, run_id: int) -> str:
     """The deterministic name of a run's Job (and of its headless Service)."""
     return f"{pipeline}-run-{run_id}"
+
+
+def trial_job_name(pipeline: str, run_id: int | str, trial: int, rung: int, halving: bool) -> str:
+    """The deterministic name of a search trial's Job (and of its headless Service): a second
+    create of it finds the first, so a trial started before a crash never runs twice."""
+    suffix = f"-t{trial}-r{rung}" if halving else f"-t{trial}"
+    return f"{job_name(pipeline, int(run_id))}{suffix}"
 
 
 def trainer_image(spec: TrainingPipelineSpec, defaults: WorkloadDefaults) -> str:
@@ -149,8 +162,17 @@ def build_training_job(
     generation: int | None,
     defaults: WorkloadDefaults,
     champion: Mapping[str, Any] | None = None,
+    trial: TrialAssignment | None = None,
+    trial_name: str | None = None,
+    search: SearchRecord | None = None,
 ) -> dict[str, Any]:
-    """The batch/v1 Job of one training run.
+    """The batch/v1 Job of one training run, or of one trial of its search.
+
+    `trial` (with its Job's `trial_name`): the Job trains and scores only that configuration
+    (env KUBELOOP_TRIAL) and writes no version; it is built like the run's own Job, so the
+    pipeline's resources, GPUs, placement, Kueue queue, security context and storage Secret
+    hold for trials too. `search`: the finished search, whose winner the run's Job trains
+    (env KUBELOOP_SEARCH).
 
     `champion` (status.champion) is the version the run scores beside its own, on the same
     validation rows, for the gate: passed to Kubeloop's scoring step (the built-in trainer, or
@@ -162,18 +184,22 @@ def build_training_job(
     With `queueName` the Job is created suspended and labelled for Kueue, which un-suspends it on
     admission (and may inject nodeSelector/tolerations: the operator never patches a Job back).
     """
-    name = job_name(owner.name, run_id)
+    name = trial_name if trial is not None and trial_name else job_name(owner.name, run_id)
     # The image recorded as the one that trained: the user's, for custom code.
     image = spec.trainer.image if spec.trainer is not None else trainer_image(spec, defaults)
     labels = _labels(owner, run_id)
+    if trial is not None:
+        labels.update({TRIAL_LABEL: str(trial.trial), RUNG_LABEL: str(trial.rung)})
     env = [
         *storage_access_env(owner, spec, defaults),
         {"name": "KUBELOOP_RUN_ID", "value": str(run_id)},
         {"name": "KUBELOOP_TRIGGER", "value": trigger},
         {"name": "KUBELOOP_IMAGE", "value": image},
         {"name": "KUBELOOP_SPEC", "value": json.dumps(spec.to_wire(), sort_keys=True)},
+        *_search_env(trial, search),
     ]
-    scoring = _champion_env(spec, champion)
+    # A trial is scored alone: the champion is compared with the winner, by the run's Job.
+    scoring = _champion_env(spec, champion) if trial is None else []
     volumes, mounts = scratch_volumes()
     distributed = spec.distributed.workers > 1
     rendezvous = _distributed_env(spec, name, owner.namespace) if distributed else []
@@ -248,6 +274,14 @@ def build_training_job(
         },
         "spec": job_spec,
     }
+
+
+def _search_env(trial: TrialAssignment | None, search: SearchRecord | None) -> list[dict[str, Any]]:
+    if trial is not None:
+        return [{"name": TRIAL_ENV, "value": trial.to_env()}]
+    if search is not None:
+        return [{"name": SEARCH_ENV, "value": search.to_env()}]
+    return []
 
 
 def _champion_env(
@@ -327,6 +361,8 @@ def _user_env(spec: TrainingPipelineSpec, run_env: list[dict[str, Any]]) -> list
         "KUBELOOP_PIPELINE_UID",
         "KUBELOOP_RUN_ID",
         "KUBELOOP_WORK_DIR",
+        TRIAL_ENV,  # the SDK reads a trial's params from it (ctx.params)
+        SEARCH_ENV,
     }
     kept = [e for e in run_env if e["name"] in keep or e["name"] in AWS_KEYS]
     context = [
@@ -412,13 +448,16 @@ def _custom_containers(
     return [prepare, user], publish
 
 
-def build_headless_service(owner: Owner, spec: TrainingPipelineSpec, run_id: int) -> dict[str, Any]:
-    """The headless Service that gives each pod of a distributed run a stable DNS name.
+def build_headless_service(
+    owner: Owner, spec: TrainingPipelineSpec, run_id: int, name: str | None = None
+) -> dict[str, Any]:
+    """The headless Service that gives each pod of a distributed run (or trial: `name`, its
+    Job's) a stable DNS name.
 
     `publishNotReadyAddresses` lets workers resolve pod 0 before any readiness exists (training
     pods have no probes), which the rendezvous needs.
     """
-    name = job_name(owner.name, run_id)
+    name = name or job_name(owner.name, run_id)
     labels = _labels(owner, run_id)
     port = spec.distributed.master_port
     return {

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import threading
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -40,27 +40,57 @@ def _metric(server: Server, name: str) -> float:
     raise AssertionError(f"{name} not in /metrics:\n{text}")
 
 
+def _request(i: int, row: np.ndarray[Any, Any]) -> bytes:
+    doc = {
+        "id": f"r{i}",
+        "inputs": [{"name": "x", "shape": [1, len(row)], "datatype": "FP64", "data": [*row]}],
+    }
+    body = json.dumps(doc).encode()
+    head = (
+        "POST /v2/models/churn/infer HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def _read_response(sock: socket.socket) -> tuple[int, Any]:
+    """Status and JSON body of a `Connection: close` response (read to the end)."""
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), json.loads(body)
+
+
+def _wait_in_flight(server: Server, count: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (seen := _metric(server, "kubeloop_inference_requests_in_flight")) < count:
+        assert time.monotonic() < deadline, f"only {seen} of {count} requests ever in flight"
+        time.sleep(0.02)  # the poll interval, not a wait for a state
+
+
 def _burst(server: Server, rows: np.ndarray[Any, Any]) -> list[tuple[int, Any]]:
-    """One thread per row, all released at once, each sending a [1, F] tensor."""
-    barrier = threading.Barrier(len(rows))
-    results: list[tuple[int, Any]] = [(0, None)] * len(rows)
+    """One connection per row, each sending a [1, F] tensor, all concurrent at the server.
 
-    def send(i: int) -> None:
-        doc = {
-            "id": f"r{i}",
-            "inputs": [
-                {"name": "x", "shape": [1, rows.shape[1]], "datatype": "FP64", "data": [*rows[i]]}
-            ],
-        }
-        barrier.wait()
-        results[i] = server.post("/v2/models/churn/infer", doc)
-
-    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(rows))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results
+    Threads released by a barrier are not enough: on a starved machine the server can answer
+    each request before the next one arrives, and then there is nothing to merge (the batcher
+    rightly waits for no company that is not coming). So each request is sent but its last
+    byte, the test waits until the server counts all of them in flight (headers read, body
+    still arriving), and only then sends the last bytes."""
+    socks: list[socket.socket] = []
+    try:
+        requests = [_request(i, row) for i, row in enumerate(rows)]
+        for request in requests:
+            socks.append(socket.create_connection(("127.0.0.1", server.port), timeout=30))
+            socks[-1].sendall(request[:-1])
+        _wait_in_flight(server, len(rows))
+        for sock, request in zip(socks, requests, strict=True):
+            sock.sendall(request[-1:])
+        return [_read_response(sock) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 @pytest.mark.parametrize(
@@ -74,8 +104,8 @@ def test_concurrent_requests_share_model_calls(
     tmp_path: Path, make_version: Callable[[Path], Path]
 ) -> None:
     version = make_version(tmp_path / "version")
-    # a generous wait, so that merging does not depend on how busy the test machine is
-    server = start_server(tmp_path, version, KUBELOOP_MAX_LATENCY_MS="50")
+    # a generous wait: the last bytes of 48 requests may arrive over a while on a busy machine
+    server = start_server(tmp_path, version, KUBELOOP_MAX_LATENCY_MS="1000")
     try:
         calls_before = _metric(server, "kubeloop_inference_batch_size_count")
         rows = np.round(np.random.default_rng(3).normal(size=(BURST, 4)), 3)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pytest
 from tests.workloads.server.conftest import (
     churn_version,
     numeric_version,
@@ -125,6 +126,15 @@ def test_payload_logs_round_trip(tmp_path: Path) -> None:
         assert [r["visits"] for r in mine] == [v[0] for v in doc["inputs"][2]["data"]]
         assert [r["plan"] for r in mine] == ["pro"] * len(mine)
         assert [r["_prediction"] for r in mine] == labels
+        assert sorted(r["_row"] for r in mine) == list(range(len(mine)))
+    # schema version 2: the row's position and each class's probability, for performance
+    assert schema.metadata[b"kubeloop.payload_log_schema"] == b"2"
+    proba = [n for n in schema.names if n.startswith("_proba_")]
+    assert len(proba) >= 2
+    for row in rows:
+        chances = {name[len("_proba_") :]: row[name] for name in proba}
+        assert sum(chances.values()) == pytest.approx(1.0)
+        assert max(chances, key=lambda c: chances[c]) == row["_prediction"]
     assert 'kubeloop_payload_log_rows_written_total{model="churn"} 15.0' in metrics
 
 

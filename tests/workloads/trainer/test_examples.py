@@ -44,4 +44,8 @@ def test_the_local_example_trains_a_complete_version(
     assert manifest["data"]["rows"]["train"] == 1600
     assert manifest["data"]["fingerprint"].startswith("sha256:")
     assert len(manifest["features"]) == 6 and manifest["profile"] == "profile.json"
-    assert set(manifest["files"]) == {"model.joblib", "profile.json"}
+    assert set(manifest["files"]) == {
+        "model.joblib",
+        "profile.json",
+        "validation-predictions.parquet",
+    }

@@ -65,6 +65,11 @@ def test_torch_on_s3_checkpoints_under_the_run_and_publishes(
     state = torch.load(io.BytesIO(store.store.read_bytes(store.uri(3))), weights_only=True)
     assert state["epoch"] == 3 and [h["epoch"] for h in state["history"]] == [1, 2, 3]
     manifest = Registry(spec["artifacts"]).read_manifest(1)
-    assert sorted(manifest["files"]) == ["model.pt", "preprocess.joblib", "profile.json"]
+    assert sorted(manifest["files"]) == [
+        "model.pt",
+        "preprocess.joblib",
+        "profile.json",
+        "validation-predictions.parquet",
+    ]
     run_marker = store_for(spec["artifacts"]).read_bytes(f"{spec['artifacts']}runs/9/run.json")
     assert json.loads(run_marker)["runId"] == "9"

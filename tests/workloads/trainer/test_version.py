@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from kubeloop.api.training import TrainingPipelineSpec
@@ -39,9 +40,18 @@ def test_a_sklearn_version_has_model_manifest_profile_and_checksums(
     assert result["version"] == "1" and result["uri"].endswith("/models/versions/1")
     folder = _folder(result)
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert sorted(manifest["files"]) == ["model.joblib", "profile.json"]
+    assert sorted(manifest["files"]) == [
+        "model.joblib",
+        "profile.json",
+        "validation-predictions.parquet",
+    ]
     for name, digest in manifest["files"].items():
         assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest
+    # what the monitor compares served outputs with (prediction drift, CBPE calibration)
+    outputs = pq.read_table(folder / "validation-predictions.parquet")
+    assert outputs.num_rows == manifest["data"]["rows"]["validation"]
+    proba = [n for n in outputs.column_names if n.startswith("_proba_")]
+    assert len(proba) == 2 and {"_prediction", "_label"} <= set(outputs.column_names)
     assert manifest["version"] == "1" and manifest["framework"] == "sklearn"
     assert manifest["estimator"] == "RandomForestClassifier"
     assert manifest["params"]["n_estimators"] == 5 and manifest["params"]["random_state"] == 7
@@ -107,7 +117,12 @@ def test_a_torch_version_loads_for_serving_with_the_same_predictions(
     assert code == 0, result
     folder = _folder(result)
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert sorted(manifest["files"]) == ["model.pt", "preprocess.joblib", "profile.json"]
+    assert sorted(manifest["files"]) == [
+        "model.pt",
+        "preprocess.joblib",
+        "profile.json",
+        "validation-predictions.parquet",
+    ]
     assert manifest["architecture"]["hiddenSizes"] == [8]
     assert manifest["training"]["device"] == "cpu" and manifest["training"]["amp"] is False
     assert "torch" in manifest["frameworkVersions"]

@@ -31,7 +31,9 @@ reached only through `kubeloop.local.cluster.kmockcompat`):
   409 when it changes another manager's field unless `force=true`; writes that name a
   `fieldManager` record Update ownership;
 - PUT (update): the body replaces the object, server-set metadata kept, status kept for kinds
-  with the subresource, a stale `metadata.resourceVersion` answers 409;
+  with the subresource, a stale `metadata.resourceVersion` answers 409 — checked and stored as
+  one step, so of two PUTs that send the same version exactly one wins (leader election on a
+  `coordination.k8s.io/v1` Lease relies on it);
 - `dryRun=All` (query, or a DELETE's DeleteOptions body) on create, patch (every patch type),
   update and delete: the request is admitted as usual (a refusal is still a 4xx) and the answer
   is what would be stored, but nothing is stored, nothing is collected, no watch event is sent;
@@ -166,6 +168,8 @@ RESOURCES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
     "networking.k8s.io/v1/networkpolicies": ("NetworkPolicy", True, ()),
     "rbac.authorization.k8s.io/v1/roles": ("Role", True, ()),
     "rbac.authorization.k8s.io/v1/rolebindings": ("RoleBinding", True, ()),
+    # The operator replicas' leader election (kubeloop.controller.leader).
+    "coordination.k8s.io/v1/leases": ("Lease", True, ()),
     "apiextensions.k8s.io/v1/customresourcedefinitions": ("CustomResourceDefinition", False, ()),
     "authorization.k8s.io/v1/selfsubjectaccessreviews": ("SelfSubjectAccessReview", False, ()),
 }
@@ -202,6 +206,10 @@ class KubeloopEmulator(EmulatorBase):
     _last_rv: int = attrs.field(default=0, init=False)
     _served: dict[str, discovery.ServedResource] = attrs.field(factory=dict, init=False)
     _openapi: dict[str, dict[str, Any]] = attrs.field(factory=dict, init=False)
+    # Held from a PUT's resourceVersion check until its change is stored: kmock's store lock
+    # may make the PUT wait in between, and a second PUT of the same version must not pass
+    # the check meanwhile.
+    _updating: asyncio.Lock = attrs.field(factory=asyncio.Lock, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -657,9 +665,13 @@ class KubeloopEmulator(EmulatorBase):
         if request.resource is not None and request.subresource == "scale":
             return await self._handle_scale(request)
         if request.resource is not None and request.method == kmock.method.PUT and request.name:
-            request = self._put_as_patch(request)
-        elif request.resource is not None and request.name and _is_apply(request):
+            async with self._updating:
+                return await self._serve_change(self._put_as_patch(request))
+        if request.resource is not None and request.name and _is_apply(request):
             request = self._apply_as_change(request)
+        return await self._serve_change(request)
+
+    async def _serve_change(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         request = self._rewrite(request)
         if request.resource is not None and _dry_run(request):
             # Validated and admitted above; nothing is stored and no watch event is sent.

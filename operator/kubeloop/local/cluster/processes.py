@@ -70,11 +70,19 @@ class LocalProcess:
         server = forkserver.shared(inherit) if plan is not None else None
         if plan is not None and server is not None:
             loop = asyncio.get_running_loop()
-            with contextlib.suppress(OSError):  # the fork server is gone: a fresh process
-                self.process = await loop.run_in_executor(
-                    None, server.spawn, plan, env, self.spec.cwd, self.log_path
-                )
+            spawning = loop.run_in_executor(
+                None, server.spawn, plan, env, self.spec.cwd, self.log_path
+            )
+            try:
+                self.process = await asyncio.shield(spawning)
                 return
+            except OSError:  # the fork server is gone: a fresh process
+                pass
+            except asyncio.CancelledError:
+                # The pod was deleted while it started: the fork goes on in its thread, and the
+                # child it makes belongs to nobody. It must not outlive the pod.
+                spawning.add_done_callback(_kill_unowned)
+                raise
         with self.log_path.open("ab") as log:
             self.process = await asyncio.create_subprocess_exec(
                 *self.spec.argv,
@@ -141,3 +149,11 @@ class LocalProcess:
                 lines = self.log_path.read_text(errors="replace").splitlines()[-FALLBACK_LINES:]
                 message = "\n".join(lines)[-FALLBACK_BYTES:]
         return message
+
+
+def _kill_unowned(spawning: asyncio.Future[ForkedProcess]) -> None:
+    """SIGKILL the process group a cancelled start made anyway (the fork server reaps it)."""
+    if spawning.cancelled() or spawning.exception() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(spawning.result().pid, signal.SIGKILL)

@@ -276,6 +276,11 @@ _BUILTIN: dict[str, tuple[Column, ...]] = {
         Column("Object", "string", _event_object, "The object this event is about."),
         Column("Message", "string", _text(".message", ""), "A human-readable description."),
     ),
+    "Lease": (
+        _NAME,
+        Column("Holder", "string", _text(".spec.holderIdentity", ""), "The holder's identity."),
+        _AGE,
+    ),
     "Service": (
         _NAME,
         Column("Type", "string", _text(".spec.type", "ClusterIP"), "The type of the service."),

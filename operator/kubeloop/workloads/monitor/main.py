@@ -31,10 +31,13 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import pyarrow.dataset as ds
 
 from kubeloop.api.common import parse_duration
 from kubeloop.api.monitor import DriftMonitorSpec
+from kubeloop.profile import Profile
 from kubeloop.storage import StorageError, join, store_for
 from kubeloop.workloads.monitor.accumulate import (
     CategoricalAccumulator,
@@ -42,6 +45,8 @@ from kubeloop.workloads.monitor.accumulate import (
     accumulators_for,
 )
 from kubeloop.workloads.monitor.exact_ks import exact_ks
+from kubeloop.workloads.monitor.performance import check_performance
+from kubeloop.workloads.monitor.prediction_drift import prediction_profile, validation_predictions
 from kubeloop.workloads.monitor.quality import (
     SchemaTally,
     add_quality_metrics,
@@ -53,9 +58,6 @@ from kubeloop.workloads.monitor.reference import load_reference, raw_reference
 from kubeloop.workloads.monitor.verdict import DatasetVerdict, dataset_verdict, judge
 from kubeloop.workloads.monitor.window import open_window, window_batches
 from kubeloop.workloads.result import write_result
-
-if TYPE_CHECKING:
-    import pyarrow.dataset as ds
 
 __all__ = ["main", "run_check"]
 
@@ -118,6 +120,23 @@ def run_check(
     profile = load_reference(reference_uri, spec.features, served)
     if dataset is not None and profile.categorical:
         dataset = open_window(payload_log_uri, start, now, list(profile.categorical))
+    # KS deciding against raw Parquet: computed exactly from it (a profile keeps its sketch's).
+    raw = raw_reference(reference_uri) if spec.tests.numeric == "ks" else None
+    return judge_window(spec, dataset, profile, start, now, tally=tally, raw=raw)
+
+
+def judge_window(
+    spec: DriftMonitorSpec,
+    dataset: ds.Dataset | None,
+    profile: Profile,
+    start: datetime,
+    now: datetime,
+    *,
+    tally: SchemaTally | None = None,
+    raw: ds.Dataset | None = None,
+) -> tuple[DatasetVerdict, dict[str, Accumulator]]:
+    """Compare the window's columns named in `profile` with it, with the spec's tests; with
+    `raw`, the reference's Parquet data, the KS test is computed exactly from it."""
     accumulators = accumulators_for(profile)
     tally = tally if tally is not None else SchemaTally()
     rows = 0
@@ -128,8 +147,8 @@ def run_check(
             feed(accumulators, tally, batch)
     features = []
     if rows >= spec.min_rows:
-        if spec.tests.numeric == "ks" and dataset is not None:
-            _exact_ks(accumulators, dataset, reference_uri, start, now)
+        if raw is not None and dataset is not None:
+            _exact_ks(accumulators, dataset, raw, start, now)
         for name, acc in accumulators.items():
             test = (
                 spec.tests.numeric
@@ -153,15 +172,12 @@ def run_check(
 def _exact_ks(
     accumulators: dict[str, Accumulator],
     window: ds.Dataset,
-    reference_uri: str,
+    reference: ds.Dataset,
     start: datetime,
     end: datetime,
 ) -> None:
-    """Against a raw Parquet reference, the deciding KS test computed exactly, one numeric
-    feature at a time (kubeloop.workloads.monitor.exact_ks); a profile keeps its sketch's."""
-    reference = raw_reference(reference_uri)
-    if reference is None:
-        return
+    """The KS test of every numeric feature computed exactly from the raw reference, one
+    feature at a time (kubeloop.workloads.monitor.exact_ks)."""
     for name, acc in accumulators.items():
         if isinstance(acc, NumericAccumulator) and acc.count:
             acc.exact_ks = exact_ks(window, reference, name, start, end)
@@ -182,6 +198,37 @@ def _features_result(
         out[feature.name] = entry
         size += cost
     return out, len(ordered) - len(out)
+
+
+def check_outputs(
+    spec: DriftMonitorSpec, payload_log_uri: str, reference_uri: str, now: datetime
+) -> DatasetVerdict | None:
+    """Prediction drift over the drift window; None without validation predictions."""
+    table = validation_predictions(reference_uri)
+    if table is None or "_prediction" not in table.column_names:
+        return None
+    profile = prediction_profile(table)
+    start = now - parse_duration(spec.window)
+    dataset = open_window(payload_log_uri, start, now, list(profile.categorical))
+    verdict, _ = judge_window(spec, dataset, profile, start, now)
+    return verdict
+
+
+def _performance(spec: DriftMonitorSpec, args: argparse.Namespace, now: datetime) -> dict[str, Any]:
+    """The performance section; a labels problem fails this section only, not the check."""
+    assert spec.performance is not None
+    try:
+        found = check_performance(spec.performance, args.payload_log_uri, args.reference_uri, now)
+    except (StorageError, ValueError, OSError) as exc:
+        return {"verdict": "Failed", "message": str(exc)[:1000]}
+    return found.as_result()
+
+
+def _outputs_result(verdict: DatasetVerdict) -> dict[str, Any]:
+    return {
+        "drifted": any(f.drifted for f in verdict.features),
+        "features": {f.name: f.as_result() for f in verdict.features[:8]},
+    }
 
 
 def _report_target(uri: str, monitor: str, now: datetime) -> str:
@@ -212,6 +259,7 @@ def main(argv: list[str]) -> int:
             if spec.quality.enabled
             else None
         )
+        outputs = check_outputs(spec, args.payload_log_uri, args.reference_uri, now)
     except (StorageError, ValueError, OSError) as exc:
         write_result(
             {
@@ -241,6 +289,11 @@ def main(argv: list[str]) -> int:
     if quality is not None:
         result["quality"] = quality_result(quality)
         budget -= len(json.dumps(result["quality"], separators=(",", ":")))
+    if spec.performance is not None:
+        result["performance"] = _performance(spec, args, now)
+    if outputs is not None and outputs.features:
+        result["predictionDrift"] = _outputs_result(outputs)
+    budget -= len(json.dumps({k: result.get(k) for k in ("performance", "predictionDrift")}))
     features, omitted = _features_result(verdict, budget)
     result["features"] = features
     if omitted:
@@ -265,17 +318,28 @@ def main(argv: list[str]) -> int:
             print(f"report not written: {exc}", file=sys.stderr, flush=True)
     if args.pushgateway_url:
         # Imported here: prometheus_client costs a tenth of a second, for nothing without a push.
-        from kubeloop.workloads.monitor.metrics import build_registry, push_metrics
+        from kubeloop.workloads.monitor.metrics import (
+            add_performance,
+            add_prediction_drift,
+            build_registry,
+            push_metrics,
+        )
 
         registry = build_registry(verdict, duration, _schedule_interval(spec.schedule, now))
         if quality is not None:
             add_quality_metrics(registry, quality)
+        if "performance" in result:
+            add_performance(registry, result["performance"])
+        if outputs is not None and outputs.features:
+            add_prediction_drift(registry, outputs)
         try:
             push_metrics(args.pushgateway_url, args.namespace, args.monitor, registry)
             result["pushed"] = True
         except OSError as exc:  # the operator still gets the verdict; the alert on staleness fires
             print(f"Pushgateway push failed: {exc}", file=sys.stderr, flush=True)
             result["pushed"] = False
+    if "performance" in result:
+        print(f"performance {json.dumps(result['performance'], sort_keys=True)}", flush=True)
     print(
         f"drift verdict={verdict.verdict} share={verdict.drift_share:.3f} rows={verdict.rows} "
         f"seconds={duration:.2f}",

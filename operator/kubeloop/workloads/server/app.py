@@ -166,6 +166,7 @@ class InferenceApp:
                 max_pending_rows=settings.payload_max_pending_rows,
                 on_written=self.metrics.log_written.inc,
                 on_dropped=lambda n, reason: dropped.labels(settings.model_name, reason).inc(n),
+                classes=self._classes,
             )
         self._ok_counters = {
             protocol: self.metrics.requests.labels(
@@ -404,7 +405,11 @@ class InferenceApp:
         result = await self._batcher.submit(request.columns, request.rows)
         if self._payload_log is not None:
             self._payload_log.submit(
-                request.columns, result.values, request.rows, request.id or uuid.uuid4().hex
+                request.columns,
+                result.values,
+                request.rows,
+                request.id or uuid.uuid4().hex,
+                result.probabilities,
             )
         return request, result
 

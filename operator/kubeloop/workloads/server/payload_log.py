@@ -2,7 +2,11 @@
 
 Layout and columns per docs/contracts.md: one column per feature (raw values as received),
 `_ts` (timestamp[us, UTC]), `_model_version`, `_request_id`, `_prediction` (string labels for
-classification, float64 for regression). The request path only appends references to arrays it
+classification, float64 for regression); since schema version 2 (the file's Parquet metadata
+`kubeloop.payload_log_schema`) also `_row` (int32, the row's position inside its request, so a
+delayed label can name one row of a many-row request) and, for classifiers, one float64 column
+`_proba_<class>` per class (what performance estimation and prediction drift need). Readers of
+version 1 files find those columns absent. The request path only appends references to arrays it
 already holds; a background thread builds tables and writes files, every `flush_seconds` or
 `flush_rows` rows. Memory is bounded by `max_pending_rows`: beyond it rows are dropped and
 counted (`kubeloop_payload_log_rows_dropped_total`), never silently. `close()` writes everything
@@ -23,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from kubeloop.payload_schema import PROBA_PREFIX, SCHEMA_METADATA_KEY, SCHEMA_VERSION
 from kubeloop.storage import join, store_for
 
 __all__ = ["PayloadLogger"]
@@ -37,6 +42,7 @@ class _Record:
     rows: int
     ts_us: int
     request_id: str
+    probabilities: np.ndarray[Any, Any] | None = None
 
 
 class PayloadLogger:
@@ -55,6 +61,7 @@ class PayloadLogger:
         max_pending_rows: int = 200_000,
         on_written: Callable[[int], None] = lambda _n: None,
         on_dropped: Callable[[int, str], None] = lambda _n, _reason: None,
+        classes: list[Any] | None = None,
     ) -> None:
         # Import pyarrow here, before requests come: a first import inside the flush thread
         # races sklearn's pyarrow check in the predict thread ("partially initialized module
@@ -65,6 +72,7 @@ class PayloadLogger:
         self._features = features  # (name, kind)
         self._version = model_version
         self._classification = classification
+        self._classes = [str(c) for c in classes] if classes is not None else None
         self._sample_rate = sample_rate
         self._flush_rows = flush_rows
         self._flush_seconds = flush_seconds
@@ -86,11 +94,15 @@ class PayloadLogger:
         predictions: np.ndarray[Any, Any],
         rows: int,
         request_id: str,
+        probabilities: np.ndarray[Any, Any] | None = None,
     ) -> bool:
-        """Queue one answered request; False when sampled out or dropped (and counted)."""
+        """Queue one answered request (`probabilities`: (rows, classes) of a classifier); False
+        when sampled out or dropped (and counted)."""
         if self._sample_rate < 1.0 and random.random() >= self._sample_rate:
             return False
-        record = _Record(columns, predictions, rows, time.time_ns() // 1000, request_id)
+        record = _Record(
+            columns, predictions, rows, time.time_ns() // 1000, request_id, probabilities
+        )
         with self._lock:
             if self._closed or self._pending_rows + rows > self._max_pending:
                 dropped = True
@@ -165,11 +177,35 @@ class PayloadLogger:
         arrays["_request_id"] = pa.array(
             [r.request_id for r in group for _ in range(r.rows)], type=pa.string()
         )
+        arrays["_row"] = pa.array(
+            np.concatenate([np.arange(r.rows, dtype=np.int32) for r in group]), pa.int32()
+        )
         predictions = np.concatenate([r.predictions for r in group])
         if self._classification:
             arrays["_prediction"] = pa.array([str(v) for v in predictions.tolist()], pa.string())
         else:
             arrays["_prediction"] = pa.array(predictions.astype(np.float64, copy=False))
+        arrays.update(self._probability_columns(group))
+        table = pa.table(arrays).replace_schema_metadata({SCHEMA_METADATA_KEY: SCHEMA_VERSION})
         sink = pa.BufferOutputStream()
-        pq.write_table(pa.table(arrays), sink, compression="zstd")
+        pq.write_table(table, sink, compression="zstd")
         return bytes(sink.getvalue().to_pybytes())
+
+    def _probability_columns(self, group: list[_Record]) -> dict[str, Any]:
+        """`_proba_<class>` columns; null in rows whose request came without probabilities."""
+        import pyarrow as pa
+
+        classes = self._classes
+        if not classes or all(r.probabilities is None for r in group):
+            return {}
+        parts = [
+            np.asarray(r.probabilities, dtype=np.float64)
+            if r.probabilities is not None and r.probabilities.shape[1:] == (len(classes),)
+            else np.full((r.rows, len(classes)), np.nan)
+            for r in group
+        ]
+        proba = np.concatenate(parts)
+        return {
+            f"{PROBA_PREFIX}{label}": pa.array(proba[:, k], from_pandas=True)
+            for k, label in enumerate(classes)
+        }

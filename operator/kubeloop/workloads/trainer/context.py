@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from kubeloop.api.search import SearchRecord, TrialAssignment
 from kubeloop.api.training import TrainingPipelineSpec
 from kubeloop.storage import StorageError, join, store_for
 from kubeloop.workloads.trainer.data import preflight
@@ -55,6 +56,10 @@ class RunContext:
     # What started the run (the Job's kubeloop.io/trigger: Manual, Schedule, Drift, ...).
     trigger: str = "Manual"
     champion: ChampionRef | None = None
+    # spec.search: the trial this pod trains (KUBELOOP_TRIAL; no version is written), or the
+    # finished search whose winner this run trains (KUBELOOP_SEARCH; kept in the manifest).
+    trial: TrialAssignment | None = None
+    search: SearchRecord | None = None
 
 
 def check_artifacts_writable(spec: TrainingPipelineSpec, ctx: RunContext) -> None:

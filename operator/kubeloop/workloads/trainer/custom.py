@@ -22,6 +22,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from kubeloop.api.search import TrialAssignment
 from kubeloop.api.training import TrainingPipelineSpec
 from kubeloop.formats import LoadOptions, Signature, SignatureError, format_named
 from kubeloop.modelformat import Feature, ModelFormatError
@@ -29,6 +30,7 @@ from kubeloop.storage import StorageError, join, store_for
 from kubeloop.workloads.trainer.context import RunContext, check_artifacts_writable
 from kubeloop.workloads.trainer.data import TrainingData, feature_columns, load_training_data
 from kubeloop.workloads.trainer.errors import TrainingError, classify_storage_error
+from kubeloop.workloads.trainer.trial import sample_rows, succeeded_outcome
 from kubeloop_sdk.metrics import METRICS_FILE
 from kubeloop_sdk.modelfiles import MODEL_MANIFEST
 
@@ -79,10 +81,16 @@ class Layout:
 
 
 def prepare_run(spec: TrainingPipelineSpec, ctx: RunContext, layout: Layout) -> dict[str, Any]:
-    """Stage everything the user's code needs; returns the context written."""
-    resumable = _same_object_ran_before(spec, ctx)
-    check_artifacts_writable(spec, ctx)
-    data = load_training_data(spec)
+    """Stage everything the user's code needs; returns the context written.
+
+    A search trial (ctx.trial) claims nothing of the run: no run marker, no checkpoints
+    restored or copied out (parallel trials share the run id), and a `rows` budget stages
+    only the trial's sample of the training rows."""
+    trial = ctx.trial
+    resumable = trial is None and _same_object_ran_before(spec, ctx)
+    if trial is None:
+        check_artifacts_writable(spec, ctx)
+    data = sample_rows(load_training_data(spec), trial)
     layout.data.mkdir(parents=True, exist_ok=True)
     pq.write_table(data.train, layout.data / "train.parquet")
     pq.write_table(data.validation, layout.data / "validation.parquet")
@@ -107,8 +115,9 @@ def prepare_run(spec: TrainingPipelineSpec, ctx: RunContext, layout: Layout) -> 
         "rows": {"train": data.train.num_rows, "validation": data.validation.num_rows},
         "modelDir": str(layout.model),
         "checkpointDir": str(layout.checkpoints),
-        "checkpointUri": spec.checkpoint_uri(ctx.run_id),
+        "checkpointUri": spec.checkpoint_uri(ctx.run_id) if trial is None else None,
         "outputDir": str(layout.output),
+        "trial": _trial_context(trial),
     }
     layout.context.write_text(json.dumps(context, indent=2, default=str))
     log.info(
@@ -119,6 +128,19 @@ def prepare_run(spec: TrainingPipelineSpec, ctx: RunContext, layout: Layout) -> 
         restored,
     )
     return context
+
+
+def _trial_context(trial: TrialAssignment | None) -> dict[str, Any] | None:
+    """context.json's `trial` (kubeloop_sdk.Trial): its params are already in `params`."""
+    if trial is None:
+        return None
+    budget = trial.budget
+    return {
+        "number": trial.trial,
+        "rung": trial.rung,
+        "budget": {"parameter": budget.parameter, "value": budget.value} if budget else None,
+        "seed": trial.seed,
+    }
 
 
 def _same_object_ran_before(spec: TrainingPipelineSpec, ctx: RunContext) -> bool:
@@ -205,6 +227,9 @@ def publish_run(spec: TrainingPipelineSpec, ctx: RunContext, layout: Layout) -> 
         spec.model.task, y_val, prediction.values, prediction.probabilities, data.classes
     )
     log.info("validation metrics (scored by Kubeloop): %s", json.dumps(metrics, sort_keys=True))
+    if ctx.trial is not None:  # a trial's model is scored, never published
+        # No training time: the user's code ran in its own container, before this step.
+        return succeeded_outcome(spec, ctx.trial, metrics, None)
     trainer = spec.trainer
     extra: dict[str, Any] = {
         "trainer": {

@@ -9,7 +9,9 @@ only by the same run of the same object), `KUBELOOP_NAMESPACE`, `KUBELOOP_IMAGE`
 `KUBELOOP_PROGRESS_PORT` (where rank 0 serves its progress), `KUBELOOP_CHAMPION_VERSION` and
 `KUBELOOP_CHAMPION_URI` (the champion to score on this run's validation rows for the gate,
 and whose profile the data is validated against: spec.dataValidation);
-under torchrun `RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`.
+with spec.search `KUBELOOP_TRIAL` (a trial: no version, a TrialOutcome as the result) or
+`KUBELOOP_SEARCH` (the run that trains the search's winner; `trial.py`); under torchrun
+`RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`.
 
 Output: a version under `<artifacts>/versions/<n>/` and a TrainingResult JSON in the
 termination message. Exit codes: see `kubeloop.workloads.trainer.errors` (0 ok, 1 internal
@@ -133,8 +135,12 @@ def main(argv: list[str]) -> int:
     result: dict[str, Any]
     code = 0
     process_group = False
+    trial = None
     try:
-        spec = load_spec(args.spec)
+        from kubeloop.workloads.trainer.trial import from_env, step_spec
+
+        trial, search = from_env()
+        spec = step_spec(load_spec(args.spec), trial, search)
         if dist.world_size > 1:
             process_group = _init_process_group(dist)
         from kubeloop.workloads.trainer.context import ChampionRef, RunContext
@@ -146,12 +152,15 @@ def main(argv: list[str]) -> int:
             image=os.environ.get("KUBELOOP_IMAGE", "local"),
             work_dir=work_dir,
             dist=dist,
+            # In a trial (KUBELOOP_TRIAL) the endpoint serves nothing: kubeloop_sdk.progressendpoint
             progress=ProgressReporter.from_env(run_id)
             if dist.rank == 0
             else ProgressReporter(None, None),
             pipeline_uid=os.environ.get("KUBELOOP_PIPELINE_UID") or None,
             trigger=os.environ.get("KUBELOOP_TRIGGER") or "Manual",
             champion=ChampionRef.from_env(),
+            trial=trial,
+            search=search,
         )
         work_dir.mkdir(parents=True, exist_ok=True)
         if args.prepare or args.publish:
@@ -162,6 +171,10 @@ def main(argv: list[str]) -> int:
                 # No TrainingResult: the run's result is the publish step's.
                 return 0
             result = publish_run(spec, ctx, Layout.from_env())
+        elif trial is not None:
+            from kubeloop.workloads.trainer.trial import run_trial
+
+            result = run_trial(spec, ctx)
         else:
             # The built-in trainer's stack (scikit-learn, torch) only here: a custom run's
             # prepare and publish steps start without it.
@@ -170,29 +183,20 @@ def main(argv: list[str]) -> int:
             result = run_training(spec, ctx)
     except TrainingError as exc:
         log.error("%s: %s", exc.reason, exc.message)
-        result = {
-            "kind": "TrainingResult",
-            "ok": False,
-            "reason": exc.reason,
-            "message": exc.message,
-        }
+        result = _failure(exc.reason, exc.message, trial)
         code = exc.exit_code
     except Exception as exc:
         log.error("training failed:\n%s", traceback.format_exc())
-        result = {
-            "kind": "TrainingResult",
-            "ok": False,
-            "reason": "InternalError",
-            "message": f"{type(exc).__name__}: {exc}",
-        }
+        result = _failure("InternalError", f"{type(exc).__name__}: {exc}", trial)
         code = 1
     finally:
         if process_group:
             import torch.distributed as torch_dist
 
             torch_dist.destroy_process_group()
-    result["runId"] = run_id
-    if dist.rank == 0:
+    if trial is None:  # a TrialOutcome is the contract's model and its kind, nothing more
+        result["runId"] = run_id
+    if dist.rank == 0 and trial is None:
         url = os.environ.get("KUBELOOP_PUSHGATEWAY_URL")
         if url:
             push_training_metrics(url, namespace, pipeline, result, time.monotonic() - started)
@@ -201,6 +205,15 @@ def main(argv: list[str]) -> int:
     else:  # one termination log per pod: the pod's first process owns it
         log.info("rank %d result: %s", dist.rank, json.dumps(result, sort_keys=True, default=str))
     return code
+
+
+def _failure(reason: str, message: str, trial: Any) -> dict[str, Any]:
+    """A failed run's TrainingResult, or a failed trial's TrialOutcome."""
+    if trial is not None:
+        from kubeloop.workloads.trainer.trial import failed_outcome
+
+        return failed_outcome(trial, reason, message)
+    return {"kind": "TrainingResult", "ok": False, "reason": reason, "message": message}
 
 
 def _init_process_group(dist: Distributed) -> bool:

@@ -23,10 +23,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from kubeloop.api.training import TORCH_ESTIMATOR, TrainingPipelineSpec
 from kubeloop.formats import TRAINER, Signature, TorchMLP, format_named
 from kubeloop.modelformat import Feature, Predictor, feature_matrix, write_manifest
+from kubeloop.payload_schema import VALIDATION_PREDICTIONS
 from kubeloop.registry import Registry
 from kubeloop.storage import StorageError
 from kubeloop.workloads.trainer.champion import gate_entry, score_champion, wanted
@@ -40,11 +42,15 @@ from kubeloop.workloads.trainer.data import (
 from kubeloop.workloads.trainer.errors import TrainingError, classify_storage_error
 from kubeloop.workloads.trainer.metrics import evaluate
 from kubeloop.workloads.trainer.mlp import params_dict, parse_params, train_mlp
+from kubeloop.workloads.trainer.predictions import validation_predictions
 from kubeloop.workloads.trainer.preprocess import build_preprocess
 from kubeloop.workloads.trainer.validation import validate_training_data
 
 __all__ = [
+    "ModelPlan",
     "Trained",
+    "fit_model",
+    "plan_model",
     "publish",
     "run_training",
     "saved_by_format",
@@ -71,6 +77,8 @@ class Trained:
     rows: dict[str, int]
     extra: dict[str, Any]
     inputs: tuple[Feature, ...] | None = None  # default: every feature of the data
+    # the validation rows' outputs (trainer/predictions.py); None: not kept (custom code)
+    validation_predictions: pa.Table | None = None
 
 
 def saved_by_format(model: Any, model_format: str) -> Callable[[Path, Signature], dict[str, Any]]:
@@ -114,9 +122,18 @@ def _signature(spec: TrainingPipelineSpec, data: TrainingData, pipeline_uid: str
     return hashlib.sha256(basis.encode()).hexdigest()
 
 
-def run_training(spec: TrainingPipelineSpec, ctx: RunContext) -> dict[str, Any]:
-    """Train and publish; returns the TrainingResult dict or raises TrainingError."""
-    started = time.monotonic()
+@dataclass(frozen=True)
+class ModelPlan:
+    """The estimator to fit, built and checked before any data is read: an unfitted
+    scikit-learn-API estimator, or the MLP's parsed params."""
+
+    estimator_name: str
+    estimator: Any = None
+    mlp_params: Any = None
+
+
+def plan_model(spec: TrainingPipelineSpec) -> ModelPlan:
+    """Check the estimator and its params (TrainingError naming the field) without data."""
     if spec.model.framework == "custom":
         raise TrainingError(
             "InvalidSpec",
@@ -126,12 +143,18 @@ def run_training(spec: TrainingPipelineSpec, ctx: RunContext) -> dict[str, Any]:
         )
     # Here, not at the top: publishing a custom model imports this module too, and needs no
     # scikit-learn.
-    from kubeloop.workloads.trainer.estimators import ClassIndexClassifier, build_estimator
+    from kubeloop.workloads.trainer.estimators import build_estimator
 
-    estimator_name = spec.model.resolved_estimator()
-    torch_run = estimator_name == TORCH_ESTIMATOR
-    mlp_params = parse_params(spec.model.params) if torch_run else None
-    estimator = None if torch_run else build_estimator(estimator_name, spec.model.params, spec.seed)
+    name = spec.model.resolved_estimator()
+    if name == TORCH_ESTIMATOR:
+        return ModelPlan(name, mlp_params=parse_params(spec.model.params))
+    return ModelPlan(name, estimator=build_estimator(name, spec.model.params, spec.seed))
+
+
+def run_training(spec: TrainingPipelineSpec, ctx: RunContext) -> dict[str, Any]:
+    """Train and publish; returns the TrainingResult dict or raises TrainingError."""
+    started = time.monotonic()
+    plan = plan_model(spec)
     if ctx.dist.rank == 0:
         check_artifacts_writable(spec, ctx)
     ctx.progress.report({"phase": "reading", "percent": 0})
@@ -144,6 +167,29 @@ def run_training(spec: TrainingPipelineSpec, ctx: RunContext) -> dict[str, Any]:
         data.fingerprint,
     )
     validate_training_data(spec, ctx.champion, data)  # bad data never trains a model
+    # every rank resumes; only rank 0 saves
+    trained = fit_model(spec, ctx, data, plan, CheckpointStore(spec.artifacts, ctx.run_id))
+    if ctx.dist.rank != 0:
+        return {
+            "kind": "TrainingResult",
+            "ok": True,
+            "rank": ctx.dist.rank,
+            "metrics": trained.metrics,
+        }
+    return publish(spec, ctx, data, trained, started)
+
+
+def fit_model(
+    spec: TrainingPipelineSpec,
+    ctx: RunContext,
+    data: TrainingData,
+    plan: ModelPlan,
+    checkpoints: CheckpointStore | None,
+) -> Trained:
+    """Fit the planned model on `data.train` and score it on `data.validation`."""
+    from kubeloop.workloads.trainer.estimators import ClassIndexClassifier
+
+    estimator, mlp_params = plan.estimator, plan.mlp_params
     x_train = feature_matrix(feature_columns(data.train, data.features), data.features)
     val_columns = feature_columns(data.validation, data.features)
     preprocess = build_preprocess(data.features)
@@ -183,7 +229,6 @@ def run_training(spec: TrainingPipelineSpec, ctx: RunContext) -> dict[str, Any]:
             yt = pc.cast(data.train.column(data.target), pa.float64()).to_numpy()
             yv = pc.cast(data.validation.column(data.target), pa.float64()).to_numpy()
             outputs = 1
-        checkpoints = CheckpointStore(spec.artifacts, ctx.run_id)
         result = train_mlp(
             xt,
             yt,
@@ -194,7 +239,7 @@ def run_training(spec: TrainingPipelineSpec, ctx: RunContext) -> dict[str, Any]:
             params=mlp_params,
             seed=spec.seed,
             signature=_signature(spec, data, ctx.pipeline_uid),
-            checkpoints=checkpoints,  # every rank resumes; only rank 0 saves
+            checkpoints=checkpoints,
             dist=ctx.dist,
             on_epoch=ctx.progress.report,
         )
@@ -231,24 +276,23 @@ def run_training(spec: TrainingPipelineSpec, ctx: RunContext) -> dict[str, Any]:
         spec.model.task, y_val, prediction.values, prediction.probabilities, data.classes
     )
     log.info("validation metrics: %s", json.dumps(metrics, sort_keys=True))
-    rows = {
-        "train": data.train.num_rows,
-        "validation": data.validation.num_rows,
-        "droppedMissingTarget": data.dropped_missing_target,
-    }
-    if ctx.dist.rank != 0:
-        return {"kind": "TrainingResult", "ok": True, "rank": ctx.dist.rank, "metrics": metrics}
-    trained = Trained(
+    return Trained(
         save=saved_by_format(model, spec.model.framework),
         model_format=spec.model.framework,
         produced_by=TRAINER,
-        estimator=estimator_name,
+        estimator=plan.estimator_name,
         params=params,
         metrics=metrics,
-        rows=rows,
+        rows={
+            "train": data.train.num_rows,
+            "validation": data.validation.num_rows,
+            "droppedMissingTarget": data.dropped_missing_target,
+        },
         extra=extra,
+        validation_predictions=validation_predictions(
+            spec.model.task, y_val, prediction.values, prediction.probabilities, data.classes
+        ),
     )
-    return publish(spec, ctx, data, trained, started)
 
 
 def publish(
@@ -297,6 +341,8 @@ def publish(
             categorical = [f.name for f in data.features if f.kind == "categorical"]
             profile = build_profile(data.train, numeric, categorical)
             (folder / "profile.json").write_text(json.dumps(profile, sort_keys=True))
+            if trained.validation_predictions is not None:
+                pq.write_table(trained.validation_predictions, folder / VALIDATION_PREDICTIONS)
             target_type = str(data.train.schema.field(data.target).type)
             versions = _versions()
             if spec.model.framework == "torch":
@@ -343,6 +389,7 @@ def publish(
                     "profile": "profile.json",
                     "durationSeconds": round(time.monotonic() - started, 3),
                     **({"gate": gate_entry(scored, metrics, rows["validation"])} if scored else {}),
+                    **({"search": ctx.search.to_wire()} if ctx.search is not None else {}),
                     **format_fields,
                     **extra,
                 },

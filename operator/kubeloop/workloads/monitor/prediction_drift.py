@@ -1,0 +1,53 @@
+"""Prediction drift: the model's outputs tested like features, apart from input drift.
+
+The reference is what the served version predicted on its validation data
+(`validation-predictions.parquet` beside profile.json, VALIDATION_PREDICTIONS): its
+`_prediction` (a categorical feature for classifiers, numeric for regressors) and each
+`_proba_<class>` (numeric) are profiled exactly as training features are, and the window's
+logged outputs are judged against that profile with the DriftMonitor's own tests and
+thresholds. A version without that file (trained before it existed, or a model given by URI
+without one) has no prediction-drift verdict: the check says so instead of guessing.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from kubeloop.payload_schema import PROBA_PREFIX, VALIDATION_PREDICTIONS
+from kubeloop.profile import Profile, build_profile, load_profile
+from kubeloop.storage import NotFoundError, join, store_for
+
+__all__ = ["prediction_profile", "validation_predictions"]
+
+
+def validation_predictions(reference_uri: str) -> pa.Table | None:
+    """The served version's validation predictions, or None when it has none."""
+    if reference_uri.endswith(".parquet") or reference_uri.endswith("profile.json"):
+        folder = reference_uri.rsplit("/", 1)[0]
+    else:
+        folder = reference_uri
+    uri = join(folder, VALIDATION_PREDICTIONS)
+    try:
+        raw = store_for(uri).read_bytes(uri)
+    except NotFoundError:
+        return None
+    return pq.read_table(pa.BufferReader(raw))
+
+
+def prediction_profile(table: pa.Table) -> Profile:
+    """A drift profile of the outputs in `table` (`_prediction`, `_proba_<class>`)."""
+    prediction = table.column("_prediction")
+    numeric = [n for n in table.column_names if n.startswith(PROBA_PREFIX)]
+    categorical: list[str] = []
+    if pa.types.is_floating(prediction.type) or pa.types.is_integer(prediction.type):
+        numeric.append("_prediction")
+    else:
+        categorical.append("_prediction")
+        table = table.set_column(
+            table.column_names.index("_prediction"),
+            "_prediction",
+            pc.cast(prediction, pa.string()),
+        )
+    return load_profile(build_profile(table, numeric, categorical))

@@ -1,0 +1,226 @@
+"""A run that is part of a search (spec.search, issue 21): a trial, or the winner's final run.
+
+A trial (env `KUBELOOP_TRIAL`, a `TrialAssignment`) trains its estimator with
+`spec.model.params` overlaid by the trial's params, on its budget (an estimator parameter set
+to the budget's value, or `rows`: a seeded sample of that many training rows), scores it on the
+validation rows with every metric of the task, writes no version and touches no alias; its
+result is a `TrialOutcome`. The run after the search (env `KUBELOOP_SEARCH`, a `SearchRecord`)
+trains the winner's estimator and params, on all training rows and, where the search said
+`refit`, on the largest budget any trial had; its manifest keeps the record under `search`.
+
+The spec each step trains is rewritten here once (`step_spec`): the built-in trainer, the
+custom trainer's prepare and publish steps all read the same overlaid `spec.model`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from pydantic import ValidationError
+
+from kubeloop.api.search import (
+    SEARCH_ENV,
+    TRIAL_ENV,
+    Budget,
+    SearchRecord,
+    TrialAssignment,
+    TrialOutcome,
+)
+from kubeloop.api.training import TORCH_ESTIMATOR, TrainingPipelineSpec
+from kubeloop.workloads.trainer.context import RunContext
+from kubeloop.workloads.trainer.data import TrainingData, load_training_data
+from kubeloop.workloads.trainer.errors import TrainingError
+
+__all__ = [
+    "RESULT_KIND",
+    "ROWS",
+    "failed_outcome",
+    "final_spec",
+    "from_env",
+    "run_trial",
+    "sample_rows",
+    "step_spec",
+    "succeeded_outcome",
+    "trial_spec",
+]
+
+log = logging.getLogger("kubeloop.train")
+
+ROWS = "rows"  # the budget that samples training rows instead of setting a parameter
+# The result's `kind` (as a run's is TrainingResult): the operator picks a pod's result by it.
+RESULT_KIND = "TrialOutcome"
+
+
+def from_env(
+    env: Mapping[str, str] | None = None,
+) -> tuple[TrialAssignment | None, SearchRecord | None]:
+    """The trial (KUBELOOP_TRIAL) or the finished search (KUBELOOP_SEARCH) of this step."""
+    env = os.environ if env is None else env
+    parsed: list[Any] = []
+    for name, model in ((TRIAL_ENV, TrialAssignment), (SEARCH_ENV, SearchRecord)):
+        raw = env.get(name)
+        try:
+            parsed.append(model.model_validate_json(raw) if raw else None)
+        except ValidationError as exc:
+            raise TrainingError("InvalidSpec", f"env {name}: {_problems(exc)}") from exc
+    if parsed[0] is not None and parsed[1] is not None:
+        raise TrainingError("InvalidSpec", f"env {TRIAL_ENV} and {SEARCH_ENV}: set one, not both")
+    return parsed[0], parsed[1]
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or '-'}: {e['msg']}" for e in exc.errors())
+
+
+def _configured(
+    spec: TrainingPipelineSpec,
+    estimator: str | None,
+    params: dict[str, Any],
+    budget: Budget | None,
+    what: str,
+) -> TrainingPipelineSpec:
+    """`spec` training `estimator` with `params` over spec.model.params (those of the spec's
+    own estimator only: another estimator would refuse them) and the budget parameter set."""
+    model = spec.model
+    wire = spec.to_wire()
+    if model.framework == "custom":
+        if estimator is not None:
+            raise TrainingError(
+                "InvalidSpec",
+                f"{what}: estimator {estimator!r}: a custom trainer (spec.trainer) searches "
+                "over its params only",
+            )
+        base = dict(model.params)
+        wire["model"] = {**wire["model"], "params": base}
+    else:
+        name = estimator or model.resolved_estimator()
+        base = dict(model.params) if name == model.resolved_estimator() else {}
+        framework = "torch" if name == TORCH_ESTIMATOR else "sklearn"
+        wire["model"] = {**wire["model"], "framework": framework, "estimator": name}
+    merged = {**base, **params}
+    if budget is not None and budget.parameter != ROWS:
+        merged[budget.parameter] = budget.value
+    wire["model"]["params"] = merged
+    try:
+        return TrainingPipelineSpec.model_validate(wire)
+    except ValidationError as exc:
+        raise TrainingError("InvalidSpec", f"{what}: {_problems(exc)}") from exc
+
+
+def trial_spec(spec: TrainingPipelineSpec, trial: TrialAssignment) -> TrainingPipelineSpec:
+    """The spec a trial trains: its estimator, params and budget over `spec.model`."""
+    what = f"trial {trial.trial} (rung {trial.rung})"
+    return _configured(spec, trial.estimator, trial.params, trial.budget, what)
+
+
+def final_spec(spec: TrainingPipelineSpec, search: SearchRecord) -> TrainingPipelineSpec:
+    """The spec of the run after the search: the winner, on every training row and, with
+    `refit`, on the largest budget any trial of the search had (the last halving rung's)."""
+    try:
+        winner = search.winning().assignment
+    except ValueError as exc:
+        raise TrainingError("InvalidSpec", f"env {SEARCH_ENV}: {exc}") from exc
+    budget = winner.budget
+    if budget is not None and budget.parameter == ROWS:
+        budget = None  # the run itself always trains on all rows
+    elif budget is not None and search.refit:
+        values = [
+            t.assignment.budget.value
+            for t in search.trials
+            if t.assignment.budget is not None and t.assignment.budget.parameter == budget.parameter
+        ]
+        budget = Budget(parameter=budget.parameter, value=max(values))
+    what = f"search winner {winner.trial}"
+    return _configured(spec, winner.estimator, winner.params, budget, what)
+
+
+def step_spec(
+    spec: TrainingPipelineSpec, trial: TrialAssignment | None, search: SearchRecord | None
+) -> TrainingPipelineSpec:
+    """The spec this step trains: a trial's, the search winner's, or `spec` itself."""
+    if trial is not None:
+        return trial_spec(spec, trial)
+    if search is not None:
+        _log_search(search, spec.model.resolved_estimator())
+        return final_spec(spec, search)
+    return spec
+
+
+def _log_search(search: SearchRecord, default_estimator: str) -> None:
+    """The search's report in the run's log: every trial, the score of each, the effect of
+    each parameter (what `kubeloop trials` shows from the manifest later)."""
+    from kubeloop.registrycli.trialviews import render_search_report, render_trials, trial_rows
+
+    rows = trial_rows(search)
+    log.info(
+        "%s search of %d trial(s), winner trial %d%s:\n%s\n%s",
+        search.strategy,
+        len({t.assignment.trial for t in search.trials}),
+        search.winner,
+        " (refit)" if search.refit else "",
+        render_trials(rows, search.metric),
+        render_search_report(rows, search.metric, default_estimator),
+    )
+
+
+def sample_rows(data: TrainingData, trial: TrialAssignment | None) -> TrainingData:
+    """The training rows a trial sees: a seeded sample of `budget.value` rows for a `rows`
+    budget (validation rows stay whole: every trial is scored on the same rows)."""
+    if trial is None or trial.budget is None or trial.budget.parameter != ROWS:
+        return data
+    total = data.train.num_rows
+    if trial.budget.value >= total:
+        return data
+    import numpy as np
+
+    rng = np.random.default_rng(trial.seed)
+    picked = np.sort(rng.choice(total, size=trial.budget.value, replace=False))
+    log.info("trial %d: %d of %d training rows", trial.trial, len(picked), total)
+    return replace(data, train=data.train.take(picked))
+
+
+def succeeded_outcome(
+    spec: TrainingPipelineSpec,
+    trial: TrialAssignment,
+    metrics: dict[str, float],
+    seconds: float | None,
+) -> dict[str, Any]:
+    """The result of a scored trial; `score` is the gate's metric (none without a gate)."""
+    metric = spec.promotion.metric if spec.promotion is not None else None
+    outcome = TrialOutcome(
+        trial=trial.trial,
+        rung=trial.rung,
+        state="Succeeded",
+        score=metrics.get(metric) if metric else None,
+        metrics=metrics,
+        seconds=None if seconds is None else round(seconds, 3),
+    )
+    return {"kind": RESULT_KIND, **outcome.to_wire()}
+
+
+def failed_outcome(trial: TrialAssignment, reason: str, message: str) -> dict[str, Any]:
+    """The result of a trial that could not train or score."""
+    text = f"{reason}: {message}"
+    outcome = TrialOutcome(trial=trial.trial, rung=trial.rung, state="Failed", message=text[:1024])
+    return {"kind": RESULT_KIND, **outcome.to_wire()}
+
+
+def run_trial(spec: TrainingPipelineSpec, ctx: RunContext) -> dict[str, Any]:
+    """Train and score one trial of the built-in trainer (`spec` from `trial_spec`)."""
+    from kubeloop.workloads.trainer.run import fit_model, plan_model
+
+    trial = ctx.trial
+    if trial is None:
+        raise ValueError("run_trial needs ctx.trial")
+    plan = plan_model(spec)
+    ctx.progress.report({"phase": "reading", "percent": 0})
+    data = sample_rows(load_training_data(spec), trial)
+    started = time.monotonic()  # the trial's compute: fit and score, not the data read
+    # No checkpoints: the run's own would be mixed with this trial's (same run id).
+    trained = fit_model(spec, ctx, data, plan, checkpoints=None)
+    return succeeded_outcome(spec, trial, trained.metrics, time.monotonic() - started)

@@ -1,0 +1,272 @@
+"""Search trials and the winner's run (issue 21), trainer side: `kubeloop train` with
+KUBELOOP_TRIAL trains and scores one configuration and writes no version; with
+KUBELOOP_SEARCH it trains the winner and keeps the search in the manifest; a custom trainer
+gets the trial's params through the SDK; `kubeloop trials` lists what the manifest holds.
+
+Everything in this process on 1500 churn rows (`train_in_process`), real scikit-learn; the
+search record the final run gets is built from the outcomes the real trials reported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from kubeloop.api.search import (
+    SEARCH_ENV,
+    TRIAL_ENV,
+    Budget,
+    SearchRecord,
+    SearchTrial,
+    TrialAssignment,
+    TrialOutcome,
+)
+from kubeloop.api.training import TrainingPipelineSpec
+from kubeloop.cli import main as kubeloop
+from kubeloop.workloads.trainer.trial import final_spec, sample_rows
+
+from .conftest import make_spec, train_in_process, write_parquet, write_spec
+
+PROMOTION = {"metric": "roc_auc", "minimum": 0.5}
+HGB = "HistGradientBoostingClassifier"
+
+
+def outcome_of(result: dict[str, Any]) -> dict[str, Any]:
+    """The TrialOutcome of a trial's result (its `kind` aside)."""
+    assert result["kind"] == "TrialOutcome", result
+    return {k: v for k, v in result.items() if k != "kind"}
+
+
+def assignment(trial: int, rung: int = 0, **fields: Any) -> TrialAssignment:
+    return TrialAssignment(run_id="4", trial=trial, rung=rung, seed=100 + trial, **fields)
+
+
+@pytest.fixture(scope="module")
+def search(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Three trials (a parameter budget, a rows budget, a bad parameter), then the run that
+    trains the winner: their exit codes, outcomes and the version's manifest."""
+    root = tmp_path_factory.mktemp("search")
+    from kubeloop.local.demo.datagen import churn_table
+
+    data = (root / "data").as_uri() + "/"
+    write_parquet(root / "data", churn_table(1500, seed=3))
+    artifacts = (root / "models").as_uri() + "/"
+    spec = make_spec(data, artifacts, estimator=HGB, params={"learning_rate": 0.1})
+    spec["promotion"] = PROMOTION
+    spec_path = write_spec(spec, root / "spec.yaml")
+    trials = [
+        assignment(0, params={"max_depth": 3}, budget=Budget(parameter="max_iter", value=5)),
+        assignment(
+            1,
+            estimator="LogisticRegression",
+            params={"C": 0.5},
+            budget=Budget(parameter="rows", value=300),
+        ),
+        assignment(2, estimator="LogisticRegression", params={"C": -1.0}),
+    ]
+    codes, outcomes = [], []
+    for trial in trials:
+        result = root / f"trial-{trial.trial}.json"
+        codes.append(
+            train_in_process(
+                ["--spec", str(spec_path), "--run-id", "4", "--result-path", str(result)],
+                {"KUBELOOP_WORK_DIR": str(root / "scratch"), TRIAL_ENV: trial.to_env()},
+            )
+        )
+        outcomes.append(json.loads(result.read_text()))
+    versions_after_trials = sorted((root / "models").glob("versions/*"))
+    record = SearchRecord(
+        strategy="random",
+        seed=42,
+        metric="roc_auc",
+        trials=[
+            SearchTrial(assignment=a, outcome=TrialOutcome.model_validate(outcome_of(o)))
+            for a, o in zip(trials, outcomes, strict=True)
+        ],
+        winner=1,  # the rows-budget trial: the run refits it on every training row
+        refit=True,
+    )
+    result = root / "run.json"
+    code = train_in_process(
+        ["--spec", str(spec_path), "--run-id", "4", "--result-path", str(result)],
+        {"KUBELOOP_WORK_DIR": str(root / "scratch"), SEARCH_ENV: record.to_env()},
+    )
+    run = json.loads(result.read_text())
+    manifest = json.loads((root / "models" / "versions" / "1" / "manifest.json").read_text())
+    return {
+        "codes": codes,
+        "outcomes": outcomes,
+        "versions_after_trials": versions_after_trials,
+        "record": record,
+        "run": (code, run),
+        "manifest": manifest,
+        "artifacts": artifacts,
+    }
+
+
+def test_a_trial_trains_its_budget_scores_every_metric_and_writes_no_version(
+    search: dict[str, Any],
+) -> None:
+    assert search["codes"][:2] == [0, 0]
+    for number, outcome in enumerate(search["outcomes"][:2]):
+        assert outcome["state"] == "Succeeded" and outcome["trial"] == number
+        assert set(outcome["metrics"]) >= {"accuracy", "f1", "roc_auc", "log_loss"}
+        assert outcome["score"] == outcome["metrics"]["roc_auc"] > 0.5
+        assert outcome.pop("kind") == "TrialOutcome"  # how the operator finds it in the pod
+        TrialOutcome.model_validate(outcome)  # the contract's model: nothing else added
+    assert search["versions_after_trials"] == []
+
+
+def test_a_trial_with_a_bad_parameter_fails_like_a_run(search: dict[str, Any]) -> None:
+    assert search["codes"][2] == 12  # InvalidParameter, as a run exits
+    failed = search["outcomes"][2]
+    assert failed["state"] == "Failed" and failed["trial"] == 2
+    assert failed["message"].startswith("InvalidParameter: spec.model.params.C")
+
+
+def test_the_run_after_the_search_refits_the_winner_and_keeps_the_search(
+    search: dict[str, Any],
+) -> None:
+    code, run = search["run"]
+    assert code == 0 and run["version"] == "1", run
+    manifest = search["manifest"]
+    assert manifest["estimator"] == "LogisticRegression" and manifest["params"]["C"] == 0.5
+    assert manifest["data"]["rows"]["train"] == 1200  # every row, not the trial's 300
+    assert manifest["search"] == search["record"].to_wire()
+
+
+def test_refit_takes_the_largest_budget_of_the_search() -> None:
+    spec = TrainingPipelineSpec.model_validate(
+        make_spec("file:///d/", "file:///m/", estimator=HGB, params={"learning_rate": 0.2})
+    )
+    trials = [
+        SearchTrial(assignment=assignment(t, r, budget=Budget(parameter="max_iter", value=v)))
+        for t, r, v in ((0, 0, 10), (1, 0, 10), (1, 1, 30), (1, 2, 90), (0, 1, 30))
+    ]
+    record = SearchRecord(
+        strategy="halving", seed=1, metric="roc_auc", trials=trials, winner=0, refit=True
+    )
+    assert final_spec(spec, record.model_copy(update={"refit": True})).model.params == {
+        "learning_rate": 0.2,
+        "max_iter": 90,
+    }
+    assert final_spec(spec, record.model_copy(update={"refit": False})).model.params == {
+        "learning_rate": 0.2,
+        "max_iter": 30,
+    }
+
+
+def test_a_rows_budget_is_a_seeded_sample(churn_dir: Path) -> None:
+    from kubeloop.workloads.trainer.data import load_training_data
+
+    spec = TrainingPipelineSpec.model_validate(make_spec(churn_dir.as_uri() + "/", "file:///m/"))
+    data = load_training_data(spec)
+    rows = assignment(0, budget=Budget(parameter="rows", value=100))
+    first, again = sample_rows(data, rows), sample_rows(data, rows)
+    other = sample_rows(data, rows.model_copy(update={"seed": 9}))
+    assert first.train.num_rows == 100 and first.validation.equals(data.validation)
+    assert first.train.equals(again.train) and not first.train.equals(other.train)
+    assert sample_rows(data, assignment(0)) is data
+
+
+def test_kubeloop_trials_lists_the_trials_of_a_version(
+    search: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert kubeloop(["trials", "churn", "--artifacts", search["artifacts"], "--version", "1"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].startswith("version 1: random search, seed 42, winner trial 1 (refit)")
+    lines = lines[1:]
+    header = lines[0].split()
+    assert header[:6] == ["TRIAL", "RUNG", "ESTIMATOR", "BUDGET", "ROC_AUC", "STATE"]
+    rows = {line.split()[0]: line for line in lines[1:4]}
+    assert set(rows) == {"0", "1*"} | {"2"}
+    assert "LogisticRegression" in rows["1*"] and "rows=300" in rows["1*"]
+    assert "Failed" in rows["2"] and "max_iter=5" in rows["0"]
+    assert any(line.startswith("score per trial") for line in lines)
+    assert kubeloop(["trials", "churn", "--artifacts", search["artifacts"], "-o", "json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [t["winner"] for t in listed["trials"]] == [False, True, False]
+
+
+def test_a_custom_trainer_gets_the_trial_through_the_sdk(tmp_path: Path, churn_dir: Path) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    import kubeloop_sdk as kl
+
+    spec = {
+        "data": {"train": churn_dir.as_uri() + "/", "target": "churned"},
+        "model": {"framework": "custom", "task": "classification", "params": {"C": 1, "k": 2}},
+        "trainer": {"image": "team/churn:1", "command": ["python", "train.py"]},
+        "artifacts": (tmp_path / "models").as_uri() + "/",
+        "promotion": PROMOTION,
+        "seed": 7,
+    }
+    spec_path = write_spec(spec, tmp_path / "spec.yaml")
+    trial = assignment(5, 1, params={"C": 0.25}, budget=Budget(parameter="rows", value=400))
+    env = {
+        "KUBELOOP_DIR": str(tmp_path / "pod"),
+        "KUBELOOP_WORK_DIR": str(tmp_path / "scratch"),
+        TRIAL_ENV: trial.to_env(),
+    }
+    result = tmp_path / "result.json"
+    argv = ["--spec", str(spec_path), "--run-id", "4", "--result-path", str(result)]
+    assert train_in_process([*argv, "--prepare"], env) == 0
+    # The user's code, here in-process: the SDK reads the context the prepare step wrote.
+    saved = dict(os.environ)
+    os.environ[kl.CONTEXT_ENV] = str(tmp_path / "pod" / "context.json")
+    try:
+        ctx = kl.context()
+        assert ctx.params == {"C": 0.25, "k": 2}
+        assert ctx.trial == kl.Trial(
+            number=5, rung=1, budget_parameter="rows", budget=400, seed=105
+        )
+        assert ctx.checkpoint_uri is None  # parallel trials share the run id
+        table = pq.read_table(ctx.data_dir / "train.parquet")
+        assert table.num_rows == 400
+        names = ["tenure", "monthly_charges", "total_charges", "support_calls"]
+        x = np.column_stack([table.column(n).to_numpy() for n in names])
+        y = table.column(ctx.target).to_numpy()
+        kl.save_model(LogisticRegression(C=ctx.params["C"]).fit(x, y), "sklearn", inputs=names)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    assert train_in_process([*argv, "--publish"], env) == 0
+    outcome = TrialOutcome.model_validate(outcome_of(json.loads(result.read_text())))
+    assert (outcome.trial, outcome.rung, outcome.state) == (5, 1, "Succeeded")
+    assert outcome.score == outcome.metrics["roc_auc"]
+    assert not (tmp_path / "models" / "versions").exists()
+    assert not (tmp_path / "models" / "runs").exists()  # no run marker: the run's own
+
+
+def test_the_report_shows_each_trial_at_its_highest_rung_and_each_parameter_by_value() -> None:
+    from kubeloop.registrycli.trialviews import render_search_report, trial_rows
+
+    def entry(trial: int, rung: int, rate: float, leaves: int, score: float) -> SearchTrial:
+        params = {"learning_rate": rate, "max_leaf_nodes": leaves}
+        outcome = TrialOutcome(trial=trial, rung=rung, state="Succeeded", score=score)
+        return SearchTrial(assignment=assignment(trial, rung, params=params), outcome=outcome)
+
+    trials = [entry(t, 0, 0.01 * (t + 1), 15 if t % 2 else 31, 0.70 + 0.01 * t) for t in range(6)]
+    trials.append(entry(5, 1, 0.06, 31, 0.90))  # trial 5 again on a larger budget
+    record = SearchRecord(
+        strategy="halving", seed=1, metric="roc_auc", trials=trials, winner=5, refit=True
+    )
+    lines = render_search_report(trial_rows(record), "roc_auc", HGB).splitlines()
+    assert lines[0].startswith("score per trial")
+    assert lines[6].split()[:2] == ["5*", "r1"] and lines[6].endswith("0.9000")
+    assert "effect of estimator" not in "\n".join(lines)  # one estimator: nothing to compare
+    at = lines.index("effect of learning_rate (mean roc_auc of the trials with each value)")
+    assert [line.split()[0] for line in lines[at + 1 : at + 4]] == [
+        "0.01..0.02",
+        "0.03..0.04",
+        "0.05..0.06",
+    ]
+    at = lines.index("effect of max_leaf_nodes (mean roc_auc of the trials with each value)")
+    assert [line.split()[0] for line in lines[at + 1 :]] == ["15", "31"]
