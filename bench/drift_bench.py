@@ -18,9 +18,10 @@ Kubeloop is measured several ways: `kubeloop-profile` reads the reference from t
 profile.json (what the CronJob does); `kubeloop-parquet-first` is the first check against the
 raw reference Parquet (what Evidently has to do): it profiles it and caches the profile beside
 it, which `kubeloop-parquet`, a later check, reads; `kubeloop-parquet-ks` decides numeric drift
-with KS computed exactly from the raw reference (run once). All run under `.venv-bench-monitor`, which holds what
-images/monitor installs (`.[monitor]`); `kubeloop-profile-devenv` repeats the first in the
-dev environment, whose pandas (imported by pyarrow.dataset) the image does not have.
+with KS computed exactly from the raw reference (run once). All run under
+`.venv-bench-monitor`, which holds what images/monitor installs (`.[monitor]`);
+`kubeloop-profile-devenv` repeats the first in the dev environment, whose pandas (imported by
+pyarrow.dataset) the image does not have.
 Evidently runs `DataDriftPreset` with the same tests and thresholds (PSI 0.2 numeric,
 chi-square p 0.05 categorical, drift share 0.3) and, at 1M x 20,
 also with its default tests.
