@@ -158,9 +158,15 @@ def test_the_follower_takes_over_a_killed_leader_mid_run_and_mid_canary(
         a.start()
         wait_for(lambda: _lease(api).get("holderIdentity") == "operator-a", 60, "a leads")
         b.start()
-        # b follows: its probe answers (before kopf runs there), and it says so.
+        # b follows: its probe answers (before kopf runs there), and once it has looked at the
+        # Lease it names the leader (its probe may answer before that first look: leader "").
         follower = wait_for(lambda: _probe_or_none(b.port), 60, "b's probe")
-        assert follower["role"] == "follower" and follower["leader"] == "operator-a"
+        assert follower["role"] == "follower"
+        wait_for(
+            lambda: (_probe_or_none(b.port) or {}).get("leader") == "operator-a",
+            60,
+            "b's probe naming operator-a as the leader",
+        )
         assert _probe(a.port)["leadership"]["role"] == "leader"  # kopf's probe, on the leader
 
         doc = runs.pipeline(NAME)
