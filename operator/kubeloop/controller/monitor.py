@@ -32,7 +32,7 @@ from kubeloop.api.monitor import DriftMonitor, DriftMonitorSpec, FeatureDrift
 from kubeloop.api.parse import SpecError, parse_resource
 from kubeloop.api.training import TrainingPipeline
 from kubeloop.controller.pushgateway import delete_group
-from kubeloop.controller.reconciling import SPEC_HASH_ANNOTATION, ensure_built, reconcile_object
+from kubeloop.controller.reconciling import apply_observed, reconcile_object
 from kubeloop.controller.runtime import runtime
 from kubeloop.controller.status import (
     DRIFT_CHECKS,
@@ -53,7 +53,7 @@ from kubeloop.decide.triggers import RETRAIN_ANNOTATION
 from kubeloop.resources.common import Owner
 from kubeloop.resources.monitoring import build_monitor_cronjob, reference_uri
 
-__all__ = ["MAX_FEATURES", "MONITOR_LABEL", "SPEC_HASH_ANNOTATION", "reconcile"]
+__all__ = ["MAX_FEATURES", "MONITOR_LABEL", "reconcile"]
 
 KIND = "DriftMonitor"
 MONITOR_LABEL = "kubeloop.io/driftmonitor"
@@ -151,7 +151,7 @@ def _resolve(namespace: str, spec: DriftMonitorSpec) -> Target:
 
 
 def _ensure_cronjob(owner: Owner, spec: DriftMonitorSpec, target: Target) -> str:
-    """Create the CronJob, or patch it when what we would build changed; returns its action."""
+    """Apply the CronJob; returns what happened: created, updated or unchanged."""
     reference = reference_uri(spec, target.model_uri)
     assert reference is not None  # the served URI is resolved before we get here
     desired = build_monitor_cronjob(
@@ -163,7 +163,7 @@ def _ensure_cronjob(owner: Owner, spec: DriftMonitorSpec, target: Target) -> str
         defaults=runtime.config.workloads,
         storage_secret=target.storage_secret,
     )
-    return ensure_built(desired)
+    return apply_observed(desired)
 
 
 def _features(raw: Any) -> tuple[dict[str, Any], int]:

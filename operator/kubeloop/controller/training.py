@@ -41,7 +41,7 @@ from kubeloop.controller.promotions import (
     reconcile_registry,
     run_verdict,
 )
-from kubeloop.controller.reconciling import ensure_built, reconcile_object
+from kubeloop.controller.reconciling import apply_observed, reconcile_object
 from kubeloop.controller.run_progress import read_progress
 from kubeloop.controller.runtime import runtime
 from kubeloop.controller.status import (
@@ -396,7 +396,7 @@ def _watch_data(spec: TrainingPipelineSpec, status: dict[str, Any], body: dict[s
             api.delete("CronJob", owner.namespace, name)
             status["dataCheck"] = None
         return
-    ensure_built(build_data_watch_cronjob(owner, spec, defaults=runtime.config.workloads))
+    apply_observed(build_data_watch_cronjob(owner, spec, defaults=runtime.config.workloads))
     last = status.get("dataCheck") or {}
     if last.get("cronJob") != name:
         status["dataCheck"] = {**last, "cronJob": name}
@@ -425,7 +425,7 @@ def _ensure_children(
     api = runtime.api
     run_id = int(run["id"])
     if spec.distributed.workers > 1:
-        api.create(build_headless_service(owner, spec, run_id))
+        api.apply(build_headless_service(owner, spec, run_id))
     job = build_training_job(
         owner,
         spec,
@@ -436,7 +436,7 @@ def _ensure_children(
         champion=champion,
         search=search.winning_search(spec, run),
     )
-    return api.create(job)
+    return api.apply(job)
 
 
 def _start(
