@@ -37,7 +37,8 @@ from kubeloop.controller import clock
 from kubeloop.controller.canary_analysis import canary_traffic
 from kubeloop.controller.reconciling import reconcile_object
 from kubeloop.controller.runtime import runtime
-from kubeloop.controller.status import changed_fields, invalid_spec, post_event, set_condition
+from kubeloop.controller.status import invalid_spec, post_event, set_condition
+from kubeloop.controller.status_write import write_status
 from kubeloop.decide.canary import RolloutInputs, RolloutPlan, plan_rollout
 from kubeloop.decide.resolve import ModelUnavailableError, Target, resolve
 from kubeloop.decide.serving import count, rolled_out, served_uri, served_version
@@ -120,11 +121,9 @@ def _set(
 
 
 def _write(body: dict[str, Any], before: dict[str, Any], status: dict[str, Any]) -> None:
-    """Patch only the status fields that changed (removed ones become null)."""
-    patch = changed_fields(before, status)
-    if patch:
-        meta = body["metadata"]
-        runtime.api.patch_status(KIND, meta["namespace"], meta["name"], patch)
+    """Write what changed, through the typed status model (`status_write`)."""
+    meta = body["metadata"]
+    write_status(KIND, meta["namespace"], meta["name"], before, status)
 
 
 def _reconcile(namespace: str, name: str) -> None:

@@ -36,7 +36,6 @@ from kubeloop.controller.reconciling import apply_observed, reconcile_object
 from kubeloop.controller.runtime import runtime
 from kubeloop.controller.status import (
     DRIFT_CHECKS,
-    changed_fields,
     invalid_spec,
     job_outcome,
     newest_finished,
@@ -46,6 +45,7 @@ from kubeloop.controller.status import (
     set_condition,
     snapshot,
 )
+from kubeloop.controller.status_write import write_status
 from kubeloop.controller.training import RESYNC_SECONDS
 from kubeloop.decide.quality import holds_retrain, quality_condition, recorded_quality
 from kubeloop.decide.retrain import RetrainDecision, retrain_episode
@@ -276,7 +276,7 @@ def _reconcile(namespace: str, name: str) -> None:
     except SpecError as error:
         invalid = invalid_spec(body, status, error.messages)
         if any(status.get(k) != v for k, v in invalid.items()):
-            api.patch_status(KIND, namespace, name, invalid)
+            write_status(KIND, namespace, name, status, {**status, **invalid})
         return
     assert isinstance(model, DriftMonitor)
     spec = model.spec
@@ -339,7 +339,7 @@ def _reconcile(namespace: str, name: str) -> None:
     _set_quality_condition(body, status, conditions, generation)
     status.update(conditions=conditions, observedGeneration=generation)
     if status != before:
-        api.patch_status(KIND, namespace, name, changed_fields(before, status))
+        write_status(KIND, namespace, name, before, status)
 
 
 def _set_quality_condition(

@@ -17,6 +17,7 @@ from typing import Any
 from kubeloop.controller.kube import Refused
 from kubeloop.controller.runtime import runtime
 from kubeloop.controller.status import child_refused, measured
+from kubeloop.controller.status_write import write_status
 
 __all__ = ["apply_observed", "reconcile_object", "report_refused"]
 
@@ -45,7 +46,8 @@ def report_refused(kind: str, namespace: str, name: str, error: Refused) -> None
     conditions = copy.deepcopy(before)
     child_refused(body, conditions, error)
     if conditions != before:
-        api.patch_status(kind, namespace, name, {"conditions": conditions})
+        status = body.get("status") or {}
+        write_status(kind, namespace, name, status, {**status, "conditions": conditions})
 
 
 def apply_observed(manifest: dict[str, Any]) -> str:

@@ -47,7 +47,6 @@ from kubeloop.controller.runtime import runtime
 from kubeloop.controller.status import (
     CHILD_REFUSED,
     RUNS,
-    changed_fields,
     child_refused,
     invalid_spec,
     job_outcome,
@@ -59,6 +58,7 @@ from kubeloop.controller.status import (
     set_condition,
     snapshot,
 )
+from kubeloop.controller.status_write import write_status
 from kubeloop.decide.gate import gate
 from kubeloop.decide.triggers import RunInputs, allocation, decide_run, pending
 from kubeloop.resources.common import Owner
@@ -517,7 +517,7 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
         # No exception: a spec that cannot run waits for a new generation, not for retries.
         invalid = {**invalid_spec(body, status, error.messages), "phase": "Invalid"}
         if any(status.get(k) != v for k, v in invalid.items()):
-            api.patch_status(KIND, namespace, name, invalid)
+            write_status(KIND, namespace, name, status, {**status, **invalid})
         return
     assert isinstance(model, TrainingPipeline)
     spec = model.spec
@@ -528,7 +528,7 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
         nonlocal before
         summarize(None)
         if status != before:
-            api.patch_status(KIND, namespace, name, changed_fields(before, status))
+            write_status(KIND, namespace, name, before, status)
             before = snapshot(status)
 
     conditions: list[dict[str, Any]] = status.get("conditions") or []
@@ -718,7 +718,7 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
     # 6. the summary (again: a registry result may have moved the champion).
     summarize(trigger, pods)
     if status != before:
-        api.patch_status(KIND, namespace, name, changed_fields(before, status))
+        write_status(KIND, namespace, name, before, status)
 
 
 # --- kopf wiring: thin ----------------------------------------------------------------------
