@@ -333,8 +333,8 @@ class Kube:
 
         Server-side apply with field manager `kubeloop` and `force=true`: the fields the
         manifest sets take these values (taken over from any other manager), fields an earlier
-        apply set and this manifest leaves out are removed, fields others set (defaults, the
-        HPA's replicas, a person's labels) stay. Returns the stored object.
+        apply set and this manifest leaves out are removed, fields others set (defaults, a
+        person's labels) stay. Returns the stored object.
 
         `observed`: the child as last seen (a GET or a cache), when the caller has it; when it
         already holds the manifest (`holds`) no request is sent, so a resync that changes
