@@ -261,12 +261,39 @@ _VERBS = {
 }
 
 
+def _built_kinds() -> set[str]:
+    """Every kind a builder in kubeloop/resources/*.py builds (`"kind": "Job"` literals)."""
+    import ast
+
+    from kubeloop import resources
+    from kubeloop.controller import kube
+
+    return {
+        value.value
+        for path in Path(resources.__file__).parent.glob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Dict)
+        for key, value in zip(node.keys, node.values, strict=True)
+        if isinstance(key, ast.Constant) and key.value == "kind"
+        if isinstance(value, ast.Constant) and value.value in kube.PLURALS
+    }
+
+
 def _calls_in_controller() -> set[tuple[str, str, str]]:
     """(group, resource, verb) of every `api.<verb>("Kind", ...)` in kubeloop/controller/*.py,
-    kinds given as literals or as a module constant (KIND = "ModelDeployment")."""
+    kinds given as literals or as a module constant (KIND = "ModelDeployment"); the two write
+    paths that take the kind from their argument: `api.apply(manifest)` (create and patch,
+    server-side apply, of every kind a builder builds) and the status writer's
+    `api.patch_status(kind, ...)` (the status of every kind with a status model)."""
     import ast
 
     from kubeloop.controller import kube
+    from kubeloop.controller.status_write import STATUS_MODELS
+
+    def add(kind: str, verb: str, sub: str = "") -> None:
+        prefix, plural = kube.PLURALS[kind]
+        group = "" if prefix == "/api/v1" else prefix.split("/")[2]
+        needed.add((group, plural + sub, verb))
 
     needed: set[tuple[str, str, str]] = set()
     folder = Path(kube.__file__).parent
@@ -292,20 +319,26 @@ def _calls_in_controller() -> set[tuple[str, str, str]]:
             kind = first.value if isinstance(first, ast.Constant) else None
             if isinstance(first, ast.Name):
                 kind = constants.get(first.id)
+            if method == "apply":
+                for built in _built_kinds():
+                    add(built, "create")
+                    add(built, "patch")
+            elif method == "patch_status" and kind is None:
+                for modelled in STATUS_MODELS:
+                    add(modelled, "patch", "/status")
             if kind not in kube.PLURALS:
                 continue
-            prefix, plural = kube.PLURALS[kind]
-            group = "" if prefix == "/api/v1" else prefix.split("/")[2]
             if method == "patch_status":
-                needed.add((group, f"{plural}/status", "patch"))
+                add(kind, "patch", "/status")
             elif method in _VERBS:
-                needed.add((group, plural, _VERBS[method]))
+                add(kind, _VERBS[method])
     return needed
 
 
 def test_rbac_grants_every_call_the_controller_makes(helm: str) -> None:
     needed = _calls_in_controller()
     assert ("kubeloop.io", "trainingpipelines/status", "patch") in needed  # the scan works
+    assert ("batch", "cronjobs", "patch") in needed  # the apply path too
     for args in ([], ["--set", "watchNamespaces={ml}"]):
         granted: set[tuple[str, str, str]] = set()
         for role in operator_roles(render(helm, *args)):

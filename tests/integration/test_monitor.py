@@ -30,7 +30,8 @@ from tests.integration.harness import (
 )
 
 from kubeloop.api.monitor import PUSHGATEWAY_JOB, pushgateway_group
-from kubeloop.controller.monitor import MAX_FEATURES, SPEC_HASH_ANNOTATION
+from kubeloop.controller.kube import APPLIED_ANNOTATION
+from kubeloop.controller.monitor import MAX_FEATURES
 from kubeloop.local.cluster.emulator import EmulatorThread
 
 pytestmark = pytest.mark.slow  # minutes: `make test` starts it first
@@ -155,14 +156,16 @@ def test_cronjob_from_the_served_version(cluster: Cluster, operator: Operator) -
     assert ready["observedGeneration"] == 1 and status["observedGeneration"] == 1
     assert events(cluster, "dm1", "CronJobCreated")
 
-    # A spec change reaches the CronJob (by the spec hash), once.
-    digest = cron["metadata"]["annotations"][SPEC_HASH_ANNOTATION]
+    # A spec change reaches the CronJob (applied server-side by field manager kubeloop), once.
+    managers = {(e["manager"], e["operation"]) for e in cron["metadata"]["managedFields"]}
+    assert ("kubeloop", "Apply") in managers
+    digest = cron["metadata"]["annotations"][APPLIED_ANNOTATION]
     cluster.patch(DM, "ml", "dm1", {"spec": {"schedule": "0 * * * *", "window": "1h"}})
     cron = wait_for(
         lambda: (c := _obj(cluster, CRONJOBS, "dm1"))["spec"]["schedule"] == "0 * * * *" and c,
         what="CronJob updated",
     )
-    assert cron["metadata"]["annotations"][SPEC_HASH_ANNOTATION] != digest
+    assert cron["metadata"]["annotations"][APPLIED_ANNOTATION] != digest
     rv = cron["metadata"]["resourceVersion"]
     settled(cluster, "driftmonitors", "dm1")  # nothing left to change
     assert _obj(cluster, CRONJOBS, "dm1")["metadata"]["resourceVersion"] == rv

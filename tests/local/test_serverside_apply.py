@@ -93,3 +93,10 @@ def test_an_update_takes_the_fields_it_changed() -> None:
     changed = {**current, "spec": {"seed": 2}}  # artifacts removed, seed changed
     updated = ssa.record_update(current, changed, "kubectl-edit", now=NOW)
     assert _owners(updated) == {("kubectl-edit", "Update"): {("spec", "seed")}}
+
+
+def test_an_apply_that_changes_nothing_keeps_the_object_as_it_is() -> None:
+    current = ssa.apply(None, _tp(seed=1), "kubeloop", now=NOW)
+    assert ssa.apply(current, _tp(seed=1), "kubeloop", now="2026-01-02T00:00:00Z") == current
+    changed = ssa.apply(current, _tp(seed=2), "kubeloop", now="2026-01-02T00:00:00Z")
+    assert changed["metadata"]["managedFields"][0]["time"] == "2026-01-02T00:00:00Z"

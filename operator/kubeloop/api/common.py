@@ -133,9 +133,12 @@ class KubeModel(BaseModel):
                 raise FieldError(rule.field_path, rule.failure(self))
         return self
 
-    def to_wire(self) -> dict[str, Any]:
-        """The model as the API server stores it: camelCase keys, unset optionals left out."""
-        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+    def to_wire(self, *, set_only: bool = False) -> dict[str, Any]:
+        """The model as the API server stores it: camelCase keys, unset optionals left out;
+        `set_only`: fields left at their defaults too (what was given, typed)."""
+        return self.model_dump(
+            by_alias=True, exclude_none=True, exclude_unset=set_only, mode="json"
+        )
 
 
 # --- object names ------------------------------------------------------------------------------

@@ -37,7 +37,8 @@ from kubeloop.controller import clock
 from kubeloop.controller.canary_analysis import canary_traffic
 from kubeloop.controller.reconciling import reconcile_object
 from kubeloop.controller.runtime import runtime
-from kubeloop.controller.status import changed_fields, invalid_spec, post_event, set_condition
+from kubeloop.controller.status import invalid_spec, post_event, set_condition
+from kubeloop.controller.status_write import write_status
 from kubeloop.decide.canary import RolloutInputs, RolloutPlan, plan_rollout
 from kubeloop.decide.resolve import ModelUnavailableError, Target, resolve
 from kubeloop.decide.serving import count, rolled_out, served_uri, served_version
@@ -72,43 +73,24 @@ def _target(spec: ModelDeploymentSpec, namespace: str) -> Target:
     return resolve(spec, namespace, pipeline)
 
 
-# --- reading children ------------------------------------------------------------------------
-
-
-def _subset(want: Any, have: Any) -> bool:
-    """Whether `have` already holds everything in `want` (server-side defaults allowed)."""
-    if isinstance(want, dict):
-        return isinstance(have, dict) and all(_subset(v, have.get(k)) for k, v in want.items())
-    if isinstance(want, list):
-        return (
-            isinstance(have, list)
-            and len(want) == len(have)
-            and all(_subset(w, h) for w, h in zip(want, have, strict=True))
-        )
-    return bool(want == have)
+# --- writing children ------------------------------------------------------------------------
 
 
 def _apply(
-    manifest: dict[str, Any], existing: dict[str, Any] | None, managed_replicas: bool = True
+    manifest: dict[str, Any], observed: dict[str, Any] | None, managed_replicas: bool = True
 ) -> dict[str, Any]:
-    """Create the child, or merge-patch `existing` back to the manifest where it differs.
+    """Apply a child (`Kube.apply`); `observed` is the snapshot the decisions were made on,
+    returned as it is when it holds the manifest already, so status reads the same state.
 
-    `existing` is the snapshot the decisions were made on, so status reads the same state.
+    When the HPA owns the replica count the manifest carries the count observed (the built one
+    at creation): an apply that left it out would remove the field kubeloop set before
+    (server-side apply removes what its manager dropped), and the Deployment would fall back
+    to one replica.
     """
-    api = runtime.api
-    meta = manifest["metadata"]
-    if existing is None:
-        return api.create(manifest)
-    desired: dict[str, Any] = {
-        "metadata": {k: meta[k] for k in ("labels", "annotations", "ownerReferences") if k in meta},
-        "spec": copy.deepcopy(manifest["spec"]),
-    }
-    if not managed_replicas:  # the HPA owns the replica count
-        desired["spec"].pop("replicas", None)
-    if _subset(desired, existing):
-        return existing
-    patched = api.patch(manifest["kind"], meta["namespace"], meta["name"], desired)
-    return patched if patched is not None else api.create(manifest)
+    replicas = ((observed or {}).get("spec") or {}).get("replicas")
+    if not managed_replicas and replicas is not None:
+        manifest = {**manifest, "spec": {**manifest["spec"], "replicas": replicas}}
+    return runtime.api.apply(manifest, observed)
 
 
 # --- the reconcile ---------------------------------------------------------------------------
@@ -139,11 +121,9 @@ def _set(
 
 
 def _write(body: dict[str, Any], before: dict[str, Any], status: dict[str, Any]) -> None:
-    """Patch only the status fields that changed (removed ones become null)."""
-    patch = changed_fields(before, status)
-    if patch:
-        meta = body["metadata"]
-        runtime.api.patch_status(KIND, meta["namespace"], meta["name"], patch)
+    """Write what changed, through the typed status model (`status_write`)."""
+    meta = body["metadata"]
+    write_status(KIND, meta["namespace"], meta["name"], before, status)
 
 
 def _reconcile(namespace: str, name: str) -> None:

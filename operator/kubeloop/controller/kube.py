@@ -7,6 +7,11 @@ Every write the API server refuses, or that fails (5xx, network), is one WARNING
 the verb, the object and the server's message (never a request body: no Secret data);
 404 and 409, which callers handle as normal flow, are not.
 
+Children are written through one function, `Kube.apply`: server-side apply (a PATCH of type
+`application/apply-patch+yaml`, field manager `kubeloop`, `force=true`) for every kind, except
+the kinds created once and never changed (`CREATE_ONCE`: Jobs, whose pod template is immutable),
+which are created if absent. See `Kube.apply`.
+
 A refused write is remembered: the same body for the same object is not sent again until its
 backoff has passed (30 s, doubling up to 10 min); the remembered `Refused` is raised instead.
 Controllers re-apply their children on every resync (level-triggered), and this keeps them
@@ -16,13 +21,14 @@ once.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +36,17 @@ import kopf
 import kubernetes
 import urllib3
 
-__all__ = ["PLURALS", "Kube", "Refused", "connect"]
+__all__ = [
+    "APPLIED_ANNOTATION",
+    "CREATE_ONCE",
+    "FIELD_MANAGER",
+    "PLURALS",
+    "Kube",
+    "Refused",
+    "applied_config",
+    "connect",
+    "holds",
+]
 
 # kind -> (API prefix, plural)
 PLURALS: dict[str, tuple[str, str]] = {
@@ -49,6 +65,16 @@ PLURALS: dict[str, tuple[str, str]] = {
 log = logging.getLogger("kubeloop.kube")
 _PERMANENT = {400, 403, 422}
 _MERGE = "application/merge-patch+json"
+_APPLY = "application/apply-patch+yaml"
+FIELD_MANAGER = "kubeloop"
+# A digest of the last configuration applied: lets `apply` skip a request that would change
+# nothing (the stored object, which the API server fills with defaults, cannot tell that alone:
+# a field the configuration dropped is still there until the apply removes it).
+APPLIED_ANNOTATION = "kubeloop.io/applied"
+# Created once under a deterministic name and never changed: a Job's pod template is immutable,
+# and a run's Job must run the template it was created with (a newer operator's build of it
+# would be refused, or would be another run).
+CREATE_ONCE = frozenset({"Job"})
 _VERBS = {"GET": "get", "POST": "create", "PATCH": "patch", "PUT": "replace", "DELETE": "delete"}
 FIRST_BACKOFF_SECONDS = 30.0
 MAX_BACKOFF_SECONDS = 600.0
@@ -115,6 +141,42 @@ def _status_body(exc: kubernetes.client.ApiException) -> Any:
 
 def _digest(body: Any) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def applied_config(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The configuration `Kube.apply` sends: the manifest with `APPLIED_ANNOTATION` set to a
+    digest of everything else in it."""
+    config = copy.deepcopy(dict(manifest))
+    meta = config.setdefault("metadata", {})
+    annotations = meta.setdefault("annotations", {})
+    annotations.pop(APPLIED_ANNOTATION, None)
+    annotations[APPLIED_ANNOTATION] = _digest(config)[:16]
+    return config
+
+
+def _subset(want: Any, have: Any) -> bool:
+    """Whether `have` holds everything in `want` (fields the server added are allowed)."""
+    if isinstance(want, dict):
+        return isinstance(have, dict) and all(_subset(v, have.get(k)) for k, v in want.items())
+    if isinstance(want, list):
+        return (
+            isinstance(have, list)
+            and len(want) == len(have)
+            and all(_subset(w, h) for w, h in zip(want, have, strict=True))
+        )
+    return bool(want == have)
+
+
+def holds(observed: Mapping[str, Any], config: Mapping[str, Any]) -> bool:
+    """Whether applying `config` (from `applied_config`) to `observed` would change nothing:
+    the last configuration applied was this one (no field to remove) and every field of it
+    still has its value (nobody changed one since)."""
+    want = {k: v for k, v in config.items() if k not in ("apiVersion", "kind", "metadata")}
+    meta = config.get("metadata") or {}
+    want["metadata"] = {
+        k: meta[k] for k in ("labels", "annotations", "ownerReferences") if k in meta
+    }
+    return _subset(want, observed)
 
 
 def _log_write(  # noqa: PLR0917 (the parts of one log line)
@@ -261,12 +323,62 @@ class Kube:
         want = (labels or {}).items()
         return [i for i in items if want <= (i.get("metadata", {}).get("labels") or {}).items()]
 
+    def apply(
+        self,
+        manifest: dict[str, Any],
+        observed: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """Create or update a child to `manifest`: the one way the controllers write children.
+
+        Server-side apply with field manager `kubeloop` and `force=true`: the fields the
+        manifest sets take these values (taken over from any other manager), fields an earlier
+        apply set and this manifest leaves out are removed, fields others set (defaults, a
+        person's labels) stay. Returns the stored object.
+
+        `observed`: the child as last seen (a GET or a cache), when the caller has it; when it
+        already holds the manifest (`holds`) no request is sent, so a resync that changes
+        nothing costs nothing here.
+
+        Kinds in `CREATE_ONCE` (Jobs) are created if absent and never updated: an `observed`
+        one is returned as it is; otherwise it is created (field manager `kubeloop`), and one
+        that exists already under that name (a retried create) is returned unchanged.
+        """
+        kind, meta = manifest["kind"], manifest["metadata"]
+        if kind in CREATE_ONCE:
+            return observed if observed is not None else self.create(manifest, timeout)
+        config = applied_config(manifest)
+        if observed is not None and holds(observed, config):
+            return observed
+        query = [("fieldManager", FIELD_MANAGER), ("force", "true")]
+        try:
+            applied: dict[str, Any] = self._call(
+                "PATCH",
+                kind,
+                meta["namespace"],
+                meta["name"],
+                body=config,
+                query=query,
+                content_type=_APPLY,
+                timeout=timeout,
+            )
+        except kubernetes.client.ApiException as exc:  # 404 namespace gone, 409 a racing create
+            raise kopf.TemporaryError(
+                f"apply {kind} {meta['name']}: {exc.status}", delay=2
+            ) from exc
+        return applied
+
     def create(self, manifest: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
         """Create, or return the existing object of that name (deterministic names)."""
         meta = manifest["metadata"]
         try:
             created: dict[str, Any] = self._call(
-                "POST", manifest["kind"], meta["namespace"], body=manifest, timeout=timeout
+                "POST",
+                manifest["kind"],
+                meta["namespace"],
+                body=manifest,
+                query=[("fieldManager", FIELD_MANAGER)],
+                timeout=timeout,
             )
         except kubernetes.client.ApiException as exc:
             if exc.status != 409:

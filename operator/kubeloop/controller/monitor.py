@@ -38,11 +38,10 @@ from kubeloop.api.monitor import (
 from kubeloop.api.parse import SpecError, parse_resource
 from kubeloop.api.training import TrainingPipeline
 from kubeloop.controller.pushgateway import delete_group
-from kubeloop.controller.reconciling import SPEC_HASH_ANNOTATION, ensure_built, reconcile_object
+from kubeloop.controller.reconciling import apply_observed, reconcile_object
 from kubeloop.controller.runtime import runtime
 from kubeloop.controller.status import (
     DRIFT_CHECKS,
-    changed_fields,
     invalid_spec,
     job_outcome,
     newest_finished,
@@ -52,6 +51,7 @@ from kubeloop.controller.status import (
     set_condition,
     snapshot,
 )
+from kubeloop.controller.status_write import write_status
 from kubeloop.controller.training import RESYNC_SECONDS
 from kubeloop.decide.performance import DEGRADED_CAUSE, as_episode
 from kubeloop.decide.quality import holds_retrain, quality_condition, recorded_quality
@@ -60,7 +60,7 @@ from kubeloop.decide.triggers import RETRAIN_ANNOTATION
 from kubeloop.resources.common import Owner
 from kubeloop.resources.monitoring import build_monitor_cronjob, reference_uri
 
-__all__ = ["MAX_FEATURES", "MONITOR_LABEL", "SPEC_HASH_ANNOTATION", "reconcile"]
+__all__ = ["MAX_FEATURES", "MONITOR_LABEL", "reconcile"]
 
 KIND = "DriftMonitor"
 MONITOR_LABEL = "kubeloop.io/driftmonitor"
@@ -158,7 +158,7 @@ def _resolve(namespace: str, spec: DriftMonitorSpec) -> Target:
 
 
 def _ensure_cronjob(owner: Owner, spec: DriftMonitorSpec, target: Target) -> str:
-    """Create the CronJob, or patch it when what we would build changed; returns its action."""
+    """Apply the CronJob; returns what happened: created, updated or unchanged."""
     reference = reference_uri(spec, target.model_uri)
     assert reference is not None  # the served URI is resolved before we get here
     desired = build_monitor_cronjob(
@@ -170,7 +170,7 @@ def _ensure_cronjob(owner: Owner, spec: DriftMonitorSpec, target: Target) -> str
         defaults=runtime.config.workloads,
         storage_secret=target.storage_secret,
     )
-    return ensure_built(desired)
+    return apply_observed(desired)
 
 
 def _features(raw: Any) -> tuple[dict[str, Any], int]:
@@ -378,7 +378,7 @@ def _reconcile(namespace: str, name: str) -> None:
     except SpecError as error:
         invalid = invalid_spec(body, status, error.messages)
         if any(status.get(k) != v for k, v in invalid.items()):
-            api.patch_status(KIND, namespace, name, invalid)
+            write_status(KIND, namespace, name, status, {**status, **invalid})
         return
     assert isinstance(model, DriftMonitor)
     spec = model.spec
@@ -438,7 +438,7 @@ def _reconcile(namespace: str, name: str) -> None:
     _set_quality_condition(body, status, conditions, generation)
     status.update(conditions=conditions, observedGeneration=generation)
     if status != before:
-        api.patch_status(KIND, namespace, name, changed_fields(before, status))
+        write_status(KIND, namespace, name, before, status)
 
 
 def _set_quality_condition(

@@ -379,7 +379,7 @@ def reconcile_registry(
         job = api.get("Job", namespace, op["job"])
         if job is None:
             persist()  # allocated in status first: a restart creates this Job, not another
-            api.create(
+            api.apply(
                 build_registry_job(Owner.of(body), spec, op, defaults=runtime.config.workloads)
             )
             return

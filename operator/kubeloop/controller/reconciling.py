@@ -11,18 +11,15 @@ The controller's next complete pass sets Stalled back to False.
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from kubeloop.controller.kube import Refused
 from kubeloop.controller.runtime import runtime
 from kubeloop.controller.status import child_refused, measured
+from kubeloop.controller.status_write import write_status
 
-__all__ = ["SPEC_HASH_ANNOTATION", "ensure_built", "reconcile_object", "report_refused"]
-
-SPEC_HASH_ANNOTATION = "kubeloop.io/spec-hash"
+__all__ = ["apply_observed", "reconcile_object", "report_refused"]
 
 
 def reconcile_object(
@@ -49,35 +46,19 @@ def report_refused(kind: str, namespace: str, name: str, error: Refused) -> None
     conditions = copy.deepcopy(before)
     child_refused(body, conditions, error)
     if conditions != before:
-        api.patch_status(kind, namespace, name, {"conditions": conditions})
+        status = body.get("status") or {}
+        write_status(kind, namespace, name, status, {**status, "conditions": conditions})
 
 
-def _spec_hash(manifest: Mapping[str, Any]) -> str:
-    text = json.dumps(manifest["spec"], sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def ensure_built(desired: dict[str, Any]) -> str:
-    """Create a long-lived child (a CronJob), or patch it when what we would build changed;
-    returns the action: created, updated or unchanged.
-
-    Changes are detected by a hash of the built spec (an annotation), not by comparing with
-    the stored object, which the API server fills with defaults.
-    """
+def apply_observed(manifest: dict[str, Any]) -> str:
+    """Read a long-lived child (a CronJob) and apply `manifest` to it (`Kube.apply`, which
+    sends nothing when it already holds the manifest); returns what happened, for an Event:
+    created, updated or unchanged."""
     api = runtime.api
-    meta = desired["metadata"]
-    digest = _spec_hash(desired)
-    meta.setdefault("annotations", {})[SPEC_HASH_ANNOTATION] = digest
-    existing = api.get(desired["kind"], meta["namespace"], meta["name"])
-    if existing is None:
-        api.create(desired)
+    meta = manifest["metadata"]
+    observed = api.get(manifest["kind"], meta["namespace"], meta["name"])
+    stored = api.apply(manifest, observed)
+    if observed is None:
         return "created"
-    annotations = existing["metadata"].get("annotations") or {}
-    if annotations.get(SPEC_HASH_ANNOTATION) == digest:
-        return "unchanged"
-    patch = {
-        "metadata": {"labels": meta["labels"], "annotations": {SPEC_HASH_ANNOTATION: digest}},
-        "spec": desired["spec"],
-    }
-    api.patch(desired["kind"], meta["namespace"], meta["name"], patch)
-    return "updated"
+    version = observed["metadata"].get("resourceVersion")
+    return "unchanged" if stored["metadata"].get("resourceVersion") == version else "updated"

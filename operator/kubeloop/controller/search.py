@@ -153,8 +153,8 @@ class _Search:
         run_id = int(self.current["id"])
         try:
             if self.spec.distributed.workers > 1:
-                runtime.api.create(build_headless_service(self.owner, self.spec, run_id, name))
-            runtime.api.create(
+                runtime.api.apply(build_headless_service(self.owner, self.spec, run_id, name))
+            runtime.api.apply(
                 build_training_job(
                     self.owner,
                     self.spec,

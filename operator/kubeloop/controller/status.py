@@ -22,7 +22,6 @@ __all__ = [
     "RECONCILES",
     "RECONCILE_SECONDS",
     "RUNS",
-    "changed_fields",
     "child_refused",
     "invalid_spec",
     "job_outcome",
@@ -255,18 +254,6 @@ def post_event(
 def snapshot(status: Mapping[str, Any]) -> dict[str, Any]:
     """A deep copy to diff against later (conditions are mutated in place)."""
     return copy.deepcopy(dict(status))
-
-
-def changed_fields(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
-    """The merge patch from `before` to `after` at the top level (removed keys become None).
-
-    Patching only what changed keeps a concurrent writer's field (a trainer of an older
-    version still patching `currentRun.progress`) from being overwritten with the copy read at
-    the start.
-    """
-    patch = {k: v for k, v in after.items() if before.get(k) != v}
-    patch.update({k: None for k in before if k not in after})
-    return patch
 
 
 def invalid_spec(

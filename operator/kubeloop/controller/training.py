@@ -41,13 +41,12 @@ from kubeloop.controller.promotions import (
     reconcile_registry,
     run_verdict,
 )
-from kubeloop.controller.reconciling import ensure_built, reconcile_object
+from kubeloop.controller.reconciling import apply_observed, reconcile_object
 from kubeloop.controller.run_progress import read_progress
 from kubeloop.controller.runtime import runtime
 from kubeloop.controller.status import (
     CHILD_REFUSED,
     RUNS,
-    changed_fields,
     child_refused,
     invalid_spec,
     job_outcome,
@@ -59,6 +58,7 @@ from kubeloop.controller.status import (
     set_condition,
     snapshot,
 )
+from kubeloop.controller.status_write import write_status
 from kubeloop.decide.gate import gate
 from kubeloop.decide.triggers import RunInputs, allocation, decide_run, pending
 from kubeloop.resources.common import Owner
@@ -396,7 +396,7 @@ def _watch_data(spec: TrainingPipelineSpec, status: dict[str, Any], body: dict[s
             api.delete("CronJob", owner.namespace, name)
             status["dataCheck"] = None
         return
-    ensure_built(build_data_watch_cronjob(owner, spec, defaults=runtime.config.workloads))
+    apply_observed(build_data_watch_cronjob(owner, spec, defaults=runtime.config.workloads))
     last = status.get("dataCheck") or {}
     if last.get("cronJob") != name:
         status["dataCheck"] = {**last, "cronJob": name}
@@ -425,7 +425,7 @@ def _ensure_children(
     api = runtime.api
     run_id = int(run["id"])
     if spec.distributed.workers > 1:
-        api.create(build_headless_service(owner, spec, run_id))
+        api.apply(build_headless_service(owner, spec, run_id))
     job = build_training_job(
         owner,
         spec,
@@ -436,7 +436,7 @@ def _ensure_children(
         champion=champion,
         search=search.winning_search(spec, run),
     )
-    return api.create(job)
+    return api.apply(job)
 
 
 def _start(
@@ -517,7 +517,7 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
         # No exception: a spec that cannot run waits for a new generation, not for retries.
         invalid = {**invalid_spec(body, status, error.messages), "phase": "Invalid"}
         if any(status.get(k) != v for k, v in invalid.items()):
-            api.patch_status(KIND, namespace, name, invalid)
+            write_status(KIND, namespace, name, status, {**status, **invalid})
         return
     assert isinstance(model, TrainingPipeline)
     spec = model.spec
@@ -528,7 +528,7 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
         nonlocal before
         summarize(None)
         if status != before:
-            api.patch_status(KIND, namespace, name, changed_fields(before, status))
+            write_status(KIND, namespace, name, before, status)
             before = snapshot(status)
 
     conditions: list[dict[str, Any]] = status.get("conditions") or []
@@ -718,7 +718,7 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
     # 6. the summary (again: a registry result may have moved the champion).
     summarize(trigger, pods)
     if status != before:
-        api.patch_status(KIND, namespace, name, changed_fields(before, status))
+        write_status(KIND, namespace, name, before, status)
 
 
 # --- kopf wiring: thin ----------------------------------------------------------------------

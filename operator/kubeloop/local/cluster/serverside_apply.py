@@ -16,7 +16,8 @@ What a real API server does, reduced to the fields this project's objects have:
 Simplifications (documented gaps): lists are atomic (owned whole, as a CRD list without
 `x-kubernetes-list-type` is; set and map lists are granular on a real server); the status of a
 kind with the status subresource is neither applied nor tracked; ownership is recorded only for
-writes that name a `fieldManager` (kubectl always does; in-process writes and kopf do not).
+writes that name a `fieldManager` (kubectl and the operator always do; in-process writes and
+kopf do not). An apply that changes nothing is a no-op: its manager's entry keeps its time.
 """
 
 from __future__ import annotations
@@ -249,6 +250,10 @@ def apply(
     for path in applied:
         _set(result, path, _get(config, path))
     mine_now = _entry(manager, "Apply", api_version, now, applied)
+    if mine is not None and not taken and _owned(mine) == applied and result == current:
+        # Nothing changed: the entry keeps its time, so the apply is a no-op (no new
+        # resourceVersion, no watch event), as on a real API server.
+        mine_now = mine
     return _with_entries(result, [*others, mine_now])
 
 
