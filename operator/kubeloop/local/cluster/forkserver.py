@@ -56,6 +56,7 @@ PRELOAD = (
     "numpy",
     "pyarrow",
     "pyarrow.parquet",
+    "pyarrow.compute",
     "pydantic",
     "yaml",
     "sklearn.base",
