@@ -135,6 +135,28 @@ async def test_a_forked_module_signals_and_missing_scripts(
     assert "RuntimeError: boom" in (tmp_path / "c.log").read_text()
 
 
+async def test_a_forked_child_ends_as_the_interpreter_would(
+    server: ForkServer, tmp_path: Path
+) -> None:
+    """The child skips the interpreter's module teardown (os._exit), nothing a program sees:
+    its non-daemon threads joined, then its atexit handlers, its buffered output flushed, its
+    exit code."""
+    script = tmp_path / "ending.py"
+    script.write_text(
+        "import atexit, sys, threading, time\n"
+        "atexit.register(print, 'atexit ran')\n"
+        "threading.Thread(target=lambda: (time.sleep(0.2), print('thread ran'))).start()\n"
+        "print('buffered', end=' ')\n"
+        "sys.exit(3)\n"
+    )
+    env = {"PATH": os.environ["PATH"]}
+    child = server.spawn(
+        ForkPlan("script", str(script), []), env, str(tmp_path), tmp_path / "e.log"
+    )
+    assert await child.wait() == 3
+    assert (tmp_path / "e.log").read_text() == "buffered thread ran\natexit ran\n"
+
+
 async def test_a_cancelled_wait_does_not_lose_the_exit(server: ForkServer, tmp_path: Path) -> None:
     """The pod runner cancels waits (a pod deleted, a probe loop stopped): the exit stays there
     for the next wait, and the server goes on hearing exits."""

@@ -137,6 +137,21 @@ async def test_job_runs_to_complete_with_termination_message(
     assert Path(message["scratch"]).is_dir()
 
 
+async def test_jobs_start_and_finish_at_their_events_not_at_the_relist(
+    cluster: EmulatorThread, api: KubeApi, tmp_path: Path
+) -> None:
+    """The relist is only the resync: a Job is started at its watch event, and completed when
+    its pod ends (with an hour's relist interval, either would otherwise wait that hour)."""
+    slow = PodRunner(cluster.url, tmp_path / "pods", interval=3600)
+    await slow.start()
+    try:
+        for name in ("first", "second"):  # the second surely after the watch started
+            await api.create("batch/v1/jobs", job(name, "pass"))
+            await until(lambda name=name: _get_if(api, name, "Complete"), what=f"{name} done")
+    finally:
+        await slow.stop()
+
+
 async def _get_if(api: KubeApi, name: str, kind: str) -> dict[str, Any] | None:
     obj = await api.get("batch/v1/jobs", "ml", name)
     return obj if condition(obj, kind) else None

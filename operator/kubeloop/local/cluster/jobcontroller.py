@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import datetime
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,10 +39,15 @@ class JobRun:
 class JobController:
     """Runs the Jobs of the emulated cluster, keyed by uid in `jobs`."""
 
-    def __init__(self, api: KubeApi, kubelet: Kubelet) -> None:
+    def __init__(
+        self, api: KubeApi, kubelet: Kubelet, wake: Callable[[], None] = lambda: None
+    ) -> None:
         self.api = api
         self.kubelet = kubelet
         self.jobs: dict[str, JobRun] = {}
+        # Called when a pod of a Job ends: its Job's status is due now, not at the next relist
+        # (as the real controller reacts to its pod informer's event).
+        self.wake = wake
 
     async def reconcile(self) -> None:
         """One pass over the Jobs: start, step, finish, expire and forget them."""
@@ -146,6 +151,7 @@ class JobController:
             can_start -= 1
             await self.kubelet.create_pod(pod)
             pod.task = asyncio.create_task(self.kubelet.run_to_completion(pod))
+            pod.task.add_done_callback(lambda _: self.wake())
         ready = sum(1 for p in active if p.main.process is not None and p.main.process.running)
         await self._patch_job(
             meta,

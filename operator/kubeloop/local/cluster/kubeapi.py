@@ -6,6 +6,9 @@ same API (watch events, resourceVersions, the status subresource) as in a cluste
 
 from __future__ import annotations
 
+import contextlib
+import json
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
@@ -71,12 +74,8 @@ class KubeApi:
         async with self.session.request(method, self.url + path, **kwargs) as response:
             if response.status >= 300:
                 text = await response.text()
-                try:
-                    import json
-
+                with contextlib.suppress(ValueError):
                     text = json.loads(text).get("message", text)
-                except ValueError:
-                    pass
                 raise ApiError(response.status, str(text)[:500])
             return await response.json(content_type=None)
 
@@ -119,6 +118,19 @@ class KubeApi:
             path += "/" + subresource
         patched: dict[str, Any] = await self._call("PATCH", path, json=patch, headers=_MERGE)
         return patched
+
+    async def watch(self, resource: str) -> AsyncIterator[dict[str, Any]]:
+        """The watch events of a resource in every namespace, from now, until the server
+        ends the stream (the caller watches again; a relist covers what happened between)."""
+        path = resource_path(resource) + "?watch=true"
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+        async with self.session.get(self.url + path, timeout=timeout) as response:
+            if response.status >= 300:
+                raise ApiError(response.status, (await response.text())[:500])
+            async for line in response.content:
+                if line.strip():
+                    event: dict[str, Any] = json.loads(line)
+                    yield event
 
     async def delete(self, resource: str, namespace: str | None, name: str) -> None:
         """Delete an object; a missing one is not an error."""

@@ -1,7 +1,8 @@
 """The local pod runner: the Job, CronJob, Deployment and Service controllers plus a kubelet.
 
 It watches the emulated API (level-triggered: it re-lists every `interval` seconds, like a
-controller's resync) and runs the containers of Jobs, CronJobs and Deployments as local
+controller's resync, and at once when a Job changes or a Job's pod ends, as the real controllers
+react to their informers' events) and runs the containers of Jobs, CronJobs and Deployments as local
 processes (`kubeloop.local.cluster.podspec` says exactly how a container becomes a process).
 It writes back, through the API and the status subresource, what the real controllers write:
 
@@ -59,7 +60,7 @@ import aiohttp
 from kubeloop.local.cluster import forkserver
 from kubeloop.local.cluster.cronjobcontroller import CronJobController
 from kubeloop.local.cluster.deploymentcontroller import DeploymentController, DeploymentRun
-from kubeloop.local.cluster.jobcontroller import JobController, JobRun
+from kubeloop.local.cluster.jobcontroller import JOBS, JobController, JobRun
 from kubeloop.local.cluster.kubeapi import ApiError, KubeApi
 from kubeloop.local.cluster.kubelet import Kubelet
 from kubeloop.local.cluster.podnet import PodNetwork
@@ -104,11 +105,13 @@ class PodRunner:
             cwd=cwd,
         )
         self.cronjob_controller = CronJobController(self.api)
-        self.job_controller = JobController(self.api, self.kubelet)
+        self.job_controller = JobController(self.api, self.kubelet, self.wake)
         self.deployment_controller = DeploymentController(self.api, self.kubelet, self._spawn)
         self._stopping = False
         self._background: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
 
     @property
     def jobs(self) -> dict[str, JobRun]:
@@ -131,14 +134,16 @@ class PodRunner:
         """Start reconciling in the background."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._task = asyncio.create_task(self._loop(), name="kubeloop-podrunner")
+        self._watch_task = asyncio.create_task(self._watch_jobs(), name="kubeloop-podrunner-watch")
 
     async def stop(self) -> None:
         """Stop reconciling, terminate every process, close the Service proxies."""
         self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._watch_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         pods = [p for run in self.jobs.values() for p in run.pods]
         pods += [p for run in self.deployments.values() for p in run.pods]
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -166,13 +171,30 @@ class PodRunner:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    def wake(self) -> None:
+        """Reconcile now (or right after the pass under way), not at the next relist."""
+        self._wake.set()
+
     async def _loop(self) -> None:
         while not self._stopping:
+            self._wake.clear()  # a wake from here on is seen after this pass
             try:
                 await self.reconcile()
             except (ApiError, aiohttp.ClientError, OSError) as exc:
                 # The API may be restarting; controllers retry, so does this loop.
                 log.warning("reconcile failed: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+
+    async def _watch_jobs(self) -> None:
+        """Wake the loop on every Job event: a created Job's pod starts at once. Only a wake:
+        the relist still decides, so an event missed between two watches waits for it."""
+        while not self._stopping:
+            try:
+                async for _ in self.api.watch(JOBS):
+                    self.wake()
+            except (ApiError, aiohttp.ClientError, OSError, ValueError) as exc:
+                log.debug("job watch ended: %s", exc)
             await asyncio.sleep(self.interval)
 
     async def reconcile(self) -> None:
