@@ -109,8 +109,7 @@ class LocalProcess:
     def _signal(self, sig: int) -> None:
         if self.process is None or self.process.returncode is not None:
             return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, sig)
+        _signal_pod(self.process.pid, sig)
 
     async def terminate(self, grace: float = 10.0) -> int | None:
         """SIGTERM the process group, SIGKILL after `grace` seconds (terminationGracePeriod)."""
@@ -130,7 +129,11 @@ class LocalProcess:
 
     def kill_now(self) -> None:
         """SIGKILL the process group without waiting (atexit / interpreter shutdown)."""
-        if self.process is not None:
+        if self.process is None:
+            return
+        if self.process.returncode is None:
+            _signal_pod(self.process.pid, signal.SIGKILL)
+        else:  # what is left of the group after its leader exited
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.process.pid, signal.SIGKILL)
 
@@ -155,5 +158,17 @@ def _kill_unowned(spawning: asyncio.Future[ForkedProcess]) -> None:
     """SIGKILL the process group a cancelled start made anyway (the fork server reaps it)."""
     if spawning.cancelled() or spawning.exception() is not None:
         return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(spawning.result().pid, signal.SIGKILL)
+    _signal_pod(spawning.result().pid, signal.SIGKILL)
+
+
+def _signal_pod(pid: int, sig: int) -> None:
+    """Signal the pod's process group. A forked child has none until it calls setsid, a moment
+    after the fork server has already answered with its pid: then the process itself (it has
+    no children yet). Only for a process not yet reaped (its pid is still its own)."""
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+    except PermissionError:
+        pass
