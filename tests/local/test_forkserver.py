@@ -216,3 +216,51 @@ async def test_a_start_cancelled_while_forking_leaves_no_process(
     child = await asyncio.wrap_future(spawned)
     assert await asyncio.wait_for(child.wait(), 30) == -signal.SIGKILL
     forkserver.close_shared(marker)
+
+
+def test_a_cancelled_start_is_killed_also_when_its_loop_closed_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same, when the loop that cancelled the start is closed before the fork returns (a
+    test's loop at its end; the pod runner at `down`): no loop callback can run then."""
+    marker = {"KUBELOOP_TEST_CLOSED_LOOP": str(tmp_path)}
+    server = forkserver.shared(marker)
+    assert server is not None
+    entered, release = threading.Event(), threading.Event()
+    spawned: concurrent.futures.Future[ForkedProcess] = concurrent.futures.Future()
+    real_spawn = server.spawn
+
+    def spawn(*args: Any) -> ForkedProcess:
+        entered.set()
+        release.wait(30)
+        child = real_spawn(*args)
+        spawned.set_result(child)
+        return child
+
+    monkeypatch.setattr(server, "spawn", spawn)
+    monkeypatch.setattr(forkserver, "shared", lambda inherit=None: server if inherit else None)
+    script = tmp_path / "pod.py"
+    script.write_text("import signal; signal.pause()\n")
+    spec = ProcessSpec(
+        argv=[sys.executable, str(script)],
+        env={POD_MARKER: str(tmp_path)},
+        cwd=str(tmp_path),
+        termination_path=tmp_path / "termination",
+    )
+
+    async def start_and_cancel() -> None:
+        starting = asyncio.ensure_future(LocalProcess(spec, tmp_path / "pod.log").start())
+        assert await asyncio.to_thread(entered.wait, 30)
+        starting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await starting
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(start_and_cancel())
+    loop.close()  # does not wait for the spawning thread
+    release.set()
+    child = spawned.result(30)
+    exited: concurrent.futures.Future[int] = concurrent.futures.Future()
+    threading.Thread(target=lambda: exited.set_result(asyncio.run(child.wait()))).start()
+    assert exited.result(30) == -signal.SIGKILL
+    forkserver.close_shared(marker)

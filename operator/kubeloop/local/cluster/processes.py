@@ -15,7 +15,9 @@ import contextlib
 import os
 import signal
 import socket
+import threading
 from pathlib import Path
+from typing import Any
 
 from kubeloop.local.cluster import forkserver
 from kubeloop.local.cluster.forkserver import ForkedProcess
@@ -69,10 +71,8 @@ class LocalProcess:
         inherit = {POD_MARKER: env[POD_MARKER]} if POD_MARKER in env else None
         server = forkserver.shared(inherit) if plan is not None else None
         if plan is not None and server is not None:
-            loop = asyncio.get_running_loop()
-            spawning = loop.run_in_executor(
-                None, server.spawn, plan, env, self.spec.cwd, self.log_path
-            )
+            owned = _OwnedSpawn(server, plan, env, self.spec.cwd, self.log_path)
+            spawning = asyncio.get_running_loop().run_in_executor(None, owned.run)
             try:
                 self.process = await asyncio.shield(spawning)
                 return
@@ -80,8 +80,9 @@ class LocalProcess:
                 pass
             except asyncio.CancelledError:
                 # The pod was deleted while it started: the fork goes on in its thread, and the
-                # child it makes belongs to nobody. It must not outlive the pod.
-                spawning.add_done_callback(_kill_unowned)
+                # child it makes belongs to nobody. It must not outlive the pod, also when this
+                # loop is closed before the fork returns (then no loop callback would run).
+                owned.disown()
                 raise
         with self.log_path.open("ab") as log:
             self.process = await asyncio.create_subprocess_exec(
@@ -154,11 +155,29 @@ class LocalProcess:
         return message
 
 
-def _kill_unowned(spawning: asyncio.Future[ForkedProcess]) -> None:
-    """SIGKILL the process group a cancelled start made anyway (the fork server reaps it)."""
-    if spawning.cancelled() or spawning.exception() is not None:
-        return
-    _signal_pod(spawning.result().pid, signal.SIGKILL)
+class _OwnedSpawn:
+    """A fork server spawn whose child is killed if its start is abandoned, in whichever order
+    the fork's return and the abandonment come (the thread that sees the second one kills)."""
+
+    def __init__(self, server: forkserver.ForkServer, *args: Any) -> None:
+        self._server, self._args = server, args
+        self._guard = threading.Lock()
+        self._child: ForkedProcess | None = None
+        self._abandoned = False
+
+    def run(self) -> ForkedProcess:
+        child: ForkedProcess = self._server.spawn(*self._args)
+        with self._guard:
+            self._child, abandoned = child, self._abandoned
+        if abandoned:
+            _signal_pod(child.pid, signal.SIGKILL)
+        return child
+
+    def disown(self) -> None:
+        with self._guard:
+            self._abandoned, child = True, self._child
+        if child is not None:
+            _signal_pod(child.pid, signal.SIGKILL)
 
 
 def _signal_pod(pid: int, sig: int) -> None:
