@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -178,44 +179,66 @@ async def test_a_cancelled_wait_does_not_lose_the_exit(server: ForkServer, tmp_p
     assert await again.wait() == 0
 
 
+@dataclass
+class _HeldStart:
+    """A pod whose start is held inside the fork server's spawn until `release` is set."""
+
+    marker: dict[str, str]
+    spec: ProcessSpec
+    entered: threading.Event
+    release: threading.Event
+    spawned: concurrent.futures.Future[ForkedProcess]
+
+    def start(self, log: Path) -> asyncio.Future[None]:
+        return asyncio.ensure_future(LocalProcess(self.spec, log).start())
+
+
+def _held_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> _HeldStart:
+    marker = {name: str(tmp_path)}  # a fork server of the test's own
+    server = forkserver.shared(marker)
+    assert server is not None
+    held = _HeldStart(
+        marker,
+        ProcessSpec(
+            argv=[sys.executable, str(tmp_path / "pod.py")],
+            env={POD_MARKER: str(tmp_path)},
+            cwd=str(tmp_path),
+            termination_path=tmp_path / "termination",
+        ),
+        threading.Event(),
+        threading.Event(),
+        concurrent.futures.Future(),
+    )
+    (tmp_path / "pod.py").write_text("import signal; signal.pause()\n")
+    real_spawn = server.spawn
+
+    def spawn(*args: Any) -> ForkedProcess:
+        held.entered.set()
+        held.release.wait(30)  # the start is cancelled meanwhile
+        child = real_spawn(*args)
+        held.spawned.set_result(child)
+        return child
+
+    monkeypatch.setattr(server, "spawn", spawn)
+    monkeypatch.setattr(forkserver, "shared", lambda inherit=None: server if inherit else None)
+    return held
+
+
 async def test_a_start_cancelled_while_forking_leaves_no_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A pod deleted while its process starts: the fork finishes in its thread after the start
     was cancelled, and the child it made (nobody's) is killed, not left running."""
-    marker = {"KUBELOOP_TEST_CANCELLED_START": str(tmp_path)}  # a fork server of this test's own
-    server = forkserver.shared(marker)
-    assert server is not None
-    entered, release = threading.Event(), threading.Event()
-    spawned: concurrent.futures.Future[ForkedProcess] = concurrent.futures.Future()
-    real_spawn = server.spawn
-
-    def spawn(*args: Any) -> ForkedProcess:
-        entered.set()
-        release.wait(30)  # the start is cancelled meanwhile
-        child = real_spawn(*args)
-        spawned.set_result(child)
-        return child
-
-    monkeypatch.setattr(server, "spawn", spawn)
-    script = tmp_path / "pod.py"
-    script.write_text("import signal; signal.pause()\n")
-    spec = ProcessSpec(
-        argv=[sys.executable, str(script)],
-        env={POD_MARKER: marker["KUBELOOP_TEST_CANCELLED_START"]},
-        cwd=str(tmp_path),
-        termination_path=tmp_path / "termination",
-    )
-    monkeypatch.setattr(forkserver, "shared", lambda inherit=None: server if inherit else None)
-    starting = asyncio.ensure_future(LocalProcess(spec, tmp_path / "pod.log").start())
-    assert await asyncio.to_thread(entered.wait, 30)
+    held = _held_start(tmp_path, monkeypatch, "KUBELOOP_TEST_CANCELLED_START")
+    starting = held.start(tmp_path / "pod.log")
+    assert await asyncio.to_thread(held.entered.wait, 30)
     starting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await starting
-    release.set()
-    child = await asyncio.wrap_future(spawned)
+    held.release.set()
+    child = await asyncio.wrap_future(held.spawned)
     assert await asyncio.wait_for(child.wait(), 30) == -signal.SIGKILL
-    forkserver.close_shared(marker)
+    forkserver.close_shared(held.marker)
 
 
 def test_a_cancelled_start_is_killed_also_when_its_loop_closed_first(
@@ -223,34 +246,11 @@ def test_a_cancelled_start_is_killed_also_when_its_loop_closed_first(
 ) -> None:
     """The same, when the loop that cancelled the start is closed before the fork returns (a
     test's loop at its end; the pod runner at `down`): no loop callback can run then."""
-    marker = {"KUBELOOP_TEST_CLOSED_LOOP": str(tmp_path)}
-    server = forkserver.shared(marker)
-    assert server is not None
-    entered, release = threading.Event(), threading.Event()
-    spawned: concurrent.futures.Future[ForkedProcess] = concurrent.futures.Future()
-    real_spawn = server.spawn
-
-    def spawn(*args: Any) -> ForkedProcess:
-        entered.set()
-        release.wait(30)
-        child = real_spawn(*args)
-        spawned.set_result(child)
-        return child
-
-    monkeypatch.setattr(server, "spawn", spawn)
-    monkeypatch.setattr(forkserver, "shared", lambda inherit=None: server if inherit else None)
-    script = tmp_path / "pod.py"
-    script.write_text("import signal; signal.pause()\n")
-    spec = ProcessSpec(
-        argv=[sys.executable, str(script)],
-        env={POD_MARKER: str(tmp_path)},
-        cwd=str(tmp_path),
-        termination_path=tmp_path / "termination",
-    )
+    held = _held_start(tmp_path, monkeypatch, "KUBELOOP_TEST_CLOSED_LOOP")
 
     async def start_and_cancel() -> None:
-        starting = asyncio.ensure_future(LocalProcess(spec, tmp_path / "pod.log").start())
-        assert await asyncio.to_thread(entered.wait, 30)
+        starting = held.start(tmp_path / "pod.log")
+        assert await asyncio.to_thread(held.entered.wait, 30)
         starting.cancel()
         with pytest.raises(asyncio.CancelledError):
             await starting
@@ -258,9 +258,9 @@ def test_a_cancelled_start_is_killed_also_when_its_loop_closed_first(
     loop = asyncio.new_event_loop()
     loop.run_until_complete(start_and_cancel())
     loop.close()  # does not wait for the spawning thread
-    release.set()
-    child = spawned.result(30)
+    held.release.set()
+    child = held.spawned.result(30)
     exited: concurrent.futures.Future[int] = concurrent.futures.Future()
     threading.Thread(target=lambda: exited.set_result(asyncio.run(child.wait()))).start()
     assert exited.result(30) == -signal.SIGKILL
-    forkserver.close_shared(marker)
+    forkserver.close_shared(held.marker)
