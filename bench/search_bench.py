@@ -58,7 +58,12 @@ RESULTS = ROOT / "bench" / "results" / f"{TOPIC}.json"
 SUMMARY = ROOT / "docs" / "benchmarks" / f"{TOPIC}.md"
 PARALLELISM = 2
 ETA = 3
-RUNGS = (3, 4)  # 3: the smallest rung trains on 1/9 of the rows; 4: on 1/27
+# spec.search.budget of the halving runs: `auto` (each estimator's own iterations or trees,
+# rows for LogisticRegression: 1/9, 1/3, all) and, beside it, rows alone (1/9, 1/3, all).
+BUDGETS: tuple[dict[str, Any], ...] = (
+    {"parameter": "auto", "min": 1, "max": ETA**2},
+    {"parameter": "rows", "min": 1778, "max": 16_000},
+)
 METRIC = "roc_auc"
 LOCAL_NAME = "search-bench"
 LOCAL_PLURAL = "trainingpipelines"
@@ -245,37 +250,80 @@ def kubeloop_random(
     }
 
 
+def halving_spec(spec_doc: dict[str, Any], trials: int, seed: int, budget: dict[str, Any]) -> Any:
+    """The pipeline's spec with spec.search halving over SPACE on `budget` (what a user writes)."""
+    from kubeloop.api.training import TrainingPipelineSpec
+
+    search = {
+        "strategy": "halving",
+        "trials": trials,
+        "parallelism": PARALLELISM,
+        "seed": seed,
+        "reductionFactor": ETA,
+        "budget": budget,
+        "space": SPACE,
+    }
+    return TrainingPipelineSpec.model_validate({**spec_doc, "search": search})
+
+
 def kubeloop_halving(
     pool: ProcessPoolExecutor,
     spec_path: Path,
     work: Path,
     configs: list[Any],
-    train_rows: int,
-    *,
-    rungs_total: int,
+    spec: Any,
 ) -> dict[str, Any]:
-    """Successive halving on a rows budget: each rung keeps the best 1/ETA with ETA x rows,
-    the last rung trains on every row."""
+    """Successive halving as the operator decides it (`kubeloop.decide.search`: its plan, rung
+    budgets and sizes, promotions and winner), over the same configurations as the random
+    search; each rung's trials run through the trainer's trial mode, as the operator's Jobs
+    would. The run's records are what status.currentRun.search.trials would hold."""
+    from dataclasses import replace
+
+    from kubeloop.api.search import TrialStatus
+    from kubeloop.decide.search import Config, plan, rung_budgets, step, winner
+
+    p = replace(plan(spec, "1"), configs=tuple(Config(name, dict(ps)) for name, ps in configs))
     started = time.perf_counter()
-    alive = list(range(len(configs)))
-    trial_seconds, trial_cpu, rungs = 0.0, 0.0, []
-    scores: dict[int, float] = {}
-    for rung in range(rungs_total):
-        rows = math.ceil(train_rows / ETA ** (rungs_total - 1 - rung))
-        assignments = [_assignment(i, rung, configs[i], rows) for i in alive]
-        outcomes = _trials(pool, spec_path, work, assignments)
+    records: list[TrialStatus] = []
+    trial_seconds, trial_cpu = 0.0, 0.0
+    while True:
+        # Every waiting trial of the rung at once; the pool runs PARALLELISM at a time.
+        decision = step(p, records, len(p.configs))
+        stopping = set(decision.stop)
+        records = [
+            r.model_copy(update={"state": "Stopped"}) if (r.trial, r.rung) in stopping else r
+            for r in records
+        ]
+        if decision.finished:
+            break
+        outcomes = _trials(pool, spec_path, work, list(decision.start))
+        for a, o in zip(decision.start, outcomes, strict=True):
+            records.append(
+                TrialStatus(
+                    trial=a.trial,
+                    rung=a.rung,
+                    job=f"t{a.trial}-r{a.rung}",
+                    state="Succeeded",
+                    score=o["score"],
+                    seconds=o["seconds"],
+                )
+            )
         trial_seconds += sum(o["seconds"] for o in outcomes)
         trial_cpu += sum(o["cpuSeconds"] for o in outcomes)
-        scores = {i: o["score"] for i, o in zip(alive, outcomes, strict=True)}
-        rungs.append({"rows": rows, "trials": len(alive)})
-        ranked = sorted(alive, key=lambda i: (-scores[i], i))
-        alive = ranked[: max(1, math.ceil(len(alive) / ETA))]
-    winner = alive[0]
+    best = winner(p, records)
+    assert best is not None and best.score is not None
+    budget = spec.search.budget
+    rungs = [
+        {"trials": sum(1 for r in records if r.rung == rung), "budget": value}
+        for rung, value in enumerate(rung_budgets(spec.search))
+        if any(r.rung == rung for r in records)
+    ]
     return {
         "wall_seconds": time.perf_counter() - started,
+        "budget": budget.to_wire(),
         "rungs": rungs,
-        "winner": winner,
-        "best_score": scores[winner],
+        "winner": best.trial,
+        "best_score": best.score,
         "trial_seconds": trial_seconds,
         "trial_cpu_seconds": trial_cpu,
     }
@@ -430,6 +478,21 @@ def _same(tried: list[Any], configs: list[Any]) -> bool:
     return [norm(*t) for t in tried] == [norm(*c) for c in configs]
 
 
+def _rungs(halving: dict[str, Any]) -> str:
+    """A halving run's rungs in words: how many trials on what budget."""
+    budget = halving["budget"]
+    if budget["parameter"] == "auto":
+        shares = ", ".join(
+            f"{r['trials']} on {r['budget']}/{budget['max']}" for r in halving["rungs"]
+        )
+        return (
+            f"budget auto ({shares} of their own iterations or trees; LogisticRegression: of "
+            "the rows)"
+        )
+    sizes = ", ".join(f"{r['trials']} on {r['budget']:,}" for r in halving["rungs"])
+    return f"budget {budget['parameter']} ({sizes} {budget['parameter']})"
+
+
 def _summary(run: dict[str, Any]) -> str:
     ours, peer, halvings = run["kubeloop"], run["sklearn"], run["halving"]
     ratio = ours["wall_seconds"] / peer["wall_seconds"]
@@ -458,14 +521,15 @@ def _summary(run: dict[str, Any]) -> str:
         )
     halving_rows, halving_heads = [], []
     for halving in halvings:
-        rungs = ", ".join(f"{r['trials']} on {r['rows']:,} rows" for r in halving["rungs"])
+        rungs = _rungs(halving)
         h_delta = halving["best_score"] - ours["best_score"]
         compute = halving["trial_cpu_seconds"] / ours["trial_cpu_seconds"]
         halving_heads.append(
-            f"{len(halving['rungs'])} rungs {h_delta:+.4f} with {compute:.2f}x its trial CPU"
+            f"budget {halving['budget']['parameter']} {h_delta:+.4f} with {compute:.2f}x its "
+            "trial CPU"
         )
         halving_rows.append(
-            f"| Kubeloop halving ({rungs}) | {halving['wall_seconds']:.1f} | "
+            f"| Kubeloop halving, {rungs} | {halving['wall_seconds']:.1f} | "
             f"{halving['trial_seconds']:.1f} | {halving['trial_cpu_seconds']:.1f} "
             f"({compute:.2f}x random) | {halving['best_score']:.4f} | trial {halving['winner']} |"
         )
@@ -602,15 +666,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"kubeloop random: {ours['wall_seconds']:.1f}s, best {ours['best_score']:.4f}")
             train_rows = round(args.rows * (1 - spec.data.validation_fraction))
             halvings = []
-            for rungs in RUNGS:
-                halving = kubeloop_halving(
-                    pool, spec_path, work, configs, train_rows, rungs_total=rungs
-                )
+            for given in BUDGETS:
+                budget = dict(given)
+                if budget["parameter"] == "rows":  # 1/9 of the training rows, then all
+                    budget.update(min=math.ceil(train_rows / ETA**2), max=train_rows)
+                searched = halving_spec(spec_doc, args.trials, args.seed, budget)
+                halving = kubeloop_halving(pool, spec_path, work, configs, searched)
                 halvings.append(halving)
                 print(
-                    f"kubeloop halving ({rungs} rungs): {halving['wall_seconds']:.1f}s, best "
-                    f"{halving['best_score']:.4f}, trial compute {halving['trial_seconds']:.1f}s"
-                    f" vs {ours['trial_seconds']:.1f}s"
+                    f"kubeloop halving (budget {budget['parameter']}): "
+                    f"{halving['wall_seconds']:.1f}s, best {halving['best_score']:.4f}, trial "
+                    f"CPU {halving['trial_cpu_seconds']:.1f}s vs {ours['trial_cpu_seconds']:.1f}s"
                 )
         local = []
         for parallelism in [] if args.local is None else args.local or [PARALLELISM]:
