@@ -124,6 +124,14 @@ def test_search_runs_trials_then_the_winner_and_survives_a_restart(
         status["runs"][0]["search"]["best"]["trial"] == 1
         and "trials" not in status["runs"][0]["search"]
     )
+    # The run has ended (no currentRun): the Trials column (status.search) still shows it.
+    assert status.get("currentRun") is None
+    assert status["search"] == {
+        "runId": "1",
+        "progress": "3/3",
+        "finished": True,
+        "best": search["best"],
+    }
 
 
 def test_a_spec_edit_mid_search_ends_the_run_stops_its_trials_and_searches_again(

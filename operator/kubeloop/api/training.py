@@ -458,8 +458,8 @@ def _search_problems(spec: TrainingPipelineSpec) -> list[tuple[str, str]]:
     budget = search.budget
     if budget is not None and budget.parameter == AUTO and spec.model.framework == "custom":
         why = (
-            "auto scales the built-in estimators' own iterations; your custom code reads a "
-            "budget parameter you name (e.g. epochs), or use rows"
+            "framework custom (your own code) cannot use 'auto' as a budget; it can use: a "
+            "parameter your code reads (e.g. epochs), rows"
         )
         problems.append(("budget", f"spec.search.budget.parameter: {why}"))
     for i, cand in enumerate(search.space):
