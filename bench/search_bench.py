@@ -15,19 +15,24 @@ What is compared (20,000 churn rows from the demo's generator, one seeded 80/20 
   same distributions and seed, so both try the same 24 configurations (checked). Reported:
   wall time ratio (Kubeloop / scikit-learn; target <= 1.5) and best-score delta (target
   within 0.005).
-- **Halving vs random.** The same 24 configurations by successive halving on a `rows` budget
-  (reduction factor 3: 24 trials on 1/9 of the rows, the best 8 on 1/3, the best 3 on all),
-  through the same trial mode. Reported: its best score against the random search's (target
-  within 0.005) and its total trial compute (sum of the trials' own training and scoring
-  seconds) against the random search's (target <= 0.5).
+- **Halving vs random.** The same 24 configurations by successive halving as the operator
+  decides it (`kubeloop.decide.search`: spec.search halving, reduction factor 3, its rung
+  budgets and sizes, promotions and winner; 24 trials, the best 8, the best 2), each rung's
+  trials through the same trial mode. Two budgets side by side: `auto` (1/9, 1/3, all of each
+  trial: that share of the training rows and of its own iterations or trees) and `rows`
+  (1/9, 1/3, all of the training rows). Reported: the winner's score against the random
+  search's best (target within 0.005) and the trials' total CPU seconds (data read, fit,
+  scoring) against the random search's (target <= 0.5).
 
-The trial-mode rows schedule the trials here (the pool and the halving rungs below): the
-trainer's own cost. `--local` adds the whole path: the same space as spec.search of a
-TrainingPipeline on `kubeloop local`, the operator's trial Jobs, once per parallelism given.
+The trial-mode rows schedule the trials here (the pool; for halving, the operator's decision
+functions): the trainer's own cost. `--local` adds the whole path: the same space as
+spec.search of a TrainingPipeline on `kubeloop local`, the operator's trial Jobs, once per
+parallelism given; `--local-halving` the same with strategy halving (budget auto), its trial
+CPU (the TrialOutcomes' cpuSeconds in the version's manifest) against the first `--local` run's.
 
 Usage: `python -m bench search` (defaults), or
 `python -m bench.search_bench [--rows N] [--trials T] [--seed S] [--local [P ...]]
-[--no-summary]`.
+[--local-halving [P ...]] [--no-summary]`.
 Writes bench/results/search.json (raw) and docs/benchmarks/search.md (summary).
 """
 
@@ -194,7 +199,7 @@ def _trials(
         code, outcome, cpu = future.result()
         if code != 0 or outcome.get("state") != "Succeeded":
             raise RuntimeError(f"trial failed: {outcome}")
-        outcomes.append({**outcome, "cpuSeconds": cpu})
+        outcomes.append({**outcome, "processCpuSeconds": cpu})
     return outcomes
 
 
@@ -209,7 +214,7 @@ def _assignment(trial: int, rung: int, config: tuple[str, dict[str, Any]], rows:
 
 
 def _outcome(result: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in result.items() if k not in ("kind", "cpuSeconds")}
+    return {k: v for k, v in result.items() if k not in ("kind", "processCpuSeconds")}
 
 
 def kubeloop_random(
@@ -245,7 +250,7 @@ def kubeloop_random(
         "best_score": scores[winner],
         "winner": winner,
         "trial_seconds": sum(o["seconds"] for o in outcomes),
-        "trial_cpu_seconds": sum(o["cpuSeconds"] for o in outcomes),
+        "trial_cpu_seconds": sum(o["processCpuSeconds"] for o in outcomes),
         "version": run["version"],
     }
 
@@ -309,7 +314,7 @@ def kubeloop_halving(
                 )
             )
         trial_seconds += sum(o["seconds"] for o in outcomes)
-        trial_cpu += sum(o["cpuSeconds"] for o in outcomes)
+        trial_cpu += sum(o["processCpuSeconds"] for o in outcomes)
     best = winner(p, records)
     assert best is not None and best.score is not None
     budget = spec.search.budget
@@ -357,11 +362,18 @@ async def _watch_run(state: Path, up: Any, started: float) -> tuple[float, float
 
 
 def kubeloop_local(
-    root: Path, data_uri: str, trials: int, seed: int, parallelism: int
+    root: Path,
+    data_uri: str,
+    trials: int,
+    seed: int,
+    parallelism: int,
+    *,
+    budget: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The same space as a TrainingPipeline's spec.search (random, `trials`, `parallelism` at a
-    time) on `kubeloop local`: the operator schedules the trial Jobs, the winner's run
-    publishes. Its trials are the operator's own seeded draws, not ParameterSampler's."""
+    """The same space as a TrainingPipeline's spec.search (random, or halving on `budget`;
+    `trials`, `parallelism` at a time) on `kubeloop local`: the operator schedules the trial
+    Jobs (halving: its rungs, promotions and stops), the winner's run publishes. Its trials are
+    the operator's own seeded draws, not ParameterSampler's (the same for both strategies)."""
     import subprocess
 
     import yaml
@@ -371,6 +383,15 @@ def kubeloop_local(
     root = root / f"local-{parallelism}-{time.monotonic_ns()}"
     root.mkdir()
     artifacts = root / "models-local"
+    search: dict[str, Any] = {
+        "strategy": "random",
+        "trials": trials,
+        "parallelism": parallelism,
+        "seed": seed,
+        "space": SPACE,
+    }
+    if budget is not None:
+        search.update(strategy="halving", reductionFactor=ETA, budget=budget)
     pipeline = {
         "apiVersion": "kubeloop.io/v1alpha1",
         "kind": "TrainingPipeline",
@@ -378,13 +399,7 @@ def kubeloop_local(
         "spec": {
             "data": {"train": data_uri, "target": "churned"},
             "model": {"framework": "sklearn", "task": "classification"},
-            "search": {
-                "strategy": "random",
-                "trials": trials,
-                "parallelism": parallelism,
-                "seed": seed,
-                "space": SPACE,
-            },
+            "search": search,
             "resources": {"cpu": "1", "memory": "2Gi"},
             "artifacts": artifacts.as_uri() + "/",
             "promotion": {"metric": METRIC},
@@ -406,14 +421,25 @@ def kubeloop_local(
             up.wait(timeout=60)
     record = SearchRecord.model_validate(json.loads(manifest.read_text())["search"])
     scored = [t.outcome for t in record.trials if t.outcome and t.outcome.score is not None]
+    best = record.winning().outcome
+    assert best is not None and best.score is not None
     return {
-        "parallelism": parallelism,
+        "strategy": search["strategy"],
+        "budget": budget,
+        "trial_jobs": len(record.trials),
+        "trial_cpu_seconds": sum(o.cpu_seconds or 0.0 for o in scored),
         "wall_seconds": ended - started,  # from `kubeloop local up` to the run recorded
         "run_seconds": ended - began,  # from the run's start to its record (promotion)
+        "parallelism": parallelism,
         "scores": [o.score for o in scored],
-        "best_score": max(o.score for o in scored if o.score is not None),
+        "best_score": best.score,  # halving: the winner's on the highest rung it reached
         "winner": record.winner,
         "trial_seconds": sum(o.seconds or 0.0 for o in scored),
+        "trials": [
+            [t.assignment.trial, t.assignment.rung, t.outcome.cpu_seconds, t.outcome.score]
+            for t in record.trials
+            if t.outcome is not None
+        ],
     }
 
 
@@ -498,7 +524,8 @@ def _summary(run: dict[str, Any]) -> str:
     ratio = ours["wall_seconds"] / peer["wall_seconds"]
     delta = ours["best_score"] - peer["best_score"]
     machine = run["machine"]
-    locals_ = run.get("local") or []
+    locals_ = [r for r in run.get("local") or [] if r.get("strategy", "random") == "random"]
+    local_halvings = [r for r in run.get("local") or [] if r.get("strategy") == "halving"]
     local_rows, local_ratios, local_deltas = [], [], []
     for local in locals_:
         local_ratio = local["run_seconds"] / peer["wall_seconds"]
@@ -508,8 +535,8 @@ def _summary(run: dict[str, Any]) -> str:
             f"| Kubeloop on `kubeloop local`: spec.search random, parallelism "
             f"{local['parallelism']} (run start to promotion; {local['wall_seconds']:.1f} s "
             f"with the cluster's start) | {local['run_seconds']:.1f} ({local_ratio:.2f}x) | "
-            f"{local['trial_seconds']:.1f} | - | {local['best_score']:.4f} | "
-            f"trial {local['winner']} |"
+            f"{local['trial_seconds']:.1f} | {local['trial_cpu_seconds']:.1f} | "
+            f"{local['best_score']:.4f} | trial {local['winner']} |"
         )
     local_head = ""
     if locals_:
@@ -518,6 +545,30 @@ def _summary(run: dict[str, Any]) -> str:
             f"(spec.search, the operator's trial Jobs, run start to promotion): "
             f"{', '.join(local_ratios)} the wall time of RandomizedSearchCV(n_jobs=2) (target "
             f"<= 1.5x), best {METRIC} {', '.join(local_deltas)} from it (target within 0.005); "
+        )
+    local_halving_heads = []
+    for local in local_halvings:
+        base = locals_[0] if locals_ else None
+        compute = (
+            f"{local['trial_cpu_seconds'] / base['trial_cpu_seconds']:.2f}x its trial CPU"
+            if base
+            else "-"
+        )
+        delta = local["best_score"] - (base or peer)["best_score"]
+        local_halving_heads.append(f"{delta:+.4f} with {compute}")
+        local_rows.append(
+            f"| Kubeloop on `kubeloop local`: spec.search halving, budget "
+            f"{local['budget']['parameter']} {local['budget']['min']}..{local['budget']['max']}, "
+            f"parallelism {local['parallelism']} ({local['trial_jobs']} trial Jobs; "
+            f"{local['wall_seconds']:.1f} s with the cluster's start) | "
+            f"{local['run_seconds']:.1f} | {local['trial_seconds']:.1f} | "
+            f"{local['trial_cpu_seconds']:.1f} ({compute.removesuffix(' its trial CPU')} "
+            f"random) | {local['best_score']:.4f} | trial {local['winner']} |"
+        )
+    if local_halving_heads:
+        local_head += (
+            "halving through the operator on `kubeloop local` (spec.search halving, budget "
+            f"auto) vs its random search: {'; '.join(local_halving_heads)}; "
         )
     halving_rows, halving_heads = [], []
     for halving in halvings:
@@ -624,6 +675,15 @@ def main(argv: list[str] | None = None) -> int:
         help="also run the random search as spec.search on `kubeloop local`, once per "
         f"PARALLELISM given (none given: {PARALLELISM}), e.g. `--local 2 2 4`",
     )
+    parser.add_argument(
+        "--local-halving",
+        nargs="*",
+        type=int,
+        metavar="PARALLELISM",
+        help="also run spec.search halving (budget auto, 1/9 to all) on `kubeloop local`, "
+        "once per PARALLELISM given (none given: "
+        f"{PARALLELISM}): the operator's own rungs, compared with the first --local run",
+    )
     parser.add_argument("--no-summary", action="store_true", help="do not rewrite the .md")
     args = parser.parse_args(argv)
     # One thread per trial on both sides; two trials at a time.
@@ -679,13 +739,21 @@ def main(argv: list[str] | None = None) -> int:
                     f"CPU {halving['trial_cpu_seconds']:.1f}s vs {ours['trial_cpu_seconds']:.1f}s"
                 )
         local = []
-        for parallelism in [] if args.local is None else args.local or [PARALLELISM]:
-            data_uri = (root / "data").as_uri() + "/"
-            local.append(kubeloop_local(root, data_uri, args.trials, args.seed, parallelism))
+        randoms = [] if args.local is None else args.local or [PARALLELISM]
+        halving_runs = [] if args.local_halving is None else args.local_halving or [PARALLELISM]
+        data_uri = (root / "data").as_uri() + "/"
+        for parallelism, budget in [
+            *((p, None) for p in randoms),
+            *((p, BUDGETS[0]) for p in halving_runs),
+        ]:
+            local.append(
+                kubeloop_local(root, data_uri, args.trials, args.seed, parallelism, budget=budget)
+            )
             print(
-                f"kubeloop local (parallelism {parallelism}): run "
+                f"kubeloop local ({local[-1]['strategy']}, parallelism {parallelism}): run "
                 f"{local[-1]['run_seconds']:.1f}s (wall {local[-1]['wall_seconds']:.1f}s with "
-                f"the cluster's start), best {local[-1]['best_score']:.4f}"
+                f"the cluster's start), best {local[-1]['best_score']:.4f}, trial CPU "
+                f"{local[-1]['trial_cpu_seconds']:.1f}s"
             )
     given = argv if argv is not None else sys.argv[1:]
     run = {

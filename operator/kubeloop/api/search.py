@@ -109,6 +109,12 @@ class TrialOutcome(KubeModel):
     score: float | None = Field(default=None, description="The gate metric on validation rows.")
     metrics: dict[str, float] = Field(default_factory=dict, description="All metrics.")
     seconds: float | None = Field(default=None, ge=0, description="Training time.")
+    cpu_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="CPU seconds the trial spent (data read, fit, scoring): its compute, "
+        "which other work on the node does not inflate.",
+    )
     message: str = Field(default="", max_length=1024, description="Why it failed, if it did.")
 
 
@@ -394,6 +400,9 @@ class TrialStatus(KubeModel):
     )
     score: float | None = Field(default=None, description="The gate metric it scored.")
     seconds: float | None = Field(default=None, ge=0, description="Its training time.")
+    cpu_seconds: float | None = Field(
+        default=None, ge=0, description="Its CPU seconds (data read, fit, scoring)."
+    )
     message: str = Field(default="", max_length=256, description="Why it failed.")
 
 

@@ -80,7 +80,12 @@ def trial_outcome(
         reported = None
     if reported is not None and reported.state == "Succeeded" and reported.score is not None:
         return entry.model_copy(
-            update={"state": "Succeeded", "score": reported.score, "seconds": reported.seconds}
+            update={
+                "state": "Succeeded",
+                "score": reported.score,
+                "seconds": reported.seconds,
+                "cpu_seconds": reported.cpu_seconds,
+            }
         )
     why = (result or {}).get("message") or (result or {}).get("reason")
     if why is None and reported is not None and reported.state == "Succeeded":

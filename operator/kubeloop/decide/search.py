@@ -281,6 +281,7 @@ def record(p: SearchPlan, records: Sequence[TrialStatus], won: int) -> SearchRec
                 state="Failed" if r.state == "Running" else r.state,
                 score=r.score,
                 seconds=r.seconds,
+                cpu_seconds=r.cpu_seconds,
                 message=r.message,
             ),
         )

@@ -119,6 +119,7 @@ def test_a_trial_trains_its_budget_scores_every_metric_and_writes_no_version(
         assert outcome["state"] == "Succeeded" and outcome["trial"] == number
         assert set(outcome["metrics"]) >= {"accuracy", "f1", "roc_auc", "log_loss"}
         assert outcome["score"] == outcome["metrics"]["roc_auc"] > 0.5
+        assert outcome["cpuSeconds"] > 0  # its compute: data read, fit, scoring
         assert outcome.pop("kind") == "TrialOutcome"  # how the operator finds it in the pod
         TrialOutcome.model_validate(outcome)  # the contract's model: nothing else added
     assert search["versions_after_trials"] == []
