@@ -512,11 +512,12 @@ def _rungs(halving: dict[str, Any]) -> str:
             f"{r['trials']} on {r['budget']}/{budget['max']}" for r in halving["rungs"]
         )
         return (
-            f"budget auto ({shares} of their own iterations or trees; LogisticRegression: of "
-            "the rows)"
+            f"budget auto ({shares} of their rows and of their own iterations or trees, as "
+            "the operator decides them)"
         )
     sizes = ", ".join(f"{r['trials']} on {r['budget']:,}" for r in halving["rungs"])
-    return f"budget {budget['parameter']} ({sizes} {budget['parameter']})"
+    name = budget["parameter"]
+    return f"budget {name} ({sizes} {name}, as the operator decides them)"
 
 
 def _summary(run: dict[str, Any]) -> str:
@@ -621,9 +622,22 @@ def _summary(run: dict[str, Any]) -> str:
             + ("yes (checked)." if run["same_configurations"] else "NO (see the JSON)."),
             "Trial fit + score: the trials' own fit and scoring seconds, wall clock (Kubeloop: "
             "TrialOutcome seconds; scikit-learn: mean_fit_time + mean_score_time). Trial CPU: "
-            "the CPU seconds of each Kubeloop trial's `kubeloop train` (data read, fit, "
-            "scoring), which other work on the machine does not inflate: the halving ratio is "
-            "taken from it. Neither counts process starts; wall "
+            "the CPU seconds of each Kubeloop trial (data read, fit, scoring), which other work "
+            "on the machine inflates far less than wall time: the halving ratios are taken "
+            "from it. In trial mode it is each `kubeloop train` call's in its warm worker; on "
+            "`kubeloop local` the TrialOutcomes' cpuSeconds in the version's manifest (each "
+            "trial's own pod, after its imports: it also pays the first read and fit of a fresh "
+            "process, e.g. scikit-learn's first discovery of dataframe plugins, some 0.02 s a "
+            "trial, and the machine's load, which the many small trials of halving feel "
+            "most). "
+            "Halving: the operator's own decisions (kubeloop.decide.search: rung budgets and "
+            "sizes, promotions, the winner) over the random search's 24 configurations in trial "
+            "mode; on `kubeloop local` the operator's own run of spec.search halving over its "
+            "own draws (the same for random and halving: one seed). Budget auto shrinks each "
+            "trial as a whole (rows and its own iterations or trees); budget rows only its rows, "
+            "which hardly shrinks HistGradientBoosting's cost (its binning and per-node "
+            "splitting do not scale with the rows, and below 10,000 rows it stops early no "
+            "more). Neither counts process starts; wall "
             "time includes them. Both sides start their two worker processes (and import the "
             "estimators in them) before the clock starts. Kubeloop's trial-mode row schedules "
             "the trials in this benchmark (the trainer's cost alone); the `kubeloop local` "

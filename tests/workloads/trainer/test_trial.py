@@ -295,3 +295,14 @@ def test_the_report_shows_each_trial_at_its_highest_rung_and_each_parameter_by_v
     ]
     at = lines.index("effect of max_leaf_nodes (mean roc_auc of the trials with each value)")
     assert [line.split()[0] for line in lines[at + 1 :]] == ["15", "31"]
+
+
+def test_kubeloop_trials_shows_an_auto_budget_as_its_share() -> None:
+    from kubeloop.registrycli.trialviews import trial_rows
+
+    auto = Budget(parameter="auto", value=3, max=9)
+    record = SearchRecord(
+        strategy="halving", seed=1, metric="roc_auc", winner=0, refit=True,
+        trials=[SearchTrial(assignment=assignment(0, budget=auto))],
+    )  # fmt: skip
+    assert trial_rows(record)[0]["budget"] == "auto=3/9"
