@@ -113,7 +113,7 @@ class TrialOutcome(KubeModel):
         default=None,
         ge=0,
         description="CPU seconds the trial spent (data read, fit, scoring): its compute, "
-        "which other work on the node does not inflate.",
+        "which other work on the node inflates far less than its wall time.",
     )
     message: str = Field(default="", max_length=1024, description="Why it failed, if it did.")
 
@@ -281,9 +281,9 @@ class Candidate(KubeModel):
 
 
 class SearchBudget(KubeModel):
-    """The budget successive halving grows: `auto` (each estimator's own measure of work), an
-    estimator parameter that counts work (trees, iterations, epochs) or `rows`, the number of
-    training rows."""
+    """The budget successive halving grows: `auto` (a share of the training rows and of each
+    trial's own iterations), an estimator parameter that counts work (trees, iterations,
+    epochs) or `rows`, the number of training rows."""
 
     cel_rules: ClassVar[tuple[CelRule, ...]] = (
         CelRule(
