@@ -44,6 +44,8 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from kubeloop.profile_source import ProfileSource
+
 __all__ = [
     "FINE_BINS",
     "MAX_CATEGORIES",
@@ -170,6 +172,9 @@ class Profile:
     rows: int
     numeric: dict[str, NumericProfile]
     categorical: dict[str, CategoricalProfile]
+    # The data it was built from (kubeloop.profile_source); None in profiles written before
+    # it was recorded, or unreadable.
+    source: ProfileSource | None = None
 
     @property
     def features(self) -> list[str]:
@@ -531,4 +536,17 @@ def load_profile(data: Mapping[str, Any] | str | bytes) -> Profile:
         )
         for name, item in raw.get("categorical", {}).items()
     }
-    return Profile(rows=int(raw["rows"]), numeric=numeric, categorical=categorical)
+    return Profile(
+        rows=int(raw["rows"]), numeric=numeric, categorical=categorical, source=_source(raw)
+    )
+
+
+def _source(raw: Mapping[str, Any]) -> ProfileSource | None:
+    """The profile's recorded source; a malformed one counts as none (the sketch still works)."""
+    entry = raw.get("source")
+    if not isinstance(entry, Mapping):
+        return None
+    try:
+        return ProfileSource.from_dict(entry)
+    except (KeyError, TypeError, ValueError):
+        return None
