@@ -27,6 +27,10 @@ references too large to hold in memory: pass 1 draws a bounded random sample and
 chosen the same way (plus the exact minimum and maximum), pass 2 counts every
 row at them, so the counts stay exact and only the spacing of the points is approximate.
 
+The trainer adds the profile's `source` (kubeloop.profile_source: the files and the rows of
+them it counted), so the monitor can compute what no sketch can hold, the exact KS p-value,
+from the same rows again.
+
 Profiles written before `kubeloop.profile/v2` kept a 10,000-value random sample instead of the
 sketch; `load_profile` reads them with the sample as the reference (the old behaviour).
 """

@@ -26,6 +26,7 @@ from kubeloop.profile_source import ProfileSource
 from kubeloop.storage import ObjectInfo
 from kubeloop.workloads.monitor.exact_reference import source_problem
 from kubeloop.workloads.monitor.main import run_check
+from kubeloop.workloads.monitor.report import render_report
 from kubeloop.workloads.trainer.data import load_training_data
 
 A = ObjectInfo("s3://b/train/a.parquet", 100, "etag-a")
@@ -118,8 +119,10 @@ def test_a_profile_reference_gives_scipys_ks_on_the_rows_it_was_built_from(
     part = tmp_path / "data" / "part-1.parquet"
     table = pq.read_table(part)
     pq.write_table(table.slice(0, table.num_rows - 1), part)
-    verdict, _ = run_check(spec, f"file://{logs}", f"file://{version}", NOW)
+    verdict, accumulators = run_check(spec, f"file://{logs}", f"file://{version}", NOW)
     (feature,) = verdict.features
     assert verdict.ks_reference is not None and not verdict.ks_reference.exact
     assert "part-1.parquet changed" in (verdict.ks_reference.reason or "")
     assert feature.as_result()["pValueExact"] is False
+    page = render_report("m", verdict, accumulators, NOW, "3")
+    assert "KS p-values are approximate" in page and "part-1.parquet changed" in page
