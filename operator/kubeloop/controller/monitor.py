@@ -32,6 +32,7 @@ from kubeloop.api.monitor import (
     DriftMonitor,
     DriftMonitorSpec,
     FeatureDrift,
+    KSReferenceStatus,
     PerformanceStatus,
     PredictionDriftStatus,
 )
@@ -187,6 +188,14 @@ def _features(raw: Any) -> tuple[dict[str, Any], int]:
     return {f: valid[f] for f in order[:MAX_FEATURES]}, len(valid)
 
 
+def _ks_reference(raw: Any) -> dict[str, Any] | None:
+    """What the check's KS test was computed against, validated (None: not a KS check)."""
+    try:
+        return KSReferenceStatus.model_validate(raw).to_wire() if raw else None
+    except ValidationError:
+        return None
+
+
 def _act_on_episode(
     body: Mapping[str, Any], status: dict[str, Any], decision: RetrainDecision
 ) -> None:
@@ -246,6 +255,7 @@ def _record(
         rows=int(rows) if isinstance(rows, int) and rows >= 0 else None,
         modelVersion=str(result.get("modelVersion") or (target.model_version if target else "")),
         features=features,
+        ksReference=_ks_reference(result.get("ksReference")),
         quality=recorded_quality(result.get("quality")),
         reportUri=str(result["reportUri"])[:1024] if result.get("reportUri") else None,
     )

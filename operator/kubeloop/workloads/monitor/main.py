@@ -29,6 +29,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,11 @@ from kubeloop.workloads.monitor.accumulate import (
     NumericAccumulator,
     accumulators_for,
 )
-from kubeloop.workloads.monitor.exact_ks import exact_ks
+from kubeloop.workloads.monitor.exact_reference import (
+    ExactReference,
+    exact_ks_features,
+    open_exact_reference,
+)
 from kubeloop.workloads.monitor.performance import check_performance
 from kubeloop.workloads.monitor.prediction_drift import prediction_profile, validation_predictions
 from kubeloop.workloads.monitor.quality import (
@@ -54,7 +59,7 @@ from kubeloop.workloads.monitor.quality import (
     judge_quality,
     quality_result,
 )
-from kubeloop.workloads.monitor.reference import load_reference, raw_reference
+from kubeloop.workloads.monitor.reference import load_reference
 from kubeloop.workloads.monitor.verdict import DatasetVerdict, dataset_verdict, judge
 from kubeloop.workloads.monitor.window import open_window, window_batches
 from kubeloop.workloads.result import write_result
@@ -120,9 +125,10 @@ def run_check(
     profile = load_reference(reference_uri, spec.features, served)
     if dataset is not None and profile.categorical:
         dataset = open_window(payload_log_uri, start, now, list(profile.categorical))
-    # KS deciding against raw Parquet: computed exactly from it (a profile keeps its sketch's).
-    raw = raw_reference(reference_uri) if spec.tests.numeric == "ks" else None
-    return judge_window(spec, dataset, profile, start, now, tally=tally, raw=raw)
+    # KS deciding: computed exactly from the reference data (raw Parquet, or the rows the
+    # profile was built from), else from the sketch, and the result says which.
+    exact = open_exact_reference(reference_uri, profile) if spec.tests.numeric == "ks" else None
+    return judge_window(spec, dataset, profile, start, now, tally=tally, exact=exact)
 
 
 def judge_window(
@@ -133,10 +139,10 @@ def judge_window(
     now: datetime,
     *,
     tally: SchemaTally | None = None,
-    raw: ds.Dataset | None = None,
+    exact: ExactReference | None = None,
 ) -> tuple[DatasetVerdict, dict[str, Accumulator]]:
     """Compare the window's columns named in `profile` with it, with the spec's tests; with
-    `raw`, the reference's Parquet data, the KS test is computed exactly from it."""
+    `exact`, the reference data for the KS test, it is computed exactly where that allows."""
     accumulators = accumulators_for(profile)
     tally = tally if tally is not None else SchemaTally()
     rows = 0
@@ -146,9 +152,10 @@ def judge_window(
             # A feature the server did not log, or logged with the wrong type: missing.
             feed(accumulators, tally, batch)
     features = []
+    ks_reference = None
     if rows >= spec.min_rows:
-        if raw is not None and dataset is not None:
-            _exact_ks(accumulators, dataset, raw, start, now)
+        if exact is not None and dataset is not None:
+            ks_reference = exact_ks_features(accumulators, dataset, exact, start, now)
         for name, acc in accumulators.items():
             test = (
                 spec.tests.numeric
@@ -166,21 +173,9 @@ def judge_window(
                 )
             )
     verdict = dataset_verdict(features, rows, spec.min_rows, spec.thresholds.drift_share)
+    if ks_reference is not None and verdict.features:
+        verdict = replace(verdict, ks_reference=ks_reference)
     return verdict, accumulators
-
-
-def _exact_ks(
-    accumulators: dict[str, Accumulator],
-    window: ds.Dataset,
-    reference: ds.Dataset,
-    start: datetime,
-    end: datetime,
-) -> None:
-    """The KS test of every numeric feature computed exactly from the raw reference, one
-    feature at a time (kubeloop.workloads.monitor.exact_ks)."""
-    for name, acc in accumulators.items():
-        if isinstance(acc, NumericAccumulator) and acc.count:
-            acc.exact_ks = exact_ks(window, reference, name, start, end)
 
 
 def _features_result(
@@ -294,6 +289,16 @@ def main(argv: list[str]) -> int:
     if outputs is not None and outputs.features:
         result["predictionDrift"] = _outputs_result(outputs)
     budget -= len(json.dumps({k: result.get(k) for k in ("performance", "predictionDrift")}))
+    if verdict.ks_reference is not None:
+        result["ksReference"] = verdict.ks_reference.as_result()
+        budget -= len(json.dumps(result["ksReference"], separators=(",", ":")))
+        if not verdict.ks_reference.exact:
+            print(
+                f"KS p-values from the profile's sketch, not the full reference: "
+                f"{verdict.ks_reference.reason}",
+                file=sys.stderr,
+                flush=True,
+            )
     features, omitted = _features_result(verdict, budget)
     result["features"] = features
     if omitted:
