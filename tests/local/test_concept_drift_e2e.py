@@ -186,6 +186,13 @@ def _alert_test(series: dict[str, dict[str, float]], work: Path) -> str:
     return proc.stdout
 
 
+async def _retrain_request(scenario: Scenario) -> str | None:
+    """The pipeline's retrain-request annotation (`<time> <monitor>/<job>`), None without."""
+    found = await scenario.api.get(TP, "ml", NAME) or {}
+    annotations = found.get("metadata", {}).get("annotations") or {}
+    return annotations.get("kubeloop.io/retrain-requested-at")
+
+
 async def _events(scenario: Scenario, reason: str) -> list[str]:
     events = await scenario.api.list("v1/events", "ml")
     return [e.get("message", "") for e in events if e.get("reason") == reason]
@@ -214,7 +221,8 @@ async def test_concept_drift_retrains_once_and_a_broken_feed_does_not(
     scenario = Scenario(state, _Quiet(), example, data)
     train.mkdir(parents=True)
     pq.write_table(churn_table(ROWS, seed=1), train / "part-0.parquet")
-    labels_uri = (state / "labels" / "churn").as_uri()
+    labels_uri = scenario.labels_uri
+    assert labels_uri is not None
     async with LocalStack(
         state,
         resync_seconds=1.0,
@@ -241,6 +249,8 @@ async def test_concept_drift_retrains_once_and_a_broken_feed_does_not(
         assert _condition(status, "PerformanceDegraded")["status"] == "True"
         assert _condition(status, "DriftDetected")["status"] == "False"
         degraded = _pushed(pushgateway, "kubeloop_model_performance_degraded")
+        request = await _retrain_request(scenario)
+        assert request and request.endswith(f"{NAME}/{check.job}"), request
 
         pipeline = await scenario.wait_champion("2", runs=2, timeout=STEP)
         run = pipeline["runs"][0]
@@ -280,7 +290,9 @@ async def test_concept_drift_retrains_once_and_a_broken_feed_does_not(
         }
         # No run on that data: the pipeline still has the two runs (a request would have been
         # written by the same reconcile that recorded the check).
+        assert await _retrain_request(scenario) == request  # nobody asked again
         pipeline = await scenario.get(TP)
+        assert [r["id"] for r in pipeline["runs"]] == ["2", "1"], pipeline["runs"]
         assert pipeline["lastRunId"] == 2 and not pipeline.get("currentRun"), pipeline
     assert all(v == {next(iter(v)): 1.0} for v in pushed.values()), pushed
     assert "SUCCESS" in _alert_test(pushed, tmp_path)
