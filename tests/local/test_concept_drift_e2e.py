@@ -20,6 +20,7 @@ import re
 import shutil
 import subprocess
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,7 @@ from tests.polling import until
 
 from kubeloop.local.cluster.stack import LocalStack, apply_objects
 from kubeloop.local.demo.datagen import FEATURES, TARGET, churn_labels, churn_table
-from kubeloop.local.demo.labels import labelled_requests, write_labels
-from kubeloop.local.demo.scenario import DM, TP, DemoData, Scenario
+from kubeloop.local.demo.scenario import CHURN, DM, TP, Scenario
 from kubeloop.local.demo.traffic import TrafficStats, V2Traffic
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # slow: `make test` starts it first
@@ -217,12 +217,11 @@ async def test_concept_drift_retrains_once_and_a_broken_feed_does_not(
     example = tmp_path / "loop.yaml"
     example.write_text(yaml.safe_dump_all(manifests()))
     train = state / "data" / "churn" / "train"
-    data = DemoData("churn", lambda _root: None, lambda _phase: pa.table({}), "")
-    scenario = Scenario(state, _Quiet(), example, data)
+    # The demo's churn data, whose client now labels by the flipped relation.
+    flipped = replace(CHURN, label=lambda rows: churn_labels(rows, seed=7, flip=True))
+    scenario = Scenario(state, _Quiet(), example, flipped)
     train.mkdir(parents=True)
     pq.write_table(churn_table(ROWS, seed=1), train / "part-0.parquet")
-    labels_uri = scenario.labels_uri
-    assert labels_uri is not None
     async with LocalStack(
         state,
         resync_seconds=1.0,
@@ -236,8 +235,8 @@ async def test_concept_drift_retrains_once_and_a_broken_feed_does_not(
 
         # Phase 1: the same inputs, the label relation flipped.
         sent = await _send(scenario, traffic, churn_table(ROWS, seed=100).select(FEATURES), "p1")
-        labelled = labelled_requests([sent], lambda t: churn_labels(t, seed=7, flip=True))
-        write_labels(labelled, labels_uri, "p1")
+        labelled = scenario.deliver_labels(sent)
+        assert labelled is not None
         _train_on(labelled, train)
         check = await scenario.check_drift(timeout=STEP)
         status = await scenario.get(DM)
@@ -261,11 +260,7 @@ async def test_concept_drift_retrains_once_and_a_broken_feed_does_not(
         # Phase 2: v2 serves the same population; then the feed breaks.
         sent = await _send(scenario, traffic, churn_table(ROWS, seed=101).select(FEATURES), "p2")
         assert set(sent.by_version) == {"2"}
-        write_labels(
-            labelled_requests([sent], lambda t: churn_labels(t, seed=8, flip=True)),
-            labels_uri,
-            "p2",
-        )
+        scenario.deliver_labels(sent)
         nulled = _break_feed(state / "logs" / "churn", "p2", BROKEN, 0.4)
         assert 0.3 * ROWS < nulled < 0.5 * ROWS
         check = await scenario.check_drift(timeout=STEP)

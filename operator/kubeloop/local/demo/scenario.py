@@ -489,15 +489,16 @@ class Scenario:
             interval=0.5,
         )
 
-    def deliver_labels(self, stats: TrafficStats) -> None:
+    def deliver_labels(self, stats: TrafficStats) -> pa.Table | None:
         """The true labels of the requests in `stats`, keyed by the ids the client sent, into
-        the monitor's labels location (a delivery of delayed ground truth)."""
+        the monitor's labels location (a delivery of delayed ground truth); returns the
+        labelled rows (features, `request_id`, `row`, `label`), None when nothing is labelled."""
         if self.labels_uri is None or self.data.label is None:
-            return
-        target = write_labels(
-            labelled_requests([stats], self.data.label), self.labels_uri, stats.phase
-        )
+            return None
+        labelled = labelled_requests([stats], self.data.label)
+        target = write_labels(labelled, self.labels_uri, stats.phase)
         self.step(f"labels of the {stats.phase} requests delivered: {target}")
+        return labelled
 
     # -- the whole loop --------------------------------------------------------------------
 
