@@ -213,7 +213,13 @@ def _performance(spec: DriftMonitorSpec, args: argparse.Namespace, now: datetime
     """The performance section; a labels problem fails this section only, not the check."""
     assert spec.performance is not None
     try:
-        found = check_performance(spec.performance, args.payload_log_uri, args.reference_uri, now)
+        found = check_performance(
+            spec.performance,
+            args.payload_log_uri,
+            args.reference_uri,
+            now,
+            args.model_version or None,
+        )
     except (StorageError, ValueError, OSError) as exc:
         return {"verdict": "Failed", "message": str(exc)[:1000]}
     return found.as_result()

@@ -9,6 +9,11 @@ row. Metrics have scikit-learn's definitions (scores.py); the estimate is CBPE (
 
 Labels that match no served row of the window (another window, another deployment, a typo)
 are counted as `unmatchedLabels`; duplicates as `duplicateLabels` (labels.py: last wins).
+
+Only the rows the monitored version answered (`_model_version`, when the check knows it) are
+measured and estimated: after a retrain the window still holds the old version's answers for
+days, and judging the new version by them kept it Degraded, and its episode open, until they
+aged out. A label of another version's row is matched (not `unmatchedLabels`), not measured.
 """
 
 from __future__ import annotations
@@ -156,9 +161,14 @@ def _keys(ids: Any, rows: Any, by_row: bool) -> pa.Array:
 
 
 def check_performance(
-    spec: PerformanceSpec, payload_log_uri: str, reference_uri: str | None, now: datetime
+    spec: PerformanceSpec,
+    payload_log_uri: str,
+    reference_uri: str | None,
+    now: datetime,
+    model_version: str | None = None,
 ) -> PerformanceResult:
-    """Join the window with the labels and reach a verdict."""
+    """Join the window with the labels and reach a verdict; with `model_version`, on the rows
+    that version answered only."""
     start = now - parse_duration(spec.window)
     dataset = open_window(payload_log_uri, start, now)
     if dataset is None or "_prediction" not in dataset.schema.names:
@@ -182,10 +192,20 @@ def check_performance(
     estimating = spec.estimate and binary
     stream = _Stream()
     columns = ["_request_id", "_row", "_prediction", *proba_columns]
+    if model_version and "_model_version" in schema.names:
+        columns.append("_model_version")
     for batch in _chunks(window_batches(dataset, columns, start, now)):
         n = batch.num_rows
-        stream.rows += n
         present = batch.schema.names
+        # the rows the monitored version answered (all of them when the version is not known)
+        mine = (
+            pc.equal(batch.column(present.index("_model_version")), model_version)
+            .fill_null(False)
+            .to_numpy(zero_copy_only=False)
+            if "_model_version" in present
+            else slice(None)
+        )
+        stream.rows += n if isinstance(mine, slice) else int(mine.sum())
         row = (
             batch.column(present.index("_row"))
             if "_row" in present
@@ -197,6 +217,9 @@ def check_performance(
             # (a version-1 file has no `_row`: null, read as row 0)
             found[pc.not_equal(row, 0).fill_null(False).to_numpy(zero_copy_only=False)] = -1
         hit = found >= 0
+        seen[found[hit]] = True
+        if not isinstance(mine, slice):
+            hit &= mine
         prediction = batch.column(present.index("_prediction"))
         predicted = prediction.to_numpy(zero_copy_only=False)
         proba = (
@@ -212,15 +235,16 @@ def check_performance(
             else None
         )
         if hit.any():
-            seen[found[hit]] = True
             stream.truth.append(label_values[found[hit]])
             stream.predicted.append(predicted[hit])
             if proba is not None:
                 stream.proba.append(proba[hit])
         if estimating and proba is not None and classes is not None:
-            stream.score.append(proba[:, 1])
+            stream.score.append(proba[mine, 1])
             is_positive = pc.equal(pc.cast(prediction, pa.string()), classes[1])
-            stream.positive.append(is_positive.fill_null(False).to_numpy(zero_copy_only=False))
+            stream.positive.append(
+                is_positive.fill_null(False).to_numpy(zero_copy_only=False)[mine]
+            )
     metrics = list(
         spec.metrics or (CLASSIFICATION_METRICS if classification else REGRESSION_METRICS)
     )
