@@ -133,6 +133,7 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     runtime.config = config
     runtime.kube = kube.connect(config.server or None)
     watch_slices()  # kopf fills the cache before any other handler runs (controller/observe.py)
+    runtime.seen.clear()
     if runtime.resync is None:
         runtime.resync = Resync(config.resync_seconds, pipelines, resync)
         runtime.resync.start()

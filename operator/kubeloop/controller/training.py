@@ -723,12 +723,9 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
 # --- kopf wiring: thin ----------------------------------------------------------------------
 
 
-# What each pipeline's last event carried that asks for a reconcile: its generation (spec) and
-# its annotations (manual runs, approvals). The operator's own status writes change neither.
-_SEEN: dict[tuple[str, str], tuple[Any, str]] = {}
-
-
 def _signature(meta: Mapping[str, Any]) -> tuple[Any, str]:
+    """What of a pipeline's event asks for a reconcile: its generation (spec) and annotations
+    (manual runs, approvals); the operator's own status writes change neither."""
     annotations = meta.get("annotations") or {}
     return meta.get("generation"), json.dumps(annotations, sort_keys=True)
 
@@ -740,16 +737,18 @@ def on_pipeline_event(
     """A new pipeline (or one seen first after a start: fully, as a resume), a spec change or
     an annotation: reconcile. No kopf change handler: those keep their diff base in an
     annotation (a PATCH per change) and a timer puts a finalizer on every pipeline."""
-    key = (namespace or "", name)
+    if runtime.resync is not None:
+        runtime.resync.enter_handlers()
+    key = (KIND, namespace or "", name)
     if type == "DELETED":
-        _SEEN.pop(key, None)
+        runtime.seen.pop(key, None)
         return
     signature = _signature(body.get("metadata") or {})
-    seen = _SEEN.get(key)
+    seen = runtime.seen.get(key)
     if seen == signature:
         return
-    reconcile(key[0], name, full=seen is None)
-    _SEEN[key] = signature
+    reconcile(key[1], name, full=seen is None)
+    runtime.seen[key] = signature
 
 
 def pipelines() -> list[tuple[str, str]]:
