@@ -24,6 +24,7 @@ copies: a reconcile may change what it read.
 
 from __future__ import annotations
 
+import builtins
 import copy
 import threading
 from collections.abc import Iterable, Mapping
@@ -38,7 +39,7 @@ _Group = tuple[str, str, str | None, str | None]
 
 def _version(body: Mapping[str, Any]) -> int | None:
     """An object's resourceVersion as a number (etcd's revision), None when it is not one."""
-    raw = (body.get("metadata") or {}).get("resourceVersion")
+    raw: Any = (body.get("metadata") or {}).get("resourceVersion")
     try:
         return int(raw)
     except (TypeError, ValueError):
@@ -161,7 +162,7 @@ class Cache:
         found.sort(key=lambda b: str(b["metadata"].get("name")))
         return copy.deepcopy(found)
 
-    def names(self, kind: str) -> list[tuple[str, str]]:
+    def names(self, kind: str) -> builtins.list[tuple[str, str]]:
         """(namespace, name) of every cached object of `kind`, sorted."""
         with self._guard:
             return sorted((ns, name) for k, ns, name in self._objects if k == kind)
