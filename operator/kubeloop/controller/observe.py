@@ -34,6 +34,8 @@ SLICES: list[tuple[str, str, str, str, str | None]] = [
         for kind, group, plural in (("Job", "batch", "jobs"), ("Pod", "", "pods"))
         for label in (PIPELINE_LABEL, REGISTRY_LABEL, DATAWATCH_LABEL, MONITOR_LABEL)
     ),
+    # The data-watch and drift-check CronJobs, re-applied on every resync.
+    *(("CronJob", "batch", "v1", "cronjobs", label) for label in (DATAWATCH_LABEL, MONITOR_LABEL)),
 ]
 
 

@@ -78,7 +78,8 @@ def apply_observed(manifest: dict[str, Any]) -> str:
     created, updated or unchanged."""
     api = runtime.api
     meta = manifest["metadata"]
-    observed = api.get(manifest["kind"], meta["namespace"], meta["name"])
+    # From the cache when it watches the slice of the child's owner label.
+    observed = api.get(manifest["kind"], meta["namespace"], meta["name"], within=meta["labels"])
     stored = api.apply(manifest, observed)
     if observed is None:
         return "created"
