@@ -39,7 +39,7 @@ from kubeloop.api.monitor import (
 from kubeloop.api.parse import SpecError, parse_resource
 from kubeloop.api.training import TrainingPipeline
 from kubeloop.controller.pushgateway import delete_group
-from kubeloop.controller.reconciling import apply_observed, reconcile_object
+from kubeloop.controller.reconciling import apply_observed, job_result, reconcile_object
 from kubeloop.controller.runtime import runtime
 from kubeloop.controller.status import (
     DRIFT_CHECKS,
@@ -47,7 +47,6 @@ from kubeloop.controller.status import (
     job_outcome,
     newest_finished,
     now,
-    pod_result,
     post_event,
     set_condition,
     snapshot,
@@ -233,8 +232,7 @@ def _record(
     """Fold one finished check into status (once: `lastJob` remembers it)."""
     name = body["metadata"]["name"]
     meta = job["metadata"]
-    pods = runtime.api.list("Pod", meta["namespace"], {"job-name": meta["name"]})
-    result = pod_result(pods, "DriftResult")
+    result = job_result(job, {MONITOR_LABEL: name}, "DriftResult")
     finished = (job.get("status") or {}).get("completionTime") or now()
     status.update(lastJob=meta["name"], lastRunTime=finished)
     verdict = (result or {}).get("verdict")

@@ -28,8 +28,9 @@ from kubeloop.api.search import (
 )
 from kubeloop.api.training import TrainingPipelineSpec
 from kubeloop.controller.kube import Refused
+from kubeloop.controller.reconciling import job_result
 from kubeloop.controller.runtime import runtime
-from kubeloop.controller.status import job_outcome, pod_result, post_event
+from kubeloop.controller.status import job_outcome, post_event
 from kubeloop.decide.search import (
     SearchPlan,
     assignment,
@@ -157,8 +158,8 @@ class _Search:
             outcome = job_outcome(job)
             if outcome is None:
                 continue
-            pods = api.list("Pod", ns, {"job-name": entry.job})
-            self.records[i] = trial_outcome(entry, outcome, pod_result(pods, TRIAL_RESULT_KIND))
+            result = job_result(job, self.selector, TRIAL_RESULT_KIND)
+            self.records[i] = trial_outcome(entry, outcome, result)
             changed = True
         if changed:
             self.write()  # the scores, before anything is decided from them
