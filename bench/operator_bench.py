@@ -83,6 +83,10 @@ def percentile(values: list[float], q: float) -> float | None:
     return ranked[max(0, math.ceil(q / 100 * len(ranked)) - 1)]
 
 
+def _log(contender: str, message: str) -> None:
+    print(f"{datetime.now(tz=UTC):%H:%M:%S} {contender}: {message}", file=sys.stderr, flush=True)
+
+
 def _proc_kib(pid: int, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -203,6 +207,10 @@ def measure(
             during = proxy.counts() - before
             rss = _proc_kib(child.pid, "VmRSS") / 1024
             peak = _proc_kib(child.pid, "VmHWM") / 1024
+            _log(
+                contender,
+                f"{jobs}/{count} Jobs in {seconds:.1f} s, {sum(during.values())} requests",
+            )
             result.update(
                 jobs=jobs,
                 complete=jobs >= count,
@@ -219,6 +227,7 @@ def measure(
             if contender in REPORTING:
                 result["settled"] = _settle(thread, count + 1, settle + settle_timeout)
             result["settle_seconds"] = round(time.monotonic() - settle, 1)
+            _log(contender, f"settled {result.get('settled', '-')} in {result['settle_seconds']} s")
             window = proxy.counts()
             result["settle_requests"] = _requests(window - before - during, count + 1)
             time.sleep(idle)
@@ -228,6 +237,7 @@ def measure(
                 "per_second": round(sum(quiet.values()) / idle, 2),
                 **_requests(quiet),
             }
+            _log(contender, f"idle: {result['idle']['per_second']} requests/s")
             if contender in REPORTING and edits:
                 names = [f"tp-{i * count // edits:04d}" for i in range(min(edits, count))]
                 latencies, missed = _edit_latencies(thread, names, timeout=30)
