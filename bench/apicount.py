@@ -71,9 +71,12 @@ async def _serve(upstream: str) -> None:
                 {k: v for k, v in answer.headers.items() if k.lower() not in _HOP}
             )
             await response.prepare(request)
-            async for chunk in answer.content.iter_any():
-                await response.write(chunk)
-            await response.write_eof()
+            try:
+                async for chunk in answer.content.iter_any():
+                    await response.write(chunk)
+                await response.write_eof()
+            except ConnectionResetError:
+                pass  # the operator went away mid-stream (a watch when it stops)
             return response
 
     app = web.Application()
