@@ -15,6 +15,7 @@ import json
 from typing import Any
 
 from kubeloop.local.cluster.emulator import EmulatorThread
+from kubeloop.workloads.registryjob import empty_registry_result
 
 __all__ = ["JOBS", "JobPlayer", "is_run_job"]
 
@@ -30,14 +31,7 @@ def is_run_job(name: str) -> bool:
 def _registry_result(args: list[str]) -> dict[str, Any]:
     """What `kubeloop registry ...` answers: an empty registry; an alias write that succeeded."""
     if args[1] == "inspect":
-        return {
-            "kind": "RegistryResult",
-            "ok": True,
-            "operation": "inspect",
-            "lastRunId": 0,
-            "aliases": {},
-            "versions": [],
-        }
+        return empty_registry_result()
     flags = dict(zip(args[2::2], args[3::2], strict=False))
     version = flags.get("--version", "")
     return {

@@ -28,6 +28,7 @@ import yaml
 import kubeloop.controller  # noqa: F401  (registers the handlers)
 from kubeloop.controller.runtime import runtime
 from kubeloop.local.cluster.emulator import EmulatorThread
+from kubeloop.workloads.registryjob import empty_registry_result
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -74,14 +75,8 @@ class Operator:
 
 def empty_registry(args: list[str]) -> dict[str, Any]:
     """What `kubeloop registry inspect` answers for a registry nothing was written to."""
-    return {
-        "kind": "RegistryResult",
-        "ok": True,
-        "operation": "inspect",
-        "lastRunId": 0,
-        "aliases": {},
-        "versions": [],
-    }
+    del args
+    return empty_registry_result()
 
 
 def _terminated_pod(job: dict[str, Any], result: dict[str, Any] | None, ok: bool) -> dict[str, Any]:
