@@ -71,7 +71,10 @@ def test_a_new_pipeline_costs_its_writes_and_an_idle_resync_costs_nothing(
     to_run_job = faults.requests[start:]
     to_first_job = faults.requests[start : first_job[0]]
 
-    passes = reconciles("trainingpipelines", "p1")
+    # The pass that created p1-run-1 may still be posting its Events: the idle window starts
+    # after the next pass has finished.
+    passes = reconciles("trainingpipelines", "p1") + 1
+    wait_for(lambda: reconciles("trainingpipelines", "p1") >= passes, what="p1 settled")
     idle_from = len(faults.requests)
     # Four resync passes of both pipelines, all idle: nothing to change, nothing to read.
     wait_for(lambda: reconciles("trainingpipelines", "p1") >= passes + 4, what="4 resyncs")
