@@ -13,6 +13,7 @@ import kopf
 import pytest
 
 from kubeloop.controller import main as operator_main
+from kubeloop.controller.events import recorder
 from kubeloop.controller.status import post_event
 
 LINE = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}\] (\S+) +\[(\w+) *\] (.*)$")
@@ -40,7 +41,9 @@ def test_events_reach_the_log_with_time_level_and_object(
     capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     posted: list[dict[str, Any]] = []
-    monkeypatch.setattr(kopf, "event", lambda _obj, **kwargs: posted.append(kwargs))
+    monkeypatch.setattr(
+        recorder, "record", lambda _obj, type_, *_args: posted.append({"type": type_})
+    )
     operator_main.configure_logging("info")
     post_event(BODY, "RunStarted", "run 1 (Create): Job churn-run-1")
     post_event(BODY, "ChildRefused", "the API server refused ...", warning=True)
@@ -58,7 +61,7 @@ def test_events_reach_the_log_with_time_level_and_object(
 def test_the_level_knob_drops_info_lines(
     capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(kopf, "event", lambda _obj, **_kwargs: None)
+    monkeypatch.setattr(recorder, "record", lambda *_args: None)
     operator_main.configure_logging("WARNING")
     post_event(BODY, "RunStarted", "run 1")
     post_event(BODY, "RunFailed", "run 1: no column churned", warning=True)
@@ -95,7 +98,7 @@ def test_json_lines_carry_time_level_logger_and_the_object(
     """`--log-format json` (KUBELOOP_LOG_FORMAT): one JSON object a line, for a log pipeline
     to index by object; the message is the text format's. kopf's own per-object lines (its
     `k8s_ref`) carry the object too."""
-    monkeypatch.setattr(kopf, "event", lambda _obj, **_kwargs: None)
+    monkeypatch.setattr(recorder, "record", lambda *_args: None)
     monkeypatch.setattr(kopf, "run", lambda **_kwargs: None)
     monkeypatch.setenv("KUBELOOP_LOG_FORMAT", "json")
     assert operator_main.main(["--liveness", ""]) == 0

@@ -370,7 +370,7 @@ def wait_for(fn: Callable[[], T | None], timeout: float = 60, what: str = "condi
 def events(cluster: Cluster, name: str, reason: str, timeout: float = 30) -> list[dict[str, Any]]:
     """The Events of `reason` on object `name` (namespace ml), once there is at least one.
 
-    kopf posts Events from a queue after the handler has returned, so they trail the status
+    The operator posts Events from a queue (controller/events.py), so they trail the status
     the test just saw: waiting for them is the only race-free way to check one.
     """
 

@@ -54,6 +54,7 @@ import prometheus_client
 
 from kubeloop.controller import kube
 from kubeloop.controller.config import OperatorConfig
+from kubeloop.controller.events import recorder
 from kubeloop.controller.leader import Elector, FollowerProbe
 from kubeloop.controller.observe import watch_slices
 from kubeloop.controller.resync import Resync
@@ -68,6 +69,7 @@ from kubeloop.logformat import (
 )
 
 __all__ = [
+    "EVENT_FLUSH_SECONDS",
     "TIMER_EXIT_POLL_SECONDS",
     "configure",
     "configure_logging",
@@ -78,6 +80,8 @@ __all__ = [
 
 # How often kopf checks whether a deleted object's timer has exited (then removes its finalizer).
 TIMER_EXIT_POLL_SECONDS = 1.0
+# How long a stopping operator waits for its queued Events to be sent.
+EVENT_FLUSH_SECONDS = 5.0
 
 
 def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
@@ -87,8 +91,9 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
         prefix="kubeloop.io", key="last-handled-configuration"
     )
     settings.persistence.finalizer = "kubeloop.io/finalizer"
-    # Our transitions are Events already (status.post_event); kopf's "Handler succeeded" logs
-    # would add a POST per handler run and bury them. Its warnings and errors still go out.
+    # Our transitions are Events already (status.post_event, sent by controller/events.py);
+    # kopf's "Handler succeeded" logs would add a POST per handler run and bury them. Its
+    # warnings and errors still go out.
     settings.posting.level = logging.WARNING
     settings.execution.max_workers = 8
     settings.batching.idle_timeout = 1.0
@@ -159,10 +164,12 @@ def leadership(**_: Any) -> dict[str, Any]:
 @kopf.on.cleanup()
 def cleanup(**_: Any) -> None:
     """Stop serving /metrics, so a restarted operator (tests, `kubeloop local`) can bind again,
-    and the resync loop, which a restarted operator starts anew."""
+    and the resync loop, which a restarted operator starts anew; send the Events still queued
+    (a short while: an API server that is gone does not hold the shutdown)."""
     resync, runtime.resync = runtime.resync, None
     if resync is not None:
         resync.stop()
+    recorder.flush(EVENT_FLUSH_SECONDS)
     server = runtime.metrics_server
     if server is not None:
         runtime.metrics_server = None

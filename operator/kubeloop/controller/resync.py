@@ -9,7 +9,6 @@ only the cache, and writes only what changed, so a pass over idle pipelines send
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import threading
 from collections.abc import Callable
@@ -33,18 +32,10 @@ class Resync:
         self._objects = objects
         self._reconcile = reconcile
         self._stop = threading.Event()
-        self._context: contextvars.Context | None = None
         self._thread = threading.Thread(target=self._run, name="kubeloop-resync", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
-
-    def enter_handlers(self) -> None:
-        """Called from a kopf handler of the kind: reconciles post Events through kopf, which
-        finds its event queue and settings in the context of a resource handler; the loop runs
-        its reconciles in a copy of the first such context (there are none to run before)."""
-        if self._context is None:
-            self._context = contextvars.copy_context()
 
     def stop(self) -> None:
         self._stop.set()
@@ -53,13 +44,10 @@ class Resync:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            context = self._context
-            if context is None:
-                continue
             for namespace, name in self._objects():
                 if self._stop.is_set():
                     return
                 try:
-                    context.run(self._reconcile, namespace, name)
+                    self._reconcile(namespace, name)
                 except Exception as error:
                     log.warning("resync of %s/%s failed: %s", namespace, name, error)

@@ -5,14 +5,15 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, cast
+from typing import Any
 
-import kopf
 from prometheus_client import Counter, Histogram
 
 from kubeloop.controller import clock
+from kubeloop.controller.events import recorder
 from kubeloop.controller.kube import Refused
 from kubeloop.resources.training import USER_CONTAINER
 
@@ -23,6 +24,7 @@ __all__ = [
     "RECONCILE_SECONDS",
     "RUNS",
     "child_refused",
+    "events_posted",
     "invalid_spec",
     "job_outcome",
     "newest_finished",
@@ -222,14 +224,14 @@ def pod_blocked(pods: list[dict[str, Any]]) -> str | None:
 def post_event(
     body: Mapping[str, Any], reason: str, message: str, *, warning: bool = False
 ) -> None:
-    """An Event on the object (queued by kopf; only from inside a handler), and the same line
-    in the operator's log (a warning for a Warning Event), so the log tells what happened to
-    which object without `kubectl get events`.
+    """An Event on the object (queued: controller/events.py sends it, the caller never waits
+    on it), and the same line in the operator's log (a warning for a Warning Event), so the
+    log tells what happened to which object without `kubectl get events`.
 
     Messages are built from our own status and the workloads' results, never from Secrets.
     """
-    obj = kopf.Body(cast(Any, body))
-    kopf.event(obj, type="Warning" if warning else "Normal", reason=reason, message=message[:1024])
+    recorder.record(body, "Warning" if warning else "Normal", reason, message[:1024])
+    _posted.count = events_posted() + 1
     meta = body.get("metadata") or {}
     log.log(
         logging.WARNING if warning else logging.INFO,
@@ -249,6 +251,16 @@ def post_event(
             "reason": reason,
         },
     )
+
+
+# Events posted per thread: a reconcile runs on one thread, so the count's difference over a
+# pass says whether the pass posted an Event already (`decide.events.ready_event`).
+_posted = threading.local()
+
+
+def events_posted() -> int:
+    """How many Events this thread has posted so far."""
+    return int(getattr(_posted, "count", 0))
 
 
 def snapshot(status: Mapping[str, Any]) -> dict[str, Any]:

@@ -49,6 +49,7 @@ from kubeloop.controller.status import (
     CHILD_REFUSED,
     RUNS,
     child_refused,
+    events_posted,
     invalid_spec,
     job_outcome,
     newest_finished,
@@ -59,6 +60,7 @@ from kubeloop.controller.status import (
     snapshot,
 )
 from kubeloop.controller.status_write import write_status
+from kubeloop.decide.events import ready_event
 from kubeloop.decide.gate import gate
 from kubeloop.decide.triggers import RunInputs, allocation, decide_run, pending
 from kubeloop.resources.common import Owner
@@ -531,6 +533,7 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
 
     conditions: list[dict[str, Any]] = status.get("conditions") or []
     started = refused = False  # a Job accepted / a child refused in this pass
+    posted = events_posted()  # an Event of this pass says why Ready moved
 
     def summarize(trigger: str | None, pods: list[dict[str, Any]] | None = None) -> None:
         """Phase and conditions of what status holds now (an Event on each transition); every
@@ -602,7 +605,9 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
             msg = f"no champion: run {last['id']} {outcome}: {last.get('message', '')}"
         else:
             ready, reason, msg = False, "NoChampion", "no run has been promoted yet"
-        if set_condition(conditions, "Ready", ready, reason, msg, generation):
+        first = not any(c["type"] == "Ready" for c in conditions)
+        changed = set_condition(conditions, "Ready", ready, reason, msg, generation)
+        if ready_event(first=first, changed=changed, explained=events_posted() > posted):
             post_event(body, reason, msg)
         status.update(conditions=conditions, phase=phase, observedGeneration=generation)
 
@@ -737,8 +742,6 @@ def on_pipeline_event(
     """A new pipeline (or one seen first after a start: fully, as a resume), a spec change or
     an annotation: reconcile. No kopf change handler: those keep their diff base in an
     annotation (a PATCH per change) and a timer puts a finalizer on every pipeline."""
-    if runtime.resync is not None:
-        runtime.resync.enter_handlers()
     key = (KIND, namespace or "", name)
     if type == "DELETED":
         runtime.seen.pop(key, None)

@@ -591,7 +591,7 @@ class Scenario:
         self.result.get_output = await self.kubectl_get()
 
     async def canary_events(self) -> list[str]:
-        """The rollout's Events on the ModelDeployment (kopf posts them from a queue: they
+        """The rollout's Events on the ModelDeployment (the operator posts them from a queue: they
         outlast the conditions a poll may miss), oldest first."""
         reasons = {"CanaryStarted", "CanaryStep", "Promoted", "RolledBack"}
         found = [
