@@ -104,7 +104,7 @@ import itertools
 import json
 import threading
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import aiohttp.web
@@ -175,6 +175,12 @@ RESOURCES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
 }
 
 _VERBS = ("get", "list", "watch", "create", "patch", "update", "delete")
+# (apiVersion, kind) -> the resource of a namespaced kind: an ownerReference names its owner so.
+_NAMESPACED_BY_KIND = {
+    (path.rsplit("/", 1)[0], kind): kmock.resource(path)
+    for path, (kind, namespaced, _) in RESOURCES.items()
+    if namespaced
+}
 
 
 def _now() -> str:
@@ -764,6 +770,8 @@ class KubeloopEmulator(EmulatorBase):
         owners = (current or {}).get("metadata", {}).get("ownerReferences") or []
         if not owners:
             return
+        if any(self._owner_alive(owner, namespace) for owner in owners):
+            return  # the common case, by the owner's name: no scan of every object stored
         live = {
             obj.raw.get("metadata", {}).get("uid")
             for obj in list(self._store.values())
@@ -771,6 +779,15 @@ class KubeloopEmulator(EmulatorBase):
         }
         if not any(owner.get("uid") in live for owner in owners):
             await self.delete_object(resource, namespace, name or "")
+
+    def _owner_alive(self, owner: Mapping[str, Any], namespace: str | None) -> bool:
+        """Whether the namespaced owner this reference names (kind and name) is stored with its
+        uid; False also when it cannot be looked up so (the caller then scans by uid)."""
+        found = _NAMESPACED_BY_KIND.get((owner.get("apiVersion"), owner.get("kind")))
+        if found is None or not owner.get("name"):
+            return False
+        current = self._current(found, namespace, str(owner["name"]))
+        return current is not None and current.get("metadata", {}).get("uid") == owner.get("uid")
 
     # -- in-process API ----------------------------------------------------------------------
 
@@ -857,6 +874,16 @@ class KubeloopEmulator(EmulatorBase):
         """A deep copy of the stored object, or None."""
         found = self._current(kmock.resource(_key(resource)), namespace, name)
         return copy.deepcopy(found) if found is not None else None
+
+    def names(self, resource: str, namespace: str | None = None) -> list[str]:
+        """The names of the stored objects of a resource, copying none of them (a poll that
+        costs the server next to nothing)."""
+        ref = kmock.resource(_key(resource))
+        return [
+            name
+            for (res, ns, name), obj in list(self._store.items())
+            if res == ref and not obj.deleted and (namespace is None or ns == namespace)
+        ]
 
     def list_objects(self, resource: str, namespace: str | None = None) -> list[dict[str, Any]]:
         """Deep copies of the stored objects of a resource (all namespaces when None)."""
