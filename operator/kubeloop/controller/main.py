@@ -135,6 +135,7 @@ def configure_logging(level: str, log_format: str = "text") -> None:
 def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     config = OperatorConfig.from_env()
     configure(settings, config)
+    runtime.executor = settings.execution.executor
     runtime.config = config
     runtime.kube = kube.connect(config.server or None)
     watch_slices()  # kopf fills the cache before any other handler runs (controller/observe.py)

@@ -9,6 +9,7 @@ goes once more, so a burst of events costs at most two reconciles and holds one 
 
 from __future__ import annotations
 
+import concurrent.futures
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -36,6 +37,8 @@ class Runtime:
     metrics_server: WSGIServer | None = None  # serving /metrics, when on
     leader: Elector | None = None  # leader election, when on (KUBELOOP_LEASE_NAME)
     resync: Resync | None = None  # the TrainingPipelines' resync loop, while kopf runs
+    # kopf's pool for sync handlers: async handlers hand their blocking reconciles to it.
+    executor: concurrent.futures.Executor | None = None
     # Per (kind, namespace, name): what of the object's last event was reconciled (reset when
     # the operator starts: every object is reconciled once, fully, as on resume).
     seen: dict[tuple[str, str, str], Any] = field(default_factory=dict)

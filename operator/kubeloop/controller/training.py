@@ -16,6 +16,8 @@ trained on (`lastRunDataFingerprint`) and from the one last acted on
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import os
 import re
@@ -735,8 +737,17 @@ def _signature(meta: Mapping[str, Any]) -> tuple[Any, str]:
     return meta.get("generation"), json.dumps(annotations, sort_keys=True)
 
 
+async def _reconcile_in_worker(namespace: str, name: str, *, full: bool = False) -> None:
+    """`reconcile` on kopf's thread pool (it blocks on API calls). The event handlers below are
+    async and decide on the loop whether an event needs one: most do not (the pipeline's own
+    status writes, a Job just created, a pod's progress), and those then cost no thread hop
+    behind reconciles already queued on the pool."""
+    call = functools.partial(reconcile, namespace, name, full=full)
+    await asyncio.get_running_loop().run_in_executor(runtime.executor, call)
+
+
 @kopf.on.event("kubeloop.io", "v1alpha1", "trainingpipelines")
-def on_pipeline_event(
+async def on_pipeline_event(
     *, type: str | None, namespace: str | None, name: str, body: kopf.Body, **_: Any
 ) -> None:
     """A new pipeline (or one seen first after a start: fully, as a resume), a spec change or
@@ -750,7 +761,7 @@ def on_pipeline_event(
     seen = runtime.seen.get(key)
     if seen == signature:
         return
-    reconcile(key[1], name, full=seen is None)
+    await _reconcile_in_worker(key[1], name, full=seen is None)
     runtime.seen[key] = signature
 
 
@@ -765,7 +776,7 @@ def resync(namespace: str, name: str) -> None:
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={PIPELINE_LABEL: kopf.PRESENT})
-def on_job_event(
+async def on_job_event(
     *, type: str, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
 ) -> None:
     # Only a finished or vanished Job changes anything for the pipeline, and a Job under Kueue
@@ -773,25 +784,25 @@ def on_job_event(
     # ADDED event of any other Job we just created and its progress updates would only cost a
     # reconcile each.
     if type == "DELETED" or job_outcome(body) or KUEUE_QUEUE_LABEL in labels:
-        reconcile(namespace or "", labels[PIPELINE_LABEL])
+        await _reconcile_in_worker(namespace or "", labels[PIPELINE_LABEL])
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={DATAWATCH_LABEL: kopf.PRESENT})
-def on_data_watch_job_event(
+async def on_data_watch_job_event(
     *, type: str, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
 ) -> None:
     # A data check's fingerprint exists only once its Job has finished.
     if job_outcome(body):
-        reconcile(namespace or "", labels[DATAWATCH_LABEL])
+        await _reconcile_in_worker(namespace or "", labels[DATAWATCH_LABEL])
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={REGISTRY_LABEL: kopf.PRESENT})
-def on_registry_job_event(
+async def on_registry_job_event(
     *, type: str, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
 ) -> None:
     # Only a finished or vanished registry Job moves the pipeline's queue on.
     if type == "DELETED" or job_outcome(body):
-        reconcile(namespace or "", labels[REGISTRY_LABEL])
+        await _reconcile_in_worker(namespace or "", labels[REGISTRY_LABEL])
 
 
 # Whether each run pod was blocked when last seen: a pod's other updates need no reconcile.
@@ -799,7 +810,7 @@ _BLOCKED: dict[tuple[str, str], bool] = {}
 
 
 @kopf.on.event("v1", "pods", labels={PIPELINE_LABEL: kopf.PRESENT})
-def on_pod_event(
+async def on_pod_event(
     *,
     type: str,
     namespace: str | None,
@@ -813,7 +824,7 @@ def on_pod_event(
     key = (namespace or "", name)
     blocked = type != "DELETED" and pod_blocked([dict(body)]) is not None
     if _BLOCKED.get(key, False) != blocked:
-        reconcile(namespace or "", labels[PIPELINE_LABEL])
+        await _reconcile_in_worker(namespace or "", labels[PIPELINE_LABEL])
     if type == "DELETED":
         _BLOCKED.pop(key, None)
     else:

@@ -783,7 +783,7 @@ class KubeloopEmulator(EmulatorBase):
     def _owner_alive(self, owner: Mapping[str, Any], namespace: str | None) -> bool:
         """Whether the namespaced owner this reference names (kind and name) is stored with its
         uid; False also when it cannot be looked up so (the caller then scans by uid)."""
-        found = _NAMESPACED_BY_KIND.get((owner.get("apiVersion"), owner.get("kind")))
+        found = _NAMESPACED_BY_KIND.get((str(owner.get("apiVersion")), str(owner.get("kind"))))
         if found is None or not owner.get("name"):
             return False
         current = self._current(found, namespace, str(owner["name"]))
