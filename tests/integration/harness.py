@@ -384,6 +384,13 @@ def events(cluster: Cluster, name: str, reason: str, timeout: float = 30) -> lis
     return wait_for(found, timeout, what=f"a {reason} Event on {name}")
 
 
+def posted(found: list[dict[str, Any]]) -> int:
+    """How many times these Events were posted: the operator counts a repeat of one (same
+    object, type, reason and message within 10 minutes) in the `count` of the Event already
+    posted, as client-go does (controller/events.py)."""
+    return sum(int(e.get("count") or 1) for e in found)
+
+
 def training_result(version: str, auc: float) -> dict[str, Any]:
     """The TrainingResult a successful churn run's pod leaves (version `version`)."""
     return {

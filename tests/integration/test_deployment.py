@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import pytest
 from prometheus_client import start_http_server
-from tests.integration.harness import MD, TP, Cluster, Operator, events, example, settled
+from tests.integration.harness import MD, TP, Cluster, Operator, events, example, posted, settled
 from tests.integration.harness import wait_for as _wait_for
 
 from kubeloop.workloads.server.metrics import ServerMetrics
@@ -300,7 +300,7 @@ def test_champion_change_steps_a_canary_then_promotes(
     status = _status(cluster, "md-canary")
     assert "canary" not in status and (status["replicas"], status["readyReplicas"]) == (4, 4)
     assert _cond(cluster, "md-canary", "Progressing")["reason"] == "Complete"
-    assert len(events(cluster, "md-canary", "Promoted")) == 1
+    assert posted(events(cluster, "md-canary", "Promoted")) == 1
 
 
 def test_canary_beside_an_hpa_is_sized_against_the_hpas_count(
@@ -400,12 +400,14 @@ def test_canary_error_rate_over_max_rolls_back(
         "retried when the spec changes or another version is resolved"
     )
     assert cluster.get(DEPLOYS, "ml", "md-errors-canary") is None
-    assert len(events(cluster, "md-errors", "CanaryStarted")) == 1
+    assert posted(events(cluster, "md-errors", "CanaryStarted")) == 1
 
     # A spec change (not a scale) retries the version.
     # (Its canary may be gone again before a poll sees it: the error rate is still too high.)
     cluster.patch(MD, "ml", "md-errors", {"spec": {"workers": 2}})
-    wait_for(lambda: len(events(cluster, "md-errors", "CanaryStarted")) == 2, what="retried canary")
+    wait_for(
+        lambda: posted(events(cluster, "md-errors", "CanaryStarted")) == 2, what="retried canary"
+    )
 
 
 def test_canary_pods_never_ready_roll_back(cluster: Cluster, operator: Operator) -> None:
@@ -625,7 +627,7 @@ def test_restart_mid_canary_resumes_at_the_recorded_step(
     after = _status(cluster, "md-restart")["canary"]
     assert after == before and after["trafficPercent"] == 50
     assert _obj(cluster, DEPLOYS, "md-restart-canary")["spec"]["replicas"] == 4
-    assert len(events(cluster, "md-restart", "CanaryStarted")) == 1
+    assert posted(events(cluster, "md-restart", "CanaryStarted")) == 1
 
     cluster.roll_out_deployment("ml", "md-restart-canary")  # and it goes on from there
     wait_for(lambda: _uri(_obj(cluster, DEPLOYS, "md-restart")).endswith("/2/"), what="promote")

@@ -470,9 +470,13 @@ class Kube:
         self.cache.forget(kind, namespace, name)
 
 
-def connect(server: str | None = None) -> Kube:
-    """A client for `server` (a plain URL, for the emulator), in-cluster config, or kubeconfig."""
+def connect(server: str | None = None, connections: int | None = None) -> Kube:
+    """A client for `server` (a plain URL, for the emulator), in-cluster config, or kubeconfig;
+    `connections`: how many threads send requests at once (the pool keeps that many open: past
+    its size urllib3 opens and drops a connection per request)."""
     config = kubernetes.client.Configuration()
+    if connections:
+        config.connection_pool_maxsize = max(config.connection_pool_maxsize, connections)
     if server:
         config.host = server
     else:

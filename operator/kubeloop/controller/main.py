@@ -54,7 +54,7 @@ import prometheus_client
 
 from kubeloop.controller import kube
 from kubeloop.controller.config import OperatorConfig
-from kubeloop.controller.events import recorder
+from kubeloop.controller.events import SENDERS, recorder
 from kubeloop.controller.leader import Elector, FollowerProbe
 from kubeloop.controller.observe import watch_slices
 from kubeloop.controller.resync import Resync
@@ -71,6 +71,7 @@ from kubeloop.logformat import (
 __all__ = [
     "EVENT_FLUSH_SECONDS",
     "TIMER_EXIT_POLL_SECONDS",
+    "WORKERS",
     "configure",
     "configure_logging",
     "follow",
@@ -82,6 +83,10 @@ __all__ = [
 TIMER_EXIT_POLL_SECONDS = 1.0
 # How long a stopping operator waits for its queued Events to be sent.
 EVENT_FLUSH_SECONDS = 5.0
+# Threads running reconciles (kopf's pool for sync work). A reconcile mostly waits on the API
+# server, so more of them in flight keep it busy: at 200 new pipelines 16 reached all Jobs in
+# half the time of 8; 32 or 64 did worse again (the GIL).
+WORKERS = 16
 
 
 def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
@@ -95,7 +100,7 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     # kopf's "Handler succeeded" logs would add a POST per handler run and bury them. Its
     # warnings and errors still go out.
     settings.posting.level = logging.WARNING
-    settings.execution.max_workers = 8
+    settings.execution.max_workers = WORKERS
     settings.batching.idle_timeout = 1.0
     settings.batching.batch_window = 0.1
     settings.watching.server_timeout = 300
@@ -137,7 +142,8 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     configure(settings, config)
     runtime.executor = settings.execution.executor
     runtime.config = config
-    runtime.kube = kube.connect(config.server or None)
+    # Every reconcile thread, every Event sender, the resync loop: each a connection of its own.
+    runtime.kube = kube.connect(config.server or None, connections=WORKERS + SENDERS + 2)
     watch_slices()  # kopf fills the cache before any other handler runs (controller/observe.py)
     runtime.seen.clear()
     if runtime.resync is None:
