@@ -39,7 +39,9 @@ from kubeloop.decide.events import correlation
 __all__ = ["DROPPED", "QUEUE_LIMIT", "SENDERS", "Recorder", "recorder"]
 
 log = logging.getLogger("kubeloop.events")
-QUEUE_LIMIT = 1000  # Events waiting to be sent; client-go's broadcaster queues 1000 too
+# Events waiting to be sent. client-go's broadcaster holds 1000; 1000 new pipelines queue
+# 2000 faster than they go out (bench/operator): at 1000 about half of them were dropped.
+QUEUE_LIMIT = 4096
 SENDERS = 2  # threads posting, each for a share of the objects (one object: one thread)
 _SEEN_LIMIT = 4096  # Events remembered for dedupe (client-go's LRU cache size)
 _RETRY_SECONDS = (0.5, 2.0)
