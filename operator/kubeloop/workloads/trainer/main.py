@@ -38,7 +38,6 @@ from kubeloop.workloads.result import write_result
 from kubeloop.workloads.trainer.errors import TrainingError
 from kubeloop.workloads.trainer.mlp import Distributed
 from kubeloop.workloads.trainer.progress import ProgressReporter
-from kubeloop.workloads.trainer.pushmetrics import push_training_metrics
 
 __all__ = ["load_spec", "main"]
 
@@ -199,6 +198,10 @@ def main(argv: list[str]) -> int:
     if dist.rank == 0 and trial is None:
         url = os.environ.get("KUBELOOP_PUSHGATEWAY_URL")
         if url:
+            # Imported here: prometheus_client reads PROMETHEUS_MULTIPROC_DIR at import, and
+            # `kubeloop local` preloads this module in the fork server every pod forks from.
+            from kubeloop.workloads.trainer.pushmetrics import push_training_metrics
+
             push_training_metrics(url, namespace, pipeline, result, time.monotonic() - started)
     if dist.local_rank == 0:
         write_result(result, args.result_path)
