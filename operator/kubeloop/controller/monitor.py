@@ -536,7 +536,10 @@ def on_deployment_event(
     )
     if _SEEN.get(key) == seen:
         return
-    _SEEN[key] = seen
+    if type == "DELETED":  # forget it: a deployment re-created under the name starts afresh
+        _SEEN.pop(key, None)
+    else:
+        _SEEN[key] = seen
     for monitor in _snapshot(index, key):
         reconcile(key[0], monitor)
 
