@@ -758,7 +758,9 @@ class RunProgress(KubeModel):
     )
 
 
-Trigger = Literal["Create", "SpecChange", "Manual", "Schedule", "Drift", "NewData"]
+# Drift: a DriftMonitor's retrain request for input drift; Degraded: for measured performance
+# below its thresholds (spec.performance.onDegraded.retrain).
+Trigger = Literal["Create", "SpecChange", "Manual", "Schedule", "Drift", "Degraded", "NewData"]
 
 
 class RunRef(KubeModel):
