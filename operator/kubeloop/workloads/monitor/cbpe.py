@@ -28,6 +28,9 @@ __all__ = ["Calibrator", "estimate", "fit_isotonic"]
 
 Floats = npt.NDArray[np.float64]
 
+# Vectorised pooling passes before the sequential pool takes the blocks left (fit_isotonic).
+VECTOR_PASSES = 8
+
 
 @dataclass(frozen=True)
 class Calibrator:
@@ -41,29 +44,54 @@ class Calibrator:
 
 
 def fit_isotonic(scores: Floats, truth: npt.NDArray[np.bool_]) -> Calibrator:
-    """Pool-adjacent-violators on the label rates of each distinct score (non-decreasing)."""
+    """Pool-adjacent-violators on the label rates of each distinct score (non-decreasing).
+
+    Blocks are kept as (positives, rows): integer counts, exact in float64, so a block's rate
+    is one division whatever order its rows were pooled in. Pooling adjacent violators in any
+    order reaches the same (unique) fit: first whole runs of decreasing blocks are pooled at
+    once, vectorised, a few passes; what still violates is pooled one block at a time.
+    """
     x, inverse, weight = np.unique(scores, return_inverse=True, return_counts=True)
-    mean = np.bincount(inverse, weights=truth.astype(np.float64)) / weight
-    # blocks of (value, weight, size) merged while a block is below the one before it
-    values: list[float] = []
-    weights: list[float] = []
-    sizes: list[int] = []
-    for v, w in zip(mean.tolist(), weight.tolist(), strict=True):
-        values.append(v)
-        weights.append(float(w))
-        sizes.append(1)
-        while len(values) > 1 and values[-2] > values[-1]:
-            w2 = weights[-2] + weights[-1]
-            v2 = (values[-2] * weights[-2] + values[-1] * weights[-1]) / w2
-            s2 = sizes[-2] + sizes[-1]
-            del values[-1], weights[-1], sizes[-1]
-            values[-1], weights[-1], sizes[-1] = v2, w2, s2
-    y = np.repeat(np.asarray(values), sizes)
+    positives: Floats = np.asarray(
+        np.bincount(inverse, weights=truth.astype(np.float64), minlength=x.size), np.float64
+    )
+    rows: Floats = weight.astype(np.float64)
+    sizes = np.ones(x.size, np.int64)
+    for _ in range(VECTOR_PASSES):
+        rate = positives / rows
+        falls = rate[:-1] > rate[1:]  # block i+1 is below block i: pooled with it
+        if not falls.any():
+            break
+        group = np.cumsum(np.concatenate([[0], ~falls])).astype(np.int64)
+        positives = np.asarray(np.bincount(group, weights=positives), np.float64)
+        rows = np.asarray(np.bincount(group, weights=rows), np.float64)
+        sizes = np.bincount(group, weights=sizes).astype(np.int64)
+    positives, rows, sizes = _pool(positives, rows, sizes)
+    y = np.repeat(positives / rows, sizes)
     # Only the first and last score of each constant block matter to the interpolation (as
     # sklearn keeps them): calibrating a million scores then searches a few hundred points.
     change = np.flatnonzero(np.diff(y)) if y.size > 1 else np.empty(0, np.int64)
     keep = np.unique(np.concatenate([[0, y.size - 1], change, change + 1]))
     return Calibrator(x[keep].astype(np.float64), y[keep])
+
+
+def _pool(
+    positives: Floats, rows: Floats, sizes: npt.NDArray[np.int64]
+) -> tuple[Floats, Floats, npt.NDArray[np.int64]]:
+    """The sequential pool-adjacent-violators on blocks (positives, rows, sizes)."""
+    s: list[float] = []
+    w: list[float] = []
+    n: list[int] = []
+    for block in zip(positives.tolist(), rows.tolist(), sizes.tolist(), strict=True):
+        s.append(block[0])
+        w.append(block[1])
+        n.append(block[2])
+        while len(s) > 1 and s[-2] * w[-1] > s[-1] * w[-2]:  # rate before > rate after
+            last = s.pop(), w.pop(), n.pop()
+            s[-1] += last[0]
+            w[-1] += last[1]
+            n[-1] += last[2]
+    return np.asarray(s, np.float64), np.asarray(w, np.float64), np.asarray(n, np.int64)
 
 
 def estimate(
@@ -74,18 +102,43 @@ def estimate(
     if score.size == 0:
         return {}
     p = calibrator(score) if calibrator is not None else score
-    tp = float(p[predicted_positive].sum())
-    fp = float((1 - p[predicted_positive]).sum())
-    fn = float(p[~predicted_positive].sum())
-    tn = float((1 - p[~predicted_positive]).sum())
+    chosen, rest = p[predicted_positive], p[~predicted_positive]
+    tp = float(chosen.sum())
+    fp = float((1 - chosen).sum())
+    fn = float(rest.sum())
+    tn = float((1 - rest).sum())
     out = {"accuracy": (tp + tn) / score.size}
     denominator = tp + 0.5 * (fp + fn)
     out["f1"] = tp / denominator if denominator else 0.0
-    order = np.argsort(score)[::-1]  # as NannyML sorts
-    expected = np.cumsum(p[order])
-    tps: Floats = np.round(np.concatenate([[0.0], expected]), 5)
-    fps: Floats = np.round(np.concatenate([[0.0], 1 + np.arange(score.size) - expected]), 5)
-    if tps[-1] > 0 and fps[-1] > 0:
-        tpr, fpr = tps / tps[-1], fps / fps[-1]
-        out["roc_auc"] = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+    auc = _expected_roc_auc(score, calibrator)
+    if auc is not None:
+        out["roc_auc"] = auc
     return out
+
+
+def _expected_roc_auc(score: Floats, calibrator: Calibrator | None) -> float | None:
+    """NannyML's expected ROC AUC: rows by descending score, the calibrated p of each added to
+    the expected true positives (1 - p to the false), both rounded to 5 decimals, trapezoids.
+
+    The scores are sorted rather than argsorted: p is a function of the score, so tied scores
+    have equal p and the curve is the same whichever order ties take; and a sort is cheaper.
+    """
+    n = score.size
+    ordered = np.sort(score)[::-1]
+    p = calibrator(ordered) if calibrator is not None else ordered
+    tps = np.empty(n + 1)
+    tps[0] = 0.0
+    np.cumsum(p, out=tps[1:])
+    fps = np.empty(n + 1)
+    fps[0] = 0.0
+    np.subtract(np.arange(1, n + 1, dtype=np.float64), tps[1:], out=fps[1:])
+    np.round(tps, 5, out=tps)
+    np.round(fps, 5, out=fps)
+    if not (tps[-1] > 0 and fps[-1] > 0):
+        return None
+    tps /= tps[-1]  # the true positive rate
+    fps /= fps[-1]  # the false positive rate
+    height = tps[1:] + tps[:-1]
+    height /= 2
+    height *= np.diff(fps)
+    return float(np.sum(height))
