@@ -30,6 +30,9 @@ Floats = npt.NDArray[np.float64]
 
 # Vectorised pooling passes before the sequential pool takes the blocks left (fit_isotonic).
 VECTOR_PASSES = 8
+# Up to this many rows the expected ROC AUC sorts them all, with NannyML's rounding; above, the
+# rounding weighs less than 1e-9 and the rows are summed per calibrator segment instead.
+SORTED_ROWS = 1 << 17
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,13 @@ def estimate(
     and prediction; empty when there are no rows."""
     if score.size == 0:
         return {}
-    p = calibrator(score) if calibrator is not None else score
+    if calibrator is None or score.size < SORTED_ROWS:
+        p = calibrator(score) if calibrator is not None else score
+        auc = _expected_roc_auc(score, calibrator)
+    else:
+        segment = np.searchsorted(calibrator.x, score, side="right")
+        p, sloped = _calibrated(calibrator, score, segment)
+        auc = _segment_roc_auc(score, p, segment, sloped)
     chosen, rest = p[predicted_positive], p[~predicted_positive]
     tp = float(chosen.sum())
     fp = float((1 - chosen).sum())
@@ -110,10 +119,58 @@ def estimate(
     out = {"accuracy": (tp + tn) / score.size}
     denominator = tp + 0.5 * (fp + fn)
     out["f1"] = tp / denominator if denominator else 0.0
-    auc = _expected_roc_auc(score, calibrator)
     if auc is not None:
         out["roc_auc"] = auc
     return out
+
+
+def _calibrated(
+    calibrator: Calibrator, score: Floats, segment: npt.NDArray[np.intp]
+) -> tuple[Floats, npt.NDArray[np.bool_]]:
+    """`calibrator(score)` (np.interp's arithmetic) from each score's `segment`, the number of
+    knots at or below it: 0 and len(x) are the clipped ends; and which segments slope."""
+    x, y = calibrator.x, calibrator.y
+    base = np.concatenate([[y[0]], y])  # the value at a segment's left knot (or the end's)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        slope = np.concatenate([[0.0], np.diff(y) / np.diff(x), [0.0]])
+    sloped = slope != 0
+    p = base[segment]
+    rows = np.flatnonzero(sloped[segment])
+    if rows.size:
+        j = segment[rows] - 1
+        p[rows] = slope[segment[rows]] * (score[rows] - x[j]) + y[j]
+    return p, sloped
+
+
+def _segment_roc_auc(
+    score: Floats, p: Floats, segment: npt.NDArray[np.intp], sloped: npt.NDArray[np.bool_]
+) -> float | None:
+    """NannyML's expected ROC AUC (`_expected_roc_auc`) without sorting every row.
+
+    Its trapezoids sum to sum_i (1 - p_i) (T_i + p_i / 2) / (TP FP), rows by descending score,
+    T_i the p of the rows before row i, TP and FP the sums of p and 1 - p. Between calibrator
+    segments only their sums of p and 1 - p matter; inside a flat segment (p = c for m rows)
+    the rows give c (1 - c) m^2 / 2 in any order; only rows on a sloping segment (a narrow gap
+    between two of the reference's scores, where the isotonic fit steps) are sorted. Equal
+    to NannyML's but for its rounding of the curve to 5 decimals (1e-11 at a million rows).
+    """
+    count = sloped.size
+    positive = np.bincount(segment, weights=p, minlength=count)  # expected positives
+    negative = np.bincount(segment, minlength=count) - positive
+    tp, fp = float(positive.sum()), float(negative.sum())
+    if not (tp > 0 and fp > 0):
+        return None
+    above = np.cumsum(positive[::-1])[::-1] - positive  # p of the segments scored higher
+    area = float(np.dot(negative, above)) + float(np.sum((positive * negative)[~sloped]) / 2)
+    rows = np.flatnonzero(sloped[segment])
+    if rows.size:
+        order = rows[np.argsort(score[rows])[::-1]]
+        q, group = p[order], segment[order]
+        before = np.cumsum(q) - q
+        start = np.flatnonzero(np.concatenate([[True], group[1:] != group[:-1]]))
+        before -= np.repeat(before[start], np.diff(np.append(start, q.size)))
+        area += float(np.sum((1 - q) * (before + q / 2)))
+    return area / (tp * fp)
 
 
 def _expected_roc_auc(score: Floats, calibrator: Calibrator | None) -> float | None:

@@ -25,18 +25,21 @@ Every setting comes from env (what the operator sets) or the equal flag (a lapto
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import pyarrow as pa
 import pyarrow.dataset as ds
 
 from kubeloop.api.common import parse_duration
-from kubeloop.api.monitor import DriftMonitorSpec
+from kubeloop.api.monitor import DriftMonitorSpec, PerformanceSpec
 from kubeloop.profile import Profile
 from kubeloop.storage import StorageError, join, store_for
 from kubeloop.workloads.monitor.accumulate import (
@@ -45,8 +48,12 @@ from kubeloop.workloads.monitor.accumulate import (
     accumulators_for,
 )
 from kubeloop.workloads.monitor.exact_ks import exact_ks
-from kubeloop.workloads.monitor.performance import check_performance
-from kubeloop.workloads.monitor.prediction_drift import prediction_profile, validation_predictions
+from kubeloop.workloads.monitor.performance import LabelJoin, check_performance, no_predictions
+from kubeloop.workloads.monitor.prediction_drift import (
+    OutputDrift,
+    prediction_profile,
+    validation_predictions,
+)
 from kubeloop.workloads.monitor.quality import (
     SchemaTally,
     add_quality_metrics,
@@ -65,6 +72,15 @@ __all__ = ["main", "run_check"]
 FEATURE_BUDGET = 3300
 
 Accumulator = NumericAccumulator | CategoricalAccumulator
+
+
+class Rider(Protocol):
+    """Work that rides on the drift check's scan of the window: it names the columns it reads
+    (told the window's schema first) and gets each batch's work to run beside the features'."""
+
+    def columns(self, schema: pa.Schema) -> list[str]: ...
+
+    def tasks(self, batch: pa.RecordBatch) -> list[Callable[[], None]]: ...
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -111,18 +127,24 @@ def run_check(
     reference_uri: str,
     now: datetime,
     tally: SchemaTally | None = None,
+    *,
+    riders: Sequence[Rider] = (),
+    dictionary_columns: Sequence[str] = (),
 ) -> tuple[DatasetVerdict, dict[str, Accumulator]]:
     """Stream the window through the accumulators and reach a verdict; `tally` counts the
-    rows whose feature columns are absent or mistyped (for the data-quality verdict)."""
+    rows whose feature columns are absent or mistyped (for the data-quality verdict).
+    `riders` read their columns in the same scan; `dictionary_columns` of theirs are decoded
+    as dictionaries, as the categorical features are."""
     start = now - parse_duration(spec.window)
     dataset = open_window(payload_log_uri, start, now)
     served = [n for n in dataset.schema.names if not n.startswith("_")] if dataset else None
     profile = load_reference(reference_uri, spec.features, served)
-    if dataset is not None and profile.categorical:
-        dataset = open_window(payload_log_uri, start, now, list(profile.categorical))
+    dictionary = [*profile.categorical, *dictionary_columns]
+    if dataset is not None and dictionary:
+        dataset = open_window(payload_log_uri, start, now, dictionary)
     # KS deciding against raw Parquet: computed exactly from it (a profile keeps its sketch's).
     raw = raw_reference(reference_uri) if spec.tests.numeric == "ks" else None
-    return judge_window(spec, dataset, profile, start, now, tally=tally, raw=raw)
+    return judge_window(spec, dataset, profile, start, now, tally=tally, raw=raw, riders=riders)
 
 
 def judge_window(
@@ -134,21 +156,33 @@ def judge_window(
     *,
     tally: SchemaTally | None = None,
     raw: ds.Dataset | None = None,
+    riders: Sequence[Rider] = (),
 ) -> tuple[DatasetVerdict, dict[str, Accumulator]]:
     """Compare the window's columns named in `profile` with it, with the spec's tests; with
-    `raw`, the reference's Parquet data, the KS test is computed exactly from it."""
+    `raw`, the reference's Parquet data, the KS test is computed exactly from it. `riders`
+    get every batch of the same scan (their columns read with the features', once)."""
     accumulators = accumulators_for(profile)
     tally = tally if tally is not None else SchemaTally()
     rows = 0
     if dataset is not None:
-        for batch in window_batches(dataset, list(accumulators), start, now):
+        columns = list(accumulators)
+        for rider in riders:
+            columns += rider.columns(dataset.schema)
+        for batch in window_batches(dataset, list(dict.fromkeys(columns)), start, now):
             rows += batch.num_rows
             # A feature the server did not log, or logged with the wrong type: missing.
-            feed(accumulators, tally, batch)
+            feed(accumulators, tally, batch, [t for r in riders for t in r.tasks(batch)])
+    if raw is not None and dataset is not None and rows >= spec.min_rows:
+        _exact_ks(accumulators, dataset, raw, start, now)
+    return judge_accumulators(spec, accumulators, rows), accumulators
+
+
+def judge_accumulators(
+    spec: DriftMonitorSpec, accumulators: dict[str, Accumulator], rows: int
+) -> DatasetVerdict:
+    """The verdict of what `accumulators` counted over a window of `rows` rows."""
     features = []
     if rows >= spec.min_rows:
-        if raw is not None and dataset is not None:
-            _exact_ks(accumulators, dataset, raw, start, now)
         for name, acc in accumulators.items():
             test = (
                 spec.tests.numeric
@@ -165,8 +199,7 @@ def judge_window(
                     bins=spec.tests.psi_bin_count,
                 )
             )
-    verdict = dataset_verdict(features, rows, spec.min_rows, spec.thresholds.drift_share)
-    return verdict, accumulators
+    return dataset_verdict(features, rows, spec.min_rows, spec.thresholds.drift_share)
 
 
 def _exact_ks(
@@ -200,27 +233,71 @@ def _features_result(
     return out, len(ordered) - len(out)
 
 
-def check_outputs(
-    spec: DriftMonitorSpec, payload_log_uri: str, reference_uri: str, now: datetime
-) -> DatasetVerdict | None:
-    """Prediction drift over the drift window; None without validation predictions."""
-    table = validation_predictions(reference_uri)
-    if table is None or "_prediction" not in table.column_names:
+def output_drift(validation: pa.Table | None) -> OutputDrift | None:
+    """Prediction drift's accumulators; None without validation predictions."""
+    if validation is None or "_prediction" not in validation.column_names:
         return None
-    profile = prediction_profile(table)
-    start = now - parse_duration(spec.window)
-    dataset = open_window(payload_log_uri, start, now, list(profile.categorical))
-    verdict, _ = judge_window(spec, dataset, profile, start, now)
-    return verdict
+    return OutputDrift(prediction_profile(validation))
 
 
-def _performance(spec: DriftMonitorSpec, args: argparse.Namespace, now: datetime) -> dict[str, Any]:
-    """The performance section; a labels problem fails this section only, not the check."""
+class SharedPerformance:
+    """spec.performance's label join fed by the drift check's scan (both windows equal); a
+    labels problem fails this section only, not the check."""
+
+    def __init__(self, spec: PerformanceSpec, validation: pa.Table | None) -> None:
+        self.spec = spec
+        self.validation = validation
+        self.join: LabelJoin | None = None
+        self.failed: dict[str, Any] | None = None
+
+    def columns(self, schema: pa.Schema) -> list[str]:
+        if "_prediction" not in schema.names:
+            return []
+        try:
+            self.join = LabelJoin(self.spec, schema, self.validation)
+        except (StorageError, ValueError, OSError) as exc:
+            self.failed = _failed(exc)
+            return []
+        return self.join.columns
+
+    def tasks(self, batch: pa.RecordBatch) -> list[Callable[[], None]]:
+        return [functools.partial(self._add, batch)] if self.join is not None else []
+
+    def _add(self, batch: pa.RecordBatch) -> None:
+        if self.join is None:
+            return
+        try:
+            self.join.add(batch)
+        except (StorageError, ValueError, OSError) as exc:
+            self.join, self.failed = None, _failed(exc)
+
+    def result(self) -> dict[str, Any]:
+        """The performance section."""
+        if self.failed is not None:
+            return self.failed
+        try:
+            found = self.join.result() if self.join is not None else no_predictions(self.spec)
+        except (StorageError, ValueError, OSError) as exc:
+            return _failed(exc)
+        return found.as_result()
+
+
+def _failed(exc: Exception) -> dict[str, Any]:
+    return {"verdict": "Failed", "message": str(exc)[:1000]}
+
+
+def _performance(
+    spec: DriftMonitorSpec, args: argparse.Namespace, now: datetime, validation: pa.Table | None
+) -> dict[str, Any]:
+    """The performance section from a scan of its own window; a labels problem fails this
+    section only, not the check."""
     assert spec.performance is not None
     try:
-        found = check_performance(spec.performance, args.payload_log_uri, args.reference_uri, now)
+        found = check_performance(
+            spec.performance, args.payload_log_uri, args.reference_uri, now, validation
+        )
     except (StorageError, ValueError, OSError) as exc:
-        return {"verdict": "Failed", "message": str(exc)[:1000]}
+        return _failed(exc)
     return found.as_result()
 
 
@@ -249,8 +326,27 @@ def main(argv: list[str]) -> int:
             raise ValueError("set KUBELOOP_PAYLOAD_LOG_URI and KUBELOOP_REFERENCE_URI")
         spec = _spec(args.spec, args.monitor)
         tally = SchemaTally()
+        # The version's validation predictions, read once: prediction drift's reference and
+        # the estimate's calibration.
+        validation = validation_predictions(args.reference_uri)
+        drift_of_outputs = output_drift(validation)
+        riders: list[Rider] = [drift_of_outputs] if drift_of_outputs is not None else []
+        shared = None
+        if spec.performance is not None and parse_duration(
+            spec.performance.window
+        ) == parse_duration(spec.window):
+            shared = SharedPerformance(spec.performance, validation)
+            riders.append(shared)
         verdict, accumulators = run_check(
-            spec, args.payload_log_uri, args.reference_uri, now, tally
+            spec,
+            args.payload_log_uri,
+            args.reference_uri,
+            now,
+            tally,
+            riders=riders,
+            dictionary_columns=(
+                list(drift_of_outputs.profile.categorical) if drift_of_outputs else []
+            ),
         )
         quality = (
             judge_quality(
@@ -259,7 +355,11 @@ def main(argv: list[str]) -> int:
             if spec.quality.enabled
             else None
         )
-        outputs = check_outputs(spec, args.payload_log_uri, args.reference_uri, now)
+        outputs = (
+            judge_accumulators(spec, drift_of_outputs.accumulators, verdict.rows)
+            if drift_of_outputs is not None
+            else None
+        )
     except (StorageError, ValueError, OSError) as exc:
         write_result(
             {
@@ -289,8 +389,10 @@ def main(argv: list[str]) -> int:
     if quality is not None:
         result["quality"] = quality_result(quality)
         budget -= len(json.dumps(result["quality"], separators=(",", ":")))
-    if spec.performance is not None:
-        result["performance"] = _performance(spec, args, now)
+    if shared is not None:
+        result["performance"] = shared.result()
+    elif spec.performance is not None:
+        result["performance"] = _performance(spec, args, now, validation)
     if outputs is not None and outputs.features:
         result["predictionDrift"] = _outputs_result(outputs)
     budget -= len(json.dumps({k: result.get(k) for k in ("performance", "predictionDrift")}))

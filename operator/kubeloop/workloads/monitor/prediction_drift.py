@@ -7,9 +7,14 @@ The reference is what the served version predicted on its validation data
 logged outputs are judged against that profile with the DriftMonitor's own tests and
 thresholds. A version without that file (trained before it existed, or a model given by URI
 without one) has no prediction-drift verdict: the check says so instead of guessing.
+
+The outputs ride on the drift check's own scan of the window (`OutputDrift`): their columns
+are read and folded with the features', batch by batch, never in a second pass.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -18,8 +23,14 @@ import pyarrow.parquet as pq
 from kubeloop.payload_schema import PROBA_PREFIX, VALIDATION_PREDICTIONS
 from kubeloop.profile import Profile, build_profile, load_profile
 from kubeloop.storage import NotFoundError, join, store_for
+from kubeloop.workloads.monitor.accumulate import (
+    CategoricalAccumulator,
+    NumericAccumulator,
+    accumulators_for,
+)
+from kubeloop.workloads.monitor.quality import SchemaTally, folds
 
-__all__ = ["prediction_profile", "validation_predictions"]
+__all__ = ["OutputDrift", "prediction_profile", "validation_predictions"]
 
 
 def validation_predictions(reference_uri: str) -> pa.Table | None:
@@ -51,3 +62,22 @@ def prediction_profile(table: pa.Table) -> Profile:
             pc.cast(prediction, pa.string()),
         )
     return load_profile(build_profile(table, numeric, categorical))
+
+
+class OutputDrift:
+    """The accumulators of the outputs in `profile`, fed from the drift check's scan."""
+
+    def __init__(self, profile: Profile) -> None:
+        self.profile = profile
+        self.accumulators: dict[str, NumericAccumulator | CategoricalAccumulator] = (
+            accumulators_for(profile)
+        )
+        self.tally = SchemaTally()  # an output the server did not log: missing, as a feature
+
+    def columns(self, schema: pa.Schema) -> list[str]:
+        """The window columns it reads."""
+        return list(self.accumulators)
+
+    def tasks(self, batch: pa.RecordBatch) -> list[Callable[[], None]]:
+        """The work of folding one batch of the window."""
+        return folds(self.accumulators, self.tally, batch)
