@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from kubeloop.workloads.monitor.placement import count_at_or_below
+
 __all__ = ["Calibrator", "estimate", "fit_isotonic"]
 
 Floats = npt.NDArray[np.float64]
@@ -102,21 +104,20 @@ def estimate(
 ) -> dict[str, float]:
     """Expected accuracy, F1 and ROC AUC of the rows with the model's positive-class `score`
     and prediction; empty when there are no rows."""
-    if score.size == 0:
+    n = score.size
+    if n == 0:
         return {}
-    if calibrator is None or score.size < SORTED_ROWS:
+    if calibrator is None or n < SORTED_ROWS:
         p = calibrator(score) if calibrator is not None else score
+        chosen, rest = p[predicted_positive], p[~predicted_positive]
+        tp = float(chosen.sum())
+        fp = float((1 - chosen).sum())
+        fn = float(rest.sum())
+        tn = float((1 - rest).sum())
         auc = _expected_roc_auc(score, calibrator)
     else:
-        segment = np.searchsorted(calibrator.x, score, side="right")
-        p, sloped = _calibrated(calibrator, score, segment)
-        auc = _segment_roc_auc(score, p, segment, sloped)
-    chosen, rest = p[predicted_positive], p[~predicted_positive]
-    tp = float(chosen.sum())
-    fp = float((1 - chosen).sum())
-    fn = float(rest.sum())
-    tn = float((1 - rest).sum())
-    out = {"accuracy": (tp + tn) / score.size}
+        tp, fp, fn, tn, auc = _per_segment(score, predicted_positive, calibrator)
+    out = {"accuracy": (tp + tn) / n}
     denominator = tp + 0.5 * (fp + fn)
     out["f1"] = tp / denominator if denominator else 0.0
     if auc is not None:
@@ -124,53 +125,54 @@ def estimate(
     return out
 
 
-def _calibrated(
-    calibrator: Calibrator, score: Floats, segment: npt.NDArray[np.intp]
-) -> tuple[Floats, npt.NDArray[np.bool_]]:
-    """`calibrator(score)` (np.interp's arithmetic) from each score's `segment`, the number of
-    knots at or below it: 0 and len(x) are the clipped ends; and which segments slope."""
+def _per_segment(
+    score: Floats, predicted_positive: npt.NDArray[np.bool_], calibrator: Calibrator
+) -> tuple[float, float, float, float, float | None]:
+    """The expected confusion matrix and ROC AUC from counts per calibrator segment.
+
+    A row's segment is the number of knots at or below its score (0 and len(x): the clipped
+    ends). On a flat segment every row has the segment's p, so rows are only counted there;
+    p is computed (np.interp's arithmetic) for the rows of sloping segments alone: the narrow
+    gaps between two of the reference's scores where the isotonic fit steps.
+
+    NannyML's ROC AUC sums the trapezoids sum_i (1 - p_i) (T_i + p_i / 2) / (TP FP) over the
+    rows by descending score, T_i the p of the rows before row i, TP and FP the sums of p and
+    1 - p. Between segments only their sums matter; a flat segment's m rows (p = c) give
+    c (1 - c) m^2 / 2 in any order; only rows on sloping segments are sorted. Equal to NannyML's
+    but for its rounding of the curve to 5 decimals (1e-11 at a million rows).
+    """
     x, y = calibrator.x, calibrator.y
-    base = np.concatenate([[y[0]], y])  # the value at a segment's left knot (or the end's)
+    segment = count_at_or_below(x, score)
+    base = np.concatenate([[y[0]], y])  # p at a segment's left knot (or the clipped end's)
     with np.errstate(divide="ignore", invalid="ignore"):
         slope = np.concatenate([[0.0], np.diff(y) / np.diff(x), [0.0]])
     sloped = slope != 0
-    p = base[segment]
+    flat = ~sloped
+    count = base.size
     rows = np.flatnonzero(sloped[segment])
-    if rows.size:
-        j = segment[rows] - 1
-        p[rows] = slope[segment[rows]] * (score[rows] - x[j]) + y[j]
-    return p, sloped
-
-
-def _segment_roc_auc(
-    score: Floats, p: Floats, segment: npt.NDArray[np.intp], sloped: npt.NDArray[np.bool_]
-) -> float | None:
-    """NannyML's expected ROC AUC (`_expected_roc_auc`) without sorting every row.
-
-    Its trapezoids sum to sum_i (1 - p_i) (T_i + p_i / 2) / (TP FP), rows by descending score,
-    T_i the p of the rows before row i, TP and FP the sums of p and 1 - p. Between calibrator
-    segments only their sums of p and 1 - p matter; inside a flat segment (p = c for m rows)
-    the rows give c (1 - c) m^2 / 2 in any order; only rows on a sloping segment (a narrow gap
-    between two of the reference's scores, where the isotonic fit steps) are sorted. Equal
-    to NannyML's but for its rounding of the curve to 5 decimals (1e-11 at a million rows).
-    """
-    count = sloped.size
-    positive = np.bincount(segment, weights=p, minlength=count)  # expected positives
-    negative = np.bincount(segment, minlength=count) - positive
-    tp, fp = float(positive.sum()), float(negative.sum())
-    if not (tp > 0 and fp > 0):
-        return None
+    on = segment[rows]
+    p = slope[on] * (score[rows] - x[on - 1]) + y[on - 1]
+    m = np.bincount(segment, minlength=count).astype(np.float64)
+    chosen = np.bincount(segment, weights=predicted_positive, minlength=count)
+    positive = np.where(flat, base * m, 0.0) + np.bincount(on, weights=p, minlength=count)
+    negative = m - positive
+    tp = float(np.dot(base[flat], chosen[flat])) + float(p[predicted_positive[rows]].sum())
+    expected = float(positive.sum())
+    fp = float(chosen.sum()) - tp
+    fn = expected - tp
+    tn = score.size - expected - fp
+    if not (expected > 0 and score.size - expected > 0):
+        return tp, fp, fn, tn, None
     above = np.cumsum(positive[::-1])[::-1] - positive  # p of the segments scored higher
-    area = float(np.dot(negative, above)) + float(np.sum((positive * negative)[~sloped]) / 2)
-    rows = np.flatnonzero(sloped[segment])
+    area = float(np.dot(negative, above)) + float(np.sum((positive * negative)[flat]) / 2)
     if rows.size:
-        order = rows[np.argsort(score[rows])[::-1]]
-        q, group = p[order], segment[order]
+        order = np.argsort(score[rows])[::-1]
+        q, group = p[order], on[order]
         before = np.cumsum(q) - q
         start = np.flatnonzero(np.concatenate([[True], group[1:] != group[:-1]]))
         before -= np.repeat(before[start], np.diff(np.append(start, q.size)))
         area += float(np.sum((1 - q) * (before + q / 2)))
-    return area / (tp * fp)
+    return tp, fp, fn, tn, area / (expected * (score.size - expected))
 
 
 def _expected_roc_auc(score: Floats, calibrator: Calibrator | None) -> float | None:
