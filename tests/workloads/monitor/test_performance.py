@@ -180,7 +180,8 @@ def test_isotonic_calibration_equals_sklearns() -> None:
 
 def test_the_estimate_per_calibrator_segment_equals_the_sorted_curve() -> None:
     """Above SORTED_ROWS the expected ROC AUC sums rows per calibrator segment (no sort of the
-    window): the same area as NannyML's sorted curve, up to that curve's 5-decimal rounding."""
+    window): the same area as NannyML's sorted curve, up to that curve's 5-decimal rounding;
+    and the same streamed batch by batch, as the label join feeds it."""
     rng = np.random.default_rng(7)
     reference = np.round(rng.random(3000), 3)  # ties: flat and sloping segments both
     calibrator = cbpe.fit_isotonic(reference, rng.random(3000) < reference**2)
@@ -191,6 +192,10 @@ def test_the_estimate_per_calibrator_segment_equals_the_sorted_curve() -> None:
     assert got["roc_auc"] == pytest.approx(sorted_curve, abs=1e-9)
     p = calibrator(score)
     assert got["accuracy"] == pytest.approx(np.mean(np.where(predicted, p, 1 - p)), abs=1e-12)
+    streamed = cbpe.Estimate(calibrator)  # batch by batch, past SORTED_ROWS in the middle one
+    for part in np.array_split(np.arange(score.size), 3):
+        streamed.add(score[part], predicted[part])
+    assert streamed.result() == pytest.approx(got, abs=1e-12)
 
 
 _NANNYML = """

@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from kubeloop.workloads.monitor.placement import count_at_or_below
 
-__all__ = ["Calibrator", "estimate", "fit_isotonic"]
+__all__ = ["Calibrator", "Estimate", "SegmentCounts", "estimate", "fit_isotonic"]
 
 Floats = npt.NDArray[np.float64]
 
@@ -53,8 +53,9 @@ def fit_isotonic(scores: Floats, truth: npt.NDArray[np.bool_]) -> Calibrator:
 
     Blocks are kept as (positives, rows): integer counts, exact in float64, so a block's rate
     is one division whatever order its rows were pooled in. Pooling adjacent violators in any
-    order reaches the same (unique) fit: first whole runs of decreasing blocks are pooled at
-    once, vectorised, a few passes; what still violates is pooled one block at a time.
+    order reaches the same (unique) fit, and so does pooling equal neighbours (their fitted
+    values are equal): first whole runs of non-increasing blocks are pooled at once,
+    vectorised, a few passes; what still violates is pooled one block at a time.
     """
     x, inverse, weight = np.unique(scores, return_inverse=True, return_counts=True)
     positives: Floats = np.asarray(
@@ -64,7 +65,7 @@ def fit_isotonic(scores: Floats, truth: npt.NDArray[np.bool_]) -> Calibrator:
     sizes = np.ones(x.size, np.int64)
     for _ in range(VECTOR_PASSES):
         rate = positives / rows
-        falls = rate[:-1] > rate[1:]  # block i+1 is below block i: pooled with it
+        falls = rate[:-1] >= rate[1:]  # block i+1 is not above block i: pooled with it
         if not falls.any():
             break
         group = np.cumsum(np.concatenate([[0], ~falls])).astype(np.int64)
@@ -104,36 +105,77 @@ def estimate(
 ) -> dict[str, float]:
     """Expected accuracy, F1 and ROC AUC of the rows with the model's positive-class `score`
     and prediction; empty when there are no rows."""
-    n = score.size
-    if n == 0:
-        return {}
-    if calibrator is None or n < SORTED_ROWS:
-        p = calibrator(score) if calibrator is not None else score
-        chosen, rest = p[predicted_positive], p[~predicted_positive]
-        tp = float(chosen.sum())
-        fp = float((1 - chosen).sum())
-        fn = float(rest.sum())
-        tn = float((1 - rest).sum())
-        auc = _expected_roc_auc(score, calibrator)
-    else:
-        tp, fp, fn, tn, auc = _per_segment(score, predicted_positive, calibrator)
-    out = {"accuracy": (tp + tn) / n}
-    denominator = tp + 0.5 * (fp + fn)
-    out["f1"] = tp / denominator if denominator else 0.0
-    if auc is not None:
-        out["roc_auc"] = auc
-    return out
+    streamed = Estimate(calibrator)
+    streamed.add(score, predicted_positive)
+    return streamed.result()
 
 
-def _per_segment(
-    score: Floats, predicted_positive: npt.NDArray[np.bool_], calibrator: Calibrator
-) -> tuple[float, float, float, float, float | None]:
+class Estimate:
+    """CBPE over a window that comes batch by batch (NaN scores skipped).
+
+    Up to SORTED_ROWS rows are kept and the ROC AUC is NannyML's sorted curve with its
+    rounding. Past that, with a calibrator, the rows are only counted per calibrator segment
+    (`SegmentCounts`): memory no longer grows with the window, and nothing is sorted but the
+    rows of sloping segments. Without a calibrator p is the score itself: every row is kept.
+    """
+
+    def __init__(self, calibrator: Calibrator | None) -> None:
+        self.calibrator = calibrator
+        self._score: list[Floats] = []
+        self._positive: list[npt.NDArray[np.bool_]] = []
+        self._kept = 0
+        self._counts: SegmentCounts | None = None
+
+    def add(self, score: Floats, predicted_positive: npt.NDArray[np.bool_]) -> None:
+        """Fold one batch of scores and predictions."""
+        known = ~np.isnan(score)
+        if not known.all():
+            score, predicted_positive = score[known], predicted_positive[known]
+        if self._counts is not None:
+            self._counts.add(score, predicted_positive)
+            return
+        self._score.append(score)
+        self._positive.append(predicted_positive)
+        self._kept += score.size
+        if self.calibrator is not None and self._kept >= SORTED_ROWS:
+            self._counts = SegmentCounts(self.calibrator)
+            for kept, positive in zip(self._score, self._positive, strict=True):
+                self._counts.add(kept, positive)
+            self._score, self._positive = [], []
+
+    def result(self) -> dict[str, float]:
+        """Expected accuracy, F1 and ROC AUC; empty when no row came."""
+        if self._counts is not None:
+            n = self._counts.rows
+            tp, fp, fn, tn, auc = self._counts.totals()
+        else:
+            score = np.concatenate(self._score) if self._score else np.empty(0)
+            positive = np.concatenate(self._positive) if self._positive else np.empty(0, bool)
+            n = score.size
+            if n == 0:
+                return {}
+            p = self.calibrator(score) if self.calibrator is not None else score
+            chosen, rest = p[positive], p[~positive]
+            tp = float(chosen.sum())
+            fp = float((1 - chosen).sum())
+            fn = float(rest.sum())
+            tn = float((1 - rest).sum())
+            auc = _expected_roc_auc(score, self.calibrator)
+        out = {"accuracy": (tp + tn) / n}
+        denominator = tp + 0.5 * (fp + fn)
+        out["f1"] = tp / denominator if denominator else 0.0
+        if auc is not None:
+            out["roc_auc"] = auc
+        return out
+
+
+class SegmentCounts:
     """The expected confusion matrix and ROC AUC from counts per calibrator segment.
 
     A row's segment is the number of knots at or below its score (0 and len(x): the clipped
     ends). On a flat segment every row has the segment's p, so rows are only counted there;
-    p is computed (np.interp's arithmetic) for the rows of sloping segments alone: the narrow
-    gaps between two of the reference's scores where the isotonic fit steps.
+    the rows of sloping segments (the narrow gaps between two of the reference's scores where
+    the isotonic fit steps) are kept, their p computed with np.interp's arithmetic.
 
     NannyML's ROC AUC sums the trapezoids sum_i (1 - p_i) (T_i + p_i / 2) / (TP FP) over the
     rows by descending score, T_i the p of the rows before row i, TP and FP the sums of p and
@@ -141,38 +183,61 @@ def _per_segment(
     c (1 - c) m^2 / 2 in any order; only rows on sloping segments are sorted. Equal to NannyML's
     but for its rounding of the curve to 5 decimals (1e-11 at a million rows).
     """
-    x, y = calibrator.x, calibrator.y
-    segment = count_at_or_below(x, score)
-    base = np.concatenate([[y[0]], y])  # p at a segment's left knot (or the clipped end's)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        slope = np.concatenate([[0.0], np.diff(y) / np.diff(x), [0.0]])
-    sloped = slope != 0
-    flat = ~sloped
-    count = base.size
-    rows = np.flatnonzero(sloped[segment])
-    on = segment[rows]
-    p = slope[on] * (score[rows] - x[on - 1]) + y[on - 1]
-    m = np.bincount(segment, minlength=count).astype(np.float64)
-    chosen = np.bincount(segment, weights=predicted_positive, minlength=count)
-    positive = np.where(flat, base * m, 0.0) + np.bincount(on, weights=p, minlength=count)
-    negative = m - positive
-    tp = float(np.dot(base[flat], chosen[flat])) + float(p[predicted_positive[rows]].sum())
-    expected = float(positive.sum())
-    fp = float(chosen.sum()) - tp
-    fn = expected - tp
-    tn = score.size - expected - fp
-    if not (expected > 0 and score.size - expected > 0):
-        return tp, fp, fn, tn, None
-    above = np.cumsum(positive[::-1])[::-1] - positive  # p of the segments scored higher
-    area = float(np.dot(negative, above)) + float(np.sum((positive * negative)[flat]) / 2)
-    if rows.size:
-        order = np.argsort(score[rows])[::-1]
-        q, group = p[order], on[order]
-        before = np.cumsum(q) - q
-        start = np.flatnonzero(np.concatenate([[True], group[1:] != group[:-1]]))
-        before -= np.repeat(before[start], np.diff(np.append(start, q.size)))
-        area += float(np.sum((1 - q) * (before + q / 2)))
-    return tp, fp, fn, tn, area / (expected * (score.size - expected))
+
+    def __init__(self, calibrator: Calibrator) -> None:
+        x, y = calibrator.x, calibrator.y
+        self.x, self.y = x, y
+        self.base = np.concatenate([[y[0]], y])  # p at a segment's left knot (or clipped end)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self.slope = np.concatenate([[0.0], np.diff(y) / np.diff(x), [0.0]])
+        self.sloped = self.slope != 0
+        self.rows = 0
+        self.m = np.zeros(self.base.size)  # rows per segment
+        self.chosen = np.zeros(self.base.size)  # rows predicted positive per segment
+        self._score: list[Floats] = []  # the rows of sloping segments
+        self._segment: list[npt.NDArray[np.int64]] = []
+        self._positive: list[npt.NDArray[np.bool_]] = []
+
+    def add(self, score: Floats, predicted_positive: npt.NDArray[np.bool_]) -> None:
+        """Count one batch of (non-NaN) scores."""
+        segment = count_at_or_below(self.x, score)
+        size = self.base.size
+        self.rows += score.size
+        self.m += np.bincount(segment, minlength=size)
+        self.chosen += np.bincount(segment, weights=predicted_positive, minlength=size)
+        rows = np.flatnonzero(self.sloped[segment])
+        if rows.size:
+            self._score.append(score[rows])
+            self._segment.append(segment[rows])
+            self._positive.append(predicted_positive[rows])
+
+    def totals(self) -> tuple[float, float, float, float, float | None]:
+        """(tp, fp, fn, tn, roc_auc) expected over every row counted."""
+        flat = ~self.sloped
+        score = np.concatenate(self._score) if self._score else np.empty(0)
+        on = np.concatenate(self._segment) if self._segment else np.empty(0, np.int64)
+        chosen = np.concatenate(self._positive) if self._positive else np.empty(0, bool)
+        p = self.slope[on] * (score - self.x[on - 1]) + self.y[on - 1]
+        positive = np.where(flat, self.base * self.m, 0.0)
+        positive += np.bincount(on, weights=p, minlength=self.base.size)
+        negative = self.m - positive
+        tp = float(np.dot(self.base[flat], self.chosen[flat])) + float(p[chosen].sum())
+        expected = float(positive.sum())
+        fp = float(self.chosen.sum()) - tp
+        fn = expected - tp
+        tn = self.rows - expected - fp
+        if not (expected > 0 and self.rows - expected > 0):
+            return tp, fp, fn, tn, None
+        above = np.cumsum(positive[::-1])[::-1] - positive  # p of the segments scored higher
+        area = float(np.dot(negative, above)) + float(np.sum((positive * negative)[flat]) / 2)
+        if score.size:
+            order = np.argsort(score)[::-1]
+            q, group = p[order], on[order]
+            before = np.cumsum(q) - q
+            start = np.flatnonzero(np.concatenate([[True], group[1:] != group[:-1]]))
+            before -= np.repeat(before[start], np.diff(np.append(start, q.size)))
+            area += float(np.sum((1 - q) * (before + q / 2)))
+        return tp, fp, fn, tn, area / (expected * (self.rows - expected))
 
 
 def _expected_roc_auc(score: Floats, calibrator: Calibrator | None) -> float | None:

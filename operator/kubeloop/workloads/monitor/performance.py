@@ -1,11 +1,14 @@
 """Model performance from delayed labels, and its label-free estimate (spec.performance).
 
 The payload log's window (spec.performance.window, longer than drift's: labels come late) is
-streamed once. Each batch's rows are looked up in the labels by (request id, row); the joined
-rows keep only their label, prediction and class probabilities, so memory grows with the labels
-and the labelled rows, never with the window's features. For the estimate (binary classifiers)
-every row keeps its positive-class probability and whether it was predicted positive: 9 bytes a
-row. Metrics have scikit-learn's definitions (scores.py); the estimate is CBPE (cbpe.py).
+streamed once: by the drift check's own scan when both windows are the same (main.py), else by
+a scan of its own. Each batch's rows are looked up in the labels by (request id, row); the
+joined rows keep only their label, prediction and class probabilities, so memory grows with the
+labels and the labelled rows, never with the window's features. The estimate (binary
+classifiers) counts each batch per calibrator segment when the version's validation predictions
+calibrate it (cbpe.Estimate); calibrated on the window's own labels it keeps each row's
+positive-class probability and whether it was predicted positive (9 bytes a row) until they are
+joined. Metrics have scikit-learn's definitions (scores.py); the estimate is CBPE (cbpe.py).
 
 Labels that match no served row of the window (another window, another deployment, a typo)
 are counted as `unmatchedLabels`; duplicates as `duplicateLabels` (labels.py: last wins).
@@ -210,15 +213,14 @@ class LabelJoin:
     Batches are regrouped into CHUNK_ROWS tables before the lookup: Arrow hashes the labels'
     keys once per lookup (in C++), far cheaper than a Python dict per row, and few lookups even
     when the server wrote thousands of small files. Only the labelled rows' label, prediction
-    and probabilities are kept (Arrow strings, never Python objects); for the estimate every
-    row keeps its positive-class probability and whether it was predicted positive: 9 bytes.
+    and probabilities are kept (Arrow strings, never Python objects), and what the estimate
+    needs (module docstring).
     """
 
     def __init__(
         self, spec: PerformanceSpec, schema: pa.Schema, validation: pa.Table | None = None
     ) -> None:
         self.spec = spec
-        self.validation = validation
         prediction_type = schema.field("_prediction").type
         if pa.types.is_dictionary(prediction_type):
             prediction_type = prediction_type.value_type
@@ -236,6 +238,15 @@ class LabelJoin:
         self.label_values = table.column("_label").combine_chunks()
         self.seen = np.zeros(table.num_rows, dtype=bool)
         self.estimating = spec.estimate and self.classes is not None and len(self.classes) == 2
+        # With the version's validation predictions the calibrator is known before the scan:
+        # the estimate then counts each batch as it passes (cbpe.Estimate), else it keeps the
+        # scores until the window's own labels have calibrated them.
+        calibrator = (
+            _validation_calibrator(validation, self.classes[1])
+            if self.estimating and self.classes is not None
+            else None
+        )
+        self._cbpe = cbpe.Estimate(calibrator) if calibrator is not None else None
         self.columns = ["_request_id", "_row", "_prediction", *self.proba_columns]
         self.rows = 0
         self._buffer: list[pa.RecordBatch] = []
@@ -299,10 +310,15 @@ class LabelJoin:
                     )
                 )
         if self.estimating and self.classes is not None:
-            self._score.append(_floats_of(chunk, self.proba_columns[1]))
-            self._positive.append(_equals(prediction, self.classes[1]))
+            score = _floats_of(chunk, self.proba_columns[1])
+            positive = _equals(prediction, self.classes[1])
+            if self._cbpe is not None:
+                self._cbpe.add(score, positive)
+            else:
+                self._score.append(score)
+                self._positive.append(positive)
 
-    def result(self, reference_uri: str | None = None) -> PerformanceResult:
+    def result(self) -> PerformanceResult:
         """The metrics, the estimate and the verdict of everything added."""
         self._flush()
         spec = self.spec
@@ -320,9 +336,7 @@ class LabelJoin:
             unmatched_labels=int(self.labels.table.num_rows - self.seen.sum()),
             measured=measure(metrics, truth, predicted, proba, self.classes),
         )
-        if self.estimating and self.classes is not None and self._score:
-            if self.validation is None and reference_uri:
-                self.validation = validation_predictions(reference_uri)
+        if self.estimating and self.rows:
             result.estimated, result.calibration = self._estimate(truth, proba)
         result.verdict = _verdict(spec, result.labelled_rows, result.coverage, result.measured)
         return result
@@ -330,25 +344,20 @@ class LabelJoin:
     def _estimate(
         self, truth: pa.Array, proba: npt.NDArray[np.float64] | None
     ) -> tuple[dict[str, float], str]:
-        assert self.classes is not None
-        positive = self.classes[1]
-        score = np.concatenate(self._score)
-        predicted_positive = np.concatenate(self._positive)
-        known = ~np.isnan(score)
-        calibrator = _validation_calibrator(self.validation, positive)
-        how = "validation"
-        if calibrator is None:
-            how = "none"
+        wanted = self.spec.metrics or CLASSIFICATION_METRICS
+        if self._cbpe is not None:
+            estimated, how = self._cbpe.result(), "validation"
+        else:
+            assert self.classes is not None
+            calibrator, how = None, "none"
             if proba is not None and len(truth) >= self.spec.min_labelled_rows:
                 ok = ~np.isnan(proba[:, 1])
-                is_positive = _equals(pa.chunked_array([truth]), positive)
+                is_positive = _equals(pa.chunked_array([truth]), self.classes[1])
                 calibrator = cbpe.fit_isotonic(proba[ok, 1], is_positive[ok])
                 how = "labels"
-        if known.all():
-            estimated = cbpe.estimate(score, predicted_positive, calibrator)
-        else:
-            estimated = cbpe.estimate(score[known], predicted_positive[known], calibrator)
-        wanted = self.spec.metrics or CLASSIFICATION_METRICS
+            estimated = cbpe.estimate(
+                np.concatenate(self._score), np.concatenate(self._positive), calibrator
+            )
         return {k: v for k, v in estimated.items() if k in wanted}, how
 
 
@@ -365,10 +374,12 @@ def check_performance(
     dataset = open_window(payload_log_uri, start, now)
     if dataset is None or "_prediction" not in dataset.schema.names:
         return no_predictions(spec)
+    if validation is None and reference_uri and spec.estimate:
+        validation = validation_predictions(reference_uri)
     join = LabelJoin(spec, dataset.schema, validation)
     for batch in window_batches(dataset, join.columns, start, now):
         join.add(batch)
-    return join.result(reference_uri)
+    return join.result()
 
 
 def no_predictions(spec: PerformanceSpec) -> PerformanceResult:
