@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -30,6 +31,13 @@ VERBS = {
         "registry Job runs)",
     ),
 }
+
+
+# What a verb's native libraries must find in the environment before they load (a container's
+# own setting wins). The monitor's numpy work is vector arithmetic: the one dot product it
+# reaches (profiling the model's outputs) woke OpenBLAS's worker threads, which then spin-waited
+# on every core for CPU the check never used.
+VERB_ENV = {"monitor": {"OPENBLAS_NUM_THREADS": "1"}}
 
 
 def _crds(argv: list[str]) -> int:
@@ -113,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     verb, rest = argv[0], argv[1:]
     if verb in local:
         return local[verb][0](rest)
+    for name, value in VERB_ENV.get(verb, {}).items():
+        os.environ.setdefault(name, value)
     module = importlib.import_module(VERBS[verb][0])
     code: int = module.main(rest)
     return code

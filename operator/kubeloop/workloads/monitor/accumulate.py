@@ -23,7 +23,7 @@ from kubeloop.profile import (
     fine_counts_sorted,
     numeric_values,
 )
-from kubeloop.workloads.monitor.placement import GRID, MAX_PER_CELL, places, point_grid
+from kubeloop.workloads.monitor.placement import GRID, MAX_PER_CELL, Grid, places, point_grid
 from kubeloop.workloads.monitor.stats import KSResult
 
 __all__ = [
@@ -69,7 +69,7 @@ class NumericAccumulator:
     # then replaces the sketch's.
     exact_ks: KSResult | None = None
 
-    _grid: tuple[float, float, IntArray] | None = field(init=False, default=None, repr=False)
+    _grid: Grid | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
         self._grid = point_grid(self.points)

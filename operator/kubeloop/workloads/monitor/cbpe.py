@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from kubeloop.workloads.monitor.placement import count_at_or_below
+from kubeloop.workloads.monitor.placement import count_at_or_below, point_grid
 
 __all__ = ["Calibrator", "Estimate", "SegmentCounts", "estimate", "fit_isotonic"]
 
@@ -191,6 +191,7 @@ class SegmentCounts:
         with np.errstate(divide="ignore", invalid="ignore"):
             self.slope = np.concatenate([[0.0], np.diff(y) / np.diff(x), [0.0]])
         self.sloped = self.slope != 0
+        self._grid = point_grid(x)
         self.rows = 0
         self.m = np.zeros(self.base.size)  # rows per segment
         self.chosen = np.zeros(self.base.size)  # rows predicted positive per segment
@@ -200,7 +201,7 @@ class SegmentCounts:
 
     def add(self, score: Floats, predicted_positive: npt.NDArray[np.bool_]) -> None:
         """Count one batch of (non-NaN) scores."""
-        segment = count_at_or_below(self.x, score)
+        segment = count_at_or_below(self.x, score, self._grid)
         size = self.base.size
         self.rows += score.size
         self.m += np.bincount(segment, minlength=size)
@@ -221,7 +222,7 @@ class SegmentCounts:
         positive = np.where(flat, self.base * self.m, 0.0)
         positive += np.bincount(on, weights=p, minlength=self.base.size)
         negative = self.m - positive
-        tp = float(np.dot(self.base[flat], self.chosen[flat])) + float(p[chosen].sum())
+        tp = float((self.base * self.chosen)[flat].sum()) + float(p[chosen].sum())
         expected = float(positive.sum())
         fp = float(self.chosen.sum()) - tp
         fn = expected - tp
@@ -229,7 +230,7 @@ class SegmentCounts:
         if not (expected > 0 and self.rows - expected > 0):
             return tp, fp, fn, tn, None
         above = np.cumsum(positive[::-1])[::-1] - positive  # p of the segments scored higher
-        area = float(np.dot(negative, above)) + float(np.sum((positive * negative)[flat]) / 2)
+        area = float((negative * above).sum()) + float((positive * negative)[flat].sum() / 2)
         if score.size:
             order = np.argsort(score)[::-1]
             q, group = p[order], on[order]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["GRID", "MAX_PER_CELL", "count_at_or_below", "places", "point_grid"]
+__all__ = ["GRID", "MAX_PER_CELL", "Grid", "count_at_or_below", "places", "point_grid"]
 
 # Cells of the table that places values among the points, and the most points one may hold.
 GRID = 1 << 16
@@ -22,34 +22,39 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 
+Grid = tuple[float, float, IntArray, int]
+
+
 def places(
-    values: FloatArray, points: FloatArray, grid: tuple[float, float, IntArray]
+    values: FloatArray, points: FloatArray, grid: Grid
 ) -> tuple[IntArray, npt.NDArray[np.bool_]]:
     """How many `points` are below each (non-NaN) value, and whether it is on one, through
     the placement table `grid` (`point_grid`) instead of a binary search."""
-    low, scale, before = grid
+    low, scale, before, crowd = grid
     with np.errstate(over="ignore", invalid="ignore"):  # far values: clipped to the ends
         cell = np.clip((values - low) * scale, 0, GRID - 1).astype(np.int64)
     below = before[cell]  # points < values: all in earlier cells, then within its own
     padded = np.append(points, np.inf)
-    for _ in range(MAX_PER_CELL):
+    for _ in range(crowd):  # the most points a cell holds: then every value is placed
         below += padded[below] < values
     return below, padded[below] == values
 
 
-def count_at_or_below(points: FloatArray, values: FloatArray) -> IntArray:
+def count_at_or_below(points: FloatArray, values: FloatArray, grid: Grid | None = None) -> IntArray:
     """`np.searchsorted(points, values, side="right")` for sorted distinct `points` and
-    non-NaN `values`: the placement table when the points spread, else the binary search."""
-    grid = point_grid(points)
+    non-NaN `values`: through the placement table `grid` (`point_grid(points)`, made here when
+    not given) when the points spread, else the binary search."""
+    grid = grid if grid is not None else point_grid(points)
     if grid is None:
         return np.searchsorted(points, values, side="right").astype(np.int64)
     below, at = places(values, points, grid)
     return np.minimum(below + at, points.size)  # +inf is "on" the padding's inf
 
 
-def point_grid(points: FloatArray) -> tuple[float, float, IntArray] | None:
-    """(low, cells per unit, points before each cell) of the placement table, or None when a
-    cell would hold more than MAX_PER_CELL points (or there are too few points to bother)."""
+def point_grid(points: FloatArray) -> Grid | None:
+    """(low, cells per unit, points before each cell, most points in one cell) of the
+    placement table, or None when a cell would hold more than MAX_PER_CELL points (or there are
+    too few points to bother)."""
     if points.size < 2 or not np.isfinite(points[[0, -1]]).all():
         return None
     low = float(points[0])
@@ -57,6 +62,7 @@ def point_grid(points: FloatArray) -> tuple[float, float, IntArray] | None:
     if not np.isfinite(scale):
         return None
     cells = np.clip((points - low) * scale, 0, GRID - 1).astype(np.int64)
-    if np.bincount(cells, minlength=GRID).max() > MAX_PER_CELL:
+    crowd = int(np.bincount(cells, minlength=GRID).max())
+    if crowd > MAX_PER_CELL:
         return None
-    return low, scale, np.searchsorted(cells, np.arange(GRID), side="left")
+    return low, scale, np.searchsorted(cells, np.arange(GRID), side="left"), crowd
