@@ -31,6 +31,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -51,7 +52,6 @@ from kubeloop.workloads.monitor.exact_ks import exact_ks
 from kubeloop.workloads.monitor.performance import LabelJoin, check_performance, no_predictions
 from kubeloop.workloads.monitor.prediction_drift import (
     OutputDrift,
-    prediction_profile,
     validation_predictions,
 )
 from kubeloop.workloads.monitor.quality import (
@@ -76,7 +76,9 @@ Accumulator = NumericAccumulator | CategoricalAccumulator
 
 class Rider(Protocol):
     """Work that rides on the drift check's scan of the window: it names the columns it reads
-    (told the window's schema first) and gets each batch's work to run beside the features'."""
+    (told the window's schema first; asked once off the main thread while the reference
+    loads, then again, so it prepares once and keeps the answer) and gets each batch's work to
+    run beside the features'."""
 
     def columns(self, schema: pa.Schema) -> list[str]: ...
 
@@ -137,14 +139,37 @@ def run_check(
     as dictionaries, as the categorical features are."""
     start = now - parse_duration(spec.window)
     dataset = open_window(payload_log_uri, start, now)
+    # The riders prepare (read labels, build their profiles) while the reference loads.
+    prepared = (
+        _preparer().submit(_prepare, riders, dataset.schema)
+        if dataset is not None and riders
+        else None
+    )
     served = [n for n in dataset.schema.names if not n.startswith("_")] if dataset else None
-    profile = load_reference(reference_uri, spec.features, served)
+    try:
+        profile = load_reference(reference_uri, spec.features, served)
+    except BaseException:
+        if prepared is not None:
+            wait([prepared])  # its error, if any, is not the one to report
+        raise
+    if prepared is not None:
+        prepared.result()
     dictionary = [*profile.categorical, *dictionary_columns]
     if dataset is not None and dictionary:
         dataset = open_window(payload_log_uri, start, now, dictionary)
     # KS deciding against raw Parquet: computed exactly from it (a profile keeps its sketch's).
     raw = raw_reference(reference_uri) if spec.tests.numeric == "ks" else None
     return judge_window(spec, dataset, profile, start, now, tally=tally, raw=raw, riders=riders)
+
+
+def _prepare(riders: Sequence[Rider], schema: pa.Schema) -> None:
+    for rider in riders:
+        rider.columns(schema)  # riders keep what they prepared: the scan asks again
+
+
+@functools.cache
+def _preparer() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(1, thread_name_prefix="kubeloop-prepare")
 
 
 def judge_window(
@@ -237,7 +262,7 @@ def output_drift(validation: pa.Table | None) -> OutputDrift | None:
     """Prediction drift's accumulators; None without validation predictions."""
     if validation is None or "_prediction" not in validation.column_names:
         return None
-    return OutputDrift(prediction_profile(validation))
+    return OutputDrift(validation)
 
 
 class SharedPerformance:
@@ -251,14 +276,12 @@ class SharedPerformance:
         self.failed: dict[str, Any] | None = None
 
     def columns(self, schema: pa.Schema) -> list[str]:
-        if "_prediction" not in schema.names:
-            return []
-        try:
-            self.join = LabelJoin(self.spec, schema, self.validation)
-        except (StorageError, ValueError, OSError) as exc:
-            self.failed = _failed(exc)
-            return []
-        return self.join.columns
+        if self.join is None and self.failed is None and "_prediction" in schema.names:
+            try:  # reads the labels (and calibrates the estimate): once
+                self.join = LabelJoin(self.spec, schema, self.validation)
+            except (StorageError, ValueError, OSError) as exc:
+                self.failed = _failed(exc)
+        return self.join.columns if self.join is not None else []
 
     def tasks(self, batch: pa.RecordBatch) -> list[Callable[[], None]]:
         return [functools.partial(self._add, batch)] if self.join is not None else []
@@ -344,9 +367,7 @@ def main(argv: list[str]) -> int:
             now,
             tally,
             riders=riders,
-            dictionary_columns=(
-                list(drift_of_outputs.profile.categorical) if drift_of_outputs else []
-            ),
+            dictionary_columns=drift_of_outputs.dictionary_columns if drift_of_outputs else [],
         )
         quality = (
             judge_quality(

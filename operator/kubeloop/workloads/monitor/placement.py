@@ -47,8 +47,16 @@ def count_at_or_below(points: FloatArray, values: FloatArray, grid: Grid | None 
     grid = grid if grid is not None else point_grid(points)
     if grid is None:
         return np.searchsorted(points, values, side="right").astype(np.int64)
-    below, at = places(values, points, grid)
-    return np.minimum(below + at, points.size)  # +inf is "on" the padding's inf
+    low, scale, before, crowd = grid
+    cell = values - low
+    cell *= scale
+    with np.errstate(invalid="ignore"):  # far values: clipped to the ends
+        np.clip(cell, 0, GRID - 1, out=cell)
+    through = before[cell.astype(np.int64)]  # points in earlier cells: all <= the value
+    padded = np.append(points, np.nan)  # compares false: the count stops at the last point
+    for _ in range(crowd):
+        through += padded[through] <= values
+    return through
 
 
 def point_grid(points: FloatArray) -> Grid | None:

@@ -65,14 +65,28 @@ def prediction_profile(table: pa.Table) -> Profile:
 
 
 class OutputDrift:
-    """The accumulators of the outputs in `profile`, fed from the drift check's scan."""
+    """The accumulators of the outputs in `validation` (the served version's validation
+    predictions), fed from the drift check's scan. Their profile is built on first use
+    (`columns`, which the check calls off its main thread while it loads the reference)."""
 
-    def __init__(self, profile: Profile) -> None:
-        self.profile = profile
-        self.accumulators: dict[str, NumericAccumulator | CategoricalAccumulator] = (
-            accumulators_for(profile)
-        )
+    def __init__(self, validation: pa.Table) -> None:
+        self.validation = validation
+        self._accumulators: dict[str, NumericAccumulator | CategoricalAccumulator] | None = None
         self.tally = SchemaTally()  # an output the server did not log: missing, as a feature
+
+    @property
+    def dictionary_columns(self) -> list[str]:
+        """The outputs read as dictionaries (a classifier's `_prediction`), known before the
+        profile is built."""
+        kind = self.validation.schema.field("_prediction").type
+        return [] if pa.types.is_floating(kind) or pa.types.is_integer(kind) else ["_prediction"]
+
+    @property
+    def accumulators(self) -> dict[str, NumericAccumulator | CategoricalAccumulator]:
+        """One accumulator per output, against the validation predictions' profile."""
+        if self._accumulators is None:
+            self._accumulators = accumulators_for(prediction_profile(self.validation))
+        return self._accumulators
 
     def columns(self, schema: pa.Schema) -> list[str]:
         """The window columns it reads."""
