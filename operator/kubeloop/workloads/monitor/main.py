@@ -76,11 +76,11 @@ Accumulator = NumericAccumulator | CategoricalAccumulator
 
 class Rider(Protocol):
     """Work that rides on the drift check's scan of the window: it names the columns it reads
-    (told the window's schema first; asked once off the main thread while the reference
-    loads, then again, so it prepares once and keeps the answer) and gets each batch's work to
-    run beside the features'."""
+    (told the window first; asked once off the main thread while the reference loads, then
+    again, so it prepares once and keeps the answer) and gets each batch's work to run beside
+    the features'."""
 
-    def columns(self, schema: pa.Schema) -> list[str]: ...
+    def columns(self, window: ds.Dataset) -> list[str]: ...
 
     def tasks(self, batch: pa.RecordBatch) -> list[Callable[[], None]]: ...
 
@@ -141,9 +141,7 @@ def run_check(
     dataset = open_window(payload_log_uri, start, now)
     # The riders prepare (read labels, build their profiles) while the reference loads.
     prepared = (
-        _preparer().submit(_prepare, riders, dataset.schema)
-        if dataset is not None and riders
-        else None
+        _preparer().submit(_prepare, riders, dataset) if dataset is not None and riders else None
     )
     served = [n for n in dataset.schema.names if not n.startswith("_")] if dataset else None
     try:
@@ -162,9 +160,9 @@ def run_check(
     return judge_window(spec, dataset, profile, start, now, tally=tally, raw=raw, riders=riders)
 
 
-def _prepare(riders: Sequence[Rider], schema: pa.Schema) -> None:
+def _prepare(riders: Sequence[Rider], window: ds.Dataset) -> None:
     for rider in riders:
-        rider.columns(schema)  # riders keep what they prepared: the scan asks again
+        rider.columns(window)  # riders keep what they prepared: the scan asks again
 
 
 @functools.cache
@@ -192,7 +190,7 @@ def judge_window(
     if dataset is not None:
         columns = list(accumulators)
         for rider in riders:
-            columns += rider.columns(dataset.schema)
+            columns += rider.columns(dataset)
         for batch in window_batches(dataset, list(dict.fromkeys(columns)), start, now):
             rows += batch.num_rows
             # A feature the server did not log, or logged with the wrong type: missing.
@@ -275,10 +273,11 @@ class SharedPerformance:
         self.join: LabelJoin | None = None
         self.failed: dict[str, Any] | None = None
 
-    def columns(self, schema: pa.Schema) -> list[str]:
-        if self.join is None and self.failed is None and "_prediction" in schema.names:
+    def columns(self, window: ds.Dataset) -> list[str]:
+        if self.join is None and self.failed is None and "_prediction" in window.schema.names:
             try:  # reads the labels (and calibrates the estimate): once
-                self.join = LabelJoin(self.spec, schema, self.validation)
+                rows = window.count_rows()  # from the files' metadata
+                self.join = LabelJoin(self.spec, window.schema, self.validation, rows)
             except (StorageError, ValueError, OSError) as exc:
                 self.failed = _failed(exc)
         return self.join.columns if self.join is not None else []

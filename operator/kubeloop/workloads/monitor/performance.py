@@ -212,15 +212,22 @@ class LabelJoin:
 
     Batches are regrouped into CHUNK_ROWS tables before the lookup: Arrow hashes the labels'
     keys once per lookup (in C++), far cheaper than a Python dict per row, and few lookups even
-    when the server wrote thousands of small files. Only the labelled rows' label, prediction
-    and probabilities are kept (Arrow strings, never Python objects), and what the estimate
-    needs (module docstring).
+    when the server wrote thousands of small files. `expected_rows` (the window files' row
+    count, from their metadata) makes the last lookup run as the last batch arrives, beside its
+    features, not after the scan. Only the labelled rows' label, prediction and probabilities
+    are kept (Arrow strings, never Python objects), and what the estimate needs (module
+    docstring).
     """
 
     def __init__(
-        self, spec: PerformanceSpec, schema: pa.Schema, validation: pa.Table | None = None
+        self,
+        spec: PerformanceSpec,
+        schema: pa.Schema,
+        validation: pa.Table | None = None,
+        expected_rows: int | None = None,
     ) -> None:
         self.spec = spec
+        self.expected_rows = expected_rows
         prediction_type = schema.field("_prediction").type
         if pa.types.is_dictionary(prediction_type):
             prediction_type = prediction_type.value_type
@@ -251,6 +258,7 @@ class LabelJoin:
         self.rows = 0
         self._buffer: list[pa.RecordBatch] = []
         self._buffered = 0
+        self._added = 0
         self._truth: list[pa.Array] = []
         self._predicted: list[pa.Array] = []
         self._proba: list[npt.NDArray[np.float64]] = []
@@ -262,7 +270,9 @@ class LabelJoin:
         names = set(batch.schema.names)
         self._buffer.append(batch.select([c for c in self.columns if c in names]))
         self._buffered += batch.num_rows
-        if self._buffered >= CHUNK_ROWS:
+        self._added += batch.num_rows
+        last = self.expected_rows is not None and self._added >= self.expected_rows
+        if self._buffered >= CHUNK_ROWS or last:
             self._flush()
 
     def _flush(self) -> None:
@@ -289,25 +299,26 @@ class LabelJoin:
         if ids is None:
             ids = pa.chunked_array([pa.nulls(n, pa.string())])
         keys = _keys(ids, row, self.by_row)
-        found = pc.index_in(keys, value_set=self.label_keys).fill_null(-1).to_numpy()
-        found = found.astype(np.int64)
-        if not self.by_row:  # without a row column a label names row 0
+        found = pc.index_in(keys, value_set=self.label_keys)
+        hit = np.flatnonzero(_mask(pc.is_valid(found)))  # only the labelled rows go further
+        if hit.size and not self.by_row:  # without a row column a label names row 0
             # (a version-1 file has no `_row`: null, read as row 0)
-            found[_mask(pc.not_equal(row, 0))] = -1
-        hit = np.flatnonzero(found >= 0)
+            hit = hit[~_mask(pc.not_equal(row.take(hit), 0))]
         prediction = chunk.column("_prediction")
         if hit.size:
-            self.seen[found[hit]] = True
-            self._truth.append(self.label_values.take(pa.array(found[hit])))
-            predicted = prediction.take(pa.array(hit)).combine_chunks()
+            taken = pa.array(hit)
+            label = np.asarray(found.take(taken).to_numpy(), np.int64)
+            self.seen[label] = True
+            self._truth.append(self.label_values.take(pa.array(label)))
+            predicted = prediction.take(taken).combine_chunks()
             if pa.types.is_dictionary(predicted.type):  # as the drift check reads it
                 predicted = predicted.cast(predicted.type.value_type)
             self._predicted.append(predicted)
             if self.proba_columns:
+                logged = [c for c in self.proba_columns if c in chunk.column_names]
+                hits = chunk.select(logged).take(taken)
                 self._proba.append(
-                    np.column_stack([_floats_of(chunk, c)[hit] for c in self.proba_columns]).astype(
-                        np.float64
-                    )
+                    np.column_stack([_floats_of(hits, c) for c in self.proba_columns])
                 )
         if self.estimating and self.classes is not None:
             score = _floats_of(chunk, self.proba_columns[1])
@@ -376,7 +387,7 @@ def check_performance(
         return no_predictions(spec)
     if validation is None and reference_uri and spec.estimate:
         validation = validation_predictions(reference_uri)
-    join = LabelJoin(spec, dataset.schema, validation)
+    join = LabelJoin(spec, dataset.schema, validation, dataset.count_rows())
     for batch in window_batches(dataset, join.columns, start, now):
         join.add(batch)
     return join.result()

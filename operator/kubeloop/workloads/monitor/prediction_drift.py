@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from kubeloop.payload_schema import PROBA_PREFIX, VALIDATION_PREDICTIONS
@@ -88,7 +89,7 @@ class OutputDrift:
             self._accumulators = accumulators_for(prediction_profile(self.validation))
         return self._accumulators
 
-    def columns(self, schema: pa.Schema) -> list[str]:
+    def columns(self, window: ds.Dataset) -> list[str]:
         """The window columns it reads."""
         return list(self.accumulators)
 
