@@ -1,7 +1,7 @@
 """Performance monitoring benchmark, side by side in one run (issue 19).
 
     make venv-nannyml                          # NannyML 0.13 in .venv-bench-nannyml
-    python -m bench performance                # 1M rows x 20 features, 5 runs of each check
+    python -m bench performance                # 1M rows x 20 features, 9 runs of each check
     python -m bench.performance_bench --rows 200000 --repeat 3   # a quicker look
 
 1. What the rest adds to a check: `kubeloop monitor` on the same 1M-row window (20 features,
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rss-limit-gib", type=float, default=6.0)
     parser.add_argument("--timeout", type=float, default=900.0)
-    parser.add_argument("--repeat", type=int, default=5, help="runs of each check")
+    parser.add_argument("--repeat", type=int, default=9, help="runs of each check")
     parser.add_argument("--repeat-estimate", type=int, default=3, help="runs of each estimate")
     parser.add_argument("--prepare-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

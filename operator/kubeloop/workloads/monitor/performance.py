@@ -268,7 +268,17 @@ class LabelJoin:
     def add(self, batch: pa.RecordBatch) -> None:
         """Take one batch of the window (any columns; those of `columns` are used)."""
         names = set(batch.schema.names)
-        self._buffer.append(batch.select([c for c in self.columns if c in names]))
+        kept = batch.select([c for c in self.columns if c in names])
+        if self.estimating and self.classes is not None:  # every row, batch by batch
+            rows = pa.Table.from_batches([kept])
+            score = _floats_of(rows, self.proba_columns[1])
+            positive = _equals(rows.column("_prediction"), self.classes[1])
+            if self._cbpe is not None:
+                self._cbpe.add(score, positive)
+            else:
+                self._score.append(score)
+                self._positive.append(positive)
+        self._buffer.append(kept)
         self._buffered += batch.num_rows
         self._added += batch.num_rows
         last = self.expected_rows is not None and self._added >= self.expected_rows
@@ -320,14 +330,6 @@ class LabelJoin:
                 self._proba.append(
                     np.column_stack([_floats_of(hits, c) for c in self.proba_columns])
                 )
-        if self.estimating and self.classes is not None:
-            score = _floats_of(chunk, self.proba_columns[1])
-            positive = _equals(prediction, self.classes[1])
-            if self._cbpe is not None:
-                self._cbpe.add(score, positive)
-            else:
-                self._score.append(score)
-                self._positive.append(positive)
 
     def result(self) -> PerformanceResult:
         """The metrics, the estimate and the verdict of everything added."""
