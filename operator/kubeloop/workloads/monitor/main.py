@@ -30,8 +30,9 @@ import json
 import os
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -70,6 +71,8 @@ __all__ = ["main", "run_check"]
 
 # Room left in the 4 KiB termination message for per-feature detail.
 FEATURE_BUDGET = 3300
+# Batches the riders' lane may lag behind the scan (each one held until its work is done).
+RIDERS_BEHIND = 2
 
 Accumulator = NumericAccumulator | CategoricalAccumulator
 
@@ -170,6 +173,16 @@ def _preparer() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(1, thread_name_prefix="kubeloop-prepare")
 
 
+@functools.cache
+def _rider_lane() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(1, thread_name_prefix="kubeloop-riders")
+
+
+def _run_in_order(work: list[Callable[[], None]]) -> None:
+    for task in work:
+        task()
+
+
 def judge_window(
     spec: DriftMonitorSpec,
     dataset: ds.Dataset | None,
@@ -191,10 +204,21 @@ def judge_window(
         columns = list(accumulators)
         for rider in riders:
             columns += rider.columns(dataset)
+        # The riders' work runs in order on a lane of its own, a few batches behind at most,
+        # rather than inside each batch's wait for the features: a lookup of the label join
+        # (a chunk's worth of ids) then never holds up the next batch.
+        behind: deque[Future[None]] = deque()
         for batch in window_batches(dataset, list(dict.fromkeys(columns)), start, now):
             rows += batch.num_rows
+            if riders:
+                while len(behind) >= RIDERS_BEHIND:
+                    behind.popleft().result()
+                work = [t for r in riders for t in r.tasks(batch)]
+                behind.append(_rider_lane().submit(_run_in_order, work))
             # A feature the server did not log, or logged with the wrong type: missing.
-            feed(accumulators, tally, batch, [t for r in riders for t in r.tasks(batch)])
+            feed(accumulators, tally, batch)
+        while behind:
+            behind.popleft().result()
     if raw is not None and dataset is not None and rows >= spec.min_rows:
         _exact_ks(accumulators, dataset, raw, start, now)
     return judge_accumulators(spec, accumulators, rows), accumulators
