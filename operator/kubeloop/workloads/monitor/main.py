@@ -29,6 +29,7 @@ import functools
 import json
 import os
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -78,12 +79,13 @@ Accumulator = NumericAccumulator | CategoricalAccumulator
 
 
 class Rider(Protocol):
-    """Work that rides on the drift check's scan of the window: it names the columns it reads
-    (told the window first; asked once off the main thread while the reference loads, then
-    again, so it prepares once and keeps the answer) and gets each batch's work to run beside
-    the features'."""
+    """Work that rides on the drift check's scan of the window: it names the columns it reads,
+    prepares (reads labels, builds profiles: once, thread-safe; started off the main thread
+    while the reference loads) and gives each batch's work, run on the riders' lane."""
 
     def columns(self, window: ds.Dataset) -> list[str]: ...
+
+    def prepare(self, window: ds.Dataset) -> None: ...
 
     def tasks(self, batch: pa.RecordBatch) -> list[Callable[[], None]]: ...
 
@@ -149,23 +151,21 @@ def run_check(
     served = [n for n in dataset.schema.names if not n.startswith("_")] if dataset else None
     try:
         profile = load_reference(reference_uri, spec.features, served)
-    except BaseException:
+        dictionary = [*profile.categorical, *dictionary_columns]
+        if dataset is not None and dictionary:
+            dataset = open_window(payload_log_uri, start, now, dictionary)
+        # KS deciding against raw Parquet: computed exactly from it (a profile keeps its
+        # sketch's).
+        raw = raw_reference(reference_uri) if spec.tests.numeric == "ks" else None
+        return judge_window(spec, dataset, profile, start, now, tally=tally, raw=raw, riders=riders)
+    finally:
         if prepared is not None:
-            wait([prepared])  # its error, if any, is not the one to report
-        raise
-    if prepared is not None:
-        prepared.result()
-    dictionary = [*profile.categorical, *dictionary_columns]
-    if dataset is not None and dictionary:
-        dataset = open_window(payload_log_uri, start, now, dictionary)
-    # KS deciding against raw Parquet: computed exactly from it (a profile keeps its sketch's).
-    raw = raw_reference(reference_uri) if spec.tests.numeric == "ks" else None
-    return judge_window(spec, dataset, profile, start, now, tally=tally, raw=raw, riders=riders)
+            wait([prepared])  # a failure there recurs where the rider prepares again
 
 
 def _prepare(riders: Sequence[Rider], window: ds.Dataset) -> None:
     for rider in riders:
-        rider.columns(window)  # riders keep what they prepared: the scan asks again
+        rider.prepare(window)
 
 
 @functools.cache
@@ -178,9 +178,12 @@ def _rider_lane() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(1, thread_name_prefix="kubeloop-riders")
 
 
-def _run_in_order(work: list[Callable[[], None]]) -> None:
-    for task in work:
-        task()
+def _ride(riders: Sequence[Rider], window: ds.Dataset, batch: pa.RecordBatch) -> None:
+    """One batch's work of every rider, in order (on the riders' lane)."""
+    for rider in riders:
+        rider.prepare(window)  # done already, unless the scan outran the preparation
+        for task in rider.tasks(batch):
+            task()
 
 
 def judge_window(
@@ -213,8 +216,7 @@ def judge_window(
             if riders:
                 while len(behind) >= RIDERS_BEHIND:
                     behind.popleft().result()
-                work = [t for r in riders for t in r.tasks(batch)]
-                behind.append(_rider_lane().submit(_run_in_order, work))
+                behind.append(_rider_lane().submit(_ride, riders, dataset, batch))
             # A feature the server did not log, or logged with the wrong type: missing.
             feed(accumulators, tally, batch)
         while behind:
@@ -296,15 +298,26 @@ class SharedPerformance:
         self.validation = validation
         self.join: LabelJoin | None = None
         self.failed: dict[str, Any] | None = None
+        self._prepared = threading.Lock()
+        self._ready = False
 
     def columns(self, window: ds.Dataset) -> list[str]:
-        if self.join is None and self.failed is None and "_prediction" in window.schema.names:
-            try:  # reads the labels (and calibrates the estimate): once
+        if "_prediction" not in window.schema.names:
+            return []
+        return LabelJoin.columns_of(window.schema)
+
+    def prepare(self, window: ds.Dataset) -> None:
+        with self._prepared:  # reads the labels (and calibrates the estimate): once
+            if self._ready:
+                return
+            self._ready = True
+            if "_prediction" not in window.schema.names:
+                return
+            try:
                 rows = window.count_rows()  # from the files' metadata
                 self.join = LabelJoin(self.spec, window.schema, self.validation, rows)
             except (StorageError, ValueError, OSError) as exc:
                 self.failed = _failed(exc)
-        return self.join.columns if self.join is not None else []
 
     def tasks(self, batch: pa.RecordBatch) -> list[Callable[[], None]]:
         return [functools.partial(self._add, batch)] if self.join is not None else []

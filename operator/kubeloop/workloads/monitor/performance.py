@@ -254,7 +254,7 @@ class LabelJoin:
             else None
         )
         self._cbpe = cbpe.Estimate(calibrator) if calibrator is not None else None
-        self.columns = ["_request_id", "_row", "_prediction", *self.proba_columns]
+        self.columns = self.columns_of(schema)
         self.rows = 0
         self._buffer: list[pa.RecordBatch] = []
         self._buffered = 0
@@ -264,6 +264,12 @@ class LabelJoin:
         self._proba: list[npt.NDArray[np.float64]] = []
         self._score: list[npt.NDArray[np.float64]] = []  # positive-class p
         self._positive: list[npt.NDArray[np.bool_]] = []  # predicted positive
+
+    @staticmethod
+    def columns_of(schema: pa.Schema) -> list[str]:
+        """The window columns a join reads, for a window of `schema`."""
+        proba = [n for n in schema.names if n.startswith(PROBA_PREFIX)]
+        return ["_request_id", "_row", "_prediction", *proba]
 
     def add(self, batch: pa.RecordBatch) -> None:
         """Take one batch of the window (any columns; those of `columns` are used)."""

@@ -14,6 +14,7 @@ are read and folded with the features', batch by batch, never in a second pass.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import pyarrow as pa
@@ -67,12 +68,13 @@ def prediction_profile(table: pa.Table) -> Profile:
 
 class OutputDrift:
     """The accumulators of the outputs in `validation` (the served version's validation
-    predictions), fed from the drift check's scan. Their profile is built on first use
-    (`columns`, which the check calls off its main thread while it loads the reference)."""
+    predictions), fed from the drift check's scan. Their profile is built once (`prepare`,
+    which the check starts off its main thread while it loads the reference)."""
 
     def __init__(self, validation: pa.Table) -> None:
         self.validation = validation
         self._accumulators: dict[str, NumericAccumulator | CategoricalAccumulator] | None = None
+        self._building = threading.Lock()
         self.tally = SchemaTally()  # an output the server did not log: missing, as a feature
 
     @property
@@ -85,13 +87,22 @@ class OutputDrift:
     @property
     def accumulators(self) -> dict[str, NumericAccumulator | CategoricalAccumulator]:
         """One accumulator per output, against the validation predictions' profile."""
-        if self._accumulators is None:
-            self._accumulators = accumulators_for(prediction_profile(self.validation))
-        return self._accumulators
+        return self._built()
+
+    def _built(self) -> dict[str, NumericAccumulator | CategoricalAccumulator]:
+        with self._building:
+            if self._accumulators is None:
+                self._accumulators = accumulators_for(prediction_profile(self.validation))
+            return self._accumulators
 
     def columns(self, window: ds.Dataset) -> list[str]:
-        """The window columns it reads."""
-        return list(self.accumulators)
+        """The window columns it reads: the outputs the profile will hold."""
+        names = self.validation.column_names
+        return [*(n for n in names if n.startswith(PROBA_PREFIX)), "_prediction"]
+
+    def prepare(self, window: ds.Dataset) -> None:
+        """Build the profile and the accumulators (once)."""
+        self._built()
 
     def tasks(self, batch: pa.RecordBatch) -> list[Callable[[], None]]:
         """The work of folding one batch of the window."""
