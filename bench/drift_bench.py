@@ -18,7 +18,8 @@ Kubeloop is measured several ways: `kubeloop-profile` reads the reference from t
 profile.json (what the CronJob does); `kubeloop-parquet-first` is the first check against the
 raw reference Parquet (what Evidently has to do): it profiles it and caches the profile beside
 it, which `kubeloop-parquet`, a later check, reads; `kubeloop-parquet-ks` decides numeric drift
-with KS computed exactly from the raw reference (run once). All run under
+with KS computed exactly from the raw reference, `kubeloop-profile-ks` the same against the
+profile, which streams the data the profile records as its source (both run once). All run under
 `.venv-bench-monitor`, which holds what images/monitor installs (`.[monitor]`);
 `kubeloop-profile-devenv` repeats the first in the dev environment, whose pandas (imported by
 pyarrow.dataset) the image does not have.
@@ -83,7 +84,10 @@ KUBELOOP_TOOLS = (
     "kubeloop-parquet-first",
     "kubeloop-profile-devenv",
     "kubeloop-parquet-ks",
+    "kubeloop-profile-ks",
 )
+# Checks with KS as the numeric test (computed exactly from the full reference data).
+KS_TOOLS = ("kubeloop-parquet-ks", "kubeloop-profile-ks")
 FEATURE_LINE = re.compile(r"^drift (\S+): (\w+)=(\S+) \(threshold (\S+)\) drifted=(True|False)$")
 TARGET_SPEEDUP = 20.0
 # Issue 19: the PSI/chi2 check from a raw Parquet reference, profiling included.
@@ -170,7 +174,7 @@ def _kubeloop(root: Path, size: str, tool: str, limit: float, timeout: float) ->
     ref = root / ("reference" if raw else "version")
     if tool == "kubeloop-parquet-first":  # the first check against it: profiles the reference
         (ref / CACHE_NAME).unlink(missing_ok=True)
-    tests = {**KUBELOOP_TESTS, "numeric": "ks"} if tool == "kubeloop-parquet-ks" else KUBELOOP_TESTS
+    tests = {**KUBELOOP_TESTS, "numeric": "ks"} if tool in KS_TOOLS else KUBELOOP_TESTS
     spec = {"deploymentRef": {"name": "bench"}, "window": "24h", "tests": tests}
     env = {
         "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), os.environ.get("PYTHONPATH", "")]),
@@ -197,6 +201,8 @@ def _kubeloop(root: Path, size: str, tool: str, limit: float, timeout: float) ->
         result = json.loads((root / f"result-{tool}.json").read_text())
         m.detail.update(verdict=result["verdict"], driftShare=result["driftShare"])
         m.detail.update(rows=result["rows"])
+        if "ksReference" in result:
+            m.detail.update(ksReference=result["ksReference"])
     return m
 
 
@@ -356,7 +362,7 @@ def _targets_short(measures: list[Measure]) -> str:
         met = small_ev.seconds / raw.seconds >= TARGET_PARQUET_SPEEDUP
         verdict = "met" if met else "NOT met"
         out.append(f">= {TARGET_PARQUET_SPEEDUP:g}x from raw Parquet at 1M x 20 {verdict}")
-    for tool in ("kubeloop-profile", "kubeloop-parquet-first", "kubeloop-parquet-ks"):
+    for tool in ("kubeloop-profile", "kubeloop-parquet-first", *KS_TOOLS):
         big = _find(measures, "10m", tool)
         if big:
             met = big.status == "ok" and big.peak_rss_mib < TARGET_RSS_MIB
@@ -404,8 +410,10 @@ def _report(run: dict[str, Any]) -> str:
         "as the CronJob runs it (reference = the version's profile.json); "
         "`kubeloop-parquet-first` is the first check against the raw reference Parquet (no "
         "cached profile: it profiles the reference and caches the profile beside it), "
-        "`kubeloop-parquet` a later one (it reads that cache), and `kubeloop-parquet-ks` one "
-        "with KS as the numeric test, computed exactly from the raw reference (run once); all "
+        "`kubeloop-parquet` a later one (it reads that cache), `kubeloop-parquet-ks` one "
+        "with KS as the numeric test, computed exactly from the raw reference, and "
+        "`kubeloop-profile-ks` the same against the profile, which streams the data the "
+        "profile records as its source (unchanged, so the KS is exact; both run once); all "
         "run with the monitor image's packages "
         "(`.venv-bench-monitor`: `.[monitor]`, no pandas), and `kubeloop-profile-devenv` is the "
         "first again in the dev environment (pandas installed, so pyarrow.dataset imports it). "
@@ -435,6 +443,10 @@ def _report(run: dict[str, Any]) -> str:
             verdict = f"drift share {share}"
         elif verdict:
             verdict += f", drift share {m.detail.get('driftShare')}"
+        if "ksReference" in m.detail:  # what the KS test was computed against
+            ks = m.detail["ksReference"]
+            how = "exact" if ks["exact"] else f"from the sketch: {ks.get('reason')}"
+            verdict += f"; KS {how} ({ks['source']})"
         drifted = _correctness(m)
         lines.append(
             f"| {label} | {m.tool} | {m.runs} | {m.seconds:.1f} | {m.cpu_seconds:.1f} | "
@@ -497,7 +509,7 @@ def _report(run: dict[str, Any]) -> str:
             + ")."
         )
     big_ev = _find(measures, "10m", "evidently-same-tests")
-    for tool in ("kubeloop-profile", "kubeloop-parquet-first", "kubeloop-parquet-ks"):
+    for tool in ("kubeloop-profile", "kubeloop-parquet-first", *KS_TOOLS):
         big = _find(measures, "10m", tool)
         if big:
             met = big.status == "ok" and big.peak_rss_mib < TARGET_RSS_MIB
@@ -622,7 +634,7 @@ def main(argv: list[str] | None = None) -> int:
             ours += [("kubeloop", "kubeloop-profile-devenv")]
         runs = ours + [("evidently", m) for m in (methods if size == "1m" else methods[:1])]
         runs += ours * max(args.repeat - 1, 0)
-        runs += [("kubeloop", "kubeloop-parquet-ks")]  # the exact KS: time and peak RSS, once
+        runs += [("kubeloop", t) for t in KS_TOOLS]  # the exact KS: time and peak RSS, once
         for kind, what in runs:
             if kind == "kubeloop":
                 m = _kubeloop(root, size, what, args.rss_limit_gib, args.timeout)

@@ -16,9 +16,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from kubeloop.profile_source import ProfileSource, parquet_files
 from kubeloop.workloads.monitor.reference import feature_kinds, profile_dataset
 
-__all__ = ["NOW", "generate", "names", "shift_kind", "shifted"]
+__all__ = ["NOW", "generate", "names", "record_source", "shift_kind", "shifted"]
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 CHUNK = 500_000
@@ -86,9 +87,23 @@ def _chunk(rng: np.random.Generator, rows: int, features: int, drift: bool) -> p
     return pa.table(columns)
 
 
+def record_source(root: Path) -> None:
+    """Record in root/version/profile.json the data it was built from, as the trainer does
+    (every row of root/reference: no target, no hold-out), so that a KS check against the
+    profile streams that data (kubeloop.workloads.monitor.exact_reference)."""
+    path = root / "version" / "profile.json"
+    profile = json.loads(path.read_text())
+    if "source" in profile:
+        return
+    files = parquet_files(f"file://{root / 'reference'}")
+    profile["source"] = ProfileSource(files=files, rows=int(profile["rows"])).to_dict()
+    path.write_text(json.dumps(profile))
+
+
 def generate(root: Path, ref_rows: int, cur_rows: int, features: int, seed: int = 0) -> None:
     """Write root/reference/*.parquet, root/version/profile.json and root/logs/dt=.../hour=..."""
     if (root / "done").exists():
+        record_source(root)  # data generated before profiles recorded their source
         return
     rng = np.random.default_rng(seed)
     (root / "reference").mkdir(parents=True, exist_ok=True)
@@ -115,4 +130,5 @@ def generate(root: Path, ref_rows: int, cur_rows: int, features: int, seed: int 
     profile = profile_dataset(dataset, numeric, categorical)
     (root / "version").mkdir(exist_ok=True)
     (root / "version" / "profile.json").write_text(json.dumps(profile))
+    record_source(root)
     (root / "done").write_text("ok")

@@ -15,19 +15,24 @@ What is compared (20,000 churn rows from the demo's generator, one seeded 80/20 
   same distributions and seed, so both try the same 24 configurations (checked). Reported:
   wall time ratio (Kubeloop / scikit-learn; target <= 1.5) and best-score delta (target
   within 0.005).
-- **Halving vs random.** The same 24 configurations by successive halving on a `rows` budget
-  (reduction factor 3: 24 trials on 1/9 of the rows, the best 8 on 1/3, the best 3 on all),
-  through the same trial mode. Reported: its best score against the random search's (target
-  within 0.005) and its total trial compute (sum of the trials' own training and scoring
-  seconds) against the random search's (target <= 0.5).
+- **Halving vs random.** The same 24 configurations by successive halving as the operator
+  decides it (`kubeloop.decide.search`: spec.search halving, reduction factor 3, its rung
+  budgets and sizes, promotions and winner; 24 trials, the best 8, the best 2), each rung's
+  trials through the same trial mode. Two budgets side by side: `auto` (1/9, 1/3, all of each
+  trial: that share of the training rows and of its own iterations or trees) and `rows`
+  (1/9, 1/3, all of the training rows). Reported: the winner's score against the random
+  search's best (target within 0.005) and the trials' total CPU seconds (data read, fit,
+  scoring) against the random search's (target <= 0.5).
 
-The trial-mode rows schedule the trials here (the pool and the halving rungs below): the
-trainer's own cost. `--local` adds the whole path: the same space as spec.search of a
-TrainingPipeline on `kubeloop local`, the operator's trial Jobs, once per parallelism given.
+The trial-mode rows schedule the trials here (the pool; for halving, the operator's decision
+functions): the trainer's own cost. `--local` adds the whole path: the same space as
+spec.search of a TrainingPipeline on `kubeloop local`, the operator's trial Jobs, once per
+parallelism given; `--local-halving` the same with strategy halving (budget auto), its trial
+CPU (the TrialOutcomes' cpuSeconds in the version's manifest) against the first `--local` run's.
 
 Usage: `python -m bench search` (defaults), or
 `python -m bench.search_bench [--rows N] [--trials T] [--seed S] [--local [P ...]]
-[--no-summary]`.
+[--local-halving [P ...]] [--no-summary]`.
 Writes bench/results/search.json (raw) and docs/benchmarks/search.md (summary).
 """
 
@@ -58,7 +63,12 @@ RESULTS = ROOT / "bench" / "results" / f"{TOPIC}.json"
 SUMMARY = ROOT / "docs" / "benchmarks" / f"{TOPIC}.md"
 PARALLELISM = 2
 ETA = 3
-RUNGS = (3, 4)  # 3: the smallest rung trains on 1/9 of the rows; 4: on 1/27
+# spec.search.budget of the halving runs: `auto` (each estimator's own iterations or trees,
+# rows for LogisticRegression: 1/9, 1/3, all) and, beside it, rows alone (1/9, 1/3, all).
+BUDGETS: tuple[dict[str, Any], ...] = (
+    {"parameter": "auto", "min": 1, "max": ETA**2},
+    {"parameter": "rows", "min": 1778, "max": 16_000},
+)
 METRIC = "roc_auc"
 LOCAL_NAME = "search-bench"
 LOCAL_PLURAL = "trainingpipelines"
@@ -189,7 +199,7 @@ def _trials(
         code, outcome, cpu = future.result()
         if code != 0 or outcome.get("state") != "Succeeded":
             raise RuntimeError(f"trial failed: {outcome}")
-        outcomes.append({**outcome, "cpuSeconds": cpu})
+        outcomes.append({**outcome, "processCpuSeconds": cpu})
     return outcomes
 
 
@@ -204,7 +214,7 @@ def _assignment(trial: int, rung: int, config: tuple[str, dict[str, Any]], rows:
 
 
 def _outcome(result: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in result.items() if k not in ("kind", "cpuSeconds")}
+    return {k: v for k, v in result.items() if k not in ("kind", "processCpuSeconds")}
 
 
 def kubeloop_random(
@@ -240,9 +250,25 @@ def kubeloop_random(
         "best_score": scores[winner],
         "winner": winner,
         "trial_seconds": sum(o["seconds"] for o in outcomes),
-        "trial_cpu_seconds": sum(o["cpuSeconds"] for o in outcomes),
+        "trial_cpu_seconds": sum(o["processCpuSeconds"] for o in outcomes),
         "version": run["version"],
     }
+
+
+def halving_spec(spec_doc: dict[str, Any], trials: int, seed: int, budget: dict[str, Any]) -> Any:
+    """The pipeline's spec with spec.search halving over SPACE on `budget` (what a user writes)."""
+    from kubeloop.api.training import TrainingPipelineSpec
+
+    search = {
+        "strategy": "halving",
+        "trials": trials,
+        "parallelism": PARALLELISM,
+        "seed": seed,
+        "reductionFactor": ETA,
+        "budget": budget,
+        "space": SPACE,
+    }
+    return TrainingPipelineSpec.model_validate({**spec_doc, "search": search})
 
 
 def kubeloop_halving(
@@ -250,32 +276,59 @@ def kubeloop_halving(
     spec_path: Path,
     work: Path,
     configs: list[Any],
-    train_rows: int,
-    *,
-    rungs_total: int,
+    spec: Any,
 ) -> dict[str, Any]:
-    """Successive halving on a rows budget: each rung keeps the best 1/ETA with ETA x rows,
-    the last rung trains on every row."""
+    """Successive halving as the operator decides it (`kubeloop.decide.search`: its plan, rung
+    budgets and sizes, promotions and winner), over the same configurations as the random
+    search; each rung's trials run through the trainer's trial mode, as the operator's Jobs
+    would. The run's records are what status.currentRun.search.trials would hold."""
+    from dataclasses import replace
+
+    from kubeloop.api.search import TrialStatus
+    from kubeloop.decide.search import Config, plan, rung_budgets, step, winner
+
+    p = replace(plan(spec, "1"), configs=tuple(Config(name, dict(ps)) for name, ps in configs))
     started = time.perf_counter()
-    alive = list(range(len(configs)))
-    trial_seconds, trial_cpu, rungs = 0.0, 0.0, []
-    scores: dict[int, float] = {}
-    for rung in range(rungs_total):
-        rows = math.ceil(train_rows / ETA ** (rungs_total - 1 - rung))
-        assignments = [_assignment(i, rung, configs[i], rows) for i in alive]
-        outcomes = _trials(pool, spec_path, work, assignments)
+    records: list[TrialStatus] = []
+    trial_seconds, trial_cpu = 0.0, 0.0
+    while True:
+        # Every waiting trial of the rung at once; the pool runs PARALLELISM at a time.
+        decision = step(p, records, len(p.configs))
+        stopping = set(decision.stop)
+        records = [
+            r.model_copy(update={"state": "Stopped"}) if (r.trial, r.rung) in stopping else r
+            for r in records
+        ]
+        if decision.finished:
+            break
+        outcomes = _trials(pool, spec_path, work, list(decision.start))
+        for a, o in zip(decision.start, outcomes, strict=True):
+            records.append(
+                TrialStatus(
+                    trial=a.trial,
+                    rung=a.rung,
+                    job=f"t{a.trial}-r{a.rung}",
+                    state="Succeeded",
+                    score=o["score"],
+                    seconds=o["seconds"],
+                )
+            )
         trial_seconds += sum(o["seconds"] for o in outcomes)
-        trial_cpu += sum(o["cpuSeconds"] for o in outcomes)
-        scores = {i: o["score"] for i, o in zip(alive, outcomes, strict=True)}
-        rungs.append({"rows": rows, "trials": len(alive)})
-        ranked = sorted(alive, key=lambda i: (-scores[i], i))
-        alive = ranked[: max(1, math.ceil(len(alive) / ETA))]
-    winner = alive[0]
+        trial_cpu += sum(o["processCpuSeconds"] for o in outcomes)
+    best = winner(p, records)
+    assert best is not None and best.score is not None
+    budget = spec.search.budget
+    rungs = [
+        {"trials": sum(1 for r in records if r.rung == rung), "budget": value}
+        for rung, value in enumerate(rung_budgets(spec.search))
+        if any(r.rung == rung for r in records)
+    ]
     return {
         "wall_seconds": time.perf_counter() - started,
+        "budget": budget.to_wire(),
         "rungs": rungs,
-        "winner": winner,
-        "best_score": scores[winner],
+        "winner": best.trial,
+        "best_score": best.score,
         "trial_seconds": trial_seconds,
         "trial_cpu_seconds": trial_cpu,
     }
@@ -309,11 +362,18 @@ async def _watch_run(state: Path, up: Any, started: float) -> tuple[float, float
 
 
 def kubeloop_local(
-    root: Path, data_uri: str, trials: int, seed: int, parallelism: int
+    root: Path,
+    data_uri: str,
+    trials: int,
+    seed: int,
+    parallelism: int,
+    *,
+    budget: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The same space as a TrainingPipeline's spec.search (random, `trials`, `parallelism` at a
-    time) on `kubeloop local`: the operator schedules the trial Jobs, the winner's run
-    publishes. Its trials are the operator's own seeded draws, not ParameterSampler's."""
+    """The same space as a TrainingPipeline's spec.search (random, or halving on `budget`;
+    `trials`, `parallelism` at a time) on `kubeloop local`: the operator schedules the trial
+    Jobs (halving: its rungs, promotions and stops), the winner's run publishes. Its trials are
+    the operator's own seeded draws, not ParameterSampler's (the same for both strategies)."""
     import subprocess
 
     import yaml
@@ -323,6 +383,15 @@ def kubeloop_local(
     root = root / f"local-{parallelism}-{time.monotonic_ns()}"
     root.mkdir()
     artifacts = root / "models-local"
+    search: dict[str, Any] = {
+        "strategy": "random",
+        "trials": trials,
+        "parallelism": parallelism,
+        "seed": seed,
+        "space": SPACE,
+    }
+    if budget is not None:
+        search.update(strategy="halving", reductionFactor=ETA, budget=budget)
     pipeline = {
         "apiVersion": "kubeloop.io/v1alpha1",
         "kind": "TrainingPipeline",
@@ -330,13 +399,7 @@ def kubeloop_local(
         "spec": {
             "data": {"train": data_uri, "target": "churned"},
             "model": {"framework": "sklearn", "task": "classification"},
-            "search": {
-                "strategy": "random",
-                "trials": trials,
-                "parallelism": parallelism,
-                "seed": seed,
-                "space": SPACE,
-            },
+            "search": search,
             "resources": {"cpu": "1", "memory": "2Gi"},
             "artifacts": artifacts.as_uri() + "/",
             "promotion": {"metric": METRIC},
@@ -358,14 +421,25 @@ def kubeloop_local(
             up.wait(timeout=60)
     record = SearchRecord.model_validate(json.loads(manifest.read_text())["search"])
     scored = [t.outcome for t in record.trials if t.outcome and t.outcome.score is not None]
+    best = record.winning().outcome
+    assert best is not None and best.score is not None
     return {
-        "parallelism": parallelism,
+        "strategy": search["strategy"],
+        "budget": budget,
+        "trial_jobs": len(record.trials),
+        "trial_cpu_seconds": sum(o.cpu_seconds or 0.0 for o in scored),
         "wall_seconds": ended - started,  # from `kubeloop local up` to the run recorded
         "run_seconds": ended - began,  # from the run's start to its record (promotion)
+        "parallelism": parallelism,
         "scores": [o.score for o in scored],
-        "best_score": max(o.score for o in scored if o.score is not None),
+        "best_score": best.score,  # halving: the winner's on the highest rung it reached
         "winner": record.winner,
         "trial_seconds": sum(o.seconds or 0.0 for o in scored),
+        "trials": [
+            [t.assignment.trial, t.assignment.rung, t.outcome.cpu_seconds, t.outcome.score]
+            for t in record.trials
+            if t.outcome is not None
+        ],
     }
 
 
@@ -430,12 +504,29 @@ def _same(tried: list[Any], configs: list[Any]) -> bool:
     return [norm(*t) for t in tried] == [norm(*c) for c in configs]
 
 
+def _rungs(halving: dict[str, Any]) -> str:
+    """A halving run's rungs in words: how many trials on what budget."""
+    budget = halving["budget"]
+    if budget["parameter"] == "auto":
+        shares = ", ".join(
+            f"{r['trials']} on {r['budget']}/{budget['max']}" for r in halving["rungs"]
+        )
+        return (
+            f"budget auto ({shares} of their rows and of their own iterations or trees, as "
+            "the operator decides them)"
+        )
+    sizes = ", ".join(f"{r['trials']} on {r['budget']:,}" for r in halving["rungs"])
+    name = budget["parameter"]
+    return f"budget {name} ({sizes} {name}, as the operator decides them)"
+
+
 def _summary(run: dict[str, Any]) -> str:
     ours, peer, halvings = run["kubeloop"], run["sklearn"], run["halving"]
     ratio = ours["wall_seconds"] / peer["wall_seconds"]
     delta = ours["best_score"] - peer["best_score"]
     machine = run["machine"]
-    locals_ = run.get("local") or []
+    locals_ = [r for r in run.get("local") or [] if r.get("strategy", "random") == "random"]
+    local_halvings = [r for r in run.get("local") or [] if r.get("strategy") == "halving"]
     local_rows, local_ratios, local_deltas = [], [], []
     for local in locals_:
         local_ratio = local["run_seconds"] / peer["wall_seconds"]
@@ -445,8 +536,8 @@ def _summary(run: dict[str, Any]) -> str:
             f"| Kubeloop on `kubeloop local`: spec.search random, parallelism "
             f"{local['parallelism']} (run start to promotion; {local['wall_seconds']:.1f} s "
             f"with the cluster's start) | {local['run_seconds']:.1f} ({local_ratio:.2f}x) | "
-            f"{local['trial_seconds']:.1f} | - | {local['best_score']:.4f} | "
-            f"trial {local['winner']} |"
+            f"{local['trial_seconds']:.1f} | {local['trial_cpu_seconds']:.1f} | "
+            f"{local['best_score']:.4f} | trial {local['winner']} |"
         )
     local_head = ""
     if locals_:
@@ -456,16 +547,41 @@ def _summary(run: dict[str, Any]) -> str:
             f"{', '.join(local_ratios)} the wall time of RandomizedSearchCV(n_jobs=2) (target "
             f"<= 1.5x), best {METRIC} {', '.join(local_deltas)} from it (target within 0.005); "
         )
+    local_halving_heads = []
+    for local in local_halvings:
+        base = locals_[0] if locals_ else None
+        compute = (
+            f"{local['trial_cpu_seconds'] / base['trial_cpu_seconds']:.2f}x its trial CPU"
+            if base
+            else "-"
+        )
+        delta = local["best_score"] - (base or peer)["best_score"]
+        local_halving_heads.append(f"{delta:+.4f} with {compute}")
+        local_rows.append(
+            f"| Kubeloop on `kubeloop local`: spec.search halving, budget "
+            f"{local['budget']['parameter']} {local['budget']['min']}..{local['budget']['max']}, "
+            f"parallelism {local['parallelism']} ({local['trial_jobs']} trial Jobs; "
+            f"{local['wall_seconds']:.1f} s with the cluster's start) | "
+            f"{local['run_seconds']:.1f} | {local['trial_seconds']:.1f} | "
+            f"{local['trial_cpu_seconds']:.1f} ({compute.removesuffix(' its trial CPU')} "
+            f"random) | {local['best_score']:.4f} | trial {local['winner']} |"
+        )
+    if local_halving_heads:
+        local_head += (
+            "halving through the operator on `kubeloop local` (spec.search halving, budget "
+            f"auto) vs its random search: {'; '.join(local_halving_heads)}; "
+        )
     halving_rows, halving_heads = [], []
     for halving in halvings:
-        rungs = ", ".join(f"{r['trials']} on {r['rows']:,} rows" for r in halving["rungs"])
+        rungs = _rungs(halving)
         h_delta = halving["best_score"] - ours["best_score"]
         compute = halving["trial_cpu_seconds"] / ours["trial_cpu_seconds"]
         halving_heads.append(
-            f"{len(halving['rungs'])} rungs {h_delta:+.4f} with {compute:.2f}x its trial CPU"
+            f"budget {halving['budget']['parameter']} {h_delta:+.4f} with {compute:.2f}x its "
+            "trial CPU"
         )
         halving_rows.append(
-            f"| Kubeloop halving ({rungs}) | {halving['wall_seconds']:.1f} | "
+            f"| Kubeloop halving, {rungs} | {halving['wall_seconds']:.1f} | "
             f"{halving['trial_seconds']:.1f} | {halving['trial_cpu_seconds']:.1f} "
             f"({compute:.2f}x random) | {halving['best_score']:.4f} | trial {halving['winner']} |"
         )
@@ -506,9 +622,22 @@ def _summary(run: dict[str, Any]) -> str:
             + ("yes (checked)." if run["same_configurations"] else "NO (see the JSON)."),
             "Trial fit + score: the trials' own fit and scoring seconds, wall clock (Kubeloop: "
             "TrialOutcome seconds; scikit-learn: mean_fit_time + mean_score_time). Trial CPU: "
-            "the CPU seconds of each Kubeloop trial's `kubeloop train` (data read, fit, "
-            "scoring), which other work on the machine does not inflate: the halving ratio is "
-            "taken from it. Neither counts process starts; wall "
+            "the CPU seconds of each Kubeloop trial (data read, fit, scoring), which other work "
+            "on the machine inflates far less than wall time: the halving ratios are taken "
+            "from it. In trial mode it is each `kubeloop train` call's in its warm worker; on "
+            "`kubeloop local` the TrialOutcomes' cpuSeconds in the version's manifest (each "
+            "trial's own pod, after its imports: it also pays the first read and fit of a fresh "
+            "process, e.g. scikit-learn's first discovery of dataframe plugins, some 0.02 s a "
+            "trial, and the machine's load, which the many small trials of halving feel "
+            "most). "
+            "Halving: the operator's own decisions (kubeloop.decide.search: rung budgets and "
+            "sizes, promotions, the winner) over the random search's 24 configurations in trial "
+            "mode; on `kubeloop local` the operator's own run of spec.search halving over its "
+            "own draws (the same for random and halving: one seed). Budget auto shrinks each "
+            "trial as a whole (rows and its own iterations or trees); budget rows only its rows, "
+            "which hardly shrinks HistGradientBoosting's cost (its binning and per-node "
+            "splitting do not scale with the rows, and below 10,000 rows it stops early no "
+            "more). Neither counts process starts; wall "
             "time includes them. Both sides start their two worker processes (and import the "
             "estimators in them) before the clock starts. Kubeloop's trial-mode row schedules "
             "the trials in this benchmark (the trainer's cost alone); the `kubeloop local` "
@@ -560,6 +689,15 @@ def main(argv: list[str] | None = None) -> int:
         help="also run the random search as spec.search on `kubeloop local`, once per "
         f"PARALLELISM given (none given: {PARALLELISM}), e.g. `--local 2 2 4`",
     )
+    parser.add_argument(
+        "--local-halving",
+        nargs="*",
+        type=int,
+        metavar="PARALLELISM",
+        help="also run spec.search halving (budget auto, 1/9 to all) on `kubeloop local`, "
+        "once per PARALLELISM given (none given: "
+        f"{PARALLELISM}): the operator's own rungs, compared with the first --local run",
+    )
     parser.add_argument("--no-summary", action="store_true", help="do not rewrite the .md")
     args = parser.parse_args(argv)
     # One thread per trial on both sides; two trials at a time.
@@ -602,24 +740,34 @@ def main(argv: list[str] | None = None) -> int:
             print(f"kubeloop random: {ours['wall_seconds']:.1f}s, best {ours['best_score']:.4f}")
             train_rows = round(args.rows * (1 - spec.data.validation_fraction))
             halvings = []
-            for rungs in RUNGS:
-                halving = kubeloop_halving(
-                    pool, spec_path, work, configs, train_rows, rungs_total=rungs
-                )
+            for given in BUDGETS:
+                budget = dict(given)
+                if budget["parameter"] == "rows":  # 1/9 of the training rows, then all
+                    budget.update(min=math.ceil(train_rows / ETA**2), max=train_rows)
+                searched = halving_spec(spec_doc, args.trials, args.seed, budget)
+                halving = kubeloop_halving(pool, spec_path, work, configs, searched)
                 halvings.append(halving)
                 print(
-                    f"kubeloop halving ({rungs} rungs): {halving['wall_seconds']:.1f}s, best "
-                    f"{halving['best_score']:.4f}, trial compute {halving['trial_seconds']:.1f}s"
-                    f" vs {ours['trial_seconds']:.1f}s"
+                    f"kubeloop halving (budget {budget['parameter']}): "
+                    f"{halving['wall_seconds']:.1f}s, best {halving['best_score']:.4f}, trial "
+                    f"CPU {halving['trial_cpu_seconds']:.1f}s vs {ours['trial_cpu_seconds']:.1f}s"
                 )
         local = []
-        for parallelism in [] if args.local is None else args.local or [PARALLELISM]:
-            data_uri = (root / "data").as_uri() + "/"
-            local.append(kubeloop_local(root, data_uri, args.trials, args.seed, parallelism))
+        randoms = [] if args.local is None else args.local or [PARALLELISM]
+        halving_runs = [] if args.local_halving is None else args.local_halving or [PARALLELISM]
+        data_uri = (root / "data").as_uri() + "/"
+        for parallelism, budget in [
+            *((p, None) for p in randoms),
+            *((p, BUDGETS[0]) for p in halving_runs),
+        ]:
+            local.append(
+                kubeloop_local(root, data_uri, args.trials, args.seed, parallelism, budget=budget)
+            )
             print(
-                f"kubeloop local (parallelism {parallelism}): run "
+                f"kubeloop local ({local[-1]['strategy']}, parallelism {parallelism}): run "
                 f"{local[-1]['run_seconds']:.1f}s (wall {local[-1]['wall_seconds']:.1f}s with "
-                f"the cluster's start), best {local[-1]['best_score']:.4f}"
+                f"the cluster's start), best {local[-1]['best_score']:.4f}, trial CPU "
+                f"{local[-1]['trial_cpu_seconds']:.1f}s"
             )
     given = argv if argv is not None else sys.argv[1:]
     run = {

@@ -27,6 +27,10 @@ references too large to hold in memory: pass 1 draws a bounded random sample and
 chosen the same way (plus the exact minimum and maximum), pass 2 counts every
 row at them, so the counts stay exact and only the spacing of the points is approximate.
 
+The trainer adds the profile's `source` (kubeloop.profile_source: the files and the rows of
+them it counted), so the monitor can compute what no sketch can hold, the exact KS p-value,
+from the same rows again.
+
 Profiles written before `kubeloop.profile/v2` kept a 10,000-value random sample instead of the
 sketch; `load_profile` reads them with the sample as the reference (the old behaviour).
 """
@@ -43,6 +47,8 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from kubeloop.profile_source import ProfileSource
 
 __all__ = [
     "FINE_BINS",
@@ -170,6 +176,9 @@ class Profile:
     rows: int
     numeric: dict[str, NumericProfile]
     categorical: dict[str, CategoricalProfile]
+    # The data it was built from (kubeloop.profile_source); None in profiles written before
+    # it was recorded, or unreadable.
+    source: ProfileSource | None = None
 
     @property
     def features(self) -> list[str]:
@@ -531,4 +540,17 @@ def load_profile(data: Mapping[str, Any] | str | bytes) -> Profile:
         )
         for name, item in raw.get("categorical", {}).items()
     }
-    return Profile(rows=int(raw["rows"]), numeric=numeric, categorical=categorical)
+    return Profile(
+        rows=int(raw["rows"]), numeric=numeric, categorical=categorical, source=_source(raw)
+    )
+
+
+def _source(raw: Mapping[str, Any]) -> ProfileSource | None:
+    """The profile's recorded source; a malformed one counts as none (the sketch still works)."""
+    entry = raw.get("source")
+    if not isinstance(entry, Mapping):
+        return None
+    try:
+        return ProfileSource.from_dict(entry)
+    except (KeyError, TypeError, ValueError):
+        return None

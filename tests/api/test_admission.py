@@ -314,3 +314,20 @@ def test_min_improvement_is_admitted_with_must_beat_champion_only() -> None:
     assert any(e.startswith("spec.promotion.minImprovement") for e in admit(doc).errors)
     with pytest.raises(SpecError, match=r"promotion\.minImprovement"):
         parse_resource(doc)
+
+
+def test_admission_works_with_the_root_logger_at_debug() -> None:
+    """celpy's DEBUG AST dump fails on long `||` rules; admission must not depend on the level."""
+    import logging
+
+    from kubeloop.api.admission import _cel_program
+
+    _cel_program.cache_clear()
+    root = logging.getLogger()
+    previous = root.level
+    root.setLevel(logging.DEBUG)
+    try:
+        doc = yaml.safe_load((ROOT / "examples" / "churn-pipeline.yaml").read_text())
+        assert admit(doc).errors == []
+    finally:
+        root.setLevel(previous)

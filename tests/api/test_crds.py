@@ -77,6 +77,16 @@ def test_printer_columns(kind: str, columns: list[str]) -> None:
     assert [c["name"] for c in version["additionalPrinterColumns"]] == columns
 
 
+def test_the_trials_column_reads_a_field_that_outlives_the_run() -> None:
+    """status.search (the latest search's summary), not status.currentRun.search: the column
+    still shows the search once its run has ended and currentRun is gone."""
+    version = _crds()["TrainingPipeline"]["spec"]["versions"][0]
+    (trials,) = [c for c in version["additionalPrinterColumns"] if c["name"] == "Trials"]
+    assert trials["jsonPath"] == ".status.search.progress"
+    status = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+    assert "progress" in status["search"]["properties"]
+
+
 def _walk(node: Any, path: str = "") -> Any:
     if isinstance(node, dict):
         yield path, node

@@ -40,6 +40,9 @@ HALVING_TREES = {
     "budget": {"parameter": "n_estimators", "min": 10, "max": 90},
 }
 
+# auto: every built-in estimator can shrink (rows, and its own iterations); custom code cannot
+HALVING_AUTO = {"strategy": "halving", "budget": {"parameter": "auto", "min": 1, "max": 9}}
+
 
 def _doc(search: dict[str, Any], **model: Any) -> dict[str, Any]:
     doc = copy.deepcopy(BASE)
@@ -70,6 +73,12 @@ def _doc(search: dict[str, Any], **model: Any) -> dict[str, Any]:
             set(),
         ),
         (_doc({"space": [LR_C]}, framework="custom"), {"estimator"}),
+        (_doc({"space": [LR_C, {"estimator": "XGBClassifier"}], **HALVING_AUTO}), set()),
+        (
+            _doc({"space": [{"params": {"lr": {"uniform": [0.0, 1.0]}}}], **HALVING_AUTO},
+                 framework="custom"),
+            {"budget"},
+        ),
         (
             _doc({"space": [{"params": {"epochs": {"integer": [5, 50]}}}], "strategy": "halving",
                   "budget": {"parameter": "epochs", "min": 2, "max": 18}}, framework="torch"),

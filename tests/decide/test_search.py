@@ -14,6 +14,7 @@ from kubeloop.decide.search import (
     SearchPlan,
     configurations,
     plan,
+    record,
     rung_budgets,
     rung_sizes,
     step,
@@ -175,3 +176,19 @@ def test_halving_never_crowns_a_trial_that_failed_on_its_larger_budget() -> None
     assert step(p, [*rung0, *rung1], 2).winner == 6
     every = [_done(t, None, 1, "Failed") for t in (6, 7, 8)]
     assert step(p, [*rung0, *every], 2).winner == 5  # the best that never failed
+
+
+def test_an_auto_budget_gives_each_rung_its_share_and_the_record_keeps_the_budget() -> None:
+    """budget auto: a rung's Budget carries budget.max (the trainer trains value/max of the
+    rows and of the trial's own iterations); the finished record keeps spec.search.budget, so
+    the winner's refit knows budget.max whichever rung the search ended on."""
+    p = _plan(trials=9, strategy="halving", budget={"parameter": "auto", "min": 1, "max": 27})
+    assert rung_budgets(p.search) == [1, 3, 9, 27] and rung_sizes(p.search, 9) == [9, 3]
+    first = step(p, [], 9).start
+    assert {(a.budget.parameter, a.budget.value, a.budget.max) for a in first if a.budget} == {
+        ("auto", 1, 27)
+    }
+    assert first[0].budget is not None and first[0].budget.share() == pytest.approx(1 / 27)
+    won = record(p, [_done(t, 0.5 + t / 100) for t in range(9)], 8)
+    assert won.budget == p.search.budget and won.refit
+    assert won.final().budget is None  # auto: the winner's whole configuration, every row

@@ -26,7 +26,9 @@ import kopf
 import yaml
 
 import kubeloop.controller  # noqa: F401  (registers the handlers)
+from kubeloop.controller.runtime import runtime
 from kubeloop.local.cluster.emulator import EmulatorThread
+from kubeloop.workloads.registryjob import empty_registry_result
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -73,14 +75,8 @@ class Operator:
 
 def empty_registry(args: list[str]) -> dict[str, Any]:
     """What `kubeloop registry inspect` answers for a registry nothing was written to."""
-    return {
-        "kind": "RegistryResult",
-        "ok": True,
-        "operation": "inspect",
-        "lastRunId": 0,
-        "aliases": {},
-        "versions": [],
-    }
+    del args
+    return empty_registry_result()
 
 
 def _terminated_pod(job: dict[str, Any], result: dict[str, Any] | None, ok: bool) -> dict[str, Any]:
@@ -89,13 +85,15 @@ def _terminated_pod(job: dict[str, Any], result: dict[str, Any] | None, ok: bool
     message = json.dumps(result) if result is not None else ""
     ns, name, uid = (job["metadata"][k] for k in ("namespace", "name", "uid"))
     owner = {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": uid, "controller": True}
+    template = (job.get("spec") or {}).get("template") or {}
+    labels = dict((template.get("metadata") or {}).get("labels") or {})  # as the Job controller
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
             "name": f"{name}-pod",
             "namespace": ns,
-            "labels": {"job-name": name, "batch.kubernetes.io/job-name": name},
+            "labels": {**labels, "job-name": name, "batch.kubernetes.io/job-name": name},
             "annotations": {"batch.kubernetes.io/job-completion-index": "0"},
             "ownerReferences": [owner],
         },
@@ -418,9 +416,23 @@ def settled(cluster: Cluster, plural: str, name: str, passes: int = 3) -> None:
     resync_requests(cluster, plural, name, passes)
 
 
+KINDS = {
+    "trainingpipelines": "TrainingPipeline",
+    "modeldeployments": "ModelDeployment",
+    "driftmonitors": "DriftMonitor",
+}
+
+
+def reconciles(plural: str, name: str) -> int:
+    """How many reconcile passes of object `name` (of resource `plural`) the in-process operator
+    has finished (the operator reads from its watch cache: the API server does not see them)."""
+    kind = KINDS[plural]
+    return sum(n for (k, _, o), n in runtime.passes.items() if k == kind and o == name)
+
+
 def resync_requests(cluster: Cluster, plural: str, name: str, passes: int = 4) -> list[Any]:
     """The API requests made while the operator reconciled object `name` (of resource `plural`,
-    e.g. "trainingpipelines") `passes` more times; each reconcile GETs its object first.
+    e.g. "trainingpipelines") `passes` more times.
 
     Every request is kept meanwhile, so none of the window's is trimmed away.
     """
@@ -430,17 +442,12 @@ def resync_requests(cluster: Cluster, plural: str, name: str, passes: int = 4) -
         # By identity: kmock's request ids restart after its log was trimmed. The requests seen
         # here stay recorded (and alive) meanwhile, so no new one can take an identity of theirs.
         before = {id(r) for r in cluster.thread.call(lambda: list(em))}
-
-        def window() -> list[Any] | None:
-            requests = [r for r in cluster.thread.call(lambda: list(em)) if id(r) not in before]
-            gets = [
-                r
-                for r in requests
-                if r.method == "GET" and r.name == name and r.subresource is None
-                and r.resource is not None and r.resource.plural == plural
-            ]  # fmt: skip
-            return requests if len(gets) >= passes else None
-
-        return wait_for(window, what=f"{passes} reconciles of {name}")
+        start = reconciles(plural, name)
+        # A pass already running when we started may have read before the window opened.
+        wait_for(
+            lambda: reconciles(plural, name) >= start + passes + 1,
+            what=f"{passes} reconciles of {name}",
+        )
+        return [r for r in cluster.thread.call(lambda: list(em)) if id(r) not in before]
     finally:
         em.keep_requests = keep

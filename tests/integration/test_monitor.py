@@ -197,8 +197,16 @@ def test_verdicts_status_and_one_retrain_per_episode(cluster: Cluster, operator:
 
     # Same episode: more Drift checks request nothing more, even after that run finished.
     cluster.finish_job("ml", "dm2-run-2", _training("2", 0.95, "dm2"))
-    _check(cluster, "dm2", 2, _drift("Drift", share=0.6))
+    # A KS check whose p-values came from the profile's sketch says so in status.
+    approximate = _drift("Drift", share=0.6)
+    ks = {"exact": False, "source": "profile", "reason": "source file s3://d/a.parquet is gone"}
+    approximate["ksReference"] = ks
+    approximate["features"]["f000"].update(test="ks", pValueExact=False)
+    _check(cluster, "dm2", 2, approximate)
+    status = _status(cluster, DM, "dm2")
+    assert status["ksReference"] == ks and status["features"]["f000"]["pValueExact"] is False
     _check(cluster, "dm2", 3, _drift("NoData", share=0.0))
+    assert "ksReference" not in _status(cluster, DM, "dm2")
     settled(cluster, "driftmonitors", "dm2")
     assert _pipeline_jobs(cluster, "dm2") == ["dm2-run-1", "dm2-run-2"]
     assert _status(cluster, DM, "dm2")["verdict"] == "NoData"

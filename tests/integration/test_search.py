@@ -61,6 +61,7 @@ def _outcome(trial: int) -> dict[str, Any]:
         "score": SCORES[trial],
         "metrics": {"roc_auc": SCORES[trial]},
         "seconds": 1.5,
+        "cpuSeconds": 1.25,
     }
 
 
@@ -102,6 +103,8 @@ def test_search_runs_trials_then_the_winner_and_survives_a_restart(
     record = SearchRecord.model_validate(json.loads(_env(run_job)[SEARCH_ENV]))
     assert record.winner == 1 and record.metric == "roc_auc" and not record.refit
     assert [t.outcome.score for t in record.trials if t.outcome] == [0.81, 0.93, 0.88]
+    # each trial's compute travels from its pod's result to status and the record
+    assert {t.outcome.cpu_seconds for t in record.trials if t.outcome} == {1.25}
     jobs = _trial_jobs(cluster, "srch")
     assert len(jobs) == 3 and all(jobs[n]["metadata"]["uid"] == u for n, u in uids.items())
     search = pipeline_status(cluster, "srch")["currentRun"]["search"]
@@ -124,6 +127,14 @@ def test_search_runs_trials_then_the_winner_and_survives_a_restart(
         status["runs"][0]["search"]["best"]["trial"] == 1
         and "trials" not in status["runs"][0]["search"]
     )
+    # The run has ended (no currentRun): the Trials column (status.search) still shows it.
+    assert status.get("currentRun") is None
+    assert status["search"] == {
+        "runId": "1",
+        "progress": "3/3",
+        "finished": True,
+        "best": search["best"],
+    }
 
 
 def test_a_spec_edit_mid_search_ends_the_run_stops_its_trials_and_searches_again(

@@ -129,6 +129,13 @@ def test_drift_verdicts_and_scores(demo: tuple[DemoResult, str]) -> None:
     assert shifted.features["contract"]["test"] == "chi2"
     assert shifted.features["contract"]["score"] < 0.05  # a p-value
     assert shifted.features["contract"]["drifted"] is True
+    # spec.performance: the client delivered each request's true label (the relation itself
+    # unchanged), joined by the request ids it sent.
+    assert baseline.performance is not None and shifted.performance is not None
+    assert baseline.performance["verdict"] == "OK", baseline.performance
+    assert baseline.performance["labelledRows"] == BASELINE_ROWS
+    assert shifted.performance["labelledRows"] == BASELINE_ROWS + SHIFTED_ROWS
+    assert shifted.performance["unmatchedLabels"] == 0
 
 
 def test_payload_log_holds_every_request_sent(demo: tuple[DemoResult, str]) -> None:

@@ -65,6 +65,8 @@ class ApiFaults:
         self._rng = random.Random(seed)
         self.counts: Counter[str] = Counter()
         self.times: list[float] = []
+        # (method, path with query) of every request but watches, in arrival order
+        self.requests: list[tuple[str, str]] = []
 
     def draw(self, method: str, watch: bool) -> str:
         self.times.append(time.monotonic())
@@ -122,6 +124,8 @@ class ApiFaultProxy:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         watch = request.query.get("watch") in ("true", "1")
         outcome = self.faults.draw(request.method, watch)
+        if not watch:
+            self.faults.requests.append((request.method, request.path_qs))
         if outcome == "gone":
             # What kube-apiserver does when a watch's resourceVersion is too old: 200, then one
             # ERROR event carrying a 410 Status, then the end of the stream.

@@ -3,6 +3,7 @@ the operator-kill and API-fault experiments)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from tests.integration.harness import JOBS, TP, Cluster, example, wait_for
@@ -56,3 +57,27 @@ def jobs_of(cluster: Cluster, name: str) -> list[dict[str, Any]]:
         for j in cluster.list(JOBS, "ml")
         if j["metadata"].get("labels", {}).get("kubeloop.io/trainingpipeline") == name
     ]
+
+
+def quiet(cluster: Cluster, plural: str, name: str, polls: int = 4) -> None:
+    """Wait until object `name` and the namespace's Jobs have not changed over `polls`
+    resync intervals in a row (the operator here is another process: its reconciles read its
+    watch cache, and a pass that changes nothing leaves no trace on the API server to count)."""
+    resource = f"kubeloop.io/v1alpha1/{plural}"
+
+    def snapshot() -> tuple[Any, ...]:
+        obj = cluster.get(resource, "ml", name) or {}
+        jobs = sorted(
+            (j["metadata"]["name"], j["metadata"].get("resourceVersion"))
+            for j in cluster.list(JOBS, "ml")
+        )
+        return (obj.get("metadata") or {}).get("resourceVersion"), tuple(jobs)
+
+    seen: list[tuple[Any, ...]] = []
+
+    def still() -> bool:
+        seen.append(snapshot())
+        time.sleep(0.5)  # one resync interval of the operator under test (KUBELOOP_RESYNC_SECONDS)
+        return len(seen) > polls and len(set(seen[-polls - 1 :])) == 1
+
+    wait_for(still, timeout=120, what=f"{name} quiet for {polls} resyncs")

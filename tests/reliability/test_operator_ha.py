@@ -27,7 +27,6 @@ from tests.integration.harness import (
     Cluster,
     events,
     example,
-    settled,
     training_result,
     wait_for,
 )
@@ -134,7 +133,7 @@ def _mid_canary(api: Cluster, b: Replica, c: Replica) -> float:
     canary_uid = (api.get(DEPLOYS, "ml", f"{MD_NAME}-canary") or {})["metadata"]["uid"]
 
     taken = _takeover(api, b, c)
-    settled(api, "modeldeployments", MD_NAME)  # reconciled by c, several times: it holds
+    runs.quiet(api, "modeldeployments", MD_NAME)  # reconciled by c, several times: it holds
     assert _md_status(api)["canary"] == before and before["trafficPercent"] == 50
     assert (api.get(DEPLOYS, "ml", f"{MD_NAME}-canary") or {})["metadata"]["uid"] == canary_uid
     assert len(events(api, MD_NAME, "CanaryStarted")) == 1
@@ -184,7 +183,7 @@ def test_the_follower_takes_over_a_killed_leader_mid_run_and_mid_canary(
         runs.start_run(api, NAME, 3, timeout=60)
         runs.finish_run(api, NAME, 3, 0.9, timeout=60)
         canary_taken = _mid_canary(api, b, c)
-        settled(api, "trainingpipelines", NAME)
+        runs.quiet(api, "trainingpipelines", NAME)
 
         jobs = runs.jobs_of(api, NAME)
         names = Counter(j["metadata"]["name"] for j in jobs)

@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Iterator
 
 import pytest
-from tests.integration.harness import Cluster, settled
+from tests.integration.harness import Cluster
 from tests.reliability import runs
 from tests.reliability.operator_process import OperatorProcess, killable_operator
 
@@ -63,7 +63,7 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(
         if timer:
             timer.join()
     # Let the operator settle (a last restart may still be reconciling), then count.
-    settled(cluster, "trainingpipelines", NAME)
+    runs.quiet(cluster, "trainingpipelines", NAME)
     jobs = runs.jobs_of(cluster, NAME)
     names = Counter(j["metadata"]["name"] for j in jobs)
     status = runs.status(cluster, NAME)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from tests.resources.cases import DEFAULTS, UID
@@ -241,6 +242,9 @@ def test_a_search_trial_is_built_like_the_run_with_its_assignment_and_no_champio
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert TrialAssignment.model_validate_json(env["KUBELOOP_TRIAL"]) == trial
     assert "KUBELOOP_CHAMPION_URI" not in env and "KUBELOOP_SEARCH" not in env
+    # Nobody reads a trial's progress: no port, no progress endpoint.
+    assert "ports" not in container and "KUBELOOP_PROGRESS_PORT" not in env
+    assert run_container["ports"][0]["name"] == "progress"
     won = SearchRecord(
         strategy="random", seed=1, metric="roc_auc", winner=4, refit=False,
         trials=[SearchTrial(assignment=trial)],
@@ -253,3 +257,42 @@ def test_a_search_trial_is_built_like_the_run_with_its_assignment_and_no_champio
     }
     assert SearchRecord.model_validate_json(env["KUBELOOP_SEARCH"]) == won
     assert final["metadata"]["name"] == "ddp-run-3" and "KUBELOOP_TRIAL" not in env
+
+
+def test_a_custom_trial_and_the_winners_run_get_their_params_in_kubeloop_params() -> None:
+    """KUBELOOP_PARAMS is what the SDK's ctx.params says: the trial's params (and its named
+    budget) over spec.model.params; the winner's run: its params with the budget's max."""
+    from kubeloop.api.search import (
+        Budget,
+        SearchBudget,
+        SearchRecord,
+        SearchTrial,
+        TrialAssignment,
+    )
+
+    spec = _spec(
+        model={"framework": "custom", "task": "classification", "params": {"lr": 0.1, "w": 1}},
+        trainer={"image": "team/train:1"},
+    )
+    trial = TrialAssignment(
+        run_id="3", trial=2, rung=0, params={"lr": 0.01},
+        budget=Budget(parameter="epochs", value=2), seed=42,
+    )  # fmt: skip
+
+    def user_env(**kw: Any) -> dict[str, str]:
+        job = build_training_job(
+            OWNER, spec, run_id=3, trigger="Manual", generation=1, defaults=DEFAULTS, **kw
+        )
+        user = job["spec"]["template"]["spec"]["initContainers"][1]
+        assert ("ports" in user) == ("trial" not in kw)
+        return {e["name"]: e.get("value") for e in user["env"]}
+
+    params = json.loads(user_env(trial=trial, trial_name="x-run-3-t2-r0")["KUBELOOP_PARAMS"])
+    assert params == {"lr": 0.01, "w": 1, "epochs": 2}
+    won = SearchRecord(
+        strategy="halving", seed=1, metric="roc_auc", winner=2, refit=True,
+        budget=SearchBudget(parameter="epochs", min=2, max=18),
+        trials=[SearchTrial(assignment=trial)],
+    )  # fmt: skip
+    assert json.loads(user_env(search=won)["KUBELOOP_PARAMS"]) == {"lr": 0.01, "w": 1, "epochs": 18}
+    assert json.loads(user_env()["KUBELOOP_PARAMS"]) == {"lr": 0.1, "w": 1}

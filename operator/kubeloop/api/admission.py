@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -203,6 +204,10 @@ def _cel_program(rule: str) -> Any:
     def is_sorted(items: Any) -> Any:
         return celtypes.BoolType(all(items[i] <= items[i + 1] for i in range(len(items) - 1)))
 
+    # celpy's DEBUG logging dumps each rule's AST, and its dumper fails (IndexError) on a
+    # long `||` chain such as the halving budget rule: with the root logger at DEBUG, every
+    # admission failed. Its INFO and above say nothing per evaluation.
+    logging.getLogger("celpy").setLevel(max(logging.INFO, logging.getLogger("celpy").level))
     env = celpy.Environment()
     return env.program(env.compile(rule), functions={"isSorted": is_sorted})
 

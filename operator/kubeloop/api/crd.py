@@ -99,8 +99,8 @@ KINDS: tuple[CrdKind, ...] = (
             {
                 "name": "Trials",
                 "type": "string",
-                "jsonPath": ".status.currentRun.search.progress",
-                "description": "Search trials finished/planned of the run in progress.",
+                "jsonPath": ".status.search.progress",
+                "description": "Search trials finished/planned of the latest run's search.",
             },
             _AGE,
         ],

@@ -6,7 +6,7 @@ LightGBM, exactly as the trainer checks spec.model.params)."""
 
 from __future__ import annotations
 
-__all__ = ["BUDGET_PARAMS", "ESTIMATOR_PARAMS", "ROWS"]
+__all__ = ["AUTO", "BUDGET_PARAMS", "ESTIMATOR_PARAMS", "ROWS", "WORK_PARAMS"]
 
 _FORESTS = (
     "bootstrap ccp_alpha criterion max_depth max_features max_leaf_nodes max_samples "
@@ -67,8 +67,11 @@ ESTIMATOR_PARAMS: dict[str, tuple[str, ...]] = {
     }.items()
 }
 
-# `rows` (a seeded sample of the training rows) is a budget every estimator can use.
+# `rows` (a seeded sample of the training rows) is a budget every estimator can use, and so is
+# `auto`: the share value/max of the training rows and of the estimator's own iterations
+# (WORK_PARAMS below), a miniature of the trial.
 ROWS = "rows"
+AUTO = "auto"
 # estimator -> its parameter that counts training work (iterations, trees, epochs): a halving
 # budget beside rows. The linear models' max_iter only caps a solver's convergence, so they
 # are left out: a smaller value changes the answer, not the cost of finding it.
@@ -91,4 +94,23 @@ BUDGET_PARAMS: dict[str, tuple[str, ...]] = {
     "LGBMClassifier": ("n_estimators",),
     "LGBMRegressor": ("n_estimators",),
     "TabularMLP": ("epochs",),
+}
+
+# estimator -> (its parameter that counts training work, that parameter's default): what the
+# `auto` halving budget scales beside the rows (the trial's own value, or this default, times
+# the rung's share). An estimator not here gets the share of the rows only.
+WORK_PARAMS: dict[str, tuple[str, int]] = {
+    "RandomForestClassifier": ("n_estimators", 100),
+    "ExtraTreesClassifier": ("n_estimators", 100),
+    "RandomForestRegressor": ("n_estimators", 100),
+    "ExtraTreesRegressor": ("n_estimators", 100),
+    "GradientBoostingClassifier": ("n_estimators", 100),
+    "GradientBoostingRegressor": ("n_estimators", 100),
+    "HistGradientBoostingClassifier": ("max_iter", 100),
+    "HistGradientBoostingRegressor": ("max_iter", 100),
+    "XGBClassifier": ("n_estimators", 100),  # XGBoost's None: 100 boosting rounds
+    "XGBRegressor": ("n_estimators", 100),
+    "LGBMClassifier": ("n_estimators", 100),
+    "LGBMRegressor": ("n_estimators", 100),
+    "TabularMLP": ("epochs", 20),
 }

@@ -34,6 +34,7 @@ __all__ = [
     "DriftTests",
     "DriftThresholds",
     "FeatureDrift",
+    "KSReferenceStatus",
     "LabelsSource",
     "MonitorResources",
     "OnDegradedSpec",
@@ -350,6 +351,31 @@ class FeatureDrift(KubeModel):
     score: float = Field(description="Statistic (PSI, distance) or p-value.")
     threshold: float | None = Field(default=None, description="Threshold applied.")
     drifted: bool = Field(description="Whether this feature drifted.")
+    p_value_exact: bool | None = Field(
+        default=None,
+        description="false: this feature's KS p-value comes from the reference profile's "
+        "sketch, not the full reference data, so it may differ from scipy's by up to ~0.02 "
+        "(status.ksReference.reason says why); absent: exact, or not a KS test.",
+    )
+
+
+class KSReferenceStatus(KubeModel):
+    """What the deciding KS test (spec.tests.numeric: ks) was computed against."""
+
+    exact: bool = Field(
+        description="Whether the KS p-values come from the full reference data (scipy's)."
+    )
+    source: Literal["parquet", "profileSource", "profile"] = Field(
+        description="parquet: a raw Parquet reference; profileSource: the data the version's "
+        "profile.json was built from, streamed again (unchanged since); profile: the "
+        "profile's sketch."
+    )
+    reason: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="Why the sketch was used (the profile records no source, or it moved, "
+        "changed or cannot be read).",
+    )
 
 
 class PerformanceStatus(KubeModel):
@@ -422,6 +448,10 @@ class DriftMonitorStatus(KubeModel):
     model_version: str | None = Field(default=None, description="Version the check compared.")
     features: dict[str, FeatureDrift] = Field(
         default_factory=dict, description="Per-feature results of the last check."
+    )
+    ks_reference: KSReferenceStatus | None = Field(
+        default=None,
+        description="With spec.tests.numeric ks: what the KS test was computed against.",
     )
     last_run_time: str | None = Field(
         default=None, json_schema_extra={"format": "date-time"}, description="Last check."

@@ -18,10 +18,14 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from kubeloop.api.common import CelRule, KubeModel
+from kubeloop.api.estimator_params import AUTO, ROWS
 
 __all__ = [
+    "AUTO",
+    "ROWS",
     "SEARCH_ENV",
     "TRIAL_ENV",
+    "TRIAL_RESULT_KIND",
     "Budget",
     "Candidate",
     "ParamRange",
@@ -30,22 +34,45 @@ __all__ = [
     "SearchRecord",
     "SearchSpec",
     "SearchStatus",
+    "SearchSummary",
     "SearchTrial",
     "TrialAssignment",
     "TrialOutcome",
     "TrialStatus",
+    "params_over",
 ]
 
 TRIAL_ENV = "KUBELOOP_TRIAL"
 SEARCH_ENV = "KUBELOOP_SEARCH"
+# The `kind` of a trial pod's result (a run's is TrainingResult): the operator picks it by it.
+TRIAL_RESULT_KIND = "TrialOutcome"
 
 
 class Budget(KubeModel):
     """How much a trial may spend: a value of the estimator's budget parameter (epochs, trees,
-    iterations), or `rows`, the number of training rows it trains on (a seeded sample)."""
+    iterations), `rows`, the number of training rows it trains on (a seeded sample), or `auto`,
+    the share value/max of the training rows and of the trial's own iterations, if any."""
 
-    parameter: str = Field(description="An estimator parameter (e.g. max_iter), or rows.")
+    parameter: str = Field(description="An estimator parameter (e.g. max_iter), rows or auto.")
     value: int = Field(ge=1, description="The amount this trial gets.")
+    max: int | None = Field(
+        default=None, ge=1, description="auto: the full amount (the search's budget.max)."
+    )
+
+    def share(self) -> float:
+        """auto: the share of the trial's full work it gets (1.0: all of it)."""
+        return 1.0 if not self.max else min(1.0, self.value / self.max)
+
+
+def params_over(
+    base: dict[str, Any], params: dict[str, Any], budget: Budget | None
+) -> dict[str, Any]:
+    """`params` over `base`, with a named budget parameter set to the budget's value (rows and
+    auto are resolved by the trainer, which knows the rows and the estimator's defaults)."""
+    merged = {**base, **params}
+    if budget is not None and budget.parameter not in (ROWS, AUTO):
+        merged[budget.parameter] = budget.value
+    return merged
 
 
 class TrialAssignment(KubeModel):
@@ -66,6 +93,10 @@ class TrialAssignment(KubeModel):
     def to_env(self) -> str:
         return json.dumps(self.to_wire(), sort_keys=True, separators=(",", ":"))
 
+    def params_over(self, base: dict[str, Any]) -> dict[str, Any]:
+        """The params this trial trains: its own over `base`, its named budget set."""
+        return params_over(base, self.params, self.budget)
+
 
 class TrialOutcome(KubeModel):
     """What a trial reports (its result, read by the operator from the termination message)."""
@@ -78,6 +109,12 @@ class TrialOutcome(KubeModel):
     score: float | None = Field(default=None, description="The gate metric on validation rows.")
     metrics: dict[str, float] = Field(default_factory=dict, description="All metrics.")
     seconds: float | None = Field(default=None, ge=0, description="Training time.")
+    cpu_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="CPU seconds the trial spent (data read, fit, scoring): its compute, "
+        "which other work on the node inflates far less than its wall time.",
+    )
     message: str = Field(default="", max_length=1024, description="Why it failed, if it did.")
 
 
@@ -98,6 +135,9 @@ class SearchRecord(KubeModel):
     trials: list[SearchTrial] = Field(default_factory=list)
     winner: int = Field(ge=0, description="The winning trial's number.")
     refit: bool = Field(description="Whether the winner is retrained on the full budget.")
+    budget: SearchBudget | None = Field(
+        default=None, description="Halving: spec.search.budget (the winner is refit on its max)."
+    )
 
     def winning(self) -> SearchTrial:
         """The winner's entry at the highest rung it reached (halving lists a trial per rung)."""
@@ -105,6 +145,29 @@ class SearchRecord(KubeModel):
         if not entries:
             raise ValueError(f"search winner {self.winner} is not among its trials")
         return max(entries, key=lambda t: t.assignment.rung)
+
+    def final(self) -> TrialAssignment:
+        """What the run after the search trains: the winner, on every training row and, with
+        `refit`, on the full budget (budget.max; a record without it: the largest budget any
+        of its trials had)."""
+        winner = self.winning().assignment
+        budget = winner.budget
+        if budget is None or budget.parameter == ROWS:
+            return winner.model_copy(update={"budget": None})  # a run trains on all rows
+        if not self.refit:
+            return winner
+        if budget.parameter == AUTO:
+            return winner.model_copy(update={"budget": None})  # all of its own work
+        if self.budget is not None and self.budget.parameter == budget.parameter:
+            top = self.budget.max
+        else:
+            top = max(
+                t.assignment.budget.value
+                for t in self.trials
+                if t.assignment.budget is not None
+                and t.assignment.budget.parameter == budget.parameter
+            )
+        return winner.model_copy(update={"budget": Budget(parameter=budget.parameter, value=top)})
 
     def to_env(self) -> str:
         return json.dumps(self.to_wire(), sort_keys=True, separators=(",", ":"))
@@ -218,8 +281,9 @@ class Candidate(KubeModel):
 
 
 class SearchBudget(KubeModel):
-    """The budget successive halving grows: an estimator parameter that counts work (trees,
-    iterations, epochs) or `rows`, the number of training rows."""
+    """The budget successive halving grows: `auto` (a share of the training rows and of each
+    trial's own iterations), an estimator parameter that counts work (trees, iterations,
+    epochs) or `rows`, the number of training rows."""
 
     cel_rules: ClassVar[tuple[CelRule, ...]] = (
         CelRule(
@@ -233,16 +297,23 @@ class SearchBudget(KubeModel):
     parameter: str = Field(
         min_length=1,
         max_length=64,
-        description="max_iter (HistGradientBoosting, LogisticRegression), n_estimators "
-        "(forests, GradientBoosting, XGBoost, LightGBM), epochs (TabularMLP), a parameter your "
-        "custom code reads, or rows.",
+        description="auto (recommended): each rung trains a miniature of every trial, the "
+        "share budget/max of the training rows (a seeded sample) and, for an estimator that "
+        "iterates, of its own iterations, trees or epochs (max_iter of HistGradientBoosting, "
+        "n_estimators of XGBoost, LightGBM, forests and GradientBoosting, epochs of "
+        "TabularMLP: the trial's own value, searched or default); on the last rung "
+        "(budget.max) every trial trains its whole configuration. Not with framework custom. "
+        "Or one parameter for every candidate, set to the rung's budget: max_iter "
+        "(HistGradientBoosting, LogisticRegression), n_estimators (forests, GradientBoosting, "
+        "XGBoost, LightGBM), epochs (TabularMLP), a parameter your custom code reads; or rows "
+        "(a seeded sample of that many training rows).",
     )
-    min: int = Field(ge=1, description="The budget of the first rung.")
+    min: int = Field(ge=1, description="The budget of the first rung (auto: a share min/max).")
     max: int = Field(
         ge=1,
         description="The largest budget a rung gets (budget.min times a power of "
-        "reductionFactor, capped here). The winner is refit on every training row, with the "
-        "largest budget its rungs reached.",
+        "reductionFactor, capped here). The winner is refit on every training row with the "
+        "budget max (auto: its whole configuration).",
     )
 
 
@@ -266,7 +337,7 @@ class SearchSpec(KubeModel):
             cel="self.strategy != 'halving' || has(self.budget)",
             check=lambda s: s.strategy != "halving" or s.budget is not None,
             message="spec.search.budget: strategy halving needs a budget to grow "
-            "({parameter: max_iter | n_estimators | epochs | rows, min, max})",
+            "({parameter: auto | max_iter | n_estimators | epochs | rows, min, max})",
             field_path=".budget",
             reason="FieldValueRequired",
         ),
@@ -329,6 +400,9 @@ class TrialStatus(KubeModel):
     )
     score: float | None = Field(default=None, description="The gate metric it scored.")
     seconds: float | None = Field(default=None, ge=0, description="Its training time.")
+    cpu_seconds: float | None = Field(
+        default=None, ge=0, description="Its CPU seconds (data read, fit, scoring)."
+    )
     message: str = Field(default="", max_length=256, description="Why it failed.")
 
 
@@ -339,6 +413,15 @@ class SearchBest(KubeModel):
     rung: int = Field(default=0, ge=0, description="Its rung.")
     score: float = Field(description="Its value of spec.promotion.metric.")
     estimator: str | None = Field(default=None, description="Its estimator.")
+
+
+class SearchSummary(KubeModel):
+    """The latest run's search, kept when the run ends (status.search: the printer column)."""
+
+    run_id: str = Field(pattern=r"^[1-9][0-9]*$", description="The run it belongs to.")
+    progress: str = Field(default="", description="Trial Jobs done/planned.")
+    finished: bool = Field(default=False, description="The search is over.")
+    best: SearchBest | None = Field(default=None, description="Its best trial.")
 
 
 class SearchStatus(KubeModel):
@@ -359,3 +442,6 @@ class SearchStatus(KubeModel):
         description="Every trial Job, in the order started: what a restarted operator resumes "
         "from.",
     )
+
+
+SearchRecord.model_rebuild()  # its budget (SearchBudget) is defined after it

@@ -21,9 +21,9 @@ from kubeloop.api.common import (
     Quantity,
     SecretReference,
 )
-from kubeloop.api.estimator_params import BUDGET_PARAMS, ESTIMATOR_PARAMS, ROWS
+from kubeloop.api.estimator_params import AUTO, BUDGET_PARAMS, ESTIMATOR_PARAMS, ROWS
 from kubeloop.api.quality import DataValidationSpec
-from kubeloop.api.search import SearchSpec, SearchStatus
+from kubeloop.api.search import SearchSpec, SearchStatus, SearchSummary
 
 __all__ = [
     "CLASSIFICATION_METRICS",
@@ -455,6 +455,13 @@ def _search_problems(spec: TrainingPipelineSpec) -> list[tuple[str, str]]:
         return []
     problems: list[tuple[str, str]] = []
     fitting = _fitting_estimators(spec.model)
+    budget = search.budget
+    if budget is not None and budget.parameter == AUTO and spec.model.framework == "custom":
+        why = (
+            "framework custom (your own code) cannot use 'auto' as a budget; it can use: a "
+            "parameter your code reads (e.g. epochs), rows"
+        )
+        problems.append(("budget", f"spec.search.budget.parameter: {why}"))
     for i, cand in enumerate(search.space):
         at = f"spec.search.space[{i}]"
         if spec.model.framework == "custom":
@@ -479,9 +486,8 @@ def _search_problems(spec: TrainingPipelineSpec) -> list[tuple[str, str]]:
             for key in cand.params
             if key not in ESTIMATOR_PARAMS[name]
         )  # fmt: skip
-        budget = search.budget
-        if budget is not None and budget.parameter not in (ROWS, *BUDGET_PARAMS[name]):
-            usable = ", ".join((*BUDGET_PARAMS[name], ROWS))
+        if budget is not None and budget.parameter not in (ROWS, AUTO, *BUDGET_PARAMS[name]):
+            usable = ", ".join((*BUDGET_PARAMS[name], ROWS, AUTO))
             problems.append(
                 (
                     "budget",
@@ -521,9 +527,11 @@ def _search_rule(kind: str) -> str:
         )
     table = _cel_table(BUDGET_PARAMS)
     return (
-        f"{head}!has(self.search.budget) || self.search.budget.parameter == '{ROWS}' || "
+        "!has(self.search) || !has(self.search.budget) || "
+        f"(self.model.framework == 'custom' ? self.search.budget.parameter != '{AUTO}' : "
+        f"self.search.budget.parameter in ['{ROWS}', '{AUTO}'] || "
         f"self.search.space.all(c, !({est} in {known}) || "
-        f"self.search.budget.parameter in {table}[{est}])"
+        f"self.search.budget.parameter in {table}[{est}]))"
     )
 
 
@@ -628,6 +636,7 @@ class TrainingPipelineSpec(KubeModel):
         _search_cel_rule(
             "budget",
             "spec.search.budget.parameter: an estimator of the space cannot use it as a budget: "
+            "auto (each estimator's own iterations, else rows; not with framework custom), "
             "max_iter (HistGradientBoosting, LogisticRegression), n_estimators (forests, "
             "GradientBoosting, XGBoost, LightGBM), epochs (TabularMLP) or rows",
             field_path=".search.budget.parameter",
@@ -937,6 +946,11 @@ class TrainingPipelineStatus(KubeModel):
         description="Ready, Running, Succeeded, Reconciling, Stalled, PromotionRefused.",
     )
     current_run: RunRef | None = Field(default=None, description="The run in progress.")
+    search: SearchSummary | None = Field(
+        default=None,
+        description="The latest run's search (spec.search): done/planned and the best trial, "
+        "kept after the run ends (the Trials printer column).",
+    )
     runs: list[RunRecord] = Field(
         default_factory=list, max_length=100, description="Finished runs, newest first."
     )

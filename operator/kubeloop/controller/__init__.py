@@ -3,6 +3,6 @@
 Importing this package registers every handler, so `kopf run -m kubeloop.controller` works.
 """
 
-from kubeloop.controller import deployment, main, monitor, training
+from kubeloop.controller import deployment, main, monitor, observe, training
 
-__all__ = ["deployment", "main", "monitor", "training"]
+__all__ = ["deployment", "main", "monitor", "observe", "training"]

@@ -36,6 +36,8 @@ import kopf
 import kubernetes
 import urllib3
 
+from kubeloop.controller.cache import Cache
+
 __all__ = [
     "APPLIED_ANNOTATION",
     "CREATE_ONCE",
@@ -204,6 +206,9 @@ class Kube:
         self._guard = threading.Lock()
         # Leader election (controller/leader.py): while this says False, no write is sent.
         self.fence: Callable[[], bool] | None = None
+        # Watch-fed objects (controller/cache.py): reads of a watched slice are answered from
+        # here, and every object a write returns goes into it.
+        self.cache = Cache()
 
     def _call(  # noqa: PLR0917 (the parts of one HTTP request)
         self,
@@ -279,6 +284,8 @@ class Kube:
         if write:
             with self._guard:
                 self._refusals.pop(key, None)
+        if method != "DELETE" and isinstance(result, dict) and result.get("metadata"):
+            self.cache.observed(result)  # the server's answer is the newest version we know
         return result
 
     def _held_back(self, key: tuple[str, str], digest: str) -> None:
@@ -299,9 +306,24 @@ class Kube:
         return backoff
 
     def get(
-        self, kind: str, namespace: str, name: str, timeout: float | None = None
+        self,
+        kind: str,
+        namespace: str,
+        name: str,
+        timeout: float | None = None,
+        *,
+        within: Mapping[str, str] | None = None,
+        fresh: bool = False,
     ) -> dict[str, Any] | None:
-        """The object, or None when it does not exist."""
+        """The object, or None when it does not exist. From the cache when it watches the
+        kind, or the slice the object is `within` (labels it carries if it exists), unless
+        `fresh`."""
+        if not fresh and self.cache.covers(kind, within):
+            found_cached = self.cache.get(kind, namespace, name)
+            if found_cached is None or not within:
+                return found_cached
+            labels = found_cached["metadata"].get("labels") or {}
+            return found_cached if within.items() <= labels.items() else None
         try:
             found: dict[str, Any] = self._call("GET", kind, namespace, name, timeout=timeout)
         except kubernetes.client.ApiException as exc:
@@ -311,15 +333,20 @@ class Kube:
         return found
 
     def list(
-        self, kind: str, namespace: str, labels: dict[str, str] | None = None
+        self, kind: str, namespace: str, labels: dict[str, str] | None = None, fresh: bool = False
     ) -> list[dict[str, Any]]:
-        """Objects in a namespace, filtered by labels (on the server, and again here)."""
+        """Objects in a namespace, filtered by labels (on the server, and again here); from
+        the cache when the labels name a watched slice, unless `fresh`."""
+        if not fresh and self.cache.covers(kind, labels):
+            return self.cache.list(kind, namespace, labels)
         query = [("labelSelector", _selector(labels))] if labels else []
         try:
             result = self._call("GET", kind, namespace, query=query)
         except kubernetes.client.ApiException as exc:
             raise kopf.TemporaryError(f"list {kind}: {exc.status}", delay=2) from exc
         items: list[dict[str, Any]] = result.get("items") or []
+        for item in items:  # a list's items name no kind
+            self.cache.observed({"kind": kind, **item})
         want = (labels or {}).items()
         return [i for i in items if want <= (i.get("metadata", {}).get("labels") or {}).items()]
 
@@ -383,7 +410,7 @@ class Kube:
         except kubernetes.client.ApiException as exc:
             if exc.status != 409:
                 raise kopf.TemporaryError(f"create {meta['name']}: {exc.status}", delay=2) from exc
-            existing = self.get(manifest["kind"], meta["namespace"], meta["name"])
+            existing = self.get(manifest["kind"], meta["namespace"], meta["name"], fresh=True)
             if existing is None:  # deleted in between: let kopf retry
                 raise kopf.TemporaryError(f"{meta['name']} is being deleted", delay=2) from exc
             return existing
@@ -439,6 +466,7 @@ class Kube:
         except kubernetes.client.ApiException as exc:
             if exc.status != 404:
                 raise kopf.TemporaryError(f"delete {kind} {name}: {exc.status}", delay=2) from exc
+        self.cache.forget(kind, namespace, name)
 
 
 def connect(server: str | None = None) -> Kube:

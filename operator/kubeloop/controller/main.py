@@ -55,7 +55,10 @@ import prometheus_client
 from kubeloop.controller import kube
 from kubeloop.controller.config import OperatorConfig
 from kubeloop.controller.leader import Elector, FollowerProbe
+from kubeloop.controller.observe import watch_slices
+from kubeloop.controller.resync import Resync
 from kubeloop.controller.runtime import runtime
+from kubeloop.controller.training import pipelines, resync
 from kubeloop.logformat import (
     LOG_FORMATS,
     LOG_LEVELS,
@@ -129,6 +132,11 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     configure(settings, config)
     runtime.config = config
     runtime.kube = kube.connect(config.server or None)
+    watch_slices()  # kopf fills the cache before any other handler runs (controller/observe.py)
+    runtime.seen.clear()
+    if runtime.resync is None:
+        runtime.resync = Resync(config.resync_seconds, pipelines, resync)
+        runtime.resync.start()
     if runtime.leader is not None:  # no write once the Lease may have run out
         runtime.kube.fence = runtime.leader.may_act
     _serve_metrics(config)
@@ -150,7 +158,11 @@ def leadership(**_: Any) -> dict[str, Any]:
 
 @kopf.on.cleanup()
 def cleanup(**_: Any) -> None:
-    """Stop serving /metrics, so a restarted operator (tests, `kubeloop local`) can bind again."""
+    """Stop serving /metrics, so a restarted operator (tests, `kubeloop local`) can bind again,
+    and the resync loop, which a restarted operator starts anew."""
+    resync, runtime.resync = runtime.resync, None
+    if resync is not None:
+        resync.stop()
     server = runtime.metrics_server
     if server is not None:
         runtime.metrics_server = None

@@ -32,13 +32,14 @@ from kubeloop.api.monitor import (
     DriftMonitor,
     DriftMonitorSpec,
     FeatureDrift,
+    KSReferenceStatus,
     PerformanceStatus,
     PredictionDriftStatus,
 )
 from kubeloop.api.parse import SpecError, parse_resource
 from kubeloop.api.training import TrainingPipeline
 from kubeloop.controller.pushgateway import delete_group
-from kubeloop.controller.reconciling import apply_observed, reconcile_object
+from kubeloop.controller.reconciling import apply_observed, job_result, reconcile_object
 from kubeloop.controller.runtime import runtime
 from kubeloop.controller.status import (
     DRIFT_CHECKS,
@@ -46,7 +47,6 @@ from kubeloop.controller.status import (
     job_outcome,
     newest_finished,
     now,
-    pod_result,
     post_event,
     set_condition,
     snapshot,
@@ -187,6 +187,14 @@ def _features(raw: Any) -> tuple[dict[str, Any], int]:
     return {f: valid[f] for f in order[:MAX_FEATURES]}, len(valid)
 
 
+def _ks_reference(raw: Any) -> dict[str, Any] | None:
+    """What the check's KS test was computed against, validated (None: not a KS check)."""
+    try:
+        return KSReferenceStatus.model_validate(raw).to_wire() if raw else None
+    except ValidationError:
+        return None
+
+
 def _act_on_episode(
     body: Mapping[str, Any], status: dict[str, Any], decision: RetrainDecision
 ) -> None:
@@ -224,8 +232,7 @@ def _record(
     """Fold one finished check into status (once: `lastJob` remembers it)."""
     name = body["metadata"]["name"]
     meta = job["metadata"]
-    pods = runtime.api.list("Pod", meta["namespace"], {"job-name": meta["name"]})
-    result = pod_result(pods, "DriftResult")
+    result = job_result(job, {MONITOR_LABEL: name}, "DriftResult")
     finished = (job.get("status") or {}).get("completionTime") or now()
     status.update(lastJob=meta["name"], lastRunTime=finished)
     verdict = (result or {}).get("verdict")
@@ -246,6 +253,7 @@ def _record(
         rows=int(rows) if isinstance(rows, int) and rows >= 0 else None,
         modelVersion=str(result.get("modelVersion") or (target.model_version if target else "")),
         features=features,
+        ksReference=_ks_reference(result.get("ksReference")),
         quality=recorded_quality(result.get("quality")),
         reportUri=str(result["reportUri"])[:1024] if result.get("reportUri") else None,
     )

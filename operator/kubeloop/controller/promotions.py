@@ -33,10 +33,11 @@ from typing import Any
 
 from kubeloop.api.training import TrainingPipelineSpec
 from kubeloop.controller import adoption, clock
+from kubeloop.controller.reconciling import job_result
 from kubeloop.controller.runtime import runtime
-from kubeloop.controller.status import job_outcome, now, pod_result, post_event, set_condition
+from kubeloop.controller.status import job_outcome, now, owned_by, post_event, set_condition
 from kubeloop.resources.common import Owner
-from kubeloop.resources.registry import build_registry_job, registry_job_name
+from kubeloop.resources.registry import REGISTRY_LABEL, build_registry_job, registry_job_name
 
 __all__ = [
     "ALIAS_ANNOTATION_PREFIX",
@@ -333,13 +334,6 @@ def _alias_requests(
         status["handledAliasRequests"] = handled
 
 
-def _owned_by(child: Mapping[str, Any], uid: str | None) -> bool:
-    """Whether `child` is the object `uid`'s (a deleted pipeline's Job, or a deleted Job's pod,
-    may outlive its owner a while: the garbage collector removes it shortly)."""
-    owners = child.get("metadata", {}).get("ownerReferences") or []
-    return uid is None or not owners or any(o.get("uid") == uid for o in owners)
-
-
 def queue_full(status: Mapping[str, Any], annotation: str) -> tuple[str, str] | None:
     """The refusal of an annotation while QUEUE_LIMIT registry writes already wait."""
     if len(status.get("registryQueue") or []) < QUEUE_LIMIT:
@@ -376,22 +370,20 @@ def reconcile_registry(
     _requests(status, body, conditions)
     while status.get("registryQueue"):
         op = status["registryQueue"][0]
-        job = api.get("Job", namespace, op["job"])
+        owner = {REGISTRY_LABEL: body["metadata"]["name"]}
+        job = api.get("Job", namespace, op["job"], within=owner)
         if job is None:
             persist()  # allocated in status first: a restart creates this Job, not another
             api.apply(
                 build_registry_job(Owner.of(body), spec, op, defaults=runtime.config.workloads)
             )
             return
-        if not _owned_by(job, body["metadata"].get("uid")):
+        if not owned_by(job, body["metadata"].get("uid")):
             return  # an earlier pipeline's; its deletion (garbage collection) reconciles again
         outcome = job_outcome(job)
         if outcome is None:
             return
-        pods = api.list("Pod", namespace, {"job-name": op["job"]})
-        # Pods of an earlier Job of this name may linger until they are collected.
-        pods = [p for p in pods if _owned_by(p, job["metadata"].get("uid"))]
-        result = pod_result(pods, "RegistryResult")
+        result = job_result(job, owner, "RegistryResult")
         if op["action"] == adoption.INSPECT:
             status["registryQueue"] = status["registryQueue"][1:]
             reason, message, warning = adoption.apply_inspect(

@@ -11,15 +11,15 @@ The controller's next complete pass sets Stalled back to False.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kubeloop.controller.kube import Refused
 from kubeloop.controller.runtime import runtime
-from kubeloop.controller.status import child_refused, measured
+from kubeloop.controller.status import child_refused, measured, owned_by, pod_result
 from kubeloop.controller.status_write import write_status
 
-__all__ = ["apply_observed", "reconcile_object", "report_refused"]
+__all__ = ["apply_observed", "job_result", "reconcile_object", "report_refused"]
 
 
 def reconcile_object(
@@ -32,6 +32,8 @@ def reconcile_object(
             reconcile(namespace, name)
         except Refused as error:
             report_refused(kind, namespace, name, error)
+        finally:
+            runtime.passes[kind, namespace, name] += 1
 
     measured(kind, namespace, lambda: runtime.coalesce(kind, namespace, name, guarded))
 
@@ -50,13 +52,34 @@ def report_refused(kind: str, namespace: str, name: str, error: Refused) -> None
         write_status(kind, namespace, name, status, {**status, "conditions": conditions})
 
 
+def job_result(
+    job: Mapping[str, Any], owner: Mapping[str, str], kind: str
+) -> dict[str, Any] | None:
+    """The result of `kind` (`status.pod_result`) that the pods of the finished `job` left;
+    `owner`: the owner label its pods carry (`{PIPELINE_LABEL: name}`), the cache's slice.
+
+    From the cache first; read fresh when the cache has no result yet: Pods are watched apart
+    from Jobs, so a Job's Complete may arrive before its pod's last state. Pods of an earlier
+    Job of that name (not collected yet) do not count."""
+    meta = job["metadata"]
+    labels = {"job-name": meta["name"], **owner}
+    uid = meta.get("uid")
+    for fresh in (False, True):
+        pods = runtime.api.list("Pod", meta["namespace"], labels, fresh=fresh)
+        found = pod_result([p for p in pods if owned_by(p, uid)], kind)
+        if found is not None:
+            return found
+    return None
+
+
 def apply_observed(manifest: dict[str, Any]) -> str:
     """Read a long-lived child (a CronJob) and apply `manifest` to it (`Kube.apply`, which
     sends nothing when it already holds the manifest); returns what happened, for an Event:
     created, updated or unchanged."""
     api = runtime.api
     meta = manifest["metadata"]
-    observed = api.get(manifest["kind"], meta["namespace"], meta["name"])
+    # From the cache when it watches the slice of the child's owner label.
+    observed = api.get(manifest["kind"], meta["namespace"], meta["name"], within=meta["labels"])
     stored = api.apply(manifest, observed)
     if observed is None:
         return "created"

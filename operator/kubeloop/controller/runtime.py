@@ -10,13 +10,16 @@ goes once more, so a burst of events costs at most two reconciles and holds one 
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from kubeloop.controller.config import OperatorConfig
 from kubeloop.controller.kube import Kube
 from kubeloop.controller.leader import Elector
+from kubeloop.controller.resync import Resync
 
 __all__ = ["Runtime", "runtime"]
 
@@ -32,6 +35,13 @@ class Runtime:
     _dirty: dict[tuple[str, str, str], bool] = field(default_factory=dict)
     metrics_server: WSGIServer | None = None  # serving /metrics, when on
     leader: Elector | None = None  # leader election, when on (KUBELOOP_LEASE_NAME)
+    resync: Resync | None = None  # the TrainingPipelines' resync loop, while kopf runs
+    # Per (kind, namespace, name): what of the object's last event was reconciled (reset when
+    # the operator starts: every object is reconciled once, fully, as on resume).
+    seen: dict[tuple[str, str, str], Any] = field(default_factory=dict)
+    # Finished reconcile passes per (kind, namespace, name): reads come from the watch cache,
+    # so the API server no longer sees a pass; tests count passes here.
+    passes: Counter[tuple[str, str, str]] = field(default_factory=Counter)
 
     def lock(self, kind: str, namespace: str, name: str) -> threading.Lock:
         """The lock serialising reconciles of one object."""

@@ -19,11 +19,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kubeloop.api.search import SearchRecord, TrialOutcome, TrialStatus
+from kubeloop.api.search import (
+    TRIAL_RESULT_KIND,
+    SearchRecord,
+    SearchSummary,
+    TrialOutcome,
+    TrialStatus,
+)
 from kubeloop.api.training import TrainingPipelineSpec
 from kubeloop.controller.kube import Refused
+from kubeloop.controller.reconciling import job_result
 from kubeloop.controller.runtime import runtime
-from kubeloop.controller.status import job_outcome, pod_result, post_event
+from kubeloop.controller.status import job_outcome, post_event
 from kubeloop.decide.search import (
     SearchPlan,
     assignment,
@@ -44,8 +51,6 @@ from kubeloop.resources.training import (
 
 __all__ = ["SearchDone", "advance", "searching", "trial_outcome", "winning_search"]
 
-# The kind of result a trial's pod leaves in its termination message.
-RESULT_KIND = "TrialOutcome"
 _OUTCOME_FIELDS = frozenset(f.alias or n for n, f in TrialOutcome.model_fields.items())
 
 
@@ -76,7 +81,12 @@ def trial_outcome(
         reported = None
     if reported is not None and reported.state == "Succeeded" and reported.score is not None:
         return entry.model_copy(
-            update={"state": "Succeeded", "score": reported.score, "seconds": reported.seconds}
+            update={
+                "state": "Succeeded",
+                "score": reported.score,
+                "seconds": reported.seconds,
+                "cpu_seconds": reported.cpu_seconds,
+            }
         )
     why = (result or {}).get("message") or (result or {}).get("reason")
     if why is None and reported is not None and reported.state == "Succeeded":
@@ -120,10 +130,17 @@ class _Search:
         self.jobs: dict[str, dict[str, Any]] = {}
 
     def write(self, finished: bool = False) -> None:
-        """Fold the records into status.currentRun.search and write status."""
+        """Fold the records into status.currentRun.search (and its summary into status.search,
+        which outlives the run: the printer column) and write status."""
         search = summary(self.plan, self.records).model_copy(update={"finished": finished})
         self.current = {**self.current, "search": search.to_wire()}
         self.status["currentRun"] = self.current
+        self.status["search"] = SearchSummary(
+            run_id=str(self.current["id"]),
+            progress=search.progress,
+            finished=finished,
+            best=search.best,
+        ).to_wire()
         self.persist()
 
     def observe(self) -> None:
@@ -141,8 +158,8 @@ class _Search:
             outcome = job_outcome(job)
             if outcome is None:
                 continue
-            pods = api.list("Pod", ns, {"job-name": entry.job})
-            self.records[i] = trial_outcome(entry, outcome, pod_result(pods, RESULT_KIND))
+            result = job_result(job, self.selector, TRIAL_RESULT_KIND)
+            self.records[i] = trial_outcome(entry, outcome, result)
             changed = True
         if changed:
             self.write()  # the scores, before anything is decided from them

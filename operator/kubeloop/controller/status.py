@@ -304,3 +304,10 @@ def measured(kind: str, namespace: str, reconcile: Callable[[], None]) -> None:
     finally:
         RECONCILES.labels(namespace=namespace, kind=kind, result=result).inc()
         RECONCILE_SECONDS.labels(namespace=namespace, kind=kind).observe(time.monotonic() - start)
+
+
+def owned_by(child: Mapping[str, Any], uid: str | None) -> bool:
+    """Whether `child` is the object `uid`'s (a deleted pipeline's Job, or a deleted Job's pod,
+    may outlive its owner a while: the garbage collector removes it shortly)."""
+    owners = child.get("metadata", {}).get("ownerReferences") or []
+    return uid is None or not owners or any(o.get("uid") == uid for o in owners)

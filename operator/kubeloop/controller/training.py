@@ -16,6 +16,7 @@ trained on (`lastRunDataFingerprint`) and from the one last acted on
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -41,7 +42,7 @@ from kubeloop.controller.promotions import (
     reconcile_registry,
     run_verdict,
 )
-from kubeloop.controller.reconciling import apply_observed, reconcile_object
+from kubeloop.controller.reconciling import apply_observed, job_result, reconcile_object
 from kubeloop.controller.run_progress import read_progress
 from kubeloop.controller.runtime import runtime
 from kubeloop.controller.status import (
@@ -53,7 +54,6 @@ from kubeloop.controller.status import (
     newest_finished,
     now,
     pod_blocked,
-    pod_result,
     post_event,
     set_condition,
     snapshot,
@@ -370,15 +370,12 @@ def _record_job(
     outcome: str,
 ) -> None:
     """Record the run of a finished Job, from the result its pod left."""
-    pods = runtime.api.list(
-        "Pod", body["metadata"]["namespace"], {"job-name": job["metadata"]["name"]}
-    )
     _record(
         spec,
         status,
         body,
         run=run,
-        result=pod_result(pods, "TrainingResult"),
+        result=job_result(job, {PIPELINE_LABEL: body["metadata"]["name"]}, "TrainingResult"),
         failure=f"the Job ended {outcome} without a training result",
         finished_at=(job.get("status") or {}).get("completionTime"),
     )
@@ -404,8 +401,8 @@ def _watch_data(spec: TrainingPipelineSpec, status: dict[str, Any], body: dict[s
     if newest is None or newest[0]["metadata"]["name"] == last.get("job"):
         return
     job, outcome = newest
-    pods = api.list("Pod", owner.namespace, {"job-name": job["metadata"]["name"]})
-    check = data_check(job, outcome, pod_result(pods, "DataFingerprint"))
+    result = job_result(job, {DATAWATCH_LABEL: owner.name}, "DataFingerprint")
+    check = data_check(job, outcome, result)
     status["dataCheck"] = check = {"cronJob": name, **check}
     if check["message"]:
         post_event(
@@ -491,7 +488,8 @@ def _job_pods(namespace: str, name: str, run: Mapping[str, Any] | None) -> list[
         return []
     if (run.get("search") or {}).get("finished") is False:
         return runtime.api.list("Pod", namespace, {PIPELINE_LABEL: name, RUN_ID_LABEL: run["id"]})
-    return runtime.api.list("Pod", namespace, {"job-name": run["job"]})
+    owner = REGISTRY_LABEL if "action" in run else PIPELINE_LABEL  # the registry read's pod
+    return runtime.api.list("Pod", namespace, {"job-name": run["job"], owner: name})
 
 
 def reconcile(namespace: str, name: str, *, full: bool = False) -> None:
@@ -627,7 +625,8 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
             if TRIAL_LABEL not in j["metadata"]["labels"]
         }
     else:
-        found = api.get("Job", namespace, current["job"]) if current else None
+        within = {PIPELINE_LABEL: name}
+        found = api.get("Job", namespace, current["job"], within=within) if current else None
         jobs = {int(current["id"]): found} if current and found else {}
 
     # 1. finished runs, in order, each once; the current run's Job missing -> (re)create it.
@@ -724,27 +723,42 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
 # --- kopf wiring: thin ----------------------------------------------------------------------
 
 
-@kopf.on.resume("kubeloop.io", "v1alpha1", "trainingpipelines")
-def on_resume(*, namespace: str | None, name: str, **_: Any) -> None:
-    reconcile(namespace or "", name, full=True)
+def _signature(meta: Mapping[str, Any]) -> tuple[Any, str]:
+    """What of a pipeline's event asks for a reconcile: its generation (spec) and annotations
+    (manual runs, approvals); the operator's own status writes change neither."""
+    annotations = meta.get("annotations") or {}
+    return meta.get("generation"), json.dumps(annotations, sort_keys=True)
 
 
-@kopf.on.create("kubeloop.io", "v1alpha1", "trainingpipelines")
-@kopf.on.update("kubeloop.io", "v1alpha1", "trainingpipelines", field="spec")
-@kopf.on.update("kubeloop.io", "v1alpha1", "trainingpipelines", field="metadata.annotations")
-def on_change(*, namespace: str | None, name: str, **_: Any) -> None:
-    reconcile(namespace or "", name)
+@kopf.on.event("kubeloop.io", "v1alpha1", "trainingpipelines")
+def on_pipeline_event(
+    *, type: str | None, namespace: str | None, name: str, body: kopf.Body, **_: Any
+) -> None:
+    """A new pipeline (or one seen first after a start: fully, as a resume), a spec change or
+    an annotation: reconcile. No kopf change handler: those keep their diff base in an
+    annotation (a PATCH per change) and a timer puts a finalizer on every pipeline."""
+    if runtime.resync is not None:
+        runtime.resync.enter_handlers()
+    key = (KIND, namespace or "", name)
+    if type == "DELETED":
+        runtime.seen.pop(key, None)
+        return
+    signature = _signature(body.get("metadata") or {})
+    seen = runtime.seen.get(key)
+    if seen == signature:
+        return
+    reconcile(key[1], name, full=seen is None)
+    runtime.seen[key] = signature
 
 
-@kopf.timer(
-    "kubeloop.io",
-    "v1alpha1",
-    "trainingpipelines",
-    interval=RESYNC_SECONDS,
-    initial_delay=RESYNC_SECONDS,
-)
-def on_timer(*, namespace: str | None, name: str, **_: Any) -> None:
-    reconcile(namespace or "", name, full=True)
+def pipelines() -> list[tuple[str, str]]:
+    """(namespace, name) of every pipeline the watch cache holds: what a resync goes over."""
+    return runtime.api.cache.names(KIND)
+
+
+def resync(namespace: str, name: str) -> None:
+    """The level-triggered safety net (controller/resync.py): a full reconcile."""
+    reconcile(namespace, name, full=True)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={PIPELINE_LABEL: kopf.PRESENT})

@@ -31,6 +31,12 @@ def gate(
     if metrics.get(promo.metric) is None:
         return False, f"the run reported no {promo.metric}"
     value = float(metrics[promo.metric])
+    if not math.isfinite(value):
+        # NaN compares false with everything: without this a NaN would pass a minimum.
+        return False, (
+            f"the run reported {promo.metric} {value:g}, not a finite number: the model or the "
+            "trainer's scoring is broken"
+        )
     if promo.minimum is not None and value < promo.minimum:
         return False, f"{promo.metric} {value:g} is below the minimum {promo.minimum:g}"
     if promo.maximum is not None and value > promo.maximum:
@@ -87,6 +93,11 @@ def _beats_champion(
             "did not score the champion)"
         )
     best = float(best)
+    if not math.isfinite(best):
+        return False, (
+            f"champion v{version}'s {metric} is {best:g}, not a finite number, so it cannot be "
+            "compared: promote a version by hand (annotate kubeloop.io/promote=<version>)"
+        )
     gain = (value - best) if HIGHER_IS_BETTER[metric] else (best - value)
     margin = promo.min_improvement or 0.0
     enough = gain >= margin or math.isclose(gain, margin, rel_tol=1e-9, abs_tol=1e-12)

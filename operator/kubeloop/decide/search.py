@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubeloop.api.search import (
+    AUTO,
     Budget,
     ParamRange,
     SearchBest,
@@ -171,8 +172,10 @@ def assignment(p: SearchPlan, trial: int, rung: int) -> TrialAssignment:
     budgets = rung_budgets(p.search)
     budget = None
     if budgets:
-        assert p.search.budget is not None
-        budget = Budget(parameter=p.search.budget.parameter, value=budgets[rung])
+        spent = p.search.budget
+        assert spent is not None
+        top = spent.max if spent.parameter == AUTO else None  # auto: a share value/max
+        budget = Budget(parameter=spent.parameter, value=budgets[rung], max=top)
     return TrialAssignment(
         run_id=p.run_id,
         trial=trial,
@@ -278,6 +281,7 @@ def record(p: SearchPlan, records: Sequence[TrialStatus], won: int) -> SearchRec
                 state="Failed" if r.state == "Running" else r.state,
                 score=r.score,
                 seconds=r.seconds,
+                cpu_seconds=r.cpu_seconds,
                 message=r.message,
             ),
         )
@@ -291,4 +295,5 @@ def record(p: SearchPlan, records: Sequence[TrialStatus], won: int) -> SearchRec
         trials=trials,
         winner=won,
         refit=p.search.strategy == "halving",
+        budget=p.search.budget,
     )

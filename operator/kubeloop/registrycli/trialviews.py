@@ -17,7 +17,10 @@ _BINS = 4  # a numeric parameter with more distinct values is shown in this many
 
 def _budget(trial: SearchTrial) -> str:
     budget = trial.assignment.budget
-    return f"{budget.parameter}={budget.value}" if budget is not None else "-"
+    if budget is None:
+        return "-"
+    share = f"/{budget.max}" if budget.max else ""  # auto: the share value/max
+    return f"{budget.parameter}={budget.value}{share}"
 
 
 def trial_rows(record: SearchRecord) -> list[dict[str, Any]]:

@@ -200,6 +200,8 @@ def build_training_job(
     ]
     # A trial is scored alone: the champion is compared with the winner, by the run's Job.
     scoring = _champion_env(spec, champion) if trial is None else []
+    # Nobody reads a trial's progress (status shows its rung): it gets no progress port.
+    progress = _progress_env() if trial is None else []
     volumes, mounts = scratch_volumes()
     distributed = spec.distributed.workers > 1
     rendezvous = _distributed_env(spec, name, owner.namespace) if distributed else []
@@ -214,19 +216,26 @@ def build_training_job(
             USER_CONTAINER,
             image,
             ["kubeloop", "train"],
-            env=env + rendezvous + scoring + _progress_env(),
+            env=env + rendezvous + scoring + progress,
             spec=spec,
             mounts=mounts,
             gpus=True,
         )
-        container["ports"] = _progress_ports()
+        if progress:
+            container["ports"] = _progress_ports()
         if command:
             container["command"], container["args"] = command[:1], command[1:]
     else:
         volumes.append({"name": KUBELOOP_VOLUME, "emptyDir": {}})
         mounts.append({"name": KUBELOOP_VOLUME, "mountPath": KUBELOOP_DIR})
         init_containers, container = _custom_containers(
-            spec, kubeloop_image(spec, defaults), env, rendezvous, mounts
+            spec,
+            kubeloop_image(spec, defaults),
+            env,
+            rendezvous,
+            mounts,
+            params=_user_params(spec, trial, search),
+            progress=progress,
         )
         container["env"] += scoring  # the publish step scores the champion, not the user's code
     res = spec.resources
@@ -351,7 +360,24 @@ def _container(
     return container
 
 
-def _user_env(spec: TrainingPipelineSpec, run_env: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _user_params(
+    spec: TrainingPipelineSpec, trial: TrialAssignment | None, search: SearchRecord | None
+) -> dict[str, Any]:
+    """The params the user's code trains (KUBELOOP_PARAMS), as the SDK's ctx.params has them:
+    a trial's over spec.model.params, or the search winner's with its refit budget."""
+    if trial is not None:
+        return trial.params_over(dict(spec.model.params))
+    if search is not None:
+        return search.final().params_over(dict(spec.model.params))
+    return dict(spec.model.params)
+
+
+def _user_env(
+    spec: TrainingPipelineSpec,
+    run_env: list[dict[str, Any]],
+    params: dict[str, Any],
+    progress: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
     """The user container's env: the run's identity and context, the storage credentials, the
     user's own variables, and the SDK on PYTHONPATH (after the user's own PYTHONPATH)."""
     assert spec.trainer is not None
@@ -372,8 +398,8 @@ def _user_env(spec: TrainingPipelineSpec, run_env: list[dict[str, Any]]) -> list
         {"name": "KUBELOOP_CHECKPOINT_DIR", "value": f"{KUBELOOP_DIR}/checkpoints"},
         {"name": "KUBELOOP_CHECKPOINT_URI", "value": spec.checkpoint_uri(_run_id(run_env))},
         {"name": "KUBELOOP_SEED", "value": str(spec.seed)},
-        {"name": "KUBELOOP_PARAMS", "value": json.dumps(spec.model.params, sort_keys=True)},
-        *_progress_env(),
+        {"name": "KUBELOOP_PARAMS", "value": json.dumps(params, sort_keys=True)},
+        *progress,
     ]
     user = [e.to_wire() for e in spec.trainer.env if e.name != "PYTHONPATH"]
     own_path = [e.value for e in spec.trainer.env if e.name == "PYTHONPATH" and e.value]
@@ -391,6 +417,9 @@ def _custom_containers(
     run_env: list[dict[str, Any]],
     rendezvous: list[dict[str, Any]],
     mounts: list[dict[str, Any]],
+    *,
+    params: dict[str, Any],
+    progress: list[dict[str, Any]],
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """prepare (Kubeloop) -> the user's code (their image) -> publish (Kubeloop): docs/byo.md.
 
@@ -423,13 +452,14 @@ def _custom_containers(
         USER_CONTAINER,
         trainer.image,
         [],
-        env=_user_env(spec, run_env) + rendezvous,
+        env=_user_env(spec, run_env, params, progress) + rendezvous,
         spec=spec,
         mounts=mounts,
         gpus=True,
     )
     del user["command"]
-    user["ports"] = _progress_ports()
+    if progress:
+        user["ports"] = _progress_ports()
     if spec.distributed.workers > 1:
         assert trainer.command is not None  # admission: distributed custom runs name a command
         user["command"] = ["torchrun"]

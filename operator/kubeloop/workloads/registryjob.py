@@ -48,6 +48,8 @@ WrongPipeline (52): adopting it would serve another pipeline's model.
 from __future__ import annotations
 
 import argparse
+import copy
+import functools
 import logging
 import os
 import tempfile
@@ -216,6 +218,18 @@ def inspect(artifacts: str, pipeline: str) -> dict[str, Any]:
         result["metrics"] = dict(manifest.get("metrics") or {})
     log.info("inspected %s: aliases %s, last run %s", artifacts, result["aliases"], last_run_id)
     return result
+
+
+def empty_registry_result() -> dict[str, Any]:
+    """What `inspect` answers for a registry nothing was written to (a new pipeline): computed
+    by `inspect` itself on an empty folder, for stand-ins of the registry Job."""
+    return copy.deepcopy(_empty_registry_result())
+
+
+@functools.cache
+def _empty_registry_result() -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as empty:
+        return inspect(Path(empty).as_uri() + "/", "new")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -22,6 +22,7 @@ from kubeloop.api.search import (
     SEARCH_ENV,
     TRIAL_ENV,
     Budget,
+    SearchBudget,
     SearchRecord,
     SearchTrial,
     TrialAssignment,
@@ -29,7 +30,7 @@ from kubeloop.api.search import (
 )
 from kubeloop.api.training import TrainingPipelineSpec
 from kubeloop.cli import main as kubeloop
-from kubeloop.workloads.trainer.trial import final_spec, sample_rows
+from kubeloop.workloads.trainer.trial import final_spec, sample_rows, trial_spec
 
 from .conftest import make_spec, train_in_process, write_parquet, write_spec
 
@@ -118,6 +119,7 @@ def test_a_trial_trains_its_budget_scores_every_metric_and_writes_no_version(
         assert outcome["state"] == "Succeeded" and outcome["trial"] == number
         assert set(outcome["metrics"]) >= {"accuracy", "f1", "roc_auc", "log_loss"}
         assert outcome["score"] == outcome["metrics"]["roc_auc"] > 0.5
+        assert outcome["cpuSeconds"] > 0  # its compute: data read, fit, scoring
         assert outcome.pop("kind") == "TrialOutcome"  # how the operator finds it in the pod
         TrialOutcome.model_validate(outcome)  # the contract's model: nothing else added
     assert search["versions_after_trials"] == []
@@ -141,25 +143,44 @@ def test_the_run_after_the_search_refits_the_winner_and_keeps_the_search(
     assert manifest["search"] == search["record"].to_wire()
 
 
-def test_refit_takes_the_largest_budget_of_the_search() -> None:
+def test_refit_takes_the_search_budget_max() -> None:
+    """The winner is refit on budget.max, also when no rung reached it (here the last rung
+    trained 30); a record without the budget (older manifests) takes the largest one seen."""
     spec = TrainingPipelineSpec.model_validate(
         make_spec("file:///d/", "file:///m/", estimator=HGB, params={"learning_rate": 0.2})
     )
     trials = [
         SearchTrial(assignment=assignment(t, r, budget=Budget(parameter="max_iter", value=v)))
-        for t, r, v in ((0, 0, 10), (1, 0, 10), (1, 1, 30), (1, 2, 90), (0, 1, 30))
+        for t, r, v in ((0, 0, 10), (1, 0, 10), (1, 1, 30), (0, 1, 30))
     ]
     record = SearchRecord(
-        strategy="halving", seed=1, metric="roc_auc", trials=trials, winner=0, refit=True
-    )
-    assert final_spec(spec, record.model_copy(update={"refit": True})).model.params == {
-        "learning_rate": 0.2,
-        "max_iter": 90,
-    }
-    assert final_spec(spec, record.model_copy(update={"refit": False})).model.params == {
-        "learning_rate": 0.2,
-        "max_iter": 30,
-    }
+        strategy="halving", seed=1, metric="roc_auc", trials=trials, winner=0, refit=True,
+        budget=SearchBudget(parameter="max_iter", min=10, max=270),
+    )  # fmt: skip
+    params = {"learning_rate": 0.2}
+    assert final_spec(spec, record).model.params == {**params, "max_iter": 270}
+    older = record.model_copy(update={"budget": None})
+    assert final_spec(spec, older).model.params == {**params, "max_iter": 30}
+    no_refit = record.model_copy(update={"refit": False})
+    assert final_spec(spec, no_refit).model.params == {**params, "max_iter": 30}
+
+
+@pytest.mark.parametrize(
+    ("estimator", "params", "value", "trained"),
+    [
+        (HGB, {"max_iter": 150}, 1, {"max_iter": 17}),  # its own 150 iterations, 1/9 of them
+        ("XGBClassifier", {"max_depth": 3}, 3, {"max_depth": 3, "n_estimators": 34}),  # of 100
+        ("LogisticRegression", {"C": 0.5}, 1, {"C": 0.5}),  # no iterations: rows only
+        (HGB, {"max_iter": 150}, 9, {"max_iter": 150}),  # the last rung: all of it
+    ],
+)
+def test_an_auto_budget_trains_the_rungs_share_of_the_trials_own_iterations(
+    estimator: str, params: dict[str, Any], value: int, trained: dict[str, Any]
+) -> None:
+    spec = TrainingPipelineSpec.model_validate(make_spec("file:///d/", "file:///m/"))
+    budget = Budget(parameter="auto", value=value, max=9)
+    trial = assignment(0, estimator=estimator, params=params, budget=budget)
+    assert trial_spec(spec, trial).model.params == trained
 
 
 def test_a_rows_budget_is_a_seeded_sample(churn_dir: Path) -> None:
@@ -173,6 +194,10 @@ def test_a_rows_budget_is_a_seeded_sample(churn_dir: Path) -> None:
     assert first.train.num_rows == 100 and first.validation.equals(data.validation)
     assert first.train.equals(again.train) and not first.train.equals(other.train)
     assert sample_rows(data, assignment(0)) is data
+    # auto: the rung's share of the rows, whatever the estimator (1/9, rounded up)
+    auto = assignment(0, budget=Budget(parameter="auto", value=1, max=9))
+    assert sample_rows(data, auto).train.num_rows == -(-data.train.num_rows // 9)
+    assert sample_rows(data, auto.model_copy(update={"budget": None})) is data
 
 
 def test_kubeloop_trials_lists_the_trials_of_a_version(
@@ -270,3 +295,14 @@ def test_the_report_shows_each_trial_at_its_highest_rung_and_each_parameter_by_v
     ]
     at = lines.index("effect of max_leaf_nodes (mean roc_auc of the trials with each value)")
     assert [line.split()[0] for line in lines[at + 1 :]] == ["15", "31"]
+
+
+def test_kubeloop_trials_shows_an_auto_budget_as_its_share() -> None:
+    from kubeloop.registrycli.trialviews import trial_rows
+
+    auto = Budget(parameter="auto", value=3, max=9)
+    record = SearchRecord(
+        strategy="halving", seed=1, metric="roc_auc", winner=0, refit=True,
+        trials=[SearchTrial(assignment=assignment(0, budget=auto))],
+    )  # fmt: skip
+    assert trial_rows(record)[0]["budget"] == "auto=3/9"

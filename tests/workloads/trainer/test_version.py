@@ -67,6 +67,12 @@ def test_a_sklearn_version_has_model_manifest_profile_and_checksums(
     assert features["contract"]["categories"] == ["month-to-month", "one-year", "two-year"]
     profile = load_profile((folder / "profile.json").read_text())
     assert sorted(profile.features) == sorted(features)
+    # Its source: the files read and the rows of them profiled (the monitor's exact KS).
+    assert profile.source is not None and profile.source.rows == 1200 == profile.rows
+    assert [(f.uri, f.size, f.marker) for f in profile.source.files] == [
+        (f["uri"], f["size"], f["marker"]) for f in data["files"]
+    ]
+    assert (profile.source.target, profile.source.holdout_seed) == ("churned", 7)
 
 
 def test_a_tampered_file_fails_verification(spec_for: Callable[..., Spec], train: Runner) -> None:

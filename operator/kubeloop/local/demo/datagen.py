@@ -13,8 +13,10 @@ the same digits from a washed-out scanner (lower contrast, a grey floor).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -23,6 +25,8 @@ __all__ = [
     "FEATURES",
     "NUMERIC",
     "TARGET",
+    "churn_labels",
+    "churn_logit",
     "churn_table",
     "digits_table",
     "write_churn",
@@ -55,14 +59,7 @@ def churn_table(rows: int, *, seed: int = 0, shift: bool = False) -> pa.Table:
     total = (tenure * monthly * rng.uniform(0.9, 1.05, rows)).round(2)
     contract = rng.choice(CONTRACTS, rows, p=contract_p)
     payment = rng.choice(PAYMENTS, rows, p=payment_p)
-    logit = (
-        -1.0
-        - 0.06 * tenure
-        + 0.025 * (monthly - 65)
-        + 0.45 * calls
-        + np.where(contract == "month-to-month", 1.3, np.where(contract == "one-year", 0.0, -1.2))
-        + np.where(payment == "electronic-check", 0.6, 0.0)
-    )
+    logit = churn_logit(tenure, monthly, calls, contract, payment)
     churned = rng.uniform(size=rows) < 1 / (1 + np.exp(-logit))
     return pa.table(
         {
@@ -75,6 +72,43 @@ def churn_table(rows: int, *, seed: int = 0, shift: bool = False) -> pa.Table:
             TARGET: churned.astype(np.int64),
         }
     )
+
+
+def churn_logit(
+    tenure: npt.NDArray[Any],
+    monthly: npt.NDArray[Any],
+    calls: npt.NDArray[Any],
+    contract: npt.NDArray[Any],
+    payment: npt.NDArray[Any],
+) -> npt.NDArray[np.float64]:
+    """The label relation: log-odds of churning, from the features."""
+    return np.asarray(
+        -1.0
+        - 0.06 * tenure
+        + 0.025 * (monthly - 65)
+        + 0.45 * calls
+        + np.where(contract == "month-to-month", 1.3, np.where(contract == "one-year", 0.0, -1.2))
+        + np.where(payment == "electronic-check", 0.6, 0.0),
+        np.float64,
+    )
+
+
+def churn_labels(features: pa.Table, *, seed: int = 0, flip: bool = False) -> pa.Array:
+    """True `churned` labels (int64) of the customers in `features`, drawn from the label
+    relation of `churn_table`, or with `flip` from its opposite (concept drift: the same
+    inputs, the relation to the label reversed)."""
+    column = {n: features.column(n).to_numpy(zero_copy_only=False) for n in FEATURES}
+    logit = churn_logit(
+        column["tenure"],
+        column["monthly_charges"],
+        column["support_calls"],
+        column["contract"].astype(str),
+        column["payment_method"].astype(str),
+    )
+    if flip:
+        logit = -logit
+    draw = np.random.default_rng(seed).uniform(size=features.num_rows)
+    return pa.array((draw < 1 / (1 + np.exp(-logit))).astype(np.int64))
 
 
 def digits_table(*, seed: int = 0, shift: bool = False, rows: int | None = None) -> pa.Table:

@@ -33,7 +33,14 @@ from kubeloop.local.cluster.kubeapi import KubeApi
 from kubeloop.local.cluster.processes import host_env
 from kubeloop.local.cluster.servicecontroller import LOCAL_URL_ANNOTATION
 from kubeloop.local.cluster.stack import LocalStack, apply_objects
-from kubeloop.local.demo.datagen import FEATURES, churn_table, digits_table, write_demo_data
+from kubeloop.local.demo.datagen import (
+    FEATURES,
+    churn_labels,
+    churn_table,
+    digits_table,
+    write_demo_data,
+)
+from kubeloop.local.demo.labels import labelled_requests, write_labels
 from kubeloop.local.demo.traffic import TrafficStats, V2Traffic
 
 __all__ = [
@@ -56,7 +63,16 @@ TP, MD, DM = (
 )
 EXAMPLE = Path(__file__).resolve().parents[4] / "examples" / "local" / "churn.yaml"
 # What the scenario removes from a previous run under the state dir (never anything else).
-OWNED = ("data", "models", "logs", "cluster", "report.html", "operator.log", "local.json")
+OWNED = (
+    "data",
+    "models",
+    "logs",
+    "labels",
+    "cluster",
+    "report.html",
+    "operator.log",
+    "local.json",
+)
 BASELINE_ROWS, SHIFTED_ROWS, TRAIN_ROWS = 600, 1200, 3000
 
 
@@ -65,12 +81,14 @@ class DemoData:
     """What a loop runs on: `write(root)` writes `<root>/<name>/train` (what v1 trains on) and
     `<root>/<name>/fresh` (labelled rows after the shift, copied over train before the
     retrain); `traffic(phase)` gives the feature rows a client sends in each phase
-    (`baseline`, `shifted`, `rollout`)."""
+    (`baseline`, `shifted`, `rollout`); `label(rows)` their true labels, which the scenario
+    delivers as delayed labels when the DriftMonitor has spec.performance (None: no labels)."""
 
     name: str
     write: Callable[[Path], object]
     traffic: Callable[[str], pa.Table]
     describe: str
+    label: Callable[[pa.Table], pa.Array] | None = None
 
 
 # phase -> (rows, seed, shifted): what the client sends, whatever the data
@@ -106,6 +124,7 @@ CHURN = DemoData(
     lambda root: write_demo_data(root, rows=TRAIN_ROWS),
     _churn_traffic,
     f"{TRAIN_ROWS} baseline customers",
+    lambda rows: churn_labels(rows, seed=9),
 )
 DIGITS = DemoData(
     "digits", _write_digits, _digits_traffic, "scikit-learn's 1797 digits (8x8 images)"
@@ -154,6 +173,8 @@ class DriftCheck:
     model_version: str | None
     features: dict[str, dict[str, Any]]
     retrain_requested_at: str | None
+    # status.performance (spec.performance: measured on the delayed labels), None without it
+    performance: dict[str, Any] | None = None
 
 
 @dataclass
@@ -261,6 +282,15 @@ class Scenario:
             d["spec"]["payloadLogging"]["destination"]
             for d in self.docs
             if d["kind"] == "ModelDeployment"
+        )
+        # Where the client delivers the delayed labels: the DriftMonitor's spec.performance.
+        self.labels_uri: str | None = next(
+            (
+                d["spec"]["performance"]["labels"]["uri"]
+                for d in self.docs
+                if d["kind"] == "DriftMonitor" and d["spec"].get("performance")
+            ),
+            None,
         )
 
     @property
@@ -419,6 +449,7 @@ class Scenario:
                 model_version=status.get("modelVersion"),
                 features=dict(status.get("features") or {}),
                 retrain_requested_at=status.get("retrainRequestedAt"),
+                performance=status.get("performance"),
             )
 
         async def seen() -> str:
@@ -458,6 +489,17 @@ class Scenario:
             interval=0.5,
         )
 
+    def deliver_labels(self, stats: TrafficStats) -> pa.Table | None:
+        """The true labels of the requests in `stats`, keyed by the ids the client sent, into
+        the monitor's labels location (a delivery of delayed ground truth); returns the
+        labelled rows (features, `request_id`, `row`, `label`), None when nothing is labelled."""
+        if self.labels_uri is None or self.data.label is None:
+            return None
+        labelled = labelled_requests([stats], self.data.label)
+        target = write_labels(labelled, self.labels_uri, stats.phase)
+        self.step(f"labels of the {stats.phase} requests delivered: {target}")
+        return labelled
+
     # -- the whole loop --------------------------------------------------------------------
 
     async def run(self) -> DemoResult:
@@ -495,6 +537,7 @@ class Scenario:
         stats = await traffic.send(baseline, "baseline")
         self.result.traffic.append(stats)
         self.step(_traffic_line(stats))
+        self.deliver_labels(stats)
         await self.wait_logged(timeout=60)
         check = await self.check_drift(timeout=STEP_TIMEOUT)
         self.step(f"monitor on baseline traffic: {check.verdict}")
@@ -508,6 +551,7 @@ class Scenario:
         stats = await traffic.send(shifted, "shifted")
         self.result.traffic.append(stats)
         self.step(_traffic_line(stats))
+        self.deliver_labels(stats)
         await self.wait_logged(timeout=60)
 
         check = await self.check_drift(timeout=STEP_TIMEOUT)

@@ -46,6 +46,9 @@ class TrafficStats:
     errors: list[str] = field(default_factory=list)
     # (seconds since the phase started, version that answered) per successful request
     timeline: list[tuple[float, str]] = field(default_factory=list)
+    # request id -> the feature rows it sent, for every request answered with 200 (the keys
+    # delayed labels are written under: kubeloop.local.demo.labels)
+    sent: dict[str, pa.Table] = field(default_factory=dict)
 
     @property
     def ok(self) -> int:
@@ -114,6 +117,7 @@ class V2Traffic:
         stats.by_version[version] += 1
         stats.rows_ok += table.num_rows
         stats.answered[request_id] = version
+        stats.sent[request_id] = table
         stats.timeline.append((time.monotonic() - t0, version))
 
     async def send(self, table: pa.Table, phase: str, *, concurrency: int = 4) -> TrafficStats:

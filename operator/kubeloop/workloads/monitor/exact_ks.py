@@ -1,9 +1,10 @@
-"""The two-sample Kolmogorov-Smirnov test computed exactly against a raw Parquet reference.
+"""The two-sample Kolmogorov-Smirnov test computed exactly against the full reference data.
 
 The profile's sketch (kubeloop.profile) gives the KS statistic within a stated bound, and at
-millions of rows a 1e-5 error of the statistic moves a mid-range p-value by ~0.01. When the
-reference is raw Parquet the deciding KS test is computed from the data itself instead, one
-numeric feature at a time, with memory bounded by the window's column:
+millions of rows a 1e-5 error of the statistic moves a mid-range p-value by ~0.01. So the
+deciding KS test is computed from the reference data itself (a raw Parquet reference, or the
+rows a profile was built from: kubeloop.workloads.monitor.exact_reference), one numeric
+feature at a time, with memory bounded by the window's column:
 
 - the window's values of the feature are read (time-filtered, as the check reads them) and
   sorted: m float64 values;
@@ -24,6 +25,7 @@ arrays, ~5 x 8 bytes x m (at 10M window rows, ~400 MB), whatever the reference's
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 
 import numpy as np
@@ -35,7 +37,7 @@ from kubeloop.workloads.monitor.pvalues import ks_2samp_test
 from kubeloop.workloads.monitor.stats import KSResult
 from kubeloop.workloads.monitor.window import window_batches
 
-__all__ = ["MIN_CHUNK", "ExactKS", "exact_ks"]
+__all__ = ["MIN_CHUNK", "ExactKS", "dataset_values", "exact_ks"]
 
 FloatArray = npt.NDArray[np.float64]
 # Reference rows sorted and counted at once, at the least (more when the window is larger).
@@ -73,11 +75,21 @@ class ExactKS:
         return KSResult(statistic, p_value, 0.0)
 
 
+def dataset_values(reference: ds.Dataset, name: str) -> Iterator[FloatArray]:
+    """The non-missing values of column `name` of a raw reference dataset, in batches."""
+    for batch in reference.to_batches(columns=[name], batch_size=128 * 1024, batch_readahead=1):
+        yield numeric_values(batch.column(name))[0]
+
+
 def exact_ks(
-    window: ds.Dataset, reference: ds.Dataset, name: str, start: datetime, end: datetime
+    window: ds.Dataset,
+    reference: Iterable[FloatArray],
+    name: str,
+    start: datetime,
+    end: datetime,
 ) -> KSResult:
     """The exact KS test of feature `name` between the window's rows in [start, end] and every
-    row of the `reference` dataset (see module docstring)."""
+    reference value (non-missing, in any number of arrays: see module docstring)."""
     batches = window_batches(window, [name], start, end)
     parts = [numeric_values(batch.column(name))[0] for batch in batches]
     values = np.concatenate(parts) if parts else np.empty(0)
@@ -87,8 +99,7 @@ def exact_ks(
     chunk_rows = max(test.window.size, MIN_CHUNK)
     pending: list[FloatArray] = []
     held = 0
-    for batch in reference.to_batches(columns=[name], batch_size=128 * 1024, batch_readahead=1):
-        values, _ = numeric_values(batch.column(name))
+    for values in reference:
         pending.append(values)
         held += values.size
         if held >= chunk_rows:

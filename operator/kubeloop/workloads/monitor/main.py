@@ -34,6 +34,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -50,7 +51,12 @@ from kubeloop.workloads.monitor.accumulate import (
     NumericAccumulator,
     accumulators_for,
 )
-from kubeloop.workloads.monitor.exact_ks import exact_ks
+from kubeloop.workloads.monitor.exact_reference import (
+    ExactReference,
+    KSReference,
+    exact_ks_features,
+    open_exact_reference,
+)
 from kubeloop.workloads.monitor.performance import LabelJoin, check_performance, no_predictions
 from kubeloop.workloads.monitor.prediction_drift import (
     OutputDrift,
@@ -63,7 +69,7 @@ from kubeloop.workloads.monitor.quality import (
     judge_quality,
     quality_result,
 )
-from kubeloop.workloads.monitor.reference import load_reference, raw_reference
+from kubeloop.workloads.monitor.reference import load_reference
 from kubeloop.workloads.monitor.verdict import DatasetVerdict, dataset_verdict, judge
 from kubeloop.workloads.monitor.window import open_window, window_batches
 from kubeloop.workloads.result import write_result
@@ -154,10 +160,12 @@ def run_check(
         dictionary = [*profile.categorical, *dictionary_columns]
         if dataset is not None and dictionary:
             dataset = open_window(payload_log_uri, start, now, dictionary)
-        # KS deciding against raw Parquet: computed exactly from it (a profile keeps its
-        # sketch's).
-        raw = raw_reference(reference_uri) if spec.tests.numeric == "ks" else None
-        return judge_window(spec, dataset, profile, start, now, tally=tally, raw=raw, riders=riders)
+        # KS deciding: computed exactly from the reference data (raw Parquet, or the rows the
+        # profile was built from), else from the sketch, and the result says which.
+        exact = open_exact_reference(reference_uri, profile) if spec.tests.numeric == "ks" else None
+        return judge_window(
+            spec, dataset, profile, start, now, tally=tally, exact=exact, riders=riders
+        )
     finally:
         if prepared is not None:
             wait([prepared])  # a failure there recurs where the rider prepares again
@@ -194,12 +202,12 @@ def judge_window(
     now: datetime,
     *,
     tally: SchemaTally | None = None,
-    raw: ds.Dataset | None = None,
+    exact: ExactReference | None = None,
     riders: Sequence[Rider] = (),
 ) -> tuple[DatasetVerdict, dict[str, Accumulator]]:
     """Compare the window's columns named in `profile` with it, with the spec's tests; with
-    `raw`, the reference's Parquet data, the KS test is computed exactly from it. `riders`
-    get every batch of the same scan (their columns read with the features', once)."""
+    `exact`, the reference data for the KS test, it is computed exactly where that allows.
+    `riders` get every batch of the same scan (their columns read with the features', once)."""
     accumulators = accumulators_for(profile)
     tally = tally if tally is not None else SchemaTally()
     rows = 0
@@ -221,15 +229,20 @@ def judge_window(
             feed(accumulators, tally, batch)
         while behind:
             behind.popleft().result()
-    if raw is not None and dataset is not None and rows >= spec.min_rows:
-        _exact_ks(accumulators, dataset, raw, start, now)
-    return judge_accumulators(spec, accumulators, rows), accumulators
+    ks_reference = None
+    if exact is not None and dataset is not None and rows >= spec.min_rows:
+        ks_reference = exact_ks_features(accumulators, dataset, exact, start, now)
+    return judge_accumulators(spec, accumulators, rows, ks_reference), accumulators
 
 
 def judge_accumulators(
-    spec: DriftMonitorSpec, accumulators: dict[str, Accumulator], rows: int
+    spec: DriftMonitorSpec,
+    accumulators: dict[str, Accumulator],
+    rows: int,
+    ks_reference: KSReference | None = None,
 ) -> DatasetVerdict:
-    """The verdict of what `accumulators` counted over a window of `rows` rows."""
+    """The verdict of what `accumulators` counted over a window of `rows` rows (`ks_reference`:
+    what the KS tests were computed from, when it was asked for)."""
     features = []
     if rows >= spec.min_rows:
         for name, acc in accumulators.items():
@@ -248,21 +261,10 @@ def judge_accumulators(
                     bins=spec.tests.psi_bin_count,
                 )
             )
-    return dataset_verdict(features, rows, spec.min_rows, spec.thresholds.drift_share)
-
-
-def _exact_ks(
-    accumulators: dict[str, Accumulator],
-    window: ds.Dataset,
-    reference: ds.Dataset,
-    start: datetime,
-    end: datetime,
-) -> None:
-    """The KS test of every numeric feature computed exactly from the raw reference, one
-    feature at a time (kubeloop.workloads.monitor.exact_ks)."""
-    for name, acc in accumulators.items():
-        if isinstance(acc, NumericAccumulator) and acc.count:
-            acc.exact_ks = exact_ks(window, reference, name, start, end)
+    verdict = dataset_verdict(features, rows, spec.min_rows, spec.thresholds.drift_share)
+    if ks_reference is not None and verdict.features:
+        verdict = replace(verdict, ks_reference=ks_reference)
+    return verdict
 
 
 def _features_result(
@@ -293,9 +295,15 @@ class SharedPerformance:
     """spec.performance's label join fed by the drift check's scan (both windows equal); a
     labels problem fails this section only, not the check."""
 
-    def __init__(self, spec: PerformanceSpec, validation: pa.Table | None) -> None:
+    def __init__(
+        self,
+        spec: PerformanceSpec,
+        validation: pa.Table | None,
+        model_version: str | None = None,
+    ) -> None:
         self.spec = spec
         self.validation = validation
+        self.model_version = model_version
         self.join: LabelJoin | None = None
         self.failed: dict[str, Any] | None = None
         self._prepared = threading.Lock()
@@ -304,7 +312,7 @@ class SharedPerformance:
     def columns(self, window: ds.Dataset) -> list[str]:
         if "_prediction" not in window.schema.names:
             return []
-        return LabelJoin.columns_of(window.schema)
+        return LabelJoin.columns_of(window.schema, self.model_version)
 
     def prepare(self, window: ds.Dataset) -> None:
         with self._prepared:  # reads the labels (and calibrates the estimate): once
@@ -315,7 +323,9 @@ class SharedPerformance:
                 return
             try:
                 rows = window.count_rows()  # from the files' metadata
-                self.join = LabelJoin(self.spec, window.schema, self.validation, rows)
+                self.join = LabelJoin(
+                    self.spec, window.schema, self.validation, rows, self.model_version
+                )
             except (StorageError, ValueError, OSError) as exc:
                 self.failed = _failed(exc)
 
@@ -353,7 +363,12 @@ def _performance(
     assert spec.performance is not None
     try:
         found = check_performance(
-            spec.performance, args.payload_log_uri, args.reference_uri, now, validation
+            spec.performance,
+            args.payload_log_uri,
+            args.reference_uri,
+            now,
+            args.model_version or None,
+            validation=validation,
         )
     except (StorageError, ValueError, OSError) as exc:
         return _failed(exc)
@@ -394,7 +409,7 @@ def main(argv: list[str]) -> int:
         if spec.performance is not None and parse_duration(
             spec.performance.window
         ) == parse_duration(spec.window):
-            shared = SharedPerformance(spec.performance, validation)
+            shared = SharedPerformance(spec.performance, validation, args.model_version or None)
             riders.append(shared)
         verdict, accumulators = run_check(
             spec,
@@ -453,6 +468,16 @@ def main(argv: list[str]) -> int:
     if outputs is not None and outputs.features:
         result["predictionDrift"] = _outputs_result(outputs)
     budget -= len(json.dumps({k: result.get(k) for k in ("performance", "predictionDrift")}))
+    if verdict.ks_reference is not None:
+        result["ksReference"] = verdict.ks_reference.as_result()
+        budget -= len(json.dumps(result["ksReference"], separators=(",", ":")))
+        if not verdict.ks_reference.exact:
+            print(
+                f"KS p-values from the profile's sketch, not the full reference: "
+                f"{verdict.ks_reference.reason}",
+                file=sys.stderr,
+                flush=True,
+            )
     features, omitted = _features_result(verdict, budget)
     result["features"] = features
     if omitted:

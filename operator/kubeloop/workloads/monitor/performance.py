@@ -12,6 +12,11 @@ joined. Metrics have scikit-learn's definitions (scores.py); the estimate is CBP
 
 Labels that match no served row of the window (another window, another deployment, a typo)
 are counted as `unmatchedLabels`; duplicates as `duplicateLabels` (labels.py: last wins).
+
+Only the rows the monitored version answered (`_model_version`, when the check knows it) are
+measured and estimated: after a retrain the window still holds the old version's answers for
+days, and judging the new version by them kept it Degraded, and its episode open, until they
+aged out. A label of another version's row is matched (not `unmatchedLabels`), not measured.
 """
 
 from __future__ import annotations
@@ -225,9 +230,12 @@ class LabelJoin:
         schema: pa.Schema,
         validation: pa.Table | None = None,
         expected_rows: int | None = None,
+        model_version: str | None = None,
     ) -> None:
         self.spec = spec
         self.expected_rows = expected_rows
+        # Only the rows this version answered count (all rows when it is not known).
+        self.model_version = model_version
         prediction_type = schema.field("_prediction").type
         if pa.types.is_dictionary(prediction_type):
             prediction_type = prediction_type.value_type
@@ -254,7 +262,7 @@ class LabelJoin:
             else None
         )
         self._cbpe = cbpe.Estimate(calibrator) if calibrator is not None else None
-        self.columns = self.columns_of(schema)
+        self.columns = self.columns_of(schema, model_version)
         self.rows = 0
         self._buffer: list[pa.RecordBatch] = []
         self._buffered = 0
@@ -266,10 +274,19 @@ class LabelJoin:
         self._positive: list[npt.NDArray[np.bool_]] = []  # predicted positive
 
     @staticmethod
-    def columns_of(schema: pa.Schema) -> list[str]:
-        """The window columns a join reads, for a window of `schema`."""
+    def columns_of(schema: pa.Schema, model_version: str | None = None) -> list[str]:
+        """The window columns a join reads, for a window of `schema` (and the version column
+        when only `model_version`'s rows count)."""
         proba = [n for n in schema.names if n.startswith(PROBA_PREFIX)]
-        return ["_request_id", "_row", "_prediction", *proba]
+        version = ["_model_version"] if model_version and "_model_version" in schema.names else []
+        return ["_request_id", "_row", "_prediction", *proba, *version]
+
+    def _mine(self, rows: pa.Table) -> npt.NDArray[np.bool_] | None:
+        """Which of `rows` the monitored version answered; None: all of them."""
+        column = _column(rows, "_model_version")
+        if self.model_version is None or column is None:
+            return None
+        return _equals(column, self.model_version)
 
     def add(self, batch: pa.RecordBatch) -> None:
         """Take one batch of the window (any columns; those of `columns` are used)."""
@@ -279,6 +296,9 @@ class LabelJoin:
             rows = pa.Table.from_batches([kept])
             score = _floats_of(rows, self.proba_columns[1])
             positive = _equals(rows.column("_prediction"), self.classes[1])
+            mine = self._mine(rows)
+            if mine is not None:
+                score, positive = score[mine], positive[mine]
             if self._cbpe is not None:
                 self._cbpe.add(score, positive)
             else:
@@ -307,7 +327,8 @@ class LabelJoin:
 
     def _join(self, chunk: pa.Table) -> None:
         n = chunk.num_rows
-        self.rows += n
+        mine = self._mine(chunk)
+        self.rows += n if mine is None else int(mine.sum())
         row = _column(chunk, "_row")
         if row is None:
             row = pa.chunked_array([np.zeros(n, np.int32)])
@@ -320,6 +341,9 @@ class LabelJoin:
         if hit.size and not self.by_row:  # without a row column a label names row 0
             # (a version-1 file has no `_row`: null, read as row 0)
             hit = hit[~_mask(pc.not_equal(row.take(hit), 0))]
+        if hit.size and mine is not None:  # another version's row: matched, not measured
+            self.seen[np.asarray(found.take(pa.array(hit)).to_numpy(), np.int64)] = True
+            hit = hit[mine[hit]]
         prediction = chunk.column("_prediction")
         if hit.size:
             taken = pa.array(hit)
@@ -385,17 +409,20 @@ def check_performance(
     payload_log_uri: str,
     reference_uri: str | None,
     now: datetime,
+    model_version: str | None = None,
+    *,
     validation: pa.Table | None = None,
 ) -> PerformanceResult:
-    """Join the window with the labels and reach a verdict (a scan of its own: the drift check
-    feeds a `LabelJoin` from its own scan when both windows are the same)."""
+    """Join the window with the labels and reach a verdict, with `model_version` on the rows
+    that version answered only (a scan of its own: the drift check feeds a `LabelJoin` from
+    its own scan when both windows are the same)."""
     start = now - parse_duration(spec.window)
     dataset = open_window(payload_log_uri, start, now)
     if dataset is None or "_prediction" not in dataset.schema.names:
         return no_predictions(spec)
     if validation is None and reference_uri and spec.estimate:
         validation = validation_predictions(reference_uri)
-    join = LabelJoin(spec, dataset.schema, validation, dataset.count_rows())
+    join = LabelJoin(spec, dataset.schema, validation, dataset.count_rows(), model_version)
     for batch in window_batches(dataset, join.columns, start, now):
         join.add(batch)
     return join.result()

@@ -93,6 +93,7 @@ def load_reference(
             rows=profile.rows,
             numeric={k: v for k, v in profile.numeric.items() if k in keep},
             categorical={k: v for k, v in profile.categorical.items() if k in keep},
+            source=profile.source,
         )
     return profile
 

@@ -108,6 +108,19 @@ def quality_section(quality: QualityVerdict | None) -> str:
     )
 
 
+def _ks_note(verdict: DatasetVerdict) -> str:
+    """Where the KS p-values came from, when KS decided (a warning when from the sketch)."""
+    ks = verdict.ks_reference
+    if ks is None:
+        return ""
+    if ks.exact:
+        return f"<p>KS computed exactly from the full reference data ({ks.source}).</p>"
+    return (
+        "<p><b>KS p-values are approximate</b> (from the reference profile's sketch, up to "
+        f"~0.02 off scipy's at millions of rows): {html.escape(ks.reason or '')}</p>"
+    )
+
+
 def render_report(
     monitor: str,
     verdict: DatasetVerdict,
@@ -142,7 +155,8 @@ def render_report(
         f"<h1>{title}</h1><p>Verdict <b>{verdict.verdict}</b>, drift share "
         f"{verdict.drift_share:.3f}, {verdict.rows} rows, model version "
         f"{html.escape(model_version or '-')}, checked {when.isoformat()}.</p>"
-        "<table><tr><th>feature</th><th>kind</th><th>test</th><th>score</th><th>threshold</th>"
+        + _ks_note(verdict)
+        + "<table><tr><th>feature</th><th>kind</th><th>test</th><th>score</th><th>threshold</th>"
         "<th>drifted</th><th>missing</th><th>unseen</th><th>all scores</th></tr>"
         + "".join(rows)
         + "</table>"

@@ -22,6 +22,7 @@ import numpy as np
 from kubeloop.api.monitor import DriftThresholds
 from kubeloop.workloads.monitor.accumulate import CategoricalAccumulator, NumericAccumulator
 from kubeloop.workloads.monitor.binning import Binning, bin_counts, edge_indices
+from kubeloop.workloads.monitor.exact_reference import KSReference
 from kubeloop.workloads.monitor.stats import (
     KSResult,
     chi2_homogeneity,
@@ -64,15 +65,22 @@ class FeatureVerdict:
     rows: int
     missing: int
     unseen: int = 0
+    # KS deciding: whether its p-value was computed from the full reference data (scipy's);
+    # None for the other tests.
+    p_value_exact: bool | None = None
 
     def as_result(self) -> dict[str, Any]:
-        """The per-feature entry of the result JSON (see docs/contracts.md)."""
-        return {
+        """The per-feature entry of the result JSON (see docs/contracts.md); `pValueExact`
+        appears only when it is false (the termination message has little room)."""
+        out: dict[str, Any] = {
             "test": self.test,
             "score": round(self.score, 6),
             "threshold": self.threshold,
             "drifted": self.drifted,
         }
+        if self.p_value_exact is False:
+            out["pValueExact"] = False
+        return out
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,8 @@ class DatasetVerdict:
     drift_share: float
     rows: int
     features: list[FeatureVerdict] = field(default_factory=list)
+    # What the deciding KS test was computed against (tests.numeric: ks), for the result.
+    ks_reference: KSReference | None = None
 
 
 def _with_missing(counts: np.ndarray[Any, Any], missing: int) -> np.ndarray[Any, Any]:
@@ -197,10 +207,12 @@ def judge(
         unseen = 0
         if test not in scores:  # nothing but missing values in the window
             test = "psi"
+        exact = (acc.exact_ks is not None) if test == "ks" else None
     else:
         kind = "categorical"
         scores = categorical_scores(acc)
         unseen = acc.unseen
+        exact = None
     return FeatureVerdict(
         name=name,
         kind=kind,
@@ -212,6 +224,7 @@ def judge(
         rows=acc.count + acc.missing,
         missing=acc.missing,
         unseen=unseen,
+        p_value_exact=exact,
     )
 
 

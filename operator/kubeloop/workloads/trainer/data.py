@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
@@ -22,8 +21,8 @@ import pyarrow.parquet as pq
 
 from kubeloop.api.training import TrainingPipelineSpec
 from kubeloop.modelformat import Feature
+from kubeloop.profile_source import ProfileSource, parquet_files
 from kubeloop.storage import FileStore, ObjectInfo, S3Store, StorageError, arrow_filesystem
-from kubeloop.storage import store_for as _store_for
 from kubeloop.workloads.trainer.errors import TrainingError, classify_storage_error
 
 __all__ = [
@@ -63,6 +62,9 @@ class TrainingData:
     fingerprint: str
     files: tuple[ObjectInfo, ...]
     dropped_missing_target: int
+    # The rows of `train` as a selection from its files, recorded in profile.json so the
+    # monitor can stream exactly them again (kubeloop.profile_source).
+    source: ProfileSource | None = None
 
 
 def preflight(uri: str) -> None:
@@ -94,36 +96,15 @@ def preflight(uri: str) -> None:
 
 
 def _list_parquet(uri: str, field: str) -> tuple[ObjectInfo, ...]:
-    store = _store_for(uri)
     try:
-        if uri.endswith(".parquet"):
-            found = [o for o in store.list(uri) if o.uri == uri]
-        else:
-            prefix = uri.rstrip("/") + "/"
-            found = [
-                o
-                for o in store.list(prefix)
-                if o.uri.endswith(".parquet")
-                and not any(p.startswith(("_", ".")) for p in o.uri[len(prefix) :].split("/"))
-            ]
+        # On file:// each file's marker is the MD5 of its bytes: an mtime changes when
+        # identical bytes are rewritten, so rewritten files would look like new data.
+        found = parquet_files(uri)
     except StorageError as exc:
         raise classify_storage_error(exc, writing=False) from exc
     if not found:
         raise TrainingError("DataNotFound", f"{field}: no Parquet file at {uri}")
-    if isinstance(store, FileStore):
-        # An mtime changes when identical bytes are rewritten, so rewritten files would look
-        # like new data: local files are cheap to hash, and MD5 is what S3's ETag is for a
-        # single-part upload.
-        found = [replace(o, marker=_md5(FileStore.path(o.uri))) for o in found]
-    return tuple(sorted(found, key=lambda o: o.uri))
-
-
-def _md5(path: Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return found
 
 
 def data_files(spec: TrainingPipelineSpec) -> tuple[ObjectInfo, ...]:
@@ -397,6 +378,13 @@ def load_training_data(spec: TrainingPipelineSpec) -> TrainingData:
         fingerprint=fingerprint(files),
         files=files,
         dropped_missing_target=dropped,
+        source=ProfileSource(
+            files=train.files,
+            rows=train_table.num_rows,
+            target=target,
+            holdout_seed=None if validation is not None else spec.seed,
+            holdout_fraction=None if validation is not None else spec.data.validation_fraction,
+        ),
     )
 
 

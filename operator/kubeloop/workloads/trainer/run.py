@@ -340,6 +340,8 @@ def publish(
             numeric = [f.name for f in data.features if f.kind == "numeric"]
             categorical = [f.name for f in data.features if f.kind == "categorical"]
             profile = build_profile(data.train, numeric, categorical)
+            if data.source is not None:  # lets the monitor stream these rows again (exact KS)
+                profile["source"] = data.source.to_dict()
             (folder / "profile.json").write_text(json.dumps(profile, sort_keys=True))
             if trained.validation_predictions is not None:
                 pq.write_table(trained.validation_predictions, folder / VALIDATION_PREDICTIONS)

@@ -2,11 +2,13 @@
 
 A trial (env `KUBELOOP_TRIAL`, a `TrialAssignment`) trains its estimator with
 `spec.model.params` overlaid by the trial's params, on its budget (an estimator parameter set
-to the budget's value, or `rows`: a seeded sample of that many training rows), scores it on the
-validation rows with every metric of the task, writes no version and touches no alias; its
-result is a `TrialOutcome`. The run after the search (env `KUBELOOP_SEARCH`, a `SearchRecord`)
-trains the winner's estimator and params, on all training rows and, where the search said
-`refit`, on the largest budget any trial had; its manifest keeps the record under `search`.
+to the budget's value; `rows`: a seeded sample of that many training rows; `auto`: a miniature
+of the trial, the share value/max of the training rows and, for an estimator that iterates, of
+its own iterations, trees or epochs), scores it on the validation rows with every metric of
+the task, writes no version and touches no alias; its result is a `TrialOutcome`. The run after the
+search (env `KUBELOOP_SEARCH`, a `SearchRecord`) trains the winner's estimator and params, on
+all training rows and, where the search said `refit`, on the search's budget.max
+(`SearchRecord.final`); its manifest keeps the record under `search`.
 
 The spec each step trains is rewritten here once (`step_spec`): the built-in trainer, the
 custom trainer's prepare and publish steps all read the same overlaid `spec.model`.
@@ -15,6 +17,7 @@ custom trainer's prepare and publish steps all read the same overlaid `spec.mode
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Mapping
@@ -23,10 +26,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from kubeloop.api.estimator_params import WORK_PARAMS
 from kubeloop.api.search import (
+    AUTO,
+    ROWS,
     SEARCH_ENV,
     TRIAL_ENV,
-    Budget,
+    TRIAL_RESULT_KIND,
     SearchRecord,
     TrialAssignment,
     TrialOutcome,
@@ -37,8 +43,6 @@ from kubeloop.workloads.trainer.data import TrainingData, load_training_data
 from kubeloop.workloads.trainer.errors import TrainingError
 
 __all__ = [
-    "RESULT_KIND",
-    "ROWS",
     "failed_outcome",
     "final_spec",
     "from_env",
@@ -50,10 +54,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("kubeloop.train")
-
-ROWS = "rows"  # the budget that samples training rows instead of setting a parameter
-# The result's `kind` (as a run's is TrainingResult): the operator picks a pod's result by it.
-RESULT_KIND = "TrialOutcome"
 
 
 def from_env(
@@ -78,34 +78,36 @@ def _problems(exc: ValidationError) -> str:
 
 
 def _configured(
-    spec: TrainingPipelineSpec,
-    estimator: str | None,
-    params: dict[str, Any],
-    budget: Budget | None,
-    what: str,
+    spec: TrainingPipelineSpec, trial: TrialAssignment, what: str
 ) -> TrainingPipelineSpec:
-    """`spec` training `estimator` with `params` over spec.model.params (those of the spec's
-    own estimator only: another estimator would refuse them) and the budget parameter set."""
+    """`spec` training the trial's estimator with its params over spec.model.params (those of
+    the spec's own estimator only: another estimator would refuse them) and its budget set."""
     model = spec.model
     wire = spec.to_wire()
     if model.framework == "custom":
-        if estimator is not None:
+        if trial.estimator is not None:
             raise TrainingError(
                 "InvalidSpec",
-                f"{what}: estimator {estimator!r}: a custom trainer (spec.trainer) searches "
-                "over its params only",
+                f"{what}: estimator {trial.estimator!r}: a custom trainer (spec.trainer) "
+                "searches over its params only",
             )
         base = dict(model.params)
-        wire["model"] = {**wire["model"], "params": base}
+        name = None
     else:
-        name = estimator or model.resolved_estimator()
+        name = trial.estimator or model.resolved_estimator()
         base = dict(model.params) if name == model.resolved_estimator() else {}
         framework = "torch" if name == TORCH_ESTIMATOR else "sklearn"
         wire["model"] = {**wire["model"], "framework": framework, "estimator": name}
-    merged = {**base, **params}
-    if budget is not None and budget.parameter != ROWS:
-        merged[budget.parameter] = budget.value
-    wire["model"]["params"] = merged
+    merged = trial.params_over(base)
+    budget = trial.budget
+    if budget is not None and budget.parameter == AUTO and name in WORK_PARAMS:
+        # auto: the share value/max of the trial's own iterations (its value, or the default);
+        # `sample_rows` gives it the same share of the rows
+        param, default = WORK_PARAMS[name]
+        full = merged.get(param, default)
+        if isinstance(full, int) and not isinstance(full, bool) and budget.share() < 1.0:
+            merged[param] = max(1, math.ceil(full * budget.share()))
+    wire["model"] = {**wire["model"], "params": merged}
     try:
         return TrainingPipelineSpec.model_validate(wire)
     except ValidationError as exc:
@@ -114,29 +116,17 @@ def _configured(
 
 def trial_spec(spec: TrainingPipelineSpec, trial: TrialAssignment) -> TrainingPipelineSpec:
     """The spec a trial trains: its estimator, params and budget over `spec.model`."""
-    what = f"trial {trial.trial} (rung {trial.rung})"
-    return _configured(spec, trial.estimator, trial.params, trial.budget, what)
+    return _configured(spec, trial, f"trial {trial.trial} (rung {trial.rung})")
 
 
 def final_spec(spec: TrainingPipelineSpec, search: SearchRecord) -> TrainingPipelineSpec:
     """The spec of the run after the search: the winner, on every training row and, with
-    `refit`, on the largest budget any trial of the search had (the last halving rung's)."""
+    `refit`, on the full budget (budget.max; auto: the winner's whole configuration)."""
     try:
-        winner = search.winning().assignment
+        final = search.final()
     except ValueError as exc:
         raise TrainingError("InvalidSpec", f"env {SEARCH_ENV}: {exc}") from exc
-    budget = winner.budget
-    if budget is not None and budget.parameter == ROWS:
-        budget = None  # the run itself always trains on all rows
-    elif budget is not None and search.refit:
-        values = [
-            t.assignment.budget.value
-            for t in search.trials
-            if t.assignment.budget is not None and t.assignment.budget.parameter == budget.parameter
-        ]
-        budget = Budget(parameter=budget.parameter, value=max(values))
-    what = f"search winner {winner.trial}"
-    return _configured(spec, winner.estimator, winner.params, budget, what)
+    return _configured(spec, final, f"search winner {final.trial}")
 
 
 def step_spec(
@@ -170,16 +160,24 @@ def _log_search(search: SearchRecord, default_estimator: str) -> None:
 
 def sample_rows(data: TrainingData, trial: TrialAssignment | None) -> TrainingData:
     """The training rows a trial sees: a seeded sample of `budget.value` rows for a `rows`
-    budget (validation rows stay whole: every trial is scored on the same rows)."""
-    if trial is None or trial.budget is None or trial.budget.parameter != ROWS:
+    budget, of the share value/max of them for an `auto` budget; validation rows stay whole:
+    every trial is scored on the same rows."""
+    budget = None if trial is None else trial.budget
+    if trial is None or budget is None:
         return data
     total = data.train.num_rows
-    if trial.budget.value >= total:
+    if budget.parameter == ROWS:
+        size = budget.value
+    elif budget.parameter == AUTO:
+        size = math.ceil(total * budget.share())
+    else:
+        return data
+    if size >= total:
         return data
     import numpy as np
 
     rng = np.random.default_rng(trial.seed)
-    picked = np.sort(rng.choice(total, size=trial.budget.value, replace=False))
+    picked = np.sort(rng.choice(total, size=size, replace=False))
     log.info("trial %d: %d of %d training rows", trial.trial, len(picked), total)
     return replace(data, train=data.train.take(picked))
 
@@ -189,6 +187,7 @@ def succeeded_outcome(
     trial: TrialAssignment,
     metrics: dict[str, float],
     seconds: float | None,
+    cpu_seconds: float | None = None,
 ) -> dict[str, Any]:
     """The result of a scored trial; `score` is the gate's metric (none without a gate)."""
     metric = spec.promotion.metric if spec.promotion is not None else None
@@ -199,15 +198,16 @@ def succeeded_outcome(
         score=metrics.get(metric) if metric else None,
         metrics=metrics,
         seconds=None if seconds is None else round(seconds, 3),
+        cpu_seconds=None if cpu_seconds is None else round(cpu_seconds, 3),
     )
-    return {"kind": RESULT_KIND, **outcome.to_wire()}
+    return {"kind": TRIAL_RESULT_KIND, **outcome.to_wire()}
 
 
 def failed_outcome(trial: TrialAssignment, reason: str, message: str) -> dict[str, Any]:
     """The result of a trial that could not train or score."""
     text = f"{reason}: {message}"
     outcome = TrialOutcome(trial=trial.trial, rung=trial.rung, state="Failed", message=text[:1024])
-    return {"kind": RESULT_KIND, **outcome.to_wire()}
+    return {"kind": TRIAL_RESULT_KIND, **outcome.to_wire()}
 
 
 def run_trial(spec: TrainingPipelineSpec, ctx: RunContext) -> dict[str, Any]:
@@ -217,10 +217,12 @@ def run_trial(spec: TrainingPipelineSpec, ctx: RunContext) -> dict[str, Any]:
     trial = ctx.trial
     if trial is None:
         raise ValueError("run_trial needs ctx.trial")
-    plan = plan_model(spec)
+    plan = plan_model(spec)  # imports the estimator's library: the pod's start, not the trial
+    cpu = time.process_time()  # its compute: data read, fit and scoring
     ctx.progress.report({"phase": "reading", "percent": 0})
     data = sample_rows(load_training_data(spec), trial)
-    started = time.monotonic()  # the trial's compute: fit and score, not the data read
+    started = time.monotonic()  # its training time: fit and score, not the data read
     # No checkpoints: the run's own would be mixed with this trial's (same run id).
     trained = fit_model(spec, ctx, data, plan, checkpoints=None)
-    return succeeded_outcome(spec, trial, trained.metrics, time.monotonic() - started)
+    seconds = time.monotonic() - started
+    return succeeded_outcome(spec, trial, trained.metrics, seconds, time.process_time() - cpu)

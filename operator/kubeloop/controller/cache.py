@@ -1,0 +1,171 @@
+"""Watch-fed caches of the objects the operator owns and reads: `Kube.get` and `Kube.list`
+answer from here instead of the API server, for the kinds (and label slices) being watched.
+
+A slice is a kind, or the objects of a kind that carry a label (`kubeloop.io/trainingpipeline`
+on Jobs): kopf's watch of it feeds the cache (controller/observe.py), and once a slice is
+watched the cache is the answer for it: an object not in the cache does not exist. A read is
+served from a slice only when the request says it is inside it (a `list` whose selector has the
+slice's label, a `get` whose `within` labels do); anything else still goes to the API.
+
+Fresh enough to decide on:
+- kopf lists every indexed resource before it runs any other handler (and again after a
+  restart), so a resume or a timer never sees a half-filled cache;
+- an event's handlers run after the cache took that event's object, so a reconcile a Job's
+  event started sees at least that Job;
+- every write of the operator puts what the API server answered into the cache at once
+  (`observed`), so the next reconcile sees its own allocation even before the watch brings it
+  back; an older version arriving later (a watch event in flight) is ignored, by
+  resourceVersion.
+
+Jobs and Pods are kept without what no reader needs (a Job's pod template, a Pod's spec beyond
+its containers' ports), so a cache of 1000 pipelines' Jobs stays small. Reads return deep
+copies: a reconcile may change what it read.
+"""
+
+from __future__ import annotations
+
+import builtins
+import copy
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+__all__ = ["Cache", "trimmed"]
+
+_Key = tuple[str, str, str]
+# (kind, namespace, slice label or None, its value or None): the keys of that slice's objects
+_Group = tuple[str, str, str | None, str | None]
+
+
+def _version(body: Mapping[str, Any]) -> int | None:
+    """An object's resourceVersion as a number (etcd's revision), None when it is not one."""
+    raw: Any = (body.get("metadata") or {}).get("resourceVersion")
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        return None
+
+
+def _containers(spec: Mapping[str, Any], field: str) -> list[dict[str, Any]]:
+    return [
+        {k: c[k] for k in ("name", "ports") if k in c}
+        for c in spec.get(field) or []
+        if isinstance(c, Mapping)
+    ]
+
+
+def trimmed(kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    """What the cache keeps of `body`: all of it but managedFields, a Job's pod template and a
+    Pod's spec beyond its containers' names and ports (what the progress endpoint needs)."""
+    out = dict(body)
+    meta = dict(out.get("metadata") or {})
+    meta.pop("managedFields", None)
+    out["metadata"] = meta
+    spec = out.get("spec")
+    if kind == "Job" and isinstance(spec, Mapping):
+        out["spec"] = {k: v for k, v in spec.items() if k != "template"}
+    elif kind == "Pod" and isinstance(spec, Mapping):
+        out["spec"] = {
+            "initContainers": _containers(spec, "initContainers"),
+            "containers": _containers(spec, "containers"),
+        }
+    return out
+
+
+class Cache:
+    """Objects by (kind, namespace, name), for the slices being watched (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._objects: dict[_Key, dict[str, Any]] = {}
+        self._groups: dict[_Group, set[_Key]] = {}
+        self._slices: dict[str, set[str | None]] = {}
+        self._guard = threading.Lock()
+
+    def watch(self, kind: str, label: str | None = None) -> None:
+        """Serve reads of `kind` (of its objects with `label`) from here from now on: the
+        caller feeds every object of the slice (kopf's initial list first)."""
+        with self._guard:
+            self._slices.setdefault(kind, set()).add(label)
+
+    def covers(self, kind: str, labels: Iterable[str] | None = None) -> bool:
+        """Whether objects of `kind` carrying `labels` (keys) are all in a watched slice."""
+        slices = self._slices.get(kind)
+        if not slices:
+            return False
+        return None in slices or any(key in slices for key in labels or ())
+
+    def observed(self, body: Mapping[str, Any]) -> None:
+        """Keep `body` (from a watch event or a write's answer) unless a newer version is kept
+        already; an object of no watched slice is not kept."""
+        kind, meta = body.get("kind"), body.get("metadata") or {}
+        if not isinstance(kind, str) or kind not in self._slices:
+            return
+        key = (kind, str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        if not self.covers(kind, meta.get("labels") or {}):
+            self.forget(*key)  # its label removed: it left the slice
+            return
+        new = trimmed(kind, body)
+        version = _version(new)
+        with self._guard:
+            old = self._objects.get(key)
+            kept = _version(old) if old is not None else None
+            if old is None or version is None or kept is None or version >= kept:
+                self._ungroup(key, old)
+                self._objects[key] = new
+                for group in self._groups_of(key, new):
+                    self._groups.setdefault(group, set()).add(key)
+
+    def _groups_of(self, key: _Key, body: Mapping[str, Any]) -> list[_Group]:
+        kind, namespace, _ = key
+        labels = (body.get("metadata") or {}).get("labels") or {}
+        return [
+            (kind, namespace, label, None if label is None else str(labels[label]))
+            for label in self._slices.get(kind, ())
+            if label is None or label in labels
+        ]
+
+    def _ungroup(self, key: _Key, old: Mapping[str, Any] | None) -> None:
+        for group in self._groups_of(key, old) if old is not None else ():
+            members = self._groups.get(group)
+            if members is not None:
+                members.discard(key)
+                if not members:
+                    del self._groups[group]
+
+    def forget(self, kind: str, namespace: str, name: str) -> None:
+        """The object is gone (a DELETED event, or our delete)."""
+        key = (kind, namespace, name)
+        with self._guard:
+            self._ungroup(key, self._objects.pop(key, None))
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        with self._guard:
+            found = self._objects.get((kind, namespace, name))
+        return copy.deepcopy(found) if found is not None else None
+
+    def list(
+        self, kind: str, namespace: str, labels: Mapping[str, str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Objects of `kind` in `namespace` with all of `labels`, by name."""
+        labels = labels or {}
+        slices = self._slices.get(kind, set())
+        label = next((key for key in sorted(labels) if key in slices), None)
+        group = (kind, namespace, label, None if label is None else labels[label])
+        want = labels.items()
+        with self._guard:
+            candidates = [self._objects[key] for key in self._groups.get(group, ())]
+        found = [
+            body
+            for body in candidates
+            if want <= ((body.get("metadata") or {}).get("labels") or {}).items()
+        ]
+        found.sort(key=lambda b: str(b["metadata"].get("name")))
+        return copy.deepcopy(found)
+
+    def names(self, kind: str) -> builtins.list[tuple[str, str]]:
+        """(namespace, name) of every cached object of `kind`, sorted."""
+        with self._guard:
+            return sorted((ns, name) for k, ns, name in self._objects if k == kind)
+
+    def __len__(self) -> int:
+        return len(self._objects)

@@ -1,0 +1,91 @@
+"""API request budget of the operator core (issue 17): it observes from watch-fed caches, so a
+new TrainingPipeline costs only its writes up to its first Job, and a resync of an idle
+pipeline costs no request at all. Counted by a proxy in front of the emulated API (every
+request but the watches), with the operator in-process.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterator
+
+import pytest
+from tests.integration.harness import JOBS, Cluster, Operator, reconciles, wait_for
+from tests.reliability import runs
+from tests.reliability.apiproxy import ApiFaultProxy, ApiFaults
+
+from kubeloop.local.cluster.emulator import EmulatorThread
+
+# Up to a new pipeline's first Job (its registry read, as in bench/operator_bench.py): the
+# allocation in status, the Job, and the Events of what happened.
+FIRST_JOB_BUDGET = 6
+# On to its first run's Job, the registry read finished: the read recorded with the run's
+# allocation, the run's Job, its Events, and at most one fresh read of the read's pod (Pods are
+# watched apart from Jobs: the Job's Complete may come before its pod's result).
+RUN_JOB_BUDGET = 9
+
+
+@pytest.fixture(scope="module")
+def counted() -> Iterator[tuple[Cluster, ApiFaults]]:
+    faults = ApiFaults({"ok": 1.0})
+    with EmulatorThread() as thread, ApiFaultProxy(thread.url, faults) as proxy:
+        operator = Operator(proxy.url)
+        operator.start()
+        try:
+            yield Cluster(thread), faults
+        finally:
+            operator.stop()
+
+
+def _table(requests: list[tuple[str, str]]) -> dict[str, int]:
+    """Requests by verb and resource (names and queries dropped)."""
+    out: collections.Counter[str] = collections.Counter()
+    for method, path in requests:
+        parts = path.split("?")[0].split("/")
+        resource = parts[parts.index("namespaces") + 2] if "namespaces" in parts else parts[-1]
+        sub = parts[-1] if parts[-1] in ("status",) else ""
+        out[f"{method} {resource}{'/' + sub if sub else ''}"] += 1
+    return dict(sorted(out.items()))
+
+
+@pytest.mark.slow  # ~3 s of work, but the proxy's watch relays take ~10 s to close
+def test_a_new_pipeline_costs_its_writes_and_an_idle_resync_costs_nothing(
+    counted: tuple[Cluster, ApiFaults],
+) -> None:
+    cluster, faults = counted
+    # A first pipeline: the watches and the operator's start are behind us.
+    cluster.create(runs.pipeline("warm"))
+    wait_for(lambda: cluster.get(JOBS, "ml", "warm-run-1"), what="warm-run-1")
+
+    start = len(faults.requests)
+    first_job: list[int] = []
+
+    def on_create(obj: dict[str, object]) -> None:  # the emulator admits p1's first Job
+        meta = obj.get("metadata")
+        if obj.get("kind") == "Job" and isinstance(meta, dict) and meta["name"] == "p1-registry-1":
+            first_job.append(len(faults.requests))
+
+    cluster.em.admission_hooks.append(on_create)
+    cluster.create(runs.pipeline("p1"))
+    wait_for(lambda: cluster.get(JOBS, "ml", "p1-run-1"), what="p1-run-1")
+    to_run_job = faults.requests[start:]
+    to_first_job = faults.requests[start : first_job[0]]
+
+    # The pass that created p1-run-1 may still be posting its Events: the idle window starts
+    # after the next pass has finished.
+    passes = reconciles("trainingpipelines", "p1") + 1
+    wait_for(lambda: reconciles("trainingpipelines", "p1") >= passes, what="p1 settled")
+    idle_from = len(faults.requests)
+    # Four resync passes of both pipelines, all idle: nothing to change, nothing to read.
+    wait_for(lambda: reconciles("trainingpipelines", "p1") >= passes + 4, what="4 resyncs")
+    idle = faults.requests[idle_from:]
+    print(
+        f"\nRELIABILITY request-budget: to_first_job={len(to_first_job)} "
+        f"{_table(to_first_job)}, to_run_job={len(to_run_job)} {_table(to_run_job)}, "
+        f"idle_4_resyncs={len(idle)} {_table(idle)}"
+    )
+    assert len(to_first_job) <= FIRST_JOB_BUDGET, _table(to_first_job)
+    assert len(to_run_job) <= RUN_JOB_BUDGET, _table(to_run_job)
+    gets = [path for method, path in to_run_job if method == "GET"]
+    assert all("/pods?" in p for p in gets) and len(gets) <= 1, gets
+    assert idle == [], _table(idle)
