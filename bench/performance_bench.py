@@ -8,6 +8,8 @@
    bench/drift_data.py), input drift alone (data quality off) and input drift + data quality +
    prediction drift + performance from labels for 10 % of the rows + the CBPE estimate (both
    windows 24h: one scan of the window). Target: at most +30 %.
+   The version's folder holds validation-predictions.parquet and, as the trainer writes it
+   beside them, validation-outputs.json (their profile and calibrator, derived once).
 2. The label-free estimate against NannyML's CBPE on the same 1M scores, each fitted on the same
    100k-row reference (calibration included), each in its own child process (reading the same
    Parquet). Target: Kubeloop >= 10x faster; peak RSS of both.
@@ -36,6 +38,8 @@ import pyarrow.parquet as pq
 
 from bench.drift_bench import Measure, _find, _machine, measure
 from bench.drift_data import NOW
+from kubeloop.payload_schema import VALIDATION_OUTPUTS, VALIDATION_PREDICTIONS
+from kubeloop.workloads.monitor.validation import derive
 
 __all__ = ["main"]
 
@@ -98,8 +102,15 @@ def prepare(root: Path, rows: int) -> None:
     from bench.drift_bench import _in_child
 
     _in_child(f"generate(Path({str(root)!r}), {rows}, {rows}, {FEATURES})")
-    if (root / "prepared").exists():
-        return
+    if not (root / "prepared").exists():
+        _prepare_outputs(root)
+    perf = root / "version-perf"
+    if not (perf / VALIDATION_OUTPUTS).exists():  # as the trainer writes it beside them
+        derived = derive(pq.read_table(perf / VALIDATION_PREDICTIONS))
+        (perf / VALIDATION_OUTPUTS).write_text(json.dumps(derived, sort_keys=True))
+
+
+def _prepare_outputs(root: Path) -> None:
     rng = np.random.default_rng(1)
     labelled_ids, labels = [], []
     start = 0
@@ -125,7 +136,7 @@ def prepare(root: Path, rows: int) -> None:
     (perf / "profile.json").write_text((root / "version" / "profile.json").read_text())
     outputs, truth = _outputs(rng, REFERENCE_ROWS)
     reference = pa.table({**outputs, "_label": pa.array([str(v) for v in truth])})
-    pq.write_table(reference, perf / "validation-predictions.parquet")
+    pq.write_table(reference, perf / VALIDATION_PREDICTIONS)
     (root / "prepared").write_text("ok")
 
 
@@ -137,7 +148,13 @@ def _monitor(root: Path, tool: str, limit: float, timeout: float) -> Measure:
     }
     version = "version"
     if tool == "kubeloop-drift+performance":
-        spec["quality"] = {"enabled": True}
+        # data quality with thresholds as examples/churn-monitor.yaml sets them
+        spec["quality"] = {
+            "enabled": True,
+            "nullShare": 0.1,
+            "outOfRangeShare": 0.05,
+            "unseenCategoryShare": 0.05,
+        }
         version = "version-perf"
         spec["performance"] = {
             "labels": {"uri": f"file://{root / 'labels.parquet'}"},

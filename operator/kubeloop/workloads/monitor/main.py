@@ -58,10 +58,7 @@ from kubeloop.workloads.monitor.exact_reference import (
     open_exact_reference,
 )
 from kubeloop.workloads.monitor.performance import LabelJoin, check_performance, no_predictions
-from kubeloop.workloads.monitor.prediction_drift import (
-    OutputDrift,
-    validation_predictions,
-)
+from kubeloop.workloads.monitor.prediction_drift import OutputDrift
 from kubeloop.workloads.monitor.quality import (
     SchemaTally,
     add_quality_metrics,
@@ -70,6 +67,7 @@ from kubeloop.workloads.monitor.quality import (
     quality_result,
 )
 from kubeloop.workloads.monitor.reference import load_reference
+from kubeloop.workloads.monitor.validation import Validation, open_validation
 from kubeloop.workloads.monitor.verdict import DatasetVerdict, dataset_verdict, judge
 from kubeloop.workloads.monitor.window import open_window, window_batches
 from kubeloop.workloads.result import write_result
@@ -284,9 +282,9 @@ def _features_result(
     return out, len(ordered) - len(out)
 
 
-def output_drift(validation: pa.Table | None) -> OutputDrift | None:
+def output_drift(validation: Validation | None) -> OutputDrift | None:
     """Prediction drift's accumulators; None without validation predictions."""
-    if validation is None or "_prediction" not in validation.column_names:
+    if validation is None or not validation.has_prediction:
         return None
     return OutputDrift(validation)
 
@@ -298,7 +296,7 @@ class SharedPerformance:
     def __init__(
         self,
         spec: PerformanceSpec,
-        validation: pa.Table | None,
+        validation: Validation | None,
         model_version: str | None = None,
     ) -> None:
         self.spec = spec
@@ -356,7 +354,7 @@ def _failed(exc: Exception) -> dict[str, Any]:
 
 
 def _performance(
-    spec: DriftMonitorSpec, args: argparse.Namespace, now: datetime, validation: pa.Table | None
+    spec: DriftMonitorSpec, args: argparse.Namespace, now: datetime, validation: Validation | None
 ) -> dict[str, Any]:
     """The performance section from a scan of its own window; a labels problem fails this
     section only, not the check."""
@@ -400,9 +398,9 @@ def main(argv: list[str]) -> int:
             raise ValueError("set KUBELOOP_PAYLOAD_LOG_URI and KUBELOOP_REFERENCE_URI")
         spec = _spec(args.spec, args.monitor)
         tally = SchemaTally()
-        # The version's validation predictions, read once: prediction drift's reference and
-        # the estimate's calibration.
-        validation = validation_predictions(args.reference_uri)
+        # The version's validation outputs (prediction drift's reference, the estimate's
+        # calibrator): as the trainer derived them, else from its validation predictions.
+        validation = open_validation(args.reference_uri)
         drift_of_outputs = output_drift(validation)
         riders: list[Rider] = [drift_of_outputs] if drift_of_outputs is not None else []
         shared = None

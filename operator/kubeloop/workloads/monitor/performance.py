@@ -36,7 +36,7 @@ from kubeloop.decide.performance import PerformanceVerdict, performance_verdict
 from kubeloop.payload_schema import PROBA_PREFIX
 from kubeloop.workloads.monitor import cbpe, scores
 from kubeloop.workloads.monitor.labels import read_labels
-from kubeloop.workloads.monitor.prediction_drift import validation_predictions
+from kubeloop.workloads.monitor.validation import Validation, open_validation
 from kubeloop.workloads.monitor.window import open_window, window_batches
 
 __all__ = [
@@ -152,22 +152,6 @@ def _floats(values: Any) -> npt.NDArray[np.float64]:
     return np.asarray(values).astype(np.float64)
 
 
-def _validation_calibrator(validation: pa.Table | None, positive: str) -> cbpe.Calibrator | None:
-    """Isotonic calibration on the version's validation predictions, if it kept them."""
-    column = PROBA_PREFIX + positive
-    if (
-        validation is None
-        or column not in validation.column_names
-        or "_label" not in validation.column_names
-    ):
-        return None
-    truth = pc.equal(pc.cast(validation.column("_label"), pa.string()), positive)
-    return cbpe.fit_isotonic(
-        validation.column(column).to_numpy(zero_copy_only=False).astype(np.float64),
-        _mask(truth),
-    )
-
-
 def _mask(condition: pa.Array | pa.ChunkedArray) -> npt.NDArray[np.bool_]:
     """A boolean Arrow array as numpy, null as False."""
     return np.asarray(pc.fill_null(condition, False).to_numpy(zero_copy_only=False), bool)
@@ -228,7 +212,7 @@ class LabelJoin:
         self,
         spec: PerformanceSpec,
         schema: pa.Schema,
-        validation: pa.Table | None = None,
+        validation: Validation | None = None,
         expected_rows: int | None = None,
         model_version: str | None = None,
     ) -> None:
@@ -257,8 +241,8 @@ class LabelJoin:
         # the estimate then counts each batch as it passes (cbpe.Estimate), else it keeps the
         # scores until the window's own labels have calibrated them.
         calibrator = (
-            _validation_calibrator(validation, self.classes[1])
-            if self.estimating and self.classes is not None
+            validation.calibrator(self.classes[1])
+            if validation is not None and self.estimating and self.classes is not None
             else None
         )
         self._cbpe = cbpe.Estimate(calibrator) if calibrator is not None else None
@@ -411,7 +395,7 @@ def check_performance(
     now: datetime,
     model_version: str | None = None,
     *,
-    validation: pa.Table | None = None,
+    validation: Validation | None = None,
 ) -> PerformanceResult:
     """Join the window with the labels and reach a verdict, with `model_version` on the rows
     that version answered only (a scan of its own: the drift check feeds a `LabelJoin` from
@@ -421,7 +405,7 @@ def check_performance(
     if dataset is None or "_prediction" not in dataset.schema.names:
         return no_predictions(spec)
     if validation is None and reference_uri and spec.estimate:
-        validation = validation_predictions(reference_uri)
+        validation = open_validation(reference_uri)
     join = LabelJoin(spec, dataset.schema, validation, dataset.count_rows(), model_version)
     for batch in window_batches(dataset, join.columns, start, now):
         join.add(batch)
