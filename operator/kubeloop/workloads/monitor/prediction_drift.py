@@ -3,11 +3,12 @@
 The reference is what the served version predicted on its validation data
 (`validation-predictions.parquet` beside profile.json, VALIDATION_PREDICTIONS): its
 `_prediction` (a categorical feature for classifiers, numeric for regressors) and each
-`_proba_<class>` (numeric) are profiled exactly as training features are (once, by the trainer:
-kubeloop.workloads.monitor.validation), and the window's
-logged outputs are judged against that profile with the DriftMonitor's own tests and
-thresholds. A version without that file (trained before it existed, or a model given by URI
-without one) has no prediction-drift verdict: the check says so instead of guessing.
+`_proba_<class>` (numeric; of a binary classifier the positive class's only, the other's being
+its mirror) are profiled exactly as training features are (once, by the trainer:
+kubeloop.workloads.monitor.validation), and the window's logged outputs are judged against
+that profile with the DriftMonitor's own tests and thresholds. A version without that file
+(trained before it existed, or a model given by URI without one) has no prediction-drift
+verdict: the check says so instead of guessing.
 
 The outputs ride on the drift check's own scan of the window (`OutputDrift`): their columns
 are read and folded with the features', batch by batch, never in a second pass.
@@ -21,14 +22,13 @@ from collections.abc import Callable
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from kubeloop.payload_schema import PROBA_PREFIX
 from kubeloop.workloads.monitor.accumulate import (
     CategoricalAccumulator,
     NumericAccumulator,
     accumulators_for,
 )
 from kubeloop.workloads.monitor.quality import SchemaTally, folds
-from kubeloop.workloads.monitor.validation import Validation
+from kubeloop.workloads.monitor.validation import Validation, tested_outputs
 
 __all__ = ["OutputDrift"]
 
@@ -63,8 +63,7 @@ class OutputDrift:
 
     def columns(self, window: ds.Dataset) -> list[str]:
         """The window columns it reads: the outputs the profile holds."""
-        names = self.validation.columns
-        return [*(n for n in names if n.startswith(PROBA_PREFIX)), "_prediction"]
+        return tested_outputs(self.validation.columns)
 
     def prepare(self, window: ds.Dataset) -> None:
         """Load the profile and make the accumulators (once)."""

@@ -33,6 +33,7 @@ __all__ = [
     "fit_calibrator",
     "open_validation",
     "prediction_profile",
+    "tested_outputs",
     "validation_predictions",
 ]
 
@@ -58,9 +59,20 @@ def validation_predictions(reference_uri: str) -> pa.Table | None:
     return pq.read_table(pa.BufferReader(raw)) if raw is not None else None
 
 
+def tested_outputs(columns: list[str]) -> list[str]:
+    """The outputs prediction drift tests, of a model whose outputs are `columns`: every
+    class's probability, then `_prediction`. A binary classifier's first class's probability
+    is left out: it is 1 - the positive class's, the same distribution mirrored, so its test
+    would repeat the other's."""
+    proba = [n for n in columns if n.startswith(PROBA_PREFIX)]
+    if len(proba) == 2:
+        proba = proba[1:]
+    return [*proba, *(n for n in columns if n == "_prediction")]
+
+
 def _profile_dict(table: pa.Table) -> dict[str, Any]:
     prediction = table.column("_prediction")
-    numeric = [n for n in table.column_names if n.startswith(PROBA_PREFIX)]
+    numeric = [n for n in tested_outputs(table.column_names) if n != "_prediction"]
     categorical: list[str] = []
     if pa.types.is_floating(prediction.type) or pa.types.is_integer(prediction.type):
         numeric.append("_prediction")
