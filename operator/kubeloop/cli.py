@@ -36,8 +36,12 @@ VERBS = {
 # What a verb's native libraries must find in the environment before they load (a container's
 # own setting wins). The monitor's numpy work is vector arithmetic: the one dot product it
 # reaches (profiling the model's outputs) woke OpenBLAS's worker threads, which then spin-waited
-# on every core for CPU the check never used.
-VERB_ENV = {"monitor": {"OPENBLAS_NUM_THREADS": "1"}}
+# on every core for CPU the check never used. Arrow's allocator (mimalloc) handed the pages of
+# each batch's freed buffers back to the kernel within milliseconds (madvise, a TLB shootdown on
+# every core the check's threads ran on) and faulted them in again for the next batch: at 1M
+# rows a fifth of the full check's CPU time was the kernel's. Kept, they are reused; the peak
+# (what a batch needs) is the same.
+VERB_ENV = {"monitor": {"OPENBLAS_NUM_THREADS": "1", "MIMALLOC_PURGE_DELAY": "-1"}}
 
 
 def _crds(argv: list[str]) -> int:

@@ -51,6 +51,7 @@ from kubeloop.workloads.monitor.accumulate import (
     NumericAccumulator,
     accumulators_for,
 )
+from kubeloop.workloads.monitor.allocator import tune_allocator
 from kubeloop.workloads.monitor.exact_reference import (
     ExactReference,
     KSReference,
@@ -388,6 +389,7 @@ def _report_target(uri: str, monitor: str, now: datetime) -> str:
 
 def main(argv: list[str]) -> int:
     """Entry point of `kubeloop monitor`."""
+    tune_allocator()  # before any thread of the check allocates
     args = _parser().parse_args(argv)
     started = time.monotonic()
     try:
