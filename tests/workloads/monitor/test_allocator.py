@@ -14,6 +14,6 @@ def test_the_allocator_settings_apply_on_glibc() -> None:
 
 
 def test_the_monitor_keeps_arrows_freed_pages() -> None:
-    """Arrow's mimalloc must not hand each batch's pages back (cli.VERB_ENV, set before
-    pyarrow loads)."""
-    assert VERB_ENV["monitor"]["MIMALLOC_PURGE_DELAY"] == "-1"
+    """Arrow's mimalloc must not hand each batch's pages back at once (cli.VERB_ENV, set
+    before pyarrow loads): the next batches reuse them."""
+    assert int(VERB_ENV["monitor"]["MIMALLOC_PURGE_DELAY"]) >= 250
