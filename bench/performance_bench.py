@@ -217,10 +217,13 @@ def _report(run: dict[str, object], measures: list[Measure]) -> str:
         f"(`python -m bench performance`, {run['command']}).",
         "",
         "`kubeloop-drift` is the check with input drift alone (data quality off); "
-        "`kubeloop-drift+performance` adds data quality, prediction drift, performance from the "
-        "labels and the CBPE estimate, all in the same one scan of the window (both windows "
-        "24h). The checks alternate, and so do the estimates, so both sides of each ratio "
-        "sample the same load.",
+        "`kubeloop-drift+performance` adds data quality (nullShare 0.1, outOfRangeShare 0.05, "
+        "unseenCategoryShare 0.05, as examples/churn-monitor.yaml), prediction drift, "
+        "performance measured from the labels (joined by request id) and the CBPE estimate, all "
+        "in the same one scan of the window (both windows 24h), against a version folder with "
+        "validation-outputs.json as the trainer writes it. Both run as `kubeloop monitor` "
+        "(cli.VERB_ENV alike). The checks alternate, and so do the estimates, so both sides of "
+        "each ratio sample the same load.",
         "",
         f"Load average at the start: {run['load']}; the table gives median wall and CPU times "
         "and the largest peak RSS of the runs: wall time on a shared machine is noisy, CPU time "
@@ -260,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rss-limit-gib", type=float, default=6.0)
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--repeat", type=int, default=9, help="runs of each check")
-    parser.add_argument("--repeat-estimate", type=int, default=3, help="runs of each estimate")
+    parser.add_argument("--repeat-estimate", type=int, default=5, help="runs of each estimate")
     parser.add_argument("--prepare-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     root = Path(args.data) / f"performance-{args.rows}"
