@@ -116,3 +116,23 @@ def test_a_calibrator_the_file_lacks_is_fitted_from_the_predictions(tmp_path: Pa
     assert other is not None and expected is not None
     assert np.array_equal(other.y, expected.y)
     assert open_validation((tmp_path / "none").as_uri()) is None
+
+
+def test_a_derivation_that_fails_is_a_warning_not_a_failed_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The derived file is optional (checks derive it from the Parquet): the trainer writes the
+    version without it and says why."""
+    from kubeloop.workloads.trainer import run
+
+    def broken(predictions: pa.Table) -> dict[str, Any]:
+        raise ValueError("no outputs to profile")
+
+    monkeypatch.setattr(run, "derive_validation", broken)
+    with caplog.at_level("WARNING", logger="kubeloop.train"):
+        run._write_validation_outputs(_binary(100), tmp_path)
+    assert not (tmp_path / VALIDATION_OUTPUTS).exists()
+    assert f"{VALIDATION_OUTPUTS} not written" in caplog.text and "no outputs" in caplog.text
+    monkeypatch.undo()
+    run._write_validation_outputs(_binary(100), tmp_path)  # and written when it can be
+    assert json.loads((tmp_path / VALIDATION_OUTPUTS).read_text()) == derive(_binary(100))
