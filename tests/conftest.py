@@ -27,9 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("KUBELOOP_RESYNC_SECONDS", "0.5")
 os.environ["KUBELOOP_METRICS_PORT"] = "0"
 # A trainer run straight from a test (no operator) has nobody to read its progress endpoint:
-# at exit it would wait out the whole bound (kubeloop_sdk.progressendpoint._linger, 10 s) for
-# a read that never comes. Pods of a `kubeloop local` cluster do not inherit this (their env is
-# the container's), so there the operator's reads are waited for as in a cluster.
+# it must never wait for a read at exit (kubeloop_sdk.progressendpoint._linger; 0 is also the
+# default, this pins it against a developer's own environment).
 os.environ["KUBELOOP_PROGRESS_LINGER_SECONDS"] = "0"
 
 

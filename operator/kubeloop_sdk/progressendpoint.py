@@ -10,9 +10,11 @@ server's `/metrics`. Standard library only: this runs inside user images too.
 The port comes from `KUBELOOP_PROGRESS_PORT`, which Kubeloop sets on the one container that
 reports (the trainer, or the user's code); without it nothing is served. It listens on every
 address (`KUBELOOP_PROGRESS_HOST`, default `0.0.0.0`, as the model server does): the pod IP is
-what the operator connects to. At exit the process waits until its last report has been read
-once, at most `KUBELOOP_PROGRESS_LINGER_SECONDS` (10): the operator reads on its resync, and a
-short run would otherwise end before its progress is ever seen.
+what the operator connects to. At exit the process does not wait for a last read by default:
+the run's result reaches the operator in the termination message, and the operator replaces
+the run's progress with its record, so holding the pod (and its GPU) for a final progress read
+would only delay the run's end. `KUBELOOP_PROGRESS_LINGER_SECONDS` (default 0) makes it wait up
+to that many seconds until its last report has been read once.
 """
 
 from __future__ import annotations
@@ -50,7 +52,10 @@ LINGER_ENV = "KUBELOOP_PROGRESS_LINGER_SECONDS"
 # Set in a search trial's pod (kubeloop.api.search.TRIAL_ENV): the operator follows trials by
 # their outcomes and reads no trial's progress, so serving it would only hold the pod at exit.
 TRIAL_ENV = "KUBELOOP_TRIAL"
-DEFAULT_LINGER_SECONDS = 10.0
+# No wait by default: a lingering pod held the run's end ~1.5 s on `kubeloop local` (until the
+# operator's next read) and up to 10 s in a cluster, for a progress value the run's record
+# replaces at once.
+DEFAULT_LINGER_SECONDS = 0.0
 
 
 class _Server(ThreadingHTTPServer):
@@ -137,18 +142,15 @@ class ProgressEndpoint:
 
 
 def _linger(endpoint: ProgressEndpoint, env: Mapping[str, str]) -> None:
-    """At exit: keep serving until the operator has read the last report, within a bound.
-
-    The operator reads on its resync, and a run's last reports (100%) often come seconds
-    before the process ends: without this, a short run's progress would never be seen.
-    """
+    """At exit: keep serving until the operator has read the last report, within a bound
+    (`KUBELOOP_PROGRESS_LINGER_SECONDS`, default 0: no wait)."""
     if endpoint.closed:
         return
     try:
         bound = float(env.get(LINGER_ENV) or DEFAULT_LINGER_SECONDS)
     except ValueError:
         bound = DEFAULT_LINGER_SECONDS
-    if not endpoint.wait_read(bound):
+    if bound > 0 and not endpoint.wait_read(bound):
         log.info("kubeloop_sdk: the last progress report was not read within %g s", bound)
     endpoint.close()
 

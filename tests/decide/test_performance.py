@@ -92,7 +92,10 @@ def test_drift_and_degradation_in_one_check_ask_for_the_same_run() -> None:
         "job_created": _CREATED,
         "now": _CREATED,
     }
-    assert retrain_episode("Drift", **common).request == _episode("Degraded", **common).request
+    drift, degraded = retrain_episode("Drift", **common), _episode("Degraded", **common)
+    assert drift.request == degraded.request
+    # ... and each names its own trigger for the run it starts (status.runs[].trigger)
+    assert (drift.trigger, degraded.trigger) == ("Drift", "Degraded")
 
 
 def test_a_broken_feed_holds_the_degradation_retrain() -> None:

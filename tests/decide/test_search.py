@@ -12,6 +12,8 @@ from kubeloop.api.training import TrainingPipelineSpec
 from kubeloop.decide.search import (
     Config,
     SearchPlan,
+    assignment,
+    batches,
     configurations,
     plan,
     record,
@@ -192,3 +194,73 @@ def test_an_auto_budget_gives_each_rung_its_share_and_the_record_keeps_the_budge
     won = record(p, [_done(t, 0.5 + t / 100) for t in range(9)], 8)
     assert won.budget == p.search.budget and won.refit
     assert won.final().budget is None  # auto: the winner's whole configuration, every row
+
+
+@pytest.mark.parametrize(
+    ("trials", "per_job", "free", "jobs"),
+    [
+        (range(5), 1, 2, [[0], [1]]),
+        (range(24), 12, 2, [list(range(12)), list(range(12, 24))]),
+        (range(7), 3, 5, [[0, 1, 2], [3, 4, 5], [6]]),  # the last Job takes what is left
+        (range(7), 3, 0, []),
+        (range(7), 3, -1, []),  # more Jobs running than parallelism (it was lowered)
+        ([2, 5, 9, 11], 3, 2, [[2, 5, 9], [11]]),  # a rung's promoted trials, in order
+        ([], 4, 2, []),
+    ],
+)
+def test_batches_cut_the_trials_in_order_into_at_most_free_jobs(
+    trials: Any, per_job: int, free: int, jobs: list[list[int]]
+) -> None:
+    assert batches(list(trials), per_job, free) == jobs
+
+
+def _in(job: str, *trials: int, rung: int = 0, state: str = "Running") -> list[TrialStatus]:
+    return [
+        TrialStatus(
+            trial=t,
+            rung=rung,
+            job=job,
+            state=state,
+            score=None if state == "Running" else 0.5 + t / 100,
+        )  # type: ignore[arg-type]
+        for t in trials
+    ]
+
+
+@pytest.mark.parametrize(
+    ("records", "jobs"),
+    [
+        ([], [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]),
+        # one Job of five running: parallelism counts Jobs, not trials
+        (_in("a", 0, 1, 2, 3, 4), [[5, 6, 7, 8, 9]]),
+        (_in("a", 0, 1, 2, 3, 4) + _in("b", 5, 6, 7, 8, 9), []),
+        # the first Job ended (whichever did first): the next Job is cut from the front again
+        (_in("a", 0, 1, 2, 3, 4, state="Succeeded") + _in("b", 5, 6, 7, 8, 9), [[10, 11]]),
+        (_in("b", 5, 6, 7, 8, 9, state="Succeeded") + _in("a", 0, 1, 2, 3, 4), [[10, 11]]),
+    ],
+)
+def test_random_starts_jobs_of_trials_per_job_at_most_parallelism_running(
+    records: list[TrialStatus], jobs: list[list[int]]
+) -> None:
+    p = _plan(trialsPerJob=5)
+    decision = step(p, records, 2)
+    assert [[a.trial for a in job] for job in decision.jobs] == jobs
+    assert decision.start == tuple(a for job in decision.jobs for a in job)
+    # each trial of a Job trains exactly what it would train alone
+    assert all(a == assignment(p, a.trial, 0) for a in decision.start)
+
+
+def test_halving_batches_each_rung_and_promotes_as_one_trial_per_job_does() -> None:
+    p = _plan(trials=9, trialsPerJob=4, **HALVING)  # rungs of 9 and 3 trials
+    single = _plan(trials=9, **HALVING)
+    assert [[a.trial for a in job] for job in step(p, [], 2).jobs] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    rung0 = _in("a", 0, 1, 2, 3, state="Succeeded") + _in("b", 4, 5, 6, 7, state="Succeeded")
+    rung0 += _in("c", 8, state="Succeeded")  # 8, 7, 6 are best
+    promote = step(p, rung0, 2)
+    assert [[(a.trial, a.rung) for a in job] for job in promote.jobs] == [[(6, 1), (7, 1), (8, 1)]]
+    assert sorted(promote.stop) == sorted(step(single, rung0, 2).stop)
+    assert promote.start == step(single, rung0, 3).start  # the same promotions, one Job
+    final = [*rung0, *_in("d", 6, 7, 8, rung=1, state="Succeeded")]
+    end = step(p, final, 2)
+    assert end.finished and end.winner == 8
+    assert (summary(p, final).done, summary(p, final).total) == (12, 12)

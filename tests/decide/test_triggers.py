@@ -12,6 +12,7 @@ from tests.decide.tables import BASE_SPEC, NEW, OLD, check
 from kubeloop.api.training import TrainingPipelineSpec
 from kubeloop.decide.triggers import (
     RETRAIN_ANNOTATION,
+    RETRAIN_REASON_ANNOTATION,
     RUN_ANNOTATION,
     RunInputs,
     allocation,
@@ -173,6 +174,16 @@ _RUNS: dict[str, _Row] = {
         annotations=_MANUAL, status={"handledRunRequest": _MANUAL[RUN_ANNOTATION]}
     ),
     "a retrain requested by a monitor": _Row(annotations=_RETRAIN, start="Drift"),
+    "a retrain requested for input drift": _Row(
+        annotations={**_RETRAIN, RETRAIN_REASON_ANNOTATION: "Drift"}, start="Drift"
+    ),
+    "a retrain requested for degraded performance": _Row(
+        annotations={**_RETRAIN, RETRAIN_REASON_ANNOTATION: "Degraded"}, start="Degraded"
+    ),
+    "a degradation retrain already handled": _Row(
+        annotations={**_RETRAIN, RETRAIN_REASON_ANNOTATION: "Degraded"},
+        status={"handledRetrainRequest": _RETRAIN[RETRAIN_ANNOTATION]},
+    ),
     "a retrain request already handled": _Row(
         annotations=_RETRAIN, status={"handledRetrainRequest": _RETRAIN[RETRAIN_ANNOTATION]}
     ),

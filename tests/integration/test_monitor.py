@@ -192,6 +192,7 @@ def test_verdicts_status_and_one_retrain_per_episode(cluster: Cluster, operator:
     run2 = wait_for(lambda: cluster.get(JOBS, "ml", "dm2-run-2"), what="retrain run")
     assert run2["metadata"]["annotations"]["kubeloop.io/trigger"] == "Drift"
     annotations = _obj(cluster, TP, "dm2")["metadata"]["annotations"]
+    assert annotations["kubeloop.io/retrain-reason"] == "Drift"
     request = annotations["kubeloop.io/retrain-requested-at"]
     assert request.endswith(f" dm2/{job}")
     assert status["retrainRequestedAt"] == request.split(" ")[0]
@@ -475,10 +476,11 @@ def test_degraded_performance_without_drift_retrains_once(
     assert _cond(status, "PerformanceDegraded")["status"] == "True"
     assert _cond(status, "DriftDetected")["status"] == "False"
     assert events(cluster, "dm7", "PerformanceDegraded")[0]["type"] == "Warning"
-    wait_for(lambda: cluster.get(JOBS, "ml", "dm7-run-2"), what="retrain run")
-    request = _obj(cluster, TP, "dm7")["metadata"]["annotations"][
-        "kubeloop.io/retrain-requested-at"
-    ]
+    run2 = wait_for(lambda: cluster.get(JOBS, "ml", "dm7-run-2"), what="retrain run")
+    assert run2["metadata"]["annotations"]["kubeloop.io/trigger"] == "Degraded"
+    annotations = _obj(cluster, TP, "dm7")["metadata"]["annotations"]
+    assert annotations["kubeloop.io/retrain-reason"] == "Degraded"
+    request = annotations["kubeloop.io/retrain-requested-at"]
     assert request.endswith(f" dm7/{job}") and perf["retrainRequestedAt"] == request.split()[0]
 
     # the same episode (and one without enough labels) asks for nothing more

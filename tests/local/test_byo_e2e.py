@@ -29,6 +29,13 @@ EXAMPLES = {
     "digits": (ROOT / "examples/byo/digits/local.yaml", DIGITS, "accuracy", "torchscript"),
 }
 
+# The user's code waits at exit (up to 10 s) until its last progress report was read, as an
+# image with `ENV KUBELOOP_PROGRESS_LINGER_SECONDS=10` would: these runs last a second or two,
+# less than the operator's time between two reads, and this test checks that what the user's
+# code reports reaches the status. By default a finished run does not wait (its record
+# replaces its progress at once).
+LINGER = {"KUBELOOP_PROGRESS_LINGER_SECONDS": "10"}
+
 pytestmark = [
     pytest.mark.timeout(TIMEOUT + 60),
     pytest.mark.slow,
@@ -90,7 +97,11 @@ def run_loop(
     observer = ProgressSeen(name)
     try:
         scenario = run_scenario(
-            root / "state", observer, example=one_replica(example, root), data=data
+            root / "state",
+            observer,
+            example=one_replica(example, root),
+            data=data,
+            workload_env=LINGER,
         )
         result = asyncio.run(asyncio.wait_for(scenario, TIMEOUT))
         champion = Path(result.pipeline["champion"]["uri"].removeprefix("file://"))

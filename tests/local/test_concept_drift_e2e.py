@@ -253,7 +253,7 @@ async def test_concept_drift_retrains_once_and_a_broken_feed_does_not(
 
         pipeline = await scenario.wait_champion("2", runs=2, timeout=STEP)
         run = pipeline["runs"][0]
-        assert (run["id"], run["trigger"], run["result"]) == ("2", "Drift", "Promoted")
+        assert (run["id"], run["trigger"], run["result"]) == ("2", "Degraded", "Promoted")
         assert run["metrics"]["accuracy"] >= 0.6 > run["championMetrics"]["accuracy"]
         traffic = await scenario.wait_serving("2", timeout=STEP)
 

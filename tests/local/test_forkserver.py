@@ -9,6 +9,7 @@ import concurrent.futures
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -264,3 +265,20 @@ def test_a_cancelled_start_is_killed_also_when_its_loop_closed_first(
     threading.Thread(target=lambda: exited.set_result(asyncio.run(child.wait()))).start()
     assert exited.result(30) == -signal.SIGKILL
     forkserver.close_shared(held.marker)
+
+
+def test_the_preload_imports_nothing_a_pod_must_import_itself() -> None:
+    """prometheus_client reads PROMETHEUS_MULTIPROC_DIR at import (the model server sets it),
+    grpc is not fork-safe once started, torch only the torch workloads need: none of them may
+    come in with the preload, directly or through a preloaded Kubeloop module."""
+    script = (
+        "import importlib, sys\n"
+        "from kubeloop.local.cluster.forkserver import PRELOAD\n"
+        "for m in PRELOAD:\n"
+        "    importlib.import_module(m)\n"
+        "print(sorted(m for m in ('prometheus_client', 'grpc', 'torch') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr

@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
 
+from kubeloop.api.monitor import PerformanceStatus
 from kubeloop.local.demo.liveview import PlainView
 from kubeloop.local.demo.report import (
     DRIFTED,
@@ -126,6 +127,8 @@ def test_summary_lists_runs_oldest_first_and_marks_drift(tmp_path: Path) -> None
     total = next(line for line in lines if line.startswith("total"))
     assert total.split()[:4] == ["total", "64", "640", "0"]
     assert "640 rows logged for 640 rows answered" in text
+    # No check measured performance (no spec.performance): no performance rows.
+    assert "performance" not in text and "label coverage" not in text
     # The rollout's Events, each step with the verdict that let it through.
     assert "Canary: CanaryStarted: version 2: 50% of traffic" in text
     assert "Canary: CanaryStep: version 2: step 2/2, 100% (canary error rate 0.00% over 12" in text
@@ -165,3 +168,29 @@ def test_plain_view_prints_a_row_only_when_its_columns_change() -> None:
     printed = [line for line in out.getvalue().splitlines() if "churn" in line]
     assert len(printed) == 2
     assert "true" in printed[1]
+
+
+def test_summary_shows_measured_performance_beside_the_estimate(tmp_path: Path) -> None:
+    result = _result(tmp_path)
+    ok = PerformanceStatus(
+        verdict="OK",
+        measured={"accuracy": 0.81},
+        estimated={"accuracy": 0.8},
+        rows=600,
+        labelled_rows=600,
+        coverage=1.0,
+    ).to_wire()
+    degraded = PerformanceStatus(
+        verdict="Degraded", measured={"accuracy": 0.52}, breached=["accuracy"],
+        rows=1800, labelled_rows=900, coverage=0.5,
+    ).to_wire()  # fmt: skip
+    result.checks[0].performance, result.checks[1].performance = ok, degraded
+    lines = render_summary(result).splitlines()
+
+    def row(label: str) -> list[str]:
+        line = next(line for line in lines if line.startswith(label))
+        return line[len(label) :].split()
+
+    assert row("performance") == ["OK", "Degraded"]
+    assert row("measured accuracy") == ["0.810", "(~0.800)", "0.520"]
+    assert row("label coverage") == ["1.00", "0.50"]

@@ -259,6 +259,29 @@ def test_a_search_trial_is_built_like_the_run_with_its_assignment_and_no_champio
     assert final["metadata"]["name"] == "ddp-run-3" and "KUBELOOP_TRIAL" not in env
 
 
+def test_a_job_of_several_trials_lists_them_and_is_built_like_a_lone_trials_job() -> None:
+    """spec.search.trialsPerJob > 1: named and labelled for its first trial, its trials in
+    the annotation and in KUBELOOP_TRIALS (no KUBELOOP_TRIAL), otherwise a lone trial's Job."""
+    from kubeloop.api.search import TrialAssignment, TrialBatch
+
+    spec = _spec(resources={"gpus": 1})
+    trials = [TrialAssignment(run_id="3", trial=t, rung=1, seed=42) for t in (5, 7, 8)]
+    common: dict[str, Any] = {
+        "run_id": 3, "trigger": "Manual", "generation": 2, "defaults": DEFAULTS,
+        "trial_name": "ddp-run-3-t5-r1", "champion": {"version": "2", "uri": "s3://m/2"},
+    }  # fmt: skip
+    job = build_training_job(OWNER, spec, batch=trials, **common)
+    lone = build_training_job(OWNER, spec, trial=trials[0], **common)
+    assert job["metadata"]["name"] == "ddp-run-3-t5-r1"
+    assert job["metadata"]["annotations"]["kubeloop.io/trials"] == "5,7,8"
+    assert job["metadata"]["labels"] == lone["metadata"]["labels"]
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert TrialBatch.from_env(env["KUBELOOP_TRIALS"]).trials == trials
+    lone_env = {e["name"] for e in lone["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert set(env) - {"KUBELOOP_TRIALS"} == lone_env - {"KUBELOOP_TRIAL"}
+
+
 def test_a_custom_trial_and_the_winners_run_get_their_params_in_kubeloop_params() -> None:
     """KUBELOOP_PARAMS is what the SDK's ctx.params says: the trial's params (and its named
     budget) over spec.model.params; the winner's run: its params with the budget's max."""

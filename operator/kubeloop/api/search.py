@@ -3,7 +3,11 @@
 The operator decides which trials run (strategy, space, seed, budgets); each trial is a Job that
 runs the trainer with one `TrialAssignment` (env `KUBELOOP_TRIAL`, JSON). The trainer trains that
 configuration on its budget, scores it on the validation rows with the gate's metric, writes no
-model version, and ends with a `TrialOutcome` as its result (termination message). When the
+model version, and ends with a `TrialOutcome` as its result (termination message). With
+spec.search.trialsPerJob > 1 a Job carries several trials (env `KUBELOOP_TRIALS`, a JSON list of
+assignments; built-in trainers only): the trainer reads the data once, trains them one after
+another, and ends with a `TrialBatchOutcome` (every trial's outcome, compacted to fit the
+4096-byte termination message). When the
 search is over, the run's ordinary Job trains the winner (env `KUBELOOP_SEARCH`, a
 `SearchRecord`): it refits on the full training data where the trials used a smaller budget, and
 the version's manifest records the whole search under `search`, so every trial's params and
@@ -22,8 +26,12 @@ from kubeloop.api.estimator_params import AUTO, ROWS
 
 __all__ = [
     "AUTO",
+    "MAX_TRIALS_PER_JOB",
     "ROWS",
     "SEARCH_ENV",
+    "TRIALS_ANNOTATION",
+    "TRIALS_ENV",
+    "TRIAL_BATCH_RESULT_KIND",
     "TRIAL_ENV",
     "TRIAL_RESULT_KIND",
     "Budget",
@@ -37,15 +45,26 @@ __all__ = [
     "SearchSummary",
     "SearchTrial",
     "TrialAssignment",
+    "TrialBatch",
+    "TrialBatchOutcome",
     "TrialOutcome",
     "TrialStatus",
     "params_over",
 ]
 
 TRIAL_ENV = "KUBELOOP_TRIAL"
+# A Job of several trials (spec.search.trialsPerJob > 1): their assignments, a JSON list.
+TRIALS_ENV = "KUBELOOP_TRIALS"
 SEARCH_ENV = "KUBELOOP_SEARCH"
 # The `kind` of a trial pod's result (a run's is TrainingResult): the operator picks it by it.
 TRIAL_RESULT_KIND = "TrialOutcome"
+TRIAL_BATCH_RESULT_KIND = "TrialBatchOutcome"
+# On a Job of several trials: their numbers, comma-separated, in the order it trains them (a
+# restarted operator knows every trial a Job carries from the Job alone).
+TRIALS_ANNOTATION = "kubeloop.io/trials"
+# The most trials one Job carries: their outcomes (score, state, seconds, cpuSeconds, message;
+# no per-metric detail) must fit the 4096-byte termination message, with room for messages.
+MAX_TRIALS_PER_JOB = 24
 
 
 class Budget(KubeModel):
@@ -116,6 +135,30 @@ class TrialOutcome(KubeModel):
         "which other work on the node inflates far less than its wall time.",
     )
     message: str = Field(default="", max_length=1024, description="Why it failed, if it did.")
+
+
+class TrialBatch(KubeModel):
+    """The trials of one Job (spec.search.trialsPerJob > 1), trained in order in one process."""
+
+    trials: list[TrialAssignment] = Field(
+        min_length=1, max_length=MAX_TRIALS_PER_JOB, description="The assignments, in order."
+    )
+
+    def to_env(self) -> str:
+        return json.dumps([t.to_wire() for t in self.trials], sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_env(cls, raw: str) -> TrialBatch:
+        """The batch of env KUBELOOP_TRIALS (a JSON list); raises ValidationError."""
+        return cls.model_validate({"trials": json.loads(raw)})
+
+
+class TrialBatchOutcome(KubeModel):
+    """What a Job of several trials reports: every trial's outcome (the gate metric as its
+    score, state, seconds, cpuSeconds, message; no per-metric detail: the termination message
+    holds 4096 bytes)."""
+
+    outcomes: list[TrialOutcome] = Field(description="One per trial of the Job, in order.")
 
 
 class SearchTrial(KubeModel):
@@ -368,6 +411,17 @@ class SearchSpec(KubeModel):
         le=32,
         description="Trial Jobs running at once (each gets spec.resources).",
     )
+    trials_per_job: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_TRIALS_PER_JOB,
+        description="Trials one Job trains, one after another in one process that reads the "
+        "data once (default 1: a Job per trial). Raise it for fast trials, where a pod's "
+        "start, imports and data read (seconds in a cluster) outweigh a sub-second fit: e.g. "
+        "24 trials, parallelism 2, trialsPerJob 12 run as two pods. The trade-off: a pod's "
+        "failure retries its whole batch, and progress moves a batch at a time. Built-in "
+        "trainers only (framework custom trains one trial per process).",
+    )
     seed: int | None = Field(
         default=None,
         ge=0,
@@ -390,11 +444,11 @@ class SearchSpec(KubeModel):
 
 
 class TrialStatus(KubeModel):
-    """One trial Job (a trial on one rung), as far as the operator knows."""
+    """One trial on one rung, as far as the operator knows."""
 
     trial: int = Field(ge=0, description="Trial number.")
     rung: int = Field(default=0, ge=0, description="Halving rung.")
-    job: str = Field(description="Its Job.")
+    job: str = Field(description="Its Job (with trialsPerJob > 1: shared with its batch).")
     state: Literal["Running", "Succeeded", "Failed", "Stopped"] = Field(
         description="Running (its Job exists), Succeeded, Failed or Stopped (halving dropped it)."
     )
@@ -419,7 +473,7 @@ class SearchSummary(KubeModel):
     """The latest run's search, kept when the run ends (status.search: the printer column)."""
 
     run_id: str = Field(pattern=r"^[1-9][0-9]*$", description="The run it belongs to.")
-    progress: str = Field(default="", description="Trial Jobs done/planned.")
+    progress: str = Field(default="", description="Trials done/planned.")
     finished: bool = Field(default=False, description="The search is over.")
     best: SearchBest | None = Field(default=None, description="Its best trial.")
 
@@ -429,8 +483,8 @@ class SearchStatus(KubeModel):
 
     strategy: Literal["random", "grid", "halving"] = Field(description="spec.search.strategy.")
     seed: int = Field(description="The seed the trials were drawn with.")
-    done: int = Field(default=0, ge=0, description="Trial Jobs finished.")
-    total: int = Field(ge=0, description="Trial Jobs planned (halving: over all rungs).")
+    done: int = Field(default=0, ge=0, description="Trials finished (halving: per rung).")
+    total: int = Field(ge=0, description="Trials planned (halving: over all rungs).")
     progress: str = Field(default="", description="done/total, for the printer column.")
     best: SearchBest | None = Field(default=None, description="The best trial so far.")
     finished: bool = Field(
@@ -439,8 +493,8 @@ class SearchStatus(KubeModel):
     trials: list[TrialStatus] = Field(
         default_factory=list,
         max_length=2 * MAX_TRIALS,
-        description="Every trial Job, in the order started: what a restarted operator resumes "
-        "from.",
+        description="Every trial (on each rung), in the order started: what a restarted "
+        "operator resumes from.",
     )
 
 

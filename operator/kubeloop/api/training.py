@@ -622,6 +622,17 @@ class TrainingPipelineSpec(KubeModel):
             field_path=".promotion",
             reason="FieldValueRequired",
         ),
+        CelRule(
+            cel="!has(self.search) || !has(self.search.trialsPerJob) || "
+            "self.search.trialsPerJob == 1 || self.model.framework != 'custom'",
+            check=lambda s: (
+                s.search is None or s.search.trials_per_job == 1 or s.model.framework != "custom"
+            ),
+            message="spec.search.trialsPerJob: framework custom trains one trial per process "
+            "(your code runs once per pod): remove trialsPerJob or set it to 1",
+            field_path=".search.trialsPerJob",
+            reason="FieldValueForbidden",
+        ),
         _search_cel_rule(
             "estimator",
             "spec.search.space: a candidate's estimator must be on the allow-list and fit "
@@ -747,7 +758,9 @@ class RunProgress(KubeModel):
     )
 
 
-Trigger = Literal["Create", "SpecChange", "Manual", "Schedule", "Drift", "NewData"]
+# Drift: a DriftMonitor's retrain request for input drift; Degraded: for measured performance
+# below its thresholds (spec.performance.onDegraded.retrain).
+Trigger = Literal["Create", "SpecChange", "Manual", "Schedule", "Drift", "Degraded", "NewData"]
 
 
 class RunRef(KubeModel):

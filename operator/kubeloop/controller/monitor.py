@@ -56,7 +56,7 @@ from kubeloop.controller.training import RESYNC_SECONDS
 from kubeloop.decide.performance import DEGRADED_CAUSE, as_episode
 from kubeloop.decide.quality import holds_retrain, quality_condition, recorded_quality
 from kubeloop.decide.retrain import RetrainDecision, retrain_episode
-from kubeloop.decide.triggers import RETRAIN_ANNOTATION
+from kubeloop.decide.triggers import RETRAIN_ANNOTATION, RETRAIN_REASON_ANNOTATION
 from kubeloop.resources.common import Owner
 from kubeloop.resources.monitoring import build_monitor_cronjob, reference_uri
 
@@ -207,7 +207,11 @@ def _act_on_episode(
         status["retrainRequestedAt"] = None
     if decision.pipeline is None:
         return
-    patch = {"metadata": {"annotations": {RETRAIN_ANNOTATION: decision.request}}}
+    annotations = {
+        RETRAIN_ANNOTATION: decision.request,
+        RETRAIN_REASON_ANNOTATION: decision.trigger,
+    }
+    patch = {"metadata": {"annotations": annotations}}
     if runtime.api.patch("TrainingPipeline", namespace, decision.pipeline, patch) is None:
         post_event(
             body,
@@ -536,7 +540,10 @@ def on_deployment_event(
     )
     if _SEEN.get(key) == seen:
         return
-    _SEEN[key] = seen
+    if type == "DELETED":  # forget it: a deployment re-created under the name starts afresh
+        _SEEN.pop(key, None)
+    else:
+        _SEEN[key] = seen
     for monitor in _snapshot(index, key):
         reconcile(key[0], monitor)
 

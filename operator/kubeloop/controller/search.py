@@ -9,17 +9,21 @@ not finished:
 - act: trials to start are recorded as Running in status first, then their Jobs are created
   under deterministic names (a create after a crash finds the Job already there: no trial runs
   twice, none is lost); Jobs of Stopped trials are deleted.
+With spec.search.trialsPerJob > 1 a Job carries several trials (named for its first, its trials
+in the annotation kubeloop.io/trials and in status: every entry names its Job); its pod reports
+a TrialBatchOutcome, from which every trial of the Job is recorded at once.
 When the search is over, the caller creates the run's Job with the finished search
 (KUBELOOP_SEARCH); gate, registry and rollout then go as for any run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from kubeloop.api.search import (
+    TRIAL_BATCH_RESULT_KIND,
     TRIAL_RESULT_KIND,
     SearchRecord,
     SearchSummary,
@@ -49,7 +53,14 @@ from kubeloop.resources.training import (
     trial_job_name,
 )
 
-__all__ = ["SearchDone", "advance", "searching", "trial_outcome", "winning_search"]
+__all__ = [
+    "SearchDone",
+    "advance",
+    "batch_outcomes",
+    "searching",
+    "trial_outcome",
+    "winning_search",
+]
 
 _OUTCOME_FIELDS = frozenset(f.alias or n for n, f in TrialOutcome.model_fields.items())
 
@@ -93,6 +104,25 @@ def trial_outcome(
         why = "it reported no score"
     why = why or f"its Job ended {outcome} without a trial outcome"
     return entry.model_copy(update={"state": "Failed", "message": str(why)[:256]})
+
+
+def batch_outcomes(
+    entries: Sequence[TrialStatus], outcome: str, result: Mapping[str, Any] | None
+) -> list[TrialStatus]:
+    """The entries of the trials of one Job of several trials that ended (`outcome` Complete
+    or Failed), from the TrialBatchOutcome its pod left (None: none): each from its own
+    outcome, as `trial_outcome` reads a single trial's."""
+    reported = {}
+    for item in (result or {}).get("outcomes") or []:
+        if isinstance(item, Mapping):
+            reported[(item.get("trial"), item.get("rung", 0))] = item
+    done = []
+    for entry in entries:
+        own = reported.get((entry.trial, entry.rung))
+        if own is None and result is not None:
+            own = {"message": f"its Job's outcomes have none for trial {entry.trial}"}
+        done.append(trial_outcome(entry, outcome, own))
+    return done
 
 
 def _records(current: Mapping[str, Any]) -> list[TrialStatus]:
@@ -144,30 +174,42 @@ class _Search:
         self.persist()
 
     def observe(self) -> None:
-        """Record every trial Job that ended; re-create a running trial's vanished Job."""
+        """Record every trial whose Job ended; re-create a running trial's vanished Job."""
         api, ns = runtime.api, self.owner.namespace
         self.jobs = jobs = {j["metadata"]["name"]: j for j in api.list("Job", ns, self.selector)}
-        changed = False
+        running: dict[str, list[int]] = {}  # Job -> the indexes of its trials' entries
         for i, entry in enumerate(self.records):
-            if entry.state != "Running":
-                continue
-            job = jobs.get(entry.job)
-            if job is None:
-                self.create(entry.trial, entry.rung)  # deleted while running: resume it
+            if entry.state == "Running":
+                running.setdefault(entry.job, []).append(i)
+        changed = False
+        for name, at in running.items():
+            job = jobs.get(name)
+            if job is None:  # deleted while running: resume it, with every trial it carried
+                self.create([(self.records[i].trial, self.records[i].rung) for i in at])
                 continue
             outcome = job_outcome(job)
             if outcome is None:
                 continue
-            result = job_result(job, self.selector, TRIAL_RESULT_KIND)
-            self.records[i] = trial_outcome(entry, outcome, result)
+            entries = [self.records[i] for i in at]
+            if self.batched:
+                ended = batch_outcomes(
+                    entries, outcome, job_result(job, self.selector, TRIAL_BATCH_RESULT_KIND)
+                )
+            else:
+                result = job_result(job, self.selector, TRIAL_RESULT_KIND)
+                ended = [trial_outcome(entries[0], outcome, result)]
+            for i, entry in zip(at, ended, strict=True):
+                self.records[i] = entry
             changed = True
         if changed:
             self.write()  # the scores, before anything is decided from them
 
-    def create(self, trial: int, rung: int) -> str | None:
-        """Create a trial's Job (and Service, distributed); the refusal's reason, if refused."""
-        name = self.job_name(trial, rung)
+    def create(self, trials: Sequence[tuple[int, int]]) -> str | None:
+        """Create the Job of `trials` ((trial, rung) pairs; more than one: trialsPerJob > 1)
+        and its Service (distributed); the refusal's reason, if refused."""
+        name = self.job_name(*trials[0])
         run_id = int(self.current["id"])
+        assigned = [assignment(self.plan, trial, rung) for trial, rung in trials]
         try:
             if self.spec.distributed.workers > 1:
                 runtime.api.apply(build_headless_service(self.owner, self.spec, run_id, name))
@@ -179,13 +221,19 @@ class _Search:
                     trigger=self.current.get("trigger", "Manual"),
                     generation=self.current.get("generation"),
                     defaults=runtime.config.workloads,
-                    trial=assignment(self.plan, trial, rung),
+                    trial=None if self.batched else assigned[0],
+                    batch=assigned if self.batched else (),
                     trial_name=name,
                 )
             )
         except Refused as refused:
             return refused.summary
         return None
+
+    @property
+    def batched(self) -> bool:
+        """Whether Jobs carry a list of trials (KUBELOOP_TRIALS, a TrialBatchOutcome)."""
+        return self.plan.search.trials_per_job > 1
 
     def job_name(self, trial: int, rung: int) -> str:
         halving = self.plan.search.strategy == "halving"
@@ -207,23 +255,24 @@ class _Search:
                     # A Stopped trial's Job that still runs would only spend its budget; a
                     # finished one stays (its logs), until ttlSecondsAfterFinished.
                     runtime.api.delete("Job", self.owner.namespace, entry.job)
-        if decision.start:
+        if decision.jobs:
             new = [
-                TrialStatus(trial=a.trial, rung=a.rung, job=self.job_name(a.trial, a.rung),
-                            state="Running")
-                for a in decision.start
+                [TrialStatus(trial=a.trial, rung=a.rung, job=self.job_name(job[0].trial, a.rung),
+                             state="Running") for a in job]
+                for job in decision.jobs
             ]  # fmt: skip
-            self.records.extend(new)
+            self.records.extend(entry for job in new for entry in job)
             self.write()  # recorded first: a crash before the create re-creates, never twice
             refused = False
-            for entry in new:
-                why = self.create(entry.trial, entry.rung)
+            for entries in new:
+                why = self.create([(e.trial, e.rung) for e in entries])
                 if why is not None:
                     refused = True
-                    at = self.records.index(entry)
-                    self.records[at] = entry.model_copy(
-                        update={"state": "Failed", "message": why[:256]}
-                    )
+                    for entry in entries:
+                        at = self.records.index(entry)
+                        self.records[at] = entry.model_copy(
+                            update={"state": "Failed", "message": why[:256]}
+                        )
             if refused:
                 self.write()
             return None
@@ -278,11 +327,13 @@ def advance(
     if not search.current.get("search"):
         search.write()
         strategy = search.plan.search.strategy
+        per_job = search.plan.search.trials_per_job
         post_event(
             body,
             "SearchStarted",
             f"run {search.current['id']}: {strategy} search of "
-            f"{summary(search.plan, []).total} trials, {search.plan.search.parallelism} at a time",
+            f"{summary(search.plan, []).total} trials, {search.plan.search.parallelism}"
+            f"{f' Jobs of up to {per_job} trials' if per_job > 1 else ''} at a time",
         )
     search.observe()
     return search.act()

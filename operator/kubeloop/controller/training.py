@@ -204,6 +204,7 @@ def waiting_for(trigger: str | None, generation: int | None, run_id: str) -> str
         "SpecChange": f"generation {generation}",
         "Manual": "a manual run request",
         "Drift": "a retrain request",
+        "Degraded": "a retrain request (performance degraded)",
         "Schedule": "a scheduled run",
         "NewData": "new training data",
     }.get(trigger, f"a {trigger} run")

@@ -18,10 +18,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from kubeloop.api.monitor import HIGHER_IS_BETTER
+from kubeloop.decide.retrain import RetrainCause
 
 __all__ = ["DEGRADED_CAUSE", "PerformanceVerdict", "as_episode", "performance_verdict"]
 
-DEGRADED_CAUSE = ("performance degraded", "spec.performance.onDegraded.retrain")
+DEGRADED_CAUSE = RetrainCause(
+    "performance degraded", "spec.performance.onDegraded.retrain", "Degraded"
+)
 
 # A performance verdict read as a drift verdict by the shared episode rule.
 _AS_EPISODE = {"Degraded": "Drift", "OK": "NoDrift", "InsufficientLabels": "NoData"}

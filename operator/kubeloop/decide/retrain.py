@@ -17,20 +17,36 @@ with clean data asks, if the drift remains.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
+from kubeloop.api.training import Trigger
 from kubeloop.decide.events import EventIntent
 
-__all__ = ["RetrainDecision", "retrain_episode"]
+__all__ = ["DRIFT_CAUSE", "RetrainCause", "RetrainDecision", "retrain_episode"]
+
+
+class RetrainCause(NamedTuple):
+    """What asks for the retrain, in words and by the field that lets it (for the Events), and
+    the trigger its run records on the pipeline (status.runs[].trigger)."""
+
+    what: str
+    field: str
+    trigger: Trigger
+
+
+DRIFT_CAUSE = RetrainCause("drift detected", "spec.onDrift.retrain", "Drift")
 
 
 @dataclass(frozen=True)
 class RetrainDecision:
     """`pipeline`: the TrainingPipeline to annotate with `request` (None: none), then record
     `stamp` in status.retrainRequestedAt. `clear`: the episode is over, clear that field.
-    `events`: what to post now."""
+    `events`: what to post now. `trigger`: the run's trigger, written beside `request` (the
+    pipeline's `kubeloop.io/retrain-reason` annotation)."""
 
     pipeline: str | None = None
     request: str | None = None
+    trigger: Trigger | None = None
     stamp: str | None = None
     clear: bool = False
     events: tuple[EventIntent, ...] = ()
@@ -47,14 +63,14 @@ def retrain_episode(
     job_created: str | None,
     now: str,
     broken_feed: bool = False,
-    cause: tuple[str, str] = ("drift detected", "spec.onDrift.retrain"),
+    cause: RetrainCause = DRIFT_CAUSE,
 ) -> RetrainDecision:
     """What one recorded check's `verdict` does to the episode. `retrain`: spec.onDrift.retrain;
     `requested_at`: status.retrainRequestedAt; `pipeline`: the TrainingPipeline the watched
     deployment serves (None: it serves a URI); `job`, `job_created`: the check's Job;
     `broken_feed`: the same check found the feed broken (holds_retrain of its status.quality);
-    `cause`: what asked and the field that let it, for the Events."""
-    what, field = cause
+    `cause`: what asked, the field that let it (for the Events) and the run's trigger."""
+    what, field, trigger = cause
     if verdict == "NoDrift":
         return RetrainDecision(clear=True)
     if verdict != "Drift" or not retrain or requested_at:
@@ -83,4 +99,6 @@ def retrain_episode(
             )
         )
     stamp = job_created or now
-    return RetrainDecision(pipeline=pipeline, request=f"{stamp} {monitor}/{job}", stamp=stamp)
+    return RetrainDecision(
+        pipeline=pipeline, request=f"{stamp} {monitor}/{job}", trigger=trigger, stamp=stamp
+    )

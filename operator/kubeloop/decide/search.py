@@ -9,6 +9,11 @@ Successive halving (Jamieson & Talwalkar 2016), synchronous: rung 0 trains `tria
 budget.min; when every trial of a rung has ended, the best 1/reductionFactor of them (at least
 two, else the search ends) go on to the next rung with a budget reductionFactor times larger
 (capped at budget.max); the others are Stopped there.
+
+Jobs: the trials to start are grouped in order (trial number) into Jobs of up to
+spec.search.trialsPerJob, at most `parallelism` Jobs running at once. The groups follow from
+the records alone: a rung's trials are started from the front of its waiting list, so the
+same seed cuts the same Jobs whatever order earlier Jobs ended in.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ __all__ = [
     "SearchPlan",
     "SearchStep",
     "assignment",
+    "batches",
     "configurations",
     "plan",
     "record",
@@ -74,14 +80,20 @@ class SearchPlan:
 
 @dataclass(frozen=True)
 class SearchStep:
-    """What to do now: trials to start, entries to mark Stopped (their Jobs, if running, go),
-    and whether the search is over (with its winner, or why it failed)."""
+    """What to do now: Jobs to start (each its trials, in order), entries to mark Stopped
+    (their Jobs, if running, go), and whether the search is over (with its winner, or why it
+    failed)."""
 
-    start: tuple[TrialAssignment, ...] = ()
+    jobs: tuple[tuple[TrialAssignment, ...], ...] = ()
     stop: tuple[tuple[int, int], ...] = ()
     finished: bool = False
     winner: int | None = None
     failure: str | None = None
+
+    @property
+    def start(self) -> tuple[TrialAssignment, ...]:
+        """Every trial to start, over all its Jobs."""
+        return tuple(a for job in self.jobs for a in job)
 
 
 def plan(spec: TrainingPipelineSpec, run_id: str) -> SearchPlan:
@@ -187,6 +199,22 @@ def assignment(p: SearchPlan, trial: int, rung: int) -> TrialAssignment:
     )
 
 
+def batches(trials: Sequence[int], per_job: int, free: int) -> list[list[int]]:
+    """`trials` (in the order given) cut into Jobs of up to `per_job`, the first `free` of
+    them: the Jobs that may start now."""
+    cut = [list(trials[i : i + per_job]) for i in range(0, len(trials), per_job)]
+    return cut[: max(0, free)]
+
+
+def _jobs(
+    p: SearchPlan, trials: Sequence[int], rung: int, free: int
+) -> tuple[tuple[TrialAssignment, ...], ...]:
+    return tuple(
+        tuple(assignment(p, t, rung) for t in job)
+        for job in batches(trials, p.search.trials_per_job, free)
+    )
+
+
 def _scored(records: Sequence[TrialStatus], rung: int) -> list[TrialStatus]:
     return [r for r in records if r.rung == rung and r.score is not None and r.state != "Failed"]
 
@@ -221,15 +249,15 @@ def winner(p: SearchPlan, records: Sequence[TrialStatus]) -> TrialStatus | None:
 
 
 def step(p: SearchPlan, records: Sequence[TrialStatus], parallelism: int) -> SearchStep:
-    """What to do next, given every trial Job recorded so far (`records`, any order)."""
+    """What to do next, given every trial recorded so far (`records`, any order);
+    `parallelism`: the most Jobs running at once."""
     seen = {(r.trial, r.rung): r for r in records}
     rung = max((r.rung for r in records), default=0)
     members = _members(p, records, rung)
-    running = sum(1 for r in records if r.state == "Running")
+    running = len({r.job for r in records if r.state == "Running"})  # Jobs, not trials
     waiting = [t for t in members if (t, rung) not in seen]
     if waiting or running:
-        free = max(0, parallelism - running)
-        return SearchStep(start=tuple(assignment(p, t, rung) for t in waiting[:free]))
+        return SearchStep(jobs=_jobs(p, waiting, rung, parallelism - running))
     # The rung is over: promote its best to the next one, or end the search.
     sizes = rung_sizes(p.search, len(p.configs))
     scored = _scored(records, rung)
@@ -238,8 +266,7 @@ def step(p: SearchPlan, records: Sequence[TrialStatus], parallelism: int) -> Sea
         stop = tuple(
             (r.trial, rung) for r in scored if r.trial not in promoted and r.state != "Stopped"
         )
-        start = [assignment(p, t, rung + 1) for t in sorted(promoted)][:parallelism]
-        return SearchStep(start=tuple(start), stop=stop)
+        return SearchStep(jobs=_jobs(p, sorted(promoted), rung + 1, parallelism), stop=stop)
     best = winner(p, records)
     if best is None:
         failed = sum(1 for r in records if r.state == "Failed")

@@ -2,7 +2,8 @@
 
 Triggers, highest priority first (one run satisfies every pending one): the pipeline's first
 run (Create), a spec edit that changes what a run trains (SpecChange), the run annotation
-(Manual), the retrain annotation a DriftMonitor sets (Drift), new data found by the data watch
+(Manual), the retrain annotation a DriftMonitor sets (Drift, or Degraded when measured
+performance asked: its `kubeloop.io/retrain-reason` annotation), new data found by the data watch
 (NewData), a due cron tick (Schedule). A trigger waits while a run is in progress, while the
 registry is read before the first run, and while spec.suspend is true; it is not lost.
 """
@@ -12,14 +13,15 @@ from __future__ import annotations
 import datetime
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from kubeloop.api.training import TrainingPipelineSpec
+from kubeloop.api.training import TrainingPipelineSpec, Trigger
 from kubeloop.decide.events import EventIntent
 from kubeloop.decide.schedule import schedule_due, skip_schedule
 
 __all__ = [
     "RETRAIN_ANNOTATION",
+    "RETRAIN_REASON_ANNOTATION",
     "RUN_ANNOTATION",
     "RunDecision",
     "RunInputs",
@@ -33,8 +35,7 @@ __all__ = [
 
 RUN_ANNOTATION = "kubeloop.io/run-requested-at"
 RETRAIN_ANNOTATION = "kubeloop.io/retrain-requested-at"
-
-Trigger = Literal["Create", "SpecChange", "Manual", "Drift", "NewData", "Schedule"]
+RETRAIN_REASON_ANNOTATION = "kubeloop.io/retrain-reason"  # Degraded; absent or else: Drift
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,8 @@ def pending(inputs: RunInputs) -> tuple[Trigger | None, str | None]:
         return "Manual", tick
     retrain = annotations.get(RETRAIN_ANNOTATION)
     if retrain and retrain != status.get("handledRetrainRequest"):
-        return "Drift", tick
+        degraded = annotations.get(RETRAIN_REASON_ANNOTATION) == "Degraded"
+        return ("Degraded" if degraded else "Drift"), tick
     if spec.data_trigger is not None and new_data(status):
         return "NewData", tick
     return ("Schedule" if tick else None), tick

@@ -7,10 +7,18 @@ by the termination message, progress by the pod's own endpoint (the container po
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from kubeloop.api.search import SEARCH_ENV, TRIAL_ENV, SearchRecord, TrialAssignment
+from kubeloop.api.search import (
+    SEARCH_ENV,
+    TRIAL_ENV,
+    TRIALS_ANNOTATION,
+    TRIALS_ENV,
+    SearchRecord,
+    TrialAssignment,
+    TrialBatch,
+)
 from kubeloop.api.training import TrainingPipelineSpec
 from kubeloop.resources.common import (
     AWS_KEYS,
@@ -49,7 +57,8 @@ __all__ = [
 
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 RUN_ID_LABEL = "kubeloop.io/run-id"
-# On a search's trial Jobs (not the run's own Job): the trial number.
+# On a search's trial Jobs (not the run's own Job): the trial number (a Job of several trials:
+# its first; TRIALS_ANNOTATION lists them all).
 TRIAL_LABEL = "kubeloop.io/trial"
 RUNG_LABEL = "kubeloop.io/rung"
 TRIGGER_ANNOTATION = "kubeloop.io/trigger"
@@ -165,14 +174,17 @@ def build_training_job(
     trial: TrialAssignment | None = None,
     trial_name: str | None = None,
     search: SearchRecord | None = None,
+    batch: Sequence[TrialAssignment] = (),
 ) -> dict[str, Any]:
     """The batch/v1 Job of one training run, or of one trial of its search.
 
     `trial` (with its Job's `trial_name`): the Job trains and scores only that configuration
     (env KUBELOOP_TRIAL) and writes no version; it is built like the run's own Job, so the
     pipeline's resources, GPUs, placement, Kueue queue, security context and storage Secret
-    hold for trials too. `search`: the finished search, whose winner the run's Job trains
-    (env KUBELOOP_SEARCH).
+    hold for trials too. `batch` instead of `trial` (spec.search.trialsPerJob > 1): the Job
+    trains those trials in order in one process (env KUBELOOP_TRIALS; their numbers in the
+    annotation kubeloop.io/trials). `search`: the finished search, whose winner the run's Job
+    trains (env KUBELOOP_SEARCH).
 
     `champion` (status.champion) is the version the run scores beside its own, on the same
     validation rows, for the gate: passed to Kubeloop's scoring step (the built-in trainer, or
@@ -184,24 +196,27 @@ def build_training_job(
     With `queueName` the Job is created suspended and labelled for Kueue, which un-suspends it on
     admission (and may inject nodeSelector/tolerations: the operator never patches a Job back).
     """
-    name = trial_name if trial is not None and trial_name else job_name(owner.name, run_id)
+    if batch:
+        assert trial is None and spec.trainer is None  # admission: custom code, one a pod
+    lead = batch[0] if batch else trial  # the Job's (first) trial: its name and labels
+    name = trial_name if lead is not None and trial_name else job_name(owner.name, run_id)
     # The image recorded as the one that trained: the user's, for custom code.
     image = spec.trainer.image if spec.trainer is not None else trainer_image(spec, defaults)
     labels = _labels(owner, run_id)
-    if trial is not None:
-        labels.update({TRIAL_LABEL: str(trial.trial), RUNG_LABEL: str(trial.rung)})
+    if lead is not None:
+        labels.update({TRIAL_LABEL: str(lead.trial), RUNG_LABEL: str(lead.rung)})
     env = [
         *storage_access_env(owner, spec, defaults),
         {"name": "KUBELOOP_RUN_ID", "value": str(run_id)},
         {"name": "KUBELOOP_TRIGGER", "value": trigger},
         {"name": "KUBELOOP_IMAGE", "value": image},
         {"name": "KUBELOOP_SPEC", "value": json.dumps(spec.to_wire(), sort_keys=True)},
-        *_search_env(trial, search),
+        *_search_env(trial, batch, search),
     ]
     # A trial is scored alone: the champion is compared with the winner, by the run's Job.
-    scoring = _champion_env(spec, champion) if trial is None else []
+    scoring = _champion_env(spec, champion) if lead is None else []
     # Nobody reads a trial's progress (status shows its rung): it gets no progress port.
-    progress = _progress_env() if trial is None else []
+    progress = _progress_env() if lead is None else []
     volumes, mounts = scratch_volumes()
     distributed = spec.distributed.workers > 1
     rendezvous = _distributed_env(spec, name, owner.namespace) if distributed else []
@@ -257,6 +272,8 @@ def build_training_job(
     if spec.queue_name:
         job_labels[KUEUE_QUEUE_LABEL] = spec.queue_name
     annotations = {TRIGGER_ANNOTATION: trigger}
+    if batch:
+        annotations[TRIALS_ANNOTATION] = ",".join(str(a.trial) for a in batch)
     if generation is not None:
         annotations[GENERATION_ANNOTATION] = str(generation)
     job_spec: dict[str, Any] = {
@@ -285,7 +302,11 @@ def build_training_job(
     }
 
 
-def _search_env(trial: TrialAssignment | None, search: SearchRecord | None) -> list[dict[str, Any]]:
+def _search_env(
+    trial: TrialAssignment | None, batch: Sequence[TrialAssignment], search: SearchRecord | None
+) -> list[dict[str, Any]]:
+    if batch:
+        return [{"name": TRIALS_ENV, "value": TrialBatch(trials=list(batch)).to_env()}]
     if trial is not None:
         return [{"name": TRIAL_ENV, "value": trial.to_env()}]
     if search is not None:

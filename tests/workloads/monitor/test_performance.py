@@ -178,6 +178,26 @@ def test_isotonic_calibration_equals_sklearns() -> None:
     np.testing.assert_allclose(ours(probe), theirs.predict(probe), atol=1e-12)
 
 
+def test_the_estimate_per_calibrator_segment_equals_the_sorted_curve() -> None:
+    """Above SORTED_ROWS the expected ROC AUC sums rows per calibrator segment (no sort of the
+    window): the same area as NannyML's sorted curve, up to that curve's 5-decimal rounding;
+    and the same streamed batch by batch, as the label join feeds it."""
+    rng = np.random.default_rng(7)
+    reference = np.round(rng.random(3000), 3)  # ties: flat and sloping segments both
+    calibrator = cbpe.fit_isotonic(reference, rng.random(3000) < reference**2)
+    score = np.concatenate([rng.uniform(-0.1, 1.1, cbpe.SORTED_ROWS), reference])
+    predicted = score >= 0.5
+    got = cbpe.estimate(score, predicted, calibrator)
+    sorted_curve = cbpe._expected_roc_auc(score, calibrator)
+    assert got["roc_auc"] == pytest.approx(sorted_curve, abs=1e-9)
+    p = calibrator(score)
+    assert got["accuracy"] == pytest.approx(np.mean(np.where(predicted, p, 1 - p)), abs=1e-12)
+    streamed = cbpe.Estimate(calibrator)  # batch by batch, past SORTED_ROWS in the middle one
+    for part in np.array_split(np.arange(score.size), 3):
+        streamed.add(score[part], predicted[part])
+    assert streamed.result() == pytest.approx(got, abs=1e-12)
+
+
 _NANNYML = """
 import json, sys, warnings
 import numpy as np, pandas as pd
@@ -234,15 +254,19 @@ def test_estimate_agrees_with_nannyml_cbpe() -> None:
         assert ours[metric] == pytest.approx(theirs[metric], abs=0.01), (metric, ours, theirs)
 
 
+@pytest.mark.parametrize("window", ["168h", "24h"], ids=["own-scan", "drift-scan"])
 def test_the_check_reports_performance_and_prediction_drift_apart(
     tmp_path: Path,
     version_dir: Path,
     run_monitor: Callable[..., tuple[int, dict[str, Any]]],
     hours_ago: Callable[[float], datetime],
     pushgateway: str,
+    *,
+    window: str,
 ) -> None:
     """`kubeloop monitor` as the CronJob runs it: input drift, prediction drift and performance
-    side by side in the result and on the Pushgateway (namespace and monitor labels)."""
+    side by side in the result and on the Pushgateway (namespace and monitor labels). With the
+    drift check's window (24h) the label join rides on its scan; otherwise it scans its own."""
     rng = np.random.default_rng(9)
     served, truth, _ = _served(rng, 3000)
     validation, validation_truth, _ = _served(rng, 3000)
@@ -257,7 +281,13 @@ def test_the_check_reports_performance_and_prediction_drift_apart(
     labels = tmp_path / "labels.parquet"
     ids = [f"r{i}" for i in range(0, 3000, 10)]
     pq.write_table(pa.table({"request_id": ids, "label": truth[::10]}), labels)
-    spec = {"performance": {"labels": {"uri": f"file://{labels}"}, "minLabelledRows": 100}}
+    spec = {
+        "performance": {
+            "labels": {"uri": f"file://{labels}"},
+            "minLabelledRows": 100,
+            "window": window,
+        }
+    }
     code, result = run_monitor(
         {
             "KUBELOOP_PAYLOAD_LOG_URI": f"file://{logs}",
@@ -274,7 +304,8 @@ def test_the_check_reports_performance_and_prediction_drift_apart(
     assert abs(perf["estimated"]["accuracy"] - perf["measured"]["accuracy"]) < 0.05
     outputs = result["predictionDrift"]
     assert outputs["drifted"] is False
-    assert set(outputs["features"]) == {"_prediction", "_proba_0", "_proba_1"}
+    # a binary classifier's _proba_0 is 1 - _proba_1: only the positive class's is tested
+    assert set(outputs["features"]) == {"_prediction", "_proba_1"}
     with urllib.request.urlopen(f"{pushgateway}/metrics", timeout=10) as response:
         text = response.read().decode()
     measured = [

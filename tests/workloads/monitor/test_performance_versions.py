@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 from tests.workloads.monitor.conftest import NOW
 
 from kubeloop.api.monitor import PerformanceSpec
-from kubeloop.workloads.monitor.performance import check_performance
+from kubeloop.workloads.monitor.performance import LabelJoin, check_performance
+from kubeloop.workloads.monitor.window import open_window
 
 
 def _log(folder: Path, version: str, ids: range, right: bool, confidence: float) -> pa.Table:
@@ -73,3 +74,29 @@ def test_only_the_monitored_versions_rows_are_measured_and_estimated(tmp_path: P
 
 def everything_estimate(spec: PerformanceSpec, uri: str) -> float:
     return check_performance(spec, uri, None, NOW).estimated["accuracy"]
+
+
+def test_the_drift_scans_label_join_keeps_to_the_version_too(tmp_path: Path) -> None:
+    """The join the drift check's scan feeds (small batches, `_model_version` read as a
+    dictionary, as main.py's shared scan may) reaches what its own scan reaches."""
+    logs, labels = tmp_path / "logs", tmp_path / "labels.parquet"
+    _log(logs, "1", range(0, 300), right=False, confidence=0.55)
+    _log(logs, "2", range(300, 500), right=True, confidence=0.9)
+    pq.write_table(
+        pa.table(
+            {"request_id": [f"r{i}" for i in range(500)], "label": [str(i % 2) for i in range(500)]}
+        ),
+        labels,
+    )
+    spec = PerformanceSpec.model_validate(
+        {"labels": {"uri": labels.as_uri()}, "minLabelledRows": 50, "thresholds": {"accuracy": 0.8}}
+    )
+    window = open_window(logs.as_uri(), NOW - timedelta(hours=24), NOW, ["_model_version"])
+    assert window is not None
+    join = LabelJoin(spec, window.schema, None, window.count_rows(), "2")
+    for batch in window.to_batches(columns=join.columns, batch_size=64):
+        join.add(batch)
+    shared = join.result()
+    own = check_performance(spec, logs.as_uri(), None, NOW, "2")
+    assert shared.as_result() == own.as_result()
+    assert (shared.rows, shared.labelled_rows, shared.unmatched_labels) == (200, 200, 0)

@@ -47,5 +47,6 @@ def test_the_local_example_trains_a_complete_version(
     assert set(manifest["files"]) == {
         "model.joblib",
         "profile.json",
+        "validation-outputs.json",
         "validation-predictions.parquet",
     }

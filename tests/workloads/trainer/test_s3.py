@@ -69,6 +69,7 @@ def test_torch_on_s3_checkpoints_under_the_run_and_publishes(
         "model.pt",
         "preprocess.joblib",
         "profile.json",
+        "validation-outputs.json",
         "validation-predictions.parquet",
     ]
     run_marker = store_for(spec["artifacts"]).read_bytes(f"{spec['artifacts']}runs/9/run.json")

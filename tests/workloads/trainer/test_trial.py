@@ -19,18 +19,23 @@ import pyarrow.parquet as pq
 import pytest
 
 from kubeloop.api.search import (
+    MAX_TRIALS_PER_JOB,
     SEARCH_ENV,
     TRIAL_ENV,
+    TRIALS_ENV,
     Budget,
     SearchBudget,
     SearchRecord,
     SearchTrial,
     TrialAssignment,
+    TrialBatch,
+    TrialBatchOutcome,
     TrialOutcome,
 )
 from kubeloop.api.training import TrainingPipelineSpec
 from kubeloop.cli import main as kubeloop
-from kubeloop.workloads.trainer.trial import final_spec, sample_rows, trial_spec
+from kubeloop.workloads.result import MAX_BYTES
+from kubeloop.workloads.trainer.trial import batch_result, final_spec, sample_rows, trial_spec
 
 from .conftest import make_spec, train_in_process, write_parquet, write_spec
 
@@ -81,6 +86,15 @@ def search(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             )
         )
         outcomes.append(json.loads(result.read_text()))
+    # The same three as one Job of several trials (trialsPerJob): the bad one in the middle.
+    batch_path = root / "batch.json"
+    batch_code = train_in_process(
+        ["--spec", str(spec_path), "--run-id", "4", "--result-path", str(batch_path)],
+        {
+            "KUBELOOP_WORK_DIR": str(root / "scratch"),
+            TRIALS_ENV: TrialBatch(trials=[trials[0], trials[2], trials[1]]).to_env(),
+        },
+    )
     versions_after_trials = sorted((root / "models").glob("versions/*"))
     record = SearchRecord(
         strategy="random",
@@ -103,6 +117,7 @@ def search(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {
         "codes": codes,
         "outcomes": outcomes,
+        "batch": (batch_code, batch_path.read_bytes()),
         "versions_after_trials": versions_after_trials,
         "record": record,
         "run": (code, run),
@@ -130,6 +145,67 @@ def test_a_trial_with_a_bad_parameter_fails_like_a_run(search: dict[str, Any]) -
     failed = search["outcomes"][2]
     assert failed["state"] == "Failed" and failed["trial"] == 2
     assert failed["message"].startswith("InvalidParameter: spec.model.params.C")
+
+
+def test_a_job_of_several_trials_scores_each_as_alone_and_a_failure_fails_alone(
+    search: dict[str, Any],
+) -> None:
+    """KUBELOOP_TRIALS: one process, the data read once, the trials in order; every score is
+    the one the trial scored in a Job of its own, the bad trial in the middle fails with its
+    message and the one after it still trains; the pod ends 0 (a retry would redo them all)."""
+    code, raw = search["batch"]
+    assert code == 0 and len(raw) <= MAX_BYTES
+    result = json.loads(raw)
+    assert result.pop("kind") == "TrialBatchOutcome"
+    batch = TrialBatchOutcome.model_validate(result).outcomes
+    alone = {o["trial"]: o for o in search["outcomes"]}
+    assert [o.trial for o in batch] == [0, 2, 1]
+    for got in batch:
+        single = alone[got.trial]
+        assert (got.state, got.score, got.message) == (
+            single["state"],
+            single.get("score"),
+            single.get("message", ""),
+        )
+        assert got.metrics == {}  # the score is the gate's metric; detail stays in the pod log
+    assert batch[0].cpu_seconds and batch[2].cpu_seconds and batch[0].seconds is not None
+    assert search["versions_after_trials"] == []
+
+
+def test_a_batch_result_fits_the_termination_message_with_every_trial_recorded() -> None:
+    """The most trials a Job may carry, all scored with the longest numbers, or all failed
+    with the longest messages (quotes and non-ASCII, which JSON escapes): every trial keeps
+    its score, state, seconds, cpuSeconds and the head of its message, within 4096 bytes."""
+    scored = [
+        TrialOutcome(
+            trial=90 + i,
+            rung=9,
+            state="Succeeded",
+            score=0.1234567890123456789,
+            metrics={"roc_auc": 0.1, "accuracy": 0.2, "f1": 0.3, "log_loss": 0.4},
+            seconds=12345.678,
+            cpu_seconds=12345.678,
+        )
+        for i in range(MAX_TRIALS_PER_JOB)
+    ]
+    failed = [
+        TrialOutcome(trial=i, state="Failed", message=f'InternalError: "é" {i} ' + "x" * 1000)
+        for i in range(MAX_TRIALS_PER_JOB)
+    ]
+    twelve = scored[:12]
+    for outcomes in (scored, failed, scored[:-1] + failed[:1], twelve):
+        result = batch_result(outcomes)
+        text = json.dumps(result, separators=(",", ":"), sort_keys=True)
+        assert len(text.encode()) <= MAX_BYTES
+        back = TrialBatchOutcome.model_validate({"outcomes": result["outcomes"]}).outcomes
+        assert [(o.trial, o.state, o.score, o.seconds, o.cpu_seconds) for o in back] == [
+            (o.trial, o.state, o.score, o.seconds, o.cpu_seconds) for o in outcomes
+        ]
+        for got, given in zip(back, outcomes, strict=True):
+            assert given.message.startswith(got.message) and bool(got.message) == bool(
+                given.message
+            )
+    print(f"\nbatch result of 12 classification outcomes: {len(text.encode())} bytes")
 
 
 def test_the_run_after_the_search_refits_the_winner_and_keeps_the_search(

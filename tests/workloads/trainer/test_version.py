@@ -19,6 +19,7 @@ from kubeloop.modelformat import ChecksumError, load_predictor, verify_folder
 from kubeloop.profile import load_profile
 from kubeloop.registry import Registry
 from kubeloop.storage import store_for
+from kubeloop.workloads.monitor.validation import fit_calibrator
 from kubeloop.workloads.trainer import run as run_module
 from kubeloop.workloads.trainer.context import RunContext
 from kubeloop.workloads.trainer.mlp import Distributed
@@ -43,6 +44,7 @@ def test_a_sklearn_version_has_model_manifest_profile_and_checksums(
     assert sorted(manifest["files"]) == [
         "model.joblib",
         "profile.json",
+        "validation-outputs.json",
         "validation-predictions.parquet",
     ]
     for name, digest in manifest["files"].items():
@@ -52,6 +54,11 @@ def test_a_sklearn_version_has_model_manifest_profile_and_checksums(
     assert outputs.num_rows == manifest["data"]["rows"]["validation"]
     proba = [n for n in outputs.column_names if n.startswith("_proba_")]
     assert len(proba) == 2 and {"_prediction", "_label"} <= set(outputs.column_names)
+    # and what the monitor derives from them, derived once (the same as from the Parquet)
+    positive = proba[1][len("_proba_") :]
+    stored = json.loads((folder / "validation-outputs.json").read_text())["calibrators"][positive]
+    fitted = fit_calibrator(outputs, positive)
+    assert fitted is not None and stored == {"x": fitted.x.tolist(), "y": fitted.y.tolist()}
     assert manifest["version"] == "1" and manifest["framework"] == "sklearn"
     assert manifest["estimator"] == "RandomForestClassifier"
     assert manifest["params"]["n_estimators"] == 5 and manifest["params"]["random_state"] == 7
@@ -127,6 +134,7 @@ def test_a_torch_version_loads_for_serving_with_the_same_predictions(
         "model.pt",
         "preprocess.joblib",
         "profile.json",
+        "validation-outputs.json",
         "validation-predictions.parquet",
     ]
     assert manifest["architecture"]["hiddenSizes"] == [8]

@@ -67,7 +67,13 @@ PRELOAD = (
     "sklearn.linear_model",
     "threadpoolctl",
     "uvicorn",
-    "kubeloop.api",  # the specs' pydantic models: a quarter-second to build, in every pod
+    "xgboost",
+    # The specs' pydantic models (a quarter-second to build) and the trainer's own modules, which
+    # it imports when it runs: importing them in every trial's pod cost ~0.15 s of its ~0.3 s.
+    "kubeloop.api.training",
+    "kubeloop.workloads.trainer.main",
+    "kubeloop.workloads.trainer.run",
+    "kubeloop.workloads.trainer.trial",
 )
 _SAFE_PYTHON_ENV = {"PYTHONPATH", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE"}
 _START_TIMEOUT = 120.0  # the first spawn waits for the preload (seconds on a loaded machine)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kubeloop.local.demo.scenario import DemoResult
+from kubeloop.local.demo.scenario import DemoResult, DriftCheck
 from kubeloop.workloads.monitor.verdict import P_VALUE_TESTS
 
 __all__ = ["bar_chart", "render_summary", "rollout_buckets", "same_rows", "write_html"]
@@ -41,7 +41,8 @@ def _runs(result: DemoResult) -> list[dict[str, Any]]:
 
 
 def render_summary(result: DemoResult) -> str:
-    """The summary the demo prints at the end: versions, drift, traffic, rollout, payload log."""
+    """The summary the demo prints at the end: versions, drift and performance, traffic,
+    rollout, payload log."""
     parts = [f"Kubeloop demo: the whole loop in {result.seconds:.0f}s\n"]
     runs = [
         [
@@ -81,6 +82,7 @@ def render_summary(result: DemoResult) -> str:
     rows.append(["verdict", "", *[c.verdict for c in result.checks]])
     rows.append(["drift share", "", *[_num(c.drift_share, 2) for c in result.checks]])
     rows.append(["rows checked", "", *[c.rows for c in result.checks]])
+    rows += _performance_rows(result.checks)
     parts.append("\nDrift checks (score per feature; PSI: higher is drift, p-value: lower)")
     parts.append(_table(head, rows))
     traffic = [
@@ -107,6 +109,29 @@ def render_summary(result: DemoResult) -> str:
     if result.report is not None:
         parts.append(f"Report: {result.report}")
     return "\n".join(parts)
+
+
+def _performance_rows(checks: list[DriftCheck]) -> list[list[Any]]:
+    """The checks' status.performance (spec.performance: delayed labels), when any has one:
+    the verdict, each measured metric (the estimate beside it, `~`), the label coverage."""
+    sections = [c.performance for c in checks]
+    if not any(sections):
+        return []
+    rows: list[list[Any]] = [
+        ["performance", "", *[(p or {}).get("verdict", "-") for p in sections]]
+    ]
+    names = sorted({m for p in sections for m in (p or {}).get("measured") or {}})
+    for name in names:
+        cells = []
+        for p in sections:
+            measured = ((p or {}).get("measured") or {}).get(name)
+            estimated = ((p or {}).get("estimated") or {}).get(name)
+            cell = _num(measured) if measured is not None else "-"
+            cells.append(cell if estimated is None else f"{cell} (~{_num(estimated)})")
+        rows.append([f"measured {name}", "", *cells])
+    coverage = [_num((p or {}).get("coverage"), 2) if p else "-" for p in sections]
+    rows.append(["label coverage", "", *coverage])
+    return rows
 
 
 def same_rows(result: DemoResult) -> list[list[Any]]:

@@ -19,7 +19,7 @@ import contextlib
 import shutil
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -265,9 +265,15 @@ class Scenario:
     """The steps, sharing the stack, the API and what was observed so far."""
 
     def __init__(
-        self, state_dir: Path, observer: Observer, example: Path = EXAMPLE, data: DemoData = CHURN
+        self,
+        state_dir: Path,
+        observer: Observer,
+        example: Path = EXAMPLE,
+        data: DemoData = CHURN,
+        workload_env: Mapping[str, str] | None = None,
     ) -> None:
         self.state_dir = state_dir
+        self.workload_env = dict(workload_env or {})
         self.observer = observer
         self.result = DemoResult(state_dir)
         self.t0 = time.monotonic()
@@ -508,7 +514,10 @@ class Scenario:
             self.data.traffic(p) for p in ("baseline", "shifted", "rollout")
         )
         async with LocalStack(
-            self.state_dir, resync_seconds=2.0, operator_env={"KUBELOOP_RESYNC_SECONDS": "2"}
+            self.state_dir,
+            resync_seconds=2.0,
+            operator_env={"KUBELOOP_RESYNC_SECONDS": "2"},
+            workload_env=self.workload_env,
         ) as stack:
             self.stack = stack
             await self.observer.attach(self.api)
@@ -642,13 +651,16 @@ async def run_scenario(
     observer: Observer | None = None,
     example: Path = EXAMPLE,
     data: DemoData = CHURN,
+    workload_env: Mapping[str, str] | None = None,
 ) -> DemoResult:
     """Run the whole loop under `state_dir` (created; earlier demo output there is replaced).
 
     `example` holds the three resources (one name, namespace `ml`) over the `data` the
     scenario writes: examples/local/churn.yaml (the built-in trainer) on churn by default; the
     bring-your-own examples (examples/byo/*/local.yaml) run a team's own training code.
+    `workload_env`: set in every pod, as an image's ENV would be.
     """
     state_dir = state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
-    return await Scenario(state_dir, observer or _Silent(), example, data).run()
+    scenario = Scenario(state_dir, observer or _Silent(), example, data, workload_env)
+    return await scenario.run()

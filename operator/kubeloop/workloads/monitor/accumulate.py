@@ -23,6 +23,7 @@ from kubeloop.profile import (
     fine_counts_sorted,
     numeric_values,
 )
+from kubeloop.workloads.monitor.placement import GRID, MAX_PER_CELL, Grid, places, point_grid
 from kubeloop.workloads.monitor.stats import KSResult
 
 __all__ = [
@@ -33,10 +34,6 @@ __all__ = [
     "accumulators_for",
 ]
 
-# Cells of the table that places values among a feature's points, and the most points one may
-# hold (else the batch is sorted instead).
-GRID = 1 << 16
-MAX_PER_CELL = 4
 IntArray = npt.NDArray[np.int64]
 
 
@@ -72,10 +69,10 @@ class NumericAccumulator:
     # then replaces the sketch's.
     exact_ks: KSResult | None = None
 
-    _grid: tuple[float, float, IntArray] | None = field(init=False, default=None, repr=False)
+    _grid: Grid | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
-        self._grid = _point_grid(self.points)
+        self._grid = point_grid(self.points)
         self.le = np.zeros(self.points.size)
         self.lt = np.zeros(self.points.size)
         self.inside_sum = np.zeros(max(self.points.size - 1, 0))
@@ -119,16 +116,8 @@ class NumericAccumulator:
     def _add_placed(self, values: FloatArray) -> None:
         """The counts of `add`, from each value's place among the points (class docstring)."""
         assert self._grid is not None
-        low, scale, before = self._grid
-        points = self.points
-        size = points.size
-        with np.errstate(over="ignore", invalid="ignore"):  # far values: clipped to the ends
-            cell = np.clip((values - low) * scale, 0, GRID - 1).astype(np.int64)
-        below = before[cell]  # points < values: all in earlier cells, then within its own
-        padded = np.append(points, np.inf)
-        for _ in range(MAX_PER_CELL):
-            below += padded[below] < values
-        at = padded[below] == values
+        size = self.points.size
+        below, at = places(values, self.points, self._grid)
         through = below + at  # points <= value
         # Values <= point j: those with fewer than j + 1 points below; < point j: likewise.
         self.le += np.cumsum(np.bincount(below, minlength=size + 1)[:size])
@@ -159,21 +148,6 @@ def _fine_bins(values: FloatArray, edges: FloatArray) -> IntArray:
         index -= under[index] > values  # the last counted edge is above the value
     index[values == edges[-1]] = size - 1  # the last inside bin is closed
     return index
-
-
-def _point_grid(points: FloatArray) -> tuple[float, float, IntArray] | None:
-    """(low, cells per unit, points before each cell) of the placement table, or None when a
-    cell would hold more than MAX_PER_CELL points (or there are too few points to bother)."""
-    if points.size < 2 or not np.isfinite(points[[0, -1]]).all():
-        return None
-    low = float(points[0])
-    scale = GRID / (float(points[-1]) - low)
-    if not np.isfinite(scale):
-        return None
-    cells = np.clip((points - low) * scale, 0, GRID - 1).astype(np.int64)
-    if np.bincount(cells, minlength=GRID).max() > MAX_PER_CELL:
-        return None
-    return low, scale, np.searchsorted(cells, np.arange(GRID), side="left")
 
 
 @dataclass

@@ -25,19 +25,25 @@ Every setting comes from env (what the operator sets) or the equal flag (a lapto
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
+import threading
 import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import pyarrow as pa
 import pyarrow.dataset as ds
 
 from kubeloop.api.common import parse_duration
-from kubeloop.api.monitor import DriftMonitorSpec
+from kubeloop.api.monitor import DriftMonitorSpec, PerformanceSpec
 from kubeloop.profile import Profile
 from kubeloop.storage import StorageError, join, store_for
 from kubeloop.workloads.monitor.accumulate import (
@@ -45,13 +51,15 @@ from kubeloop.workloads.monitor.accumulate import (
     NumericAccumulator,
     accumulators_for,
 )
+from kubeloop.workloads.monitor.allocator import tune_allocator
 from kubeloop.workloads.monitor.exact_reference import (
     ExactReference,
+    KSReference,
     exact_ks_features,
     open_exact_reference,
 )
-from kubeloop.workloads.monitor.performance import check_performance
-from kubeloop.workloads.monitor.prediction_drift import prediction_profile, validation_predictions
+from kubeloop.workloads.monitor.performance import LabelJoin, check_performance, no_predictions
+from kubeloop.workloads.monitor.prediction_drift import OutputDrift
 from kubeloop.workloads.monitor.quality import (
     SchemaTally,
     add_quality_metrics,
@@ -60,6 +68,7 @@ from kubeloop.workloads.monitor.quality import (
     quality_result,
 )
 from kubeloop.workloads.monitor.reference import load_reference
+from kubeloop.workloads.monitor.validation import Validation, open_validation
 from kubeloop.workloads.monitor.verdict import DatasetVerdict, dataset_verdict, judge
 from kubeloop.workloads.monitor.window import open_window, window_batches
 from kubeloop.workloads.result import write_result
@@ -68,8 +77,22 @@ __all__ = ["main", "run_check"]
 
 # Room left in the 4 KiB termination message for per-feature detail.
 FEATURE_BUDGET = 3300
+# Batches the riders' lane may lag behind the scan (each one held until its work is done).
+RIDERS_BEHIND = 2
 
 Accumulator = NumericAccumulator | CategoricalAccumulator
+
+
+class Rider(Protocol):
+    """Work that rides on the drift check's scan of the window: it names the columns it reads,
+    prepares (reads labels, builds profiles: once, thread-safe; started off the main thread
+    while the reference loads) and gives each batch's work, run on the riders' lane."""
+
+    def columns(self, window: ds.Dataset) -> list[str]: ...
+
+    def prepare(self, window: ds.Dataset) -> None: ...
+
+    def tasks(self, batch: pa.RecordBatch) -> list[Callable[[], None]]: ...
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -116,19 +139,58 @@ def run_check(
     reference_uri: str,
     now: datetime,
     tally: SchemaTally | None = None,
+    *,
+    riders: Sequence[Rider] = (),
+    dictionary_columns: Sequence[str] = (),
 ) -> tuple[DatasetVerdict, dict[str, Accumulator]]:
     """Stream the window through the accumulators and reach a verdict; `tally` counts the
-    rows whose feature columns are absent or mistyped (for the data-quality verdict)."""
+    rows whose feature columns are absent or mistyped (for the data-quality verdict).
+    `riders` read their columns in the same scan; `dictionary_columns` of theirs are decoded
+    as dictionaries, as the categorical features are."""
     start = now - parse_duration(spec.window)
     dataset = open_window(payload_log_uri, start, now)
+    # The riders prepare (read labels, build their profiles) while the reference loads.
+    prepared = (
+        _preparer().submit(_prepare, riders, dataset) if dataset is not None and riders else None
+    )
     served = [n for n in dataset.schema.names if not n.startswith("_")] if dataset else None
-    profile = load_reference(reference_uri, spec.features, served)
-    if dataset is not None and profile.categorical:
-        dataset = open_window(payload_log_uri, start, now, list(profile.categorical))
-    # KS deciding: computed exactly from the reference data (raw Parquet, or the rows the
-    # profile was built from), else from the sketch, and the result says which.
-    exact = open_exact_reference(reference_uri, profile) if spec.tests.numeric == "ks" else None
-    return judge_window(spec, dataset, profile, start, now, tally=tally, exact=exact)
+    try:
+        profile = load_reference(reference_uri, spec.features, served)
+        dictionary = [*profile.categorical, *dictionary_columns]
+        if dataset is not None and dictionary:
+            dataset = open_window(payload_log_uri, start, now, dictionary)
+        # KS deciding: computed exactly from the reference data (raw Parquet, or the rows the
+        # profile was built from), else from the sketch, and the result says which.
+        exact = open_exact_reference(reference_uri, profile) if spec.tests.numeric == "ks" else None
+        return judge_window(
+            spec, dataset, profile, start, now, tally=tally, exact=exact, riders=riders
+        )
+    finally:
+        if prepared is not None:
+            wait([prepared])  # a failure there recurs where the rider prepares again
+
+
+def _prepare(riders: Sequence[Rider], window: ds.Dataset) -> None:
+    for rider in riders:
+        rider.prepare(window)
+
+
+@functools.cache
+def _preparer() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(1, thread_name_prefix="kubeloop-prepare")
+
+
+@functools.cache
+def _rider_lane() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(1, thread_name_prefix="kubeloop-riders")
+
+
+def _ride(riders: Sequence[Rider], window: ds.Dataset, batch: pa.RecordBatch) -> None:
+    """One batch's work of every rider, in order (on the riders' lane)."""
+    for rider in riders:
+        rider.prepare(window)  # done already, unless the scan outran the preparation
+        for task in rider.tasks(batch):
+            task()
 
 
 def judge_window(
@@ -140,22 +202,48 @@ def judge_window(
     *,
     tally: SchemaTally | None = None,
     exact: ExactReference | None = None,
+    riders: Sequence[Rider] = (),
 ) -> tuple[DatasetVerdict, dict[str, Accumulator]]:
     """Compare the window's columns named in `profile` with it, with the spec's tests; with
-    `exact`, the reference data for the KS test, it is computed exactly where that allows."""
+    `exact`, the reference data for the KS test, it is computed exactly where that allows.
+    `riders` get every batch of the same scan (their columns read with the features', once)."""
     accumulators = accumulators_for(profile)
     tally = tally if tally is not None else SchemaTally()
     rows = 0
     if dataset is not None:
-        for batch in window_batches(dataset, list(accumulators), start, now):
+        columns = list(accumulators)
+        for rider in riders:
+            columns += rider.columns(dataset)
+        # The riders' work runs in order on a lane of its own, a few batches behind at most,
+        # rather than inside each batch's wait for the features: a lookup of the label join
+        # (a chunk's worth of ids) then never holds up the next batch.
+        behind: deque[Future[None]] = deque()
+        for batch in window_batches(dataset, list(dict.fromkeys(columns)), start, now):
             rows += batch.num_rows
+            if riders:
+                while len(behind) >= RIDERS_BEHIND:
+                    behind.popleft().result()
+                behind.append(_rider_lane().submit(_ride, riders, dataset, batch))
             # A feature the server did not log, or logged with the wrong type: missing.
             feed(accumulators, tally, batch)
-    features = []
+        while behind:
+            behind.popleft().result()
     ks_reference = None
+    if exact is not None and dataset is not None and rows >= spec.min_rows:
+        ks_reference = exact_ks_features(accumulators, dataset, exact, start, now)
+    return judge_accumulators(spec, accumulators, rows, ks_reference), accumulators
+
+
+def judge_accumulators(
+    spec: DriftMonitorSpec,
+    accumulators: dict[str, Accumulator],
+    rows: int,
+    ks_reference: KSReference | None = None,
+) -> DatasetVerdict:
+    """The verdict of what `accumulators` counted over a window of `rows` rows (`ks_reference`:
+    what the KS tests were computed from, when it was asked for)."""
+    features = []
     if rows >= spec.min_rows:
-        if exact is not None and dataset is not None:
-            ks_reference = exact_ks_features(accumulators, dataset, exact, start, now)
         for name, acc in accumulators.items():
             test = (
                 spec.tests.numeric
@@ -175,7 +263,7 @@ def judge_window(
     verdict = dataset_verdict(features, rows, spec.min_rows, spec.thresholds.drift_share)
     if ks_reference is not None and verdict.features:
         verdict = replace(verdict, ks_reference=ks_reference)
-    return verdict, accumulators
+    return verdict
 
 
 def _features_result(
@@ -195,22 +283,82 @@ def _features_result(
     return out, len(ordered) - len(out)
 
 
-def check_outputs(
-    spec: DriftMonitorSpec, payload_log_uri: str, reference_uri: str, now: datetime
-) -> DatasetVerdict | None:
-    """Prediction drift over the drift window; None without validation predictions."""
-    table = validation_predictions(reference_uri)
-    if table is None or "_prediction" not in table.column_names:
+def output_drift(validation: Validation | None) -> OutputDrift | None:
+    """Prediction drift's accumulators; None without validation predictions."""
+    if validation is None or not validation.has_prediction:
         return None
-    profile = prediction_profile(table)
-    start = now - parse_duration(spec.window)
-    dataset = open_window(payload_log_uri, start, now, list(profile.categorical))
-    verdict, _ = judge_window(spec, dataset, profile, start, now)
-    return verdict
+    return OutputDrift(validation)
 
 
-def _performance(spec: DriftMonitorSpec, args: argparse.Namespace, now: datetime) -> dict[str, Any]:
-    """The performance section; a labels problem fails this section only, not the check."""
+class SharedPerformance:
+    """spec.performance's label join fed by the drift check's scan (both windows equal); a
+    labels problem fails this section only, not the check."""
+
+    def __init__(
+        self,
+        spec: PerformanceSpec,
+        validation: Validation | None,
+        model_version: str | None = None,
+    ) -> None:
+        self.spec = spec
+        self.validation = validation
+        self.model_version = model_version
+        self.join: LabelJoin | None = None
+        self.failed: dict[str, Any] | None = None
+        self._prepared = threading.Lock()
+        self._ready = False
+
+    def columns(self, window: ds.Dataset) -> list[str]:
+        if "_prediction" not in window.schema.names:
+            return []
+        return LabelJoin.columns_of(window.schema, self.model_version)
+
+    def prepare(self, window: ds.Dataset) -> None:
+        with self._prepared:  # reads the labels (and calibrates the estimate): once
+            if self._ready:
+                return
+            self._ready = True
+            if "_prediction" not in window.schema.names:
+                return
+            try:
+                rows = window.count_rows()  # from the files' metadata
+                self.join = LabelJoin(
+                    self.spec, window.schema, self.validation, rows, self.model_version
+                )
+            except (StorageError, ValueError, OSError) as exc:
+                self.failed = _failed(exc)
+
+    def tasks(self, batch: pa.RecordBatch) -> list[Callable[[], None]]:
+        return [functools.partial(self._add, batch)] if self.join is not None else []
+
+    def _add(self, batch: pa.RecordBatch) -> None:
+        if self.join is None:
+            return
+        try:
+            self.join.add(batch)
+        except (StorageError, ValueError, OSError) as exc:
+            self.join, self.failed = None, _failed(exc)
+
+    def result(self) -> dict[str, Any]:
+        """The performance section."""
+        if self.failed is not None:
+            return self.failed
+        try:
+            found = self.join.result() if self.join is not None else no_predictions(self.spec)
+        except (StorageError, ValueError, OSError) as exc:
+            return _failed(exc)
+        return found.as_result()
+
+
+def _failed(exc: Exception) -> dict[str, Any]:
+    return {"verdict": "Failed", "message": str(exc)[:1000]}
+
+
+def _performance(
+    spec: DriftMonitorSpec, args: argparse.Namespace, now: datetime, validation: Validation | None
+) -> dict[str, Any]:
+    """The performance section from a scan of its own window; a labels problem fails this
+    section only, not the check."""
     assert spec.performance is not None
     try:
         found = check_performance(
@@ -219,9 +367,10 @@ def _performance(spec: DriftMonitorSpec, args: argparse.Namespace, now: datetime
             args.reference_uri,
             now,
             args.model_version or None,
+            validation=validation,
         )
     except (StorageError, ValueError, OSError) as exc:
-        return {"verdict": "Failed", "message": str(exc)[:1000]}
+        return _failed(exc)
     return found.as_result()
 
 
@@ -240,6 +389,7 @@ def _report_target(uri: str, monitor: str, now: datetime) -> str:
 
 def main(argv: list[str]) -> int:
     """Entry point of `kubeloop monitor`."""
+    tune_allocator()  # before any thread of the check allocates
     args = _parser().parse_args(argv)
     started = time.monotonic()
     try:
@@ -250,8 +400,25 @@ def main(argv: list[str]) -> int:
             raise ValueError("set KUBELOOP_PAYLOAD_LOG_URI and KUBELOOP_REFERENCE_URI")
         spec = _spec(args.spec, args.monitor)
         tally = SchemaTally()
+        # The version's validation outputs (prediction drift's reference, the estimate's
+        # calibrator): as the trainer derived them, else from its validation predictions.
+        validation = open_validation(args.reference_uri)
+        drift_of_outputs = output_drift(validation)
+        riders: list[Rider] = [drift_of_outputs] if drift_of_outputs is not None else []
+        shared = None
+        if spec.performance is not None and parse_duration(
+            spec.performance.window
+        ) == parse_duration(spec.window):
+            shared = SharedPerformance(spec.performance, validation, args.model_version or None)
+            riders.append(shared)
         verdict, accumulators = run_check(
-            spec, args.payload_log_uri, args.reference_uri, now, tally
+            spec,
+            args.payload_log_uri,
+            args.reference_uri,
+            now,
+            tally,
+            riders=riders,
+            dictionary_columns=drift_of_outputs.dictionary_columns if drift_of_outputs else [],
         )
         quality = (
             judge_quality(
@@ -260,7 +427,11 @@ def main(argv: list[str]) -> int:
             if spec.quality.enabled
             else None
         )
-        outputs = check_outputs(spec, args.payload_log_uri, args.reference_uri, now)
+        outputs = (
+            judge_accumulators(spec, drift_of_outputs.accumulators, verdict.rows)
+            if drift_of_outputs is not None
+            else None
+        )
     except (StorageError, ValueError, OSError) as exc:
         write_result(
             {
@@ -290,8 +461,10 @@ def main(argv: list[str]) -> int:
     if quality is not None:
         result["quality"] = quality_result(quality)
         budget -= len(json.dumps(result["quality"], separators=(",", ":")))
-    if spec.performance is not None:
-        result["performance"] = _performance(spec, args, now)
+    if shared is not None:
+        result["performance"] = shared.result()
+    elif spec.performance is not None:
+        result["performance"] = _performance(spec, args, now, validation)
     if outputs is not None and outputs.features:
         result["predictionDrift"] = _outputs_result(outputs)
     budget -= len(json.dumps({k: result.get(k) for k in ("performance", "predictionDrift")}))

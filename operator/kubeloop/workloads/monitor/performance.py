@@ -1,11 +1,14 @@
 """Model performance from delayed labels, and its label-free estimate (spec.performance).
 
 The payload log's window (spec.performance.window, longer than drift's: labels come late) is
-streamed once. Each batch's rows are looked up in the labels by (request id, row); the joined
-rows keep only their label, prediction and class probabilities, so memory grows with the labels
-and the labelled rows, never with the window's features. For the estimate (binary classifiers)
-every row keeps its positive-class probability and whether it was predicted positive: 9 bytes a
-row. Metrics have scikit-learn's definitions (scores.py); the estimate is CBPE (cbpe.py).
+streamed once: by the drift check's own scan when both windows are the same (main.py), else by
+a scan of its own. Each batch's rows are looked up in the labels by (request id, row); the
+joined rows keep only their label, prediction and class probabilities, so memory grows with the
+labels and the labelled rows, never with the window's features. The estimate (binary
+classifiers) counts each batch per calibrator segment when the version's validation predictions
+calibrate it (cbpe.Estimate); calibrated on the window's own labels it keeps each row's
+positive-class probability and whether it was predicted positive (9 bytes a row) until they are
+joined. Metrics have scikit-learn's definitions (scores.py); the estimate is CBPE (cbpe.py).
 
 Labels that match no served row of the window (another window, another deployment, a typo)
 are counted as `unmatchedLabels`; duplicates as `duplicateLabels` (labels.py: last wins).
@@ -18,7 +21,6 @@ aged out. A label of another version's row is matched (not `unmatchedLabels`), n
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -34,14 +36,16 @@ from kubeloop.decide.performance import PerformanceVerdict, performance_verdict
 from kubeloop.payload_schema import PROBA_PREFIX
 from kubeloop.workloads.monitor import cbpe, scores
 from kubeloop.workloads.monitor.labels import read_labels
-from kubeloop.workloads.monitor.prediction_drift import validation_predictions
+from kubeloop.workloads.monitor.validation import Validation, open_validation
 from kubeloop.workloads.monitor.window import open_window, window_batches
 
 __all__ = [
+    "LabelJoin",
     "PerformanceResult",
     "check_performance",
     "class_codes",
     "measure",
+    "no_predictions",
 ]
 
 # Window rows joined per lookup: the labels are hashed once per chunk (a few tens of MB of ids).
@@ -82,33 +86,48 @@ class PerformanceResult:
         }
 
 
-def class_codes(classes: list[str], *values: npt.NDArray[Any]) -> list[npt.NDArray[np.int64]]:
-    """Integer codes of string `values` by position in `classes`; a value that is not a class
-    (a label the model never predicts) is appended to `classes` (in place)."""
+def class_codes(classes: list[str], *values: Any) -> list[npt.NDArray[np.int64]]:
+    """Integer codes of string `values` (numpy or Arrow arrays) by position in `classes`; a
+    value that is not a class (a label the model never predicts) is appended to `classes` (in
+    place), in sorted order. A null is the class "None" (as numpy's str of None)."""
     out = []
     for array in values:
-        unique, inverse = np.unique(array.astype(str), return_inverse=True)
-        for value in unique.tolist():
+        strings = _strings(array)
+        for value in sorted(pc.unique(strings).to_pylist()):
             if value not in classes:
                 classes.append(value)
-        position = {c: i for i, c in enumerate(classes)}
-        out.append(np.asarray([position[v] for v in unique.tolist()], np.int64)[inverse])
+        codes = pc.index_in(strings, value_set=pa.array(classes, pa.string()))
+        out.append(np.asarray(codes.to_numpy(zero_copy_only=False), np.int64))
     return out
+
+
+def _strings(array: Any) -> pa.Array:
+    """`array` as an Arrow string array: Arrow strings stay in Arrow (a dictionary decoded);
+    anything else goes through numpy's str, as the codes always have."""
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if isinstance(array, pa.Array):
+        if pa.types.is_dictionary(array.type):
+            array = array.cast(array.type.value_type)
+        if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
+            return pc.fill_null(pc.cast(array, pa.string()), "None")
+        array = array.to_numpy(zero_copy_only=False)
+    return pa.array(np.asarray(array).astype(str), pa.string())
 
 
 def measure(
     metrics: list[str],
-    truth: npt.NDArray[Any],
-    predicted: npt.NDArray[Any],
+    truth: Any,
+    predicted: Any,
     proba: npt.NDArray[np.float64] | None,
     classes: list[str] | None,
 ) -> dict[str, float | None]:
-    """`metrics` on joined rows: string labels and predictions with the model's `classes` (its
-    `_proba_` column order) for classification, floats for regression."""
-    if truth.size == 0:
+    """`metrics` on joined rows: string labels and predictions (numpy or Arrow arrays) with the
+    model's `classes` (its `_proba_` column order) for classification, floats for regression."""
+    if len(truth) == 0:
         return {}
     if classes is None:
-        y, f = truth.astype(np.float64), predicted.astype(np.float64)
+        y, f = _floats(truth), _floats(predicted)
         return {
             k: v
             for k, v in {"rmse": scores.rmse(y, f), "mae": scores.mae(y, f)}.items()
@@ -127,29 +146,15 @@ def measure(
     return {k: v for k, v in out.items() if k in metrics}
 
 
-def _validation_calibrator(reference_uri: str, positive: str) -> cbpe.Calibrator | None:
-    """Isotonic calibration on the version's validation predictions, if it kept them."""
-    table = validation_predictions(reference_uri)
-    column = PROBA_PREFIX + positive
-    if table is None or column not in table.column_names or "_label" not in table.column_names:
-        return None
-    truth = pc.cast(table.column("_label"), pa.string()).to_numpy(zero_copy_only=False)
-    return cbpe.fit_isotonic(
-        table.column(column).to_numpy(zero_copy_only=False).astype(np.float64),
-        truth == positive,
-    )
+def _floats(values: Any) -> npt.NDArray[np.float64]:
+    if isinstance(values, pa.ChunkedArray | pa.Array):
+        values = values.to_numpy(zero_copy_only=False)
+    return np.asarray(values).astype(np.float64)
 
 
-@dataclass
-class _Stream:
-    """What the window's batches leave behind."""
-
-    rows: int = 0
-    truth: list[npt.NDArray[Any]] = field(default_factory=list)
-    predicted: list[npt.NDArray[Any]] = field(default_factory=list)
-    proba: list[npt.NDArray[np.float64]] = field(default_factory=list)
-    score: list[npt.NDArray[np.float64]] = field(default_factory=list)  # positive-class p
-    positive: list[npt.NDArray[np.bool_]] = field(default_factory=list)  # predicted positive
+def _mask(condition: pa.Array | pa.ChunkedArray) -> npt.NDArray[np.bool_]:
+    """A boolean Arrow array as numpy, null as False."""
+    return np.asarray(pc.fill_null(condition, False).to_numpy(zero_copy_only=False), bool)
 
 
 def _keys(ids: Any, rows: Any, by_row: bool) -> pa.Array:
@@ -160,160 +165,260 @@ def _keys(ids: Any, rows: Any, by_row: bool) -> pa.Array:
     return pc.binary_join_element_wise(ids, pc.cast(rows, pa.string()), "\x1f")
 
 
+def _equals(column: pa.ChunkedArray, value: str) -> npt.NDArray[np.bool_]:
+    """Whether each row of a string (or dictionary) column is `value`; null is not. A
+    dictionary is compared once per entry, not once per row."""
+    parts = []
+    for chunk in column.chunks:
+        if pa.types.is_dictionary(chunk.type):
+            entries = _mask(pc.equal(pc.cast(chunk.dictionary, pa.string()), value))
+            codes = chunk.indices.fill_null(0).to_numpy(zero_copy_only=False)
+            hit = entries[codes] if entries.size else np.zeros(len(chunk), bool)
+            if chunk.null_count:
+                hit &= _mask(pc.is_valid(chunk))
+            parts.append(hit)
+        else:
+            parts.append(_mask(pc.equal(pc.cast(chunk, pa.string()), value)))
+    return np.concatenate(parts) if parts else np.zeros(0, bool)
+
+
+def _column(table: pa.Table, name: str) -> pa.ChunkedArray | None:
+    index = table.schema.get_field_index(name)
+    return table.column(index) if index >= 0 else None
+
+
+def _floats_of(table: pa.Table, name: str) -> npt.NDArray[np.float64]:
+    """A probability column as float64 (NaN for null, all NaN when the batch lacks it)."""
+    column = _column(table, name)
+    if column is None:
+        return np.full(table.num_rows, np.nan)
+    return np.asarray(column.to_numpy(zero_copy_only=False), np.float64)
+
+
+class LabelJoin:
+    """The window's rows joined with the labels as they stream past, batch by batch (feed
+    `add` the batches of `columns`), and what the estimate keeps of every row.
+
+    Batches are regrouped into CHUNK_ROWS tables before the lookup: Arrow hashes the labels'
+    keys once per lookup (in C++), far cheaper than a Python dict per row, and few lookups even
+    when the server wrote thousands of small files. `expected_rows` (the window files' row
+    count, from their metadata) makes the last lookup run as the last batch arrives, beside its
+    features, not after the scan. Only the labelled rows' label, prediction and probabilities
+    are kept (Arrow strings, never Python objects), and what the estimate needs (module
+    docstring).
+    """
+
+    def __init__(
+        self,
+        spec: PerformanceSpec,
+        schema: pa.Schema,
+        validation: Validation | None = None,
+        expected_rows: int | None = None,
+        model_version: str | None = None,
+    ) -> None:
+        self.spec = spec
+        self.expected_rows = expected_rows
+        # Only the rows this version answered count (all rows when it is not known).
+        self.model_version = model_version
+        prediction_type = schema.field("_prediction").type
+        if pa.types.is_dictionary(prediction_type):
+            prediction_type = prediction_type.value_type
+        self.classification = not (
+            pa.types.is_floating(prediction_type) or pa.types.is_integer(prediction_type)
+        )
+        self.proba_columns = [n for n in schema.names if n.startswith(PROBA_PREFIX)]
+        self.classes = (
+            [n[len(PROBA_PREFIX) :] for n in self.proba_columns] if self.classification else None
+        )
+        self.labels = read_labels(spec.labels, self.classification)
+        self.by_row = spec.labels.row_column is not None
+        table = self.labels.table
+        self.label_keys = _keys(table.column("_request_id"), table.column("_row"), self.by_row)
+        self.label_values = table.column("_label").combine_chunks()
+        self.seen = np.zeros(table.num_rows, dtype=bool)
+        self.estimating = spec.estimate and self.classes is not None and len(self.classes) == 2
+        # With the version's validation predictions the calibrator is known before the scan:
+        # the estimate then counts each batch as it passes (cbpe.Estimate), else it keeps the
+        # scores until the window's own labels have calibrated them.
+        calibrator = (
+            validation.calibrator(self.classes[1])
+            if validation is not None and self.estimating and self.classes is not None
+            else None
+        )
+        self._cbpe = cbpe.Estimate(calibrator) if calibrator is not None else None
+        self.columns = self.columns_of(schema, model_version)
+        self.rows = 0
+        self._buffer: list[pa.RecordBatch] = []
+        self._buffered = 0
+        self._added = 0
+        self._truth: list[pa.Array] = []
+        self._predicted: list[pa.Array] = []
+        self._proba: list[npt.NDArray[np.float64]] = []
+        self._score: list[npt.NDArray[np.float64]] = []  # positive-class p
+        self._positive: list[npt.NDArray[np.bool_]] = []  # predicted positive
+
+    @staticmethod
+    def columns_of(schema: pa.Schema, model_version: str | None = None) -> list[str]:
+        """The window columns a join reads, for a window of `schema` (and the version column
+        when only `model_version`'s rows count)."""
+        proba = [n for n in schema.names if n.startswith(PROBA_PREFIX)]
+        version = ["_model_version"] if model_version and "_model_version" in schema.names else []
+        return ["_request_id", "_row", "_prediction", *proba, *version]
+
+    def _mine(self, rows: pa.Table) -> npt.NDArray[np.bool_] | None:
+        """Which of `rows` the monitored version answered; None: all of them."""
+        column = _column(rows, "_model_version")
+        if self.model_version is None or column is None:
+            return None
+        return _equals(column, self.model_version)
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        """Take one batch of the window (any columns; those of `columns` are used)."""
+        names = set(batch.schema.names)
+        kept = batch.select([c for c in self.columns if c in names])
+        if self.estimating and self.classes is not None:  # every row, batch by batch
+            rows = pa.Table.from_batches([kept])
+            score = _floats_of(rows, self.proba_columns[1])
+            positive = _equals(rows.column("_prediction"), self.classes[1])
+            mine = self._mine(rows)
+            if mine is not None:
+                score, positive = score[mine], positive[mine]
+            if self._cbpe is not None:
+                self._cbpe.add(score, positive)
+            else:
+                self._score.append(score)
+                self._positive.append(positive)
+        self._buffer.append(kept)
+        self._buffered += batch.num_rows
+        self._added += batch.num_rows
+        last = self.expected_rows is not None and self._added >= self.expected_rows
+        if self._buffered >= CHUNK_ROWS or last:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._buffer:
+            return
+        names = {tuple(b.schema.names) for b in self._buffer}
+        if len(names) == 1:
+            chunk = pa.Table.from_batches(self._buffer)
+        else:  # files of different schema versions: joined one batch at a time
+            chunk = None
+            for batch in self._buffer:
+                self._join(pa.Table.from_batches([batch]))
+        if chunk is not None:
+            self._join(chunk)
+        self._buffer, self._buffered = [], 0
+
+    def _join(self, chunk: pa.Table) -> None:
+        n = chunk.num_rows
+        mine = self._mine(chunk)
+        self.rows += n if mine is None else int(mine.sum())
+        row = _column(chunk, "_row")
+        if row is None:
+            row = pa.chunked_array([np.zeros(n, np.int32)])
+        ids = _column(chunk, "_request_id")
+        if ids is None:
+            ids = pa.chunked_array([pa.nulls(n, pa.string())])
+        keys = _keys(ids, row, self.by_row)
+        found = pc.index_in(keys, value_set=self.label_keys)
+        hit = np.flatnonzero(_mask(pc.is_valid(found)))  # only the labelled rows go further
+        if hit.size and not self.by_row:  # without a row column a label names row 0
+            # (a version-1 file has no `_row`: null, read as row 0)
+            hit = hit[~_mask(pc.not_equal(row.take(hit), 0))]
+        if hit.size and mine is not None:  # another version's row: matched, not measured
+            self.seen[np.asarray(found.take(pa.array(hit)).to_numpy(), np.int64)] = True
+            hit = hit[mine[hit]]
+        prediction = chunk.column("_prediction")
+        if hit.size:
+            taken = pa.array(hit)
+            label = np.asarray(found.take(taken).to_numpy(), np.int64)
+            self.seen[label] = True
+            self._truth.append(self.label_values.take(pa.array(label)))
+            predicted = prediction.take(taken).combine_chunks()
+            if pa.types.is_dictionary(predicted.type):  # as the drift check reads it
+                predicted = predicted.cast(predicted.type.value_type)
+            self._predicted.append(predicted)
+            if self.proba_columns:
+                logged = [c for c in self.proba_columns if c in chunk.column_names]
+                hits = chunk.select(logged).take(taken)
+                self._proba.append(
+                    np.column_stack([_floats_of(hits, c) for c in self.proba_columns])
+                )
+
+    def result(self) -> PerformanceResult:
+        """The metrics, the estimate and the verdict of everything added."""
+        self._flush()
+        spec = self.spec
+        metrics = list(
+            spec.metrics or (CLASSIFICATION_METRICS if self.classification else REGRESSION_METRICS)
+        )
+        truth = _concat(self._truth, self.label_values.type)
+        predicted = _concat(self._predicted, None)
+        proba = np.concatenate(self._proba) if self._proba else None
+        result = PerformanceResult(
+            _verdict(spec, 0, 0.0, {}),
+            rows=self.rows,
+            labelled_rows=len(truth),
+            duplicate_labels=self.labels.duplicates,
+            unmatched_labels=int(self.labels.table.num_rows - self.seen.sum()),
+            measured=measure(metrics, truth, predicted, proba, self.classes),
+        )
+        if self.estimating and self.rows:
+            result.estimated, result.calibration = self._estimate(truth, proba)
+        result.verdict = _verdict(spec, result.labelled_rows, result.coverage, result.measured)
+        return result
+
+    def _estimate(
+        self, truth: pa.Array, proba: npt.NDArray[np.float64] | None
+    ) -> tuple[dict[str, float], str]:
+        wanted = self.spec.metrics or CLASSIFICATION_METRICS
+        if self._cbpe is not None:
+            estimated, how = self._cbpe.result(), "validation"
+        else:
+            assert self.classes is not None
+            calibrator, how = None, "none"
+            if proba is not None and len(truth) >= self.spec.min_labelled_rows:
+                ok = ~np.isnan(proba[:, 1])
+                is_positive = _equals(pa.chunked_array([truth]), self.classes[1])
+                calibrator = cbpe.fit_isotonic(proba[ok, 1], is_positive[ok])
+                how = "labels"
+            estimated = cbpe.estimate(
+                np.concatenate(self._score), np.concatenate(self._positive), calibrator
+            )
+        return {k: v for k, v in estimated.items() if k in wanted}, how
+
+
 def check_performance(
     spec: PerformanceSpec,
     payload_log_uri: str,
     reference_uri: str | None,
     now: datetime,
     model_version: str | None = None,
+    *,
+    validation: Validation | None = None,
 ) -> PerformanceResult:
-    """Join the window with the labels and reach a verdict; with `model_version`, on the rows
-    that version answered only."""
+    """Join the window with the labels and reach a verdict, with `model_version` on the rows
+    that version answered only (a scan of its own: the drift check feeds a `LabelJoin` from
+    its own scan when both windows are the same)."""
     start = now - parse_duration(spec.window)
     dataset = open_window(payload_log_uri, start, now)
     if dataset is None or "_prediction" not in dataset.schema.names:
-        return PerformanceResult(_verdict(spec, 0, 0.0, {}))
-    schema = dataset.schema
-    prediction_type = schema.field("_prediction").type
-    classification = not (
-        pa.types.is_floating(prediction_type) or pa.types.is_integer(prediction_type)
-    )
-    proba_columns = [n for n in schema.names if n.startswith(PROBA_PREFIX)]
-    classes = [n[len(PROBA_PREFIX) :] for n in proba_columns] if classification else None
-    labels = read_labels(spec.labels, classification)
-    by_row = spec.labels.row_column is not None
-    # Arrow hashes the labels' keys once per chunk of the window (in C++): far cheaper than a
-    # Python dict lookup per row, and chunks of CHUNK_ROWS keep the rebuilds few even when the
-    # server wrote thousands of small files.
-    label_keys = _keys(labels.table.column("_request_id"), labels.table.column("_row"), by_row)
-    label_values = labels.table.column("_label").to_numpy(zero_copy_only=False)
-    seen = np.zeros(labels.table.num_rows, dtype=bool)
-    binary = classes is not None and len(classes) == 2
-    estimating = spec.estimate and binary
-    stream = _Stream()
-    columns = ["_request_id", "_row", "_prediction", *proba_columns]
-    if model_version and "_model_version" in schema.names:
-        columns.append("_model_version")
-    for batch in _chunks(window_batches(dataset, columns, start, now)):
-        n = batch.num_rows
-        present = batch.schema.names
-        # the rows the monitored version answered (all of them when the version is not known)
-        mine = (
-            pc.equal(batch.column(present.index("_model_version")), model_version)
-            .fill_null(False)
-            .to_numpy(zero_copy_only=False)
-            if "_model_version" in present
-            else slice(None)
-        )
-        stream.rows += n if isinstance(mine, slice) else int(mine.sum())
-        row = (
-            batch.column(present.index("_row"))
-            if "_row" in present
-            else pa.chunked_array([np.zeros(n, np.int32)])
-        )
-        keys = _keys(batch.column(present.index("_request_id")), row, by_row)
-        found = pc.index_in(keys, value_set=label_keys).fill_null(-1).to_numpy().astype(np.int64)
-        if not by_row:  # without a row column a label names row 0
-            # (a version-1 file has no `_row`: null, read as row 0)
-            found[pc.not_equal(row, 0).fill_null(False).to_numpy(zero_copy_only=False)] = -1
-        hit = found >= 0
-        seen[found[hit]] = True
-        if not isinstance(mine, slice):
-            hit &= mine
-        prediction = batch.column(present.index("_prediction"))
-        predicted = prediction.to_numpy(zero_copy_only=False)
-        proba = (
-            np.column_stack(
-                [
-                    batch.column(present.index(c)).to_numpy(zero_copy_only=False)
-                    if c in present
-                    else np.full(n, np.nan)
-                    for c in proba_columns
-                ]
-            ).astype(np.float64)
-            if proba_columns
-            else None
-        )
-        if hit.any():
-            stream.truth.append(label_values[found[hit]])
-            stream.predicted.append(predicted[hit])
-            if proba is not None:
-                stream.proba.append(proba[hit])
-        if estimating and proba is not None and classes is not None:
-            stream.score.append(proba[mine, 1])
-            is_positive = pc.equal(pc.cast(prediction, pa.string()), classes[1])
-            stream.positive.append(
-                is_positive.fill_null(False).to_numpy(zero_copy_only=False)[mine]
-            )
-    metrics = list(
-        spec.metrics or (CLASSIFICATION_METRICS if classification else REGRESSION_METRICS)
-    )
-    truth = _concat(stream.truth)
-    predicted_all = _concat(stream.predicted)
-    proba_all = np.concatenate(stream.proba) if stream.proba else None
-    result = PerformanceResult(
-        _verdict(spec, 0, 0.0, {}),
-        rows=stream.rows,
-        labelled_rows=int(truth.size),
-        duplicate_labels=labels.duplicates,
-        unmatched_labels=int(labels.table.num_rows - seen.sum()),
-        measured=measure(metrics, truth, predicted_all, proba_all, classes),
-    )
-    if estimating and classes is not None and stream.score:
-        result.estimated, result.calibration = _estimate(
-            spec,
-            stream=stream,
-            positive=classes[1],
-            reference_uri=reference_uri,
-            truth=truth,
-            proba=proba_all,
-        )
-    result.verdict = _verdict(spec, result.labelled_rows, result.coverage, result.measured)
-    return result
+        return no_predictions(spec)
+    if validation is None and reference_uri and spec.estimate:
+        validation = open_validation(reference_uri)
+    join = LabelJoin(spec, dataset.schema, validation, dataset.count_rows(), model_version)
+    for batch in window_batches(dataset, join.columns, start, now):
+        join.add(batch)
+    return join.result()
 
 
-def _chunks(batches: Iterator[pa.RecordBatch], rows: int = CHUNK_ROWS) -> Iterator[pa.Table]:
-    """The batches regrouped into tables of at least `rows` rows (the last one smaller)."""
-    buffer: list[pa.RecordBatch] = []
-    count = 0
-    for batch in batches:
-        buffer.append(batch)
-        count += batch.num_rows
-        if count >= rows:
-            yield pa.Table.from_batches(buffer)
-            buffer, count = [], 0
-    if buffer:
-        yield pa.Table.from_batches(buffer)
+def no_predictions(spec: PerformanceSpec) -> PerformanceResult:
+    """The result of a window without logged predictions."""
+    return PerformanceResult(_verdict(spec, 0, 0.0, {}))
 
 
-def _concat(parts: list[npt.NDArray[Any]]) -> npt.NDArray[Any]:
-    return np.concatenate(parts) if parts else np.empty(0, dtype=object)
-
-
-def _estimate(
-    spec: PerformanceSpec,
-    *,
-    stream: _Stream,
-    positive: str,
-    reference_uri: str | None,
-    truth: npt.NDArray[Any],
-    proba: npt.NDArray[np.float64] | None,
-) -> tuple[dict[str, float], str]:
-    score = np.concatenate(stream.score)
-    predicted_positive = np.concatenate(stream.positive)
-    known = ~np.isnan(score)
-    calibrator = _validation_calibrator(reference_uri, positive) if reference_uri else None
-    how = "validation"
-    if calibrator is None:
-        how = "none"
-        usable = proba is not None and truth.size >= spec.min_labelled_rows
-        if usable and proba is not None:
-            ok = ~np.isnan(proba[:, 1])
-            calibrator = cbpe.fit_isotonic(proba[ok, 1], truth[ok].astype(str) == positive)
-            how = "labels"
-    estimated = cbpe.estimate(score[known], predicted_positive[known], calibrator)
-    wanted = spec.metrics or CLASSIFICATION_METRICS
-    return {k: v for k, v in estimated.items() if k in wanted}, how
+def _concat(parts: list[pa.Array], kind: pa.DataType | None) -> pa.Array:
+    return pa.concat_arrays(parts) if parts else pa.array([], kind or pa.string())
 
 
 def _verdict(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -40,11 +40,13 @@ __all__ = [
     "SchemaTally",
     "add_quality_metrics",
     "feed",
+    "folds",
     "judge_quality",
     "measure",
     "measure_tables",
     "numeric_type",
     "quality_result",
+    "run_all",
 ]
 
 # Issues carried in the 4 KiB termination message (each ~90 bytes); status keeps them all up
@@ -88,20 +90,39 @@ class SchemaTally:
         return column
 
 
-def feed(accumulators: dict[str, Accumulator], tally: SchemaTally, batch: pa.RecordBatch) -> None:
+def feed(
+    accumulators: dict[str, Accumulator],
+    tally: SchemaTally,
+    batch: pa.RecordBatch,
+    more: Iterable[Callable[[], None]] = (),
+) -> None:
     """Fold one batch into every feature's accumulator; an unusable column counts as missing.
+    `more`: other work on the same batch (prediction drift, the label join), run alongside.
 
     The features are folded on FEED_THREADS threads: most of the work is numpy's sort and
     searches, which release the GIL, and each accumulator is touched by one task only."""
-    tasks = []
+    run_all([*folds(accumulators, tally, batch), *more])
+
+
+def folds(
+    accumulators: dict[str, Accumulator], tally: SchemaTally, batch: pa.RecordBatch
+) -> list[Callable[[], None]]:
+    """The work of folding `batch` into each accumulator (`feed`); unusable columns are
+    counted as missing here and now."""
+    tasks: list[Callable[[], None]] = []
     for name, acc in accumulators.items():
         column = tally.usable(name, batch, numeric=isinstance(acc, NumericAccumulator))
         if column is None:
             acc.missing += batch.num_rows
         else:
-            tasks.append(_feeder().submit(acc.add, column))
-    for task in tasks:
-        task.result()
+            tasks.append(functools.partial(acc.add, column))
+    return tasks
+
+
+def run_all(tasks: list[Callable[[], None]]) -> None:
+    """Run `tasks` on the FEED_THREADS threads and wait for all of them."""
+    for future in [_feeder().submit(task) for task in tasks]:
+        future.result()
 
 
 @functools.cache

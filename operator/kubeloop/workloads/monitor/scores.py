@@ -52,7 +52,7 @@ def binary_roc_auc(truth: npt.NDArray[np.bool_], score: Floats) -> float | None:
     negatives = truth.size - positives
     if positives == 0 or negatives == 0:
         return None
-    order = np.argsort(score, kind="mergesort")
+    order = np.argsort(score)  # ties get their run's mean rank below: any order of them will do
     ordered = score[order]
     # average rank of each run of equal scores
     starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])

@@ -9,7 +9,9 @@ only by the same run of the same object), `KUBELOOP_NAMESPACE`, `KUBELOOP_IMAGE`
 `KUBELOOP_PROGRESS_PORT` (where rank 0 serves its progress), `KUBELOOP_CHAMPION_VERSION` and
 `KUBELOOP_CHAMPION_URI` (the champion to score on this run's validation rows for the gate,
 and whose profile the data is validated against: spec.dataValidation);
-with spec.search `KUBELOOP_TRIAL` (a trial: no version, a TrialOutcome as the result) or
+with spec.search `KUBELOOP_TRIAL` (a trial: no version, a TrialOutcome as the result),
+`KUBELOOP_TRIALS` (several trials in this process, spec.search.trialsPerJob: a
+TrialBatchOutcome) or
 `KUBELOOP_SEARCH` (the run that trains the search's winner; `trial.py`); under torchrun
 `RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`.
 
@@ -38,7 +40,6 @@ from kubeloop.workloads.result import write_result
 from kubeloop.workloads.trainer.errors import TrainingError
 from kubeloop.workloads.trainer.mlp import Distributed
 from kubeloop.workloads.trainer.progress import ProgressReporter
-from kubeloop.workloads.trainer.pushmetrics import push_training_metrics
 
 __all__ = ["load_spec", "main"]
 
@@ -135,11 +136,12 @@ def main(argv: list[str]) -> int:
     result: dict[str, Any]
     code = 0
     process_group = False
-    trial = None
+    trial = batch = None
     try:
-        from kubeloop.workloads.trainer.trial import from_env, step_spec
+        from kubeloop.workloads.trainer.trial import batch_from_env, from_env, step_spec
 
         trial, search = from_env()
+        batch = batch_from_env()
         spec = step_spec(load_spec(args.spec), trial, search)
         if dist.world_size > 1:
             process_group = _init_process_group(dist)
@@ -171,6 +173,10 @@ def main(argv: list[str]) -> int:
                 # No TrainingResult: the run's result is the publish step's.
                 return 0
             result = publish_run(spec, ctx, Layout.from_env())
+        elif batch is not None:
+            from kubeloop.workloads.trainer.trial import run_trials
+
+            result = run_trials(spec, ctx, batch)
         elif trial is not None:
             from kubeloop.workloads.trainer.trial import run_trial
 
@@ -183,22 +189,27 @@ def main(argv: list[str]) -> int:
             result = run_training(spec, ctx)
     except TrainingError as exc:
         log.error("%s: %s", exc.reason, exc.message)
-        result = _failure(exc.reason, exc.message, trial)
+        result = _failure(exc.reason, exc.message, trial, batch)
         code = exc.exit_code
     except Exception as exc:
         log.error("training failed:\n%s", traceback.format_exc())
-        result = _failure("InternalError", f"{type(exc).__name__}: {exc}", trial)
+        result = _failure("InternalError", f"{type(exc).__name__}: {exc}", trial, batch)
         code = 1
     finally:
         if process_group:
             import torch.distributed as torch_dist
 
             torch_dist.destroy_process_group()
-    if trial is None:  # a TrialOutcome is the contract's model and its kind, nothing more
+    a_trial = trial is not None or batch is not None
+    if not a_trial:  # a trial's outcome is the contract's model and its kind, nothing more
         result["runId"] = run_id
-    if dist.rank == 0 and trial is None:
+    if dist.rank == 0 and not a_trial:
         url = os.environ.get("KUBELOOP_PUSHGATEWAY_URL")
         if url:
+            # Imported here: prometheus_client reads PROMETHEUS_MULTIPROC_DIR at import, and
+            # `kubeloop local` preloads this module in the fork server every pod forks from.
+            from kubeloop.workloads.trainer.pushmetrics import push_training_metrics
+
             push_training_metrics(url, namespace, pipeline, result, time.monotonic() - started)
     if dist.local_rank == 0:
         write_result(result, args.result_path)
@@ -207,8 +218,13 @@ def main(argv: list[str]) -> int:
     return code
 
 
-def _failure(reason: str, message: str, trial: Any) -> dict[str, Any]:
-    """A failed run's TrainingResult, or a failed trial's TrialOutcome."""
+def _failure(reason: str, message: str, trial: Any, batch: Any) -> dict[str, Any]:
+    """A failed run's TrainingResult, or a failed trial's TrialOutcome (of every trial of a
+    batch: a TrialBatchOutcome)."""
+    if batch is not None:
+        from kubeloop.workloads.trainer.trial import batch_failure
+
+        return batch_failure(batch, reason, message)
     if trial is not None:
         from kubeloop.workloads.trainer.trial import failed_outcome
 

@@ -28,9 +28,10 @@ import pyarrow.parquet as pq
 from kubeloop.api.training import TORCH_ESTIMATOR, TrainingPipelineSpec
 from kubeloop.formats import TRAINER, Signature, TorchMLP, format_named
 from kubeloop.modelformat import Feature, Predictor, feature_matrix, write_manifest
-from kubeloop.payload_schema import VALIDATION_PREDICTIONS
+from kubeloop.payload_schema import VALIDATION_OUTPUTS, VALIDATION_PREDICTIONS
 from kubeloop.registry import Registry
 from kubeloop.storage import StorageError
+from kubeloop.workloads.monitor.validation import derive as derive_validation
 from kubeloop.workloads.trainer.champion import gate_entry, score_champion, wanted
 from kubeloop.workloads.trainer.checkpoints import CheckpointStore
 from kubeloop.workloads.trainer.context import RunContext, check_artifacts_writable, now
@@ -345,6 +346,7 @@ def publish(
             (folder / "profile.json").write_text(json.dumps(profile, sort_keys=True))
             if trained.validation_predictions is not None:
                 pq.write_table(trained.validation_predictions, folder / VALIDATION_PREDICTIONS)
+                _write_validation_outputs(trained.validation_predictions, folder)
             target_type = str(data.train.schema.field(data.target).type)
             versions = _versions()
             if spec.model.framework == "torch":
@@ -452,3 +454,20 @@ def _result(
         out["startEpoch"] = training["startEpoch"]
         out["epochs"] = training["epochsRun"]
     return out
+
+
+def _write_validation_outputs(predictions: pa.Table, folder: Path) -> None:
+    """The validation outputs' drift profile and CBPE calibrator, derived once here so that no
+    drift check profiles or calibrates them again. Best effort: a version without the file is
+    still whole (a check derives both from the Parquet, as for versions from before it), so a
+    derivation that fails is a warning, never a failed run."""
+    try:
+        derived = derive_validation(predictions)
+        (folder / VALIDATION_OUTPUTS).write_text(json.dumps(derived, sort_keys=True))
+    except Exception as exc:  # an optional artifact never fails training
+        log.warning(
+            "%s not written (checks derive it from %s): %s",
+            VALIDATION_OUTPUTS,
+            VALIDATION_PREDICTIONS,
+            exc,
+        )

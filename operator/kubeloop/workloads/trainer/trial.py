@@ -10,19 +10,27 @@ search (env `KUBELOOP_SEARCH`, a `SearchRecord`) trains the winner's estimator a
 all training rows and, where the search said `refit`, on the search's budget.max
 (`SearchRecord.final`); its manifest keeps the record under `search`.
 
+A Job of several trials (spec.search.trialsPerJob > 1; env `KUBELOOP_TRIALS`, a `TrialBatch`)
+reads the data once and trains its trials one after another in this process, each exactly as
+a trial of its own (its spec, seed, params, budget and row sample: the same scores); a trial
+that fails fails alone. Its result is a `TrialBatchOutcome`, compacted to fit the termination
+message (`batch_result`).
+
 The spec each step trains is rewritten here once (`step_spec`): the built-in trainer, the
 custom trainer's prepare and publish steps all read the same overlaid `spec.model`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import time
-from collections.abc import Mapping
+import traceback
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -31,22 +39,33 @@ from kubeloop.api.search import (
     AUTO,
     ROWS,
     SEARCH_ENV,
+    TRIAL_BATCH_RESULT_KIND,
     TRIAL_ENV,
     TRIAL_RESULT_KIND,
+    TRIALS_ENV,
     SearchRecord,
     TrialAssignment,
+    TrialBatch,
     TrialOutcome,
 )
 from kubeloop.api.training import TORCH_ESTIMATOR, TrainingPipelineSpec
+from kubeloop.workloads.result import MAX_BYTES
 from kubeloop.workloads.trainer.context import RunContext
 from kubeloop.workloads.trainer.data import TrainingData, load_training_data
 from kubeloop.workloads.trainer.errors import TrainingError
 
+if TYPE_CHECKING:
+    from kubeloop.workloads.trainer.run import ModelPlan
+
 __all__ = [
+    "batch_failure",
+    "batch_from_env",
+    "batch_result",
     "failed_outcome",
     "final_spec",
     "from_env",
     "run_trial",
+    "run_trials",
     "sample_rows",
     "step_spec",
     "succeeded_outcome",
@@ -71,6 +90,22 @@ def from_env(
     if parsed[0] is not None and parsed[1] is not None:
         raise TrainingError("InvalidSpec", f"env {TRIAL_ENV} and {SEARCH_ENV}: set one, not both")
     return parsed[0], parsed[1]
+
+
+def batch_from_env(env: Mapping[str, str] | None = None) -> TrialBatch | None:
+    """The trials of this Job (KUBELOOP_TRIALS, spec.search.trialsPerJob > 1), if any."""
+    env = os.environ if env is None else env
+    raw = env.get(TRIALS_ENV)
+    if not raw:
+        return None
+    if env.get(TRIAL_ENV) or env.get(SEARCH_ENV):
+        raise TrainingError("InvalidSpec", f"env {TRIALS_ENV}: set alone, not with {TRIAL_ENV}")
+    try:
+        return TrialBatch.from_env(raw)
+    except ValidationError as exc:
+        raise TrainingError("InvalidSpec", f"env {TRIALS_ENV}: {_problems(exc)}") from exc
+    except ValueError as exc:  # not JSON
+        raise TrainingError("InvalidSpec", f"env {TRIALS_ENV}: {exc}") from exc
 
 
 def _problems(exc: ValidationError) -> str:
@@ -210,9 +245,60 @@ def failed_outcome(trial: TrialAssignment, reason: str, message: str) -> dict[st
     return {"kind": TRIAL_RESULT_KIND, **outcome.to_wire()}
 
 
+def batch_failure(batch: TrialBatch, reason: str, message: str) -> dict[str, Any]:
+    """The result of a Job of several trials that could not start any (e.g. its data)."""
+    failed = [failed_outcome(t, reason, message) for t in batch.trials]
+    return batch_result([_outcome(f) for f in failed])
+
+
+def batch_result(outcomes: Sequence[TrialOutcome]) -> dict[str, Any]:
+    """The result of a Job of several trials: each outcome without its per-metric detail
+    (the score is the gate's metric) and, where the JSON would pass MAX_BYTES (the termination
+    message), with its message shortened until it fits; every trial keeps its number, rung,
+    state, score, seconds and cpuSeconds (MAX_TRIALS_PER_JOB is sized for it)."""
+    cap = max((len(o.message) for o in outcomes), default=0)
+    while True:
+        slim = [
+            {
+                k: v
+                for k, v in o.model_copy(update={"message": o.message[:cap]}).to_wire().items()
+                if k != "metrics" and v != ""
+            }
+            for o in outcomes
+        ]
+        result = {"kind": TRIAL_BATCH_RESULT_KIND, "outcomes": slim}
+        size = len(json.dumps(result, separators=(",", ":"), sort_keys=True).encode())
+        if size <= MAX_BYTES or cap == 0:
+            return result
+        cap = cap // 2 if cap > 16 else 0
+
+
+def _fit(
+    spec: TrainingPipelineSpec,
+    ctx: RunContext,
+    trial: TrialAssignment,
+    data: TrainingData,
+    *,
+    plan: ModelPlan,
+    cpu_before: float,
+) -> dict[str, Any]:
+    """Train and score `trial` (`spec` from `trial_spec`, `plan` its plan_model) on its
+    sample of `data`; its CPU seconds are its own plus `cpu_before` (its data read)."""
+    from kubeloop.workloads.trainer.run import fit_model
+
+    cpu = time.process_time()  # its compute: (data read,) fit and scoring
+    rows = sample_rows(data, trial)
+    started = time.monotonic()  # its training time: fit and score, not the data read
+    # No checkpoints: the run's own would be mixed with this trial's (same run id).
+    trained = fit_model(spec, ctx, rows, plan, checkpoints=None)
+    seconds = time.monotonic() - started
+    spent = cpu_before + time.process_time() - cpu
+    return succeeded_outcome(spec, trial, trained.metrics, seconds, spent)
+
+
 def run_trial(spec: TrainingPipelineSpec, ctx: RunContext) -> dict[str, Any]:
     """Train and score one trial of the built-in trainer (`spec` from `trial_spec`)."""
-    from kubeloop.workloads.trainer.run import fit_model, plan_model
+    from kubeloop.workloads.trainer.run import plan_model
 
     trial = ctx.trial
     if trial is None:
@@ -220,9 +306,39 @@ def run_trial(spec: TrainingPipelineSpec, ctx: RunContext) -> dict[str, Any]:
     plan = plan_model(spec)  # imports the estimator's library: the pod's start, not the trial
     cpu = time.process_time()  # its compute: data read, fit and scoring
     ctx.progress.report({"phase": "reading", "percent": 0})
-    data = sample_rows(load_training_data(spec), trial)
-    started = time.monotonic()  # its training time: fit and score, not the data read
-    # No checkpoints: the run's own would be mixed with this trial's (same run id).
-    trained = fit_model(spec, ctx, data, plan, checkpoints=None)
-    seconds = time.monotonic() - started
-    return succeeded_outcome(spec, trial, trained.metrics, seconds, time.process_time() - cpu)
+    data = load_training_data(spec)
+    return _fit(spec, ctx, trial, data, plan=plan, cpu_before=time.process_time() - cpu)
+
+
+def run_trials(spec: TrainingPipelineSpec, ctx: RunContext, batch: TrialBatch) -> dict[str, Any]:
+    """Train and score the trials of one Job in order in this process (`spec`: the
+    pipeline's): the data is read once, each trial trains as `run_trial` would train it alone
+    (its own spec, seed, params, budget and row sample: the same scores); a trial that fails
+    is Failed with its message and the next one goes on. Each trial's cpuSeconds includes an
+    equal share of the one data read."""
+    from kubeloop.workloads.trainer.run import plan_model
+
+    cpu = time.process_time()
+    ctx.progress.report({"phase": "reading", "percent": 0})
+    data = load_training_data(spec)
+    read_share = (time.process_time() - cpu) / len(batch.trials)
+    outcomes = []
+    for trial in batch.trials:
+        try:
+            configured = trial_spec(spec, trial)
+            plan = plan_model(configured)
+            result = _fit(
+                configured, replace(ctx, trial=trial), trial, data, plan=plan, cpu_before=read_share
+            )
+        except TrainingError as exc:
+            log.error("trial %d: %s: %s", trial.trial, exc.reason, exc.message)
+            result = failed_outcome(trial, exc.reason, exc.message)
+        except Exception as exc:  # one trial's bug or bad params must not lose the others
+            log.error("trial %d failed:\n%s", trial.trial, traceback.format_exc())
+            result = failed_outcome(trial, "InternalError", f"{type(exc).__name__}: {exc}")
+        outcomes.append(_outcome(result))
+    return batch_result(outcomes)
+
+
+def _outcome(result: Mapping[str, Any]) -> TrialOutcome:
+    return TrialOutcome.model_validate({k: v for k, v in result.items() if k != "kind"})
