@@ -91,3 +91,31 @@ def test_jobs_and_pods_are_kept_without_what_no_reader_needs() -> None:
         "initContainers": [],
         "containers": [{"name": "c", "ports": [{"name": "progress"}]}],
     }
+
+
+@pytest.mark.parametrize(
+    ("cached", "listed", "listed_at", "dropped"),
+    [
+        # a deleted Job the watch never reported: gone from the list, older than it
+        ({"a": "5", "b": "6"}, ["a"], 10, ["b"]),
+        # created after the list was taken (the watch brought it): newer than the list, kept
+        ({"a": "5", "b": "12"}, ["a"], 10, []),
+        # a version that is not a number cannot be compared: kept
+        ({"a": "5", "b": "x"}, ["a"], 10, []),
+        # a list without a resourceVersion drops nothing
+        ({"a": "5", "b": "6"}, ["a"], None, []),
+        ({"a": "5"}, ["a"], 10, []),
+    ],
+)
+def test_prune_drops_what_a_fresh_list_no_longer_holds(
+    cached: dict[str, str], listed: list[str], listed_at: int | None, dropped: list[str]
+) -> None:
+    cache = _cache()
+    for name, rv in cached.items():
+        cache.observed(_obj("Job", name, rv, {OWNER: "p"}))
+    cache.observed(_obj("TrainingPipeline", "p", "1"))  # another slice: untouched
+    assert cache.slice_namespaces("Job", OWNER) == ["ml"]
+    assert cache.prune("Job", "ml", OWNER, listed, listed_at) == dropped
+    kept = sorted(set(cached) - set(dropped))
+    assert [j["metadata"]["name"] for j in cache.list("Job", "ml", {OWNER: "p"})] == kept
+    assert cache.get("TrainingPipeline", "ml", "p") is not None

@@ -162,6 +162,42 @@ class Cache:
         found.sort(key=lambda b: str(b["metadata"].get("name")))
         return copy.deepcopy(found)
 
+    def slice_namespaces(self, kind: str, label: str | None) -> builtins.list[str]:
+        """The namespaces where the cache holds objects of the slice `kind` / `label`."""
+        with self._guard:
+            return sorted({g[1] for g in self._groups if g[0] == kind and g[2] == label})
+
+    def prune(
+        self,
+        kind: str,
+        namespace: str,
+        label: str | None,
+        present: Iterable[str],
+        listed_at: int | None,
+    ) -> builtins.list[str]:
+        """Drop the objects of the slice in `namespace` that a fresh list (at resourceVersion
+        `listed_at`) no longer holds: deleted while no watch was open, whose DELETED event kopf
+        never delivers (it relists after a watch gap, and reports only what it finds). An
+        object newer than the list (created or changed after it, known from the watch) stays,
+        and so does any whose version cannot be compared. The names dropped."""
+        if listed_at is None:
+            return []
+        keep = set(present)
+        dropped = []
+        with self._guard:
+            members = [
+                key
+                for group, keys in self._groups.items()
+                if group[:3] == (kind, namespace, label)
+                for key in keys
+            ]
+            for key in sorted(set(members)):
+                version = _version(self._objects[key])
+                if key[2] not in keep and version is not None and version <= listed_at:
+                    self._ungroup(key, self._objects.pop(key))
+                    dropped.append(key[2])
+        return dropped
+
     def names(self, kind: str) -> builtins.list[tuple[str, str]]:
         """(namespace, name) of every cached object of `kind`, sorted."""
         with self._guard:

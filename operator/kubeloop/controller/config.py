@@ -176,6 +176,9 @@ class OperatorConfig:
 
     workloads: WorkloadDefaults = field(default_factory=WorkloadDefaults)
     resync_seconds: float = 30.0
+    # How often the watch cache is checked against a fresh list of each slice (objects deleted
+    # while no watch was open: controller/cache.py prune); a list per slice and namespace.
+    relist_seconds: float = 600.0
     metrics_port: int = 9090
     server: str = ""  # plain API URL (emulator / `kubeloop local`); empty = in-cluster/kubeconfig
     log_level: str = "INFO"  # DEBUG | INFO | WARNING | ERROR; `--log-level` overrides it
@@ -205,6 +208,7 @@ class OperatorConfig:
                 serving_peers=_serving_peers(),
             ),
             resync_seconds=_float("KUBELOOP_RESYNC_SECONDS", 30.0),
+            relist_seconds=_float("KUBELOOP_RELIST_SECONDS", 600.0),
             metrics_port=int(env("KUBELOOP_METRICS_PORT", "9090")),
             server=env("KUBELOOP_KUBE_SERVER", ""),
             log_level=env("KUBELOOP_LOG_LEVEL", "") or "INFO",

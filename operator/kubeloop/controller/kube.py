@@ -21,6 +21,7 @@ once.
 
 from __future__ import annotations
 
+import builtins
 import copy
 import hashlib
 import json
@@ -350,6 +351,23 @@ class Kube:
             self.cache.observed({"kind": kind, **item})
         want = (labels or {}).items()
         return [i for i in items if want <= (i.get("metadata", {}).get("labels") or {}).items()]
+
+    def relist(self, kind: str, namespace: str, label: str | None) -> builtins.list[str]:
+        """List one cached slice (`kind`, the objects with `label` or all) in `namespace` from
+        the API and make the cache agree: what the list holds is observed, what it no longer
+        holds is dropped (deleted during a watch gap). The names dropped."""
+        query = [("labelSelector", label)] if label else []
+        try:
+            result = self._call("GET", kind, namespace, query=query)
+        except kubernetes.client.ApiException as exc:
+            raise kopf.TemporaryError(f"list {kind}: {exc.status}", delay=2) from exc
+        items: list[dict[str, Any]] = result.get("items") or []
+        for item in items:
+            self.cache.observed({"kind": kind, **item})
+        listed_at = str((result.get("metadata") or {}).get("resourceVersion") or "")
+        present = [str((i.get("metadata") or {}).get("name")) for i in items]
+        version = int(listed_at) if listed_at.isdigit() else None
+        return self.cache.prune(kind, namespace, label, present, version)
 
     def apply(
         self,

@@ -21,6 +21,8 @@ Env (all optional):
 - `KUBELOOP_METRICS_SCRAPERS`: JSON list of NetworkPolicy peers (`namespaceSelector`,
   `podSelector`) those NetworkPolicies also admit: Prometheus (the chart's `metricsFrom`).
 - `KUBELOOP_RESYNC_SECONDS`: timer period: cron resolution, canary steps, safety net (30).
+- `KUBELOOP_RELIST_SECONDS`: how often the watch cache is checked against fresh lists, for
+  objects deleted while no watch was open (600).
 - `KUBELOOP_METRICS_PORT`: Prometheus `/metrics` (9090; 0 = off).
 - `KUBELOOP_KUBE_SERVER`: a plain API URL (the emulator, `kubeloop local`); empty = in-cluster
   config, else kubeconfig.
@@ -56,7 +58,7 @@ from kubeloop.controller import kube
 from kubeloop.controller.config import OperatorConfig
 from kubeloop.controller.events import SENDERS, recorder
 from kubeloop.controller.leader import Elector, FollowerProbe
-from kubeloop.controller.observe import watch_slices
+from kubeloop.controller.observe import relist_slices, watch_slices
 from kubeloop.controller.resync import Resync
 from kubeloop.controller.runtime import runtime
 from kubeloop.controller.training import pipelines, resync
@@ -147,7 +149,13 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     watch_slices()  # kopf fills the cache before any other handler runs (controller/observe.py)
     runtime.seen.clear()
     if runtime.resync is None:
-        runtime.resync = Resync(config.resync_seconds, pipelines, resync)
+        runtime.resync = Resync(
+            config.resync_seconds,
+            pipelines,
+            resync,
+            sweep=relist_slices,
+            sweep_seconds=config.relist_seconds,
+        )
         runtime.resync.start()
     if runtime.leader is not None:  # no write once the Lease may have run out
         runtime.kube.fence = runtime.leader.may_act

@@ -10,6 +10,7 @@ DELETED event's handler here drops the object.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -21,7 +22,9 @@ from kubeloop.controller.training import PIPELINE_LABEL
 from kubeloop.resources.datawatch import DATAWATCH_LABEL
 from kubeloop.resources.registry import REGISTRY_LABEL
 
-__all__ = ["SLICES", "watch_slices"]
+__all__ = ["SLICES", "relist_slices", "watch_slices"]
+
+log = logging.getLogger("kubeloop.cache")
 
 _OWN = ("kubeloop.io", "v1alpha1")
 # (kind, group, version, plural, label: None for every object of the kind)
@@ -43,6 +46,28 @@ def watch_slices() -> None:
     """Make the cache of the API client just connected answer for every slice fed here."""
     for kind, *_, label in SLICES:
         runtime.api.cache.watch(kind, label)
+
+
+def relist_slices() -> int:
+    """Check the cache against a fresh list of every slice, in each namespace where it holds
+    objects of it (a namespaced list: the operator may watch only some namespaces): what was
+    deleted while no watch was open is dropped. How many objects were dropped."""
+    kube = runtime.kube
+    if kube is None:
+        return 0
+    dropped = 0
+    for kind, *_, label in SLICES:
+        for namespace in kube.cache.slice_namespaces(kind, label):
+            gone = kube.relist(kind, namespace, label)
+            if gone:
+                log.info(
+                    "%s %s/%s: deleted while unwatched, dropped from the cache",
+                    kind,
+                    namespace,
+                    ", ".join(gone),
+                )
+            dropped += len(gone)
+    return dropped
 
 
 def _feed(kind: str) -> Callable[..., Any]:
