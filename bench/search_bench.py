@@ -752,7 +752,6 @@ def main(argv: list[str] | None = None) -> int:
     # One thread per trial on both sides; two trials at a time.
     for name in ("OMP_NUM_THREADS", "KUBELOOP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[name] = "1"
-    os.environ["KUBELOOP_PROGRESS_LINGER_SECONDS"] = "0"
 
     import pyarrow.parquet as pq
     import yaml

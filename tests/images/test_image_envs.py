@@ -140,8 +140,6 @@ def _process(
         "HOME": str(pod_dir),
         "PYTHONUNBUFFERED": "1",
         "PYTHONDONTWRITEBYTECODE": "1",
-        # no operator reads the progress endpoint here: no wait for a read at exit
-        "KUBELOOP_PROGRESS_LINGER_SECONDS": "0",
     }
     init = container not in pod["spec"]["containers"]
     process = build_process(
