@@ -104,6 +104,16 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             "kubeloop local up to start",
         )
         assert process.poll() is None, (home / "up.log").read_text()
+        # The state file is written when the cluster is up, before `up` applies the files: wait
+        # for the example's objects (a test that read first saw two of the three).
+        wait_for(
+            lambda: (
+                len(c.kubectl("get", "tp,md,dm", "-n", "ml", "-o", "name").split()) == 3
+                or process.poll() is not None
+            ),
+            "kubeloop local up to apply examples/local",
+        )
+        assert process.poll() is None, (home / "up.log").read_text()
         yield c
     finally:
         os.killpg(process.pid, signal.SIGINT)
