@@ -272,3 +272,19 @@ def test_allocation(
     assert fields["lastRunSpecHash"] == _SPEC.run_hash()
     keys = ("handledRunRequest", "handledRetrainRequest", "handledDataFingerprint")
     assert tuple(fields[k] for k in keys) == handled
+
+
+def test_a_run_without_search_clears_the_last_search_summary() -> None:
+    """status.search (the Trials column) is the latest run's search: once spec.search is
+    removed, the next run's allocation clears it; a search run keeps it for its own write."""
+    last = {"search": {"runId": "4", "progress": "24/24", "finished": True}}
+    assert allocation(_SPEC, last, {}, 5)["search"] is None
+    assert "search" not in allocation(_SPEC, {}, {}, 5)
+    space = [{"estimator": "LogisticRegression", "params": {"C": {"uniform": [0.1, 10]}}}]
+    searching = TrainingPipelineSpec.model_validate(
+        {
+            **_SPEC.model_dump(by_alias=True, exclude_none=True),
+            "search": {"trials": 4, "space": space},
+        }
+    )
+    assert "search" not in allocation(searching, last, {}, 5)

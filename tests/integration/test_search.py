@@ -136,6 +136,11 @@ def test_search_runs_trials_then_the_winner_and_survives_a_restart(
         "best": search["best"],
     }
 
+    # spec.search removed: the next run searches nothing, and the Trials column is cleared.
+    cluster.patch(TP, "ml", "srch", {"spec": {"search": None}})
+    wait_for(lambda: cluster.get(JOBS, "ml", "srch-run-2"), what="run 2 (no search)")
+    assert "search" not in pipeline_status(cluster, "srch")
+
 
 def test_a_spec_edit_mid_search_ends_the_run_stops_its_trials_and_searches_again(
     cluster: Cluster, operator: Operator

@@ -136,8 +136,10 @@ def allocation(
     generation: int | None,
 ) -> dict[str, Any]:
     """The status fields a run's allocation writes besides the run: every trigger it satisfies
-    is handled, so none of them starts a second run."""
-    return {
+    is handled, so none of them starts a second run. status.search is the latest run's search:
+    a run that searches nothing (spec.search removed) clears the one before it (a search run
+    writes its own at once)."""
+    fields: dict[str, Any] = {
         "lastRunGeneration": generation,
         "lastRunSpecHash": spec.run_hash(),
         "handledRunRequest": annotations.get(RUN_ANNOTATION),
@@ -147,3 +149,6 @@ def allocation(
         "handledDataFingerprint": (status.get("dataCheck") or {}).get("fingerprint")
         or status.get("handledDataFingerprint"),
     }
+    if spec.search is None and status.get("search") is not None:
+        fields["search"] = None
+    return fields
