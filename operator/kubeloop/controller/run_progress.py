@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-import urllib.error
-import urllib.request
 from typing import Any
 
+from kubeloop.controller.podhttp import read_bounded
 from kubeloop_sdk.progressendpoint import PATH, PORT_NAME
 
 __all__ = ["pod_progress_url", "read_progress"]
@@ -28,7 +26,6 @@ log = logging.getLogger("kubeloop.progress")
 _INDEX = "batch.kubernetes.io/job-completion-index"
 _LIVE_PHASES = ("Pending", "Running")
 _MAX_BYTES = 64 << 10
-_CHUNK = 8 << 10
 
 
 def pod_progress_url(pod: dict[str, Any]) -> str | None:
@@ -51,19 +48,14 @@ def pod_progress_url(pod: dict[str, Any]) -> str | None:
 
 def _fetch(url: str, timeout: float) -> Any:
     # The pod runs the team's own image: a body that trickles in, or never ends, must not hold
-    # the reconcile. read1 returns after one socket read, so the deadline is checked between.
-    deadline = time.monotonic() + timeout
+    # the reconcile (podhttp.read_bounded: one deadline for the whole answer).
+    body = read_bounded(url, timeout, _MAX_BYTES)
+    if body is None:  # unreachable, 204 (nothing reported yet), too big or too slow
+        log.debug("progress not read from %s", url)
+        return None
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            if response.status != 200:  # 204: nothing reported yet
-                return None
-            body = b""
-            while chunk := response.read1(_CHUNK):
-                body += chunk
-                if len(body) > _MAX_BYTES or time.monotonic() > deadline:
-                    raise ValueError(f"more than {_MAX_BYTES} bytes or {timeout:g} s")
-            return json.loads(body)
-    except (OSError, urllib.error.URLError, ValueError) as exc:
+        return json.loads(body)
+    except ValueError as exc:
         log.debug("progress not read from %s: %s", url, exc)
         return None
 
