@@ -180,7 +180,9 @@ class ApiFaultProxy:
         self._session = aiohttp.ClientSession(timeout=timeout, auto_decompress=False)
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, handle_signals=False)
+        # At exit the operator's watches are still open through it: close them at once (the
+        # default waits 60 s for them, which the exit's join gave up on after 10).
+        runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
@@ -189,6 +191,12 @@ class ApiFaultProxy:
         self._ready.set()
         await self._stop.wait()
         await runner.cleanup()
+        # The watches it cut are handler tasks still waiting on the upstream: end them here,
+        # not at the loop's garbage collection ("Task was destroyed but it is pending").
+        handlers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
         await self._session.close()
 
     def _main(self) -> None:
