@@ -152,6 +152,36 @@ async def test_jobs_start_and_finish_at_their_events_not_at_the_relist(
         await slow.stop()
 
 
+async def test_a_running_job_whose_counts_hold_is_not_written_again(
+    cluster: EmulatorThread, runner: PodRunner, api: KubeApi
+) -> None:
+    """Only a change of a Job's counts is written, as the real controller does (a no-op patch
+    on every relist was a request per running Job and relist)."""
+    patches: list[str] = []
+    write = runner.job_controller.api.patch
+
+    async def counted(resource: str, namespace: str, name: str, *args: Any, **kw: Any) -> Any:
+        patches.append(name)
+        return await write(resource, namespace, name, *args, **kw)
+
+    runner.job_controller.api.patch = counted  # type: ignore[method-assign]
+    await api.create("batch/v1/jobs", job("steady", "import time; time.sleep(60)"))
+
+    async def ready() -> dict[str, Any] | None:
+        obj = await api.get("batch/v1/jobs", "ml", "steady")
+        return obj if ((obj or {}).get("status") or {}).get("ready") == 1 else None
+
+    await until(ready, what="the Job's pod ready")
+    written = len(patches)
+    served = cluster.emulator.requests_served
+
+    async def relisted() -> bool:  # a relist every 0.1 s: each a few requests
+        return cluster.emulator.requests_served > served + 40
+
+    await until(relisted, what="some relists")
+    assert len(patches) == written, patches
+
+
 async def _get_if(api: KubeApi, name: str, kind: str) -> dict[str, Any] | None:
     obj = await api.get("batch/v1/jobs", "ml", name)
     return obj if condition(obj, kind) else None

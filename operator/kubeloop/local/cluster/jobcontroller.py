@@ -153,16 +153,18 @@ class JobController:
             pod.task = asyncio.create_task(self.kubelet.run_to_completion(pod))
             pod.task.add_done_callback(lambda _: self.wake())
         ready = sum(1 for p in active if p.main.process is not None and p.main.process.running)
-        await self._patch_job(
-            meta,
-            {
-                "active": len(active),
-                "ready": ready,
-                "succeeded": len(succeeded),
-                "failed": len(failed),
-                **self._indexes(run, indexed),
-            },
-        )
+        counts = {
+            "active": len(active),
+            "ready": ready,
+            "succeeded": len(succeeded),
+            "failed": len(failed),
+            **self._indexes(run, indexed),
+        }
+        observed = run.job.get("status") or {}
+        if any(observed.get(key) != value for key, value in counts.items()):
+            # only a change is written, as the real controller does: a no-op patch was a
+            # request (and its admission and store work) per running Job and relist
+            await self._patch_job(meta, counts)
 
     def _indexes(self, run: JobRun, indexed: bool) -> dict[str, Any]:
         if not indexed:
