@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import datetime
 import logging
 import os
 import socket
@@ -32,6 +31,7 @@ from typing import Any
 import kopf
 from prometheus_client import Counter
 
+from kubeloop.controller import clock
 from kubeloop.controller.kube import Kube, Refused
 from kubeloop.controller.runtime import runtime
 from kubeloop.decide.events import correlation
@@ -73,7 +73,7 @@ class _Posted:
 
 
 def _timestamp() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat()
+    return clock.now().isoformat()  # the operator's one clock (tests move it)
 
 
 def _reference(body: Mapping[str, Any]) -> dict[str, Any]:

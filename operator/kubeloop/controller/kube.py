@@ -341,14 +341,7 @@ class Kube:
         the cache when the labels name a watched slice, unless `fresh`."""
         if not fresh and self.cache.covers(kind, labels):
             return self.cache.list(kind, namespace, labels)
-        query = [("labelSelector", _selector(labels))] if labels else []
-        try:
-            result = self._call("GET", kind, namespace, query=query)
-        except kubernetes.client.ApiException as exc:
-            raise kopf.TemporaryError(f"list {kind}: {exc.status}", delay=2) from exc
-        items: list[dict[str, Any]] = result.get("items") or []
-        for item in items:  # a list's items name no kind
-            self.cache.observed({"kind": kind, **item})
+        items = self._list(kind, namespace, _selector(labels) if labels else None)["items"]
         want = (labels or {}).items()
         return [i for i in items if want <= (i.get("metadata", {}).get("labels") or {}).items()]
 
@@ -356,18 +349,24 @@ class Kube:
         """List one cached slice (`kind`, the objects with `label` or all) in `namespace` from
         the API and make the cache agree: what the list holds is observed, what it no longer
         holds is dropped (deleted during a watch gap). The names dropped."""
-        query = [("labelSelector", label)] if label else []
-        try:
-            result = self._call("GET", kind, namespace, query=query)
-        except kubernetes.client.ApiException as exc:
-            raise kopf.TemporaryError(f"list {kind}: {exc.status}", delay=2) from exc
-        items: list[dict[str, Any]] = result.get("items") or []
-        for item in items:
-            self.cache.observed({"kind": kind, **item})
+        result = self._list(kind, namespace, label)  # a bare key: the objects that carry it
+        items: builtins.list[dict[str, Any]] = result["items"]
         listed_at = str((result.get("metadata") or {}).get("resourceVersion") or "")
         present = [str((i.get("metadata") or {}).get("name")) for i in items]
         version = int(listed_at) if listed_at.isdigit() else None
         return self.cache.prune(kind, namespace, label, present, version)
+
+    def _list(self, kind: str, namespace: str, selector: str | None) -> dict[str, Any]:
+        """GET the list (its `items` always present), every item observed by the cache."""
+        query = [("labelSelector", selector)] if selector else []
+        try:
+            result: dict[str, Any] = self._call("GET", kind, namespace, query=query)
+        except kubernetes.client.ApiException as exc:
+            raise kopf.TemporaryError(f"list {kind}: {exc.status}", delay=2) from exc
+        result["items"] = result.get("items") or []
+        for item in result["items"]:  # a list's items name no kind
+            self.cache.observed({"kind": kind, **item})
+        return result
 
     def apply(
         self,
