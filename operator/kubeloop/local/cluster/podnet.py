@@ -15,16 +15,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
 import random
 import socket
+import tempfile
+from pathlib import Path
+from typing import IO
 
-__all__ = ["PodNetwork", "PortForward", "relay"]
+__all__ = ["BlockClaim", "PodNetwork", "PortForward", "claims_dir", "relay"]
 
 log = logging.getLogger(__name__)
 
 _FIRST = 1 << 16  # 127.1.0.0: leave 127.0.x.x to the machine's own services
-_LAST = (1 << 24) - 1
+_BLOCKS = 254  # 127.1.x.x .. 127.254.x.x
 _CHUNK = 64 * 1024
 
 
@@ -46,28 +51,94 @@ def _first_of_block(block: int) -> int:
     return block << 16
 
 
-class PodNetwork:
-    """Hands out pod addresses: 127.B.0.1, 127.B.0.2, ... (skipping .0 and .255).
+def claims_dir() -> Path:
+    """Where the clusters of this machine's user claim their blocks (one lock file each)."""
+    return Path(tempfile.gettempdir()) / f"kubeloop-podnet-{os.getuid()}"
 
-    Each network starts in a /16 block B drawn at random, so that two clusters on one machine
-    (parallel test workers, a demo beside a test run) do not hand their pods the same address
-    and fight over `address:containerPort`.
+
+class BlockClaim:
+    """An exclusive claim on one /16 block of 127.0.0.0/8, held until `release` (or until the
+    process ends: the kernel drops a dead process's `flock`).
+
+    Every cluster on the machine claims its block in the same directory, so no two of them,
+    in this process or another (parallel test workers, a demo beside a test run), hand their
+    pods the same address and fight over `address:containerPort`.
     """
 
-    def __init__(self, block: int | None = None) -> None:
-        self._next = _first_of_block(block if block is not None else random.randint(1, 254))
+    def __init__(self, block: int, handle: IO[bytes]) -> None:
+        self.block = block
+        self._handle: IO[bytes] | None = handle
+
+    @classmethod
+    def take(cls, directory: Path, start: int) -> BlockClaim | None:
+        """The first free block from `start` on (wrapping at 254); None when all are claimed."""
+        directory.mkdir(parents=True, exist_ok=True)
+        for offset in range(_BLOCKS):
+            block = (start - 1 + offset) % _BLOCKS + 1
+            handle = (directory / f"{block}.lock").open("ab")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # another cluster holds it
+                handle.close()
+                continue
+            return cls(block, handle)
+        return None
+
+    def release(self) -> None:
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            handle.close()  # closing the last descriptor drops the flock
+
+
+class PodNetwork:
+    """Hands out pod addresses: 127.B.0.1, 127.B.0.2, ... (skipping .0 and .255) within the
+    /16 block B that this cluster claims (`BlockClaim`), wrapping around inside it.
+
+    `block` fixes the block without claiming it (tests of the numbering); `claims` is the
+    directory the claim is taken in, `start` the block tried first (random by default, so that
+    clusters seldom even try the same lock).
+    """
+
+    def __init__(
+        self,
+        block: int | None = None,
+        *,
+        claims: Path | None = None,
+        start: int | None = None,
+    ) -> None:
         self.enabled = _can_bind(_address(_FIRST + 1))
+        self._claim: BlockClaim | None = None
         if not self.enabled:
             log.info("only 127.0.0.1 is bindable here: pods share it and get no port forwards")
+        elif block is None:
+            first = start if start is not None else random.randint(1, _BLOCKS)
+            self._claim = BlockClaim.take(claims or claims_dir(), first)
+            if self._claim is None:
+                log.warning(
+                    "all %d pod address blocks are claimed by other clusters on this machine: "
+                    "this one shares block %d and its pods' ports may clash",
+                    _BLOCKS,
+                    first,
+                )
+            block = self._claim.block if self._claim is not None else first
+        self.block = block if block is not None else 0
+        self._next = _first_of_block(self.block)
 
     def allocate(self) -> str:
         """A new pod's IP (127.0.0.1 when per-pod addresses are not available)."""
         if not self.enabled:
             return "127.0.0.1"
+        first = _first_of_block(self.block)
         while True:
-            self._next = self._next + 1 if self._next < _LAST else _FIRST + 1
+            self._next = self._next + 1 if self._next < first + 0xFFFF else first + 1
             if self._next & 255 not in (0, 255):
                 return _address(self._next)
+
+    def close(self) -> None:
+        """Give the block back for another cluster."""
+        if self._claim is not None:
+            self._claim.release()
+            self._claim = None
 
 
 class PortForward:

@@ -154,6 +154,7 @@ class PodRunner:
         if marker is not None:  # this cluster's own fork server (forkserver.py)
             await asyncio.to_thread(forkserver.close_shared, {POD_MARKER: marker})
         await self.services.stop()
+        self.network.close()  # the pods' forwards are closed: their block is free again
         await self.api.close()
 
     def kill_all_now(self) -> None:
