@@ -18,7 +18,7 @@ import pytest
 from tests.polling import until
 
 from kubeloop.local.cluster.emulator import EmulatorThread
-from kubeloop.local.cluster.kubeapi import KubeApi
+from kubeloop.local.cluster.kubeapi import ApiError, KubeApi
 from kubeloop.local.cluster.podrunner import PodRunner
 from kubeloop.local.cluster.servicecontroller import LOCAL_URL_ANNOTATION
 
@@ -180,6 +180,30 @@ async def test_a_running_job_whose_counts_hold_is_not_written_again(
 
     await until(relisted, what="some relists")
     assert len(patches) == written, patches
+
+
+async def test_a_refused_completion_write_is_written_on_the_next_pass(
+    runner: PodRunner, api: KubeApi
+) -> None:
+    """The Job's outcome counts as written only once the API took it: a refused write (a 5xx
+    of a loaded API server) was remembered as done, and the Job stayed active for good."""
+    refused: list[str] = []
+    write = runner.job_controller.api.patch
+
+    async def refuse_first_outcome(
+        resource: str, namespace: str, name: str, body: dict[str, Any], **kw: Any
+    ) -> Any:
+        outcome = "conditions" in (body.get("status") or {})
+        if resource == "batch/v1/jobs" and outcome and not refused:
+            refused.append(name)
+            raise ApiError(500, "etcdserver: request timed out")
+        return await write(resource, namespace, name, body, **kw)
+
+    runner.job_controller.api.patch = refuse_first_outcome  # type: ignore[method-assign]
+    await api.create("batch/v1/jobs", job("refused", "pass"))
+    done = await until(lambda: _get_if(api, "refused", "Complete"), what="refused done")
+    assert refused == ["refused"]
+    assert done["status"]["succeeded"] == 1
 
 
 async def _get_if(api: KubeApi, name: str, kind: str) -> dict[str, Any] | None:

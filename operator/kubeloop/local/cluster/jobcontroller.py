@@ -9,8 +9,8 @@ attempt (run by the `kubelet`), `ttlSecondsAfterFinished` honoured.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +24,8 @@ __all__ = ["JOBS", "JobController", "JobRun"]
 
 JOBS = "batch/v1/jobs"
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class JobRun:
@@ -32,8 +34,7 @@ class JobRun:
     job: dict[str, Any]
     pods: list[PodRun] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
-    finished: bool = False
-    finished_at: float | None = None
+    finished: bool = False  # its outcome is written
 
 
 class JobController:
@@ -205,17 +206,20 @@ class JobController:
             pod["spec"].setdefault("hostname", f"{meta['name']}-{index}")
         return PodRun(name, namespace, pod, self.kubelet.pod_dir(namespace, name), index=index)
 
-    async def _patch_job(self, meta: Mapping[str, Any], status: dict[str, Any]) -> None:
-        with contextlib.suppress(ApiError):
+    async def _patch_job(self, meta: Mapping[str, Any], status: dict[str, Any]) -> bool:
+        """Write the Job's status; False when the API refused it (the next pass tries again)."""
+        try:
             await self.api.patch(
                 JOBS, meta["namespace"], meta["name"], {"status": status}, subresource="status"
             )
+        except ApiError as exc:
+            log.warning("job %s/%s: status not written: %s", meta["namespace"], meta["name"], exc)
+            return False
+        return True
 
     async def _finish_job(
         self, run: JobRun, succeeded: list[PodRun], failed: list[PodRun], reason: str
     ) -> None:
-        run.finished = True
-        run.finished_at = time.monotonic()
         now = api_now()
         indexed = (run.job.get("spec") or {}).get("completionMode") == "Indexed"
         failed = [p for p in run.pods if p.done and p.exit_code != 0]
@@ -263,7 +267,9 @@ class JobController:
                 },
             ]
             extra = {"completionTime": now}
-        await self._patch_job(
+        # Finished once the API holds it: a refused write is tried again on the next pass
+        # (the pods are done, so the same outcome), never lost.
+        run.finished = await self._patch_job(
             run.job["metadata"],
             {
                 "active": 0,
