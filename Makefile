@@ -15,7 +15,7 @@ export PATH := $(TOOLS)/bin:$(PATH)
 # Test modules run in parallel workers, the `slow`-marked ones first (tests/conftest.py); most
 # tests wait on processes and the API rather than compute, so more workers than cores pay.
 TEST_WORKERS ?= 4
-PYTEST_ARGS ?= -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25
+PYTEST_ARGS ?= -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25 --tb=short
 
 .DEFAULT_GOAL := help
 .PHONY: help install system-deps tools test test-deps reliability lint crds check-crds demo bench bench-venvs venv-evidently venv-nannyml venv-checkov image-venvs e2e clean

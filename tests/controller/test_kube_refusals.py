@@ -5,6 +5,8 @@ refused or failed write is one WARNING line with the object and the server's mes
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -143,3 +145,30 @@ def test_a_write_that_cannot_reach_the_server_is_logged_with_the_object(
     ((level, message, obj),) = _write_lines(caplog)
     assert level == logging.WARNING and message.startswith("patch Job ml/a failed: ")
     assert obj == {"kind": "Job", "namespace": "ml", "name": "a"}
+
+
+def test_a_request_the_server_never_answers_times_out_as_a_temporary_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A server that takes the connection (the kernel completes the handshake on the listening
+    # socket) and never answers: without a default timeout the reconcile thread waited for
+    # good, and every later reconcile of its object coalesced into that one.
+    monkeypatch.setattr(kube, "REQUEST_TIMEOUT", (2.0, 0.5))
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        client = kube.connect(f"http://127.0.0.1:{silent.getsockname()[1]}")
+        raised: list[BaseException] = []
+
+        def read() -> None:
+            try:
+                client.get("Job", "ml", "a")
+            except BaseException as exc:  # noqa: BLE001 (what the thread saw, checked below)
+                raised.append(exc)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        reader.join(timeout=20)
+    assert not reader.is_alive(), "the GET still waits on a server that never answers"
+    (error,) = raised
+    assert isinstance(error, kopf.TemporaryError) and "timed out" in str(error).lower()

@@ -206,6 +206,19 @@ async def test_a_refused_completion_write_is_written_on_the_next_pass(
     assert done["status"]["succeeded"] == 1
 
 
+async def test_describe_job_shows_each_container_and_its_log_tail(
+    runner: PodRunner, api: KubeApi
+) -> None:
+    # What a timed-out wait on a Job prints (the demo's drift check): CI shows no pod logs.
+    await api.create("batch/v1/jobs", job("told", "print('first'); print('last words')"))
+    await until(lambda: _get_if(api, "told", "Complete"), what="told done")
+    described = runner.describe_job("ml", "told", lines=1)
+    assert "job told: finished=True, 1 pod(s)" in described
+    assert "container main: exit 0" in described
+    assert described.endswith("| last words") and "first" not in described
+    assert runner.describe_job("ml", "nope") == "job ml/nope: not run here (not seen, or forgotten)"
+
+
 async def _get_if(api: KubeApi, name: str, kind: str) -> dict[str, Any] | None:
     obj = await api.get("batch/v1/jobs", "ml", name)
     return obj if condition(obj, kind) else None

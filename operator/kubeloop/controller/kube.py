@@ -51,6 +51,11 @@ __all__ = [
     "holds",
 ]
 
+# (connect, read) seconds for a request that names none: without it one that is never answered
+# (a half-open connection, a stalled apiserver) held its reconcile thread, and every later
+# reconcile of that object coalesced into it, for good. A read timeout is a TemporaryError.
+REQUEST_TIMEOUT = (10.0, 60.0)
+
 # kind -> (API prefix, plural)
 PLURALS: dict[str, tuple[str, str]] = {
     "TrainingPipeline": ("/apis/kubeloop.io/v1alpha1", "trainingpipelines"),
@@ -249,7 +254,7 @@ class Kube:
                 auth_settings=["BearerToken"],
                 _return_http_data_only=True,
                 _preload_content=True,
-                _request_timeout=timeout,
+                _request_timeout=timeout if timeout is not None else REQUEST_TIMEOUT,
             )
         except kubernetes.client.ApiException as exc:
             if exc.status in (404, 409):

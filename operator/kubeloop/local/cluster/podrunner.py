@@ -210,6 +210,37 @@ class PodRunner:
         """Create a Job from a CronJob now (`kubectl create job --from=cronjob/<name>`)."""
         return await self.cronjob_controller.trigger(namespace, name)
 
+    def describe_job(self, namespace: str, name: str, lines: int = 8) -> str:
+        """What this runner knows of a Job's pods, for an error that waited on it: each pod's
+        containers (running, exit code) and the last `lines` of each one's log."""
+        runs = [
+            run
+            for run in self.jobs.values()
+            if run.job["metadata"]["namespace"] == namespace
+            and run.job["metadata"]["name"] == name
+        ]
+        if not runs:
+            return f"job {namespace}/{name}: not run here (not seen, or forgotten)"
+        parts = []
+        for run in runs:
+            parts.append(f"job {name}: finished={run.finished}, {len(run.pods)} pod(s)")
+            for pod in run.pods:
+                for container in pod.containers:
+                    process = container.process
+                    state = (
+                        "not started"
+                        if process is None
+                        else "running"
+                        if process.running
+                        else f"exit {container.exit_code}"
+                    )
+                    parts.append(f"  pod {pod.name} container {container.name}: {state}")
+                    log_path = process.log_path if process is not None else None
+                    if log_path is not None and log_path.exists():
+                        tail = log_path.read_text(errors="replace").splitlines()[-lines:]
+                        parts.extend(f"    | {line[:300]}" for line in tail)
+        return "\n".join(parts)
+
     def service_url(self, namespace: str, name: str) -> str | None:
         """The loopback URL of a Service's first port, once it is proxied."""
         return self.services.service_url(namespace, name)

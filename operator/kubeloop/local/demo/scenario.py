@@ -460,7 +460,11 @@ class Scenario:
 
         async def seen() -> str:
             found = await self.api.get("batch/v1/jobs", NAMESPACE, job_name)
-            return f"job status={_status(found)}; DriftMonitor status={await self.get(DM)}"
+            assert self.stack is not None and self.stack.runner is not None
+            pods = self.stack.runner.describe_job(NAMESPACE, job_name)
+            return (
+                f"job status={_status(found)}; DriftMonitor status={await self.get(DM)}\n{pods}"
+            )
 
         check = await _wait(
             f"DriftMonitor {self.name}: verdict of {job_name} in its status",
