@@ -216,8 +216,7 @@ class PodRunner:
         runs = [
             run
             for run in self.jobs.values()
-            if run.job["metadata"]["namespace"] == namespace
-            and run.job["metadata"]["name"] == name
+            if run.job["metadata"]["namespace"] == namespace and run.job["metadata"]["name"] == name
         ]
         if not runs:
             return f"job {namespace}/{name}: not run here (not seen, or forgotten)"

@@ -462,9 +462,7 @@ class Scenario:
             found = await self.api.get("batch/v1/jobs", NAMESPACE, job_name)
             assert self.stack is not None and self.stack.runner is not None
             pods = self.stack.runner.describe_job(NAMESPACE, job_name)
-            return (
-                f"job status={_status(found)}; DriftMonitor status={await self.get(DM)}\n{pods}"
-            )
+            return f"job status={_status(found)}; DriftMonitor status={await self.get(DM)}\n{pods}"
 
         check = await _wait(
             f"DriftMonitor {self.name}: verdict of {job_name} in its status",
