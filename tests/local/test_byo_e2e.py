@@ -15,10 +15,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 
-from kubeloop.local.cluster.kubeapi import KubeApi
+from kubeloop.local.cluster.kubeapi import ApiError, KubeApi
 from kubeloop.local.demo.scenario import CHURN, DIGITS, DemoData, DemoResult, run_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,7 +44,12 @@ pytestmark = [
 
 
 class ProgressSeen:
-    """An observer that records every distinct `currentRun.progress` of the pipeline."""
+    """An observer that records every distinct `currentRun.progress` of the pipeline.
+
+    It watches the pipelines: each status write is an event, so a progress that the run's
+    record replaces a moment later is seen too (polling every 0.2 s missed run 1's progress
+    when the record followed it within the poll). A watch the server ends is watched again,
+    after one read for what happened in between."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -53,17 +59,26 @@ class ProgressSeen:
     def step(self, text: str) -> None:
         print(text, flush=True)
 
-    async def attach(self, api: KubeApi) -> None:
-        async def poll() -> None:
-            while True:
-                body = await api.get(TP, "ml", self.name) or {}
-                run = (body.get("status") or {}).get("currentRun") or {}
-                progress = run.get("progress")
-                if progress and progress not in self.seen:
-                    self.seen.append(progress)
-                await asyncio.sleep(0.2)
+    def _saw(self, body: dict[str, Any] | None) -> None:
+        run = ((body or {}).get("status") or {}).get("currentRun") or {}
+        progress = run.get("progress")
+        if progress and progress not in self.seen:
+            self.seen.append(progress)
 
-        self._task = asyncio.create_task(poll())
+    async def attach(self, api: KubeApi) -> None:
+        async def watch() -> None:
+            while True:
+                try:
+                    self._saw(await api.get(TP, "ml", self.name))
+                    async for event in api.watch(TP):
+                        body = event.get("object") or {}
+                        if (body.get("metadata") or {}).get("name") == self.name:
+                            self._saw(body)
+                except (ApiError, aiohttp.ClientError) as exc:
+                    print(f"progress watch: {exc!r}; watching again", flush=True)
+                    await asyncio.sleep(0.2)
+
+        self._task = asyncio.create_task(watch())
 
     async def detach(self) -> None:
         if self._task is not None:
