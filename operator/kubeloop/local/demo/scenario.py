@@ -51,6 +51,7 @@ __all__ = [
     "DemoResult",
     "DriftCheck",
     "Observer",
+    "new_check",
     "run_scenario",
 ]
 
@@ -219,6 +220,15 @@ class DemoResult:
 
 def _status(obj: dict[str, Any] | None) -> dict[str, Any]:
     return dict((obj or {}).get("status") or {})
+
+
+def new_check(status: Mapping[str, Any], earlier: set[str]) -> str | None:
+    """The Job of the check a DriftMonitor's status records, when it is one triggered (or
+    scheduled) after the Jobs `earlier` existed and it has a verdict; else None."""
+    last = status.get("lastJob")
+    if not last or str(last) in earlier or not status.get("verdict"):
+        return None
+    return str(last)
 
 
 async def _wait(
@@ -450,11 +460,11 @@ class Scenario:
         async def probe() -> DriftCheck | None:
             self._operator_check()
             status = await self.get(DM)
-            last = status.get("lastJob")
-            if not last or last in earlier or not status.get("verdict"):
+            last = new_check(status, earlier)
+            if last is None:
                 return None
             return DriftCheck(
-                job=str(last),
+                job=last,
                 verdict=str(status["verdict"]),
                 drift_share=status.get("driftShare"),
                 rows=status.get("rows"),
