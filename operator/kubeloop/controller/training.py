@@ -71,7 +71,7 @@ from kubeloop.resources.datawatch import (
     build_data_watch_cronjob,
     data_watch_name,
 )
-from kubeloop.resources.registry import REGISTRY_LABEL
+from kubeloop.resources.registry import REGISTRY_LABEL, with_registry_read
 from kubeloop.resources.training import (
     KUEUE_QUEUE_LABEL,
     RUN_ID_LABEL,
@@ -386,6 +386,31 @@ def _record_job(
     )
 
 
+def _settle_read(
+    spec: TrainingPipelineSpec,
+    status: dict[str, Any],
+    body: dict[str, Any],
+    *,
+    run: Mapping[str, Any],
+    job: Mapping[str, Any],
+) -> bool:
+    """The end of a run whose Job read the registry first: apply what its init container read
+    (controller/adoption.py `settle_read`); returns whether the run stands (is recorded)."""
+    result = job_result(job, {PIPELINE_LABEL: body["metadata"]["name"]}, "RegistryResult")
+    stands, reason, message, warning = adoption.settle_read(
+        status,
+        run,
+        result,
+        artifacts=spec.artifacts,
+        spec_hash=spec.run_hash(),
+        generation=body["metadata"].get("generation"),
+        metric=spec.promotion.metric if spec.promotion else None,
+        now=clock.now(),
+    )
+    post_event(body, reason, message, warning=warning)
+    return stands
+
+
 def _watch_data(spec: TrainingPipelineSpec, status: dict[str, Any], body: dict[str, Any]) -> None:
     """Keep the data-watch CronJob in line with spec.dataTrigger, and fold its newest finished
     check into status.dataCheck (once per Job)."""
@@ -438,6 +463,8 @@ def _ensure_children(
         champion=champion,
         search=search.winning_search(spec, run),
     )
+    if run.get("readsRegistry"):
+        job = with_registry_read(job, owner, spec, run_id=run_id, defaults=runtime.config.workloads)
     return api.apply(job)
 
 
@@ -643,6 +670,10 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
     for run_id in runs_to_record(watermark, last_run_id, outcomes):
         mine = current is not None and int(current["id"]) == run_id
         run = current if mine and current is not None else _run_of(jobs[run_id])
+        read = mine and run.get("readsRegistry")
+        if read and not _settle_read(spec, status, body, run=run, job=jobs[run_id]):
+            current = None  # withdrawn: adopted, or read again after a backoff
+            continue
         _record_job(spec, status, body, run=run, job=jobs[run_id], outcome=str(outcomes[run_id]))
         if mine:
             status["currentRun"] = current = None
@@ -657,10 +688,9 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
         current = status.get("currentRun")
 
     # 2. before the first run, what the registry holds (a pipeline of this name deleted and
-    # created again adopts its champion and run numbering; controller/adoption.py).
+    # created again adopts its champion and run numbering; controller/adoption.py): the result
+    # of a read queued in a registry Job.
     if adoption.inspect_pending(status):
-        if adoption.inspect_due(status, clock.now()):
-            allocate(status, name, adoption.inspect_op(f"{namespace}/{name}"))
         reconcile_registry(spec, status, body, conditions, persist)
 
     # 3. start a run when a trigger is pending and none is running.
@@ -674,7 +704,8 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
         created=body["metadata"]["creationTimestamp"],
         now=clock.now(),
         first_run=adoption.first_run(status),
-        idle=not status.get("currentRun") and not adoption.inspect_pending(status),
+        idle=not status.get("currentRun")
+        and not adoption.holds_runs(status, clock.now(), foldable=spec.search is None),
     )
     decision = decide_run(inputs)
     trigger = decision.waiting
@@ -682,6 +713,9 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
         status["lastScheduleTime"] = decision.tick
     for event in decision.events:
         post_event(body, event.reason, event.message, warning=event.warning)
+    if decision.start is None and adoption.inspect_due(status, clock.now()):
+        # No run to carry the read (suspended, a search first): a registry Job reads it.
+        allocate(status, name, adoption.inspect_op(f"{namespace}/{name}"))
     if decision.start is not None:
         run_id = int(status.get("lastRunId") or 0) + 1
         run = {
@@ -693,6 +727,8 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
             # A merge patch over the previous run's entry: its progress must not carry over.
             "progress": None,
         }
+        if adoption.inspect_pending(status):
+            adoption.fold_read(status, run)  # the first run's Job reads the registry first
         status.update(
             lastRunId=run_id,
             currentRun=run,
