@@ -363,10 +363,13 @@ class Registry:
             if name.isdigit() and (name != run_id or not self._marker_of(run_id, pipeline_uid)):
                 return False
         seen, _ = self._numbers()
-        return all(self._claim_owner(n) == (pipeline_uid, run_id) for n in sorted(seen))
+        own = (pipeline_uid, run_id) if pipeline_uid else None  # no uid: nothing is its own
+        return all(self._claim_owner(n) == own for n in sorted(seen))
 
     def _marker_of(self, run_id: str, pipeline_uid: str | None) -> bool:
-        """Whether `runs/<run_id>/run.json` names pipeline object `pipeline_uid`."""
+        """Whether `runs/<run_id>/run.json` names pipeline object `pipeline_uid` (not None)."""
+        if not pipeline_uid:
+            return False
         try:
             body = json.loads(
                 self.store.read_bytes(join(self.artifacts, "runs", run_id, "run.json"))

@@ -76,9 +76,11 @@ __all__ = [
     "READ_FAILED_EXIT_CODE",
     "REFUSALS",
     "RegistryJobError",
+    "empty_registry_result",
     "inspect",
     "main",
     "promote",
+    "read_exit_code",
 ]
 
 log = logging.getLogger("kubeloop.registry")
@@ -240,10 +242,21 @@ def inspect(artifacts: str, pipeline: str) -> dict[str, Any]:
     return result
 
 
-def empty_registry_result() -> dict[str, Any]:
+def empty_registry_result(args: list[str] | None = None) -> dict[str, Any]:
     """What `inspect` answers for a registry nothing was written to (a new pipeline): computed
-    by `inspect` itself on an empty folder, for stand-ins of the registry Job."""
-    return copy.deepcopy(_empty_registry_result())
+    by `inspect` itself on an empty folder, for stand-ins of the registry Job; with the Job's
+    `args`, as they ask (`--require-empty`: empty)."""
+    result = copy.deepcopy(_empty_registry_result())
+    if args is not None and "--require-empty" in args:
+        result["empty"] = True
+    return result
+
+
+def read_exit_code(result: dict[str, Any]) -> int:
+    """The exit code of `inspect --require-empty` that left `result`."""
+    if not result.get("ok"):
+        return READ_FAILED_EXIT_CODE
+    return 0 if result.get("empty") else NOT_EMPTY_EXIT_CODE
 
 
 @functools.cache
@@ -309,15 +322,9 @@ def main(argv: list[str]) -> int:
     else:
         result.setdefault("operation", "inspect")
         if args.require_empty:
-            code = _require_empty_code(result)
+            code = read_exit_code(result)
     write_result(result, args.result_path)
     return code
-
-
-def _require_empty_code(result: dict[str, Any]) -> int:
-    if not result.get("ok"):
-        return READ_FAILED_EXIT_CODE
-    return 0 if result.get("empty") else NOT_EMPTY_EXIT_CODE
 
 
 def _run(args: argparse.Namespace) -> dict[str, Any]:
