@@ -56,6 +56,7 @@ from kubeloop.controller.status import (
     job_outcome,
     newest_finished,
     now,
+    owned_by,
     pod_blocked,
     post_event,
     set_condition,
@@ -509,7 +510,13 @@ def _advance_run(
             status["currentRun"] = None
             return None, False
     job = _start(spec, status, body, run, conditions)
+    if job is not None and not _ours(job, body):
+        return None, False  # an earlier pipeline's Job holds the name: wait until it is gone
     return job, job is None
+
+
+def _ours(job: Mapping[str, Any], body: Mapping[str, Any]) -> bool:
+    return owned_by(job, body["metadata"].get("uid"))
 
 
 def _job_pods(namespace: str, name: str, run: Mapping[str, Any] | None) -> list[dict[str, Any]]:
@@ -654,15 +661,16 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
     if full or (current is not None and int(current["id"]) > watermark + 1):
         listed = api.list("Job", namespace, {PIPELINE_LABEL: name})
         # A search's trial Jobs carry their run's id too; controller/search.py reads them.
-        jobs = {
-            int(j["metadata"]["labels"][RUN_ID_LABEL]): j
-            for j in listed
-            if TRIAL_LABEL not in j["metadata"]["labels"]
-        }
+        listed = [j for j in listed if TRIAL_LABEL not in j["metadata"]["labels"]]
     else:
         within = {PIPELINE_LABEL: name}
         found = api.get("Job", namespace, current["job"], within=within) if current else None
-        jobs = {int(current["id"]): found} if current and found else {}
+        listed = [found] if current and found else []
+    # A Job of a run id another object owns (a pipeline of this name deleted, its Jobs not yet
+    # collected, whose run 1 a re-created pipeline's run 1 meets) is never ours to record: its
+    # run waits until the garbage collector removes it (that deletion reconciles again).
+    jobs = {int(j["metadata"]["labels"][RUN_ID_LABEL]): j for j in listed if _ours(j, body)}
+    held = {int(j["metadata"]["labels"][RUN_ID_LABEL]) for j in listed if not _ours(j, body)}
 
     # 1. finished runs, in order, each once; the current run's Job missing -> (re)create it.
     outcomes = {run_id: job_outcome(job) for run_id, job in jobs.items()}
@@ -677,7 +685,7 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
         _record_job(spec, status, body, run=run, job=jobs[run_id], outcome=str(outcomes[run_id]))
         if mine:
             status["currentRun"] = current = None
-    if current is not None and int(current["id"]) not in jobs:
+    if current is not None and int(current["id"]) not in jobs and int(current["id"]) not in held:
         # Allocated before a crash (or the Job was deleted while running): (re)create it
         # under its deterministic name, so the run resumes instead of being lost. A run with
         # spec.search runs its trials first.
