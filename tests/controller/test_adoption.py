@@ -11,6 +11,7 @@ import pytest
 
 from kubeloop.controller.adoption import (
     ADOPTED,
+    Adopter,
     apply_inspect,
     first_run,
     fold_read,
@@ -28,6 +29,7 @@ from kubeloop.controller.promotions import check_request
 
 NOW = datetime.datetime(2026, 11, 30, 12, 0, 0, tzinfo=datetime.UTC)
 ARTIFACTS = "s3://models/churn/"
+ADOPTER = Adopter(ARTIFACTS, spec_hash="abc", generation=1, metric="roc_auc")
 INSPECTED = {"inspectedAt": "2026-11-30T11:00:00Z", "lastRunId": 5, "failures": 0}
 QUEUED = {"registryQueue": [{**inspect_op("ml/churn"), "id": "1", "job": "churn-registry-1"}]}
 RUN_1 = {"id": "1", "job": "churn-run-1", "trigger": "Create", "startedAt": "2026-11-30T12:00:00Z"}
@@ -98,15 +100,7 @@ def _inspected(**fields: Any) -> dict[str, Any]:
 
 
 def _apply(status: dict[str, Any], result: dict[str, Any] | None) -> tuple[str, str, bool]:
-    return apply_inspect(
-        status,
-        result,
-        artifacts=ARTIFACTS,
-        spec_hash="abc",
-        generation=1,
-        metric="roc_auc",
-        now=NOW,
-    )
+    return apply_inspect(status, result, ADOPTER, now=NOW)
 
 
 def test_a_champion_in_the_registry_is_adopted_and_no_run_starts() -> None:
@@ -217,16 +211,7 @@ def test_a_new_pipelines_first_run_carries_the_read() -> None:
 
 
 def _settle(status: dict[str, Any], result: dict[str, Any] | None) -> tuple[bool, str, str, bool]:
-    return settle_read(
-        status,
-        status["currentRun"],
-        result,
-        artifacts=ARTIFACTS,
-        spec_hash="abc",
-        generation=1,
-        metric="roc_auc",
-        now=NOW,
-    )
+    return settle_read(status, status["currentRun"], result, ADOPTER, now=NOW)
 
 
 def _folded() -> dict[str, Any]:

@@ -36,11 +36,15 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
+
+from kubeloop.api.training import TrainingPipelineSpec
 
 __all__ = [
     "ADOPTED",
     "INSPECT",
+    "Adopter",
     "apply_inspect",
     "first_run",
     "fold_read",
@@ -159,21 +163,36 @@ def first_run(status: Mapping[str, Any]) -> bool:
     return int(status.get("lastRunId") or 0) <= adopted_up_to and not status.get("champion")
 
 
+@dataclass(frozen=True)
+class Adopter:
+    """What of the pipeline a read's result is applied for: its artifacts, and the spec now
+    (`spec_hash`, `generation`: an adopted champion stands for it, so that spec starts no run;
+    `metric`: the gate's, for the champion's score)."""
+
+    artifacts: str
+    spec_hash: str
+    generation: int | None
+    metric: str | None
+
+    @classmethod
+    def of(cls, spec: TrainingPipelineSpec, generation: int | None) -> Adopter:
+        """The pipeline's, from its spec and metadata.generation."""
+        metric = spec.promotion.metric if spec.promotion else None
+        return cls(spec.artifacts, spec.run_hash(), generation, metric)
+
+
 def apply_inspect(
     status: dict[str, Any],
     result: Mapping[str, Any] | None,
+    adopter: Adopter,
     *,
-    artifacts: str,
-    spec_hash: str,
-    generation: int | None,
-    metric: str | None,
     now: datetime.datetime,
     withdrawn: int = 0,
 ) -> tuple[str, str, bool]:
     """What an inspect Job's result does to status; returns the Event (reason, message,
-    warning). `spec_hash` and `generation` are the spec's now: an adopted champion stands for
-    it, so that spec starts no run (`metric`: the gate's, for the champion's score).
-    `withdrawn`: the id of the run withdrawn because of this read: taken, as the registry's."""
+    warning). `withdrawn`: the id of the run withdrawn because of this read: taken, as the
+    registry's."""
+    artifacts, metric = adopter.artifacts, adopter.metric
     stamp = now.strftime(_FORMAT)
     sync = dict(_sync(status))
     if withdrawn:
@@ -215,7 +234,7 @@ def apply_inspect(
             "promotedAt": champion.get("promotedAt") or stamp,
         }
         # The spec applied again is the one the champion stands for: no SpecChange run.
-        status.update(lastRunGeneration=generation, lastRunSpecHash=spec_hash)
+        status.update(lastRunGeneration=adopter.generation, lastRunSpecHash=adopter.spec_hash)
         message = (
             f"version {version} is the champion again, adopted from the registry at "
             f"{artifacts}; run numbering continues after run {last}"
@@ -258,11 +277,8 @@ def settle_read(
     status: dict[str, Any],
     run: Mapping[str, Any],
     result: Mapping[str, Any] | None,
+    adopter: Adopter,
     *,
-    artifacts: str,
-    spec_hash: str,
-    generation: int | None,
-    metric: str | None,
     now: datetime.datetime,
 ) -> tuple[bool, str, str, bool]:
     """What the end of a run whose Job read the registry first (`result`: its init container's
@@ -277,28 +293,12 @@ def settle_read(
     if result is not None and result.get("ok") and result.get("empty") is True:
         # This run's own traces (a retried pod's marker and claim) are not the registry's.
         empty = {**result, "lastRunId": 0, "versions": [], "aliases": {}, "champion": None}
-        apply_inspect(
-            status,
-            empty,
-            artifacts=artifacts,
-            spec_hash=spec_hash,
-            generation=generation,
-            metric=metric,
-            now=now,
-        )
-        message = f"the registry at {artifacts} holds nothing of this pipeline: run {run_id} trains"
+        apply_inspect(status, empty, adopter, now=now)
+        where = adopter.artifacts
+        message = f"the registry at {where} holds nothing of this pipeline: run {run_id} trains"
         status["registrySync"] = {**_sync(status), "message": message}
         return True, "RegistryRead", message, False
-    reason, message, warning = apply_inspect(
-        status,
-        result,
-        artifacts=artifacts,
-        spec_hash=spec_hash,
-        generation=generation,
-        metric=metric,
-        now=now,
-        withdrawn=run_id,
-    )
+    reason, message, warning = apply_inspect(status, result, adopter, now=now, withdrawn=run_id)
     status["lastRecordedRunId"] = max(run_id, int(status.get("lastRecordedRunId") or 0))
     status["currentRun"] = None
     return False, reason, f"run {run_id} withdrawn before it trained: {message}", warning

@@ -387,31 +387,6 @@ def _record_job(
     )
 
 
-def _settle_read(
-    spec: TrainingPipelineSpec,
-    status: dict[str, Any],
-    body: dict[str, Any],
-    *,
-    run: Mapping[str, Any],
-    job: Mapping[str, Any],
-) -> bool:
-    """The end of a run whose Job read the registry first: apply what its init container read
-    (controller/adoption.py `settle_read`); returns whether the run stands (is recorded)."""
-    result = job_result(job, {PIPELINE_LABEL: body["metadata"]["name"]}, "RegistryResult")
-    stands, reason, message, warning = adoption.settle_read(
-        status,
-        run,
-        result,
-        artifacts=spec.artifacts,
-        spec_hash=spec.run_hash(),
-        generation=body["metadata"].get("generation"),
-        metric=spec.promotion.metric if spec.promotion else None,
-        now=clock.now(),
-    )
-    post_event(body, reason, message, warning=warning)
-    return stands
-
-
 def _watch_data(spec: TrainingPipelineSpec, status: dict[str, Any], body: dict[str, Any]) -> None:
     """Keep the data-watch CronJob in line with spec.dataTrigger, and fold its newest finished
     check into status.dataCheck (once per Job)."""
@@ -678,10 +653,16 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
     for run_id in runs_to_record(watermark, last_run_id, outcomes):
         mine = current is not None and int(current["id"]) == run_id
         run = current if mine and current is not None else _run_of(jobs[run_id])
-        read = mine and run.get("readsRegistry")
-        if read and not _settle_read(spec, status, body, run=run, job=jobs[run_id]):
-            current = None  # withdrawn: adopted, or read again after a backoff
-            continue
+        if mine and run.get("readsRegistry"):
+            # Its Job read the registry first: adopt what it found, or record the run as any.
+            read = job_result(jobs[run_id], {PIPELINE_LABEL: name}, "RegistryResult")
+            adopter = adoption.Adopter.of(spec, generation)
+            settled = adoption.settle_read(status, run, read, adopter, now=clock.now())
+            stands, reason, message, warning = settled
+            post_event(body, reason, message, warning=warning)
+            if not stands:
+                current = None  # withdrawn: adopted, or read again after a backoff
+                continue
         _record_job(spec, status, body, run=run, job=jobs[run_id], outcome=str(outcomes[run_id]))
         if mine:
             status["currentRun"] = current = None
