@@ -125,6 +125,7 @@ def test_crash_between_allocation_and_job_creation(cluster: Cluster, operator: O
     assert status["champion"]["version"] == "2" and status["lastRunId"] == 2
 
 
+@pytest.mark.slow  # ~9 s of waiting for the pipeline to settle, twice
 def test_crash_between_the_first_runs_allocation_and_its_job(
     cluster: Cluster, operator: Operator
 ) -> None:
