@@ -294,3 +294,58 @@ def test_a_registry_read_that_cannot_start_or_fails_says_so_and_no_run_starts(
     finally:
         cluster.inspect = empty_registry
         cluster.delete(TP, "ml", name)
+
+
+def test_a_run_job_another_object_still_owns_is_never_recorded_and_waits_to_be_collected(
+    cluster: Cluster, operator: Operator
+) -> None:
+    """A pipeline deleted and applied again before the garbage collector took its Jobs: the
+    new run 1 meets the old `<name>-run-1` (finished, with a result). It is not this object's:
+    never recorded, never taken as run 1's Job; once collected, run 1's own Job is created."""
+    name = "adopt-gc"
+    old = cluster.create(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "old", "namespace": "ml"}}
+    )
+    owner = {"apiVersion": "v1", "kind": "ConfigMap", "name": "old", "uid": old["metadata"]["uid"]}
+    labels = {"kubeloop.io/trainingpipeline": name, "kubeloop.io/run-id": "1"}
+    template = {
+        "metadata": {"labels": labels},
+        "spec": {"containers": [], "restartPolicy": "Never"},
+    }
+    cluster.create(
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {
+                "name": f"{name}-run-1",
+                "namespace": "ml",
+                "labels": labels,
+                "ownerReferences": [owner],
+            },
+            "spec": {"template": template},
+        }
+    )
+    cluster.finish_job(
+        "ml", f"{name}-run-1", {"kind": "TrainingResult", "ok": True, "version": "9"}
+    )
+    try:
+        cluster.create(example("churn-pipeline.yaml", name=name))
+        wait_for(lambda: _status(cluster, name=name).get("currentRun"), what="run 1 allocated")
+        settled(cluster, "trainingpipelines", name)
+        status = _status(cluster, name=name)
+        assert status["currentRun"]["id"] == "1" and not status.get("runs")
+        job = cluster.get(JOBS, "ml", f"{name}-run-1")
+        assert job is not None and job["metadata"]["ownerReferences"] == [owner]
+
+        cluster.delete("v1/configmaps", "ml", "old")  # the garbage collector takes the Job
+        mine = wait_for(
+            lambda: (
+                (j := cluster.get(JOBS, "ml", f"{name}-run-1"))
+                and j["metadata"]["ownerReferences"][0]["kind"] == "TrainingPipeline"
+                and j
+            ),
+            what="run 1's own Job",
+        )
+        assert mine["spec"]["template"]["spec"]["initContainers"][0]["name"] == "registry"
+    finally:
+        cluster.delete(TP, "ml", name)
