@@ -368,7 +368,7 @@ def _doc(results: list[dict[str, Any]], command: str, machine: str) -> str:
             "- time to all Jobs: from the first create until N run Jobs exist (polled every",
             "  0.2 s, after 5 s every 1 s); RSS: the child's VmRSS then, and its peak;",
             "- requests per new pipeline: the proxy's count over that same window, over N",
-            "  (Kubeloop's first run waits for its registry read, a Job that ends at once);",
+            "  (Kubeloop's first run reads the registry in its own Job, an init container);",
             "- idle: every run Job then ends with a successful result (the gate promotes it, the",
             "  alias write's registry Job ends at once); once all N+1 pipelines are Succeeded",
             "  with nothing queued and the operator sent nothing for 1 s (its Events of the",

@@ -5,7 +5,8 @@ then the Job's `Complete` condition, as the real controllers leave them.
 - registry Jobs (`kubeloop registry inspect|promote`) end right after they are created: the
   registry is empty (a new pipeline), and every alias write succeeds;
 - run Jobs (`<pipeline>-run-<id>`, both operators' naming) keep running until `finish_runs`,
-  which ends each with a successful TrainingResult (the gate then promotes it).
+  which ends each with a successful TrainingResult (the gate then promotes it); a first run's
+  registry read (its init container `registry`) found the registry empty.
 """
 
 from __future__ import annotations
@@ -92,6 +93,20 @@ class JobPlayer:
         template = job["spec"]["template"]
         owner = {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": meta["uid"]}
         terminated = {"exitCode": 0, "message": json.dumps(result)}
+        inits = template["spec"].get("initContainers") or []
+        read = [
+            {
+                "name": c["name"],
+                "state": {
+                    "terminated": {
+                        "exitCode": 0,
+                        "message": json.dumps(empty_registry_result(list(c.get("args") or []))),
+                    }
+                },
+            }
+            for c in inits[:1]
+            if c.get("name") == "registry"
+        ]
         pod = {
             "apiVersion": "v1",
             "kind": "Pod",
@@ -105,6 +120,7 @@ class JobPlayer:
             "status": {
                 "phase": "Succeeded",
                 "containerStatuses": [{"name": "c", "state": {"terminated": terminated}}],
+                **({"initContainerStatuses": read} if read else {}),
             },
         }
         await self.em.create_object(pod)

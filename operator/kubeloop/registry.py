@@ -352,6 +352,32 @@ class Registry:
                 ids.add(int(run_id))
         return max(ids, default=0)
 
+    def holds_only(self, run_id: str, pipeline_uid: str | None) -> bool:
+        """Whether nothing but run `run_id` of pipeline object `pipeline_uid` left anything
+        here: no alias, no other run's `runs/<id>/` (numbered ones, as `last_run_id` counts
+        them), no version claimed by another run. A new pipeline's first run reads this before
+        it trains; its own marker and claim (a retried pod) do not count."""
+        if self.aliases():
+            return False
+        for name in self.store.children(join(self.artifacts, "runs")):
+            if name.isdigit() and (name != run_id or not self._marker_of(run_id, pipeline_uid)):
+                return False
+        seen, _ = self._numbers()
+        own = (pipeline_uid, run_id) if pipeline_uid else None  # no uid: nothing is its own
+        return all(self._claim_owner(n) == own for n in sorted(seen))
+
+    def _marker_of(self, run_id: str, pipeline_uid: str | None) -> bool:
+        """Whether `runs/<run_id>/run.json` names pipeline object `pipeline_uid` (not None)."""
+        if not pipeline_uid:
+            return False
+        try:
+            body = json.loads(
+                self.store.read_bytes(join(self.artifacts, "runs", run_id, "run.json"))
+            )
+        except (NotFoundError, json.JSONDecodeError):
+            return False
+        return isinstance(body, dict) and body.get("pipelineUid") == pipeline_uid
+
     def _alias_uri(self, alias: str) -> str:
         return join(self.artifacts, "aliases", f"{alias}.json")
 

@@ -1,10 +1,13 @@
 """Harness: the real operator (kopf, in-process, in a thread) against KubeloopEmulator.
 
 Faked: only the API server (kmock) and the Job/Pod controllers — tests play the kubelet by
-writing Job status and a Pod with a termination message, as the real ones would. One Job plays
-itself: the registry read before a pipeline's first run (`kubeloop registry inspect`) ends at
-once with the result of `Cluster.inspect`, by default an empty registry (a new pipeline), so a
-test that creates a pipeline sees its first run as before; a test of adoption sets its own.
+writing Job status and a Pod with a termination message, as the real ones would. The registry
+read before a pipeline's first run (`kubeloop registry inspect`) plays itself, with the result
+of `Cluster.inspect`, by default an empty registry (a new pipeline); a test of adoption sets its
+own. In a registry Job it ends at once. In the first run's Job (its init container `registry`,
+`--require-empty`) a registry that holds more, or a failed read, fails the Job at once, as its
+podFailurePolicy does; an empty one lets the run go on, so a test that creates a pipeline
+finishes run 1 as before (`finish_job` leaves the read's result in the pod's init status).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import yaml
 import kubeloop.controller  # noqa: F401  (registers the handlers)
 from kubeloop.controller.runtime import runtime
 from kubeloop.local.cluster.emulator import EmulatorThread
-from kubeloop.workloads.registryjob import empty_registry_result
+from kubeloop.workloads.registryjob import empty_registry_result, read_exit_code
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -75,13 +78,36 @@ class Operator:
 
 def empty_registry(args: list[str]) -> dict[str, Any]:
     """What `kubeloop registry inspect` answers for a registry nothing was written to."""
-    del args
-    return empty_registry_result()
+    return empty_registry_result(args)
 
 
-def _terminated_pod(job: dict[str, Any], result: dict[str, Any] | None, ok: bool) -> dict[str, Any]:
+def registry_read(job: dict[str, Any]) -> list[str] | None:
+    """The `kubeloop registry inspect` args of a first run's Job (its first init container
+    `registry`), with the pipeline uid its env gives; None for any other Job."""
+    template = (job.get("spec") or {}).get("template") or {}
+    inits = (template.get("spec") or {}).get("initContainers") or []
+    if not inits or inits[0].get("name") != "registry":
+        return None
+    env = {e["name"]: e.get("value") for e in inits[0].get("env") or []}
+    uid = env.get("KUBELOOP_PIPELINE_UID")
+    return [*inits[0].get("args", []), *(["--pipeline-uid", uid] if uid else [])]
+
+
+def _read_status(read: dict[str, Any]) -> dict[str, Any]:
+    """The init status the registry read of a first run's Job leaves."""
+    terminated = {"exitCode": read_exit_code(read), "message": json.dumps(read)}
+    return {"name": "registry", "state": {"terminated": terminated}}
+
+
+def _terminated_pod(
+    job: dict[str, Any],
+    result: dict[str, Any] | None,
+    ok: bool,
+    read: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The pod a Job's run leaves: terminated, its result in the termination message, owned
-    by the Job (deleting the Job takes it along, as the garbage collector does)."""
+    by the Job (deleting the Job takes it along, as the garbage collector does); `read`: the
+    result of its registry read (init container), when it has one."""
     message = json.dumps(result) if result is not None else ""
     ns, name, uid = (job["metadata"][k] for k in ("namespace", "name", "uid"))
     owner = {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": uid, "controller": True}
@@ -99,12 +125,13 @@ def _terminated_pod(job: dict[str, Any], result: dict[str, Any] | None, ok: bool
         },
         "spec": {"containers": []},
         "status": {
+            **({"initContainerStatuses": [_read_status(read)]} if read is not None else {}),
             "containerStatuses": [
                 {
                     "name": "c",
                     "state": {"terminated": {"exitCode": 0 if ok else 1, "message": message}},
                 }
-            ]
+            ],
         },
     }
 
@@ -129,19 +156,24 @@ class Cluster:
         # the test finishes those Jobs itself.
         self.inspect: Callable[[list[str]], dict[str, Any]] | None = empty_registry
         self._tasks: set[asyncio.Task[None]] = set()  # kept: the loop holds tasks weakly
+        # The registry read of each first run's Job, (namespace, Job) -> its result.
+        self.reads: dict[tuple[str, str], dict[str, Any]] = {}
         self.em.admission_hooks.append(self._on_create)
 
     def _on_create(self, obj: dict[str, Any]) -> None:
         """Admission hook (on the emulator's loop): an inspect Job about to be created ends
-        right after, as its pod would."""
+        right after, as its pod would; a first run's read happens at once too."""
         if obj.get("kind") != "Job" or self.inspect is None:
             return
         template = (obj.get("spec") or {}).get("template") or {}
         containers = (template.get("spec") or {}).get("containers") or [{}]
         args = list(containers[0].get("args") or [])
-        if args[:2] == ["registry", "inspect"]:
+        read = registry_read(obj)
+        if args[:2] == ["registry", "inspect"] or read is not None:
             meta = obj["metadata"]
-            finish = self._finish_inspect(meta["namespace"], meta["name"], args, self.inspect)
+            finish = self._finish_inspect(
+                meta["namespace"], meta["name"], read or args, self.inspect, run=read is not None
+            )
             task = asyncio.get_running_loop().create_task(finish)
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -152,6 +184,8 @@ class Cluster:
         job: str,
         args: list[str],
         inspect: Callable[[list[str]], dict[str, Any]],
+        *,
+        run: bool,
     ) -> None:
         loop = asyncio.get_running_loop()
         result = await loop.run_in_executor(None, inspect, args)
@@ -164,8 +198,18 @@ class Cluster:
             return
         if (found.get("status") or {}).get("conditions"):
             return  # an earlier Job of that name, finished already
-        await self.em.create_object(_terminated_pod(found, result, bool(result.get("ok"))))
-        await self.em.patch_object(JOBS, ns, job, _job_done(bool(result.get("ok"))), "status")
+        if run:
+            self.reads[ns, job] = result
+            if read_exit_code(result) == 0:
+                return  # the pod goes on to train: the test finishes the run
+            # podFailurePolicy: the Job fails at once; the pod's main container never ran.
+            pod = _terminated_pod(found, None, False, read=result)
+            pod["status"]["containerStatuses"] = []
+        else:
+            pod = _terminated_pod(found, result, bool(result.get("ok")))
+        ok = bool(result.get("ok")) and not run
+        await self.em.create_object(pod)
+        await self.em.patch_object(JOBS, ns, job, _job_done(ok), "status")
 
     def create(self, doc: dict[str, Any]) -> dict[str, Any]:
         return self.thread.call(self.em.create_object(copy.deepcopy(doc)))
@@ -197,11 +241,23 @@ class Cluster:
     def list(self, resource: str, ns: str | None = None) -> list[dict[str, Any]]:
         return self.thread.call(lambda: self.em.list_objects(resource, ns))
 
-    def finish_job(self, ns: str, job: str, result: dict[str, Any] | None, ok: bool = True) -> None:
-        """Play the Job controller and kubelet: a terminated Pod, then the Job condition."""
+    def finish_job(
+        self,
+        ns: str,
+        job: str,
+        result: dict[str, Any] | None,
+        ok: bool = True,
+        read: dict[str, Any] | None = None,
+    ) -> None:
+        """Play the Job controller and kubelet: a terminated Pod, then the Job condition. A
+        first run's Job leaves its registry read's result too (`read`, else the one played at
+        its creation, else an empty registry)."""
         found = self.get(JOBS, ns, job)
         assert found is not None, f"Job {job} does not exist"
-        self.create(_terminated_pod(found, result, ok))
+        args = registry_read(found)
+        if args is not None and read is None:
+            read = self.reads.get((ns, job)) or empty_registry(args)
+        self.create(_terminated_pod(found, result, ok, read=read))
         self.patch(JOBS, ns, job, _job_done(ok), "status")
 
     def finish_registry_job(

@@ -44,7 +44,7 @@ def _cond(cluster: Cluster, name: str, type_: str) -> dict[str, Any]:
 
 
 def _registry_jobs(cluster: Cluster, name: str) -> list[str]:
-    """The registry Jobs of alias writes (the read before the first run, registry-1, aside)."""
+    """The registry Jobs of alias writes (the read before the first run is in run 1's Job)."""
     return sorted(
         j["metadata"]["name"]
         for j in cluster.list(JOBS, "ml")
@@ -153,7 +153,7 @@ def test_approve_then_roll_back_moves_the_champion_and_the_deployment(
 
     # Approve: a registry Job verifies and writes the alias; then the champion moves.
     _annotate(cluster, name, PROMOTE, "1")
-    job = wait_for(lambda: cluster.get(JOBS, "ml", f"{name}-registry-2"), what="registry Job")
+    job = wait_for(lambda: cluster.get(JOBS, "ml", f"{name}-registry-1"), what="registry Job")
     pod = job["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is False
     args = pod["containers"][0]["args"]
@@ -161,7 +161,7 @@ def test_approve_then_roll_back_moves_the_champion_and_the_deployment(
     assert args[args.index("--by") + 1] == f"annotation {PROMOTE}"
     assert args[args.index("--pipeline") + 1] == f"ml/{name}"
     assert "champion" not in _status(cluster, name)  # not before the registry said yes
-    cluster.finish_registry_job("ml", f"{name}-registry-2", metrics={"roc_auc": 0.8})
+    cluster.finish_registry_job("ml", f"{name}-registry-1", metrics={"roc_auc": 0.8})
     status = _champion(cluster, name, "1")
     assert status["champion"]["metrics"] == {"roc_auc": 0.8}
     assert status["champion"]["score"] == 0.8
@@ -193,17 +193,17 @@ def test_approve_then_roll_back_moves_the_champion_and_the_deployment(
     assert _status(cluster, name)["champion"]["version"] == "1"
 
     _annotate(cluster, name, PROMOTE, "2")
-    cluster.finish_registry_job("ml", f"{name}-registry-3", metrics={"roc_auc": 0.9}, previous="1")
+    cluster.finish_registry_job("ml", f"{name}-registry-2", metrics={"roc_auc": 0.9}, previous="1")
     _champion(cluster, name, "2")
     _canary_to(cluster, "ap-md", "2")
 
     # Roll back to version 1: the champion moves back, and the deployment rolls to it too.
     _annotate(cluster, name, ROLLBACK, "1")
-    job = wait_for(lambda: cluster.get(JOBS, "ml", f"{name}-registry-4"), what="rollback Job")
+    job = wait_for(lambda: cluster.get(JOBS, "ml", f"{name}-registry-3"), what="rollback Job")
     args = job["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--version") + 1] == "1"
     assert args[args.index("--by") + 1] == f"annotation {ROLLBACK}"
-    cluster.finish_registry_job("ml", f"{name}-registry-4", metrics={"roc_auc": 0.8}, previous="2")
+    cluster.finish_registry_job("ml", f"{name}-registry-3", metrics={"roc_auc": 0.8}, previous="2")
     status = _champion(cluster, name, "1")
     assert status["aliases"] == {"champion": "1"}
     assert [(p["version"], p.get("previous")) for p in status["promotions"]] == [
@@ -217,7 +217,7 @@ def test_approve_then_roll_back_moves_the_champion_and_the_deployment(
         in (events(cluster, name, "RolledBack")[0]["message"])
     )
     _canary_to(cluster, "ap-md", "1")
-    assert _registry_jobs(cluster, name) == [f"{name}-registry-{i}" for i in (2, 3, 4)]
+    assert _registry_jobs(cluster, name) == [f"{name}-registry-{i}" for i in (1, 2, 3)]
 
 
 def test_refusals_name_the_annotation_the_version_and_the_cause(
@@ -252,7 +252,7 @@ def test_refusals_name_the_annotation_the_version_and_the_cause(
     _annotate(cluster, name, PROMOTE, "1")
     cluster.finish_registry_job(
         "ml",
-        f"{name}-registry-2",
+        f"{name}-registry-1",
         refusal=("ChecksumMismatch", "is corrupt: model.joblib: sha256 differs from the manifest"),
     )
     refused = wait_for(
@@ -274,7 +274,7 @@ def test_refusals_name_the_annotation_the_version_and_the_cause(
     _annotate(cluster, name, PROMOTE, None)
     wait_for(lambda: "handledPromoteRequest" not in _status(cluster, name), what="forgotten")
     _annotate(cluster, name, PROMOTE, "1")
-    cluster.finish_registry_job("ml", f"{name}-registry-3", metrics={"roc_auc": 0.8})
+    cluster.finish_registry_job("ml", f"{name}-registry-2", metrics={"roc_auc": 0.8})
     _champion(cluster, name, "1")
     refused = wait_for(
         lambda: (c := _cond(cluster, name, "PromotionRefused")).get("status") == "False" and c,
@@ -293,11 +293,11 @@ def test_the_gate_writes_the_champion_alias_through_a_registry_job(
     wait_for(lambda: cluster.get(JOBS, "ml", f"{name}-run-1"), what="run 1")
     cluster.finish_job("ml", f"{name}-run-1", _result("1", 0.9))
     _champion(cluster, name, "1")
-    job = wait_for(lambda: cluster.get(JOBS, "ml", f"{name}-registry-2"), what="registry Job")
+    job = wait_for(lambda: cluster.get(JOBS, "ml", f"{name}-registry-1"), what="registry Job")
     args = job["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--by") + 1] == "gate"
     assert args[args.index("--reason") + 1] == "roc_auc 0.9 passed the gate"
-    cluster.finish_registry_job("ml", f"{name}-registry-2", metrics={"roc_auc": 0.9})
+    cluster.finish_registry_job("ml", f"{name}-registry-1", metrics={"roc_auc": 0.9})
     status = wait_for(
         lambda: (s := _status(cluster, name)).get("aliases") and s, what="aliases mirrored"
     )
@@ -316,8 +316,8 @@ def test_a_restart_between_allocation_and_job_creation_makes_one_job(
     operator.stop()
     try:
         op = {
-            "id": "2",
-            "job": f"{name}-registry-2",
+            "id": "1",
+            "job": f"{name}-registry-1",
             "action": "Promote",
             "version": "1",
             "alias": "champion",
@@ -331,7 +331,7 @@ def test_a_restart_between_allocation_and_job_creation_makes_one_job(
             {
                 "status": {
                     "registryQueue": [op],
-                    "lastRegistryOpId": 2,
+                    "lastRegistryOpId": 1,
                     "handledPromoteRequest": "1",
                 }
             },
@@ -340,16 +340,16 @@ def test_a_restart_between_allocation_and_job_creation_makes_one_job(
         _annotate(cluster, name, PROMOTE, "1")
     finally:
         operator.start()
-    job = wait_for(lambda: cluster.get(JOBS, "ml", f"{name}-registry-2"), what="the Job, once")
+    job = wait_for(lambda: cluster.get(JOBS, "ml", f"{name}-registry-1"), what="the Job, once")
     args = job["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--reason") + 1] == "allocated before the crash"
     settled(cluster, "trainingpipelines", name)
-    assert _registry_jobs(cluster, name) == [f"{name}-registry-2"]
-    cluster.finish_registry_job("ml", f"{name}-registry-2", metrics={"roc_auc": 0.8})
+    assert _registry_jobs(cluster, name) == [f"{name}-registry-1"]
+    cluster.finish_registry_job("ml", f"{name}-registry-1", metrics={"roc_auc": 0.8})
     status = _champion(cluster, name, "1")
-    assert status["lastRegistryOpId"] == 2 and not status.get("registryQueue")
+    assert status["lastRegistryOpId"] == 1 and not status.get("registryQueue")
     settled(cluster, "trainingpipelines", name)
-    assert _registry_jobs(cluster, name) == [f"{name}-registry-2"]
+    assert _registry_jobs(cluster, name) == [f"{name}-registry-1"]
 
 
 def test_a_named_alias_by_annotation_and_a_deployment_following_it(
@@ -364,12 +364,12 @@ def test_a_named_alias_by_annotation_and_a_deployment_following_it(
     wait_for(lambda: cluster.get(JOBS, "ml", f"{name}-run-1"), what="run 1")
     cluster.finish_job("ml", f"{name}-run-1", _result("1", 0.8))
     _champion(cluster, name, "1")
-    cluster.finish_registry_job("ml", f"{name}-registry-2", metrics={"roc_auc": 0.8})
+    cluster.finish_registry_job("ml", f"{name}-registry-1", metrics={"roc_auc": 0.8})
     _annotate(cluster, name, "kubeloop.io/run-requested-at", "r2")
     wait_for(lambda: cluster.get(JOBS, "ml", f"{name}-run-2"), what="run 2")
     cluster.finish_job("ml", f"{name}-run-2", _result("2", 0.9))
     _champion(cluster, name, "2")
-    cluster.finish_registry_job("ml", f"{name}-registry-3", metrics={"roc_auc": 0.9})
+    cluster.finish_registry_job("ml", f"{name}-registry-2", metrics={"roc_auc": 0.9})
 
     # A deployment following an alias that is not set yet waits, naming how to set it.
     md = _md("ap-alias-md", name)
@@ -386,12 +386,12 @@ def test_a_named_alias_by_annotation_and_a_deployment_following_it(
     assert f"`kubectl annotate tp {name} {prod}=<version>`" in waiting["message"]
 
     _annotate(cluster, name, prod, "1")
-    job = wait_for(lambda: cluster.get(JOBS, "ml", f"{name}-registry-4"), what="alias Job")
+    job = wait_for(lambda: cluster.get(JOBS, "ml", f"{name}-registry-3"), what="alias Job")
     args = job["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--alias") + 1] == "production"
     assert args[args.index("--version") + 1] == "1"
     assert args[args.index("--by") + 1] == f"annotation {prod}"
-    cluster.finish_registry_job("ml", f"{name}-registry-4", metrics={"roc_auc": 0.8})
+    cluster.finish_registry_job("ml", f"{name}-registry-3", metrics={"roc_auc": 0.8})
     status = wait_for(
         lambda: (s := _status(cluster, name)).get("aliases", {}).get("production") and s,
         what="alias production mirrored",
@@ -407,7 +407,7 @@ def test_a_named_alias_by_annotation_and_a_deployment_following_it(
 
     # The alias moves: the deployment rolls to it.
     _annotate(cluster, name, prod, "2")
-    cluster.finish_registry_job("ml", f"{name}-registry-5", metrics={"roc_auc": 0.9}, previous="1")
+    cluster.finish_registry_job("ml", f"{name}-registry-4", metrics={"roc_auc": 0.9}, previous="1")
     wait_for(
         lambda: _model_uri(cluster.get(DEPLOYS, "ml", "ap-alias-md") or {}).endswith("/versions/2"),
         what="the deployment rolls to version 2",
@@ -426,4 +426,4 @@ def test_a_named_alias_by_annotation_and_a_deployment_following_it(
     assert refused["status"] == "True"
     assert refused["message"].startswith("alias.kubeloop.io/latest=1: ")
     settled(cluster, "trainingpipelines", name)
-    assert cluster.get(JOBS, "ml", f"{name}-registry-6") is None
+    assert cluster.get(JOBS, "ml", f"{name}-registry-5") is None

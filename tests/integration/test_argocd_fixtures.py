@@ -191,7 +191,7 @@ def _tp_running(c: Cluster) -> None:
 def _tp_healthy(c: Cluster) -> None:
     _champion(c, "churn")
     # The gate's promotion reaches the registry: its Job writes the champion alias.
-    c.finish_registry_job("ml", "churn-registry-2", metrics={"roc_auc": 0.91})
+    c.finish_registry_job("ml", "churn-registry-1", metrics={"roc_auc": 0.91})
     wait_for(lambda: _status(c, TP, "churn").get("aliases"), what="the aliases mirrored")
 
 

@@ -44,8 +44,8 @@ def _status(cluster: Cluster, name: str) -> dict[str, Any]:
 
 
 def _jobs(cluster: Cluster) -> list[str]:
-    """Every Job: the runs', the registry read before the first run (registry-1) and the
-    registry Jobs of their promotions."""
+    """Every Job: the runs' (run 1's reads the registry first) and the registry Jobs of their
+    promotions."""
     return sorted(j["metadata"]["name"] for j in cluster.list(JOBS, "ml"))
 
 
@@ -70,8 +70,9 @@ def test_restart_mid_run_then_after_completion(cluster: Cluster, operator: Opera
     operator.stop()  # mid-run
     operator.start()
     settled(cluster, "trainingpipelines", "idem")
-    assert _jobs(cluster) == ["idem-registry-1", "idem-run-1"]
-    assert _status(cluster, "idem")["currentRun"]["id"] == "1"
+    assert _jobs(cluster) == ["idem-run-1"]  # the registry read is in it
+    current = _status(cluster, "idem")["currentRun"]
+    assert (current["id"], current["readsRegistry"]) == ("1", True)
 
     operator.stop()  # the Job completes while nobody watches
     cluster.finish_job("ml", "idem-run-1", _result("1", 0.9))
@@ -83,8 +84,8 @@ def test_restart_mid_run_then_after_completion(cluster: Cluster, operator: Opera
     operator.start()
     status = _settled(cluster, "idem", 1)
     # The promotion's registry Job (the champion alias) too, once.
-    assert _jobs(cluster) == ["idem-registry-1", "idem-registry-2", "idem-run-1"]
-    assert status["lastRunId"] == 1
+    assert _jobs(cluster) == ["idem-registry-1", "idem-run-1"]
+    assert status["lastRunId"] == 1 and status["registrySync"]["inspectedAt"]
 
 
 def test_crash_between_allocation_and_job_creation(cluster: Cluster, operator: Operator) -> None:
@@ -117,11 +118,49 @@ def test_crash_between_allocation_and_job_creation(cluster: Cluster, operator: O
     job = wait_for(lambda: cluster.get(JOBS, "ml", "alloc-run-2"), what="run 2 resumed")
     assert job["metadata"]["annotations"]["kubeloop.io/trigger"] == "Manual"
     settled(cluster, "trainingpipelines", "alloc")
-    assert _jobs(cluster) == ["alloc-registry-1", "alloc-registry-2", "alloc-run-1", "alloc-run-2"]
+    assert _jobs(cluster) == ["alloc-registry-1", "alloc-run-1", "alloc-run-2"]
     cluster.finish_job("ml", "alloc-run-2", _result("2", 0.95))
     status = _settled(cluster, "alloc", 2)
     assert [r["id"] for r in status["runs"]] == ["2", "1"]
     assert status["champion"]["version"] == "2" and status["lastRunId"] == 2
+
+
+@pytest.mark.slow  # ~9 s of waiting for the pipeline to settle, twice
+def test_crash_between_the_first_runs_allocation_and_its_job(
+    cluster: Cluster, operator: Operator
+) -> None:
+    """Run 1 allocated to read the registry first, its Job never created: on restart the same
+    Job (with its registry read) is created, no registry Job besides, and run 1 is recorded
+    once with the read."""
+    operator.stop()
+    cluster.create(example("churn-pipeline.yaml", name="first"))
+    run = {
+        "id": "1",
+        "job": "first-run-1",
+        "trigger": "Create",
+        "generation": 1,
+        "startedAt": "2026-01-01T00:00:00Z",
+        "readsRegistry": True,
+    }
+    allocated = {
+        "currentRun": run,
+        "lastRunId": 1,
+        "lastRunGeneration": 1,
+        "registrySync": {"message": "reading the registry in run 1's Job"},
+    }
+    cluster.patch(TP, "ml", "first", {"status": allocated}, "status")
+    operator.start()
+    job = wait_for(lambda: cluster.get(JOBS, "ml", "first-run-1"), what="run 1 resumed")
+    assert job["spec"]["template"]["spec"]["initContainers"][0]["name"] == "registry"
+    settled(cluster, "trainingpipelines", "first")
+    assert _jobs(cluster) == ["first-run-1"]
+    cluster.finish_job("ml", "first-run-1", _result("1", 0.9))
+    status = _settled(cluster, "first", 1)
+    assert [r["id"] for r in status["runs"]] == ["1"] and status["lastRunId"] == 1
+    assert status["registrySync"]["inspectedAt"] and _jobs(cluster) == [
+        "first-registry-1",  # the champion alias of run 1's promotion
+        "first-run-1",
+    ]
 
 
 def test_lost_status_records_finished_jobs_once(cluster: Cluster, operator: Operator) -> None:
@@ -140,4 +179,4 @@ def test_lost_status_records_finished_jobs_once(cluster: Cluster, operator: Oper
     status = _settled(cluster, "lost", 1)
     assert [r["id"] for r in status["runs"]] == ["1"]
     assert status["runs"][0]["result"] == "Promoted" and status["champion"]["version"] == "1"
-    assert _jobs(cluster) == ["lost-registry-1", "lost-registry-2", "lost-run-1"]
+    assert _jobs(cluster) == ["lost-registry-1", "lost-run-1"]

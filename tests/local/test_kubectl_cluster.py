@@ -349,8 +349,9 @@ def test_a_pipeline_deleted_and_applied_again_keeps_its_champion_and_serving_goe
 ) -> None:
     """Issue 18: delete the TrainingPipeline and apply the same YAML again (what an Argo CD
     prune and re-sync do). The new object reads its champion and its run numbering back from
-    the registry (a registry Job runs `kubeloop registry inspect`), starts no run, and the
-    ModelDeployment serves the same version throughout, every request answered."""
+    the registry (run 1's Job reads it first, in its init container `registry`, and fails at
+    once: run 1 is withdrawn), trains no run, and the ModelDeployment serves the same version
+    throughout, every request answered."""
     # The replicas scaled up above serve first (a Service proxies ready pods only).
     cluster.kubectl(
         "rollout", "status", "deployment/churn", "-n", "ml", "--timeout=180s", timeout=190

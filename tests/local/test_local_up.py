@@ -133,7 +133,7 @@ async def test_the_operator_is_restarted_and_the_run_finishes_with_one_job(up: U
     async with KubeApi(state.url) as api:
 
         async def a_job() -> list[dict[str, Any]]:
-            # Run Jobs: the registry read before the first run (churn-registry-1) is no run.
+            # Run Jobs (run 1's reads the registry first); a registry Job is no run.
             jobs = await api.list("batch/v1/jobs", "ml")
             return [j for j in jobs if "kubeloop.io/registry-for" not in j["metadata"]["labels"]]
 
@@ -168,7 +168,7 @@ async def test_the_operator_is_restarted_and_the_run_finishes_with_one_job(up: U
         runs = await until(run_done, timeout=300, what="run 1 to finish", interval=0.5)
         assert [(r["id"], r["result"]) for r in runs] == [("1", "Promoted")], up.explain()
         jobs = await api.list("batch/v1/jobs", "ml")
-        # No duplicate run; the registry Jobs (the read, the champion alias) are no runs.
+        # No duplicate run; the registry Job (the champion alias) is no run.
         runs_jobs = [j for j in jobs if "kubeloop.io/registry-for" not in j["metadata"]["labels"]]
         assert [j["metadata"]["name"] for j in runs_jobs] == ["churn-run-1"]
 

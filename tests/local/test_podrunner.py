@@ -594,6 +594,31 @@ async def test_a_failed_init_container_fails_the_pod_and_the_job_retries(
     assert not marker.exists()  # the main container never ran
 
 
+async def test_pod_failure_policy_fails_the_job_at_an_init_containers_exit_code(
+    runner: PodRunner, api: KubeApi
+) -> None:
+    """A first run's registry read (init container `registry`) exiting 60: FailJob, no retry
+    despite backoffLimit, the condition naming the rule, as the real controller has it."""
+    manifest = init_job(
+        "readfirst", [("registry", "import sys; sys.exit(60)"), ("trainer", "pass")], "pass",
+        backoffLimit=3,
+    )  # fmt: skip
+    rule = {
+        "action": "FailJob",
+        "onExitCodes": {"containerName": "registry", "operator": "In", "values": [60, 61]},
+    }
+    manifest["spec"]["podFailurePolicy"] = {"rules": [rule]}
+    await api.create("batch/v1/jobs", manifest)
+    failed = await until(lambda: _get_if(api, "readfirst", "Failed"), what="the Job to fail")
+    found = condition(failed, "Failed")
+    assert found is not None and found["reason"] == "PodFailurePolicy"
+    (pod,) = await pods_of(api, "readfirst")  # no retry
+    assert found["message"] == (
+        f"Container registry for pod ml/{pod['metadata']['name']} failed with exit code 60 "
+        "matching FailJob rule at index 0"
+    )
+
+
 async def test_deleting_a_job_kills_its_running_init_container(
     runner: PodRunner, api: KubeApi, tmp_path: Path
 ) -> None:

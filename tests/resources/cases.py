@@ -15,7 +15,7 @@ from kubeloop.api.parse import parse_resource
 from kubeloop.resources.common import Owner, WorkloadDefaults
 from kubeloop.resources.datawatch import build_data_watch_cronjob
 from kubeloop.resources.monitoring import build_monitor_cronjob, reference_uri
-from kubeloop.resources.registry import build_registry_job
+from kubeloop.resources.registry import build_registry_job, with_registry_read
 from kubeloop.resources.serving import (
     build_hpa,
     build_network_policy,
@@ -182,11 +182,11 @@ def build_all(doc: dict[str, Any], defaults: WorkloadDefaults = DEFAULTS) -> lis
     kind = doc["kind"]
     if kind == "TrainingPipeline":
         spec = model.spec
-        out = [
-            build_training_job(
-                owner, spec, run_id=1, trigger="Create", generation=1, defaults=defaults
-            )
-        ]
+        # Run 1 of a new pipeline: its Job reads the registry first (init container registry).
+        run_1 = build_training_job(
+            owner, spec, run_id=1, trigger="Create", generation=1, defaults=defaults
+        )
+        out = [with_registry_read(run_1, owner, spec, run_id=1, defaults=defaults)]
         if spec.distributed.workers > 1:
             out.append(build_headless_service(owner, spec, 1))
         out += [

@@ -142,13 +142,17 @@ def test_the_jobs_pod_failure_policy_names_exactly_the_refusals() -> None:
 
 
 def _inspect(
-    artifacts: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], pipeline: str = "ml/churn"
+    artifacts: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    pipeline: str = "ml/churn",
+    extra: tuple[str, ...] = (),
 ) -> tuple[int, dict[str, Any]]:
     out = tmp_path / "inspect.json"
     code = cli(
         [
             "registry", "inspect", "--artifacts", artifacts, "--pipeline", pipeline,
-            "--result-path", str(out),
+            "--result-path", str(out), *extra,
         ]
     )  # fmt: skip
     capsys.readouterr()
@@ -227,3 +231,64 @@ def test_inspect_of_unreachable_storage_is_a_storage_failure(
     code, result = _inspect("s3://no-such-bucket-kubeloop/models/", tmp_path, capsys)
     assert code == EXIT_CODES["StorageUnreachable"] == 30
     assert result["ok"] is False and result["reason"] == "StorageUnreachable"
+
+
+_FIRST_RUN = ("--require-empty", "--run-id", "1", "--pipeline-uid", "uid-1")
+
+
+def _marker(artifacts: str, run_id: str, uid: str) -> None:
+    body = json.dumps({"runId": run_id, "pipelineUid": uid}).encode()
+    store_for(artifacts).write_bytes(join(artifacts, "runs", run_id, "run.json"), body)
+
+
+def test_require_empty_lets_a_new_pipelines_first_run_train(
+    artifacts: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Nothing there, or only this run's own marker and version claim (a retried pod): the
+    init container exits 0 and the pod trains."""
+    code, result = _inspect(artifacts, tmp_path, capsys, extra=_FIRST_RUN)
+    assert (code, result["ok"], result["empty"]) == (0, True, True)
+    _marker(artifacts, "1", "uid-1")
+    _publish(artifacts, tmp_path, "1", 0.8)  # claimed by (uid-1, run 1)
+    code, result = _inspect(artifacts, tmp_path, capsys, extra=_FIRST_RUN)
+    assert (code, result["empty"], result["lastRunId"]) == (0, True, 1)
+
+
+@pytest.mark.parametrize(
+    "left",
+    ["another object's run 1", "run 2", "an alias"],
+)
+def test_require_empty_stops_a_run_where_the_registry_holds_more(
+    left: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A pipeline deleted and created again (its run 1, a later run, its aliases): exit 60,
+    with what the registry holds for the operator to adopt."""
+    from kubeloop.workloads.registryjob import NOT_EMPTY_EXIT_CODE
+
+    artifacts = f"file://{tmp_path}/models/churn/"
+    if left == "an alias":
+        version = _publish(artifacts, tmp_path, "1", 0.8)
+        Registry(artifacts).set_alias("production", version, by="gate", reason="")
+    else:
+        _marker(artifacts, *(("1", "uid-0") if left.startswith("another") else ("2", "uid-1")))
+    code, result = _inspect(artifacts, tmp_path, capsys, extra=_FIRST_RUN)
+    assert code == NOT_EMPTY_EXIT_CODE == 60
+    assert result["ok"] is True and result["empty"] is False and result["lastRunId"] >= 1
+
+
+def test_require_empty_of_unreachable_storage_is_a_failed_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], s3_endpoint: str
+) -> None:
+    from kubeloop.workloads.registryjob import READ_FAILED_EXIT_CODE
+
+    artifacts = "s3://no-such-bucket-kubeloop/models/"
+    code, result = _inspect(artifacts, tmp_path, capsys, extra=_FIRST_RUN)
+    assert code == READ_FAILED_EXIT_CODE == 61
+    assert result["ok"] is False and result["reason"] == "StorageUnreachable"
+
+
+def test_the_run_jobs_pod_failure_policy_names_the_first_run_codes() -> None:
+    from kubeloop.resources.registry import FIRST_RUN_READ_EXIT_CODES
+    from kubeloop.workloads.registryjob import NOT_EMPTY_EXIT_CODE, READ_FAILED_EXIT_CODE
+
+    assert FIRST_RUN_READ_EXIT_CODES == (NOT_EMPTY_EXIT_CODE, READ_FAILED_EXIT_CODE)

@@ -775,6 +775,12 @@ class RunRef(KubeModel):
     search: SearchStatus | None = Field(
         default=None, description="The run's search (spec.search): its trials and the best."
     )
+    reads_registry: bool | None = Field(
+        default=None,
+        description="The run's Job reads the registry first (init container registry), "
+        "before the pipeline's first run: a registry that holds runs or a champion of this "
+        "pipeline withdraws the run (it is adopted instead); an empty one lets it train.",
+    )
 
 
 class RunRecord(KubeModel):
@@ -896,10 +902,14 @@ class RegistrySync(KubeModel):
     inspected_at: str | None = Field(
         default=None,
         json_schema_extra={"format": "date-time"},
-        description="When the registry was read; until then no run starts.",
+        description="When the registry was read; until then only a run whose Job reads it "
+        "first (currentRun.readsRegistry) starts.",
     )
     last_run_id: int = Field(
-        default=0, ge=0, description="The highest run id the registry held then."
+        default=0,
+        ge=0,
+        description="The highest run id taken then: the registry's, or a run's withdrawn "
+        "because of the read.",
     )
     latest_version: int | None = Field(
         default=None,

@@ -387,13 +387,7 @@ def reconcile_registry(
         if op["action"] == adoption.INSPECT:
             status["registryQueue"] = status["registryQueue"][1:]
             reason, message, warning = adoption.apply_inspect(
-                status,
-                result,
-                artifacts=spec.artifacts,
-                spec_hash=spec.run_hash(),
-                generation=generation,
-                metric=spec.promotion.metric if spec.promotion else None,
-                now=clock.now(),
+                status, result, adoption.Adopter.of(spec, generation), now=clock.now()
             )
             post_event(body, reason, message, warning=warning)
             continue

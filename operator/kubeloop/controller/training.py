@@ -56,6 +56,7 @@ from kubeloop.controller.status import (
     job_outcome,
     newest_finished,
     now,
+    owned_by,
     pod_blocked,
     post_event,
     set_condition,
@@ -71,7 +72,7 @@ from kubeloop.resources.datawatch import (
     build_data_watch_cronjob,
     data_watch_name,
 )
-from kubeloop.resources.registry import REGISTRY_LABEL
+from kubeloop.resources.registry import REGISTRY_LABEL, with_registry_read
 from kubeloop.resources.training import (
     KUEUE_QUEUE_LABEL,
     RUN_ID_LABEL,
@@ -438,6 +439,8 @@ def _ensure_children(
         champion=champion,
         search=search.winning_search(spec, run),
     )
+    if run.get("readsRegistry"):
+        job = with_registry_read(job, owner, spec, run_id=run_id, defaults=runtime.config.workloads)
     return api.apply(job)
 
 
@@ -482,7 +485,13 @@ def _advance_run(
             status["currentRun"] = None
             return None, False
     job = _start(spec, status, body, run, conditions)
+    if job is not None and not _ours(job, body):
+        return None, False  # an earlier pipeline's Job holds the name: wait until it is gone
     return job, job is None
+
+
+def _ours(job: Mapping[str, Any], body: Mapping[str, Any]) -> bool:
+    return owned_by(job, body["metadata"].get("uid"))
 
 
 def _job_pods(namespace: str, name: str, run: Mapping[str, Any] | None) -> list[dict[str, Any]]:
@@ -627,15 +636,16 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
     if full or (current is not None and int(current["id"]) > watermark + 1):
         listed = api.list("Job", namespace, {PIPELINE_LABEL: name})
         # A search's trial Jobs carry their run's id too; controller/search.py reads them.
-        jobs = {
-            int(j["metadata"]["labels"][RUN_ID_LABEL]): j
-            for j in listed
-            if TRIAL_LABEL not in j["metadata"]["labels"]
-        }
+        listed = [j for j in listed if TRIAL_LABEL not in j["metadata"]["labels"]]
     else:
         within = {PIPELINE_LABEL: name}
         found = api.get("Job", namespace, current["job"], within=within) if current else None
-        jobs = {int(current["id"]): found} if current and found else {}
+        listed = [found] if current and found else []
+    # A Job of a run id another object owns (a pipeline of this name deleted, its Jobs not yet
+    # collected, whose run 1 a re-created pipeline's run 1 meets) is never ours to record: its
+    # run waits until the garbage collector removes it (that deletion reconciles again).
+    jobs = {int(j["metadata"]["labels"][RUN_ID_LABEL]): j for j in listed if _ours(j, body)}
+    held = {int(j["metadata"]["labels"][RUN_ID_LABEL]) for j in listed if not _ours(j, body)}
 
     # 1. finished runs, in order, each once; the current run's Job missing -> (re)create it.
     outcomes = {run_id: job_outcome(job) for run_id, job in jobs.items()}
@@ -643,10 +653,20 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
     for run_id in runs_to_record(watermark, last_run_id, outcomes):
         mine = current is not None and int(current["id"]) == run_id
         run = current if mine and current is not None else _run_of(jobs[run_id])
+        if mine and run.get("readsRegistry"):
+            # Its Job read the registry first: adopt what it found, or record the run as any.
+            read = job_result(jobs[run_id], {PIPELINE_LABEL: name}, "RegistryResult")
+            adopter = adoption.Adopter.of(spec, generation)
+            settled = adoption.settle_read(status, run, read, adopter, now=clock.now())
+            stands, reason, message, warning = settled
+            post_event(body, reason, message, warning=warning)
+            if not stands:
+                current = None  # withdrawn: adopted, or read again after a backoff
+                continue
         _record_job(spec, status, body, run=run, job=jobs[run_id], outcome=str(outcomes[run_id]))
         if mine:
             status["currentRun"] = current = None
-    if current is not None and int(current["id"]) not in jobs:
+    if current is not None and int(current["id"]) not in jobs and int(current["id"]) not in held:
         # Allocated before a crash (or the Job was deleted while running): (re)create it
         # under its deterministic name, so the run resumes instead of being lost. A run with
         # spec.search runs its trials first.
@@ -657,10 +677,9 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
         current = status.get("currentRun")
 
     # 2. before the first run, what the registry holds (a pipeline of this name deleted and
-    # created again adopts its champion and run numbering; controller/adoption.py).
+    # created again adopts its champion and run numbering; controller/adoption.py): the result
+    # of a read queued in a registry Job.
     if adoption.inspect_pending(status):
-        if adoption.inspect_due(status, clock.now()):
-            allocate(status, name, adoption.inspect_op(f"{namespace}/{name}"))
         reconcile_registry(spec, status, body, conditions, persist)
 
     # 3. start a run when a trigger is pending and none is running.
@@ -674,7 +693,8 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
         created=body["metadata"]["creationTimestamp"],
         now=clock.now(),
         first_run=adoption.first_run(status),
-        idle=not status.get("currentRun") and not adoption.inspect_pending(status),
+        idle=not status.get("currentRun")
+        and not adoption.holds_runs(status, clock.now(), foldable=spec.search is None),
     )
     decision = decide_run(inputs)
     trigger = decision.waiting
@@ -682,6 +702,9 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
         status["lastScheduleTime"] = decision.tick
     for event in decision.events:
         post_event(body, event.reason, event.message, warning=event.warning)
+    if decision.start is None and adoption.inspect_due(status, clock.now()):
+        # No run to carry the read (suspended, a search first): a registry Job reads it.
+        allocate(status, name, adoption.inspect_op(f"{namespace}/{name}"))
     if decision.start is not None:
         run_id = int(status.get("lastRunId") or 0) + 1
         run = {
@@ -693,6 +716,8 @@ def _reconcile(namespace: str, name: str, full: bool) -> None:
             # A merge patch over the previous run's entry: its progress must not carry over.
             "progress": None,
         }
+        if adoption.inspect_pending(status):
+            adoption.fold_read(status, run)  # the first run's Job reads the registry first
         status.update(
             lastRunId=run_id,
             currentRun=run,

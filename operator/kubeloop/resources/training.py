@@ -51,6 +51,8 @@ __all__ = [
     "job_name",
     "kubeloop_image",
     "storage_access_env",
+    "storage_task_container",
+    "storage_task_pod",
     "trainer_image",
     "trial_job_name",
 ]
@@ -119,8 +121,25 @@ def storage_task_pod(
     on scratch volumes, with no service-account token (it needs no Kubernetes API), the
     workload defaults and the pipeline's placement, as for its runs (where its pods may go, a
     node pool that reaches the object store, say, holds for these too; they request no GPU)."""
-    volumes, mounts = scratch_volumes()
-    full = {
+    volumes, _ = scratch_volumes()
+    return {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "securityContext": pod_security_context(defaults),
+        "containers": [storage_task_container(spec, defaults, container)],
+        "volumes": volumes,
+        **pod_defaults(defaults, spec.resources),
+    }
+
+
+def storage_task_container(
+    spec: TrainingPipelineSpec, defaults: WorkloadDefaults, container: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A short storage task's container (name, command, args, env, resources) in Kubeloop's
+    image, restricted, on the scratch volumes (which every pod of a pipeline has): a storage
+    task pod's one container, or a first run's registry read (an init container)."""
+    _, mounts = scratch_volumes()
+    return {
         "name": container["name"],
         "image": kubeloop_image(spec, defaults),
         **{k: v for k, v in container.items() if k != "name"},
@@ -128,14 +147,6 @@ def storage_task_pod(
         "securityContext": restricted_container_security_context(),
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
-    }
-    return {
-        "restartPolicy": "Never",
-        "automountServiceAccountToken": False,
-        "securityContext": pod_security_context(defaults),
-        "containers": [full],
-        "volumes": volumes,
-        **pod_defaults(defaults, spec.resources),
     }
 
 

@@ -6,6 +6,7 @@ here, in the trainer image, with the storage env a training Job gets.
     kubeloop registry promote --artifacts URI --version N --alias champion \\
         --by WHO --reason TEXT --pipeline NS/NAME [--result-path P]
     kubeloop registry inspect --artifacts URI --pipeline NS/NAME [--result-path P]
+        [--require-empty --run-id N]
 
 It checks the version first (complete: its manifest exists; every file's sha256 equals the
 manifest's; the manifest names this pipeline), then points the alias at it
@@ -43,6 +44,13 @@ and the highest run id, so run numbering and the champion survive the object. It
 An empty registry (a new pipeline) answers lastRunId 0, no aliases, no champion. Only storage
 failures (30-33) and InternalError fail it; the champion's manifest naming another pipeline is
 WrongPipeline (52): adopting it would serve another pipeline's model.
+
+`inspect --require-empty --run-id N` is the first init container of a new pipeline's first run
+(the read folded into that run's Job): the result adds `"empty"`, whether nothing but run N of
+this pipeline object (KUBELOOP_PIPELINE_UID; a retried pod's own marker and claim) is in the
+registry. Empty: exit 0 and the pod goes on to train. Not empty: exit 60 (the operator adopts
+what the registry holds and withdraws the run); a failed read: exit 61 (its result says why).
+The run Job's podFailurePolicy fails the Job at once on both.
 """
 
 from __future__ import annotations
@@ -62,7 +70,18 @@ from kubeloop.storage import StorageError
 from kubeloop.workloads.logsetup import configure_logging
 from kubeloop.workloads.result import write_result
 
-__all__ = ["EXIT_CODES", "REFUSALS", "RegistryJobError", "inspect", "main", "promote"]
+__all__ = [
+    "EXIT_CODES",
+    "NOT_EMPTY_EXIT_CODE",
+    "READ_FAILED_EXIT_CODE",
+    "REFUSALS",
+    "RegistryJobError",
+    "empty_registry_result",
+    "inspect",
+    "main",
+    "promote",
+    "read_exit_code",
+]
 
 log = logging.getLogger("kubeloop.registry")
 
@@ -80,6 +99,9 @@ EXIT_CODES: dict[str, int] = {
     "WrongPipeline": 52,
     "InvalidAlias": 53,
 }
+# `inspect --require-empty`: the registry holds more than this run; the read failed.
+NOT_EMPTY_EXIT_CODE = 60
+READ_FAILED_EXIT_CODE = 61
 # The verdicts about the version itself: retrying gives the same answer.
 REFUSALS = ("VersionNotFound", "ChecksumMismatch", "WrongPipeline", "InvalidAlias")
 
@@ -220,10 +242,21 @@ def inspect(artifacts: str, pipeline: str) -> dict[str, Any]:
     return result
 
 
-def empty_registry_result() -> dict[str, Any]:
+def empty_registry_result(args: list[str] | None = None) -> dict[str, Any]:
     """What `inspect` answers for a registry nothing was written to (a new pipeline): computed
-    by `inspect` itself on an empty folder, for stand-ins of the registry Job."""
-    return copy.deepcopy(_empty_registry_result())
+    by `inspect` itself on an empty folder, for stand-ins of the registry Job; with the Job's
+    `args`, as they ask (`--require-empty`: empty)."""
+    result = copy.deepcopy(_empty_registry_result())
+    if args is not None and "--require-empty" in args:
+        result["empty"] = True
+    return result
+
+
+def read_exit_code(result: dict[str, Any]) -> int:
+    """The exit code of `inspect --require-empty` that left `result`."""
+    if not result.get("ok"):
+        return READ_FAILED_EXIT_CODE
+    return 0 if result.get("empty") else NOT_EMPTY_EXIT_CODE
 
 
 @functools.cache
@@ -248,6 +281,14 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--artifacts", required=True, help="the pipeline's spec.artifacts URI")
     i.add_argument("--pipeline", required=True, help="NAMESPACE/NAME the registry belongs to")
     i.add_argument("--result-path", default=None, help="default KUBELOOP_RESULT_PATH")
+    i.add_argument(
+        "--require-empty",
+        action="store_true",
+        help=f"exit {NOT_EMPTY_EXIT_CODE} unless the registry holds nothing but run --run-id "
+        f"of this pipeline object; {READ_FAILED_EXIT_CODE} when the read fails",
+    )
+    i.add_argument("--run-id", default=None, help="the run whose own traces do not count")
+    i.add_argument("--pipeline-uid", default=os.environ.get("KUBELOOP_PIPELINE_UID"))
     return parser
 
 
@@ -259,6 +300,8 @@ def main(argv: list[str]) -> int:
         _parser().error("--pipeline is NAMESPACE/NAME")
     if args.verb == "promote" and not args.version.isdigit():
         _parser().error("--version is a number")
+    if args.verb == "inspect" and args.require_empty and not str(args.run_id).isdigit():
+        _parser().error("--require-empty needs --run-id N")
     code = 0
     result: dict[str, Any]
     try:
@@ -278,13 +321,18 @@ def main(argv: list[str]) -> int:
         result.setdefault("alias", args.alias)
     else:
         result.setdefault("operation", "inspect")
+        if args.require_empty:
+            code = read_exit_code(result)
     write_result(result, args.result_path)
     return code
 
 
 def _run(args: argparse.Namespace) -> dict[str, Any]:
     if args.verb == "inspect":
-        return inspect(args.artifacts, args.pipeline)
+        result = inspect(args.artifacts, args.pipeline)
+        if args.require_empty:
+            result["empty"] = _holds_only(args.artifacts, str(args.run_id), args.pipeline_uid)
+        return result
     work_dir = Path(args.work_dir) if args.work_dir else Path(tempfile.gettempdir())
     work_dir.mkdir(parents=True, exist_ok=True)
     return promote(
@@ -296,3 +344,10 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         args.pipeline,
         Path(tempfile.mkdtemp(prefix="registry-", dir=work_dir)),
     )
+
+
+def _holds_only(artifacts: str, run_id: str, pipeline_uid: str | None) -> bool:
+    try:
+        return Registry(artifacts).holds_only(run_id, pipeline_uid)
+    except StorageError as exc:
+        raise _storage_error(exc, writing=False) from exc

@@ -2,8 +2,9 @@
 
 `status.startTime/active/ready/succeeded/failed/completedIndexes/completionTime` and the
 conditions `SuccessCriteriaMet` + `Complete` or `FailureTarget` + `Failed` (reasons
-`BackoffLimitExceeded`, `DeadlineExceeded`), as the real controller writes them; one Pod per
-attempt (run by the `kubelet`), `ttlSecondsAfterFinished` honoured.
+`BackoffLimitExceeded`, `DeadlineExceeded`, `PodFailurePolicy`), as the real controller writes
+them; one Pod per attempt (run by the `kubelet`), `ttlSecondsAfterFinished` and
+`podFailurePolicy` (`podfailure`: FailJob, Ignore, Count on exit codes) honoured.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from kubeloop.local.cluster.kubeapi import ApiError, KubeApi
 from kubeloop.local.cluster.kubelet import Kubelet, PodRun, api_now, suffix
+from kubeloop.local.cluster.podfailure import match_pod_failure
 from kubeloop.local.cluster.podspec import completion_indexes, pod_from_template
 
 __all__ = ["JOBS", "JobController", "JobRun"]
@@ -35,6 +37,7 @@ class JobRun:
     pods: list[PodRun] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     finished: bool = False  # its outcome is written
+    policy_message: str = ""  # the podFailurePolicy rule that failed it
 
 
 class JobController:
@@ -116,8 +119,18 @@ class JobController:
         active = [p for p in run.pods if not p.done]
 
         reason = ""
-        if len(failed) > backoff:
+        policy = spec.get("podFailurePolicy")
+        matches = {p.name: match_pod_failure(policy, _exits(p)) for p in failed}
+        actions = {name: found.action if found else "Count" for name, found in matches.items()}
+        counted = [p for p in failed if actions[p.name] != "Ignore"]
+        if len(counted) > backoff:
             reason = "BackoffLimitExceeded"
+        fail_job = next((p for p in failed if actions[p.name] == "FailJob"), None)
+        if fail_job is not None:
+            found = matches[fail_job.name]
+            assert found is not None
+            reason = "PodFailurePolicy"
+            run.policy_message = found.message(f"{fail_job.namespace}/{fail_job.name}")
         deadline = spec.get("activeDeadlineSeconds")
         if deadline is not None and time.monotonic() - run.started > float(deadline):
             reason = "DeadlineExceeded"
@@ -144,7 +157,7 @@ class JobController:
             if not indexed and len(active) >= len(todo):
                 break
             # A retry waits a little (the controller's backoff is 10 s doubling).
-            if failed and recent_failure and recent_failure >= api_now():
+            if counted and recent_failure and recent_failure >= api_now():
                 break
             pod = self._job_pod(run, index)
             run.pods.append(pod)
@@ -227,6 +240,7 @@ class JobController:
             message = {
                 "BackoffLimitExceeded": "Job has reached the specified backoff limit",
                 "DeadlineExceeded": "Job was active longer than specified deadline",
+                "PodFailurePolicy": run.policy_message,
             }[reason]
             conditions = [
                 {
@@ -281,3 +295,7 @@ class JobController:
                 **self._indexes(run, indexed),
             },
         )
+
+
+def _exits(pod: PodRun) -> list[tuple[str, int | None]]:
+    return [(c.name, c.exit_code) for c in pod.containers]
