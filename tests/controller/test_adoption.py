@@ -291,7 +291,9 @@ def test_a_failed_read_withdraws_the_run_and_reads_again_in_a_later_run() -> Non
     run_2 = {**RUN_1, "id": "2", "job": "churn-run-2"}
     fold_read(status, run_2)
     status.update(lastRunId=2, currentRun=run_2)
-    _settle(status, None)  # a Job that left no result (its pod never ran): attempt 2
+    _, reason, message, _ = _settle(status, None)  # no result (its pod never ran): attempt 2
+    assert reason == "RegistryReadFailed"
+    assert "(NoResult): run 2's init container registry ended without a result" in message
     sync = status["registrySync"]
     assert (sync["failures"], sync["lastRunId"], status["lastRecordedRunId"]) == (2, 2, 2)
     assert first_run(status)  # run 3 next, after this backoff

@@ -298,6 +298,12 @@ def settle_read(
         message = f"the registry at {where} holds nothing of this pipeline: run {run_id} trains"
         status["registrySync"] = {**_sync(status), "message": message}
         return True, "RegistryRead", message, False
+    if result is None:  # its pod never ran, or the container died before writing (OOM, signal)
+        result = {
+            "ok": False,
+            "reason": "NoResult",
+            "message": f"run {run_id}'s init container registry ended without a result",
+        }
     reason, message, warning = apply_inspect(status, result, adopter, now=now, withdrawn=run_id)
     status["lastRecordedRunId"] = max(run_id, int(status.get("lastRecordedRunId") or 0))
     status["currentRun"] = None
