@@ -56,6 +56,7 @@ import prometheus_client
 
 from kubeloop.controller import kube
 from kubeloop.controller.config import OperatorConfig
+from kubeloop.controller.diffbase import ChangeHandledDiffBase
 from kubeloop.controller.events import SENDERS, recorder
 from kubeloop.controller.leader import Elector, FollowerProbe
 from kubeloop.controller.observe import relist_slices, watch_slices
@@ -94,7 +95,8 @@ WORKERS = 16
 def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     """kopf's bookkeeping under kubeloop.io, and short, bounded retries."""
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kubeloop.io")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    # Built only for the kinds with change handlers (controller/diffbase.py).
+    settings.persistence.diffbase_storage = ChangeHandledDiffBase(
         prefix="kubeloop.io", key="last-handled-configuration"
     )
     settings.persistence.finalizer = "kubeloop.io/finalizer"
