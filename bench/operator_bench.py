@@ -7,7 +7,7 @@ Kubeloop side by side with a bare kopf operator that only creates one Job per cu
     python -m bench.operator_bench --count 50
 
 - time to all Jobs: the clock starts before the first of the N creates and stops when N run
-  Jobs (`<pipeline>-run-1`) exist (listed every 0.2 s for 5 s, then every second); one warm-up
+  Jobs (`<pipeline>-run-1`) exist (their names listed every 0.1 s); one warm-up
   CR is reconciled first, so it measures steady reconciling, not imports and discovery;
 - RSS: the child's VmRSS after the last Job and its peak (VmHWM), from /proc;
 - API requests per new pipeline: every request of the operator passes a counting proxy
@@ -64,6 +64,8 @@ CONTENDERS: dict[str, list[str]] = {
     "bare-kopf": [str(ROOT / "bench" / "operator_bare_kopf.py")],
     "kubeloop": ["-m", "kubeloop.controller"],
 }
+# How often the Jobs are counted while the operator creates them.
+POLL_SECONDS = 0.1
 # Before the idle window: the operator's requests stop for this long (its Events of the
 # settling sent), or DRAIN_TIMEOUT passes.
 QUIET_SECONDS = 1.0
@@ -115,14 +117,15 @@ def _wait_jobs(thread: EmulatorThread, want: int, deadline: float) -> int:
     """Wait until `want` first-run Jobs exist (or the deadline); returns how many do."""
     # The poll runs on the emulator's loop, which also serves the operator: it reads names
     # only (a list of the Jobs would copy each with its pod template: a third of the
-    # emulator's time at 200 pipelines). Often at first (short runs), then once a second.
-    start = time.monotonic()
+    # emulator's time at 200 pipelines), a few milliseconds at 1000. Every POLL_SECONDS
+    # throughout: a poll once a second after the first 5 s (as before) rounded a time past
+    # 5 s up to the next second, so two runs of one operator differed by up to a second.
     while True:
         names = thread.call(lambda: thread.emulator.names(JOBS, NAMESPACE))
         count = sum(1 for name in names if name.endswith("-run-1"))
         if count >= want or time.monotonic() > deadline:
             return count
-        time.sleep(0.2 if time.monotonic() - start < 5 else 1.0)
+        time.sleep(POLL_SECONDS)
 
 
 def _idle(pipeline: dict[str, Any]) -> bool:
@@ -366,7 +369,7 @@ def _doc(results: list[dict[str, Any]], command: str, machine: str) -> str:
             "(`bench/operator_bare_kopf.py`) only creates one Job per CR.",
             "",
             "- time to all Jobs: from the first create until N run Jobs exist (polled every",
-            "  0.2 s, after 5 s every 1 s); RSS: the child's VmRSS then, and its peak;",
+            "  0.1 s); RSS: the child's VmRSS then, and its peak;",
             "- requests per new pipeline: the proxy's count over that same window, over N",
             "  (Kubeloop's first run reads the registry in its own Job, an init container);",
             "- idle: every run Job then ends with a successful result (the gate promotes it, the",

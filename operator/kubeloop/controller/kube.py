@@ -235,9 +235,8 @@ class Kube:
         target = name or str((meta or {}).get("name", ""))
         write = method in ("POST", "PUT", "PATCH")
         key = (method, _path(kind, namespace, target, sub))
-        digest = _digest(body) if write else ""
         if write:
-            self._held_back(key, digest)
+            self._held_back(key, body)
         if method != "GET" and self.fence is not None and not self.fence():
             raise kopf.TemporaryError(
                 f"{method} {path}: not sent, this operator no longer holds the leader lease",
@@ -274,7 +273,7 @@ class Kube:
                 outcome = f"refused ({refused.status} {refused.reason or 'refused'})"
                 message = refused.message
                 if write:
-                    backoff = self._remember(key, digest, refused)
+                    backoff = self._remember(key, _digest(body), refused)
                     message += f"; the same request waits {backoff:.0f} s before it is sent again"
                 _log_write(verb, kind, namespace, target, outcome, message)
             raise refused from exc
@@ -295,11 +294,12 @@ class Kube:
             self.cache.observed(result)  # the server's answer is the newest version we know
         return result
 
-    def _held_back(self, key: tuple[str, str], digest: str) -> None:
-        """Raise the remembered refusal of this very body while its backoff lasts."""
+    def _held_back(self, key: tuple[str, str], body: Any) -> None:
+        """Raise the remembered refusal of this very body while its backoff lasts (the body's
+        digest is taken only when this request was refused before: most never are)."""
         with self._guard:
             refusal = self._refusals.get(key)
-        if refusal and refusal.digest == digest and time.monotonic() < refusal.retry_at:
+        if refusal and time.monotonic() < refusal.retry_at and refusal.digest == _digest(body):
             raise refusal.error.with_traceback(None)  # tracebacks must not pile up on it
 
     def _remember(self, key: tuple[str, str], digest: str, error: Refused) -> float:

@@ -45,6 +45,7 @@ Event the operator posts is also a log line, a warning for a Warning Event.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -117,6 +118,21 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     settings.background.cancellation_polling = TIMER_EXIT_POLL_SECONDS
 
 
+# Allocations between two collections of the youngest generation (CPython's default: 700).
+GC_GEN0_THRESHOLD = 10_000
+
+
+def tune_gc() -> None:
+    """Fewer, cheaper garbage collections. What is loaded by now (kopf, the client, the
+    models: most of the heap) lives as long as the process: `gc.freeze` keeps collections
+    from walking it again and again. And a burst of watch events allocates fast: with the
+    default threshold the collector ran ~600 times in a burst of 1000 new pipelines, 0.73 s of
+    the operator's CPU; with these settings 0.34 s (bench/operator_bench.py)."""
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, older, oldest)
+
+
 def configure_logging(level: str, log_format: str = "text") -> None:
     """Lines on stderr at `level`: timestamped text with the object as a prefix (kopf's
     format), or one JSON object a line (`json`, kubeloop.logformat: time, level, logger,
@@ -144,6 +160,7 @@ def configure_logging(level: str, log_format: str = "text") -> None:
 def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     config = OperatorConfig.from_env()
     configure(settings, config)
+    tune_gc()
     runtime.executor = settings.execution.executor
     runtime.config = config
     # Every reconcile thread, every Event sender, the resync loop: each a connection of its own.
