@@ -52,6 +52,20 @@ def test_the_newest_version_wins(versions: list[str], kept: str) -> None:
     assert found is not None and found["status"]["rv"] == kept
 
 
+def test_a_version_kept_already_is_not_taken_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A watch event that echoes the operator's own write (its answer kept first) costs no
+    second encoding: the body is not even trimmed."""
+    cache = _cache()
+    cache.observed(_obj("TrainingPipeline", "p", "7"))
+    trims: list[str] = []
+    monkeypatch.setattr("kubeloop.controller.cache.trimmed", lambda kind, body: trims.append(kind))
+    cache.observed(_obj("TrainingPipeline", "p", "7"))
+    cache.observed(_obj("TrainingPipeline", "p", "6"))
+    assert trims == []
+    found = cache.get("TrainingPipeline", "ml", "p")
+    assert found is not None and found["status"]["rv"] == "7"
+
+
 def test_list_by_owner_label_and_forget() -> None:
     cache = _cache()
     cache.observed(_obj("Job", "p-run-1", "1", {OWNER: "p"}))

@@ -126,8 +126,15 @@ class Cache:
         if not self.covers(kind, meta.get("labels") or {}):
             self.forget(*key)  # its label removed: it left the slice
             return
+        version = _version(body)
+        with self._guard:
+            old = self._objects.get(key)
+        kept = old.version if old is not None else None
+        if version is not None and kept is not None and version <= kept:
+            # What is kept is this very version (a watch event echoing the operator's own
+            # write, whose answer was kept first) or a newer one: not encoded again.
+            return
         new = _Entry.of(trimmed(kind, body))
-        version = new.version
         with self._guard:
             old = self._objects.get(key)
             kept = old.version if old is not None else None

@@ -22,7 +22,9 @@ until the spec (other than replicas) or the resolved version changes.
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import functools
 import json
 import os
 from collections.abc import Mapping
@@ -39,6 +41,7 @@ from kubeloop.controller.reconciling import reconcile_object
 from kubeloop.controller.runtime import runtime
 from kubeloop.controller.status import invalid_spec, post_event, set_condition
 from kubeloop.controller.status_write import write_status
+from kubeloop.controller.watch_events import on_event
 from kubeloop.decide.canary import RolloutInputs, RolloutPlan, plan_rollout
 from kubeloop.decide.resolve import ModelUnavailableError, Target, resolve
 from kubeloop.decide.serving import count, rolled_out, served_uri, served_version
@@ -319,8 +322,8 @@ def _offer(status: Mapping[str, Any] | None, spec: Mapping[str, Any] | None) -> 
     return json.dumps(offer, sort_keys=True, default=str)
 
 
-@kopf.on.event("kubeloop.io", "v1alpha1", "trainingpipelines")
-def on_pipeline_event(
+@on_event("TrainingPipeline")
+async def on_pipeline_event(
     *,
     type: str | None,
     namespace: str | None,
@@ -329,13 +332,16 @@ def on_pipeline_event(
     spec: Mapping[str, Any],
     **_: Any,
 ) -> None:
-    """A new champion (or run) reaches the deployments that serve this pipeline."""
+    """A new champion (or run) reaches the deployments that serve this pipeline. On the event
+    loop: most events offer nothing new, and deciding that needs no thread (the deployments are
+    read from the watch cache); a reconcile goes to a worker thread."""
     namespace = namespace or ""
     offer = "" if type == "DELETED" else _offer(status, spec)
     if _OFFERED.get((namespace, name)) == offer:
         return
     _OFFERED[(namespace, name)] = offer
-    for md in runtime.api.list(KIND, namespace):
+    for md in runtime.api.cache.list(KIND, namespace):
         ref = ((md.get("spec") or {}).get("model") or {}).get("pipelineRef") or {}
         if ref.get("name") == name:
-            reconcile(namespace, md["metadata"]["name"])
+            call = functools.partial(reconcile, namespace, md["metadata"]["name"])
+            await asyncio.get_running_loop().run_in_executor(runtime.executor, call)

@@ -53,6 +53,7 @@ from kubeloop.controller.status import (
 )
 from kubeloop.controller.status_write import write_status
 from kubeloop.controller.training import RESYNC_SECONDS
+from kubeloop.controller.watch_events import on_event
 from kubeloop.decide.performance import DEGRADED_CAUSE, as_episode
 from kubeloop.decide.quality import holds_retrain, quality_condition, recorded_quality
 from kubeloop.decide.retrain import RetrainDecision, retrain_episode
@@ -504,7 +505,7 @@ def on_timer(*, namespace: str | None, name: str, **_: Any) -> None:
     reconcile(namespace or "", name)
 
 
-@kopf.on.event("batch", "v1", "jobs", labels={MONITOR_LABEL: kopf.PRESENT})
+@on_event("Job", MONITOR_LABEL)
 def on_job_event(
     *, type: str, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
 ) -> None:
@@ -517,7 +518,7 @@ def on_job_event(
 _SEEN: dict[tuple[str, str], str] = {}
 
 
-@kopf.on.event(*_GROUP, "modeldeployments")
+@on_event("ModelDeployment")
 def on_deployment_event(
     *, type: str, namespace: str | None, name: str, body: kopf.Body, **kwargs: Any
 ) -> None:

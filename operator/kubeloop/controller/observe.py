@@ -1,17 +1,19 @@
 """Feed the watch cache (controller/cache.py) from kopf's watches: the operator's own kinds, and
-the Jobs and Pods it owns, each slice by the label that names its owner.
+the Jobs and Pods it owns, each slice by the label that names its owner; and pass each event on
+to the controllers' listeners (controller/watch_events.py).
 
-Each slice is a kopf index: kopf lists every indexed resource before any other handler runs
-(at start and after a restart), and runs an event's index handlers before its other handlers,
-so the cache is filled before a reconcile reads it. The handlers keep the body in the cache and
-return None (kopf's own index keeps nothing); kopf calls no index handler for a deletion, so a
-DELETED event's handler here drops the object.
+Each watched kind has one kopf index, for all its slices: kopf lists every indexed resource
+before any other handler runs (at start and after a restart), and runs an event's index
+handlers before its other handlers, so the cache is filled before a reconcile reads it. The
+index handler keeps the body in the cache and returns None (kopf's own index keeps nothing).
+Each kind also has one event handler: kopf calls no index handler for a deletion, so it drops
+a deleted object from the cache; then it calls the kind's listeners.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
@@ -19,6 +21,7 @@ import kopf
 from kubeloop.controller.monitor import MONITOR_LABEL
 from kubeloop.controller.runtime import runtime
 from kubeloop.controller.training import PIPELINE_LABEL
+from kubeloop.controller.watch_events import notify
 from kubeloop.resources.datawatch import DATAWATCH_LABEL
 from kubeloop.resources.registry import REGISTRY_LABEL
 
@@ -70,6 +73,31 @@ def relist_slices() -> int:
     return dropped
 
 
+def _where(kind: str) -> tuple[str, ...]:
+    group, version, plural = next((g, v, p) for k, g, v, p, _ in SLICES if k == kind)
+    return (group, version, plural) if group else (version, plural)
+
+
+def _labels(kind: str) -> frozenset[str] | None:
+    """The labels of `kind`'s slices; None when one slice is the whole kind."""
+    labels = [label for k, *_, label in SLICES if k == kind]
+    return None if None in labels else frozenset(label for label in labels if label)
+
+
+def _in_a_slice(kind: str) -> Callable[..., bool] | None:
+    """kopf's `when` filter for `kind`: its object is in one of the slices (carries one of
+    their labels); None for a kind watched whole."""
+    labels = _labels(kind)
+    if labels is None:
+        return None
+    wanted: frozenset[str] = labels
+
+    def carries_one(*, labels: Mapping[str, str], **_: Any) -> bool:
+        return not wanted.isdisjoint(labels)
+
+    return carries_one
+
+
 def _feed(kind: str) -> Callable[..., Any]:
     async def keep(*, body: kopf.Body, **_: Any) -> None:
         if runtime.kube is not None:
@@ -78,17 +106,18 @@ def _feed(kind: str) -> Callable[..., Any]:
     return keep
 
 
-def _drop(kind: str) -> Callable[..., Any]:
-    async def forget(*, type: str, namespace: str | None, name: str, **_: Any) -> None:
-        if type == "DELETED" and runtime.kube is not None:
-            runtime.kube.cache.forget(kind, namespace or "", name)
+def _dispatch(kind: str) -> Callable[..., Any]:
+    async def dispatch(**kwargs: Any) -> None:
+        if kwargs["type"] == "DELETED" and runtime.kube is not None:
+            runtime.kube.cache.forget(kind, kwargs["namespace"] or "", kwargs["name"])
+        await notify(kind, kwargs["labels"], kwargs)
 
-    return forget
+    return dispatch
 
 
-for _kind, _group, _version, _plural, _label in SLICES:
-    _labels = {_label: kopf.PRESENT} if _label else None
-    _id = f"cache-{_kind.lower()}-{_label or 'all'}"
-    _where: tuple[str, ...] = (_group, _version, _plural) if _group else (_version, _plural)
-    kopf.index(*_where, labels=_labels, id=_id)(_feed(_kind))
-    kopf.on.event(*_where, labels=_labels, id=_id + "-deleted")(_drop(_kind))
+# One index and one event handler per kind, for all its slices (a handler per slice, and one
+# per controller's listener, made kopf call eleven for a new pipeline's three events).
+for _kind in dict.fromkeys(kind for kind, *_ in SLICES):
+    _id = f"cache-{_kind.lower()}"
+    kopf.index(*_where(_kind), when=_in_a_slice(_kind), id=_id)(_feed(_kind))
+    kopf.on.event(*_where(_kind), when=_in_a_slice(_kind), id=f"{_id}-events")(_dispatch(_kind))

@@ -63,6 +63,7 @@ from kubeloop.controller.status import (
     snapshot,
 )
 from kubeloop.controller.status_write import write_status
+from kubeloop.controller.watch_events import on_event
 from kubeloop.decide.events import ready_event
 from kubeloop.decide.gate import gate
 from kubeloop.decide.triggers import RunInputs, allocation, decide_run, pending
@@ -772,7 +773,7 @@ async def _reconcile_in_worker(namespace: str, name: str, *, full: bool = False)
     await asyncio.get_running_loop().run_in_executor(runtime.executor, call)
 
 
-@kopf.on.event("kubeloop.io", "v1alpha1", "trainingpipelines")
+@on_event(KIND)
 async def on_pipeline_event(
     *, type: str | None, namespace: str | None, name: str, body: kopf.Body, **_: Any
 ) -> None:
@@ -801,7 +802,7 @@ def resync(namespace: str, name: str) -> None:
     reconcile(namespace, name, full=True)
 
 
-@kopf.on.event("batch", "v1", "jobs", labels={PIPELINE_LABEL: kopf.PRESENT})
+@on_event("Job", PIPELINE_LABEL)
 async def on_job_event(
     *, type: str, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
 ) -> None:
@@ -813,7 +814,7 @@ async def on_job_event(
         await _reconcile_in_worker(namespace or "", labels[PIPELINE_LABEL])
 
 
-@kopf.on.event("batch", "v1", "jobs", labels={DATAWATCH_LABEL: kopf.PRESENT})
+@on_event("Job", DATAWATCH_LABEL)
 async def on_data_watch_job_event(
     *, type: str, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
 ) -> None:
@@ -822,7 +823,7 @@ async def on_data_watch_job_event(
         await _reconcile_in_worker(namespace or "", labels[DATAWATCH_LABEL])
 
 
-@kopf.on.event("batch", "v1", "jobs", labels={REGISTRY_LABEL: kopf.PRESENT})
+@on_event("Job", REGISTRY_LABEL)
 async def on_registry_job_event(
     *, type: str, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
 ) -> None:
@@ -835,7 +836,7 @@ async def on_registry_job_event(
 _BLOCKED: dict[tuple[str, str], bool] = {}
 
 
-@kopf.on.event("v1", "pods", labels={PIPELINE_LABEL: kopf.PRESENT})
+@on_event("Pod", PIPELINE_LABEL)
 async def on_pod_event(
     *,
     type: str,
