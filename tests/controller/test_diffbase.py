@@ -68,3 +68,19 @@ def test_an_update_still_diffs_for_a_change_handled_kind() -> None:
     new = storage.build(body=body)
     assert old == {"spec": {"x": 0}}
     assert ("change", ("spec", "x"), 0, 1) in list(diff(old, new))
+
+
+@pytest.mark.parametrize(
+    ("kind", "stored"),
+    [
+        ("ModelDeployment", {"spec": {"x": 0}}),
+        ("DriftMonitor", {"spec": {"x": 0}}),
+        ("", {"spec": {"x": 0}}),
+        ("TrainingPipeline", None),  # not even looked up: no change handler reads it
+        ("Job", None),
+    ],
+)
+def test_the_stored_base_is_read_only_for_a_change_handled_kind(
+    kind: str, stored: dict[str, Any] | None
+) -> None:
+    assert ChangeHandledDiffBase(**STORAGE).fetch(body=kopf.Body(_body(kind))) == stored

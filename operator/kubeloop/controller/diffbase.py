@@ -32,7 +32,16 @@ class ChangeHandledDiffBase(kopf.AnnotationsDiffBaseStorage):
     def build(
         self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
     ) -> kopf.BodyEssence:
-        kind = body.get("kind")
-        if kind and kind not in CHANGE_HANDLED_KINDS:
+        if _skipped(body):
             return cast(kopf.BodyEssence, {})
         return super().build(body=body, extra_fields=extra_fields)
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        # Nothing is stored for another kind: no need to look through its annotations.
+        return None if _skipped(body) else super().fetch(body=body)
+
+
+def _skipped(body: kopf.Body) -> bool:
+    """Whether `body` is of a known kind without change handlers."""
+    kind = body.get("kind")
+    return bool(kind) and kind not in CHANGE_HANDLED_KINDS
