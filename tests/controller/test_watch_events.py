@@ -128,3 +128,27 @@ def test_a_sliced_kinds_handlers_see_only_objects_in_a_slice(
     )
     assert handler.when is not None
     assert handler.when(labels=labels, body={}, name="a") is passes
+
+
+def test_index_handlers_are_called_only_until_kopf_runs_its_first_event_handler() -> None:
+    """kopf runs no event handler before every listed object is indexed: until then the index
+    handlers fill the cache; from the first event handler on, the event handlers keep it."""
+    from kubeloop.controller import observe
+    from kubeloop.resources.datawatch import DATAWATCH_LABEL
+
+    registry = kopf.get_default_registry()
+    index = next(h for h in registry._indexing.get_all_handlers() if h.id == "cache-cronjob")
+    events = next(
+        h for h in registry._watching.get_all_handlers() if h.id == "cache-cronjob-events"
+    )
+    ours, foreign = {DATAWATCH_LABEL: "churn"}, {"app": "other"}
+    observe._Start.listing = True
+    try:
+        assert index.when is not None
+        assert index.when(labels=ours, body={}) is True
+        assert index.when(labels=foreign, body={}) is False
+        body = {"kind": "CronJob", "metadata": {"name": "a", "namespace": "ml", "labels": ours}}
+        asyncio.run(events.fn(type=None, namespace="ml", name="a", labels=ours, body=body))
+        assert index.when(labels=ours, body={}) is False
+    finally:
+        observe._Start.listing = True
