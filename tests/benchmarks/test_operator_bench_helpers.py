@@ -3,9 +3,11 @@ Jobs are run Jobs, and the percentile the edit latency is reported by."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from bench.apicount import classify
-from bench.operator_bench import percentile
+from bench.operator_bench import combine, percentile
 from bench.operator_jobs import is_run_job
 
 _TP = "/apis/kubeloop.io/v1alpha1/namespaces/ml/trainingpipelines"
@@ -49,3 +51,27 @@ def test_is_run_job(name: str, want: bool) -> None:
 )  # fmt: skip
 def test_percentile(values: list[float], q: float, want: float | None) -> None:
     assert percentile(values, q) == want
+
+
+def _burst(seconds: float, complete: bool = True, rss: float = 100.0) -> dict[str, Any]:
+    return {"count": 1000, "seconds": seconds, "complete": complete, "rss_mib": rss}
+
+
+@pytest.mark.parametrize(
+    ("seconds", "median"),
+    [([5.0], 5.0), ([6.0, 4.0, 5.0], 5.0), ([4.0, 6.0], 4.0), ([3.0, 9.0, 4.0, 5.0], 4.0)],
+)
+def test_combine_takes_the_median_time_and_the_last_rounds_other_figures(
+    seconds: list[float], median: float
+) -> None:
+    rounds = [_burst(s, rss=100.0 + k) for k, s in enumerate(seconds)]
+    combined = combine(rounds)
+    assert combined["seconds"] == median
+    assert combined["rounds"] == seconds
+    assert combined["jobs_per_second"] == round(1000 / median, 1)
+    assert combined["rss_mib"] == rounds[-1]["rss_mib"]
+    assert combined["complete"]
+
+
+def test_combine_is_incomplete_when_any_round_is() -> None:
+    assert not combine([_burst(4.0), _burst(5.0, complete=False), _burst(6.0)])["complete"]
