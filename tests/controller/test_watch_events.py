@@ -75,6 +75,24 @@ def test_a_failing_listener_is_logged_and_the_others_still_run(
     assert "boom" in caplog.text
 
 
+def test_a_temporary_error_is_one_line_without_a_traceback(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An API server's 5xx under a reconcile is logged as kopf logs it: no traceback (a flood
+    of them under API faults hides the real ones: tests/reliability/test_api_faults.py)."""
+
+    @on_event(kind)
+    async def unlucky(**_: Any) -> None:
+        raise kopf.TemporaryError("PATCH /apis/...: 503 Service Unavailable", delay=2)
+
+    with caplog.at_level(logging.ERROR, logger="kubeloop.events"):
+        asyncio.run(notify(kind, {}, _kwargs({})))
+    (record,) = caplog.records
+    assert record.exc_info is None
+    assert "unlucky listener failed on a ADDED event" in record.getMessage()
+    assert "503 Service Unavailable" in record.getMessage()
+
+
 def test_the_controllers_listen_on_watched_kinds_and_slices() -> None:
     watched = {(kind, label) for kind, *_, label in SLICES}
     kinds = {kind for kind, *_ in SLICES}

@@ -11,7 +11,9 @@ calls those whose label the object carries, in the order they were registered.
 A listener takes kopf's keyword arguments of an event handler (type, namespace, name, labels,
 body, spec, status, the indexes, ...). A coroutine function is awaited; a plain one runs in the
 operator's thread pool, as kopf runs a sync handler. One that raises is logged and the others
-still run, as kopf does with event handlers (an event is not retried).
+still run, as kopf does with event handlers (an event is not retried): a kopf.TemporaryError
+or PermanentError (an API server's 5xx, a refusal) as one line, anything else with its
+traceback.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import kopf
 
 from kubeloop.controller.runtime import runtime
 
@@ -72,13 +76,18 @@ async def notify(kind: str, labels: Mapping[str, str], kwargs: dict[str, Any]) -
             else:
                 call = functools.partial(entry.fn, **kwargs)
                 await asyncio.get_running_loop().run_in_executor(runtime.executor, call)
+        except (kopf.TemporaryError, kopf.PermanentError) as error:
+            # What the operator raises on purpose (an API server's 5xx, a refusal) says what
+            # failed: one line, no traceback, as kopf logs these from its own handlers.
+            log.error("%s: %s", _what(kind, entry, kwargs), error or repr(error))
         except Exception:
-            log.exception(
-                "%s %s/%s: the %s listener failed on a %s event; it is not retried (the next "
-                "event or the resync reconciles)",
-                kind,
-                kwargs.get("namespace"),
-                kwargs.get("name"),
-                getattr(entry.fn, "__qualname__", entry.fn),
-                kwargs.get("type") or "listed",
-            )
+            log.exception("%s", _what(kind, entry, kwargs))
+
+
+def _what(kind: str, entry: _Registered, kwargs: Mapping[str, Any]) -> str:
+    return (
+        f"{kind} {kwargs.get('namespace')}/{kwargs.get('name')}: the "
+        f"{getattr(entry.fn, '__qualname__', entry.fn)} listener failed on a "
+        f"{kwargs.get('type') or 'listed'} event; it is not retried (the next event or the "
+        "resync reconciles)"
+    )
