@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import kopf
 import kubernetes
 import pytest
 
@@ -99,3 +100,16 @@ def test_a_missing_object_reads_as_none(server: _Server) -> None:
     server.answer = (404, {"kind": "Status", "reason": "NotFound"})
     assert client.get("Service", "ml", "gone") is None
     assert server.seen[0]["method"] == "GET"
+
+
+def test_a_conflict_on_a_server_named_object_is_tried_again_not_read_back(
+    server: _Server,
+) -> None:
+    """A 409 for an Event (generateName) names nothing to read back: a TemporaryError, so the
+    Event's sender posts it again (it was a KeyError and a traceback under API faults)."""
+    client = _client(server)
+    server.answer = (409, {"kind": "Status", "reason": "AlreadyExists"})
+    event = {"kind": "Event", "metadata": {"generateName": "churn.", "namespace": "ml"}}
+    with pytest.raises(kopf.TemporaryError, match=r"create churn\.\*: 409"):
+        client.create(event)
+    assert [seen["method"] for seen in server.seen] == ["POST"]

@@ -431,9 +431,13 @@ class Kube:
                 timeout=timeout,
             )
         except kubernetes.client.ApiException as exc:
-            if exc.status != 409:
-                raise kopf.TemporaryError(f"create {meta['name']}: {exc.status}", delay=2) from exc
-            existing = self.get(manifest["kind"], meta["namespace"], meta["name"], fresh=True)
+            name = meta.get("name")
+            if exc.status != 409 or not name:
+                # A 409 for an object named by the server (generateName: an Event) names no
+                # object to read back: the POST goes again (it read meta['name'], a KeyError).
+                what = name or f"{meta.get('generateName', '')}*"
+                raise kopf.TemporaryError(f"create {what}: {exc.status}", delay=2) from exc
+            existing = self.get(manifest["kind"], meta["namespace"], name, fresh=True)
             if existing is None:  # deleted in between: let kopf retry
                 raise kopf.TemporaryError(f"{meta['name']} is being deleted", delay=2) from exc
             return existing

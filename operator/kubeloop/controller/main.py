@@ -154,6 +154,21 @@ def configure_logging(level: str, log_format: str = "text") -> None:
     logging.getLogger("kopf.activities.probe").setLevel(
         max(logging.WARNING, logging.getLevelName(name))
     )
+    objects = logging.getLogger("kopf.objects")
+    if not any(isinstance(f, QuietWatchHandlers) for f in objects.filters):
+        objects.addFilter(QuietWatchHandlers())
+
+
+class QuietWatchHandlers(logging.Filter):
+    """Drops kopf's "Handler 'cache-job-events' succeeded." line: kopf writes one at INFO each
+    time one of the cache's handlers (controller/observe.py) runs, that is for every watch
+    event of every watched kind (a line per Job, Pod and status change; most of an idle
+    operator's log). Their failures still go out, and so does every other kopf line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or not isinstance(record.msg, str):
+            return True
+        return not (record.msg.startswith("Handler 'cache-") and record.msg.endswith(" succeeded."))
 
 
 @kopf.on.startup()
