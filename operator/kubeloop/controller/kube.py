@@ -439,7 +439,7 @@ class Kube:
                 raise kopf.TemporaryError(f"create {what}: {exc.status}", delay=2) from exc
             existing = self.get(manifest["kind"], meta["namespace"], name, fresh=True)
             if existing is None:  # deleted in between: let kopf retry
-                raise kopf.TemporaryError(f"{meta['name']} is being deleted", delay=2) from exc
+                raise kopf.TemporaryError(f"{name} is being deleted", delay=2) from exc
             return existing
         return created
 

@@ -60,7 +60,7 @@ from kubeloop.controller.config import OperatorConfig
 from kubeloop.controller.diffbase import ChangeHandledDiffBase
 from kubeloop.controller.events import SENDERS, recorder
 from kubeloop.controller.leader import Elector, FollowerProbe
-from kubeloop.controller.observe import relist_slices, watch_slices
+from kubeloop.controller.observe import HANDLER_PREFIX, relist_slices, watch_slices
 from kubeloop.controller.resync import Resync
 from kubeloop.controller.runtime import runtime
 from kubeloop.controller.training import pipelines, resync
@@ -168,7 +168,10 @@ class QuietWatchHandlers(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno != logging.INFO or not isinstance(record.msg, str):
             return True
-        return not (record.msg.startswith("Handler 'cache-") and record.msg.endswith(" succeeded."))
+        return not (
+            record.msg.startswith(f"Handler '{HANDLER_PREFIX}")
+            and record.msg.endswith(" succeeded.")
+        )
 
 
 @kopf.on.startup()

@@ -26,11 +26,13 @@ from kubeloop.controller.watch_events import notify
 from kubeloop.resources.datawatch import DATAWATCH_LABEL
 from kubeloop.resources.registry import REGISTRY_LABEL
 
-__all__ = ["SLICES", "relist_slices", "watch_slices"]
+__all__ = ["HANDLER_PREFIX", "SLICES", "relist_slices", "watch_slices"]
 
 log = logging.getLogger("kubeloop.cache")
 
 _OWN = ("kubeloop.io", "v1alpha1")
+# The ids of the kopf handlers here start with it: `cache-job` (index), `cache-job-events`.
+HANDLER_PREFIX = "cache-"
 # (kind, group, version, plural, label: None for every object of the kind)
 SLICES: list[tuple[str, str, str, str, str | None]] = [
     ("TrainingPipeline", *_OWN, "trainingpipelines", None),
@@ -122,24 +124,26 @@ def _while_listing(kind: str) -> Callable[..., bool]:
     return listing
 
 
+def _keep(kind: str, body: Mapping[str, Any]) -> None:
+    if runtime.kube is not None:
+        runtime.kube.cache.observed({"kind": kind, **body})
+
+
 def _feed(kind: str) -> Callable[..., Any]:
     async def keep(*, body: kopf.Body, **_: Any) -> None:
-        if runtime.kube is not None:
-            runtime.kube.cache.observed({"kind": kind, **body})
+        _keep(kind, body)
 
     return keep
 
 
 def _dispatch(kind: str) -> Callable[..., Any]:
-    feed = _feed(kind)
-
     async def dispatch(**kwargs: Any) -> None:
         _Start.listing = False
         if kwargs["type"] == "DELETED":
             if runtime.kube is not None:
                 runtime.kube.cache.forget(kind, kwargs["namespace"] or "", kwargs["name"])
         else:
-            await feed(**kwargs)
+            _keep(kind, kwargs["body"])
         await notify(kind, kwargs["labels"], kwargs)
 
     return dispatch
@@ -149,6 +153,6 @@ def _dispatch(kind: str) -> Callable[..., Any]:
 # per controller's listener, made kopf call eleven for a new pipeline's three events; now three:
 # the event handler of each, the index handlers only at the start).
 for _kind in dict.fromkeys(kind for kind, *_ in SLICES):
-    _id = f"cache-{_kind.lower()}"
+    _id = f"{HANDLER_PREFIX}{_kind.lower()}"
     kopf.index(*_where(_kind), when=_while_listing(_kind), id=_id)(_feed(_kind))
     kopf.on.event(*_where(_kind), when=_in_a_slice(_kind), id=f"{_id}-events")(_dispatch(_kind))
