@@ -129,7 +129,10 @@ def test_prune_drops_what_a_fresh_list_no_longer_holds(
         cache.observed(_obj("Job", name, rv, {OWNER: "p"}))
     cache.observed(_obj("TrainingPipeline", "p", "1"))  # another slice: untouched
     assert cache.slice_namespaces("Job", OWNER) == ["ml"]
-    assert cache.prune("Job", "ml", OWNER, listed, listed_at) == dropped
+    gone = cache.prune("Job", "ml", OWNER, listed, listed_at)
+    assert [(j["metadata"]["name"], j["metadata"]["labels"]) for j in gone] == [
+        (name, {OWNER: "p"}) for name in dropped
+    ]
     kept = sorted(set(cached) - set(dropped))
     assert [j["metadata"]["name"] for j in cache.list("Job", "ml", {OWNER: "p"})] == kept
     assert cache.get("TrainingPipeline", "ml", "p") is not None

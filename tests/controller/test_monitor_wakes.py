@@ -14,6 +14,8 @@ def woken(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     calls: list[tuple[str, str]] = []
     monkeypatch.setattr(monitor, "reconcile", lambda ns, name: calls.append((ns, name)))
     monkeypatch.setattr(monitor, "_SEEN", {})
+    watching = {("ml", "churn"): ["churn-monitor"]}
+    monkeypatch.setattr(monitor, "monitors_of", lambda ns, name: watching.get((ns, name), []))
     return calls
 
 
@@ -22,14 +24,7 @@ def _event(kind: str, version: str, replicas: int = 2) -> dict[str, Any]:
         "spec": {"model": {"pipeline": "churn"}, "replicas": replicas},
         "status": {"modelVersion": version, "modelUri": f"file:///m/versions/{version}"},
     }
-    index = {("ml", "churn"): ["churn-monitor"]}
-    return {
-        "type": kind,
-        "namespace": "ml",
-        "name": "churn",
-        "body": body,
-        "monitors_by_deployment": index,
-    }
+    return {"type": kind, "namespace": "ml", "name": "churn", "body": body}
 
 
 def test_only_what_a_monitor_reads_wakes_it(woken: list[tuple[str, str]]) -> None:
@@ -49,7 +44,6 @@ def test_a_deleted_deployment_is_forgotten(woken: list[tuple[str, str]]) -> None
 
 
 def test_a_deployment_no_monitor_reads_is_not_remembered(woken: list[tuple[str, str]]) -> None:
-    event = _event("ADDED", "1")
-    event["monitors_by_deployment"] = {}
+    event = {**_event("ADDED", "1"), "name": "unwatched"}
     monitor.on_deployment_event(**event)
     assert woken == [] and monitor._SEEN == {}

@@ -11,7 +11,6 @@ from typing import Any
 
 import kopf
 import pytest
-from kopf._core.actions import loggers as kopf_loggers
 
 from kubeloop.controller import main as operator_main
 from kubeloop.controller.events import recorder
@@ -57,27 +56,6 @@ def test_events_reach_the_log_with_time_level_and_object(
         "TrainingPipeline ml/churn: ChildRefused: the API server refused ...",
     ) in lines
     assert [p["type"] for p in posted] == ["Normal", "Warning"]
-
-
-def test_kopfs_success_line_for_each_watch_event_is_dropped(
-    capfd: pytest.CaptureFixture[str],
-) -> None:
-    """kopf's per-object logger writes "Handler '...' succeeded." for every handler run: for the
-    cache's handlers that is a line per watch event. Those go; kopf's other lines stay."""
-    operator_main.configure_logging("info")
-    operator_main.configure_logging("info")  # a restarted operator adds no second filter
-    settings = kopf.OperatorSettings()
-    logger = kopf_loggers.ObjectLogger(body=kopf.Body(dict(BODY)), settings=settings)
-    logger.info("Handler 'cache-job-events' succeeded.")
-    logger.info("Handler 'on_create' succeeded.")
-    logger.error("Handler 'cache-job-events' failed temporarily: 503")
-    lines = _lines(capfd.readouterr().err)
-    assert [(level, message) for _, level, message in lines] == [
-        ("INFO", "[ml/churn] Handler 'on_create' succeeded."),
-        ("ERROR", "[ml/churn] Handler 'cache-job-events' failed temporarily: 503"),
-    ]
-    quiet = logging.getLogger("kopf.objects").filters
-    assert sum(isinstance(f, operator_main.QuietWatchHandlers) for f in quiet) == 1
 
 
 def test_the_level_knob_drops_info_lines(

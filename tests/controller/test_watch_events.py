@@ -1,57 +1,59 @@
-"""Watch events reach the controllers' listeners through one kopf handler per kind
-(controller/watch_events.py, controller/observe.py)."""
+"""Watch events reach the controllers' listeners (controller/watch_events.py) from the
+informers (controller/observe.py): the cache filled first, one object's events in order."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import threading
+from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
 import kopf
 import pytest
+from tests.polling import until
 
 import kubeloop.controller.main  # noqa: F401 (registers every handler with kopf)
-from kubeloop.controller import watch_events
-from kubeloop.controller.monitor import MONITOR_LABEL
+from kubeloop.controller import kube, observe, watch_events
 from kubeloop.controller.observe import SLICES
+from kubeloop.controller.runtime import runtime
 from kubeloop.controller.training import PIPELINE_LABEL
 from kubeloop.controller.watch_events import listeners, notify, on_event
+from kubeloop.local.cluster.emulator import EmulatorThread
 
 
 @pytest.fixture
 def kind() -> Iterator[str]:
     """A kind of this test's own, its listeners removed afterwards."""
     yield "Probe"
-    watch_events._LISTENERS.pop("Probe", None)
+    for key in [key for key in watch_events._LISTENERS if key[0] == "Probe"]:
+        del watch_events._LISTENERS[key]
 
 
 def _kwargs(labels: dict[str, str], type: str = "ADDED") -> dict[str, Any]:
     return {"type": type, "namespace": "ml", "name": "a", "labels": labels, "body": {}}
 
 
-def test_each_listener_of_the_objects_labels_is_called_in_order(kind: str) -> None:
+def test_each_listener_of_the_slice_is_called_in_order(kind: str) -> None:
     calls: list[tuple[str, str]] = []
 
-    @on_event(kind)
-    async def every(*, name: str, **_: Any) -> None:
-        calls.append(("every", name))
-
     @on_event(kind, "x")
-    async def with_x(*, name: str, **_: Any) -> None:
-        calls.append(("x", name))
+    async def first(*, name: str, **_: Any) -> None:
+        calls.append(("first", name))
 
     @on_event(kind, "y")
-    def with_y(*, name: str, **_: Any) -> None:  # a plain function: in a thread
-        assert threading.current_thread() is not threading.main_thread()
+    async def of_another_slice(*, name: str, **_: Any) -> None:
         calls.append(("y", name))
 
-    asyncio.run(notify(kind, {"x": "1"}, _kwargs({"x": "1"})))
-    assert calls == [("every", "a"), ("x", "a")]
-    calls.clear()
-    asyncio.run(notify(kind, {"x": "1", "y": "2"}, _kwargs({"x": "1", "y": "2"})))
-    assert calls == [("every", "a"), ("x", "a"), ("y", "a")]
+    @on_event(kind, "x")
+    def second(*, name: str, **_: Any) -> None:  # a plain function: in a thread
+        assert threading.current_thread() is not threading.main_thread()
+        calls.append(("second", name))
+
+    asyncio.run(notify(kind, "x", _kwargs({"x": "1", "y": "2"})))
+    assert calls == [("first", "a"), ("second", "a")]
+    assert watch_events.has_listeners(kind, "y") and not watch_events.has_listeners(kind, None)
 
 
 def test_a_failing_listener_is_logged_and_the_others_still_run(
@@ -68,7 +70,7 @@ def test_a_failing_listener_is_logged_and_the_others_still_run(
         calls.append("fine")
 
     with caplog.at_level(logging.ERROR, logger="kubeloop.events"):
-        asyncio.run(notify(kind, {}, _kwargs({}, type="MODIFIED")))
+        asyncio.run(notify(kind, None, _kwargs({}, type="MODIFIED")))
     assert calls == ["fine"]
     assert "Probe ml/a: the " in caplog.text
     assert "broken listener failed on a MODIFIED event" in caplog.text
@@ -86,87 +88,139 @@ def test_a_temporary_error_is_one_line_without_a_traceback(
         raise kopf.TemporaryError("PATCH /apis/...: 503 Service Unavailable", delay=2)
 
     with caplog.at_level(logging.ERROR, logger="kubeloop.events"):
-        asyncio.run(notify(kind, {}, _kwargs({})))
+        asyncio.run(notify(kind, None, _kwargs({})))
     (record,) = caplog.records
     assert record.exc_info is None
     assert "unlucky listener failed on a ADDED event" in record.getMessage()
     assert "503 Service Unavailable" in record.getMessage()
 
 
-def test_the_controllers_listen_on_watched_kinds_and_slices() -> None:
-    watched = {(kind, label) for kind, *_, label in SLICES}
-    kinds = {kind for kind, *_ in SLICES}
-    for kind in watch_events._LISTENERS:
-        for label, fn in listeners(kind):
-            assert kind in kinds, fn
-            assert label is None or (kind, label) in watched, (kind, label, fn)
+def test_the_controllers_listen_on_watched_slices() -> None:
+    watched = set(SLICES)
+    for (kind, label), entries in watch_events._LISTENERS.items():
+        assert (kind, label) in watched, (kind, label, [e.fn for e in entries])
     assert ("kubeloop.io/trainingpipeline", "on_job_event") in [
         (label, fn.__name__) for label, fn in listeners("Job")
     ]
 
 
-def test_kopf_calls_one_index_and_one_event_handler_per_kind() -> None:
-    """Fewer kopf handler calls per event: one index and one event handler for each kind the
-    cache watches, whatever its slices and listeners."""
+def test_kopf_handles_no_kind_the_informers_feed_but_its_change_handlers_kinds() -> None:
+    """kopf watches a kind only for its handlers: the informers feed the cache and the
+    listeners, and kopf keeps only the ModelDeployments' and DriftMonitors' change handlers
+    and timers (and the serving Deployments' events). A kopf handler on a pipeline, Job, Pod or
+    CronJob would bring back kopf's machinery per watch event for thousands of objects."""
     registry = kopf.get_default_registry()
-    kinds = {kind.lower() for kind, *_ in SLICES}
-    cache_indexes = [
-        h.id for h in registry._indexing.get_all_handlers() if h.id.startswith("cache-")
+    handlers = [
+        *registry._indexing.get_all_handlers(),
+        *registry._watching.get_all_handlers(),
+        *registry._changing.get_all_handlers(),
+        *registry._spawning.get_all_handlers(),
     ]
-    events = [h.id for h in registry._watching.get_all_handlers() if h.id.startswith("cache-")]
-    assert sorted(cache_indexes) == sorted(f"cache-{kind}" for kind in kinds)
-    assert sorted(events) == sorted(f"cache-{kind}-events" for kind in kinds)
-    # No controller registers its own kopf event handler for a watched kind.
-    plurals = {plural for _, _, _, plural, _ in SLICES}
-    others = [
-        h.id
-        for h in registry._watching.get_all_handlers()
-        if not h.id.startswith("cache-") and (h.selector.plural or h.selector.any_name) in plurals
-    ]
-    assert others == []
+    plurals = {h.selector.plural or h.selector.any_name for h in handlers}
+    assert plurals == {"modeldeployments", "driftmonitors", "deployments"}
+    assert [h.id for h in registry._indexing.get_all_handlers()] == []
 
 
-@pytest.mark.parametrize(
-    ("kind", "labels", "passes"),
-    [
-        ("Job", {PIPELINE_LABEL: "churn"}, True),
-        ("Job", {MONITOR_LABEL: "m"}, True),
-        ("Job", {"app": "other"}, False),  # somebody else's Job
-        ("Job", {}, False),
-        ("Pod", {PIPELINE_LABEL: "churn"}, True),
-        ("Pod", {"app": "other"}, False),
-    ],
-)
-def test_a_sliced_kinds_handlers_see_only_objects_in_a_slice(
-    kind: str, labels: dict[str, str], passes: bool
+def _event(uid: str, n: int) -> dict[str, Any]:
+    meta = {
+        "name": uid,
+        "namespace": "ml",
+        "uid": uid,
+        "labels": {"x": "1"},
+        "resourceVersion": str(n),
+    }
+    return {"kind": "Probe", "metadata": meta, "spec": {"n": n}}
+
+
+def test_one_objects_events_reach_its_listeners_in_order_the_newest_of_those_waiting(
+    kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    registry = kopf.get_default_registry()
-    handler = next(
-        h for h in registry._watching.get_all_handlers() if h.id == f"cache-{kind.lower()}-events"
-    )
-    assert handler.when is not None
-    assert handler.when(labels=labels, body={}, name="a") is passes
+    """While an object's listener runs (waiting on a reconcile), its next events wait, and only
+    the newest of them follows; another object's events do not wait for it."""
+    monkeypatch.setattr(runtime, "kube", None)
+    calls: list[tuple[str, str | None, int]] = []
+
+    async def scenario() -> None:
+        gate = asyncio.Event()
+
+        @on_event(kind, "x")
+        async def slow(*, type: str | None, uid: str, spec: dict[str, Any], **_: Any) -> None:
+            calls.append((uid, type, spec["n"]))
+            if uid == "a":
+                await gate.wait()
+
+        observe.deliver(kind, "x", "ADDED", _event("a", 1))
+        observe.deliver(kind, "x", "MODIFIED", _event("a", 2))
+        observe.deliver(kind, "x", "MODIFIED", _event("a", 3))
+        observe.deliver(kind, "x", "ADDED", _event("b", 1))
+
+        async def b_ran() -> bool:
+            return ("b", "ADDED", 1) in calls
+
+        await until(b_ran, timeout=5, interval=0.01, what="b's listener while a's waits")
+        assert calls == [("a", "ADDED", 1), ("b", "ADDED", 1)]
+        gate.set()
+
+        async def a_done() -> bool:
+            return not observe._watching.running
+
+        await until(a_done, timeout=5, interval=0.01, what="a's listener to finish")
+
+    asyncio.run(scenario())
+    assert calls == [("a", "ADDED", 1), ("b", "ADDED", 1), ("a", "MODIFIED", 3)]
 
 
-def test_index_handlers_are_called_only_until_kopf_runs_its_first_event_handler() -> None:
-    """kopf runs no event handler before every listed object is indexed: until then the index
-    handlers fill the cache; from the first event handler on, the event handlers keep it."""
-    from kubeloop.controller import observe
-    from kubeloop.resources.datawatch import DATAWATCH_LABEL
+def test_every_slice_is_listed_into_the_cache_before_a_listener_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The operator's startup: each listed object reaches the listeners (type None) only once
+    every slice is in the cache, so a resume's reconcile sees all of it; then the watches."""
+    seen: list[tuple[str | None, str, int]] = []
 
-    registry = kopf.get_default_registry()
-    index = next(h for h in registry._indexing.get_all_handlers() if h.id == "cache-cronjob")
-    events = next(
-        h for h in registry._watching.get_all_handlers() if h.id == "cache-cronjob-events"
-    )
-    ours, foreign = {DATAWATCH_LABEL: "churn"}, {"app": "other"}
-    observe._Start.listing = True
-    try:
-        assert index.when is not None
-        assert index.when(labels=ours, body={}) is True
-        assert index.when(labels=foreign, body={}) is False
-        body = {"kind": "CronJob", "metadata": {"name": "a", "namespace": "ml", "labels": ours}}
-        asyncio.run(events.fn(type=None, namespace="ml", name="a", labels=ours, body=body))
-        assert index.when(labels=ours, body={}) is False
-    finally:
-        observe._Start.listing = True
+    async def pipeline(*, type: str | None, name: str, **_: Any) -> None:
+        jobs = runtime.api.cache.list("Job", "ml", {PIPELINE_LABEL: "churn"})
+        seen.append((type, name, len(jobs)))
+
+    monkeypatch.setattr(watch_events, "_LISTENERS", defaultdict(list))
+    on_event("TrainingPipeline")(pipeline)
+    container = {"name": "c", "image": "trainer:1"}
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "churn-run-1", "namespace": "ml", "labels": {PIPELINE_LABEL: "churn"}},
+        "spec": {"template": {"spec": {"containers": [container], "restartPolicy": "Never"}}},
+    }
+    pipeline_doc = {
+        "apiVersion": "kubeloop.io/v1alpha1",
+        "kind": "TrainingPipeline",
+        "metadata": {"name": "churn", "namespace": "ml"},
+        "spec": {},
+    }
+    with EmulatorThread(admission=False) as thread:
+        writer = kube.connect(thread.url)
+        writer.create(pipeline_doc)
+        writer.create(job)
+        monkeypatch.setattr(runtime, "kube", kube.connect(thread.url))
+
+        async def scenario() -> None:
+            await observe.start_watching()
+            try:
+
+                async def listed() -> bool:
+                    return bool(seen)
+
+                await until(listed, timeout=5, interval=0.01, what="the listed pipeline")
+                await asyncio.get_running_loop().run_in_executor(
+                    None, writer.patch, "TrainingPipeline", "ml", "churn", {"spec": {"x": 1}}
+                )
+
+                async def modified() -> bool:
+                    return len(seen) >= 2
+
+                await until(modified, timeout=5, interval=0.01, what="the pipeline's change")
+            finally:
+                await observe.stop_watching()
+            assert observe._watching.informers == [] and observe._watching.session is None
+
+        asyncio.run(scenario())
+    assert seen == [(None, "churn", 1), ("MODIFIED", "churn", 1)]

@@ -2,14 +2,15 @@
 answer from here instead of the API server, for the kinds (and label slices) being watched.
 
 A slice is a kind, or the objects of a kind that carry a label (`kubeloop.io/trainingpipeline`
-on Jobs): kopf's watch of it feeds the cache (controller/observe.py), and once a slice is
+on Jobs): a list and watch of it feeds the cache (controller/informer.py), and once a slice is
 watched the cache is the answer for it: an object not in the cache does not exist. A read is
 served from a slice only when the request says it is inside it (a `list` whose selector has the
 slice's label, a `get` whose `within` labels do); anything else still goes to the API.
 
 Fresh enough to decide on:
-- kopf lists every indexed resource before it runs any other handler (and again after a
-  restart), so a resume or a timer never sees a half-filled cache;
+- every slice is listed before any handler runs (the operator's startup waits for the lists;
+  a watch that lost its place lists its slice again), so a resume or a timer never sees a
+  half-filled cache;
 - an event's handlers run after the cache took that event's object, so a reconcile a Job's
   event started sees at least that Job;
 - every write of the operator puts what the API server answered into the cache at once
@@ -105,7 +106,7 @@ class Cache:
 
     def watch(self, kind: str, label: str | None = None) -> None:
         """Serve reads of `kind` (of its objects with `label`) from here from now on: the
-        caller feeds every object of the slice (kopf's initial list first)."""
+        caller feeds every object of the slice (its list first: controller/informer.py)."""
         with self._guard:
             self._slices.setdefault(kind, set()).add(label)
 
@@ -199,16 +200,16 @@ class Cache:
         label: str | None,
         present: Iterable[str],
         listed_at: int | None,
-    ) -> builtins.list[str]:
+    ) -> builtins.list[dict[str, Any]]:
         """Drop the objects of the slice in `namespace` that a fresh list (at resourceVersion
-        `listed_at`) no longer holds: deleted while no watch was open, whose DELETED event kopf
-        never delivers (it relists after a watch gap, and reports only what it finds). An
-        object newer than the list (created or changed after it, known from the watch) stays,
-        and so does any whose version cannot be compared. The names dropped."""
+        `listed_at`) no longer holds: deleted while no watch was open, whose DELETED event no
+        watch delivers (a relist after a gap reports only what it finds). An object newer than
+        the list (created or changed after it, known from the watch) stays, and so does any
+        whose version cannot be compared. The objects dropped, as last kept."""
         if listed_at is None:
             return []
         keep = set(present)
-        dropped = []
+        dropped: builtins.list[dict[str, Any]] = []
         with self._guard:
             members = [
                 key
@@ -219,8 +220,9 @@ class Cache:
             for key in sorted(set(members)):
                 version = self._objects[key].version
                 if key[2] not in keep and version is not None and version <= listed_at:
-                    self._ungroup(key, self._objects.pop(key))
-                    dropped.append(key[2])
+                    entry = self._objects.pop(key)
+                    self._ungroup(key, entry)
+                    dropped.append(entry.body())
         return dropped
 
     def names(self, kind: str) -> builtins.list[tuple[str, str]]:

@@ -1,7 +1,9 @@
-"""The only module that talks to the Kubernetes API. Everything is a plain dict; API errors
-become kopf errors: 404 on get -> None, 409 on create -> the existing object (idempotent),
-400/403/422 -> `Refused` (a `kopf.PermanentError`: sending the same request again cannot
-help), anything else -> `kopf.TemporaryError` (kopf retries with backoff).
+"""The only module that sends requests to the Kubernetes API (the watches of
+controller/informer.py stream from the endpoint `Kube.endpoint` describes). Everything is a
+plain dict; API errors become kopf errors: 404 on get -> None, 409 on create -> the existing
+object (idempotent), 400/403/422 -> `Refused` (a `kopf.PermanentError`: sending the same
+request again cannot help), anything else -> `kopf.TemporaryError` (kopf retries with
+backoff).
 
 Every write the API server refuses, or that fails (5xx, network), is one WARNING line naming
 the verb, the object and the server's message (never a request body: no Secret data);
@@ -27,6 +29,7 @@ import hashlib
 import json
 import logging
 import os
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -44,6 +47,7 @@ __all__ = [
     "CREATE_ONCE",
     "FIELD_MANAGER",
     "PLURALS",
+    "Endpoint",
     "Kube",
     "Refused",
     "applied_config",
@@ -125,6 +129,20 @@ class _Refusal:
     error: Refused
     retry_at: float
     backoff: float
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where and how the watches of controller/informer.py connect: the client's own server,
+    TLS settings and credentials (in-cluster, kubeconfig, or a plain URL)."""
+
+    server: str
+    ssl: ssl.SSLContext | bool  # False: no verification (a plain URL, or verify_ssl off)
+    authorization: Callable[[], str | None]  # the header's value, read anew per request
+
+    def headers(self) -> dict[str, str]:
+        token = self.authorization()
+        return {"Accept": "application/json", **({"Authorization": token} if token else {})}
 
 
 def _path(kind: str, namespace: str, name: str | None = None, sub: str | None = None) -> str:
@@ -294,6 +312,24 @@ class Kube:
             self.cache.observed(result)  # the server's answer is the newest version we know
         return result
 
+    def endpoint(self) -> Endpoint:
+        """This client's server, TLS and credentials, for a client of another kind (aiohttp)."""
+        config = self._api.configuration
+        context: ssl.SSLContext | bool = False
+        if config.host.startswith("https:") and config.verify_ssl:
+            context = ssl.create_default_context(cafile=config.ssl_ca_cert)
+            if config.cert_file:
+                context.load_cert_chain(config.cert_file, config.key_file)
+            if config.assert_hostname is False:
+                context.check_hostname = False
+
+        def authorization() -> str | None:
+            # The in-cluster loader's hook re-reads the projected token as it rotates.
+            value = config.auth_settings().get("BearerToken", {}).get("value")
+            return str(value) if value else None
+
+        return Endpoint(config.host.rstrip("/"), context, authorization)
+
     def _held_back(self, key: tuple[str, str], body: Any) -> None:
         """Raise the remembered refusal of this very body while its backoff lasts (the body's
         digest is taken only when this request was refused before: most never are)."""
@@ -359,7 +395,8 @@ class Kube:
         listed_at = str((result.get("metadata") or {}).get("resourceVersion") or "")
         present = [str((i.get("metadata") or {}).get("name")) for i in items]
         version = int(listed_at) if listed_at.isdigit() else None
-        return self.cache.prune(kind, namespace, label, present, version)
+        dropped = self.cache.prune(kind, namespace, label, present, version)
+        return [str(body["metadata"]["name"]) for body in dropped]
 
     def _list(self, kind: str, namespace: str, selector: str | None) -> dict[str, Any]:
         """GET the list (its `items` always present), every item observed by the cache."""

@@ -60,7 +60,7 @@ from kubeloop.controller.config import OperatorConfig
 from kubeloop.controller.diffbase import ChangeHandledDiffBase
 from kubeloop.controller.events import SENDERS, recorder
 from kubeloop.controller.leader import Elector, FollowerProbe
-from kubeloop.controller.observe import HANDLER_PREFIX, relist_slices, watch_slices
+from kubeloop.controller.observe import relist_slices, start_watching, stop_watching
 from kubeloop.controller.resync import Resync
 from kubeloop.controller.runtime import runtime
 from kubeloop.controller.training import pipelines, resync
@@ -154,28 +154,10 @@ def configure_logging(level: str, log_format: str = "text") -> None:
     logging.getLogger("kopf.activities.probe").setLevel(
         max(logging.WARNING, logging.getLevelName(name))
     )
-    objects = logging.getLogger("kopf.objects")
-    if not any(isinstance(f, QuietWatchHandlers) for f in objects.filters):
-        objects.addFilter(QuietWatchHandlers())
-
-
-class QuietWatchHandlers(logging.Filter):
-    """Drops kopf's "Handler 'cache-job-events' succeeded." line: kopf writes one at INFO each
-    time one of the cache's handlers (controller/observe.py) runs, that is for every watch
-    event of every watched kind (a line per Job, Pod and status change; most of an idle
-    operator's log). Their failures still go out, and so does every other kopf line."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno != logging.INFO or not isinstance(record.msg, str):
-            return True
-        return not (
-            record.msg.startswith(f"Handler '{HANDLER_PREFIX}")
-            and record.msg.endswith(" succeeded.")
-        )
 
 
 @kopf.on.startup()
-def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     config = OperatorConfig.from_env()
     configure(settings, config)
     tune_gc()
@@ -183,8 +165,9 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     runtime.config = config
     # Every reconcile thread, every Event sender, the resync loop: each a connection of its own.
     runtime.kube = kube.connect(config.server or None, connections=WORKERS + SENDERS + 2)
-    watch_slices()  # kopf fills the cache before any other handler runs (controller/observe.py)
     runtime.seen.clear()
+    # Every slice listed into the cache before kopf runs any other handler; then the watches.
+    await start_watching(runtime.namespaces)
     if runtime.resync is None:
         runtime.resync = Resync(
             config.resync_seconds,
@@ -211,6 +194,12 @@ def leadership(**_: Any) -> dict[str, Any]:
     if runtime.leader is None:
         return {"role": "standalone"}
     return runtime.leader.describe()
+
+
+@kopf.on.cleanup()
+async def stop_informers(**_: Any) -> None:
+    """The watches and the listener tasks end with the operator."""
+    await stop_watching()
 
 
 @kopf.on.cleanup()
@@ -275,6 +264,7 @@ def main(argv: list[str]) -> int:
         elector = follow(config, args.liveness)
         if elector is None:
             return 0  # stopped while following
+    runtime.namespaces = tuple(args.namespace)
     try:
         kopf.run(
             clusterwide=not args.namespace,

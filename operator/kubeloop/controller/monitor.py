@@ -478,13 +478,14 @@ def _set_quality_condition(
 _GROUP = ("kubeloop.io", "v1alpha1")
 
 
-@kopf.index(*_GROUP, "driftmonitors")
-def monitors_by_deployment(
-    *, namespace: str | None, name: str, spec: Mapping[str, Any], **_: Any
-) -> dict[tuple[str, str], str]:
-    """Which monitors watch a deployment, so its changes (a new version) reach them at once."""
-    ref = (spec.get("deploymentRef") or {}).get("name")
-    return {(namespace or "", str(ref)): name} if ref else {}
+def monitors_of(namespace: str, deployment: str) -> list[str]:
+    """The monitors (from the watch cache) that watch a deployment, so that its changes (a
+    new version) reach them at once."""
+    return [
+        str(dm["metadata"]["name"])
+        for dm in runtime.api.cache.list("DriftMonitor", namespace)
+        if ((dm.get("spec") or {}).get("deploymentRef") or {}).get("name") == deployment
+    ]
 
 
 @kopf.on.resume(*_GROUP, "driftmonitors")
@@ -507,7 +508,12 @@ def on_timer(*, namespace: str | None, name: str, **_: Any) -> None:
 
 @on_event("Job", MONITOR_LABEL)
 def on_job_event(
-    *, type: str, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
+    *,
+    type: str,
+    namespace: str | None,
+    labels: Mapping[str, str],
+    body: Mapping[str, Any],
+    **_: Any,
 ) -> None:
     if type == "DELETED" or job_outcome(body):  # a check's verdict exists only then
         reconcile(namespace or "", labels[MONITOR_LABEL])
@@ -520,11 +526,11 @@ _SEEN: dict[tuple[str, str], str] = {}
 
 @on_event("ModelDeployment")
 def on_deployment_event(
-    *, type: str, namespace: str | None, name: str, body: kopf.Body, **kwargs: Any
+    *, type: str, namespace: str | None, name: str, body: Mapping[str, Any], **_: Any
 ) -> None:
     key = (namespace or "", name)
-    index: kopf.Index[tuple[str, str], str] = kwargs["monitors_by_deployment"]
-    if key not in index:
+    monitors = monitors_of(*key)
+    if not monitors:
         return
     spec, status = body.get("spec") or {}, body.get("status") or {}
     seen = json.dumps(
@@ -545,16 +551,5 @@ def on_deployment_event(
         _SEEN.pop(key, None)
     else:
         _SEEN[key] = seen
-    for monitor in _snapshot(index, key):
+    for monitor in monitors:
         reconcile(key[0], monitor)
-
-
-def _snapshot(index: kopf.Index[tuple[str, str], str], key: tuple[str, str]) -> list[str]:
-    """The index's values for `key`, copied: kopf updates its indexes from its event loop while
-    this sync handler runs in a worker thread ("dictionary changed size during iteration" when
-    monitors were created at the same time). A copy interrupted that way is taken again."""
-    while True:
-        try:
-            return list(index.get(key, []))
-        except RuntimeError:
-            continue

@@ -1,58 +1,56 @@
-"""Feed the watch cache (controller/cache.py) from kopf's watches: the operator's own kinds, and
-the Jobs and Pods it owns, each slice by the label that names its owner; and pass each event on
-to the controllers' listeners (controller/watch_events.py).
+"""Feed the watch cache (controller/cache.py) from informers of our own (controller/informer.py):
+the operator's own kinds, and the Jobs, Pods and CronJobs it owns, each slice by the label
+that names its owner; and pass each event on to the controllers' listeners
+(controller/watch_events.py).
 
-Each watched kind has one kopf index and one event handler, for all its slices. At the start
-kopf lists every indexed kind and runs the index handlers on every object listed before it runs
-any other handler: the index handlers fill the cache then, so no reconcile of a resume sees a
-half-filled cache. From the first event handler on, the event handlers keep the cache: each
-keeps its event's object (or drops a deleted one: kopf calls no index handler for a deletion)
-before it calls the kind's listeners, so a reconcile an event started sees at least that
-object; the index handlers' filter then says no (kopf still checks it, but calls no handler).
+At the start (`start_watching`, from the operator's startup handler, before kopf runs any
+other handler) every slice is listed and the whole cache filled before any listener runs, so
+no reconcile of a resume sees a half-filled cache; then each listed object goes to the
+listeners (type None, as kopf delivers a listed object) and the watches start.
+
+An event is kept in the cache (or a deleted object dropped) as it arrives, then its listeners
+run as a task of their own. One object's events reach its listeners one at a time, in order
+(a listener that waits on a reconcile holds back only that object's next event, as kopf's
+worker per object did), and of the events that arrived meanwhile only the newest (kopf's
+batching): a listener reads the cache, which is newer still.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import kopf
 
+from kubeloop.controller.informer import Informer, WatchError
 from kubeloop.controller.monitor import MONITOR_LABEL
 from kubeloop.controller.runtime import runtime
 from kubeloop.controller.training import PIPELINE_LABEL
-from kubeloop.controller.watch_events import notify
+from kubeloop.controller.watch_events import has_listeners, notify
 from kubeloop.resources.datawatch import DATAWATCH_LABEL
 from kubeloop.resources.registry import REGISTRY_LABEL
 
-__all__ = ["HANDLER_PREFIX", "SLICES", "relist_slices", "watch_slices"]
+__all__ = ["SLICES", "deliver", "relist_slices", "start_watching", "stop_watching"]
 
 log = logging.getLogger("kubeloop.cache")
 
-_OWN = ("kubeloop.io", "v1alpha1")
-# The ids of the kopf handlers here start with it: `cache-job` (index), `cache-job-events`.
-HANDLER_PREFIX = "cache-"
-# (kind, group, version, plural, label: None for every object of the kind)
-SLICES: list[tuple[str, str, str, str, str | None]] = [
-    ("TrainingPipeline", *_OWN, "trainingpipelines", None),
-    ("ModelDeployment", *_OWN, "modeldeployments", None),
-    ("DriftMonitor", *_OWN, "driftmonitors", None),
+# (kind, label: None for every object of the kind); each kind's API path: kube.PLURALS.
+SLICES: list[tuple[str, str | None]] = [
+    ("TrainingPipeline", None),
+    ("ModelDeployment", None),
+    ("DriftMonitor", None),
     *(
-        (kind, group, "v1", plural, label)
-        for kind, group, plural in (("Job", "batch", "jobs"), ("Pod", "", "pods"))
+        (kind, label)
+        for kind in ("Job", "Pod")
         for label in (PIPELINE_LABEL, REGISTRY_LABEL, DATAWATCH_LABEL, MONITOR_LABEL)
     ),
     # The data-watch and drift-check CronJobs, re-applied on every resync.
-    *(("CronJob", "batch", "v1", "cronjobs", label) for label in (DATAWATCH_LABEL, MONITOR_LABEL)),
+    *(("CronJob", label) for label in (DATAWATCH_LABEL, MONITOR_LABEL)),
 ]
-
-
-def watch_slices() -> None:
-    """Make the cache of the API client just connected answer for every slice fed here."""
-    _Start.listing = True  # kopf lists every kind anew for this client
-    for kind, *_, label in SLICES:
-        runtime.api.cache.watch(kind, label)
 
 
 def relist_slices() -> int:
@@ -77,82 +75,115 @@ def relist_slices() -> int:
     return dropped
 
 
-def _where(kind: str) -> tuple[str, ...]:
-    group, version, plural = next((g, v, p) for k, g, v, p, _ in SLICES if k == kind)
-    return (group, version, plural) if group else (version, plural)
+def _kwargs(event: str | None, body: dict[str, Any]) -> dict[str, Any]:
+    """What a listener is called with: kopf's names for an event handler's arguments."""
+    meta: dict[str, Any] = body.get("metadata") or {}
+    return {
+        "type": event,
+        "body": body,
+        "meta": meta,
+        "spec": body.get("spec") or {},
+        "status": body.get("status") or {},
+        "namespace": meta.get("namespace"),
+        "name": meta.get("name"),
+        "uid": meta.get("uid"),
+        "labels": meta.get("labels") or {},
+        "annotations": meta.get("annotations") or {},
+    }
 
 
-def _labels(kind: str) -> frozenset[str] | None:
-    """The labels of `kind`'s slices; None when one slice is the whole kind."""
-    labels = [label for k, *_, label in SLICES if k == kind]
-    return None if None in labels else frozenset(label for label in labels if label)
+_Event = tuple[str, str | None, str | None, dict[str, Any]]
 
 
-def _in_a_slice(kind: str) -> Callable[..., bool] | None:
-    """kopf's `when` filter for `kind`'s event handler: its object is in one of the slices
-    (carries one of their labels); None for a kind watched whole."""
-    labels = _labels(kind)
-    if labels is None:
-        return None
-    wanted: frozenset[str] = labels
+@dataclass
+class _Watching:
+    """The informers running, and the listener task of each object whose events are being
+    passed on (with the newest event that arrived meanwhile)."""
 
-    def carries_one(*, labels: Mapping[str, str], **_: Any) -> bool:
-        return not wanted.isdisjoint(labels)
-
-    return carries_one
+    session: aiohttp.ClientSession | None = None
+    loop: asyncio.AbstractEventLoop | None = None  # where the session and the tasks live
+    informers: list[asyncio.Task[None]] = field(default_factory=list)
+    running: dict[tuple[Any, ...], asyncio.Task[None]] = field(default_factory=dict)
+    waiting: dict[tuple[Any, ...], _Event] = field(default_factory=dict)
 
 
-class _Start:
-    """Whether kopf still holds its handlers back at the start: it runs no event handler
-    before every indexed kind is listed and each listed object indexed. Until then the index
-    handlers feed the cache; from the first event handler on, the event handlers do (each
-    keeps its event's object before the listeners run), and kopf checks an index handler's
-    filter but calls it no more: with an index handler called for every event as well, kopf's
-    work per event was a tenth more of the operator's CPU (bench/operator_bench.py at 2000)."""
-
-    listing = True
+_watching = _Watching()
 
 
-def _while_listing(kind: str) -> Callable[..., bool]:
-    """kopf's `when` filter for `kind`'s index handler: at the start only, and for an object
-    in one of the slices."""
-    in_a_slice = _in_a_slice(kind)
-
-    def listing(**kwargs: Any) -> bool:
-        return _Start.listing and (in_a_slice is None or in_a_slice(**kwargs))
-
-    return listing
-
-
-def _keep(kind: str, body: Mapping[str, Any]) -> None:
-    if runtime.kube is not None:
-        runtime.kube.cache.observed({"kind": kind, **body})
-
-
-def _feed(kind: str) -> Callable[..., Any]:
-    async def keep(*, body: kopf.Body, **_: Any) -> None:
-        _keep(kind, body)
-
-    return keep
-
-
-def _dispatch(kind: str) -> Callable[..., Any]:
-    async def dispatch(**kwargs: Any) -> None:
-        _Start.listing = False
-        if kwargs["type"] == "DELETED":
-            if runtime.kube is not None:
-                runtime.kube.cache.forget(kind, kwargs["namespace"] or "", kwargs["name"])
+def deliver(kind: str, label: str | None, event: str | None, body: dict[str, Any]) -> None:
+    """An informer's event: into the cache now, to the slice's listeners in order."""
+    meta: Mapping[str, Any] = body.get("metadata") or {}
+    kube = runtime.kube
+    if kube is not None:
+        if event == "DELETED":
+            kube.cache.forget(kind, str(meta.get("namespace") or ""), str(meta.get("name")))
         else:
-            _keep(kind, kwargs["body"])
-        await notify(kind, kwargs["labels"], kwargs)
+            kube.cache.observed(body)
+    if not has_listeners(kind, label):
+        return
+    key = (kind, label, meta.get("uid") or (meta.get("namespace"), meta.get("name")))
+    if key in _watching.running:
+        _watching.waiting[key] = (kind, label, event, body)  # the newest replaces any older
+        return
+    task = asyncio.get_running_loop().create_task(_listen(key, (kind, label, event, body)))
+    _watching.running[key] = task
 
-    return dispatch
+
+async def _listen(key: tuple[Any, ...], item: _Event | None) -> None:
+    try:
+        while item is not None:
+            kind, label, event, body = item
+            await notify(kind, label, _kwargs(event, body))
+            item = _watching.waiting.pop(key, None)
+    finally:
+        _watching.running.pop(key, None)
 
 
-# One index and one event handler per kind, for all its slices (a handler per slice, and one
-# per controller's listener, made kopf call eleven for a new pipeline's three events; now three:
-# the event handler of each, the index handlers only at the start).
-for _kind in dict.fromkeys(kind for kind, *_ in SLICES):
-    _id = f"{HANDLER_PREFIX}{_kind.lower()}"
-    kopf.index(*_where(_kind), when=_while_listing(_kind), id=_id)(_feed(_kind))
-    kopf.on.event(*_where(_kind), when=_in_a_slice(_kind), id=f"{_id}-events")(_dispatch(_kind))
+async def start_watching(namespaces: tuple[str, ...] = ()) -> None:
+    """List every slice (in `namespaces`, or in all) into the cache, then pass each listed
+    object to the listeners and start the watches. A list that fails is a TemporaryError:
+    kopf runs the startup handler again."""
+    await stop_watching()
+    loop = asyncio.get_running_loop()
+    kube = runtime.api
+    endpoint = kube.endpoint()
+    for kind, label in SLICES:
+        kube.cache.watch(kind, label)
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, ssl=endpoint.ssl))
+    informers = [
+        Informer(session, endpoint, kind, label, namespace, deliver, kube.cache)
+        for kind, label in SLICES
+        for namespace in namespaces or (None,)
+    ]
+    try:
+        listed = await asyncio.gather(*(informer.list() for informer in informers))
+    except (TimeoutError, aiohttp.ClientError, WatchError, ValueError) as error:
+        await session.close()
+        raise kopf.TemporaryError(f"listing what the operator watches: {error}", delay=2) from error
+    for items in listed:  # the whole cache first
+        for item in items:
+            kube.cache.observed(item)
+    _watching.session, _watching.loop = session, loop
+    for informer, items in zip(informers, listed, strict=True):
+        for item in items:
+            deliver(informer.kind, informer.label, None, item)
+    _watching.informers = [loop.create_task(informer.run()) for informer in informers]
+    log.info("watching %d slices in %s", len(informers), ", ".join(namespaces) or "every namespace")
+
+
+async def stop_watching() -> None:
+    """Stop the watches and the listener tasks still running (the operator stops). What a
+    previous operator's event loop left (it ended without its cleanup) is only forgotten: that
+    loop cancelled its tasks as it closed."""
+    loop = asyncio.get_running_loop()
+    tasks = [*_watching.informers, *_watching.running.values()]
+    ours = [task for task in tasks if task.get_loop() is loop]
+    for task in ours:
+        task.cancel()
+    await asyncio.gather(*ours, return_exceptions=True)
+    session, _watching.session = _watching.session, None
+    if session is not None and _watching.loop is loop:
+        await session.close()
+    _watching.informers = []
+    _watching.running.clear()
+    _watching.waiting.clear()

@@ -42,6 +42,8 @@ class Runtime:
     # Per (kind, namespace, name): what of the object's last event was reconciled (reset when
     # the operator starts: every object is reconciled once, fully, as on resume).
     seen: dict[tuple[str, str, str], Any] = field(default_factory=dict)
+    # The namespaces the operator watches (`--namespace`); empty: every one.
+    namespaces: tuple[str, ...] = ()
     # Finished reconcile passes per (kind, namespace, name): reads come from the watch cache,
     # so the API server no longer sees a pass; tests count passes here.
     passes: Counter[tuple[str, str, str]] = field(default_factory=Counter)

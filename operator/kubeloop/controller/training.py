@@ -25,8 +25,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
-import kopf
-
 from kubeloop.api.parse import SpecError, parse_resource
 from kubeloop.api.training import (
     RunProgress,
@@ -765,7 +763,7 @@ def _signature(meta: Mapping[str, Any]) -> tuple[Any, str]:
 
 
 async def _reconcile_in_worker(namespace: str, name: str, *, full: bool = False) -> None:
-    """`reconcile` on kopf's thread pool (it blocks on API calls). The event handlers below are
+    """`reconcile` on kopf's thread pool (it blocks on API calls). The listeners below are
     async and decide on the loop whether an event needs one: most do not (the pipeline's own
     status writes, a Job just created, a pod's progress), and those then cost no thread hop
     behind reconciles already queued on the pool."""
@@ -775,7 +773,7 @@ async def _reconcile_in_worker(namespace: str, name: str, *, full: bool = False)
 
 @on_event(KIND)
 async def on_pipeline_event(
-    *, type: str | None, namespace: str | None, name: str, body: kopf.Body, **_: Any
+    *, type: str | None, namespace: str | None, name: str, body: Mapping[str, Any], **_: Any
 ) -> None:
     """A new pipeline (or one seen first after a start: fully, as a resume), a spec change or
     an annotation: reconcile. No kopf change handler: those keep their diff base in an
@@ -804,7 +802,12 @@ def resync(namespace: str, name: str) -> None:
 
 @on_event("Job", PIPELINE_LABEL)
 async def on_job_event(
-    *, type: str, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
+    *,
+    type: str,
+    namespace: str | None,
+    labels: Mapping[str, str],
+    body: Mapping[str, Any],
+    **_: Any,
 ) -> None:
     # Only a finished or vanished Job changes anything for the pipeline, and a Job under Kueue
     # whose admission (spec.suspend turning false) moves the run from Queued to Running; the
@@ -816,7 +819,12 @@ async def on_job_event(
 
 @on_event("Job", DATAWATCH_LABEL)
 async def on_data_watch_job_event(
-    *, type: str, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
+    *,
+    type: str,
+    namespace: str | None,
+    labels: Mapping[str, str],
+    body: Mapping[str, Any],
+    **_: Any,
 ) -> None:
     # A data check's fingerprint exists only once its Job has finished.
     if job_outcome(body):
@@ -825,7 +833,12 @@ async def on_data_watch_job_event(
 
 @on_event("Job", REGISTRY_LABEL)
 async def on_registry_job_event(
-    *, type: str, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
+    *,
+    type: str,
+    namespace: str | None,
+    labels: Mapping[str, str],
+    body: Mapping[str, Any],
+    **_: Any,
 ) -> None:
     # Only a finished or vanished registry Job moves the pipeline's queue on.
     if type == "DELETED" or job_outcome(body):
@@ -843,7 +856,7 @@ async def on_pod_event(
     namespace: str | None,
     name: str,
     labels: Mapping[str, str],
-    body: kopf.Body,
+    body: Mapping[str, Any],
     **_: Any,
 ) -> None:
     # A pod that cannot start (missing Secret, bad image) never finishes its Job, so no Job

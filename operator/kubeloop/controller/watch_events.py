@@ -1,19 +1,12 @@
-"""The controllers' watch-event listeners of the kinds the cache watches (controller/observe.py),
-called from one kopf event handler per kind.
-
-kopf calls each of its handlers through its own machinery (keyword arguments with every index,
-a logging context, an asyncio task for an async handler, a thread hop for a sync one), and that
-cost is per handler and event: with a cache handler per label slice and each controller's own
-handlers, a new pipeline's three events (created, its status written, its Job created) made
-eleven handler calls. Here a listener is a plain function: observe.py's handler of its kind
-calls those whose label the object carries, in the order they were registered.
+"""The controllers' watch-event listeners of the kinds the cache watches, called by
+controller/observe.py for each event of the slice they listen on.
 
 A listener takes kopf's keyword arguments of an event handler (type, namespace, name, labels,
-body, spec, status, the indexes, ...). A coroutine function is awaited; a plain one runs in the
-operator's thread pool, as kopf runs a sync handler. One that raises is logged and the others
-still run, as kopf does with event handlers (an event is not retried): a kopf.TemporaryError
-or PermanentError (an API server's 5xx, a refusal) as one line, anything else with its
-traceback.
+body, spec, status, meta, uid, annotations). A coroutine function is awaited; a plain one runs
+in the operator's thread pool, as kopf runs a sync handler. One that raises is logged and the
+others still run, as kopf does with event handlers (an event is not retried): a
+kopf.TemporaryError or PermanentError (an API server's 5xx, a refusal) as one line, anything
+else with its traceback.
 """
 
 from __future__ import annotations
@@ -31,7 +24,7 @@ import kopf
 
 from kubeloop.controller.runtime import runtime
 
-__all__ = ["Listener", "listeners", "notify", "on_event"]
+__all__ = ["Listener", "has_listeners", "listeners", "notify", "on_event"]
 
 log = logging.getLogger("kubeloop.events")
 
@@ -40,21 +33,21 @@ Listener = Callable[..., Any]
 
 @dataclass(frozen=True, slots=True)
 class _Registered:
-    label: str | None  # called only for objects that carry it (None: every object)
     fn: Listener
     is_async: bool
 
 
-_LISTENERS: dict[str, list[_Registered]] = defaultdict(list)
+# (kind, the slice's label or None for the whole kind) -> its listeners, in registration order
+_LISTENERS: dict[tuple[str, str | None], list[_Registered]] = defaultdict(list)
 
 
 def on_event(kind: str, label: str | None = None) -> Callable[[Listener], Listener]:
-    """Register the decorated function for the watch events of `kind` (only the objects that
-    carry `label`, when given). The kind must be one the cache watches (observe.SLICES), with
-    `label` one of its slices' labels."""
+    """Register the decorated function for the watch events of the slice of `kind` whose
+    objects carry `label` (None: the kind watched whole). The slice must be one the cache
+    watches (observe.SLICES)."""
 
     def register(fn: Listener) -> Listener:
-        _LISTENERS[kind].append(_Registered(label, fn, inspect.iscoroutinefunction(fn)))
+        _LISTENERS[(kind, label)].append(_Registered(fn, inspect.iscoroutinefunction(fn)))
         return fn
 
     return register
@@ -62,14 +55,22 @@ def on_event(kind: str, label: str | None = None) -> Callable[[Listener], Listen
 
 def listeners(kind: str) -> list[tuple[str | None, Listener]]:
     """(label, function) of each listener of `kind`, in the order registered."""
-    return [(entry.label, entry.fn) for entry in _LISTENERS.get(kind, [])]
+    return [
+        (label, entry.fn)
+        for (of, label), entries in _LISTENERS.items()
+        if of == kind
+        for entry in entries
+    ]
 
 
-async def notify(kind: str, labels: Mapping[str, str], kwargs: dict[str, Any]) -> None:
-    """Call each listener of `kind` whose label the object carries with kopf's `kwargs`."""
-    for entry in _LISTENERS.get(kind, ()):
-        if entry.label is not None and entry.label not in labels:
-            continue
+def has_listeners(kind: str, label: str | None) -> bool:
+    """Whether any listener listens on this slice (its events need no listener task else)."""
+    return bool(_LISTENERS.get((kind, label)))
+
+
+async def notify(kind: str, label: str | None, kwargs: dict[str, Any]) -> None:
+    """Call each listener of the slice (`kind`, `label`) with kopf's `kwargs`."""
+    for entry in _LISTENERS.get((kind, label), ()):
         try:
             if entry.is_async:
                 await entry.fn(**kwargs)
