@@ -39,6 +39,16 @@ def counted() -> Iterator[tuple[Cluster, ApiFaults]]:
             operator.stop()
 
 
+# What kopf lists as it starts (it watches only the kinds it has handlers for).
+KOPF_LISTS = {"customresourcedefinitions", "deployments", "driftmonitors", "modeldeployments"}
+
+
+def _listed(requests: list[tuple[str, str]]) -> set[str]:
+    """The resources listed cluster-wide (a GET of a collection outside any namespace)."""
+    paths = [path.split("?")[0] for method, path in requests if method == "GET"]
+    return {p.rsplit("/", 1)[-1] for p in paths if "/namespaces/" not in p}
+
+
 def _table(requests: list[tuple[str, str]]) -> dict[str, int]:
     """Requests by verb and resource (names and queries dropped)."""
     out: collections.Counter[str] = collections.Counter()
@@ -55,9 +65,12 @@ def test_a_new_pipeline_costs_its_writes_and_an_idle_resync_costs_nothing(
     counted: tuple[Cluster, ApiFaults],
 ) -> None:
     cluster, faults = counted
-    # A first pipeline: the watches and the operator's start are behind us.
+    # A first pipeline: the watches and the operator's start are behind us. Pipelines are
+    # reconciled as soon as the informers have listed them; kopf's own start (its discovery,
+    # its lists of the kinds it has handlers for) may still be going on: waited for too.
     cluster.create(runs.pipeline("warm"))
     wait_for(lambda: cluster.get(JOBS, "ml", "warm-run-1"), what="warm-run-1")
+    wait_for(lambda: _listed(faults.requests) >= KOPF_LISTS, what="kopf's lists")
     assert recorder.flush(10)  # warm's Events are sent from a queue: none in p1's windows
 
     start = len(faults.requests)
