@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from kubeloop.controller import kube
+from kubeloop.controller.transport import Endpoint, Transport
 from kubeloop.local.cluster.emulator import EmulatorThread
 
 
@@ -33,13 +34,14 @@ def _job() -> dict[str, Any]:
     }
 
 
-class _Recorder:
-    """An ApiClient that records each call and answers with the body it was sent."""
+class _Recorder(Transport):
+    """A transport that records each request and answers with the body it was sent."""
 
     def __init__(self) -> None:
+        super().__init__(Endpoint("http://127.0.0.1:1", False, lambda: None))
         self.calls: list[dict[str, Any]] = []
 
-    def call_api(self, path: str, method: str, **kwargs: Any) -> Any:
+    def send(self, method: str, path: str, **kwargs: Any) -> Any:
         self.calls.append({"path": path, "method": method, **kwargs})
         return copy.deepcopy(kwargs["body"])
 
@@ -49,8 +51,8 @@ def test_apply_sends_one_server_side_apply_as_field_manager_kubeloop_with_force(
     kube.Kube(recorder).apply(_service())
     (call,) = recorder.calls
     assert (call["method"], call["path"]) == ("PATCH", "/api/v1/namespaces/ml/services/churn")
-    assert call["header_params"]["Content-Type"] == "application/apply-patch+yaml"
-    assert call["query_params"] == [("fieldManager", "kubeloop"), ("force", "true")]
+    assert call["content_type"] == "application/apply-patch+yaml"
+    assert call["query"] == [("fieldManager", "kubeloop"), ("force", "true")]
     sent = call["body"]
     annotations = sent["metadata"].pop("annotations")
     assert sent == _service() and set(annotations) == {kube.APPLIED_ANNOTATION}
@@ -79,7 +81,7 @@ def test_a_job_is_created_once_and_never_updated() -> None:
     client.apply(_job())
     (call,) = recorder.calls
     assert (call["method"], call["path"]) == ("POST", "/apis/batch/v1/namespaces/ml/jobs")
-    assert call["query_params"] == [("fieldManager", "kubeloop")]
+    assert call["query"] == [("fieldManager", "kubeloop")]
     running = {**_job(), "status": {"active": 1}}
     assert client.apply({**_job(), "spec": {}}, running) is running  # no update, no request
     assert len(recorder.calls) == 1

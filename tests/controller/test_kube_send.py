@@ -14,7 +14,7 @@ import kopf
 import kubernetes
 import pytest
 
-from kubeloop.controller import kube
+from kubeloop.controller import kube, transport
 
 
 class _Server(ThreadingHTTPServer):
@@ -32,7 +32,7 @@ class _Handler(BaseHTTPRequestHandler):
             {
                 "method": self.command,
                 "path": self.path,
-                "headers": dict(self.headers),
+                "headers": {k.lower(): v for k, v in self.headers.items()},  # any case
                 "body": json.loads(raw) if raw else None,
             }
         )
@@ -65,7 +65,7 @@ def _client(server: _Server) -> kube.Kube:
     config = kubernetes.client.Configuration()
     config.host = f"http://127.0.0.1:{server.server_address[1]}"
     config.api_key = {"authorization": "Bearer token-1"}  # as load_incluster_config sets it
-    return kube.Kube(kubernetes.client.ApiClient(config))
+    return kube.client_of(config)
 
 
 def test_a_request_carries_the_token_the_query_and_the_json_body(server: _Server) -> None:
@@ -78,9 +78,9 @@ def test_a_request_carries_the_token_the_query_and_the_json_body(server: _Server
     assert seen["method"] == "POST"
     assert seen["path"] == "/api/v1/namespaces/ml/services?fieldManager=kubeloop"
     assert seen["headers"]["authorization"] == "Bearer token-1"
-    assert seen["headers"]["Content-Type"] == "application/json"
-    assert seen["headers"]["Accept"] == "application/json"
-    assert seen["headers"]["User-Agent"].startswith("OpenAPI-Generator/")
+    assert seen["headers"]["content-type"] == "application/json"
+    assert seen["headers"]["accept"] == "application/json"
+    assert seen["headers"]["user-agent"] == transport.USER_AGENT
     assert seen["body"] == svc
 
 
@@ -92,7 +92,7 @@ def test_a_refused_write_says_the_servers_reason_and_message(server: _Server) ->
         client.patch("Service", "ml", "a", {"data": {"k": "v"}})
     assert (refused.value.status, refused.value.reason) == (422, "Invalid")
     assert refused.value.message == "spec.x: Invalid value"
-    assert server.seen[0]["headers"]["Content-Type"] == "application/merge-patch+json"
+    assert server.seen[0]["headers"]["content-type"] == "application/merge-patch+json"
 
 
 def test_a_missing_object_reads_as_none(server: _Server) -> None:

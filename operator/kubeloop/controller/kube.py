@@ -26,10 +26,10 @@ from __future__ import annotations
 import builtins
 import copy
 import hashlib
+import http.client
 import json
 import logging
 import os
-import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -38,9 +38,9 @@ from typing import Any
 
 import kopf
 import kubernetes
-import urllib3
 
 from kubeloop.controller.cache import Cache
+from kubeloop.controller.transport import Endpoint, Transport, endpoint_of
 
 __all__ = [
     "APPLIED_ANNOTATION",
@@ -51,6 +51,7 @@ __all__ = [
     "Kube",
     "Refused",
     "applied_config",
+    "client_of",
     "connect",
     "holds",
 ]
@@ -131,20 +132,6 @@ class _Refusal:
     backoff: float
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    """Where and how the watches of controller/informer.py connect: the client's own server,
-    TLS settings and credentials (in-cluster, kubeconfig, or a plain URL)."""
-
-    server: str
-    ssl: ssl.SSLContext | bool  # False: no verification (a plain URL, or verify_ssl off)
-    authorization: Callable[[], str | None]  # the header's value, read anew per request
-
-    def headers(self) -> dict[str, str]:
-        token = self.authorization()
-        return {"Accept": "application/json", **({"Authorization": token} if token else {})}
-
-
 def _path(kind: str, namespace: str, name: str | None = None, sub: str | None = None) -> str:
     prefix, plural = PLURALS[kind]
     path = f"{prefix}/namespaces/{namespace}/{plural}"
@@ -223,10 +210,10 @@ def _log_write(  # noqa: PLR0917 (the parts of one log line)
 
 
 class Kube:
-    """A thin dict-in/dict-out client over `kubernetes.client.ApiClient` (thread-safe)."""
+    """A thin dict-in/dict-out client over the operator's transport (thread-safe)."""
 
-    def __init__(self, api: Any) -> None:
-        self._api = api
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
         self._refusals: dict[tuple[str, str], _Refusal] = {}
         self._guard = threading.Lock()
         # Leader election (controller/leader.py): while this says False, no write is sent.
@@ -261,17 +248,13 @@ class Kube:
                 delay=2,
             )
         try:
-            result = self._api.call_api(
-                path,
+            result = self._transport.send(
                 method,
-                query_params=query or [],
-                header_params={"Content-Type": content_type, "Accept": "application/json"},
+                path,
+                query=query or [],
                 body=body,
-                response_types_map={200: "object", 201: "object", 202: "object"},
-                auth_settings=["BearerToken"],
-                _return_http_data_only=True,
-                _preload_content=True,
-                _request_timeout=timeout if timeout is not None else REQUEST_TIMEOUT,
+                content_type=content_type,
+                timeout=timeout if timeout is not None else REQUEST_TIMEOUT,
             )
         except kubernetes.client.ApiException as exc:
             if exc.status in (404, 409):
@@ -295,12 +278,8 @@ class Kube:
                     message += f"; the same request waits {backoff:.0f} s before it is sent again"
                 _log_write(verb, kind, namespace, target, outcome, message)
             raise refused from exc
-        # urllib3 gives up on a connection with its own error (MaxRetryError), not an OSError.
-        except (
-            OSError,
-            urllib3.exceptions.HTTPError,
-            kubernetes.client.exceptions.OpenApiException,
-        ) as exc:
+        # No answer (refused, reset, timed out), a broken one, or one that is not JSON.
+        except (OSError, http.client.HTTPException, ValueError) as exc:
             if method != "GET":
                 verb = _VERBS.get(method, method.lower())
                 _log_write(verb, kind, namespace, target, "failed", str(exc))
@@ -314,21 +293,7 @@ class Kube:
 
     def endpoint(self) -> Endpoint:
         """This client's server, TLS and credentials, for a client of another kind (aiohttp)."""
-        config = self._api.configuration
-        context: ssl.SSLContext | bool = False
-        if config.host.startswith("https:") and config.verify_ssl:
-            context = ssl.create_default_context(cafile=config.ssl_ca_cert)
-            if config.cert_file:
-                context.load_cert_chain(config.cert_file, config.key_file)
-            if config.assert_hostname is False:
-                context.check_hostname = False
-
-        def authorization() -> str | None:
-            # The in-cluster loader's hook re-reads the projected token as it rotates.
-            value = config.auth_settings().get("BearerToken", {}).get("value")
-            return str(value) if value else None
-
-        return Endpoint(config.host.rstrip("/"), context, authorization)
+        return self._transport.endpoint
 
     def _held_back(self, key: tuple[str, str], body: Any) -> None:
         """Raise the remembered refusal of this very body while its backoff lasts (the body's
@@ -533,13 +498,10 @@ class Kube:
         self.cache.forget(kind, namespace, name)
 
 
-def connect(server: str | None = None, connections: int | None = None) -> Kube:
+def connect(server: str | None = None) -> Kube:
     """A client for `server` (a plain URL, for the emulator), in-cluster config, or kubeconfig;
-    `connections`: how many threads send requests at once (the pool keeps that many open: past
-    its size urllib3 opens and drops a connection per request)."""
+    each thread that sends through it keeps a connection of its own."""
     config = kubernetes.client.Configuration()
-    if connections:
-        config.connection_pool_maxsize = max(config.connection_pool_maxsize, connections)
     if server:
         config.host = server
     else:
@@ -549,4 +511,9 @@ def connect(server: str | None = None, connections: int | None = None) -> Kube:
             kubernetes.config.load_kube_config(
                 config_file=os.environ.get("KUBECONFIG"), client_configuration=config
             )
-    return Kube(kubernetes.client.ApiClient(config))
+    return client_of(config)
+
+
+def client_of(config: kubernetes.client.Configuration) -> Kube:
+    """A client for a loaded `kubernetes` client configuration."""
+    return Kube(Transport(endpoint_of(config)))

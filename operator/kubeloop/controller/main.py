@@ -58,7 +58,7 @@ import prometheus_client
 from kubeloop.controller import kube
 from kubeloop.controller.config import OperatorConfig
 from kubeloop.controller.diffbase import ChangeHandledDiffBase
-from kubeloop.controller.events import SENDERS, recorder
+from kubeloop.controller.events import recorder
 from kubeloop.controller.leader import Elector, FollowerProbe
 from kubeloop.controller.observe import relist_slices, start_watching, stop_watching
 from kubeloop.controller.resync import Resync
@@ -164,7 +164,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     runtime.executor = settings.execution.executor
     runtime.config = config
     # Every reconcile thread, every Event sender, the resync loop: each a connection of its own.
-    runtime.kube = kube.connect(config.server or None, connections=WORKERS + SENDERS + 2)
+    runtime.kube = kube.connect(config.server or None)
     runtime.seen.clear()
     # Every slice listed into the cache before kopf runs any other handler; then the watches.
     await start_watching(runtime.namespaces)
