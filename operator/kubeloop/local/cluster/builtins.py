@@ -15,10 +15,10 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from kubeloop.local.cluster.clone import clone
 from kubeloop.local.cluster.cronjobs import MANUAL_ANNOTATION
 from kubeloop.local.cluster.protobuf import decode_envelope, object_meta, review_spec
 
@@ -103,5 +103,5 @@ def job_from_protobuf(
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": meta,
-        "spec": copy.deepcopy(template.get("spec") or {}),
+        "spec": clone(template.get("spec") or {}),
     }

@@ -98,7 +98,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
-import copy
 import datetime
 import itertools
 import json
@@ -123,6 +122,7 @@ from kubeloop.local.cluster import (
     serverside_apply,
     tables,
 )
+from kubeloop.local.cluster.clone import clone
 from kubeloop.local.cluster.kmockcompat import EmulatorBase, set_request_fields
 from kubeloop.local.cluster.selectors import Selector, SelectorError
 
@@ -412,9 +412,9 @@ class KubeloopEmulator(EmulatorBase):
         if request.resource is None:
             return request
         if request.action == kmock.action.CREATE and isinstance(request.data, dict):
-            obj = self._admit(copy.deepcopy(request.data), request)
+            obj = self._admit(clone(request.data), request)
             for hook in list(self.admission_hooks):
-                hook(copy.deepcopy(obj))
+                hook(clone(obj))
             meta = obj.setdefault("metadata", {})
             if not meta.get("name") and meta.get("generateName"):  # kopf's Events use it
                 meta["name"] = generate_name(meta["generateName"])
@@ -440,20 +440,20 @@ class KubeloopEmulator(EmulatorBase):
             patch = request.data if request.data is not None else {}
             if isinstance(patch, list):  # JSON patch: apply here, then store as a merge
                 try:
-                    patched = _patched(copy.deepcopy(current), patch)
+                    patched = _patched(clone(current), patch)
                 except jsonpatch.JsonPatchException as exc:
                     # e.g. kopf's `test` of metadata.resourceVersion: 422 as a real server.
                     raise kmock.KubernetesError(
                         status=422, reason="Invalid", message=str(exc)
                     ) from exc
                 patch = _diff(current, dict(patched))
-            patch = copy.deepcopy(patch)
+            patch = clone(patch)
             has_status = "status" in self._subresources(request.resource)
             if request.subresource == "status":
                 patch = {"status": patch.get("status")} if "status" in patch else {}
             elif request.subresource is None and has_status:
                 patch.pop("status", None)
-            new = _patched(copy.deepcopy(current), patch)
+            new = _patched(clone(current), patch)
             if new == current:  # a no-op: no new resourceVersion, no watch event
                 set_request_fields(request, data=None)
                 return request
@@ -473,7 +473,7 @@ class KubeloopEmulator(EmulatorBase):
             manager = request.params.get("fieldManager")
             if manager and request.subresource is None and not _is_apply(request):
                 tracked = serverside_apply.record_update(
-                    current, copy.deepcopy(new), manager, now=_now(), has_status=has_status
+                    current, clone(new), manager, now=_now(), has_status=has_status
                 )
                 patch = _diff(current, tracked)
             meta = patch.setdefault("metadata", {})
@@ -559,7 +559,7 @@ class KubeloopEmulator(EmulatorBase):
             raise kmock.KubernetesError(
                 status=400, reason="BadRequest", message="the body of an update must be an object"
             )
-        body = copy.deepcopy(body)
+        body = clone(body)
         meta, stored = body.setdefault("metadata", {}), current.get("metadata", {})
         sent_rv = meta.get("resourceVersion")
         if sent_rv and sent_rv != stored.get("resourceVersion"):
@@ -590,11 +590,11 @@ class KubeloopEmulator(EmulatorBase):
         if current is None:
             raise kmock.KubernetesObjectNotFoundError()
         if request.action == kmock.action.UPDATE and request.data is not None:
-            would = _patched(copy.deepcopy(current), request.data)
+            would = _patched(clone(current), request.data)
             # Nothing was written, so the version is the stored one (as a real server answers).
             would["metadata"]["resourceVersion"] = current["metadata"].get("resourceVersion")
             return would
-        return copy.deepcopy(current)
+        return clone(current)
 
     async def _handle_scale(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         """`.../scale`: the object's replicas as an autoscaling/v1 Scale, read and written."""
@@ -826,7 +826,7 @@ class KubeloopEmulator(EmulatorBase):
                 self._store[key] = request.data
             raw = self._store[key].raw
             await self.bus(request.resource).put({"type": "ADDED", "object": raw})
-        created: dict[str, Any] = copy.deepcopy(raw)
+        created: dict[str, Any] = clone(raw)
         await self._collect_orphan(request.resource, namespace, created["metadata"]["name"])
         return created
 
@@ -859,7 +859,7 @@ class KubeloopEmulator(EmulatorBase):
             self._store[key].patch(request.data)
             raw = self._store[key].raw
             await self.bus(request.resource).put({"type": "MODIFIED", "object": raw})
-        patched: dict[str, Any] = copy.deepcopy(raw)
+        patched: dict[str, Any] = clone(raw)
         await self._collect_orphan(request.resource, namespace, name)
         return patched
 
@@ -880,7 +880,7 @@ class KubeloopEmulator(EmulatorBase):
     def get_object(self, resource: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         """A deep copy of the stored object, or None."""
         found = self._current(kmock.resource(_key(resource)), namespace, name)
-        return copy.deepcopy(found) if found is not None else None
+        return clone(found) if found is not None else None
 
     def names(self, resource: str, namespace: str | None = None) -> list[str]:
         """The names of the stored objects of a resource, copying none of them (a poll that
@@ -896,7 +896,7 @@ class KubeloopEmulator(EmulatorBase):
         """Deep copies of the stored objects of a resource (all namespaces when None)."""
         ref = kmock.resource(_key(resource))
         return [
-            copy.deepcopy(obj.raw)
+            clone(obj.raw)
             for (res, ns, _), obj in list(self._store.items())
             if res == ref and not obj.deleted and (namespace is None or ns == namespace)
         ]
@@ -973,7 +973,7 @@ def _already_exists() -> kmock.KubernetesError:
 def _merged(target: Any, patch: Any) -> Any:
     """RFC 7386 JSON merge patch (None deletes a key), on copies."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return clone(patch)
     out = dict(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:
@@ -986,7 +986,7 @@ def _merged(target: Any, patch: Any) -> Any:
 def _patched(obj: dict[str, Any], patch: Any) -> dict[str, Any]:
     """`obj` with a merge patch (a dict) or a JSON patch (a list) applied, on a copy."""
     if isinstance(patch, list):
-        return dict(jsonpatch.apply_patch(copy.deepcopy(obj), patch, in_place=False))
+        return dict(jsonpatch.apply_patch(clone(obj), patch, in_place=False))
     return dict(_merged(obj, patch))
 
 

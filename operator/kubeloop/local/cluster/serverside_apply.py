@@ -22,10 +22,11 @@ kopf do not). An apply that changes nothing is a no-op: its manager's entry keep
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from kubeloop.local.cluster.clone import clone
 
 __all__ = [
     "ApplyConflictError",
@@ -140,7 +141,7 @@ def _set(obj: dict[str, Any], path: Path, value: Any) -> None:
         if not isinstance(node.get(key), dict):
             node[key] = {}
         node = node[key]
-    node[path[-1]] = copy.deepcopy(value)
+    node[path[-1]] = clone(value)
 
 
 def _remove(obj: dict[str, Any], path: Path) -> None:
@@ -180,7 +181,7 @@ def _entry(
 
 
 def _entries(obj: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-    return copy.deepcopy(list((obj or {}).get("metadata", {}).get("managedFields") or []))
+    return clone(list((obj or {}).get("metadata", {}).get("managedFields") or []))
 
 
 def _owned(entry: Mapping[str, Any]) -> set[Path]:
@@ -211,7 +212,7 @@ def apply(
     Raises ApplyConflictError when `config` changes fields other managers own and not `force`.
     """
     api_version = str(config.get("apiVersion", ""))
-    result: dict[str, Any] = copy.deepcopy(dict(current)) if current else {}
+    result: dict[str, Any] = clone(dict(current)) if current else {}
     if not current:
         for key in ("apiVersion", "kind"):
             result[key] = config.get(key)
