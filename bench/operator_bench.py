@@ -9,7 +9,7 @@ Kubeloop side by side with a bare kopf operator that only creates one Job per cu
 - time to all Jobs: the clock starts before the first of the N creates and stops when N run
   Jobs (`<pipeline>-run-1`) exist (their names listed every 0.1 s); one warm-up
   CR is reconciled first, so it measures steady reconciling, not imports and discovery.
-  `--rounds` bursts per operator (3), the two taken in turn, each in a fresh emulator and
+  `--rounds` bursts per operator (5), the two taken in turn, each in a fresh emulator and
   process: the figure is the median (the shared build machine moved one burst by up to a
   third; one burst each made the ratio anything from 1.2x to 2.1x on one commit);
 - RSS: the child's VmRSS after the last Job and its peak (VmHWM), from /proc;
@@ -484,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rounds",
         type=int,
-        default=3,
+        default=5,
         help="bursts per operator, taken in turn (the last measured in full): the median time",
     )
     args = parser.parse_args(argv)
