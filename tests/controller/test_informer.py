@@ -211,3 +211,40 @@ def test_an_event_longer_than_aiohttps_line_buffer_arrives_whole() -> None:
 
     with EmulatorThread() as thread:
         asyncio.run(scenario(thread.url))
+
+
+def test_a_first_list_that_fails_is_tried_again_until_it_succeeds(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The operator's start waits for every slice's first list; one that fails goes again on
+    its own (with 13 slices listed at once, failing the whole start for any one of them
+    restarted it again and again under API faults)."""
+    monkeypatch.setattr(informer, "FIRST_RETRY_SECONDS", 0.05)
+    faults = ApiFaults({"unavailable": 1.0}, seed=1)
+    with EmulatorThread() as thread, ApiFaultProxy(thread.url, faults) as proxy:
+        kube.connect(thread.url).create(_job("churn-run-1"))
+
+        async def scenario() -> list[dict[str, Any]]:
+            cache = Cache()
+            _, deliver = _recorder(cache)
+            async with aiohttp.ClientSession() as session:
+                endpoint = kube.connect(proxy.url).endpoint()
+                job_informer = Informer(session, endpoint, "Job", OWNER, None, deliver, cache)
+                listing = asyncio.create_task(job_informer.first_list())
+
+                async def failed_twice() -> bool:
+                    return len(faults.times) >= 2
+
+                await until(failed_twice, timeout=10, interval=0.01, what="two failed lists")
+                faults.enabled = False  # the server recovers
+                return await asyncio.wait_for(listing, 10)
+
+        with caplog.at_level(logging.WARNING, logger="kubeloop.informer"):
+            listed = asyncio.run(scenario())
+    assert [j["metadata"]["name"] for j in listed] == ["churn-run-1"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "kubeloop.informer"]
+    assert len(lines) >= 2
+    assert lines[0] == (
+        "list Job (kubeloop.io/trainingpipeline) in every namespace: 503 Service Unavailable: "
+        "the server is currently unable to respond; again in 0.05 s"
+    )

@@ -25,6 +25,7 @@ Like client-go's reflector:
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import logging
 import time
@@ -67,6 +68,14 @@ class _GoneError(Exception):
 
 class WatchError(Exception):
     """A list or watch the server answered with an error (its status and message)."""
+
+
+# What a list or watch fails with when the server or the network does: a WARNING line each.
+_FAILURES = (TimeoutError, aiohttp.ClientError, WatchError, ValueError)
+
+
+def _why(error: BaseException) -> str:
+    return str(error) or type(error).__name__
 
 
 async def _lines(stream: aiohttp.StreamReader) -> AsyncIterator[bytes]:
@@ -140,6 +149,18 @@ class Informer:
                 self.version = str(meta.get("resourceVersion") or "") or None
                 return items
 
+    async def first_list(self) -> builtins.list[dict[str, Any]]:
+        """`list` until it succeeds: again after each failure (one WARNING line), after the
+        same backoff as a watch's. The operator's start waits for every slice's first list."""
+        retry = FIRST_RETRY_SECONDS
+        while True:
+            try:
+                return await self.list()
+            except _FAILURES as error:
+                log.warning("list %s: %s; again in %g s", self, _why(error), retry)
+            await asyncio.sleep(retry)
+            retry = min(retry * 2, MAX_RETRY_SECONDS)
+
     async def relist(self) -> None:
         """List again after a watch lost its place: what the cache holds that the list does
         not was deleted meanwhile (delivered as DELETED), the rest is delivered as listed."""
@@ -210,8 +231,8 @@ class Informer:
                 if time.monotonic() - started >= SHORT_WATCH_SECONDS:
                     continue  # list again at once; a watch gone at once waits like a failure
                 failure = "410 Gone: listing again"
-            except (TimeoutError, aiohttp.ClientError, WatchError, ValueError) as error:
-                failure = str(error) or type(error).__name__
+            except _FAILURES as error:
+                failure = _why(error)
             except Exception:  # a defect here must not end this slice's watch for good
                 log.exception("watch %s: failed; again in %g s", self, retry)
                 failure = ""

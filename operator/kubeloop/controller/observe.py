@@ -24,9 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-import kopf
 
-from kubeloop.controller.informer import Informer, WatchError
+from kubeloop.controller.informer import Informer
 from kubeloop.controller.monitor import MONITOR_LABEL
 from kubeloop.controller.runtime import runtime
 from kubeloop.controller.training import PIPELINE_LABEL
@@ -141,8 +140,8 @@ async def _listen(key: tuple[Any, ...], item: _Event | None) -> None:
 
 async def start_watching(namespaces: tuple[str, ...] = ()) -> None:
     """List every slice (in `namespaces`, or in all) into the cache, then pass each listed
-    object to the listeners and start the watches. A list that fails is a TemporaryError:
-    kopf runs the startup handler again."""
+    object to the listeners and start the watches. A list that fails goes again after a
+    backoff (controller/informer.py): the start waits until every slice is listed."""
     await stop_watching()
     loop = asyncio.get_running_loop()
     kube = runtime.api
@@ -155,11 +154,11 @@ async def start_watching(namespaces: tuple[str, ...] = ()) -> None:
         for kind, label in SLICES
         for namespace in namespaces or (None,)
     ]
-    try:
-        listed = await asyncio.gather(*(informer.list() for informer in informers))
-    except (TimeoutError, aiohttp.ClientError, WatchError, ValueError) as error:
+    try:  # each slice listed again until it is (one failed list must not restart all)
+        listed = await asyncio.gather(*(informer.first_list() for informer in informers))
+    except BaseException:  # cancelled: the operator stops while it starts
         await session.close()
-        raise kopf.TemporaryError(f"listing what the operator watches: {error}", delay=2) from error
+        raise
     for items in listed:  # the whole cache first
         for item in items:
             kube.cache.observed(item)
