@@ -136,3 +136,22 @@ def test_prune_drops_what_a_fresh_list_no_longer_holds(
     kept = sorted(set(cached) - set(dropped))
     assert [j["metadata"]["name"] for j in cache.list("Job", "ml", {OWNER: "p"})] == kept
     assert cache.get("TrainingPipeline", "ml", "p") is not None
+
+
+@pytest.mark.parametrize(
+    ("kept_rv", "deleted_rv", "stays"),
+    [
+        ("7", 5, True),  # re-created under the name and seen already: a late DELETED of the old
+        ("5", 5, False),  # this very object deleted
+        ("4", 5, False),  # an older version kept: it is gone too
+        ("7", None, False),  # our own delete names no version
+    ],
+)
+def test_a_deletion_drops_only_the_version_it_names_or_older(
+    kept_rv: str, deleted_rv: int | None, stays: bool
+) -> None:
+    cache = _cache()
+    cache.observed(_obj("Job", "churn-run-1", kept_rv, {OWNER: "p"}))
+    cache.forget("Job", "ml", "churn-run-1", deleted_rv)
+    assert (cache.get("Job", "ml", "churn-run-1") is not None) is stays
+    assert len(cache.list("Job", "ml", {OWNER: "p"})) == (1 if stays else 0)

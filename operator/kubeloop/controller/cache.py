@@ -34,14 +34,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Cache", "trimmed"]
+__all__ = ["Cache", "trimmed", "version_of"]
 
 _Key = tuple[str, str, str]
 # (kind, namespace, slice label or None, its value or None): the keys of that slice's objects
 _Group = tuple[str, str, str | None, str | None]
 
 
-def _version(body: Mapping[str, Any]) -> int | None:
+def version_of(body: Mapping[str, Any]) -> int | None:
     """An object's resourceVersion as a number (etcd's revision), None when it is not one."""
     raw: Any = (body.get("metadata") or {}).get("resourceVersion")
     try:
@@ -62,7 +62,7 @@ class _Entry:
     def of(cls, body: Mapping[str, Any]) -> _Entry:
         labels = (body.get("metadata") or {}).get("labels") or {}
         raw = json.dumps(body, separators=(",", ":"), default=str).encode()
-        return cls(_version(body), {str(k): str(v) for k, v in labels.items()}, raw)
+        return cls(version_of(body), {str(k): str(v) for k, v in labels.items()}, raw)
 
     def body(self) -> dict[str, Any]:
         decoded: dict[str, Any] = json.loads(self.raw)
@@ -127,7 +127,7 @@ class Cache:
         if not self.covers(kind, meta.get("labels") or {}):
             self.forget(*key)  # its label removed: it left the slice
             return
-        version = _version(body)
+        version = version_of(body)
         with self._guard:
             old = self._objects.get(key)
         kept = old.version if old is not None else None
@@ -162,11 +162,18 @@ class Cache:
                 if not members:
                     del self._groups[group]
 
-    def forget(self, kind: str, namespace: str, name: str) -> None:
-        """The object is gone (a DELETED event, or our delete)."""
+    def forget(self, kind: str, namespace: str, name: str, version: int | None = None) -> None:
+        """The object is gone (a DELETED event, or our delete). `version`: the deleted
+        object's resourceVersion, when known: a newer object kept under the name (re-created,
+        and already seen from a write's answer or its own event) stays."""
         key = (kind, namespace, name)
         with self._guard:
-            self._ungroup(key, self._objects.pop(key, None))
+            kept = self._objects.get(key)
+            if kept is None:
+                return
+            if version is not None and kept.version is not None and kept.version > version:
+                return
+            self._ungroup(key, self._objects.pop(key))
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         with self._guard:

@@ -25,6 +25,7 @@ from typing import Any
 
 import aiohttp
 
+from kubeloop.controller.cache import version_of
 from kubeloop.controller.informer import Informer
 from kubeloop.controller.monitor import MONITOR_LABEL
 from kubeloop.controller.runtime import runtime
@@ -115,7 +116,8 @@ def deliver(kind: str, label: str | None, event: str | None, body: dict[str, Any
     kube = runtime.kube
     if kube is not None:
         if event == "DELETED":
-            kube.cache.forget(kind, str(meta.get("namespace") or ""), str(meta.get("name")))
+            namespace, name = str(meta.get("namespace") or ""), str(meta.get("name"))
+            kube.cache.forget(kind, namespace, name, version_of(body))
         else:
             kube.cache.observed(body)
     if not has_listeners(kind, label):
