@@ -19,6 +19,7 @@ import yaml
 
 from kubeloop.controller import main as operator_main
 from kubeloop.controller.config import OperatorConfig
+from kubeloop.controller.runtime import runtime
 
 from .helmlib import CHART, operator_roles, render
 
@@ -96,11 +97,14 @@ def test_rendered_args_are_what_the_operator_cli_parses(
     assert args[0] == "operator"
     captured: dict[str, Any] = {}
     monkeypatch.setattr(kopf, "run", lambda **kwargs: captured.update(kwargs))
+    monkeypatch.setattr(runtime, "namespaces", ())  # restored after: main sets it
     # argparse exits (SystemExit 2) on any flag the operator does not know.
     assert operator_main.main(args[1:]) == 0
     namespaces = values["watchNamespaces"]
     assert captured["clusterwide"] is (not namespaces)
     assert captured["namespaces"] == namespaces
+    # The informers list and watch in the same namespaces (controller/observe.py).
+    assert runtime.namespaces == tuple(namespaces)
     # Standalone kopf (no peering): the Lease decides which replica runs it (the env test).
     assert captured["standalone"] is True and captured["peering_name"] is None
     assert deploy["spec"]["replicas"] == values["replicaCount"]

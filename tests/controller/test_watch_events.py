@@ -10,6 +10,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
+import kmock
 import kopf
 import pytest
 from tests.polling import until
@@ -224,3 +225,43 @@ def test_every_slice_is_listed_into_the_cache_before_a_listener_runs(
 
         asyncio.run(scenario())
     assert seen == [(None, "churn", 1), ("MODIFIED", "churn", 1)]
+
+
+def test_an_operator_of_some_namespaces_lists_and_watches_only_those(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`kubeloop operator --namespace ml` (the chart's watchNamespaces): one informer per slice
+    and namespace, each listing and watching there only (a namespaced Role allows no more)."""
+    monkeypatch.setattr(watch_events, "_LISTENERS", defaultdict(list))
+
+    def pipeline(namespace: str, name: str) -> dict[str, Any]:
+        meta = {"name": name, "namespace": namespace}
+        return {"apiVersion": "kubeloop.io/v1alpha1", "kind": "TrainingPipeline", "metadata": meta}
+
+    with EmulatorThread(admission=False) as thread:
+        writer = kube.connect(thread.url)
+        writer.create(pipeline("ml", "a"))
+        writer.create(pipeline("other", "b"))
+        monkeypatch.setattr(runtime, "kube", kube.connect(thread.url))
+
+        async def scenario() -> None:
+            await observe.start_watching(("ml",))
+            try:
+                await asyncio.get_running_loop().run_in_executor(
+                    None, writer.create, pipeline("ml", "c")
+                )
+                await asyncio.get_running_loop().run_in_executor(
+                    None, writer.create, pipeline("other", "d")
+                )
+
+                async def c_seen() -> bool:
+                    return runtime.api.cache.get("TrainingPipeline", "ml", "c") is not None
+
+                await until(c_seen, timeout=5, interval=0.01, what="ml/c from the watch")
+            finally:
+                await observe.stop_watching()
+
+        asyncio.run(scenario())
+        assert runtime.api.cache.names("TrainingPipeline") == [("ml", "a"), ("ml", "c")]
+        reads = [r for r in thread.emulator.recorded_requests if r.method == kmock.method.GET]
+        assert reads and {r.namespace for r in reads} == {"ml"}  # lists and watches
