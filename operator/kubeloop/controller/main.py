@@ -45,11 +45,13 @@ Event the operator posts is also a log line, a warning for a Warning Event.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -167,7 +169,10 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     runtime.kube = kube.connect(config.server or None)
     runtime.seen.clear()
     # Every slice listed into the cache before kopf runs any other handler; then the watches.
+    # Meanwhile the probe URL answers (the lists retry while the API server fails them, and
+    # kopf serves the URL only after this handler); then it is freed for kopf's.
     await start_watching(runtime.namespaces)
+    await asyncio.to_thread(_close_start_probe)
     if runtime.resync is None:
         runtime.resync = Resync(
             config.resync_seconds,
@@ -265,6 +270,8 @@ def main(argv: list[str]) -> int:
         if elector is None:
             return 0  # stopped while following
     runtime.namespaces = tuple(args.namespace)
+    if args.liveness:  # until kopf serves it, at the end of its start (startup below)
+        runtime.start_probe = FollowerProbe(args.liveness, _starting(elector))
     try:
         kopf.run(
             clusterwide=not args.namespace,
@@ -274,11 +281,28 @@ def main(argv: list[str]) -> int:
             liveness_endpoint=args.liveness or None,
         )
     finally:
+        _close_start_probe()
         if elector is not None:  # kopf has stopped writing: hand over at once
             elector.stop()
             elector.release()
             runtime.leader = None
     return 0
+
+
+def _starting(elector: Elector | None) -> Callable[[], dict[str, Any]]:
+    """What the probe URL answers while kopf starts: healthy, the role, and that it starts."""
+
+    def describe() -> dict[str, Any]:
+        role = elector.describe() if elector is not None else {"role": "standalone"}
+        return {**role, "starting": True}
+
+    return describe
+
+
+def _close_start_probe() -> None:
+    probe, runtime.start_probe = runtime.start_probe, None
+    if probe is not None:
+        probe.close()
 
 
 def _exit_on_lost(why: str) -> None:
@@ -318,7 +342,7 @@ def follow(config: OperatorConfig, liveness: str) -> Elector | None:
                 return None
     finally:
         if probe is not None:
-            probe.close()  # kopf serves the probe URL from now on
+            probe.close()  # main serves it while kopf starts, then kopf does
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
     return elector

@@ -19,7 +19,7 @@ from wsgiref.simple_server import WSGIServer
 
 from kubeloop.controller.config import OperatorConfig
 from kubeloop.controller.kube import Kube
-from kubeloop.controller.leader import Elector
+from kubeloop.controller.leader import Elector, FollowerProbe
 from kubeloop.controller.resync import Resync
 
 __all__ = ["Runtime", "runtime"]
@@ -35,6 +35,9 @@ class Runtime:
     _guard: threading.Lock = field(default_factory=threading.Lock)
     _dirty: dict[tuple[str, str, str], bool] = field(default_factory=dict)
     metrics_server: WSGIServer | None = None  # serving /metrics, when on
+    # The probe URL answered while kopf starts (it serves it only once its startup handlers
+    # are done, and the informers' first lists may take a while): closed for kopf to bind it.
+    start_probe: FollowerProbe | None = None
     leader: Elector | None = None  # leader election, when on (KUBELOOP_LEASE_NAME)
     resync: Resync | None = None  # the TrainingPipelines' resync loop, while kopf runs
     # kopf's pool for sync handlers: async handlers hand their blocking reconciles to it.
