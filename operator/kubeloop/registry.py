@@ -228,22 +228,28 @@ class Registry:
         return self._settle(alias, sequence) or pointer
 
     def _settle(self, alias: str, sequence: int) -> dict[str, Any] | None:
-        """Re-point `alias` at its newest history entry when one newer than `sequence` exists.
+        """Re-point `alias` at its newest history entry while one newer than the pointer last
+        written here (`sequence`'s, first) exists.
 
-        Two promoters may write their pointers in the other order than their history entries;
-        every writer checks after its own pointer write, so the last pointer write is always
-        of the newest entry. Returns the pointer written, or None when `sequence` is newest.
+        Two promoters may write their pointers in the other order than their history entries,
+        and any write may land late. So every pointer write, the settling ones included, is
+        followed by a look at the history: the last pointer write of all is always of the
+        newest entry (a newer entry's writer writes its pointer after committing it, and so
+        after any look that missed it). Checking only once after the writer's own pointer
+        left a settling write that landed late standing (a pointer on an older promotion).
+        Returns the last pointer written, or None when `sequence` is newest.
         """
-        keys = self._history_keys(alias)
-        newest = max(keys, default=0)
-        if newest <= sequence:
-            return None
-        entry = self._read_entry(alias, newest, keys[newest])
-        if entry is None:
-            return None
-        pointer = self._pointer(entry)
-        self._write_pointer(alias, pointer)
-        return pointer
+        written: dict[str, Any] | None = None
+        while True:
+            keys = self._history_keys(alias)
+            newest = max(keys, default=0)
+            if newest <= sequence:
+                return written
+            entry = self._read_entry(alias, newest, keys[newest])
+            if entry is None:
+                return written
+            written, sequence = self._pointer(entry), newest
+            self._write_pointer(alias, written)
 
     def _pointer(self, entry: dict[str, Any]) -> dict[str, Any]:
         skip = {"alias", "previous", "sequence"}
