@@ -21,6 +21,7 @@ from kubeloop.controller.transport import Endpoint, Transport, endpoint_of
 class _Server(ThreadingHTTPServer):
     requests: list[tuple[str, str, int]]  # (method, path, client port: one per connection)
     close_after: bool  # close each connection after its answer, without saying so
+    release: threading.Event  # lets a request to .../hang be answered
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -31,6 +32,8 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         sent = json.loads(self.rfile.read(length)) if length else None
         self.server.requests.append((self.command, self.path, self.client_address[1]))
+        if self.path.endswith("/hang"):
+            self.server.release.wait(10)  # an answer that does not come in time
         status = 404 if self.path.endswith("/gone") else 200
         data = json.dumps({"n": len(self.server.requests), "sent": sent}).encode()
         self.send_response(status, "Not Found" if status == 404 else "OK")
@@ -49,10 +52,11 @@ class _Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def server() -> Iterator[_Server]:
     httpd = _Server(("127.0.0.1", 0), _Handler)
-    httpd.requests, httpd.close_after = [], False
+    httpd.requests, httpd.close_after, httpd.release = [], False, threading.Event()
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield httpd
+    httpd.release.set()
     httpd.shutdown()
     httpd.server_close()
 
@@ -81,6 +85,19 @@ def test_a_kept_alive_connection_the_server_closed_is_replaced(server: _Server) 
     assert (first["sent"], second["sent"]) == ({"x": 1}, {"x": 2})
     assert [method for method, *_ in server.requests] == ["POST", "POST"]
     assert len({port for *_, port in server.requests}) == 2
+
+
+def test_a_timed_out_request_is_not_sent_again(server: _Server) -> None:
+    """A read timeout on a kept-alive connection is not a connection the server closed: the
+    server may be working on the request, so it is not sent a second time."""
+    transport = _transport(server)
+    transport.send("GET", "/api/v1/pods")  # the connection is now a kept-alive one
+    with pytest.raises(TimeoutError):
+        transport.send("POST", "/api/v1/namespaces/ml/pods/hang", body={}, timeout=(5.0, 0.3))
+    assert [path for _, path, _ in server.requests] == [
+        "/api/v1/pods",
+        "/api/v1/namespaces/ml/pods/hang",
+    ]
 
 
 def test_an_error_answer_is_the_kubernetes_clients_api_exception(server: _Server) -> None:

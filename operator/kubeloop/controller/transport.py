@@ -135,10 +135,11 @@ class Transport:
                 connection.request(method, target, body=data, headers=headers)
                 response = connection.getresponse()
                 answer = response.read()
-            except (OSError, http.client.HTTPException):
+            except (OSError, http.client.HTTPException) as failure:
                 self._drop()
-                # A kept-alive connection the server closed: once more on a new one.
-                if reused and attempt == 1:
+                # A kept-alive connection the server closed: once more on a new one. Not after
+                # a timeout: the server may be working on it (and the wait would double).
+                if reused and attempt == 1 and not isinstance(failure, TimeoutError):
                     continue
                 raise
             if response.will_close:
