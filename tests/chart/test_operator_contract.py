@@ -98,6 +98,8 @@ def test_rendered_args_are_what_the_operator_cli_parses(
     captured: dict[str, Any] = {}
     monkeypatch.setattr(kopf, "run", lambda **kwargs: captured.update(kwargs))
     monkeypatch.setattr(runtime, "namespaces", ())  # restored after: main sets it
+    probes: list[str] = []  # the probe URL served while kopf starts: recorded, not bound
+    monkeypatch.setattr(operator_main, "FollowerProbe", lambda url, _describe: probes.append(url))
     # argparse exits (SystemExit 2) on any flag the operator does not know.
     assert operator_main.main(args[1:]) == 0
     namespaces = values["watchNamespaces"]
@@ -112,6 +114,7 @@ def test_rendered_args_are_what_the_operator_cli_parses(
     # Liveness and readiness hit kopf's own probe endpoint, on the port the flag opens.
     probe_port = values["operator"]["probePort"]
     assert captured["liveness_endpoint"] == f"http://0.0.0.0:{probe_port}/healthz"
+    assert probes == [captured["liveness_endpoint"]]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports["probes"] == probe_port
     for probe in ("livenessProbe", "readinessProbe"):

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import urllib.request
+from collections.abc import Iterator
 from typing import Any
 
 import kopf
@@ -16,6 +18,16 @@ import pytest
 
 from kubeloop.controller import main as operator_main
 from kubeloop.controller.runtime import runtime
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """main() configures the root logger (kopf's handler): put it back after each test."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def _free_port() -> int:
@@ -72,3 +84,20 @@ def test_the_probe_is_freed_when_kopf_stops_during_its_start(
     with socket.socket() as sock:  # free again
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", port))
+
+
+def test_a_probe_port_in_use_is_a_warning_not_a_crash(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    ran: list[bool] = []
+    monkeypatch.setattr(kopf, "run", lambda **_: ran.append(True))
+    monkeypatch.setattr(runtime, "start_probe", None)
+    monkeypatch.setattr(runtime, "namespaces", ())
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        url = f"http://127.0.0.1:{taken.getsockname()[1]}/healthz"
+        assert operator_main.main(["--liveness", url]) == 0
+    assert ran == [True]
+    (line,) = [r.getMessage() for r in caplog.records if "not served while" in r.getMessage()]
+    assert line.startswith(f"the probe URL {url} is not served while the operator starts: ")

@@ -271,7 +271,14 @@ def main(argv: list[str]) -> int:
             return 0  # stopped while following
     runtime.namespaces = tuple(args.namespace)
     if args.liveness:  # until kopf serves it, at the end of its start (startup below)
-        runtime.start_probe = FollowerProbe(args.liveness, _starting(elector))
+        try:
+            runtime.start_probe = FollowerProbe(args.liveness, _starting(elector))
+        except OSError as error:  # kopf's own server will say so when it binds the port
+            logging.getLogger("kubeloop.operator").warning(
+                "the probe URL %s is not served while the operator starts: %s",
+                args.liveness,
+                error,
+            )
     try:
         kopf.run(
             clusterwide=not args.namespace,
