@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import socket
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import kopf
@@ -19,15 +17,7 @@ import pytest
 from kubeloop.controller import main as operator_main
 from kubeloop.controller.runtime import runtime
 
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """main() configures the root logger (kopf's handler): put it back after each test."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("restore_logging")  # tests/controller/conftest.py
 
 
 def _free_port() -> int:
